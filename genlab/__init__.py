@@ -1,0 +1,30 @@
+"""genlab: grow generalized neural networks (DAGs of small neuron groups) in a Jupyter lab.
+
+    >>> import genlab
+    >>> data = genlab.datasets.load("iris")
+    >>> net = genlab.Network.mlp([data.n_features, 16, data.n_classes])
+    >>> trainer = genlab.Trainer(net, backend="serial", seed=0)
+"""
+
+__version__ = "0.1.0"
+
+from . import datasets
+from .errors import BackendError, DataError, FileFormatError, GenlabError, GraphError, TrainingError
+from .network import INPUT, OUTPUT, Network
+from .trainer import History, Trainer
+
+__all__ = [
+    "Network", "Trainer", "History", "datasets", "INPUT", "OUTPUT", "cuda_dir",
+    "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",
+]
+
+
+def cuda_dir():
+    """The folder of genlab's CUDA C sources (inside the installed package, or the checkout's cuda/)."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    packaged = files("genlab") / "cuda"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "cuda"  # an editable install of a checkout

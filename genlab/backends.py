@@ -1,0 +1,66 @@
+"""Choosing an engine: 'serial' always works; 'cuda' needs pycuda, a driver, a device and nvcc.
+
+`backend="auto"` walks that ladder and falls back to the serial engine with one line that says
+which rung was missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from functools import lru_cache
+
+from .errors import BackendError
+
+BACKENDS = ("auto", "serial", "cuda")
+
+
+@lru_cache(maxsize=None)
+def cuda_status() -> tuple[bool, str]:
+    """(True, device name) when the CUDA engine can run here, else (False, what is missing)."""
+    try:
+        import pycuda.driver as drv
+    except ImportError:
+        return False, "pycuda is not installed (pip install 'genlab[cuda]')"
+    except Exception as e:  # a broken pycuda build
+        return False, f"pycuda failed to import ({type(e).__name__}: {e})"
+    try:
+        drv.init()
+    except Exception as e:
+        return False, f"no usable CUDA driver (cuInit failed: {e})"
+    if drv.Device.count() == 0:
+        return False, "the CUDA driver sees no GPU"
+    cuda_root = os.environ.get("CUDA_ROOT") or os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+    if not (shutil.which("nvcc") or os.path.exists(os.path.join(cuda_root, "bin", "nvcc"))):
+        return False, "nvcc, the CUDA compiler, is not on PATH (needed to build genlab's kernels)"
+    try:
+        import genlab.engines.cuda  # noqa: F401  (arrives with the CUDA engine)
+    except ImportError:
+        return False, "this genlab has no CUDA engine yet"
+    return True, drv.Device(0).name()
+
+
+def resolve(backend: str = "auto") -> str:
+    """The engine name that `backend` means here; raise BackendError if it cannot run."""
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "serial":
+        return "serial"
+    ok, why = cuda_status()
+    if backend == "cuda" and not ok:
+        raise BackendError(f"the CUDA backend is not available: {why}")
+    if backend == "auto" and not ok:
+        print(f"genlab: using the serial engine ({why})", file=sys.stderr)
+        return "serial"
+    return "cuda"
+
+
+def make_engine(backend: str, net, optimizer, dtype="float32"):
+    """An engine of the resolved backend, loaded with `net`."""
+    name = resolve(backend)
+    if name == "cuda":
+        from .engines.cuda import CudaEngine
+        return CudaEngine(net, optimizer, dtype=dtype)
+    from .engines.serial import SerialEngine
+    return SerialEngine(net, optimizer, dtype=dtype)

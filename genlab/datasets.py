@@ -1,0 +1,144 @@
+"""Datasets that need no download, and the checks every batch passes before training.
+
+`load(name)` returns a standardised, stratified train/test split. The tabular sets ship with
+scikit-learn; the 2-D sets are generated (moons, circles, the TensorFlow Playground's spirals
+and xor), so a classroom without a network connection has them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+
+TABULAR = ("digits", "iris", "wine", "breast_cancer")
+GENERATED = ("moons", "circles", "spirals", "xor")
+NAMES = TABULAR + GENERATED
+
+
+@dataclass
+class Dataset:
+    """A train/test split; features standardised with the training set's mean and std."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    @property
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.X_train, self.y_train
+
+    @property
+    def test(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.X_test, self.y_test
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}: {len(self.y_train)} train + {len(self.y_test)} test samples, "
+                f"{self.n_features} features, {self.n_classes} classes)")
+
+
+def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int = 600,
+         noise: float | None = None) -> Dataset:
+    """Load `name` (see NAMES) as a standardised train/test split drawn with `seed`.
+
+    n_samples and noise apply to the generated 2-D sets only.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if name in TABULAR:
+        import sklearn.datasets as skd
+        X, y = getattr(skd, f"load_{name}")(return_X_y=True)
+    elif name in GENERATED:
+        X, y = _generate(name, n_samples, noise, np.random.default_rng(seed))
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    X_train, X_test, y_train, y_test = train_test_split(
+        np.asarray(X, np.float64), np.asarray(y, np.int64), test_size=test_size,
+        random_state=seed, stratify=y)
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+    std[std == 0] = 1.0  # constant features (digits' border pixels) stay at zero
+    scale = lambda a: ((a - mean) / std).astype(np.float32)
+    return Dataset(name, scale(X_train), y_train, scale(X_test), y_test)
+
+
+def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):
+    if name == "moons":
+        from sklearn.datasets import make_moons
+        return make_moons(n, noise=0.2 if noise is None else noise, random_state=int(rng.integers(2**31)))
+    if name == "circles":
+        from sklearn.datasets import make_circles
+        return make_circles(n, noise=0.1 if noise is None else noise, factor=0.5,
+                            random_state=int(rng.integers(2**31)))
+    noise = 0.5 if noise is None else noise
+    if name == "spirals":  # the TensorFlow Playground's formula: two arms, radius 0..5
+        half = n // 2
+        i = np.arange(half)
+        r = i / half * 5
+        arms = []
+        for label, delta in ((0, 0.0), (1, np.pi)):
+            t = 1.75 * i / half * 2 * np.pi + delta
+            xy = np.stack([r * np.sin(t), r * np.cos(t)], axis=1)
+            arms.append((xy + rng.uniform(-1, 1, xy.shape) * noise, np.full(half, label)))
+        return np.concatenate([a[0] for a in arms]), np.concatenate([a[1] for a in arms])
+    # xor, as in the Playground: points in [-5, 5]^2 kept 0.3 away from the axes
+    xy = rng.uniform(-5, 5, (n, 2))
+    xy += np.where(xy > 0, 0.3, -0.3)
+    y = (xy[:, 0] * xy[:, 1] >= 0).astype(np.int64)
+    return xy + rng.uniform(-1, 1, xy.shape) * noise, y
+
+
+def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None):
+    """Return X as float and y as int64 arrays, or raise DataError saying what is wrong.
+
+    Checks: X is a non-empty 2-D array of finite numbers with n_inputs columns; y is 1-D, as
+    long as X, holds whole numbers in 0..n_outputs-1.
+    """
+    try:
+        X = np.asarray(X)
+    except (ValueError, TypeError) as e:  # ragged lists
+        raise DataError(f"X cannot be read as an array: {e}") from None
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"X must hold numbers, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-D (samples x features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise DataError("X is empty: no samples")
+    if n_inputs is not None and X.shape[1] != n_inputs:
+        raise DataError(f"X has {X.shape[1]} features but the network's input group has width {n_inputs}")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at row {r}, "
+                        f"column {c} ({X[r, c]})")
+    X = X.astype(np.float64) if X.dtype.kind != "f" else X
+    if y is None:
+        return X
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"y must be 1-D (one label per sample), got shape {y.shape}")
+    if len(y) != len(X):
+        raise DataError(f"X has {len(X)} samples but y has {len(y)} labels")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise DataError("labels must be whole numbers (class indices)")
+    elif y.dtype.kind not in "biu":
+        raise DataError(f"labels must be integers (class indices), got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if n_outputs is not None:
+        out = (y < 0) | (y >= n_outputs)
+        if out.any():
+            raise DataError(f"label {y[out][0]} is outside 0..{n_outputs - 1} (the output group has "
+                            f"{n_outputs} classes); {int(out.sum())} label(s) out of range")
+    return X, y

@@ -1,0 +1,109 @@
+"""The serial engine: a plain NumPy loop over the groups in topological order.
+
+It is the reference every other engine is tested against, and the CPU fallback. Activations are
+batch-major: h[g] has shape (batch, width[g]). Parameters live in one dict keyed
+("W", src, dst) for an edge's weight block and ("b", g) for a group's bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TrainingError
+from ..network import INPUT, OUTPUT, Network
+
+
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) against labels y, and its gradient dL/dlogits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, y]))
+    grad = exp / total
+    grad[rows, y] -= 1
+    grad /= len(y)
+    return loss, grad
+
+
+class SerialEngine:
+    """Runs a Network on the CPU with NumPy, in float32 (default) or float64."""
+
+    name = "serial"
+
+    def __init__(self, net: Network, optimizer, dtype="float32"):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"the serial engine runs in float32 or float64, not {self.dtype}")
+        self.optimizer = optimizer
+        self.state: dict[tuple, dict] = {}  # optimizer state per parameter key
+        self.load(net)
+
+    def load(self, net: Network) -> None:
+        """Take the network's topology and parameters; keep optimizer state of unchanged params."""
+        self.order = net.topological_order()[1:]
+        self.inputs = {g: net.inputs(g) for g in self.order}
+        self.params = {("W", s, d): w.astype(self.dtype) for (s, d), w in net.weights.items()}
+        self.params.update({("b", g): b.astype(self.dtype) for g, b in net.biases.items()})
+        self.state = {k: v for k, v in self.state.items() if k in self.params and all(
+            a.shape == self.params[k].shape for a in v.values() if isinstance(a, np.ndarray))}
+        self.grads: dict[tuple, np.ndarray] = {}
+        self.grad_std: dict[int, float] = {}
+        self._h: dict[int, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch x of shape (batch, n_inputs); keeps the activations for backward."""
+        h = {INPUT: np.asarray(x, self.dtype)}
+        for g in self.order:
+            z = self.params[("b", g)] + sum(h[s] @ self.params[("W", s, g)].T for s in self.inputs[g])
+            h[g] = z if g == OUTPUT else np.maximum(z, 0)
+        self._h = h
+        return h[OUTPUT]
+
+    def backward(self, y: np.ndarray) -> float:
+        """Loss of the last forward against labels y; fills grads and grad_std (dL/dh per group)."""
+        h = self._h
+        loss, dlogits = softmax_cross_entropy(h[OUTPUT], y)
+        dh = {OUTPUT: dlogits}
+        grads, stats = {}, {}
+        for g in reversed(self.order):
+            grad_out = dh.pop(g)  # dL/dh: every consumer of g has already sent its share
+            stats[g] = float(grad_out.std())
+            dz = grad_out if g == OUTPUT else grad_out * (h[g] > 0)
+            grads[("b", g)] = dz.sum(axis=0)
+            for s in self.inputs[g]:
+                w = self.params[("W", s, g)]
+                grads[("W", s, g)] = dz.T @ h[s]
+                if s != INPUT:
+                    dh[s] = dh[s] + dz @ w if s in dh else dz @ w
+        self.grads, self.grad_std = grads, stats
+        return loss
+
+    def update(self) -> None:
+        """One optimizer step with the gradients of the last backward."""
+        for key, grad in self.grads.items():
+            self.optimizer.update(self.params[key], grad, self.state.setdefault(key, {}))
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Forward, backward and update on one batch; return (loss, logits).
+
+        A non-finite loss raises TrainingError before the update, so parameters stay as they were.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            logits = self.forward(x)
+            loss = self.backward(y)
+        if not np.isfinite(loss) or not all(np.isfinite(g).all() for g in self.grads.values()):
+            raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
+                                "not applied (try a lower learning rate)")
+        self.update()
+        return loss, logits
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def write_back(self, net: Network) -> None:
+        """Copy the trained parameters into the network (in the network's dtype)."""
+        for (s, d) in net.weights:
+            net.weights[(s, d)] = self.params[("W", s, d)].astype(net.dtype)
+        for g in net.biases:
+            net.biases[g] = self.params[("b", g)].astype(net.dtype)

@@ -1,0 +1,424 @@
+"""The network description: neuron groups, the edges between them and their parameters.
+
+A network is a directed acyclic graph. Group 0 is the input (its width is the number of
+features), group 1 the output (linear: its width is the number of classes), every other group a
+hidden dense + ReLU group. An edge src -> dst carries a weight block of shape
+(width[dst], width[src]); every group but the input carries a bias. Nothing here knows about
+devices: engines load a Network and write trained parameters back into it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import zipfile
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileFormatError, GraphError
+
+INPUT = 0
+OUTPUT = 1
+
+FORMAT = "genlab.network"
+FORMAT_VERSION = 1
+
+
+class Network:
+    """A DAG of neuron groups with one input group (id 0) and one output group (id 1).
+
+    >>> net = Network(4, 3)
+    >>> h = net.add_group(8, inputs=[net.input])
+    >>> net.connect(h, net.output)
+    >>> net.n_params
+    67
+    """
+
+    input = INPUT
+    output = OUTPUT
+
+    def __init__(self, n_inputs: int, n_outputs: int, seed: int = 0, dtype=np.float32):
+        _check_width(n_inputs, "the input group")
+        _check_width(n_outputs, "the output group")
+        self.dtype = np.dtype(dtype)
+        self.widths: dict[int, int] = {INPUT: int(n_inputs), OUTPUT: int(n_outputs)}
+        self.weights: dict[tuple[int, int], np.ndarray] = {}
+        self.biases: dict[int, np.ndarray] = {OUTPUT: np.zeros(n_outputs, self.dtype)}
+        self.history: list[dict] = []  # growth events, JSON-ready (see genlab.growth)
+        self._in: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
+        self._out: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
+        self._next_id = 2
+        self._rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ building
+    @property
+    def n_inputs(self) -> int:
+        return self.widths[INPUT]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.widths[OUTPUT]
+
+    def add_group(self, width: int, inputs=(), outputs=()) -> int:
+        """Add a hidden ReLU group fed by `inputs` and feeding `outputs`; return its id.
+
+        Every id is checked before anything changes, so a bad call leaves the network as it was.
+        """
+        _check_width(width, "a group")
+        inputs, outputs = list(inputs), list(outputs)
+        for src in inputs:
+            self._check_endpoint(src, "inputs")
+            if src == OUTPUT:
+                raise GraphError(f"the output group {OUTPUT} cannot feed another group")
+        for dst in outputs:
+            self._check_endpoint(dst, "outputs")
+            if dst == INPUT:
+                raise GraphError(f"the input group {INPUT} cannot have inputs")
+        for ids, where in ((inputs, "inputs"), (outputs, "outputs")):
+            if len(set(ids)) != len(ids):
+                raise GraphError(f"duplicate group in {where}: {ids}")
+        g = self._next_id
+        self._next_id += 1
+        self.widths[g] = int(width)
+        self.biases[g] = np.zeros(int(width), self.dtype)
+        self._in[g], self._out[g] = [], []
+        for src in inputs:
+            self.connect(src, g)
+        for dst in outputs:
+            self.connect(g, dst)
+        return g
+
+    def connect(self, src: int, dst: int, weight=None) -> None:
+        """Add the edge src -> dst with `weight` (width[dst] x width[src]) or a He-normal draw."""
+        self._check_endpoint(src, "source")
+        self._check_endpoint(dst, "destination")
+        if dst == INPUT:
+            raise GraphError(f"edge {src} -> {dst}: the input group {INPUT} cannot have inputs")
+        if src == OUTPUT:
+            raise GraphError(f"edge {src} -> {dst}: the output group {OUTPUT} cannot feed another group")
+        if (src, dst) in self.weights:
+            raise GraphError(f"edge {src} -> {dst} already exists")
+        path = self._path(dst, src)
+        if path is not None:
+            cycle = " -> ".join(map(str, [src] + path))
+            raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
+        shape = (self.widths[dst], self.widths[src])
+        if weight is None:
+            fan_in = sum(self.widths[s] for s in self._in[dst]) + self.widths[src]
+            weight = self._rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        weight = np.asarray(weight)
+        if weight.shape != shape:
+            raise GraphError(
+                f"width mismatch on edge {src} -> {dst}: weight block is {weight.shape}, "
+                f"expected {shape} = (width of {dst}, width of {src})")
+        self.weights[(src, dst)] = weight.astype(self.dtype, copy=True)
+        self._in[dst].append(src)
+        self._out[src].append(dst)
+
+    def disconnect(self, src: int, dst: int) -> np.ndarray:
+        """Remove the edge src -> dst and return its weight block."""
+        if (src, dst) not in self.weights:
+            raise GraphError(f"there is no edge {src} -> {dst}")
+        self._in[dst].remove(src)
+        self._out[src].remove(dst)
+        return self.weights.pop((src, dst))
+
+    def remove_group(self, g: int) -> None:
+        """Remove hidden group g and its edges (no validation: the caller rewires first)."""
+        if g in (INPUT, OUTPUT) or g not in self.widths:
+            raise GraphError(f"group {g} is not a hidden group of this network")
+        for src in list(self._in[g]):
+            self.disconnect(src, g)
+        for dst in list(self._out[g]):
+            self.disconnect(g, dst)
+        del self.widths[g], self.biases[g], self._in[g], self._out[g]
+
+    def _check_endpoint(self, g, role: str) -> None:
+        if not isinstance(g, (int, np.integer)) or int(g) not in self.widths:
+            raise GraphError(f"{role}: group {g!r} does not exist (groups: {self.groups})")
+
+    def _path(self, start: int, goal: int) -> list[int] | None:
+        """A path start -> ... -> goal along edges, or None (used to name a cycle)."""
+        parent = {start: None}
+        queue = deque([start])
+        while queue:
+            g = queue.popleft()
+            if g == goal:
+                path = []
+                while g is not None:
+                    path.append(g)
+                    g = parent[g]
+                return path[::-1]
+            for d in self._out[g]:
+                if d not in parent:
+                    parent[d] = g
+                    queue.append(d)
+        return None
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def mlp(cls, sizes, seed: int = 0, dtype=np.float32) -> "Network":
+        """A traditional layered network as a chain of groups: [n_in, h1, ..., n_out]."""
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise GraphError(f"mlp needs at least an input and an output size, got {sizes}")
+        net = cls(sizes[0], sizes[-1], seed=seed, dtype=dtype)
+        prev = INPUT
+        for width in sizes[1:-1]:
+            prev = net.add_group(width, inputs=[prev])
+        net.connect(prev, OUTPUT)
+        net.init_params(seed)
+        return net
+
+    @classmethod
+    def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
+                   n_inputs: int = 64, n_outputs: int = 10, dtype=np.float32) -> "Network":
+        """A layered random DAG for tests and benchmarks.
+
+        Each of the `levels` levels holds `per_level` groups. A group draws its inputs from the
+        previous two levels (the input group counts as level 0), one of them at least from the
+        previous level. `width` and `fan_in` are an int or an inclusive (low, high) range drawn
+        per group. Groups that feed no later group feed the output group, so every group lies
+        on a path from the input to the output.
+        """
+        if levels < 1 or per_level < 1:
+            raise GraphError(f"random_dag needs levels >= 1 and per_level >= 1, got {levels}, {per_level}")
+        rng = np.random.default_rng(seed)
+        draw = lambda v: int(rng.integers(v[0], v[1] + 1)) if isinstance(v, (tuple, list)) else int(v)
+        net = cls(n_inputs, n_outputs, seed=seed, dtype=dtype)
+        by_level = [[INPUT]]
+        for _ in range(levels):
+            level = []
+            prev, prev2 = by_level[-1], (by_level[-2] if len(by_level) > 1 else [])
+            for _ in range(per_level):
+                k = max(1, draw(fan_in))
+                first = int(rng.choice(prev))
+                pool = [g for g in prev + prev2 if g != first]
+                extra = rng.choice(pool, size=min(k - 1, len(pool)), replace=False) if pool else []
+                level.append(net.add_group(draw(width), inputs=[first, *map(int, extra)]))
+            by_level.append(level)
+        for g in net.hidden_groups:
+            if not net._out[g]:
+                net.connect(g, OUTPUT)
+        net.init_params(seed)
+        return net
+
+    def init_params(self, seed: int = 0) -> None:
+        """Draw every weight block He-normal over the group's total fan-in; zero the biases."""
+        rng = np.random.default_rng(seed)
+        for g in self.groups[1:]:
+            fan_in = sum(self.widths[s] for s in self._in[g])
+            for s in self._in[g]:
+                shape = (self.widths[g], self.widths[s])
+                self.weights[(s, g)] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype(self.dtype)
+            self.biases[g] = np.zeros(self.widths[g], self.dtype)
+
+    def copy(self) -> "Network":
+        """A deep copy (parameters included)."""
+        net = Network._from_meta(json.loads(json.dumps(self._meta())), self._arrays())
+        net._rng = copy.deepcopy(self._rng)
+        return net
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def groups(self) -> list[int]:
+        """All group ids in ascending order (input 0, output 1, then hidden groups)."""
+        return sorted(self.widths)
+
+    @property
+    def hidden_groups(self) -> list[int]:
+        return [g for g in self.groups if g not in (INPUT, OUTPUT)]
+
+    @property
+    def edges(self) -> list[tuple[int, int]]:
+        """All edges (src, dst), sorted."""
+        return sorted(self.weights)
+
+    def inputs(self, g: int) -> list[int]:
+        """The groups feeding g, in the order they were connected."""
+        return list(self._in[g])
+
+    def outputs(self, g: int) -> list[int]:
+        """The groups g feeds, in the order they were connected."""
+        return list(self._out[g])
+
+    @property
+    def n_params(self) -> int:
+        return sum(w.size for w in self.weights.values()) + sum(b.size for b in self.biases.values())
+
+    def topological_order(self) -> list[int]:
+        """Groups in an order where every edge points forward (Kahn, smallest id first)."""
+        self.validate()
+        return self._kahn()
+
+    def levels(self) -> dict[int, int]:
+        """Level of each group: the longest path (in edges) from the input group."""
+        level = {INPUT: 0}
+        for g in self.topological_order()[1:]:
+            level[g] = 1 + max(level[s] for s in self._in[g])
+        return level
+
+    def _kahn(self) -> list[int]:
+        import heapq
+        indeg = {g: len(self._in[g]) for g in self.widths}
+        ready = [g for g, d in indeg.items() if d == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            g = heapq.heappop(ready)
+            order.append(g)
+            for d in self._out[g]:
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    heapq.heappush(ready, d)
+        return order
+
+    def validate(self) -> None:
+        """Raise GraphError naming the groups involved if the network cannot be run."""
+        for g, w in self.widths.items():
+            _check_width(w, f"group {g}")
+        for (s, d), w in self.weights.items():
+            for g in (s, d):
+                if g not in self.widths:
+                    raise GraphError(f"edge {s} -> {d}: group {g} does not exist")
+            if w.shape != (self.widths[d], self.widths[s]):
+                raise GraphError(
+                    f"width mismatch on edge {s} -> {d}: weight block is {w.shape}, "
+                    f"expected {(self.widths[d], self.widths[s])} = (width of {d}, width of {s})")
+        for g, b in self.biases.items():
+            if g == INPUT or b.shape != (self.widths[g],):
+                raise GraphError(f"bias of group {g} has shape {b.shape}, expected ({self.widths[g]},)")
+        order = self._kahn()
+        if len(order) < len(self.widths):
+            raise GraphError(f"the network has a cycle: {' -> '.join(map(str, self._find_cycle(set(self.widths) - set(order))))}")
+        forward = self._reach(INPUT, self._out)
+        backward = self._reach(OUTPUT, self._in)
+        if OUTPUT not in forward:
+            raise GraphError(f"the output group {OUTPUT} is not reachable from the input group {INPUT}")
+        cut_off = [g for g in self.hidden_groups if g not in forward]
+        if cut_off:
+            raise GraphError(f"hidden group(s) {_ids(cut_off)} not reachable from the input group {INPUT}")
+        dead_end = [g for g in self.hidden_groups if g not in backward]
+        if dead_end:
+            raise GraphError(f"hidden group(s) {_ids(dead_end)} do not reach the output group {OUTPUT}")
+
+    def _find_cycle(self, candidates: set[int]) -> list[int]:
+        g = min(candidates)
+        seen = []
+        while g not in seen:  # every group left over by Kahn has an in-edge from another one
+            seen.append(g)
+            g = min(s for s in self._in[g] if s in candidates)
+        cycle = seen[seen.index(g):][::-1]
+        return cycle + [cycle[0]]
+
+    @staticmethod
+    def _reach(start: int, adjacency: dict) -> set[int]:
+        seen, stack = {start}, [start]
+        while stack:
+            for n in adjacency[stack.pop()]:
+                if n not in seen:
+                    seen.add(n)
+                    stack.append(n)
+        return seen
+
+    def summary(self) -> str:
+        """A text table: one row per group (level, width, inputs, outputs, parameters)."""
+        level = self.levels()
+        rows = [f"{'group':>6} {'kind':<7} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
+        for g in sorted(self.widths, key=lambda g: (level[g], g)):
+            kind = "input" if g == INPUT else "output" if g == OUTPUT else "hidden"
+            params = sum(self.weights[(s, g)].size for s in self._in[g]) + (self.widths[g] if g != INPUT else 0)
+            rows.append(f"{g:>6} {kind:<7} {level[g]:>5} {self.widths[g]:>6} {params:>8}  "
+                        f"{_ids(self._in[g]) or '-'} -> {_ids(self._out[g]) or '-'}")
+        rows.append(f"{len(self.widths)} groups, {len(self.weights)} edges, {self.n_params} parameters, "
+                    f"depth {level[OUTPUT]}")
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        return (f"Network(groups={len(self.widths)}, edges={len(self.weights)}, "
+                f"params={self.n_params}, inputs={self.n_inputs}, outputs={self.n_outputs})")
+
+    # ------------------------------------------------------------------ files
+    def _meta(self) -> dict:
+        return {
+            "format": FORMAT, "version": FORMAT_VERSION, "dtype": self.dtype.name,
+            "widths": {str(g): w for g, w in self.widths.items()},
+            # edges in connection order per destination, so inputs() survives a round trip
+            "edges": [[s, d] for d in self.groups for s in self._in[d]],
+            "next_id": self._next_id, "history": self.history,
+        }
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"W_{s}_{d}": w for (s, d), w in self.weights.items()}
+        arrays.update({f"b_{g}": b for g, b in self.biases.items()})
+        return arrays
+
+    def save(self, path) -> Path:
+        """Write topology, parameters and growth history to one .npz file (no pickled code)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz")
+        meta = np.frombuffer(json.dumps(self._meta()).encode(), dtype=np.uint8)
+        np.savez(path, __meta__=meta, **self._arrays())
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Network":
+        """Read a network written by save(); a damaged or foreign file raises FileFormatError."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise FileFormatError(f"{path} is not a readable genlab network file ({e})") from None
+        try:
+            meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+        except KeyError:
+            raise FileFormatError(f"{path} is an .npz file but not a genlab network (no metadata)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FileFormatError(f"{path}: damaged metadata ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise FileFormatError(f"{path} is not a genlab network file")
+        if meta.get("version") != FORMAT_VERSION:
+            raise FileFormatError(f"{path} has format version {meta.get('version')}; "
+                                  f"this genlab reads version {FORMAT_VERSION}")
+        try:
+            net = cls._from_meta(meta, arrays)
+        except (KeyError, TypeError, ValueError) as e:  # GraphError is a ValueError
+            raise FileFormatError(f"{path}: inconsistent contents ({type(e).__name__}: {e})") from None
+        return net
+
+    @classmethod
+    def _from_meta(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "Network":
+        widths = {int(g): int(w) for g, w in meta["widths"].items()}
+        net = cls(widths[INPUT], widths[OUTPUT], dtype=meta["dtype"])
+        for g in sorted(widths):
+            if g not in (INPUT, OUTPUT):
+                _check_width(widths[g], f"group {g}")
+                net.widths[g] = widths[g]
+                net._in[g], net._out[g] = [], []
+        for s, d in meta["edges"]:
+            s, d = int(s), int(d)
+            if s not in widths or d not in widths:
+                raise GraphError(f"edge {s} -> {d} names a group that does not exist")
+            net.weights[(s, d)] = np.array(arrays[f"W_{s}_{d}"])
+            net._in[d].append(s)
+            net._out[s].append(d)
+        net.biases = {g: np.array(arrays[f"b_{g}"]) for g in widths if g != INPUT}
+        net.history = list(meta["history"])
+        net._next_id = int(meta["next_id"])
+        net.validate()
+        return net
+
+
+def _check_width(width, what: str) -> None:
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width <= 0:
+        raise GraphError(f"{what} needs a positive integer width, got {width!r}")
+
+
+def _ids(groups) -> str:
+    return ", ".join(map(str, groups))

@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+import genlab
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "genlab", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_digits_reaches_95_percent():
+    result = run("train", "--dataset", "digits", "--backend", "serial", "--epochs", "30", "--seed", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for key in ("dataset", "backend", "epochs", "groups", "edges", "parameters", "train_accuracy",
+                "test_accuracy", "seconds"):
+        assert key in report
+    assert report["dataset"] == "digits" and report["backend"] == "serial" and report["epochs"] == 30
+    assert report["groups"] == 4 and report["edges"] == 3 and report["parameters"] == 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    assert report["test_accuracy"] >= 0.95
+
+
+def test_train_saves_a_network_that_loads(tmp_path):
+    path = tmp_path / "iris.npz"
+    result = run("train", "--dataset", "iris", "--backend", "serial", "--epochs", "3", "--hidden", "8",
+                 "--save", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "test_accuracy" in result.stdout
+    assert genlab.Network.load(path).widths == {0: 4, 1: 3, 2: 8}
+
+
+def test_version_and_usage_errors():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"genlab {genlab.__version__}"
+    bad = run("train", "--dataset", "mnist")
+    assert bad.returncode == 2 and "invalid choice: 'mnist'" in bad.stderr
+    bad = run("train", "--hidden", "64,-1")
+    assert bad.returncode == 2 and "expected positive widths" in bad.stderr
+
+
+def test_missing_cuda_is_an_error_not_a_traceback(monkeypatch, capsys):
+    from genlab import backends, cli
+
+    monkeypatch.setattr(backends, "cuda_status", lambda: (False, "the CUDA driver sees no GPU"))
+    assert cli.main(["train", "--dataset", "iris", "--backend", "cuda", "--epochs", "1"]) == 1
+    assert capsys.readouterr().err == "genlab: error: the CUDA backend is not available: the CUDA driver sees no GPU\n"

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from genlab import datasets
+
+CLASSES = {"digits": 10, "iris": 3, "wine": 3, "breast_cancer": 2, "moons": 2, "circles": 2, "spirals": 2, "xor": 2}
+FEATURES = {"digits": 64, "iris": 4, "wine": 13, "breast_cancer": 30}
+
+
+@pytest.mark.parametrize("name", datasets.NAMES)
+def test_load_gives_a_standardised_stratified_split(name):
+    data = datasets.load(name, seed=0)
+    assert data.n_classes == CLASSES[name] and data.n_features == FEATURES.get(name, 2)
+    assert data.X_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    assert len(data.y_test) == pytest.approx(0.25 * (len(data.y_train) + len(data.y_test)), abs=1)
+    assert np.isfinite(data.X_train).all() and np.isfinite(data.X_test).all()
+    varying = data.X_train.std(axis=0) > 0
+    np.testing.assert_allclose(data.X_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(data.X_train.std(axis=0)[varying], 1, rtol=1e-4)
+    train_share = np.bincount(data.y_train) / len(data.y_train)
+    test_share = np.bincount(data.y_test, minlength=data.n_classes) / len(data.y_test)
+    np.testing.assert_allclose(train_share, test_share, atol=0.05)
+    again = datasets.load(name, seed=0)
+    assert np.array_equal(again.X_train, data.X_train) and np.array_equal(again.y_test, data.y_test)
+    assert not np.array_equal(datasets.load(name, seed=1).X_train, data.X_train)
+
+
+def test_generated_sets_follow_their_formulas():
+    spirals = datasets._generate("spirals", 200, 0.0, np.random.default_rng(0))[0]
+    assert np.hypot(*spirals.T).max() == pytest.approx(5 * 99 / 100)  # radius i/n*5
+    xy, y = datasets._generate("xor", 500, 0.0, np.random.default_rng(0))
+    assert np.array_equal(y, (xy[:, 0] * xy[:, 1] >= 0)) and np.abs(xy).min() >= 0.3
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'; choose one of digits"):
+        datasets.load("mnist")

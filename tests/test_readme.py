@@ -1,0 +1,21 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_api_example_runs_as_written(tmp_path):
+    (example,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "'accuracy':" in result.stdout and "5 groups, 6 edges" in result.stdout
+    assert (tmp_path / "digits_dag.npz").is_file()
+
+
+def test_ci_runs_the_readme_blocks():
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "run_readme_block setup" in ci and "run_readme_block test" in ci
+    assert "<!-- ci:setup" in README and "<!-- ci:test" in README

@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+from conftest import assert_unchanged, snapshot
+
+import genlab.backends as backends
+from genlab import BackendError, DataError, Network, Trainer, TrainingError, datasets
+
+
+@pytest.fixture
+def net():
+    return Network.random_dag(levels=3, per_level=4, width=(2, 6), fan_in=2, seed=1, n_inputs=4, n_outputs=3)
+
+
+def test_fit_learns_and_records_history():
+    data = datasets.load("iris", seed=0)
+    net = Network.mlp([4, 16, 3], seed=0)
+    trainer = Trainer(net, backend="serial", lr=0.01, batch_size=16, seed=0)
+    before = trainer.evaluate(*data.test)
+    history = trainer.fit(*data.train, epochs=20, validation=data.test, progress=False)
+    per_epoch = -(-len(data.y_train) // 16)
+    assert trainer.step_count == len(history.steps) == len(history.grad_std) == 20 * per_epoch
+    assert [e["epoch"] for e in history.epochs] == list(range(1, 21))
+    assert history.epochs[-1]["step"] == trainer.step_count
+    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    after = trainer.evaluate(*data.test)
+    assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
+    assert history.epochs[-1]["val_accuracy"] == after["accuracy"]
+    assert set(history.grad_std[0]) == set(net.groups[1:])
+    assert trainer.predict(data.X_test).shape == (len(data.y_test),)
+    # fit wrote the trained parameters back into the network the user holds
+    assert np.array_equal(Trainer(net, backend="serial").logits(data.X_test), trainer.logits(data.X_test))
+
+
+def test_same_seed_same_run(net):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 4)), rng.integers(0, 3, 50)
+    runs = [Trainer(net.copy(), backend="serial", seed=3).fit(X, y, epochs=2, progress=False) for _ in range(2)]
+    assert [s["loss"] for s in runs[0].steps] == [s["loss"] for s in runs[1].steps]
+
+
+def test_lr_can_be_changed_between_steps(net):
+    trainer = Trainer(net, backend="serial", optimizer="sgd", lr=0.1)
+    trainer.lr = 0.0
+    before = snapshot(trainer.net)
+    trainer.step(np.ones((3, 4)), [0, 1, 2])
+    assert_unchanged(trainer.net, before)
+
+
+BAD_BATCHES = [
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 17, np.nan, x), y),
+     "X holds 1 NaN or infinite value(s), the first at row 4, column 1 (nan)"),
+    (lambda x, y: (np.where(x > 1.5, np.inf, x), y), "NaN or infinite"),
+    (lambda x, y: (x[:, :3], y), "X has 3 features but the network's input group has width 4"),
+    (lambda x, y: (x[:, 0], y), "X must be 2-D (samples x features), got shape (20,)"),
+    (lambda x, y: (x[:0], y[:0]), "X is empty: no samples"),
+    (lambda x, y: (x, y[:, None]), "y must be 1-D"),
+    (lambda x, y: (x, y[:-1]), "X has 20 samples but y has 19 labels"),
+    (lambda x, y: (x, np.where(np.arange(20) == 7, 3, y)), "label 3 is outside 0..2"),
+    (lambda x, y: (x, np.where(np.arange(20) == 7, -1, y)), "label -1 is outside 0..2"),
+    (lambda x, y: (x, y + 0.5), "labels must be whole numbers"),
+    (lambda x, y: (x, y.astype(str)), "labels must be integers"),
+    (lambda x, y: (x.astype(str), y), "X must hold numbers"),
+    (lambda x, y: ([[1, 2], [3]], y), "X cannot be read as an array"),
+]
+
+
+@pytest.mark.parametrize("spoil, message", BAD_BATCHES)
+@pytest.mark.parametrize("call", ["step", "fit", "evaluate"])
+def test_bad_data_raises_before_touching_the_network(net, spoil, message, call):
+    rng = np.random.default_rng(0)
+    x, y = spoil(rng.normal(size=(20, 4)), rng.integers(0, 3, 20))
+    trainer = Trainer(net, backend="serial")
+    before = snapshot(net)
+    engine_before = {k: v.copy() for k, v in trainer.engine.params.items()}
+    with pytest.raises(DataError) as err:
+        if call == "fit":
+            trainer.fit(x, y, epochs=1, progress=False)
+        else:
+            getattr(trainer, call)(x, y)
+    assert message in str(err.value)
+    assert_unchanged(trainer.net, before)
+    assert all(np.array_equal(engine_before[k], v) for k, v in trainer.engine.params.items())
+    assert trainer.step_count == 0 and not trainer.history.steps
+
+
+def test_bad_validation_data_raises_before_the_first_step(net):
+    rng = np.random.default_rng(0)
+    trainer = Trainer(net, backend="serial")
+    with pytest.raises(DataError, match="label 5 is outside 0..2"):
+        trainer.fit(rng.normal(size=(20, 4)), rng.integers(0, 3, 20), validation=(rng.normal(size=(5, 4)), [0, 1, 5, 0, 0]),
+                    progress=False)
+    assert trainer.step_count == 0
+
+
+def test_divergence_stops_before_the_bad_update(net):
+    trainer = Trainer(net, backend="serial", optimizer="sgd", lr=1e30)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        before = {k: v.copy() for k, v in trainer.engine.params.items()}
+        steps = trainer.step_count
+        try:
+            trainer.step(rng.normal(size=(8, 4)) * 100, rng.integers(0, 3, 8))
+        except TrainingError as e:
+            assert "the step was not applied" in str(e)
+            assert all(np.array_equal(before[k], v) for k, v in trainer.engine.params.items())
+            assert trainer.step_count == steps
+            return
+    pytest.fail("a learning rate of 1e30 should make the loss overflow")
+
+
+def test_cuda_backend_without_gpu_names_what_is_missing(net, monkeypatch):
+    monkeypatch.setattr(backends, "cuda_status", lambda: (False, "the CUDA driver sees no GPU"))
+    before = snapshot(net)
+    with pytest.raises(BackendError, match="the CUDA backend is not available: the CUDA driver sees no GPU"):
+        Trainer(net, backend="cuda")
+    assert_unchanged(net, before)
+
+
+def test_auto_falls_back_to_serial_with_one_line(net, monkeypatch, capsys):
+    monkeypatch.setattr(backends, "cuda_status", lambda: (False, "pycuda is not installed"))
+    assert Trainer(net, backend="auto").backend == "serial"
+    err = capsys.readouterr().err
+    assert err == "genlab: using the serial engine (pycuda is not installed)\n"
+
+
+def test_ladder_reports_missing_pycuda(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    ok, why = backends.cuda_status.__wrapped__()
+    assert not ok and why.startswith("pycuda is not installed")
+
+
+def test_unknown_backend_and_bad_arguments(net):
+    with pytest.raises(BackendError, match="unknown backend 'tpu'; choose one of auto, serial, cuda"):
+        Trainer(net, backend="tpu")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Trainer(net, backend="serial", batch_size=0)
+    with pytest.raises(TypeError, match="Trainer needs a genlab.Network"):
+        Trainer("net", backend="serial")

@@ -10,11 +10,12 @@ __version__ = "0.1.0"
 
 from . import datasets
 from .errors import BackendError, DataError, FileFormatError, GenlabError, GraphError, TrainingError
+from .growth import GrowthEvent, GrowthPolicy
 from .network import INPUT, OUTPUT, Network
 from .trainer import History, Trainer
 
 __all__ = [
-    "Network", "Trainer", "History", "datasets", "INPUT", "OUTPUT", "cuda_dir",
+    "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "datasets", "INPUT", "OUTPUT", "cuda_dir",
     "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",
 ]
 

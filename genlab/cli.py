@@ -33,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backend", default="auto", choices=BACKENDS)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--hidden", type=_sizes, default=[64, 32],
-                       help="widths of the hidden groups of the starting chain (default 64,32)")
+    train.add_argument("--hidden", type=_sizes, default=None,
+                       help="widths of the hidden groups of the starting chain (default 64,32; with "
+                            "--start single, 8)")
+    train.add_argument("--start", choices=["mlp", "single"], default="mlp",
+                       help="mlp: a chain of --hidden groups; single: one hidden group of 8 neurons")
+    train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy")
+    train.add_argument("--max-groups", type=int, default=None, help="growth budget (default 32)")
     train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     train.add_argument("--lr", type=float, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
     train.add_argument("--batch-size", type=int, default=32)
@@ -51,29 +56,46 @@ def run_train(args) -> dict:
     from .network import Network
     from .trainer import Trainer
 
+    from .growth import GrowthPolicy
+
     data = datasets.load(args.dataset, seed=args.seed)
-    net = Network.mlp([data.n_features, *args.hidden, data.n_classes], seed=args.seed)
+    hidden = args.hidden or ([8] if args.start == "single" else [64, 32])
+    net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
+    groups_start = len(net.groups)
+    policy = None
+    if args.grow:
+        policy = GrowthPolicy() if args.max_groups is None else GrowthPolicy(max_groups=args.max_groups)
     trainer = Trainer(net, backend=args.backend, optimizer=args.optimizer, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed, dtype=args.dtype)
+                      batch_size=args.batch_size, seed=args.seed, dtype=args.dtype, growth=policy)
     start = time.perf_counter()
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
     seconds = time.perf_counter() - start
     train, test = trainer.evaluate(*data.train), trainer.evaluate(*data.test)
     if args.save:
         trainer.net.save(args.save)
-    return {
+    net = trainer.net
+    report = {
         "dataset": args.dataset, "backend": trainer.backend, "epochs": args.epochs, "seed": args.seed,
         "optimizer": args.optimizer, "lr": trainer.lr, "batch_size": args.batch_size, "dtype": args.dtype,
         "groups": len(net.groups), "edges": len(net.edges), "parameters": net.n_params,
         "steps": trainer.step_count, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
         "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": round(seconds, 3),
     }
+    if args.grow:
+        kinds = [e["kind"] for e in trainer.history.events]
+        report.update(growth_events=len(kinds), depth_events=kinds.count("depth"),
+                      width_events=kinds.count("width"), prune_events=kinds.count("prune"),
+                      groups_start=groups_start, groups_end=len(net.groups))
+    return report
 
 
 def main(argv=None) -> int:
     from .errors import GenlabError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:
+        parser.error("--start single takes one width in --hidden")
     try:
         result = args.run(args)
     except GenlabError as e:

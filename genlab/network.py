@@ -125,6 +125,22 @@ class Network:
         self._out[src].remove(dst)
         return self.weights.pop((src, dst))
 
+    def reroute(self, src: int, dst: int, new_src: int) -> None:
+        """Move the edge src -> dst to new_src -> dst, keeping its weight block and its place
+        among dst's inputs (so sums over inputs keep their order)."""
+        if (src, dst) not in self.weights:
+            raise GraphError(f"there is no edge {src} -> {dst}")
+        weight = self.weights[(src, dst)]
+        if new_src not in self.widths or self.widths[new_src] != self.widths[src]:
+            raise GraphError(f"cannot move edge {src} -> {dst} to group {new_src}: widths differ or it does not exist")
+        if (new_src, dst) in self.weights or self._path(dst, new_src) is not None:
+            raise GraphError(f"cannot move edge {src} -> {dst} to {new_src} -> {dst}: duplicate edge or cycle")
+        del self.weights[(src, dst)]
+        self._out[src].remove(dst)
+        self._in[dst][self._in[dst].index(src)] = new_src
+        self._out[new_src].append(dst)
+        self.weights[(new_src, dst)] = weight
+
     def remove_group(self, g: int) -> None:
         """Remove hidden group g and its edges (no validation: the caller rewires first)."""
         if g in (INPUT, OUTPUT) or g not in self.widths:
@@ -214,6 +230,10 @@ class Network:
                 shape = (self.widths[g], self.widths[s])
                 self.weights[(s, g)] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype(self.dtype)
             self.biases[g] = np.zeros(self.widths[g], self.dtype)
+
+    def assign(self, other: "Network") -> None:
+        """Take over other's whole state (used to commit an edit made on a copy)."""
+        self.__dict__.update(other.__dict__)
 
     def copy(self) -> "Network":
         """A deep copy (parameters included)."""

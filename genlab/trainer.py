@@ -6,8 +6,15 @@ import numpy as np
 
 from .backends import make_engine
 from .datasets import check_data
+from .growth import GrowthEvent, GrowthPolicy, Grower
 from .network import Network
 from .optim import make_optimizer
+
+
+def _topology(net: Network) -> dict:
+    """A JSON-ready picture of the topology: widths, edges and levels."""
+    return {"widths": {g: w for g, w in net.widths.items()}, "edges": [list(e) for e in net.edges],
+            "levels": net.levels()}
 
 
 class History:
@@ -35,10 +42,13 @@ class Trainer:
     optimizer: "adam" (lr 1e-3 by default) or "sgd" (with momentum 0.9; lr 0.1 by default),
     or an optimizer object from genlab.optim. Every batch is checked before it reaches the
     engine, so bad data raises DataError and leaves the network untouched.
+    growth: a GrowthPolicy; its `every` makes fit grow the network on its own. Without one,
+    the default policy applies to grow() calls only.
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
-                 batch_size: int = 32, seed: int = 0, dtype="float32", **optimizer_options):
+                 batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
+                 **optimizer_options):
         if not isinstance(net, Network):
             raise TypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if int(batch_size) < 1:
@@ -51,6 +61,8 @@ class Trainer:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.history = History()
+        self.growth = growth if growth is not None else GrowthPolicy(every=None)
+        self.grower = Grower(self.growth, seed)
         self.step_count = 0
         self._dirty = False  # the engine holds parameters the network has not seen yet
 
@@ -94,7 +106,30 @@ class Trainer:
                   "accuracy": float(np.mean(np.argmax(logits, axis=1) == y))}
         self.history.steps.append(record)
         self.history.grad_std.append(dict(sorted(self.engine.grad_std.items())))
+        self.grower.observe(self.engine.stats)
+        every = self.growth.every
+        if every and self.step_count % every == 0:
+            self.grow()
         return record
+
+    def grow(self) -> list[GrowthEvent]:
+        """Run the growth check now; return the events (also kept in history and net.history).
+
+        The change is made on a copy of the network and committed only once the engine has
+        loaded it, so a failure leaves the network and the engine as they were.
+        """
+        self.sync()
+        work = self._net.copy()
+        events = self.grower.check(work, self.step_count)
+        if not events:
+            return events
+        work.history.extend(e.to_dict() for e in events)
+        before = _topology(self._net)
+        self.engine.load(work)
+        self._net.assign(work)
+        after = _topology(self._net)
+        self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)
+        return events
 
     def fit(self, X, y, epochs: int = 1, validation=None, progress: bool = True) -> History:
         """Train for `epochs` passes over (X, y) in shuffled batches; validation=(X_val, y_val).

@@ -13,6 +13,13 @@ from ..errors import TrainingError
 from ..network import INPUT, OUTPUT, Network
 
 
+# Per-group statistics of the last backward, each {group: value} for every group but the input:
+# grad_std: std of dL/dh over batch and neurons; weight_grad_norm: L2 norm of the gradients of the
+# group's incoming weights and bias; taylor: |mean(h * dL/dh)| (first-order estimate of the loss
+# change if the group's output were removed); h_min, h_max: per-neuron min and max of h over the batch.
+STATISTICS = ("grad_std", "weight_grad_norm", "taylor", "h_min", "h_max")
+
+
 def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) against labels y, and its gradient dL/dlogits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -48,7 +55,7 @@ class SerialEngine:
         self.state = {k: v for k, v in self.state.items() if k in self.params and all(
             a.shape == self.params[k].shape for a in v.values() if isinstance(a, np.ndarray))}
         self.grads: dict[tuple, np.ndarray] = {}
-        self.grad_std: dict[int, float] = {}
+        self.stats: dict[str, dict] = {name: {} for name in STATISTICS}
         self._h: dict[int, np.ndarray] = {}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -61,14 +68,14 @@ class SerialEngine:
         return h[OUTPUT]
 
     def backward(self, y: np.ndarray) -> float:
-        """Loss of the last forward against labels y; fills grads and grad_std (dL/dh per group)."""
+        """Loss of the last forward against labels y; fills grads and the per-group statistics."""
         h = self._h
         loss, dlogits = softmax_cross_entropy(h[OUTPUT], y)
         dh = {OUTPUT: dlogits}
-        grads, stats = {}, {}
+        grads = {}
+        stats = {name: {} for name in STATISTICS}
         for g in reversed(self.order):
             grad_out = dh.pop(g)  # dL/dh: every consumer of g has already sent its share
-            stats[g] = float(grad_out.std())
             dz = grad_out if g == OUTPUT else grad_out * (h[g] > 0)
             grads[("b", g)] = dz.sum(axis=0)
             for s in self.inputs[g]:
@@ -76,8 +83,18 @@ class SerialEngine:
                 grads[("W", s, g)] = dz.T @ h[s]
                 if s != INPUT:
                     dh[s] = dh[s] + dz @ w if s in dh else dz @ w
-        self.grads, self.grad_std = grads, stats
+            stats["grad_std"][g] = float(grad_out.std())
+            stats["weight_grad_norm"][g] = float(np.sqrt(
+                sum(np.sum(grads[("W", s, g)] ** 2) for s in self.inputs[g]) + np.sum(grads[("b", g)] ** 2)))
+            stats["taylor"][g] = float(abs(np.mean(h[g] * grad_out)))
+            stats["h_min"][g], stats["h_max"][g] = h[g].min(axis=0), h[g].max(axis=0)
+        self.grads, self.stats = grads, stats
         return loss
+
+    @property
+    def grad_std(self) -> dict[int, float]:
+        """Std of dL/dh over batch and neurons for every group but the input (last backward)."""
+        return self.stats["grad_std"]
 
     def update(self) -> None:
         """One optimizer step with the gradients of the last backward."""

@@ -1,0 +1,306 @@
+"""Growth: how a network grows (and shrinks) during training.
+
+Every `every` steps (or when you call `Trainer.grow()`), genlab
+1. marks the hidden groups whose smoothed statistic exceeds the threshold (absolute, or a
+   z-score across groups when `relative`), leaving out groups that are cooling down;
+2. selects among them: a marked group is dropped when one of its direct predecessors is marked
+   (along a marked chain only the group closest to the input grows); the budget `max_groups`
+   keeps the highest statistics (ties: lower id first);
+3. duplicates each selected group, in that order (new ids are allocated in that order):
+   - depth-wise: a new group g' of the same width between g and all of g's consumers, with
+     weights I and bias 0: relu(I relu(z)) = relu(z), so the function is unchanged;
+   - width-wise: a sibling g'' with g's inputs (weights and bias copied) and g's consumers; each
+     outgoing block V becomes V/2 + E on g and V/2 - E on g'', so the consumers still receive V h;
+     E is counter-based noise (genlab.hashnoise), uniform in +-noise * rms(V), that breaks the
+     symmetry between the two siblings (large enough that they soon learn different features);
+4. optionally prunes groups whose output stayed constant since the last check (dead ReLU
+   groups; exact: the constant is folded into the consumers' biases) and groups whose Taylor
+   score stayed below `prune_taylor` for `patience` checks (approximate).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import GraphError
+from .hashnoise import hash_uniform
+from .network import INPUT, OUTPUT, Network
+
+MODES = ("depth", "width", "alternate", "auto")
+CRITERIA = ("grad_std", "weight_grad_norm", "taylor")
+
+
+@dataclass
+class GrowthPolicy:
+    """When and how a network grows.
+
+    threshold, relative: a group is marked when its smoothed statistic exceeds `threshold`, or,
+        with relative=True, when its z-score across the hidden groups does (needs 2+ groups).
+        The default suits grad_std at batch size 32; dL/dh of the batch-mean loss scales as
+        1/batch size, so scale an absolute threshold with it (or use relative=True).
+    criterion: "grad_std" (std of dL/dh over batch and neurons), "weight_grad_norm", "taylor"
+        (|mean(h * dL/dh)|), or a function stats -> {group: value} (stats as engines report them).
+    window: the statistic is an exponential moving average over about `window` steps.
+    every: run the growth check every `every` steps during fit (None: only on Trainer.grow()).
+    mode: "depth", "width", "alternate" (switch kind at each check), or "auto": depth-wise while
+        the longest path through the group holds fewer than `max_depth` hidden groups, else width.
+    cooldown: steps during which a group that grew, and the groups it created, cannot grow.
+    max_groups: the most groups the network may hold (input and output included).
+    preserve: initialise new groups so that the function is unchanged (False: plain random).
+    noise: scale of the symmetry-breaking term E of a width-wise split, relative to the RMS of
+        the weight block it splits.
+    prune: remove groups whose output stayed constant since the last check (exact).
+    prune_taylor, patience: remove groups whose Taylor score stayed below prune_taylor for
+        `patience` checks in a row (approximate); None turns it off.
+    """
+
+    threshold: float = 5e-3
+    relative: bool = False
+    criterion: object = "grad_std"
+    window: int = 20
+    every: int | None = 50
+    mode: str = "auto"
+    max_depth: int = 3
+    cooldown: int = 100
+    max_groups: int = 32
+    preserve: bool = True
+    noise: float = 1.0
+    prune: bool = False
+    prune_taylor: float | None = None
+    patience: int = 3
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown growth mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if not callable(self.criterion) and self.criterion not in CRITERIA:
+            raise ValueError(f"unknown growth criterion {self.criterion!r}; choose one of "
+                             f"{', '.join(CRITERIA)} or pass a function")
+        for name in ("window", "max_depth", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.every is not None and int(self.every) < 1:
+            raise ValueError(f"every must be at least 1 (or None), got {self.every}")
+        if self.cooldown < 0 or self.max_groups < 3:
+            raise ValueError("cooldown must be >= 0 and max_groups >= 3 (input, output and one hidden group)")
+
+
+@dataclass(frozen=True)
+class GrowthEvent:
+    """One change of topology: a duplication ("depth", "width") or a removal ("prune")."""
+
+    step: int
+    kind: str
+    source: int
+    new: int | None
+    statistic: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------ the rules
+def mark(scores: dict[int, float], threshold: float, relative: bool,
+         population: dict[int, float] | None = None) -> set[int]:
+    """The groups of `scores` above the threshold; relative: z-score over `population`."""
+    if not relative:
+        return {g for g, s in scores.items() if s > threshold}
+    values = np.array(list((population or scores).values()), dtype=np.float64)
+    std = values.std() if len(values) > 1 else 0.0
+    if std == 0:
+        return set()
+    return {g for g, s in scores.items() if (s - values.mean()) / std > threshold}
+
+
+def select(net: Network, marked: set[int], scores: dict[int, float]) -> list[int]:
+    """Closest to the input wins: drop g if a direct predecessor is marked. The rest in budget
+    order: highest score first, ties broken by the lower id."""
+    keep = [g for g in marked if not any(s in marked for s in net.inputs(g))]
+    return sorted(keep, key=lambda g: (-scores[g], g))
+
+
+def depth_through(net: Network) -> dict[int, int]:
+    """For each group, the number of hidden groups on the longest input->output path through it."""
+    level = net.levels()
+    to_out = {OUTPUT: 0}
+    for g in reversed(net.topological_order()):
+        if g != OUTPUT:
+            to_out[g] = 1 + max((to_out[d] for d in net.outputs(g)), default=-10**9)
+    return {g: level[g] + to_out[g] - 1 for g in net.groups}
+
+
+def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> np.ndarray:
+    """He-uniform weights for edge src -> dst from the counter-based hash (engine-independent)."""
+    bound = np.sqrt(6.0 / fan_in)
+    return bound * hash_uniform(seed, step, src, dst, np.arange(int(np.prod(shape)))).reshape(shape)
+
+
+def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True) -> int:
+    """Insert a group g' of g's width between g and all its consumers; return g'."""
+    width = net.widths[g]
+    new = net.add_group(width)
+    consumers = net.outputs(g)
+    weight = np.eye(width) if preserve else he_uniform(seed, step, g, new, (width, width), width)
+    net.connect(g, new, weight=weight)
+    for d in consumers:
+        net.reroute(g, d, new)
+        if not preserve:
+            fan_in = sum(net.widths[s] for s in net.inputs(d))
+            net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
+                                               fan_in).astype(net.dtype)
+    return new
+
+
+def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool = True,
+                    noise: float = 1.0) -> int:
+    """Add a sibling g'' of g with g's inputs and consumers; return g''."""
+    inputs, consumers = net.inputs(g), net.outputs(g)
+    new = net.add_group(net.widths[g])
+    fan_in = sum(net.widths[s] for s in inputs)
+    for s in inputs:
+        w = net.weights[(s, g)]
+        net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in))
+    net.biases[new] = net.biases[g].copy() if preserve else np.zeros_like(net.biases[g])
+    for d in consumers:
+        v = net.weights[(g, d)].astype(np.float64)
+        if preserve:
+            rms = np.sqrt(np.mean(v * v))
+            e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
+            net.weights[(g, d)] = (v / 2 + e).astype(net.dtype)
+            net.connect(new, d, weight=v / 2 - e)
+        else:
+            d_fan_in = sum(net.widths[s] for s in net.inputs(d)) + net.widths[new]
+            net.connect(new, d, weight=he_uniform(seed, step, new, d, v.shape, d_fan_in))
+    return new
+
+
+def prune_group(net: Network, g: int, constant: np.ndarray | None) -> list[int]:
+    """Remove g, folding its constant output (if given) into its consumers' biases. Groups left
+    without consumers are removed too (they no longer matter), and groups left without inputs
+    are folded likewise (their output is the constant relu(bias)). Returns the removed groups;
+    raises GraphError (leaving the caller to discard `net`) if the output would be cut off."""
+    removed = []
+    pending = [(g, constant)]
+    while pending:
+        g, c = pending.pop()
+        if g not in net.widths:
+            continue
+        consumers, inputs = net.outputs(g), net.inputs(g)
+        if c is not None:
+            for d in consumers:
+                net.biases[d] = (net.biases[d] + net.weights[(g, d)] @ c).astype(net.dtype)
+        net.remove_group(g)
+        removed.append(g)
+        for d in consumers:
+            if d != OUTPUT and not net.inputs(d):
+                pending.append((d, np.maximum(net.biases[d], 0)))
+        for s in inputs:
+            if s != INPUT and not net.outputs(s):
+                pending.append((s, None))
+    if not net.inputs(OUTPUT):
+        raise GraphError("pruning would cut the output group off from the input")
+    net.validate()
+    return removed
+
+
+# ------------------------------------------------------------------------------ bookkeeping
+class Grower:
+    """Smooths an engine's statistics step by step and applies a GrowthPolicy to a network."""
+
+    def __init__(self, policy: GrowthPolicy, seed: int = 0):
+        self.policy = policy
+        self.seed = seed
+        self.ema: dict[int, float] = {}
+        self.taylor: dict[int, float] = {}
+        self.taylor_low: dict[int, int] = {}
+        self.h_lo: dict[int, np.ndarray] = {}
+        self.h_hi: dict[int, np.ndarray] = {}
+        self.cool_until: dict[int, int] = {}
+        self.checks = 0
+        self.budget_reached_at: int | None = None
+
+    def scores(self, stats: dict) -> dict[int, float]:
+        c = self.policy.criterion
+        values = c(stats) if callable(c) else stats[c]
+        return {g: float(v) for g, v in values.items() if g not in (INPUT, OUTPUT)}
+
+    def observe(self, stats: dict) -> None:
+        """Fold one step's statistics into the moving averages and the activation ranges."""
+        alpha = 2.0 / (self.policy.window + 1)
+        for g, v in self.scores(stats).items():
+            self.ema[g] = v if g not in self.ema else self.ema[g] + alpha * (v - self.ema[g])
+        if self.policy.prune_taylor is not None:
+            for g, v in stats["taylor"].items():
+                self.taylor[g] = v if g not in self.taylor else self.taylor[g] + alpha * (v - self.taylor[g])
+        if self.policy.prune:
+            for g, lo in stats["h_min"].items():
+                if g == OUTPUT:
+                    continue
+                hi = stats["h_max"][g]
+                self.h_lo[g] = np.minimum(self.h_lo[g], lo) if g in self.h_lo else lo.copy()
+                self.h_hi[g] = np.maximum(self.h_hi[g], hi) if g in self.h_hi else hi.copy()
+
+    def check(self, net: Network, step: int) -> list[GrowthEvent]:
+        """Run the growth rules on `net` (edited in place; pass a copy to keep the original)."""
+        p = self.policy
+        events = self._prune(net, step) if (p.prune or p.prune_taylor is not None) else []
+        hidden = set(net.hidden_groups)
+        population = {g: s for g, s in self.ema.items() if g in hidden}
+        eligible = {g: s for g, s in population.items() if step >= self.cool_until.get(g, 0)}
+        marked = mark(eligible, p.threshold, p.relative, population)
+        wanted = select(net, marked, eligible)
+        chosen = wanted[:max(p.max_groups - len(net.groups), 0)]
+        if len(chosen) < len(wanted) and self.budget_reached_at is None:
+            self.budget_reached_at = step
+            print(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
+                  f"max_groups={p.max_groups}", file=sys.stderr)
+        if chosen:
+            depth = depth_through(net) if p.mode == "auto" else {}
+            for g in chosen:
+                kind = self._kind(g, depth)
+                if kind == "depth":
+                    new = duplicate_depth(net, g, step, self.seed, p.preserve)
+                else:
+                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise)
+                for h in (g, new):
+                    self.cool_until[h] = step + p.cooldown
+                self.ema[new] = self.ema[g]
+                events.append(GrowthEvent(step, kind, g, new, eligible[g]))
+        self.checks += 1
+        return events
+
+    def _kind(self, g: int, depth: dict[int, int]) -> str:
+        mode = self.policy.mode
+        if mode == "alternate":
+            return "depth" if self.checks % 2 == 0 else "width"
+        if mode == "auto":
+            return "depth" if depth[g] < self.policy.max_depth else "width"
+        return mode
+
+    def _prune(self, net: Network, step: int) -> list[GrowthEvent]:
+        p = self.policy
+        events = []
+        candidates = []
+        for g in net.hidden_groups:
+            if p.prune and g in self.h_lo and np.array_equal(self.h_lo[g], self.h_hi[g]):
+                candidates.append((g, self.h_lo[g].astype(np.float64), "constant"))
+            elif p.prune_taylor is not None and g in self.taylor:
+                low = self.taylor_low[g] = self.taylor_low.get(g, 0) + 1 if self.taylor[g] < p.prune_taylor else 0
+                if low >= p.patience:
+                    candidates.append((g, None, "taylor"))
+        for g, constant, why in candidates:
+            if g not in net.widths:
+                continue  # removed with an earlier candidate
+            trial = net.copy()
+            try:
+                removed = prune_group(trial, g, constant)
+            except GraphError:
+                continue  # the only path to the output: keep it
+            net.assign(trial)
+            stat = self.taylor.get(g, 0.0) if why == "taylor" else 0.0
+            events.extend(GrowthEvent(step, "prune", r, None, stat) for r in removed)
+        self.h_lo.clear()
+        self.h_hi.clear()
+        return events

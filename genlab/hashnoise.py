@@ -26,10 +26,15 @@ def lowbias32(x):
     return x
 
 
-def hash_uniform(seed: int, step: int, group: int, consumer: int, index) -> np.ndarray:
-    """Uniform values in [-1, 1), one per element index, for the given coordinates."""
+def hash_u32(seed: int, step: int, group: int, consumer: int, index) -> np.ndarray:
+    """The uint32 hash of (seed, step, group, consumer, index), one per element index."""
     h = lowbias32(np.uint32(seed & 0xFFFFFFFF))
     for key in (step, group, consumer):
         h = lowbias32(h ^ np.uint32(key & 0xFFFFFFFF))
-    h = lowbias32(h ^ np.asarray(index, dtype=np.uint32))
+    return lowbias32(h ^ np.asarray(index, dtype=np.uint32))
+
+
+def hash_uniform(seed: int, step: int, group: int, consumer: int, index) -> np.ndarray:
+    """Uniform values in [-1, 1): the hash's top 24 bits * 2^-23 - 1."""
+    h = hash_u32(seed, step, group, consumer, index)
     return (h >> np.uint32(8)).astype(np.float64) * (2.0 ** -23) - 1.0

@@ -21,6 +21,15 @@ def test_train_digits_reaches_95_percent():
     assert report["test_accuracy"] >= 0.95
 
 
+def test_growing_from_a_single_group_reaches_95_percent():
+    result = run("train", "--dataset", "digits", "--backend", "serial", "--start", "single", "--grow", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["groups_start"] == 3 and report["groups_end"] == report["groups"] > 3
+    assert report["growth_events"] == report["groups_end"] - report["groups_start"] > 0
+    assert report["test_accuracy"] >= 0.95
+
+
 def test_train_saves_a_network_that_loads(tmp_path):
     path = tmp_path / "iris.npz"
     result = run("train", "--dataset", "iris", "--backend", "serial", "--epochs", "3", "--hidden", "8",
@@ -37,6 +46,8 @@ def test_version_and_usage_errors():
     assert bad.returncode == 2 and "invalid choice: 'mnist'" in bad.stderr
     bad = run("train", "--hidden", "64,-1")
     assert bad.returncode == 2 and "expected positive widths" in bad.stderr
+    bad = run("train", "--start", "single", "--hidden", "8,8")
+    assert bad.returncode == 2 and "--start single takes one width" in bad.stderr
 
 
 def test_missing_cuda_is_an_error_not_a_traceback(monkeypatch, capsys):

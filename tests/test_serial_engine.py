@@ -89,6 +89,9 @@ def test_grad_std_is_the_std_of_dl_dh():
         e[i] = 1e-6
         grad[i] = (loss_with(e) - loss_with(-e)) / 2e-6
     assert engine.grad_std[g] == pytest.approx(grad.std(), rel=1e-6)
+    assert engine.stats["taylor"][g] == pytest.approx(abs(np.mean(h_g * grad)), rel=1e-6)
+    np.testing.assert_array_equal(engine.stats["h_min"][g], h_g.min(axis=0))
+    np.testing.assert_array_equal(engine.stats["h_max"][g], h_g.max(axis=0))
     assert set(engine.grad_std) == set(net.groups) - {INPUT}
 
 

@@ -63,6 +63,7 @@ class Trainer:
         self.history = History()
         self.growth = growth if growth is not None else GrowthPolicy(every=None)
         self.grower = Grower(self.growth, seed)
+        self.engine.track_ranges = bool(self.growth.prune)  # activation ranges, for pruning
         self.step_count = 0
         self._dirty = False  # the engine holds parameters the network has not seen yet
 
@@ -99,11 +100,10 @@ class Trainer:
         return self._step(x, y)
 
     def _step(self, x, y) -> dict:
-        loss, logits = self.engine.step(x, y)
+        loss, correct = self.engine.step(x, y)
         self._dirty = True
         self.step_count += 1
-        record = {"step": self.step_count, "loss": loss,
-                  "accuracy": float(np.mean(np.argmax(logits, axis=1) == y))}
+        record = {"step": self.step_count, "loss": loss, "accuracy": correct / len(y)}
         self.history.steps.append(record)
         self.history.grad_std.append(dict(sorted(self.engine.grad_std.items())))
         self.grower.observe(self.engine.stats)

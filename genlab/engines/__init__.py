@@ -1,7 +1,7 @@
 """Engines execute a Network. Each offers the same small interface:
 
 load(net), forward(x) -> logits, backward(y) -> loss (fills gradients and statistics),
-update(), step(x, y) -> (loss, logits), predict_logits(x), write_back(net), and the attributes
+update(), step(x, y) -> (loss, correct predictions), predict_logits(x), write_back(net), and the attributes
 name, dtype, optimizer, stats ({statistic: {group: value}}, see serial.STATISTICS) and grad_std.
 """
 

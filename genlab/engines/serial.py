@@ -37,6 +37,7 @@ class SerialEngine:
     """Runs a Network on the CPU with NumPy, in float32 (default) or float64."""
 
     name = "serial"
+    track_ranges = True  # h_min and h_max are always computed here
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
         self.dtype = np.dtype(dtype)
@@ -101,8 +102,8 @@ class SerialEngine:
         for key, grad in self.grads.items():
             self.optimizer.update(self.params[key], grad, self.state.setdefault(key, {}))
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Forward, backward and update on one batch; return (loss, logits).
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """Forward, backward and update on one batch; return (loss, correct predictions).
 
         A non-finite loss raises TrainingError before the update, so parameters stay as they were.
         """
@@ -113,7 +114,7 @@ class SerialEngine:
             raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
                                 "not applied (try a lower learning rate)")
         self.update()
-        return loss, logits
+        return loss, int(np.sum(np.argmax(logits, axis=1) == y))
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)

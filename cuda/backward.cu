@@ -1,0 +1,165 @@
+// backward.cu: the backward pass.
+//
+// backward_level: for every hidden group s of one level, dL/dh_s = sum over out-edges s->d of
+//   dz_d W_e (pull: each group gathers from its consumers, which sit on deeper levels and are
+//   done), then dz_s = dL/dh_s * (h_s > 0). Accumulates the group's statistics of dL/dh:
+//   stats[3s] += sum, stats[3s+1] += sum of squares, stats[3s+2] += sum of h * dL/dh.
+//   Launch: grid (n_tasks, ceil(batch / TILE)), THREADS; task t is (slot, k0): a TILE x TILE
+//   tile of dL/dh_s (batch rows x neurons k0..).
+// weight_grad: dW_e = dz_dst^T h_src (reduced over the batch) for every edge, written into
+//   `grads` at the weight block's offset; wstats[dst] += sum of squares (for the weight-gradient
+//   norm). Launch: grid n_tasks, THREADS; task t is (edge, j0, k0): a TILE x TILE tile of dW_e.
+// bias_grad: db_s = sum over the batch of dz_s, for every group but the input; wstats[s] += its
+//   sum of squares. Launch: grid n_tasks, THREADS; task t is (slot, j0): TILE neurons, the
+//   batch split over THREADS / TILE row groups.
+#include "genlab.cuh"
+
+extern "C" __global__ void backward_level(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
+    const float* __restrict__ params, const float* __restrict__ act, float* __restrict__ dz,
+    int batch, double* __restrict__ stats)
+{
+    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d
+    __shared__ float wt[TILE][TILE + 1];  // [k][j] = W_e[j][k]
+    __shared__ double scratch[THREADS / 32];
+    const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1];
+    const int b0 = blockIdx.y * TILE, w = width[s];
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+
+    for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+        const int d = out_dst[e], wd = width[d];
+        const float* D = dz + act_off[d];
+        const float* W = params + out_woff[e];  // (wd x w)
+        for (int j0 = 0; j0 < wd; j0 += TILE) {
+            for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
+                const int r = i / TILE, c = i % TILE;
+                ds[r][c] = (b0 + r < batch && j0 + c < wd) ? D[(b0 + r) * wd + j0 + c] : 0.f;
+                wt[c][r] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
+            }
+            __syncthreads();
+#pragma unroll 8
+            for (int c = 0; c < TILE; ++c) {
+                const float d0 = ds[ty][c], d1 = ds[ty + HALF][c];
+                const float w0 = wt[tx][c], w1 = wt[tx + HALF][c];
+                acc[0][0] += d0 * w0; acc[0][1] += d0 * w1;
+                acc[1][0] += d1 * w0; acc[1][1] += d1 * w1;
+            }
+            __syncthreads();
+        }
+    }
+    double s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    const float* h = act + act_off[s];
+    float* dzs = dz + act_off[s];
+    for (int a = 0; a < 2; ++a)
+        for (int c = 0; c < 2; ++c) {
+            const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
+            if (b < batch && k < w) {
+                const float g = acc[a][c], hv = h[b * w + k];
+                dzs[b * w + k] = hv > 0.f ? g : 0.f;
+                s1 += g; s2 += (double)g * g; s3 += (double)hv * g;
+            }
+        }
+    s1 = block_sum(s1, scratch);
+    s2 = block_sum(s2, scratch);
+    s3 = block_sum(s3, scratch);
+    if (threadIdx.x == 0) {
+        atomicAdd(stats + 3 * s, s1);
+        atomicAdd(stats + 3 * s + 1, s2);
+        atomicAdd(stats + 3 * s + 2, s3);
+    }
+}
+
+extern "C" __global__ void weight_grad(
+    const int* __restrict__ tasks, const int* __restrict__ in_src, const int* __restrict__ in_dst,
+    const int* __restrict__ in_woff, const int* __restrict__ width, const int* __restrict__ act_off,
+    const float* __restrict__ act, const float* __restrict__ dz, float* __restrict__ grads,
+    int batch, double* __restrict__ wstats)
+{
+    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_dst
+    __shared__ float hs[TILE][TILE + 1];  // [batch row][k] of h_src
+    __shared__ double scratch[THREADS / 32];
+    const int e = tasks[3 * blockIdx.x], j0 = tasks[3 * blockIdx.x + 1], k0 = tasks[3 * blockIdx.x + 2];
+    const int src = in_src[e], dst = in_dst[e], ws_ = width[src], wd = width[dst];
+    const float* D = dz + act_off[dst];
+    const float* H = act + act_off[src];
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    for (int b0 = 0; b0 < batch; b0 += TILE) {
+        for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
+            const int r = i / TILE, c = i % TILE, b = b0 + r;
+            ds[r][c] = (b < batch && j0 + c < wd) ? D[b * wd + j0 + c] : 0.f;
+            hs[r][c] = (b < batch && k0 + c < ws_) ? H[b * ws_ + k0 + c] : 0.f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int r = 0; r < TILE; ++r) {
+            const float d0 = ds[r][ty], d1 = ds[r][ty + HALF];
+            const float h0 = hs[r][tx], h1 = hs[r][tx + HALF];
+            acc[0][0] += d0 * h0; acc[0][1] += d0 * h1;
+            acc[1][0] += d1 * h0; acc[1][1] += d1 * h1;
+        }
+        __syncthreads();
+    }
+    double sq = 0.0;
+    for (int a = 0; a < 2; ++a)
+        for (int c = 0; c < 2; ++c) {
+            const int j = j0 + ty + a * HALF, k = k0 + tx + c * HALF;
+            if (j < wd && k < ws_) {
+                grads[in_woff[e] + j * ws_ + k] = acc[a][c];
+                sq += (double)acc[a][c] * acc[a][c];
+            }
+        }
+    sq = block_sum(sq, scratch);
+    if (threadIdx.x == 0) atomicAdd(wstats + dst, sq);
+}
+
+extern "C" __global__ void bias_grad(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ bias_off, const float* __restrict__ dz, float* __restrict__ grads,
+    int batch, double* __restrict__ wstats)
+{
+    __shared__ float part[THREADS / TILE][TILE];
+    __shared__ double scratch[THREADS / 32];
+    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s];
+    const int c = threadIdx.x % TILE, r = threadIdx.x / TILE, j = j0 + c;
+    const float* D = dz + act_off[s];
+    float sum = 0.f;
+    if (j < w)
+        for (int b = r; b < batch; b += THREADS / TILE) sum += D[b * w + j];
+    part[r][c] = sum;
+    __syncthreads();
+    double sq = 0.0;
+    if (r == 0 && j < w) {
+        float total = 0.f;
+        for (int q = 0; q < THREADS / TILE; ++q) total += part[q][c];
+        grads[bias_off[s] + j] = total;
+        sq = (double)total * total;
+    }
+    sq = block_sum(sq, scratch);
+    if (threadIdx.x == 0) atomicAdd(wstats + s, sq);
+}
+
+// activation_range: per-neuron min and max of h over the batch (for pruning constant groups),
+// written at col_off[s] + j. Launch: grid n_tasks, THREADS; task t is (slot, j0) as in bias_grad.
+extern "C" __global__ void activation_range(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ col_off, const float* __restrict__ act, int batch,
+    float* __restrict__ hmin, float* __restrict__ hmax)
+{
+    __shared__ float lo[THREADS / TILE][TILE], hi[THREADS / TILE][TILE];
+    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s];
+    const int c = threadIdx.x % TILE, r = threadIdx.x / TILE, j = j0 + c;
+    const float* H = act + act_off[s];
+    float mn = INFINITY, mx = -INFINITY;
+    if (j < w)
+        for (int b = r; b < batch; b += THREADS / TILE) { mn = fminf(mn, H[b * w + j]); mx = fmaxf(mx, H[b * w + j]); }
+    lo[r][c] = mn; hi[r][c] = mx;
+    __syncthreads();
+    if (r == 0 && j < w) {
+        for (int q = 1; q < THREADS / TILE; ++q) { mn = fminf(mn, lo[q][c]); mx = fmaxf(mx, hi[q][c]); }
+        hmin[col_off[s] + j] = mn;
+        hmax[col_off[s] + j] = mx;
+    }
+}

@@ -1,0 +1,53 @@
+// forward.cu: the forward pass of one topological level (pull: each group gathers its inputs).
+//
+// forward_level: h_s = act(b_s + sum_e h_src(e) W_e^T) for every group s of the level, where act
+// is ReLU for hidden groups and the identity for the output group (logits).
+// Launch: grid (n_tasks, ceil(batch / TILE)), THREADS threads. Task t is (slot, j0): a TILE x TILE
+// tile of h_s, batch rows blockIdx.y * TILE.., neurons j0... The reduction runs over every
+// in-edge and over its source width in TILE-wide chunks staged in shared memory.
+#include "genlab.cuh"
+
+extern "C" __global__ void forward_level(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
+    const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
+    int batch, int output_slot)
+{
+    __shared__ float xs[TILE][TILE + 1];  // [batch row][k]
+    __shared__ float ws[TILE][TILE + 1];  // [neuron j][k]
+    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1];
+    const int b0 = blockIdx.y * TILE, w = width[s];
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+
+    for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+        const int src = in_src[e], ws_ = width[src];
+        const float* x = act + act_off[src];
+        const float* W = params + in_woff[e];
+        for (int k0 = 0; k0 < ws_; k0 += TILE) {
+            for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
+                const int r = i / TILE, c = i % TILE, k = k0 + c;  // c fastest: coalesced along k
+                xs[r][c] = (b0 + r < batch && k < ws_) ? x[(b0 + r) * ws_ + k] : 0.f;
+                ws[r][c] = (j0 + r < w && k < ws_) ? W[(j0 + r) * ws_ + k] : 0.f;
+            }
+            __syncthreads();
+#pragma unroll 8
+            for (int c = 0; c < TILE; ++c) {
+                const float x0 = xs[ty][c], x1 = xs[ty + HALF][c];
+                const float w0 = ws[tx][c], w1 = ws[tx + HALF][c];
+                acc[0][0] += x0 * w0; acc[0][1] += x0 * w1;
+                acc[1][0] += x1 * w0; acc[1][1] += x1 * w1;
+            }
+            __syncthreads();
+        }
+    }
+    float* h = act + act_off[s];
+    for (int a = 0; a < 2; ++a)
+        for (int c = 0; c < 2; ++c) {
+            const int b = b0 + ty + a * HALF, j = j0 + tx + c * HALF;
+            if (b < batch && j < w) {
+                const float z = acc[a][c] + params[bias_off[s] + j];
+                h[b * w + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
+            }
+        }
+}

@@ -1,0 +1,50 @@
+// genlab.cuh: what every genlab kernel shares. genlab's loader pastes this file in place of its
+// #include line, so the compiled source has no #include (a cached load skips nvcc's preprocessor).
+//
+// Layout (all float32, structure of arrays indexed by a group's slot s or an edge's index e):
+//   width[s]              neurons of group s
+//   act_off[s]            where group s's activations start in `act` (and its gradients in `dz`):
+//                         a row-major (batch x width[s]) block, batch-major inside the group
+//   bias_off[s]           where its bias starts in `params`
+//   in_ptr/in_src/in_woff CSR of in-edges: for s, edges in_ptr[s]..in_ptr[s+1]-1 come from slot
+//                         in_src[e]; the weight block (width[s] x width[in_src[e]]) row-major at
+//                         params + in_woff[e]
+//   out_ptr/out_dst/out_woff  the same edges as CSR of out-edges (for the backward pass)
+#pragma once
+
+#define TILE 32          // output tiles are TILE x TILE
+#define HALF 16          // 256 threads as 16 x 16; each thread owns 2 x 2 outputs of a tile
+#define THREADS 256
+
+// Chris Wellons' lowbias32 mixer; genlab/hashnoise.py computes the same numbers.
+__device__ __forceinline__ unsigned int lowbias32(unsigned int x) {
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    return x;
+}
+
+__device__ __forceinline__ unsigned int hash_u32(unsigned int seed, unsigned int step, unsigned int group,
+                                                 unsigned int consumer, unsigned int index) {
+    unsigned int h = lowbias32(seed);
+    h = lowbias32(h ^ step);
+    h = lowbias32(h ^ group);
+    h = lowbias32(h ^ consumer);
+    return lowbias32(h ^ index);
+}
+
+// Uniform in [-1, 1): the hash's top 24 bits * 2^-23 - 1 (in double, as NumPy does).
+__device__ __forceinline__ double hash_uniform(unsigned int seed, unsigned int step, unsigned int group,
+                                               unsigned int consumer, unsigned int index) {
+    return (double)(hash_u32(seed, step, group, consumer, index) >> 8) * (1.0 / 8388608.0) - 1.0;
+}
+
+// Sum of v over the block (THREADS threads); every thread gets the result. `scratch` holds 8 doubles.
+__device__ __forceinline__ double block_sum(double v, double* scratch) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    double total = 0.0;
+    for (int w = 0; w < THREADS / 32; ++w) total += scratch[w];
+    return total;
+}

@@ -1,0 +1,45 @@
+// optim.cu: optimizer updates over the flat parameter buffer (PyTorch's formulas, as
+// genlab/optim.py). Launch: grid ceil(n / THREADS), THREADS; one thread per parameter.
+//
+// sgd_update: v = momentum * v + g (v starts at 0, so the first step takes v = g); p -= lr * v.
+// adam_update: per-parameter step count t; m, v moving averages; bias-corrected step.
+#include "genlab.cuh"
+
+extern "C" __global__ void sgd_update(float* __restrict__ p, const float* __restrict__ g,
+                                      float* __restrict__ vel, int n, float lr, float momentum)
+{
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    float step = g[i];
+    if (momentum != 0.f) {
+        step = momentum * vel[i] + step;
+        vel[i] = step;
+    }
+    p[i] -= lr * step;
+}
+
+extern "C" __global__ void adam_update(float* __restrict__ p, const float* __restrict__ g,
+                                       float* __restrict__ m, float* __restrict__ v, float* __restrict__ t,
+                                       int n, float lr, float beta1, float beta2, float eps)
+{
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    const float tt = t[i] + 1.f, gi = g[i];
+    t[i] = tt;
+    const float mi = beta1 * m[i] + (1.f - beta1) * gi;
+    const float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float step = (float)((double)lr / (1.0 - pow((double)beta1, (double)tt)));
+    const float correction = (float)(1.0 - pow((double)beta2, (double)tt));
+    p[i] -= step * mi / (sqrtf(vi / correction) + eps);
+}
+
+// gather: dst[i] = src[map[i]] where map[i] >= 0, else 0. Carries optimizer state from one
+// parameter layout to the next when the topology changes. Launch: ceil(n / THREADS), THREADS.
+extern "C" __global__ void gather(float* __restrict__ dst, const float* __restrict__ src,
+                                  const int* __restrict__ map, int n)
+{
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    if (i < n) dst[i] = map[i] >= 0 ? src[map[i]] : 0.f;
+}

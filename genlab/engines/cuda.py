@@ -1,0 +1,453 @@
+"""The CUDA engine: genlab's kernels (cuda/*.cu) driven through PyCUDA, one launch per level.
+
+State lives on the GPU in structure-of-arrays form (see cuda/genlab.cuh): a flat parameter
+buffer (every weight block, then every bias), its gradients and optimizer state in the same
+layout, activations and their gradients as one block per group. Topology goes up as CSR of
+in-edges and out-edges plus per-level task lists, a few kilobytes rebuilt when it changes.
+A training step launches: forward (one launch per level), loss, backward (one launch per
+level), weight and bias gradients (one launch each) and the optimizer (one launch); it reads
+back 20 bytes (loss, correct count, gradient norm) to check for divergence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError, TrainingError
+from ..network import INPUT, OUTPUT, Network
+from .serial import STATISTICS
+
+TILE = 32
+THREADS = 256
+_KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
+    "forward_level": "PPPPPPPPPii",
+    "softmax_xent": "PPiiPPPPi",
+    "backward_level": "PPPPPPPPPiP",
+    "weight_grad": "PPPPPPPPPiP",
+    "bias_grad": "PPPPPPiP",
+    "activation_range": "PPPPPiPP",
+    "sgd_update": "PPPiff",
+    "adam_update": "PPPPPiffff",
+    "gather": "PPPi",
+}
+_STATE = None  # (context, device, kernels), made once per process
+
+
+def source() -> str:
+    """All of cuda/*.cu as one translation unit, genlab.cuh pasted in place of its #include
+    and a #line directive before each file, so nvcc's messages name the right file and line."""
+    from .. import cuda_dir
+
+    folder = Path(str(cuda_dir()))
+    header = (folder / "genlab.cuh").read_text().replace("#pragma once", "")
+    parts = [f'#line 1 "genlab.cuh"\n{header}']
+    for path in sorted(folder.glob("*.cu")):
+        text = re.sub(r'^#include "genlab.cuh"$', "", path.read_text(), flags=re.M)
+        parts.append(f'#line 1 "{path.name}"\n{text}')
+    return "\n".join(parts)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GENLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genlab")
+    return Path(root) / "kernels"
+
+
+def _compile(src: str, arch: str) -> bytes:
+    """The cubin for `src`, from genlab's cache or from nvcc (then cached)."""
+    from .. import __version__
+
+    options = ["-O3", "-lineinfo"]
+    key = hashlib.sha256("\0".join([src, arch, *options, __version__]).encode()).hexdigest()
+    path = _cache_dir() / f"{key}.cubin"
+    if path.exists():
+        return path.read_bytes()
+    from pycuda.compiler import compile
+    from pycuda.driver import CompileError
+
+    try:
+        cubin = compile(src, no_extern_c=True, arch=arch, options=options, cache_dir=False)
+    except CompileError as e:
+        raise BackendError(f"nvcc could not compile genlab's kernels (cuda/*.cu):\n{e.stderr or e}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(cubin)
+    tmp.replace(path)
+    return cubin
+
+
+def kernels():
+    """(context, device, {name: prepared function}): retains and pushes the device's primary
+    context (shared with PyTorch and anyone else in the process) and loads the kernels."""
+    global _STATE
+    if _STATE is None:
+        import pycuda.driver as drv
+
+        drv.init()
+        device = drv.Device(int(os.environ.get("GENLAB_DEVICE", 0)))
+        context = device.retain_primary_context()
+        context.push()
+        import atexit
+
+        atexit.register(context.pop)
+        major, minor = device.compute_capability()
+        module = drv.module_from_buffer(_compile(source(), f"sm_{major}{minor}"))
+        functions = {}
+        for name, signature in _KERNELS.items():
+            functions[name] = module.get_function(name)
+            functions[name].prepare(signature)
+        _STATE = (context, device, functions)
+    return _STATE
+
+
+class _Layout:
+    """Where every group, edge and parameter of one topology lives on the device."""
+
+    def __init__(self, net: Network):
+        order = net.topological_order()
+        self.groups = order                      # slot -> group id (slots in topological order)
+        self.slot = {g: s for s, g in enumerate(order)}
+        level = net.levels()
+        self.width = np.array([net.widths[g] for g in order], np.int32)
+        self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
+        self.n_cols = int(self.width.sum())
+        # parameters: weight blocks in in-CSR order, then biases
+        self.keys, offsets, n = [], {}, 0
+        in_ptr, in_src, in_dst, in_woff = [0], [], [], []
+        for g in order:
+            for s in net.inputs(g):
+                offsets[("W", s, g)] = n
+                self.keys.append(("W", s, g))
+                in_src.append(self.slot[s])
+                in_dst.append(self.slot[g])
+                in_woff.append(n)
+                n += net.widths[g] * net.widths[s]
+            in_ptr.append(len(in_src))
+        for g in order[1:]:
+            offsets[("b", g)] = n
+            self.keys.append(("b", g))
+            n += net.widths[g]
+        self.offsets, self.n_params = offsets, n
+        self.bias_off = np.array([offsets.get(("b", g), 0) for g in order], np.int32)
+        self.in_ptr, self.in_src = np.array(in_ptr, np.int32), np.array(in_src, np.int32)
+        self.in_dst, self.in_woff = np.array(in_dst, np.int32), np.array(in_woff, np.int32)
+        out_ptr, out_dst, out_woff = [0], [], []
+        for g in order:
+            for d in net.outputs(g):
+                out_dst.append(self.slot[d])
+                out_woff.append(offsets[("W", g, d)])
+            out_ptr.append(len(out_dst))
+        self.out_ptr, self.out_dst = np.array(out_ptr, np.int32), np.array(out_dst, np.int32)
+        self.out_woff = np.array(out_woff, np.int32)
+        # task lists: per level (forward over levels 1.., backward over hidden groups only)
+        depth = level[OUTPUT]
+        tiles = lambda s: [(s, j0) for j0 in range(0, int(self.width[s]), TILE)]
+        by_level = [[self.slot[g] for g in order if level[g] == lv] for lv in range(depth + 1)]
+        fwd = [[t for s in by_level[lv] for t in tiles(s)] for lv in range(1, depth + 1)]
+        bwd = [[t for s in by_level[lv] if self.groups[s] != OUTPUT for t in tiles(s)]
+               for lv in range(depth - 1, 0, -1)]
+        self.forward_tasks, self.forward_levels = _pack(fwd)
+        self.backward_tasks, self.backward_levels = _pack(bwd)
+        self.bias_tasks = np.array([t for s in range(1, len(order)) for t in tiles(s)], np.int32).reshape(-1, 2)
+        self.weight_tasks = np.array(
+            [(e, j0, k0) for e in range(len(in_src)) for j0 in range(0, int(self.width[in_dst[e]]), TILE)
+             for k0 in range(0, int(self.width[in_src[e]]), TILE)], np.int32).reshape(-1, 3)
+        self.output_slot = self.slot[OUTPUT]
+        self.shapes = {k: net.weights[k[1:]].shape if k[0] == "W" else net.biases[k[1]].shape
+                       for k in self.keys}
+
+
+def _pack(levels: list[list[tuple]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Concatenate per-level task lists; return them and each level's (first task, count)."""
+    spans, start = [], 0
+    for tasks in levels:
+        spans.append((start, len(tasks)))
+        start += len(tasks)
+    flat = [t for tasks in levels for t in tasks]
+    return np.array(flat, np.int32).reshape(-1, 2), spans
+
+
+class CudaEngine:
+    """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32)."""
+
+    name = "cuda"
+
+    def __init__(self, net: Network, optimizer, dtype="float32"):
+        if np.dtype(dtype) != np.float32:
+            raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
+                               "engine for float64")
+        import pycuda.driver as drv
+
+        self._drv = drv
+        self.context, self.device, self.k = kernels()
+        self.dtype = np.dtype(np.float32)
+        self.optimizer = optimizer
+        self.track_ranges = False  # per-neuron activation ranges, for pruning
+        self.layout: _Layout | None = None
+        self._buffers: dict[str, object] = {}
+        self._batch_cap = 0
+        self._batch = 0
+        self._stats_cache = None
+        self.load(net)
+
+    # ------------------------------------------------------------------ memory
+    def _new(self, nbytes: int, what: str):
+        drv = self._drv
+        try:
+            return drv.mem_alloc(max(int(nbytes), 4))
+        except drv.MemoryError:
+            free, total = drv.mem_get_info()
+            raise BackendError(f"out of GPU memory allocating {nbytes / 2**20:.1f} MiB for {what} "
+                               f"({free / 2**20:.0f} of {total / 2**20:.0f} MiB free); the network on the "
+                               "host is unchanged") from None
+
+    def _check_room(self, nbytes: int, what: str) -> None:
+        free, total = self._drv.mem_get_info()
+        if nbytes > free:
+            raise BackendError(f"out of GPU memory: {what} needs {nbytes / 2**20:.1f} MiB and the device has "
+                               f"{free / 2**20:.0f} of {total / 2**20:.0f} MiB free; the network on the host "
+                               "is unchanged")
+
+    def _scratch(self, name: str, array: np.ndarray):
+        """Upload a small per-call array into a reusable buffer."""
+        array = np.ascontiguousarray(array)
+        if self._buffers.get(f"{name}_bytes", 0) < array.nbytes or name not in self._buffers:
+            self._buffers[name] = self._new(array.nbytes, name)
+            self._buffers[f"{name}_bytes"] = array.nbytes
+        if array.nbytes:
+            self._drv.memcpy_htod(self._buffers[name], array)
+        return self._buffers[name]
+
+    def _ensure_batch(self, batch: int) -> None:
+        """Activation and gradient blocks with room for `batch` rows (capacity doubles)."""
+        if batch <= self._batch_cap:
+            return
+        L = self.layout
+        cap = max(batch, 2 * self._batch_cap)
+        if L.n_cols * cap >= 2**31:
+            cap = batch
+        if L.n_cols * cap >= 2**31:
+            raise BackendError(f"activations of {L.n_cols} neurons x {batch} rows exceed 2^31 elements")
+        self._check_room(8 * L.n_cols * cap, f"activations for a batch of {cap}")
+        act, dz = self._new(4 * L.n_cols * cap, "activations"), self._new(4 * L.n_cols * cap, "gradients")
+        act_off = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
+        self._buffers.update(act=act, dz=dz, act_off=act_off)
+        self._batch_cap = cap
+
+    def _upload_new(self, array: np.ndarray):
+        array = np.ascontiguousarray(array)
+        buf = self._new(array.nbytes, "topology")
+        if array.nbytes:
+            self._drv.memcpy_htod(buf, array)
+        return buf
+
+    # ------------------------------------------------------------------ topology
+    def load(self, net: Network) -> None:
+        """Take the network's topology and parameters; keep optimizer state of unchanged params.
+
+        Everything is allocated anew before anything is replaced, so a failure (out of memory)
+        leaves the engine as it was."""
+        old, L = self.layout, _Layout(net)
+        if L.n_params >= 2**31:
+            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
+        host = np.empty(L.n_params, np.float32)
+        for key, off in L.offsets.items():
+            value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]
+            host[off:off + value.size] = value.ravel()
+        state_names = {"sgd": ["vel"], "adam": ["m", "v", "t"]}[self.optimizer.name]
+        cap = max(self._batch_cap, 1)
+        self._check_room(4 * L.n_params * (2 + len(state_names)) + 8 * L.n_cols * cap,
+                         f"a network of {L.n_params} parameters and {L.n_cols} neurons")
+        new = {"params": self._upload_new(host), "grads": self._new(4 * L.n_params, "gradients")}
+        for name in ("width", "col_off", "bias_off", "in_ptr", "in_src", "in_dst", "in_woff", "out_ptr",
+                     "out_dst", "out_woff", "forward_tasks", "backward_tasks", "bias_tasks", "weight_tasks"):
+            new[name] = self._upload_new(getattr(L, name))
+        new["stats"] = self._new(24 * len(L.groups), "statistics")
+        new["wstats"] = self._new(8 * len(L.groups), "statistics")
+        new["scalars"] = self._new(16, "statistics")
+        new["range_min"] = self._new(4 * L.n_cols, "activation ranges")
+        new["range_max"] = self._new(4 * L.n_cols, "activation ranges")
+        new["act"], new["dz"] = self._new(4 * L.n_cols * cap, "activations"), self._new(4 * L.n_cols * cap, "gradients")
+        new["act_off"] = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
+        # optimizer state: carried over for parameters whose key and shape persist, else zero
+        source = np.full(L.n_params, -1, np.int32)
+        if old is not None:
+            for key, off in L.offsets.items():
+                if key in old.offsets and old.shapes[key] == L.shapes[key]:
+                    size = int(np.prod(L.shapes[key]))
+                    source[off:off + size] = np.arange(old.offsets[key], old.offsets[key] + size)
+        state_map = self._upload_new(source)
+        for name in state_names:
+            buf = new[f"state_{name}"] = self._new(4 * L.n_params, "optimizer state")
+            if old is not None and (source >= 0).any():
+                self._launch_flat("gather", L.n_params, buf, self._buffers[f"state_{name}"], state_map,
+                                  np.int32(L.n_params))
+            else:
+                self._drv.memset_d32(buf, 0, max(L.n_params, 1))
+        self._drv.Context.synchronize()
+        self._buffers.update(new)
+        self.layout, self._batch_cap, self._stats_cache = L, cap, None
+
+    # ------------------------------------------------------------------ launches
+    def _launch_flat(self, name: str, n: int, *args) -> None:
+        self.k[name].prepared_call(((n + THREADS - 1) // THREADS, 1), (THREADS, 1, 1), *args)
+
+    def _ptr(self, name: str, offset_bytes: int = 0):
+        return int(self._buffers[name]) + offset_bytes
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch x (copied to the host)."""
+        x = np.ascontiguousarray(x, np.float32)
+        self._forward(x)
+        L = self.layout
+        out = np.empty((len(x), int(L.width[L.output_slot])), np.float32)
+        self._drv.memcpy_dtoh(out, self._ptr("act", 4 * int(L.col_off[L.output_slot]) * self._batch_cap))
+        return out
+
+    def _forward(self, x: np.ndarray) -> None:
+        L, batch = self.layout, len(x)
+        self._ensure_batch(batch)
+        self._batch = batch
+        self._drv.memcpy_htod(self._ptr("act", 4 * int(L.col_off[L.slot[INPUT]]) * self._batch_cap), x)
+        f = self.k["forward_level"]
+        b = self._buffers
+        for start, count in L.forward_levels:
+            f.prepared_call((count, (batch + TILE - 1) // TILE), (THREADS, 1, 1),
+                            self._ptr("forward_tasks", 8 * start), b["width"], b["act_off"], b["bias_off"],
+                            b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+                            np.int32(batch), np.int32(L.output_slot))
+
+    def backward(self, y: np.ndarray) -> float:
+        """Loss of the last forward against labels y; fills gradients and statistics."""
+        return self._backward(y)[0]
+
+    def _backward(self, y: np.ndarray) -> tuple[float, int]:
+        L, b, batch, drv = self.layout, self._buffers, self._batch, self._drv
+        y = np.ascontiguousarray(y, np.int32)
+        if len(y) != batch:
+            raise ValueError(f"{len(y)} labels for a forward pass of {batch} rows")
+        labels = self._scratch("labels", y)
+        drv.memset_d32(b["stats"], 0, 6 * len(L.groups))
+        drv.memset_d32(b["wstats"], 0, 2 * len(L.groups))
+        drv.memset_d32(b["scalars"], 0, 4)
+        out = L.output_slot
+        out_off = 4 * int(L.col_off[out]) * self._batch_cap
+        self.k["softmax_xent"].prepared_call(
+            ((batch + THREADS - 1) // THREADS, 1), (THREADS, 1, 1), self._ptr("act", out_off), labels,
+            np.int32(batch), np.int32(L.width[out]), self._ptr("dz", out_off), b["scalars"],
+            self._ptr("scalars", 8), b["stats"], np.int32(out))
+        f = self.k["backward_level"]
+        for start, count in L.backward_levels:
+            if count:
+                f.prepared_call((count, (batch + TILE - 1) // TILE), (THREADS, 1, 1),
+                                self._ptr("backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
+                                b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
+                                np.int32(batch), b["stats"])
+        self.k["weight_grad"].prepared_call(
+            (len(L.weight_tasks), 1), (THREADS, 1, 1), b["weight_tasks"], b["in_src"], b["in_dst"],
+            b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), b["wstats"])
+        self.k["bias_grad"].prepared_call(
+            (len(L.bias_tasks), 1), (THREADS, 1, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
+            b["dz"], b["grads"], np.int32(batch), b["wstats"])
+        if self.track_ranges:
+            self.k["activation_range"].prepared_call(
+                (len(L.bias_tasks), 1), (THREADS, 1, 1), b["bias_tasks"], b["width"], b["act_off"],
+                b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"])
+        self._stats_cache = None
+        scalars = np.empty(16, np.uint8)  # double loss, int correct
+        drv.memcpy_dtoh(scalars, b["scalars"])
+        return float(scalars[:8].view(np.float64)[0]), int(scalars[8:12].view(np.int32)[0])
+
+    def update(self) -> None:
+        """One optimizer step with the gradients of the last backward."""
+        opt, b, n = self.optimizer, self._buffers, self.layout.n_params
+        if opt.name == "sgd":
+            self._launch_flat("sgd_update", n, b["params"], b["grads"], b["state_vel"], np.int32(n),
+                              np.float32(opt.lr), np.float32(opt.momentum))
+        else:
+            self._launch_flat("adam_update", n, b["params"], b["grads"], b["state_m"], b["state_v"], b["state_t"],
+                              np.int32(n), np.float32(opt.lr), np.float32(opt.beta1), np.float32(opt.beta2),
+                              np.float32(opt.eps))
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """Forward, backward and update on one batch; return (loss, correct predictions).
+
+        A non-finite loss or gradient raises TrainingError before the update."""
+        self._forward(np.ascontiguousarray(x, np.float32))
+        loss, correct = self._backward(y)
+        if not np.isfinite(loss) or not np.isfinite(self._grad_sq()):
+            raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
+                                "not applied (try a lower learning rate)")
+        self.update()
+        return loss, correct
+
+    def _grad_sq(self) -> float:
+        wstats = np.empty(len(self.layout.groups), np.float64)
+        self._drv.memcpy_dtoh(wstats, self._buffers["wstats"])
+        return float(wstats.sum())
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # ------------------------------------------------------------------ reading back
+    @property
+    def params(self) -> dict[tuple, np.ndarray]:
+        """Every parameter, copied to the host, keyed as the serial engine keys them."""
+        return self._unflatten("params")
+
+    @property
+    def grads(self) -> dict[tuple, np.ndarray]:
+        return self._unflatten("grads")
+
+    def _unflatten(self, name: str) -> dict[tuple, np.ndarray]:
+        L = self.layout
+        flat = np.empty(L.n_params, np.float32)
+        self._drv.memcpy_dtoh(flat, self._buffers[name])
+        return {k: flat[off:off + int(np.prod(L.shapes[k]))].reshape(L.shapes[k]).copy()
+                for k, off in L.offsets.items()}
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        """Per-group statistics of the last backward, as the serial engine reports them."""
+        if self._stats_cache is None:
+            L, drv = self.layout, self._drv
+            raw = np.empty((len(L.groups), 3), np.float64)
+            wsq = np.empty(len(L.groups), np.float64)
+            drv.memcpy_dtoh(raw, self._buffers["stats"])
+            drv.memcpy_dtoh(wsq, self._buffers["wstats"])
+            count = self._batch * L.width.astype(np.float64)
+            mean, meansq = raw[:, 0] / count, raw[:, 1] / count
+            std = np.sqrt(np.maximum(meansq - mean * mean, 0.0))
+            stats = {name: {} for name in STATISTICS}
+            if self.track_ranges:
+                lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
+                drv.memcpy_dtoh(lo, self._buffers["range_min"])
+                drv.memcpy_dtoh(hi, self._buffers["range_max"])
+            for s, g in enumerate(L.groups):
+                if g == INPUT:
+                    continue
+                stats["grad_std"][g] = float(std[s])
+                stats["weight_grad_norm"][g] = float(np.sqrt(wsq[s]))
+                stats["taylor"][g] = float(abs(raw[s, 2] / count[s]))
+                if self.track_ranges:
+                    c0, w = int(L.col_off[s]), int(L.width[s])
+                    stats["h_min"][g], stats["h_max"][g] = lo[c0:c0 + w].copy(), hi[c0:c0 + w].copy()
+            self._stats_cache = stats
+        return self._stats_cache
+
+    @property
+    def grad_std(self) -> dict[int, float]:
+        return self.stats["grad_std"]
+
+    def write_back(self, net: Network) -> None:
+        """Copy the trained parameters into the network (in the network's dtype)."""
+        for key, value in self.params.items():
+            if key[0] == "W":
+                net.weights[key[1:]] = value.astype(net.dtype)
+            else:
+                net.biases[key[1]] = value.astype(net.dtype)

@@ -1,0 +1,199 @@
+"""The CUDA engine against the serial engine, kernel by kernel, on fresh random inputs.
+
+Outputs are poisoned with NaN before each run, so an element a kernel fails to write fails the
+comparison. References are computed by the serial engine in float64 from the same float32
+parameters; errors are relative, ||gpu - ref|| / ||ref||.
+"""
+
+import numpy as np
+import pytest
+
+from genlab import INPUT, OUTPUT, BackendError, GrowthPolicy, Network, Trainer
+from genlab.engines import SerialEngine
+from genlab.optim import SGD, Adam
+
+pytestmark = pytest.mark.gpu
+
+
+def cuda_engine(net, optimizer=None):
+    from genlab.engines.cuda import CudaEngine
+
+    return CudaEngine(net, optimizer or SGD())
+
+
+def poison(engine):
+    drv = engine._drv
+    for name in ("act", "dz", "grads", "range_min", "range_max"):
+        buf = engine._buffers[name]
+        n = (engine.layout.n_cols * engine._batch_cap if name in ("act", "dz") else
+             engine.layout.n_params if name == "grads" else engine.layout.n_cols)
+        drv.memset_d32(buf, 0x7FC00000, n)  # quiet NaN
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.isfinite(a).all(), "unwritten or non-finite elements"
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def random_case(seed, levels, per_level, width, fan_in, batch):
+    rng = np.random.default_rng(seed)
+    n_in, n_out = int(rng.integers(1, 80)), int(rng.integers(2, 40))
+    net = Network.random_dag(levels, per_level, width=width, fan_in=fan_in, seed=seed, n_inputs=n_in, n_outputs=n_out)
+    for b in net.biases.values():
+        b[:] = rng.normal(size=b.shape) * 0.1
+    x = rng.normal(size=(batch, n_in)).astype(np.float32)
+    y = rng.integers(0, n_out, batch)
+    return net, x, y
+
+
+CASES = [  # (levels, per_level, width range, fan-in range, batch)
+    (3, 4, (1, 300), (1, 16), 1),
+    (4, 6, (1, 300), (1, 16), 33),
+    (2, 16, (1, 40), (1, 16), 1024),
+    (6, 5, (1, 70), (1, 4), 257),
+    (1, 1, (300, 300), (1, 1), 100),
+    (8, 3, (31, 33), (2, 3), 64),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_forward_backward_and_statistics_match_serial(case, seed):
+    net, x, y = random_case(seed * 100 + CASES.index(case), *case)
+    ref = SerialEngine(net, SGD(), dtype="float64")
+    gpu = cuda_engine(net)
+    gpu.track_ranges = True
+    gpu._ensure_batch(len(x))
+    poison(gpu)
+    logits = gpu.forward(x)
+    assert rel(logits, ref.forward(x)) <= 1e-5
+    loss = gpu.backward(y)
+    assert loss == pytest.approx(ref.backward(y), rel=1e-5)
+    grads, ref_grads = gpu.grads, ref.grads
+    flat = lambda g: np.concatenate([g[k].ravel() for k in sorted(ref_grads, key=str)])
+    assert rel(flat(grads), flat(ref_grads)) <= 1e-5
+    for key, g in ref_grads.items():  # block by block, with a floor for blocks of dead groups
+        assert np.linalg.norm(grads[key] - g) <= 1e-4 * np.linalg.norm(g) + 1e-7, key
+    for name in ("grad_std", "weight_grad_norm", "taylor"):
+        for g, value in ref.stats[name].items():
+            assert gpu.stats[name][g] == pytest.approx(value, rel=1e-4, abs=1e-9), (name, g)
+    for g in net.hidden_groups:
+        np.testing.assert_allclose(gpu.stats["h_min"][g], ref.stats["h_min"][g], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gpu.stats["h_max"][g], ref.stats["h_max"][g], rtol=1e-5, atol=1e-6)
+
+
+def test_loss_kernel_counts_correct_predictions():
+    net, x, y = random_case(7, 2, 3, (4, 9), (1, 2), 300)
+    ref = SerialEngine(net, SGD(), dtype="float64")
+    gpu = cuda_engine(net)
+    logits = ref.forward(x)
+    y[:100] = np.argmax(logits[:100], axis=1)  # some right, some wrong
+    gpu.forward(x)
+    loss, correct = gpu._backward(y)
+    assert correct == int(np.sum(np.argmax(logits, axis=1) == y))
+    assert loss == pytest.approx(ref.backward(y), rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", [SGD(lr=0.05, momentum=0.9), SGD(lr=0.1, momentum=0.0), Adam(lr=1e-2)])
+def test_optimizer_kernels_match_serial(optimizer):
+    net, x, y = random_case(11, 3, 4, (2, 50), (1, 4), 64)
+    ref = SerialEngine(net, optimizer, dtype="float32")
+    gpu = cuda_engine(net, optimizer)
+    for _ in range(3):
+        ref.step(x, y)
+        gpu.step(x, y)
+    params = gpu.params
+    for key, p in ref.params.items():
+        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+
+
+def test_fifty_adam_steps_match_serial():
+    net, _, _ = random_case(3, 4, 8, (4, 64), (1, 6), 1)
+    rng = np.random.default_rng(5)
+    ref = Trainer(net.copy(), backend="serial", optimizer="adam", lr=3e-3, seed=0)
+    gpu = Trainer(net.copy(), backend="cuda", optimizer="adam", lr=3e-3, seed=0)
+    for _ in range(50):
+        x = rng.normal(size=(128, net.n_inputs)).astype(np.float32)
+        y = rng.integers(0, net.n_outputs, 128)
+        a, b = ref.step(x, y), gpu.step(x, y)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    for key in ref.net.weights:
+        np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-4, atol=1e-5)
+
+
+def test_reload_carries_optimizer_state_like_serial():
+    net, x, y = random_case(13, 2, 3, (3, 20), (1, 3), 32)
+    ref, gpu = SerialEngine(net, Adam(lr=1e-2)), cuda_engine(net, Adam(lr=1e-2))
+    for e in (ref, gpu):
+        e.step(x, y)
+    grown = net.copy()
+    gpu.write_back(grown)
+    g = grown.add_group(5, inputs=[INPUT], outputs=[OUTPUT])
+    for e in (ref, gpu):
+        e.load(grown)
+        e.step(x, y)
+    params = gpu.params
+    assert ("W", INPUT, g) in params
+    for key, p in ref.params.items():
+        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+
+
+def test_growth_on_the_gpu_matches_serial_event_by_event():
+    data = np.random.default_rng(0)
+    X = data.normal(size=(2048, 12)).astype(np.float32)
+    y = (X[:, :3].sum(axis=1) > 0).astype(np.int64) + (X[:, 3] > 1)
+    net = Network.random_dag(levels=2, per_level=3, width=6, fan_in=2, seed=1, n_inputs=12, n_outputs=3)
+    net.biases[net.hidden_groups[1]][:] = -1e3  # a dead group, to be pruned
+    policy = dict(threshold=0.0, relative=False, every=5, cooldown=10, max_groups=30, mode="alternate",
+                  prune=True)
+    ref = Trainer(net.copy(), backend="serial", lr=1e-2, seed=0, growth=GrowthPolicy(**policy))
+    gpu = Trainer(net.copy(), backend="cuda", lr=1e-2, seed=0, growth=GrowthPolicy(**policy))
+    kinds = set()
+    for step in range(200):
+        xb, yb = X[(step * 64) % 2048:][:64], y[(step * 64) % 2048:][:64]
+        ref.step(xb, yb)
+        gpu.step(xb, yb)
+        a, b = ref.history.events, gpu.history.events
+        assert [(e["kind"], e["source"], e["new"]) for e in a] == [(e["kind"], e["source"], e["new"]) for e in b]
+        if a and a[-1]["step"] == step + 1:
+            kinds.add(a[-1]["kind"])
+            assert ref.net.edges == gpu.net.edges and ref.net.widths == gpu.net.widths
+            for key in ref.net.weights:
+                np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-3, atol=1e-4)
+        if len(a) >= 20 and ref.grower.budget_reached_at:
+            break
+    assert len(ref.history.events) >= 20 and {"depth", "width", "prune"} <= kinds
+    assert ref.grower.budget_reached_at == gpu.grower.budget_reached_at is not None
+
+
+def test_out_of_memory_is_a_clear_error_and_loses_nothing():
+    import pycuda.driver as drv
+
+    net, x, y = random_case(17, 2, 4, (50, 60), (1, 2), 16)
+    gpu = cuda_engine(net)
+    before = gpu.forward(x)
+    free, _ = drv.mem_get_info()
+    hog = drv.mem_alloc(free - (64 << 20))  # leave 64 MiB
+    try:
+        big = Network.mlp([64, 6000, 6000, 10])  # 36M parameters: ~700 MiB with gradients and state
+        with pytest.raises(BackendError, match="out of GPU memory"):
+            gpu.load(big)
+        np.testing.assert_array_equal(gpu.forward(x), before)  # the engine is intact
+        with pytest.raises(BackendError, match="out of GPU memory"):
+            Trainer(big, backend="cuda")
+        assert big.widths[2] == 6000 and big.weights[(2, 3)].shape == (6000, 6000)
+    finally:
+        hog.free()
+
+
+def test_cuda_trains_digits_like_serial():
+    from genlab import datasets
+
+    data = datasets.load("digits", seed=0)
+    results = {}
+    for backend in ("serial", "cuda"):
+        trainer = Trainer(Network.mlp([64, 64, 32, 10], seed=0), backend=backend, seed=0)
+        trainer.fit(*data.train, epochs=10, progress=False)
+        results[backend] = trainer.evaluate(*data.test)["accuracy"]
+    assert abs(results["cuda"] - results["serial"]) <= 0.01

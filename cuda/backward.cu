@@ -8,9 +8,9 @@
 //   tile of dL/dh_s (batch rows x neurons k0..).
 // weight_grad: dW_e = dz_dst^T h_src (reduced over the batch) for every edge, written into
 //   `grads` at the weight block's offset; wstats[dst] += sum of squares (for the weight-gradient
-//   norm). Launch: grid n_tasks, THREADS; task t is (edge, j0, k0): a TILE x TILE tile of dW_e.
-// bias_grad: db_s = sum over the batch of dz_s, for every group but the input; wstats[s] += its
-//   sum of squares. Launch: grid n_tasks, THREADS; task t is (slot, j0): TILE neurons, the
+//   norm), and the same into *gradsq (the whole gradient's, which guards the update). Launch: grid n_tasks, THREADS; task t is (edge, j0, k0): a TILE x TILE tile of dW_e.
+// bias_grad: db_s = sum over the batch of dz_s, for every group but the input; wstats[s] and
+//   *gradsq += its sum of squares. Launch: grid n_tasks, THREADS; task t is (slot, j0): TILE neurons, the
 //   batch split over THREADS / TILE row groups.
 #include "genlab.cuh"
 
@@ -75,7 +75,7 @@ extern "C" __global__ void weight_grad(
     const int* __restrict__ tasks, const int* __restrict__ in_src, const int* __restrict__ in_dst,
     const int* __restrict__ in_woff, const int* __restrict__ width, const int* __restrict__ act_off,
     const float* __restrict__ act, const float* __restrict__ dz, float* __restrict__ grads,
-    int batch, double* __restrict__ wstats)
+    int batch, double* __restrict__ wstats, double* __restrict__ gradsq)
 {
     __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_dst
     __shared__ float hs[TILE][TILE + 1];  // [batch row][k] of h_src
@@ -112,13 +112,13 @@ extern "C" __global__ void weight_grad(
             }
         }
     sq = block_sum(sq, scratch);
-    if (threadIdx.x == 0) atomicAdd(wstats + dst, sq);
+    if (threadIdx.x == 0) { atomicAdd(wstats + dst, sq); atomicAdd(gradsq, sq); }
 }
 
 extern "C" __global__ void bias_grad(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const float* __restrict__ dz, float* __restrict__ grads,
-    int batch, double* __restrict__ wstats)
+    int batch, double* __restrict__ wstats, double* __restrict__ gradsq)
 {
     __shared__ float part[THREADS / TILE][TILE];
     __shared__ double scratch[THREADS / 32];
@@ -138,7 +138,7 @@ extern "C" __global__ void bias_grad(
         sq = (double)total * total;
     }
     sq = block_sum(sq, scratch);
-    if (threadIdx.x == 0) atomicAdd(wstats + s, sq);
+    if (threadIdx.x == 0) { atomicAdd(wstats + s, sq); atomicAdd(gradsq, sq); }
 }
 
 // activation_range: per-neuron min and max of h over the batch (for pruning constant groups),

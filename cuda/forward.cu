@@ -2,9 +2,12 @@
 //
 // forward_level: h_s = act(b_s + sum_e h_src(e) W_e^T) for every group s of the level, where act
 // is ReLU for hidden groups and the identity for the output group (logits).
-// Launch: grid (n_tasks, ceil(batch / TILE)), THREADS threads. Task t is (slot, j0): a TILE x TILE
-// tile of h_s, batch rows blockIdx.y * TILE.., neurons j0... The reduction runs over every
-// in-edge and over its source width in TILE-wide chunks staged in shared memory.
+// Launch: grid (n_tasks, ceil(batch / TILE)), THREADS threads. Task t is (slot, j0, e0, e1): a
+// TILE x TILE tile of h_s, batch rows blockIdx.y * TILE.., neurons j0.., summed over the in-edges
+// e0..e1-1 and over each source width in TILE-wide chunks staged in shared memory.
+// Split-K: the linear output group's in-edges may be split over several tasks (a wide DAG feeds
+// it from every sink); those tasks atomically add into logits zeroed beforehand, and the task
+// holding the first in-edge adds the bias.
 #include "genlab.cuh"
 
 extern "C" __global__ void forward_level(
@@ -15,12 +18,14 @@ extern "C" __global__ void forward_level(
 {
     __shared__ float xs[TILE][TILE + 1];  // [batch row][k]
     __shared__ float ws[TILE][TILE + 1];  // [neuron j][k]
-    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1];
+    const int* task = tasks + 4 * blockIdx.x;
+    const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3];
+    const bool split = (s == output_slot) && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
     const int b0 = blockIdx.y * TILE, w = width[s];
     const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
-    for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+    for (int e = e0; e < e1; ++e) {
         const int src = in_src[e], ws_ = width[src];
         const float* x = act + act_off[src];
         const float* W = params + in_woff[e];
@@ -46,8 +51,9 @@ extern "C" __global__ void forward_level(
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + ty + a * HALF, j = j0 + tx + c * HALF;
             if (b < batch && j < w) {
-                const float z = acc[a][c] + params[bias_off[s] + j];
-                h[b * w + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
+                const float z = acc[a][c] + (e0 == in_ptr[s] ? params[bias_off[s] + j] : 0.f);
+                if (split) atomicAdd(h + b * w + j, z);
+                else h[b * w + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
             }
         }
 }

@@ -1,15 +1,22 @@
 // optim.cu: optimizer updates over the flat parameter buffer (PyTorch's formulas, as
 // genlab/optim.py). Launch: grid ceil(n / THREADS), THREADS; one thread per parameter.
+// Guarded: nothing changes unless the step's loss (guard[0]) and the sum of squares of its
+// gradient (guard[2]) are finite, so a diverging step is refused without a round trip to the host.
 //
 // sgd_update: v = momentum * v + g (v starts at 0, so the first step takes v = g); p -= lr * v.
 // adam_update: per-parameter step count t; m, v moving averages; bias-corrected step.
 #include "genlab.cuh"
 
+__device__ __forceinline__ bool finite_step(const double* guard) {
+    return isfinite(guard[0]) && isfinite(guard[2]);
+}
+
 extern "C" __global__ void sgd_update(float* __restrict__ p, const float* __restrict__ g,
-                                      float* __restrict__ vel, int n, float lr, float momentum)
+                                      float* __restrict__ vel, int n, float lr, float momentum,
+                                      const double* __restrict__ guard)
 {
     const int i = blockIdx.x * THREADS + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || !finite_step(guard)) return;
     float step = g[i];
     if (momentum != 0.f) {
         step = momentum * vel[i] + step;
@@ -20,10 +27,11 @@ extern "C" __global__ void sgd_update(float* __restrict__ p, const float* __rest
 
 extern "C" __global__ void adam_update(float* __restrict__ p, const float* __restrict__ g,
                                        float* __restrict__ m, float* __restrict__ v, float* __restrict__ t,
-                                       int n, float lr, float beta1, float beta2, float eps)
+                                       int n, float lr, float beta1, float beta2, float eps,
+                                       const double* __restrict__ guard)
 {
     const int i = blockIdx.x * THREADS + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || !finite_step(guard)) return;
     const float tt = t[i] + 1.f, gi = g[i];
     t[i] = tt;
     const float mi = beta1 * m[i] + (1.f - beta1) * gi;

@@ -31,7 +31,7 @@ WORKLOADS = {  # name: (description, network builder, batch)
 
 
 # ------------------------------------------------------------------------------ PyTorch models
-def torch_group_model(net: Network, device):
+def torch_group_model(net: Network, device, dtype=None):
     """The seed's PyTorch baseline: one nn.Linear per group, applied to torch.cat of its inputs."""
     import torch
 
@@ -39,7 +39,7 @@ def torch_group_model(net: Network, device):
     layers = torch.nn.ModuleDict()
     for g in order:
         w = np.concatenate([net.weights[(s, g)] for s in net.inputs(g)], axis=1)
-        layer = torch.nn.Linear(w.shape[1], w.shape[0]).to(device)
+        layer = torch.nn.Linear(w.shape[1], w.shape[0]).to(device, dtype or torch.float32)
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(w))
             layer.bias.copy_(torch.from_numpy(net.biases[g]))
@@ -55,53 +55,54 @@ def torch_group_model(net: Network, device):
     return layers, forward
 
 
-def torch_level_model(net: Network, device):
-    """Level-batched PyTorch: per level, gather every group's inputs from the activation matrix
-    (zero-padded to the level's largest fan-in and width), one bmm, bias, ReLU."""
+def torch_level_model(net: Network, device, dtype=None):
+    """Level-batched PyTorch, as a skilled user would write it by hand: per level, one gather
+    of every group's inputs from the outputs of the levels it reads (zero-padded to the level's
+    largest fan-in and width), one batched matmul with the bias, one ReLU."""
     import torch
 
     level = net.levels()
     depth = level[OUTPUT]
-    col = {INPUT: (0, net.n_inputs)}  # group -> (first column, width) in the activation matrix
-    n_cols = net.n_inputs
+    where = {INPUT: (0, 0)}  # group -> (level, first column in that level's output)
+    widths_out = {0: net.n_inputs}  # columns of each level's output
     params = torch.nn.ParameterList()
     plan = []
     for lv in range(1, depth + 1):
         groups = [g for g in net.groups if level.get(g) == lv]
+        sources = sorted({level[s] for g in groups for s in net.inputs(g)})
+        start = dict(zip(sources, np.cumsum([0] + [widths_out[l] for l in sources[:-1]]).tolist()))
+        zero = sum(widths_out[l] for l in sources)  # the zero column, after the sources
         k_max = max(sum(net.widths[s] for s in net.inputs(g)) for g in groups)
         w_max = max(net.widths[g] for g in groups)
-        idx = np.full((len(groups), k_max), n_cols, np.int64)  # padding reads the zero column
-        W = np.zeros((len(groups), k_max, w_max), np.float32)
-        b = np.zeros((len(groups), 1, w_max), np.float32)
-        out_cols = []
+        idx = np.full((len(groups), k_max), zero, np.int64)
+        W = np.zeros((len(groups), k_max, w_max), np.float64)
+        b = np.zeros((len(groups), 1, w_max), np.float64)
         for i, g in enumerate(groups):
             k = 0
             for s in net.inputs(g):
-                c0, ws = col[s]
-                idx[i, k:k + ws] = np.arange(c0, c0 + ws)
+                src_level, c0 = where[s]
+                ws = net.widths[s]
+                idx[i, k:k + ws] = start[src_level] + c0 + np.arange(ws)
                 W[i, k:k + ws, :net.widths[g]] = net.weights[(s, g)].T
                 k += ws
             b[i, 0, :net.widths[g]] = net.biases[g]
-            out_cols.append(i * w_max + np.arange(net.widths[g]))
-        for g in groups:
-            col[g] = (n_cols, net.widths[g])
-            n_cols += net.widths[g]
-        params.append(torch.nn.Parameter(torch.from_numpy(W).to(device)))
-        params.append(torch.nn.Parameter(torch.from_numpy(b).to(device)))
-        plan.append((torch.from_numpy(idx).to(device), torch.from_numpy(np.concatenate(out_cols)).to(device),
-                     lv == depth))
+            where[g] = (lv, i * w_max)
+        widths_out[lv] = len(groups) * w_max
+        params.append(torch.nn.Parameter(torch.from_numpy(W).to(device, dtype or torch.float32)))
+        params.append(torch.nn.Parameter(torch.from_numpy(b).to(device, dtype or torch.float32)))
+        plan.append((sources, torch.from_numpy(idx.ravel()).to(device), idx.shape))
 
     def forward(x):
-        zero = torch.zeros(len(x), 1, device=x.device)
-        parts = [x]  # activations of the levels done so far, then a zero column for padding
-        for (idx, out_cols, last), W, b in zip(plan, params[0::2], params[1::2]):
-            h = torch.cat(parts + [zero], dim=1)
-            inp = h[:, idx].permute(1, 0, 2)                      # (groups, batch, k_max)
-            z = torch.baddbmm(b, inp, W)                          # (groups, batch, w_max)
-            z = z.permute(1, 0, 2).reshape(len(x), -1)[:, out_cols]
-            if last:
-                return z
-            parts.append(torch.relu(z))
+        zero = torch.zeros(len(x), 1, device=x.device, dtype=x.dtype)
+        outs = {0: x}
+        for lv, ((sources, idx, shape), W, b) in enumerate(zip(plan, params[0::2], params[1::2]), start=1):
+            h = torch.cat([outs[l] for l in sources] + [zero], dim=1)
+            inp = torch.index_select(h, 1, idx).view(len(x), *shape)  # backward: index_add_, no sort
+            z = torch.baddbmm(b, inp.transpose(0, 1), W)            # (groups, batch, w_max)
+            z = z.transpose(0, 1).reshape(len(x), -1)
+            if lv == depth:
+                return z[:, :net.n_outputs]                          # the output group, alone
+            outs[lv] = torch.relu(z)
         raise AssertionError("the output group closes the last level")
 
     return params, forward

@@ -24,15 +24,16 @@ from .serial import STATISTICS
 
 TILE = 32
 THREADS = 256
+SPLIT = 8  # in-edges per forward task of the output group (split-K)
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "forward_level": "PPPPPPPPPii",
     "softmax_xent": "PPiiPPPPi",
     "backward_level": "PPPPPPPPPiP",
-    "weight_grad": "PPPPPPPPPiP",
-    "bias_grad": "PPPPPPiP",
+    "weight_grad": "PPPPPPPPPiPP",
+    "bias_grad": "PPPPPPiPP",
     "activation_range": "PPPPPiPP",
-    "sgd_update": "PPPiff",
-    "adam_update": "PPPPPiffff",
+    "sgd_update": "PPPiffP",
+    "adam_update": "PPPPPiffffP",
     "gather": "PPPi",
 }
 _STATE = None  # (context, device, kernels), made once per process
@@ -148,7 +149,16 @@ class _Layout:
         depth = level[OUTPUT]
         tiles = lambda s: [(s, j0) for j0 in range(0, int(self.width[s]), TILE)]
         by_level = [[self.slot[g] for g in order if level[g] == lv] for lv in range(depth + 1)]
-        fwd = [[t for s in by_level[lv] for t in tiles(s)] for lv in range(1, depth + 1)]
+        out = self.slot[OUTPUT]
+
+        def edge_ranges(s):  # the output group's in-edges in chunks of SPLIT, others whole
+            e0, e1 = in_ptr[s], in_ptr[s + 1]
+            step = SPLIT if s == out else max(e1 - e0, 1)
+            return [(a, min(a + step, e1)) for a in range(e0, e1, step)]
+
+        fwd = [[(s, j0, a, b) for s in by_level[lv] for (_, j0) in tiles(s) for a, b in edge_ranges(s)]
+               for lv in range(1, depth + 1)]
+        self.split_output = len(edge_ranges(out)) > 1
         bwd = [[t for s in by_level[lv] if self.groups[s] != OUTPUT for t in tiles(s)]
                for lv in range(depth - 1, 0, -1)]
         self.forward_tasks, self.forward_levels = _pack(fwd)
@@ -169,7 +179,8 @@ def _pack(levels: list[list[tuple]]) -> tuple[np.ndarray, list[tuple[int, int]]]
         spans.append((start, len(tasks)))
         start += len(tasks)
     flat = [t for tasks in levels for t in tasks]
-    return np.array(flat, np.int32).reshape(-1, 2), spans
+    width = len(flat[0]) if flat else 2
+    return np.array(flat, np.int32).reshape(-1, width), spans
 
 
 class CudaEngine:
@@ -193,6 +204,9 @@ class CudaEngine:
         self._batch_cap = 0
         self._batch = 0
         self._stats_cache = None
+        self.stream = drv.Stream()
+        self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
+        self._graphs: dict[tuple, object] = {}
         self.load(net)
 
     # ------------------------------------------------------------------ memory
@@ -236,8 +250,11 @@ class CudaEngine:
         self._check_room(8 * L.n_cols * cap, f"activations for a batch of {cap}")
         act, dz = self._new(4 * L.n_cols * cap, "activations"), self._new(4 * L.n_cols * cap, "gradients")
         act_off = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
-        self._buffers.update(act=act, dz=dz, act_off=act_off)
+        labels = self._new(4 * cap, "labels")
+        self.stream.synchronize()
+        self._buffers.update(act=act, dz=dz, act_off=act_off, labels=labels)
         self._batch_cap = cap
+        self._graphs.clear()
 
     def _upload_new(self, array: np.ndarray):
         array = np.ascontiguousarray(array)
@@ -269,11 +286,12 @@ class CudaEngine:
             new[name] = self._upload_new(getattr(L, name))
         new["stats"] = self._new(24 * len(L.groups), "statistics")
         new["wstats"] = self._new(8 * len(L.groups), "statistics")
-        new["scalars"] = self._new(16, "statistics")
+        new["scalars"] = self._new(24, "statistics")  # double loss, int correct, double sum of squared grads
         new["range_min"] = self._new(4 * L.n_cols, "activation ranges")
         new["range_max"] = self._new(4 * L.n_cols, "activation ranges")
         new["act"], new["dz"] = self._new(4 * L.n_cols * cap, "activations"), self._new(4 * L.n_cols * cap, "gradients")
         new["act_off"] = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
+        new["labels"] = self._new(4 * cap, "labels")
         # optimizer state: carried over for parameters whose key and shape persist, else zero
         source = np.full(L.n_params, -1, np.int32)
         if old is not None:
@@ -292,104 +310,145 @@ class CudaEngine:
         self._drv.Context.synchronize()
         self._buffers.update(new)
         self.layout, self._batch_cap, self._stats_cache = L, cap, None
+        self._graphs.clear()  # they hold the old buffers' addresses
 
     # ------------------------------------------------------------------ launches
+    # Everything is enqueued on self.stream; a training step is captured once per (batch size,
+    # optimizer settings) into a CUDA graph and replayed.
+    def _launch(self, name: str, grid, *args) -> None:
+        self.k[name].prepared_async_call(grid, (THREADS, 1, 1), self.stream, *args)
+
     def _launch_flat(self, name: str, n: int, *args) -> None:
-        self.k[name].prepared_call(((n + THREADS - 1) // THREADS, 1), (THREADS, 1, 1), *args)
+        self._launch(name, ((n + THREADS - 1) // THREADS, 1), *args)
 
     def _ptr(self, name: str, offset_bytes: int = 0):
         return int(self._buffers[name]) + offset_bytes
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a batch x (copied to the host)."""
-        x = np.ascontiguousarray(x, np.float32)
-        self._forward(x)
-        L = self.layout
-        out = np.empty((len(x), int(L.width[L.output_slot])), np.float32)
-        self._drv.memcpy_dtoh(out, self._ptr("act", 4 * int(L.col_off[L.output_slot]) * self._batch_cap))
-        return out
+    def _block(self, slot: int) -> int:
+        """Byte offset of a group's activation block."""
+        return 4 * int(self.layout.col_off[slot]) * self._batch_cap
 
-    def _forward(self, x: np.ndarray) -> None:
+    def _put_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> int:
         L, batch = self.layout, len(x)
         self._ensure_batch(batch)
         self._batch = batch
-        self._drv.memcpy_htod(self._ptr("act", 4 * int(L.col_off[L.slot[INPUT]]) * self._batch_cap), x)
-        f = self.k["forward_level"]
-        b = self._buffers
-        for start, count in L.forward_levels:
-            f.prepared_call((count, (batch + TILE - 1) // TILE), (THREADS, 1, 1),
-                            self._ptr("forward_tasks", 8 * start), b["width"], b["act_off"], b["bias_off"],
-                            b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                            np.int32(batch), np.int32(L.output_slot))
+        x = np.ascontiguousarray(x, np.float32)
+        self._drv.memcpy_htod_async(self._ptr("act", self._block(L.slot[INPUT])), x, self.stream)
+        if y is not None:
+            self._put_labels(y)
+        return batch
 
-    def backward(self, y: np.ndarray) -> float:
-        """Loss of the last forward against labels y; fills gradients and statistics."""
-        return self._backward(y)[0]
-
-    def _backward(self, y: np.ndarray) -> tuple[float, int]:
-        L, b, batch, drv = self.layout, self._buffers, self._batch, self._drv
+    def _put_labels(self, y: np.ndarray) -> None:
         y = np.ascontiguousarray(y, np.int32)
-        if len(y) != batch:
-            raise ValueError(f"{len(y)} labels for a forward pass of {batch} rows")
-        labels = self._scratch("labels", y)
-        drv.memset_d32(b["stats"], 0, 6 * len(L.groups))
-        drv.memset_d32(b["wstats"], 0, 2 * len(L.groups))
-        drv.memset_d32(b["scalars"], 0, 4)
+        if len(y) != self._batch:
+            raise ValueError(f"{len(y)} labels for a batch of {self._batch} rows")
+        self._drv.memcpy_htod_async(self._buffers["labels"], y, self.stream)
+
+    def _enqueue_forward(self, batch: int) -> None:
+        L, b = self.layout, self._buffers
+        if L.split_output:
+            out = L.output_slot
+            self._drv.memset_d32_async(self._ptr("act", self._block(out)), 0, batch * int(L.width[out]), self.stream)
+        for start, count in L.forward_levels:
+            self._launch("forward_level", (count, (batch + TILE - 1) // TILE),
+                         self._ptr("forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
+                         b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+                         np.int32(batch), np.int32(L.output_slot))
+
+    def _enqueue_backward(self, batch: int) -> None:
+        L, b, drv = self.layout, self._buffers, self._drv
+        drv.memset_d32_async(b["stats"], 0, 6 * len(L.groups), self.stream)
+        drv.memset_d32_async(b["wstats"], 0, 2 * len(L.groups), self.stream)
+        drv.memset_d32_async(b["scalars"], 0, 6, self.stream)
         out = L.output_slot
-        out_off = 4 * int(L.col_off[out]) * self._batch_cap
-        self.k["softmax_xent"].prepared_call(
-            ((batch + THREADS - 1) // THREADS, 1), (THREADS, 1, 1), self._ptr("act", out_off), labels,
-            np.int32(batch), np.int32(L.width[out]), self._ptr("dz", out_off), b["scalars"],
-            self._ptr("scalars", 8), b["stats"], np.int32(out))
-        f = self.k["backward_level"]
+        self._launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), self._ptr("act", self._block(out)),
+                     b["labels"], np.int32(batch), np.int32(L.width[out]), self._ptr("dz", self._block(out)),
+                     b["scalars"], self._ptr("scalars", 8), b["stats"], np.int32(out))
         for start, count in L.backward_levels:
             if count:
-                f.prepared_call((count, (batch + TILE - 1) // TILE), (THREADS, 1, 1),
-                                self._ptr("backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
-                                b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
-                                np.int32(batch), b["stats"])
-        self.k["weight_grad"].prepared_call(
-            (len(L.weight_tasks), 1), (THREADS, 1, 1), b["weight_tasks"], b["in_src"], b["in_dst"],
-            b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), b["wstats"])
-        self.k["bias_grad"].prepared_call(
-            (len(L.bias_tasks), 1), (THREADS, 1, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
-            b["dz"], b["grads"], np.int32(batch), b["wstats"])
+                self._launch("backward_level", (count, (batch + TILE - 1) // TILE),
+                             self._ptr("backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
+                             b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(batch), b["stats"])
+        gradsq = self._ptr("scalars", 16)
+        self._launch("weight_grad", (len(L.weight_tasks), 1), b["weight_tasks"], b["in_src"], b["in_dst"],
+                     b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch),
+                     b["wstats"], gradsq)
+        self._launch("bias_grad", (len(L.bias_tasks), 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
+                     b["dz"], b["grads"], np.int32(batch), b["wstats"], gradsq)
         if self.track_ranges:
-            self.k["activation_range"].prepared_call(
-                (len(L.bias_tasks), 1), (THREADS, 1, 1), b["bias_tasks"], b["width"], b["act_off"],
-                b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"])
-        self._stats_cache = None
-        scalars = np.empty(16, np.uint8)  # double loss, int correct
-        drv.memcpy_dtoh(scalars, b["scalars"])
-        return float(scalars[:8].view(np.float64)[0]), int(scalars[8:12].view(np.int32)[0])
+            self._launch("activation_range", (len(L.bias_tasks), 1), b["bias_tasks"], b["width"], b["act_off"],
+                         b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"])
 
-    def update(self) -> None:
-        """One optimizer step with the gradients of the last backward."""
+    def _enqueue_update(self) -> None:
         opt, b, n = self.optimizer, self._buffers, self.layout.n_params
         if opt.name == "sgd":
             self._launch_flat("sgd_update", n, b["params"], b["grads"], b["state_vel"], np.int32(n),
-                              np.float32(opt.lr), np.float32(opt.momentum))
+                              np.float32(opt.lr), np.float32(opt.momentum), b["scalars"])
         else:
             self._launch_flat("adam_update", n, b["params"], b["grads"], b["state_m"], b["state_v"], b["state_t"],
                               np.int32(n), np.float32(opt.lr), np.float32(opt.beta1), np.float32(opt.beta2),
-                              np.float32(opt.eps))
+                              np.float32(opt.eps), b["scalars"])
+
+    def _read_scalars(self) -> tuple[float, int, float]:
+        """(loss, correct predictions, sum of squared gradients) of the last backward."""
+        self._drv.memcpy_dtoh_async(self._host_scalars, self._buffers["scalars"], self.stream)
+        self.stream.synchronize()
+        raw = self._host_scalars
+        return (float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]),
+                float(raw[16:24].view(np.float64)[0]))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch x (copied to the host)."""
+        L = self.layout
+        batch = self._put_batch(x)
+        self._enqueue_forward(batch)
+        out = np.empty((batch, int(L.width[L.output_slot])), np.float32)
+        self._drv.memcpy_dtoh_async(out, self._ptr("act", self._block(L.output_slot)), self.stream)
+        self.stream.synchronize()
+        return out
+
+    def backward(self, y: np.ndarray) -> float:
+        """Loss of the last forward against labels y; fills gradients and statistics."""
+        self._put_labels(y)
+        self._enqueue_backward(self._batch)
+        self._stats_cache = None
+        return self._read_scalars()[0]
+
+    def update(self) -> None:
+        """One optimizer step with the gradients of the last backward (refused on device if they
+        or the loss are not finite)."""
+        self._enqueue_update()
+        self.stream.synchronize()
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """Forward, backward and update on one batch; return (loss, correct predictions).
+        """Forward, backward and update on one batch as one CUDA graph; return (loss, correct).
 
-        A non-finite loss or gradient raises TrainingError before the update."""
-        self._forward(np.ascontiguousarray(x, np.float32))
-        loss, correct = self._backward(y)
-        if not np.isfinite(loss) or not np.isfinite(self._grad_sq()):
+        A non-finite loss or gradient makes the update kernels do nothing and raises TrainingError."""
+        batch = self._put_batch(x, y)
+        self._launch_step(batch)
+        loss, correct, gradsq = self._read_scalars()
+        self._stats_cache = None
+        if not (np.isfinite(loss) and np.isfinite(gradsq)):
             raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
                                 "not applied (try a lower learning rate)")
-        self.update()
         return loss, correct
 
-    def _grad_sq(self) -> float:
-        wstats = np.empty(len(self.layout.groups), np.float64)
-        self._drv.memcpy_dtoh(wstats, self._buffers["wstats"])
-        return float(wstats.sum())
+    def _launch_step(self, batch: int) -> None:
+        """Replay (capturing on first use) the graph of a whole training step for this batch size."""
+        from .cuda_graph import Graph
+
+        opt = self.optimizer
+        key = (batch, self.track_ranges, opt.name, *[getattr(opt, a) for a in ("lr", "momentum", "beta1", "beta2",
+                                                                              "eps") if hasattr(opt, a)])
+        graph = self._graphs.get(key)
+        if graph is None:
+            def enqueue():
+                self._enqueue_forward(batch)
+                self._enqueue_backward(batch)
+                self._enqueue_update()
+            self.stream.synchronize()
+            graph = self._graphs[key] = Graph(self.stream, enqueue)
+        graph.launch()
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)

@@ -1,0 +1,59 @@
+"""Time the parts of one genlab training step on a workload (CUDA events, graph replays).
+
+    python benchmarks/profile_step.py W1
+"""
+
+import sys
+
+import numpy as np
+
+from genlab.bench import WORKLOADS
+from genlab.engines.cuda import CudaEngine
+from genlab.engines.cuda_graph import Graph
+from genlab.optim import Adam
+
+
+def main(name="W1", repeats=200):
+    import pycuda.driver as drv
+
+    _, build, batch = WORKLOADS[name]
+    net = build()
+    rng = np.random.default_rng(0)
+    engine = CudaEngine(net, Adam())
+    x, y = rng.normal(size=(batch, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, batch)
+    engine.step(x, y)
+    b = engine._buffers
+    L = engine.layout
+    parts = {
+        "forward (all levels)": lambda: engine._enqueue_forward(batch),
+        "loss + backward + grads": lambda: engine._enqueue_backward(batch),
+        "update": engine._enqueue_update,
+        "weight_grad alone": lambda: engine._launch(
+            "weight_grad", (len(L.weight_tasks), 1), b["weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
+            b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), b["wstats"],
+            engine._ptr("scalars", 16)),
+        "whole step": lambda: (engine._enqueue_forward(batch), engine._enqueue_backward(batch),
+                               engine._enqueue_update()),
+    }
+    for start, count in L.forward_levels[-3:]:
+        parts[f"forward level with {count} tasks"] = lambda start=start, count=count: engine._launch(
+            "forward_level", (count, (batch + 31) // 32), engine._ptr("forward_tasks", 16 * start), b["width"],
+            b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+            np.int32(batch), np.int32(L.output_slot))
+    print(f"{name}: {len(L.groups)} groups, {len(L.in_src)} edges, {L.n_params} parameters, "
+          f"{len(L.forward_levels)} levels, {len(L.weight_tasks)} weight tasks")
+    for label, enqueue in parts.items():
+        graph = Graph(engine.stream, enqueue)
+        for _ in range(5):
+            graph.launch()
+        start, end = drv.Event(), drv.Event()
+        start.record(engine.stream)
+        for _ in range(repeats):
+            graph.launch()
+        end.record(engine.stream)
+        end.synchronize()
+        print(f"  {label:<32} {start.time_till(end) / repeats * 1e3:8.1f} us")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -14,6 +14,28 @@ from .growth import GrowthEvent, GrowthPolicy
 from .network import INPUT, OUTPUT, Network
 from .trainer import History, Trainer
 
+def _compile_at_import() -> None:
+    """GENLAB_BACKEND=cuda: build (or load from the cache) the kernels now, never failing the import."""
+    import os
+    import sys
+
+    if os.environ.get("GENLAB_BACKEND") != "cuda":
+        return
+    from .backends import cuda_status
+
+    ok, why = cuda_status()
+    if not ok:
+        print(f"genlab: GENLAB_BACKEND=cuda but {why}", file=sys.stderr)
+        return
+    try:
+        from .engines.cuda import kernels
+        kernels()
+    except Exception as e:  # shown again, in full, when the CUDA engine is used
+        print(f"genlab: the CUDA kernels did not load: {e}", file=sys.stderr)
+
+
+_compile_at_import()
+
 __all__ = [
     "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "datasets", "INPUT", "OUTPUT", "cuda_dir",
     "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",

@@ -42,7 +42,10 @@ def cuda_status() -> tuple[bool, str]:
 
 
 def resolve(backend: str = "auto") -> str:
-    """The engine name that `backend` means here; raise BackendError if it cannot run."""
+    """The engine name that `backend` means here; raise BackendError if it cannot run.
+    GENLAB_BACKEND (serial or cuda) says what "auto" means."""
+    if backend == "auto" and os.environ.get("GENLAB_BACKEND") in ("serial", "cuda"):
+        backend = os.environ["GENLAB_BACKEND"]
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "serial":

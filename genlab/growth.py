@@ -114,11 +114,38 @@ def mark(scores: dict[int, float], threshold: float, relative: bool,
     return {g for g, s in scores.items() if (s - values.mean()) / std > threshold}
 
 
-def select(net: Network, marked: set[int], scores: dict[int, float]) -> list[int]:
-    """Closest to the input wins: drop g if a direct predecessor is marked. The rest in budget
-    order: highest score first, ties broken by the lower id."""
-    keep = [g for g in marked if not any(s in marked for s in net.inputs(g))]
+def select(inputs, marked: set[int], scores: dict[int, float]) -> list[int]:
+    """Closest to the input wins: drop g if a direct predecessor (inputs(g)) is marked. The rest
+    in budget order: highest score first, ties broken by the lower id."""
+    keep = [g for g in marked if not any(s in marked for s in inputs(g))]
     return sorted(keep, key=lambda g: (-scores[g], g))
+
+
+class Scores:
+    """The criterion's moving average per hidden group and the mark/select decision over it:
+    the reference the engines implement (the serial engine uses this class; the CUDA engine's
+    kernels in cuda/growth.cu compute the same)."""
+
+    def __init__(self):
+        self.ema: dict[int, float] = {}
+
+    def observe(self, values: dict[int, float], alpha: float) -> None:
+        for g, v in values.items():
+            if g not in (INPUT, OUTPUT):
+                v = float(v)
+                self.ema[g] = v if g not in self.ema else self.ema[g] + alpha * (v - self.ema[g])
+
+    def choose(self, inputs, hidden: set[int], eligible: set[int], threshold: float,
+               relative: bool) -> list[tuple[int, float]]:
+        """The groups to grow, in budget order, with their scores: mark the eligible hidden
+        groups (the population of a z-score: every hidden group with a score), then select."""
+        population = {g: s for g, s in self.ema.items() if g in hidden}
+        scores = {g: s for g, s in population.items() if g in eligible}
+        return [(g, scores[g]) for g in select(inputs, mark(scores, threshold, relative, population), scores)]
+
+    def inherit(self, new: int, source: int) -> None:
+        if source in self.ema:
+            self.ema[new] = self.ema[source]
 
 
 def depth_through(net: Network) -> dict[int, int]:
@@ -137,32 +164,46 @@ def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> 
     return bound * hash_uniform(seed, step, src, dst, np.arange(int(np.prod(shape)))).reshape(shape)
 
 
-def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True) -> int:
-    """Insert a group g' of g's width between g and all its consumers; return g'."""
+def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True,
+                    log: list | None = None) -> int:
+    """Insert a group g' of g's width between g and all its consumers; return g'.
+
+    `log`, if given, receives the parameter operations in engine-neutral form (see Ops)."""
     width = net.widths[g]
     new = net.add_group(width)
     consumers = net.outputs(g)
+    bound = np.sqrt(6.0 / width)
     weight = np.eye(width) if preserve else he_uniform(seed, step, g, new, (width, width), width)
     net.connect(g, new, weight=weight)
+    ops = [("identity", ("W", g, new), width) if preserve else ("he", ("W", g, new), bound, g, new),
+           ("zero", ("b", new))]
     for d in consumers:
         net.reroute(g, d, new)
+        ops.append(("move", ("W", new, d), ("W", g, d)))
         if not preserve:
             fan_in = sum(net.widths[s] for s in net.inputs(d))
             net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
                                                fan_in).astype(net.dtype)
+            ops.append(("he", ("W", new, d), np.sqrt(6.0 / fan_in), new, d))
+    if log is not None:
+        log.extend(ops)
     return new
 
 
 def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool = True,
-                    noise: float = 1.0) -> int:
-    """Add a sibling g'' of g with g's inputs and consumers; return g''."""
+                    noise: float = 1.0, log: list | None = None) -> int:
+    """Add a sibling g'' of g with g's inputs and consumers; return g''. `log` as in duplicate_depth."""
     inputs, consumers = net.inputs(g), net.outputs(g)
     new = net.add_group(net.widths[g])
     fan_in = sum(net.widths[s] for s in inputs)
+    ops = []
     for s in inputs:
         w = net.weights[(s, g)]
         net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in))
+        ops.append(("copy", ("W", s, new), ("W", s, g)) if preserve else
+                   ("he", ("W", s, new), np.sqrt(6.0 / fan_in), s, new))
     net.biases[new] = net.biases[g].copy() if preserve else np.zeros_like(net.biases[g])
+    ops.append(("copy", ("b", new), ("b", g)) if preserve else ("zero", ("b", new)))
     for d in consumers:
         v = net.weights[(g, d)].astype(np.float64)
         if preserve:
@@ -170,9 +211,13 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
             e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
             net.weights[(g, d)] = (v / 2 + e).astype(net.dtype)
             net.connect(new, d, weight=v / 2 - e)
+            ops.append(("split", ("W", g, d), ("W", new, d), noise, g, d))
         else:
             d_fan_in = sum(net.widths[s] for s in net.inputs(d)) + net.widths[new]
             net.connect(new, d, weight=he_uniform(seed, step, new, d, v.shape, d_fan_in))
+            ops.append(("he", ("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
+    if log is not None:
+        log.extend(ops)
     return new
 
 
@@ -207,12 +252,16 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None) -> list[int]:
 
 # ------------------------------------------------------------------------------ bookkeeping
 class Grower:
-    """Smooths an engine's statistics step by step and applies a GrowthPolicy to a network."""
+    """Applies a GrowthPolicy. The engine keeps the criterion's moving average and makes the
+    mark/select decision (the serial engine in NumPy, the CUDA engine on the GPU); a criterion
+    given as a function is smoothed and decided here. Cooldowns, the budget and pruning are
+    kept here."""
 
     def __init__(self, policy: GrowthPolicy, seed: int = 0):
         self.policy = policy
         self.seed = seed
-        self.ema: dict[int, float] = {}
+        self.scores = Scores()  # used unless an engine smooths and decides (see attach)
+        self.engine_decides = False
         self.taylor: dict[int, float] = {}
         self.taylor_low: dict[int, int] = {}
         self.h_lo: dict[int, np.ndarray] = {}
@@ -221,20 +270,27 @@ class Grower:
         self.checks = 0
         self.budget_reached_at: int | None = None
 
-    def scores(self, stats: dict) -> dict[int, float]:
-        c = self.policy.criterion
-        values = c(stats) if callable(c) else stats[c]
-        return {g: float(v) for g, v in values.items() if g not in (INPUT, OUTPUT)}
+    @property
+    def alpha(self) -> float:
+        return 2.0 / (self.policy.window + 1)
+
+    def attach(self, engine) -> None:
+        """Let the engine smooth a named criterion at every training step and decide at checks
+        (a criterion given as a function stays here)."""
+        self.engine_decides = not callable(self.policy.criterion)
+        engine.growth_criterion = (self.policy.criterion, self.alpha) if self.engine_decides else None
+        engine.track_ranges = bool(self.policy.prune)
 
     def observe(self, stats: dict) -> None:
-        """Fold one step's statistics into the moving averages and the activation ranges."""
-        alpha = 2.0 / (self.policy.window + 1)
-        for g, v in self.scores(stats).items():
-            self.ema[g] = v if g not in self.ema else self.ema[g] + alpha * (v - self.ema[g])
-        if self.policy.prune_taylor is not None:
+        """Fold one step's statistics into what this object smooths itself."""
+        alpha, p = self.alpha, self.policy
+        if not self.engine_decides:
+            c = p.criterion
+            self.scores.observe(c(stats) if callable(c) else stats[c], alpha)
+        if p.prune_taylor is not None:
             for g, v in stats["taylor"].items():
                 self.taylor[g] = v if g not in self.taylor else self.taylor[g] + alpha * (v - self.taylor[g])
-        if self.policy.prune:
+        if p.prune:
             for g, lo in stats["h_min"].items():
                 if g == OUTPUT:
                     continue
@@ -242,34 +298,44 @@ class Grower:
                 self.h_lo[g] = np.minimum(self.h_lo[g], lo) if g in self.h_lo else lo.copy()
                 self.h_hi[g] = np.maximum(self.h_hi[g], hi) if g in self.h_hi else hi.copy()
 
-    def check(self, net: Network, step: int) -> list[GrowthEvent]:
-        """Run the growth rules on `net` (edited in place; pass a copy to keep the original)."""
+    @property
+    def needs_stats(self) -> bool:
+        """Whether observe() needs the engine's statistics on the host at every step."""
+        p = self.policy
+        return not self.engine_decides or p.prune or p.prune_taylor is not None
+
+    def check(self, net: Network, step: int, engine=None) -> tuple[list[GrowthEvent], list]:
+        """Run the growth rules on `net` (edited in place; pass a copy to keep the original).
+        Returns the events and the log of parameter operations (for engines that replay it)."""
         p = self.policy
         events = self._prune(net, step) if (p.prune or p.prune_taylor is not None) else []
         hidden = set(net.hidden_groups)
-        population = {g: s for g, s in self.ema.items() if g in hidden}
-        eligible = {g: s for g, s in population.items() if step >= self.cool_until.get(g, 0)}
-        marked = mark(eligible, p.threshold, p.relative, population)
-        wanted = select(net, marked, eligible)
+        eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
+        if self.engine_decides:
+            wanted = engine.choose_growth(eligible, p.threshold, p.relative)
+        else:
+            wanted = self.scores.choose(net.inputs, hidden, eligible, p.threshold, p.relative)
         chosen = wanted[:max(p.max_groups - len(net.groups), 0)]
         if len(chosen) < len(wanted) and self.budget_reached_at is None:
             self.budget_reached_at = step
             print(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
                   f"max_groups={p.max_groups}", file=sys.stderr)
+        log = [("hash", self.seed, step)]  # the counter-based noise of this step's operations
         if chosen:
             depth = depth_through(net) if p.mode == "auto" else {}
-            for g in chosen:
+            for g, score in chosen:
                 kind = self._kind(g, depth)
                 if kind == "depth":
-                    new = duplicate_depth(net, g, step, self.seed, p.preserve)
+                    new = duplicate_depth(net, g, step, self.seed, p.preserve, log)
                 else:
-                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise)
+                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log)
                 for h in (g, new):
                     self.cool_until[h] = step + p.cooldown
-                self.ema[new] = self.ema[g]
-                events.append(GrowthEvent(step, kind, g, new, eligible[g]))
+                log.append(("inherit", new, g))  # the copy starts with its source's score
+                self.scores.inherit(new, g)
+                events.append(GrowthEvent(step, kind, g, new, score))
         self.checks += 1
-        return events
+        return events, log
 
     def _kind(self, g: int, depth: dict[int, int]) -> str:
         mode = self.policy.mode

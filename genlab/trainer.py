@@ -63,7 +63,7 @@ class Trainer:
         self.history = History()
         self.growth = growth if growth is not None else GrowthPolicy(every=None)
         self.grower = Grower(self.growth, seed)
-        self.engine.track_ranges = bool(self.growth.prune)  # activation ranges, for pruning
+        self.grower.attach(self.engine)
         self.step_count = 0
         self._dirty = False  # the engine holds parameters the network has not seen yet
 
@@ -106,7 +106,8 @@ class Trainer:
         record = {"step": self.step_count, "loss": loss, "accuracy": correct / len(y)}
         self.history.steps.append(record)
         self.history.grad_std.append(dict(sorted(self.engine.grad_std.items())))
-        self.grower.observe(self.engine.stats)
+        if self.grower.needs_stats:
+            self.grower.observe(self.engine.stats)
         every = self.growth.every
         if every and self.step_count % every == 0:
             self.grow()
@@ -116,16 +117,23 @@ class Trainer:
         """Run the growth check now; return the events (also kept in history and net.history).
 
         The change is made on a copy of the network and committed only once the engine has
-        loaded it, so a failure leaves the network and the engine as they were.
+        taken it, so a failure leaves the network and the engine as they were. An engine that
+        grows in place (CUDA) initialises the new parameters itself, from the operation log;
+        pruning folds parameters on the host, so it first brings them back.
         """
-        self.sync()
+        p = self.growth
+        pruning = p.prune or p.prune_taylor is not None
+        in_place = getattr(self.engine, "grows_in_place", False)
+        if pruning or not in_place:
+            self.sync()
         work = self._net.copy()
-        events = self.grower.check(work, self.step_count)
+        events, log = self.grower.check(work, self.step_count, self.engine)
         if not events:
             return events
         work.history.extend(e.to_dict() for e in events)
         before = _topology(self._net)
-        self.engine.load(work)
+        self.engine.apply_growth(work, log)
+        self._dirty = self._dirty or in_place  # the host's copy of new parameters is not the engine's
         self._net.assign(work)
         after = _topology(self._net)
         self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)

@@ -172,14 +172,79 @@ def test_reload_carries_optimizer_state_like_serial():
         np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
 
 
-def test_growth_on_the_gpu_matches_serial_event_by_event():
+@pytest.mark.parametrize("relative, threshold", [(False, 0.5), (True, 0.3), (True, -0.5), (False, -1.0)])
+@pytest.mark.parametrize("seed", range(3))
+def test_growth_rules_on_the_gpu_match_the_reference(relative, threshold, seed):
+    from genlab.growth import Scores
+
+    net = Network.random_dag(levels=5, per_level=40, width=(2, 8), fan_in=(1, 4), seed=seed, n_inputs=6, n_outputs=3)
+    gpu = cuda_engine(net)
+    rng = np.random.default_rng(seed)
+    L = gpu.layout
+    ema = rng.random(len(L.groups))
+    ema[rng.random(len(ema)) < 0.1] = 0.5  # ties, broken by group id
+    seen = (rng.random(len(ema)) < 0.9).astype(np.int32)
+    gpu._drv.memcpy_htod(gpu._buffers["ema"], ema)
+    gpu._drv.memcpy_htod(gpu._buffers["seen"], seen)
+    reference = Scores()
+    reference.ema = {g: ema[s] for s, g in enumerate(L.groups) if seen[s] and g in net.hidden_groups}
+    eligible = {g for g in net.hidden_groups if rng.random() < 0.8}
+    expected = reference.choose(net.inputs, set(net.hidden_groups), eligible, threshold, relative)
+    got = gpu.choose_growth(eligible, threshold, relative)
+    assert [g for g, _ in got] == [g for g, _ in expected] and len(expected) > 0
+    assert [v for _, v in got] == [v for _, v in expected]
+
+
+@pytest.mark.parametrize("preserve", [True, False])
+def test_growth_operations_on_the_gpu_match_the_host(preserve):
+    from genlab.growth import duplicate_depth, duplicate_width
+
+    net, x, y = random_case(29, 3, 4, (2, 40), (1, 4), 32)
+    # SGD with momentum: its state (velocity) follows the same rules as Adam's, without Adam's
+    # amplification of rounding in near-zero gradients
+    gpu = cuda_engine(net, SGD(lr=0.05, momentum=0.9))
+    ref = SerialEngine(net, SGD(lr=0.05, momentum=0.9))
+    rng = np.random.default_rng(0)
+    for step in range(1, 8):
+        gpu.step(x, y)
+        ref.step(x, y)
+        ref.write_back(net)
+        log = [("hash", 5, step)]
+        chosen = rng.choice(net.hidden_groups, size=2, replace=False)
+        for g in chosen:  # two at once, as a growth step does (when neither feeds the other)
+            if g in net.inputs(chosen[1]) or chosen[1] in net.inputs(g):
+                continue
+            if rng.random() < 0.5:
+                duplicate_depth(net, int(g), step, 5, preserve, log)
+            else:
+                duplicate_width(net, int(g), step, 5, preserve, 0.7, log)
+        gpu.apply_growth(net.copy(), log)
+        ref.apply_growth(net, log)
+        params = gpu.params
+        assert params.keys() == ref.params.keys()
+        for key, p in ref.params.items():
+            np.testing.assert_allclose(params[key], p, rtol=1e-5, atol=1e-6, err_msg=str(key))
+    gpu.step(x, y)  # optimizer state: old parameters kept theirs, new ones started fresh
+    ref.step(x, y)
+    params = gpu.params
+    for key, p in ref.params.items():
+        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-5, err_msg=str(key))
+
+
+GROWTH_POLICIES = [
+    dict(threshold=0.0, every=5, cooldown=10, max_groups=30, mode="alternate", prune=True),
+    dict(threshold=0.0, every=4, cooldown=8, max_groups=40, mode="auto", max_depth=4, preserve=False),
+    dict(threshold=0.2, relative=True, every=5, cooldown=5, max_groups=36, mode="width", criterion="taylor"),
+]
+
+
+@pytest.mark.parametrize("policy", GROWTH_POLICIES)
+def test_growth_on_the_gpu_matches_serial_event_by_event(policy):
     data = np.random.default_rng(0)
     X = data.normal(size=(2048, 12)).astype(np.float32)
     y = (X[:, :3].sum(axis=1) > 0).astype(np.int64) + (X[:, 3] > 1)
     net = Network.random_dag(levels=2, per_level=3, width=6, fan_in=2, seed=1, n_inputs=12, n_outputs=3)
-    net.biases[net.hidden_groups[1]][:] = -1e3  # a dead group, to be pruned
-    policy = dict(threshold=0.0, relative=False, every=5, cooldown=10, max_groups=30, mode="alternate",
-                  prune=True)
+    net.biases[net.hidden_groups[1]][:] = -1e3  # a dead group, to be pruned when pruning is on
     ref = Trainer(net.copy(), backend="serial", lr=1e-2, seed=0, growth=GrowthPolicy(**policy))
     gpu = Trainer(net.copy(), backend="cuda", lr=1e-2, seed=0, growth=GrowthPolicy(**policy))
     kinds = set()
@@ -196,7 +261,9 @@ def test_growth_on_the_gpu_matches_serial_event_by_event():
                 np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-3, atol=1e-4)
         if len(a) >= 20 and ref.grower.budget_reached_at:
             break
-    assert len(ref.history.events) >= 20 and {"depth", "width", "prune"} <= kinds
+    expected = {"prune"} if policy.get("prune") else set()
+    expected |= {"width"} if policy["mode"] == "width" else {"depth", "width"}
+    assert len(ref.history.events) >= 20 and kinds == expected
     assert ref.grower.budget_reached_at == gpu.grower.budget_reached_at is not None
 
 

@@ -122,8 +122,8 @@ def test_mark_absolute_and_relative():
 
 def test_chain_with_every_group_marked_grows_only_nearest_the_input():
     net = chain(4)
-    assert select(net, {2, 3, 4, 5}, {2: 1, 3: 4, 4: 3, 5: 2}) == [2]
-    assert select(net, {3, 5}, {3: 1, 5: 2}) == [5, 3]  # not consecutive: both grow, best first
+    assert select(net.inputs, {2, 3, 4, 5}, {2: 1, 3: 4, 4: 3, 5: 2}) == [2]
+    assert select(net.inputs, {3, 5}, {3: 1, 5: 2}) == [5, 3]  # not consecutive: both grow, best first
 
 
 def test_two_marked_parallel_branches_both_grow():
@@ -143,12 +143,12 @@ def test_budget_keeps_the_highest_statistics(capsys):
     grower = Grower(GrowthPolicy(threshold=0.0, mode="width", max_groups=9, cooldown=0))
     stats = {"grad_std": {g: s for g, s in zip(groups, [0.1, 0.5, 0.3, 0.5, 0.2])}}
     grower.observe(stats)
-    events = grower.check(net, step=10)
+    events, _ = grower.check(net, step=10)
     assert [e.source for e in events] == [groups[1], groups[3]]  # 0.5, 0.5 (tie: lower id first)
     assert [e.new for e in events] == [7, 8] and len(net.groups) == 9
     assert "growth stopped at step 10" in capsys.readouterr().err
     grower.observe(stats)
-    assert grower.check(net, step=20) == [] and len(net.groups) == 9
+    assert grower.check(net, step=20)[0] == [] and len(net.groups) == 9
     assert capsys.readouterr().err == ""  # reported once
 
 
@@ -157,10 +157,10 @@ def test_cooldown_blocks_the_group_and_its_copy():
     g = net.hidden_groups[0]
     grower = Grower(GrowthPolicy(threshold=0.0, mode="width", cooldown=30))
     grower.observe({"grad_std": {g: 1.0}})
-    (event,) = grower.check(net, step=0)
+    (event,), _ = grower.check(net, step=0)
     grower.observe({"grad_std": {g: 1.0, event.new: 1.0}})
-    assert grower.check(net, step=29) == []
-    assert {e.source for e in grower.check(net, step=30)} == {g, event.new}
+    assert grower.check(net, step=29)[0] == []
+    assert {e.source for e in grower.check(net, step=30)[0]} == {g, event.new}
 
 
 def test_modes():
@@ -170,7 +170,7 @@ def test_modes():
     grower = Grower(GrowthPolicy(threshold=0.0, mode="alternate", cooldown=0, max_groups=100))
     for step in range(4):
         grower.observe({"grad_std": {h: 1.0 for h in net.hidden_groups}})
-        kinds.append({e.kind for e in grower.check(net, step)})
+        kinds.append({e.kind for e in grower.check(net, step)[0]})
     assert kinds == [{"depth"}, {"width"}, {"depth"}, {"width"}]
     # auto: depth while the path through the group is shorter than max_depth, then width
     net = chain(1)
@@ -179,7 +179,7 @@ def test_modes():
         grower.observe({"grad_std": {net.hidden_groups[0]: 1.0}})
         grower.cool_until.clear()
         grower.cool_until.update({h: 10**9 for h in net.hidden_groups[1:]})
-        kinds.append([e.kind for e in grower.check(net, step)])
+        kinds.append([e.kind for e in grower.check(net, step)[0]])
     assert kinds[4:] == [["depth"], ["depth"], ["width"], ["width"]]
     assert max(depth_through(net).values()) == 3
 
@@ -209,16 +209,18 @@ def test_criteria_values():
         assert engine.stats["weight_grad_norm"][g] == pytest.approx(norm, rel=1e-12)
     for name in ("grad_std", "weight_grad_norm", "taylor"):
         grower = Grower(GrowthPolicy(criterion=name))
-        assert grower.scores(engine.stats) == {g: engine.stats[name][g] for g in net.hidden_groups}
+        grower.observe(engine.stats)
+        assert grower.scores.ema == {g: engine.stats[name][g] for g in net.hidden_groups}
     custom = Grower(GrowthPolicy(criterion=lambda stats: {g: -v for g, v in stats["taylor"].items()}))
-    assert custom.scores(engine.stats) == {g: -engine.stats["taylor"][g] for g in net.hidden_groups}
+    custom.observe(engine.stats)
+    assert custom.scores.ema == {g: -engine.stats["taylor"][g] for g in net.hidden_groups}
 
 
 def test_moving_average():
     grower = Grower(GrowthPolicy(window=3))  # alpha = 0.5
     for v in (1.0, 3.0, 3.0):
         grower.observe({"grad_std": {2: v, OUTPUT: 100.0}})
-    assert grower.ema == {2: 2.5}
+    assert grower.scores.ema == {2: 2.5}
 
 
 # ---------------------------------------------------------------------------- trainer integration
@@ -287,7 +289,7 @@ def test_pruning_a_dead_group_is_exact():
     trainer = Trainer(net, backend="serial", dtype="float64", growth=GrowthPolicy(threshold=1e9, prune=True, every=None))
     trainer.engine.forward(x)
     trainer.engine.backward(np.zeros(64, dtype=np.int64))
-    trainer.grower.observe(trainer.engine.stats)
+    trainer.grower.observe(trainer.engine.stats)  # as a training step would
     events = trainer.grow()
     assert g in [e.source for e in events] and {e.kind for e in events} == {"prune"}
     assert g not in trainer.net.widths
@@ -315,7 +317,7 @@ def test_pruning_never_cuts_the_output_off():
     grower = Grower(GrowthPolicy(threshold=1e9, prune=True))
     grower.observe({"grad_std": {g: 0.0}, "h_min": {g: np.zeros(4)}, "h_max": {g: np.zeros(4)}})
     before = snapshot(net)
-    assert grower.check(net, step=1) == []
+    assert grower.check(net, step=1)[0] == []
     assert_unchanged(net, before)
 
 
@@ -326,9 +328,9 @@ def test_taylor_pruning_after_patience():
     grower = Grower(GrowthPolicy(threshold=1e9, prune_taylor=1e-3, patience=2))
     stats = {"grad_std": {a: 1.0, b: 1.0}, "taylor": {a: 1e-5, b: 1.0}}
     grower.observe(stats)
-    assert grower.check(net, 1) == []
+    assert grower.check(net, 1)[0] == []
     grower.observe(stats)
-    (event,) = grower.check(net, 2)
+    (event,), _ = grower.check(net, 2)
     assert (event.kind, event.source) == ("prune", a) and net.hidden_groups == [b]
 
 

@@ -138,3 +138,22 @@ def test_unknown_backend_and_bad_arguments(net):
         Trainer(net, backend="serial", batch_size=0)
     with pytest.raises(TypeError, match="Trainer needs a genlab.Network"):
         Trainer("net", backend="serial")
+
+
+def test_genlab_backend_variable_sets_what_auto_means(net, monkeypatch):
+    monkeypatch.setenv("GENLAB_BACKEND", "serial")
+    monkeypatch.setattr(backends, "cuda_status", lambda: (True, "a GPU"))
+    assert backends.resolve("auto") == "serial"
+    monkeypatch.setenv("GENLAB_BACKEND", "cuda")
+    monkeypatch.setattr(backends, "cuda_status", lambda: (False, "the CUDA driver sees no GPU"))
+    with pytest.raises(BackendError, match="the CUDA backend is not available"):
+        Trainer(net, backend="auto")
+
+
+def test_import_with_genlab_backend_cuda_never_fails():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", "import genlab; print('ok')"], capture_output=True, text=True,
+                            env={**__import__("os").environ, "GENLAB_BACKEND": "cuda"})
+    assert result.returncode == 0 and result.stdout == "ok\n"

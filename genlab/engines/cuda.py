@@ -35,7 +35,15 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "sgd_update": "PPPiffP",
     "adam_update": "PPPPPiffffP",
     "gather": "PPPi",
+    "growth_observe": "PPPPiiidPPP",
+    "growth_population": "PPPiP",
+    "growth_mark": "PPPidiPP",
+    "growth_select": "PPPiP",
+    "growth_rank": "PPPiP",
+    "growth_init": "PPPPPPII",
 }
+_CRITERIA = ("grad_std", "weight_grad_norm", "taylor")  # the numbering of growth_observe
+_OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 5}
 _STATE = None  # (context, device, kernels), made once per process
 
 
@@ -107,48 +115,70 @@ def kernels():
 
 
 class _Layout:
-    """Where every group, edge and parameter of one topology lives on the device."""
+    """Where every group, edge and parameter of one topology lives on the device.
 
-    def __init__(self, net: Network):
-        order = net.topological_order()
-        self.groups = order                      # slot -> group id (slots in topological order)
+    A fresh layout puts the groups in topological order and the parameters in in-edge order.
+    A layout grown from `previous` keeps every old slot and every old parameter where it was
+    (so parameters and optimizer state stay in place), gives a moved edge its old block
+    (`moved`: {new key: old key}), and appends new groups and parameters at the end.
+    """
+
+    def __init__(self, net: Network, previous: "_Layout | None" = None, moved: dict | None = None):
+        moved = moved or {}
+        if previous is None:
+            order = net.topological_order()
+        else:
+            order = previous.groups + sorted(g for g in net.widths if g not in previous.slot)
+        self.groups = order                      # slot -> group id
         self.slot = {g: s for s, g in enumerate(order)}
         level = net.levels()
         self.width = np.array([net.widths[g] for g in order], np.int32)
         self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
         self.n_cols = int(self.width.sum())
-        # parameters: weight blocks in in-CSR order, then biases
-        self.keys, offsets, n = [], {}, 0
+        self.group_id = np.array(order, np.int32)
+        self.hidden = np.array([g not in (INPUT, OUTPUT) for g in order], np.int32)
+        keys = [("W", s, g) for g in order for s in net.inputs(g)] + [("b", g) for g in order[1:]]
+        self.shapes = {k: net.weights[k[1:]].shape if k[0] == "W" else net.biases[k[1]].shape for k in keys}
+        self.offsets, self.fresh = {}, []       # fresh: parameters whose optimizer state starts at zero
+        n = 0
+        if previous is not None:
+            n = previous.n_params
+            for k in keys:
+                if k in previous.offsets and previous.shapes[k] == self.shapes[k]:
+                    self.offsets[k] = previous.offsets[k]
+                elif k in moved:
+                    self.offsets[k] = previous.offsets[moved[k]]
+                    self.fresh.append(k)
+        for k in keys:
+            if k not in self.offsets:
+                self.offsets[k] = n
+                self.fresh.append(k)
+                n += int(np.prod(self.shapes[k]))
+        self.keys, self.n_params = keys, n
+        self.bias_off = np.array([self.offsets.get(("b", g), 0) for g in order], np.int32)
         in_ptr, in_src, in_dst, in_woff = [0], [], [], []
         for g in order:
             for s in net.inputs(g):
-                offsets[("W", s, g)] = n
-                self.keys.append(("W", s, g))
                 in_src.append(self.slot[s])
                 in_dst.append(self.slot[g])
-                in_woff.append(n)
-                n += net.widths[g] * net.widths[s]
+                in_woff.append(self.offsets[("W", s, g)])
             in_ptr.append(len(in_src))
-        for g in order[1:]:
-            offsets[("b", g)] = n
-            self.keys.append(("b", g))
-            n += net.widths[g]
-        self.offsets, self.n_params = offsets, n
-        self.bias_off = np.array([offsets.get(("b", g), 0) for g in order], np.int32)
         self.in_ptr, self.in_src = np.array(in_ptr, np.int32), np.array(in_src, np.int32)
         self.in_dst, self.in_woff = np.array(in_dst, np.int32), np.array(in_woff, np.int32)
         out_ptr, out_dst, out_woff = [0], [], []
         for g in order:
             for d in net.outputs(g):
                 out_dst.append(self.slot[d])
-                out_woff.append(offsets[("W", g, d)])
+                out_woff.append(self.offsets[("W", g, d)])
             out_ptr.append(len(out_dst))
         self.out_ptr, self.out_dst = np.array(out_ptr, np.int32), np.array(out_dst, np.int32)
         self.out_woff = np.array(out_woff, np.int32)
         # task lists: per level (forward over levels 1.., backward over hidden groups only)
         depth = level[OUTPUT]
         tiles = lambda s: [(s, j0) for j0 in range(0, int(self.width[s]), TILE)]
-        by_level = [[self.slot[g] for g in order if level[g] == lv] for lv in range(depth + 1)]
+        by_level = [[] for _ in range(depth + 1)]
+        for s, g in enumerate(order):
+            by_level[level[g]].append(s)
         out = self.slot[OUTPUT]
 
         def edge_ranges(s):  # the output group's in-edges in chunks of SPLIT, others whole
@@ -159,17 +189,15 @@ class _Layout:
         fwd = [[(s, j0, a, b) for s in by_level[lv] for (_, j0) in tiles(s) for a, b in edge_ranges(s)]
                for lv in range(1, depth + 1)]
         self.split_output = len(edge_ranges(out)) > 1
-        bwd = [[t for s in by_level[lv] if self.groups[s] != OUTPUT for t in tiles(s)]
-               for lv in range(depth - 1, 0, -1)]
+        bwd = [[t for s in by_level[lv] if s != out for t in tiles(s)] for lv in range(depth - 1, 0, -1)]
         self.forward_tasks, self.forward_levels = _pack(fwd)
         self.backward_tasks, self.backward_levels = _pack(bwd)
-        self.bias_tasks = np.array([t for s in range(1, len(order)) for t in tiles(s)], np.int32).reshape(-1, 2)
+        self.bias_tasks = np.array([t for s in range(len(order)) if s != self.slot[INPUT] for t in tiles(s)],
+                                   np.int32).reshape(-1, 2)
         self.weight_tasks = np.array(
             [(e, j0, k0) for e in range(len(in_src)) for j0 in range(0, int(self.width[in_dst[e]]), TILE)
              for k0 in range(0, int(self.width[in_src[e]]), TILE)], np.int32).reshape(-1, 3)
-        self.output_slot = self.slot[OUTPUT]
-        self.shapes = {k: net.weights[k[1:]].shape if k[0] == "W" else net.biases[k[1]].shape
-                       for k in self.keys}
+        self.output_slot = out
 
 
 def _pack(levels: list[list[tuple]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -187,6 +215,7 @@ class CudaEngine:
     """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32)."""
 
     name = "cuda"
+    grows_in_place = True  # growth initialises new parameters on the GPU (apply_growth)
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
         if np.dtype(dtype) != np.float32:
@@ -207,6 +236,8 @@ class CudaEngine:
         self.stream = drv.Stream()
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
         self._graphs: dict[tuple, object] = {}
+        self._param_cap = 0
+        self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         self.load(net)
 
     # ------------------------------------------------------------------ memory
@@ -264,8 +295,35 @@ class CudaEngine:
         return buf
 
     # ------------------------------------------------------------------ topology
+    _TOPOLOGY = ("width", "col_off", "bias_off", "group_id", "hidden", "in_ptr", "in_src", "in_dst", "in_woff",
+                 "out_ptr", "out_dst", "out_woff", "forward_tasks", "backward_tasks", "bias_tasks", "weight_tasks")
+
+    def _state_names(self) -> list[str]:
+        return {"sgd": ["vel"], "adam": ["m", "v", "t"]}[self.optimizer.name]
+
+    def _layout_buffers(self, L: _Layout, cap: int) -> dict:
+        """New buffers for everything sized by the topology but parameters and optimizer state."""
+        new = {name: self._upload_new(getattr(L, name)) for name in self._TOPOLOGY}
+        n = len(L.groups)
+        for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
+                             ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
+                             ("range_min", 4 * L.n_cols), ("range_max", 4 * L.n_cols),
+                             ("act", 4 * L.n_cols * cap), ("dz", 4 * L.n_cols * cap), ("labels", 4 * cap)):
+            new[name] = self._new(nbytes, name)
+        new["act_off"] = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
+        return new
+
+    def _growth_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ema, seen) per slot of the current layout, copied to the host."""
+        n = len(self.layout.groups)
+        ema, seen = np.empty(n, np.float64), np.empty(n, np.int32)
+        self._drv.memcpy_dtoh(ema, self._buffers["ema"])
+        self._drv.memcpy_dtoh(seen, self._buffers["seen"])
+        return ema, seen
+
     def load(self, net: Network) -> None:
-        """Take the network's topology and parameters; keep optimizer state of unchanged params.
+        """Take the network's topology and parameters (a full upload); keep the optimizer state
+        of unchanged parameters and the growth scores of remaining groups.
 
         Everything is allocated anew before anything is replaced, so a failure (out of memory)
         leaves the engine as it was."""
@@ -276,41 +334,126 @@ class CudaEngine:
         for key, off in L.offsets.items():
             value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]
             host[off:off + value.size] = value.ravel()
-        state_names = {"sgd": ["vel"], "adam": ["m", "v", "t"]}[self.optimizer.name]
+        states = self._state_names()
         cap = max(self._batch_cap, 1)
-        self._check_room(4 * L.n_params * (2 + len(state_names)) + 8 * L.n_cols * cap,
+        self._check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap,
                          f"a network of {L.n_params} parameters and {L.n_cols} neurons")
-        new = {"params": self._upload_new(host), "grads": self._new(4 * L.n_params, "gradients")}
-        for name in ("width", "col_off", "bias_off", "in_ptr", "in_src", "in_dst", "in_woff", "out_ptr",
-                     "out_dst", "out_woff", "forward_tasks", "backward_tasks", "bias_tasks", "weight_tasks"):
-            new[name] = self._upload_new(getattr(L, name))
-        new["stats"] = self._new(24 * len(L.groups), "statistics")
-        new["wstats"] = self._new(8 * len(L.groups), "statistics")
-        new["scalars"] = self._new(24, "statistics")  # double loss, int correct, double sum of squared grads
-        new["range_min"] = self._new(4 * L.n_cols, "activation ranges")
-        new["range_max"] = self._new(4 * L.n_cols, "activation ranges")
-        new["act"], new["dz"] = self._new(4 * L.n_cols * cap, "activations"), self._new(4 * L.n_cols * cap, "gradients")
-        new["act_off"] = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
-        new["labels"] = self._new(4 * cap, "labels")
+        new = self._layout_buffers(L, cap)
+        new["params"], new["grads"] = self._upload_new(host), self._new(4 * L.n_params, "gradients")
         # optimizer state: carried over for parameters whose key and shape persist, else zero
         source = np.full(L.n_params, -1, np.int32)
+        ema, seen = np.zeros(len(L.groups)), np.zeros(len(L.groups), np.int32)
         if old is not None:
             for key, off in L.offsets.items():
                 if key in old.offsets and old.shapes[key] == L.shapes[key]:
                     size = int(np.prod(L.shapes[key]))
                     source[off:off + size] = np.arange(old.offsets[key], old.offsets[key] + size)
+            old_ema, old_seen = self._growth_scores()
+            for s, g in enumerate(L.groups):
+                if g in old.slot:
+                    ema[s], seen[s] = old_ema[old.slot[g]], old_seen[old.slot[g]]
+        new["ema"], new["seen"] = self._upload_new(ema), self._upload_new(seen)
         state_map = self._upload_new(source)
-        for name in state_names:
+        for name in states:
             buf = new[f"state_{name}"] = self._new(4 * L.n_params, "optimizer state")
             if old is not None and (source >= 0).any():
                 self._launch_flat("gather", L.n_params, buf, self._buffers[f"state_{name}"], state_map,
                                   np.int32(L.n_params))
             else:
                 self._drv.memset_d32(buf, 0, max(L.n_params, 1))
-        self._drv.Context.synchronize()
+        self.stream.synchronize()
+        self._commit(new, L, cap, L.n_params)
+
+    def _commit(self, new: dict, L: _Layout, cap: int, param_cap: int) -> None:
         self._buffers.update(new)
-        self.layout, self._batch_cap, self._stats_cache = L, cap, None
+        self.layout, self._batch_cap, self._param_cap, self._stats_cache = L, cap, param_cap, None
         self._graphs.clear()  # they hold the old buffers' addresses
+
+    def apply_growth(self, net: Network, log: list) -> None:
+        """Take the grown network without a full upload: parameters and optimizer state stay in
+        place, new parameters are initialised on the GPU by replaying the log of growth.py's
+        operations (one launch for the whole growth step). A network that lost groups (pruning)
+        is loaded in full instead (the trainer has brought its parameters up to date)."""
+        old = self.layout
+        if set(old.groups) - set(net.widths):
+            self.load(net)
+            self._inherit(log)
+            return
+        L = _Layout(net, old, {op[1]: op[2] for op in log if op[0] == "move"})
+        if L.n_params >= 2**31:
+            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
+        states, cap = self._state_names(), self._batch_cap
+        new = self._layout_buffers(L, cap)
+        param_cap = self._param_cap
+        if L.n_params > param_cap:  # grow geometrically, copying what is there
+            param_cap = max(L.n_params, int(1.5 * param_cap))
+            self._check_room(4 * param_cap * (2 + len(states)), f"{param_cap} parameters")
+            for name in ["params", "grads"] + [f"state_{s}" for s in states]:
+                new[name] = self._new(4 * param_cap, name)
+                if name != "grads":
+                    self._drv.memcpy_dtod_async(new[name], self._buffers[name], 4 * old.n_params, self.stream)
+        n_old, n = len(old.groups), len(L.groups)
+        new["ema"], new["seen"] = self._new(8 * n, "growth scores"), self._new(4 * n, "growth scores")
+        self._drv.memcpy_dtod_async(new["ema"], self._buffers["ema"], 8 * n_old, self.stream)
+        self._drv.memset_d32_async(int(new["seen"]) + 4 * n_old, 0, n - n_old, self.stream)
+        self._drv.memcpy_dtod_async(new["seen"], self._buffers["seen"], 4 * n_old, self.stream)
+        ops, fparams, seed, step = [], [], 0, 0
+        size = lambda k: int(np.prod(L.shapes[k]))
+        for op in log:
+            kind = op[0]
+            if kind == "hash":
+                seed, step = op[1], op[2]
+            elif kind == "identity":
+                ops.append((1, L.offsets[op[1]], 0, size(op[1]), op[2], 0, 0)); fparams.append(0.0)
+            elif kind == "copy":
+                ops.append((0, L.offsets[op[1]], L.offsets[op[2]], size(op[1]), 0, 0, 0)); fparams.append(0.0)
+            elif kind == "split":
+                ops.append((2, L.offsets[op[2]], L.offsets[op[1]], size(op[1]), 0, op[4], op[5]))
+                fparams.append(float(op[3]))
+            elif kind == "he":
+                ops.append((3, L.offsets[op[1]], 0, size(op[1]), 0, op[3], op[4])); fparams.append(float(op[2]))
+            elif kind == "zero":
+                ops.append((5, L.offsets[op[1]], 0, size(op[1]), 0, 0, 0)); fparams.append(0.0)
+        for key in L.fresh:
+            ops.append((4, L.offsets[key], 0, size(key), 0, 0, 0)); fparams.append(0.0)
+        if ops:
+            b = {**self._buffers, **new}
+            state = [b[f"state_{name}"] for name in states] + [np.intp(0)] * (3 - len(states))
+            self.k["growth_init"].prepared_async_call(
+                (len(ops), 1), (THREADS, 1, 1), self.stream, self._upload_new(np.array(ops, np.int32)),
+                self._upload_new(np.array(fparams, np.float64)), b["params"], *state,
+                np.uint32(seed & 0xFFFFFFFF), np.uint32(step & 0xFFFFFFFF))
+        self.stream.synchronize()
+        self._commit(new, L, cap, param_cap)
+        self._inherit(log)
+
+    def _inherit(self, log: list) -> None:
+        """New groups start with their source's growth score."""
+        L = self.layout
+        for op in log:
+            if op[0] == "inherit":
+                new, src = L.slot[op[1]], L.slot[op[2]]
+                self._drv.memcpy_dtod_async(self._ptr("ema", 8 * new), self._ptr("ema", 8 * src), 8, self.stream)
+                self._drv.memcpy_dtod_async(self._ptr("seen", 4 * new), self._ptr("seen", 4 * src), 4, self.stream)
+        self.stream.synchronize()
+
+    def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
+        """Mark, select and rank on the GPU (cuda/growth.cu); return the groups to grow in budget
+        order with their smoothed scores."""
+        L, b = self.layout, self._buffers
+        n = len(L.groups)
+        self._drv.memcpy_htod(b["eligible"], np.array([g in eligible for g in L.groups], np.int32))
+        if relative:
+            self._launch("growth_population", (1, 1), b["ema"], b["seen"], b["hidden"], np.int32(n), b["population"])
+        self._launch_flat("growth_mark", n, b["ema"], b["seen"], b["eligible"], np.int32(n), np.float64(threshold),
+                          np.int32(bool(relative)), b["population"], b["marked"])
+        self._launch_flat("growth_select", n, b["marked"], b["in_ptr"], b["in_src"], np.int32(n), b["keep"])
+        self._launch_flat("growth_rank", n, b["keep"], b["ema"], b["group_id"], np.int32(n), b["rank"])
+        rank = np.empty(n, np.int32)
+        self._drv.memcpy_dtoh_async(rank, b["rank"], self.stream)
+        ema, _ = self._growth_scores()
+        chosen = sorted((r, s) for s, r in enumerate(rank) if r >= 0)
+        return [(L.groups[s], float(ema[s])) for _, s in chosen]
 
     # ------------------------------------------------------------------ launches
     # Everything is enqueued on self.stream; a training step is captured once per (batch size,
@@ -389,6 +532,15 @@ class CudaEngine:
                               np.int32(n), np.float32(opt.lr), np.float32(opt.beta1), np.float32(opt.beta2),
                               np.float32(opt.eps), b["scalars"])
 
+    def _enqueue_growth_observe(self, batch: int) -> None:
+        if self.growth_criterion is None:
+            return
+        name, alpha = self.growth_criterion
+        L, b, n = self.layout, self._buffers, len(self.layout.groups)
+        self._launch_flat("growth_observe", n, b["stats"], b["wstats"], b["width"], b["hidden"], np.int32(n),
+                          np.int32(batch), np.int32(_CRITERIA.index(name)), np.float64(alpha), b["ema"], b["seen"],
+                          b["scalars"])
+
     def _read_scalars(self) -> tuple[float, int, float]:
         """(loss, correct predictions, sum of squared gradients) of the last backward."""
         self._drv.memcpy_dtoh_async(self._host_scalars, self._buffers["scalars"], self.stream)
@@ -438,7 +590,7 @@ class CudaEngine:
         from .cuda_graph import Graph
 
         opt = self.optimizer
-        key = (batch, self.track_ranges, opt.name, *[getattr(opt, a) for a in ("lr", "momentum", "beta1", "beta2",
+        key = (batch, self.track_ranges, self.growth_criterion, opt.name, *[getattr(opt, a) for a in ("lr", "momentum", "beta1", "beta2",
                                                                               "eps") if hasattr(opt, a)])
         graph = self._graphs.get(key)
         if graph is None:
@@ -446,6 +598,7 @@ class CudaEngine:
                 self._enqueue_forward(batch)
                 self._enqueue_backward(batch)
                 self._enqueue_update()
+                self._enqueue_growth_observe(batch)
             self.stream.synchronize()
             graph = self._graphs[key] = Graph(self.stream, enqueue)
         graph.launch()

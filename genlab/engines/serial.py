@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TrainingError
+from ..growth import Scores
 from ..network import INPUT, OUTPUT, Network
 
 
@@ -38,6 +39,7 @@ class SerialEngine:
 
     name = "serial"
     track_ranges = True  # h_min and h_max are always computed here
+    grows_in_place = False  # growth reloads the network (its parameters are already on the host)
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
         self.dtype = np.dtype(dtype)
@@ -45,6 +47,8 @@ class SerialEngine:
             raise ValueError(f"the serial engine runs in float32 or float64, not {self.dtype}")
         self.optimizer = optimizer
         self.state: dict[tuple, dict] = {}  # optimizer state per parameter key
+        self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
+        self.growth_scores = Scores()
         self.load(net)
 
     def load(self, net: Network) -> None:
@@ -58,6 +62,7 @@ class SerialEngine:
         self.grads: dict[tuple, np.ndarray] = {}
         self.stats: dict[str, dict] = {name: {} for name in STATISTICS}
         self._h: dict[int, np.ndarray] = {}
+        self.growth_scores.ema = {g: v for g, v in self.growth_scores.ema.items() if g in net.widths}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x of shape (batch, n_inputs); keeps the activations for backward."""
@@ -114,7 +119,22 @@ class SerialEngine:
             raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
                                 "not applied (try a lower learning rate)")
         self.update()
+        if self.growth_criterion is not None:
+            name, alpha = self.growth_criterion
+            self.growth_scores.observe(self.stats[name], alpha)
         return loss, int(np.sum(np.argmax(logits, axis=1) == y))
+
+    def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
+        """The groups to grow now, in budget order, with their smoothed scores."""
+        hidden = {g for g in self.order if g != OUTPUT}
+        return self.growth_scores.choose(self.inputs.__getitem__, hidden, eligible, threshold, relative)
+
+    def apply_growth(self, net: Network, log: list) -> None:
+        """Take the grown network (its parameters are current: this engine's live on the host)."""
+        self.load(net)
+        for op in log:
+            if op[0] == "inherit":
+                self.growth_scores.inherit(op[1], op[2])
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)

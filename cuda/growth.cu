@@ -1,0 +1,139 @@
+// growth.cu: the growth rules of genlab/growth.py, run over all groups in parallel.
+//
+// growth_observe: the criterion's moving average per slot, from this step's statistics
+//   (criterion 0: std of dL/dh, 1: weight-gradient norm, 2: |mean(h dL/dh)|);
+//   ema = value on first sight, else ema + alpha (value - ema); skipped, like the update, when
+//   the step's loss or gradient is not finite. One thread per slot.
+// growth_population: mean and std of ema over the observed hidden slots (for relative marking).
+//   One block.
+// growth_mark: marked[s] = eligible[s] (hidden, not cooling down) and observed, and ema > threshold
+//   (or its z-score > threshold).
+// growth_select: keep[s] = marked[s] and no direct predecessor of s is marked (closest to the
+//   input wins). One thread per slot.
+// growth_rank: rank[s] among the kept slots by (score descending, group id ascending), -1 if not
+//   kept: the order in which the budget admits them and new ids are handed out.
+// growth_init: the parameter work of a growth step, one block per operation (all operations of
+//   a step are independent: selected groups are never adjacent):
+//   op 0 copy n floats, 1 identity (w x w), 2 width split of V (V/2 + E stays, V/2 - E to the
+//   copy; E = noise * rms(V) * hash noise), 3 He-uniform block, 4 zero optimizer state,
+//   5 zero parameters.
+#include "genlab.cuh"
+
+extern "C" __global__ void growth_observe(
+    const double* __restrict__ stats, const double* __restrict__ wstats, const int* __restrict__ width,
+    const int* __restrict__ hidden, int n_slots, int batch, int criterion, double alpha,
+    double* __restrict__ ema, int* __restrict__ seen, const double* __restrict__ guard)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots || !hidden[s] || !isfinite(guard[0]) || !isfinite(guard[2])) return;
+    const double count = (double)batch * width[s];
+    double value;
+    if (criterion == 0) {
+        const double mean = stats[3 * s] / count;
+        value = sqrt(fmax(stats[3 * s + 1] / count - mean * mean, 0.0));
+    } else if (criterion == 1) {
+        value = sqrt(wstats[s]);
+    } else {
+        value = fabs(stats[3 * s + 2] / count);
+    }
+    ema[s] = seen[s] ? ema[s] + alpha * (value - ema[s]) : value;
+    seen[s] = 1;
+}
+
+extern "C" __global__ void growth_population(
+    const double* __restrict__ ema, const int* __restrict__ seen, const int* __restrict__ hidden,
+    int n_slots, double* __restrict__ out)
+{
+    __shared__ double scratch[THREADS / 32];
+    double n = 0.0, sum = 0.0;
+    for (int s = threadIdx.x; s < n_slots; s += THREADS)
+        if (hidden[s] && seen[s]) { n += 1.0; sum += ema[s]; }
+    n = block_sum(n, scratch);
+    sum = block_sum(sum, scratch);
+    const double mean = n > 0 ? sum / n : 0.0;
+    double sq = 0.0;
+    for (int s = threadIdx.x; s < n_slots; s += THREADS)
+        if (hidden[s] && seen[s]) sq += (ema[s] - mean) * (ema[s] - mean);
+    sq = block_sum(sq, scratch);
+    if (threadIdx.x == 0) { out[0] = mean; out[1] = n > 1 ? sqrt(sq / n) : 0.0; }
+}
+
+extern "C" __global__ void growth_mark(
+    const double* __restrict__ ema, const int* __restrict__ seen, const int* __restrict__ eligible,
+    int n_slots, double threshold, int relative, const double* __restrict__ population,
+    int* __restrict__ marked)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots) return;
+    int m = 0;
+    if (eligible[s] && seen[s]) {
+        if (!relative) m = ema[s] > threshold;
+        else if (population[1] > 0.0) m = (ema[s] - population[0]) / population[1] > threshold;
+    }
+    marked[s] = m;
+}
+
+extern "C" __global__ void growth_select(
+    const int* __restrict__ marked, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
+    int n_slots, int* __restrict__ keep)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots) return;
+    int k = marked[s];
+    for (int e = in_ptr[s]; k && e < in_ptr[s + 1]; ++e)
+        if (marked[in_src[e]]) k = 0;
+    keep[s] = k;
+}
+
+extern "C" __global__ void growth_rank(
+    const int* __restrict__ keep, const double* __restrict__ ema, const int* __restrict__ group_id,
+    int n_slots, int* __restrict__ rank)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots) return;
+    if (!keep[s]) { rank[s] = -1; return; }
+    int r = 0;
+    for (int t = 0; t < n_slots; ++t)
+        if (keep[t] && (ema[t] > ema[s] || (ema[t] == ema[s] && group_id[t] < group_id[s]))) ++r;
+    rank[s] = r;
+}
+
+// One operation: op, dst, src, n, rows (identity: width), g (hash group), d (hash consumer),
+// as ints, and a double parameter (noise for a split, bound for He-uniform).
+#define OP_INTS 7
+extern "C" __global__ void growth_init(
+    const int* __restrict__ ops, const double* __restrict__ fparams, float* __restrict__ params,
+    float* __restrict__ state0, float* __restrict__ state1, float* __restrict__ state2,
+    unsigned int seed, unsigned int step)
+{
+    __shared__ double scratch[THREADS / 32];
+    const int* op = ops + OP_INTS * blockIdx.x;
+    const int kind = op[0], dst = op[1], src = op[2], n = op[3], w = op[4];
+    const unsigned int g = (unsigned int)op[5], d = (unsigned int)op[6];
+    const double f = fparams[blockIdx.x];
+    if (kind == 0) {
+        for (int i = threadIdx.x; i < n; i += THREADS) params[dst + i] = params[src + i];
+    } else if (kind == 1) {
+        for (int i = threadIdx.x; i < w * w; i += THREADS) params[dst + i] = (i / w == i % w) ? 1.f : 0.f;
+    } else if (kind == 2) {
+        double sq = 0.0;  // rms of V, as NumPy: sqrt(mean(v * v)) in float64
+        for (int i = threadIdx.x; i < n; i += THREADS) sq += (double)params[src + i] * params[src + i];
+        const double rms = sqrt(block_sum(sq, scratch) / n);
+        for (int i = threadIdx.x; i < n; i += THREADS) {
+            const double v = params[src + i], e = f * rms * hash_uniform(seed, step, g, d, i);
+            params[src + i] = (float)(v / 2 + e);
+            params[dst + i] = (float)(v / 2 - e);
+        }
+    } else if (kind == 3) {
+        for (int i = threadIdx.x; i < n; i += THREADS)
+            params[dst + i] = (float)(f * hash_uniform(seed, step, g, d, i));
+    } else if (kind == 4) {
+        for (int i = threadIdx.x; i < n; i += THREADS) {
+            if (state0) state0[dst + i] = 0.f;
+            if (state1) state1[dst + i] = 0.f;
+            if (state2) state2[dst + i] = 0.f;
+        }
+    } else if (kind == 5) {
+        for (int i = threadIdx.x; i < n; i += THREADS) params[dst + i] = 0.f;
+    }
+}

@@ -29,7 +29,7 @@ def main(name="W1", repeats=200):
         "loss + backward + grads": lambda: engine._enqueue_backward(batch),
         "update": engine._enqueue_update,
         "weight_grad alone": lambda: engine._launch(
-            "weight_grad", (len(L.weight_tasks), 1), b["weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
+            "weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
             b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), b["wstats"],
             engine._ptr("scalars", 16)),
         "whole step": lambda: (engine._enqueue_forward(batch), engine._enqueue_backward(batch),
@@ -40,8 +40,8 @@ def main(name="W1", repeats=200):
             "forward_level", (count, (batch + 31) // 32), engine._ptr("forward_tasks", 16 * start), b["width"],
             b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
             np.int32(batch), np.int32(L.output_slot))
-    print(f"{name}: {len(L.groups)} groups, {len(L.in_src)} edges, {L.n_params} parameters, "
-          f"{len(L.forward_levels)} levels, {len(L.weight_tasks)} weight tasks")
+    print(f"{name}: {len(L.groups)} groups, {L.n_edges} edges, {L.n_params} parameters, "
+          f"{len(L.forward_levels)} levels, {L.n_weight_tasks} weight tasks")
     for label, enqueue in parts.items():
         graph = Graph(engine.stream, enqueue)
         for _ in range(5):
@@ -55,5 +55,35 @@ def main(name="W1", repeats=200):
         print(f"  {label:<32} {start.time_till(end) / repeats * 1e3:8.1f} us")
 
 
+def time_growth(name="W1", events=4, repeats=5):
+    """Wall time of one growth step of `events` width-wise duplications: the host rules on the
+    network description plus the engine's apply_growth (index, GPU topology build, parameter
+    initialisation)."""
+    import time
+
+    from genlab.growth import duplicate_width
+
+    _, build, batch = WORKLOADS[name]
+    net = build()
+    engine = CudaEngine(net, Adam())
+    rng = np.random.default_rng(0)
+    times = {"rules": [], "apply_growth": []}
+    for step in range(repeats):
+        t0 = time.perf_counter()
+        work = net.copy()
+        log = [("hash", 0, step)]
+        for g in rng.choice(work.hidden_groups[:100], size=events, replace=False):
+            duplicate_width(work, int(g), step, 0, log=log)
+        t1 = time.perf_counter()
+        engine.apply_growth(work, log)
+        t2 = time.perf_counter()
+        net = work
+        times["rules"].append((t1 - t0) * 1e3)
+        times["apply_growth"].append((t2 - t1) * 1e3)
+    print(f"{name} growth step of {events} width duplications: " +
+          ", ".join(f"{k} {np.median(v):.1f} ms" for k, v in times.items()))
+
+
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    time_growth(*sys.argv[1:])

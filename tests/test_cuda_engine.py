@@ -195,6 +195,60 @@ def test_growth_rules_on_the_gpu_match_the_reference(relative, threshold, seed):
     assert [v for _, v in got] == [v for _, v in expected]
 
 
+def device_array(gpu, name, n):
+    out = np.empty(n, np.int32)
+    gpu._drv.memcpy_dtoh(out, gpu._buffers[name])
+    return out
+
+
+def check_topology(gpu, net):
+    """The CSR, levels and forward tasks the GPU built against the network they describe."""
+    L = gpu.layout
+    n, E = len(L.groups), L.n_edges
+    in_ptr, out_ptr = device_array(gpu, "in_ptr", n + 1), device_array(gpu, "out_ptr", n + 1)
+    in_src, in_woff = device_array(gpu, "in_src", E), device_array(gpu, "in_woff", E)
+    out_dst, out_woff = device_array(gpu, "out_dst", E), device_array(gpu, "out_woff", E)
+    level = device_array(gpu, "level", n)
+    expected_level = net.levels()
+    for g in net.groups:
+        s = L.slot[g]
+        ins = [L.groups[x] for x in in_src[in_ptr[s]:in_ptr[s + 1]]]
+        outs = [L.groups[x] for x in out_dst[out_ptr[s]:out_ptr[s + 1]]]
+        assert ins == net.inputs(g) and outs == net.outputs(g), g
+        assert list(in_woff[in_ptr[s]:in_ptr[s + 1]]) == [L.offsets[("W", src, g)] for src in ins]
+        assert list(out_woff[out_ptr[s]:out_ptr[s + 1]]) == [L.offsets[("W", g, d)] for d in outs]
+        assert level[s] == expected_level[g], g
+    tasks = device_array(gpu, "forward_tasks", 4 * sum(c for _, c in L.forward_levels)).reshape(-1, 4)
+    for lv, (start, count) in enumerate(L.forward_levels, start=1):
+        got = sorted(map(tuple, tasks[start:start + count]))
+        want = []
+        for g in (g for g in net.groups if expected_level[g] == lv):
+            s = L.slot[g]
+            e0, e1 = in_ptr[s], in_ptr[s + 1]
+            step = 8 if g == OUTPUT else e1 - e0
+            want += [(s, j0, a, min(a + step, e1)) for j0 in range(0, net.widths[g], 32) for a in range(e0, e1, step)]
+        assert got == sorted(want), lv
+
+
+def test_topology_is_built_on_the_gpu_at_load_and_after_growth():
+    from genlab.growth import duplicate_depth, duplicate_width
+
+    net = Network.random_dag(levels=5, per_level=12, width=(1, 70), fan_in=(1, 5), seed=31, n_inputs=9, n_outputs=4)
+    gpu = cuda_engine(net)
+    check_topology(gpu, net)
+    rng = np.random.default_rng(3)
+    for step in range(6):
+        log = [("hash", 0, step)]
+        chosen = []
+        for g in rng.permutation(net.hidden_groups):  # never a group and its direct input, as select() ensures
+            if len(chosen) < 3 and not any(c in net.inputs(g) or g in net.inputs(c) for c in chosen):
+                chosen.append(int(g))
+        for g in chosen:
+            (duplicate_depth if rng.random() < 0.5 else duplicate_width)(net, g, step, 0, log=log)
+        gpu.apply_growth(net.copy(), log)
+        check_topology(gpu, net)
+
+
 @pytest.mark.parametrize("preserve", [True, False])
 def test_growth_operations_on_the_gpu_match_the_host(preserve):
     from genlab.growth import duplicate_depth, duplicate_width

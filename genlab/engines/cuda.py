@@ -11,6 +11,7 @@ back 20 bytes (loss, correct count, gradient norm) to check for divergence.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -41,6 +42,13 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "growth_select": "PPPiP",
     "growth_rank": "PPPiP",
     "growth_init": "PPPPPPII",
+    "topo_write_edges": "PiPPPPP",
+    "topo_degrees": "PPiPP",
+    "scan_exclusive": "PPi",
+    "topo_fill": "PPPPPiPPPPPPP",
+    "topo_levels": "PPiP",
+    "topo_tasks": "iPPPiiiiPPPPPPPPPPP",
+    "topo_weight_tasks": "iPPPiPPP",
 }
 _CRITERIA = ("grad_std", "weight_grad_norm", "taylor")  # the numbering of growth_observe
 _OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 5}
@@ -114,101 +122,85 @@ def kernels():
     return _STATE
 
 
-class _Layout:
-    """Where every group, edge and parameter of one topology lives on the device.
+class _Index:
+    """The host's bookkeeping of the device layout: slots, parameter offsets, edge numbers.
 
-    A fresh layout puts the groups in topological order and the parameters in in-edge order.
-    A layout grown from `previous` keeps every old slot and every old parameter where it was
-    (so parameters and optimizer state stay in place), gives a moved edge its old block
-    (`moved`: {new key: old key}), and appends new groups and parameters at the end.
+    A fresh index puts the groups in topological order and the parameters in in-edge order.
+    grown() extends it for a grown network without moving anything: old slots, parameters (and
+    so their optimizer state) and edges stay where they were, a moved edge keeps its block, new
+    groups, parameters and edges are appended. `records` lists the edges to write on the GPU
+    (edge, src slot, dst slot, weight offset, input position, output position), from which the
+    GPU builds the CSR, the levels and the task lists (cuda/topology.cu).
     """
 
-    def __init__(self, net: Network, previous: "_Layout | None" = None, moved: dict | None = None):
-        moved = moved or {}
-        if previous is None:
-            order = net.topological_order()
-        else:
-            order = previous.groups + sorted(g for g in net.widths if g not in previous.slot)
-        self.groups = order                      # slot -> group id
-        self.slot = {g: s for s, g in enumerate(order)}
-        level = net.levels()
-        self.width = np.array([net.widths[g] for g in order], np.int32)
-        self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
-        self.n_cols = int(self.width.sum())
-        self.group_id = np.array(order, np.int32)
-        self.hidden = np.array([g not in (INPUT, OUTPUT) for g in order], np.int32)
-        keys = [("W", s, g) for g in order for s in net.inputs(g)] + [("b", g) for g in order[1:]]
-        self.shapes = {k: net.weights[k[1:]].shape if k[0] == "W" else net.biases[k[1]].shape for k in keys}
-        self.offsets, self.fresh = {}, []       # fresh: parameters whose optimizer state starts at zero
-        n = 0
-        if previous is not None:
-            n = previous.n_params
-            for k in keys:
-                if k in previous.offsets and previous.shapes[k] == self.shapes[k]:
-                    self.offsets[k] = previous.offsets[k]
-                elif k in moved:
-                    self.offsets[k] = previous.offsets[moved[k]]
-                    self.fresh.append(k)
-        for k in keys:
-            if k not in self.offsets:
-                self.offsets[k] = n
-                self.fresh.append(k)
-                n += int(np.prod(self.shapes[k]))
-        self.keys, self.n_params = keys, n
-        self.bias_off = np.array([self.offsets.get(("b", g), 0) for g in order], np.int32)
-        in_ptr, in_src, in_dst, in_woff = [0], [], [], []
+    def __init__(self, net: Network):
+        order = net.topological_order()
+        self.groups, self.slot = list(order), {g: s for s, g in enumerate(order)}
+        self.offsets, self.shapes, self.edges, self.fresh, self.records = {}, {}, {}, [], []
+        self.n_params = 0
+        self.width, self.group_id, self.hidden = (np.zeros(0, np.int32) for _ in range(3))
+        self._add_groups(net, order)
         for g in order:
             for s in net.inputs(g):
-                in_src.append(self.slot[s])
-                in_dst.append(self.slot[g])
-                in_woff.append(self.offsets[("W", s, g)])
-            in_ptr.append(len(in_src))
-        self.in_ptr, self.in_src = np.array(in_ptr, np.int32), np.array(in_src, np.int32)
-        self.in_dst, self.in_woff = np.array(in_dst, np.int32), np.array(in_woff, np.int32)
-        out_ptr, out_dst, out_woff = [0], [], []
+                self._add_param(("W", s, g), net)
+        for g in order[1:]:
+            self._add_param(("b", g), net)
         for g in order:
-            for d in net.outputs(g):
-                out_dst.append(self.slot[d])
-                out_woff.append(self.offsets[("W", g, d)])
-            out_ptr.append(len(out_dst))
-        self.out_ptr, self.out_dst = np.array(out_ptr, np.int32), np.array(out_dst, np.int32)
-        self.out_woff = np.array(out_woff, np.int32)
-        # task lists: per level (forward over levels 1.., backward over hidden groups only)
-        depth = level[OUTPUT]
-        tiles = lambda s: [(s, j0) for j0 in range(0, int(self.width[s]), TILE)]
-        by_level = [[] for _ in range(depth + 1)]
-        for s, g in enumerate(order):
-            by_level[level[g]].append(s)
-        out = self.slot[OUTPUT]
+            for s in net.inputs(g):
+                self._add_edge(s, g, net)
+        self._finish(net)
 
-        def edge_ranges(s):  # the output group's in-edges in chunks of SPLIT, others whole
-            e0, e1 = in_ptr[s], in_ptr[s + 1]
-            step = SPLIT if s == out else max(e1 - e0, 1)
-            return [(a, min(a + step, e1)) for a in range(e0, e1, step)]
+    def _add_groups(self, net: Network, groups) -> None:
+        widths = np.array([net.widths[g] for g in groups], np.int32)
+        self.width = np.concatenate([self.width, widths])
+        self.group_id = np.concatenate([self.group_id, np.array(list(groups), np.int32)])
+        self.hidden = np.concatenate([self.hidden, np.array([g not in (INPUT, OUTPUT) for g in groups], np.int32)])
 
-        fwd = [[(s, j0, a, b) for s in by_level[lv] for (_, j0) in tiles(s) for a, b in edge_ranges(s)]
-               for lv in range(1, depth + 1)]
-        self.split_output = len(edge_ranges(out)) > 1
-        bwd = [[t for s in by_level[lv] if s != out for t in tiles(s)] for lv in range(depth - 1, 0, -1)]
-        self.forward_tasks, self.forward_levels = _pack(fwd)
-        self.backward_tasks, self.backward_levels = _pack(bwd)
-        self.bias_tasks = np.array([t for s in range(len(order)) if s != self.slot[INPUT] for t in tiles(s)],
-                                   np.int32).reshape(-1, 2)
-        self.weight_tasks = np.array(
-            [(e, j0, k0) for e in range(len(in_src)) for j0 in range(0, int(self.width[in_dst[e]]), TILE)
-             for k0 in range(0, int(self.width[in_src[e]]), TILE)], np.int32).reshape(-1, 3)
-        self.output_slot = out
+    def _add_param(self, key: tuple, net: Network) -> None:
+        shape = net.weights[key[1:]].shape if key[0] == "W" else net.biases[key[1]].shape
+        self.offsets[key], self.shapes[key] = self.n_params, shape
+        self.fresh.append(key)
+        self.n_params += int(np.prod(shape))
 
+    def _add_edge(self, s: int, d: int, net: Network, number: int | None = None) -> None:
+        e = len(self.edges) if number is None else number
+        self.edges[(s, d)] = e
+        self.records.append((e, self.slot[s], self.slot[d], self.offsets[("W", s, d)],
+                             net.inputs(d).index(s), net.outputs(s).index(d)))
 
-def _pack(levels: list[list[tuple]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Concatenate per-level task lists; return them and each level's (first task, count)."""
-    spans, start = [], 0
-    for tasks in levels:
-        spans.append((start, len(tasks)))
-        start += len(tasks)
-    flat = [t for tasks in levels for t in tasks]
-    width = len(flat[0]) if flat else 2
-    return np.array(flat, np.int32).reshape(-1, width), spans
+    def _finish(self, net: Network) -> None:
+        self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
+        self.n_cols = int(self.width.sum())
+        self.bias_off = np.array([self.offsets.get(("b", g), 0) for g in self.groups], np.int32)
+        self.output_slot, self.input_slot = self.slot[OUTPUT], self.slot[INPUT]
+        self.n_edges = len(self.edges)
+        self.split_output = len(net.inputs(OUTPUT)) > SPLIT
+
+    def grown(self, net: Network, log: list) -> "_Index":
+        """The index of `net`, grown from this one's network by the operations in `log`."""
+        new = copy.copy(self)
+        new.slot, new.groups = dict(self.slot), list(self.groups)
+        new.offsets, new.shapes, new.edges = dict(self.offsets), dict(self.shapes), dict(self.edges)
+        new.fresh, new.records = [], []
+        added = sorted(g for g in net.widths if g not in self.slot)
+        for g in added:
+            new.slot[g] = len(new.groups)
+            new.groups.append(g)
+        new._add_groups(net, added)
+        moved = {op[1]: op[2] for op in log if op[0] == "move"}
+        for key, old in moved.items():  # the block and the edge change owner; the state starts afresh
+            new.offsets[key], new.shapes[key] = new.offsets.pop(old), new.shapes.pop(old)
+            new.fresh.append(key)
+            new._add_edge(key[1], key[2], net, number=new.edges.pop(old[1:]))
+        for g in added:
+            for key in [("W", s, g) for s in net.inputs(g)] + [("W", g, d) for d in net.outputs(g)] + [("b", g)]:
+                if key not in new.offsets:
+                    new._add_param(key, net)
+            for s, d in [(s, g) for s in net.inputs(g)] + [(g, d) for d in net.outputs(g)]:
+                if (s, d) not in new.edges:
+                    new._add_edge(s, d, net)
+        new._finish(net)
+        return new
 
 
 class CudaEngine:
@@ -228,7 +220,7 @@ class CudaEngine:
         self.dtype = np.dtype(np.float32)
         self.optimizer = optimizer
         self.track_ranges = False  # per-neuron activation ranges, for pruning
-        self.layout: _Layout | None = None
+        self.layout: _Index | None = None
         self._buffers: dict[str, object] = {}
         self._batch_cap = 0
         self._batch = 0
@@ -295,22 +287,80 @@ class CudaEngine:
         return buf
 
     # ------------------------------------------------------------------ topology
-    _TOPOLOGY = ("width", "col_off", "bias_off", "group_id", "hidden", "in_ptr", "in_src", "in_dst", "in_woff",
-                 "out_ptr", "out_dst", "out_woff", "forward_tasks", "backward_tasks", "bias_tasks", "weight_tasks")
+    _SLOT_ARRAYS = ("width", "col_off", "bias_off", "group_id", "hidden")
+    _EDGE_ARRAYS = ("e_src", "e_dst", "e_woff", "e_inpos", "e_outpos")
 
     def _state_names(self) -> list[str]:
         return {"sgd": ["vel"], "adam": ["m", "v", "t"]}[self.optimizer.name]
 
-    def _layout_buffers(self, L: _Layout, cap: int) -> dict:
-        """New buffers for everything sized by the topology but parameters and optimizer state."""
-        new = {name: self._upload_new(getattr(L, name)) for name in self._TOPOLOGY}
-        n = len(L.groups)
+    def _build(self, ix: _Index, cap: int, edges: dict | None = None) -> dict:
+        """New buffers for everything that follows from the topology (all but parameters,
+        optimizer state and growth scores): the edge list (`edges`: the current one, extended;
+        None: a new one) receives ix.records, then the GPU builds the CSR both ways, the
+        levels and the task lists (cuda/topology.cu)."""
+        drv, n, E = self._drv, len(ix.groups), ix.n_edges
+        new = {name: self._upload_new(getattr(ix, name)) for name in self._SLOT_ARRAYS}
+        for name in self._EDGE_ARRAYS:  # a copy, so that a failure leaves the current list intact
+            new[name] = self._new(4 * E, "edges")
+            if edges is not None:
+                drv.memcpy_dtod_async(new[name], edges[name], 4 * self.layout.n_edges, self.stream)
+        if ix.records:
+            self._launch_flat("topo_write_edges", len(ix.records), self._upload_new(np.array(ix.records, np.int32)),
+                              np.int32(len(ix.records)), *[new[name] for name in self._EDGE_ARRAYS])
+        for name, count in (("in_deg", n), ("out_deg", n), ("in_ptr", n + 1), ("out_ptr", n + 1), ("level", n),
+                            ("in_src", E), ("in_dst", E), ("in_woff", E), ("out_dst", E), ("out_woff", E),
+                            ("fwd_count", n + 1), ("bwd_count", n + 1), ("bias_count", n + 1), ("fwd_ptr", n + 2),
+                            ("bwd_ptr", n + 2), ("bias_ptr", n + 2), ("fwd_cursor", n + 1), ("bwd_cursor", n + 1),
+                            ("weight_count", E), ("weight_ptr", E + 1)):
+            new[name] = self._new(4 * count, "topology")
+        for name in ("in_deg", "out_deg", "fwd_count", "bwd_count", "bias_count", "fwd_cursor", "bwd_cursor"):
+            drv.memset_d32_async(new[name], 0, n + (name not in ("in_deg", "out_deg")), self.stream)
+        edge_args = [new[name] for name in self._EDGE_ARRAYS]
+        self._launch_flat("topo_degrees", E, new["e_src"], new["e_dst"], np.int32(E), new["in_deg"], new["out_deg"])
+        self._launch("scan_exclusive", (1, 1), new["in_deg"], new["in_ptr"], np.int32(n))
+        self._launch("scan_exclusive", (1, 1), new["out_deg"], new["out_ptr"], np.int32(n))
+        self._launch_flat("topo_fill", E, *edge_args, np.int32(E), new["in_ptr"], new["out_ptr"], new["in_src"],
+                          new["in_dst"], new["in_woff"], new["out_dst"], new["out_woff"])
+        self._launch("topo_levels", (1, 1), new["in_ptr"], new["in_src"], np.int32(n), new["level"])
+
+        def tasks(mode, fwd=0, bwd=0, bias=0):
+            self._launch_flat("topo_tasks", n, np.int32(mode), new["width"], new["level"], new["in_ptr"], np.int32(n),
+                              np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT), new["fwd_count"],
+                              new["bwd_count"], new["bias_count"], new["fwd_ptr"], new["bwd_ptr"], new["bias_ptr"],
+                              new["fwd_cursor"], new["bwd_cursor"], fwd or new["fwd_count"], bwd or new["bwd_count"],
+                              bias or new["bias_count"])
+
+        tasks(0)
+        self._launch_flat("topo_weight_tasks", E, np.int32(0), new["in_src"], new["in_dst"], new["width"], np.int32(E),
+                          new["weight_count"], new["weight_ptr"], new["weight_count"])
+        for count, ptr, size in (("fwd_count", "fwd_ptr", n + 1), ("bwd_count", "bwd_ptr", n + 1),
+                                 ("bias_count", "bias_ptr", n + 1), ("weight_count", "weight_ptr", E)):
+            self._launch("scan_exclusive", (1, 1), new[count], new[ptr], np.int32(size))
+        depth = np.empty(1, np.int32)
+        drv.memcpy_dtoh_async(depth, int(new["level"]) + 4 * ix.output_slot, self.stream)
+        spans = {}
+        for name, size in (("fwd_ptr", n + 2), ("bwd_ptr", n + 2), ("bias_ptr", n + 2), ("weight_ptr", E + 1)):
+            spans[name] = np.empty(size, np.int32)
+            drv.memcpy_dtoh_async(spans[name], new[name], self.stream)
+        self.stream.synchronize()
+        depth = int(depth[0])
+        fwd, bwd = spans["fwd_ptr"], spans["bwd_ptr"]
+        new["forward_tasks"] = self._new(16 * int(fwd[n + 1]), "tasks")
+        new["backward_tasks"] = self._new(8 * int(bwd[n + 1]), "tasks")
+        new["bias_tasks"] = self._new(8 * int(spans["bias_ptr"][n + 1]), "tasks")
+        new["weight_tasks"] = self._new(12 * int(spans["weight_ptr"][E]), "tasks")
+        tasks(1, new["forward_tasks"], new["backward_tasks"], new["bias_tasks"])
+        self._launch_flat("topo_weight_tasks", E, np.int32(1), new["in_src"], new["in_dst"], new["width"], np.int32(E),
+                          new["weight_count"], new["weight_ptr"], new["weight_tasks"])
+        ix.forward_levels = [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)]
+        ix.backward_levels = [(int(bwd[lv]), int(bwd[lv + 1] - bwd[lv])) for lv in range(depth - 1, 0, -1)]
+        ix.n_bias_tasks, ix.n_weight_tasks = int(spans["bias_ptr"][n + 1]), int(spans["weight_ptr"][E])
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
                              ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
-                             ("range_min", 4 * L.n_cols), ("range_max", 4 * L.n_cols),
-                             ("act", 4 * L.n_cols * cap), ("dz", 4 * L.n_cols * cap), ("labels", 4 * cap)):
+                             ("range_min", 4 * ix.n_cols), ("range_max", 4 * ix.n_cols),
+                             ("act", 4 * ix.n_cols * cap), ("dz", 4 * ix.n_cols * cap), ("labels", 4 * cap)):
             new[name] = self._new(nbytes, name)
-        new["act_off"] = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
+        new["act_off"] = self._upload_new((ix.col_off.astype(np.int64) * cap).astype(np.int32))
         return new
 
     def _growth_scores(self) -> tuple[np.ndarray, np.ndarray]:
@@ -327,7 +377,7 @@ class CudaEngine:
 
         Everything is allocated anew before anything is replaced, so a failure (out of memory)
         leaves the engine as it was."""
-        old, L = self.layout, _Layout(net)
+        old, L = self.layout, _Index(net)
         if L.n_params >= 2**31:
             raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
         host = np.empty(L.n_params, np.float32)
@@ -338,7 +388,7 @@ class CudaEngine:
         cap = max(self._batch_cap, 1)
         self._check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap,
                          f"a network of {L.n_params} parameters and {L.n_cols} neurons")
-        new = self._layout_buffers(L, cap)
+        new = self._build(L, cap)
         new["params"], new["grads"] = self._upload_new(host), self._new(4 * L.n_params, "gradients")
         # optimizer state: carried over for parameters whose key and shape persist, else zero
         source = np.full(L.n_params, -1, np.int32)
@@ -364,7 +414,7 @@ class CudaEngine:
         self.stream.synchronize()
         self._commit(new, L, cap, L.n_params)
 
-    def _commit(self, new: dict, L: _Layout, cap: int, param_cap: int) -> None:
+    def _commit(self, new: dict, L: _Index, cap: int, param_cap: int) -> None:
         self._buffers.update(new)
         self.layout, self._batch_cap, self._param_cap, self._stats_cache = L, cap, param_cap, None
         self._graphs.clear()  # they hold the old buffers' addresses
@@ -379,11 +429,11 @@ class CudaEngine:
             self.load(net)
             self._inherit(log)
             return
-        L = _Layout(net, old, {op[1]: op[2] for op in log if op[0] == "move"})
+        L = old.grown(net, log)
         if L.n_params >= 2**31:
             raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
         states, cap = self._state_names(), self._batch_cap
-        new = self._layout_buffers(L, cap)
+        new = self._build(L, cap, self._buffers)
         param_cap = self._param_cap
         if L.n_params > param_cap:  # grow geometrically, copying what is there
             param_cap = max(L.n_params, int(1.5 * param_cap))
@@ -513,13 +563,13 @@ class CudaEngine:
                              self._ptr("backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
                              b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(batch), b["stats"])
         gradsq = self._ptr("scalars", 16)
-        self._launch("weight_grad", (len(L.weight_tasks), 1), b["weight_tasks"], b["in_src"], b["in_dst"],
+        self._launch("weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"],
                      b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch),
                      b["wstats"], gradsq)
-        self._launch("bias_grad", (len(L.bias_tasks), 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
+        self._launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
                      b["dz"], b["grads"], np.int32(batch), b["wstats"], gradsq)
         if self.track_ranges:
-            self._launch("activation_range", (len(L.bias_tasks), 1), b["bias_tasks"], b["width"], b["act_off"],
+            self._launch("activation_range", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"],
                          b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"])
 
     def _enqueue_update(self) -> None:

@@ -1,0 +1,153 @@
+// topology.cu: everything the executors need that follows from the edge list, built on the GPU
+// (at load, and after every growth step, which only sends the edges it adds or moves).
+//
+// The edge list: edge e goes from slot e_src[e] to slot e_dst[e], its weight block at
+// params + e_woff[e]; it is input number e_inpos[e] of its destination and output number
+// e_outpos[e] of its source, so the CSR keeps the network's connection order.
+//
+// topo_write_edges: write n edge records (edge, src, dst, woff, inpos, outpos). One thread each.
+// topo_degrees: in_deg[dst] += 1, out_deg[src] += 1 for every edge (counts zeroed first).
+// scan_exclusive: out[i] = sum of in[0..i-1] for i <= n (out[n] is the total). One block.
+// topo_fill: scatter the edges into the in-CSR (in_src, in_dst, in_woff) and the out-CSR
+//   (out_dst, out_woff) at ptr[slot] + position. One thread per edge.
+// topo_levels: level[s] = longest path from the input, by relaxation to a fixed point
+//   (a parallel topological sort; as many rounds as the network is deep). One block.
+// topo_count_tasks / topo_fill_tasks: per level, the forward tasks (slot, j0, e0, e1) and the
+//   backward tasks (slot, k0); the bias tasks (slot, j0) and the weight-gradient tasks
+//   (edge, j0, k0). Counting first (so the host can size the lists), then filling at
+//   atomically taken places (tasks of one level are independent, so their order is free).
+#include "genlab.cuh"
+
+extern "C" __global__ void topo_write_edges(
+    const int* __restrict__ rec, int n, int* __restrict__ e_src, int* __restrict__ e_dst,
+    int* __restrict__ e_woff, int* __restrict__ e_inpos, int* __restrict__ e_outpos)
+{
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    const int* r = rec + 6 * i;
+    const int e = r[0];
+    e_src[e] = r[1]; e_dst[e] = r[2]; e_woff[e] = r[3]; e_inpos[e] = r[4]; e_outpos[e] = r[5];
+}
+
+extern "C" __global__ void topo_degrees(
+    const int* __restrict__ e_src, const int* __restrict__ e_dst, int n_edges,
+    int* __restrict__ in_deg, int* __restrict__ out_deg)
+{
+    const int e = blockIdx.x * THREADS + threadIdx.x;
+    if (e >= n_edges) return;
+    atomicAdd(in_deg + e_dst[e], 1);
+    atomicAdd(out_deg + e_src[e], 1);
+}
+
+extern "C" __global__ void scan_exclusive(const int* __restrict__ in, int* __restrict__ out, int n)
+{
+    __shared__ int part[THREADS];
+    __shared__ int carry;
+    if (threadIdx.x == 0) carry = 0;
+    __syncthreads();
+    for (int base = 0; base < n; base += THREADS) {
+        const int i = base + threadIdx.x;
+        const int v = i < n ? in[i] : 0;
+        part[threadIdx.x] = v;
+        __syncthreads();
+        for (int o = 1; o < THREADS; o <<= 1) {  // Hillis-Steele inclusive scan of the chunk
+            const int add = threadIdx.x >= o ? part[threadIdx.x - o] : 0;
+            __syncthreads();
+            part[threadIdx.x] += add;
+            __syncthreads();
+        }
+        if (i < n) out[i] = carry + part[threadIdx.x] - v;
+        __syncthreads();
+        if (threadIdx.x == THREADS - 1) carry += part[THREADS - 1];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[n] = carry;
+}
+
+extern "C" __global__ void topo_fill(
+    const int* __restrict__ e_src, const int* __restrict__ e_dst, const int* __restrict__ e_woff,
+    const int* __restrict__ e_inpos, const int* __restrict__ e_outpos, int n_edges,
+    const int* __restrict__ in_ptr, const int* __restrict__ out_ptr,
+    int* __restrict__ in_src, int* __restrict__ in_dst, int* __restrict__ in_woff,
+    int* __restrict__ out_dst, int* __restrict__ out_woff)
+{
+    const int e = blockIdx.x * THREADS + threadIdx.x;
+    if (e >= n_edges) return;
+    const int i = in_ptr[e_dst[e]] + e_inpos[e], o = out_ptr[e_src[e]] + e_outpos[e];
+    in_src[i] = e_src[e]; in_dst[i] = e_dst[e]; in_woff[i] = e_woff[e];
+    out_dst[o] = e_dst[e]; out_woff[o] = e_woff[e];
+}
+
+extern "C" __global__ void topo_levels(
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, int n_slots, int* __restrict__ level)
+{
+    __shared__ int changed;
+    for (int s = threadIdx.x; s < n_slots; s += THREADS) level[s] = 0;
+    do {
+        __syncthreads();
+        if (threadIdx.x == 0) changed = 0;
+        __syncthreads();
+        for (int s = threadIdx.x; s < n_slots; s += THREADS) {
+            int l = 0;
+            for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) l = max(l, level[in_src[e]] + 1);
+            if (l != level[s]) { level[s] = l; atomicExch(&changed, 1); }  // levels only rise: a fixed point is reached
+        }
+        __syncthreads();
+    } while (changed);
+}
+
+// mode 0: count per level into fwd_count / bwd_count, and each slot's bias tiles into bias_count;
+// mode 1: fill at fwd_ptr / bwd_ptr / bias_ptr (exclusive scans of the counts), taking places in
+// a level with the cursors. A forward task covers TILE neurons (j0) and, for the linear output
+// group, `split` of its in-edges (split-K), else all of them; every group but the input has one
+// in-edge at least (a validated network).
+extern "C" __global__ void topo_tasks(
+    int mode, const int* __restrict__ width, const int* __restrict__ level, const int* __restrict__ in_ptr,
+    int n_slots, int input_slot, int output_slot, int split,
+    int* __restrict__ fwd_count, int* __restrict__ bwd_count, int* __restrict__ bias_count,
+    const int* __restrict__ fwd_ptr, const int* __restrict__ bwd_ptr, const int* __restrict__ bias_ptr,
+    int* __restrict__ fwd_cursor, int* __restrict__ bwd_cursor,
+    int* __restrict__ fwd_tasks, int* __restrict__ bwd_tasks, int* __restrict__ bias_tasks)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots || s == input_slot) return;
+    const int tiles = (width[s] + TILE - 1) / TILE, lv = level[s];
+    const int e0 = in_ptr[s], e1 = in_ptr[s + 1];
+    const int step = s == output_slot ? split : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
+    if (mode == 0) {
+        atomicAdd(fwd_count + lv, tiles * chunks);
+        if (s != output_slot) atomicAdd(bwd_count + lv, tiles);
+        bias_count[s] = tiles;
+        return;
+    }
+    int f = fwd_ptr[lv] + atomicAdd(fwd_cursor + lv, tiles * chunks);
+    for (int t = 0; t < tiles; ++t)
+        for (int a = e0; a < e1; a += step, ++f) {
+            int* task = fwd_tasks + 4 * f;
+            task[0] = s; task[1] = t * TILE; task[2] = a; task[3] = min(a + step, e1);
+        }
+    if (s != output_slot) {
+        const int b = bwd_ptr[lv] + atomicAdd(bwd_cursor + lv, tiles);
+        for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * TILE; }
+    }
+    for (int t = 0; t < tiles; ++t) {
+        bias_tasks[2 * (bias_ptr[s] + t)] = s;
+        bias_tasks[2 * (bias_ptr[s] + t) + 1] = t * TILE;
+    }
+}
+
+// Weight-gradient tasks: tiles(width dst) x tiles(width src) per edge of the in-CSR, at ptr[i].
+extern "C" __global__ void topo_weight_tasks(
+    int mode, const int* __restrict__ in_src, const int* __restrict__ in_dst, const int* __restrict__ width,
+    int n_edges, int* __restrict__ count, const int* __restrict__ ptr, int* __restrict__ tasks)
+{
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n_edges) return;
+    const int tj = (width[in_dst[i]] + TILE - 1) / TILE, tk = (width[in_src[i]] + TILE - 1) / TILE;
+    if (mode == 0) { count[i] = tj * tk; return; }
+    int t = ptr[i];
+    for (int a = 0; a < tj; ++a)
+        for (int b = 0; b < tk; ++b, ++t) {
+            tasks[3 * t] = i; tasks[3 * t + 1] = a * TILE; tasks[3 * t + 2] = b * TILE;
+        }
+}

@@ -142,11 +142,12 @@ extern "C" __global__ void bias_grad(
 }
 
 // activation_range: per-neuron min and max of h over the batch (for pruning constant groups),
-// written at col_off[s] + j. Launch: grid n_tasks, THREADS; task t is (slot, j0) as in bias_grad.
+// written at col_off[s] + j, and folded into the running range since the last growth check
+// (run_lo, run_hi). Launch: grid n_tasks, THREADS; task t is (slot, j0) as in bias_grad.
 extern "C" __global__ void activation_range(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ col_off, const float* __restrict__ act, int batch,
-    float* __restrict__ hmin, float* __restrict__ hmax)
+    float* __restrict__ hmin, float* __restrict__ hmax, float* __restrict__ run_lo, float* __restrict__ run_hi)
 {
     __shared__ float lo[THREADS / TILE][TILE], hi[THREADS / TILE][TILE];
     const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s];
@@ -159,7 +160,10 @@ extern "C" __global__ void activation_range(
     __syncthreads();
     if (r == 0 && j < w) {
         for (int q = 1; q < THREADS / TILE; ++q) { mn = fminf(mn, lo[q][c]); mx = fmaxf(mx, hi[q][c]); }
-        hmin[col_off[s] + j] = mn;
-        hmax[col_off[s] + j] = mx;
+        const int c0 = col_off[s] + j;
+        hmin[c0] = mn;
+        hmax[c0] = mx;
+        run_lo[c0] = fminf(run_lo[c0], mn);
+        run_hi[c0] = fmaxf(run_hi[c0], mx);
     }
 }

@@ -12,6 +12,13 @@
 //   input wins). One thread per slot.
 // growth_rank: rank[s] among the kept slots by (score descending, group id ascending), -1 if not
 //   kept: the order in which the budget admits them and new ids are handed out.
+// prune_observe: the moving average of the Taylor score |mean(h dL/dh)| per hidden slot (for
+//   pruning groups of little use), like growth_observe. One thread per slot.
+// prune_constant: constant[s] = 1 for a hidden slot whose every neuron kept one value since the
+//   last check (run_lo == run_hi): a group whose output can be folded into its consumers.
+// prune_fold: b_d += W_gd c for one removed group g and one consumer d, c being g's constant
+//   output (its running range, or relu(b_g) for a group left without inputs), summed in double
+//   as NumPy does. One block per call.
 // growth_init: the parameter work of a growth step, one block per operation (all operations of
 //   a step are independent: selected groups are never adjacent):
 //   op 0 copy n floats, 1 identity (w x w), 2 width split of V (V/2 + E stays, V/2 - E to the
@@ -96,6 +103,39 @@ extern "C" __global__ void growth_rank(
     for (int t = 0; t < n_slots; ++t)
         if (keep[t] && (ema[t] > ema[s] || (ema[t] == ema[s] && group_id[t] < group_id[s]))) ++r;
     rank[s] = r;
+}
+
+extern "C" __global__ void prune_observe(
+    const double* __restrict__ stats, const int* __restrict__ width, const int* __restrict__ hidden,
+    int n_slots, int batch, double alpha, double* __restrict__ taylor, int* __restrict__ seen,
+    const double* __restrict__ guard)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots || !hidden[s] || !isfinite(guard[0]) || !isfinite(guard[2])) return;
+    const double value = fabs(stats[3 * s + 2] / ((double)batch * width[s]));
+    taylor[s] = seen[s] ? taylor[s] + alpha * (value - taylor[s]) : value;
+    seen[s] = 1;
+}
+
+extern "C" __global__ void prune_constant(
+    const float* __restrict__ run_lo, const float* __restrict__ run_hi, const int* __restrict__ col_off,
+    const int* __restrict__ width, const int* __restrict__ hidden, int n_slots, int* __restrict__ constant)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots) return;
+    int c = hidden[s] && run_lo[col_off[s]] <= run_hi[col_off[s]];  // observed since the last check
+    for (int j = 0; c && j < width[s]; ++j) c = run_lo[col_off[s] + j] == run_hi[col_off[s] + j];
+    constant[s] = c;
+}
+
+extern "C" __global__ void prune_fold(
+    float* __restrict__ params, int w_off, int rows, int cols, int b_off, const float* __restrict__ c, int relu)
+{
+    for (int j = threadIdx.x; j < rows; j += THREADS) {
+        double sum = 0.0;
+        for (int k = 0; k < cols; ++k) sum += (double)params[w_off + j * cols + k] * (relu ? fmaxf(c[k], 0.f) : c[k]);
+        params[b_off + j] = (float)((double)params[b_off + j] + sum);
+    }
 }
 
 // One operation: op, dst, src, n, rows (identity: width), g (hash group), d (hash consumer),

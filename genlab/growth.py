@@ -221,33 +221,71 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
     return new
 
 
-def prune_group(net: Network, g: int, constant: np.ndarray | None) -> list[int]:
+def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | None = None) -> list[int]:
     """Remove g, folding its constant output (if given) into its consumers' biases. Groups left
     without consumers are removed too (they no longer matter), and groups left without inputs
     are folded likewise (their output is the constant relu(bias)). Returns the removed groups;
-    raises GraphError (leaving the caller to discard `net`) if the output would be cut off."""
+    raises GraphError (leaving the caller to discard `net`) if the output would be cut off.
+    `log` receives the folds, ("fold", g, d, "range" | "relu_bias"), in the order made."""
     removed = []
-    pending = [(g, constant)]
+    pending = [(g, constant, "range")]
     while pending:
-        g, c = pending.pop()
+        g, c, source = pending.pop()
         if g not in net.widths:
             continue
         consumers, inputs = net.outputs(g), net.inputs(g)
         if c is not None:
             for d in consumers:
                 net.biases[d] = (net.biases[d] + net.weights[(g, d)] @ c).astype(net.dtype)
+                if log is not None:
+                    log.append(("fold", g, d, source))
         net.remove_group(g)
         removed.append(g)
         for d in consumers:
             if d != OUTPUT and not net.inputs(d):
-                pending.append((d, np.maximum(net.biases[d], 0)))
+                pending.append((d, np.maximum(net.biases[d], 0), "relu_bias"))
         for s in inputs:
             if s != INPUT and not net.outputs(s):
-                pending.append((s, None))
+                pending.append((s, None, None))
     if not net.inputs(OUTPUT):
         raise GraphError("pruning would cut the output group off from the input")
     net.validate()
     return removed
+
+
+class Tracker:
+    """What pruning reads, kept step by step: each hidden group's per-neuron activation range
+    since the last check, and the moving average of its Taylor score. The reference the
+    engines implement (the CUDA engine: activation_range, prune_observe and prune_constant)."""
+
+    def __init__(self):
+        self.lo: dict[int, np.ndarray] = {}
+        self.hi: dict[int, np.ndarray] = {}
+        self.taylor: dict[int, float] = {}
+
+    def observe(self, stats: dict, ranges: bool, taylor_alpha: float | None) -> None:
+        if ranges:
+            for g, lo in stats["h_min"].items():
+                if g != OUTPUT:
+                    hi = stats["h_max"][g]
+                    self.lo[g] = np.minimum(self.lo[g], lo) if g in self.lo else lo.copy()
+                    self.hi[g] = np.maximum(self.hi[g], hi) if g in self.hi else hi.copy()
+        if taylor_alpha is not None:
+            for g, v in stats["taylor"].items():
+                if g != OUTPUT:
+                    t = self.taylor
+                    t[g] = float(v) if g not in t else t[g] + taylor_alpha * (float(v) - t[g])
+
+    def report(self) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """({group: its constant output} for the groups constant since the last check,
+        {group: smoothed Taylor score}); the ranges start afresh."""
+        constants = {g: lo.astype(np.float64) for g, lo in self.lo.items() if np.array_equal(lo, self.hi[g])}
+        self.lo.clear()
+        self.hi.clear()
+        return constants, dict(self.taylor)
+
+    def keep_only(self, groups) -> None:
+        self.taylor = {g: v for g, v in self.taylor.items() if g in groups}
 
 
 # ------------------------------------------------------------------------------ bookkeeping
@@ -260,12 +298,10 @@ class Grower:
     def __init__(self, policy: GrowthPolicy, seed: int = 0):
         self.policy = policy
         self.seed = seed
-        self.scores = Scores()  # used unless an engine smooths and decides (see attach)
-        self.engine_decides = False
-        self.taylor: dict[int, float] = {}
+        self.scores = Scores()    # used unless an engine smooths and decides (see attach)
+        self.tracker = Tracker()  # likewise, for pruning
+        self.engine_decides = self.engine_tracks = False
         self.taylor_low: dict[int, int] = {}
-        self.h_lo: dict[int, np.ndarray] = {}
-        self.h_hi: dict[int, np.ndarray] = {}
         self.cool_until: dict[int, int] = {}
         self.checks = 0
         self.budget_reached_at: int | None = None
@@ -274,41 +310,38 @@ class Grower:
     def alpha(self) -> float:
         return 2.0 / (self.policy.window + 1)
 
+    @property
+    def _taylor_alpha(self) -> float | None:
+        return self.alpha if self.policy.prune_taylor is not None else None
+
     def attach(self, engine) -> None:
-        """Let the engine smooth a named criterion at every training step and decide at checks
-        (a criterion given as a function stays here)."""
-        self.engine_decides = not callable(self.policy.criterion)
-        engine.growth_criterion = (self.policy.criterion, self.alpha) if self.engine_decides else None
-        engine.track_ranges = bool(self.policy.prune)
+        """Let the engine keep, at every training step, what the rules read: the smoothed
+        criterion (unless it is a function, which stays here) and pruning's ranges and scores."""
+        p = self.policy
+        self.engine_decides, self.engine_tracks = not callable(p.criterion), True
+        engine.growth_criterion = (p.criterion, self.alpha) if self.engine_decides else None
+        engine.pruning = (bool(p.prune), self._taylor_alpha)
 
     def observe(self, stats: dict) -> None:
-        """Fold one step's statistics into what this object smooths itself."""
-        alpha, p = self.alpha, self.policy
+        """Fold one step's statistics into what this object keeps itself."""
+        p = self.policy
         if not self.engine_decides:
             c = p.criterion
-            self.scores.observe(c(stats) if callable(c) else stats[c], alpha)
-        if p.prune_taylor is not None:
-            for g, v in stats["taylor"].items():
-                self.taylor[g] = v if g not in self.taylor else self.taylor[g] + alpha * (v - self.taylor[g])
-        if p.prune:
-            for g, lo in stats["h_min"].items():
-                if g == OUTPUT:
-                    continue
-                hi = stats["h_max"][g]
-                self.h_lo[g] = np.minimum(self.h_lo[g], lo) if g in self.h_lo else lo.copy()
-                self.h_hi[g] = np.maximum(self.h_hi[g], hi) if g in self.h_hi else hi.copy()
+            self.scores.observe(c(stats) if callable(c) else stats[c], self.alpha)
+        if not self.engine_tracks:
+            self.tracker.observe(stats, bool(p.prune), self._taylor_alpha)
 
     @property
     def needs_stats(self) -> bool:
         """Whether observe() needs the engine's statistics on the host at every step."""
-        p = self.policy
-        return not self.engine_decides or p.prune or p.prune_taylor is not None
+        return not (self.engine_decides and self.engine_tracks)
 
     def check(self, net: Network, step: int, engine=None) -> tuple[list[GrowthEvent], list]:
         """Run the growth rules on `net` (edited in place; pass a copy to keep the original).
         Returns the events and the log of parameter operations (for engines that replay it)."""
         p = self.policy
-        events = self._prune(net, step) if (p.prune or p.prune_taylor is not None) else []
+        log = [("hash", self.seed, step)]  # the counter-based noise of this step's operations
+        events = self._prune(net, step, engine, log) if (p.prune or p.prune_taylor is not None) else []
         hidden = set(net.hidden_groups)
         eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
         if self.engine_decides:
@@ -320,7 +353,6 @@ class Grower:
             self.budget_reached_at = step
             print(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
                   f"max_groups={p.max_groups}", file=sys.stderr)
-        log = [("hash", self.seed, step)]  # the counter-based noise of this step's operations
         if chosen:
             depth = depth_through(net) if p.mode == "auto" else {}
             for g, score in chosen:
@@ -345,28 +377,27 @@ class Grower:
             return "depth" if depth[g] < self.policy.max_depth else "width"
         return mode
 
-    def _prune(self, net: Network, step: int) -> list[GrowthEvent]:
+    def _prune(self, net: Network, step: int, engine, log: list) -> list[GrowthEvent]:
         p = self.policy
-        events = []
-        candidates = []
+        constants, taylor = engine.prune_report() if self.engine_tracks else self.tracker.report()
+        events, candidates = [], []
         for g in net.hidden_groups:
-            if p.prune and g in self.h_lo and np.array_equal(self.h_lo[g], self.h_hi[g]):
-                candidates.append((g, self.h_lo[g].astype(np.float64), "constant"))
-            elif p.prune_taylor is not None and g in self.taylor:
-                low = self.taylor_low[g] = self.taylor_low.get(g, 0) + 1 if self.taylor[g] < p.prune_taylor else 0
+            if p.prune and g in constants:
+                candidates.append((g, constants[g], "constant"))
+            elif p.prune_taylor is not None and g in taylor:
+                low = self.taylor_low[g] = self.taylor_low.get(g, 0) + 1 if taylor[g] < p.prune_taylor else 0
                 if low >= p.patience:
                     candidates.append((g, None, "taylor"))
         for g, constant, why in candidates:
             if g not in net.widths:
                 continue  # removed with an earlier candidate
-            trial = net.copy()
+            trial, trial_log = net.copy(), []
             try:
-                removed = prune_group(trial, g, constant)
+                removed = prune_group(trial, g, constant, trial_log)
             except GraphError:
                 continue  # the only path to the output: keep it
             net.assign(trial)
-            stat = self.taylor.get(g, 0.0) if why == "taylor" else 0.0
+            log.extend(trial_log)
+            stat = taylor.get(g, 0.0) if why == "taylor" else 0.0
             events.extend(GrowthEvent(step, "prune", r, None, stat) for r in removed)
-        self.h_lo.clear()
-        self.h_hi.clear()
         return events

@@ -118,13 +118,11 @@ class Trainer:
 
         The change is made on a copy of the network and committed only once the engine has
         taken it, so a failure leaves the network and the engine as they were. An engine that
-        grows in place (CUDA) initialises the new parameters itself, from the operation log;
-        pruning folds parameters on the host, so it first brings them back.
+        grows in place (CUDA) replays the log of parameter operations itself, so the parameters
+        stay where they are.
         """
-        p = self.growth
-        pruning = p.prune or p.prune_taylor is not None
         in_place = getattr(self.engine, "grows_in_place", False)
-        if pruning or not in_place:
+        if not in_place:
             self.sync()
         work = self._net.copy()
         events, log = self.grower.check(work, self.step_count, self.engine)

@@ -63,7 +63,7 @@ def test_forward_backward_and_statistics_match_serial(case, seed):
     net, x, y = random_case(seed * 100 + CASES.index(case), *case)
     ref = SerialEngine(net, SGD(), dtype="float64")
     gpu = cuda_engine(net)
-    gpu.track_ranges = True
+    gpu.pruning = (True, None)
     gpu._ensure_batch(len(x))
     poison(gpu)
     logits = gpu.forward(x)
@@ -283,6 +283,28 @@ def test_growth_operations_on_the_gpu_match_the_host(preserve):
     params = gpu.params
     for key, p in ref.params.items():
         np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-5, err_msg=str(key))
+
+
+def test_pruning_on_the_gpu_folds_constant_groups_exactly():
+    net, x, y = random_case(37, 4, 4, (3, 12), (1, 3), 64)
+    consts = [g for g in net.hidden_groups if len(net.outputs(g)) > 1][:2]
+    for g in consts:  # constant, positive outputs: folded into the consumers' biases
+        for s in net.inputs(g):
+            net.weights[(s, g)][:] = 0
+        net.biases[g][:] = np.linspace(0.5, 1.5, net.widths[g])
+    policy = GrowthPolicy(threshold=1e9, prune=True, every=None)
+    results = {}
+    for backend in ("serial", "cuda"):
+        trainer = Trainer(net.copy(), backend=backend, optimizer="sgd", lr=0.0, growth=policy)
+        before = trainer.logits(x)
+        trainer.step(x, y)  # observes the ranges, changes no parameter
+        events = trainer.grow()
+        assert {e.source for e in events} >= set(consts) and {e.kind for e in events} == {"prune"}
+        np.testing.assert_allclose(trainer.logits(x), before, rtol=1e-5, atol=1e-5)
+        results[backend] = (sorted(e.source for e in events), trainer.net)
+    assert results["cuda"][0] == results["serial"][0]
+    for key, w in results["serial"][1].biases.items():
+        np.testing.assert_allclose(results["cuda"][1].biases[key], w, rtol=1e-5, atol=1e-6)
 
 
 GROWTH_POLICIES = [

@@ -286,10 +286,9 @@ def test_pruning_a_dead_group_is_exact():
     g = next(g for g in net.hidden_groups if len(net.outputs(g)) > 1)
     net.biases[g][:] = -1e6  # dead for every input
     before = logits(net, x)
-    trainer = Trainer(net, backend="serial", dtype="float64", growth=GrowthPolicy(threshold=1e9, prune=True, every=None))
-    trainer.engine.forward(x)
-    trainer.engine.backward(np.zeros(64, dtype=np.int64))
-    trainer.grower.observe(trainer.engine.stats)  # as a training step would
+    trainer = Trainer(net, backend="serial", dtype="float64", optimizer="sgd", lr=0.0,
+                      growth=GrowthPolicy(threshold=1e9, prune=True, every=None))
+    trainer.step(x, np.zeros(64, dtype=np.int64))  # a step that observes, and changes no parameter
     events = trainer.grow()
     assert g in [e.source for e in events] and {e.kind for e in events} == {"prune"}
     assert g not in trainer.net.widths

@@ -32,7 +32,7 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "backward_level": "PPPPPPPPPiP",
     "weight_grad": "PPPPPPPPPiPP",
     "bias_grad": "PPPPPPiPP",
-    "activation_range": "PPPPPiPP",
+    "activation_range": "PPPPPiPPPP",
     "sgd_update": "PPPiffP",
     "adam_update": "PPPPPiffffP",
     "gather": "PPPi",
@@ -49,6 +49,9 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "topo_levels": "PPiP",
     "topo_tasks": "iPPPiiiiPPPPPPPPPPP",
     "topo_weight_tasks": "iPPPiPPP",
+    "prune_observe": "PPPiidPPP",
+    "prune_constant": "PPPPPiP",
+    "prune_fold": "PiiiiPi",
 }
 _CRITERIA = ("grad_std", "weight_grad_norm", "taylor")  # the numbering of growth_observe
 _OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 5}
@@ -219,7 +222,7 @@ class CudaEngine:
         self.context, self.device, self.k = kernels()
         self.dtype = np.dtype(np.float32)
         self.optimizer = optimizer
-        self.track_ranges = False  # per-neuron activation ranges, for pruning
+        self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
         self.layout: _Index | None = None
         self._buffers: dict[str, object] = {}
         self._batch_cap = 0
@@ -357,27 +360,55 @@ class CudaEngine:
         ix.n_bias_tasks, ix.n_weight_tasks = int(spans["bias_ptr"][n + 1]), int(spans["weight_ptr"][E])
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
                              ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
-                             ("range_min", 4 * ix.n_cols), ("range_max", 4 * ix.n_cols),
+                             ("constant", 4 * n), ("range_min", 4 * ix.n_cols), ("range_max", 4 * ix.n_cols),
+                             ("run_lo", 4 * ix.n_cols), ("run_hi", 4 * ix.n_cols), ("run_const", 4 * ix.n_cols),
                              ("act", 4 * ix.n_cols * cap), ("dz", 4 * ix.n_cols * cap), ("labels", 4 * cap)):
             new[name] = self._new(nbytes, name)
         new["act_off"] = self._upload_new((ix.col_off.astype(np.int64) * cap).astype(np.int32))
+        self._reset_ranges(new, ix.n_cols)
         return new
 
-    def _growth_scores(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ema, seen) per slot of the current layout, copied to the host."""
-        n = len(self.layout.groups)
-        ema, seen = np.empty(n, np.float64), np.empty(n, np.int32)
-        self._drv.memcpy_dtoh(ema, self._buffers["ema"])
-        self._drv.memcpy_dtoh(seen, self._buffers["seen"])
-        return ema, seen
+    # per group, carried by group id through re-layouts: growth score, Taylor score, and whether seen
+    _GROUP_STATE = (("ema", np.float64), ("seen", np.int32), ("taylor", np.float64), ("taylor_seen", np.int32))
+
+    def _group_state(self, L: _Index) -> dict:
+        """New buffers of the per-group scores for index L, from the current ones by group id."""
+        old, drv = self.layout, self._drv
+        new = {}
+        for name, dtype in self._GROUP_STATE:
+            values = np.zeros(len(L.groups), dtype)
+            if old is not None:
+                current = np.empty(len(old.groups), dtype)
+                drv.memcpy_dtoh(current, self._buffers[name])
+                for s, g in enumerate(L.groups):
+                    if g in old.slot:
+                        values[s] = current[old.slot[g]]
+            new[name] = self._upload_new(values)
+        return new
+
+    def _param_maps(self, L: _Index, moved: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Where each parameter of L comes from in the current layout (-1: nowhere): values come
+        from the same key or, for a moved edge, its old key; optimizer state from the same key."""
+        old = self.layout
+        values, state = np.full(L.n_params, -1, np.int32), np.full(L.n_params, -1, np.int32)
+        for key, off in L.offsets.items():
+            size = int(np.prod(L.shapes[key]))
+            if key in old.offsets and old.shapes[key] == L.shapes[key]:
+                values[off:off + size] = state[off:off + size] = np.arange(old.offsets[key], old.offsets[key] + size)
+            elif key in moved:
+                values[off:off + size] = np.arange(old.offsets[moved[key]], old.offsets[moved[key]] + size)
+        return values, state
+
+    def _gather(self, dst, src, source: np.ndarray) -> None:
+        self._launch_flat("gather", len(source), dst, src, self._upload_new(source), np.int32(len(source)))
 
     def load(self, net: Network) -> None:
         """Take the network's topology and parameters (a full upload); keep the optimizer state
-        of unchanged parameters and the growth scores of remaining groups.
+        of unchanged parameters and the scores of remaining groups.
 
         Everything is allocated anew before anything is replaced, so a failure (out of memory)
         leaves the engine as it was."""
-        old, L = self.layout, _Index(net)
+        L = _Index(net)
         if L.n_params >= 2**31:
             raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
         host = np.empty(L.n_params, np.float32)
@@ -388,27 +419,13 @@ class CudaEngine:
         cap = max(self._batch_cap, 1)
         self._check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap,
                          f"a network of {L.n_params} parameters and {L.n_cols} neurons")
-        new = self._build(L, cap)
+        new = {**self._build(L, cap), **self._group_state(L)}
         new["params"], new["grads"] = self._upload_new(host), self._new(4 * L.n_params, "gradients")
-        # optimizer state: carried over for parameters whose key and shape persist, else zero
-        source = np.full(L.n_params, -1, np.int32)
-        ema, seen = np.zeros(len(L.groups)), np.zeros(len(L.groups), np.int32)
-        if old is not None:
-            for key, off in L.offsets.items():
-                if key in old.offsets and old.shapes[key] == L.shapes[key]:
-                    size = int(np.prod(L.shapes[key]))
-                    source[off:off + size] = np.arange(old.offsets[key], old.offsets[key] + size)
-            old_ema, old_seen = self._growth_scores()
-            for s, g in enumerate(L.groups):
-                if g in old.slot:
-                    ema[s], seen[s] = old_ema[old.slot[g]], old_seen[old.slot[g]]
-        new["ema"], new["seen"] = self._upload_new(ema), self._upload_new(seen)
-        state_map = self._upload_new(source)
+        carried = self._param_maps(L, {})[1] if self.layout is not None else None
         for name in states:
             buf = new[f"state_{name}"] = self._new(4 * L.n_params, "optimizer state")
-            if old is not None and (source >= 0).any():
-                self._launch_flat("gather", L.n_params, buf, self._buffers[f"state_{name}"], state_map,
-                                  np.int32(L.n_params))
+            if carried is not None and (carried >= 0).any():
+                self._gather(buf, self._buffers[f"state_{name}"], carried)
             else:
                 self._drv.memset_d32(buf, 0, max(L.n_params, 1))
         self.stream.synchronize()
@@ -420,33 +437,63 @@ class CudaEngine:
         self._graphs.clear()  # they hold the old buffers' addresses
 
     def apply_growth(self, net: Network, log: list) -> None:
-        """Take the grown network without a full upload: parameters and optimizer state stay in
-        place, new parameters are initialised on the GPU by replaying the log of growth.py's
-        operations (one launch for the whole growth step). A network that lost groups (pruning)
-        is loaded in full instead (the trainer has brought its parameters up to date)."""
-        old = self.layout
+        """Take the network as growth (and pruning) left it, replaying the log of growth.py's
+        parameter operations on the GPU; nothing goes up from the host but topology records.
+
+        Growth alone keeps everything in place: new groups, parameters and edges are appended,
+        the operations run in one launch, the GPU rebuilds CSR, levels and tasks. When groups
+        were removed, the folds run first (in the log's order), then the layout is rebuilt by
+        gathering parameters, optimizer state and scores by key on the GPU."""
+        old, states, cap = self.layout, self._state_names(), self._batch_cap
+        moved = {op[1]: op[2] for op in log if op[0] == "move"}
         if set(old.groups) - set(net.widths):
-            self.load(net)
-            self._inherit(log)
-            return
-        L = old.grown(net, log)
-        if L.n_params >= 2**31:
-            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
-        states, cap = self._state_names(), self._batch_cap
-        new = self._build(L, cap, self._buffers)
-        param_cap = self._param_cap
-        if L.n_params > param_cap:  # grow geometrically, copying what is there
-            param_cap = max(L.n_params, int(1.5 * param_cap))
-            self._check_room(4 * param_cap * (2 + len(states)), f"{param_cap} parameters")
-            for name in ["params", "grads"] + [f"state_{s}" for s in states]:
-                new[name] = self._new(4 * param_cap, name)
-                if name != "grads":
-                    self._drv.memcpy_dtod_async(new[name], self._buffers[name], 4 * old.n_params, self.stream)
-        n_old, n = len(old.groups), len(L.groups)
-        new["ema"], new["seen"] = self._new(8 * n, "growth scores"), self._new(4 * n, "growth scores")
-        self._drv.memcpy_dtod_async(new["ema"], self._buffers["ema"], 8 * n_old, self.stream)
-        self._drv.memset_d32_async(int(new["seen"]) + 4 * n_old, 0, n - n_old, self.stream)
-        self._drv.memcpy_dtod_async(new["seen"], self._buffers["seen"], 4 * n_old, self.stream)
+            for op in log:
+                if op[0] == "fold":
+                    self._fold(*op[1:])
+            L = _Index(net)
+            self._check_room(4 * L.n_params * (2 + len(states)), f"{L.n_params} parameters")
+            new = {**self._build(L, cap), **self._group_state(L)}
+            values, state = self._param_maps(L, moved)
+            new["params"], new["grads"] = self._new(4 * L.n_params, "parameters"), self._new(4 * L.n_params, "gradients")
+            self._gather(new["params"], self._buffers["params"], values)
+            for name in states:
+                new[f"state_{name}"] = self._new(4 * L.n_params, "optimizer state")
+                self._gather(new[f"state_{name}"], self._buffers[f"state_{name}"], state)
+            param_cap, fresh = L.n_params, []
+        else:
+            L = old.grown(net, log)
+            if L.n_params >= 2**31:
+                raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
+            new = {**self._build(L, cap, self._buffers), **self._group_state(L)}
+            param_cap = self._param_cap
+            if L.n_params > param_cap:  # grow geometrically, copying what is there
+                param_cap = max(L.n_params, int(1.5 * param_cap))
+                self._check_room(4 * param_cap * (2 + len(states)), f"{param_cap} parameters")
+                for name in ["params", "grads"] + [f"state_{s}" for s in states]:
+                    new[name] = self._new(4 * param_cap, name)
+                    if name != "grads":
+                        self._drv.memcpy_dtod_async(new[name], self._buffers[name], 4 * old.n_params, self.stream)
+            fresh = L.fresh
+        self._replay(L, {**self._buffers, **new}, log, fresh)
+        self.stream.synchronize()
+        self._commit(new, L, cap, param_cap)
+        for op in log:  # new groups start with their source's growth score
+            if op[0] == "inherit":
+                n, src = L.slot[op[1]], L.slot[op[2]]
+                self._drv.memcpy_dtod(self._ptr("ema", 8 * n), self._ptr("ema", 8 * src), 8)
+                self._drv.memcpy_dtod(self._ptr("seen", 4 * n), self._ptr("seen", 4 * src), 4)
+
+    def _fold(self, g: int, d: int, source: str) -> None:
+        """b_d += W_gd c on the current layout; c: g's constant output at the last check, or relu(b_g)."""
+        L = self.layout
+        c = (self._ptr("run_const", 4 * int(L.col_off[L.slot[g]])) if source == "range"
+             else self._ptr("params", 4 * L.offsets[("b", g)]))
+        self._launch("prune_fold", (1, 1), self._buffers["params"], np.int32(L.offsets[("W", g, d)]),
+                     np.int32(L.width[L.slot[d]]), np.int32(L.width[L.slot[g]]), np.int32(L.offsets[("b", d)]), c,
+                     np.int32(source == "relu_bias"))
+
+    def _replay(self, L: _Index, b: dict, log: list, fresh: list) -> None:
+        """The growth operations of `log` (and zeroed optimizer state for `fresh` parameters), in one launch."""
         ops, fparams, seed, step = [], [], 0, 0
         size = lambda k: int(np.prod(L.shapes[k]))
         for op in log:
@@ -454,38 +501,26 @@ class CudaEngine:
             if kind == "hash":
                 seed, step = op[1], op[2]
             elif kind == "identity":
-                ops.append((1, L.offsets[op[1]], 0, size(op[1]), op[2], 0, 0)); fparams.append(0.0)
+                ops.append((_OPS["identity"], L.offsets[op[1]], 0, size(op[1]), op[2], 0, 0)); fparams.append(0.0)
             elif kind == "copy":
-                ops.append((0, L.offsets[op[1]], L.offsets[op[2]], size(op[1]), 0, 0, 0)); fparams.append(0.0)
+                ops.append((_OPS["copy"], L.offsets[op[1]], L.offsets[op[2]], size(op[1]), 0, 0, 0)); fparams.append(0.0)
             elif kind == "split":
-                ops.append((2, L.offsets[op[2]], L.offsets[op[1]], size(op[1]), 0, op[4], op[5]))
+                ops.append((_OPS["split"], L.offsets[op[2]], L.offsets[op[1]], size(op[1]), 0, op[4], op[5]))
                 fparams.append(float(op[3]))
             elif kind == "he":
-                ops.append((3, L.offsets[op[1]], 0, size(op[1]), 0, op[3], op[4])); fparams.append(float(op[2]))
+                ops.append((_OPS["he"], L.offsets[op[1]], 0, size(op[1]), 0, op[3], op[4])); fparams.append(float(op[2]))
             elif kind == "zero":
-                ops.append((5, L.offsets[op[1]], 0, size(op[1]), 0, 0, 0)); fparams.append(0.0)
-        for key in L.fresh:
-            ops.append((4, L.offsets[key], 0, size(key), 0, 0, 0)); fparams.append(0.0)
-        if ops:
-            b = {**self._buffers, **new}
-            state = [b[f"state_{name}"] for name in states] + [np.intp(0)] * (3 - len(states))
-            self.k["growth_init"].prepared_async_call(
-                (len(ops), 1), (THREADS, 1, 1), self.stream, self._upload_new(np.array(ops, np.int32)),
-                self._upload_new(np.array(fparams, np.float64)), b["params"], *state,
-                np.uint32(seed & 0xFFFFFFFF), np.uint32(step & 0xFFFFFFFF))
-        self.stream.synchronize()
-        self._commit(new, L, cap, param_cap)
-        self._inherit(log)
-
-    def _inherit(self, log: list) -> None:
-        """New groups start with their source's growth score."""
-        L = self.layout
-        for op in log:
-            if op[0] == "inherit":
-                new, src = L.slot[op[1]], L.slot[op[2]]
-                self._drv.memcpy_dtod_async(self._ptr("ema", 8 * new), self._ptr("ema", 8 * src), 8, self.stream)
-                self._drv.memcpy_dtod_async(self._ptr("seen", 4 * new), self._ptr("seen", 4 * src), 4, self.stream)
-        self.stream.synchronize()
+                ops.append((_OPS["zero"], L.offsets[op[1]], 0, size(op[1]), 0, 0, 0)); fparams.append(0.0)
+        for key in fresh:
+            ops.append((_OPS["zero_state"], L.offsets[key], 0, size(key), 0, 0, 0)); fparams.append(0.0)
+        if not ops:
+            return
+        state = [b[f"state_{name}"] for name in self._state_names()]
+        state += [np.intp(0)] * (3 - len(state))
+        self.k["growth_init"].prepared_async_call(
+            (len(ops), 1), (THREADS, 1, 1), self.stream, self._upload_new(np.array(ops, np.int32)),
+            self._upload_new(np.array(fparams, np.float64)), b["params"], *state,
+            np.uint32(seed & 0xFFFFFFFF), np.uint32(step & 0xFFFFFFFF))
 
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         """Mark, select and rank on the GPU (cuda/growth.cu); return the groups to grow in budget
@@ -499,11 +534,34 @@ class CudaEngine:
                           np.int32(bool(relative)), b["population"], b["marked"])
         self._launch_flat("growth_select", n, b["marked"], b["in_ptr"], b["in_src"], np.int32(n), b["keep"])
         self._launch_flat("growth_rank", n, b["keep"], b["ema"], b["group_id"], np.int32(n), b["rank"])
-        rank = np.empty(n, np.int32)
+        rank, ema = np.empty(n, np.int32), np.empty(n, np.float64)
         self._drv.memcpy_dtoh_async(rank, b["rank"], self.stream)
-        ema, _ = self._growth_scores()
+        self._drv.memcpy_dtoh_async(ema, b["ema"], self.stream)
+        self.stream.synchronize()
         chosen = sorted((r, s) for s, r in enumerate(rank) if r >= 0)
         return [(L.groups[s], float(ema[s])) for _, s in chosen]
+
+    def prune_report(self) -> tuple[dict, dict]:
+        """Constant groups since the last check, with their output, and smoothed Taylor scores;
+        the ranges start afresh (their values at this check stay for the folds)."""
+        L, b, drv = self.layout, self._buffers, self._drv
+        n = len(L.groups)
+        self._launch_flat("prune_constant", n, b["run_lo"], b["run_hi"], b["col_off"], b["width"], b["hidden"],
+                          np.int32(n), b["constant"])
+        constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
+        taylor, seen = np.empty(n, np.float64), np.empty(n, np.int32)
+        for host, name in ((constant, "constant"), (lo, "run_lo"), (taylor, "taylor"), (seen, "taylor_seen")):
+            drv.memcpy_dtoh_async(host, b[name], self.stream)
+        drv.memcpy_dtod_async(b["run_const"], b["run_lo"], 4 * L.n_cols, self.stream)
+        self._reset_ranges(b, L.n_cols)
+        self.stream.synchronize()
+        columns = lambda s: slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s]))
+        return ({g: lo[columns(s)].astype(np.float64) for s, g in enumerate(L.groups) if constant[s]},
+                {g: float(taylor[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]})
+
+    def _reset_ranges(self, b: dict, n_cols: int) -> None:
+        for name, pattern in (("run_lo", 0x7F800000), ("run_hi", 0xFF800000)):  # +inf, -inf
+            self._drv.memset_d32_async(b[name], pattern, n_cols, self.stream)
 
     # ------------------------------------------------------------------ launches
     # Everything is enqueued on self.stream; a training step is captured once per (batch size,
@@ -568,9 +626,10 @@ class CudaEngine:
                      b["wstats"], gradsq)
         self._launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
                      b["dz"], b["grads"], np.int32(batch), b["wstats"], gradsq)
-        if self.track_ranges:
+        if self.pruning[0]:
             self._launch("activation_range", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"],
-                         b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"])
+                         b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"], b["run_lo"],
+                         b["run_hi"])
 
     def _enqueue_update(self) -> None:
         opt, b, n = self.optimizer, self._buffers, self.layout.n_params
@@ -583,13 +642,15 @@ class CudaEngine:
                               np.float32(opt.eps), b["scalars"])
 
     def _enqueue_growth_observe(self, batch: int) -> None:
-        if self.growth_criterion is None:
-            return
-        name, alpha = self.growth_criterion
-        L, b, n = self.layout, self._buffers, len(self.layout.groups)
-        self._launch_flat("growth_observe", n, b["stats"], b["wstats"], b["width"], b["hidden"], np.int32(n),
-                          np.int32(batch), np.int32(_CRITERIA.index(name)), np.float64(alpha), b["ema"], b["seen"],
-                          b["scalars"])
+        b, n = self._buffers, len(self.layout.groups)
+        if self.growth_criterion is not None:
+            name, alpha = self.growth_criterion
+            self._launch_flat("growth_observe", n, b["stats"], b["wstats"], b["width"], b["hidden"], np.int32(n),
+                              np.int32(batch), np.int32(_CRITERIA.index(name)), np.float64(alpha), b["ema"],
+                              b["seen"], b["scalars"])
+        if self.pruning[1] is not None:
+            self._launch_flat("prune_observe", n, b["stats"], b["width"], b["hidden"], np.int32(n), np.int32(batch),
+                              np.float64(self.pruning[1]), b["taylor"], b["taylor_seen"], b["scalars"])
 
     def _read_scalars(self) -> tuple[float, int, float]:
         """(loss, correct predictions, sum of squared gradients) of the last backward."""
@@ -640,7 +701,7 @@ class CudaEngine:
         from .cuda_graph import Graph
 
         opt = self.optimizer
-        key = (batch, self.track_ranges, self.growth_criterion, opt.name, *[getattr(opt, a) for a in ("lr", "momentum", "beta1", "beta2",
+        key = (batch, self.pruning, self.growth_criterion, opt.name, *[getattr(opt, a) for a in ("lr", "momentum", "beta1", "beta2",
                                                                               "eps") if hasattr(opt, a)])
         graph = self._graphs.get(key)
         if graph is None:
@@ -686,7 +747,7 @@ class CudaEngine:
             mean, meansq = raw[:, 0] / count, raw[:, 1] / count
             std = np.sqrt(np.maximum(meansq - mean * mean, 0.0))
             stats = {name: {} for name in STATISTICS}
-            if self.track_ranges:
+            if self.pruning[0]:
                 lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
                 drv.memcpy_dtoh(lo, self._buffers["range_min"])
                 drv.memcpy_dtoh(hi, self._buffers["range_max"])
@@ -696,7 +757,7 @@ class CudaEngine:
                 stats["grad_std"][g] = float(std[s])
                 stats["weight_grad_norm"][g] = float(np.sqrt(wsq[s]))
                 stats["taylor"][g] = float(abs(raw[s, 2] / count[s]))
-                if self.track_ranges:
+                if self.pruning[0]:
                     c0, w = int(L.col_off[s]), int(L.width[s])
                     stats["h_min"][g], stats["h_max"][g] = lo[c0:c0 + w].copy(), hi[c0:c0 + w].copy()
             self._stats_cache = stats

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TrainingError
-from ..growth import Scores
+from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
 
 
@@ -38,7 +38,6 @@ class SerialEngine:
     """Runs a Network on the CPU with NumPy, in float32 (default) or float64."""
 
     name = "serial"
-    track_ranges = True  # h_min and h_max are always computed here
     grows_in_place = False  # growth reloads the network (its parameters are already on the host)
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
@@ -49,6 +48,8 @@ class SerialEngine:
         self.state: dict[tuple, dict] = {}  # optimizer state per parameter key
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         self.growth_scores = Scores()
+        self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
+        self.tracker = Tracker()
         self.load(net)
 
     def load(self, net: Network) -> None:
@@ -63,6 +64,7 @@ class SerialEngine:
         self.stats: dict[str, dict] = {name: {} for name in STATISTICS}
         self._h: dict[int, np.ndarray] = {}
         self.growth_scores.ema = {g: v for g, v in self.growth_scores.ema.items() if g in net.widths}
+        self.tracker.keep_only(net.widths)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x of shape (batch, n_inputs); keeps the activations for backward."""
@@ -122,7 +124,14 @@ class SerialEngine:
         if self.growth_criterion is not None:
             name, alpha = self.growth_criterion
             self.growth_scores.observe(self.stats[name], alpha)
+        ranges, taylor_alpha = self.pruning
+        if ranges or taylor_alpha is not None:
+            self.tracker.observe(self.stats, ranges, taylor_alpha)
         return loss, int(np.sum(np.argmax(logits, axis=1) == y))
+
+    def prune_report(self) -> tuple[dict, dict]:
+        """Constant groups since the last check (with their output) and smoothed Taylor scores."""
+        return self.tracker.report()
 
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         """The groups to grow now, in budget order, with their smoothed scores."""

@@ -253,16 +253,6 @@ class CudaEngine:
                                f"{free / 2**20:.0f} of {total / 2**20:.0f} MiB free; the network on the host "
                                "is unchanged")
 
-    def _scratch(self, name: str, array: np.ndarray):
-        """Upload a small per-call array into a reusable buffer."""
-        array = np.ascontiguousarray(array)
-        if self._buffers.get(f"{name}_bytes", 0) < array.nbytes or name not in self._buffers:
-            self._buffers[name] = self._new(array.nbytes, name)
-            self._buffers[f"{name}_bytes"] = array.nbytes
-        if array.nbytes:
-            self._drv.memcpy_htod(self._buffers[name], array)
-        return self._buffers[name]
-
     def _ensure_batch(self, batch: int) -> None:
         """Activation and gradient blocks with room for `batch` rows (capacity doubles)."""
         if batch <= self._batch_cap:
@@ -274,13 +264,17 @@ class CudaEngine:
         if L.n_cols * cap >= 2**31:
             raise BackendError(f"activations of {L.n_cols} neurons x {batch} rows exceed 2^31 elements")
         self._check_room(8 * L.n_cols * cap, f"activations for a batch of {cap}")
-        act, dz = self._new(4 * L.n_cols * cap, "activations"), self._new(4 * L.n_cols * cap, "gradients")
-        act_off = self._upload_new((L.col_off.astype(np.int64) * cap).astype(np.int32))
-        labels = self._new(4 * cap, "labels")
+        new = self._batch_buffers(L, cap)
         self.stream.synchronize()
-        self._buffers.update(act=act, dz=dz, act_off=act_off, labels=labels)
+        self._buffers.update(new)
         self._batch_cap = cap
         self._graphs.clear()
+
+    def _batch_buffers(self, ix: "_Index", cap: int) -> dict:
+        """Activations, their gradients and the labels for `cap` rows."""
+        return {"act": self._new(4 * ix.n_cols * cap, "activations"), "dz": self._new(4 * ix.n_cols * cap, "gradients"),
+                "labels": self._new(4 * cap, "labels"),
+                "act_off": self._upload_new((ix.col_off.astype(np.int64) * cap).astype(np.int32))}
 
     def _upload_new(self, array: np.ndarray):
         array = np.ascontiguousarray(array)
@@ -361,10 +355,9 @@ class CudaEngine:
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
                              ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
                              ("constant", 4 * n), ("range_min", 4 * ix.n_cols), ("range_max", 4 * ix.n_cols),
-                             ("run_lo", 4 * ix.n_cols), ("run_hi", 4 * ix.n_cols), ("run_const", 4 * ix.n_cols),
-                             ("act", 4 * ix.n_cols * cap), ("dz", 4 * ix.n_cols * cap), ("labels", 4 * cap)):
+                             ("run_lo", 4 * ix.n_cols), ("run_hi", 4 * ix.n_cols), ("run_const", 4 * ix.n_cols)):
             new[name] = self._new(nbytes, name)
-        new["act_off"] = self._upload_new((ix.col_off.astype(np.int64) * cap).astype(np.int32))
+        new.update(self._batch_buffers(ix, cap))
         self._reset_ranges(new, ix.n_cols)
         return new
 

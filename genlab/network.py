@@ -343,6 +343,10 @@ class Network:
                     stack.append(n)
         return seen
 
+    def topology(self) -> dict:
+        """A JSON-ready picture of the topology: widths, edges and levels (no parameters)."""
+        return {"widths": dict(self.widths), "edges": [list(e) for e in self.edges], "levels": self.levels()}
+
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
         level = self.levels()

@@ -11,12 +11,6 @@ from .network import Network
 from .optim import make_optimizer
 
 
-def _topology(net: Network) -> dict:
-    """A JSON-ready picture of the topology: widths, edges and levels."""
-    return {"widths": {g: w for g, w in net.widths.items()}, "edges": [list(e) for e in net.edges],
-            "levels": net.levels()}
-
-
 class History:
     """What happened during training: per-step and per-epoch metrics, gradient std per group
     per step, and growth events. Plain lists of dicts, ready for JSON and for the lab's plots."""
@@ -129,16 +123,17 @@ class Trainer:
         if not events:
             return events
         work.history.extend(e.to_dict() for e in events)
-        before = _topology(self._net)
+        before = self._net.topology()
         self.engine.apply_growth(work, log)
         self._dirty = self._dirty or in_place  # the host's copy of new parameters is not the engine's
         self._net.assign(work)
-        after = _topology(self._net)
+        after = self._net.topology()
         self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)
         return events
 
     def fit(self, X, y, epochs: int = 1, validation=None, progress: bool = True) -> History:
-        """Train for `epochs` passes over (X, y) in shuffled batches; validation=(X_val, y_val).
+        """Train for `epochs` passes over (X, y) in shuffled batches of batch_size (sizes evened
+        out so that no batch is much smaller than the rest); validation=(X_val, y_val).
 
         All data is checked first, so a bad array raises DataError before any step.
         """
@@ -153,10 +148,10 @@ class Trainer:
                    unit="step", leave=False)
         try:
             for _ in range(epochs):
-                order = self.rng.permutation(n)
+                # batches of equal size, give or take one: a small remainder batch would inflate
+                # the gradient statistics (dL/dh of a mean loss grows as the batch shrinks)
                 losses, hits = [], []
-                for i in range(0, n, self.batch_size):
-                    idx = order[i:i + self.batch_size]
+                for idx in np.array_split(self.rng.permutation(n), per_epoch):
                     r = self._step(X[idx], y[idx])
                     losses.append(r["loss"] * len(idx))
                     hits.append(r["accuracy"] * len(idx))

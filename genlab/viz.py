@@ -1,0 +1,385 @@
+"""Pictures of a network and of its training.
+
+- draw(net): the DAG through Graphviz, ranked by level from left to right; groups sized by
+  width and filled by their gradient std; edges as wide as their weights' norm, blue for a
+  positive mean weight and orange for a negative one (the TensorFlow Playground's colours);
+  the groups made by the last growth event outlined (red: depth-wise, green: width-wise).
+- heatmap(history): gradient std of every group over the steps, growth events as lines.
+- curves(history): loss and accuracy, train and validation, growth events marked.
+- decision_boundary(trainer, data): the classes of a 2-D dataset over the plane.
+- animate(history): the DAG growing, one frame per growth event, as a GIF and an HTML player.
+
+Graphviz's `dot` program draws the DAG; without it draw() still returns the DOT source and says
+so in one line.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .network import INPUT, OUTPUT
+
+POSITIVE, NEGATIVE = "#1f77b4", "#ff7f0e"        # mean weight > 0, < 0
+NEW_KIND = {"depth": "#d62728", "width": "#2ca02c"}  # outline of the groups a growth event made
+_warned = False
+
+
+def _no_dot_message() -> str:
+    return "genlab: Graphviz's dot program is not installed (apt-get install graphviz); showing the DOT source"
+
+
+class Drawing:
+    """A drawn DAG: its DOT source, and SVG or PNG through Graphviz's dot when installed."""
+
+    def __init__(self, graph, caption: str = ""):
+        self.graph = graph
+        self.caption = caption
+
+    @property
+    def source(self) -> str:
+        return self.graph.source
+
+    def _pipe(self, fmt: str):
+        import graphviz
+
+        global _warned
+        try:
+            return self.graph.pipe(format=fmt)
+        except graphviz.ExecutableNotFound:
+            if not _warned:
+                print(_no_dot_message(), file=sys.stderr)
+                _warned = True
+            return None
+
+    def svg(self) -> str | None:
+        """The SVG text, or None (after one line on stderr) without dot."""
+        data = self._pipe("svg")
+        return data.decode() if data is not None else None
+
+    def png(self) -> bytes | None:
+        return self._pipe("png")
+
+    def save(self, path) -> Path:
+        """Write .svg, .png or .dot (by the suffix); without dot, the .dot source instead."""
+        path = Path(path)
+        data = None if path.suffix == ".dot" else self._pipe(path.suffix.lstrip("."))
+        if data is None:
+            path = path.with_suffix(".dot")
+            data = self.source.encode()
+        path.write_bytes(data)
+        return path
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        svg = self.svg()
+        if svg is not None:
+            return {"image/svg+xml": svg}
+        return {"text/plain": f"{_no_dot_message()}\n{self.source}"}
+
+
+def _hex(rgba) -> str:
+    return "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in rgba[:3])
+
+
+def _std_colours(stats: dict[int, float]) -> tuple[dict[int, str], tuple[float, float]]:
+    """A viridis colour per group on a log scale of its gradient std; and the scale's ends."""
+    from matplotlib import colormaps
+
+    values = {g: v for g, v in stats.items() if v > 0 and np.isfinite(v)}
+    if not values:
+        return {}, (0.0, 0.0)
+    lo, hi = min(values.values()), max(values.values())
+    span = np.log(hi) - np.log(lo) or 1.0
+    cmap = colormaps["viridis"]
+    return {g: _hex(cmap((np.log(v) - np.log(lo)) / span)) for g, v in values.items()}, (lo, hi)
+
+
+def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, highlight: dict | None = None,
+           edge_style: dict | None = None, caption: str = ""):
+    """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}."""
+    import graphviz
+
+    from matplotlib import colormaps
+
+    g = graphviz.Digraph("genlab", graph_attr={"rankdir": "LR", "nodesep": "0.15", "ranksep": "0.5",
+                                               "fontname": "Helvetica", "fontsize": "11"},
+                         node_attr={"fontname": "Helvetica", "fontsize": "9", "style": "filled"},
+                         edge_attr={"arrowsize": "0.4"})
+    colours, (lo, hi) = _std_colours({k: v for k, v in (stats or {}).items() if k in widths})
+    highlight = highlight or {}
+    max_width = max(widths.values())
+    for level in sorted(set(levels.values())):
+        with g.subgraph(name=f"level{level}") as rank:
+            rank.attr(rank="same")
+            for n in sorted(k for k in widths if levels[k] == level):
+                w = widths[n]
+                size = "%.2f" % (0.35 + 0.55 * np.log2(1 + w) / np.log2(1 + max_width))
+                attrs = {"width": size, "height": size, "fixedsize": "true", "fillcolor": colours.get(n, "#ffffff")}
+                if n in (INPUT, OUTPUT):
+                    attrs.update(shape="box", fixedsize="false", fillcolor="#dddddd",
+                                 label=f"{'input' if n == INPUT else 'output'}\n{w}")
+                else:
+                    attrs.update(shape="circle", label=f"{n}\n{w}")
+                    if colours.get(n, "#ffffff") != "#ffffff" and np.mean(
+                            [int(colours[n][i:i + 2], 16) for i in (1, 3, 5)]) < 110:
+                        attrs["fontcolor"] = "white"
+                if n in highlight:
+                    attrs.update(color=NEW_KIND.get(highlight[n], "#000000"), penwidth="3")
+                rank.node(f"g{n}", **attrs)
+    for s, d in sorted(tuple(e) for e in edges):
+        penwidth, colour = (edge_style or {}).get((s, d), (1.0, "#888888"))
+        g.edge(f"g{s}", f"g{d}", penwidth="%.2f" % penwidth, color=colour)
+    legend = []
+    if colours:
+        cmap = colormaps["viridis"]
+        swatches = "".join(f'<td bgcolor="{_hex(cmap(t))}" width="14"> </td>' for t in np.linspace(0, 1, 6))
+        legend.append(f'<tr><td>gradient std {lo:.1e}</td>{swatches}<td>{hi:.1e}</td></tr>')
+    if highlight:
+        kinds = sorted(set(highlight.values()))
+        legend.append("<tr><td colspan='8'>" + ", ".join(
+            f'<font color="{NEW_KIND[k]}">new ({k}-wise)</font>' for k in kinds if k in NEW_KIND) + "</td></tr>")
+    if caption:
+        legend.insert(0, f"<tr><td colspan='8'>{html.escape(caption)}</td></tr>")
+    if legend:
+        g.attr(label=f'<<table border="0" cellspacing="2">{"".join(legend)}</table>>', labelloc="b")
+    return g
+
+
+def _last_event_groups(history_events: list) -> dict[int, str]:
+    """{new group: kind} for the groups the last growth step made."""
+    grown = [e for e in history_events if e.get("new") is not None]
+    if not grown:
+        return {}
+    step = grown[-1]["step"]
+    return {e["new"]: e["kind"] for e in grown if e["step"] == step}
+
+
+def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "") -> Drawing:
+    """The DAG of `net`. stats: {group: gradient std} to fill the groups (for instance
+    trainer.history.grad_std[-1]); highlight: {group: "depth" | "width"}, by default the groups
+    made by the network's last growth event."""
+    norms = {e: float(np.linalg.norm(w)) for e, w in net.weights.items()}
+    top = max(norms.values()) or 1.0
+    style = {e: (0.4 + 3.6 * norms[e] / top, POSITIVE if float(np.mean(net.weights[e])) >= 0 else NEGATIVE)
+             for e in norms}
+    topology = net.topology()
+    if highlight is None:
+        highlight = {g: k for g, k in _last_event_groups(net.history).items() if g in net.widths}
+    return Drawing(_graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style,
+                          caption), caption)
+
+
+def _events_by_step(history) -> list[tuple[int, list[dict]]]:
+    steps = {}
+    for e in history.events:
+        steps.setdefault(e["step"], []).append(e)
+    return sorted(steps.items())
+
+
+def _mark_events(ax, history) -> None:
+    for step, events in _events_by_step(history):
+        kinds = {e["kind"] for e in events}
+        colour = NEW_KIND["depth"] if "depth" in kinds else NEW_KIND["width"] if "width" in kinds else "#7f7f7f"
+        ax.axvline(step, color=colour, alpha=0.5, lw=0.8)
+
+
+def heatmap_matrix(history, net=None) -> tuple[list[int], dict[int, int], np.ndarray]:
+    """(hidden groups ordered by level, their levels, matrix group x step of gradient std, NaN
+    where a group did not exist)."""
+    records = history.grad_std
+    if not records:
+        raise ValueError("the history has no steps yet: train first")
+    groups = sorted({g for r in records for g in r if g != OUTPUT})
+    if net is not None:
+        level = net.levels()
+    elif history.events:
+        level = {int(k): v for k, v in history.events[-1]["after"]["levels"].items()}
+    else:
+        level = {}
+    groups.sort(key=lambda g: (level.get(g, 10**9), g))
+    matrix = np.full((len(groups), len(records)), np.nan)
+    row = {g: i for i, g in enumerate(groups)}
+    for t, r in enumerate(records):
+        for g, v in r.items():
+            if g in row and v > 0:
+                matrix[row[g], t] = v
+    return groups, level, matrix
+
+
+def heatmap(history, net=None, ax=None):
+    """Gradient std (log colour scale) of every group (rows, ordered by level) over the steps
+    (columns); a group's row starts at its creation; growth steps drawn as vertical lines
+    (red: a depth-wise event, green: width-wise, grey: pruning). Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    groups, level, matrix = heatmap_matrix(history, net)
+    records = history.grad_std
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9, 0.25 * len(groups) + 1.8))
+    else:
+        fig = ax.figure
+    finite = matrix[np.isfinite(matrix)]
+    norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
+    image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis", norm=norm,
+                      extent=(0.5, len(records) + 0.5, len(groups) - 0.5, -0.5))
+    _mark_events(ax, history)
+    if len(groups) <= 40:
+        ax.set_yticks(range(len(groups)), [f"{g} (L{level[g]})" if g in level else str(g) for g in groups],
+                      fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_ylabel("group (by level)")
+    ax.set_title("gradient std of each group")
+    fig.colorbar(image, ax=ax, label="std of dL/dh", pad=0.01)
+    fig.tight_layout()
+    return fig
+
+
+def curves(history, window: int = 20):
+    """Loss and accuracy: per step (moving average over `window` steps) and per epoch, train and
+    validation, with growth steps as vertical lines. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if not history.steps:
+        raise ValueError("the history has no steps yet: train first")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    steps = np.array([s["step"] for s in history.steps])
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        values = np.array([s[key] for s in history.steps])
+        k = max(1, min(window, len(values)))
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, color="#1f77b4", lw=1, label=f"train (mean of {k} steps)")
+        epochs = history.epochs
+        if epochs:
+            ax.plot([e["step"] for e in epochs], [e[key] for e in epochs], "o-", color="#1f77b4", ms=3,
+                    label="train (epoch)")
+            if "val_" + key in epochs[0]:
+                ax.plot([e["step"] for e in epochs], [e["val_" + key] for e in epochs], "s-", color="#ff7f0e",
+                        ms=3, label="validation (epoch)")
+        _mark_events(ax, history)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def decision_boundary(trainer, data, ax=None, resolution: int = 200):
+    """The predicted class over the plane of a 2-D dataset, with the training (dots) and test
+    (crosses) samples. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if data.n_features != 2:
+        raise ValueError(f"decision_boundary needs a 2-D dataset, {data.name} has {data.n_features} features")
+    points = np.concatenate([data.X_train, data.X_test])
+    (x0, y0), (x1, y1) = points.min(axis=0) - 0.5, points.max(axis=0) + 0.5
+    xx, yy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
+    classes = trainer.predict(np.column_stack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+    else:
+        fig = ax.figure
+    ax.contourf(xx, yy, classes, levels=np.arange(data.n_classes + 1) - 0.5, cmap="coolwarm", alpha=0.35)
+    ax.scatter(*data.X_train.T, c=data.y_train, cmap="coolwarm", s=8, edgecolors="none")
+    ax.scatter(*data.X_test.T, c=data.y_test, cmap="coolwarm", s=14, marker="x")
+    accuracy = trainer.evaluate(*data.test)["accuracy"]
+    ax.set_title(f"{data.name}: test accuracy {accuracy:.3f}, {len(trainer.net.groups)} groups", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def frames(history, stats: bool = True) -> list[Drawing]:
+    """One drawing per growth step (the first: the network before any), captioned with the step,
+    the number of groups and the accuracy around that step."""
+    if not history.events:
+        raise ValueError("the history has no growth events: nothing to animate")
+    by_step = _events_by_step(history)
+    out = []
+
+    def accuracy_at(step):
+        recent = [s["accuracy"] for s in history.steps if step - 20 < s["step"] <= step]
+        return float(np.mean(recent)) if recent else float("nan")
+
+    first = by_step[0][1][0]["before"]
+    snapshots = [(0, first, {})] + [(step, events[0]["after"], {e["new"]: e["kind"] for e in events
+                                                                  if e.get("new") is not None})
+                                    for step, events in by_step]
+    for step, topology, highlight in snapshots:
+        widths = {int(k): v for k, v in topology["widths"].items()}
+        levels = {int(k): v for k, v in topology["levels"].items()}
+        grad = history.grad_std[step - 1] if stats and step >= 1 else None
+        caption = f"step {step} · {len(widths)} groups" + (
+            f" · accuracy {accuracy_at(step):.2f}" if step else " · before growth")
+        out.append(Drawing(_graph(widths, topology["edges"], levels, grad, highlight, caption=caption), caption))
+    return out
+
+
+def animate(history, folder=".", name: str = "growth", duration_ms: int = 900) -> dict[str, Path]:
+    """Write NAME.gif and NAME.html (a player with a slider) of the DAG growing, one frame per
+    growth step, into `folder`; return their paths. Without dot: the HTML shows DOT sources and
+    no GIF is written."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    drawings = frames(history)
+    svgs = [d.svg() for d in drawings]
+    paths = {}
+    if all(s is not None for s in svgs):
+        images = [Image.open(io.BytesIO(d.png())).convert("RGB") for d in drawings]
+        w, h = max(i.width for i in images), max(i.height for i in images)
+        padded = []
+        for image in images:
+            canvas = Image.new("RGB", (w, h), "white")
+            canvas.paste(image, ((w - image.width) // 2, (h - image.height) // 2))
+            padded.append(canvas)
+        paths["gif"] = folder / f"{name}.gif"
+        padded[0].save(paths["gif"], save_all=True, append_images=padded[1:], duration=duration_ms, loop=0)
+        bodies = [base64.b64encode(s.encode()).decode() for s in svgs]
+        kind = "svg"
+    else:
+        bodies = [html.escape(d.source) for d in drawings]
+        kind = "dot"
+    paths["html"] = folder / f"{name}.html"
+    paths["html"].write_text(_PLAYER.replace("__FRAMES__", json.dumps(bodies)).replace("__KIND__", kind)
+                             .replace("__CAPTIONS__", json.dumps([d.caption for d in drawings]))
+                             .replace("__DELAY__", str(duration_ms)))
+    return paths
+
+
+_PLAYER = """<!doctype html>
+<html><head><meta charset="utf-8"><title>genlab: growth</title>
+<style>body{font-family:Helvetica,Arial,sans-serif;margin:1em} #frame{min-height:300px}
+#frame img{max-width:100%} pre{font-size:11px}</style></head>
+<body><h3>genlab: the network growing</h3>
+<div><button id="play">play</button> <input id="slider" type="range" min="0" value="0" style="width:60%">
+<span id="caption"></span></div><div id="frame"></div>
+<script>
+const frames = __FRAMES__, captions = __CAPTIONS__, kind = "__KIND__";
+const slider = document.getElementById("slider"), frame = document.getElementById("frame");
+slider.max = frames.length - 1;
+function show(i) {
+  slider.value = i;
+  document.getElementById("caption").textContent = captions[i] + "  (" + (i + 1) + "/" + frames.length + ")";
+  frame.innerHTML = kind === "svg" ? '<img src="data:image/svg+xml;base64,' + frames[i] + '">'
+                                   : "<pre>" + frames[i] + "</pre>";
+}
+let timer = null;
+document.getElementById("play").onclick = function () {
+  if (timer) { clearInterval(timer); timer = null; this.textContent = "play"; return; }
+  this.textContent = "pause";
+  timer = setInterval(function () { show((+slider.value + 1) % frames.length); }, __DELAY__);
+};
+slider.oninput = function () { show(+this.value); };
+show(0);
+</script></body></html>
+"""

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+import genlab
+from genlab import INPUT, OUTPUT, GrowthPolicy, Network, Trainer, viz
+
+EXPECTED_DOT = '''digraph genlab {
+	graph [fontname=Helvetica fontsize=11 nodesep=0.15 rankdir=LR ranksep=0.5]
+	node [fontname=Helvetica fontsize=9 style=filled]
+	edge [arrowsize=0.4]
+	subgraph level0 {
+		rank=same
+		g0 [label="input
+2" fillcolor="#dddddd" fixedsize=false height=0.79 shape=box width=0.79]
+	}
+	subgraph level1 {
+		rank=same
+		g2 [label="2
+3" fillcolor="#440154" fixedsize=true fontcolor=white height=0.90 shape=circle width=0.90]
+	}
+	subgraph level2 {
+		rank=same
+		g3 [label="3
+1" color="#d62728" fillcolor="#fde725" fixedsize=true height=0.62 penwidth=3 shape=circle width=0.62]
+	}
+	subgraph level3 {
+		rank=same
+		g1 [label="output
+2" fillcolor="#dddddd" fixedsize=false height=0.79 shape=box width=0.79]
+	}
+	g0 -> g2 [color="#1f77b4" penwidth=1.96]
+	g2 -> g3 [color="#ff7f0e" penwidth=2.60]
+	g3 -> g1 [color="#1f77b4" penwidth=4.00]
+	label=<<table border="0" cellspacing="2"><tr><td>gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01</td></tr><tr><td colspan='8'><font color="#d62728">new (depth-wise)</font></td></tr></table>> labelloc=b
+}
+'''
+
+
+def known_network():
+    net = Network(2, 2, seed=0)
+    a = net.add_group(3, inputs=[INPUT])
+    b = net.add_group(1, inputs=[a], outputs=[OUTPUT])
+    net.weights[(INPUT, a)][:] = 0.5   # positive: blue; norms set the widths
+    net.weights[(a, b)][:] = -1.0      # negative: orange
+    net.weights[(b, OUTPUT)][:] = 2.0
+    return net, a, b
+
+
+def test_dot_of_a_known_network_is_exactly_as_expected():
+    net, a, b = known_network()
+    drawing = viz.draw(net, stats={a: 0.01, b: 0.1, OUTPUT: 0.05}, highlight={b: "depth"})
+    assert drawing.source == EXPECTED_DOT
+    assert viz.draw(net.copy(), stats={a: 0.01, b: 0.1, OUTPUT: 0.05}, highlight={b: "depth"}).source == EXPECTED_DOT
+
+
+@pytest.fixture(scope="module")
+def grown():
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0,
+                      growth=GrowthPolicy(threshold=0.0, every=40, cooldown=40, max_groups=9))
+    trainer.fit(*data.train, epochs=12, validation=data.test, progress=False)
+    assert trainer.history.events
+    return trainer, data
+
+
+def test_draw_highlights_the_last_growth_event_and_renders(grown, tmp_path):
+    trainer, _ = grown
+    last = trainer.history.events[-1]
+    drawing = viz.draw(trainer.net, stats=trainer.history.grad_std[-1])
+    assert f'g{last["new"]} [' in drawing.source and viz.NEW_KIND[last["kind"]] in drawing.source
+    assert drawing.svg().lstrip().startswith(("<?xml", "<svg"))
+    path = drawing.save(tmp_path / "dag.png")
+    assert Image.open(path).format == "PNG"
+    assert "image/svg+xml" in drawing._repr_mimebundle_()
+
+
+def test_a_missing_dot_program_gives_one_line_and_the_source(grown, tmp_path, monkeypatch, capsys):
+    import graphviz
+
+    def no_dot(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", no_dot)
+    monkeypatch.setattr(viz, "_warned", False)
+    trainer, _ = grown
+    drawing = viz.draw(trainer.net)
+    assert drawing.svg() is None and drawing.png() is None
+    bundle = drawing._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("genlab: Graphviz's dot program is not installed")
+    assert drawing.source in bundle["text/plain"]
+    assert drawing.save(tmp_path / "dag.svg").read_text() == drawing.source  # written as dag.dot
+    assert (tmp_path / "dag.dot").exists()
+    paths = viz.animate(trainer.history, tmp_path)
+    assert "gif" not in paths and "digraph" in paths["html"].read_text()
+    assert capsys.readouterr().err.count("dot program is not installed") == 1
+
+
+def test_heatmap_curves_and_boundary_are_images(grown, tmp_path):
+    trainer, data = grown
+    for name, fig in (("heatmap", viz.heatmap(trainer.history, trainer.net)), ("curves", viz.curves(trainer.history)),
+                      ("boundary", viz.decision_boundary(trainer, data))):
+        fig.savefig(tmp_path / f"{name}.png")
+        image = Image.open(tmp_path / f"{name}.png")
+        image.verify()
+        assert image.format == "PNG"
+    groups, level, matrix = viz.heatmap_matrix(trainer.history, trainer.net)
+    assert [level[g] for g in groups] == sorted(level[g] for g in groups)  # rows by level
+    first = trainer.history.events[0]
+    row = matrix[groups.index(first["new"])]
+    # a group's row is empty before the step that made it (its statistic appears the step after)
+    assert np.isnan(row[:first["step"]]).all() and np.isfinite(row[first["step"]:]).all()
+    with pytest.raises(ValueError, match="2-D dataset"):
+        viz.decision_boundary(trainer, genlab.datasets.load("iris"))
+
+
+def test_animation_has_a_frame_per_growth_step(grown, tmp_path):
+    trainer, _ = grown
+    steps = sorted({e["step"] for e in trainer.history.events})
+    paths = viz.animate(trainer.history, tmp_path, name="g")
+    gif = Image.open(paths["gif"])
+    assert gif.format == "GIF" and gif.n_frames == len(steps) + 1
+    page = paths["html"].read_text()
+    assert page.count("step ") >= len(steps) and "data:image/svg+xml;base64" in page
+    assert [d.caption.split(" ·")[0] for d in viz.frames(trainer.history)] == ["step 0"] + [f"step {s}" for s in steps]

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from . import datasets
 from .errors import BackendError, DataError, FileFormatError, GenlabError, GraphError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy
+from .lab import Lab
 from .network import INPUT, OUTPUT, Network
 from .trainer import History, Trainer
 
@@ -37,7 +38,7 @@ def _compile_at_import() -> None:
 _compile_at_import()
 
 __all__ = [
-    "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "datasets", "INPUT", "OUTPUT", "cuda_dir",
+    "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "INPUT", "OUTPUT", "cuda_dir",
     "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",
 ]
 

@@ -37,6 +37,15 @@ def cuda_status() -> tuple[bool, str]:
     return True, drv.Device(0).name()
 
 
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr)
+
+
 def resolve(backend: str = "auto") -> str:
     """The engine name that `backend` means here; raise BackendError if it cannot run.
     GENLAB_BACKEND (serial or cuda) says what "auto" means."""
@@ -50,7 +59,7 @@ def resolve(backend: str = "auto") -> str:
     if backend == "cuda" and not ok:
         raise BackendError(f"the CUDA backend is not available: {why}")
     if backend == "auto" and not ok:
-        print(f"genlab: using the serial engine ({why})", file=sys.stderr)
+        _say_once(f"genlab: using the serial engine ({why})")
         return "serial"
     return "cuda"
 

@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=run_train)
+
+    demo = commands.add_parser("demo", help="grow a network from one group and write its pictures and a report")
+    demo.add_argument("--dataset", default="digits", choices=NAMES)
+    demo.add_argument("--backend", default="auto", choices=BACKENDS)
+    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="genlab-demo", help="the folder for the pictures and report.json")
+    demo.add_argument("--json", action="store_true", help="print report.json's contents at the end")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar or growth lines")
+    demo.set_defaults(run=run_demo)
     return parser
 
 
@@ -86,6 +96,60 @@ def run_train(args) -> dict:
         report.update(growth_events=len(kinds), depth_events=kinds.count("depth"),
                       width_events=kinds.count("width"), prune_events=kinds.count("prune"),
                       groups_start=groups_start, groups_end=len(net.groups))
+    return report
+
+
+def run_demo(args) -> dict:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from . import datasets, viz
+    from .growth import GrowthPolicy
+    from .network import Network
+    from .trainer import Trainer
+
+    data = datasets.load(args.dataset, seed=args.seed)
+    n_in, n_out = data.n_features, data.n_classes
+    trainer = Trainer(Network.mlp([n_in, 8, n_out], seed=args.seed), backend=args.backend, seed=args.seed,
+                      growth=GrowthPolicy())
+    if not args.quiet:
+        trainer.on_growth = lambda events: tqdm.write(
+            f"step {events[0].step}: " + ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new else "")
+                                                   for e in events) + f" ({len(trainer.net.groups)} groups)",
+            file=sys.stderr)
+    start = time.perf_counter()
+    trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
+    grown_seconds = time.perf_counter() - start
+    net = trainer.net
+    # the traditional network: one hidden layer with about as many parameters as the grown one
+    hidden = max(1, round((net.n_params - n_out) / (n_in + 1 + n_out)))
+    mlp = Trainer(Network.mlp([n_in, hidden, n_out], seed=args.seed), backend=args.backend, seed=args.seed)
+    start = time.perf_counter()
+    mlp.fit(*data.train, epochs=args.epochs, progress=False)
+    mlp_seconds = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = viz.animate(trainer.history, out)
+    files["dag"] = viz.draw(net, stats=trainer.history.grad_std[-1]).save(out / "dag.svg")
+    for name, fig in (("heatmap", viz.heatmap(trainer.history, net)), ("curves", viz.curves(trainer.history))):
+        files[name] = out / f"{name}.png"
+        fig.savefig(files[name], dpi=100)
+    report = {
+        "dataset": args.dataset, "backend": trainer.backend, "epochs": args.epochs, "seed": args.seed,
+        "grown": {"groups_start": 3, "groups": len(net.groups), "edges": len(net.edges),
+                  "parameters": net.n_params, "growth_events": len(trainer.history.events),
+                  "test_accuracy": trainer.evaluate(*data.test)["accuracy"], "seconds": round(grown_seconds, 3)},
+        "traditional": {"layers": [n_in, hidden, n_out], "parameters": mlp.net.n_params,
+                        "test_accuracy": mlp.evaluate(*data.test)["accuracy"], "seconds": round(mlp_seconds, 3)},
+    }
+    report["files"] = sorted(p.name for p in files.values()) + ["report.json"]
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not args.quiet:
+        print(f"grown: {report['grown']['groups']} groups, {report['grown']['parameters']} parameters, test "
+              f"accuracy {report['grown']['test_accuracy']:.3f}; traditional {hidden}-wide layer: "
+              f"{report['traditional']['parameters']} parameters, {report['traditional']['test_accuracy']:.3f}; "
+              f"pictures in {out}/", file=sys.stderr)
     return report
 
 

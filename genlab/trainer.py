@@ -59,6 +59,7 @@ class Trainer:
         self.grower = Grower(self.growth, seed)
         self.grower.attach(self.engine)
         self.step_count = 0
+        self.on_growth = None  # a function called with the events of each growth step
         self._dirty = False  # the engine holds parameters the network has not seen yet
 
     @property
@@ -129,6 +130,8 @@ class Trainer:
         self._net.assign(work)
         after = self._net.topology()
         self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)
+        if self.on_growth is not None:
+            self.on_growth(events)
         return events
 
     def fit(self, X, y, epochs: int = 1, validation=None, progress: bool = True) -> History:

@@ -56,3 +56,24 @@ def test_missing_cuda_is_an_error_not_a_traceback(monkeypatch, capsys):
     monkeypatch.setattr(backends, "cuda_status", lambda: (False, "the CUDA driver sees no GPU"))
     assert cli.main(["train", "--dataset", "iris", "--backend", "cuda", "--epochs", "1"]) == 1
     assert capsys.readouterr().err == "genlab: error: the CUDA backend is not available: the CUDA driver sees no GPU\n"
+
+
+def test_demo_writes_its_pictures_and_report(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "demo"
+    result = run("demo", "--dataset", "moons", "--backend", "serial", "--epochs", "8", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == json.loads((out / "report.json").read_text())
+    assert sorted(report["files"]) == ["curves.png", "dag.svg", "growth.gif", "growth.html", "heatmap.png",
+                                       "report.json"]
+    assert report["grown"]["groups"] > report["grown"]["groups_start"] == 3
+    assert report["grown"]["growth_events"] > 0 and 0.5 < report["grown"]["test_accuracy"] <= 1
+    assert abs(report["traditional"]["parameters"] - report["grown"]["parameters"]) < 0.2 * report["grown"]["parameters"]
+    assert Image.open(out / "growth.gif").n_frames > 1
+    for name in ("heatmap.png", "curves.png"):
+        assert Image.open(out / name).format == "PNG"
+    assert (out / "dag.svg").read_text().lstrip().startswith("<?xml")
+    assert "data:image/svg+xml;base64" in (out / "growth.html").read_text()
+    assert "step " in result.stderr  # growth events printed as they happen

@@ -1,23 +1,32 @@
-"""Benchmarks: one full training step (forward, loss, backward, Adam update) of a workload.
+"""Benchmarks: one full training step (forward, loss, backward, Adam update) of each workload.
 
 Every implementation is built from the same genlab Network with the same weights, and their
 losses on the same batch are checked to agree before anything is timed. Times are medians of
-CUDA-event measurements after a warm-up, in milliseconds per step.
+CUDA-event measurements after a warm-up (host clocks for the serial engine), in milliseconds.
 
 Implementations: genlab_level (the CUDA engine, one launch per level), serial (the NumPy
 engine), torch_eager_group (one nn.Linear per group on torch.cat of its inputs), torch_level
-(one gather + bmm + ReLU per topological level) and torch_level_graph (that, captured whole in
-one CUDA graph).
+(one gather + bmm + ReLU per topological level), torch_level_graph (that, captured whole in one
+CUDA graph) and torch_compile (that, through torch.compile, in a child process given 5 minutes).
+W5 grows a network on digits for 2000 steps and times the whole run and each growth event,
+PyTorch rebuilding its model (and re-capturing its graph) at each one.
 
-    python -m genlab.bench --workload W1 --out benchmarks/results
+Each workload also gets a floor: its FLOPs over the device's measured FP32 matmul rate and its
+fewest bytes over the measured copy bandwidth, whichever is longer.
+
+    genlab bench --workload W1 --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +36,11 @@ from .network import INPUT, OUTPUT, Network
 
 WORKLOADS = {  # name: (description, network builder, batch)
     "W1": ("wide: L=16 W=128 n=16 k=4", lambda: Network.random_dag(16, 128, 16, 4, seed=0), 256),
+    "W2": ("deep and narrow: L=64 W=32 n=8 k=4", lambda: Network.random_dag(64, 32, 8, 4, seed=0), 256),
+    "W3": ("middle: L=8 W=64 n=64 k=4", lambda: Network.random_dag(8, 64, 64, 4, seed=0), 256),
+    "W4": ("traditional: a chain of 9 groups of 4096", lambda: Network.mlp([64] + [4096] * 9 + [10], seed=0), 1024),
 }
+IMPLEMENTATIONS = ("genlab_level", "serial", "torch_eager_group", "torch_level", "torch_level_graph", "torch_compile")
 
 
 # ------------------------------------------------------------------------------ PyTorch models
@@ -138,7 +151,43 @@ def time_host(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def run_workload(name: str, repeats: int = 100, serial_repeats: int = 3, eager_repeats: int = 5) -> dict:
+def _torch_step(params, forward, x, y, lr, capturable=False):
+    import torch
+
+    optimizer = torch.optim.Adam(params.parameters(), lr=lr, capturable=capturable)
+    ce = torch.nn.functional.cross_entropy
+
+    def step():
+        optimizer.zero_grad(set_to_none=not capturable)
+        ce(forward(x), y).backward()
+        optimizer.step()
+    return step
+
+
+def _graphed(step):
+    """`step` captured in one CUDA graph (after a warm-up on a side stream); returns the replay."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def batch_of(net: Network, batch: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, batch))
+
+
+def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS, serial_repeats: int = 3,
+                 eager_repeats: int = 5, compile_timeout: int = 300) -> dict:
+    """Losses checked equal, then the median ms per training step of each implementation."""
     import torch
 
     from .engines.cuda import CudaEngine
@@ -147,108 +196,296 @@ def run_workload(name: str, repeats: int = 100, serial_repeats: int = 3, eager_r
 
     description, build, batch = WORKLOADS[name]
     net = build()
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, net.n_inputs)).astype(np.float32)
-    y = rng.integers(0, net.n_outputs, batch)
+    x, y = batch_of(net, batch)
     lr = 1e-3
+    flops, nbytes = step_cost(net, batch)
     result = {"description": description, "batch": batch, "groups": len(net.groups), "edges": len(net.edges),
-              "parameters": net.n_params, "levels": net.levels()[OUTPUT]}
-
-    engine = CudaEngine(net, Adam(lr=lr))         # the engine's primary context is PyTorch's too
+              "parameters": net.n_params, "levels": net.levels()[OUTPUT], "flops": flops, "min_bytes": nbytes}
     device = torch.device("cuda")
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-
+    engine = CudaEngine(net, Adam(lr=lr))  # shares the primary context with PyTorch
     reference = SerialEngine(net, Adam(lr=lr), dtype="float64")
     reference.forward(x)
     losses = {"serial": reference.backward(y)}
     engine.forward(x)
     losses["genlab_level"] = engine.backward(y)
-
-    group_params, group_forward = torch_group_model(net, device)
-    level_params, level_forward = torch_level_model(net, device)
+    models = {"torch_eager_group": torch_group_model(net, device), "torch_level": torch_level_model(net, device)}
     ce = torch.nn.functional.cross_entropy
-    losses["torch_eager_group"] = ce(group_forward(xt), yt).item()
-    losses["torch_level"] = ce(level_forward(xt), yt).item()
-    reference = losses["serial"]
-    agreement = {k: abs(v - reference) / abs(reference) for k, v in losses.items()}
+    for label, (_, forward) in models.items():
+        with torch.no_grad():
+            losses[label] = ce(forward(xt), yt).item()
+    agreement = {k: abs(v - losses["serial"]) / abs(losses["serial"]) for k, v in losses.items()}
     if max(agreement.values()) > 1e-4:
-        raise AssertionError(f"implementations disagree on the loss: {losses}")
-    result["loss"] = losses
-    result["loss_relative_difference"] = agreement
-
+        raise AssertionError(f"{name}: implementations disagree on the loss: {losses}")
+    result["loss"], result["loss_relative_difference"] = losses, agreement
     times = {}
-    times["genlab_level"] = time_cuda(lambda: engine.step(x, y), repeats)
-
-    opt_group = torch.optim.Adam(group_params.parameters(), lr=lr)
-
-    def eager_group_step():
-        opt_group.zero_grad(set_to_none=True)
-        ce(group_forward(xt), yt).backward()
-        opt_group.step()
-
-    times["torch_eager_group"] = time_cuda(eager_group_step, eager_repeats, warmup=2)
-
-    opt_level = torch.optim.Adam(level_params.parameters(), lr=lr, capturable=True)
-
-    def level_step():
-        opt_level.zero_grad(set_to_none=False)
-        ce(level_forward(xt), yt).backward()
-        opt_level.step()
-
-    times["torch_level"] = time_cuda(level_step, repeats)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            level_step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        level_step()
-    times["torch_level_graph"] = time_cuda(graph.replay, repeats)
-
-    serial = SerialEngine(net, Adam(lr=lr), dtype="float32")
-    times["serial"] = time_host(lambda: serial.step(x, y), serial_repeats)
-
+    if "genlab_level" in implementations:
+        times["genlab_level"] = time_cuda(lambda: engine.step(x, y), repeats)
+    if "torch_eager_group" in implementations:
+        step = _torch_step(*models["torch_eager_group"], xt, yt, lr)
+        times["torch_eager_group"] = time_cuda(step, eager_repeats, warmup=2)
+    if "torch_level" in implementations or "torch_level_graph" in implementations:
+        step = _torch_step(*models["torch_level"], xt, yt, lr, capturable=True)
+        times["torch_level"] = time_cuda(step, repeats)
+        if "torch_level_graph" in implementations:
+            times["torch_level_graph"] = time_cuda(_graphed(step), repeats)
+    del models, engine
+    torch.cuda.empty_cache()
+    if "torch_compile" in implementations:
+        compiled = _compile_in_child(name, repeats, compile_timeout)
+        if "loss" in compiled:
+            difference = abs(compiled["loss"] - losses["serial"]) / abs(losses["serial"])
+            agreement["torch_compile"] = difference
+            if difference > 1e-4:
+                compiled = {"error": f"loss {compiled['loss']} disagrees with the reference {losses['serial']}"}
+        result["torch_compile"] = compiled
+        if "ms" in compiled:
+            times["torch_compile"] = compiled["ms"]
+            result["compile_s"] = compiled["compile_s"]
+    if "serial" in implementations:
+        serial = SerialEngine(net, Adam(lr=lr), dtype="float32")
+        times["serial"] = time_host(lambda: serial.step(x, y), serial_repeats)
     result["ms_per_step"] = times
-    g = times["genlab_level"]
-    result["speedup_of_genlab_level"] = {k: v / g for k, v in times.items() if k != "genlab_level"}
+    if "genlab_level" in times:
+        g = times["genlab_level"]
+        result["speedup_of_genlab_level"] = {k: v / g for k, v in times.items() if k != "genlab_level"}
     return result
 
 
+def _compile_in_child(name: str, repeats: int, timeout: int) -> dict:
+    """torch.compile of the level-batched step, timed in a child process given `timeout` seconds."""
+    code = f"from genlab.bench import compile_child; compile_child({name!r}, {repeats})"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not compile and run within {timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+def compile_child(name: str, repeats: int) -> None:
+    """(In the child process) compile the level-batched model's step, check its loss, time it."""
+    import torch
+
+    _, build, batch = WORKLOADS[name]
+    net = build()
+    x, y = batch_of(net, batch)
+    device = torch.device("cuda")
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    params, forward = torch_level_model(net, device)
+    compiled = torch.compile(forward)
+    step = _torch_step(params, compiled, xt, yt, 1e-3)
+    start = time.perf_counter()
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(compiled(xt), yt).item()
+    step()
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - start
+    print(json.dumps({"ms": time_cuda(step, repeats), "compile_s": compile_s, "loss": loss}))
+
+
+def step_cost(net: Network, batch: int) -> tuple[float, float]:
+    """(FLOPs, fewest bytes) of one training step: 2 FLOPs per weight and row forward, 4 backward;
+    each activation and its gradient written and read once, each parameter, its gradient and
+    Adam's two moments read and written once."""
+    weights = sum(w.size for w in net.weights.values())
+    columns = sum(net.widths.values())
+    return 6.0 * batch * weights, 4.0 * (4 * batch * columns + 7 * net.n_params)
+
+
+def ceilings() -> dict:
+    """The device's measured ceilings: copy bandwidth (bytes read + written) and FP32 matmul rate."""
+    import torch
+
+    a = torch.empty(2**29, dtype=torch.float32, device="cuda").uniform_()  # 2 GiB
+    b = torch.empty_like(a)
+    ms = time_cuda(lambda: b.copy_(a), 20, warmup=3)
+    bandwidth = 2 * a.numel() * 4 / (ms / 1e3)
+    del a, b
+    torch.backends.cuda.matmul.allow_tf32 = False
+    m = torch.randn(8192, 8192, device="cuda")
+    ms = time_cuda(lambda: m @ m, 10, warmup=3)
+    return {"copy_bytes_per_s": bandwidth, "fp32_matmul_flops_per_s": 2 * 8192**3 / (ms / 1e3)}
+
+
+def add_floors(result: dict, ceiling: dict) -> None:
+    compute = result["flops"] / ceiling["fp32_matmul_flops_per_s"] * 1e3
+    memory = result["min_bytes"] / ceiling["copy_bytes_per_s"] * 1e3
+    result["floor_ms"] = {"compute": compute, "memory": memory, "floor": max(compute, memory)}
+    if "genlab_level" in result["ms_per_step"]:
+        result["genlab_level_over_floor"] = result["ms_per_step"]["genlab_level"] / max(compute, memory)
+
+
+def import_times() -> dict:
+    """Seconds to import genlab and load its kernels, with an empty kernel cache and a warm one."""
+    code = ("import time; t = time.perf_counter(); import genlab; from genlab.engines.cuda import kernels; "
+            "kernels(); print(time.perf_counter() - t)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "GENLAB_CACHE_DIR": cache}
+        run = lambda: float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                           check=True).stdout.split()[-1])
+        cold = run()
+        warm = statistics.median(run() for _ in range(3))
+    return {"cold_s": cold, "warm_s": warm}
+
+
+def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch: int = 64,
+               implementations=("genlab_level", "serial", "torch_eager_group", "torch_level_graph")) -> dict:
+    """W5: digits from one group, growth every `every` steps up to max_groups, for `steps` steps.
+    genlab grows in place; PyTorch rebuilds its model (and re-captures its graph) at each event
+    from the genlab network of that moment. Returns total seconds and median ms per growth event."""
+    import torch
+
+    from . import datasets
+    from .growth import GrowthPolicy
+    from .trainer import Trainer
+
+    data = datasets.load("digits", seed=0)
+    rng = np.random.default_rng(0)
+    batches = [rng.choice(len(data.y_train), batch, replace=False) for _ in range(steps)]
+    policy = dict(threshold=0.0, every=every, cooldown=0, max_groups=max_groups, mode="width")
+    out = {"description": f"digits from one group of 8, growth every {every} steps up to {max_groups} groups, "
+                          f"{steps} steps of batch {batch}"}
+    nets = []  # the network after each growth step (from the genlab CUDA run), for PyTorch to rebuild
+    for backend in ("cuda", "serial"):
+        label = "genlab_level" if backend == "cuda" else "serial"
+        if label not in implementations:
+            continue
+        trainer = Trainer(Network.mlp([64, 8, 10], seed=0), backend=backend, seed=0, growth=GrowthPolicy(**policy))
+        grow, events = trainer.grow, []
+
+        def timed_grow():
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            made = grow()
+            torch.cuda.synchronize()
+            if made:
+                events.append((time.perf_counter() - t) * 1e3)
+                if backend == "cuda":
+                    nets.append((trainer.step_count, trainer.net.copy()))
+            return made
+
+        trainer.grow = timed_grow
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for idx in batches:
+            trainer.step(data.X_train[idx], data.y_train[idx])
+        torch.cuda.synchronize()
+        out[label] = {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
+                      "growth_events": len(events), "groups_end": len(trainer.net.groups),
+                      "test_accuracy": trainer.evaluate(*data.test)["accuracy"]}
+    device = torch.device("cuda")
+    for label in ("torch_eager_group", "torch_level_graph"):
+        if label not in implementations or not nets:
+            continue
+        schedule = dict(nets)
+        net = Network.mlp([64, 8, 10], seed=0)
+        events = []
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step = None
+        for i, idx in enumerate(batches, start=1):
+            if step is None or i - 1 in schedule:
+                t = time.perf_counter()
+                current = schedule.get(i - 1, net)
+                xt = torch.from_numpy(data.X_train[idx]).to(device)
+                yt = torch.from_numpy(data.y_train[idx]).to(device)
+                if label == "torch_eager_group":
+                    step = _torch_step(*torch_group_model(current, device), xt, yt, 1e-3)
+                else:
+                    static_x, static_y = xt.clone(), yt.clone()
+                    step = _graphed(_torch_step(*torch_level_model(current, device), static_x, static_y, 1e-3,
+                                                capturable=True))
+                torch.cuda.synchronize()
+                if i - 1 in schedule:
+                    events.append((time.perf_counter() - t) * 1e3)
+            if label == "torch_level_graph":
+                static_x.copy_(torch.from_numpy(data.X_train[idx]))
+                static_y.copy_(torch.from_numpy(data.y_train[idx]))
+            else:
+                xt.copy_(torch.from_numpy(data.X_train[idx]))
+                yt.copy_(torch.from_numpy(data.y_train[idx]))
+            step()
+        torch.cuda.synchronize()
+        out[label] = {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
+                      "growth_events": len(events)}
+    return out
+
+
+def chart(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [w for w in summary["workloads"] if w != "W5"]
+    if not names:
+        return
+    impls = [i for i in IMPLEMENTATIONS if any(i in summary["workloads"][w] for w in names)]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    width = 0.8 / max(len(impls), 1)
+    for k, impl in enumerate(impls):
+        values = [summary["workloads"][w].get(impl, np.nan) for w in names]
+        ax.bar(np.arange(len(names)) + k * width, values, width, label=impl)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per training step (log)")
+    ax.set_title(f"one training step, {summary['device']}")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def environment() -> dict:
+    import pycuda
     import torch
 
     from . import __version__
     from .engines.cuda import kernels
 
     _, device, _ = kernels()
-    import pycuda
-
     return {"device": device.name(), "compute_capability": "%d.%d" % device.compute_capability(),
             "genlab": __version__, "torch": torch.__version__, "pycuda": pycuda.VERSION_TEXT,
-            "numpy": np.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d")}
+            "numpy": np.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="genlab bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
-    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--workload", action="append", choices=[*WORKLOADS, "W5"],
+                        help="repeatable; default: all")
+    parser.add_argument("--implementation", action="append", choices=IMPLEMENTATIONS, help="repeatable; default: all")
+    parser.add_argument("--repeats", type=int, default=100, help="timed steps per implementation (at least 50)")
+    parser.add_argument("--compile-timeout", type=int, default=300, help="seconds torch.compile may take")
     parser.add_argument("--out", default="benchmarks/results", help="folder; results go to OUT/<device>/")
     args = parser.parse_args(argv)
     env = environment()
-    workloads = {}
-    for name in args.workload or sorted(WORKLOADS):
-        workloads[name] = run_workload(name, args.repeats)
-        print(name, json.dumps(workloads[name]["ms_per_step"]), flush=True)
+    implementations = args.implementation or IMPLEMENTATIONS
     folder = Path(args.out) / env["device"].replace(" ", "_")
     folder.mkdir(parents=True, exist_ok=True)
-    summary = {"device": env["device"], "environment": env,
-               "workloads": {name: w["ms_per_step"] for name, w in workloads.items()}}
+    details = {"environment": env, "ceilings": ceilings(), "import": import_times(), "workloads": {}}
+    print("ceilings", json.dumps(details["ceilings"]), "import", json.dumps(details["import"]), flush=True)
+    for name in args.workload or [*WORKLOADS, "W5"]:
+        if name == "W5":
+            details["workloads"]["W5"] = run_growth(implementations=implementations)
+            print("W5", json.dumps(details["workloads"]["W5"]), flush=True)
+            continue
+        result = run_workload(name, max(args.repeats, 50), implementations, compile_timeout=args.compile_timeout)
+        add_floors(result, details["ceilings"])
+        details["workloads"][name] = result
+        print(name, json.dumps(result["ms_per_step"]), "floor", json.dumps(result["floor_ms"]), flush=True)
+    summary = {"device": env["device"], "workloads": {}}
+    for name, r in details["workloads"].items():
+        if name == "W5":
+            summary["workloads"][name] = {k: {"total_s": v["total_s"], "growth_event_ms": v["growth_event_ms"]}
+                                          for k, v in r.items() if isinstance(v, dict)}
+        else:
+            summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / "details.json").write_text(json.dumps({"environment": env, "workloads": workloads}, indent=2) + "\n")
-    print(f"wrote {folder / 'summary.json'}")
+    (folder / "details.json").write_text(json.dumps(details, indent=2) + "\n")
+    chart(summary, folder / "chart.png")
+    print(f"wrote {folder}/summary.json, details.json, chart.png")
     return 0
 
 

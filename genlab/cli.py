@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print report.json's contents at the end")
     demo.add_argument("--quiet", action="store_true", help="no progress bar or growth lines")
     demo.set_defaults(run=run_demo)
+
+    bench = commands.add_parser("bench", add_help=False, help="time training steps on the GPU against PyTorch "
+                                                                "(genlab bench --help)")
+    bench.set_defaults(run=None)
     return parser
 
 
@@ -156,6 +160,11 @@ def run_demo(args) -> dict:
 def main(argv=None) -> int:
     from .errors import GenlabError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its options belong to genlab.bench
+        from .bench import main as bench
+
+        return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:

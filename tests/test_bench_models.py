@@ -29,3 +29,28 @@ def test_torch_models_match_the_serial_engine(make, seed):
     torch_loss.backward()
     total = sum(float((p.grad ** 2).sum()) for p in params.parameters())  # padding entries get no gradient
     assert total == pytest.approx(sum(float((g ** 2).sum()) for g in ref.grads.values()), rel=1e-9)
+
+
+def test_step_cost_counts_flops_and_fewest_bytes():
+    from genlab.bench import step_cost
+
+    net = Network.mlp([4, 3, 2])
+    flops, nbytes = step_cost(net, batch=5)
+    assert flops == 6 * 5 * (4 * 3 + 3 * 2)                      # 2 forward + 4 backward per weight and row
+    assert nbytes == 4 * (4 * 5 * (4 + 3 + 2) + 7 * net.n_params)  # activations and gradients; Adam's traffic
+
+
+def test_chart_and_help_need_no_gpu(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from genlab.bench import chart
+
+    summary = {"device": "a GPU", "workloads": {"W1": {"genlab_level": 1.5, "serial": 400.0, "compile_s": 12.0},
+                                                "W5": {"genlab_level": {"total_s": 1.0, "growth_event_ms": 4.0}}}}
+    chart(summary, tmp_path / "chart.png")
+    assert Image.open(tmp_path / "chart.png").format == "PNG"
+    result = subprocess.run([sys.executable, "-m", "genlab", "bench", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--workload" in result.stdout and "torch_compile" in result.stdout

@@ -30,6 +30,14 @@ def poison(engine):
         drv.memset_d32(buf, 0x7FC00000, n)  # quiet NaN
 
 
+def assert_params_match(gpu, ref, rtol, atol):
+    """Every parameter of the GPU engine against the serial engine's, by key."""
+    params = gpu.params
+    assert params.keys() == ref.params.keys()
+    for key, p in ref.params.items():
+        np.testing.assert_allclose(params[key], p, rtol=rtol, atol=atol, err_msg=str(key))
+
+
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     assert np.isfinite(a).all(), "unwritten or non-finite elements"
@@ -105,9 +113,7 @@ def test_optimizer_kernels_match_serial(optimizer):
     for _ in range(3):
         ref.step(x, y)
         gpu.step(x, y)
-    params = gpu.params
-    for key, p in ref.params.items():
-        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_fifty_adam_steps_match_serial():
@@ -133,9 +139,7 @@ def test_graph_replay_with_changing_batch_sizes_matches_serial():
         y = rng.integers(0, net.n_outputs, batch)
         (a, ca), (b, cb) = ref.step(x, y), gpu.step(x, y)
         assert b == pytest.approx(a, rel=1e-5) and ca == cb
-    params = gpu.params
-    for key, p in ref.params.items():
-        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_a_diverging_step_is_refused_on_the_device():
@@ -166,10 +170,8 @@ def test_reload_carries_optimizer_state_like_serial():
     for e in (ref, gpu):
         e.load(grown)
         e.step(x, y)
-    params = gpu.params
-    assert ("W", INPUT, g) in params
-    for key, p in ref.params.items():
-        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+    assert ("W", INPUT, g) in gpu.params
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("relative, threshold", [(False, 0.5), (True, 0.3), (True, -0.5), (False, -1.0)])
@@ -274,15 +276,10 @@ def test_growth_operations_on_the_gpu_match_the_host(preserve):
                 duplicate_width(net, int(g), step, 5, preserve, 0.7, log)
         gpu.apply_growth(net.copy(), log)
         ref.apply_growth(net, log)
-        params = gpu.params
-        assert params.keys() == ref.params.keys()
-        for key, p in ref.params.items():
-            np.testing.assert_allclose(params[key], p, rtol=1e-5, atol=1e-6, err_msg=str(key))
+        assert_params_match(gpu, ref, rtol=1e-5, atol=1e-6)
     gpu.step(x, y)  # optimizer state: old parameters kept theirs, new ones started fresh
     ref.step(x, y)
-    params = gpu.params
-    for key, p in ref.params.items():
-        np.testing.assert_allclose(params[key], p, rtol=1e-4, atol=1e-5, err_msg=str(key))
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_pruning_on_the_gpu_folds_constant_groups_exactly():

@@ -391,7 +391,7 @@ class Grower:
         for g, constant, why in candidates:
             if g not in net.widths:
                 continue  # removed with an earlier candidate
-            trial, trial_log = net.copy(), []
+            trial, trial_log = net.copy(deep=False), []
             try:
                 removed = prune_group(trial, g, constant, trial_log)
             except GraphError:

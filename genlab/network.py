@@ -235,9 +235,18 @@ class Network:
         """Take over other's whole state (used to commit an edit made on a copy)."""
         self.__dict__.update(other.__dict__)
 
-    def copy(self) -> "Network":
-        """A deep copy (parameters included)."""
-        net = Network._from_meta(json.loads(json.dumps(self._meta())), self._arrays())
+    def copy(self, deep: bool = True) -> "Network":
+        """A copy. deep=False copies the topology and shares the parameter arrays: enough for
+        edits that replace arrays rather than change them in place, as growth and pruning do."""
+        if deep:
+            net = Network._from_meta(json.loads(json.dumps(self._meta())), self._arrays())
+        else:
+            net = Network.__new__(Network)
+            net.__dict__.update(self.__dict__)
+            net.widths, net.weights, net.biases = dict(self.widths), dict(self.weights), dict(self.biases)
+            net._in = {g: list(v) for g, v in self._in.items()}
+            net._out = {g: list(v) for g, v in self._out.items()}
+            net.history = list(self.history)
         net._rng = copy.deepcopy(self._rng)
         return net
 

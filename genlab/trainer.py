@@ -119,7 +119,7 @@ class Trainer:
         in_place = getattr(self.engine, "grows_in_place", False)
         if not in_place:
             self.sync()
-        work = self._net.copy()
+        work = self._net.copy(deep=False)  # growth replaces arrays, never changes them in place
         events, log = self.grower.check(work, self.step_count, self.engine)
         if not events:
             return events

@@ -367,3 +367,17 @@ def test_random_growth_and_pruning_sequences_keep_a_valid_network(tmp_path_facto
         assert all(net.biases[h].shape == (net.widths[h],) for h in net.groups[1:])
     path = net.save(tmp_path_factory.mktemp("grown") / "net.npz")
     np.testing.assert_array_equal(logits(Network.load(path), x), logits(net, x))
+
+
+def test_growth_and_pruning_on_a_shallow_copy_leave_the_original_untouched():
+    net = dag(8)
+    before = snapshot(net)
+    work = net.copy(deep=False)
+    hidden = work.hidden_groups
+    duplicate_width(work, hidden[0], step=1, seed=0)
+    duplicate_depth(work, hidden[3], step=1, seed=0)
+    duplicate_width(work, hidden[5], step=1, seed=0, preserve=False)
+    target = next(g for g in work.hidden_groups if len(work.outputs(g)) > 1 and g not in hidden[:1])
+    prune_group(work, target, np.ones(work.widths[target]))
+    assert_unchanged(net, before)
+    assert len(work.groups) != len(net.groups)

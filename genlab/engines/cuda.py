@@ -732,13 +732,9 @@ class CudaEngine:
         """Per-group statistics of the last backward, as the serial engine reports them."""
         if self._stats_cache is None:
             L, drv = self.layout, self._drv
-            raw = np.empty((len(L.groups), 3), np.float64)
+            sums, count, std = self._sums_and_std()
             wsq = np.empty(len(L.groups), np.float64)
-            drv.memcpy_dtoh(raw, self._buffers["stats"])
             drv.memcpy_dtoh(wsq, self._buffers["wstats"])
-            count = self._batch * L.width.astype(np.float64)
-            mean, meansq = raw[:, 0] / count, raw[:, 1] / count
-            std = np.sqrt(np.maximum(meansq - mean * mean, 0.0))
             stats = {name: {} for name in STATISTICS}
             if self.pruning[0]:
                 lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
@@ -749,16 +745,29 @@ class CudaEngine:
                     continue
                 stats["grad_std"][g] = float(std[s])
                 stats["weight_grad_norm"][g] = float(np.sqrt(wsq[s]))
-                stats["taylor"][g] = float(abs(raw[s, 2] / count[s]))
+                stats["taylor"][g] = float(abs(sums[s, 2] / count[s]))
                 if self.pruning[0]:
                     c0, w = int(L.col_off[s]), int(L.width[s])
                     stats["h_min"][g], stats["h_max"][g] = lo[c0:c0 + w].copy(), hi[c0:c0 + w].copy()
             self._stats_cache = stats
         return self._stats_cache
 
+    def _sums_and_std(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot: the sums of dL/dh, its squares and h dL/dh; the element counts; the std of dL/dh."""
+        L = self.layout
+        sums = np.empty((len(L.groups), 3), np.float64)
+        self._drv.memcpy_dtoh(sums, self._buffers["stats"])
+        count = self._batch * L.width.astype(np.float64)
+        mean, meansq = sums[:, 0] / count, sums[:, 1] / count
+        return sums, count, np.sqrt(np.maximum(meansq - mean * mean, 0.0))
+
     @property
     def grad_std(self) -> dict[int, float]:
-        return self.stats["grad_std"]
+        """The std of dL/dh per group: read at every training step, so it fetches only what it needs."""
+        if self._stats_cache is not None:
+            return self._stats_cache["grad_std"]
+        std = self._sums_and_std()[2]
+        return {g: float(std[s]) for s, g in enumerate(self.layout.groups) if g != INPUT}
 
     def write_back(self, net: Network) -> None:
         """Copy the trained parameters into the network (in the network's dtype)."""

@@ -1,54 +1,35 @@
-// backward.cu: the backward pass.
+// backward.cu: the backward pass, pull (each group gathers from its consumers) or push (each
+// group scatters into its sources).
 //
-// backward_level: for every hidden group s of one level, dL/dh_s = sum over out-edges s->d of
-//   dz_d W_e (pull: each group gathers from its consumers, which sit on deeper levels and are
-//   done), then dz_s = dL/dh_s * (h_s > 0). Accumulates the group's statistics of dL/dh:
-//   stats[3s] += sum, stats[3s+1] += sum of squares, stats[3s+2] += sum of h * dL/dh.
-//   Launch: grid (n_tasks, ceil(batch / TILE)), THREADS; task t is (slot, k0): a TILE x TILE
-//   tile of dL/dh_s (batch rows x neurons k0..).
-// weight_grad: dW_e = dz_dst^T h_src (reduced over the batch) for every edge, written into
-//   `grads` at the weight block's offset; wstats[dst] += sum of squares (for the weight-gradient
-//   norm), and the same into *gradsq (the whole gradient's, which guards the update). Launch: grid n_tasks, THREADS; task t is (edge, j0, k0): a TILE x TILE tile of dW_e.
-// bias_grad: db_s = sum over the batch of dz_s, for every group but the input; wstats[s] and
-//   *gradsq += its sum of squares. Launch: grid n_tasks, THREADS; task t is (slot, j0): TILE neurons, the
-//   batch split over THREADS / TILE row groups.
+// backward_tile: for one hidden group s, dL/dh_s = sum over out-edges s->d of dz_d W_e (pull:
+//   the consumers sit on deeper levels and are done), then dz_s = dL/dh_s * (h_s > 0), over a
+//   TILE x TILE tile (batch rows b0.., neurons k0..); finish_tile writes it and accumulates the
+//   group's statistics of dL/dh: stats[3s] += sum, stats[3s+1] += sum of squares,
+//   stats[3s+2] += sum of h * dL/dh. backward_level: task (slot, k0) of one level.
+//   Launch: grid (n_tasks, ceil(batch / TILE)), THREADS.
+// backward_push / backward_finish (the push variant, dz zeroed first): for a group d of one
+//   level whose dz is final, task (d, j0) adds dz_d[:, j0..] W_e[j0.., :] into dL/dh of every
+//   hidden source (atomicAdd into its dz block: the dz tile is loaded once for all in-edges);
+//   once every consumer of s has pushed, backward_finish turns the sum into dz_s in place
+//   (ReLU mask and statistics, as finish_tile). Launch: as backward_level.
+// weight_grad_tile: dW_e = dz_dst^T h_src (reduced over the batch), task (edge, j0, k0), written
+//   into `grads` at the weight block's offset; wstats[dst] += sum of squares (for the
+//   weight-gradient norm), and the same into *gradsq (the whole gradient's, which guards the
+//   update). weight_grad: launch grid n_tasks, THREADS.
+// bias_grad_tile: db_s = sum over the batch of dz_s, task (slot, j0): TILE neurons, the batch
+//   split over THREADS / TILE row groups; wstats[s] and *gradsq += its sum of squares.
+//   bias_grad: launch grid n_tasks, THREADS.
+#ifndef GENLAB_BACKWARD_CU  // dataflow.cu includes this file too
+#define GENLAB_BACKWARD_CU
 #include "genlab.cuh"
 
-extern "C" __global__ void backward_level(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
-    const float* __restrict__ params, const float* __restrict__ act, float* __restrict__ dz,
-    int batch, double* __restrict__ stats)
+__device__ __forceinline__ void finish_tile(
+    int s, int k0, int b0, const float acc[2][2], const int* __restrict__ width, const int* __restrict__ act_off,
+    const float* act, float* dz, int batch, int ld, double* stats)
 {
-    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d
-    __shared__ float wt[TILE][TILE + 1];  // [k][j] = W_e[j][k]
     __shared__ double scratch[THREADS / 32];
-    const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1];
-    const int b0 = blockIdx.y * TILE, w = width[s];
+    const int w = width[s], rs = ROW(ld, w);
     const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
-    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-
-    for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
-        const int d = out_dst[e], wd = width[d];
-        const float* D = dz + act_off[d];
-        const float* W = params + out_woff[e];  // (wd x w)
-        for (int j0 = 0; j0 < wd; j0 += TILE) {
-            for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
-                const int r = i / TILE, c = i % TILE;
-                ds[r][c] = (b0 + r < batch && j0 + c < wd) ? D[(b0 + r) * wd + j0 + c] : 0.f;
-                wt[c][r] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
-            }
-            __syncthreads();
-#pragma unroll 8
-            for (int c = 0; c < TILE; ++c) {
-                const float d0 = ds[ty][c], d1 = ds[ty + HALF][c];
-                const float w0 = wt[tx][c], w1 = wt[tx + HALF][c];
-                acc[0][0] += d0 * w0; acc[0][1] += d0 * w1;
-                acc[1][0] += d1 * w0; acc[1][1] += d1 * w1;
-            }
-            __syncthreads();
-        }
-    }
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
     const float* h = act + act_off[s];
     float* dzs = dz + act_off[s];
@@ -56,8 +37,8 @@ extern "C" __global__ void backward_level(
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
             if (b < batch && k < w) {
-                const float g = acc[a][c], hv = h[b * w + k];
-                dzs[b * w + k] = hv > 0.f ? g : 0.f;
+                const float g = acc[a][c], hv = __ldcg(h + b * rs + k);
+                dzs[b * rs + k] = hv > 0.f ? g : 0.f;
                 s1 += g; s2 += (double)g * g; s3 += (double)hv * g;
             }
         }
@@ -71,17 +52,123 @@ extern "C" __global__ void backward_level(
     }
 }
 
-extern "C" __global__ void weight_grad(
-    const int* __restrict__ tasks, const int* __restrict__ in_src, const int* __restrict__ in_dst,
+__device__ __forceinline__ void backward_tile(
+    int s, int k0, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
+    const float* params, const float* act, float* dz, int batch, int ld, double* stats)
+{
+    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d
+    __shared__ float wt[TILE][TILE + 1];  // [k][j] = W_e[j][k]
+    const int w = width[s];
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+
+    for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+        const int d = out_dst[e], wd = width[d], rd = ROW(ld, wd);
+        const float* D = dz + act_off[d];
+        const float* W = params + out_woff[e];  // (wd x w)
+        for (int j0 = 0; j0 < wd; j0 += TILE) {
+            for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
+                const int r = i / TILE, c = i % TILE;
+                ds[r][c] = (b0 + r < batch && j0 + c < wd) ? __ldcg(D + (b0 + r) * rd + j0 + c) : 0.f;
+                wt[c][r] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
+            }
+            __syncthreads();
+#pragma unroll 8
+            for (int c = 0; c < TILE; ++c) {
+                const float d0 = ds[ty][c], d1 = ds[ty + HALF][c];
+                const float w0 = wt[tx][c], w1 = wt[tx + HALF][c];
+                acc[0][0] += d0 * w0; acc[0][1] += d0 * w1;
+                acc[1][0] += d1 * w0; acc[1][1] += d1 * w1;
+            }
+            __syncthreads();
+        }
+    }
+    finish_tile(s, k0, b0, acc, width, act_off, act, dz, batch, ld, stats);
+}
+
+extern "C" __global__ void backward_level(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
+    const float* __restrict__ params, const float* __restrict__ act, float* __restrict__ dz,
+    int batch, int ld, double* __restrict__ stats)
+{
+    backward_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], blockIdx.y * TILE, width, act_off, out_ptr,
+                  out_dst, out_woff, params, act, dz, batch, ld, stats);
+}
+
+extern "C" __global__ void backward_push(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
+    const int* __restrict__ hidden, const float* __restrict__ params, float* __restrict__ dz, int batch, int ld)
+{
+    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d, loaded once for every in-edge
+    __shared__ float ws[TILE][TILE + 1];  // [j][k] = W_e[j0 + j][k0 + k]
+    const int d = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
+    const int wd = width[d], rd = ROW(ld, wd);
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    const float* D = dz + act_off[d];
+    for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
+        const int r = i / TILE, c = i % TILE;
+        ds[r][c] = (b0 + r < batch && j0 + c < wd) ? __ldcg(D + (b0 + r) * rd + j0 + c) : 0.f;
+    }
+    for (int e = in_ptr[d]; e < in_ptr[d + 1]; ++e) {
+        const int src = in_src[e];
+        if (!hidden[src]) continue;
+        const int w = width[src], rs = ROW(ld, w);
+        const float* W = params + in_woff[e];  // (wd x w)
+        float* H = dz + act_off[src];
+        for (int k0 = 0; k0 < w; k0 += TILE) {
+            for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
+                const int r = i / TILE, c = i % TILE;
+                ws[r][c] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
+            }
+            __syncthreads();
+            float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+#pragma unroll 8
+            for (int j = 0; j < TILE; ++j) {
+                const float d0 = ds[ty][j], d1 = ds[ty + HALF][j];
+                const float w0 = ws[j][tx], w1 = ws[j][tx + HALF];
+                acc[0][0] += d0 * w0; acc[0][1] += d0 * w1;
+                acc[1][0] += d1 * w0; acc[1][1] += d1 * w1;
+            }
+            __syncthreads();
+            for (int a = 0; a < 2; ++a)
+                for (int c = 0; c < 2; ++c) {
+                    const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
+                    if (b < batch && k < w) atomicAdd(H + b * rs + k, acc[a][c]);
+                }
+        }
+    }
+}
+
+extern "C" __global__ void backward_finish(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const float* __restrict__ act, float* __restrict__ dz, int batch, int ld, double* __restrict__ stats)
+{
+    const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
+    const int w = width[s], rs = ROW(ld, w);
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    const float* G = dz + act_off[s];
+    float acc[2][2];
+    for (int a = 0; a < 2; ++a)
+        for (int c = 0; c < 2; ++c) {
+            const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
+            acc[a][c] = (b < batch && k < w) ? __ldcg(G + b * rs + k) : 0.f;
+        }
+    finish_tile(s, k0, b0, acc, width, act_off, act, dz, batch, ld, stats);
+}
+
+__device__ __forceinline__ void weight_grad_tile(
+    int e, int j0, int k0, const int* __restrict__ in_src, const int* __restrict__ in_dst,
     const int* __restrict__ in_woff, const int* __restrict__ width, const int* __restrict__ act_off,
-    const float* __restrict__ act, const float* __restrict__ dz, float* __restrict__ grads,
-    int batch, double* __restrict__ wstats, double* __restrict__ gradsq)
+    const float* act, const float* dz, float* grads, int batch, int ld, double* wstats, double* gradsq)
 {
     __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_dst
     __shared__ float hs[TILE][TILE + 1];  // [batch row][k] of h_src
     __shared__ double scratch[THREADS / 32];
-    const int e = tasks[3 * blockIdx.x], j0 = tasks[3 * blockIdx.x + 1], k0 = tasks[3 * blockIdx.x + 2];
     const int src = in_src[e], dst = in_dst[e], ws_ = width[src], wd = width[dst];
+    const int rs = ROW(ld, ws_), rd = ROW(ld, wd);
     const float* D = dz + act_off[dst];
     const float* H = act + act_off[src];
     const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
@@ -89,8 +176,8 @@ extern "C" __global__ void weight_grad(
     for (int b0 = 0; b0 < batch; b0 += TILE) {
         for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
             const int r = i / TILE, c = i % TILE, b = b0 + r;
-            ds[r][c] = (b < batch && j0 + c < wd) ? D[b * wd + j0 + c] : 0.f;
-            hs[r][c] = (b < batch && k0 + c < ws_) ? H[b * ws_ + k0 + c] : 0.f;
+            ds[r][c] = (b < batch && j0 + c < wd) ? __ldcg(D + b * rd + j0 + c) : 0.f;
+            hs[r][c] = (b < batch && k0 + c < ws_) ? __ldcg(H + b * rs + k0 + c) : 0.f;
         }
         __syncthreads();
 #pragma unroll 8
@@ -115,19 +202,29 @@ extern "C" __global__ void weight_grad(
     if (threadIdx.x == 0) { atomicAdd(wstats + dst, sq); atomicAdd(gradsq, sq); }
 }
 
-extern "C" __global__ void bias_grad(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ bias_off, const float* __restrict__ dz, float* __restrict__ grads,
-    int batch, double* __restrict__ wstats, double* __restrict__ gradsq)
+extern "C" __global__ void weight_grad(
+    const int* __restrict__ tasks, const int* __restrict__ in_src, const int* __restrict__ in_dst,
+    const int* __restrict__ in_woff, const int* __restrict__ width, const int* __restrict__ act_off,
+    const float* __restrict__ act, const float* __restrict__ dz, float* __restrict__ grads,
+    int batch, int ld, double* __restrict__ wstats, double* __restrict__ gradsq)
+{
+    const int* t = tasks + 3 * blockIdx.x;
+    weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld, wstats,
+                     gradsq);
+}
+
+__device__ __forceinline__ void bias_grad_tile(
+    int s, int j0, const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
+    const float* dz, float* grads, int batch, int ld, double* wstats, double* gradsq)
 {
     __shared__ float part[THREADS / TILE][TILE];
     __shared__ double scratch[THREADS / 32];
-    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s];
+    const int w = width[s], rs = ROW(ld, w);
     const int c = threadIdx.x % TILE, r = threadIdx.x / TILE, j = j0 + c;
     const float* D = dz + act_off[s];
     float sum = 0.f;
     if (j < w)
-        for (int b = r; b < batch; b += THREADS / TILE) sum += D[b * w + j];
+        for (int b = r; b < batch; b += THREADS / TILE) sum += __ldcg(D + b * rs + j);
     part[r][c] = sum;
     __syncthreads();
     double sq = 0.0;
@@ -141,21 +238,33 @@ extern "C" __global__ void bias_grad(
     if (threadIdx.x == 0) { atomicAdd(wstats + s, sq); atomicAdd(gradsq, sq); }
 }
 
+extern "C" __global__ void bias_grad(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ bias_off, const float* __restrict__ dz, float* __restrict__ grads,
+    int batch, int ld, double* __restrict__ wstats, double* __restrict__ gradsq)
+{
+    bias_grad_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], width, act_off, bias_off, dz, grads, batch, ld,
+                   wstats, gradsq);
+}
+
 // activation_range: per-neuron min and max of h over the batch (for pruning constant groups),
 // written at col_off[s] + j, and folded into the running range since the last growth check
 // (run_lo, run_hi). Launch: grid n_tasks, THREADS; task t is (slot, j0) as in bias_grad.
 extern "C" __global__ void activation_range(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ col_off, const float* __restrict__ act, int batch,
+    const int* __restrict__ col_off, const float* __restrict__ act, int batch, int ld,
     float* __restrict__ hmin, float* __restrict__ hmax, float* __restrict__ run_lo, float* __restrict__ run_hi)
 {
     __shared__ float lo[THREADS / TILE][TILE], hi[THREADS / TILE][TILE];
-    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s];
+    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s], rs = ROW(ld, w);
     const int c = threadIdx.x % TILE, r = threadIdx.x / TILE, j = j0 + c;
     const float* H = act + act_off[s];
     float mn = INFINITY, mx = -INFINITY;
     if (j < w)
-        for (int b = r; b < batch; b += THREADS / TILE) { mn = fminf(mn, H[b * w + j]); mx = fmaxf(mx, H[b * w + j]); }
+        for (int b = r; b < batch; b += THREADS / TILE) {
+            const float v = H[b * rs + j];
+            mn = fminf(mn, v); mx = fmaxf(mx, v);
+        }
     lo[r][c] = mn; hi[r][c] = mx;
     __syncthreads();
     if (r == 0 && j < w) {
@@ -167,3 +276,4 @@ extern "C" __global__ void activation_range(
         run_hi[c0] = fmaxf(run_hi[c0], mx);
     }
 }
+#endif  // GENLAB_BACKWARD_CU

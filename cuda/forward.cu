@@ -1,38 +1,38 @@
-// forward.cu: the forward pass of one topological level (pull: each group gathers its inputs).
+// forward.cu: the forward pass (pull: each group gathers its inputs).
 //
-// forward_level: h_s = act(b_s + sum_e h_src(e) W_e^T) for every group s of the level, where act
-// is ReLU for hidden groups and the identity for the output group (logits).
-// Launch: grid (n_tasks, ceil(batch / TILE)), THREADS threads. Task t is (slot, j0, e0, e1): a
-// TILE x TILE tile of h_s, batch rows blockIdx.y * TILE.., neurons j0.., summed over the in-edges
-// e0..e1-1 and over each source width in TILE-wide chunks staged in shared memory.
-// Split-K: the linear output group's in-edges may be split over several tasks (a wide DAG feeds
-// it from every sink); those tasks atomically add into logits zeroed beforehand, and the task
-// holding the first in-edge adds the bias.
+// forward_tile: h_s = act(b_s + sum_e h_src(e) W_e^T) over one TILE x TILE tile, where act is
+// ReLU for hidden groups and the identity for the output group (logits). Task (slot, j0, e0, e1):
+// batch rows b0.., neurons j0.., summed over the in-edges e0..e1-1 and over each source width in
+// TILE-wide chunks staged in shared memory. Split-K: the linear output group's in-edges may be
+// split over several tasks (a wide DAG feeds it from every sink); those tasks atomically add
+// into logits zeroed beforehand, and the task holding the first in-edge adds the bias.
+// Called by the level executor (forward_level) and by the dataflow executor (dataflow.cu).
+// forward_level: one topological level. Launch: grid (n_tasks, ceil(batch / TILE)), THREADS.
+#ifndef GENLAB_FORWARD_CU  // dataflow.cu includes this file too
+#define GENLAB_FORWARD_CU
 #include "genlab.cuh"
 
-extern "C" __global__ void forward_level(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+__device__ __forceinline__ void forward_tile(
+    const int* __restrict__ task, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
-    const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
-    int batch, int output_slot)
+    const int* __restrict__ in_woff, const float* params, float* act, int batch, int ld, int output_slot)
 {
     __shared__ float xs[TILE][TILE + 1];  // [batch row][k]
     __shared__ float ws[TILE][TILE + 1];  // [neuron j][k]
-    const int* task = tasks + 4 * blockIdx.x;
     const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3];
     const bool split = (s == output_slot) && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
-    const int b0 = blockIdx.y * TILE, w = width[s];
+    const int w = width[s];
     const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
     for (int e = e0; e < e1; ++e) {
-        const int src = in_src[e], ws_ = width[src];
+        const int src = in_src[e], ws_ = width[src], rs = ROW(ld, ws_);
         const float* x = act + act_off[src];
         const float* W = params + in_woff[e];
         for (int k0 = 0; k0 < ws_; k0 += TILE) {
             for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
                 const int r = i / TILE, c = i % TILE, k = k0 + c;  // c fastest: coalesced along k
-                xs[r][c] = (b0 + r < batch && k < ws_) ? x[(b0 + r) * ws_ + k] : 0.f;
+                xs[r][c] = (b0 + r < batch && k < ws_) ? __ldcg(x + (b0 + r) * rs + k) : 0.f;
                 ws[r][c] = (j0 + r < w && k < ws_) ? W[(j0 + r) * ws_ + k] : 0.f;
             }
             __syncthreads();
@@ -47,13 +47,25 @@ extern "C" __global__ void forward_level(
         }
     }
     float* h = act + act_off[s];
+    const int rs = ROW(ld, w);
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + ty + a * HALF, j = j0 + tx + c * HALF;
             if (b < batch && j < w) {
                 const float z = acc[a][c] + (e0 == in_ptr[s] ? params[bias_off[s] + j] : 0.f);
-                if (split) atomicAdd(h + b * w + j, z);
-                else h[b * w + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
+                if (split) atomicAdd(h + b * rs + j, z);
+                else h[b * rs + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
             }
         }
 }
+
+extern "C" __global__ void forward_level(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
+    const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
+    int batch, int ld, int output_slot)
+{
+    forward_tile(tasks + 4 * blockIdx.x, blockIdx.y * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff,
+                 params, act, batch, ld, output_slot);
+}
+#endif  // GENLAB_FORWARD_CU

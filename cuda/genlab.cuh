@@ -10,11 +10,22 @@
 //                         in_src[e]; the weight block (width[s] x width[in_src[e]]) row-major at
 //                         params + in_woff[e]
 //   out_ptr/out_dst/out_woff  the same edges as CSR of out-edges (for the backward pass)
+//
+// Two activation layouts, told apart by `ld` (leading dimension): element (row b, neuron j) of
+// group s sits at act[act_off[s] + b * ROW(ld, width[s]) + j].
+//   ld == 0  group-major: each group's block is contiguous (batch x width[s]), act_off[s] =
+//            col_off[s] * batch capacity;
+//   ld > 0   batch-major: one row of every group's neurons per sample (ld = all neurons),
+//            act_off[s] = col_off[s].
+// Activations and their gradients are written by one block and read by others inside the
+// persistent dataflow kernel, so every read of them goes through L2 (__ldcg), never the
+// non-coherent L1 or read-only caches.
 #pragma once
 
 #define TILE 32          // output tiles are TILE x TILE
 #define HALF 16          // 256 threads as 16 x 16; each thread owns 2 x 2 outputs of a tile
 #define THREADS 256
+#define ROW(ld, w) ((ld) ? (ld) : (w))
 
 // Chris Wellons' lowbias32 mixer; genlab/hashnoise.py computes the same numbers.
 __device__ __forceinline__ unsigned int lowbias32(unsigned int x) {

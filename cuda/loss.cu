@@ -1,36 +1,42 @@
 // loss.cu: softmax cross-entropy of the logits against the labels, and its gradient.
 //
-// softmax_xent: for each batch row, loss = log(sum exp(l - max)) - (l_y - max) and
-// dL/dl = (softmax(l) - onehot(y)) / batch (the mean loss's gradient), written where the output
-// group's dz lives. Also accumulates the mean loss, the count of correct predictions and the
-// output group's statistics (sum dL/dl, sum (dL/dl)^2, sum l * dL/dl) into stats[3 * slot..].
-// Launch: grid ceil(batch / THREADS), THREADS threads; one thread per batch row.
+// softmax_rows: for batch rows b0..b0+rows-1 (one thread each, rows <= THREADS): loss =
+// log(sum exp(l - max)) - (l_y - max) and dL/dl = (softmax(l) - onehot(y)) / batch (the mean
+// loss's gradient), written where the output group's dz lives. Accumulates the mean loss, the
+// count of correct predictions and the output group's statistics (sum dL/dl, sum (dL/dl)^2,
+// sum l * dL/dl) into stats[3 * slot..]. Called by softmax_xent and by the dataflow executor.
+// softmax_xent: launch grid ceil(batch / THREADS), THREADS threads; one thread per batch row.
+// Rows of logits are `stride` floats apart (the activation layout's row length).
+#ifndef GENLAB_LOSS_CU  // dataflow.cu includes this file too
+#define GENLAB_LOSS_CU
 #include "genlab.cuh"
 
-extern "C" __global__ void softmax_xent(
-    const float* __restrict__ logits, const int* __restrict__ labels, int batch, int classes,
-    float* __restrict__ dlogits, double* __restrict__ loss_sum, int* __restrict__ correct,
-    double* __restrict__ stats, int output_slot)
+__device__ __forceinline__ void softmax_rows(
+    int b0, int rows, const float* logits, const int* __restrict__ labels, int batch, int classes, int stride,
+    float* dlogits, double* loss_sum, int* correct, double* stats, int output_slot)
 {
     __shared__ double scratch[THREADS / 32];
-    const int b = blockIdx.x * THREADS + threadIdx.x;
+    const int b = b0 + threadIdx.x;
     double s1 = 0.0, s2 = 0.0, s3 = 0.0, loss = 0.0;
     int right = 0;
-    if (b < batch) {
-        const float* l = logits + b * classes;
+    if ((int)threadIdx.x < rows) {
+        const float* l = logits + b * stride;
         const int y = labels[b];
-        float m = l[0];
+        float m = __ldcg(l);
         int best = 0;
-        for (int c = 1; c < classes; ++c)
-            if (l[c] > m) { m = l[c]; best = c; }
+        for (int c = 1; c < classes; ++c) {
+            const float v = __ldcg(l + c);
+            if (v > m) { m = v; best = c; }
+        }
         float total = 0.f;
-        for (int c = 0; c < classes; ++c) total += expf(l[c] - m);
-        loss = (double)(logf(total) - (l[y] - m)) / batch;
+        for (int c = 0; c < classes; ++c) total += expf(__ldcg(l + c) - m);
+        loss = (double)(logf(total) - (__ldcg(l + y) - m)) / batch;
         right = (best == y);
         for (int c = 0; c < classes; ++c) {
-            const float g = (expf(l[c] - m) / total - (c == y ? 1.f : 0.f)) / batch;
-            dlogits[b * classes + c] = g;
-            s1 += g; s2 += (double)g * g; s3 += (double)l[c] * g;
+            const float v = __ldcg(l + c);
+            const float g = (expf(v - m) / total - (c == y ? 1.f : 0.f)) / batch;
+            dlogits[b * stride + c] = g;
+            s1 += g; s2 += (double)g * g; s3 += (double)v * g;
         }
     }
     loss = block_sum(loss, scratch);
@@ -46,3 +52,14 @@ extern "C" __global__ void softmax_xent(
         atomicAdd(stats + 3 * output_slot + 2, s3);
     }
 }
+
+extern "C" __global__ void softmax_xent(
+    const float* __restrict__ logits, const int* __restrict__ labels, int batch, int classes, int stride,
+    float* __restrict__ dlogits, double* __restrict__ loss_sum, int* __restrict__ correct,
+    double* __restrict__ stats, int output_slot)
+{
+    const int b0 = blockIdx.x * THREADS;
+    softmax_rows(b0, min(THREADS, batch - b0), logits, labels, batch, classes, stride, dlogits, loss_sum, correct,
+                 stats, output_slot);
+}
+#endif  // GENLAB_LOSS_CU

@@ -12,8 +12,8 @@
 //   (out_dst, out_woff) at ptr[slot] + position. One thread per edge.
 // topo_levels: level[s] = longest path from the input, by relaxation to a fixed point
 //   (a parallel topological sort; as many rounds as the network is deep). One block.
-// topo_count_tasks / topo_fill_tasks: per level, the forward tasks (slot, j0, e0, e1) and the
-//   backward tasks (slot, k0); the bias tasks (slot, j0) and the weight-gradient tasks
+// topo_tasks: per level, the forward tasks (slot, j0, e0, e1) and the backward tasks (slot, k0)
+//   (the output group's, alone on the deepest level, serve the push variant only); the bias tasks (slot, j0) and the weight-gradient tasks
 //   (edge, j0, k0). Counting first (so the host can size the lists), then filling at
 //   atomically taken places (tasks of one level are independent, so their order is free).
 #include "genlab.cuh"
@@ -116,7 +116,7 @@ extern "C" __global__ void topo_tasks(
     const int step = s == output_slot ? split : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
     if (mode == 0) {
         atomicAdd(fwd_count + lv, tiles * chunks);
-        if (s != output_slot) atomicAdd(bwd_count + lv, tiles);
+        atomicAdd(bwd_count + lv, tiles);
         bias_count[s] = tiles;
         return;
     }
@@ -126,10 +126,8 @@ extern "C" __global__ void topo_tasks(
             int* task = fwd_tasks + 4 * f;
             task[0] = s; task[1] = t * TILE; task[2] = a; task[3] = min(a + step, e1);
         }
-    if (s != output_slot) {
-        const int b = bwd_ptr[lv] + atomicAdd(bwd_cursor + lv, tiles);
-        for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * TILE; }
-    }
+    const int b = bwd_ptr[lv] + atomicAdd(bwd_cursor + lv, tiles);
+    for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * TILE; }
     for (int t = 0; t < tiles; ++t) {
         bias_tasks[2 * (bias_ptr[s] + t)] = s;
         bias_tasks[2 * (bias_ptr[s] + t) + 1] = t * TILE;

@@ -64,11 +64,20 @@ def resolve(backend: str = "auto") -> str:
     return "cuda"
 
 
-def make_engine(backend: str, net, optimizer, dtype="float32"):
-    """An engine of the resolved backend, loaded with `net`."""
+def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | None = None):
+    """An engine of the resolved backend, loaded with `net`. `executor` picks the CUDA engine's
+    schedule (genlab.engines.cuda.EXECUTORS); the serial engine has one, so asking it for an
+    executor is an error, unless "auto" fell back to it (it says so on stderr)."""
+    from .engines.cuda import EXECUTORS
+
+    if executor is not None and executor not in EXECUTORS:
+        raise BackendError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     name = resolve(backend)
     if name == "cuda":
         from .engines.cuda import CudaEngine
-        return CudaEngine(net, optimizer, dtype=dtype)
+        return CudaEngine(net, optimizer, dtype=dtype, executor=executor or "level")
+    if executor is not None and backend == "serial":
+        raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
+                           "group after another (leave executor unset, or use backend='cuda')")
     from .engines.serial import SerialEngine
     return SerialEngine(net, optimizer, dtype=dtype)

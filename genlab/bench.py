@@ -4,8 +4,9 @@ Every implementation is built from the same genlab Network with the same weights
 losses on the same batch are checked to agree before anything is timed. Times are medians of
 CUDA-event measurements after a warm-up (host clocks for the serial engine), in milliseconds.
 
-Implementations: genlab_level (the CUDA engine, one launch per level), serial (the NumPy
-engine), torch_eager_group (one nn.Linear per group on torch.cat of its inputs), torch_level
+Implementations: genlab_<executor> (the CUDA engine with each executor of
+genlab.engines.cuda.EXECUTORS: level, level_push, level_batch, dataflow, dataflow_batch),
+serial (the NumPy engine), torch_eager_group (one nn.Linear per group on torch.cat of its inputs), torch_level
 (one gather + bmm + ReLU per topological level), torch_level_graph (that, captured whole in one
 CUDA graph) and torch_compile (that, through torch.compile, in a child process given 5 minutes).
 W5 grows a network on digits for 2000 steps and times the whole run and each growth event,
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engines.cuda import EXECUTORS
 from .network import INPUT, OUTPUT, Network
 
 WORKLOADS = {  # name: (description, network builder, batch)
@@ -40,7 +42,8 @@ WORKLOADS = {  # name: (description, network builder, batch)
     "W3": ("middle: L=8 W=64 n=64 k=4", lambda: Network.random_dag(8, 64, 64, 4, seed=0), 256),
     "W4": ("traditional: a chain of 9 groups of 4096", lambda: Network.mlp([64] + [4096] * 9 + [10], seed=0), 1024),
 }
-IMPLEMENTATIONS = ("genlab_level", "serial", "torch_eager_group", "torch_level", "torch_level_graph", "torch_compile")
+GENLAB = tuple(f"genlab_{name}" for name in EXECUTORS)  # genlab_level, genlab_dataflow, ...
+IMPLEMENTATIONS = (*GENLAB, "serial", "torch_eager_group", "torch_level", "torch_level_graph", "torch_compile")
 
 
 # ------------------------------------------------------------------------------ PyTorch models
@@ -203,12 +206,14 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
               "parameters": net.n_params, "levels": net.levels()[OUTPUT], "flops": flops, "min_bytes": nbytes}
     device = torch.device("cuda")
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    engine = CudaEngine(net, Adam(lr=lr))  # shares the primary context with PyTorch
     reference = SerialEngine(net, Adam(lr=lr), dtype="float64")
     reference.forward(x)
     losses = {"serial": reference.backward(y)}
-    engine.forward(x)
-    losses["genlab_level"] = engine.backward(y)
+    engines = {}
+    for label in [i for i in GENLAB if i in implementations]:  # each checked on its own step
+        engines[label] = CudaEngine(net, Adam(lr=lr), executor=label[len("genlab_"):])  # PyTorch's context
+        losses[label] = engines[label].step(x, y)[0]
+        engines[label].load(net)
     models = {"torch_eager_group": torch_group_model(net, device), "torch_level": torch_level_model(net, device)}
     ce = torch.nn.functional.cross_entropy
     for label, (_, forward) in models.items():
@@ -219,8 +224,8 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         raise AssertionError(f"{name}: implementations disagree on the loss: {losses}")
     result["loss"], result["loss_relative_difference"] = losses, agreement
     times = {}
-    if "genlab_level" in implementations:
-        times["genlab_level"] = time_cuda(lambda: engine.step(x, y), repeats)
+    for label, engine in engines.items():
+        times[label] = time_cuda(lambda: engine.step(x, y), repeats)
     if "torch_eager_group" in implementations:
         step = _torch_step(*models["torch_eager_group"], xt, yt, lr)
         times["torch_eager_group"] = time_cuda(step, eager_repeats, warmup=2)
@@ -229,7 +234,7 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         times["torch_level"] = time_cuda(step, repeats)
         if "torch_level_graph" in implementations:
             times["torch_level_graph"] = time_cuda(_graphed(step), repeats)
-    del models, engine
+    del models, engines
     torch.cuda.empty_cache()
     if "torch_compile" in implementations:
         compiled = _compile_in_child(name, repeats, compile_timeout)
@@ -246,9 +251,10 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         serial = SerialEngine(net, Adam(lr=lr), dtype="float32")
         times["serial"] = time_host(lambda: serial.step(x, y), serial_repeats)
     result["ms_per_step"] = times
-    if "genlab_level" in times:
-        g = times["genlab_level"]
-        result["speedup_of_genlab_level"] = {k: v / g for k, v in times.items() if k != "genlab_level"}
+    mine = {k: v for k, v in times.items() if k in GENLAB}
+    if mine:
+        best = result["genlab_best"] = min(mine, key=mine.get)
+        result["speedup_of_genlab_best"] = {k: v / times[best] for k, v in times.items() if k != best}
     return result
 
 
@@ -314,8 +320,9 @@ def add_floors(result: dict, ceiling: dict) -> None:
     compute = result["flops"] / ceiling["fp32_matmul_flops_per_s"] * 1e3
     memory = result["min_bytes"] / ceiling["copy_bytes_per_s"] * 1e3
     result["floor_ms"] = {"compute": compute, "memory": memory, "floor": max(compute, memory)}
-    if "genlab_level" in result["ms_per_step"]:
-        result["genlab_level_over_floor"] = result["ms_per_step"]["genlab_level"] / max(compute, memory)
+    for label in GENLAB:
+        if label in result["ms_per_step"]:
+            result.setdefault("over_floor", {})[label] = result["ms_per_step"][label] / max(compute, memory)
 
 
 def import_times() -> dict:
@@ -332,7 +339,8 @@ def import_times() -> dict:
 
 
 def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch: int = 64,
-               implementations=("genlab_level", "serial", "torch_eager_group", "torch_level_graph")) -> dict:
+               implementations=("genlab_level", "genlab_dataflow", "serial", "torch_eager_group",
+                                "torch_level_graph")) -> dict:
     """W5: digits from one group, growth every `every` steps up to max_groups, for `steps` steps.
     genlab grows in place; PyTorch rebuilds its model (and re-captures its graph) at each event
     from the genlab network of that moment. Returns total seconds and median ms per growth event."""
@@ -349,11 +357,11 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
     out = {"description": f"digits from one group of 8, growth every {every} steps up to {max_groups} groups, "
                           f"{steps} steps of batch {batch}"}
     nets = []  # the network after each growth step (from the genlab CUDA run), for PyTorch to rebuild
-    for backend in ("cuda", "serial"):
-        label = "genlab_level" if backend == "cuda" else "serial"
-        if label not in implementations:
-            continue
-        trainer = Trainer(Network.mlp([64, 8, 10], seed=0), backend=backend, seed=0, growth=GrowthPolicy(**policy))
+    for label in [i for i in (*GENLAB, "serial") if i in implementations]:
+        backend = "serial" if label == "serial" else "cuda"
+        executor = None if label == "serial" else label[len("genlab_"):]
+        trainer = Trainer(Network.mlp([64, 8, 10], seed=0), backend=backend, seed=0, growth=GrowthPolicy(**policy),
+                          executor=executor)
         grow, events = trainer.grow, []
 
         def timed_grow():
@@ -363,7 +371,7 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
             torch.cuda.synchronize()
             if made:
                 events.append((time.perf_counter() - t) * 1e3)
-                if backend == "cuda":
+                if label == "genlab_level":
                     nets.append((trainer.step_count, trainer.net.copy()))
             return made
 
@@ -374,7 +382,7 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
             trainer.step(data.X_train[idx], data.y_train[idx])
         torch.cuda.synchronize()
         out[label] = {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
-                      "growth_events": len(events), "groups_end": len(trainer.net.groups),
+                      "growth_events": len(events), "groups_end": len(trainer.net.groups), "steps": steps,
                       "test_accuracy": trainer.evaluate(*data.test)["accuracy"]}
     device = torch.device("cuda")
     for label in ("torch_eager_group", "torch_level_graph"):
@@ -411,6 +419,47 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
         torch.cuda.synchronize()
         out[label] = {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
                       "growth_events": len(events)}
+    return out
+
+
+def targets(details: dict) -> list[dict]:
+    """The performance targets, each with what was measured (best genlab executor) and whether it is met."""
+    w, out = details["workloads"], []
+
+    def ms(name, impl):
+        return w.get(name, {}).get("ms_per_step", {}).get(impl)
+
+    def best(name):
+        mine = [v for k, v in w.get(name, {}).get("ms_per_step", {}).items() if k in GENLAB]
+        return min(mine) if mine else None
+
+    def add(text, measured, met):
+        out.append({"target": text, "measured": measured, "met": bool(met)})
+
+    if best("W1"):
+        add("W1: genlab <= 0.15 ms a step", best("W1"), best("W1") <= 0.15)
+        for impl, factor, text in (("torch_level_graph", 10, "the PyTorch level-batched CUDA graph"),
+                                   ("torch_eager_group", 2000, "PyTorch with one Linear per group"),
+                                   ("serial", 1000, "the serial engine")):
+            if ms("W1", impl):
+                ratio = ms("W1", impl) / best("W1")
+                add(f"W1: >= {factor}x {text}", ratio, ratio >= factor)
+    for name, factor in (("W2", 12), ("W3", 4)):
+        if best(name) and ms(name, "torch_level_graph"):
+            ratio = ms(name, "torch_level_graph") / best(name)
+            add(f"{name}: >= {factor}x the level-batched CUDA graph", ratio, ratio >= factor)
+    if best("W4"):
+        torch_best = min(v for k, v in w["W4"]["ms_per_step"].items() if k.startswith("torch"))
+        add("W4: at most 1.2x PyTorch's best time", best("W4") / torch_best, best("W4") / torch_best <= 1.2)
+    for label in GENLAB:
+        run = w.get("W5", {}).get(label)
+        if run:
+            step_ms = run["total_s"] * 1e3 / run["steps"]
+            add(f"W5 ({label}): a growth event costs less than one training step (ms: event, mean step)",
+                [run["growth_event_ms"], step_ms], run["growth_event_ms"] < step_ms)
+    if "import" in details:
+        cold, warm = details["import"]["cold_s"], details["import"]["warm_s"]
+        add("import and first CUDA use <= 2 s cold, <= 0.6 s warm", [cold, warm], cold <= 2 and warm <= 0.6)
     return out
 
 
@@ -482,6 +531,9 @@ def main(argv=None) -> int:
                                           for k, v in r.items() if isinstance(v, dict)}
         else:
             summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}
+    details["targets"] = targets(details)
+    for target in details["targets"]:
+        print(("met   " if target["met"] else "missed"), target["target"], target["measured"], flush=True)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     chart(summary, folder / "chart.png")

@@ -38,11 +38,13 @@ class Trainer:
     engine, so bad data raises DataError and leaves the network untouched.
     growth: a GrowthPolicy; its `every` makes fit grow the network on its own. Without one,
     the default policy applies to grow() calls only.
+    executor: the CUDA engine's schedule of a step: "level" (default), "dataflow", "level_push",
+    "level_batch" or "dataflow_batch" (genlab.engines.cuda.EXECUTORS; all compute the same step).
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
-                 **optimizer_options):
+                 executor: str | None = None, **optimizer_options):
         if not isinstance(net, Network):
             raise TypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if int(batch_size) < 1:
@@ -50,7 +52,7 @@ class Trainer:
         net.validate()
         self._net = net
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
-        self.engine = make_engine(backend, net, self.optimizer, dtype=dtype)
+        self.engine = make_engine(backend, net, self.optimizer, dtype=dtype, executor=executor)
         self.batch_size = int(batch_size)
         self.seed = seed
         self.rng = np.random.default_rng(seed)

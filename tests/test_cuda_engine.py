@@ -15,10 +15,13 @@ from genlab.optim import SGD, Adam
 pytestmark = pytest.mark.gpu
 
 
-def cuda_engine(net, optimizer=None):
+EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch"]
+
+
+def cuda_engine(net, optimizer=None, executor="level"):
     from genlab.engines.cuda import CudaEngine
 
-    return CudaEngine(net, optimizer or SGD())
+    return CudaEngine(net, optimizer or SGD(), executor=executor)
 
 
 def poison(engine):
@@ -67,10 +70,12 @@ CASES = [  # (levels, per_level, width range, fan-in range, batch)
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_forward_backward_and_statistics_match_serial(case, seed):
+@pytest.mark.parametrize("executor", ["level", "level_push", "level_batch"])
+def test_forward_backward_and_statistics_match_serial(case, seed, executor):
+    """forward() and backward() one by one: the level kernels, pull or push, either layout."""
     net, x, y = random_case(seed * 100 + CASES.index(case), *case)
     ref = SerialEngine(net, SGD(), dtype="float64")
-    gpu = cuda_engine(net)
+    gpu = cuda_engine(net, executor=executor)
     gpu.pruning = (True, None)
     gpu._ensure_batch(len(x))
     poison(gpu)
@@ -92,6 +97,72 @@ def test_forward_backward_and_statistics_match_serial(case, seed):
         np.testing.assert_allclose(gpu.stats["h_max"][g], ref.stats["h_max"][g], rtol=1e-5, atol=1e-5 * scale)
 
 
+def assert_step_matches(gpu, ref, net, x, y, tolerance=1e-5):
+    """One training step on both engines: loss, correct count, gradients, statistics, ranges."""
+    (a, ca), (b, cb) = ref.step(x, y), gpu.step(x, y)
+    assert b == pytest.approx(a, rel=tolerance) and cb == ca
+    grads, ref_grads = gpu.grads, ref.grads
+    for key, g in ref_grads.items():
+        assert np.linalg.norm(grads[key] - g) <= 1e-4 * np.linalg.norm(g) + 1e-7, key
+    for name in ("grad_std", "weight_grad_norm", "taylor"):
+        for g, value in ref.stats[name].items():
+            assert gpu.stats[name][g] == pytest.approx(value, rel=1e-4, abs=1e-9), (name, g)
+    for g in net.hidden_groups:
+        scale = max(np.abs(ref.stats["h_max"][g]).max(), 1e-3)
+        np.testing.assert_allclose(gpu.stats["h_min"][g], ref.stats["h_min"][g], rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("case", CASES)
+def test_every_executor_trains_like_serial(case, executor):
+    """Whole steps (the dataflow kernel runs forward to update in one launch): three steps, each
+    checked against the float64 serial engine from the same parameters."""
+    net, x, y = random_case(500 + CASES.index(case), *case)
+    optimizer = SGD(lr=0.05, momentum=0.9)
+    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, executor)
+    ref.pruning = gpu.pruning = (True, None)
+    gpu._ensure_batch(len(x))
+    poison(gpu)
+    for _ in range(3):
+        assert_step_matches(gpu, ref, net, x, y)
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("grid", [1, 3, 1000])
+def test_dataflow_is_correct_whatever_the_grid(grid):
+    """Blocks only wait for tasks taken earlier, so one block, a few, or more than fit at once
+    all finish the step, and the same way."""
+    net, x, y = random_case(23, 5, 6, (1, 70), (1, 5), 100)
+    optimizer = SGD(lr=0.05)
+    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, "dataflow")
+    ref.pruning = gpu.pruning = (True, None)
+    assert gpu._grid >= gpu.device.get_attribute(gpu._drv.device_attribute.MULTIPROCESSOR_COUNT)
+    gpu._grid = grid
+    assert_step_matches(gpu, ref, net, x, y)
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("executor", ["dataflow", "level_batch"])
+def test_executors_keep_matching_serial_through_growth(executor):
+    """Growth changes the layout under the executor: 40 steps with growth every 4."""
+    data = np.random.default_rng(3)
+    X = data.normal(size=(1024, 10)).astype(np.float32)
+    y = (X[:, :2].sum(axis=1) > 0).astype(np.int64)
+    net = Network.random_dag(levels=2, per_level=2, width=5, fan_in=2, seed=2, n_inputs=10, n_outputs=2)
+    policy = dict(threshold=0.0, every=4, cooldown=4, max_groups=24, mode="alternate")
+    ref = Trainer(net.copy(), backend="serial", optimizer="sgd", lr=0.05, seed=0, growth=GrowthPolicy(**policy))
+    gpu = Trainer(net.copy(), backend="cuda", optimizer="sgd", lr=0.05, seed=0, growth=GrowthPolicy(**policy),
+                  executor=executor)
+    assert gpu.engine.executor == executor
+    for step in range(40):
+        xb, yb = X[(step * 64) % 1024:][:64], y[(step * 64) % 1024:][:64]
+        a, b = ref.step(xb, yb), gpu.step(xb, yb)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert len(gpu.history.events) >= 5 and ref.net.edges == gpu.net.edges
+    for key in ref.net.weights:
+        np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-3, atol=1e-5)
+
+
 def test_loss_kernel_counts_correct_predictions():
     net, x, y = random_case(7, 2, 3, (4, 9), (1, 2), 300)
     ref = SerialEngine(net, SGD(), dtype="float64")
@@ -105,11 +176,12 @@ def test_loss_kernel_counts_correct_predictions():
     assert loss == pytest.approx(ref.backward(y), rel=1e-5)
 
 
+@pytest.mark.parametrize("executor", ["level", "dataflow"])
 @pytest.mark.parametrize("optimizer", [SGD(lr=0.05, momentum=0.9), SGD(lr=0.1, momentum=0.0), Adam(lr=1e-2)])
-def test_optimizer_kernels_match_serial(optimizer):
+def test_optimizer_kernels_match_serial(optimizer, executor):
     net, x, y = random_case(11, 3, 4, (2, 50), (1, 4), 64)
     ref = SerialEngine(net, optimizer, dtype="float32")
-    gpu = cuda_engine(net, optimizer)
+    gpu = cuda_engine(net, optimizer, executor)
     for _ in range(3):
         ref.step(x, y)
         gpu.step(x, y)
@@ -142,11 +214,12 @@ def test_graph_replay_with_changing_batch_sizes_matches_serial():
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
-def test_a_diverging_step_is_refused_on_the_device():
+@pytest.mark.parametrize("executor", ["level", "dataflow"])
+def test_a_diverging_step_is_refused_on_the_device(executor):
     from genlab import TrainingError
 
     net, x, y = random_case(23, 2, 4, (3, 20), (1, 3), 16)
-    gpu = cuda_engine(net, SGD(lr=1e30, momentum=0.0))
+    gpu = cuda_engine(net, SGD(lr=1e30, momentum=0.0), executor)
     for _ in range(10):
         before = gpu.params
         try:

@@ -159,3 +159,14 @@ def test_import_with_genlab_backend_cuda_never_fails():
     result = subprocess.run([sys.executable, "-c", "import genlab; print('ok')"], capture_output=True, text=True,
                             env={**__import__("os").environ, "GENLAB_BACKEND": "cuda"})
     assert result.returncode == 0 and result.stdout == "ok\n"
+
+
+def test_executor_is_checked_and_belongs_to_the_cuda_engine():
+    from genlab import BackendError
+
+    net = Network.mlp([4, 3, 2])
+    with pytest.raises(BackendError, match="unknown executor 'fastest'.*level, level_push"):
+        Trainer(net, backend="serial", executor="fastest")
+    with pytest.raises(BackendError, match="schedule of the CUDA engine"):
+        Trainer(net, backend="serial", executor="dataflow")
+    assert Trainer(net, backend="serial").backend == "serial"

@@ -1,12 +1,14 @@
-"""The CUDA engine: genlab's kernels (cuda/*.cu) driven through PyCUDA, one launch per level.
+"""The CUDA engine: genlab's kernels (cuda/*.cu) driven through PyCUDA.
 
 State lives on the GPU in structure-of-arrays form (see cuda/genlab.cuh): a flat parameter
 buffer (every weight block, then every bias), its gradients and optimizer state in the same
 layout, activations and their gradients as one block per group. Topology goes up as CSR of
 in-edges and out-edges plus per-level task lists, a few kilobytes rebuilt when it changes.
-A training step launches: forward (one launch per level), loss, backward (one launch per
-level), weight and bias gradients (one launch each) and the optimizer (one launch); it reads
-back 20 bytes (loss, correct count, gradient norm) to check for divergence.
+A training step, with the level executor, launches: forward (one launch per level), loss,
+backward (one launch per level), weight and bias gradients (one launch each) and the optimizer
+(one launch); with the dataflow executor, one persistent kernel does all of it (EXECUTORS lists
+the variants). Either way it is captured once into a CUDA graph and replayed, and it reads back
+24 bytes (loss, correct count, gradient norm) to check for divergence.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ TILE = 32
 THREADS = 256
 SPLIT = 8  # in-edges per forward task of the output group (split-K)
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
-    "forward_level": "PPPPPPPPPii",
-    "softmax_xent": "PPiiPPPPi",
-    "backward_level": "PPPPPPPPPiP",
-    "weight_grad": "PPPPPPPPPiPP",
-    "bias_grad": "PPPPPPiPP",
-    "activation_range": "PPPPPiPPPP",
+    "forward_level": "PPPPPPPPPiii",
+    "softmax_xent": "PPiiiPPPPi",
+    "backward_level": "PPPPPPPPPiiP",
+    "backward_push": "PPPPPPPPPii",
+    "backward_finish": "PPPPPiiP",
+    "weight_grad": "PPPPPPPPPiiPP",
+    "bias_grad": "PPPPPPiiPP",
+    "activation_range": "PPPPPiiPPPP",
+    "dataflow_step": "PPPPPPPPPPP" "PiPiPiPi" "PPPPP" "iiiiii" "PPP" "iPPPi" "ffff" "P",
     "sgd_update": "PPPiffP",
     "adam_update": "PPPPPiffffP",
     "gather": "PPPi",
@@ -53,23 +58,50 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "prune_constant": "PPPPPiP",
     "prune_fold": "PiiiiPi",
 }
+# The executors of a training step: (schedule, backward direction, activation layout).
+#   level: one launch per topological level; dataflow: one persistent launch for the whole step,
+#   blocks taking ready tasks (cuda/dataflow.cu). pull: a group gathers dL/dh from its consumers;
+#   push: consumers scatter into their sources (atomics). group: each group's activations
+#   contiguous (batch x width); batch: one row of all neurons per sample.
+EXECUTORS = {
+    "level": ("level", "pull", "group"),
+    "level_push": ("level", "push", "group"),
+    "level_batch": ("level", "pull", "batch"),
+    "dataflow": ("dataflow", "pull", "group"),
+    "dataflow_batch": ("dataflow", "pull", "batch"),
+}
 _CRITERIA = ("grad_std", "weight_grad_norm", "taylor")  # the numbering of growth_observe
 _OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 5}
 _STATE = None  # (context, device, kernels), made once per process
 
 
 def source() -> str:
-    """All of cuda/*.cu as one translation unit, genlab.cuh pasted in place of its #include
-    and a #line directive before each file, so nvcc's messages name the right file and line."""
+    """All of cuda/*.cu as one translation unit: each file pasted once, in name order, with the
+    files it #includes (genlab.cuh, and the kernel files whose tile functions dataflow.cu
+    calls) pasted at their first #include and dropped after; #line directives keep nvcc's
+    messages naming the right file and line."""
     from .. import cuda_dir
 
     folder = Path(str(cuda_dir()))
-    header = (folder / "genlab.cuh").read_text().replace("#pragma once", "")
-    parts = [f'#line 1 "genlab.cuh"\n{header}']
+    done: set[str] = set()
+
+    def paste(name: str) -> list[str]:
+        if name in done:
+            return []
+        done.add(name)
+        out = [f'#line 1 "{name}"']
+        for number, line in enumerate((folder / name).read_text().splitlines(), 1):
+            included = re.match(r'^#include "([\w.]+)"$', line)
+            if included:
+                out += paste(included.group(1)) + [f'#line {number + 1} "{name}"']
+            elif line.strip() != "#pragma once":
+                out.append(line)
+        return out
+
+    parts = paste("genlab.cuh")
     for path in sorted(folder.glob("*.cu")):
-        text = re.sub(r'^#include "genlab.cuh"$', "", path.read_text(), flags=re.M)
-        parts.append(f'#line 1 "{path.name}"\n{text}')
-    return "\n".join(parts)
+        parts += paste(path.name)
+    return "\n".join(parts) + "\n"
 
 
 def _cache_dir() -> Path:
@@ -207,15 +239,22 @@ class _Index:
 
 
 class CudaEngine:
-    """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32)."""
+    """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32).
+
+    executor: how a training step is scheduled (a key of EXECUTORS); every one computes the same
+    step. forward(), backward() and update() called one by one use the level kernels."""
 
     name = "cuda"
     grows_in_place = True  # growth initialises new parameters on the GPU (apply_growth)
 
-    def __init__(self, net: Network, optimizer, dtype="float32"):
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = "level"):
         if np.dtype(dtype) != np.float32:
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
+        if executor not in EXECUTORS:
+            raise BackendError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        self.executor = executor
+        self.schedule, self.direction, self.activations = EXECUTORS[executor]
         import pycuda.driver as drv
 
         self._drv = drv
@@ -233,7 +272,22 @@ class CudaEngine:
         self._graphs: dict[tuple, object] = {}
         self._param_cap = 0
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
+        self._grid = self._resident_blocks() if self.schedule == "dataflow" else 0
         self.load(net)
+
+    def _resident_blocks(self) -> int:
+        """How many blocks of the dataflow kernel the device holds at once: its grid (limited by
+        registers, shared memory and threads per multiprocessor). A larger grid would still be
+        correct, the extra blocks starting as others leave; a smaller one would leave SMs idle."""
+        drv, f = self._drv, self.k["dataflow_step"]
+        fa, da = drv.function_attribute, drv.device_attribute
+        get = self.device.get_attribute
+        regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
+        smem = f.get_attribute(fa.SHARED_SIZE_BYTES) + 1024  # the driver reserves 1 KiB per block
+        per_sm = min(get(da.MAX_REGISTERS_PER_MULTIPROCESSOR) // regs,
+                     get(da.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) // smem,
+                     get(da.MAX_THREADS_PER_MULTIPROCESSOR) // THREADS)
+        return max(1, per_sm) * get(da.MULTIPROCESSOR_COUNT)
 
     # ------------------------------------------------------------------ memory
     def _new(self, nbytes: int, what: str):
@@ -271,10 +325,12 @@ class CudaEngine:
         self._graphs.clear()
 
     def _batch_buffers(self, ix: "_Index", cap: int) -> dict:
-        """Activations, their gradients and the labels for `cap` rows."""
+        """Activations, their gradients, the labels and the dataflow counters for `cap` rows."""
+        offsets = ix.col_off.astype(np.int64) * (cap if self.activations == "group" else 1)
+        tiles = (cap + TILE - 1) // TILE
         return {"act": self._new(4 * ix.n_cols * cap, "activations"), "dz": self._new(4 * ix.n_cols * cap, "gradients"),
-                "labels": self._new(4 * cap, "labels"),
-                "act_off": self._upload_new((ix.col_off.astype(np.int64) * cap).astype(np.int32))}
+                "labels": self._new(4 * cap, "labels"), "act_off": self._upload_new(offsets.astype(np.int32)),
+                "counters": self._new(4 * (2 + (4 * tiles + 1) * len(ix.groups)), "dependency counters")}
 
     def _upload_new(self, array: np.ndarray):
         array = np.ascontiguousarray(array)
@@ -350,7 +406,17 @@ class CudaEngine:
         self._launch_flat("topo_weight_tasks", E, np.int32(1), new["in_src"], new["in_dst"], new["width"], np.int32(E),
                           new["weight_count"], new["weight_ptr"], new["weight_tasks"])
         ix.forward_levels = [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)]
-        ix.backward_levels = [(int(bwd[lv]), int(bwd[lv + 1] - bwd[lv])) for lv in range(depth - 1, 0, -1)]
+        ix.push_levels = [(int(bwd[lv]), int(bwd[lv + 1] - bwd[lv])) for lv in range(depth, 0, -1)]
+        ix.backward_levels = ix.push_levels[1:]  # pull: the output group's dz comes from the loss
+        ix.n_forward_tasks = int(fwd[n + 1])
+        ix.n_backward_tasks = sum(count for _, count in ix.backward_levels)
+        if self.schedule == "dataflow":  # the backward tasks, deepest level first
+            new["dataflow_backward_tasks"] = self._new(8 * ix.n_backward_tasks, "tasks")
+            done = 0
+            for start, count in [level for level in ix.backward_levels if level[1]]:
+                drv.memcpy_dtod_async(int(new["dataflow_backward_tasks"]) + 8 * done,
+                                      int(new["backward_tasks"]) + 8 * start, 8 * count, self.stream)
+                done += count
         ix.n_bias_tasks, ix.n_weight_tasks = int(spans["bias_ptr"][n + 1]), int(spans["weight_ptr"][E])
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
                              ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
@@ -569,15 +635,48 @@ class CudaEngine:
         return int(self._buffers[name]) + offset_bytes
 
     def _block(self, slot: int) -> int:
-        """Byte offset of a group's activation block."""
-        return 4 * int(self.layout.col_off[slot]) * self._batch_cap
+        """Byte offset of a group's activations (row 0, neuron 0)."""
+        return 4 * int(self.layout.col_off[slot]) * (self._batch_cap if self.activations == "group" else 1)
+
+    @property
+    def _ld(self) -> int:
+        """The kernels' `ld`: 0 for group-major activations, else the length of a row (genlab.cuh)."""
+        return 0 if self.activations == "group" else self.layout.n_cols
+
+    def _rows(self, slot: int, batch: int, host: np.ndarray, to_device: bool = True) -> None:
+        """Copy `batch` rows of a group's activations from `host` to the device, or back into it.
+        Batch-major rows are strided: a 2-D copy on the default stream, which waits for ours."""
+        L, drv = self.layout, self._drv
+        width, device = int(L.width[slot]), self._ptr("act", self._block(slot))
+        if self.activations == "group":
+            if to_device:
+                drv.memcpy_htod_async(device, host, self.stream)
+            else:
+                drv.memcpy_dtoh_async(host, device, self.stream)
+            return
+        copy = drv.Memcpy2D()
+        (copy.set_src_host if to_device else copy.set_dst_host)(host)
+        (copy.set_dst_device if to_device else copy.set_src_device)(device)
+        copy.width_in_bytes, copy.height = 4 * width, batch
+        if to_device:
+            copy.src_pitch, copy.dst_pitch = 4 * width, 4 * L.n_cols
+        else:
+            copy.src_pitch, copy.dst_pitch = 4 * L.n_cols, 4 * width
+        copy(True)  # synchronous (aligned: both pitches are multiples of 4 bytes)
+
+    def _zero_rows(self, slot: int, batch: int) -> None:
+        L, drv = self.layout, self._drv
+        width, device = int(L.width[slot]), self._ptr("act", self._block(slot))
+        if self.activations == "group":
+            drv.memset_d32_async(device, 0, batch * width, self.stream)
+        else:
+            drv.memset_d2d32_async(device, 4 * L.n_cols, 0, width, batch, self.stream)
 
     def _put_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> int:
         L, batch = self.layout, len(x)
         self._ensure_batch(batch)
         self._batch = batch
-        x = np.ascontiguousarray(x, np.float32)
-        self._drv.memcpy_htod_async(self._ptr("act", self._block(L.slot[INPUT])), x, self.stream)
+        self._rows(L.slot[INPUT], batch, np.ascontiguousarray(x, np.float32))
         if y is not None:
             self._put_labels(y)
         return batch
@@ -591,38 +690,82 @@ class CudaEngine:
     def _enqueue_forward(self, batch: int) -> None:
         L, b = self.layout, self._buffers
         if L.split_output:
-            out = L.output_slot
-            self._drv.memset_d32_async(self._ptr("act", self._block(out)), 0, batch * int(L.width[out]), self.stream)
+            self._zero_rows(L.output_slot, batch)
         for start, count in L.forward_levels:
             self._launch("forward_level", (count, (batch + TILE - 1) // TILE),
                          self._ptr("forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
                          b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                         np.int32(batch), np.int32(L.output_slot))
+                         np.int32(batch), np.int32(self._ld), np.int32(L.output_slot))
 
-    def _enqueue_backward(self, batch: int) -> None:
+    def _zero_step_sums(self) -> None:
         L, b, drv = self.layout, self._buffers, self._drv
         drv.memset_d32_async(b["stats"], 0, 6 * len(L.groups), self.stream)
         drv.memset_d32_async(b["wstats"], 0, 2 * len(L.groups), self.stream)
         drv.memset_d32_async(b["scalars"], 0, 6, self.stream)
+
+    def _enqueue_backward(self, batch: int) -> None:
+        L, b, drv = self.layout, self._buffers, self._drv
+        ld, rows = np.int32(self._ld), (batch + TILE - 1) // TILE
+        self._zero_step_sums()
+        if self.direction == "push":  # every dz block gathers atomically from its consumers
+            drv.memset_d32_async(b["dz"], 0, L.n_cols * self._batch_cap, self.stream)
         out = L.output_slot
         self._launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), self._ptr("act", self._block(out)),
-                     b["labels"], np.int32(batch), np.int32(L.width[out]), self._ptr("dz", self._block(out)),
-                     b["scalars"], self._ptr("scalars", 8), b["stats"], np.int32(out))
-        for start, count in L.backward_levels:
-            if count:
-                self._launch("backward_level", (count, (batch + TILE - 1) // TILE),
-                             self._ptr("backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
-                             b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(batch), b["stats"])
+                     b["labels"], np.int32(batch), np.int32(L.width[out]), np.int32(self._ld or L.width[out]),
+                     self._ptr("dz", self._block(out)), b["scalars"], self._ptr("scalars", 8), b["stats"],
+                     np.int32(out))
+        if self.direction == "pull":
+            for start, count in L.backward_levels:
+                if count:
+                    self._launch("backward_level", (count, rows), self._ptr("backward_tasks", 8 * start), b["width"],
+                                 b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"],
+                                 b["dz"], np.int32(batch), ld, b["stats"])
+        else:
+            for number, (start, count) in enumerate(L.push_levels):
+                tasks = self._ptr("backward_tasks", 8 * start)
+                if number and count:  # all consumers of this level have pushed: mask and statistics
+                    self._launch("backward_finish", (count, rows), tasks, b["width"], b["act_off"], b["act"],
+                                 b["dz"], np.int32(batch), ld, b["stats"])
+                if count:
+                    self._launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"],
+                                 b["in_src"], b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
         gradsq = self._ptr("scalars", 16)
         self._launch("weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"],
-                     b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch),
+                     b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld,
                      b["wstats"], gradsq)
         self._launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
-                     b["dz"], b["grads"], np.int32(batch), b["wstats"], gradsq)
+                     b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+        self._enqueue_ranges(batch)
+
+    def _enqueue_ranges(self, batch: int) -> None:
+        L, b = self.layout, self._buffers
         if self.pruning[0]:
             self._launch("activation_range", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"],
-                         b["col_off"], b["act"], np.int32(batch), b["range_min"], b["range_max"], b["run_lo"],
-                         b["run_hi"])
+                         b["col_off"], b["act"], np.int32(batch), np.int32(self._ld), b["range_min"],
+                         b["range_max"], b["run_lo"], b["run_hi"])
+
+    def _enqueue_dataflow(self, batch: int) -> None:
+        """The whole step (forward to update) as one launch of the persistent kernel."""
+        L, b, drv, opt = self.layout, self._buffers, self._drv, self.optimizer
+        self._zero_step_sums()
+        tiles = (batch + TILE - 1) // TILE
+        drv.memset_d32_async(b["counters"], 0, 2 + (4 * tiles + 1) * len(L.groups), self.stream)
+        if L.split_output:
+            self._zero_rows(L.output_slot, batch)
+        if opt.name == "sgd":
+            state, hyper = [b["state_vel"], np.intp(0), np.intp(0)], (opt.momentum, 0.0, 0.0)
+        else:
+            state, hyper = [b["state_m"], b["state_v"], b["state_t"]], (opt.beta1, opt.beta2, opt.eps)
+        self._launch("dataflow_step", (self._grid, 1), b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
+                     b["in_src"], b["in_dst"], b["in_woff"], b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
+                     b["forward_tasks"], np.int32(L.n_forward_tasks), b["dataflow_backward_tasks"],
+                     np.int32(L.n_backward_tasks), b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"],
+                     np.int32(L.n_bias_tasks), b["params"], b["grads"], b["act"], b["dz"], b["labels"],
+                     np.int32(batch), np.int32(self._ld), np.int32(len(L.groups)), np.int32(L.input_slot),
+                     np.int32(L.output_slot), np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"],
+                     np.int32(opt.name != "sgd"), *state, np.int32(L.n_params), np.float32(opt.lr),
+                     *[np.float32(h) for h in hyper], b["counters"])
+        self._enqueue_ranges(batch)
 
     def _enqueue_update(self) -> None:
         opt, b, n = self.optimizer, self._buffers, self.layout.n_params
@@ -659,7 +802,7 @@ class CudaEngine:
         batch = self._put_batch(x)
         self._enqueue_forward(batch)
         out = np.empty((batch, int(L.width[L.output_slot])), np.float32)
-        self._drv.memcpy_dtoh_async(out, self._ptr("act", self._block(L.output_slot)), self.stream)
+        self._rows(L.output_slot, batch, out, to_device=False)
         self.stream.synchronize()
         return out
 
@@ -699,9 +842,12 @@ class CudaEngine:
         graph = self._graphs.get(key)
         if graph is None:
             def enqueue():
-                self._enqueue_forward(batch)
-                self._enqueue_backward(batch)
-                self._enqueue_update()
+                if self.schedule == "dataflow":
+                    self._enqueue_dataflow(batch)
+                else:
+                    self._enqueue_forward(batch)
+                    self._enqueue_backward(batch)
+                    self._enqueue_update()
                 self._enqueue_growth_observe(batch)
             self.stream.synchronize()
             graph = self._graphs[key] = Graph(self.stream, enqueue)

@@ -1,0 +1,154 @@
+// dataflow.cu: the persistent dataflow executor: one launch runs a whole training step
+// (forward, loss, backward, gradients and the optimizer update), with per-group dependency
+// counters in place of level barriers.
+//
+// dataflow_step: the grid holds as many blocks as fit on the device at once; each block takes
+// the next work item from a global counter until none is left. Items are numbered so that every
+// item's inputs come from items with smaller numbers (bt: a tile of TILE batch rows):
+//   input (bt)              the input group's rows are there (uploaded before the launch)
+//   forward (task, bt)      forward_tile; the forward tasks in level order
+//   loss (bt)               softmax_rows over the tile's rows
+//   backward (task, bt)     backward_tile; the backward tasks in descending level order
+//   weight (task)           weight_grad_tile: needs dz of the edge's destination at every bt
+//   bias (task)             bias_grad_tile: needs dz of the group at every bt
+//   update (chunk)          sgd_one / adam_one over CHUNK parameters: needs every gradient (and
+//                           the whole gradient's norm, which guards the update)
+// A block waits (thread 0 spins on one counter) until its item's inputs are complete. It only
+// ever waits for items taken earlier by blocks that are running, so the step cannot deadlock,
+// whatever the grid size. The counters (zeroed before the launch), per slot s and tile bt:
+//   fdone[s][bt]   forward tasks of s done at bt; the block that finishes the last one adds 1
+//                  to fready[d][bt] of every consumer d (the hand-off)
+//   fready[s][bt]  sources of s complete at bt: s may start at in-degree(s)
+//   bdone[s][bt]   backward tasks of s done at bt; the last one adds 1 to bready[src][bt] of
+//                  every hidden source and to gready[s]
+//   bready[s][bt]  consumers of s whose dz is complete at bt: s may start at out-degree(s)
+//   gready[s]      batch tiles of dz_s complete; ngrad: gradient items done
+// Publication: the producing block's threads finish (__syncthreads), then a fence and the
+// atomic; the waiting thread fences after its spin, then the block proceeds. Every read of
+// data written inside the launch goes through L2 (__ldcg), see genlab.cuh.
+// Launch: grid (resident blocks), THREADS; counters zeroed, stats and scalars zeroed, the
+// output block zeroed when its in-edges are split (as for the level executor).
+#include "genlab.cuh"
+#include "forward.cu"
+#include "loss.cu"
+#include "backward.cu"
+#include "optim.cu"
+
+#define CHUNK (THREADS * 16)  // parameters per update item
+
+__device__ __forceinline__ void wait_for(const int* counter, int target)
+{
+    if (threadIdx.x == 0) {
+        while (*(volatile const int*)counter < target) __nanosleep(32);
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Thread 0 counts one finished item into *done (the block's writes made visible first) and
+// tells the whole block whether it was the last of `total`.
+__device__ __forceinline__ bool finish_item(int* done, int total, int* flag)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        *flag = atomicAdd(done, 1) == total - 1;
+    }
+    __syncthreads();
+    if (*flag) __threadfence();  // order this block's hand-off after everything counted in *done
+    return *flag;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
+    const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_dst,
+    const int* __restrict__ in_woff, const int* __restrict__ out_ptr, const int* __restrict__ out_dst,
+    const int* __restrict__ out_woff, const int* __restrict__ hidden,
+    const int* __restrict__ fwd_tasks, int n_fwd, const int* __restrict__ bwd_tasks, int n_bwd,
+    const int* __restrict__ weight_tasks, int n_weight, const int* __restrict__ bias_tasks, int n_bias,
+    float* params, float* grads, float* act, float* dz, const int* __restrict__ labels,
+    int batch, int ld, int n_slots, int input_slot, int output_slot, int split,
+    double* stats, double* wstats, double* scalars,
+    int optimizer, float* state0, float* state1, float* state2, int n_params,
+    float lr, float hyper1, float hyper2, float eps, int* counters)
+{
+    __shared__ int item_s, flag_s;
+    const int nbt = (batch + TILE - 1) / TILE, cells = n_slots * nbt;
+    int* next = counters;
+    int* ngrad = counters + 1;
+    int* fdone = counters + 2;
+    int* fready = fdone + cells;
+    int* bdone = fready + cells;
+    int* bready = bdone + cells;
+    int* gready = bready + cells;
+    const int n_update = (n_params + CHUNK - 1) / CHUNK;
+    const int a_fwd = nbt, a_loss = a_fwd + n_fwd * nbt, a_bwd = a_loss + nbt;
+    const int a_weight = a_bwd + n_bwd * nbt, a_bias = a_weight + n_weight, a_update = a_bias + n_bias;
+    const int total = a_update + n_update;
+    auto tiles = [&](int s) { return (width[s] + TILE - 1) / TILE; };
+    auto forward_tasks_of = [&](int s) {
+        const int deg = in_ptr[s + 1] - in_ptr[s];
+        return tiles(s) * (s == output_slot ? (deg + split - 1) / split : 1);
+    };
+    auto forward_complete = [&](int s, int bt) {  // every thread takes some of s's consumers
+        for (int e = out_ptr[s] + threadIdx.x; e < out_ptr[s + 1]; e += THREADS)
+            atomicAdd(fready + out_dst[e] * nbt + bt, 1);
+    };
+    auto backward_complete = [&](int s, int bt) {
+        for (int e = in_ptr[s] + threadIdx.x; e < in_ptr[s + 1]; e += THREADS)
+            if (hidden[in_src[e]]) atomicAdd(bready + in_src[e] * nbt + bt, 1);
+        if (threadIdx.x == 0) atomicAdd(gready + s, 1);
+    };
+
+    for (;;) {
+        __syncthreads();  // the previous item's shared memory is free
+        if (threadIdx.x == 0) item_s = atomicAdd(next, 1);
+        __syncthreads();
+        const int item = item_s;
+        if (item >= total) return;
+        if (item < a_fwd) {
+            __threadfence();
+            forward_complete(input_slot, item);
+        } else if (item < a_loss) {
+            const int f = (item - a_fwd) / nbt, bt = (item - a_fwd) % nbt;
+            const int* task = fwd_tasks + 4 * f;
+            const int s = task[0];
+            wait_for(fready + s * nbt + bt, in_ptr[s + 1] - in_ptr[s]);
+            forward_tile(task, bt * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld,
+                         output_slot);
+            if (finish_item(fdone + s * nbt + bt, forward_tasks_of(s), &flag_s)) forward_complete(s, bt);
+        } else if (item < a_bwd) {
+            const int bt = item - a_loss, s = output_slot, w = width[s];
+            wait_for(fdone + s * nbt + bt, forward_tasks_of(s));
+            softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ROW(ld, w),
+                         dz + act_off[s], scalars, (int*)(scalars + 1), stats, s);
+            if (finish_item(bdone + s * nbt + bt, 1, &flag_s)) backward_complete(s, bt);
+        } else if (item < a_weight) {
+            const int t = (item - a_bwd) / nbt, bt = (item - a_bwd) % nbt;
+            const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1];
+            wait_for(bready + s * nbt + bt, out_ptr[s + 1] - out_ptr[s]);
+            backward_tile(s, k0, bt * TILE, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld,
+                          stats);
+            if (finish_item(bdone + s * nbt + bt, tiles(s), &flag_s)) backward_complete(s, bt);
+        } else if (item < a_bias) {
+            const int* t = weight_tasks + 3 * (item - a_weight);
+            wait_for(gready + in_dst[t[0]], nbt);
+            weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld,
+                             wstats, scalars + 2);
+            finish_item(ngrad, 0, &flag_s);
+        } else if (item < a_update) {
+            const int* t = bias_tasks + 2 * (item - a_bias);
+            wait_for(gready + t[0], nbt);
+            bias_grad_tile(t[0], t[1], width, act_off, bias_off, dz, grads, batch, ld, wstats, scalars + 2);
+            finish_item(ngrad, 0, &flag_s);
+        } else {
+            wait_for(ngrad, n_weight + n_bias);
+            if (!finite_step(scalars)) continue;
+            const int end = min(n_params, (item - a_update + 1) * CHUNK);
+            for (int i = (item - a_update) * CHUNK + threadIdx.x; i < end; i += THREADS) {
+                if (optimizer == 0) sgd_one(i, params, grads, state0, lr, hyper1);
+                else adam_one(i, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps);
+            }
+        }
+    }
+}

@@ -500,6 +500,21 @@ def environment() -> dict:
             "numpy": np.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
 
+def write(details: dict, folder: Path) -> None:
+    """summary.json (workload -> implementation -> ms per step), details.json (everything) and chart.png."""
+    summary = {"device": details["environment"]["device"], "workloads": {}}
+    for name, r in details["workloads"].items():
+        if name == "W5":
+            summary["workloads"][name] = {k: {"total_s": v["total_s"], "growth_event_ms": v["growth_event_ms"]}
+                                          for k, v in r.items() if isinstance(v, dict)}
+        else:
+            summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}
+    details["targets"] = targets(details)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "details.json").write_text(json.dumps(details, indent=2) + "\n")
+    chart(summary, folder / "chart.png")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="genlab bench", description=__doc__.splitlines()[0])
     parser.add_argument("--workload", action="append", choices=[*WORKLOADS, "W5"],
@@ -519,24 +534,14 @@ def main(argv=None) -> int:
         if name == "W5":
             details["workloads"]["W5"] = run_growth(implementations=implementations)
             print("W5", json.dumps(details["workloads"]["W5"]), flush=True)
-            continue
-        result = run_workload(name, max(args.repeats, 50), implementations, compile_timeout=args.compile_timeout)
-        add_floors(result, details["ceilings"])
-        details["workloads"][name] = result
-        print(name, json.dumps(result["ms_per_step"]), "floor", json.dumps(result["floor_ms"]), flush=True)
-    summary = {"device": env["device"], "workloads": {}}
-    for name, r in details["workloads"].items():
-        if name == "W5":
-            summary["workloads"][name] = {k: {"total_s": v["total_s"], "growth_event_ms": v["growth_event_ms"]}
-                                          for k, v in r.items() if isinstance(v, dict)}
         else:
-            summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}
-    details["targets"] = targets(details)
+            result = run_workload(name, max(args.repeats, 50), implementations, compile_timeout=args.compile_timeout)
+            add_floors(result, details["ceilings"])
+            details["workloads"][name] = result
+            print(name, json.dumps(result["ms_per_step"]), "floor", json.dumps(result["floor_ms"]), flush=True)
+        write(details, folder)  # after each workload, so a run cut short keeps what it measured
     for target in details["targets"]:
         print(("met   " if target["met"] else "missed"), target["target"], target["measured"], flush=True)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / "details.json").write_text(json.dumps(details, indent=2) + "\n")
-    chart(summary, folder / "chart.png")
     print(f"wrote {folder}/summary.json, details.json, chart.png")
     return 0
 

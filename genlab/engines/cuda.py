@@ -75,9 +75,12 @@ _OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 
 _STATE = None  # (context, device, kernels), made once per process
 
 
-def source() -> str:
-    """All of cuda/*.cu as one translation unit: each file pasted once, in name order, with the
-    files it #includes (genlab.cuh, and the kernel files whose tile functions dataflow.cu
+ON_DEMAND = ("dataflow.cu",)  # compiled at the first use of its executor, not at load
+
+
+def source(files: list[str] | None = None) -> str:
+    """cuda/*.cu (or `files`) as one translation unit: each file pasted once, in name order, with
+    the files it #includes (genlab.cuh, and the kernel files whose tile functions dataflow.cu
     calls) pasted at their first #include and dropped after; #line directives keep nvcc's
     messages naming the right file and line."""
     from .. import cuda_dir
@@ -99,8 +102,8 @@ def source() -> str:
         return out
 
     parts = paste("genlab.cuh")
-    for path in sorted(folder.glob("*.cu")):
-        parts += paste(path.name)
+    for name in files or sorted(path.name for path in folder.glob("*.cu")):
+        parts += paste(name)
     return "\n".join(parts) + "\n"
 
 
@@ -147,14 +150,37 @@ def kernels():
         import atexit
 
         atexit.register(context.pop)
-        major, minor = device.compute_capability()
-        module = drv.module_from_buffer(_compile(source(), f"sm_{major}{minor}"))
-        functions = {}
-        for name, signature in _KERNELS.items():
-            functions[name] = module.get_function(name)
-            functions[name].prepare(signature)
-        _STATE = (context, device, functions)
+        from .. import cuda_dir
+
+        folder = Path(str(cuda_dir()))
+        _STATE = (context, device, {})
+        _load_module([p.name for p in sorted(folder.glob("*.cu")) if p.name not in ON_DEMAND])
     return _STATE
+
+
+def _load_module(files: list[str]) -> None:
+    """Compile (or take from the cache) and load `files` as one module; prepare its kernels."""
+    import pycuda.driver as drv
+
+    _, device, functions = _STATE
+    major, minor = device.compute_capability()
+    module = drv.module_from_buffer(_compile(source(files), f"sm_{major}{minor}"))
+    for name, signature in _KERNELS.items():
+        if name not in functions:
+            try:
+                functions[name] = module.get_function(name)
+            except drv.LogicError:  # defined in another module
+                continue
+            functions[name].prepare(signature)
+
+
+def dataflow_kernel():
+    """The persistent dataflow kernel: compiled on first use (its module inlines every tile
+    function, so nvcc takes a few seconds the first time; cached after)."""
+    functions = kernels()[2]
+    if "dataflow_step" not in functions:
+        _load_module(list(ON_DEMAND))
+    return functions["dataflow_step"]
 
 
 class _Index:
@@ -279,7 +305,7 @@ class CudaEngine:
         """How many blocks of the dataflow kernel the device holds at once: its grid (limited by
         registers, shared memory and threads per multiprocessor). A larger grid would still be
         correct, the extra blocks starting as others leave; a smaller one would leave SMs idle."""
-        drv, f = self._drv, self.k["dataflow_step"]
+        drv, f = self._drv, dataflow_kernel()
         fa, da = drv.function_attribute, drv.device_attribute
         get = self.device.get_attribute
         regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS

@@ -120,7 +120,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
         } else if (item < a_bwd) {
             const int bt = item - a_loss, s = output_slot, w = width[s];
             wait_for(fdone + s * nbt + bt, forward_tasks_of(s));
-            softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ROW(ld, w),
+            softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ld,
                          dz + act_off[s], scalars, (int*)(scalars + 1), stats, s);
             if (finish_item(bdone + s * nbt + bt, 1, &flag_s)) backward_complete(s, bt);
         } else if (item < a_weight) {

@@ -6,17 +6,17 @@
 // count of correct predictions and the output group's statistics (sum dL/dl, sum (dL/dl)^2,
 // sum l * dL/dl) into stats[3 * slot..]. Called by softmax_xent and by the dataflow executor.
 // softmax_xent: launch grid ceil(batch / THREADS), THREADS threads; one thread per batch row.
-// Rows of logits are `stride` floats apart (the activation layout's row length).
+// Rows of logits are ROW(ld, classes) floats apart (the activation layout, genlab.cuh).
 #ifndef GENLAB_LOSS_CU  // dataflow.cu includes this file too
 #define GENLAB_LOSS_CU
 #include "genlab.cuh"
 
 __device__ __forceinline__ void softmax_rows(
-    int b0, int rows, const float* logits, const int* __restrict__ labels, int batch, int classes, int stride,
+    int b0, int rows, const float* logits, const int* __restrict__ labels, int batch, int classes, int ld,
     float* dlogits, double* loss_sum, int* correct, double* stats, int output_slot)
 {
     __shared__ double scratch[THREADS / 32];
-    const int b = b0 + threadIdx.x;
+    const int b = b0 + threadIdx.x, stride = ROW(ld, classes);
     double s1 = 0.0, s2 = 0.0, s3 = 0.0, loss = 0.0;
     int right = 0;
     if ((int)threadIdx.x < rows) {
@@ -54,12 +54,12 @@ __device__ __forceinline__ void softmax_rows(
 }
 
 extern "C" __global__ void softmax_xent(
-    const float* __restrict__ logits, const int* __restrict__ labels, int batch, int classes, int stride,
+    const float* __restrict__ logits, const int* __restrict__ labels, int batch, int classes, int ld,
     float* __restrict__ dlogits, double* __restrict__ loss_sum, int* __restrict__ correct,
     double* __restrict__ stats, int output_slot)
 {
     const int b0 = blockIdx.x * THREADS;
-    softmax_rows(b0, min(THREADS, batch - b0), logits, labels, batch, classes, stride, dlogits, loss_sum, correct,
+    softmax_rows(b0, min(THREADS, batch - b0), logits, labels, batch, classes, ld, dlogits, loss_sum, correct,
                  stats, output_slot);
 }
 #endif  // GENLAB_LOSS_CU

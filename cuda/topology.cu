@@ -12,8 +12,10 @@
 //   (out_dst, out_woff) at ptr[slot] + position. One thread per edge.
 // topo_levels: level[s] = longest path from the input, by relaxation to a fixed point
 //   (a parallel topological sort; as many rounds as the network is deep). One block.
-// topo_tasks: per level, the forward tasks (slot, j0, e0, e1) and the backward tasks (slot, k0)
-//   (the output group's, alone on the deepest level, serve the push variant only); the bias tasks (slot, j0) and the weight-gradient tasks
+// topo_tasks: per level, the forward tasks (slot, j0, e0, e1) in ascending level order, and the
+//   backward tasks (slot, k0) in descending level order (counted at depth - level: first the
+//   output group's, alone on the deepest level, which only the push variant uses, then the
+//   deepest hidden level, and so on; the dataflow executor takes the list as it is); the bias tasks (slot, j0) and the weight-gradient tasks
 //   (edge, j0, k0). Counting first (so the host can size the lists), then filling at
 //   atomically taken places (tasks of one level are independent, so their order is free).
 #include "genlab.cuh"
@@ -96,7 +98,8 @@ extern "C" __global__ void topo_levels(
     } while (changed);
 }
 
-// mode 0: count per level into fwd_count / bwd_count, and each slot's bias tiles into bias_count;
+// mode 0: count per level into fwd_count / bwd_count (at depth - level), and each slot's bias tiles
+// into bias_count;
 // mode 1: fill at fwd_ptr / bwd_ptr / bias_ptr (exclusive scans of the counts), taking places in
 // a level with the cursors. A forward task covers TILE neurons (j0) and, for the linear output
 // group, `split` of its in-edges (split-K), else all of them; every group but the input has one
@@ -111,12 +114,12 @@ extern "C" __global__ void topo_tasks(
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots || s == input_slot) return;
-    const int tiles = (width[s] + TILE - 1) / TILE, lv = level[s];
+    const int tiles = (width[s] + TILE - 1) / TILE, lv = level[s], down = level[output_slot] - lv;
     const int e0 = in_ptr[s], e1 = in_ptr[s + 1];
     const int step = s == output_slot ? split : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
     if (mode == 0) {
         atomicAdd(fwd_count + lv, tiles * chunks);
-        atomicAdd(bwd_count + lv, tiles);
+        atomicAdd(bwd_count + down, tiles);
         bias_count[s] = tiles;
         return;
     }
@@ -126,7 +129,7 @@ extern "C" __global__ void topo_tasks(
             int* task = fwd_tasks + 4 * f;
             task[0] = s; task[1] = t * TILE; task[2] = a; task[3] = min(a + step, e1);
         }
-    const int b = bwd_ptr[lv] + atomicAdd(bwd_cursor + lv, tiles);
+    const int b = bwd_ptr[down] + atomicAdd(bwd_cursor + down, tiles);
     for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * TILE; }
     for (int t = 0; t < tiles; ++t) {
         bias_tasks[2 * (bias_ptr[s] + t)] = s;

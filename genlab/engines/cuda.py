@@ -2,7 +2,8 @@
 
 State lives on the GPU in structure-of-arrays form (see cuda/genlab.cuh): a flat parameter
 buffer (every weight block, then every bias), its gradients and optimizer state in the same
-layout, activations and their gradients as one block per group. Topology goes up as CSR of
+layout, activations and their gradients group-major (one block per group) or batch-major (one
+row of every neuron per sample), as the executor says. Topology goes up as CSR of
 in-edges and out-edges plus per-level task lists, a few kilobytes rebuilt when it changes.
 A training step, with the level executor, launches: forward (one launch per level), loss,
 backward (one launch per level), weight and bias gradients (one launch each) and the optimizer
@@ -73,6 +74,13 @@ EXECUTORS = {
 _CRITERIA = ("grad_std", "weight_grad_norm", "taylor")  # the numbering of growth_observe
 _OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 5}
 _STATE = None  # (context, device, kernels), made once per process
+
+
+def executor_parts(name: str) -> tuple[str, str, str]:
+    """(schedule, backward direction, activation layout) of an executor; BackendError if unknown."""
+    if name not in EXECUTORS:
+        raise BackendError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]
 
 
 ON_DEMAND = ("dataflow.cu",)  # compiled at the first use of its executor, not at load
@@ -159,19 +167,18 @@ def kernels():
 
 
 def _load_module(files: list[str]) -> None:
-    """Compile (or take from the cache) and load `files` as one module; prepare its kernels."""
+    """Compile (or take from the cache) and load `files` as one module; prepare the kernels it
+    defines that are not loaded yet."""
     import pycuda.driver as drv
 
     _, device, functions = _STATE
     major, minor = device.compute_capability()
-    module = drv.module_from_buffer(_compile(source(files), f"sm_{major}{minor}"))
-    for name, signature in _KERNELS.items():
-        if name not in functions:
-            try:
-                functions[name] = module.get_function(name)
-            except drv.LogicError:  # defined in another module
-                continue
-            functions[name].prepare(signature)
+    src = source(files)
+    module = drv.module_from_buffer(_compile(src, f"sm_{major}{minor}"))
+    defined = set(re.findall(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(', src, flags=re.M))
+    for name in defined - functions.keys():
+        functions[name] = module.get_function(name)
+        functions[name].prepare(_KERNELS[name])
 
 
 def dataflow_kernel():
@@ -277,10 +284,8 @@ class CudaEngine:
         if np.dtype(dtype) != np.float32:
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
-        if executor not in EXECUTORS:
-            raise BackendError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
         self.executor = executor
-        self.schedule, self.direction, self.activations = EXECUTORS[executor]
+        self.schedule, self.direction, self.activations = executor_parts(executor)
         import pycuda.driver as drv
 
         self._drv = drv
@@ -352,11 +357,23 @@ class CudaEngine:
 
     def _batch_buffers(self, ix: "_Index", cap: int) -> dict:
         """Activations, their gradients, the labels and the dataflow counters for `cap` rows."""
-        offsets = ix.col_off.astype(np.int64) * (cap if self.activations == "group" else 1)
-        tiles = (cap + TILE - 1) // TILE
-        return {"act": self._new(4 * ix.n_cols * cap, "activations"), "dz": self._new(4 * ix.n_cols * cap, "gradients"),
-                "labels": self._new(4 * cap, "labels"), "act_off": self._upload_new(offsets.astype(np.int32)),
-                "counters": self._new(4 * (2 + (4 * tiles + 1) * len(ix.groups)), "dependency counters")}
+        offsets = ix.col_off.astype(np.int64) * self._block_scale(cap)
+        new = {"act": self._new(4 * ix.n_cols * cap, "activations"), "dz": self._new(4 * ix.n_cols * cap, "gradients"),
+               "labels": self._new(4 * cap, "labels"), "act_off": self._upload_new(offsets.astype(np.int32))}
+        if self.schedule == "dataflow":
+            new["counters"] = self._new(4 * self._counter_words(len(ix.groups), cap), "dependency counters")
+        return new
+
+    def _block_scale(self, cap: int) -> int:
+        """act_off[s] = col_off[s] * this: a group's block holds `cap` rows (group-major), or
+        its neurons start at its column of one long row per sample (batch-major)."""
+        return cap if self.activations == "group" else 1
+
+    @staticmethod
+    def _counter_words(n_slots: int, batch: int) -> int:
+        """Size of the dataflow kernel's counters: next item, gradients done, then fdone, fready,
+        bdone and bready per (slot, batch tile) and gready per slot (cuda/dataflow.cu)."""
+        return 2 + (4 * ((batch + TILE - 1) // TILE) + 1) * n_slots
 
     def _upload_new(self, array: np.ndarray):
         array = np.ascontiguousarray(array)
@@ -432,17 +449,11 @@ class CudaEngine:
         self._launch_flat("topo_weight_tasks", E, np.int32(1), new["in_src"], new["in_dst"], new["width"], np.int32(E),
                           new["weight_count"], new["weight_ptr"], new["weight_tasks"])
         ix.forward_levels = [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)]
-        ix.push_levels = [(int(bwd[lv]), int(bwd[lv + 1] - bwd[lv])) for lv in range(depth, 0, -1)]
+        # backward tasks, deepest level first: the output group's (push only), then the hidden levels
+        ix.push_levels = [(int(bwd[k]), int(bwd[k + 1] - bwd[k])) for k in range(depth)]
         ix.backward_levels = ix.push_levels[1:]  # pull: the output group's dz comes from the loss
         ix.n_forward_tasks = int(fwd[n + 1])
-        ix.n_backward_tasks = sum(count for _, count in ix.backward_levels)
-        if self.schedule == "dataflow":  # the backward tasks, deepest level first
-            new["dataflow_backward_tasks"] = self._new(8 * ix.n_backward_tasks, "tasks")
-            done = 0
-            for start, count in [level for level in ix.backward_levels if level[1]]:
-                drv.memcpy_dtod_async(int(new["dataflow_backward_tasks"]) + 8 * done,
-                                      int(new["backward_tasks"]) + 8 * start, 8 * count, self.stream)
-                done += count
+        ix.backward_start, ix.n_backward_tasks = int(bwd[1]), int(bwd[depth] - bwd[1])  # as one list
         ix.n_bias_tasks, ix.n_weight_tasks = int(spans["bias_ptr"][n + 1]), int(spans["weight_ptr"][E])
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
                              ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
@@ -662,7 +673,7 @@ class CudaEngine:
 
     def _block(self, slot: int) -> int:
         """Byte offset of a group's activations (row 0, neuron 0)."""
-        return 4 * int(self.layout.col_off[slot]) * (self._batch_cap if self.activations == "group" else 1)
+        return 4 * int(self.layout.col_off[slot]) * self._block_scale(self._batch_cap)
 
     @property
     def _ld(self) -> int:
@@ -737,7 +748,7 @@ class CudaEngine:
             drv.memset_d32_async(b["dz"], 0, L.n_cols * self._batch_cap, self.stream)
         out = L.output_slot
         self._launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), self._ptr("act", self._block(out)),
-                     b["labels"], np.int32(batch), np.int32(L.width[out]), np.int32(self._ld or L.width[out]),
+                     b["labels"], np.int32(batch), np.int32(L.width[out]), np.int32(self._ld),
                      self._ptr("dz", self._block(out)), b["scalars"], self._ptr("scalars", 8), b["stats"],
                      np.int32(out))
         if self.direction == "pull":
@@ -748,13 +759,14 @@ class CudaEngine:
                                  b["dz"], np.int32(batch), ld, b["stats"])
         else:
             for number, (start, count) in enumerate(L.push_levels):
+                if not count:
+                    continue
                 tasks = self._ptr("backward_tasks", 8 * start)
-                if number and count:  # all consumers of this level have pushed: mask and statistics
+                if number:  # all consumers of this level have pushed: mask and statistics
                     self._launch("backward_finish", (count, rows), tasks, b["width"], b["act_off"], b["act"],
                                  b["dz"], np.int32(batch), ld, b["stats"])
-                if count:
-                    self._launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"],
-                                 b["in_src"], b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
+                self._launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"],
+                             b["in_src"], b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
         gradsq = self._ptr("scalars", 16)
         self._launch("weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"],
                      b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld,
@@ -774,8 +786,7 @@ class CudaEngine:
         """The whole step (forward to update) as one launch of the persistent kernel."""
         L, b, drv, opt = self.layout, self._buffers, self._drv, self.optimizer
         self._zero_step_sums()
-        tiles = (batch + TILE - 1) // TILE
-        drv.memset_d32_async(b["counters"], 0, 2 + (4 * tiles + 1) * len(L.groups), self.stream)
+        drv.memset_d32_async(b["counters"], 0, self._counter_words(len(L.groups), batch), self.stream)
         if L.split_output:
             self._zero_rows(L.output_slot, batch)
         if opt.name == "sgd":
@@ -784,7 +795,7 @@ class CudaEngine:
             state, hyper = [b["state_m"], b["state_v"], b["state_t"]], (opt.beta1, opt.beta2, opt.eps)
         self._launch("dataflow_step", (self._grid, 1), b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
                      b["in_src"], b["in_dst"], b["in_woff"], b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
-                     b["forward_tasks"], np.int32(L.n_forward_tasks), b["dataflow_backward_tasks"],
+                     b["forward_tasks"], np.int32(L.n_forward_tasks), self._ptr("backward_tasks", 8 * L.backward_start),
                      np.int32(L.n_backward_tasks), b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"],
                      np.int32(L.n_bias_tasks), b["params"], b["grads"], b["act"], b["dz"], b["labels"],
                      np.int32(batch), np.int32(self._ld), np.int32(len(L.groups)), np.int32(L.input_slot),

@@ -3,7 +3,7 @@
 //
 // backward_tile: for one hidden group s, dL/dh_s = sum over out-edges s->d of dz_d W_e (pull:
 //   the consumers sit on deeper levels and are done), then dz_s = dL/dh_s * (h_s > 0), over a
-//   TILE x TILE tile (batch rows b0.., neurons k0..); finish_tile writes it and accumulates the
+//   TILE x TILE tile (batch rows b0.., neurons k0..kend-1, `chunk` <= TILE of them); finish_tile writes it and accumulates the
 //   group's statistics of dL/dh: stats[3s] += sum, stats[3s+1] += sum of squares,
 //   stats[3s+2] += sum of h * dL/dh. backward_level: task (slot, k0) of one level.
 //   Launch: grid (n_tasks, ceil(batch / TILE)), THREADS.
@@ -24,8 +24,8 @@
 #include "genlab.cuh"
 
 __device__ __forceinline__ void finish_tile(
-    int s, int k0, int b0, const float acc[2][2], const int* __restrict__ width, const int* __restrict__ act_off,
-    const float* act, float* dz, int batch, int ld, double* stats)
+    int s, int k0, int kend, int b0, const float acc[2][2], const int* __restrict__ width,
+    const int* __restrict__ act_off, const float* act, float* dz, int batch, int ld, double* stats)
 {
     __shared__ double scratch[THREADS / 32];
     const int w = width[s], rs = ROW(ld, w);
@@ -36,7 +36,7 @@ __device__ __forceinline__ void finish_tile(
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
-            if (b < batch && k < w) {
+            if (b < batch && k < kend) {
                 const float g = acc[a][c], hv = __ldcg(h + b * rs + k);
                 dzs[b * rs + k] = hv > 0.f ? g : 0.f;
                 s1 += g; s2 += (double)g * g; s3 += (double)hv * g;
@@ -55,11 +55,11 @@ __device__ __forceinline__ void finish_tile(
 __device__ __forceinline__ void backward_tile(
     int s, int k0, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
-    const float* params, const float* act, float* dz, int batch, int ld, double* stats)
+    const float* params, const float* act, float* dz, int batch, int ld, double* stats, int chunk)
 {
     __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d
     __shared__ float wt[TILE][TILE + 1];  // [k][j] = W_e[j][k]
-    const int w = width[s];
+    const int w = width[s], kend = min(w, k0 + chunk);  // the task's neurons: k0..kend-1
     const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
@@ -71,7 +71,7 @@ __device__ __forceinline__ void backward_tile(
             for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
                 const int r = i / TILE, c = i % TILE;
                 ds[r][c] = (b0 + r < batch && j0 + c < wd) ? __ldcg(D + (b0 + r) * rd + j0 + c) : 0.f;
-                wt[c][r] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
+                wt[c][r] = (j0 + r < wd && k0 + c < kend) ? W[(j0 + r) * w + k0 + c] : 0.f;
             }
             __syncthreads();
 #pragma unroll 8
@@ -84,17 +84,17 @@ __device__ __forceinline__ void backward_tile(
             __syncthreads();
         }
     }
-    finish_tile(s, k0, b0, acc, width, act_off, act, dz, batch, ld, stats);
+    finish_tile(s, k0, kend, b0, acc, width, act_off, act, dz, batch, ld, stats);
 }
 
 extern "C" __global__ void backward_level(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
     const float* __restrict__ params, const float* __restrict__ act, float* __restrict__ dz,
-    int batch, int ld, double* __restrict__ stats)
+    int batch, int ld, double* __restrict__ stats, int chunk)
 {
     backward_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], blockIdx.y * TILE, width, act_off, out_ptr,
-                  out_dst, out_woff, params, act, dz, batch, ld, stats);
+                  out_dst, out_woff, params, act, dz, batch, ld, stats, chunk);
 }
 
 extern "C" __global__ void backward_push(
@@ -156,7 +156,7 @@ extern "C" __global__ void backward_finish(
             const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
             acc[a][c] = (b < batch && k < w) ? __ldcg(G + b * rs + k) : 0.f;
         }
-    finish_tile(s, k0, b0, acc, width, act_off, act, dz, batch, ld, stats);
+    finish_tile(s, k0, min(w, k0 + TILE), b0, acc, width, act_off, act, dz, batch, ld, stats);
 }
 
 __device__ __forceinline__ void weight_grad_tile(

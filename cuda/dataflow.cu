@@ -34,31 +34,6 @@
 #include "backward.cu"
 #include "optim.cu"
 
-#define CHUNK (THREADS * 16)  // parameters per update item
-
-__device__ __forceinline__ void wait_for(const int* counter, int target)
-{
-    if (threadIdx.x == 0) {
-        while (*(volatile const int*)counter < target) __nanosleep(32);
-        __threadfence();
-    }
-    __syncthreads();
-}
-
-// Thread 0 counts one finished item into *done (the block's writes made visible first) and
-// tells the whole block whether it was the last of `total`.
-__device__ __forceinline__ bool finish_item(int* done, int total, int* flag)
-{
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        *flag = atomicAdd(done, 1) == total - 1;
-    }
-    __syncthreads();
-    if (*flag) __threadfence();  // order this block's hand-off after everything counted in *done
-    return *flag;
-}
-
 extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
     const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
     const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_dst,
@@ -115,7 +90,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
             const int s = task[0];
             wait_for(fready + s * nbt + bt, in_ptr[s + 1] - in_ptr[s]);
             forward_tile(task, bt * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld,
-                         output_slot);
+                         output_slot, TILE);
             if (finish_item(fdone + s * nbt + bt, forward_tasks_of(s), &flag_s)) forward_complete(s, bt);
         } else if (item < a_bwd) {
             const int bt = item - a_loss, s = output_slot, w = width[s];
@@ -128,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
             const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1];
             wait_for(bready + s * nbt + bt, out_ptr[s + 1] - out_ptr[s]);
             backward_tile(s, k0, bt * TILE, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld,
-                          stats);
+                          stats, TILE);
             if (finish_item(bdone + s * nbt + bt, tiles(s), &flag_s)) backward_complete(s, bt);
         } else if (item < a_bias) {
             const int* t = weight_tasks + 3 * (item - a_weight);
@@ -144,11 +119,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
         } else {
             wait_for(ngrad, n_weight + n_bias);
             if (!finite_step(scalars)) continue;
-            const int end = min(n_params, (item - a_update + 1) * CHUNK);
-            for (int i = (item - a_update) * CHUNK + threadIdx.x; i < end; i += THREADS) {
-                if (optimizer == 0) sgd_one(i, params, grads, state0, lr, hyper1);
-                else adam_one(i, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps);
-            }
+            update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,
+                         hyper2, eps);
         }
     }
 }

@@ -7,6 +7,7 @@
 // split over several tasks (a wide DAG feeds it from every sink); those tasks atomically add
 // into logits zeroed beforehand, and the task holding the first in-edge adds the bias.
 // Called by the level executor (forward_level) and by the dataflow executor (dataflow.cu).
+// A task covers `chunk` <= TILE neurons (the task lists' chunk: TILE, or CH for the row executor).
 // forward_level: one topological level. Launch: grid (n_tasks, ceil(batch / TILE)), THREADS.
 #ifndef GENLAB_FORWARD_CU  // dataflow.cu includes this file too
 #define GENLAB_FORWARD_CU
@@ -15,13 +16,13 @@
 __device__ __forceinline__ void forward_tile(
     const int* __restrict__ task, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
-    const int* __restrict__ in_woff, const float* params, float* act, int batch, int ld, int output_slot)
+    const int* __restrict__ in_woff, const float* params, float* act, int batch, int ld, int output_slot, int chunk)
 {
     __shared__ float xs[TILE][TILE + 1];  // [batch row][k]
     __shared__ float ws[TILE][TILE + 1];  // [neuron j][k]
     const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3];
     const bool split = (s == output_slot) && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
-    const int w = width[s];
+    const int w = width[s], jend = min(w, j0 + chunk);  // the task's neurons: j0..jend-1
     const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
@@ -33,7 +34,7 @@ __device__ __forceinline__ void forward_tile(
             for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
                 const int r = i / TILE, c = i % TILE, k = k0 + c;  // c fastest: coalesced along k
                 xs[r][c] = (b0 + r < batch && k < ws_) ? __ldcg(x + (b0 + r) * rs + k) : 0.f;
-                ws[r][c] = (j0 + r < w && k < ws_) ? W[(j0 + r) * ws_ + k] : 0.f;
+                ws[r][c] = (j0 + r < jend && k < ws_) ? W[(j0 + r) * ws_ + k] : 0.f;
             }
             __syncthreads();
 #pragma unroll 8
@@ -51,7 +52,7 @@ __device__ __forceinline__ void forward_tile(
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + ty + a * HALF, j = j0 + tx + c * HALF;
-            if (b < batch && j < w) {
+            if (b < batch && j < jend) {
                 const float z = acc[a][c] + (e0 == in_ptr[s] ? params[bias_off[s] + j] : 0.f);
                 if (split) atomicAdd(h + b * rs + j, z);
                 else h[b * rs + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
@@ -63,9 +64,9 @@ extern "C" __global__ void forward_level(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
     const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
-    int batch, int ld, int output_slot)
+    int batch, int ld, int output_slot, int chunk)
 {
     forward_tile(tasks + 4 * blockIdx.x, blockIdx.y * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff,
-                 params, act, batch, ld, output_slot);
+                 params, act, batch, ld, output_slot, chunk);
 }
 #endif  // GENLAB_FORWARD_CU

@@ -59,3 +59,28 @@ __device__ __forceinline__ double block_sum(double v, double* scratch) {
     for (int w = 0; w < THREADS / 32; ++w) total += scratch[w];
     return total;
 }
+
+// The persistent executors' hand-off (dataflow.cu, rows.cu): a block waits (thread 0 spins on
+// one counter) until its item's inputs are complete.
+__device__ __forceinline__ void wait_for(const int* counter, int target)
+{
+    if (threadIdx.x == 0) {
+        while (*(volatile const int*)counter < target) __nanosleep(32);
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Thread 0 counts one finished item into *done (the block's writes made visible first) and
+// tells the whole block whether it was the last of `total`.
+__device__ __forceinline__ bool finish_item(int* done, int total, int* flag)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        *flag = atomicAdd(done, 1) == total - 1;
+    }
+    __syncthreads();
+    if (*flag) __threadfence();  // order this block's hand-off after everything counted in *done
+    return *flag;
+}

@@ -5,7 +5,8 @@
 //
 // sgd_one / adam_one update parameter i (also called by the dataflow executor).
 // sgd_update: v = momentum * v + g (v starts at 0, so the first step takes v = g); p -= lr * v.
-// adam_update: per-parameter step count t; m, v moving averages; bias-corrected step.
+// adam_update: per-parameter step count t; m, v moving averages; bias-corrected step
+// (AdamCorrection).
 #ifndef GENLAB_OPTIM_CU  // dataflow.cu includes this file too
 #define GENLAB_OPTIM_CU
 #include "genlab.cuh"
@@ -14,7 +15,8 @@ __device__ __forceinline__ bool finite_step(const double* guard) {
     return isfinite(__ldcg(guard)) && isfinite(__ldcg(guard + 2));
 }
 
-__device__ __forceinline__ void sgd_one(int i, float* p, const float* g, float* vel, float lr, float momentum)
+__device__ __forceinline__ void sgd_one(int i, float* __restrict__ p, const float* __restrict__ g,
+                                        float* __restrict__ vel, float lr, float momentum)
 {
     float step = __ldcg(g + i);
     if (momentum != 0.f) {
@@ -24,8 +26,22 @@ __device__ __forceinline__ void sgd_one(int i, float* p, const float* g, float* 
     p[i] -= lr * step;
 }
 
-__device__ __forceinline__ void adam_one(int i, float* p, const float* g, float* m, float* v, float* t, float lr,
-                                         float beta1, float beta2, float eps)
+// Adam's bias corrections for step count tt: lr / (1 - beta1^tt) and 1 - beta2^tt, in double as
+// -expm1(tt log beta) (cheaper than pow, and exact where 1 - beta^tt is small).
+struct AdamCorrection {
+    float t = -1.f, step = 0.f, correction = 1.f;
+    __device__ __forceinline__ void at(float tt, float lr, double log_beta1, double log_beta2) {
+        if (tt == t) return;  // the parameters of a chunk mostly share their step count
+        t = tt;
+        step = (float)((double)lr / -expm1((double)tt * log_beta1));
+        correction = (float)-expm1((double)tt * log_beta2);
+    }
+};
+
+__device__ __forceinline__ void adam_one(int i, float* __restrict__ p, const float* __restrict__ g,
+                                         float* __restrict__ m, float* __restrict__ v, float* __restrict__ t,
+                                         float lr, float beta1, float beta2, float eps, double log_beta1,
+                                         double log_beta2, AdamCorrection& c)
 {
     const float tt = t[i] + 1.f, gi = __ldcg(g + i);
     t[i] = tt;
@@ -33,9 +49,68 @@ __device__ __forceinline__ void adam_one(int i, float* p, const float* g, float*
     const float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    const float step = (float)((double)lr / (1.0 - pow((double)beta1, (double)tt)));
-    const float correction = (float)(1.0 - pow((double)beta2, (double)tt));
-    p[i] -= step * mi / (sqrtf(vi / correction) + eps);
+    c.at(tt, lr, log_beta1, log_beta2);
+    p[i] -= c.step * mi / (sqrtf(vi / c.correction) + eps);
+}
+
+// update_chunk: parameters c * CHUNK.. of the persistent executors' update item c (a block). A
+// thread takes 4 consecutive parameters at a time as float4s (the buffers and CHUNK are multiples
+// of 16 bytes), so each round trip to memory serves 4 parameters; the tail goes one by one.
+#define CHUNK (THREADS * 16)
+__device__ __forceinline__ void update_chunk(int c, int n_params, int optimizer, float* __restrict__ params,
+                                             const float* __restrict__ grads, float* __restrict__ state0,
+                                             float* __restrict__ state1, float* __restrict__ state2, float lr,
+                                             float hyper1, float hyper2, float eps)
+{
+    const double log_beta1 = optimizer ? log((double)hyper1) : 0.0, log_beta2 = optimizer ? log((double)hyper2) : 0.0;
+    AdamCorrection corr;
+#pragma unroll
+    for (int k = 0; k < CHUNK / (4 * THREADS); ++k) {
+        const int i = c * CHUNK + 4 * (k * THREADS + threadIdx.x);
+        if (i >= n_params) break;
+        if (i + 4 > n_params) {
+            for (int j = i; j < n_params; ++j) {
+                if (optimizer == 0) sgd_one(j, params, grads, state0, lr, hyper1);
+                else adam_one(j, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1,
+                              log_beta2, corr);
+            }
+            break;
+        }
+        float4* p4 = reinterpret_cast<float4*>(params + i);
+        const float4 g = __ldcg(reinterpret_cast<const float4*>(grads + i));
+        float4 p = *p4;
+        float* pv = &p.x;
+        const float* gv = &g.x;
+        if (optimizer == 0) {
+            float4* v4 = reinterpret_cast<float4*>(state0 + i);
+            float4 v = *v4;
+            float* vv = &v.x;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                float step = gv[j];
+                if (hyper1 != 0.f) { step = hyper1 * vv[j] + step; vv[j] = step; }
+                pv[j] -= lr * step;
+            }
+            if (hyper1 != 0.f) *v4 = v;
+        } else {
+            float4* m4 = reinterpret_cast<float4*>(state0 + i);
+            float4* v4 = reinterpret_cast<float4*>(state1 + i);
+            float4* t4 = reinterpret_cast<float4*>(state2 + i);
+            float4 m = *m4, v = *v4, t = *t4;
+            float *mv = &m.x, *vv = &v.x, *tv = &t.x;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {  // adam_one's arithmetic
+                const float tt = tv[j] + 1.f;
+                tv[j] = tt;
+                mv[j] = hyper1 * mv[j] + (1.f - hyper1) * gv[j];
+                vv[j] = hyper2 * vv[j] + (1.f - hyper2) * gv[j] * gv[j];
+                corr.at(tt, lr, log_beta1, log_beta2);
+                pv[j] -= corr.step * mv[j] / (sqrtf(vv[j] / corr.correction) + eps);
+            }
+            *m4 = m; *v4 = v; *t4 = t;
+        }
+        *p4 = p;
+    }
 }
 
 extern "C" __global__ void sgd_update(float* __restrict__ p, const float* __restrict__ g,
@@ -52,7 +127,9 @@ extern "C" __global__ void adam_update(float* __restrict__ p, const float* __res
                                        const double* __restrict__ guard)
 {
     const int i = blockIdx.x * THREADS + threadIdx.x;
-    if (i < n && finite_step(guard)) adam_one(i, p, g, m, v, t, lr, beta1, beta2, eps);
+    AdamCorrection corr;
+    if (i < n && finite_step(guard))
+        adam_one(i, p, g, m, v, t, lr, beta1, beta2, eps, log((double)beta1), log((double)beta2), corr);
 }
 
 // gather: dst[i] = src[map[i]] where map[i] >= 0, else 0. Carries optimizer state from one

@@ -101,12 +101,13 @@ extern "C" __global__ void topo_levels(
 // mode 0: count per level into fwd_count / bwd_count (at depth - level), and each slot's bias tiles
 // into bias_count;
 // mode 1: fill at fwd_ptr / bwd_ptr / bias_ptr (exclusive scans of the counts), taking places in
-// a level with the cursors. A forward task covers TILE neurons (j0) and, for the linear output
+// a level with the cursors. A forward or backward task covers `chunk` neurons (j0 or k0: TILE,
+// or CH for the row executor; a bias task always TILE) and, a forward task, for the linear output
 // group, `split` of its in-edges (split-K), else all of them; every group but the input has one
 // in-edge at least (a validated network).
 extern "C" __global__ void topo_tasks(
     int mode, const int* __restrict__ width, const int* __restrict__ level, const int* __restrict__ in_ptr,
-    int n_slots, int input_slot, int output_slot, int split,
+    int n_slots, int input_slot, int output_slot, int split, int chunk,
     int* __restrict__ fwd_count, int* __restrict__ bwd_count, int* __restrict__ bias_count,
     const int* __restrict__ fwd_ptr, const int* __restrict__ bwd_ptr, const int* __restrict__ bias_ptr,
     int* __restrict__ fwd_cursor, int* __restrict__ bwd_cursor,
@@ -114,24 +115,25 @@ extern "C" __global__ void topo_tasks(
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots || s == input_slot) return;
-    const int tiles = (width[s] + TILE - 1) / TILE, lv = level[s], down = level[output_slot] - lv;
+    const int tiles = (width[s] + chunk - 1) / chunk, bias_tiles = (width[s] + TILE - 1) / TILE;
+    const int lv = level[s], down = level[output_slot] - lv;
     const int e0 = in_ptr[s], e1 = in_ptr[s + 1];
     const int step = s == output_slot ? split : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
     if (mode == 0) {
         atomicAdd(fwd_count + lv, tiles * chunks);
         atomicAdd(bwd_count + down, tiles);
-        bias_count[s] = tiles;
+        bias_count[s] = bias_tiles;
         return;
     }
     int f = fwd_ptr[lv] + atomicAdd(fwd_cursor + lv, tiles * chunks);
     for (int t = 0; t < tiles; ++t)
         for (int a = e0; a < e1; a += step, ++f) {
             int* task = fwd_tasks + 4 * f;
-            task[0] = s; task[1] = t * TILE; task[2] = a; task[3] = min(a + step, e1);
+            task[0] = s; task[1] = t * chunk; task[2] = a; task[3] = min(a + step, e1);
         }
     const int b = bwd_ptr[down] + atomicAdd(bwd_cursor + down, tiles);
-    for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * TILE; }
-    for (int t = 0; t < tiles; ++t) {
+    for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * chunk; }
+    for (int t = 0; t < bias_tiles; ++t) {
         bias_tasks[2 * (bias_ptr[s] + t)] = s;
         bias_tasks[2 * (bias_ptr[s] + t) + 1] = t * TILE;
     }

@@ -15,7 +15,7 @@ from genlab.optim import SGD, Adam
 pytestmark = pytest.mark.gpu
 
 
-EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch"]
+EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows"]
 
 
 def cuda_engine(net, optimizer=None, executor="level"):
@@ -70,9 +70,10 @@ CASES = [  # (levels, per_level, width range, fan-in range, batch)
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("executor", ["level", "level_push", "level_batch"])
+@pytest.mark.parametrize("executor", ["level", "level_push", "level_batch", "dataflow_rows"])
 def test_forward_backward_and_statistics_match_serial(case, seed, executor):
-    """forward() and backward() one by one: the level kernels, pull or push, either layout."""
+    """forward() and backward() one by one: the level kernels, pull or push, either layout, and
+    with the row executor's task lists (CH neurons a task instead of TILE)."""
     net, x, y = random_case(seed * 100 + CASES.index(case), *case)
     ref = SerialEngine(net, SGD(), dtype="float64")
     gpu = cuda_engine(net, executor=executor)
@@ -128,13 +129,14 @@ def test_every_executor_trains_like_serial(case, executor):
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("executor", ["dataflow", "dataflow_rows"])
 @pytest.mark.parametrize("grid", [1, 3, 1000])
-def test_dataflow_is_correct_whatever_the_grid(grid):
+def test_persistent_executors_are_correct_whatever_the_grid(grid, executor):
     """Blocks only wait for tasks taken earlier, so one block, a few, or more than fit at once
     all finish the step, and the same way."""
     net, x, y = random_case(23, 5, 6, (1, 70), (1, 5), 100)
     optimizer = SGD(lr=0.05)
-    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, "dataflow")
+    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, executor)
     ref.pruning = gpu.pruning = (True, None)
     assert gpu._grid >= gpu.device.get_attribute(gpu._drv.device_attribute.MULTIPROCESSOR_COUNT)
     gpu._grid = grid
@@ -142,7 +144,7 @@ def test_dataflow_is_correct_whatever_the_grid(grid):
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("executor", ["dataflow", "level_batch"])
+@pytest.mark.parametrize("executor", ["dataflow", "level_batch", "dataflow_rows"])
 def test_executors_keep_matching_serial_through_growth(executor):
     """Growth changes the layout under the executor: 40 steps with growth every 4."""
     data = np.random.default_rng(3)
@@ -176,7 +178,7 @@ def test_loss_kernel_counts_correct_predictions():
     assert loss == pytest.approx(ref.backward(y), rel=1e-5)
 
 
-@pytest.mark.parametrize("executor", ["level", "dataflow"])
+@pytest.mark.parametrize("executor", ["level", "dataflow", "dataflow_rows"])
 @pytest.mark.parametrize("optimizer", [SGD(lr=0.05, momentum=0.9), SGD(lr=0.1, momentum=0.0), Adam(lr=1e-2)])
 def test_optimizer_kernels_match_serial(optimizer, executor):
     net, x, y = random_case(11, 3, 4, (2, 50), (1, 4), 64)
@@ -214,7 +216,7 @@ def test_graph_replay_with_changing_batch_sizes_matches_serial():
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("executor", ["level", "dataflow"])
+@pytest.mark.parametrize("executor", ["level", "dataflow", "dataflow_rows"])
 def test_a_diverging_step_is_refused_on_the_device(executor):
     from genlab import TrainingError
 
@@ -301,15 +303,17 @@ def check_topology(gpu, net):
             s = L.slot[g]
             e0, e1 = in_ptr[s], in_ptr[s + 1]
             step = 8 if g == OUTPUT else e1 - e0
-            want += [(s, j0, a, min(a + step, e1)) for j0 in range(0, net.widths[g], 32) for a in range(e0, e1, step)]
+            want += [(s, j0, a, min(a + step, e1)) for j0 in range(0, net.widths[g], gpu._chunk)
+                     for a in range(e0, e1, step)]
         assert got == sorted(want), lv
 
 
-def test_topology_is_built_on_the_gpu_at_load_and_after_growth():
+@pytest.mark.parametrize("executor", ["level", "dataflow_rows"])
+def test_topology_is_built_on_the_gpu_at_load_and_after_growth(executor):
     from genlab.growth import duplicate_depth, duplicate_width
 
     net = Network.random_dag(levels=5, per_level=12, width=(1, 70), fan_in=(1, 5), seed=31, n_inputs=9, n_outputs=4)
-    gpu = cuda_engine(net)
+    gpu = cuda_engine(net, executor=executor)
     check_topology(gpu, net)
     rng = np.random.default_rng(3)
     for step in range(6):

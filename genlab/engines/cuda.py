@@ -27,18 +27,22 @@ from ..network import INPUT, OUTPUT, Network
 from .serial import STATISTICS
 
 TILE = 32
+CH = 16  # neurons per work item of the row executor (cuda/rows.cu)
+EW = 4  # out-edges of the input group per weight item of the row executor
+LAG = 2  # the row executor takes a level's weight items after the backward items LAG levels below
 THREADS = 256
 SPLIT = 8  # in-edges per forward task of the output group (split-K)
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
-    "forward_level": "PPPPPPPPPiii",
+    "forward_level": "PPPPPPPPPiiii",
     "softmax_xent": "PPiiiPPPPi",
-    "backward_level": "PPPPPPPPPiiP",
+    "backward_level": "PPPPPPPPPiiPi",
     "backward_push": "PPPPPPPPPii",
     "backward_finish": "PPPPPiiP",
     "weight_grad": "PPPPPPPPPiiPP",
     "bias_grad": "PPPPPPiiPP",
     "activation_range": "PPPPPiiPPPP",
     "dataflow_step": "PPPPPPPPPPP" "PiPiPiPi" "PPPPP" "iiiiii" "PPP" "iPPPi" "ffff" "P",
+    "rows_step": "PPPPPPPPPP" "PiPiP" "PPPPP" "iiiii" "PPP" "iPPPi" "ffff" "PP",
     "sgd_update": "PPPiffP",
     "adam_update": "PPPPPiffffP",
     "gather": "PPPi",
@@ -53,7 +57,7 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "scan_exclusive": "PPi",
     "topo_fill": "PPPPPiPPPPPPP",
     "topo_levels": "PPiP",
-    "topo_tasks": "iPPPiiiiPPPPPPPPPPP",
+    "topo_tasks": "iPPPiiiiiPPPPPPPPPPP",
     "topo_weight_tasks": "iPPPiPPP",
     "prune_observe": "PPPiidPPP",
     "prune_constant": "PPPPPiP",
@@ -61,7 +65,8 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
 }
 # The executors of a training step: (schedule, backward direction, activation layout).
 #   level: one launch per topological level; dataflow: one persistent launch for the whole step,
-#   blocks taking ready tasks (cuda/dataflow.cu). pull: a group gathers dL/dh from its consumers;
+#   blocks taking ready tasks (cuda/dataflow.cu); rows: one persistent launch whose work items are
+#   CH neurons of a group over the whole batch, a batch row per thread (cuda/rows.cu). pull: a group gathers dL/dh from its consumers;
 #   push: consumers scatter into their sources (atomics). group: each group's activations
 #   contiguous (batch x width); batch: one row of all neurons per sample.
 EXECUTORS = {
@@ -70,7 +75,9 @@ EXECUTORS = {
     "level_batch": ("level", "pull", "batch"),
     "dataflow": ("dataflow", "pull", "group"),
     "dataflow_batch": ("dataflow", "pull", "batch"),
+    "dataflow_rows": ("rows", "pull", "group"),
 }
+PERSISTENT = {"dataflow": ("dataflow.cu", "dataflow_step"), "rows": ("rows.cu", "rows_step")}
 _CRITERIA = ("grad_std", "weight_grad_norm", "taylor")  # the numbering of growth_observe
 _OPS = {"copy": 0, "identity": 1, "split": 2, "he": 3, "zero_state": 4, "zero": 5}
 _STATE = None  # (context, device, kernels), made once per process
@@ -83,7 +90,7 @@ def executor_parts(name: str) -> tuple[str, str, str]:
     return EXECUTORS[name]
 
 
-ON_DEMAND = ("dataflow.cu",)  # compiled at the first use of its executor, not at load
+ON_DEMAND = ("dataflow.cu", "rows.cu")  # compiled at the first use of their executor, not at load
 
 
 def source(files: list[str] | None = None) -> str:
@@ -181,13 +188,15 @@ def _load_module(files: list[str]) -> None:
         functions[name].prepare(_KERNELS[name])
 
 
-def dataflow_kernel():
-    """The persistent dataflow kernel: compiled on first use (its module inlines every tile
-    function, so nvcc takes a few seconds the first time; cached after)."""
+def persistent_kernel(schedule: str = "dataflow"):
+    """The persistent kernel of a schedule ("dataflow" or "rows", PERSISTENT): compiled on first
+    use (its module inlines the tile functions, so nvcc takes a few seconds the first time;
+    cached after)."""
     functions = kernels()[2]
-    if "dataflow_step" not in functions:
-        _load_module(list(ON_DEMAND))
-    return functions["dataflow_step"]
+    file, name = PERSISTENT[schedule]
+    if name not in functions:
+        _load_module([file])
+    return functions[name]
 
 
 class _Index:
@@ -303,14 +312,15 @@ class CudaEngine:
         self._graphs: dict[tuple, object] = {}
         self._param_cap = 0
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
-        self._grid = self._resident_blocks() if self.schedule == "dataflow" else 0
+        self._chunk = CH if self.schedule == "rows" else TILE  # neurons per forward / backward task
+        self._grid = self._resident_blocks() if self.schedule in PERSISTENT else 0
         self.load(net)
 
     def _resident_blocks(self) -> int:
         """How many blocks of the dataflow kernel the device holds at once: its grid (limited by
         registers, shared memory and threads per multiprocessor). A larger grid would still be
         correct, the extra blocks starting as others leave; a smaller one would leave SMs idle."""
-        drv, f = self._drv, dataflow_kernel()
+        drv, f = self._drv, persistent_kernel(self.schedule)
         fa, da = drv.function_attribute, drv.device_attribute
         get = self.device.get_attribute
         regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
@@ -360,7 +370,7 @@ class CudaEngine:
         offsets = ix.col_off.astype(np.int64) * self._block_scale(cap)
         new = {"act": self._new(4 * ix.n_cols * cap, "activations"), "dz": self._new(4 * ix.n_cols * cap, "gradients"),
                "labels": self._new(4 * cap, "labels"), "act_off": self._upload_new(offsets.astype(np.int32))}
-        if self.schedule == "dataflow":
+        if self.schedule in PERSISTENT:
             new["counters"] = self._new(4 * self._counter_words(len(ix.groups), cap), "dependency counters")
         return new
 
@@ -369,11 +379,12 @@ class CudaEngine:
         its neurons start at its column of one long row per sample (batch-major)."""
         return cap if self.activations == "group" else 1
 
-    @staticmethod
-    def _counter_words(n_slots: int, batch: int) -> int:
-        """Size of the dataflow kernel's counters: next item, gradients done, then fdone, fready,
-        bdone and bready per (slot, batch tile) and gready per slot (cuda/dataflow.cu)."""
-        return 2 + (4 * ((batch + TILE - 1) // TILE) + 1) * n_slots
+    def _counter_words(self, n_slots: int, batch: int) -> int:
+        """Size of the persistent kernel's counters: next item, gradients done, then fdone, fready,
+        bdone and bready per (slot, batch tile) and gready per slot (cuda/dataflow.cu); the row
+        executor's items cover the whole batch, so one of each per slot (cuda/rows.cu)."""
+        tiles = 1 if self.schedule == "rows" else (batch + TILE - 1) // TILE
+        return 2 + (4 * tiles + 1) * n_slots
 
     def _upload_new(self, array: np.ndarray):
         array = np.ascontiguousarray(array)
@@ -421,7 +432,8 @@ class CudaEngine:
 
         def tasks(mode, fwd=0, bwd=0, bias=0):
             self._launch_flat("topo_tasks", n, np.int32(mode), new["width"], new["level"], new["in_ptr"], np.int32(n),
-                              np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT), new["fwd_count"],
+                              np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT), np.int32(self._chunk),
+                              new["fwd_count"],
                               new["bwd_count"], new["bias_count"], new["fwd_ptr"], new["bwd_ptr"], new["bias_ptr"],
                               new["fwd_cursor"], new["bwd_cursor"], fwd or new["fwd_count"], bwd or new["bwd_count"],
                               bias or new["bias_count"])
@@ -455,6 +467,8 @@ class CudaEngine:
         ix.n_forward_tasks = int(fwd[n + 1])
         ix.backward_start, ix.n_backward_tasks = int(bwd[1]), int(bwd[depth] - bwd[1])  # as one list
         ix.n_bias_tasks, ix.n_weight_tasks = int(spans["bias_ptr"][n + 1]), int(spans["weight_ptr"][E])
+        if self.schedule == "rows":
+            new["bwd_order"] = self._upload_new(self._backward_order(ix))
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
                              ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
                              ("constant", 4 * n), ("range_min", 4 * ix.n_cols), ("range_max", 4 * ix.n_cols),
@@ -463,6 +477,23 @@ class CudaEngine:
         new.update(self._batch_buffers(ix, cap))
         self._reset_ranges(new, ix.n_cols)
         return new
+
+    @staticmethod
+    def _backward_order(ix: "_Index") -> np.ndarray:
+        """The row executor's order of backward items (2t) and weight items (2t + 1) of backward
+        task t: level by level from the deepest, each level's weight items after the backward
+        items of the level LAG below it (cuda/rows.cu). Every item still waits only for items
+        before it: a weight item needs its consumers' dz, from deeper levels."""
+        levels = [(start - ix.backward_start, count) for start, count in ix.backward_levels]
+        order: list[int] = []
+        for i, (start, count) in enumerate(levels):
+            order += range(2 * start, 2 * (start + count), 2)
+            if i >= LAG:
+                start, count = levels[i - LAG]
+                order += range(2 * start + 1, 2 * (start + count), 2)
+        for start, count in levels[max(0, len(levels) - LAG):]:
+            order += range(2 * start + 1, 2 * (start + count), 2)
+        return np.array(order or [0], np.int32)
 
     # per group, carried by group id through re-layouts: growth score, Taylor score, and whether seen
     _GROUP_STATE = (("ema", np.float64), ("seen", np.int32), ("taylor", np.float64), ("taylor_seen", np.int32))
@@ -732,7 +763,7 @@ class CudaEngine:
             self._launch("forward_level", (count, (batch + TILE - 1) // TILE),
                          self._ptr("forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
                          b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                         np.int32(batch), np.int32(self._ld), np.int32(L.output_slot))
+                         np.int32(batch), np.int32(self._ld), np.int32(L.output_slot), np.int32(self._chunk))
 
     def _zero_step_sums(self) -> None:
         L, b, drv = self.layout, self._buffers, self._drv
@@ -756,7 +787,7 @@ class CudaEngine:
                 if count:
                     self._launch("backward_level", (count, rows), self._ptr("backward_tasks", 8 * start), b["width"],
                                  b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"],
-                                 b["dz"], np.int32(batch), ld, b["stats"])
+                                 b["dz"], np.int32(batch), ld, b["stats"], np.int32(self._chunk))
         else:
             for number, (start, count) in enumerate(L.push_levels):
                 if not count:
@@ -802,6 +833,27 @@ class CudaEngine:
                      np.int32(L.output_slot), np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"],
                      np.int32(opt.name != "sgd"), *state, np.int32(L.n_params), np.float32(opt.lr),
                      *[np.float32(h) for h in hyper], b["counters"])
+        self._enqueue_ranges(batch)
+
+    def _enqueue_rows(self, batch: int, trace=None) -> None:
+        """The whole step as one launch of the row executor's persistent kernel (cuda/rows.cu)."""
+        L, b, drv, opt = self.layout, self._buffers, self._drv, self.optimizer
+        self._zero_step_sums()
+        drv.memset_d32_async(b["counters"], 0, self._counter_words(len(L.groups), batch), self.stream)
+        if L.split_output:
+            self._zero_rows(L.output_slot, batch)
+        if opt.name == "sgd":
+            state, hyper = [b["state_vel"], np.intp(0), np.intp(0)], (opt.momentum, 0.0, 0.0)
+        else:
+            state, hyper = [b["state_m"], b["state_v"], b["state_t"]], (opt.beta1, opt.beta2, opt.eps)
+        self._launch("rows_step", (self._grid, 1), b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
+                     b["in_src"], b["in_woff"], b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
+                     b["forward_tasks"], np.int32(L.n_forward_tasks), self._ptr("backward_tasks", 8 * L.backward_start),
+                     np.int32(L.n_backward_tasks), b["bwd_order"], b["params"], b["grads"], b["act"], b["dz"],
+                     b["labels"], np.int32(batch), np.int32(len(L.groups)), np.int32(L.input_slot), np.int32(L.output_slot),
+                     np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], np.int32(opt.name != "sgd"), *state,
+                     np.int32(L.n_params), np.float32(opt.lr), *[np.float32(h) for h in hyper], b["counters"],
+                     np.intp(int(trace) if trace is not None else 0))
         self._enqueue_ranges(batch)
 
     def _enqueue_update(self) -> None:
@@ -869,6 +921,50 @@ class CudaEngine:
                                 "not applied (try a lower learning rate)")
         return loss, correct
 
+    def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """One training step of the row executor (dataflow_rows) with the timeline of its work
+        items: per item (in the order they were taken) its kind ("input", "forward", "loss",
+        "backward", "input_weight", "update"), group slot (-1 where none), SM, and the times
+        (microseconds from the step's first item) it was taken, its inputs were complete and it
+        was done. The step is applied, as step() would."""
+        if self.schedule != "rows":
+            raise BackendError(f"trace_step follows the dataflow_rows executor's items, not {self.executor!r}")
+        L, drv = self.layout, self._drv
+        batch = self._put_batch(x, y)
+        in_edges = sum(1 for (src, _d) in L.edges if L.slot[src] == L.input_slot)
+        n_inw = -(-int(L.width[L.input_slot]) // CH) * -(-in_edges // EW)
+        counts = [("input", 1), ("forward", L.n_forward_tasks), ("loss", 1), ("backward", 2 * L.n_backward_tasks),
+                  ("input_weight", n_inw), ("update", -(-L.n_params // (THREADS * 16)))]
+        total = sum(c for _, c in counts)
+        buf = self._new(32 * total, "trace")
+        drv.memset_d32_async(buf, 0, 8 * total, self.stream)
+        self._enqueue_rows(batch, trace=buf)
+        self._enqueue_growth_observe(batch)
+        raw = np.empty((total, 4), np.uint64)
+        drv.memcpy_dtoh_async(raw, buf, self.stream)
+        self.stream.synchronize()
+        buf.free()
+        self._stats_cache = None
+        kinds = np.concatenate([[k] * c for k, c in counts])
+        slots = np.full(total, -1)
+        fwd = np.empty((L.n_forward_tasks, 4), np.int32)
+        drv.memcpy_dtoh(fwd, self._buffers["forward_tasks"])
+        bwd = np.empty((L.n_backward_tasks, 2), np.int32)
+        drv.memcpy_dtoh(bwd, self._ptr("backward_tasks", 8 * L.backward_start))
+        order = self._backward_order(L)
+        slots[1:1 + len(fwd)] = fwd[:, 0]
+        slots[2 + len(fwd):2 + len(fwd) + len(order)] = bwd[order >> 1, 0]
+        kinds[2 + len(fwd):2 + len(fwd) + len(order)] = np.where(order & 1, "weight", "backward")
+        item = (raw[:, 0] & 0xFFFFFFFF).astype(np.int64)
+        if not np.array_equal(np.sort(item), np.arange(total)):
+            raise BackendError("the trace is incomplete")
+        t0 = raw[:, 1].min()
+        us = lambda col: (raw[:, col] - t0).astype(np.float64) / 1e3
+        order = np.argsort(raw[:, 1], kind="stable")
+        return {"kind": kinds[item][order], "slot": slots[item][order], "item": item[order],
+                "sm": (raw[:, 0] >> np.uint64(32)).astype(np.int64)[order],
+                "taken": us(1)[order], "ready": us(2)[order], "done": us(3)[order]}
+
     def _launch_step(self, batch: int) -> None:
         """Replay (capturing on first use) the graph of a whole training step for this batch size."""
         from .cuda_graph import Graph
@@ -881,6 +977,8 @@ class CudaEngine:
             def enqueue():
                 if self.schedule == "dataflow":
                     self._enqueue_dataflow(batch)
+                elif self.schedule == "rows":
+                    self._enqueue_rows(batch)
                 else:
                     self._enqueue_forward(batch)
                     self._enqueue_backward(batch)

@@ -1,0 +1,514 @@
+// rows.cu: the row-parallel persistent executor (dataflow_rows): one launch runs a whole training
+// step, like dataflow.cu, but a work item is a group's CH neurons over the whole batch, one batch
+// row per thread, so that a group of a few neurons is one item and its hand-off is one counter.
+//
+// Why rows: in a DAG of narrow groups (8-64 neurons, fan-in 4) a TILE x TILE tile is mostly
+// empty and an item's time is its latency, not its arithmetic. Here a thread keeps CH running
+// sums for its row; the item's weights (every in-edge's CH rows, or every out-edge's CH columns)
+// are staged in shared memory once, before the item waits for its inputs, and read as broadcast
+// float4s; the inputs are streamed as float4s, RQ of them in flight per thread.
+//
+// rows_step: the grid holds as many blocks as fit at once; each takes the next item from a global
+// counter. Items are numbered so that every item's inputs come from items with smaller numbers:
+//   input                   the input group's rows are there (uploaded before the launch)
+//   forward (task)          h_s[:, j0..j0+CH) = act(b + sum over in-edges h_src W^T); the forward
+//                           tasks in level order (task lists built with chunk CH, topology.cu)
+//   loss                    softmax cross-entropy of every row, the output group's dz and bias
+//                           gradient
+//   backward (task)         dz_s[:, k0..k0+CH) = (sum over out-edges dz_d W) * (h_s > 0), its
+//                           statistics and bias gradient
+//   weight (task)           the weight gradients of s's out-edges at columns k0..k0+CH (they need
+//                           every consumer's dz, not dz_s); backward and weight items interleaved
+//                           as bwd_order says: a level's weight items after the backward items of
+//                           the levels LAG below it, so that they fill blocks the critical path
+//                           leaves idle instead of holding the blocks it needs (genlab/engines/cuda.py)
+//   input weight (k0, o0)   the weight gradients of the input group's out-edges o0..o0+EW-1
+//   update (chunk)          sgd_one / adam_one over CHUNK parameters, once every gradient is in
+// Counters (zeroed before the launch), per slot s: fdone[s] forward items of s done (the last one
+// adds 1 to fready of every consumer); fready[s] sources complete (s starts at its in-degree);
+// bdone[s] backward items done (the last adds 1 to bready of every hidden source and sets
+// gready[s]); bready[s] consumers complete (s starts at its out-degree); ngrad: gradient items
+// done. Publication as in dataflow.cu (genlab.cuh: wait_for, finish_item); data written inside
+// the launch is read through L2 (__ldcg).
+// trace (optional, else null): 4 words per item: item | SM << 32, and the times (globaltimer, ns)
+// it was taken, its inputs were complete, it was done; a timeline of the step (genlab.trace).
+// Activations are group-major (ld = 0). Launch: grid (resident blocks), THREADS; counters, stats
+// and scalars zeroed, the output block zeroed when its in-edges are split.
+#include "genlab.cuh"
+#include "loss.cu"
+#include "backward.cu"
+#include "optim.cu"
+
+#define CH 16          // neurons per item: the running sums of a thread
+#define NQ 64          // quads (4 consecutive inputs of one edge) staged per round
+#define RQ 8           // quads of a row in flight at once
+#define EW 4           // out-edges of the input group per weight item
+#define FULL 0xffffffffu
+
+struct RowsShared {
+    float ws[4 * NQ * CH];   // staged weights: row 4q+i holds the CH columns of input i of quad q;
+                             // the weight-gradient pass reuses it for dz rows [THREADS][CH]
+    float hs[THREADS * CH];  // h of the item's CH neurons, a row per thread (weight gradients)
+    float red[4 * CH * CH];  // partial sums of the weight-gradient pass; bias sums per warp
+    float bias[CH];
+    int qx[NQ], qstride[NQ], qn[NQ], qw[NQ], qcs[NQ], qis[NQ];  // per quad: input offset, row length,
+                                                                // inputs used, weight offset and strides
+    int nq, cur_e, cur_k, item, flag;
+    unsigned long long t0, t1;  // when the item was taken, when its inputs were complete (trace)
+    double scratch[THREADS / 32];
+    double sums[THREADS / 32][3];  // per warp: sum of dL/dh, of its squares, of h dL/dh
+};
+
+__device__ __forceinline__ unsigned long long now_ns()
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+__device__ __forceinline__ unsigned int smid()
+{
+    unsigned int id;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+    return id;
+}
+
+struct RowsNet {  // the topology and buffers every item reads
+    const int *width, *act_off, *bias_off, *in_ptr, *in_src, *out_ptr, *out_dst, *in_woff, *out_woff, *hidden;
+    const float* params;
+    float *grads, *act, *dz;
+    int batch;
+};
+
+// Plan the next round of an item's inputs, from the cursor (cur_e, cur_k) over the edge list up to
+// e_end: warp 0 lays out up to NQ quads, 32 edges at a time (a lane per edge, a scan of their quad
+// counts), cutting an edge wider than what is left at a quad boundary. back: out-edges (the
+// consumers' dz; weights W[j][col0 + c], column stride 1, row stride w_self), else in-edges (the
+// sources' h; weights W[col0 + c][k], column stride n). Ends with __syncthreads.
+__device__ void plan_round(RowsShared& S, const RowsNet& N, bool back, int e_end, int col0, int w_self)
+{
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        int e = S.cur_e, k = S.cur_k, nq = 0;
+        while (nq < NQ && e < e_end) {
+            const int idx = e + lane;
+            int n = 0, off = 0, woff = 0;
+            if (idx < e_end) {
+                const int other = back ? N.out_dst[idx] : N.in_src[idx];
+                woff = back ? N.out_woff[idx] : N.in_woff[idx];
+                n = N.width[other];
+                off = N.act_off[other];
+            }
+            const int k0 = lane == 0 ? k : 0, cnt = idx < e_end ? (n - k0 + 3) / 4 : 0;
+            int incl = cnt;
+            for (int o = 1; o < 32; o <<= 1) {
+                const int v = __shfl_up_sync(FULL, incl, o);
+                if (lane >= o) incl += v;
+            }
+            const int pre = incl - cnt;
+            for (int i = 0; i < cnt && nq + pre + i < NQ; ++i) {
+                const int q = nq + pre + i, kk = k0 + 4 * i;
+                S.qx[q] = off + kk;
+                S.qstride[q] = n;
+                S.qn[q] = min(4, n - kk);
+                if (back) { S.qw[q] = woff + kk * w_self + col0; S.qcs[q] = 1; S.qis[q] = w_self; }
+                else { S.qw[q] = woff + col0 * n + kk; S.qcs[q] = n; S.qis[q] = 1; }
+            }
+            const unsigned over = __ballot_sync(FULL, nq + incl > NQ);
+            if (!over) {
+                nq += __shfl_sync(FULL, incl, 31);
+                e = min(e + 32, e_end);
+                k = 0;
+            } else {
+                const int c = __ffs(over) - 1;
+                const int pre_c = __shfl_sync(FULL, pre, c), k0_c = __shfl_sync(FULL, k0, c);
+                k = k0_c + 4 * (NQ - nq - pre_c);
+                e += c;
+                nq = NQ;
+            }
+        }
+        if (lane == 0) { S.nq = nq; S.cur_e = e; S.cur_k = k; }
+    }
+    __syncthreads();
+}
+
+// Stage the planned round's weights: ws[4q + i][c], zero past the quad's inputs or the item's
+// ncols columns. No barrier (the caller's wait_for or __syncthreads follows).
+__device__ __forceinline__ void stage_weights(RowsShared& S, const float* params, int ncols)
+{
+    const int rows = 4 * S.nq;
+    for (int i = threadIdx.x; i < rows * CH; i += THREADS) {
+        const int r = i / CH, c = i % CH, q = r >> 2, ii = r & 3;
+        S.ws[i] = (ii < S.qn[q] && c < ncols) ? params[S.qw[q] + c * S.qcs[q] + ii * S.qis[q]] : 0.f;
+    }
+}
+
+__device__ __forceinline__ float4 load_quad(const RowsShared& S, const float* buf, int q, int b)
+{
+    const int n = S.qn[q], stride = S.qstride[q], off = S.qx[q];
+    const float* p = buf + off + (long long)b * stride;
+    if (n == 4 && ((off | stride) & 3) == 0) return __ldcg(reinterpret_cast<const float4*>(p));
+    float4 v = make_float4(__ldcg(p), 0.f, 0.f, 0.f);
+    if (n > 1) v.y = __ldcg(p + 1);
+    if (n > 2) v.z = __ldcg(p + 2);
+    if (n > 3) v.w = __ldcg(p + 3);
+    return v;
+}
+
+__device__ __forceinline__ void fma_row(float acc[CH], float x, const float* w)
+{
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+#pragma unroll
+    for (int c = 0; c < CH / 4; ++c) {
+        const float4 v = w4[c];
+        acc[4 * c] += x * v.x; acc[4 * c + 1] += x * v.y; acc[4 * c + 2] += x * v.z; acc[4 * c + 3] += x * v.w;
+    }
+}
+
+// acc[c] += sum over the round's quads of row b's inputs times ws.
+__device__ __forceinline__ void accumulate(float acc[CH], const RowsShared& S, const float* buf, int b, bool active)
+{
+    const int nq = S.nq;
+    for (int q0 = 0; q0 < nq; q0 += RQ) {
+        float4 v[RQ];
+#pragma unroll
+        for (int u = 0; u < RQ; ++u)
+            v[u] = (active && q0 + u < nq) ? load_quad(S, buf, q0 + u, b) : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int u = 0; u < RQ; ++u)
+            if (q0 + u < nq) {
+                const float* w = S.ws + 4 * (q0 + u) * CH;
+                fma_row(acc, v[u].x, w);
+                fma_row(acc, v[u].y, w + CH);
+                fma_row(acc, v[u].z, w + 2 * CH);
+                fma_row(acc, v[u].w, w + 3 * CH);
+            }
+    }
+}
+
+// Every round of the item's inputs for one pass of rows: acc = sum over edges e_begin..e_end-1.
+// The first round is planned and staged by the caller (before it waits); with one round only it
+// stays staged for every pass.
+__device__ __forceinline__ void gather_rows(RowsShared& S, const RowsNet& N, bool back, int e_begin, int e_end, int col0,
+                            int w_self, int ncols, const float* buf, int b, bool active, bool restage,
+                            float acc[CH])
+{
+#pragma unroll
+    for (int c = 0; c < CH; ++c) acc[c] = 0.f;
+    if (restage) {
+        __syncthreads();
+        if (threadIdx.x == 0) { S.cur_e = e_begin; S.cur_k = 0; }
+        __syncthreads();
+        plan_round(S, N, back, e_end, col0, w_self);
+        stage_weights(S, N.params, ncols);
+        __syncthreads();
+    }
+    for (;;) {
+        accumulate(acc, S, buf, b, active);
+        if (S.cur_e >= e_end) break;
+        __syncthreads();
+        plan_round(S, N, back, e_end, col0, w_self);
+        stage_weights(S, N.params, ncols);
+        __syncthreads();
+    }
+}
+
+// Row b's CH values of a group-major block (row length w) from column col0, zero past ncols.
+__device__ __forceinline__ void load_row(float v[CH], const float* base, int b, int w, int col0, int ncols,
+                                         bool active)
+{
+    const float* p = base + (long long)b * w + col0;
+    if (active && ncols == CH && ((reinterpret_cast<unsigned long long>(p) & 15) == 0)) {
+#pragma unroll
+        for (int c = 0; c < CH; c += 4) {
+            const float4 x = __ldcg(reinterpret_cast<const float4*>(p + c));
+            v[c] = x.x; v[c + 1] = x.y; v[c + 2] = x.z; v[c + 3] = x.w;
+        }
+        return;
+    }
+#pragma unroll
+    for (int c = 0; c < CH; ++c) v[c] = (active && c < ncols) ? __ldcg(p + c) : 0.f;
+}
+
+__device__ __forceinline__ void store_row(const float v[CH], float* base, int b, int w, int col0, int ncols,
+                                          bool active, bool add)
+{
+    if (!active) return;
+    float* p = base + (long long)b * w + col0;
+    if (!add && ncols == CH && ((reinterpret_cast<unsigned long long>(p) & 15) == 0)) {
+#pragma unroll
+        for (int c = 0; c < CH; c += 4)
+            *reinterpret_cast<float4*>(p + c) = make_float4(v[c], v[c + 1], v[c + 2], v[c + 3]);
+        return;
+    }
+#pragma unroll
+    for (int c = 0; c < CH; ++c)
+        if (c < ncols) {
+            if (add) atomicAdd(p + c, v[c]);
+            else p[c] = v[c];
+        }
+}
+
+// One halving step of warp_column_sums: lanes with `bit` set keep columns half.., the others ..half.
+template <int half, int bit>
+__device__ __forceinline__ void fold_columns(float v[CH], bool upper)
+{
+#pragma unroll
+    for (int i = 0; i < half; ++i) {  // both halves are sent: a select of array elements would put
+        const float a = v[i], b = v[i + half];  // the array in local memory
+        const float ra = __shfl_xor_sync(FULL, a, bit), rb = __shfl_xor_sync(FULL, b, bit);
+        v[i] = upper ? b + rb : a + ra;
+    }
+}
+
+// Sum of v[c] over the warp for CH = 16 columns: afterwards lane l holds column (l >> 1) & 15's total.
+__device__ __forceinline__ float warp_column_sums(float v[CH])
+{
+    const int lane = threadIdx.x & 31;
+    fold_columns<8, 16>(v, lane & 16);
+    fold_columns<4, 8>(v, lane & 8);
+    fold_columns<2, 4>(v, lane & 4);
+    fold_columns<1, 2>(v, lane & 2);
+    return v[0] + __shfl_xor_sync(FULL, v[0], 1);
+}
+
+// Weight gradients of out-edges o0..o1-1 of slot s at its columns k0..k0+ncols-1:
+// dW_e[j][k0 + k] = sum over rows of dz_d[b][j] h_s[b][k0 + k], in CH x CH blocks; a thread sums a
+// 2 x 2 block over a quarter of the rows (staged in shared memory), the quarters are added at the
+// end. Each warp adds its sum of squares into wstats of the consumer; returns the warp's total
+// (in lane 0; the caller adds it to the whole gradient's).
+__device__ double weight_grads(RowsShared& S, const RowsNet& N, int s, int k0, int o0, int o1, double* wstats)
+{
+    const int w = N.width[s], ncols = min(CH, w - k0), passes = (N.batch + THREADS - 1) / THREADS;
+    const float* H = N.act + N.act_off[s];
+    const int t = threadIdx.x, rg = t >> 6, q = t & 63, jp = q >> 3, kp = q & 7, lane = t & 31;
+    auto stage_h = [&](int pass) {
+        float v[CH];
+        const int b = pass * THREADS + t;
+        load_row(v, H, b, w, k0, ncols, b < N.batch);
+#pragma unroll
+        for (int c = 0; c < CH; ++c) S.hs[t * CH + c] = v[c];
+    };
+    if (passes == 1) stage_h(0);  // seen after the first barrier below
+    double total = 0.0;
+    for (int o = o0; o < o1; ++o) {
+        const int d = N.out_dst[o], wd = N.width[d], woff = N.out_woff[o];
+        const float* D = N.dz + N.act_off[d];
+        for (int j0 = 0; j0 < wd; j0 += CH) {
+            float a00 = 0.f, a01 = 0.f, a10 = 0.f, a11 = 0.f;
+            for (int pass = 0; pass < passes; ++pass) {
+                const int b = pass * THREADS + t;
+                float v[CH];
+                load_row(v, D, b, wd, j0, min(CH, wd - j0), b < N.batch);  // in flight across the barrier
+                __syncthreads();  // ws, hs and red are free
+#pragma unroll
+                for (int c = 0; c < CH; ++c) S.ws[t * CH + c] = v[c];
+                if (passes > 1) stage_h(pass);
+                __syncthreads();
+#pragma unroll 8
+                for (int r = rg * 64; r < rg * 64 + 64; ++r) {
+                    const float2 dd = *reinterpret_cast<const float2*>(S.ws + r * CH + 2 * jp);
+                    const float2 hh = *reinterpret_cast<const float2*>(S.hs + r * CH + 2 * kp);
+                    a00 += dd.x * hh.x; a01 += dd.x * hh.y; a10 += dd.y * hh.x; a11 += dd.y * hh.y;
+                }
+            }
+            float* part = S.red + rg * CH * CH;
+            part[(2 * jp) * CH + 2 * kp] = a00; part[(2 * jp) * CH + 2 * kp + 1] = a01;
+            part[(2 * jp + 1) * CH + 2 * kp] = a10; part[(2 * jp + 1) * CH + 2 * kp + 1] = a11;
+            __syncthreads();
+            const int j = t / CH, k = t % CH;
+            const float g = S.red[t] + S.red[CH * CH + t] + S.red[2 * CH * CH + t] + S.red[3 * CH * CH + t];
+            double sq = 0.0;
+            if (j0 + j < wd && k < ncols) {
+                N.grads[woff + (j0 + j) * w + k0 + k] = g;
+                sq = (double)g * g;
+            }
+            for (int off = 16; off > 0; off >>= 1) sq += __shfl_xor_sync(FULL, sq, off);
+            if (lane == 0) {
+                atomicAdd(wstats + d, sq);
+                total += sq;
+            }
+        }
+    }
+    return total;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
+    const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
+    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
+    const int* __restrict__ hidden, const int* __restrict__ fwd_tasks, int n_fwd, const int* __restrict__ bwd_tasks,
+    int n_bwd, const int* __restrict__ bwd_order, float* params, float* grads, float* act, float* dz, const int* __restrict__ labels,
+    int batch, int n_slots, int input_slot, int output_slot, int split,
+    double* stats, double* wstats, double* scalars,
+    int optimizer, float* state0, float* state1, float* state2, int n_params,
+    float lr, float hyper1, float hyper2, float eps, int* counters, unsigned long long* trace)
+{
+    __shared__ __align__(16) RowsShared S;
+    const RowsNet N = {width, act_off, bias_off, in_ptr, in_src, out_ptr, out_dst, in_woff, out_woff, hidden,
+                       params, grads, act, dz, batch};
+    int* next = counters;
+    int* ngrad = counters + 1;
+    int* fdone = counters + 2;
+    int* fready = fdone + n_slots;
+    int* bdone = fready + n_slots;
+    int* bready = bdone + n_slots;
+    int* gready = bready + n_slots;
+    double* gradsq = scalars + 2;
+    const int passes = (batch + THREADS - 1) / THREADS;
+    const int in_chunks = (width[input_slot] + CH - 1) / CH;
+    const int in_deg_out = out_ptr[input_slot + 1] - out_ptr[input_slot];
+    const int in_groups = (in_deg_out + EW - 1) / EW;
+    const int n_inw = in_chunks * in_groups, n_update = (n_params + CHUNK - 1) / CHUNK;
+    const int a_fwd = 1, a_loss = a_fwd + n_fwd, a_bwd = a_loss + 1, a_inw = a_bwd + 2 * n_bwd;
+    const int a_update = a_inw + n_inw, total = a_update + n_update;
+    const int n_grad_items = 2 * n_bwd + 1 + n_inw;
+    auto chunks = [&](int s) { return (width[s] + CH - 1) / CH; };
+    auto forward_tasks_of = [&](int s) {
+        const int deg = in_ptr[s + 1] - in_ptr[s];
+        return chunks(s) * (s == output_slot ? (deg + split - 1) / split : 1);
+    };
+    auto forward_complete = [&](int s) {
+        for (int e = out_ptr[s] + threadIdx.x; e < out_ptr[s + 1]; e += THREADS) atomicAdd(fready + out_dst[e], 1);
+    };
+    auto backward_complete = [&](int s) {
+        for (int e = in_ptr[s] + threadIdx.x; e < in_ptr[s + 1]; e += THREADS)
+            if (hidden[in_src[e]]) atomicAdd(bready + in_src[e], 1);
+        if (threadIdx.x == 0) atomicExch(gready + s, 1);
+    };
+
+    bool taken = false;
+    auto ready = [&]() { if (trace && threadIdx.x == 0) S.t1 = now_ns(); };
+    for (;;) {
+        __syncthreads();  // the previous item's shared memory is free
+        if (threadIdx.x == 0) {
+            if (trace && taken) {  // item, SM, taken, inputs complete, done (ns)
+                unsigned long long* r = trace + 4 * S.item;
+                r[0] = S.item | ((unsigned long long)smid() << 32); r[1] = S.t0; r[2] = S.t1; r[3] = now_ns();
+            }
+            S.item = atomicAdd(next, 1);
+            S.t0 = S.t1 = trace ? now_ns() : 0;
+        }
+        taken = true;
+        __syncthreads();
+        const int item = S.item;
+        if (item >= total) return;
+        if (item < a_fwd) {
+            __threadfence();
+            forward_complete(input_slot);
+        } else if (item < a_loss) {
+            const int* task = fwd_tasks + 4 * (item - a_fwd);
+            const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3], w = width[s];
+            const int ncols = min(CH, w - j0);
+            const bool out = s == output_slot, split_k = out && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
+            if (threadIdx.x == 0) { S.cur_e = e0; S.cur_k = 0; }
+            if (threadIdx.x < CH)
+                S.bias[threadIdx.x] = (e0 == in_ptr[s] && (int)threadIdx.x < ncols) ? params[bias_off[s] + j0 + threadIdx.x]
+                                                                                    : 0.f;
+            __syncthreads();
+            plan_round(S, N, false, e1, j0, w);  // the weights go up while the sources may still run
+            stage_weights(S, params, ncols);
+            wait_for(fready + s, in_ptr[s + 1] - in_ptr[s]);
+            ready();
+            const bool single = S.cur_e >= e1;
+            for (int pass = 0; pass < passes; ++pass) {
+                const int b = pass * THREADS + threadIdx.x;
+                float acc[CH];
+                gather_rows(S, N, false, e0, e1, j0, w, ncols, act, b, b < batch, pass > 0 && !single, acc);
+#pragma unroll
+                for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
+                store_row(acc, act + act_off[s], b, w, j0, ncols, b < batch, split_k);
+            }
+            if (finish_item(fdone + s, forward_tasks_of(s), &S.flag)) forward_complete(s);
+        } else if (item < a_bwd) {
+            const int s = output_slot, w = width[s];
+            wait_for(fdone + s, forward_tasks_of(s));
+            ready();
+            for (int b0 = 0; b0 < batch; b0 += THREADS)
+                softmax_rows(b0, min(THREADS, batch - b0), act + act_off[s], labels, batch, w, 0, dz + act_off[s],
+                             scalars, (int*)(scalars + 1), stats, s);
+            for (int j0 = 0; j0 < w; j0 += TILE)
+                bias_grad_tile(s, j0, width, act_off, bias_off, dz, grads, batch, 0, wstats, gradsq);
+            if (finish_item(bdone + s, 1, &S.flag)) backward_complete(s);
+            finish_item(ngrad, 0, &S.flag);
+        } else if (item < a_inw) {
+            const int order = bwd_order[item - a_bwd], t = order >> 1;
+            const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1], w = width[s];
+            const int ncols = min(CH, w - k0), o0 = out_ptr[s], o1 = out_ptr[s + 1];
+            if (order & 1) {  // the weight gradients of s's out-edges at k0..: every consumer's dz is final
+                wait_for(bready + s, o1 - o0);
+                ready();
+                const double sq = weight_grads(S, N, s, k0, o0, o1, wstats);
+                if ((threadIdx.x & 31) == 0) atomicAdd(gradsq, sq);
+                finish_item(ngrad, 0, &S.flag);
+                continue;
+            }
+            if (threadIdx.x == 0) { S.cur_e = o0; S.cur_k = 0; }
+            __syncthreads();
+            plan_round(S, N, true, o1, k0, w);
+            stage_weights(S, params, ncols);
+            wait_for(bready + s, o1 - o0);
+            ready();
+            const bool single = S.cur_e >= o1;
+            double s1 = 0.0, s2 = 0.0, s3 = 0.0;
+            float colsum = 0.f;
+            for (int pass = 0; pass < passes; ++pass) {
+                const int b = pass * THREADS + threadIdx.x;
+                const bool active = b < batch;
+                float g[CH], h[CH];
+                gather_rows(S, N, true, o0, o1, k0, w, ncols, dz, b, active, pass > 0 && !single, g);
+                load_row(h, act + act_off[s], b, w, k0, ncols, active);
+#pragma unroll
+                for (int c = 0; c < CH; ++c) {
+                    s1 += g[c]; s2 += (double)g[c] * g[c]; s3 += (double)h[c] * g[c];
+                    g[c] = h[c] > 0.f ? g[c] : 0.f;
+                }
+                store_row(g, dz + act_off[s], b, w, k0, ncols, active, false);
+                colsum += warp_column_sums(g);
+            }
+            const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+            for (int off = 16; off > 0; off >>= 1) {
+                s1 += __shfl_xor_sync(FULL, s1, off);
+                s2 += __shfl_xor_sync(FULL, s2, off);
+                s3 += __shfl_xor_sync(FULL, s3, off);
+            }
+            if (lane == 0) { S.sums[warp][0] = s1; S.sums[warp][1] = s2; S.sums[warp][2] = s3; }
+            if ((lane & 1) == 0) S.red[warp * CH + ((lane >> 1) & 15)] = colsum;
+            __syncthreads();
+            double sq = 0.0;
+            if ((int)threadIdx.x < ncols) {
+                float db = 0.f;
+                for (int v = 0; v < THREADS / 32; ++v) db += S.red[v * CH + threadIdx.x];
+                grads[bias_off[s] + k0 + threadIdx.x] = db;
+                sq = (double)db * db;
+            }
+            sq = block_sum(sq, S.scratch);
+            if (threadIdx.x < 3) {
+                double total = 0.0;
+                for (int v = 0; v < THREADS / 32; ++v) total += S.sums[v][threadIdx.x];
+                atomicAdd(stats + 3 * s + threadIdx.x, total);
+            }
+            if (threadIdx.x == 0) {
+                atomicAdd(wstats + s, sq);
+                atomicAdd(gradsq, sq);
+            }
+            const bool last = finish_item(bdone + s, chunks(s), &S.flag);
+            if (threadIdx.x == 0) atomicAdd(ngrad, 1);  // ordered after the fence in finish_item
+            if (last) backward_complete(s);
+        } else if (item < a_update) {
+            const int i = item - a_inw, k0 = (i / in_groups) * CH;
+            const int o0 = out_ptr[input_slot] + (i % in_groups) * EW, o1 = min(o0 + EW, out_ptr[input_slot + 1]);
+            for (int o = o0; o < o1; ++o) wait_for(gready + out_dst[o], 1);
+            ready();
+            const double sq = weight_grads(S, N, input_slot, k0, o0, o1, wstats);
+            if ((threadIdx.x & 31) == 0) atomicAdd(gradsq, sq);
+            finish_item(ngrad, 0, &S.flag);
+        } else {
+            wait_for(ngrad, n_grad_items);
+            ready();
+            if (!finite_step(scalars)) continue;
+            update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,
+                         hyper2, eps);
+        }
+    }
+}

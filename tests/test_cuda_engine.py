@@ -447,3 +447,24 @@ def test_cuda_trains_digits_like_serial():
         trainer.fit(*data.train, epochs=10, progress=False)
         results[backend] = trainer.evaluate(*data.test)["accuracy"]
     assert abs(results["cuda"] - results["serial"]) <= 0.01
+
+
+def test_row_executor_trace_is_a_complete_timeline_of_a_correct_step():
+    """trace_step runs a real step (it matches serial) and times every work item once."""
+    net, x, y = random_case(29, 4, 6, (1, 40), (1, 5), 300)
+    optimizer = Adam(lr=1e-2)
+    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, "dataflow_rows")
+    trace = gpu.trace_step(x, y)
+    ref.step(x, y)
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+    n = len(trace["item"])
+    assert sorted(trace["item"]) == list(range(n))
+    kinds = {k: int(np.sum(trace["kind"] == k)) for k in set(trace["kind"])}
+    L = gpu.layout
+    assert kinds["forward"] == L.n_forward_tasks and kinds["loss"] == 1
+    assert kinds["backward"] == kinds["weight"] == L.n_backward_tasks
+    assert np.all(trace["taken"] <= trace["ready"]) and np.all(trace["ready"] <= trace["done"])
+    hidden = {L.slot[g] for g in net.hidden_groups}
+    assert set(trace["slot"][trace["kind"] == "backward"]) == hidden
+    with pytest.raises(BackendError, match="dataflow_rows"):
+        cuda_engine(net, optimizer, "level").trace_step(x, y)

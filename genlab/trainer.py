@@ -38,8 +38,9 @@ class Trainer:
     engine, so bad data raises DataError and leaves the network untouched.
     growth: a GrowthPolicy; its `every` makes fit grow the network on its own. Without one,
     the default policy applies to grow() calls only.
-    executor: the CUDA engine's schedule of a step: "level" (default), "dataflow", "level_push",
-    "level_batch" or "dataflow_batch" (genlab.engines.cuda.EXECUTORS; all compute the same step).
+    executor: the CUDA engine's schedule of a step: "level" (default), "dataflow", "dataflow_rows",
+    "level_push", "level_batch" or "dataflow_batch" (genlab.engines.cuda.EXECUTORS; all compute
+    the same step).
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,

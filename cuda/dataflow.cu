@@ -48,76 +48,58 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
     float lr, float hyper1, float hyper2, float eps, int* counters)
 {
     __shared__ int item_s, flag_s;
-    const int nbt = (batch + TILE - 1) / TILE, cells = n_slots * nbt;
-    int* next = counters;
-    int* ngrad = counters + 1;
-    int* fdone = counters + 2;
-    int* fready = fdone + cells;
-    int* bdone = fready + cells;
-    int* bready = bdone + cells;
-    int* gready = bready + cells;
+    const int nbt = (batch + TILE - 1) / TILE;
+    const Counters C(counters, n_slots, nbt);
     const int n_update = (n_params + CHUNK - 1) / CHUNK;
     const int a_fwd = nbt, a_loss = a_fwd + n_fwd * nbt, a_bwd = a_loss + nbt;
     const int a_weight = a_bwd + n_bwd * nbt, a_bias = a_weight + n_weight, a_update = a_bias + n_bias;
     const int total = a_update + n_update;
     auto tiles = [&](int s) { return (width[s] + TILE - 1) / TILE; };
-    auto forward_tasks_of = [&](int s) {
-        const int deg = in_ptr[s + 1] - in_ptr[s];
-        return tiles(s) * (s == output_slot ? (deg + split - 1) / split : 1);
-    };
-    auto forward_complete = [&](int s, int bt) {  // every thread takes some of s's consumers
-        for (int e = out_ptr[s] + threadIdx.x; e < out_ptr[s + 1]; e += THREADS)
-            atomicAdd(fready + out_dst[e] * nbt + bt, 1);
-    };
-    auto backward_complete = [&](int s, int bt) {
-        for (int e = in_ptr[s] + threadIdx.x; e < in_ptr[s + 1]; e += THREADS)
-            if (hidden[in_src[e]]) atomicAdd(bready + in_src[e] * nbt + bt, 1);
-        if (threadIdx.x == 0) atomicAdd(gready + s, 1);
-    };
+    auto forward_tasks = [&](int s) { return forward_tasks_of(s, TILE, width, in_ptr, output_slot, split); };
 
     for (;;) {
         __syncthreads();  // the previous item's shared memory is free
-        if (threadIdx.x == 0) item_s = atomicAdd(next, 1);
+        if (threadIdx.x == 0) item_s = atomicAdd(C.next, 1);
         __syncthreads();
         const int item = item_s;
         if (item >= total) return;
         if (item < a_fwd) {
             __threadfence();
-            forward_complete(input_slot, item);
+            C.forward_complete(input_slot, item, out_ptr, out_dst);
         } else if (item < a_loss) {
             const int f = (item - a_fwd) / nbt, bt = (item - a_fwd) % nbt;
             const int* task = fwd_tasks + 4 * f;
             const int s = task[0];
-            wait_for(fready + s * nbt + bt, in_ptr[s + 1] - in_ptr[s]);
+            wait_for(C.fready + C.at(s, bt), in_ptr[s + 1] - in_ptr[s]);
             forward_tile(task, bt * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld,
                          output_slot, TILE);
-            if (finish_item(fdone + s * nbt + bt, forward_tasks_of(s), &flag_s)) forward_complete(s, bt);
+            if (finish_item(C.fdone + C.at(s, bt), forward_tasks(s), &flag_s)) C.forward_complete(s, bt, out_ptr, out_dst);
         } else if (item < a_bwd) {
             const int bt = item - a_loss, s = output_slot, w = width[s];
-            wait_for(fdone + s * nbt + bt, forward_tasks_of(s));
+            wait_for(C.fdone + C.at(s, bt), forward_tasks(s));
             softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ld,
                          dz + act_off[s], scalars, (int*)(scalars + 1), stats, s);
-            if (finish_item(bdone + s * nbt + bt, 1, &flag_s)) backward_complete(s, bt);
+            if (finish_item(C.bdone + C.at(s, bt), 1, &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);
         } else if (item < a_weight) {
             const int t = (item - a_bwd) / nbt, bt = (item - a_bwd) % nbt;
             const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1];
-            wait_for(bready + s * nbt + bt, out_ptr[s + 1] - out_ptr[s]);
+            wait_for(C.bready + C.at(s, bt), out_ptr[s + 1] - out_ptr[s]);
             backward_tile(s, k0, bt * TILE, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld,
                           stats, TILE);
-            if (finish_item(bdone + s * nbt + bt, tiles(s), &flag_s)) backward_complete(s, bt);
+            if (finish_item(C.bdone + C.at(s, bt), tiles(s), &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);
         } else if (item < a_bias) {
             const int* t = weight_tasks + 3 * (item - a_weight);
-            wait_for(gready + in_dst[t[0]], nbt);
+            wait_for(C.gready + in_dst[t[0]], nbt);
             weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld,
                              wstats, scalars + 2);
-            finish_item(ngrad, 0, &flag_s);
+            finish_item(C.ngrad, 0, &flag_s);
         } else if (item < a_update) {
             const int* t = bias_tasks + 2 * (item - a_bias);
-            wait_for(gready + t[0], nbt);
+            wait_for(C.gready + t[0], nbt);
             bias_grad_tile(t[0], t[1], width, act_off, bias_off, dz, grads, batch, ld, wstats, scalars + 2);
-            finish_item(ngrad, 0, &flag_s);
+            finish_item(C.ngrad, 0, &flag_s);
         } else {
-            wait_for(ngrad, n_weight + n_bias);
+            wait_for(C.ngrad, n_weight + n_bias);
             if (!finite_step(scalars)) continue;
             update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,
                          hyper2, eps);

@@ -84,3 +84,36 @@ __device__ __forceinline__ bool finish_item(int* done, int total, int* flag)
     if (*flag) __threadfence();  // order this block's hand-off after everything counted in *done
     return *flag;
 }
+
+// The persistent executors' dependency counters (zeroed before the launch): the next item, the
+// gradient items done, then fdone, fready, bdone and bready per (slot, batch tile) and gready per
+// slot; `tiles` batch tiles a slot (1 for the row executor, whose items cover the whole batch).
+struct Counters {
+    int *next, *ngrad, *fdone, *fready, *bdone, *bready, *gready;
+    int tiles;
+    __device__ Counters(int* c, int n_slots, int tiles_)
+        : next(c), ngrad(c + 1), fdone(c + 2), fready(fdone + n_slots * tiles_), bdone(fready + n_slots * tiles_),
+          bready(bdone + n_slots * tiles_), gready(bready + n_slots * tiles_), tiles(tiles_) {}
+    __device__ int at(int s, int bt) const { return s * tiles + bt; }
+    // s's forward is complete at tile bt: one more complete source for each consumer (the block's
+    // threads share the out-edges)
+    __device__ void forward_complete(int s, int bt, const int* out_ptr, const int* out_dst) const {
+        for (int e = out_ptr[s] + threadIdx.x; e < out_ptr[s + 1]; e += THREADS) atomicAdd(fready + at(out_dst[e], bt), 1);
+    }
+    // dz of s is complete at tile bt: one more complete consumer for each hidden source, one more
+    // complete tile in gready[s]
+    __device__ void backward_complete(int s, int bt, const int* in_ptr, const int* in_src, const int* hidden) const {
+        for (int e = in_ptr[s] + threadIdx.x; e < in_ptr[s + 1]; e += THREADS)
+            if (hidden[in_src[e]]) atomicAdd(bready + at(in_src[e], bt), 1);
+        if (threadIdx.x == 0) atomicAdd(gready + s, 1);
+    }
+};
+
+// Forward tasks of slot s (its fdone target): its chunks of `chunk` neurons, times, for the output
+// group, the parts its in-edges are split into (split-K, `split` edges each).
+__device__ __forceinline__ int forward_tasks_of(int s, int chunk, const int* width, const int* in_ptr, int output_slot,
+                                                int split)
+{
+    const int deg = in_ptr[s + 1] - in_ptr[s];
+    return (width[s] + chunk - 1) / chunk * (s == output_slot ? (deg + split - 1) / split : 1);
+}

@@ -3,7 +3,8 @@
 // Guarded: nothing changes unless the step's loss (guard[0]) and the sum of squares of its
 // gradient (guard[2]) are finite, so a diverging step is refused without a round trip to the host.
 //
-// sgd_one / adam_one update parameter i (also called by the dataflow executor).
+// sgd_value / adam_value update one parameter held in registers; sgd_one / adam_one parameter i in
+// memory; update_chunk an update item of the persistent executors (dataflow.cu, rows.cu).
 // sgd_update: v = momentum * v + g (v starts at 0, so the first step takes v = g); p -= lr * v.
 // adam_update: per-parameter step count t; m, v moving averages; bias-corrected step
 // (AdamCorrection).
@@ -13,17 +14,6 @@
 
 __device__ __forceinline__ bool finite_step(const double* guard) {
     return isfinite(__ldcg(guard)) && isfinite(__ldcg(guard + 2));
-}
-
-__device__ __forceinline__ void sgd_one(int i, float* __restrict__ p, const float* __restrict__ g,
-                                        float* __restrict__ vel, float lr, float momentum)
-{
-    float step = __ldcg(g + i);
-    if (momentum != 0.f) {
-        step = momentum * vel[i] + step;
-        vel[i] = step;
-    }
-    p[i] -= lr * step;
 }
 
 // Adam's bias corrections for step count tt: lr / (1 - beta1^tt) and 1 - beta2^tt, in double as
@@ -38,19 +28,46 @@ struct AdamCorrection {
     }
 };
 
+// One parameter's update in registers (PyTorch's formulas).
+__device__ __forceinline__ void sgd_value(float& p, float g, float& vel, float lr, float momentum)
+{
+    float step = g;
+    if (momentum != 0.f) {
+        step = momentum * vel + step;
+        vel = step;
+    }
+    p -= lr * step;
+}
+
+__device__ __forceinline__ void adam_value(float& p, float g, float& m, float& v, float& t, float lr, float beta1,
+                                           float beta2, float eps, double log_beta1, double log_beta2,
+                                           AdamCorrection& c)
+{
+    t += 1.f;
+    m = beta1 * m + (1.f - beta1) * g;
+    v = beta2 * v + (1.f - beta2) * g * g;
+    c.at(t, lr, log_beta1, log_beta2);
+    p -= c.step * m / (sqrtf(v / c.correction) + eps);
+}
+
+// Parameter i's update in memory.
+__device__ __forceinline__ void sgd_one(int i, float* __restrict__ p, const float* __restrict__ g,
+                                        float* __restrict__ vel, float lr, float momentum)
+{
+    float pi = p[i], vi = momentum != 0.f ? vel[i] : 0.f;
+    sgd_value(pi, __ldcg(g + i), vi, lr, momentum);
+    p[i] = pi;
+    if (momentum != 0.f) vel[i] = vi;
+}
+
 __device__ __forceinline__ void adam_one(int i, float* __restrict__ p, const float* __restrict__ g,
                                          float* __restrict__ m, float* __restrict__ v, float* __restrict__ t,
                                          float lr, float beta1, float beta2, float eps, double log_beta1,
                                          double log_beta2, AdamCorrection& c)
 {
-    const float tt = t[i] + 1.f, gi = __ldcg(g + i);
-    t[i] = tt;
-    const float mi = beta1 * m[i] + (1.f - beta1) * gi;
-    const float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    c.at(tt, lr, log_beta1, log_beta2);
-    p[i] -= c.step * mi / (sqrtf(vi / c.correction) + eps);
+    float pi = p[i], mi = m[i], vi = v[i], ti = t[i];
+    adam_value(pi, __ldcg(g + i), mi, vi, ti, lr, beta1, beta2, eps, log_beta1, log_beta2, c);
+    p[i] = pi; m[i] = mi; v[i] = vi; t[i] = ti;
 }
 
 // update_chunk: parameters c * CHUNK.. of the persistent executors' update item c (a block). A
@@ -86,11 +103,7 @@ __device__ __forceinline__ void update_chunk(int c, int n_params, int optimizer,
             float4 v = *v4;
             float* vv = &v.x;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                float step = gv[j];
-                if (hyper1 != 0.f) { step = hyper1 * vv[j] + step; vv[j] = step; }
-                pv[j] -= lr * step;
-            }
+            for (int j = 0; j < 4; ++j) sgd_value(pv[j], gv[j], vv[j], lr, hyper1);
             if (hyper1 != 0.f) *v4 = v;
         } else {
             float4* m4 = reinterpret_cast<float4*>(state0 + i);
@@ -99,14 +112,8 @@ __device__ __forceinline__ void update_chunk(int c, int n_params, int optimizer,
             float4 m = *m4, v = *v4, t = *t4;
             float *mv = &m.x, *vv = &v.x, *tv = &t.x;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {  // adam_one's arithmetic
-                const float tt = tv[j] + 1.f;
-                tv[j] = tt;
-                mv[j] = hyper1 * mv[j] + (1.f - hyper1) * gv[j];
-                vv[j] = hyper2 * vv[j] + (1.f - hyper2) * gv[j] * gv[j];
-                corr.at(tt, lr, log_beta1, log_beta2);
-                pv[j] -= corr.step * mv[j] / (sqrtf(vv[j] / corr.correction) + eps);
-            }
+            for (int j = 0; j < 4; ++j)
+                adam_value(pv[j], gv[j], mv[j], vv[j], tv[j], lr, hyper1, hyper2, eps, log_beta1, log_beta2, corr);
             *m4 = m; *v4 = v; *t4 = t;
         }
         *p4 = p;

@@ -23,15 +23,15 @@
 //                           the levels LAG below it, so that they fill blocks the critical path
 //                           leaves idle instead of holding the blocks it needs (genlab/engines/cuda.py)
 //   input weight (k0, o0)   the weight gradients of the input group's out-edges o0..o0+EW-1
-//   update (chunk)          sgd_one / adam_one over CHUNK parameters, once every gradient is in
-// Counters (zeroed before the launch), per slot s: fdone[s] forward items of s done (the last one
+//   update (chunk)          update_chunk over CHUNK parameters, once every gradient is in
+// Counters (genlab.cuh, zeroed before the launch), per slot s: fdone[s] forward items of s done (the last one
 // adds 1 to fready of every consumer); fready[s] sources complete (s starts at its in-degree);
-// bdone[s] backward items done (the last adds 1 to bready of every hidden source and sets
+// bdone[s] backward items done (the last adds 1 to bready of every hidden source and to
 // gready[s]); bready[s] consumers complete (s starts at its out-degree); ngrad: gradient items
 // done. Publication as in dataflow.cu (genlab.cuh: wait_for, finish_item); data written inside
 // the launch is read through L2 (__ldcg).
 // trace (optional, else null): 4 words per item: item | SM << 32, and the times (globaltimer, ns)
-// it was taken, its inputs were complete, it was done; a timeline of the step (genlab.trace).
+// it was taken, its inputs were complete, it was done (CudaEngine.trace_step).
 // Activations are group-major (ld = 0). Launch: grid (resident blocks), THREADS; counters, stats
 // and scalars zeroed, the output block zeroed when its in-edges are split.
 #include "genlab.cuh"
@@ -73,8 +73,8 @@ __device__ __forceinline__ unsigned int smid()
     return id;
 }
 
-struct RowsNet {  // the topology and buffers every item reads
-    const int *width, *act_off, *bias_off, *in_ptr, *in_src, *out_ptr, *out_dst, *in_woff, *out_woff, *hidden;
+struct RowsNet {  // the topology and buffers the item functions read
+    const int *width, *act_off, *in_src, *out_dst, *in_woff, *out_woff;
     const float* params;
     float *grads, *act, *dz;
     int batch;
@@ -345,15 +345,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
     float lr, float hyper1, float hyper2, float eps, int* counters, unsigned long long* trace)
 {
     __shared__ __align__(16) RowsShared S;
-    const RowsNet N = {width, act_off, bias_off, in_ptr, in_src, out_ptr, out_dst, in_woff, out_woff, hidden,
-                       params, grads, act, dz, batch};
-    int* next = counters;
-    int* ngrad = counters + 1;
-    int* fdone = counters + 2;
-    int* fready = fdone + n_slots;
-    int* bdone = fready + n_slots;
-    int* bready = bdone + n_slots;
-    int* gready = bready + n_slots;
+    const RowsNet N = {width, act_off, in_src, out_dst, in_woff, out_woff, params, grads, act, dz, batch};
+    const Counters C(counters, n_slots, 1);  // an item covers the whole batch: one tile
     double* gradsq = scalars + 2;
     const int passes = (batch + THREADS - 1) / THREADS;
     const int in_chunks = (width[input_slot] + CH - 1) / CH;
@@ -364,18 +357,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
     const int a_update = a_inw + n_inw, total = a_update + n_update;
     const int n_grad_items = 2 * n_bwd + 1 + n_inw;
     auto chunks = [&](int s) { return (width[s] + CH - 1) / CH; };
-    auto forward_tasks_of = [&](int s) {
-        const int deg = in_ptr[s + 1] - in_ptr[s];
-        return chunks(s) * (s == output_slot ? (deg + split - 1) / split : 1);
-    };
-    auto forward_complete = [&](int s) {
-        for (int e = out_ptr[s] + threadIdx.x; e < out_ptr[s + 1]; e += THREADS) atomicAdd(fready + out_dst[e], 1);
-    };
-    auto backward_complete = [&](int s) {
-        for (int e = in_ptr[s] + threadIdx.x; e < in_ptr[s + 1]; e += THREADS)
-            if (hidden[in_src[e]]) atomicAdd(bready + in_src[e], 1);
-        if (threadIdx.x == 0) atomicExch(gready + s, 1);
-    };
+    auto forward_tasks = [&](int s) { return forward_tasks_of(s, CH, width, in_ptr, output_slot, split); };
+    auto forward_complete = [&](int s) { C.forward_complete(s, 0, out_ptr, out_dst); };
+    auto backward_complete = [&](int s) { C.backward_complete(s, 0, in_ptr, in_src, hidden); };
 
     bool taken = false;
     auto ready = [&]() { if (trace && threadIdx.x == 0) S.t1 = now_ns(); };
@@ -386,7 +370,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
                 unsigned long long* r = trace + 4 * S.item;
                 r[0] = S.item | ((unsigned long long)smid() << 32); r[1] = S.t0; r[2] = S.t1; r[3] = now_ns();
             }
-            S.item = atomicAdd(next, 1);
+            S.item = atomicAdd(C.next, 1);
             S.t0 = S.t1 = trace ? now_ns() : 0;
         }
         taken = true;
@@ -408,7 +392,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
             __syncthreads();
             plan_round(S, N, false, e1, j0, w);  // the weights go up while the sources may still run
             stage_weights(S, params, ncols);
-            wait_for(fready + s, in_ptr[s + 1] - in_ptr[s]);
+            wait_for(C.fready + s, in_ptr[s + 1] - in_ptr[s]);
             ready();
             const bool single = S.cur_e >= e1;
             for (int pass = 0; pass < passes; ++pass) {
@@ -419,35 +403,35 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
                 for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
                 store_row(acc, act + act_off[s], b, w, j0, ncols, b < batch, split_k);
             }
-            if (finish_item(fdone + s, forward_tasks_of(s), &S.flag)) forward_complete(s);
+            if (finish_item(C.fdone + s, forward_tasks(s), &S.flag)) forward_complete(s);
         } else if (item < a_bwd) {
             const int s = output_slot, w = width[s];
-            wait_for(fdone + s, forward_tasks_of(s));
+            wait_for(C.fdone + s, forward_tasks(s));
             ready();
             for (int b0 = 0; b0 < batch; b0 += THREADS)
                 softmax_rows(b0, min(THREADS, batch - b0), act + act_off[s], labels, batch, w, 0, dz + act_off[s],
                              scalars, (int*)(scalars + 1), stats, s);
             for (int j0 = 0; j0 < w; j0 += TILE)
                 bias_grad_tile(s, j0, width, act_off, bias_off, dz, grads, batch, 0, wstats, gradsq);
-            if (finish_item(bdone + s, 1, &S.flag)) backward_complete(s);
-            finish_item(ngrad, 0, &S.flag);
+            if (finish_item(C.bdone + s, 1, &S.flag)) backward_complete(s);
+            finish_item(C.ngrad, 0, &S.flag);
         } else if (item < a_inw) {
             const int order = bwd_order[item - a_bwd], t = order >> 1;
             const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1], w = width[s];
             const int ncols = min(CH, w - k0), o0 = out_ptr[s], o1 = out_ptr[s + 1];
             if (order & 1) {  // the weight gradients of s's out-edges at k0..: every consumer's dz is final
-                wait_for(bready + s, o1 - o0);
+                wait_for(C.bready + s, o1 - o0);
                 ready();
                 const double sq = weight_grads(S, N, s, k0, o0, o1, wstats);
                 if ((threadIdx.x & 31) == 0) atomicAdd(gradsq, sq);
-                finish_item(ngrad, 0, &S.flag);
+                finish_item(C.ngrad, 0, &S.flag);
                 continue;
             }
             if (threadIdx.x == 0) { S.cur_e = o0; S.cur_k = 0; }
             __syncthreads();
             plan_round(S, N, true, o1, k0, w);
             stage_weights(S, params, ncols);
-            wait_for(bready + s, o1 - o0);
+            wait_for(C.bready + s, o1 - o0);
             ready();
             const bool single = S.cur_e >= o1;
             double s1 = 0.0, s2 = 0.0, s3 = 0.0;
@@ -492,19 +476,19 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
                 atomicAdd(wstats + s, sq);
                 atomicAdd(gradsq, sq);
             }
-            const bool last = finish_item(bdone + s, chunks(s), &S.flag);
-            if (threadIdx.x == 0) atomicAdd(ngrad, 1);  // ordered after the fence in finish_item
+            const bool last = finish_item(C.bdone + s, chunks(s), &S.flag);
+            if (threadIdx.x == 0) atomicAdd(C.ngrad, 1);  // ordered after the fence in finish_item
             if (last) backward_complete(s);
         } else if (item < a_update) {
             const int i = item - a_inw, k0 = (i / in_groups) * CH;
             const int o0 = out_ptr[input_slot] + (i % in_groups) * EW, o1 = min(o0 + EW, out_ptr[input_slot + 1]);
-            for (int o = o0; o < o1; ++o) wait_for(gready + out_dst[o], 1);
+            for (int o = o0; o < o1; ++o) wait_for(C.gready + out_dst[o], 1);
             ready();
             const double sq = weight_grads(S, N, input_slot, k0, o0, o1, wstats);
             if ((threadIdx.x & 31) == 0) atomicAdd(gradsq, sq);
-            finish_item(ngrad, 0, &S.flag);
+            finish_item(C.ngrad, 0, &S.flag);
         } else {
-            wait_for(ngrad, n_grad_items);
+            wait_for(C.ngrad, n_grad_items);
             ready();
             if (!finite_step(scalars)) continue;
             update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,

@@ -31,6 +31,7 @@ CH = 16  # neurons per work item of the row executor (cuda/rows.cu)
 EW = 4  # out-edges of the input group per weight item of the row executor
 LAG = 2  # the row executor takes a level's weight items after the backward items LAG levels below
 THREADS = 256
+UPDATE_CHUNK = THREADS * 16  # parameters per update item of the persistent executors (CHUNK, optim.cu)
 SPLIT = 8  # in-edges per forward task of the output group (split-K)
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "forward_level": "PPPPPPPPPiiii",
@@ -813,46 +814,46 @@ class CudaEngine:
                          b["col_off"], b["act"], np.int32(batch), np.int32(self._ld), b["range_min"],
                          b["range_max"], b["run_lo"], b["run_hi"])
 
-    def _enqueue_dataflow(self, batch: int) -> None:
-        """The whole step (forward to update) as one launch of the persistent kernel."""
-        L, b, drv, opt = self.layout, self._buffers, self._drv, self.optimizer
+    def _persistent_setup(self, batch: int) -> list:
+        """Zero what a persistent kernel's step accumulates (sums, counters, a split output block);
+        return its optimizer arguments: the kind, three state buffers, n_params, lr, three hyper-
+        parameters."""
+        L, b, opt = self.layout, self._buffers, self.optimizer
         self._zero_step_sums()
-        drv.memset_d32_async(b["counters"], 0, self._counter_words(len(L.groups), batch), self.stream)
+        self._drv.memset_d32_async(b["counters"], 0, self._counter_words(len(L.groups), batch), self.stream)
         if L.split_output:
             self._zero_rows(L.output_slot, batch)
         if opt.name == "sgd":
             state, hyper = [b["state_vel"], np.intp(0), np.intp(0)], (opt.momentum, 0.0, 0.0)
         else:
             state, hyper = [b["state_m"], b["state_v"], b["state_t"]], (opt.beta1, opt.beta2, opt.eps)
+        return [np.int32(opt.name != "sgd"), *state, np.int32(L.n_params), np.float32(opt.lr),
+                *[np.float32(h) for h in hyper]]
+
+    def _enqueue_dataflow(self, batch: int) -> None:
+        """The whole step (forward to update) as one launch of the persistent kernel."""
+        L, b = self.layout, self._buffers
+        optimizer = self._persistent_setup(batch)
         self._launch("dataflow_step", (self._grid, 1), b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
                      b["in_src"], b["in_dst"], b["in_woff"], b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
                      b["forward_tasks"], np.int32(L.n_forward_tasks), self._ptr("backward_tasks", 8 * L.backward_start),
                      np.int32(L.n_backward_tasks), b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"],
                      np.int32(L.n_bias_tasks), b["params"], b["grads"], b["act"], b["dz"], b["labels"],
                      np.int32(batch), np.int32(self._ld), np.int32(len(L.groups)), np.int32(L.input_slot),
-                     np.int32(L.output_slot), np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"],
-                     np.int32(opt.name != "sgd"), *state, np.int32(L.n_params), np.float32(opt.lr),
-                     *[np.float32(h) for h in hyper], b["counters"])
+                     np.int32(L.output_slot), np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], *optimizer,
+                     b["counters"])
         self._enqueue_ranges(batch)
 
     def _enqueue_rows(self, batch: int, trace=None) -> None:
         """The whole step as one launch of the row executor's persistent kernel (cuda/rows.cu)."""
-        L, b, drv, opt = self.layout, self._buffers, self._drv, self.optimizer
-        self._zero_step_sums()
-        drv.memset_d32_async(b["counters"], 0, self._counter_words(len(L.groups), batch), self.stream)
-        if L.split_output:
-            self._zero_rows(L.output_slot, batch)
-        if opt.name == "sgd":
-            state, hyper = [b["state_vel"], np.intp(0), np.intp(0)], (opt.momentum, 0.0, 0.0)
-        else:
-            state, hyper = [b["state_m"], b["state_v"], b["state_t"]], (opt.beta1, opt.beta2, opt.eps)
+        L, b = self.layout, self._buffers
+        optimizer = self._persistent_setup(batch)
         self._launch("rows_step", (self._grid, 1), b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
                      b["in_src"], b["in_woff"], b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
                      b["forward_tasks"], np.int32(L.n_forward_tasks), self._ptr("backward_tasks", 8 * L.backward_start),
                      np.int32(L.n_backward_tasks), b["bwd_order"], b["params"], b["grads"], b["act"], b["dz"],
                      b["labels"], np.int32(batch), np.int32(len(L.groups)), np.int32(L.input_slot), np.int32(L.output_slot),
-                     np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], np.int32(opt.name != "sgd"), *state,
-                     np.int32(L.n_params), np.float32(opt.lr), *[np.float32(h) for h in hyper], b["counters"],
+                     np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], *optimizer, b["counters"],
                      np.intp(int(trace) if trace is not None else 0))
         self._enqueue_ranges(batch)
 
@@ -924,7 +925,7 @@ class CudaEngine:
     def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:
         """One training step of the row executor (dataflow_rows) with the timeline of its work
         items: per item (in the order they were taken) its kind ("input", "forward", "loss",
-        "backward", "input_weight", "update"), group slot (-1 where none), SM, and the times
+        "backward", "weight", "input_weight", "update"), group slot (-1 where none), SM, and the times
         (microseconds from the step's first item) it was taken, its inputs were complete and it
         was done. The step is applied, as step() would."""
         if self.schedule != "rows":
@@ -934,7 +935,7 @@ class CudaEngine:
         in_edges = sum(1 for (src, _d) in L.edges if L.slot[src] == L.input_slot)
         n_inw = -(-int(L.width[L.input_slot]) // CH) * -(-in_edges // EW)
         counts = [("input", 1), ("forward", L.n_forward_tasks), ("loss", 1), ("backward", 2 * L.n_backward_tasks),
-                  ("input_weight", n_inw), ("update", -(-L.n_params // (THREADS * 16)))]
+                  ("input_weight", n_inw), ("update", -(-L.n_params // UPDATE_CHUNK))]  # rows_step's items
         total = sum(c for _, c in counts)
         buf = self._new(32 * total, "trace")
         drv.memset_d32_async(buf, 0, 8 * total, self.stream)
@@ -951,7 +952,7 @@ class CudaEngine:
         drv.memcpy_dtoh(fwd, self._buffers["forward_tasks"])
         bwd = np.empty((L.n_backward_tasks, 2), np.int32)
         drv.memcpy_dtoh(bwd, self._ptr("backward_tasks", 8 * L.backward_start))
-        order = self._backward_order(L)
+        order = self._backward_order(L)  # backward and weight items, interleaved
         slots[1:1 + len(fwd)] = fwd[:, 0]
         slots[2 + len(fwd):2 + len(fwd) + len(order)] = bwd[order >> 1, 0]
         kinds[2 + len(fwd):2 + len(fwd) + len(order)] = np.where(order & 1, "weight", "backward")
@@ -960,10 +961,10 @@ class CudaEngine:
             raise BackendError("the trace is incomplete")
         t0 = raw[:, 1].min()
         us = lambda col: (raw[:, col] - t0).astype(np.float64) / 1e3
-        order = np.argsort(raw[:, 1], kind="stable")
-        return {"kind": kinds[item][order], "slot": slots[item][order], "item": item[order],
-                "sm": (raw[:, 0] >> np.uint64(32)).astype(np.int64)[order],
-                "taken": us(1)[order], "ready": us(2)[order], "done": us(3)[order]}
+        taken = np.argsort(raw[:, 1], kind="stable")
+        return {"kind": kinds[item][taken], "slot": slots[item][taken], "item": item[taken],
+                "sm": (raw[:, 0] >> np.uint64(32)).astype(np.int64)[taken],
+                "taken": us(1)[taken], "ready": us(2)[taken], "done": us(3)[taken]}
 
     def _launch_step(self, batch: int) -> None:
         """Replay (capturing on first use) the graph of a whole training step for this batch size."""

@@ -33,6 +33,8 @@ LAG = 2  # the row executor takes a level's weight items after the backward item
 THREADS = 256
 UPDATE_CHUNK = THREADS * 16  # parameters per update item of the persistent executors (CHUNK, optim.cu)
 SPLIT = 8  # in-edges per forward task of the output group (split-K)
+WIDE = 256  # groups this wide or wider run on cuda/wide.cu's 128 x 128 tiles (the pull level executors)
+WT = 128  # wide.cu's output tile (WT x WT)
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "forward_level": "PPPPPPPPPiiii",
     "softmax_xent": "PPiiiPPPPi",
@@ -41,6 +43,9 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "backward_finish": "PPPPPiiP",
     "weight_grad": "PPPPPPPPPiiPP",
     "bias_grad": "PPPPPPiiPP",
+    "forward_wide": "PPPPPPPPPiii",
+    "backward_wide": "PPPPPPPPPiiP",
+    "weight_wide": "PPPPPPPPPiiPP",
     "activation_range": "PPPPPiiPPPP",
     "dataflow_step": "PPPPPPPPPPP" "PiPiPiPi" "PPPPP" "iiiiii" "PPP" "iPPPi" "ffff" "P",
     "rows_step": "PPPPPPPPPP" "PiPiP" "PPPPP" "iiiii" "PPP" "iPPPi" "ffff" "PP",
@@ -58,8 +63,8 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "scan_exclusive": "PPi",
     "topo_fill": "PPPPPiPPPPPPP",
     "topo_levels": "PPiP",
-    "topo_tasks": "iPPPiiiiiPPPPPPPPPPP",
-    "topo_weight_tasks": "iPPPiPPP",
+    "topo_tasks": "iPPPiiiiiiiPPPPPPPPPPP",
+    "topo_weight_tasks": "iPPPiiiPPP",
     "prune_observe": "PPPiidPPP",
     "prune_constant": "PPPPPiP",
     "prune_fold": "PiiiiPi",
@@ -91,7 +96,7 @@ def executor_parts(name: str) -> tuple[str, str, str]:
     return EXECUTORS[name]
 
 
-ON_DEMAND = ("dataflow.cu", "rows.cu")  # compiled at the first use of their executor, not at load
+ON_DEMAND = ("dataflow.cu", "rows.cu", "wide.cu")  # compiled at their first use, not at load
 
 
 def source(files: list[str] | None = None) -> str:
@@ -187,6 +192,13 @@ def _load_module(files: list[str]) -> None:
     for name in defined - functions.keys():
         functions[name] = module.get_function(name)
         functions[name].prepare(_KERNELS[name])
+
+
+def wide_kernels() -> None:
+    """Load cuda/wide.cu (the level executor's kernels for groups of WIDE neurons or more) if it
+    is not loaded yet: compiled at the first network that has such a group."""
+    if "forward_wide" not in kernels()[2]:
+        _load_module(["wide.cu"])
 
 
 def persistent_kernel(schedule: str = "dataflow"):
@@ -314,6 +326,9 @@ class CudaEngine:
         self._param_cap = 0
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         self._chunk = CH if self.schedule == "rows" else TILE  # neurons per forward / backward task
+        # groups of at least this many neurons take the wide kernels (pull level executors only: the
+        # persistent kernels and the push pass take every group as tasks of self._chunk neurons)
+        self._wide = WIDE if (self.schedule, self.direction) == ("level", "pull") else 2**31 - 1
         self._grid = self._resident_blocks() if self.schedule in PERSISTENT else 0
         self.load(net)
 
@@ -415,13 +430,23 @@ class CudaEngine:
         if ix.records:
             self._launch_flat("topo_write_edges", len(ix.records), self._upload_new(np.array(ix.records, np.int32)),
                               np.int32(len(ix.records)), *[new[name] for name in self._EDGE_ARRAYS])
-        for name, count in (("in_deg", n), ("out_deg", n), ("in_ptr", n + 1), ("out_ptr", n + 1), ("level", n),
-                            ("in_src", E), ("in_dst", E), ("in_woff", E), ("out_dst", E), ("out_woff", E),
-                            ("fwd_count", n + 1), ("bwd_count", n + 1), ("bias_count", n + 1), ("fwd_ptr", n + 2),
-                            ("bwd_ptr", n + 2), ("bias_ptr", n + 2), ("fwd_cursor", n + 1), ("bwd_cursor", n + 1),
-                            ("weight_count", E), ("weight_ptr", E + 1)):
+        # pass 0: tasks of self._chunk neurons (forward.cu, backward.cu); pass 1, if a group is wide
+        # enough: WT neurons (wide.cu), its arrays named with "wide_" in front
+        passes = ("", "wide_") if int(ix.width.max(initial=0)) >= self._wide else ("",)
+        if len(passes) > 1:
+            wide_kernels()
+        sizes = [("in_deg", n), ("out_deg", n), ("in_ptr", n + 1), ("out_ptr", n + 1), ("level", n),
+                 ("in_src", E), ("in_dst", E), ("in_woff", E), ("out_dst", E), ("out_woff", E),
+                 ("bias_count", n + 1), ("bias_ptr", n + 2)]
+        for pre in passes:
+            sizes += [(pre + "fwd_count", n + 1), (pre + "bwd_count", n + 1), (pre + "fwd_ptr", n + 2),
+                      (pre + "bwd_ptr", n + 2), (pre + "fwd_cursor", n + 1), (pre + "bwd_cursor", n + 1),
+                      (pre + "weight_count", E), (pre + "weight_ptr", E + 1)]
+        for name, count in sizes:
             new[name] = self._new(4 * count, "topology")
-        for name in ("in_deg", "out_deg", "fwd_count", "bwd_count", "bias_count", "fwd_cursor", "bwd_cursor"):
+        zeroed = ["in_deg", "out_deg", "bias_count"] + [pre + name for pre in passes for name in
+                                                        ("fwd_count", "bwd_count", "fwd_cursor", "bwd_cursor")]
+        for name in zeroed:
             drv.memset_d32_async(new[name], 0, n + (name not in ("in_deg", "out_deg")), self.stream)
         edge_args = [new[name] for name in self._EDGE_ARRAYS]
         self._launch_flat("topo_degrees", E, new["e_src"], new["e_dst"], np.int32(E), new["in_deg"], new["out_deg"])
@@ -431,43 +456,52 @@ class CudaEngine:
                           new["in_dst"], new["in_woff"], new["out_dst"], new["out_woff"])
         self._launch("topo_levels", (1, 1), new["in_ptr"], new["in_src"], np.int32(n), new["level"])
 
-        def tasks(mode, fwd=0, bwd=0, bias=0):
+        def tasks(mode, number, pre):
+            fill = [new[pre + "forward_tasks"], new[pre + "backward_tasks"], new["bias_tasks"]] if mode else \
+                [new[pre + "fwd_count"], new[pre + "bwd_count"], new["bias_count"]]  # unused when counting
             self._launch_flat("topo_tasks", n, np.int32(mode), new["width"], new["level"], new["in_ptr"], np.int32(n),
                               np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT), np.int32(self._chunk),
-                              new["fwd_count"],
-                              new["bwd_count"], new["bias_count"], new["fwd_ptr"], new["bwd_ptr"], new["bias_ptr"],
-                              new["fwd_cursor"], new["bwd_cursor"], fwd or new["fwd_count"], bwd or new["bwd_count"],
-                              bias or new["bias_count"])
+                              np.int32(self._wide), np.int32(number), new[pre + "fwd_count"], new[pre + "bwd_count"],
+                              new["bias_count"], new[pre + "fwd_ptr"], new[pre + "bwd_ptr"], new["bias_ptr"],
+                              new[pre + "fwd_cursor"], new[pre + "bwd_cursor"], *fill)
+            self._launch_flat("topo_weight_tasks", E, np.int32(mode), new["in_src"], new["in_dst"], new["width"],
+                              np.int32(E), np.int32(self._wide), np.int32(number), new[pre + "weight_count"],
+                              new[pre + "weight_ptr"], new[pre + "weight_tasks"] if mode else new[pre + "weight_count"])
 
-        tasks(0)
-        self._launch_flat("topo_weight_tasks", E, np.int32(0), new["in_src"], new["in_dst"], new["width"], np.int32(E),
-                          new["weight_count"], new["weight_ptr"], new["weight_count"])
-        for count, ptr, size in (("fwd_count", "fwd_ptr", n + 1), ("bwd_count", "bwd_ptr", n + 1),
-                                 ("bias_count", "bias_ptr", n + 1), ("weight_count", "weight_ptr", E)):
-            self._launch("scan_exclusive", (1, 1), new[count], new[ptr], np.int32(size))
+        for number, pre in enumerate(passes):
+            tasks(0, number, pre)
+            for count, ptr, size in (("fwd_count", "fwd_ptr", n + 1), ("bwd_count", "bwd_ptr", n + 1),
+                                     ("weight_count", "weight_ptr", E)):
+                self._launch("scan_exclusive", (1, 1), new[pre + count], new[pre + ptr], np.int32(size))
+        self._launch("scan_exclusive", (1, 1), new["bias_count"], new["bias_ptr"], np.int32(n + 1))
         depth = np.empty(1, np.int32)
         drv.memcpy_dtoh_async(depth, int(new["level"]) + 4 * ix.output_slot, self.stream)
         spans = {}
-        for name, size in (("fwd_ptr", n + 2), ("bwd_ptr", n + 2), ("bias_ptr", n + 2), ("weight_ptr", E + 1)):
+        for name, size in [("bias_ptr", n + 2)] + [(pre + name, size) for pre in passes for name, size in
+                                                   (("fwd_ptr", n + 2), ("bwd_ptr", n + 2), ("weight_ptr", E + 1))]:
             spans[name] = np.empty(size, np.int32)
             drv.memcpy_dtoh_async(spans[name], new[name], self.stream)
         self.stream.synchronize()
         depth = int(depth[0])
-        fwd, bwd = spans["fwd_ptr"], spans["bwd_ptr"]
-        new["forward_tasks"] = self._new(16 * int(fwd[n + 1]), "tasks")
-        new["backward_tasks"] = self._new(8 * int(bwd[n + 1]), "tasks")
         new["bias_tasks"] = self._new(8 * int(spans["bias_ptr"][n + 1]), "tasks")
-        new["weight_tasks"] = self._new(12 * int(spans["weight_ptr"][E]), "tasks")
-        tasks(1, new["forward_tasks"], new["backward_tasks"], new["bias_tasks"])
-        self._launch_flat("topo_weight_tasks", E, np.int32(1), new["in_src"], new["in_dst"], new["width"], np.int32(E),
-                          new["weight_count"], new["weight_ptr"], new["weight_tasks"])
-        ix.forward_levels = [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)]
-        # backward tasks, deepest level first: the output group's (push only), then the hidden levels
-        ix.push_levels = [(int(bwd[k]), int(bwd[k + 1] - bwd[k])) for k in range(depth)]
-        ix.backward_levels = ix.push_levels[1:]  # pull: the output group's dz comes from the loss
-        ix.n_forward_tasks = int(fwd[n + 1])
-        ix.backward_start, ix.n_backward_tasks = int(bwd[1]), int(bwd[depth] - bwd[1])  # as one list
-        ix.n_bias_tasks, ix.n_weight_tasks = int(spans["bias_ptr"][n + 1]), int(spans["weight_ptr"][E])
+        ix.n_bias_tasks = int(spans["bias_ptr"][n + 1])
+        ix.wide_forward_levels, ix.wide_backward_levels, ix.n_wide_weight_tasks = [], [], 0
+        for number, pre in enumerate(passes):
+            fwd, bwd = spans[pre + "fwd_ptr"], spans[pre + "bwd_ptr"]
+            new[pre + "forward_tasks"] = self._new(16 * int(fwd[n + 1]), "tasks")
+            new[pre + "backward_tasks"] = self._new(8 * int(bwd[n + 1]), "tasks")
+            new[pre + "weight_tasks"] = self._new(12 * int(spans[pre + "weight_ptr"][E]), "tasks")
+            tasks(1, number, pre)
+            # (start, count) per level: forward from level 1; backward deepest first: the output
+            # group's (push only), then the hidden levels
+            setattr(ix, pre + "forward_levels", [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)])
+            push = [(int(bwd[k]), int(bwd[k + 1] - bwd[k])) for k in range(depth)]
+            setattr(ix, pre + "backward_levels", push[1:])  # pull: the output group's dz comes from the loss
+            setattr(ix, "n_" + pre + "weight_tasks", int(spans[pre + "weight_ptr"][E]))
+            if not number:
+                ix.push_levels = push
+                ix.n_forward_tasks = int(fwd[n + 1])
+                ix.backward_start, ix.n_backward_tasks = int(bwd[1]), int(bwd[depth] - bwd[1])  # as one list
         if self.schedule == "rows":
             new["bwd_order"] = self._upload_new(self._backward_order(ix))
         for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
@@ -760,11 +794,18 @@ class CudaEngine:
         L, b = self.layout, self._buffers
         if L.split_output:
             self._zero_rows(L.output_slot, batch)
-        for start, count in L.forward_levels:
-            self._launch("forward_level", (count, (batch + TILE - 1) // TILE),
-                         self._ptr("forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
-                         b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                         np.int32(batch), np.int32(self._ld), np.int32(L.output_slot), np.int32(self._chunk))
+        for level, (start, count) in enumerate(L.forward_levels):
+            if count:
+                self._launch("forward_level", (count, (batch + TILE - 1) // TILE),
+                             self._ptr("forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
+                             b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+                             np.int32(batch), np.int32(self._ld), np.int32(L.output_slot), np.int32(self._chunk))
+            start, count = L.wide_forward_levels[level] if L.wide_forward_levels else (0, 0)
+            if count:
+                self._launch("forward_wide", (count, (batch + WT - 1) // WT),
+                             self._ptr("wide_forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
+                             b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+                             np.int32(batch), np.int32(self._ld), np.int32(L.output_slot))
 
     def _zero_step_sums(self) -> None:
         L, b, drv = self.layout, self._buffers, self._drv
@@ -784,11 +825,17 @@ class CudaEngine:
                      self._ptr("dz", self._block(out)), b["scalars"], self._ptr("scalars", 8), b["stats"],
                      np.int32(out))
         if self.direction == "pull":
-            for start, count in L.backward_levels:
+            for level, (start, count) in enumerate(L.backward_levels):
                 if count:
                     self._launch("backward_level", (count, rows), self._ptr("backward_tasks", 8 * start), b["width"],
                                  b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"],
                                  b["dz"], np.int32(batch), ld, b["stats"], np.int32(self._chunk))
+                start, count = L.wide_backward_levels[level] if L.wide_backward_levels else (0, 0)
+                if count:
+                    self._launch("backward_wide", (count, (batch + WT - 1) // WT),
+                                 self._ptr("wide_backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
+                                 b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(batch), ld,
+                                 b["stats"])
         else:
             for number, (start, count) in enumerate(L.push_levels):
                 if not count:
@@ -800,9 +847,11 @@ class CudaEngine:
                 self._launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"],
                              b["in_src"], b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
         gradsq = self._ptr("scalars", 16)
-        self._launch("weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"],
-                     b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld,
-                     b["wstats"], gradsq)
+        for name, tasks, count in (("weight_grad", "weight_tasks", L.n_weight_tasks),
+                                   ("weight_wide", "wide_weight_tasks", L.n_wide_weight_tasks)):
+            if count:
+                self._launch(name, (count, 1), b[tasks], b["in_src"], b["in_dst"], b["in_woff"], b["width"],
+                             b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
         self._launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
                      b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
         self._enqueue_ranges(batch)

@@ -1,0 +1,121 @@
+"""The wide kernels (cuda/wide.cu) on one layer of W4 (a 4096 -> 4096 edge, batch 1024) against
+cuBLAS through PyTorch (TF32 off): forward, pull backward and weight gradient, each a GEMM of
+2 x 1024 x 4096 x 4096 FLOPs. Checks each result against PyTorch's, then times it (CUDA events,
+median of 30 after 5 warm-up launches) for each register budget in --blocks.
+
+    python benchmarks/wide_gemm.py [--blocks 1 2] [--out results.json]
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[2], help="WIDE_BLOCKS values to compile")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=4096)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    import pycuda.driver as drv
+    import torch
+
+    from genlab.engines import cuda as C
+
+    ctx, device, _ = C.kernels()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    B, n = args.batch, args.width
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(B, n, device="cuda", generator=gen)
+    W = torch.randn(n, n, device="cuda", generator=gen) / n**0.5
+    bias = torch.randn(n, device="cuda", generator=gen) * 0.1
+    g = torch.randn(B, n, device="cuda", generator=gen)  # dL/dh of the upper group
+    params = torch.cat([W.reshape(-1), bias])
+    act = torch.cat([x.reshape(-1), torch.zeros(B * n, device="cuda")])
+    dz = torch.cat([torch.zeros(B * n, device="cuda"), g.reshape(-1)])
+    grads = torch.zeros(n * n, device="cuda")
+    stats = torch.zeros(6, dtype=torch.float64, device="cuda")
+    wstats = torch.zeros(2, dtype=torch.float64, device="cuda")
+    gradsq = torch.zeros(1, dtype=torch.float64, device="cuda")
+    i32 = lambda v: torch.tensor(v, dtype=torch.int32, device="cuda")
+    width, act_off, bias_off = i32([n, n]), i32([0, B * n]), i32([0, n * n])
+    in_ptr, in_src, in_dst, in_woff = i32([0, 0, 1]), i32([0]), i32([1]), i32([0])
+    out_ptr, out_dst, out_woff = i32([0, 1, 1]), i32([1]), i32([0])
+    T = C.WT
+    fwd_tasks = i32([[1, j0, 0, 1] for j0 in range(0, n, T)])
+    bwd_tasks = i32([[0, k0] for k0 in range(0, n, T)])
+    wgt_tasks = i32([[0, j0, k0] for j0 in range(0, n, T) for k0 in range(0, n, T)])
+    P = lambda t: np.intp(t.data_ptr())
+    rows = (B + T - 1) // T
+    want = {
+        "forward": torch.relu(x @ W.T + bias),
+        "backward": g @ W,
+        "weight": g.T @ x,
+    }
+    flops = 2.0 * B * n * n
+    result = {"device": device.name(), "batch": B, "width": n, "gflop_each": flops / 1e9, "kernels": {}}
+
+    def timed(fn, repeats=30):
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(repeats):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return float(np.median(times))
+
+    for blocks in args.blocks:
+        src = C.source(["wide.cu"]).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")
+        module = drv.module_from_buffer(C._compile(src, "sm_%d%d" % device.compute_capability()))
+        f = {name: module.get_function(name) for name in ("forward_wide", "backward_wide", "weight_wide")}
+        for name, fn in f.items():
+            fn.prepare(C._KERNELS[name])
+        regs = {name: fn.get_attribute(drv.function_attribute.NUM_REGS) for name, fn in f.items()}
+        spills = {name: fn.get_attribute(drv.function_attribute.LOCAL_SIZE_BYTES) for name, fn in f.items()}
+        launches = {
+            "forward": lambda: f["forward_wide"].prepared_call(
+                (len(fwd_tasks), rows), (C.THREADS, 1, 1), P(fwd_tasks), P(width), P(act_off), P(bias_off), P(in_ptr),
+                P(in_src), P(in_woff), P(params), P(act), np.int32(B), np.int32(0), np.int32(-1)),
+            "backward": lambda: f["backward_wide"].prepared_call(
+                (len(bwd_tasks), rows), (C.THREADS, 1, 1), P(bwd_tasks), P(width), P(act_off), P(out_ptr),
+                P(out_dst), P(out_woff), P(params), P(act), P(dz), np.int32(B), np.int32(0), P(stats)),
+            "weight": lambda: f["weight_wide"].prepared_call(
+                (len(wgt_tasks), 1), (C.THREADS, 1, 1), P(wgt_tasks), P(in_src), P(in_dst), P(in_woff), P(width),
+                P(act_off), P(act), P(dz), P(grads), np.int32(B), np.int32(0), P(wstats), P(gradsq)),
+        }
+        for kind, launch in launches.items():
+            launch()
+            torch.cuda.synchronize()
+            got = {"forward": act[B * n:].view(B, n), "backward": None, "weight": grads.view(n, n)}[kind]
+            if kind == "backward":  # dz of slot 0 = dL/dh masked by h > 0 (h = x here)
+                got = dz[:B * n].view(B, n)
+                ref = torch.where(x > 0, want["backward"], torch.zeros_like(x))
+            else:
+                ref = want[kind]
+            err = float((got - ref).norm() / ref.norm())
+            ms = timed(launch)
+            result["kernels"].setdefault(kind, {})[f"wide_blocks{blocks}"] = {
+                "ms": ms, "tflops": flops / ms / 1e9, "rel_error": err, "registers": regs[kind + "_wide" if kind != "weight" else "weight_wide"],
+                "local_bytes": spills[kind + "_wide" if kind != "weight" else "weight_wide"]}
+            print(f"WIDE_BLOCKS={blocks} {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s  rel err {err:.2e}")
+    cublas = {"forward": lambda: torch.relu(torch.addmm(bias, x, W.T)), "backward": lambda: g @ W,
+              "weight": lambda: g.T @ x}
+    for kind, fn in cublas.items():
+        ms = timed(fn)
+        result["kernels"][kind]["cublas"] = {"ms": ms, "tflops": flops / ms / 1e9}
+        print(f"cuBLAS        {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

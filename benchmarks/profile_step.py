@@ -1,6 +1,8 @@
 """Time the parts of one genlab training step on a workload (CUDA events, graph replays).
 
     python benchmarks/profile_step.py W1
+
+The level executor; GENLAB_WIDE=n moves the threshold of the wide kernels (cuda/wide.cu).
 """
 
 import sys
@@ -14,7 +16,13 @@ from genlab.optim import Adam
 
 
 def main(name="W1", repeats=200):
+    import os
+
     import pycuda.driver as drv
+
+    from genlab.engines import cuda
+
+    cuda.WIDE = int(os.environ.get("GENLAB_WIDE", cuda.WIDE))
 
     _, build, batch = WORKLOADS[name]
     net = build()
@@ -24,22 +32,24 @@ def main(name="W1", repeats=200):
     engine.step(x, y)
     b = engine._buffers
     L = engine.layout
+    ld = np.int32(engine._ld)
     parts = {
         "forward (all levels)": lambda: engine._enqueue_forward(batch),
         "loss + backward + grads": lambda: engine._enqueue_backward(batch),
         "update": engine._enqueue_update,
         "weight_grad alone": lambda: engine._launch(
             "weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
-            b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), b["wstats"],
-            engine._ptr("scalars", 16)),
+            b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"],
+            engine._ptr("scalars", 16)) if L.n_weight_tasks else None,
         "whole step": lambda: (engine._enqueue_forward(batch), engine._enqueue_backward(batch),
                                engine._enqueue_update()),
     }
     for start, count in L.forward_levels[-3:]:
-        parts[f"forward level with {count} tasks"] = lambda start=start, count=count: engine._launch(
-            "forward_level", (count, (batch + 31) // 32), engine._ptr("forward_tasks", 16 * start), b["width"],
-            b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-            np.int32(batch), np.int32(L.output_slot))
+        if count:
+            parts[f"forward level with {count} tasks"] = lambda start=start, count=count: engine._launch(
+                "forward_level", (count, (batch + 31) // 32), engine._ptr("forward_tasks", 16 * start), b["width"],
+                b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+                np.int32(batch), ld, np.int32(L.output_slot), np.int32(engine._chunk))
     print(f"{name}: {len(L.groups)} groups, {L.n_edges} edges, {L.n_params} parameters, "
           f"{len(L.forward_levels)} levels, {L.n_weight_tasks} weight tasks")
     for label, enqueue in parts.items():

@@ -103,8 +103,8 @@ def main() -> None:
             err = float((got - ref).norm() / ref.norm())
             ms = timed(launch)
             result["kernels"].setdefault(kind, {})[f"wide_blocks{blocks}"] = {
-                "ms": ms, "tflops": flops / ms / 1e9, "rel_error": err, "registers": regs[kind + "_wide" if kind != "weight" else "weight_wide"],
-                "local_bytes": spills[kind + "_wide" if kind != "weight" else "weight_wide"]}
+                "ms": ms, "tflops": flops / ms / 1e9, "rel_error": err, "registers": regs[kind + "_wide"],
+                "local_bytes": spills[kind + "_wide"]}
             print(f"WIDE_BLOCKS={blocks} {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s  rel err {err:.2e}")
     cublas = {"forward": lambda: torch.relu(torch.addmm(bias, x, W.T)), "backward": lambda: g @ W,
               "weight": lambda: g.T @ x}

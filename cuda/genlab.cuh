@@ -25,7 +25,8 @@
 #define TILE 32          // output tiles are TILE x TILE
 #define HALF 16          // 256 threads as 16 x 16; each thread owns 2 x 2 outputs of a tile
 #define THREADS 256
-#define WT 128           // wide.cu's output tiles are WT x WT (groups of cuda.py's WIDE neurons or more)
+#define WT 128           // wide.cu's output tiles: WT x WT for groups of cuda.py's WIDE neurons or more,
+#define MT 64            // MT x MT for groups of MID to WIDE - 1 neurons
 #define ROW(ld, w) ((ld) ? (ld) : (w))
 
 // Chris Wellons' lowbias32 mixer; genlab/hashnoise.py computes the same numbers.

@@ -98,9 +98,10 @@ extern "C" __global__ void topo_levels(
     } while (changed);
 }
 
-// Two passes build two sets of forward and backward lists: pass 0 the groups narrower than `wide`
-// (tasks of `chunk` neurons, for forward.cu and backward.cu), pass 1 the others (tasks of WT
-// neurons covering all in-edges, for wide.cu); the bias tasks come from pass 0, for every group.
+// A pass builds the forward and backward lists of one tier of widths, lo <= width < hi (cuda.py's
+// tiers: forward.cu and backward.cu with tasks of `chunk` neurons and split-K of the output group,
+// then wide.cu's tiers, tasks of MT or WT neurons over all in-edges: `split` larger than any
+// in-degree); the pass with lo == 0 also lists every group's bias tasks.
 // mode 0: count per level into fwd_count / bwd_count (at depth - level), and each slot's bias tiles
 // into bias_count;
 // mode 1: fill at fwd_ptr / bwd_ptr / bias_ptr (exclusive scans of the counts), taking places in
@@ -110,7 +111,7 @@ extern "C" __global__ void topo_levels(
 // in-edge at least (a validated network).
 extern "C" __global__ void topo_tasks(
     int mode, const int* __restrict__ width, const int* __restrict__ level, const int* __restrict__ in_ptr,
-    int n_slots, int input_slot, int output_slot, int split, int chunk, int wide, int pass,
+    int n_slots, int input_slot, int output_slot, int split, int chunk, int lo, int hi,
     int* __restrict__ fwd_count, int* __restrict__ bwd_count, int* __restrict__ bias_count,
     const int* __restrict__ fwd_ptr, const int* __restrict__ bwd_ptr, const int* __restrict__ bias_ptr,
     int* __restrict__ fwd_cursor, int* __restrict__ bwd_cursor,
@@ -118,16 +119,15 @@ extern "C" __global__ void topo_tasks(
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots || s == input_slot) return;
-    const bool mine = (width[s] >= wide) == (pass == 1);
-    if (pass == 1) chunk = WT;
+    const bool mine = lo <= width[s] && width[s] < hi, bias = lo == 0;
     const int tiles = mine ? (width[s] + chunk - 1) / chunk : 0, bias_tiles = (width[s] + TILE - 1) / TILE;
     const int lv = level[s], down = level[output_slot] - lv;
     const int e0 = in_ptr[s], e1 = in_ptr[s + 1];
-    const int step = s == output_slot && pass == 0 ? split : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
+    const int step = s == output_slot ? min(split, e1 - e0) : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
     if (mode == 0) {
         atomicAdd(fwd_count + lv, tiles * chunks);
         atomicAdd(bwd_count + down, tiles);
-        if (pass == 0) bias_count[s] = bias_tiles;
+        if (bias) bias_count[s] = bias_tiles;
         return;
     }
     int f = fwd_ptr[lv] + atomicAdd(fwd_cursor + lv, tiles * chunks);
@@ -138,22 +138,23 @@ extern "C" __global__ void topo_tasks(
         }
     const int b = bwd_ptr[down] + atomicAdd(bwd_cursor + down, tiles);
     for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * chunk; }
-    for (int t = 0; t < bias_tiles * (pass == 0); ++t) {
+    for (int t = 0; t < bias_tiles * bias; ++t) {
         bias_tasks[2 * (bias_ptr[s] + t)] = s;
         bias_tasks[2 * (bias_ptr[s] + t) + 1] = t * TILE;
     }
 }
 
-// Weight-gradient tasks: tiles(width dst) x tiles(width src) per edge of the in-CSR, at ptr[i];
-// pass 0 the edges with an end narrower than `wide` (TILE x TILE tasks), pass 1 the others (WT x WT).
+// Weight-gradient tasks: tiles(width dst) x tiles(width src) per edge of the in-CSR, at ptr[i], of
+// the edges whose narrower end is in a tier of widths (lo <= width < hi): `tile` x `tile` tasks.
 extern "C" __global__ void topo_weight_tasks(
     int mode, const int* __restrict__ in_src, const int* __restrict__ in_dst, const int* __restrict__ width,
-    int n_edges, int wide, int pass, int* __restrict__ count, const int* __restrict__ ptr, int* __restrict__ tasks)
+    int n_edges, int lo, int hi, int tile, int* __restrict__ count, const int* __restrict__ ptr,
+    int* __restrict__ tasks)
 {
     const int i = blockIdx.x * THREADS + threadIdx.x;
     if (i >= n_edges) return;
-    const int wd = width[in_dst[i]], ws = width[in_src[i]], tile = pass == 1 ? WT : TILE;
-    const bool mine = (min(wd, ws) >= wide) == (pass == 1);
+    const int wd = width[in_dst[i]], ws = width[in_src[i]];
+    const bool mine = lo <= min(wd, ws) && min(wd, ws) < hi;
     const int tj = (wd + tile - 1) / tile, tk = (ws + tile - 1) / tile;
     if (mode == 0) { count[i] = mine ? tj * tk : 0; return; }
     if (!mine) return;

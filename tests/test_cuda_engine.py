@@ -299,10 +299,16 @@ def check_topology(gpu, net):
         assert list(out_woff[out_ptr[s]:out_ptr[s + 1]]) == [L.offsets[("W", g, d)] for d in outs]
         assert level[s] == expected_level[g], g
     depth = expected_level[OUTPUT]
-    for pre, chunk in (("", gpu._chunk), ("wide_", 128)):  # the lists of the narrow and the wide groups
-        mine = (lambda w: w < gpu._wide) if not pre else (lambda w: w >= gpu._wide)
-        levels = getattr(L, pre + "forward_levels")
-        assert len(levels) == (depth if pre == "" or any(mine(w) for w in net.widths.values()) else 0)
+    bounds = [lo for _, _, lo, _ in gpu._tiers[1:]] + [2**31]
+    for (pre, _, lo, chunk), hi in zip(gpu._tiers, bounds):  # the lists of each tier of widths
+        mine = lambda w, lo=lo, hi=hi: lo <= w < hi
+        if not lo or any(mine(w) for w in net.widths.values()):
+            assert pre in L.tiers
+        else:
+            assert pre not in L.tiers
+            continue
+        levels = L.tiers[pre][0]
+        assert len(levels) == depth
         tasks = device_array(gpu, pre + "forward_tasks", 4 * sum(c for _, c in levels)).reshape(-1, 4)
         for lv, (start, count) in enumerate(levels, start=1):
             got = sorted(map(tuple, tasks[start:start + count]))
@@ -310,32 +316,34 @@ def check_topology(gpu, net):
             for g in (g for g in net.groups if expected_level[g] == lv and mine(net.widths[g])):
                 s = L.slot[g]
                 e0, e1 = in_ptr[s], in_ptr[s + 1]
-                step = 8 if g == OUTPUT and not pre else e1 - e0
+                step = min(8, e1 - e0) if g == OUTPUT and not lo else e1 - e0
                 want += [(s, j0, a, min(a + step, e1)) for j0 in range(0, net.widths[g], chunk)
                          for a in range(e0, e1, step)]
             assert got == sorted(want), (pre, lv)
-        levels = getattr(L, pre + "backward_levels")  # deepest hidden level first
+        levels = L.tiers[pre][1]  # deepest hidden level first
         tasks = device_array(gpu, pre + "backward_tasks", 2 * (levels[-1][0] + levels[-1][1]) if levels else 0)
         for down, (start, count) in enumerate(levels, start=1):
             got = sorted(map(tuple, tasks.reshape(-1, 2)[start:start + count]))
             want = [(L.slot[g], k0) for g in net.hidden_groups if expected_level[g] == depth - down
                     and mine(net.widths[g]) for k0 in range(0, net.widths[g], chunk)]
             assert got == sorted(want), (pre, down)
-        n_weight = getattr(L, "n_" + pre + "weight_tasks")
+        n_weight = L.tiers[pre][2]
         tasks = device_array(gpu, pre + "weight_tasks", 3 * n_weight).reshape(-1, 3) if n_weight else np.zeros((0, 3))
         in_dst = device_array(gpu, "in_dst", E)
         want = []
         for e in range(E):
             wd, ws = L.width[in_dst[e]], L.width[in_src[e]]
             if mine(min(wd, ws)):
-                want += [(e, j0, k0) for j0 in range(0, wd, chunk if pre else 32) for k0 in range(0, ws, chunk if pre else 32)]
+                tile = chunk if lo else 32
+                want += [(e, j0, k0) for j0 in range(0, wd, tile) for k0 in range(0, ws, tile)]
         assert sorted(map(tuple, tasks)) == sorted(want), pre
 
 
-@pytest.mark.parametrize("executor, widths", [("level", (1, 70)), ("level", (100, 400)), ("dataflow_rows", (1, 70)),
+@pytest.mark.parametrize("executor, widths", [("level", (1, 70)), ("level", (30, 400)), ("dataflow_rows", (1, 70)),
                                               ("dataflow_rows", (100, 400))])
 def test_topology_is_built_on_the_gpu_at_load_and_after_growth(executor, widths):
-    """Narrow and wide (>= WIDE neurons: wide.cu's 128-neuron tasks, level executor only) task lists."""
+    """The task lists of each tier of widths (the level executor's: narrow, MID and WIDE neurons or
+    more, wide.cu's 64- and 128-neuron tasks; the row executor's: one tier of 16-neuron tasks)."""
     from genlab.growth import duplicate_depth, duplicate_width
 
     net = Network.random_dag(levels=5, per_level=12, width=widths, fan_in=(1, 5), seed=31, n_inputs=9, n_outputs=4)

@@ -33,8 +33,12 @@ LAG = 2  # the row executor takes a level's weight items after the backward item
 THREADS = 256
 UPDATE_CHUNK = THREADS * 16  # parameters per update item of the persistent executors (CHUNK, optim.cu)
 SPLIT = 8  # in-edges per forward task of the output group (split-K)
-WIDE = 256  # groups this wide or wider run on cuda/wide.cu's 128 x 128 tiles (the pull level executors)
-WT = 128  # wide.cu's output tile (WT x WT)
+# The pull level executors run groups in tiers of width, each with its own task lists and kernels:
+# narrower than MID on TILE x TILE tiles (forward.cu, backward.cu), MID to WIDE - 1 on MT x MT
+# tiles and WIDE or more on WT x WT tiles (cuda/wide.cu, whose blocks keep 4 x 4 or 8 x 8 outputs
+# a thread in registers).
+MID, WIDE = 48, 256
+MT, WT = 64, 128
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "forward_level": "PPPPPPPPPiiii",
     "softmax_xent": "PPiiiPPPPi",
@@ -46,6 +50,9 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "forward_wide": "PPPPPPPPPiii",
     "backward_wide": "PPPPPPPPPiiP",
     "weight_wide": "PPPPPPPPPiiPP",
+    "forward_mid": "PPPPPPPPPiii",
+    "backward_mid": "PPPPPPPPPiiP",
+    "weight_mid": "PPPPPPPPPiiPP",
     "activation_range": "PPPPPiiPPPP",
     "dataflow_step": "PPPPPPPPPPP" "PiPiPiPi" "PPPPP" "iiiiii" "PPP" "iPPPi" "ffff" "P",
     "rows_step": "PPPPPPPPPP" "PiPiP" "PPPPP" "iiiii" "PPP" "iPPPi" "ffff" "PP",
@@ -64,7 +71,7 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "topo_fill": "PPPPPiPPPPPPP",
     "topo_levels": "PPiP",
     "topo_tasks": "iPPPiiiiiiiPPPPPPPPPPP",
-    "topo_weight_tasks": "iPPPiiiPPP",
+    "topo_weight_tasks": "iPPPiiiiPPP",
     "prune_observe": "PPPiidPPP",
     "prune_constant": "PPPPPiP",
     "prune_fold": "PiiiiPi",
@@ -175,27 +182,34 @@ def kernels():
 
         folder = Path(str(cuda_dir()))
         _STATE = (context, device, {})
-        _load_module([p.name for p in sorted(folder.glob("*.cu")) if p.name not in ON_DEMAND])
+        # a module per file: nvcc compiles them side by side on a cold cache
+        _load_module(*[[p.name] for p in sorted(folder.glob("*.cu")) if p.name not in ON_DEMAND])
     return _STATE
 
 
-def _load_module(files: list[str]) -> None:
-    """Compile (or take from the cache) and load `files` as one module; prepare the kernels it
-    defines that are not loaded yet."""
+def _load_module(*modules: list[str]) -> None:
+    """Compile (or take from the cache; nvcc runs for several modules at once) and load each
+    list of files as one module; prepare the kernels they define that are not loaded yet."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pycuda.driver as drv
 
     _, device, functions = _STATE
-    major, minor = device.compute_capability()
-    src = source(files)
-    module = drv.module_from_buffer(_compile(src, f"sm_{major}{minor}"))
-    defined = set(re.findall(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(', src, flags=re.M))
-    for name in defined - functions.keys():
-        functions[name] = module.get_function(name)
-        functions[name].prepare(_KERNELS[name])
+    arch = "sm_%d%d" % device.compute_capability()
+    sources = [source(files) for files in modules]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+        cubins = list(pool.map(lambda src: _compile(src, arch), sources))
+    for src, cubin in zip(sources, cubins):
+        module = drv.module_from_buffer(cubin)
+        defined = set(re.findall(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(', src,
+                                 flags=re.M))
+        for name in defined - functions.keys():
+            functions[name] = module.get_function(name)
+            functions[name].prepare(_KERNELS[name])
 
 
 def wide_kernels() -> None:
-    """Load cuda/wide.cu (the level executor's kernels for groups of WIDE neurons or more) if it
+    """Load cuda/wide.cu (the level executor's kernels for groups of MID neurons or more) if it
     is not loaded yet: compiled at the first network that has such a group."""
     if "forward_wide" not in kernels()[2]:
         _load_module(["wide.cu"])
@@ -326,9 +340,11 @@ class CudaEngine:
         self._param_cap = 0
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         self._chunk = CH if self.schedule == "rows" else TILE  # neurons per forward / backward task
-        # groups of at least this many neurons take the wide kernels (pull level executors only: the
-        # persistent kernels and the push pass take every group as tasks of self._chunk neurons)
-        self._wide = WIDE if (self.schedule, self.direction) == ("level", "pull") else 2**31 - 1
+        # (list prefix, kernel suffix, lowest width, neurons a task): the pull level executors' tiers;
+        # the persistent kernels and the push pass take every group as tasks of self._chunk neurons
+        self._tiers = [("", "", 0, self._chunk)]
+        if (self.schedule, self.direction) == ("level", "pull"):
+            self._tiers = [("", "", 0, TILE), ("mid_", "_mid", MID, MT), ("wide_", "_wide", WIDE, WT)]
         self._grid = self._resident_blocks() if self.schedule in PERSISTENT else 0
         self.load(net)
 
@@ -430,21 +446,22 @@ class CudaEngine:
         if ix.records:
             self._launch_flat("topo_write_edges", len(ix.records), self._upload_new(np.array(ix.records, np.int32)),
                               np.int32(len(ix.records)), *[new[name] for name in self._EDGE_ARRAYS])
-        # pass 0: tasks of self._chunk neurons (forward.cu, backward.cu); pass 1, if a group is wide
-        # enough: WT neurons (wide.cu), its arrays named with "wide_" in front
-        passes = ("", "wide_") if int(ix.width.max(initial=0)) >= self._wide else ("",)
+        # a pass per tier of widths that has a group (the first always): its lists named with its prefix
+        bounds = [lo for _, _, lo, _ in self._tiers[1:]] + [2**31 - 1]
+        passes = [(pre, lo, hi, chunk) for (pre, _, lo, chunk), hi in zip(self._tiers, bounds)
+                  if not lo or ((ix.width >= lo) & (ix.width < hi)).any()]
         if len(passes) > 1:
             wide_kernels()
         sizes = [("in_deg", n), ("out_deg", n), ("in_ptr", n + 1), ("out_ptr", n + 1), ("level", n),
                  ("in_src", E), ("in_dst", E), ("in_woff", E), ("out_dst", E), ("out_woff", E),
                  ("bias_count", n + 1), ("bias_ptr", n + 2)]
-        for pre in passes:
+        for pre, *_ in passes:
             sizes += [(pre + "fwd_count", n + 1), (pre + "bwd_count", n + 1), (pre + "fwd_ptr", n + 2),
                       (pre + "bwd_ptr", n + 2), (pre + "fwd_cursor", n + 1), (pre + "bwd_cursor", n + 1),
                       (pre + "weight_count", E), (pre + "weight_ptr", E + 1)]
         for name, count in sizes:
             new[name] = self._new(4 * count, "topology")
-        zeroed = ["in_deg", "out_deg", "bias_count"] + [pre + name for pre in passes for name in
+        zeroed = ["in_deg", "out_deg", "bias_count"] + [pre + name for pre, *_ in passes for name in
                                                         ("fwd_count", "bwd_count", "fwd_cursor", "bwd_cursor")]
         for name in zeroed:
             drv.memset_d32_async(new[name], 0, n + (name not in ("in_deg", "out_deg")), self.stream)
@@ -456,20 +473,21 @@ class CudaEngine:
                           new["in_dst"], new["in_woff"], new["out_dst"], new["out_woff"])
         self._launch("topo_levels", (1, 1), new["in_ptr"], new["in_src"], np.int32(n), new["level"])
 
-        def tasks(mode, number, pre):
+        def tasks(mode, pre, lo, hi, chunk):
             fill = [new[pre + "forward_tasks"], new[pre + "backward_tasks"], new["bias_tasks"]] if mode else \
                 [new[pre + "fwd_count"], new[pre + "bwd_count"], new["bias_count"]]  # unused when counting
             self._launch_flat("topo_tasks", n, np.int32(mode), new["width"], new["level"], new["in_ptr"], np.int32(n),
-                              np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT), np.int32(self._chunk),
-                              np.int32(self._wide), np.int32(number), new[pre + "fwd_count"], new[pre + "bwd_count"],
-                              new["bias_count"], new[pre + "fwd_ptr"], new[pre + "bwd_ptr"], new["bias_ptr"],
-                              new[pre + "fwd_cursor"], new[pre + "bwd_cursor"], *fill)
+                              np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT if not lo else E + 1),
+                              np.int32(chunk), np.int32(lo), np.int32(hi), new[pre + "fwd_count"],
+                              new[pre + "bwd_count"], new["bias_count"], new[pre + "fwd_ptr"], new[pre + "bwd_ptr"],
+                              new["bias_ptr"], new[pre + "fwd_cursor"], new[pre + "bwd_cursor"], *fill)
             self._launch_flat("topo_weight_tasks", E, np.int32(mode), new["in_src"], new["in_dst"], new["width"],
-                              np.int32(E), np.int32(self._wide), np.int32(number), new[pre + "weight_count"],
-                              new[pre + "weight_ptr"], new[pre + "weight_tasks"] if mode else new[pre + "weight_count"])
+                              np.int32(E), np.int32(lo), np.int32(hi), np.int32(TILE if not lo else chunk),
+                              new[pre + "weight_count"], new[pre + "weight_ptr"],
+                              new[pre + "weight_tasks"] if mode else new[pre + "weight_count"])
 
-        for number, pre in enumerate(passes):
-            tasks(0, number, pre)
+        for pre, lo, hi, chunk in passes:
+            tasks(0, pre, lo, hi, chunk)
             for count, ptr, size in (("fwd_count", "fwd_ptr", n + 1), ("bwd_count", "bwd_ptr", n + 1),
                                      ("weight_count", "weight_ptr", E)):
                 self._launch("scan_exclusive", (1, 1), new[pre + count], new[pre + ptr], np.int32(size))
@@ -477,7 +495,7 @@ class CudaEngine:
         depth = np.empty(1, np.int32)
         drv.memcpy_dtoh_async(depth, int(new["level"]) + 4 * ix.output_slot, self.stream)
         spans = {}
-        for name, size in [("bias_ptr", n + 2)] + [(pre + name, size) for pre in passes for name, size in
+        for name, size in [("bias_ptr", n + 2)] + [(pre + name, size) for pre, *_ in passes for name, size in
                                                    (("fwd_ptr", n + 2), ("bwd_ptr", n + 2), ("weight_ptr", E + 1))]:
             spans[name] = np.empty(size, np.int32)
             drv.memcpy_dtoh_async(spans[name], new[name], self.stream)
@@ -485,20 +503,20 @@ class CudaEngine:
         depth = int(depth[0])
         new["bias_tasks"] = self._new(8 * int(spans["bias_ptr"][n + 1]), "tasks")
         ix.n_bias_tasks = int(spans["bias_ptr"][n + 1])
-        ix.wide_forward_levels, ix.wide_backward_levels, ix.n_wide_weight_tasks = [], [], 0
-        for number, pre in enumerate(passes):
+        ix.tiers = {}  # prefix: (forward levels, backward levels, weight tasks), each level (start, count)
+        for number, (pre, lo, hi, chunk) in enumerate(passes):
             fwd, bwd = spans[pre + "fwd_ptr"], spans[pre + "bwd_ptr"]
             new[pre + "forward_tasks"] = self._new(16 * int(fwd[n + 1]), "tasks")
             new[pre + "backward_tasks"] = self._new(8 * int(bwd[n + 1]), "tasks")
             new[pre + "weight_tasks"] = self._new(12 * int(spans[pre + "weight_ptr"][E]), "tasks")
-            tasks(1, number, pre)
-            # (start, count) per level: forward from level 1; backward deepest first: the output
-            # group's (push only), then the hidden levels
-            setattr(ix, pre + "forward_levels", [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)])
+            tasks(1, pre, lo, hi, chunk)
+            # forward from level 1; backward deepest first: the output group's (push only), then the
+            # hidden levels (pull: the output group's dz comes from the loss)
+            forward = [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)]
             push = [(int(bwd[k]), int(bwd[k + 1] - bwd[k])) for k in range(depth)]
-            setattr(ix, pre + "backward_levels", push[1:])  # pull: the output group's dz comes from the loss
-            setattr(ix, "n_" + pre + "weight_tasks", int(spans[pre + "weight_ptr"][E]))
+            ix.tiers[pre] = (forward, push[1:], int(spans[pre + "weight_ptr"][E]))
             if not number:
+                ix.forward_levels, ix.backward_levels, ix.n_weight_tasks = ix.tiers[pre]
                 ix.push_levels = push
                 ix.n_forward_tasks = int(fwd[n + 1])
                 ix.backward_start, ix.n_backward_tasks = int(bwd[1]), int(bwd[depth] - bwd[1])  # as one list
@@ -794,18 +812,22 @@ class CudaEngine:
         L, b = self.layout, self._buffers
         if L.split_output:
             self._zero_rows(L.output_slot, batch)
-        for level, (start, count) in enumerate(L.forward_levels):
-            if count:
-                self._launch("forward_level", (count, (batch + TILE - 1) // TILE),
-                             self._ptr("forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
-                             b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                             np.int32(batch), np.int32(self._ld), np.int32(L.output_slot), np.int32(self._chunk))
-            start, count = L.wide_forward_levels[level] if L.wide_forward_levels else (0, 0)
-            if count:
-                self._launch("forward_wide", (count, (batch + WT - 1) // WT),
-                             self._ptr("wide_forward_tasks", 16 * start), b["width"], b["act_off"], b["bias_off"],
-                             b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                             np.int32(batch), np.int32(self._ld), np.int32(L.output_slot))
+        for level in range(len(L.forward_levels)):
+            for pre, suffix, rows, extra in self._tier_launches(batch):
+                start, count = L.tiers[pre][0][level]
+                if count:
+                    self._launch("forward" + (suffix or "_level"), (count, rows), self._ptr(pre + "forward_tasks", 16 * start),
+                                 b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"],
+                                 b["params"], b["act"], np.int32(batch), np.int32(self._ld), np.int32(L.output_slot),
+                                 *extra)
+
+    def _tier_launches(self, batch: int) -> list:
+        """(list prefix, kernel suffix, batch tiles, extra kernel arguments) of each tier of widths
+        that has lists: the first's kernels (forward_level, backward_level, weight_grad) take the
+        task size, the others' (forward_mid, ..., weight_wide) have it built in."""
+        return [(pre, suffix, (batch + (size if lo else TILE) - 1) // (size if lo else TILE),
+                 () if lo else (np.int32(self._chunk),)) for pre, suffix, lo, size in self._tiers
+                if pre in self.layout.tiers]
 
     def _zero_step_sums(self) -> None:
         L, b, drv = self.layout, self._buffers, self._drv
@@ -825,17 +847,14 @@ class CudaEngine:
                      self._ptr("dz", self._block(out)), b["scalars"], self._ptr("scalars", 8), b["stats"],
                      np.int32(out))
         if self.direction == "pull":
-            for level, (start, count) in enumerate(L.backward_levels):
-                if count:
-                    self._launch("backward_level", (count, rows), self._ptr("backward_tasks", 8 * start), b["width"],
-                                 b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"],
-                                 b["dz"], np.int32(batch), ld, b["stats"], np.int32(self._chunk))
-                start, count = L.wide_backward_levels[level] if L.wide_backward_levels else (0, 0)
-                if count:
-                    self._launch("backward_wide", (count, (batch + WT - 1) // WT),
-                                 self._ptr("wide_backward_tasks", 8 * start), b["width"], b["act_off"], b["out_ptr"],
-                                 b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(batch), ld,
-                                 b["stats"])
+            for level in range(len(L.backward_levels)):
+                for pre, suffix, tiles, extra in self._tier_launches(batch):
+                    start, count = L.tiers[pre][1][level]
+                    if count:
+                        self._launch("backward" + (suffix or "_level"), (count, tiles),
+                                     self._ptr(pre + "backward_tasks", 8 * start), b["width"], b["act_off"],
+                                     b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
+                                     np.int32(batch), ld, b["stats"], *extra)
         else:
             for number, (start, count) in enumerate(L.push_levels):
                 if not count:
@@ -847,11 +866,12 @@ class CudaEngine:
                 self._launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"],
                              b["in_src"], b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
         gradsq = self._ptr("scalars", 16)
-        for name, tasks, count in (("weight_grad", "weight_tasks", L.n_weight_tasks),
-                                   ("weight_wide", "wide_weight_tasks", L.n_wide_weight_tasks)):
+        for pre, suffix, _, _ in self._tier_launches(batch):
+            count = L.tiers[pre][2]
             if count:
-                self._launch(name, (count, 1), b[tasks], b["in_src"], b["in_dst"], b["in_woff"], b["width"],
-                             b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+                self._launch("weight" + (suffix or "_grad"), (count, 1), b[pre + "weight_tasks"], b["in_src"],
+                             b["in_dst"], b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"],
+                             np.int32(batch), ld, b["wstats"], gradsq)
         self._launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"],
                      b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
         self._enqueue_ranges(batch)

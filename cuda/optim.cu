@@ -1,13 +1,13 @@
 // optim.cu: optimizer updates over the flat parameter buffer (PyTorch's formulas, as
-// genlab/optim.py). Launch: grid ceil(n / THREADS), THREADS; one thread per parameter.
+// genlab/optim.py).
 // Guarded: nothing changes unless the step's loss (guard[0]) and the sum of squares of its
 // gradient (guard[2]) are finite, so a diverging step is refused without a round trip to the host.
 //
 // sgd_value / adam_value update one parameter held in registers; sgd_one / adam_one parameter i in
-// memory; update_chunk an update item of the persistent executors (dataflow.cu, rows.cu).
-// sgd_update: v = momentum * v + g (v starts at 0, so the first step takes v = g); p -= lr * v.
-// adam_update: per-parameter step count t; m, v moving averages; bias-corrected step
-// (AdamCorrection).
+// memory; update_four 4 of them as float4s; update_chunk an update item of the persistent
+// executors (dataflow.cu, rows.cu); optimizer_update the level executor's update.
+// SGD: v = momentum * v + g (v starts at 0, so the first step takes v = g); p -= lr * v.
+// Adam: per-parameter step count t; m, v moving averages; bias-corrected step (AdamCorrection).
 #ifndef GENLAB_OPTIM_CU  // dataflow.cu includes this file too
 #define GENLAB_OPTIM_CU
 #include "genlab.cuh"
@@ -70,9 +70,54 @@ __device__ __forceinline__ void adam_one(int i, float* __restrict__ p, const flo
     p[i] = pi; m[i] = mi; v[i] = vi; t[i] = ti;
 }
 
-// update_chunk: parameters c * CHUNK.. of the persistent executors' update item c (a block). A
-// thread takes 4 consecutive parameters at a time as float4s (the buffers and CHUNK are multiples
-// of 16 bytes), so each round trip to memory serves 4 parameters; the tail goes one by one.
+// update_four: parameters i..i+3 as float4s (i a multiple of 4: the buffers are 16-byte aligned),
+// one round trip to memory for 4 parameters; update_tail: parameters i..n-1 one by one.
+__device__ __forceinline__ void update_four(int i, int optimizer, float* __restrict__ params,
+                                            const float* __restrict__ grads, float* __restrict__ state0,
+                                            float* __restrict__ state1, float* __restrict__ state2, float lr,
+                                            float hyper1, float hyper2, float eps, double log_beta1,
+                                            double log_beta2, AdamCorrection& corr)
+{
+    float4* p4 = reinterpret_cast<float4*>(params + i);
+    const float4 g = __ldcg(reinterpret_cast<const float4*>(grads + i));
+    float4 p = *p4;
+    float* pv = &p.x;
+    const float* gv = &g.x;
+    if (optimizer == 0) {
+        float4* v4 = reinterpret_cast<float4*>(state0 + i);
+        float4 v = hyper1 != 0.f ? *v4 : make_float4(0.f, 0.f, 0.f, 0.f);
+        float* vv = &v.x;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sgd_value(pv[j], gv[j], vv[j], lr, hyper1);
+        if (hyper1 != 0.f) *v4 = v;
+    } else {
+        float4* m4 = reinterpret_cast<float4*>(state0 + i);
+        float4* v4 = reinterpret_cast<float4*>(state1 + i);
+        float4* t4 = reinterpret_cast<float4*>(state2 + i);
+        float4 m = *m4, v = *v4, t = *t4;
+        float *mv = &m.x, *vv = &v.x, *tv = &t.x;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            adam_value(pv[j], gv[j], mv[j], vv[j], tv[j], lr, hyper1, hyper2, eps, log_beta1, log_beta2, corr);
+        *m4 = m; *v4 = v; *t4 = t;
+    }
+    *p4 = p;
+}
+
+__device__ __forceinline__ void update_tail(int i, int n_params, int optimizer, float* __restrict__ params,
+                                            const float* __restrict__ grads, float* __restrict__ state0,
+                                            float* __restrict__ state1, float* __restrict__ state2, float lr,
+                                            float hyper1, float hyper2, float eps, double log_beta1,
+                                            double log_beta2, AdamCorrection& corr)
+{
+    for (int j = i; j < n_params; ++j) {
+        if (optimizer == 0) sgd_one(j, params, grads, state0, lr, hyper1);
+        else adam_one(j, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1, log_beta2, corr);
+    }
+}
+
+// update_chunk: parameters c * CHUNK.. of the persistent executors' update item c (a block), 4 at a
+// time a thread (CHUNK is a multiple of 4), the tail one by one.
 #define CHUNK (THREADS * 16)
 __device__ __forceinline__ void update_chunk(int c, int n_params, int optimizer, float* __restrict__ params,
                                              const float* __restrict__ grads, float* __restrict__ state0,
@@ -86,57 +131,33 @@ __device__ __forceinline__ void update_chunk(int c, int n_params, int optimizer,
         const int i = c * CHUNK + 4 * (k * THREADS + threadIdx.x);
         if (i >= n_params) break;
         if (i + 4 > n_params) {
-            for (int j = i; j < n_params; ++j) {
-                if (optimizer == 0) sgd_one(j, params, grads, state0, lr, hyper1);
-                else adam_one(j, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1,
-                              log_beta2, corr);
-            }
+            update_tail(i, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps,
+                        log_beta1, log_beta2, corr);
             break;
         }
-        float4* p4 = reinterpret_cast<float4*>(params + i);
-        const float4 g = __ldcg(reinterpret_cast<const float4*>(grads + i));
-        float4 p = *p4;
-        float* pv = &p.x;
-        const float* gv = &g.x;
-        if (optimizer == 0) {
-            float4* v4 = reinterpret_cast<float4*>(state0 + i);
-            float4 v = *v4;
-            float* vv = &v.x;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) sgd_value(pv[j], gv[j], vv[j], lr, hyper1);
-            if (hyper1 != 0.f) *v4 = v;
-        } else {
-            float4* m4 = reinterpret_cast<float4*>(state0 + i);
-            float4* v4 = reinterpret_cast<float4*>(state1 + i);
-            float4* t4 = reinterpret_cast<float4*>(state2 + i);
-            float4 m = *m4, v = *v4, t = *t4;
-            float *mv = &m.x, *vv = &v.x, *tv = &t.x;
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-                adam_value(pv[j], gv[j], mv[j], vv[j], tv[j], lr, hyper1, hyper2, eps, log_beta1, log_beta2, corr);
-            *m4 = m; *v4 = v; *t4 = t;
-        }
-        *p4 = p;
+        update_four(i, optimizer, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1,
+                    log_beta2, corr);
     }
 }
 
-extern "C" __global__ void sgd_update(float* __restrict__ p, const float* __restrict__ g,
-                                      float* __restrict__ vel, int n, float lr, float momentum,
-                                      const double* __restrict__ guard)
+// optimizer_update: the level executor's update, 4 parameters a thread. optimizer 0: SGD (state0
+// the velocity, hyper1 the momentum); 1: Adam (state0..2 = m, v, t; hyper1, hyper2 = beta1, beta2).
+// Guarded as every update. Launch: grid ceil(n / (4 THREADS)), THREADS.
+extern "C" __global__ void optimizer_update(int optimizer, float* __restrict__ params, const float* __restrict__ grads,
+                                            float* __restrict__ state0, float* __restrict__ state1,
+                                            float* __restrict__ state2, int n, float lr, float hyper1, float hyper2,
+                                            float eps, const double* __restrict__ guard)
 {
-    const int i = blockIdx.x * THREADS + threadIdx.x;
-    if (i < n && finite_step(guard)) sgd_one(i, p, g, vel, lr, momentum);
-}
-
-extern "C" __global__ void adam_update(float* __restrict__ p, const float* __restrict__ g,
-                                       float* __restrict__ m, float* __restrict__ v, float* __restrict__ t,
-                                       int n, float lr, float beta1, float beta2, float eps,
-                                       const double* __restrict__ guard)
-{
-    const int i = blockIdx.x * THREADS + threadIdx.x;
+    const int i = 4 * (blockIdx.x * THREADS + threadIdx.x);
+    if (i >= n || !finite_step(guard)) return;
+    const double log_beta1 = optimizer ? log((double)hyper1) : 0.0, log_beta2 = optimizer ? log((double)hyper2) : 0.0;
     AdamCorrection corr;
-    if (i < n && finite_step(guard))
-        adam_one(i, p, g, m, v, t, lr, beta1, beta2, eps, log((double)beta1), log((double)beta2), corr);
+    if (i + 4 > n)
+        update_tail(i, n, optimizer, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1,
+                    log_beta2, corr);
+    else
+        update_four(i, optimizer, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1,
+                    log_beta2, corr);
 }
 
 // gather: dst[i] = src[map[i]] where map[i] >= 0, else 0. Carries optimizer state from one

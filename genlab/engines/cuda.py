@@ -56,8 +56,7 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "activation_range": "PPPPPiiPPPP",
     "dataflow_step": "PPPPPPPPPPP" "PiPiPiPi" "PPPPP" "iiiiii" "PPP" "iPPPi" "ffff" "P",
     "rows_step": "PPPPPPPPPP" "PiPiP" "PPPPP" "iiiii" "PPP" "iPPPi" "ffff" "PP",
-    "sgd_update": "PPPiffP",
-    "adam_update": "PPPPPiffffP",
+    "optimizer_update": "iPPPPPiffffP",
     "gather": "PPPi",
     "growth_observe": "PPPPiiidPPP",
     "growth_population": "PPPiP",
@@ -887,11 +886,17 @@ class CudaEngine:
         """Zero what a persistent kernel's step accumulates (sums, counters, a split output block);
         return its optimizer arguments: the kind, three state buffers, n_params, lr, three hyper-
         parameters."""
-        L, b, opt = self.layout, self._buffers, self.optimizer
+        L, b = self.layout, self._buffers
         self._zero_step_sums()
         self._drv.memset_d32_async(b["counters"], 0, self._counter_words(len(L.groups), batch), self.stream)
         if L.split_output:
             self._zero_rows(L.output_slot, batch)
+        return self._optimizer_args()
+
+    def _optimizer_args(self) -> list:
+        """The update's arguments (optim.cu): the kind (0 SGD, 1 Adam), three state buffers,
+        n_params, lr, three hyper-parameters."""
+        L, b, opt = self.layout, self._buffers, self.optimizer
         if opt.name == "sgd":
             state, hyper = [b["state_vel"], np.intp(0), np.intp(0)], (opt.momentum, 0.0, 0.0)
         else:
@@ -927,14 +932,9 @@ class CudaEngine:
         self._enqueue_ranges(batch)
 
     def _enqueue_update(self) -> None:
-        opt, b, n = self.optimizer, self._buffers, self.layout.n_params
-        if opt.name == "sgd":
-            self._launch_flat("sgd_update", n, b["params"], b["grads"], b["state_vel"], np.int32(n),
-                              np.float32(opt.lr), np.float32(opt.momentum), b["scalars"])
-        else:
-            self._launch_flat("adam_update", n, b["params"], b["grads"], b["state_m"], b["state_v"], b["state_t"],
-                              np.int32(n), np.float32(opt.lr), np.float32(opt.beta1), np.float32(opt.beta2),
-                              np.float32(opt.eps), b["scalars"])
+        kind, s0, s1, s2, n, *hyper = self._optimizer_args()
+        self._launch("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), kind, self._buffers["params"],
+                     self._buffers["grads"], s0, s1, s2, n, *hyper, self._buffers["scalars"])
 
     def _enqueue_growth_observe(self, batch: int) -> None:
         b, n = self._buffers, len(self.layout.groups)

@@ -165,15 +165,18 @@ def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> 
 
 
 def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True,
-                    log: list | None = None) -> int:
+                    log: list | None = None, values: bool = True) -> int:
     """Insert a group g' of g's width between g and all its consumers; return g'.
 
-    `log`, if given, receives the parameter operations in engine-neutral form (see Ops)."""
+    `log`, if given, receives the parameter operations in engine-neutral form (see Ops).
+    values=False leaves the parameters' values to whoever replays the log (an engine that grows
+    in place): new blocks are zeros on the host and changed ones keep their old values."""
     width = net.widths[g]
     new = net.add_group(width)
     consumers = net.outputs(g)
     bound = np.sqrt(6.0 / width)
-    weight = np.eye(width) if preserve else he_uniform(seed, step, g, new, (width, width), width)
+    weight = (np.eye(width) if preserve else he_uniform(seed, step, g, new, (width, width), width)) if values \
+        else np.zeros((width, width), net.dtype)
     net.connect(g, new, weight=weight)
     ops = [("identity", ("W", g, new), width) if preserve else ("he", ("W", g, new), bound, g, new),
            ("zero", ("b", new))]
@@ -182,8 +185,9 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
         ops.append(("move", ("W", new, d), ("W", g, d)))
         if not preserve:
             fan_in = sum(net.widths[s] for s in net.inputs(d))
-            net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
-                                               fan_in).astype(net.dtype)
+            if values:
+                net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
+                                                   fan_in).astype(net.dtype)
             ops.append(("he", ("W", new, d), np.sqrt(6.0 / fan_in), new, d))
     if log is not None:
         log.extend(ops)
@@ -191,30 +195,37 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
 
 
 def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool = True,
-                    noise: float = 1.0, log: list | None = None) -> int:
-    """Add a sibling g'' of g with g's inputs and consumers; return g''. `log` as in duplicate_depth."""
+                    noise: float = 1.0, log: list | None = None, values: bool = True) -> int:
+    """Add a sibling g'' of g with g's inputs and consumers; return g''. `log` and `values` as in
+    duplicate_depth."""
     inputs, consumers = net.inputs(g), net.outputs(g)
     new = net.add_group(net.widths[g])
     fan_in = sum(net.widths[s] for s in inputs)
     ops = []
     for s in inputs:
         w = net.weights[(s, g)]
-        net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in))
+        net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in) if values
+                    else np.zeros(w.shape, net.dtype))
         ops.append(("copy", ("W", s, new), ("W", s, g)) if preserve else
                    ("he", ("W", s, new), np.sqrt(6.0 / fan_in), s, new))
     net.biases[new] = net.biases[g].copy() if preserve else np.zeros_like(net.biases[g])
     ops.append(("copy", ("b", new), ("b", g)) if preserve else ("zero", ("b", new)))
     for d in consumers:
-        v = net.weights[(g, d)].astype(np.float64)
         if preserve:
-            rms = np.sqrt(np.mean(v * v))
-            e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
-            net.weights[(g, d)] = (v / 2 + e).astype(net.dtype)
-            net.connect(new, d, weight=v / 2 - e)
+            if values:
+                v = net.weights[(g, d)].astype(np.float64)
+                rms = np.sqrt(np.mean(v * v))
+                e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
+                net.weights[(g, d)] = (v / 2 + e).astype(net.dtype)
+                net.connect(new, d, weight=v / 2 - e)
+            else:
+                net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]))
             ops.append(("split", ("W", g, d), ("W", new, d), noise, g, d))
         else:
+            shape = net.weights[(g, d)].shape
             d_fan_in = sum(net.widths[s] for s in net.inputs(d)) + net.widths[new]
-            net.connect(new, d, weight=he_uniform(seed, step, new, d, v.shape, d_fan_in))
+            net.connect(new, d, weight=he_uniform(seed, step, new, d, shape, d_fan_in) if values else
+                        np.zeros(shape, net.dtype))
             ops.append(("he", ("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
     if log is not None:
         log.extend(ops)
@@ -354,13 +365,15 @@ class Grower:
             print(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
                   f"max_groups={p.max_groups}", file=sys.stderr)
         if chosen:
+            # an engine that grows in place computes the new values from the log itself
+            values = not getattr(engine, "grows_in_place", False)
             depth = depth_through(net) if p.mode == "auto" else {}
             for g, score in chosen:
                 kind = self._kind(g, depth)
                 if kind == "depth":
-                    new = duplicate_depth(net, g, step, self.seed, p.preserve, log)
+                    new = duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
                 else:
-                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log)
+                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values)
                 for h in (g, new):
                     self.cool_until[h] = step + p.cooldown
                 log.append(("inherit", new, g))  # the copy starts with its source's score

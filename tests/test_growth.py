@@ -381,3 +381,33 @@ def test_growth_and_pruning_on_a_shallow_copy_leave_the_original_untouched():
     prune_group(work, target, np.ones(work.widths[target]))
     assert_unchanged(net, before)
     assert len(work.groups) != len(net.groups)
+
+
+@pytest.mark.parametrize("preserve", [True, False])
+@pytest.mark.parametrize("kind", ["depth", "width"])
+def test_growth_without_values_logs_the_same_operations(kind, preserve):
+    """values=False (an engine that grows in place replays the log) changes the topology and the
+    log exactly as the full operation does, and computes no parameter values on the host."""
+    from genlab.growth import duplicate_depth, duplicate_width
+
+    base = Network.random_dag(levels=3, per_level=3, width=(2, 9), fan_in=(1, 3), seed=5, n_inputs=4, n_outputs=3)
+    g = base.hidden_groups[1]
+    runs = []
+    for values in (True, False):
+        net, log = base.copy(), []
+        if kind == "depth":
+            new = duplicate_depth(net, g, 7, 1, preserve, log, values=values)
+        else:
+            new = duplicate_width(net, g, 7, 1, preserve, 0.5, log, values=values)
+        runs.append((net, log, new))
+    (full, full_log, a), (lean, lean_log, b) = runs
+    assert a == b and full.topology() == lean.topology()
+    assert repr(full_log) == repr(lean_log)
+    assert {k: w.shape for k, w in full.weights.items()} == {k: w.shape for k, w in lean.weights.items()}
+    for k, w in lean.weights.items():  # blocks keep their values; new ones are zeros, shared copies or moved blocks
+        if k in base.weights:
+            assert np.array_equal(w, base.weights[k]), k
+        else:
+            moved = base.weights.get((g, k[1]))
+            assert not w.any() or np.array_equal(w, full.weights[k]) or np.array_equal(w, moved), k
+    assert any(not np.array_equal(full.weights[k], lean.weights[k]) for k in full.weights)  # values were left out

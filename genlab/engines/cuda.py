@@ -38,6 +38,7 @@ SPLIT = 8  # in-edges per forward task of the output group (split-K)
 # tiles and WIDE or more on WT x WT tiles (cuda/wide.cu, whose blocks keep 4 x 4 or 8 x 8 outputs
 # a thread in registers).
 MID, WIDE = 48, 256
+POOLED = 1 << 20  # buffers up to this many bytes come from the engine's memory pool
 MT, WT = 64, 128
 _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "forward_level": "PPPPPPPPPiiii",
@@ -334,6 +335,9 @@ class CudaEngine:
         self._batch = 0
         self._stats_cache = None
         self.stream = drv.Stream()
+        from pycuda.tools import DeviceMemoryPool
+
+        self._pool = DeviceMemoryPool()
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
         self._graphs: dict[tuple, object] = {}
         self._param_cap = 0
@@ -363,9 +367,12 @@ class CudaEngine:
 
     # ------------------------------------------------------------------ memory
     def _new(self, nbytes: int, what: str):
-        drv = self._drv
+        drv, nbytes = self._drv, max(int(nbytes), 4)
         try:
-            return drv.mem_alloc(max(int(nbytes), 4))
+            # small buffers (topology, task lists, scores: dozens at every growth step) come from a
+            # pool, so that a growth step neither allocates from nor frees to the driver (a free
+            # waits for the whole device)
+            return self._pool.allocate(nbytes) if nbytes <= POOLED else drv.mem_alloc(nbytes)
         except drv.MemoryError:
             free, total = drv.mem_get_info()
             raise BackendError(f"out of GPU memory allocating {nbytes / 2**20:.1f} MiB for {what} "
@@ -550,9 +557,10 @@ class CudaEngine:
     # per group, carried by group id through re-layouts: growth score, Taylor score, and whether seen
     _GROUP_STATE = (("ema", np.float64), ("seen", np.int32), ("taylor", np.float64), ("taylor_seen", np.int32))
 
-    def _group_state(self, L: _Index) -> dict:
-        """New buffers of the per-group scores for index L, from the current ones by group id."""
-        old, drv = self.layout, self._drv
+    def _group_state(self, L: _Index, inherit: dict | None = None) -> dict:
+        """New buffers of the per-group scores for index L, from the current ones by group id; a new
+        group in `inherit` (new: source) starts with its source's growth score."""
+        old, drv, inherit = self.layout, self._drv, inherit or {}
         new = {}
         for name, dtype in self._GROUP_STATE:
             values = np.zeros(len(L.groups), dtype)
@@ -560,6 +568,7 @@ class CudaEngine:
                 current = np.empty(len(old.groups), dtype)
                 drv.memcpy_dtoh(current, self._buffers[name])
                 for s, g in enumerate(L.groups):
+                    g = inherit.get(g, g) if name in ("ema", "seen") else g
                     if g in old.slot:
                         values[s] = current[old.slot[g]]
             new[name] = self._upload_new(values)
@@ -625,13 +634,14 @@ class CudaEngine:
         gathering parameters, optimizer state and scores by key on the GPU."""
         old, states, cap = self.layout, self._state_names(), self._batch_cap
         moved = {op[1]: op[2] for op in log if op[0] == "move"}
+        inherit = {op[1]: op[2] for op in log if op[0] == "inherit"}  # new groups start with their source's score
         if set(old.groups) - set(net.widths):
             for op in log:
                 if op[0] == "fold":
                     self._fold(*op[1:])
             L = _Index(net)
             self._check_room(4 * L.n_params * (2 + len(states)), f"{L.n_params} parameters")
-            new = {**self._build(L, cap), **self._group_state(L)}
+            new = {**self._build(L, cap), **self._group_state(L, inherit)}
             values, state = self._param_maps(L, moved)
             new["params"], new["grads"] = self._new(4 * L.n_params, "parameters"), self._new(4 * L.n_params, "gradients")
             self._gather(new["params"], self._buffers["params"], values)
@@ -643,7 +653,7 @@ class CudaEngine:
             L = old.grown(net, log)
             if L.n_params >= 2**31:
                 raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
-            new = {**self._build(L, cap, self._buffers), **self._group_state(L)}
+            new = {**self._build(L, cap, self._buffers), **self._group_state(L, inherit)}
             param_cap = self._param_cap
             if L.n_params > param_cap:  # grow geometrically, copying what is there
                 param_cap = max(L.n_params, int(1.5 * param_cap))
@@ -656,11 +666,6 @@ class CudaEngine:
         self._replay(L, {**self._buffers, **new}, log, fresh)
         self.stream.synchronize()
         self._commit(new, L, cap, param_cap)
-        for op in log:  # new groups start with their source's growth score
-            if op[0] == "inherit":
-                n, src = L.slot[op[1]], L.slot[op[2]]
-                self._drv.memcpy_dtod(self._ptr("ema", 8 * n), self._ptr("ema", 8 * src), 8)
-                self._drv.memcpy_dtod(self._ptr("seen", 4 * n), self._ptr("seen", 4 * src), 4)
 
     def _fold(self, g: int, d: int, source: str) -> None:
         """b_d += W_gd c on the current layout; c: g's constant output at the last check, or relu(b_g)."""

@@ -1,7 +1,7 @@
 """The wide kernels (cuda/wide.cu) on one layer of W4 (a 4096 -> 4096 edge, batch 1024) against
 cuBLAS through PyTorch (TF32 off): forward, pull backward and weight gradient, each a GEMM of
 2 x 1024 x 4096 x 4096 FLOPs. Checks each result against PyTorch's, then times it (CUDA events,
-median of 30 after 5 warm-up launches) for each register budget in --blocks.
+genlab.bench.time_cuda: median of 30 after 5 warm-up launches) for each register budget in --blocks.
 
     python benchmarks/wide_gemm.py [--blocks 1 2] [--out results.json]
 """
@@ -23,6 +23,7 @@ def main() -> None:
     import pycuda.driver as drv
     import torch
 
+    from genlab.bench import time_cuda
     from genlab.engines import cuda as C
 
     ctx, device, _ = C.kernels()
@@ -58,19 +59,7 @@ def main() -> None:
     flops = 2.0 * B * n * n
     result = {"device": device.name(), "batch": B, "width": n, "gflop_each": flops / 1e9, "kernels": {}}
 
-    def timed(fn, repeats=30):
-        for _ in range(5):
-            fn()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        return float(np.median(times))
+    timed = lambda fn: time_cuda(fn, 30, warmup=5)
 
     for blocks in args.blocks:
         src = C.source(["wide.cu"]).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")

@@ -37,19 +37,10 @@ __device__ __forceinline__ void finish_tile(
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
             if (b < batch && k < kend) {
-                const float g = acc[a][c], hv = __ldcg(h + b * rs + k);
-                dzs[b * rs + k] = hv > 0.f ? g : 0.f;
-                s1 += g; s2 += (double)g * g; s3 += (double)hv * g;
+                mask_and_count(acc[a][c], __ldcg(h + b * rs + k), dzs + b * rs + k, s1, s2, s3);
             }
         }
-    s1 = block_sum(s1, scratch);
-    s2 = block_sum(s2, scratch);
-    s3 = block_sum(s3, scratch);
-    if (threadIdx.x == 0) {
-        atomicAdd(stats + 3 * s, s1);
-        atomicAdd(stats + 3 * s + 1, s2);
-        atomicAdd(stats + 3 * s + 2, s3);
-    }
+    add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
 __device__ __forceinline__ void backward_tile(

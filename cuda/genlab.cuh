@@ -62,6 +62,27 @@ __device__ __forceinline__ double block_sum(double v, double* scratch) {
     return total;
 }
 
+// dz = dL/dh masked by ReLU (h > 0), and one element's terms of its group's statistics of dL/dh:
+// sum, sum of squares, sum of h * dL/dh (backward.cu's finish_tile, wide.cu's backward).
+__device__ __forceinline__ void mask_and_count(float g, float hv, float* dz, double& s1, double& s2, double& s3)
+{
+    *dz = hv > 0.f ? g : 0.f;
+    s1 += g; s2 += (double)g * g; s3 += (double)hv * g;
+}
+
+// The block's three sums of mask_and_count into stats[3s..3s+2]. `scratch` holds 8 doubles.
+__device__ __forceinline__ void add_group_stats(double* stats, int s, double s1, double s2, double s3, double* scratch)
+{
+    s1 = block_sum(s1, scratch);
+    s2 = block_sum(s2, scratch);
+    s3 = block_sum(s3, scratch);
+    if (threadIdx.x == 0) {
+        atomicAdd(stats + 3 * s, s1);
+        atomicAdd(stats + 3 * s + 1, s2);
+        atomicAdd(stats + 3 * s + 2, s3);
+    }
+}
+
 // The persistent executors' hand-off (dataflow.cu, rows.cu): a block waits (thread 0 spins on
 // one counter) until its item's inputs are complete.
 __device__ __forceinline__ void wait_for(const int* counter, int target)

@@ -139,6 +139,24 @@ __device__ __forceinline__ void tile_segment(float acc[T / 16][T / 16], Operand<
 // The tile row (or column) of a thread's i-th accumulator row (or column).
 __device__ __forceinline__ int tile_row(int i, int t16) { return (i >> 2) * 64 + t16 * 4 + (i & 3); }
 
+// f(acc, row, column) for each of the thread's R x R outputs that lies inside the matrix: rows
+// r0 + tile rows below `rows`, columns c0 + tile columns below `cols`.
+template <int R, typename F>
+__device__ __forceinline__ void each_output(const float (&acc)[R][R], int r0, int rows, int c0, int cols, F f)
+{
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        const int r = r0 + tile_row(i, ty);
+        if (r >= rows) continue;
+#pragma unroll
+        for (int c = 0; c < R; ++c) {
+            const int col = c0 + tile_row(c, tx);
+            if (col < cols) f(acc[i][c], r, col);
+        }
+    }
+}
+
 template <int T>
 __device__ __forceinline__ void forward_big(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
@@ -159,22 +177,14 @@ __device__ __forceinline__ void forward_big(
         Operand<true, T> B(params + in_woff[e] + (size_t)j0 * ws_, ws_, w - j0, ws_);
         tile_segment<T>(acc, A, B, st, stage);
     }
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, rs = ROW(ld, w);
+    const int rs = ROW(ld, w);
     float* h = act + act_off[s];
+    const float* bias = params + bias_off[s];
     const bool hidden = s != output_slot;
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        const int b = b0 + tile_row(i, ty);
-        if (b >= batch) continue;
-#pragma unroll
-        for (int c = 0; c < R; ++c) {
-            const int j = j0 + tile_row(c, tx);
-            if (j < w) {
-                const float z = acc[i][c] + params[bias_off[s] + j];
-                h[(size_t)b * rs + j] = hidden ? fmaxf(z, 0.f) : z;
-            }
-        }
-    }
+    each_output<R>(acc, b0, batch, j0, w, [&](float a, int b, int j) {
+        const float z = a + bias[j];
+        h[(size_t)b * rs + j] = hidden ? fmaxf(z, 0.f) : z;
+    });
 }
 
 template <int T>
@@ -197,32 +207,14 @@ __device__ __forceinline__ void backward_big(
         Operand<false, T> B(params + out_woff[e] + k0, w, w - k0, wd);  // W_e is (wd x w): element (k, j) at j * w + k
         tile_segment<T>(acc, A, B, st, stage);
     }
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, rs = ROW(ld, w);
+    const int rs = ROW(ld, w);
     const float* h = act + act_off[s];
     float* dzs = dz + act_off[s];
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        const int b = b0 + tile_row(i, ty);
-        if (b >= batch) continue;
-#pragma unroll
-        for (int c = 0; c < R; ++c) {
-            const int k = k0 + tile_row(c, tx);
-            if (k < w) {
-                const float g = acc[i][c], hv = h[(size_t)b * rs + k];
-                dzs[(size_t)b * rs + k] = hv > 0.f ? g : 0.f;
-                s1 += g; s2 += (double)g * g; s3 += (double)hv * g;
-            }
-        }
-    }
-    s1 = block_sum(s1, scratch);
-    s2 = block_sum(s2, scratch);
-    s3 = block_sum(s3, scratch);
-    if (threadIdx.x == 0) {
-        atomicAdd(stats + 3 * s, s1);
-        atomicAdd(stats + 3 * s + 1, s2);
-        atomicAdd(stats + 3 * s + 2, s3);
-    }
+    each_output<R>(acc, b0, batch, k0, w, [&](float g, int b, int k) {
+        mask_and_count(g, h[(size_t)b * rs + k], dzs + (size_t)b * rs + k, s1, s2, s3);
+    });
+    add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
 template <int T>
@@ -244,22 +236,12 @@ __device__ __forceinline__ void weight_big(
     Operand<false, T> A(dz + act_off[dst] + j0, rd, wd - j0, batch);  // element (j, b) at b * rd + j
     Operand<false, T> B(act + act_off[src] + k0, rs, ws_ - k0, batch);
     tile_segment<T>(acc, A, B, st, stage);
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     float* G = grads + in_woff[e];
     double sq = 0.0;
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        const int j = j0 + tile_row(i, ty);
-        if (j >= wd) continue;
-#pragma unroll
-        for (int c = 0; c < R; ++c) {
-            const int k = k0 + tile_row(c, tx);
-            if (k < ws_) {
-                G[(size_t)j * ws_ + k] = acc[i][c];
-                sq += (double)acc[i][c] * acc[i][c];
-            }
-        }
-    }
+    each_output<R>(acc, j0, wd, k0, ws_, [&](float a, int j, int k) {
+        G[(size_t)j * ws_ + k] = a;
+        sq += (double)a * a;
+    });
     sq = block_sum(sq, scratch);
     if (threadIdx.x == 0) { atomicAdd(wstats + dst, sq); atomicAdd(gradsq, sq); }
 }

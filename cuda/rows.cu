@@ -53,6 +53,7 @@ struct RowsShared {
     float bias[CH];
     int qx[NQ], qstride[NQ], qn[NQ], qw[NQ], qcs[NQ], qis[NQ];  // per quad: input offset, row length,
                                                                 // inputs used, weight offset and strides
+    int us_start[33], us_count[33], us_pre[34];  // the fused update's spans (update_item_params)
     int nq, cur_e, cur_k, item, flag;
     unsigned long long t0, t1;  // when the item was taken, when its inputs were complete (trace)
     double scratch[THREADS / 32];
@@ -133,13 +134,15 @@ __device__ void plan_round(RowsShared& S, const RowsNet& N, bool back, int e_end
 }
 
 // Stage the planned round's weights: ws[4q + i][c], zero past the quad's inputs or the item's
-// ncols columns. No barrier (the caller's wait_for or __syncthreads follows).
+// ncols columns. Read through L2: the forward items update parameters inside the launch
+// (update_item_params), and another SM's L1 may still hold their old values. No barrier (the
+// caller's wait_for or __syncthreads follows).
 __device__ __forceinline__ void stage_weights(RowsShared& S, const float* params, int ncols)
 {
     const int rows = 4 * S.nq;
     for (int i = threadIdx.x; i < rows * CH; i += THREADS) {
         const int r = i / CH, c = i % CH, q = r >> 2, ii = r & 3;
-        S.ws[i] = (ii < S.qn[q] && c < ncols) ? params[S.qw[q] + c * S.qcs[q] + ii * S.qis[q]] : 0.f;
+        S.ws[i] = (ii < S.qn[q] && c < ncols) ? __ldcg(params + S.qw[q] + c * S.qcs[q] + ii * S.qis[q]) : 0.f;
     }
 }
 
@@ -333,6 +336,81 @@ __device__ double weight_grads(RowsShared& S, const RowsNet& N, int s, int k0, i
     return total;
 }
 
+// The optimizer's arguments (optim.cu's update_four): the kind, three state buffers, lr, three
+// hyper-parameters and Adam's logs of beta1 and beta2.
+struct RowsOpt {
+    int optimizer;
+    float *state0, *state1, *state2;
+    float lr, hyper1, hyper2, eps;
+    double log_beta1, log_beta2;
+};
+
+// Update `count` (<= 4) parameters from i: as a float4 where i is 16-byte aligned and count 4,
+// else one by one.
+__device__ __forceinline__ void update_unit(int i, int count, const RowsOpt& O, float* params, const float* grads,
+                                            AdamCorrection& corr)
+{
+    if (count == 4 && (i & 3) == 0) {
+        update_four(i, O.optimizer, params, grads, O.state0, O.state1, O.state2, O.lr, O.hyper1, O.hyper2, O.eps,
+                    O.log_beta1, O.log_beta2, corr);
+        return;
+    }
+    for (int j = i; j < i + count; ++j) {
+        if (O.optimizer == 0) sgd_one(j, params, grads, O.state0, O.lr, O.hyper1);
+        else adam_one(j, params, grads, O.state0, O.state1, O.state2, O.lr, O.hyper1, O.hyper2, O.eps,
+                      O.log_beta1, O.log_beta2, corr);
+    }
+}
+
+// The fused update (deferred from the previous step): before a forward item stages its weights it
+// applies the previous step's optimizer update to exactly the parameters it reads, rows j0..j0+ncols
+// of the weight block of each in-edge e0..e1-1 (contiguous: ncols x width of the source) and, for
+// the item that adds the bias, bias[j0..j0+ncols). Every parameter is read by exactly one forward
+// item, so each is updated once. Spans are laid out 32 at a time by warp 0 (a lane per span, a scan
+// of their units of 4 parameters); the block's threads then take units across all of them, so
+// that an item's parameters make one round trip to memory. Ends with __syncthreads.
+__device__ void update_item_params(RowsShared& S, const RowsNet& N, const RowsOpt& O, float* params,
+                                   const float* grads, int e0, int e1, int j0, int ncols, int bias_at)
+{
+    AdamCorrection corr;
+    const int n_spans = e1 - e0 + (bias_at >= 0);
+    for (int first = 0; first < n_spans; first += 32) {
+        if (threadIdx.x < 32) {
+            const int lane = threadIdx.x, i = first + lane;
+            int start = 0, count = 0;
+            if (i < n_spans) {
+                if (e0 + i < e1) {
+                    const int n = N.width[N.in_src[e0 + i]];
+                    start = N.in_woff[e0 + i] + j0 * n;
+                    count = ncols * n;
+                } else {
+                    start = bias_at;
+                    count = ncols;
+                }
+            }
+            const int units = (count + 3) / 4;
+            int incl = units;
+            for (int o = 1; o < 32; o <<= 1) {
+                const int v = __shfl_up_sync(FULL, incl, o);
+                if (lane >= o) incl += v;
+            }
+            S.us_start[lane] = start;
+            S.us_count[lane] = count;
+            S.us_pre[lane + 1] = incl;
+            if (lane == 0) S.us_pre[0] = 0;
+        }
+        __syncthreads();
+        const int spans = min(32, n_spans - first), total = S.us_pre[spans];
+        int k = 0;
+        for (int u = threadIdx.x; u < total; u += THREADS) {
+            while (S.us_pre[k + 1] <= u) ++k;  // u rises with the loop: the span only moves forward
+            const int v = u - S.us_pre[k], i = S.us_start[k] + 4 * v;
+            update_unit(i, min(4, S.us_count[k] - 4 * v), O, params, grads, corr);
+        }
+        __syncthreads();
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
     const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
     const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
@@ -342,7 +420,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
     int batch, int n_slots, int input_slot, int output_slot, int split,
     double* stats, double* wstats, double* scalars,
     int optimizer, float* state0, float* state1, float* state2, int n_params,
-    float lr, float hyper1, float hyper2, float eps, int* counters, unsigned long long* trace)
+    float lr, float hyper1, float hyper2, float eps, int pending, int defer, int* counters,
+    unsigned long long* trace)
 {
     __shared__ __align__(16) RowsShared S;
     const RowsNet N = {width, act_off, in_src, out_dst, in_woff, out_woff, params, grads, act, dz, batch};
@@ -352,7 +431,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
     const int in_chunks = (width[input_slot] + CH - 1) / CH;
     const int in_deg_out = out_ptr[input_slot + 1] - out_ptr[input_slot];
     const int in_groups = (in_deg_out + EW - 1) / EW;
-    const int n_inw = in_chunks * in_groups, n_update = (n_params + CHUNK - 1) / CHUNK;
+    const int n_inw = in_chunks * in_groups, n_update = defer ? 0 : (n_params + CHUNK - 1) / CHUNK;
+    const RowsOpt O = {optimizer, state0, state1, state2, lr, hyper1, hyper2, eps,
+                       optimizer ? log((double)hyper1) : 0.0, optimizer ? log((double)hyper2) : 0.0};
     const int a_fwd = 1, a_loss = a_fwd + n_fwd, a_bwd = a_loss + 1, a_inw = a_bwd + 2 * n_bwd;
     const int a_update = a_inw + n_inw, total = a_update + n_update;
     const int n_grad_items = 2 * n_bwd + 1 + n_inw;
@@ -385,9 +466,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
             const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3], w = width[s];
             const int ncols = min(CH, w - j0);
             const bool out = s == output_slot, split_k = out && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
+            if (pending) update_item_params(S, N, O, params, grads, e0, e1, j0, ncols, e0 == in_ptr[s] ? bias_off[s] + j0 : -1);
             if (threadIdx.x == 0) { S.cur_e = e0; S.cur_k = 0; }
             if (threadIdx.x < CH)
-                S.bias[threadIdx.x] = (e0 == in_ptr[s] && (int)threadIdx.x < ncols) ? params[bias_off[s] + j0 + threadIdx.x]
+                S.bias[threadIdx.x] = (e0 == in_ptr[s] && (int)threadIdx.x < ncols) ? __ldcg(params + bias_off[s] + j0 + threadIdx.x)
                                                                                     : 0.f;
             __syncthreads();
             plan_round(S, N, false, e1, j0, w);  // the weights go up while the sources may still run
@@ -430,7 +512,20 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
             if (threadIdx.x == 0) { S.cur_e = o0; S.cur_k = 0; }
             __syncthreads();
             plan_round(S, N, true, o1, k0, w);
+            // the consumers' forward items are done: they updated the weights staged here
+            // (update_item_params), and h_s, their input, is final (mostly long since, but an item
+            // taken early in the backward pass may find the deepest levels' forward still running)
+            if (threadIdx.x == 0) {
+                for (int e = o0; e < o1; ++e) {
+                    const int d = out_dst[e], target = forward_tasks(d);
+                    while (*(volatile const int*)(C.fdone + d) < target) __nanosleep(32);
+                }
+                __threadfence();
+            }
+            __syncthreads();
             stage_weights(S, params, ncols);
+            float h[CH];  // the first pass's h goes up while the consumers' backward may still run
+            load_row(h, act + act_off[s], threadIdx.x, w, k0, ncols, (int)threadIdx.x < batch);
             wait_for(C.bready + s, o1 - o0);
             ready();
             const bool single = S.cur_e >= o1;
@@ -439,9 +534,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
             for (int pass = 0; pass < passes; ++pass) {
                 const int b = pass * THREADS + threadIdx.x;
                 const bool active = b < batch;
-                float g[CH], h[CH];
+                float g[CH];
                 gather_rows(S, N, true, o0, o1, k0, w, ncols, dz, b, active, pass > 0 && !single, g);
-                load_row(h, act + act_off[s], b, w, k0, ncols, active);
+                if (pass) load_row(h, act + act_off[s], b, w, k0, ncols, active);
 #pragma unroll
                 for (int c = 0; c < CH; ++c) {
                     s1 += g[c]; s2 += (double)g[c] * g[c]; s3 += (double)h[c] * g[c];
@@ -450,6 +545,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
                 store_row(g, dz + act_off[s], b, w, k0, ncols, active, false);
                 colsum += warp_column_sums(g);
             }
+            // hand dz_s on first (the critical path needs nothing else); then the statistics and the
+            // bias gradient, read after the launch or, once ngrad counts this item, by the update
+            if (finish_item(C.bdone + s, chunks(s), &S.flag)) backward_complete(s);
             const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
             for (int off = 16; off > 0; off >>= 1) {
                 s1 += __shfl_xor_sync(FULL, s1, off);
@@ -476,9 +574,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
                 atomicAdd(wstats + s, sq);
                 atomicAdd(gradsq, sq);
             }
-            const bool last = finish_item(C.bdone + s, chunks(s), &S.flag);
-            if (threadIdx.x == 0) atomicAdd(C.ngrad, 1);  // ordered after the fence in finish_item
-            if (last) backward_complete(s);
+            finish_item(C.ngrad, 0, &S.flag);  // the bias gradient and gradsq's share are in
         } else if (item < a_update) {
             const int i = item - a_inw, k0 = (i / in_groups) * CH;
             const int o0 = out_ptr[input_slot] + (i % in_groups) * EW, o1 = min(o0 + EW, out_ptr[input_slot + 1]);

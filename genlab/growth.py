@@ -21,7 +21,7 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -98,7 +98,8 @@ class GrowthEvent:
     statistic: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"step": self.step, "kind": self.kind, "source": self.source, "new": self.new,
+                "statistic": self.statistic}
 
 
 # ------------------------------------------------------------------------------ the rules

@@ -5,6 +5,8 @@ comparison. References are computed by the serial engine in float64 from the sam
 parameters; errors are relative, ||gpu - ref|| / ||ref||.
 """
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -481,6 +483,50 @@ def test_cuda_trains_digits_like_serial():
         trainer.fit(*data.train, epochs=10, progress=False)
         results[backend] = trainer.evaluate(*data.test)["accuracy"]
     assert abs(results["cuda"] - results["serial"]) <= 0.01
+
+
+@pytest.mark.parametrize("optimizer", [SGD(lr=0.05, momentum=0.9), Adam(lr=1e-2)])
+def test_row_executor_applies_each_deferred_update_once(optimizer):
+    """The row executor leaves a step's update to the next step's forward items (cuda/rows.cu):
+    whatever runs between steps (a forward pass, a new learning rate, a traced step, a read of
+    the parameters), each update is applied once, with its own step's learning rate."""
+    net, x, y = random_case(31, 4, 5, (1, 70), (1, 6), 300)
+    ref = SerialEngine(net, copy.deepcopy(optimizer), dtype="float64")
+    gpu = cuda_engine(net, copy.deepcopy(optimizer), "dataflow_rows")
+    ref.pruning = gpu.pruning = (True, None)
+    for _ in range(2):
+        assert_step_matches(gpu, ref, net, x, y)
+    assert gpu._pending is not None
+    assert rel(gpu.forward(x), ref.forward(x)) <= 1e-5  # the forward pass applies the pending update first
+    assert gpu._pending is None
+    assert_step_matches(gpu, ref, net, x, y)
+    ref.optimizer.lr = gpu.optimizer.lr = optimizer.lr / 3  # the pending update keeps the old rate
+    for _ in range(2):
+        assert_step_matches(gpu, ref, net, x, y)
+    gpu.trace_step(x, y)  # a traced step applies the pending update in its forward items too
+    ref.step(x, y)
+    assert gpu._pending is not None
+    assert_step_matches(gpu, ref, net, x, y)
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+    gpu.step(x, y)
+    ref.step(x, y)
+    gpu.write_back(net)  # the last step's update is in what the network gets
+    for key, p in ref.params.items():
+        value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]
+        np.testing.assert_allclose(value, p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+
+
+def test_row_executor_with_its_update_at_the_end_matches_serial():
+    """defer_update=False (the update as the launch's last items, kept for comparisons) and
+    switching between the two: the same steps."""
+    net, x, y = random_case(37, 3, 5, (1, 40), (1, 5), 100)
+    ref, gpu = SerialEngine(net, Adam(lr=1e-2), dtype="float64"), cuda_engine(net, Adam(lr=1e-2), "dataflow_rows")
+    ref.pruning = gpu.pruning = (True, None)
+    for defer in (False, False, True, False, True, True):
+        gpu.defer_update = defer
+        assert_step_matches(gpu, ref, net, x, y)
+        assert (gpu._pending is not None) == defer
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_row_executor_trace_is_a_complete_timeline_of_a_correct_step():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -56,7 +57,7 @@ _KERNELS = {  # name: PyCUDA argument signature (P pointer, i int, f float)
     "weight_mid": "PPPPPPPPPiiPP",
     "activation_range": "PPPPPiiPPPP",
     "dataflow_step": "PPPPPPPPPPP" "PiPiPiPi" "PPPPP" "iiiiii" "PPP" "iPPPi" "ffff" "P",
-    "rows_step": "PPPPPPPPPP" "PiPiP" "PPPPP" "iiiii" "PPP" "iPPPi" "ffff" "PP",
+    "rows_step": "PPPPPPPPPP" "PiPiP" "PPPPP" "iiiii" "PPP" "iPPPi" "ffff" "ii" "PP",
     "optimizer_update": "iPPPPPiffffP",
     "gather": "PPPi",
     "growth_observe": "PPPPiiidPPP",
@@ -264,7 +265,7 @@ class _Index:
         shape = net.weights[key[1:]].shape if key[0] == "W" else net.biases[key[1]].shape
         self.offsets[key], self.shapes[key] = self.n_params, shape
         self.fresh.append(key)
-        self.n_params += int(np.prod(shape))
+        self.n_params += math.prod(shape)
 
     def _add_edge(self, s: int, d: int, net: Network, number: int | None = None) -> None:
         e = len(self.edges) if number is None else number
@@ -342,6 +343,11 @@ class CudaEngine:
         self._graphs: dict[tuple, object] = {}
         self._param_cap = 0
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
+        # the row executor leaves each step's optimizer update to the next step's forward items
+        # (cuda/rows.cu, update_item_params): the update's arguments while one is pending, else None
+        self._pending = None
+        self.defer_update = True  # False: the update runs as the kernel's last items (for comparisons)
+        self._finite = None  # a guard that always passes (optim.cu), for _flush
         self._chunk = CH if self.schedule == "rows" else TILE  # neurons per forward / backward task
         # (list prefix, kernel suffix, lowest width, neurons a task): the pull level executors' tiers;
         # the persistent kernels and the push pass take every group as tasks of self._chunk neurons
@@ -580,7 +586,7 @@ class CudaEngine:
         old = self.layout
         values, state = np.full(L.n_params, -1, np.int32), np.full(L.n_params, -1, np.int32)
         for key, off in L.offsets.items():
-            size = int(np.prod(L.shapes[key]))
+            size = math.prod(L.shapes[key])
             if key in old.offsets and old.shapes[key] == L.shapes[key]:
                 values[off:off + size] = state[off:off + size] = np.arange(old.offsets[key], old.offsets[key] + size)
             elif key in moved:
@@ -596,6 +602,7 @@ class CudaEngine:
 
         Everything is allocated anew before anything is replaced, so a failure (out of memory)
         leaves the engine as it was."""
+        self._flush()
         L = _Index(net)
         if L.n_params >= 2**31:
             raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
@@ -632,6 +639,7 @@ class CudaEngine:
         the operations run in one launch, the GPU rebuilds CSR, levels and tasks. When groups
         were removed, the folds run first (in the log's order), then the layout is rebuilt by
         gathering parameters, optimizer state and scores by key on the GPU."""
+        self._flush()
         old, states, cap = self.layout, self._state_names(), self._batch_cap
         moved = {op[1]: op[2] for op in log if op[0] == "move"}
         inherit = {op[1]: op[2] for op in log if op[0] == "inherit"}  # new groups start with their source's score
@@ -679,7 +687,7 @@ class CudaEngine:
     def _replay(self, L: _Index, b: dict, log: list, fresh: list) -> None:
         """The growth operations of `log` (and zeroed optimizer state for `fresh` parameters), in one launch."""
         ops, fparams, seed, step = [], [], 0, 0
-        size = lambda k: int(np.prod(L.shapes[k]))
+        size = lambda k: math.prod(L.shapes[k])
         for op in log:
             kind = op[0]
             if kind == "hash":
@@ -923,8 +931,10 @@ class CudaEngine:
                      b["counters"])
         self._enqueue_ranges(batch)
 
-    def _enqueue_rows(self, batch: int, trace=None) -> None:
-        """The whole step as one launch of the row executor's persistent kernel (cuda/rows.cu)."""
+    def _enqueue_rows(self, batch: int, trace=None, pending: bool = False) -> None:
+        """The whole step as one launch of the row executor's persistent kernel (cuda/rows.cu).
+        The step's own update is left pending; `pending`: the forward items first apply the
+        previous step's (made with the same optimizer arguments)."""
         L, b = self.layout, self._buffers
         optimizer = self._persistent_setup(batch)
         self._launch("rows_step", (self._grid, 1), b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
@@ -932,14 +942,30 @@ class CudaEngine:
                      b["forward_tasks"], np.int32(L.n_forward_tasks), self._ptr("backward_tasks", 8 * L.backward_start),
                      np.int32(L.n_backward_tasks), b["bwd_order"], b["params"], b["grads"], b["act"], b["dz"],
                      b["labels"], np.int32(batch), np.int32(len(L.groups)), np.int32(L.input_slot), np.int32(L.output_slot),
-                     np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], *optimizer, b["counters"],
-                     np.intp(int(trace) if trace is not None else 0))
+                     np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], *optimizer, np.int32(pending),
+                     np.int32(self.defer_update), b["counters"], np.intp(int(trace) if trace is not None else 0))
         self._enqueue_ranges(batch)
 
-    def _enqueue_update(self) -> None:
-        kind, s0, s1, s2, n, *hyper = self._optimizer_args()
+    def _enqueue_update(self, args: list | None = None, guard=None) -> None:
+        kind, s0, s1, s2, n, *hyper = args or self._optimizer_args()
         self._launch("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), kind, self._buffers["params"],
-                     self._buffers["grads"], s0, s1, s2, n, *hyper, self._buffers["scalars"])
+                     self._buffers["grads"], s0, s1, s2, n, *hyper, guard if guard is not None else self._buffers["scalars"])
+
+    @staticmethod
+    def _update_key(args: list) -> tuple:
+        return tuple(float(a) if isinstance(a, np.floating) else int(a) for a in args)
+
+    def _flush(self) -> None:
+        """Apply the update the row executor's last step left pending (before anything reads or
+        replaces the parameters, or runs a forward pass outside a step)."""
+        if self._pending is None:
+            return
+        if self._finite is None:
+            self._finite = self._new(24, "guard")
+            self._drv.memset_d32(self._finite, 0, 6)  # loss and gradient 0: finite
+        self._enqueue_update(self._pending[1], self._finite)
+        self._pending = None
+        self.stream.synchronize()
 
     def _enqueue_growth_observe(self, batch: int) -> None:
         b, n = self._buffers, len(self.layout.groups)
@@ -962,6 +988,7 @@ class CudaEngine:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x (copied to the host)."""
+        self._flush()
         L = self.layout
         batch = self._put_batch(x)
         self._enqueue_forward(batch)
@@ -972,6 +999,7 @@ class CudaEngine:
 
     def backward(self, y: np.ndarray) -> float:
         """Loss of the last forward against labels y; fills gradients and statistics."""
+        self._flush()
         self._put_labels(y)
         self._enqueue_backward(self._batch)
         self._stats_cache = None
@@ -980,18 +1008,29 @@ class CudaEngine:
     def update(self) -> None:
         """One optimizer step with the gradients of the last backward (refused on device if they
         or the loss are not finite)."""
+        self._flush()
         self._enqueue_update()
         self.stream.synchronize()
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """Forward, backward and update on one batch as one CUDA graph; return (loss, correct).
 
-        A non-finite loss or gradient makes the update kernels do nothing and raises TrainingError."""
+        A non-finite loss or gradient makes the update kernels do nothing and raises TrainingError.
+        The row executor applies the update in the next step's forward items, or at the first
+        call that reads the parameters (_flush): the same update, at the same values."""
         batch = self._put_batch(x, y)
+        rows = self.schedule == "rows"
+        if rows:
+            args = self._optimizer_args()
+            if self._pending is not None and self._pending[0] != self._update_key(args):
+                self._flush()  # made with other arguments (a new learning rate): apply it first
         self._launch_step(batch)
         loss, correct, gradsq = self._read_scalars()
         self._stats_cache = None
-        if not (np.isfinite(loss) and np.isfinite(gradsq)):
+        finite = np.isfinite(loss) and np.isfinite(gradsq)
+        if rows:  # the last update was applied; this step's is pending unless refused
+            self._pending = (self._update_key(args), args) if finite and self.defer_update else None
+        if not finite:
             raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
                                 "not applied (try a lower learning rate)")
         return loss, correct
@@ -1005,19 +1044,26 @@ class CudaEngine:
         if self.schedule != "rows":
             raise BackendError(f"trace_step follows the dataflow_rows executor's items, not {self.executor!r}")
         L, drv = self.layout, self._drv
+        args = self._optimizer_args()
+        if self._pending is not None and self._pending[0] != self._update_key(args):
+            self._flush()
         batch = self._put_batch(x, y)
         in_edges = sum(1 for (src, _d) in L.edges if L.slot[src] == L.input_slot)
         n_inw = -(-int(L.width[L.input_slot]) // CH) * -(-in_edges // EW)
         counts = [("input", 1), ("forward", L.n_forward_tasks), ("loss", 1), ("backward", 2 * L.n_backward_tasks),
-                  ("input_weight", n_inw), ("update", -(-L.n_params // UPDATE_CHUNK))]  # rows_step's items
+                  ("input_weight", n_inw)]  # rows_step's items
+        if not self.defer_update:
+            counts.append(("update", -(-L.n_params // UPDATE_CHUNK)))
         total = sum(c for _, c in counts)
         buf = self._new(32 * total, "trace")
         drv.memset_d32_async(buf, 0, 8 * total, self.stream)
-        self._enqueue_rows(batch, trace=buf)
+        self._enqueue_rows(batch, trace=buf, pending=self._pending is not None)
         self._enqueue_growth_observe(batch)
         raw = np.empty((total, 4), np.uint64)
         drv.memcpy_dtoh_async(raw, buf, self.stream)
-        self.stream.synchronize()
+        loss, _, gradsq = self._read_scalars()  # synchronises
+        finite = np.isfinite(loss) and np.isfinite(gradsq)
+        self._pending = (self._update_key(args), args) if finite and self.defer_update else None
         buf.free()
         self._stats_cache = None
         kinds = np.concatenate([[k] * c for k, c in counts])
@@ -1047,13 +1093,15 @@ class CudaEngine:
         opt = self.optimizer
         key = (batch, self.pruning, self.growth_criterion, opt.name, *[getattr(opt, a) for a in ("lr", "momentum", "beta1", "beta2",
                                                                               "eps") if hasattr(opt, a)])
+        pending = self.schedule == "rows" and self._pending is not None
+        key += (pending, self.defer_update)
         graph = self._graphs.get(key)
         if graph is None:
             def enqueue():
                 if self.schedule == "dataflow":
                     self._enqueue_dataflow(batch)
                 elif self.schedule == "rows":
-                    self._enqueue_rows(batch)
+                    self._enqueue_rows(batch, pending=pending)
                 else:
                     self._enqueue_forward(batch)
                     self._enqueue_backward(batch)
@@ -1077,10 +1125,12 @@ class CudaEngine:
         return self._unflatten("grads")
 
     def _unflatten(self, name: str) -> dict[tuple, np.ndarray]:
+        if name != "grads":
+            self._flush()
         L = self.layout
         flat = np.empty(L.n_params, np.float32)
         self._drv.memcpy_dtoh(flat, self._buffers[name])
-        return {k: flat[off:off + int(np.prod(L.shapes[k]))].reshape(L.shapes[k]).copy()
+        return {k: flat[off:off + math.prod(L.shapes[k])].reshape(L.shapes[k]).copy()
                 for k, off in L.offsets.items()}
 
     @property

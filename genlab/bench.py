@@ -22,6 +22,7 @@ fewest bytes over the measured copy bandwidth, whichever is longer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -235,6 +236,9 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         times["torch_level"] = time_cuda(step, repeats)
         if "torch_level_graph" in implementations:
             times["torch_level_graph"] = time_cuda(_graphed(step), repeats)
+    mine = {k: v for k, v in times.items() if k in GENLAB}
+    if mine:  # where the best executor's step goes: what bounds it (targets())
+        result["breakdown"] = step_breakdown(engines[min(mine, key=mine.get)], x, y)
     del models, engines
     torch.cuda.empty_cache()
     if "torch_compile" in implementations:
@@ -257,6 +261,90 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         best = result["genlab_best"] = min(mine, key=mine.get)
         result["speedup_of_genlab_best"] = {k: v / times[best] for k, v in times.items() if k != best}
     return result
+
+
+def step_breakdown(engine, x: np.ndarray, y: np.ndarray, repeats: int = 50) -> dict:
+    """Where one training step of a CUDA engine goes, in microseconds, with the number of
+    topological levels it runs through (depth: forward levels; the backward pass has one fewer).
+
+    The row executor (one launch): its item timeline (CudaEngine.trace_step, the shortest of
+    five): the forward pass from the first item taken to the last forward item done, the backward
+    pass from the loss item to the last gradient item, and the median work of a forward and a
+    backward item (inputs complete to done). The level executors: the forward, backward and
+    update launches, each part captured alone in a CUDA graph and timed over `repeats` replays."""
+    depth = len(engine.layout.forward_levels)
+    out = {"executor": engine.executor, "levels": depth}
+    if engine.schedule == "rows":
+        traces = [engine.trace_step(x, y) for _ in range(5)]
+        t = min(traces, key=lambda tr: tr["done"].max())
+        fwd, bwd = t["kind"] == "forward", np.isin(t["kind"], ("loss", "backward", "weight", "input_weight"))
+        loss_taken = t["taken"][t["kind"] == "loss"].min()
+        out.update(step_us=float(t["done"].max() - t["taken"].min()),
+                   forward_us=float(t["done"][fwd].max() - t["taken"].min()),
+                   backward_us=float(t["done"][bwd].max() - loss_taken),
+                   forward_item_work_us=float(np.median((t["done"] - t["ready"])[fwd])),
+                   backward_item_work_us=float(np.median((t["done"] - t["ready"])[t["kind"] == "backward"])))
+    elif engine.schedule == "level":
+        import pycuda.driver as drv
+
+        from .engines.cuda_graph import Graph
+
+        batch = engine._put_batch(x, y)
+        engine.step(x, y)
+        parts = {"forward_us": lambda: engine._enqueue_forward(batch),
+                 "backward_us": lambda: engine._enqueue_backward(batch), "update_us": engine._enqueue_update}
+        for name, enqueue in parts.items():
+            graph = Graph(engine.stream, enqueue)
+            for _ in range(5):
+                graph.launch()
+            start, end = drv.Event(), drv.Event()
+            start.record(engine.stream)
+            for _ in range(repeats):
+                graph.launch()
+            end.record(engine.stream)
+            end.synchronize()
+            out[name] = start.time_till(end) / repeats * 1e3
+        out["step_us"] = out["forward_us"] + out["backward_us"] + out["update_us"]
+    else:
+        return out
+    out["forward_per_level_us"] = out["forward_us"] / depth
+    out["backward_per_level_us"] = out["backward_us"] / max(depth - 1, 1)
+    return out
+
+
+def bound(result: dict) -> dict:
+    """What bounds the best genlab executor on a workload, from its floors and its breakdown:
+    arithmetic or memory traffic where that floor is at least half the measured step, else the
+    latency along the levels (the step as depth + depth - 1 dependent levels, each against its
+    share of the floor)."""
+    best = result["ms_per_step"][result["genlab_best"]]
+    floor, parts = result["floor_ms"], result.get("breakdown", {})
+    out = {"floor_ms": floor["floor"], "over_floor": best / floor["floor"], "breakdown": parts}
+    if floor["compute"] >= 0.5 * best:
+        out["bound"] = "arithmetic"
+        out["why"] = (f"the FLOPs alone take {floor['compute']:.3g} ms at the device's FP32 matmul rate, "
+                      f"{100 * floor['compute'] / best:.0f}% of the step")
+    elif floor["memory"] >= 0.5 * best:
+        out["bound"] = "memory traffic"
+        out["why"] = (f"the fewest bytes take {floor['memory']:.3g} ms at the device's copy rate, "
+                      f"{100 * floor['memory'] / best:.0f}% of the step")
+    elif "forward_per_level_us" in parts:
+        hops = 2 * parts["levels"] - 1
+        share = floor["floor"] * 1e3 / hops
+        out["bound"] = "latency along the levels"
+        out["why"] = (f"{parts['levels']} forward levels at {parts['forward_per_level_us']:.1f} us and "
+                      f"{parts['levels'] - 1} backward levels at {parts['backward_per_level_us']:.1f} us, each one "
+                      f"waiting for the last; a level's share of the floor is {share:.1f} us")
+        if "forward_item_work_us" in parts:
+            out["why"] += (f"; a forward item works {parts['forward_item_work_us']:.1f} us once its inputs are "
+                           f"complete (a backward item {parts['backward_item_work_us']:.1f} us), the rest of a level "
+                           "is the hand-off and the item's setup")
+        if "update_us" in parts:
+            out["why"] += f"; the update adds {parts['update_us']:.0f} us"
+    else:
+        out["bound"] = "not measured"
+        out["why"] = "no breakdown of the step was recorded"
+    return out
 
 
 def _compile_in_child(name: str, repeats: int, timeout: int) -> dict:
@@ -339,6 +427,72 @@ def import_times() -> dict:
     return {"cold_s": cold, "warm_s": warm}
 
 
+@contextlib.contextmanager
+def growth_phases(trainer):
+    """Time the parts of a trainer's growth events (wall clock; the device synchronised after
+    each part that queues GPU work, so that the work counts where it is queued). Yields a list
+    that gets, per growth event, {"total": ms, "new_groups": n, part: ms, ...}. The parts: check
+    (the growth rules, which contain choose, on the engine, and duplicate, on the network), copy
+    and topology (the network's), apply (the engine's apply_growth, which on the CUDA engine
+    contains index, build, group_state, replay and flush). Everything is unwrapped on exit."""
+    from . import growth, network
+
+    events, now, restore = [], {}, []
+    engine = trainer.engine
+    sync = engine.stream.synchronize if hasattr(engine, "stream") else (lambda: None)
+
+    def wrap(owner, name, label, device=False):
+        own = vars(owner).get(name, _MISSING)
+        original = getattr(owner, name)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            out = original(*a, **k)
+            if device:
+                sync()
+            now[label] = now.get(label, 0.0) + (time.perf_counter() - t) * 1e3
+            return out
+
+        setattr(owner, name, timed)
+        restore.append((owner, name, own))
+
+    wrap(trainer, "grow", "total", device=True)
+    wrap(trainer.grower, "check", "check")
+    wrap(growth, "duplicate_width", "duplicate")
+    wrap(growth, "duplicate_depth", "duplicate")
+    wrap(engine, "choose_growth", "choose", device=True)
+    wrap(engine, "apply_growth", "apply", device=True)
+    wrap(network.Network, "topology", "topology")
+    wrap(network.Network, "copy", "copy")
+    if hasattr(engine, "stream"):
+        from .engines import cuda
+
+        wrap(cuda._Index, "grown", "index")
+        for name in ("_build", "_group_state", "_replay", "_flush"):
+            wrap(engine, name, name.strip("_"), device=True)
+    grow = trainer.grow
+
+    def grow_and_record():
+        now.clear()
+        made = grow()
+        if made:
+            events.append({"total": now.pop("total"), "new_groups": len(made), **now})
+        return made
+
+    trainer.grow = grow_and_record
+    try:
+        yield events
+    finally:
+        for owner, name, own in reversed(restore):
+            if own is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
+
+
+_MISSING = object()
+
+
 def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch: int = 64,
                implementations=("genlab_level", "genlab_dataflow", "serial", "torch_eager_group",
                                 "torch_level_graph")) -> dict:
@@ -385,6 +539,15 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
         out[label] = {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
                       "growth_events": len(events), "groups_end": len(trainer.net.groups), "steps": steps,
                       "test_accuracy": trainer.evaluate(*data.test)["accuracy"]}
+        # where an event's time goes: the same growth again, each part timed (growth_phases); the
+        # parts of the event whose total is the median
+        phased = Trainer(Network.mlp([64, 8, 10], seed=0), backend=backend, seed=0, growth=GrowthPolicy(**policy),
+                         executor=executor)
+        with growth_phases(phased) as timed:
+            for idx in batches[:every * max(len(events), 1) + 1]:
+                phased.step(data.X_train[idx], data.y_train[idx])
+        if timed:
+            out[label]["growth_event_phases_ms"] = sorted(timed, key=lambda e: e["total"])[len(timed) // 2]
     device = torch.device("cuda")
     for label in ("torch_eager_group", "torch_level_graph"):
         if label not in implementations or not nets:
@@ -434,30 +597,47 @@ def targets(details: dict) -> list[dict]:
         mine = [v for k, v in w.get(name, {}).get("ms_per_step", {}).items() if k in GENLAB]
         return min(mine) if mine else None
 
-    def add(text, measured, met):
-        out.append({"target": text, "measured": measured, "met": bool(met)})
+    def add(text, measured, met, wanted=None, shortfall=None, why=None):
+        entry = {"target": text, "measured": measured, "met": bool(met)}
+        if not met and wanted is not None:  # by how much, and what bounds it
+            entry.update(wanted=wanted, shortfall=shortfall, **(why or {}))
+        out.append(entry)
+
+    def limit(name):
+        result = w.get(name, {})
+        return bound(result) if "floor_ms" in result and "genlab_best" in result else None
 
     if best("W1"):
-        add("W1: genlab <= 0.15 ms a step", best("W1"), best("W1") <= 0.15)
+        add("W1: genlab <= 0.15 ms a step", best("W1"), best("W1") <= 0.15, 0.15, best("W1") / 0.15, limit("W1"))
         for impl, factor, text in (("torch_level_graph", 10, "the PyTorch level-batched CUDA graph"),
                                    ("torch_eager_group", 2000, "PyTorch with one Linear per group"),
                                    ("serial", 1000, "the serial engine")):
             if ms("W1", impl):
                 ratio = ms("W1", impl) / best("W1")
-                add(f"W1: >= {factor}x {text}", ratio, ratio >= factor)
+                add(f"W1: >= {factor}x {text}", ratio, ratio >= factor, factor, factor / ratio, limit("W1"))
     for name, factor in (("W2", 12), ("W3", 4)):
         if best(name) and ms(name, "torch_level_graph"):
             ratio = ms(name, "torch_level_graph") / best(name)
-            add(f"{name}: >= {factor}x the level-batched CUDA graph", ratio, ratio >= factor)
+            add(f"{name}: >= {factor}x the level-batched CUDA graph", ratio, ratio >= factor, factor, factor / ratio,
+                limit(name))
     if best("W4"):
         torch_best = min(v for k, v in w["W4"]["ms_per_step"].items() if k.startswith("torch"))
-        add("W4: at most 1.2x PyTorch's best time", best("W4") / torch_best, best("W4") / torch_best <= 1.2)
+        ratio = best("W4") / torch_best
+        add("W4: at most 1.2x PyTorch's best time", ratio, ratio <= 1.2, 1.2, ratio / 1.2, limit("W4"))
     for label in GENLAB:
         run = w.get("W5", {}).get(label)
         if run:
             step_ms = run["total_s"] * 1e3 / run["steps"]
+            phases = run.get("growth_event_phases_ms", {})
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k not in ("total", "new_groups"))
+            why = {"bound": "host work of a growth event",
+                   "why": f"the median event of a second run ({phases['new_groups']} new groups, {phases['total']:.2f} ms "
+                          f"with the engine synchronised after each part), in ms: {parts}; check contains choose "
+                          "and duplicate, apply contains index, build, group_state, replay and flush",
+                   "breakdown": phases} if phases else None
             add(f"W5 ({label}): a growth event costs less than one training step (ms: event, mean step)",
-                [run["growth_event_ms"], step_ms], run["growth_event_ms"] < step_ms)
+                [run["growth_event_ms"], step_ms], run["growth_event_ms"] < step_ms, step_ms,
+                run["growth_event_ms"] / step_ms, why)
     if "import" in details:
         cold, warm = details["import"]["cold_s"], details["import"]["warm_s"]
         add("import and first CUDA use <= 2 s cold, <= 0.6 s warm", [cold, warm], cold <= 2 and warm <= 0.6)
@@ -521,6 +701,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workload", action="append", choices=[*WORKLOADS, "W5"],
                         help="repeatable; default: all")
     parser.add_argument("--implementation", action="append", choices=IMPLEMENTATIONS, help="repeatable; default: all")
+    parser.add_argument("--growth-implementation", action="append", choices=IMPLEMENTATIONS,
+                        help="repeatable; W5's implementations (default: those of --implementation; serial and "
+                             "torch_eager_group take minutes there)")
     parser.add_argument("--repeats", type=int, default=100, help="timed steps per implementation (at least 50)")
     parser.add_argument("--compile-timeout", type=int, default=300, help="seconds torch.compile may take")
     parser.add_argument("--out", default="benchmarks/results", help="folder; results go to OUT/<device>/")
@@ -529,11 +712,12 @@ def main(argv=None) -> int:
     implementations = args.implementation or IMPLEMENTATIONS
     folder = Path(args.out) / env["device"].replace(" ", "_")
     folder.mkdir(parents=True, exist_ok=True)
-    details = {"environment": env, "ceilings": ceilings(), "import": import_times(), "workloads": {}}
+    details = {"environment": env, "command": " ".join(["genlab bench", *(argv if argv is not None else sys.argv[1:])]),
+               "ceilings": ceilings(), "import": import_times(), "workloads": {}}
     print("ceilings", json.dumps(details["ceilings"]), "import", json.dumps(details["import"]), flush=True)
     for name in args.workload or [*WORKLOADS, "W5"]:
         if name == "W5":
-            details["workloads"]["W5"] = run_growth(implementations=implementations)
+            details["workloads"]["W5"] = run_growth(implementations=args.growth_implementation or implementations)
             print("W5", json.dumps(details["workloads"]["W5"]), flush=True)
         else:
             result = run_workload(name, max(args.repeats, 50), implementations, compile_timeout=args.compile_timeout)

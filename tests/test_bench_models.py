@@ -54,3 +54,66 @@ def test_chart_and_help_need_no_gpu(tmp_path):
     assert Image.open(tmp_path / "chart.png").format == "PNG"
     result = subprocess.run([sys.executable, "-m", "genlab", "bench", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--workload" in result.stdout and "torch_compile" in result.stdout
+
+
+def _workload(ms, compute, memory, breakdown=None):
+    result = {"ms_per_step": {"genlab_level": ms, "torch_level_graph": 4 * ms}, "genlab_best": "genlab_level",
+              "floor_ms": {"compute": compute, "memory": memory, "floor": max(compute, memory)}}
+    if breakdown:
+        result["breakdown"] = breakdown
+    return result
+
+
+def test_bound_names_the_resource_that_bounds_a_step():
+    from genlab.bench import bound
+
+    assert bound(_workload(20.0, 16.0, 2.0))["bound"] == "arithmetic"
+    assert bound(_workload(1.0, 0.1, 0.6))["bound"] == "memory traffic"
+    levels = {"executor": "dataflow_rows", "levels": 17, "forward_per_level_us": 11.0, "backward_per_level_us": 18.0,
+              "forward_item_work_us": 7.0, "backward_item_work_us": 10.0}
+    latency = bound(_workload(0.6, 0.06, 0.02, levels))
+    assert latency["bound"] == "latency along the levels"
+    assert "17 forward levels at 11.0 us" in latency["why"] and "16 backward levels at 18.0 us" in latency["why"]
+    assert latency["over_floor"] == pytest.approx(10.0) and latency["floor_ms"] == 0.06
+    assert bound(_workload(0.6, 0.06, 0.02))["bound"] == "not measured"
+
+
+def test_missed_targets_say_by_how_much_and_what_bounds_them():
+    from genlab.bench import targets
+
+    levels = {"executor": "dataflow_rows", "levels": 17, "forward_per_level_us": 11.0, "backward_per_level_us": 18.0}
+    w4 = _workload(21.0, 16.0, 1.0)
+    w4["ms_per_step"]["torch_level_graph"] = 20.0
+    details = {"workloads": {"W1": _workload(0.6, 0.06, 0.02, levels), "W4": w4,
+                             "W5": {"genlab_level": {"total_s": 1.0, "steps": 2000, "growth_event_ms": 2.0,
+                                                     "growth_event_phases_ms": {"total": 2.0, "new_groups": 3, "apply": 1.5}}}},
+               "import": {"cold_s": 1.0, "warm_s": 0.4}}
+    found = {t["target"]: t for t in targets(details)}
+    fast = found["W1: genlab <= 0.15 ms a step"]
+    assert not fast["met"] and fast["wanted"] == 0.15 and fast["shortfall"] == pytest.approx(4.0)
+    assert fast["bound"] == "latency along the levels"
+    graph = found["W1: >= 10x the PyTorch level-batched CUDA graph"]
+    assert graph["measured"] == pytest.approx(4.0) and graph["shortfall"] == pytest.approx(2.5)
+    met = found["W4: at most 1.2x PyTorch's best time"]
+    assert met["met"] and "shortfall" not in met and "bound" not in met
+    (w5,) = [t for k, t in found.items() if k.startswith("W5")]
+    assert not w5["met"] and w5["shortfall"] == pytest.approx(4.0) and w5["bound"] == "host work of a growth event"
+    assert "apply 1.50" in w5["why"]
+
+
+def test_growth_phases_time_each_event_and_unwrap_on_exit():
+    from genlab import GrowthPolicy, Trainer, network
+    from genlab.bench import growth_phases
+
+    topology, grow = network.Network.topology, Trainer.grow
+    rng = np.random.default_rng(0)
+    trainer = Trainer(Network.mlp([6, 4, 3], seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(threshold=0.0, every=2, cooldown=0, max_groups=8, mode="width"))
+    with growth_phases(trainer) as events:
+        for _ in range(6):
+            trainer.step(rng.normal(size=(16, 6)).astype(np.float32), rng.integers(0, 3, 16))
+    assert len(events) == 3 and [e["new_groups"] for e in events] == [1, 2, 2]
+    for event in events:
+        assert {"check", "duplicate", "apply", "topology"} <= set(event)
+        assert 0 < event["duplicate"] <= event["check"] <= event["total"]
+    assert network.Network.topology is topology and "grow" not in vars(trainer) and Trainer.grow is grow

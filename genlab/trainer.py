@@ -103,7 +103,7 @@ class Trainer:
         self.step_count += 1
         record = {"step": self.step_count, "loss": loss, "accuracy": correct / len(y)}
         self.history.steps.append(record)
-        self.history.grad_std.append(dict(sorted(self.engine.grad_std.items())))
+        self.history.grad_std.append(self.engine.grad_std)  # a new dict, in ascending group id
         if self.grower.needs_stats:
             self.grower.observe(self.engine.stats)
         every = self.growth.every

@@ -117,3 +117,14 @@ def test_growth_phases_time_each_event_and_unwrap_on_exit():
         assert {"check", "duplicate", "apply", "topology"} <= set(event)
         assert 0 < event["duplicate"] <= event["check"] <= event["total"]
     assert network.Network.topology is topology and "grow" not in vars(trainer) and Trainer.grow is grow
+
+
+def test_a_missed_import_target_names_what_genlab_cannot_avoid():
+    from genlab.bench import targets
+
+    slow = {"workloads": {}, "import": {"cold_s": 1.5, "warm_s": 0.66, "numpy_pycuda_context_s": 0.55}}
+    (entry,) = targets(slow)
+    assert not entry["met"] and entry["shortfall"] == pytest.approx(1.1)
+    assert "0.55 s" in entry["why"] and "0.11 s" in entry["why"]
+    (entry,) = targets({"workloads": {}, "import": {"cold_s": 1.5, "warm_s": 0.5, "numpy_pycuda_context_s": 0.4}})
+    assert entry["met"] and "why" not in entry

@@ -164,6 +164,9 @@ def test_executors_keep_matching_serial_through_growth(executor):
         a, b = ref.step(xb, yb), gpu.step(xb, yb)
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     assert len(gpu.history.events) >= 5 and ref.net.edges == gpu.net.edges
+    for a, b in zip(ref.history.grad_std, gpu.history.grad_std):  # in ascending group id, growth or not
+        assert list(b) == list(a) == sorted(a)
+        assert list(b.values()) == pytest.approx(list(a.values()), rel=1e-3, abs=1e-7)
     for key in ref.net.weights:
         np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-3, atol=1e-5)
 

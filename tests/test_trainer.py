@@ -3,7 +3,7 @@ import pytest
 from conftest import assert_unchanged, snapshot
 
 import genlab.backends as backends
-from genlab import BackendError, DataError, Network, Trainer, TrainingError, datasets
+from genlab import BackendError, DataError, GrowthPolicy, Network, Trainer, TrainingError, datasets
 
 
 @pytest.fixture
@@ -170,3 +170,18 @@ def test_executor_is_checked_and_belongs_to_the_cuda_engine():
     with pytest.raises(BackendError, match="schedule of the CUDA engine"):
         Trainer(net, backend="serial", executor="dataflow")
     assert Trainer(net, backend="serial").backend == "serial"
+
+
+def test_history_keeps_gradient_std_in_ascending_group_id_through_growth():
+    """Depth growth puts new (higher) ids between old groups in topological order; the history
+    still lists each step's groups in ascending id, as the engines promise."""
+    rng = np.random.default_rng(0)
+    trainer = Trainer(Network.mlp([5, 4, 4, 3], seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(threshold=0.0, every=2, cooldown=0, max_groups=9, mode="depth"))
+    for _ in range(8):
+        trainer.step(rng.normal(size=(16, 5)).astype(np.float32), rng.integers(0, 3, 16))
+    assert trainer.history.events and len(trainer.history.grad_std) == 8
+    topological = [g for g in trainer.net.topological_order() if g in trainer.history.grad_std[-1]]
+    assert topological != sorted(topological)  # the case this test is about
+    for record in trainer.history.grad_std:
+        assert list(record) == sorted(record)

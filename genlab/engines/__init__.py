@@ -7,7 +7,8 @@
   threshold, relative), prune_report(), apply_growth(net, log) (take the grown network and
   replay the log of parameter operations), grows_in_place;
 - attributes name, dtype, optimizer, params, grads, stats ({statistic: {group: value}}, see
-  serial.STATISTICS) and grad_std.
+  serial.STATISTICS) and grad_std ({group: std of dL/dh} for every group but the input, in
+  ascending group id: the trainer keeps one at every step).
 
 The serial engine (NumPy) is the reference; the CUDA engine runs genlab's kernels (cuda/*.cu).
 """

@@ -243,6 +243,7 @@ class _Index:
         self.groups, self.slot = list(order), {g: s for s, g in enumerate(order)}
         self.offsets, self.shapes, self.edges, self.fresh, self.records = {}, {}, {}, [], []
         self.n_params = 0
+        self.std_order = None  # (group ids ascending, their slots): made at the first grad_std
         self.width, self.group_id, self.hidden = (np.zeros(0, np.int32) for _ in range(3))
         self._add_groups(net, order)
         for g in order:
@@ -286,7 +287,7 @@ class _Index:
         new = copy.copy(self)
         new.slot, new.groups = dict(self.slot), list(self.groups)
         new.offsets, new.shapes, new.edges = dict(self.offsets), dict(self.shapes), dict(self.edges)
-        new.fresh, new.records = [], []
+        new.fresh, new.records, new.std_order = [], [], None
         added = sorted(g for g in net.widths if g not in self.slot)
         for g in added:
             new.slot[g] = len(new.groups)
@@ -1169,11 +1170,16 @@ class CudaEngine:
 
     @property
     def grad_std(self) -> dict[int, float]:
-        """The std of dL/dh per group: read at every training step, so it fetches only what it needs."""
+        """The std of dL/dh per group but the input, in ascending group id: read at every training
+        step, so it fetches only the sums and orders them through an index made with the layout."""
         if self._stats_cache is not None:
-            return self._stats_cache["grad_std"]
-        std = self._sums_and_std()[2]
-        return {g: float(std[s]) for s, g in enumerate(self.layout.groups) if g != INPUT}
+            return dict(sorted(self._stats_cache["grad_std"].items()))
+        L = self.layout
+        if L.std_order is None:
+            order = sorted((g, s) for s, g in enumerate(L.groups) if g != INPUT)
+            L.std_order = ([g for g, _ in order], np.array([s for _, s in order], np.intp))
+        ids, slots = L.std_order
+        return dict(zip(ids, self._sums_and_std()[2][slots].tolist()))
 
     def write_back(self, net: Network) -> None:
         """Copy the trained parameters into the network (in the network's dtype)."""

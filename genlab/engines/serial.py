@@ -101,8 +101,9 @@ class SerialEngine:
 
     @property
     def grad_std(self) -> dict[int, float]:
-        """Std of dL/dh over batch and neurons for every group but the input (last backward)."""
-        return self.stats["grad_std"]
+        """Std of dL/dh over batch and neurons for every group but the input (last backward), in
+        ascending group id."""
+        return dict(sorted(self.stats["grad_std"].items()))
 
     def update(self) -> None:
         """One optimizer step with the gradients of the last backward."""

@@ -9,16 +9,13 @@ import sys
 
 import numpy as np
 
-from genlab.bench import WORKLOADS
+from genlab.bench import WORKLOADS, time_graph
 from genlab.engines.cuda import CudaEngine
-from genlab.engines.cuda_graph import Graph
 from genlab.optim import Adam
 
 
 def main(name="W1", repeats=200):
     import os
-
-    import pycuda.driver as drv
 
     from genlab.engines import cuda
 
@@ -53,16 +50,7 @@ def main(name="W1", repeats=200):
     print(f"{name}: {len(L.groups)} groups, {L.n_edges} edges, {L.n_params} parameters, "
           f"{len(L.forward_levels)} levels, {L.n_weight_tasks} weight tasks")
     for label, enqueue in parts.items():
-        graph = Graph(engine.stream, enqueue)
-        for _ in range(5):
-            graph.launch()
-        start, end = drv.Event(), drv.Event()
-        start.record(engine.stream)
-        for _ in range(repeats):
-            graph.launch()
-        end.record(engine.stream)
-        end.synchronize()
-        print(f"  {label:<32} {start.time_till(end) / repeats * 1e3:8.1f} us")
+        print(f"  {label:<32} {time_graph(engine, enqueue, repeats):8.1f} us")
 
 
 def time_growth(name="W1", events=4, repeats=5):

@@ -285,31 +285,37 @@ def step_breakdown(engine, x: np.ndarray, y: np.ndarray, repeats: int = 50) -> d
                    forward_item_work_us=float(np.median((t["done"] - t["ready"])[fwd])),
                    backward_item_work_us=float(np.median((t["done"] - t["ready"])[t["kind"] == "backward"])))
     elif engine.schedule == "level":
-        import pycuda.driver as drv
-
-        from .engines.cuda_graph import Graph
-
-        batch = engine._put_batch(x, y)
         engine.step(x, y)
+        batch = len(x)
         parts = {"forward_us": lambda: engine._enqueue_forward(batch),
                  "backward_us": lambda: engine._enqueue_backward(batch), "update_us": engine._enqueue_update}
         for name, enqueue in parts.items():
-            graph = Graph(engine.stream, enqueue)
-            for _ in range(5):
-                graph.launch()
-            start, end = drv.Event(), drv.Event()
-            start.record(engine.stream)
-            for _ in range(repeats):
-                graph.launch()
-            end.record(engine.stream)
-            end.synchronize()
-            out[name] = start.time_till(end) / repeats * 1e3
+            out[name] = time_graph(engine, enqueue, repeats)
         out["step_us"] = out["forward_us"] + out["backward_us"] + out["update_us"]
     else:
         return out
     out["forward_per_level_us"] = out["forward_us"] / depth
     out["backward_per_level_us"] = out["backward_us"] / max(depth - 1, 1)
     return out
+
+
+def time_graph(engine, enqueue, repeats: int, warmup: int = 5) -> float:
+    """Mean microseconds of one replay of what enqueue() puts on the engine's stream, captured in
+    a CUDA graph (CUDA events around `repeats` replays after `warmup`)."""
+    import pycuda.driver as drv
+
+    from .engines.cuda_graph import Graph
+
+    graph = Graph(engine.stream, enqueue)
+    for _ in range(warmup):
+        graph.launch()
+    start, end = drv.Event(), drv.Event()
+    start.record(engine.stream)
+    for _ in range(repeats):
+        graph.launch()
+    end.record(engine.stream)
+    end.synchronize()
+    return start.time_till(end) / repeats * 1e3
 
 
 def bound(result: dict) -> dict:
@@ -432,6 +438,9 @@ def import_times() -> dict:
     return {"cold_s": cold, "warm_s": warm, "numpy_pycuda_context_s": base}
 
 
+_MISSING = object()  # growth_phases: an attribute the wrapped object did not have itself
+
+
 @contextlib.contextmanager
 def growth_phases(trainer):
     """Time the parts of a trainer's growth events (wall clock; the device synchronised after
@@ -493,9 +502,6 @@ def growth_phases(trainer):
                 delattr(owner, name)
             else:
                 setattr(owner, name, own)
-
-
-_MISSING = object()
 
 
 def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch: int = 64,

@@ -243,7 +243,6 @@ class _Index:
         self.groups, self.slot = list(order), {g: s for s, g in enumerate(order)}
         self.offsets, self.shapes, self.edges, self.fresh, self.records = {}, {}, {}, [], []
         self.n_params = 0
-        self.std_order = None  # (group ids ascending, their slots): made at the first grad_std
         self.width, self.group_id, self.hidden = (np.zeros(0, np.int32) for _ in range(3))
         self._add_groups(net, order)
         for g in order:
@@ -280,6 +279,8 @@ class _Index:
         self.bias_off = np.array([self.offsets.get(("b", g), 0) for g in self.groups], np.int32)
         self.output_slot, self.input_slot = self.slot[OUTPUT], self.slot[INPUT]
         self.n_edges = len(self.edges)
+        order = sorted((g, s) for s, g in enumerate(self.groups) if g != INPUT)  # grad_std's order
+        self.std_ids, self.std_slots = [g for g, _ in order], np.array([s for _, s in order], np.intp)
         self.split_output = len(net.inputs(OUTPUT)) > SPLIT
 
     def grown(self, net: Network, log: list) -> "_Index":
@@ -287,7 +288,7 @@ class _Index:
         new = copy.copy(self)
         new.slot, new.groups = dict(self.slot), list(self.groups)
         new.offsets, new.shapes, new.edges = dict(self.offsets), dict(self.shapes), dict(self.edges)
-        new.fresh, new.records, new.std_order = [], [], None
+        new.fresh, new.records = [], []
         added = sorted(g for g in net.widths if g not in self.slot)
         for g in added:
             new.slot[g] = len(new.groups)
@@ -345,7 +346,8 @@ class CudaEngine:
         self._param_cap = 0
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         # the row executor leaves each step's optimizer update to the next step's forward items
-        # (cuda/rows.cu, update_item_params): the update's arguments while one is pending, else None
+        # (cuda/rows.cu, update_item_params): the update's arguments (_optimizer_args) while one is
+        # pending, else None
         self._pending = None
         self.defer_update = True  # False: the update runs as the kernel's last items (for comparisons)
         self._finite = None  # a guard that always passes (optim.cu), for _flush
@@ -964,9 +966,21 @@ class CudaEngine:
         if self._finite is None:
             self._finite = self._new(24, "guard")
             self._drv.memset_d32(self._finite, 0, 6)  # loss and gradient 0: finite
-        self._enqueue_update(self._pending[1], self._finite)
+        self._enqueue_update(self._pending, self._finite)
         self._pending = None
         self.stream.synchronize()
+
+    def _before_rows_step(self) -> list:
+        """The row executor's step is about to apply the pending update with this step's optimizer
+        arguments: apply it now if it was made with others (a new learning rate). Returns them."""
+        args = self._optimizer_args()
+        if self._pending is not None and self._update_key(self._pending) != self._update_key(args):
+            self._flush()
+        return args
+
+    def _after_rows_step(self, args: list, finite: bool) -> None:
+        """The pending update was applied by the step; the step's own is pending unless refused."""
+        self._pending = args if finite and self.defer_update else None
 
     def _enqueue_growth_observe(self, batch: int) -> None:
         b, n = self._buffers, len(self.layout.groups)
@@ -1022,15 +1036,13 @@ class CudaEngine:
         batch = self._put_batch(x, y)
         rows = self.schedule == "rows"
         if rows:
-            args = self._optimizer_args()
-            if self._pending is not None and self._pending[0] != self._update_key(args):
-                self._flush()  # made with other arguments (a new learning rate): apply it first
+            args = self._before_rows_step()
         self._launch_step(batch)
         loss, correct, gradsq = self._read_scalars()
         self._stats_cache = None
         finite = np.isfinite(loss) and np.isfinite(gradsq)
-        if rows:  # the last update was applied; this step's is pending unless refused
-            self._pending = (self._update_key(args), args) if finite and self.defer_update else None
+        if rows:
+            self._after_rows_step(args, finite)
         if not finite:
             raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
                                 "not applied (try a lower learning rate)")
@@ -1045,9 +1057,7 @@ class CudaEngine:
         if self.schedule != "rows":
             raise BackendError(f"trace_step follows the dataflow_rows executor's items, not {self.executor!r}")
         L, drv = self.layout, self._drv
-        args = self._optimizer_args()
-        if self._pending is not None and self._pending[0] != self._update_key(args):
-            self._flush()
+        args = self._before_rows_step()
         batch = self._put_batch(x, y)
         in_edges = sum(1 for (src, _d) in L.edges if L.slot[src] == L.input_slot)
         n_inw = -(-int(L.width[L.input_slot]) // CH) * -(-in_edges // EW)
@@ -1063,8 +1073,7 @@ class CudaEngine:
         raw = np.empty((total, 4), np.uint64)
         drv.memcpy_dtoh_async(raw, buf, self.stream)
         loss, _, gradsq = self._read_scalars()  # synchronises
-        finite = np.isfinite(loss) and np.isfinite(gradsq)
-        self._pending = (self._update_key(args), args) if finite and self.defer_update else None
+        self._after_rows_step(args, np.isfinite(loss) and np.isfinite(gradsq))
         buf.free()
         self._stats_cache = None
         kinds = np.concatenate([[k] * c for k, c in counts])
@@ -1175,11 +1184,7 @@ class CudaEngine:
         if self._stats_cache is not None:
             return dict(sorted(self._stats_cache["grad_std"].items()))
         L = self.layout
-        if L.std_order is None:
-            order = sorted((g, s) for s, g in enumerate(L.groups) if g != INPUT)
-            L.std_order = ([g for g, _ in order], np.array([s for _, s in order], np.intp))
-        ids, slots = L.std_order
-        return dict(zip(ids, self._sums_and_std()[2][slots].tolist()))
+        return dict(zip(L.std_ids, self._sums_and_std()[2][L.std_slots].tolist()))
 
     def write_back(self, net: Network) -> None:
         """Copy the trained parameters into the network (in the network's dtype)."""

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import operations as op
 from .errors import GraphError
 from .hashnoise import hash_uniform
 from .network import INPUT, OUTPUT, Network
 
 MODES = ("depth", "width", "alternate", "auto")
-CRITERIA = ("grad_std", "weight_grad_norm", "taylor")
+CRITERIA = tuple(c.name.lower() for c in op.Criterion)  # grad_std, weight_grad_norm, taylor
 
 
 @dataclass
@@ -167,29 +168,30 @@ def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> 
 
 def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True,
                     log: list | None = None, values: bool = True) -> int:
-    """Insert a group g' of g's width between g and all its consumers; return g'.
+    """Insert a group g' of g's width and kind between g and all its consumers; return g'.
 
-    `log`, if given, receives the parameter operations in engine-neutral form (see Ops).
+    `log`, if given, receives the parameter operations (genlab.operations).
     values=False leaves the parameters' values to whoever replays the log (an engine that grows
     in place): new blocks are zeros on the host and changed ones keep their old values."""
-    width = net.widths[g]
-    new = net.add_group(width)
+    width, kind = net.widths[g], net.kind(g)
+    new = net.add_group(width, kind=kind.name)
     consumers = net.outputs(g)
+    shape = kind.edge_shape(width, width)
     bound = np.sqrt(6.0 / width)
-    weight = (np.eye(width) if preserve else he_uniform(seed, step, g, new, (width, width), width)) if values \
-        else np.zeros((width, width), net.dtype)
+    weight = (kind.identity(width) if preserve else he_uniform(seed, step, g, new, shape, width)) if values \
+        else np.zeros(shape, net.dtype)
     net.connect(g, new, weight=weight)
-    ops = [("identity", ("W", g, new), width) if preserve else ("he", ("W", g, new), bound, g, new),
-           ("zero", ("b", new))]
+    ops = [op.Identity(("W", g, new), width) if preserve else op.HeUniform(("W", g, new), bound, g, new),
+           op.Zero(("b", new))]
     for d in consumers:
         net.reroute(g, d, new)
-        ops.append(("move", ("W", new, d), ("W", g, d)))
+        ops.append(op.Move(("W", new, d), ("W", g, d)))
         if not preserve:
             fan_in = sum(net.widths[s] for s in net.inputs(d))
             if values:
                 net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
                                                    fan_in).astype(net.dtype)
-            ops.append(("he", ("W", new, d), np.sqrt(6.0 / fan_in), new, d))
+            ops.append(op.HeUniform(("W", new, d), np.sqrt(6.0 / fan_in), new, d))
     if log is not None:
         log.extend(ops)
     return new
@@ -197,37 +199,38 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
 
 def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool = True,
                     noise: float = 1.0, log: list | None = None, values: bool = True) -> int:
-    """Add a sibling g'' of g with g's inputs and consumers; return g''. `log` and `values` as in
-    duplicate_depth."""
-    inputs, consumers = net.inputs(g), net.outputs(g)
-    new = net.add_group(net.widths[g])
+    """Add a sibling g'' of g (its width and kind) with g's inputs and consumers; return g''.
+    `log` and `values` as in duplicate_depth."""
+    inputs, consumers, kind = net.inputs(g), net.outputs(g), net.kind(g)
+    new = net.add_group(net.widths[g], kind=kind.name)
     fan_in = sum(net.widths[s] for s in inputs)
     ops = []
     for s in inputs:
         w = net.weights[(s, g)]
         net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in) if values
                     else np.zeros(w.shape, net.dtype))
-        ops.append(("copy", ("W", s, new), ("W", s, g)) if preserve else
-                   ("he", ("W", s, new), np.sqrt(6.0 / fan_in), s, new))
+        ops.append(op.Copy(("W", s, new), ("W", s, g)) if preserve else
+                   op.HeUniform(("W", s, new), np.sqrt(6.0 / fan_in), s, new))
     net.biases[new] = net.biases[g].copy() if preserve else np.zeros_like(net.biases[g])
-    ops.append(("copy", ("b", new), ("b", g)) if preserve else ("zero", ("b", new)))
+    ops.append(op.Copy(("b", new), ("b", g)) if preserve else op.Zero(("b", new)))
     for d in consumers:
         if preserve:
             if values:
                 v = net.weights[(g, d)].astype(np.float64)
                 rms = np.sqrt(np.mean(v * v))
                 e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
-                net.weights[(g, d)] = (v / 2 + e).astype(net.dtype)
-                net.connect(new, d, weight=v / 2 - e)
+                stay, moved = net.kind(d).split(v, e)
+                net.weights[(g, d)] = stay.astype(net.dtype)
+                net.connect(new, d, weight=moved)
             else:
                 net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]))
-            ops.append(("split", ("W", g, d), ("W", new, d), noise, g, d))
+            ops.append(op.Split(("W", g, d), ("W", new, d), noise, g, d))
         else:
             shape = net.weights[(g, d)].shape
             d_fan_in = sum(net.widths[s] for s in net.inputs(d)) + net.widths[new]
             net.connect(new, d, weight=he_uniform(seed, step, new, d, shape, d_fan_in) if values else
                         np.zeros(shape, net.dtype))
-            ops.append(("he", ("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
+            ops.append(op.HeUniform(("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
     if log is not None:
         log.extend(ops)
     return new
@@ -238,9 +241,9 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
     without consumers are removed too (they no longer matter), and groups left without inputs
     are folded likewise (their output is the constant relu(bias)). Returns the removed groups;
     raises GraphError (leaving the caller to discard `net`) if the output would be cut off.
-    `log` receives the folds, ("fold", g, d, "range" | "relu_bias"), in the order made."""
+    `log` receives the folds (operations.Fold), in the order made."""
     removed = []
-    pending = [(g, constant, "range")]
+    pending = [(g, constant, op.FoldSource.RANGE)]
     while pending:
         g, c, source = pending.pop()
         if g not in net.widths:
@@ -248,14 +251,14 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
         consumers, inputs = net.outputs(g), net.inputs(g)
         if c is not None:
             for d in consumers:
-                net.biases[d] = (net.biases[d] + net.weights[(g, d)] @ c).astype(net.dtype)
+                net.biases[d] = (net.biases[d] + net.kind(d).fold(net.weights[(g, d)], c)).astype(net.dtype)
                 if log is not None:
-                    log.append(("fold", g, d, source))
+                    log.append(op.Fold(g, d, source))
         net.remove_group(g)
         removed.append(g)
         for d in consumers:
             if d != OUTPUT and not net.inputs(d):
-                pending.append((d, np.maximum(net.biases[d], 0), "relu_bias"))
+                pending.append((d, np.maximum(net.biases[d], 0), op.FoldSource.RELU_BIAS))
         for s in inputs:
             if s != INPUT and not net.outputs(s):
                 pending.append((s, None, None))
@@ -350,9 +353,9 @@ class Grower:
 
     def check(self, net: Network, step: int, engine=None) -> tuple[list[GrowthEvent], list]:
         """Run the growth rules on `net` (edited in place; pass a copy to keep the original).
-        Returns the events and the log of parameter operations (for engines that replay it)."""
+        Returns the events and the log of operations (genlab.operations, for engines that replay it)."""
         p = self.policy
-        log = [("hash", self.seed, step)]  # the counter-based noise of this step's operations
+        log: list[op.GrowthOp] = [op.Noise(self.seed, step)]  # the counter-based noise of this step's operations
         events = self._prune(net, step, engine, log) if (p.prune or p.prune_taylor is not None) else []
         hidden = set(net.hidden_groups)
         eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
@@ -367,7 +370,7 @@ class Grower:
                   f"max_groups={p.max_groups}", file=sys.stderr)
         if chosen:
             # an engine that grows in place computes the new values from the log itself
-            values = not getattr(engine, "grows_in_place", False)
+            values = engine is None or not engine.grows_in_place
             depth = depth_through(net) if p.mode == "auto" else {}
             for g, score in chosen:
                 kind = self._kind(g, depth)
@@ -377,7 +380,7 @@ class Grower:
                     new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values)
                 for h in (g, new):
                     self.cool_until[h] = step + p.cooldown
-                log.append(("inherit", new, g))  # the copy starts with its source's score
+                log.append(op.Inherit(new, g))  # the copy starts with its source's score
                 self.scores.inherit(new, g)
                 events.append(GrowthEvent(step, kind, g, new, score))
         self.checks += 1

@@ -2,9 +2,10 @@
 
 A network is a directed acyclic graph. Group 0 is the input (its width is the number of
 features), group 1 the output (linear: its width is the number of classes), every other group a
-hidden dense + ReLU group. An edge src -> dst carries a weight block of shape
-(width[dst], width[src]); every group but the input carries a bias. Nothing here knows about
-devices: engines load a Network and write trained parameters back into it.
+hidden group of some kind (genlab.kinds; dense + ReLU by default). An edge src -> dst carries a
+weight block (for dense groups of shape (width[dst], width[src])); every group but the input
+carries a bias. Nothing here knows about devices: engines load a Network and write trained
+parameters back into it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FileFormatError, GraphError
+from .kinds import DEFAULT, GroupKind, get_kind
 
 INPUT = 0
 OUTPUT = 1
@@ -46,6 +48,7 @@ class Network:
         self.widths: dict[int, int] = {INPUT: int(n_inputs), OUTPUT: int(n_outputs)}
         self.weights: dict[tuple[int, int], np.ndarray] = {}
         self.biases: dict[int, np.ndarray] = {OUTPUT: np.zeros(n_outputs, self.dtype)}
+        self.kinds: dict[int, str] = {OUTPUT: DEFAULT}  # every group but the input: its kind's name
         self.history: list[dict] = []  # growth events, JSON-ready (see genlab.growth)
         self._in: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
         self._out: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
@@ -61,12 +64,14 @@ class Network:
     def n_outputs(self) -> int:
         return self.widths[OUTPUT]
 
-    def add_group(self, width: int, inputs=(), outputs=()) -> int:
-        """Add a hidden ReLU group fed by `inputs` and feeding `outputs`; return its id.
+    def add_group(self, width: int, inputs=(), outputs=(), kind: str = DEFAULT) -> int:
+        """Add a hidden group of `kind` (genlab.kinds.KINDS) fed by `inputs` and feeding
+        `outputs`; return its id.
 
         Every id is checked before anything changes, so a bad call leaves the network as it was.
         """
         _check_width(width, "a group")
+        group_kind = get_kind(kind)
         inputs, outputs = list(inputs), list(outputs)
         for src in inputs:
             self._check_endpoint(src, "inputs")
@@ -82,7 +87,8 @@ class Network:
         g = self._next_id
         self._next_id += 1
         self.widths[g] = int(width)
-        self.biases[g] = np.zeros(int(width), self.dtype)
+        self.biases[g] = np.zeros(group_kind.bias_shape(int(width)), self.dtype)
+        self.kinds[g] = group_kind.name
         self._in[g], self._out[g] = [], []
         for src in inputs:
             self.connect(src, g)
@@ -104,10 +110,11 @@ class Network:
         if path is not None:
             cycle = " -> ".join(map(str, [src] + path))
             raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
-        shape = (self.widths[dst], self.widths[src])
+        kind = self.kind(dst)
+        shape = kind.edge_shape(self.widths[dst], self.widths[src])
         if weight is None:
             fan_in = sum(self.widths[s] for s in self._in[dst]) + self.widths[src]
-            weight = self._rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+            weight = kind.draw_edge(self._rng, shape, fan_in)
         weight = np.asarray(weight)
         if weight.shape != shape:
             raise GraphError(
@@ -149,7 +156,13 @@ class Network:
             self.disconnect(src, g)
         for dst in list(self._out[g]):
             self.disconnect(g, dst)
-        del self.widths[g], self.biases[g], self._in[g], self._out[g]
+        del self.widths[g], self.biases[g], self.kinds[g], self._in[g], self._out[g]
+
+    def kind(self, g: int) -> GroupKind:
+        """The kind of group g (genlab.kinds); the input group has none."""
+        if g == INPUT:
+            raise GraphError(f"the input group {INPUT} has no kind: it holds the features")
+        return get_kind(self.kinds[g])
 
     def _check_endpoint(self, g, role: str) -> None:
         if not isinstance(g, (int, np.integer)) or int(g) not in self.widths:
@@ -222,14 +235,16 @@ class Network:
         return net
 
     def init_params(self, seed: int = 0) -> None:
-        """Draw every weight block He-normal over the group's total fan-in; zero the biases."""
+        """Draw every weight block as its group's kind draws a new edge (He-normal over the group's
+        total fan-in for dense groups); zero the biases."""
         rng = np.random.default_rng(seed)
         for g in self.groups[1:]:
+            kind = self.kind(g)
             fan_in = sum(self.widths[s] for s in self._in[g])
             for s in self._in[g]:
-                shape = (self.widths[g], self.widths[s])
-                self.weights[(s, g)] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype(self.dtype)
-            self.biases[g] = np.zeros(self.widths[g], self.dtype)
+                shape = kind.edge_shape(self.widths[g], self.widths[s])
+                self.weights[(s, g)] = kind.draw_edge(rng, shape, fan_in).astype(self.dtype)
+            self.biases[g] = np.zeros(kind.bias_shape(self.widths[g]), self.dtype)
 
     def assign(self, other: "Network") -> None:
         """Take over other's whole state (used to commit an edit made on a copy)."""
@@ -244,6 +259,7 @@ class Network:
             net = Network.__new__(Network)
             net.__dict__.update(self.__dict__)
             net.widths, net.weights, net.biases = dict(self.widths), dict(self.weights), dict(self.biases)
+            net.kinds = dict(self.kinds)
             net._in = {g: list(v) for g, v in self._in.items()}
             net._out = {g: list(v) for g, v in self._out.items()}
             net.history = list(self.history)
@@ -312,13 +328,17 @@ class Network:
             for g in (s, d):
                 if g not in self.widths:
                     raise GraphError(f"edge {s} -> {d}: group {g} does not exist")
-            if w.shape != (self.widths[d], self.widths[s]):
+            expected = self.kind(d).edge_shape(self.widths[d], self.widths[s])
+            if w.shape != expected:
                 raise GraphError(
                     f"width mismatch on edge {s} -> {d}: weight block is {w.shape}, "
-                    f"expected {(self.widths[d], self.widths[s])} = (width of {d}, width of {s})")
+                    f"expected {expected} = (width of {d}, width of {s})")
+        if set(self.kinds) != set(self.widths) - {INPUT}:
+            raise GraphError(f"groups without a kind: {_ids(sorted(set(self.widths) - {INPUT} - set(self.kinds)))}")
         for g, b in self.biases.items():
-            if g == INPUT or b.shape != (self.widths[g],):
-                raise GraphError(f"bias of group {g} has shape {b.shape}, expected ({self.widths[g]},)")
+            expected = () if g == INPUT else self.kind(g).bias_shape(self.widths[g])
+            if g == INPUT or b.shape != expected:
+                raise GraphError(f"bias of group {g} has shape {b.shape}, expected {expected}")
         order = self._kahn()
         if len(order) < len(self.widths):
             raise GraphError(f"the network has a cycle: {' -> '.join(map(str, self._find_cycle(set(self.widths) - set(order))))}")
@@ -359,11 +379,11 @@ class Network:
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
         level = self.levels()
-        rows = [f"{'group':>6} {'kind':<7} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
+        rows = [f"{'group':>6} {'role':<7} {'kind':<6} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
         for g in sorted(self.widths, key=lambda g: (level[g], g)):
-            kind = "input" if g == INPUT else "output" if g == OUTPUT else "hidden"
+            role = "input" if g == INPUT else "output" if g == OUTPUT else "hidden"
             params = sum(self.weights[(s, g)].size for s in self._in[g]) + (self.widths[g] if g != INPUT else 0)
-            rows.append(f"{g:>6} {kind:<7} {level[g]:>5} {self.widths[g]:>6} {params:>8}  "
+            rows.append(f"{g:>6} {role:<7} {self.kinds.get(g, '-'):<6} {level[g]:>5} {self.widths[g]:>6} {params:>8}  "
                         f"{_ids(self._in[g]) or '-'} -> {_ids(self._out[g]) or '-'}")
         rows.append(f"{len(self.widths)} groups, {len(self.weights)} edges, {self.n_params} parameters, "
                     f"depth {level[OUTPUT]}")
@@ -380,6 +400,7 @@ class Network:
             "widths": {str(g): w for g, w in self.widths.items()},
             # edges in connection order per destination, so inputs() survives a round trip
             "edges": [[s, d] for d in self.groups for s in self._in[d]],
+            "kinds": {str(g): k for g, k in self.kinds.items()},
             "next_id": self._next_id, "history": self.history,
         }
 
@@ -429,6 +450,9 @@ class Network:
     def _from_meta(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "Network":
         widths = {int(g): int(w) for g, w in meta["widths"].items()}
         net = cls(widths[INPUT], widths[OUTPUT], dtype=meta["dtype"])
+        # files written before group kinds hold dense groups only
+        kinds = {int(g): str(k) for g, k in meta.get("kinds", {}).items()}
+        net.kinds = {g: get_kind(kinds.get(g, DEFAULT)).name for g in widths if g != INPUT}
         for g in sorted(widths):
             if g not in (INPUT, OUTPUT):
                 _check_width(widths[g], f"group {g}")

@@ -119,7 +119,7 @@ class Trainer:
         grows in place (CUDA) replays the log of parameter operations itself, so the parameters
         stay where they are.
         """
-        in_place = getattr(self.engine, "grows_in_place", False)
+        in_place = self.engine.grows_in_place
         if not in_place:
             self.sync()
         work = self._net.copy(deep=False)  # growth replaces arrays, never changes them in place

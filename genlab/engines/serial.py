@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import operations as op
 from ..errors import TrainingError
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
-
-
-# Per-group statistics of the last backward, each {group: value} for every group but the input:
-# grad_std: std of dL/dh over batch and neurons; weight_grad_norm: L2 norm of the gradients of the
-# group's incoming weights and bias; taylor: |mean(h * dL/dh)| (first-order estimate of the loss
-# change if the group's output were removed); h_min, h_max: per-neuron min and max of h over the batch.
-STATISTICS = ("grad_std", "weight_grad_norm", "taylor", "h_min", "h_max")
+from .base import STATISTICS, Engine
 
 
 def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -34,15 +29,16 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
     return loss, grad
 
 
-class SerialEngine:
+class SerialEngine(Engine):
     """Runs a Network on the CPU with NumPy, in float32 (default) or float64."""
 
     name = "serial"
     grows_in_place = False  # growth reloads the network (its parameters are already on the host)
+    dtypes = ("float32", "float64")
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
+        if self.dtype.name not in self.dtypes:
             raise ValueError(f"the serial engine runs in float32 or float64, not {self.dtype}")
         self.optimizer = optimizer
         self.state: dict[tuple, dict] = {}  # optimizer state per parameter key
@@ -56,22 +52,24 @@ class SerialEngine:
         """Take the network's topology and parameters; keep optimizer state of unchanged params."""
         self.order = net.topological_order()[1:]
         self.inputs = {g: net.inputs(g) for g in self.order}
-        self.params = {("W", s, d): w.astype(self.dtype) for (s, d), w in net.weights.items()}
-        self.params.update({("b", g): b.astype(self.dtype) for g, b in net.biases.items()})
-        self.state = {k: v for k, v in self.state.items() if k in self.params and all(
-            a.shape == self.params[k].shape for a in v.values() if isinstance(a, np.ndarray))}
-        self.grads: dict[tuple, np.ndarray] = {}
-        self.stats: dict[str, dict] = {name: {} for name in STATISTICS}
+        self.kinds = {g: net.kind(g) for g in self.order}
+        self._params = {("W", s, d): w.astype(self.dtype) for (s, d), w in net.weights.items()}
+        self._params.update({("b", g): b.astype(self.dtype) for g, b in net.biases.items()})
+        self.state = {k: v for k, v in self.state.items() if k in self._params and all(
+            a.shape == self._params[k].shape for a in v.values() if isinstance(a, np.ndarray))}
+        self._grads: dict[tuple, np.ndarray] = {}
+        self._stats: dict[str, dict] = {name: {} for name in STATISTICS}
         self._h: dict[int, np.ndarray] = {}
         self.growth_scores.ema = {g: v for g, v in self.growth_scores.ema.items() if g in net.widths}
         self.tracker.keep_only(net.widths)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x of shape (batch, n_inputs); keeps the activations for backward."""
-        h = {INPUT: np.asarray(x, self.dtype)}
+        h, p = {INPUT: np.asarray(x, self.dtype)}, self._params
         for g in self.order:
-            z = self.params[("b", g)] + sum(h[s] @ self.params[("W", s, g)].T for s in self.inputs[g])
-            h[g] = z if g == OUTPUT else np.maximum(z, 0)
+            sources = self.inputs[g]
+            h[g] = self.kinds[g].forward([h[s] for s in sources], [p[("W", s, g)] for s in sources], p[("b", g)],
+                                         linear=g == OUTPUT)
         self._h = h
         return h[OUTPUT]
 
@@ -83,21 +81,33 @@ class SerialEngine:
         grads = {}
         stats = {name: {} for name in STATISTICS}
         for g in reversed(self.order):
+            kind = self.kinds[g]
             grad_out = dh.pop(g)  # dL/dh: every consumer of g has already sent its share
-            dz = grad_out if g == OUTPUT else grad_out * (h[g] > 0)
-            grads[("b", g)] = dz.sum(axis=0)
+            dz = kind.backward(grad_out, h[g], linear=g == OUTPUT)
+            grads[("b", g)] = kind.bias_grad(dz)
             for s in self.inputs[g]:
-                w = self.params[("W", s, g)]
-                grads[("W", s, g)] = dz.T @ h[s]
+                grads[("W", s, g)], share = kind.edge_grads(dz, h[s], self._params[("W", s, g)])
                 if s != INPUT:
-                    dh[s] = dh[s] + dz @ w if s in dh else dz @ w
+                    dh[s] = dh[s] + share if s in dh else share
             stats["grad_std"][g] = float(grad_out.std())
             stats["weight_grad_norm"][g] = float(np.sqrt(
                 sum(np.sum(grads[("W", s, g)] ** 2) for s in self.inputs[g]) + np.sum(grads[("b", g)] ** 2)))
             stats["taylor"][g] = float(abs(np.mean(h[g] * grad_out)))
             stats["h_min"][g], stats["h_max"][g] = h[g].min(axis=0), h[g].max(axis=0)
-        self.grads, self.stats = grads, stats
+        self._grads, self._stats = grads, stats
         return loss
+
+    @property
+    def params(self) -> dict[tuple, np.ndarray]:
+        return self._params
+
+    @property
+    def grads(self) -> dict[tuple, np.ndarray]:
+        return self._grads
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        return self._stats
 
     @property
     def grad_std(self) -> dict[int, float]:
@@ -107,8 +117,8 @@ class SerialEngine:
 
     def update(self) -> None:
         """One optimizer step with the gradients of the last backward."""
-        for key, grad in self.grads.items():
-            self.optimizer.update(self.params[key], grad, self.state.setdefault(key, {}))
+        for key, grad in self._grads.items():
+            self.optimizer.update(self._params[key], grad, self.state.setdefault(key, {}))
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """Forward, backward and update on one batch; return (loss, correct predictions).
@@ -139,19 +149,16 @@ class SerialEngine:
         hidden = {g for g in self.order if g != OUTPUT}
         return self.growth_scores.choose(self.inputs.__getitem__, hidden, eligible, threshold, relative)
 
-    def apply_growth(self, net: Network, log: list) -> None:
+    def apply_growth(self, net: Network, log: list[op.GrowthOp]) -> None:
         """Take the grown network (its parameters are current: this engine's live on the host)."""
         self.load(net)
-        for op in log:
-            if op[0] == "inherit":
-                self.growth_scores.inherit(op[1], op[2])
-
-    def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)
+        for operation in log:
+            if isinstance(operation, op.Inherit):
+                self.growth_scores.inherit(operation.new, operation.source)
 
     def write_back(self, net: Network) -> None:
         """Copy the trained parameters into the network (in the network's dtype)."""
         for (s, d) in net.weights:
-            net.weights[(s, d)] = self.params[("W", s, d)].astype(net.dtype)
+            net.weights[(s, d)] = self._params[("W", s, d)].astype(net.dtype)
         for g in net.biases:
-            net.biases[g] = self.params[("b", g)].astype(net.dtype)
+            net.biases[g] = self._params[("b", g)].astype(net.dtype)

@@ -1,0 +1,108 @@
+"""The engine interface: what the trainer and the growth rules may ask of an engine.
+
+Both engines implement it explicitly (SerialEngine, CudaEngine); a new engine subclasses Engine
+and is registered in genlab.backends. Capabilities are class attributes of fixed type, so that
+callers read them instead of probing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from ..network import Network
+from ..operations import GrowthOp
+
+# Per-group statistics of the last backward, each {group: value} for every group but the input:
+# grad_std: std of dL/dh over batch and neurons; weight_grad_norm: L2 norm of the gradients of the
+# group's incoming weights and bias; taylor: |mean(h * dL/dh)| (first-order estimate of the loss
+# change if the group's output were removed); h_min, h_max: per-neuron min and max of h over the batch.
+STATISTICS = ("grad_std", "weight_grad_norm", "taylor", "h_min", "h_max")
+
+Key = tuple  # ("W", src, dst): an edge's weight block; ("b", g): a group's bias
+
+
+class Engine(ABC):
+    """Executes a Network: training steps, statistics for growth, growth applied in place.
+
+    Set by genlab.growth.Grower.attach before training: growth_criterion ((statistic, alpha) to
+    smooth at every step, or None) and pruning ((track activation ranges, Taylor alpha or None)).
+    """
+
+    name: ClassVar[str]                    # the backend's name ("serial", "cuda")
+    grows_in_place: ClassVar[bool]         # growth's new parameter values are made by the engine
+                                           # from the log (apply_growth), not by the host
+    dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
+    dtype: np.dtype
+    optimizer: object
+    growth_criterion: tuple[str, float] | None = None
+    pruning: tuple[bool, float | None] = (False, None)
+
+    # ------------------------------------------------------------------ the network
+    @abstractmethod
+    def load(self, net: Network) -> None:
+        """Take the network's topology and parameters; keep the optimizer state of unchanged
+        parameters and the growth scores of remaining groups."""
+
+    @abstractmethod
+    def write_back(self, net: Network) -> None:
+        """Copy the trained parameters into the network (in the network's dtype)."""
+
+    @property
+    @abstractmethod
+    def params(self) -> dict[Key, np.ndarray]:
+        """Every parameter, on the host, by key."""
+
+    @property
+    @abstractmethod
+    def grads(self) -> dict[Key, np.ndarray]:
+        """The gradients of the last backward, by key."""
+
+    # ------------------------------------------------------------------ training
+    @abstractmethod
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch x (batch x n_inputs); keeps what backward needs."""
+
+    @abstractmethod
+    def backward(self, y: np.ndarray) -> float:
+        """Loss of the last forward against labels y; fills gradients and statistics."""
+
+    @abstractmethod
+    def update(self) -> None:
+        """One optimizer step with the gradients of the last backward."""
+
+    @abstractmethod
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """Forward, backward and update on one batch: (loss, correct predictions). A non-finite
+        loss or gradient raises TrainingError and changes no parameter."""
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch x, for prediction."""
+        return self.forward(x)
+
+    # ------------------------------------------------------------------ statistics
+    @property
+    @abstractmethod
+    def stats(self) -> dict[str, dict]:
+        """{statistic: {group: value}} of the last backward (STATISTICS)."""
+
+    @property
+    @abstractmethod
+    def grad_std(self) -> dict[int, float]:
+        """{group: std of dL/dh} of the last backward for every group but the input, in ascending
+        group id (read at every training step)."""
+
+    # ------------------------------------------------------------------ growth
+    @abstractmethod
+    def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
+        """The groups to grow now, in budget order, with their smoothed scores (genlab.growth's rules)."""
+
+    @abstractmethod
+    def prune_report(self) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """({group: its constant output} since the last check, {group: smoothed Taylor score})."""
+
+    @abstractmethod
+    def apply_growth(self, net: Network, log: list[GrowthOp]) -> None:
+        """Take the network as growth and pruning left it, with the log of what they did."""

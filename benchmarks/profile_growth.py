@@ -47,7 +47,7 @@ def main() -> None:
         grow = trainer.grow
 
         def profiled_grow():
-            sync = trainer.engine.stream.synchronize if hasattr(trainer.engine, "stream") else (lambda: None)
+            sync = trainer.engine.stream.synchronize if trainer.engine.grows_in_place else (lambda: None)
             sync()
             t = time.perf_counter()
             profile.enable()

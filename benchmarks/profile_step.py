@@ -2,7 +2,7 @@
 
     python benchmarks/profile_step.py W1
 
-The level executor; GENLAB_WIDE=n moves the threshold of the wide kernels (cuda/wide.cu).
+The level executor.
 """
 
 import sys
@@ -11,15 +11,12 @@ import numpy as np
 
 from genlab.bench import WORKLOADS, time_graph
 from genlab.engines.cuda import CudaEngine
+from genlab.operations import Noise
 from genlab.optim import Adam
 
 
 def main(name="W1", repeats=200):
-    import os
-
-    from genlab.engines import cuda
-
-    cuda.WIDE = int(os.environ.get("GENLAB_WIDE", cuda.WIDE))
+    from genlab.engines.cuda.executors import passes
 
     _, build, batch = WORKLOADS[name]
     net = build()
@@ -27,26 +24,25 @@ def main(name="W1", repeats=200):
     engine = CudaEngine(net, Adam())
     x, y = rng.normal(size=(batch, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, batch)
     engine.step(x, y)
-    b = engine._buffers
+    b = engine.buffers
     L = engine.layout
-    ld = np.int32(engine._ld)
+    ld = np.int32(engine.ld)
     parts = {
-        "forward (all levels)": lambda: engine._enqueue_forward(batch),
-        "loss + backward + grads": lambda: engine._enqueue_backward(batch),
-        "update": engine._enqueue_update,
-        "weight_grad alone": lambda: engine._launch(
+        "forward (all levels)": lambda: passes.forward(engine, batch),
+        "loss + backward + grads": lambda: passes.backward(engine, batch),
+        "update": lambda: passes.update(engine),
+        "weight_grad alone": lambda: engine.launch(
             "weight_grad", (L.n_weight_tasks, 1), b["weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
             b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"],
-            engine._ptr("scalars", 16)) if L.n_weight_tasks else None,
-        "whole step": lambda: (engine._enqueue_forward(batch), engine._enqueue_backward(batch),
-                               engine._enqueue_update()),
+            engine.ptr("scalars", 16)) if L.n_weight_tasks else None,
+        "whole step": lambda: engine.executor.enqueue_step(batch),
     }
     for start, count in L.forward_levels[-3:]:
         if count:
-            parts[f"forward level with {count} tasks"] = lambda start=start, count=count: engine._launch(
-                "forward_level", (count, (batch + 31) // 32), engine._ptr("forward_tasks", 16 * start), b["width"],
+            parts[f"forward level with {count} tasks"] = lambda start=start, count=count: engine.launch(
+                "forward_level", (count, (batch + 31) // 32), engine.ptr("forward_tasks", 16 * start), b["width"],
                 b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                np.int32(batch), ld, np.int32(L.output_slot), np.int32(engine._chunk))
+                np.int32(batch), ld, np.int32(L.output_slot), np.int32(engine.executor.chunk))
     print(f"{name}: {len(L.groups)} groups, {L.n_edges} edges, {L.n_params} parameters, "
           f"{len(L.forward_levels)} levels, {L.n_weight_tasks} weight tasks")
     for label, enqueue in parts.items():
@@ -69,7 +65,7 @@ def time_growth(name="W1", events=4, repeats=5):
     for step in range(repeats):
         t0 = time.perf_counter()
         work = net.copy()
-        log = [("hash", 0, step)]
+        log = [Noise(0, step)]
         for g in rng.choice(work.hidden_groups[:100], size=events, replace=False):
             duplicate_width(work, int(g), step, 0, log=log)
         t1 = time.perf_counter()

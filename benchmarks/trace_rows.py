@@ -58,9 +58,9 @@ def main() -> None:
         traces = [engine.trace_step(x, y) for _ in range(5)]
         best = min(traces, key=lambda t: t["done"].max())
         result[name] = summarise(best, levels)
-        result[name]["grid"] = engine._grid
+        result[name]["grid"] = engine.executor.grid
         r = result[name]
-        print(name, f"span {r['span_us']:.0f} us, grid {engine._grid}")
+        print(name, f"span {r['span_us']:.0f} us, grid {engine.executor.grid}")
         for kind, k in r["kinds"].items():
             print(f"  {kind:13s} n={k['count']:5d} wait {k['wait_median']:7.1f} work {k['work_median']:6.1f} "
                   f"(max {k['work_max']:6.1f}, total {k['work_total']:8.0f}) taken {k['first_taken']:7.1f} "

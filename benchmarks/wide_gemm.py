@@ -24,9 +24,10 @@ def main() -> None:
     import torch
 
     from genlab.bench import time_cuda
-    from genlab.engines import cuda as C
+    from genlab.engines.cuda import constants as C
+    from genlab.engines.cuda import runtime
 
-    ctx, device, _ = C.kernels()
+    device = runtime.kernels().device
     torch.backends.cuda.matmul.allow_tf32 = False
     B, n = args.batch, args.width
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -62,11 +63,11 @@ def main() -> None:
     timed = lambda fn: time_cuda(fn, 30, warmup=5)
 
     for blocks in args.blocks:
-        src = C.source(["wide.cu"]).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")
-        module = drv.module_from_buffer(C._compile(src, "sm_%d%d" % device.compute_capability()))
+        src = runtime.source(["wide.cu"]).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")
+        module = drv.module_from_buffer(runtime.compile_cubin(src, "sm_%d%d" % device.compute_capability()))
         f = {name: module.get_function(name) for name in ("forward_wide", "backward_wide", "weight_wide")}
         for name, fn in f.items():
-            fn.prepare(C._KERNELS[name])
+            fn.prepare(runtime.signature(src, name))
         regs = {name: fn.get_attribute(drv.function_attribute.NUM_REGS) for name, fn in f.items()}
         spills = {name: fn.get_attribute(drv.function_attribute.LOCAL_SIZE_BYTES) for name, fn in f.items()}
         launches = {

@@ -21,12 +21,13 @@
 // persistent dataflow kernel, so every read of them goes through L2 (__ldcg), never the
 // non-coherent L1 or read-only caches.
 #pragma once
+// The numbers shared with Python (generated from genlab/engines/cuda/constants.py): THREADS per
+// block; TILE x TILE output tiles of the level kernels, HALF = TILE / 2 (256 threads as 16 x 16,
+// each owning 2 x 2 outputs of a tile); wide.cu's MT x MT and WT x WT tiles; the row executor's CH
+// neurons per item and EW input out-edges per weight item; CHUNK parameters per update item; the
+// growth operation codes (OP_*), criteria (CRITERION_*) and fold sources (FOLD_*).
+#include "constants.cuh"
 
-#define TILE 32          // output tiles are TILE x TILE
-#define HALF 16          // 256 threads as 16 x 16; each thread owns 2 x 2 outputs of a tile
-#define THREADS 256
-#define WT 128           // wide.cu's output tiles: WT x WT for groups of cuda.py's WIDE neurons or more,
-#define MT 64            // MT x MT for groups of MID to WIDE - 1 neurons
 #define ROW(ld, w) ((ld) ? (ld) : (w))
 
 // Chris Wellons' lowbias32 mixer; genlab/hashnoise.py computes the same numbers.

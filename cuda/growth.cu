@@ -1,7 +1,7 @@
 // growth.cu: the growth rules of genlab/growth.py, run over all groups in parallel.
 //
 // growth_observe: the criterion's moving average per slot, from this step's statistics
-//   (criterion 0: std of dL/dh, 1: weight-gradient norm, 2: |mean(h dL/dh)|);
+//   (CRITERION_GRAD_STD: std of dL/dh, CRITERION_WEIGHT_GRAD_NORM, CRITERION_TAYLOR: |mean(h dL/dh)|);
 //   ema = value on first sight, else ema + alpha (value - ema); skipped, like the update, when
 //   the step's loss or gradient is not finite. One thread per slot.
 // growth_population: mean and std of ema over the observed hidden slots (for relative marking).
@@ -21,9 +21,9 @@
 //   as NumPy does. One block per call.
 // growth_init: the parameter work of a growth step, one block per operation (all operations of
 //   a step are independent: selected groups are never adjacent):
-//   op 0 copy n floats, 1 identity (w x w), 2 width split of V (V/2 + E stays, V/2 - E to the
-//   copy; E = noise * rms(V) * hash noise), 3 He-uniform block, 4 zero optimizer state,
-//   5 zero parameters.
+//   OP_COPY n floats, OP_IDENTITY (w x w), OP_SPLIT of V (V/2 + E stays, V/2 - E to the copy;
+//   E = noise * rms(V) * hash noise), OP_HE_UNIFORM block, OP_ZERO_STATE (optimizer state),
+//   OP_ZERO parameters (genlab/operations.py: the records and their codes).
 #include "genlab.cuh"
 
 extern "C" __global__ void growth_observe(
@@ -35,10 +35,10 @@ extern "C" __global__ void growth_observe(
     if (s >= n_slots || !hidden[s] || !isfinite(guard[0]) || !isfinite(guard[2])) return;
     const double count = (double)batch * width[s];
     double value;
-    if (criterion == 0) {
+    if (criterion == CRITERION_GRAD_STD) {
         const double mean = stats[3 * s] / count;
         value = sqrt(fmax(stats[3 * s + 1] / count - mean * mean, 0.0));
-    } else if (criterion == 1) {
+    } else if (criterion == CRITERION_WEIGHT_GRAD_NORM) {
         value = sqrt(wstats[s]);
     } else {
         value = fabs(stats[3 * s + 2] / count);
@@ -129,8 +129,9 @@ extern "C" __global__ void prune_constant(
 }
 
 extern "C" __global__ void prune_fold(
-    float* __restrict__ params, int w_off, int rows, int cols, int b_off, const float* __restrict__ c, int relu)
+    float* __restrict__ params, int w_off, int rows, int cols, int b_off, const float* __restrict__ c, int source)
 {
+    const bool relu = source == FOLD_RELU_BIAS;
     for (int j = threadIdx.x; j < rows; j += THREADS) {
         double sum = 0.0;
         for (int k = 0; k < cols; ++k) sum += (double)params[w_off + j * cols + k] * (relu ? fmaxf(c[k], 0.f) : c[k]);
@@ -138,9 +139,8 @@ extern "C" __global__ void prune_fold(
     }
 }
 
-// One operation: op, dst, src, n, rows (identity: width), g (hash group), d (hash consumer),
-// as ints, and a double parameter (noise for a split, bound for He-uniform).
-#define OP_INTS 7
+// One operation: OP_INTS ints (code, dst, src, n, rows (identity: width), g (hash group),
+// d (hash consumer)) and a double parameter (noise for a split, bound for He-uniform).
 extern "C" __global__ void growth_init(
     const int* __restrict__ ops, const double* __restrict__ fparams, float* __restrict__ params,
     float* __restrict__ state0, float* __restrict__ state1, float* __restrict__ state2,
@@ -151,11 +151,11 @@ extern "C" __global__ void growth_init(
     const int kind = op[0], dst = op[1], src = op[2], n = op[3], w = op[4];
     const unsigned int g = (unsigned int)op[5], d = (unsigned int)op[6];
     const double f = fparams[blockIdx.x];
-    if (kind == 0) {
+    if (kind == OP_COPY) {
         for (int i = threadIdx.x; i < n; i += THREADS) params[dst + i] = params[src + i];
-    } else if (kind == 1) {
+    } else if (kind == OP_IDENTITY) {
         for (int i = threadIdx.x; i < w * w; i += THREADS) params[dst + i] = (i / w == i % w) ? 1.f : 0.f;
-    } else if (kind == 2) {
+    } else if (kind == OP_SPLIT) {
         double sq = 0.0;  // rms of V, as NumPy: sqrt(mean(v * v)) in float64
         for (int i = threadIdx.x; i < n; i += THREADS) sq += (double)params[src + i] * params[src + i];
         const double rms = sqrt(block_sum(sq, scratch) / n);
@@ -164,16 +164,16 @@ extern "C" __global__ void growth_init(
             params[src + i] = (float)(v / 2 + e);
             params[dst + i] = (float)(v / 2 - e);
         }
-    } else if (kind == 3) {
+    } else if (kind == OP_HE_UNIFORM) {
         for (int i = threadIdx.x; i < n; i += THREADS)
             params[dst + i] = (float)(f * hash_uniform(seed, step, g, d, i));
-    } else if (kind == 4) {
+    } else if (kind == OP_ZERO_STATE) {
         for (int i = threadIdx.x; i < n; i += THREADS) {
             if (state0) state0[dst + i] = 0.f;
             if (state1) state1[dst + i] = 0.f;
             if (state2) state2[dst + i] = 0.f;
         }
-    } else if (kind == 5) {
+    } else if (kind == OP_ZERO) {
         for (int i = threadIdx.x; i < n; i += THREADS) params[dst + i] = 0.f;
     }
 }

@@ -83,7 +83,7 @@ __device__ __forceinline__ void update_four(int i, int optimizer, float* __restr
     float4 p = *p4;
     float* pv = &p.x;
     const float* gv = &g.x;
-    if (optimizer == 0) {
+    if (optimizer == OPTIMIZER_SGD) {
         float4* v4 = reinterpret_cast<float4*>(state0 + i);
         float4 v = hyper1 != 0.f ? *v4 : make_float4(0.f, 0.f, 0.f, 0.f);
         float* vv = &v.x;
@@ -111,14 +111,13 @@ __device__ __forceinline__ void update_tail(int i, int n_params, int optimizer, 
                                             double log_beta2, AdamCorrection& corr)
 {
     for (int j = i; j < n_params; ++j) {
-        if (optimizer == 0) sgd_one(j, params, grads, state0, lr, hyper1);
+        if (optimizer == OPTIMIZER_SGD) sgd_one(j, params, grads, state0, lr, hyper1);
         else adam_one(j, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1, log_beta2, corr);
     }
 }
 
 // update_chunk: parameters c * CHUNK.. of the persistent executors' update item c (a block), 4 at a
 // time a thread (CHUNK is a multiple of 4), the tail one by one.
-#define CHUNK (THREADS * 16)
 __device__ __forceinline__ void update_chunk(int c, int n_params, int optimizer, float* __restrict__ params,
                                              const float* __restrict__ grads, float* __restrict__ state0,
                                              float* __restrict__ state1, float* __restrict__ state2, float lr,

@@ -39,10 +39,10 @@
 #include "backward.cu"
 #include "optim.cu"
 
-#define CH 16          // neurons per item: the running sums of a thread
+// CH (neurons per item: the running sums of a thread) and EW (out-edges of the input group per
+// weight item) come from constants.cuh
 #define NQ 64          // quads (4 consecutive inputs of one edge) staged per round
 #define RQ 8           // quads of a row in flight at once
-#define EW 4           // out-edges of the input group per weight item
 #define FULL 0xffffffffu
 
 struct RowsShared {
@@ -356,7 +356,7 @@ __device__ __forceinline__ void update_unit(int i, int count, const RowsOpt& O, 
         return;
     }
     for (int j = i; j < i + count; ++j) {
-        if (O.optimizer == 0) sgd_one(j, params, grads, O.state0, O.lr, O.hyper1);
+        if (O.optimizer == OPTIMIZER_SGD) sgd_one(j, params, grads, O.state0, O.lr, O.hyper1);
         else adam_one(j, params, grads, O.state0, O.state1, O.state2, O.lr, O.hyper1, O.hyper2, O.eps,
                       O.log_beta1, O.log_beta2, corr);
     }
@@ -411,184 +411,258 @@ __device__ void update_item_params(RowsShared& S, const RowsNet& N, const RowsOp
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(
-    const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
-    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
-    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
-    const int* __restrict__ hidden, const int* __restrict__ fwd_tasks, int n_fwd, const int* __restrict__ bwd_tasks,
-    int n_bwd, const int* __restrict__ bwd_order, float* params, float* grads, float* act, float* dz, const int* __restrict__ labels,
-    int batch, int n_slots, int input_slot, int output_slot, int split,
-    double* stats, double* wstats, double* scalars,
-    int optimizer, float* state0, float* state1, float* state2, int n_params,
-    float lr, float hyper1, float hyper2, float eps, int pending, int defer, int* counters,
-    unsigned long long* trace)
+// rows_step's arguments, passed by value (the engine fills a NumPy record of this layout, derived
+// from this definition: genlab/engines/cuda/runtime.py).
+struct RowsStep {
+    const int *width, *act_off, *bias_off, *in_ptr, *in_src, *in_woff, *out_ptr, *out_dst, *out_woff, *hidden;
+    const int *fwd_tasks, *bwd_tasks, *bwd_order, *labels;
+    float *params, *grads, *act, *dz, *state0, *state1, *state2;
+    double *stats, *wstats, *scalars;
+    int *counters;
+    unsigned long long *trace;
+    int n_fwd, n_bwd, batch, n_slots, input_slot, output_slot, split, optimizer, n_params, pending, defer;
+    float lr, hyper1, hyper2, eps;
+};
+
+// What every item function reads: the arguments and what follows from them.
+struct RowsCtx {
+    const RowsStep& a;
+    RowsNet N;
+    RowsOpt O;
+    Counters C;
+    int passes, in_groups, n_grad_items;
+    __device__ int chunks(int s) const { return (a.width[s] + CH - 1) / CH; }
+    __device__ int forward_tasks(int s) const {
+        return forward_tasks_of(s, CH, a.width, a.in_ptr, a.output_slot, a.split);
+    }
+    __device__ void forward_complete(int s) const { C.forward_complete(s, 0, a.out_ptr, a.out_dst); }
+    __device__ void backward_complete(int s) const { C.backward_complete(s, 0, a.in_ptr, a.in_src, a.hidden); }
+};
+
+__device__ __forceinline__ void mark_ready(RowsShared& S, const RowsStep& a)
+{
+    if (a.trace && threadIdx.x == 0) S.t1 = now_ns();
+}
+
+// Forward task t: h_s[:, j0..j0+ncols) of its group from the in-edges e0..e1-1 (the previous
+// step's update of exactly these weights applied first, when one is pending).
+__device__ void forward_item(RowsShared& S, const RowsCtx& X, int t)
+{
+    const RowsStep& a = X.a;
+    const int* task = a.fwd_tasks + 4 * t;
+    const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3], w = a.width[s];
+    const int ncols = min(CH, w - j0);
+    const bool out = s == a.output_slot, split_k = out && (e0 != a.in_ptr[s] || e1 != a.in_ptr[s + 1]);
+    if (a.pending)
+        update_item_params(S, X.N, X.O, a.params, a.grads, e0, e1, j0, ncols, e0 == a.in_ptr[s] ? a.bias_off[s] + j0 : -1);
+    if (threadIdx.x == 0) { S.cur_e = e0; S.cur_k = 0; }
+    if (threadIdx.x < CH)
+        S.bias[threadIdx.x] = (e0 == a.in_ptr[s] && (int)threadIdx.x < ncols) ? __ldcg(a.params + a.bias_off[s] + j0 + threadIdx.x)
+                                                                              : 0.f;
+    __syncthreads();
+    plan_round(S, X.N, false, e1, j0, w);  // the weights go up while the sources may still run
+    stage_weights(S, a.params, ncols);
+    wait_for(X.C.fready + s, a.in_ptr[s + 1] - a.in_ptr[s]);
+    mark_ready(S, a);
+    const bool single = S.cur_e >= e1;
+    for (int pass = 0; pass < X.passes; ++pass) {
+        const int b = pass * THREADS + threadIdx.x;
+        float acc[CH];
+        gather_rows(S, X.N, false, e0, e1, j0, w, ncols, a.act, b, b < a.batch, pass > 0 && !single, acc);
+#pragma unroll
+        for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
+        store_row(acc, a.act + a.act_off[s], b, w, j0, ncols, b < a.batch, split_k);
+    }
+    if (finish_item(X.C.fdone + s, X.forward_tasks(s), &S.flag)) X.forward_complete(s);
+}
+
+// The loss: softmax cross-entropy of every row, the output group's dz and bias gradient.
+__device__ void loss_item(RowsShared& S, const RowsCtx& X)
+{
+    const RowsStep& a = X.a;
+    const int s = a.output_slot, w = a.width[s];
+    wait_for(X.C.fdone + s, X.forward_tasks(s));
+    mark_ready(S, a);
+    for (int b0 = 0; b0 < a.batch; b0 += THREADS)
+        softmax_rows(b0, min(THREADS, a.batch - b0), a.act + a.act_off[s], a.labels, a.batch, w, 0, a.dz + a.act_off[s],
+                     a.scalars, (int*)(a.scalars + 1), a.stats, s);
+    for (int j0 = 0; j0 < w; j0 += TILE)
+        bias_grad_tile(s, j0, a.width, a.act_off, a.bias_off, a.dz, a.grads, a.batch, 0, a.wstats, a.scalars + 2);
+    if (finish_item(X.C.bdone + s, 1, &S.flag)) X.backward_complete(s);
+    finish_item(X.C.ngrad, 0, &S.flag);
+}
+
+// The weight gradients of s's out-edges at columns k0..: every consumer's dz is final.
+__device__ void weight_item(RowsShared& S, const RowsCtx& X, int s, int k0)
+{
+    const RowsStep& a = X.a;
+    const int o0 = a.out_ptr[s], o1 = a.out_ptr[s + 1];
+    wait_for(X.C.bready + s, o1 - o0);
+    mark_ready(S, a);
+    const double sq = weight_grads(S, X.N, s, k0, o0, o1, a.wstats);
+    if ((threadIdx.x & 31) == 0) atomicAdd(a.scalars + 2, sq);
+    finish_item(X.C.ngrad, 0, &S.flag);
+}
+
+// The bias gradient of s at k0..k0+ncols (from the warps' column sums in S.red) and the
+// statistics of dL/dh (s1, s2, s3, per thread), added into their sums.
+__device__ void backward_sums(RowsShared& S, const RowsStep& a, int s, int k0, int ncols, double s1, double s2,
+                              double s3, float colsum)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) {
+        s1 += __shfl_xor_sync(FULL, s1, off);
+        s2 += __shfl_xor_sync(FULL, s2, off);
+        s3 += __shfl_xor_sync(FULL, s3, off);
+    }
+    if (lane == 0) { S.sums[warp][0] = s1; S.sums[warp][1] = s2; S.sums[warp][2] = s3; }
+    if ((lane & 1) == 0) S.red[warp * CH + ((lane >> 1) & 15)] = colsum;
+    __syncthreads();
+    double sq = 0.0;
+    if ((int)threadIdx.x < ncols) {
+        float db = 0.f;
+        for (int v = 0; v < THREADS / 32; ++v) db += S.red[v * CH + threadIdx.x];
+        a.grads[a.bias_off[s] + k0 + threadIdx.x] = db;
+        sq = (double)db * db;
+    }
+    sq = block_sum(sq, S.scratch);
+    if (threadIdx.x < 3) {
+        double total = 0.0;
+        for (int v = 0; v < THREADS / 32; ++v) total += S.sums[v][threadIdx.x];
+        atomicAdd(a.stats + 3 * s + threadIdx.x, total);
+    }
+    if (threadIdx.x == 0) {
+        atomicAdd(a.wstats + s, sq);
+        atomicAdd(a.scalars + 2, sq);
+    }
+}
+
+// Backward task: dz_s[:, k0..k0+CH) = (sum over out-edges dz_d W) * (h_s > 0), handed on first;
+// then its statistics and bias gradient.
+__device__ void backward_item(RowsShared& S, const RowsCtx& X, int s, int k0)
+{
+    const RowsStep& a = X.a;
+    const int w = a.width[s], ncols = min(CH, w - k0), o0 = a.out_ptr[s], o1 = a.out_ptr[s + 1];
+    if (threadIdx.x == 0) { S.cur_e = o0; S.cur_k = 0; }
+    __syncthreads();
+    plan_round(S, X.N, true, o1, k0, w);
+    // the consumers' forward items are done: they updated the weights staged here
+    // (update_item_params), and h_s, their input, is final (mostly long since, but an item
+    // taken early in the backward pass may find the deepest levels' forward still running)
+    if (threadIdx.x == 0) {
+        for (int e = o0; e < o1; ++e) {
+            const int d = a.out_dst[e], target = X.forward_tasks(d);
+            while (*(volatile const int*)(X.C.fdone + d) < target) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+    stage_weights(S, a.params, ncols);
+    float h[CH];  // the first pass's h goes up while the consumers' backward may still run
+    load_row(h, a.act + a.act_off[s], threadIdx.x, w, k0, ncols, (int)threadIdx.x < a.batch);
+    wait_for(X.C.bready + s, o1 - o0);
+    mark_ready(S, a);
+    const bool single = S.cur_e >= o1;
+    double s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    float colsum = 0.f;
+    for (int pass = 0; pass < X.passes; ++pass) {
+        const int b = pass * THREADS + threadIdx.x;
+        const bool active = b < a.batch;
+        float g[CH];
+        gather_rows(S, X.N, true, o0, o1, k0, w, ncols, a.dz, b, active, pass > 0 && !single, g);
+        if (pass) load_row(h, a.act + a.act_off[s], b, w, k0, ncols, active);
+#pragma unroll
+        for (int c = 0; c < CH; ++c) {
+            s1 += g[c]; s2 += (double)g[c] * g[c]; s3 += (double)h[c] * g[c];
+            g[c] = h[c] > 0.f ? g[c] : 0.f;
+        }
+        store_row(g, a.dz + a.act_off[s], b, w, k0, ncols, active, false);
+        colsum += warp_column_sums(g);
+    }
+    // hand dz_s on first (the critical path needs nothing else); then the statistics and the
+    // bias gradient, read after the launch or, once ngrad counts this item, by the update
+    if (finish_item(X.C.bdone + s, X.chunks(s), &S.flag)) X.backward_complete(s);
+    backward_sums(S, a, s, k0, ncols, s1, s2, s3, colsum);
+    finish_item(X.C.ngrad, 0, &S.flag);  // the bias gradient and gradsq's share are in
+}
+
+// Input weight item i: the weight gradients of the input group's out-edges o0..o0+EW-1 at
+// columns k0..k0+CH.
+__device__ void input_weight_item(RowsShared& S, const RowsCtx& X, int i)
+{
+    const RowsStep& a = X.a;
+    const int k0 = (i / X.in_groups) * CH, in = a.input_slot;
+    const int o0 = a.out_ptr[in] + (i % X.in_groups) * EW, o1 = min(o0 + EW, a.out_ptr[in + 1]);
+    for (int o = o0; o < o1; ++o) wait_for(X.C.gready + a.out_dst[o], 1);
+    mark_ready(S, a);
+    const double sq = weight_grads(S, X.N, in, k0, o0, o1, a.wstats);
+    if ((threadIdx.x & 31) == 0) atomicAdd(a.scalars + 2, sq);
+    finish_item(X.C.ngrad, 0, &S.flag);
+}
+
+// Update chunk c, once every gradient is in (refused, like every update, if the step is not finite).
+__device__ void update_item(RowsShared& S, const RowsCtx& X, int c)
+{
+    const RowsStep& a = X.a;
+    wait_for(X.C.ngrad, X.n_grad_items);
+    mark_ready(S, a);
+    if (!finite_step(a.scalars)) return;
+    update_chunk(c, a.n_params, a.optimizer, a.params, a.grads, a.state0, a.state1, a.state2, a.lr, a.hyper1,
+                 a.hyper2, a.eps);
+}
+
+// Take the next item from the global counter (recording the previous one's times when tracing);
+// every thread gets its number.
+__device__ int take_item(RowsShared& S, const RowsStep& a, const Counters& C, bool taken)
+{
+    __syncthreads();  // the previous item's shared memory is free
+    if (threadIdx.x == 0) {
+        if (a.trace && taken) {  // item, SM, taken, inputs complete, done (ns)
+            unsigned long long* r = a.trace + 4 * S.item;
+            r[0] = S.item | ((unsigned long long)smid() << 32); r[1] = S.t0; r[2] = S.t1; r[3] = now_ns();
+        }
+        S.item = atomicAdd(C.next, 1);
+        S.t0 = S.t1 = a.trace ? now_ns() : 0;
+    }
+    __syncthreads();
+    return S.item;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(const __grid_constant__ RowsStep a)
 {
     __shared__ __align__(16) RowsShared S;
-    const RowsNet N = {width, act_off, in_src, out_dst, in_woff, out_woff, params, grads, act, dz, batch};
-    const Counters C(counters, n_slots, 1);  // an item covers the whole batch: one tile
-    double* gradsq = scalars + 2;
-    const int passes = (batch + THREADS - 1) / THREADS;
-    const int in_chunks = (width[input_slot] + CH - 1) / CH;
-    const int in_deg_out = out_ptr[input_slot + 1] - out_ptr[input_slot];
-    const int in_groups = (in_deg_out + EW - 1) / EW;
-    const int n_inw = in_chunks * in_groups, n_update = defer ? 0 : (n_params + CHUNK - 1) / CHUNK;
-    const RowsOpt O = {optimizer, state0, state1, state2, lr, hyper1, hyper2, eps,
-                       optimizer ? log((double)hyper1) : 0.0, optimizer ? log((double)hyper2) : 0.0};
-    const int a_fwd = 1, a_loss = a_fwd + n_fwd, a_bwd = a_loss + 1, a_inw = a_bwd + 2 * n_bwd;
+    const int in_chunks = (a.width[a.input_slot] + CH - 1) / CH;
+    const int in_groups = (a.out_ptr[a.input_slot + 1] - a.out_ptr[a.input_slot] + EW - 1) / EW;
+    const int n_inw = in_chunks * in_groups, n_update = a.defer ? 0 : (a.n_params + CHUNK - 1) / CHUNK;
+    const RowsCtx X = {
+        a,
+        {a.width, a.act_off, a.in_src, a.out_dst, a.in_woff, a.out_woff, a.params, a.grads, a.act, a.dz, a.batch},
+        {a.optimizer, a.state0, a.state1, a.state2, a.lr, a.hyper1, a.hyper2, a.eps,
+         a.optimizer ? log((double)a.hyper1) : 0.0, a.optimizer ? log((double)a.hyper2) : 0.0},
+        Counters(a.counters, a.n_slots, 1),  // an item covers the whole batch: one tile
+        (a.batch + THREADS - 1) / THREADS, in_groups, 2 * a.n_bwd + 1 + n_inw};
+    // items, numbered so that every item's inputs come from items with smaller numbers
+    const int a_fwd = 1, a_loss = a_fwd + a.n_fwd, a_bwd = a_loss + 1, a_inw = a_bwd + 2 * a.n_bwd;
     const int a_update = a_inw + n_inw, total = a_update + n_update;
-    const int n_grad_items = 2 * n_bwd + 1 + n_inw;
-    auto chunks = [&](int s) { return (width[s] + CH - 1) / CH; };
-    auto forward_tasks = [&](int s) { return forward_tasks_of(s, CH, width, in_ptr, output_slot, split); };
-    auto forward_complete = [&](int s) { C.forward_complete(s, 0, out_ptr, out_dst); };
-    auto backward_complete = [&](int s) { C.backward_complete(s, 0, in_ptr, in_src, hidden); };
-
-    bool taken = false;
-    auto ready = [&]() { if (trace && threadIdx.x == 0) S.t1 = now_ns(); };
-    for (;;) {
-        __syncthreads();  // the previous item's shared memory is free
-        if (threadIdx.x == 0) {
-            if (trace && taken) {  // item, SM, taken, inputs complete, done (ns)
-                unsigned long long* r = trace + 4 * S.item;
-                r[0] = S.item | ((unsigned long long)smid() << 32); r[1] = S.t0; r[2] = S.t1; r[3] = now_ns();
-            }
-            S.item = atomicAdd(C.next, 1);
-            S.t0 = S.t1 = trace ? now_ns() : 0;
-        }
-        taken = true;
-        __syncthreads();
-        const int item = S.item;
+    for (bool taken = false;; taken = true) {
+        const int item = take_item(S, a, X.C, taken);
         if (item >= total) return;
-        if (item < a_fwd) {
+        if (item < a_fwd) {  // the input group's rows are there (uploaded before the launch)
             __threadfence();
-            forward_complete(input_slot);
+            X.forward_complete(a.input_slot);
         } else if (item < a_loss) {
-            const int* task = fwd_tasks + 4 * (item - a_fwd);
-            const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3], w = width[s];
-            const int ncols = min(CH, w - j0);
-            const bool out = s == output_slot, split_k = out && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
-            if (pending) update_item_params(S, N, O, params, grads, e0, e1, j0, ncols, e0 == in_ptr[s] ? bias_off[s] + j0 : -1);
-            if (threadIdx.x == 0) { S.cur_e = e0; S.cur_k = 0; }
-            if (threadIdx.x < CH)
-                S.bias[threadIdx.x] = (e0 == in_ptr[s] && (int)threadIdx.x < ncols) ? __ldcg(params + bias_off[s] + j0 + threadIdx.x)
-                                                                                    : 0.f;
-            __syncthreads();
-            plan_round(S, N, false, e1, j0, w);  // the weights go up while the sources may still run
-            stage_weights(S, params, ncols);
-            wait_for(C.fready + s, in_ptr[s + 1] - in_ptr[s]);
-            ready();
-            const bool single = S.cur_e >= e1;
-            for (int pass = 0; pass < passes; ++pass) {
-                const int b = pass * THREADS + threadIdx.x;
-                float acc[CH];
-                gather_rows(S, N, false, e0, e1, j0, w, ncols, act, b, b < batch, pass > 0 && !single, acc);
-#pragma unroll
-                for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
-                store_row(acc, act + act_off[s], b, w, j0, ncols, b < batch, split_k);
-            }
-            if (finish_item(C.fdone + s, forward_tasks(s), &S.flag)) forward_complete(s);
+            forward_item(S, X, item - a_fwd);
         } else if (item < a_bwd) {
-            const int s = output_slot, w = width[s];
-            wait_for(C.fdone + s, forward_tasks(s));
-            ready();
-            for (int b0 = 0; b0 < batch; b0 += THREADS)
-                softmax_rows(b0, min(THREADS, batch - b0), act + act_off[s], labels, batch, w, 0, dz + act_off[s],
-                             scalars, (int*)(scalars + 1), stats, s);
-            for (int j0 = 0; j0 < w; j0 += TILE)
-                bias_grad_tile(s, j0, width, act_off, bias_off, dz, grads, batch, 0, wstats, gradsq);
-            if (finish_item(C.bdone + s, 1, &S.flag)) backward_complete(s);
-            finish_item(C.ngrad, 0, &S.flag);
+            loss_item(S, X);
         } else if (item < a_inw) {
-            const int order = bwd_order[item - a_bwd], t = order >> 1;
-            const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1], w = width[s];
-            const int ncols = min(CH, w - k0), o0 = out_ptr[s], o1 = out_ptr[s + 1];
-            if (order & 1) {  // the weight gradients of s's out-edges at k0..: every consumer's dz is final
-                wait_for(C.bready + s, o1 - o0);
-                ready();
-                const double sq = weight_grads(S, N, s, k0, o0, o1, wstats);
-                if ((threadIdx.x & 31) == 0) atomicAdd(gradsq, sq);
-                finish_item(C.ngrad, 0, &S.flag);
-                continue;
-            }
-            if (threadIdx.x == 0) { S.cur_e = o0; S.cur_k = 0; }
-            __syncthreads();
-            plan_round(S, N, true, o1, k0, w);
-            // the consumers' forward items are done: they updated the weights staged here
-            // (update_item_params), and h_s, their input, is final (mostly long since, but an item
-            // taken early in the backward pass may find the deepest levels' forward still running)
-            if (threadIdx.x == 0) {
-                for (int e = o0; e < o1; ++e) {
-                    const int d = out_dst[e], target = forward_tasks(d);
-                    while (*(volatile const int*)(C.fdone + d) < target) __nanosleep(32);
-                }
-                __threadfence();
-            }
-            __syncthreads();
-            stage_weights(S, params, ncols);
-            float h[CH];  // the first pass's h goes up while the consumers' backward may still run
-            load_row(h, act + act_off[s], threadIdx.x, w, k0, ncols, (int)threadIdx.x < batch);
-            wait_for(C.bready + s, o1 - o0);
-            ready();
-            const bool single = S.cur_e >= o1;
-            double s1 = 0.0, s2 = 0.0, s3 = 0.0;
-            float colsum = 0.f;
-            for (int pass = 0; pass < passes; ++pass) {
-                const int b = pass * THREADS + threadIdx.x;
-                const bool active = b < batch;
-                float g[CH];
-                gather_rows(S, N, true, o0, o1, k0, w, ncols, dz, b, active, pass > 0 && !single, g);
-                if (pass) load_row(h, act + act_off[s], b, w, k0, ncols, active);
-#pragma unroll
-                for (int c = 0; c < CH; ++c) {
-                    s1 += g[c]; s2 += (double)g[c] * g[c]; s3 += (double)h[c] * g[c];
-                    g[c] = h[c] > 0.f ? g[c] : 0.f;
-                }
-                store_row(g, dz + act_off[s], b, w, k0, ncols, active, false);
-                colsum += warp_column_sums(g);
-            }
-            // hand dz_s on first (the critical path needs nothing else); then the statistics and the
-            // bias gradient, read after the launch or, once ngrad counts this item, by the update
-            if (finish_item(C.bdone + s, chunks(s), &S.flag)) backward_complete(s);
-            const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-            for (int off = 16; off > 0; off >>= 1) {
-                s1 += __shfl_xor_sync(FULL, s1, off);
-                s2 += __shfl_xor_sync(FULL, s2, off);
-                s3 += __shfl_xor_sync(FULL, s3, off);
-            }
-            if (lane == 0) { S.sums[warp][0] = s1; S.sums[warp][1] = s2; S.sums[warp][2] = s3; }
-            if ((lane & 1) == 0) S.red[warp * CH + ((lane >> 1) & 15)] = colsum;
-            __syncthreads();
-            double sq = 0.0;
-            if ((int)threadIdx.x < ncols) {
-                float db = 0.f;
-                for (int v = 0; v < THREADS / 32; ++v) db += S.red[v * CH + threadIdx.x];
-                grads[bias_off[s] + k0 + threadIdx.x] = db;
-                sq = (double)db * db;
-            }
-            sq = block_sum(sq, S.scratch);
-            if (threadIdx.x < 3) {
-                double total = 0.0;
-                for (int v = 0; v < THREADS / 32; ++v) total += S.sums[v][threadIdx.x];
-                atomicAdd(stats + 3 * s + threadIdx.x, total);
-            }
-            if (threadIdx.x == 0) {
-                atomicAdd(wstats + s, sq);
-                atomicAdd(gradsq, sq);
-            }
-            finish_item(C.ngrad, 0, &S.flag);  // the bias gradient and gradsq's share are in
+            const int order = a.bwd_order[item - a_bwd], t = order >> 1;
+            const int s = a.bwd_tasks[2 * t], k0 = a.bwd_tasks[2 * t + 1];
+            if (order & 1) weight_item(S, X, s, k0);
+            else backward_item(S, X, s, k0);
         } else if (item < a_update) {
-            const int i = item - a_inw, k0 = (i / in_groups) * CH;
-            const int o0 = out_ptr[input_slot] + (i % in_groups) * EW, o1 = min(o0 + EW, out_ptr[input_slot + 1]);
-            for (int o = o0; o < o1; ++o) wait_for(C.gready + out_dst[o], 1);
-            ready();
-            const double sq = weight_grads(S, N, input_slot, k0, o0, o1, wstats);
-            if ((threadIdx.x & 31) == 0) atomicAdd(gradsq, sq);
-            finish_item(C.ngrad, 0, &S.flag);
+            input_weight_item(S, X, item - a_inw);
         } else {
-            wait_for(C.ngrad, n_grad_items);
-            ready();
-            if (!finite_step(scalars)) continue;
-            update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,
-                         hyper2, eps);
+            update_item(S, X, item - a_update);
         }
     }
 }

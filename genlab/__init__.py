@@ -15,21 +15,36 @@ from .lab import Lab
 from .network import INPUT, OUTPUT, Network
 from .trainer import History, Trainer
 
+def cuda_dir():
+    """The folder of genlab's CUDA C sources (inside the installed package, or the checkout's cuda/)."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    packaged = files("genlab") / "cuda"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "cuda"  # an editable install of a checkout
+
+
 def _compile_at_import() -> None:
-    """GENLAB_BACKEND=cuda: build (or load from the cache) the kernels now, never failing the import."""
+    """On a machine whose GPU the CUDA engine can use, load the kernels now (from the cache in
+    milliseconds; compiled by nvcc the first time), never failing the import. Without a GPU or
+    PyCUDA it says nothing and the serial engine serves; GENLAB_BACKEND=serial skips it."""
     import os
     import sys
 
-    if os.environ.get("GENLAB_BACKEND") != "cuda":
+    if os.environ.get("GENLAB_BACKEND") == "serial":
         return
     from .backends import cuda_status
 
     ok, why = cuda_status()
     if not ok:
-        print(f"genlab: GENLAB_BACKEND=cuda but {why}", file=sys.stderr)
+        if os.environ.get("GENLAB_BACKEND") == "cuda":
+            print(f"genlab: GENLAB_BACKEND=cuda but {why}", file=sys.stderr)
         return
     try:
         from .engines.cuda import kernels
+
         kernels()
     except Exception as e:  # shown again, in full, when the CUDA engine is used
         print(f"genlab: the CUDA kernels did not load: {e}", file=sys.stderr)
@@ -41,14 +56,3 @@ __all__ = [
     "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "INPUT", "OUTPUT", "cuda_dir",
     "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",
 ]
-
-
-def cuda_dir():
-    """The folder of genlab's CUDA C sources (inside the installed package, or the checkout's cuda/)."""
-    from importlib.resources import files
-    from pathlib import Path
-
-    packaged = files("genlab") / "cuda"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "cuda"  # an editable install of a checkout

@@ -68,16 +68,29 @@ def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | N
     """An engine of the resolved backend, loaded with `net`. `executor` picks the CUDA engine's
     schedule (genlab.engines.cuda.EXECUTORS); the serial engine has one, so asking it for an
     executor is an error, unless "auto" fell back to it (it says so on stderr)."""
-    from .engines.cuda import executor_parts
+    from .engines.cuda.executors import DEFAULT, executor_class
 
     if executor is not None:
-        executor_parts(executor)  # an unknown name is an error on every backend
-    name = resolve(backend)
-    if name == "cuda":
-        from .engines.cuda import CudaEngine
-        return CudaEngine(net, optimizer, dtype=dtype, executor=executor or "level")
+        executor_class(executor)  # an unknown name is an error on every backend
+    engine = ENGINES[resolve(backend)]()
+    if engine.has_executors:
+        return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT)
     if executor is not None and backend == "serial":
         raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                            "group after another (leave executor unset, or use backend='cuda')")
+    return engine(net, optimizer, dtype=dtype)
+
+
+def _serial():
     from .engines.serial import SerialEngine
-    return SerialEngine(net, optimizer, dtype=dtype)
+
+    return SerialEngine
+
+
+def _cuda():
+    from .engines.cuda import CudaEngine
+
+    return CudaEngine
+
+
+ENGINES = {"serial": _serial, "cuda": _cuda}  # a backend's name: its engine class, imported on use

@@ -9,8 +9,17 @@ their moments and new ones start fresh.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
 
 import numpy as np
+
+
+class OptimizerCode(IntEnum):
+    """Which update the kernels apply (cuda/optim.cu; the code is shared through constants.cuh)."""
+
+    SGD = 0
+    ADAM = 1
 
 
 @dataclass
@@ -21,6 +30,13 @@ class SGD:
     momentum: float = 0.9
 
     name = "sgd"
+    code: ClassVar[OptimizerCode] = OptimizerCode.SGD
+    state_names: ClassVar[tuple[str, ...]] = ("vel",)  # the engines' per-parameter state buffers
+
+    @property
+    def hyper(self) -> tuple[float, float, float]:
+        """The kernels' three hyper-parameters."""
+        return (self.momentum, 0.0, 0.0)
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
         if self.momentum:
@@ -44,6 +60,12 @@ class Adam:
     eps: float = 1e-8
 
     name = "adam"
+    code: ClassVar[OptimizerCode] = OptimizerCode.ADAM
+    state_names: ClassVar[tuple[str, ...]] = ("m", "v", "t")
+
+    @property
+    def hyper(self) -> tuple[float, float, float]:
+        return (self.beta1, self.beta2, self.eps)
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
         if not state:

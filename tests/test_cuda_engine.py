@@ -12,12 +12,14 @@ import pytest
 
 from genlab import INPUT, OUTPUT, BackendError, GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
+from genlab.engines.cuda.executors import EXECUTORS as REGISTRY
+from genlab.operations import Noise
 from genlab.optim import SGD, Adam
 
 pytestmark = pytest.mark.gpu
 
 
-EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows"]
+EXECUTORS = list(REGISTRY)  # every executor of the registry
 
 
 def cuda_engine(net, optimizer=None, executor="level"):
@@ -27,10 +29,10 @@ def cuda_engine(net, optimizer=None, executor="level"):
 
 
 def poison(engine):
-    drv = engine._drv
+    drv = engine.drv
     for name in ("act", "dz", "grads", "range_min", "range_max"):
-        buf = engine._buffers[name]
-        n = (engine.layout.n_cols * engine._batch_cap if name in ("act", "dz") else
+        buf = engine.buffers[name]
+        n = (engine.layout.n_cols * engine.batch_cap if name in ("act", "dz") else
              engine.layout.n_params if name == "grads" else engine.layout.n_cols)
         drv.memset_d32(buf, 0x7FC00000, n)  # quiet NaN
 
@@ -81,7 +83,7 @@ def test_forward_backward_and_statistics_match_serial(case, seed, executor):
     ref = SerialEngine(net, SGD(), dtype="float64")
     gpu = cuda_engine(net, executor=executor)
     gpu.pruning = (True, None)
-    gpu._ensure_batch(len(x))
+    gpu.ensure_batch(len(x))
     poison(gpu)
     logits = gpu.forward(x)
     assert rel(logits, ref.forward(x)) <= 1e-5
@@ -125,7 +127,7 @@ def test_every_executor_trains_like_serial(case, executor):
     optimizer = SGD(lr=0.05, momentum=0.9)
     ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, executor)
     ref.pruning = gpu.pruning = (True, None)
-    gpu._ensure_batch(len(x))
+    gpu.ensure_batch(len(x))
     poison(gpu)
     for _ in range(3):
         assert_step_matches(gpu, ref, net, x, y)
@@ -141,8 +143,8 @@ def test_persistent_executors_are_correct_whatever_the_grid(grid, executor):
     optimizer = SGD(lr=0.05)
     ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, executor)
     ref.pruning = gpu.pruning = (True, None)
-    assert gpu._grid >= gpu.device.get_attribute(gpu._drv.device_attribute.MULTIPROCESSOR_COUNT)
-    gpu._grid = grid
+    assert gpu.executor.grid >= gpu.device.get_attribute(gpu.drv.device_attribute.MULTIPROCESSOR_COUNT)
+    gpu.executor.grid = grid
     assert_step_matches(gpu, ref, net, x, y)
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
@@ -158,7 +160,7 @@ def test_executors_keep_matching_serial_through_growth(executor):
     ref = Trainer(net.copy(), backend="serial", optimizer="sgd", lr=0.05, seed=0, growth=GrowthPolicy(**policy))
     gpu = Trainer(net.copy(), backend="cuda", optimizer="sgd", lr=0.05, seed=0, growth=GrowthPolicy(**policy),
                   executor=executor)
-    assert gpu.engine.executor == executor
+    assert gpu.engine.executor.name == executor
     for step in range(40):
         xb, yb = X[(step * 64) % 1024:][:64], y[(step * 64) % 1024:][:64]
         a, b = ref.step(xb, yb), gpu.step(xb, yb)
@@ -179,7 +181,7 @@ def test_loss_kernel_counts_correct_predictions():
     y[:100] = np.argmax(logits[:100], axis=1)  # some right, some wrong
     gpu.forward(x)
     gpu.backward(y)
-    loss, correct, _ = gpu._read_scalars()
+    loss, correct, _ = gpu.read_scalars()
     assert correct == int(np.sum(np.argmax(logits, axis=1) == y))
     assert loss == pytest.approx(ref.backward(y), rel=1e-5)
 
@@ -267,8 +269,8 @@ def test_growth_rules_on_the_gpu_match_the_reference(relative, threshold, seed):
     ema = rng.random(len(L.groups))
     ema[rng.random(len(ema)) < 0.1] = 0.5  # ties, broken by group id
     seen = (rng.random(len(ema)) < 0.9).astype(np.int32)
-    gpu._drv.memcpy_htod(gpu._buffers["ema"], ema)
-    gpu._drv.memcpy_htod(gpu._buffers["seen"], seen)
+    gpu.drv.memcpy_htod(gpu.buffers["ema"], ema)
+    gpu.drv.memcpy_htod(gpu.buffers["seen"], seen)
     reference = Scores()
     reference.ema = {g: ema[s] for s, g in enumerate(L.groups) if seen[s] and g in net.hidden_groups}
     eligible = {g for g in net.hidden_groups if rng.random() < 0.8}
@@ -282,7 +284,7 @@ def device_array(gpu, name, n):
     out = np.empty(n, np.int32)
     if not n:  # an empty list may have no buffer
         return out
-    gpu._drv.memcpy_dtoh(out, gpu._buffers[name])
+    gpu.drv.memcpy_dtoh(out, gpu.buffers[name])
     return out
 
 
@@ -304,8 +306,9 @@ def check_topology(gpu, net):
         assert list(out_woff[out_ptr[s]:out_ptr[s + 1]]) == [L.offsets[("W", g, d)] for d in outs]
         assert level[s] == expected_level[g], g
     depth = expected_level[OUTPUT]
-    bounds = [lo for _, _, lo, _ in gpu._tiers[1:]] + [2**31]
-    for (pre, _, lo, chunk), hi in zip(gpu._tiers, bounds):  # the lists of each tier of widths
+    tiers = gpu.executor.tiers()
+    bounds = [t.lowest for t in tiers[1:]] + [2**31]
+    for (pre, _, lo, chunk), hi in zip([(t.prefix, t.suffix, t.lowest, t.size) for t in tiers], bounds):
         mine = lambda w, lo=lo, hi=hi: lo <= w < hi
         if not lo or any(mine(w) for w in net.widths.values()):
             assert pre in L.tiers
@@ -356,7 +359,7 @@ def test_topology_is_built_on_the_gpu_at_load_and_after_growth(executor, widths)
     check_topology(gpu, net)
     rng = np.random.default_rng(3)
     for step in range(6):
-        log = [("hash", 0, step)]
+        log = [Noise(0, step)]
         chosen = []
         for g in rng.permutation(net.hidden_groups):  # never a group and its direct input, as select() ensures
             if len(chosen) < 3 and not any(c in net.inputs(g) or g in net.inputs(c) for c in chosen):
@@ -381,7 +384,7 @@ def test_growth_operations_on_the_gpu_match_the_host(preserve):
         gpu.step(x, y)
         ref.step(x, y)
         ref.write_back(net)
-        log = [("hash", 5, step)]
+        log = [Noise(5, step)]
         chosen = rng.choice(net.hidden_groups, size=2, replace=False)
         for g in chosen:  # two at once, as a growth step does (when neither feeds the other)
             if g in net.inputs(chosen[1]) or chosen[1] in net.inputs(g):
@@ -499,16 +502,16 @@ def test_row_executor_applies_each_deferred_update_once(optimizer):
     ref.pruning = gpu.pruning = (True, None)
     for _ in range(2):
         assert_step_matches(gpu, ref, net, x, y)
-    assert gpu._pending is not None
+    assert gpu.executor.pending is not None
     assert rel(gpu.forward(x), ref.forward(x)) <= 1e-5  # the forward pass applies the pending update first
-    assert gpu._pending is None
+    assert gpu.executor.pending is None
     assert_step_matches(gpu, ref, net, x, y)
     ref.optimizer.lr = gpu.optimizer.lr = optimizer.lr / 3  # the pending update keeps the old rate
     for _ in range(2):
         assert_step_matches(gpu, ref, net, x, y)
     gpu.trace_step(x, y)  # a traced step applies the pending update in its forward items too
     ref.step(x, y)
-    assert gpu._pending is not None
+    assert gpu.executor.pending is not None
     assert_step_matches(gpu, ref, net, x, y)
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
     gpu.step(x, y)
@@ -526,9 +529,9 @@ def test_row_executor_with_its_update_at_the_end_matches_serial():
     ref, gpu = SerialEngine(net, Adam(lr=1e-2), dtype="float64"), cuda_engine(net, Adam(lr=1e-2), "dataflow_rows")
     ref.pruning = gpu.pruning = (True, None)
     for defer in (False, False, True, False, True, True):
-        gpu.defer_update = defer
+        gpu.executor.defer_update = defer
         assert_step_matches(gpu, ref, net, x, y)
-        assert (gpu._pending is not None) == defer
+        assert (gpu.executor.pending is not None) == defer
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 

@@ -3,18 +3,22 @@
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from genlab.engines.cuda import _KERNELS, source
+from genlab.engines.cuda import constants, runtime
+from genlab.engines.cuda.runtime import kernel_names, signature, source
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_loader_source_is_one_unit_without_includes():
     src = source()
     assert not re.search(r"^\s*#\s*include", src, flags=re.M)
-    assert '#line 1 "forward.cu"' in src and '#line 1 "genlab.cuh"' in src
-    for name in _KERNELS:
-        assert re.search(rf'^extern "C" __global__ void (__launch_bounds__\([^)]*\) )?{name}\(', src, flags=re.M), name
+    assert '#line 1 "forward.cu"' in src and '#line 1 "genlab.cuh"' in src and '#line 1 "constants.cuh"' in src
+    assert {"forward_level", "rows_step", "growth_init", "optimizer_update"} <= set(kernel_names(src))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
@@ -29,27 +33,56 @@ def test_loader_source_compiles_and_errors_name_the_file(tmp_path):
     assert result.returncode != 0 and "forward.cu(" in result.stderr
 
 
-def _parameter_codes(src: str, name: str) -> str:
-    """A kernel's parameter list as PyCUDA argument codes: P pointer, i int, I unsigned int,
-    f float, d double."""
-    match = re.search(rf'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?{name}\(([^)]*)\)', src, flags=re.M)
-    params = match.group(1).strip()
-    macro = re.search(rf"^#define {params}\b((?:.*\\\n)*.*)$", src, flags=re.M) if params.isidentifier() else None
-    if macro:  # wide.cu's kernels share their lists through macros
-        params = macro.group(1).replace("\\\n", " ")
-    codes = ""
-    for param in params.split(","):
-        words = param.replace("__restrict__", "").replace("const", "").split()
-        if "*" in param:
-            codes += "P"
-        else:
-            codes += {"int": "i", "unsigned": "I", "float": "f", "double": "d"}[words[0]]
-    return codes
+def test_the_generated_header_is_in_step_with_python():
+    """cuda/constants.cuh is what genlab/engines/cuda/constants.py generates (regenerate it with
+    python -m genlab.engines.cuda.constants), and no .cu file defines those numbers again."""
+    assert (ROOT / "cuda" / "constants.cuh").read_text() == constants.header()
+    for path in (ROOT / "cuda").glob("*.cu*"):
+        if path.name != "constants.cuh":
+            for name in constants.SHARED:
+                assert not re.search(rf"^#define {name}\b", path.read_text(), flags=re.M), (path.name, name)
 
 
-def test_every_kernel_signature_matches_its_source():
-    """The argument codes each kernel is prepared with (a mismatch packs the wrong bytes or fails
-    only on a GPU) agree with its parameter list in cuda/*.cu."""
+def test_generated_codes_match_the_enums():
+    from genlab.operations import Criterion, OpCode
+
+    header = constants.header()
+    assert f"#define OP_SPLIT {int(OpCode.SPLIT)}" in header
+    assert f"#define CRITERION_TAYLOR {int(Criterion.TAYLOR)}" in header
+    assert f"#define CHUNK {constants.THREADS * 16}" in header
+
+
+def test_every_kernel_signature_is_derived_from_its_source():
+    """Each kernel's argument types come from its parameter list; a parameter the parser cannot
+    type fails here, not on a GPU."""
     src = source()
-    for name, codes in _KERNELS.items():
-        assert _parameter_codes(src, name) == codes, name
+    for name in kernel_names(src):
+        types = signature(src, name)
+        assert types and all(t in ("P", "i", "I", "f", "d") or isinstance(t, np.dtype) for t in types), name
+    assert signature(src, "optimizer_update") == list("iPPPPPiffffP")
+    assert signature(src, "forward_wide") == list("PPPPPPPPPiii")  # a parameter list shared through a macro
+
+
+def test_struct_arguments_get_the_c_layout():
+    """rows_step takes its arguments as one struct by value: pointers first (8 bytes each), then
+    ints and floats; the record is padded to 8 bytes, as nvcc pads it."""
+    (record,) = signature(source(["rows.cu"]), "rows_step")
+    assert record.names[:3] == ("width", "act_off", "bias_off") and record.names[-1] == "eps"
+    assert record.fields["trace"][0] == np.uint64 and record.fields["batch"][0] == np.int32
+    assert record.fields["n_fwd"][1] == 8 * sum(record.fields[n][0] == np.uint64 for n in record.names)
+    assert record.itemsize % 8 == 0
+
+
+def test_every_kernel_python_launches_is_defined():
+    """The names passed to the engine's launches exist in cuda/*.cu."""
+    defined = set(kernel_names(source()))
+    code = "\n".join(p.read_text() for p in (ROOT / "genlab" / "engines" / "cuda").rglob("*.py"))
+    launched = set(re.findall(r'launch(?:\.flat)?\(\s*"(\w+)"[,)]', code))
+    launched |= {"forward_level", "backward_level", "weight_grad", "forward_mid", "backward_mid", "weight_mid",
+                 "forward_wide", "backward_wide", "weight_wide", "dataflow_step", "rows_step"}  # built names
+    assert launched and launched <= defined, launched - defined
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
+    assert runtime.cache_dir() == tmp_path / "kernels"

@@ -44,5 +44,6 @@ def test_wheel_ships_the_cuda_folder_inside_the_package(tmp_path):
 
 def test_importing_genlab_needs_no_gpu_packages():
     code = "import sys, genlab; bad = {'pycuda', 'ipywidgets', 'graphviz', 'torch', 'sklearn'} & set(sys.modules); print(sorted(bad))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = {**__import__("os").environ, "GENLAB_BACKEND": "serial"}  # no kernels loaded at import
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "[]"

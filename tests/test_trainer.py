@@ -152,13 +152,43 @@ def test_genlab_backend_variable_sets_what_auto_means(net, monkeypatch):
         Trainer(net, backend="auto")
 
 
-def test_import_with_genlab_backend_cuda_never_fails():
+def _import_genlab(backend: str | None) -> "subprocess.CompletedProcess":
+    import os
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", "import genlab; print('ok')"], capture_output=True, text=True,
-                            env={**__import__("os").environ, "GENLAB_BACKEND": "cuda"})
-    assert result.returncode == 0 and result.stdout == "ok\n"
+    env = {k: v for k, v in os.environ.items() if k != "GENLAB_BACKEND"}
+    if backend is not None:
+        env["GENLAB_BACKEND"] = backend
+    code = "import genlab; from genlab.engines.cuda import runtime; print('loaded' if runtime.loaded() else 'serial')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_import_compiles_the_kernels_where_the_gpu_is_usable_and_is_silent_elsewhere():
+    """As designed: `import genlab` loads the kernels on a machine whose GPU the CUDA engine can
+    use, and on any other machine imports quietly, the serial engine serving."""
+    from genlab.backends import cuda_status
+
+    result = _import_genlab(None)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == ("loaded\n" if cuda_status()[0] else "serial\n")
+
+
+def test_import_with_genlab_backend_cuda_never_fails_and_says_why_without_a_gpu():
+    from genlab.backends import cuda_status
+
+    ok, why = cuda_status()
+    result = _import_genlab("cuda")
+    assert result.returncode == 0
+    if ok:
+        assert result.stdout == "loaded\n" and result.stderr == ""
+    else:
+        assert result.stdout == "serial\n" and result.stderr == f"genlab: GENLAB_BACKEND=cuda but {why}\n"
+
+
+def test_genlab_backend_serial_skips_the_kernels():
+    result = _import_genlab("serial")
+    assert result.returncode == 0 and result.stdout == "serial\n" and result.stderr == ""
 
 
 def test_executor_is_checked_and_belongs_to_the_cuda_engine():

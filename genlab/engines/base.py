@@ -35,6 +35,7 @@ class Engine(ABC):
     grows_in_place: ClassVar[bool]         # growth's new parameter values are made by the engine
                                            # from the log (apply_growth), not by the host
     dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
+    has_executors: ClassVar[bool] = False  # takes executor= (a schedule of its step)
     dtype: np.dtype
     optimizer: object
     growth_criterion: tuple[str, float] | None = None

@@ -1,0 +1,95 @@
+"""What every kernel harness shares (llm.c's dev/cuda habit): a random case, the NumPy reference
+(the serial engine in float64), outputs poisoned with NaN before the kernel runs, a comparison,
+and a time (the kernels captured in a CUDA graph, CUDA events around many replays).
+
+Each script here checks one family of kernels: `python benchmarks/kernels/<family>.py` on a GPU
+machine; `python benchmarks/kernels/all.py` runs every one. Exit status 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from genlab import Network  # noqa: E402
+from genlab.bench import time_graph  # noqa: E402
+from genlab.engines import SerialEngine  # noqa: E402
+from genlab.engines.cuda import CudaEngine  # noqa: E402
+from genlab.optim import SGD  # noqa: E402
+
+NAN = 0x7FC00000  # a quiet NaN: an element a kernel fails to write fails the comparison
+failures: list[str] = []
+
+
+def case(seed: int = 0, levels: int = 4, per_level: int = 6, width=(1, 300), fan_in=(1, 8), batch: int = 100):
+    """A random DAG with random biases and a batch: (net, x, y)."""
+    rng = np.random.default_rng(seed)
+    net = Network.random_dag(levels, per_level, width=width, fan_in=fan_in, seed=seed, n_inputs=int(rng.integers(1, 80)),
+                             n_outputs=int(rng.integers(2, 30)))
+    for b in net.biases.values():
+        b[:] = rng.normal(size=b.shape) * 0.1
+    return net, rng.normal(size=(batch, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, batch)
+
+
+def engines(net, executor: str = "level", optimizer=None):
+    """(the CUDA engine, the float64 serial reference) on the same parameters."""
+    optimizer = optimizer or SGD(lr=0.05, momentum=0.9)
+    return CudaEngine(net, optimizer, executor=executor), SerialEngine(net, optimizer, dtype="float64")
+
+
+def poison(engine: CudaEngine, *names: str) -> None:
+    L = engine.layout
+    for name in names:
+        words = {"act": L.n_cols * engine.batch_cap, "dz": L.n_cols * engine.batch_cap, "grads": L.n_params}[name]
+        engine.drv.memset_d32(engine.buffers[name], NAN, words)
+
+
+def activations(engine: CudaEngine, net, batch: int, name: str = "act") -> dict[int, np.ndarray]:
+    """Every group's block of `name` (act or dz), copied back."""
+    L, out = engine.layout, {}
+    flat = np.empty(L.n_cols * engine.batch_cap, np.float32)
+    engine.drv.memcpy_dtoh(flat, engine.buffers[name])
+    for g in net.groups:
+        s = L.slot[g]
+        w, c0 = int(L.width[s]), int(L.col_off[s])
+        block = flat[c0 * engine.batch_cap:][:batch * w].reshape(batch, w) if not engine.ld else \
+            flat.reshape(-1, L.n_cols)[:batch, c0:c0 + w]
+        out[g] = block.copy()
+    return out
+
+
+def compare(what: str, got, want, tolerance: float) -> None:
+    """Relative error ||got - want|| / ||want|| against a tolerance; non-finite elements fail."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    error = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30) if np.isfinite(got).all() else np.inf
+    ok = error <= tolerance
+    if not ok:
+        failures.append(what)
+    print(f"  {'ok  ' if ok else 'FAIL'} {what:<44} relative error {error:.2e} (tolerance {tolerance:.0e})")
+
+
+def flat(params: dict) -> np.ndarray:
+    return np.concatenate([params[k].ravel() for k in sorted(params, key=str)])
+
+
+def timed(what: str, engine: CudaEngine, enqueue, repeats: int = 200) -> float:
+    us = time_graph(engine, enqueue, repeats)
+    print(f"       {what:<44} {us:9.1f} us")
+    return us
+
+
+def done() -> int:
+    if failures:
+        print(f"{len(failures)} check(s) failed: {', '.join(failures)}")
+    return 1 if failures else 0
+
+
+def same(what: str, got, want) -> None:
+    """An exact check (lists of ids, counts)."""
+    ok = got == want
+    if not ok:
+        failures.append(what)
+    print(f"  {'ok  ' if ok else 'FAIL'} {what:<44} {'equal' if ok else f'{got!r} != {want!r}'}")

@@ -1,0 +1,65 @@
+"""What a run writes: summary.json, details.json and chart.png under results/<device>/."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .targets import targets
+from .workloads import IMPLEMENTATIONS
+
+
+def chart(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [w for w in summary["workloads"] if w != "W5"]
+    if not names:
+        return
+    impls = [i for i in IMPLEMENTATIONS if any(i in summary["workloads"][w] for w in names)]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    width = 0.8 / max(len(impls), 1)
+    for k, impl in enumerate(impls):
+        values = [summary["workloads"][w].get(impl, np.nan) for w in names]
+        ax.bar(np.arange(len(names)) + k * width, values, width, label=impl)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per training step (log)")
+    ax.set_title(f"one training step, {summary['device']}")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def environment() -> dict:
+    import pycuda
+    import torch
+
+    from .. import __version__
+    from ..engines.cuda import kernels
+
+    device = kernels().device
+    return {"device": device.name(), "compute_capability": "%d.%d" % device.compute_capability(),
+            "genlab": __version__, "torch": torch.__version__, "pycuda": pycuda.VERSION_TEXT,
+            "numpy": np.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+
+
+def write(details: dict, folder: Path) -> None:
+    """summary.json (workload -> implementation -> ms per step), details.json (everything) and chart.png."""
+    summary = {"device": details["environment"]["device"], "workloads": {}}
+    for name, r in details["workloads"].items():
+        if name == "W5":
+            summary["workloads"][name] = {k: {"total_s": v["total_s"], "growth_event_ms": v["growth_event_ms"]}
+                                          for k, v in r.items() if isinstance(v, dict)}
+        else:
+            summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}
+    details["targets"] = targets(details)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "details.json").write_text(json.dumps(details, indent=2) + "\n")
+    chart(summary, folder / "chart.png")

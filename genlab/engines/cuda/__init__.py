@@ -1,0 +1,20 @@
+"""The CUDA engine, in rooms that each hold one idea:
+
+    runtime.py    the sources, the compile cache, kernel signatures parsed from cuda/*.cu, launches
+    graph.py      CUDA graphs (capture and replay of a whole step)
+    constants.py  the numbers shared with the kernels (cuda/constants.cuh is generated from it)
+    memory.py     device allocations, with clear errors when the GPU is full
+    layout.py     where each group, parameter and edge lives on the device
+    topology.py   CSR, levels and task lists, built on the GPU
+    executors/    one module per schedule of a training step, and their registry
+    growth.py     the growth rules on the GPU and the replay of growth and pruning
+    engine.py     the engine that composes them (genlab.engines.Engine)
+
+Importing this package needs no GPU; CudaEngine and runtime.kernels() do.
+"""
+
+from .engine import CudaEngine
+from .executors import DEFAULT, EXECUTORS, executor_class
+from .runtime import kernels, source
+
+__all__ = ["CudaEngine", "DEFAULT", "EXECUTORS", "executor_class", "kernels", "source"]

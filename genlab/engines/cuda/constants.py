@@ -1,0 +1,56 @@
+"""The numbers genlab's Python and its CUDA kernels must agree on, defined once, here.
+
+cuda/constants.cuh is generated from this module (python -m genlab.engines.cuda.constants) and
+committed, so that nvcc compiles cuda/*.cu on its own; a test fails if the two differ.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ...operations import OP_INTS, Criterion, FoldSource, OpCode
+from ...optim import OptimizerCode
+
+THREADS = 256  # threads of every block
+TILE = 32  # the level kernels' output tiles are TILE x TILE (forward.cu, backward.cu)
+MT, WT = 64, 128  # wide.cu's tiles: MT x MT for groups of MID to WIDE - 1 neurons, WT x WT from WIDE
+CH = 16  # neurons per work item of the row executor (rows.cu)
+EW = 4  # out-edges of the input group per weight item of the row executor
+CHUNK = THREADS * 16  # parameters per update item of the persistent executors (optim.cu)
+
+# Python's alone (passed to the kernels as arguments where they need them)
+MID, WIDE = 48, 256  # the pull level executors' tiers of widths (executors/level.py)
+SPLIT = 8  # in-edges per forward task of the output group (split-K)
+LAG = 2  # the row executor takes a level's weight items after the backward items LAG levels below
+
+SHARED = {
+    "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT, "CH": CH, "EW": EW, "CHUNK": CHUNK,
+    "OP_INTS": OP_INTS,
+    **{f"OP_{code.name}": int(code) for code in OpCode},
+    **{f"CRITERION_{c.name}": int(c) for c in Criterion},
+    **{f"FOLD_{f.name}": int(f) for f in FoldSource},
+    **{f"OPTIMIZER_{o.name}": int(o) for o in OptimizerCode},
+}
+
+
+def header() -> str:
+    """The text of cuda/constants.cuh."""
+    lines = ["// constants.cuh: GENERATED from genlab/engines/cuda/constants.py (and the enums it names) by",
+             "// `python -m genlab.engines.cuda.constants`; do not edit (a test compares the two).",
+             "#pragma once", ""]
+    lines += [f"#define {name} {value}" for name, value in SHARED.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write cuda/constants.cuh of a checkout (or the path given)."""
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0]) if argv else Path(__file__).resolve().parents[3] / "cuda" / "constants.cuh"
+    path.write_text(header())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

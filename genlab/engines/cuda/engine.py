@@ -1,0 +1,334 @@
+"""The CUDA engine: genlab's kernels (cuda/*.cu) driven through PyCUDA, float32.
+
+State lives on the GPU in structure-of-arrays form (layout.py, cuda/genlab.cuh): a flat parameter
+buffer, its gradients and optimizer state in the same layout, activations and their gradients in
+the executor's layout; the topology is built on the GPU (topology.py). A training step is the
+executor's (executors/), captured once per batch size and optimizer settings into a CUDA graph
+and replayed; it reads back 24 bytes (loss, correct count, gradient norm) to check for divergence.
+Growth is replayed on the GPU (growth.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import BackendError, TrainingError
+from ...network import INPUT, Network
+from ..base import STATISTICS, Engine
+from . import growth, runtime, topology
+from .executors import DEFAULT, Activations, executor_class, passes
+from .graph import Graph
+from .layout import Layout
+from .memory import Memory
+
+
+class CudaEngine(Engine):
+    """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32).
+
+    executor: how a training step is scheduled (a name of executors.EXECUTORS); every one
+    computes the same step. forward(), backward() and update() one by one run the level passes."""
+
+    name = "cuda"
+    grows_in_place = True  # growth initialises new parameters on the GPU (apply_growth)
+    dtypes = ("float32",)
+    has_executors = True
+
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT):
+        if np.dtype(dtype).name not in self.dtypes:
+            raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
+                               "engine for float64")
+        import pycuda.driver as drv
+
+        state = runtime.kernels()
+        self.drv, self.context, self.device = drv, state.context, state.device
+        self.dtype, self.optimizer = np.dtype(np.float32), optimizer
+        self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
+        self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
+        self.stream = drv.Stream()
+        self.launch = runtime.Launcher(self.stream)
+        self.mem = Memory(self.stream)
+        self.layout: Layout | None = None
+        self.buffers: dict[str, object] = {}
+        self.batch_cap = self.param_cap = self.batch = 0
+        self._stats_cache = None
+        self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
+        self._graphs: dict[tuple, Graph] = {}
+        self.executor = executor_class(executor)(self)
+        self.load(net)
+
+    # ------------------------------------------------------------------ layout and buffers
+    @property
+    def ld(self) -> int:
+        """The kernels' `ld`: 0 for group-major activations, else the length of a row (genlab.cuh)."""
+        return self.layout.n_cols if self.executor.activations is Activations.BATCH else 0
+
+    def ptr(self, name: str, offset_bytes: int = 0) -> int:
+        return int(self.buffers[name]) + offset_bytes
+
+    def block(self, slot: int) -> int:
+        """Byte offset of a group's activations (row 0, neuron 0)."""
+        return 4 * int(self.layout.col_off[slot]) * self.executor.activations.block_scale(self.batch_cap)
+
+    def batch_buffers(self, ix: Layout, cap: int) -> dict:
+        """Activations, their gradients, the labels and the executor's counters for `cap` rows."""
+        offsets = ix.col_off.astype(np.int64) * self.executor.activations.block_scale(cap)
+        new = {"act": self.mem.new(4 * ix.n_cols * cap, "activations"),
+               "dz": self.mem.new(4 * ix.n_cols * cap, "gradients"), "labels": self.mem.new(4 * cap, "labels"),
+               "act_off": self.mem.upload(offsets.astype(np.int32))}
+        words = self.executor.counter_words(len(ix.groups), cap)
+        if words:
+            new["counters"] = self.mem.new(4 * words, "dependency counters")
+        return new
+
+    def ensure_batch(self, batch: int) -> None:
+        """Activation and gradient blocks with room for `batch` rows (capacity doubles)."""
+        if batch <= self.batch_cap:
+            return
+        L = self.layout
+        cap = max(batch, 2 * self.batch_cap)
+        if L.n_cols * cap >= 2**31:
+            cap = batch
+        if L.n_cols * cap >= 2**31:
+            raise BackendError(f"activations of {L.n_cols} neurons x {batch} rows exceed 2^31 elements")
+        self.mem.check_room(8 * L.n_cols * cap, f"activations for a batch of {cap}")
+        new = self.batch_buffers(L, cap)
+        self.stream.synchronize()
+        self.buffers.update(new)
+        self.batch_cap = cap
+        self._graphs.clear()
+
+    def load(self, net: Network) -> None:
+        """Take the network's topology and parameters (a full upload); keep the optimizer state
+        of unchanged parameters and the scores of remaining groups. Everything is allocated anew
+        before anything is replaced, so a failure (out of memory) leaves the engine as it was."""
+        self.executor.check_kinds({net.kinds[g] for g in net.groups if g != INPUT})
+        self.flush()
+        L = Layout(net)
+        if L.n_params >= 2**31:
+            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
+        host = np.empty(L.n_params, np.float32)
+        for key, off in L.offsets.items():
+            value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]
+            host[off:off + value.size] = value.ravel()
+        states, cap = self.optimizer.state_names, max(self.batch_cap, 1)
+        self.mem.check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap,
+                            f"a network of {L.n_params} parameters and {L.n_cols} neurons")
+        new = {**topology.build(self, L, cap), **growth.group_state(self, L)}
+        new["params"], new["grads"] = self.mem.upload(host, "parameters"), self.mem.new(4 * L.n_params, "gradients")
+        carried = growth.param_maps(self.layout, L, {})[1] if self.layout is not None else None
+        for name in states:
+            buf = new[f"state_{name}"] = self.mem.new(4 * L.n_params, "optimizer state")
+            if carried is not None and (carried >= 0).any():
+                growth.gather(self, buf, self.buffers[f"state_{name}"], carried)
+            else:
+                self.drv.memset_d32(buf, 0, max(L.n_params, 1))
+        self.stream.synchronize()
+        self.commit(new, L, cap, L.n_params)
+
+    def commit(self, new: dict, L: Layout, cap: int, param_cap: int) -> None:
+        """Replace the buffers and the layout with new ones (made in full beforehand)."""
+        self.buffers.update(new)
+        self.layout, self.batch_cap, self.param_cap, self._stats_cache = L, cap, param_cap, None
+        self._graphs.clear()  # they hold the old buffers' addresses
+
+    # ------------------------------------------------------------------ rows in and out
+    def rows(self, slot: int, batch: int, host: np.ndarray, to_device: bool = True) -> None:
+        """Copy `batch` rows of a group's activations from `host` to the device, or back into it.
+        Batch-major rows are strided: a 2-D copy (synchronous)."""
+        L, drv = self.layout, self.drv
+        width, device = int(L.width[slot]), self.ptr("act", self.block(slot))
+        if not self.ld:
+            if to_device:
+                drv.memcpy_htod_async(device, host, self.stream)
+            else:
+                drv.memcpy_dtoh_async(host, device, self.stream)
+            return
+        copy = drv.Memcpy2D()
+        (copy.set_src_host if to_device else copy.set_dst_host)(host)
+        (copy.set_dst_device if to_device else copy.set_src_device)(device)
+        copy.width_in_bytes, copy.height = 4 * width, batch
+        copy.src_pitch, copy.dst_pitch = (4 * width, 4 * L.n_cols) if to_device else (4 * L.n_cols, 4 * width)
+        copy(True)  # aligned: both pitches are multiples of 4 bytes
+
+    def zero_rows(self, slot: int, batch: int) -> None:
+        L = self.layout
+        width, device = int(L.width[slot]), self.ptr("act", self.block(slot))
+        if not self.ld:
+            self.drv.memset_d32_async(device, 0, batch * width, self.stream)
+        else:
+            self.drv.memset_d2d32_async(device, 4 * L.n_cols, 0, width, batch, self.stream)
+
+    def put_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> int:
+        L, batch = self.layout, len(x)
+        self.ensure_batch(batch)
+        self.batch = batch
+        self.rows(L.slot[INPUT], batch, np.ascontiguousarray(x, np.float32))
+        if y is not None:
+            self.put_labels(y)
+        return batch
+
+    def put_labels(self, y: np.ndarray) -> None:
+        y = np.ascontiguousarray(y, np.int32)
+        if len(y) != self.batch:
+            raise ValueError(f"{len(y)} labels for a batch of {self.batch} rows")
+        self.drv.memcpy_htod_async(self.buffers["labels"], y, self.stream)
+
+    def read_scalars(self) -> tuple[float, int, float]:
+        """(loss, correct predictions, sum of squared gradients) of the last backward."""
+        self.drv.memcpy_dtoh_async(self._host_scalars, self.buffers["scalars"], self.stream)
+        self.stream.synchronize()
+        raw = self._host_scalars
+        return (float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]),
+                float(raw[16:24].view(np.float64)[0]))
+
+    # ------------------------------------------------------------------ training
+    def flush(self) -> None:
+        """Apply what the executor left pending (the row executor's deferred update)."""
+        self.executor.flush()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a batch x (copied to the host)."""
+        self.flush()
+        L = self.layout
+        batch = self.put_batch(x)
+        passes.forward(self, batch)
+        out = np.empty((batch, int(L.width[L.output_slot])), np.float32)
+        self.rows(L.output_slot, batch, out, to_device=False)
+        self.stream.synchronize()
+        return out
+
+    def backward(self, y: np.ndarray) -> float:
+        """Loss of the last forward against labels y; fills gradients and statistics."""
+        self.flush()
+        self.put_labels(y)
+        passes.backward(self, self.batch)
+        self._stats_cache = None
+        return self.read_scalars()[0]
+
+    def update(self) -> None:
+        """One optimizer step with the gradients of the last backward (refused on the device if
+        they or the loss are not finite)."""
+        self.flush()
+        passes.update(self)
+        self.stream.synchronize()
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """Forward, backward and update on one batch as one CUDA graph; return (loss, correct).
+        A non-finite loss or gradient makes the update kernels do nothing and raises TrainingError."""
+        batch = self.put_batch(x, y)
+        self.executor.before_step()
+        self._graph(batch).launch()
+        loss, correct, gradsq = self.read_scalars()
+        self._stats_cache = None
+        finite = bool(np.isfinite(loss) and np.isfinite(gradsq))
+        self.executor.after_step(finite)
+        if not finite:
+            raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
+                                "not applied (try a lower learning rate)")
+        return loss, correct
+
+    def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """One training step with the timeline of the executor's work items (executors/rows.py)."""
+        out = self.executor.trace_step(x, y)
+        self._stats_cache = None
+        return out
+
+    def enqueue_growth_observe(self, batch: int) -> None:
+        growth.observe(self, batch)
+
+    def _graph(self, batch: int) -> Graph:
+        """The graph of a whole training step for this batch size (captured on first use)."""
+        opt = self.optimizer
+        key = (batch, self.pruning, self.growth_criterion, opt.code, opt.lr, *opt.hyper, *self.executor.graph_key())
+        graph = self._graphs.get(key)
+        if graph is None:
+            def enqueue():
+                self.executor.enqueue_step(batch)
+                growth.observe(self, batch)
+            self.stream.synchronize()
+            graph = self._graphs[key] = Graph(self.stream, enqueue)
+        return graph
+
+    # ------------------------------------------------------------------ reading back
+    @property
+    def params(self) -> dict[tuple, np.ndarray]:
+        """Every parameter, copied to the host, keyed as the serial engine keys them."""
+        self.flush()
+        return self._unflatten("params")
+
+    @property
+    def grads(self) -> dict[tuple, np.ndarray]:
+        return self._unflatten("grads")
+
+    def _unflatten(self, name: str) -> dict[tuple, np.ndarray]:
+        L = self.layout
+        flat = np.empty(L.n_params, np.float32)
+        self.drv.memcpy_dtoh(flat, self.buffers[name])
+        return {k: flat[off:off + math.prod(L.shapes[k])].reshape(L.shapes[k]).copy()
+                for k, off in L.offsets.items()}
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        """Per-group statistics of the last backward, as the serial engine reports them."""
+        if self._stats_cache is None:
+            self._stats_cache = self._read_stats()
+        return self._stats_cache
+
+    def _read_stats(self) -> dict[str, dict]:
+        L, drv = self.layout, self.drv
+        sums, count, std = self._sums_and_std()
+        wsq = np.empty(len(L.groups), np.float64)
+        drv.memcpy_dtoh(wsq, self.buffers["wstats"])
+        stats = {name: {} for name in STATISTICS}
+        if self.pruning[0]:
+            lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
+            drv.memcpy_dtoh(lo, self.buffers["range_min"])
+            drv.memcpy_dtoh(hi, self.buffers["range_max"])
+        for s, g in enumerate(L.groups):
+            if g == INPUT:
+                continue
+            stats["grad_std"][g] = float(std[s])
+            stats["weight_grad_norm"][g] = float(np.sqrt(wsq[s]))
+            stats["taylor"][g] = float(abs(sums[s, 2] / count[s]))
+            if self.pruning[0]:
+                c0, w = int(L.col_off[s]), int(L.width[s])
+                stats["h_min"][g], stats["h_max"][g] = lo[c0:c0 + w].copy(), hi[c0:c0 + w].copy()
+        return stats
+
+    def _sums_and_std(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot: the sums of dL/dh, its squares and h dL/dh; the element counts; the std of dL/dh."""
+        L = self.layout
+        sums = np.empty((len(L.groups), 3), np.float64)
+        self.drv.memcpy_dtoh(sums, self.buffers["stats"])
+        count = self.batch * L.width.astype(np.float64)
+        mean, meansq = sums[:, 0] / count, sums[:, 1] / count
+        return sums, count, np.sqrt(np.maximum(meansq - mean * mean, 0.0))
+
+    @property
+    def grad_std(self) -> dict[int, float]:
+        """The std of dL/dh per group but the input, in ascending group id: read at every training
+        step, so it fetches only the sums and orders them through an index made with the layout."""
+        if self._stats_cache is not None:
+            return dict(sorted(self._stats_cache["grad_std"].items()))
+        L = self.layout
+        return dict(zip(L.std_ids, self._sums_and_std()[2][L.std_slots].tolist()))
+
+    def write_back(self, net: Network) -> None:
+        """Copy the trained parameters into the network (in the network's dtype)."""
+        for key, value in self.params.items():
+            if key[0] == "W":
+                net.weights[key[1:]] = value.astype(net.dtype)
+            else:
+                net.biases[key[1]] = value.astype(net.dtype)
+
+    # ------------------------------------------------------------------ growth
+    def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
+        return growth.choose(self, eligible, threshold, relative)
+
+    def prune_report(self) -> tuple[dict, dict]:
+        return growth.prune_report(self)
+
+    def apply_growth(self, net: Network, log: list) -> None:
+        growth.apply(self, net, log)

@@ -1,0 +1,34 @@
+"""The executors of a training step on the CUDA engine, by name. Every one computes the same step
+(tested against the serial engine); they differ in how it is scheduled.
+
+Adding an executor: a module here with an Executor subclass, and one line in EXECUTORS.
+"""
+
+from __future__ import annotations
+
+from ....errors import BackendError
+from .base import Activations, Executor, Tier
+from .dataflow import Dataflow, DataflowBatch
+from .level import Level, LevelBatch, LevelPush
+from .rows import Rows
+
+EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (
+    Level,          # one launch per level and tier of widths, pull backward
+    LevelPush,      # the same, backward pushed into the sources (atomics)
+    LevelBatch,     # the level executor over batch-major activations
+    Dataflow,       # one persistent launch, TILE x batch-tile tasks on dependency counters
+    DataflowBatch,  # the same over batch-major activations
+    Rows,           # one persistent launch, items of CH neurons over the whole batch
+)}
+DEFAULT = "level"
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The executor called `name`; BackendError naming the known ones if there is none."""
+    try:
+        return EXECUTORS[name]
+    except (KeyError, TypeError):
+        raise BackendError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}") from None
+
+
+__all__ = ["EXECUTORS", "DEFAULT", "Activations", "Executor", "Tier", "executor_class"]

@@ -1,0 +1,101 @@
+"""The executor interface: how one training step is scheduled on the GPU.
+
+An executor reads top to bottom in its own module: what it launches, in which order, with which
+task lists. The engine owns the buffers, the layout and the stream; an executor is given the
+engine and adds what its schedule needs (dependency counters, an order of work items, a deferred
+update). Every executor computes the same step as the serial engine; forward(), backward() and
+update() called one by one always run the level passes (passes.py) in the executor's layout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ....errors import BackendError
+from ....kinds import KINDS
+
+if TYPE_CHECKING:
+    from ..engine import CudaEngine
+    from ..layout import Layout
+
+
+class Activations(Enum):
+    """Where element (row b, neuron j) of a group lives (cuda/genlab.cuh)."""
+
+    GROUP = "group"  # each group's block contiguous (batch x width), act_off = col_off * capacity
+    BATCH = "batch"  # one row of every neuron per sample, act_off = col_off
+
+    def block_scale(self, capacity: int) -> int:
+        """act_off[s] = col_off[s] * this."""
+        return capacity if self is Activations.GROUP else 1
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Groups of `lowest` neurons or more (up to the next tier's) and how their tasks are cut:
+    task lists named with `prefix`, kernels named with `suffix` ("" for the first tier's
+    forward_level, backward_level, weight_grad), `size` neurons a task."""
+
+    prefix: str
+    suffix: str
+    lowest: int
+    size: int
+
+
+class Executor(ABC):
+    """One schedule of a training step. Subclasses set the class attributes and enqueue_step."""
+
+    name: ClassVar[str]
+    activations: ClassVar[Activations] = Activations.GROUP
+    push: ClassVar[bool] = False  # backward: consumers scatter dL/dh into sources (else sources pull)
+    chunk: ClassVar[int]  # neurons per forward / backward task of the first tier
+    kinds: ClassVar[frozenset[str]] = frozenset(KINDS)  # the group kinds it can run
+    traces: ClassVar[bool] = False  # trace_step gives a timeline of its work items
+
+    def __init__(self, engine: "CudaEngine"):
+        self.engine = engine
+
+    def tiers(self) -> tuple[Tier, ...]:
+        """The tiers of widths, each with its own task lists (one tier unless a schedule splits)."""
+        return (Tier("", "", 0, self.chunk),)
+
+    def counter_words(self, n_slots: int, batch: int) -> int:
+        """32-bit words of dependency counters the step needs (0: none)."""
+        return 0
+
+    def topology_buffers(self, layout: "Layout") -> dict:
+        """Buffers of its own that follow from the topology (built with the task lists)."""
+        return {}
+
+    @abstractmethod
+    def enqueue_step(self, batch: int) -> None:
+        """Enqueue forward, loss, backward, gradients and update of one step on the engine's stream."""
+
+    def graph_key(self) -> tuple:
+        """What, beyond the batch and optimizer, makes a captured step differ."""
+        return ()
+
+    def before_step(self) -> None:
+        """Host work before a step's graph is replayed."""
+
+    def after_step(self, finite: bool) -> None:
+        """Host work after a step (finite: its loss and gradients were finite, so it was applied)."""
+
+    def flush(self) -> None:
+        """Apply whatever the schedule left pending, before anything reads or replaces parameters."""
+
+    def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:
+        raise BackendError(f"the {self.name} executor keeps no timeline of its items; trace_step follows "
+                           "dataflow_rows")
+
+    def check_kinds(self, kinds) -> None:
+        """BackendError naming the group kinds of the network this executor cannot run."""
+        missing = sorted(set(kinds) - self.kinds)
+        if missing:
+            raise BackendError(f"the {self.name} executor cannot run groups of kind {', '.join(missing)}; "
+                               f"it runs {', '.join(sorted(self.kinds))}")

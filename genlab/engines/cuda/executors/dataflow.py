@@ -1,0 +1,45 @@
+"""The dataflow executors: one persistent launch runs a whole training step (cuda/dataflow.cu).
+
+Blocks take tasks from a global counter in an order where every task's inputs come from tasks
+taken before it: forward tasks (TILE neurons x a batch tile) in level order, the loss, backward
+tasks deepest level first, weight and bias gradient tasks, then update chunks once every gradient
+is in. A task waits for its inputs on per-(group, batch tile) counters; nothing waits on a grid
+barrier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..constants import SPLIT, TILE
+from . import passes
+from .base import Activations
+from .persistent import Persistent
+
+
+class Dataflow(Persistent):
+    name = "dataflow"
+    chunk = TILE
+    file, kernel = "dataflow.cu", "dataflow_step"
+
+    def enqueue_step(self, batch: int) -> None:
+        e = self.engine
+        L, b = e.layout, e.buffers
+        optimizer = self.setup(batch)
+        self.launch(b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_dst"], b["in_woff"],
+                    b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
+                    b["forward_tasks"], np.int32(L.n_forward_tasks),
+                    e.ptr("backward_tasks", 8 * L.backward_start), np.int32(L.n_backward_tasks),
+                    b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"], np.int32(L.n_bias_tasks),
+                    b["params"], b["grads"], b["act"], b["dz"], b["labels"],
+                    np.int32(batch), np.int32(e.ld), np.int32(len(L.groups)), np.int32(L.input_slot),
+                    np.int32(L.output_slot), np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], *optimizer,
+                    b["counters"])
+        passes.ranges(e, batch)
+
+
+class DataflowBatch(Dataflow):
+    """The dataflow executor over batch-major activations."""
+
+    name = "dataflow_batch"
+    activations = Activations.BATCH

@@ -1,0 +1,130 @@
+"""The level passes: forward, loss, backward, gradients, ranges and update as launches, level by
+level and tier by tier. The level executors' step is these in order; every executor uses them for
+forward(), backward() and update() called one by one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..constants import THREADS, TILE
+
+if TYPE_CHECKING:
+    from ..engine import CudaEngine
+
+
+def tier_launches(e: "CudaEngine", batch: int) -> list:
+    """(list prefix, kernel suffix, batch tiles, extra kernel arguments) of each tier of widths
+    that has lists: the first's kernels (forward_level, backward_level, weight_grad) take the
+    task size, the others' (forward_mid, ..., weight_wide) have it built in."""
+    return [(t.prefix, t.suffix, (batch + (t.size if t.lowest else TILE) - 1) // (t.size if t.lowest else TILE),
+             () if t.lowest else (np.int32(t.size),)) for t in e.executor.tiers() if t.prefix in e.layout.tiers]
+
+
+def forward(e: "CudaEngine", batch: int) -> None:
+    """h of every group, one launch per level and tier (the output group's block zeroed first
+    when its in-edges are split over several tasks, which add into it)."""
+    L, b = e.layout, e.buffers
+    if L.split_output:
+        e.zero_rows(L.output_slot, batch)
+    for level in range(len(L.forward_levels)):
+        for pre, suffix, rows, extra in tier_launches(e, batch):
+            start, count = L.tiers[pre][0][level]
+            if count:
+                e.launch("forward" + (suffix or "_level"), (count, rows), e.ptr(pre + "forward_tasks", 16 * start),
+                         b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"],
+                         b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
+
+
+def zero_step_sums(e: "CudaEngine") -> None:
+    """The per-group statistics, weight-gradient norms and step scalars start at zero."""
+    L, b = e.layout, e.buffers
+    e.mem.fill(b["stats"], 0, 6 * len(L.groups))
+    e.mem.fill(b["wstats"], 0, 2 * len(L.groups))
+    e.mem.fill(b["scalars"], 0, 6)
+
+
+def loss(e: "CudaEngine", batch: int) -> None:
+    """Softmax cross-entropy of every row: the loss, the correct count, the output group's dz."""
+    L, b = e.layout, e.buffers
+    out = L.output_slot
+    e.launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), e.ptr("act", e.block(out)), b["labels"],
+             np.int32(batch), np.int32(L.width[out]), np.int32(e.ld), e.ptr("dz", e.block(out)), b["scalars"],
+             e.ptr("scalars", 8), b["stats"], np.int32(out))
+
+
+def backward(e: "CudaEngine", batch: int) -> None:
+    """Loss, dz of every group (pulled by each group from its consumers, or pushed by the
+    consumers into their sources), then the weight and bias gradients and the ranges."""
+    zero_step_sums(e)
+    if e.executor.push:  # every dz block gathers atomically from its consumers
+        e.mem.fill(e.buffers["dz"], 0, e.layout.n_cols * e.batch_cap)
+    loss(e, batch)
+    (_push if e.executor.push else _pull)(e, batch)
+    gradients(e, batch)
+    ranges(e, batch)
+
+
+def _pull(e: "CudaEngine", batch: int) -> None:
+    L, b = e.layout, e.buffers
+    for level in range(len(L.backward_levels)):
+        for pre, suffix, tiles, extra in tier_launches(e, batch):
+            start, count = L.tiers[pre][1][level]
+            if count:
+                e.launch("backward" + (suffix or "_level"), (count, tiles), e.ptr(pre + "backward_tasks", 8 * start),
+                         b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"],
+                         b["dz"], np.int32(batch), np.int32(e.ld), b["stats"], *extra)
+
+
+def _push(e: "CudaEngine", batch: int) -> None:
+    L, b = e.layout, e.buffers
+    ld, rows = np.int32(e.ld), (batch + TILE - 1) // TILE
+    for number, (start, count) in enumerate(L.push_levels):
+        if not count:
+            continue
+        tasks = e.ptr("backward_tasks", 8 * start)
+        if number:  # all consumers of this level have pushed: mask and statistics
+            e.launch("backward_finish", (count, rows), tasks, b["width"], b["act_off"], b["act"], b["dz"],
+                     np.int32(batch), ld, b["stats"])
+        e.launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"], b["in_src"],
+                 b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
+
+
+def gradients(e: "CudaEngine", batch: int) -> None:
+    """Weight gradients (one launch per tier) and bias gradients, with their squared sums."""
+    L, b = e.layout, e.buffers
+    gradsq, ld = e.ptr("scalars", 16), np.int32(e.ld)
+    for pre, suffix, _, _ in tier_launches(e, batch):
+        count = L.tiers[pre][2]
+        if count:
+            e.launch("weight" + (suffix or "_grad"), (count, 1), b[pre + "weight_tasks"], b["in_src"], b["in_dst"],
+                     b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld,
+                     b["wstats"], gradsq)
+    e.launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"], b["dz"],
+             b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+
+
+def ranges(e: "CudaEngine", batch: int) -> None:
+    """Each neuron's activation range over the batch, for pruning (when it is on)."""
+    L, b = e.layout, e.buffers
+    if e.pruning[0]:
+        e.launch("activation_range", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["col_off"],
+                 b["act"], np.int32(batch), np.int32(e.ld), b["range_min"], b["range_max"], b["run_lo"], b["run_hi"])
+
+
+def optimizer_args(e: "CudaEngine") -> list:
+    """The update's arguments (optim.cu): the optimizer's code, three state buffers (null where it
+    keeps fewer), n_params, lr, three hyper-parameters."""
+    L, b, opt = e.layout, e.buffers, e.optimizer
+    state = [b[f"state_{name}"] for name in opt.state_names]
+    state += [np.intp(0)] * (3 - len(state))
+    return [np.int32(opt.code), *state, np.int32(L.n_params), np.float32(opt.lr), *[np.float32(h) for h in opt.hyper]]
+
+
+def update(e: "CudaEngine", args: list | None = None, guard=None) -> None:
+    """One optimizer step over every parameter, 4 a thread; refused on the device (guard: the
+    step's scalars) if the loss or gradients are not finite."""
+    kind, s0, s1, s2, n, *hyper = args or optimizer_args(e)
+    e.launch("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), kind, e.buffers["params"],
+             e.buffers["grads"], s0, s1, s2, n, *hyper, guard if guard is not None else e.buffers["scalars"])

@@ -1,0 +1,182 @@
+"""Growth and pruning on the GPU: the rules' decision (cuda/growth.cu), and the replay of a growth
+check's operations (genlab.operations) on the engine's buffers.
+
+Growth alone keeps everything in place: new groups, parameters and edges are appended, the
+parameter operations run in one launch (growth_init, a block each), the GPU rebuilds CSR, levels
+and tasks. When groups were removed, the folds run first (in the log's order), then the layout is
+rebuilt by gathering parameters, optimizer state and scores by key on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ... import operations as op
+from ...errors import BackendError
+from ...network import Network
+from . import topology
+from .layout import Layout
+
+if TYPE_CHECKING:
+    from .engine import CudaEngine
+
+# per group, carried by group id through re-layouts: growth score, Taylor score, and whether seen
+GROUP_STATE = (("ema", np.float64), ("seen", np.int32), ("taylor", np.float64), ("taylor_seen", np.int32))
+
+
+def apply(e: "CudaEngine", net: Network, log: list) -> None:
+    """Take the network as growth (and pruning) left it, replaying the log on the GPU; nothing
+    goes up from the host but topology records. Everything new is allocated before anything is
+    replaced, so a failure leaves the engine as it was."""
+    e.flush()
+    old, states, cap = e.layout, e.optimizer.state_names, e.batch_cap
+    moved = {o.new: o.old for o in log if isinstance(o, op.Move)}
+    inherit = {o.new: o.source for o in log if isinstance(o, op.Inherit)}  # new groups start with their source's score
+    if set(old.groups) - set(net.widths):
+        for fold in (o for o in log if isinstance(o, op.Fold)):
+            _fold(e, fold)
+        L = Layout(net)
+        e.mem.check_room(4 * L.n_params * (2 + len(states)), f"{L.n_params} parameters")
+        new = {**topology.build(e, L, cap), **group_state(e, L, inherit)}
+        values, state = param_maps(old, L, moved)
+        new["params"], new["grads"] = e.mem.new(4 * L.n_params, "parameters"), e.mem.new(4 * L.n_params, "gradients")
+        gather(e, new["params"], e.buffers["params"], values)
+        for name in states:
+            new[f"state_{name}"] = e.mem.new(4 * L.n_params, "optimizer state")
+            gather(e, new[f"state_{name}"], e.buffers[f"state_{name}"], state)
+        param_cap, fresh = L.n_params, []
+    else:
+        L = old.grown(net, log)
+        if L.n_params >= 2**31:
+            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
+        new = {**topology.build(e, L, cap, e.buffers), **group_state(e, L, inherit)}
+        param_cap = e.param_cap
+        if L.n_params > param_cap:  # grow geometrically, copying what is there
+            param_cap = max(L.n_params, int(1.5 * param_cap))
+            e.mem.check_room(4 * param_cap * (2 + len(states)), f"{param_cap} parameters")
+            for name in ["params", "grads"] + [f"state_{s}" for s in states]:
+                new[name] = e.mem.new(4 * param_cap, name)
+                if name != "grads":
+                    e.drv.memcpy_dtod_async(new[name], e.buffers[name], 4 * old.n_params, e.stream)
+        fresh = L.fresh
+    replay(e, L, {**e.buffers, **new}, log, fresh)
+    e.stream.synchronize()
+    e.commit(new, L, cap, param_cap)
+
+
+def _fold(e: "CudaEngine", fold: op.Fold) -> None:
+    """b_d += W_gd c on the current layout; c: g's constant output at the last check, or relu(b_g)."""
+    L, g, d = e.layout, fold.group, fold.consumer
+    c = (e.ptr("run_const", 4 * int(L.col_off[L.slot[g]])) if fold.source is op.FoldSource.RANGE
+         else e.ptr("params", 4 * L.offsets[("b", g)]))
+    e.launch("prune_fold", (1, 1), e.buffers["params"], np.int32(L.offsets[("W", g, d)]), np.int32(L.width[L.slot[d]]),
+             np.int32(L.width[L.slot[g]]), np.int32(L.offsets[("b", d)]), c, np.int32(fold.source))
+
+
+def replay(e: "CudaEngine", L: Layout, b: dict, log: list, fresh: list) -> None:
+    """The parameter operations of `log` (and zeroed optimizer state for `fresh` parameters), in
+    one launch of growth_init."""
+    offset, size = L.offsets.__getitem__, lambda k: math.prod(L.shapes[k])
+    noise = next((o for o in log if isinstance(o, op.Noise)), op.Noise(0, 0))
+    ops = [o for o in log if isinstance(o, op.ParamOp)] + [op.ZeroState(key) for key in fresh]
+    if not ops:
+        return
+    records = [o.record(offset, size) for o in ops]
+    state = [b[f"state_{name}"] for name in e.optimizer.state_names]
+    state += [np.intp(0)] * (3 - len(state))
+    e.launch("growth_init", (len(ops), 1), e.mem.upload(np.array([r for r, _ in records], np.int32)),
+             e.mem.upload(np.array([f for _, f in records], np.float64)), b["params"], *state,
+             np.uint32(noise.seed & 0xFFFFFFFF), np.uint32(noise.step & 0xFFFFFFFF))
+
+
+def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> dict:
+    """New buffers of the per-group scores for layout L, from the current ones by group id; a new
+    group in `inherit` (new: source) starts with its source's growth score."""
+    old, inherit = e.layout, inherit or {}
+    new = {}
+    for name, dtype in GROUP_STATE:
+        values = np.zeros(len(L.groups), dtype)
+        if old is not None:
+            current = np.empty(len(old.groups), dtype)
+            e.drv.memcpy_dtoh(current, e.buffers[name])
+            for s, g in enumerate(L.groups):
+                g = inherit.get(g, g) if name in ("ema", "seen") else g
+                if g in old.slot:
+                    values[s] = current[old.slot[g]]
+        new[name] = e.mem.upload(values)
+    return new
+
+
+def param_maps(old: Layout, L: Layout, moved: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Where each parameter of L comes from in the old layout (-1: nowhere): values come from the
+    same key or, for a moved edge, its old key; optimizer state from the same key."""
+    values, state = np.full(L.n_params, -1, np.int32), np.full(L.n_params, -1, np.int32)
+    for key, off in L.offsets.items():
+        size = math.prod(L.shapes[key])
+        if key in old.offsets and old.shapes[key] == L.shapes[key]:
+            values[off:off + size] = state[off:off + size] = np.arange(old.offsets[key], old.offsets[key] + size)
+        elif key in moved:
+            values[off:off + size] = np.arange(old.offsets[moved[key]], old.offsets[moved[key]] + size)
+    return values, state
+
+
+def gather(e: "CudaEngine", dst, src, source: np.ndarray) -> None:
+    """dst[i] = src[source[i]] (0 where source[i] < 0)."""
+    e.launch.flat("gather", len(source), dst, src, e.mem.upload(source), np.int32(len(source)))
+
+
+def observe(e: "CudaEngine", batch: int) -> None:
+    """Enqueue this step's smoothing of the growth criterion and of the Taylor scores."""
+    b, n = e.buffers, len(e.layout.groups)
+    if e.growth_criterion is not None:
+        name, alpha = e.growth_criterion
+        e.launch.flat("growth_observe", n, b["stats"], b["wstats"], b["width"], b["hidden"], np.int32(n),
+                      np.int32(batch), np.int32(op.Criterion[name.upper()]), np.float64(alpha), b["ema"], b["seen"],
+                      b["scalars"])
+    if e.pruning[1] is not None:
+        e.launch.flat("prune_observe", n, b["stats"], b["width"], b["hidden"], np.int32(n), np.int32(batch),
+                      np.float64(e.pruning[1]), b["taylor"], b["taylor_seen"], b["scalars"])
+
+
+def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
+    """Mark, select and rank on the GPU; the groups to grow in budget order with their scores."""
+    L, b = e.layout, e.buffers
+    n = len(L.groups)
+    e.drv.memcpy_htod(b["eligible"], np.array([g in eligible for g in L.groups], np.int32))
+    if relative:
+        e.launch("growth_population", (1, 1), b["ema"], b["seen"], b["hidden"], np.int32(n), b["population"])
+    e.launch.flat("growth_mark", n, b["ema"], b["seen"], b["eligible"], np.int32(n), np.float64(threshold),
+                  np.int32(bool(relative)), b["population"], b["marked"])
+    e.launch.flat("growth_select", n, b["marked"], b["in_ptr"], b["in_src"], np.int32(n), b["keep"])
+    e.launch.flat("growth_rank", n, b["keep"], b["ema"], b["group_id"], np.int32(n), b["rank"])
+    rank, ema = np.empty(n, np.int32), np.empty(n, np.float64)
+    e.drv.memcpy_dtoh_async(rank, b["rank"], e.stream)
+    e.drv.memcpy_dtoh_async(ema, b["ema"], e.stream)
+    e.stream.synchronize()
+    chosen = sorted((r, s) for s, r in enumerate(rank) if r >= 0)
+    return [(L.groups[s], float(ema[s])) for _, s in chosen]
+
+
+def prune_report(e: "CudaEngine") -> tuple[dict, dict]:
+    """Constant groups since the last check, with their output, and smoothed Taylor scores; the
+    ranges start afresh (their values at this check stay for the folds)."""
+    L, b, drv = e.layout, e.buffers, e.drv
+    n = len(L.groups)
+    e.launch.flat("prune_constant", n, b["run_lo"], b["run_hi"], b["col_off"], b["width"], b["hidden"], np.int32(n),
+                  b["constant"])
+    constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
+    taylor, seen = np.empty(n, np.float64), np.empty(n, np.int32)
+    for host, name in ((constant, "constant"), (lo, "run_lo"), (taylor, "taylor"), (seen, "taylor_seen")):
+        drv.memcpy_dtoh_async(host, b[name], e.stream)
+    drv.memcpy_dtod_async(b["run_const"], b["run_lo"], 4 * L.n_cols, e.stream)
+    topology.reset_ranges(e, b, L.n_cols)
+    e.stream.synchronize()
+    columns = lambda s: slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s]))
+    return ({g: lo[columns(s)].astype(np.float64) for s, g in enumerate(L.groups) if constant[s]},
+            {g: float(taylor[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]})
+
+
+__all__ = ["apply", "replay", "group_state", "param_maps", "gather", "observe", "choose", "prune_report"]

@@ -1,0 +1,101 @@
+"""The device layout of a network: where each group, parameter and edge lives on the GPU.
+
+Structure of arrays indexed by a group's slot: width, col_off (its first column among all
+neurons), bias_off; one flat parameter buffer (every weight block, then every bias) with its
+gradients and optimizer state in the same layout. The topology itself (CSR both ways, levels,
+task lists) is built on the GPU from `records` (topology.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from ... import operations as op
+from ...network import INPUT, OUTPUT, Network
+from .constants import SPLIT
+
+
+class Layout:
+    """The host's bookkeeping of the device layout: slots, parameter offsets, edge numbers.
+
+    A fresh index puts the groups in topological order and the parameters in in-edge order.
+    grown() extends it for a grown network without moving anything: old slots, parameters (and
+    so their optimizer state) and edges stay where they were, a moved edge keeps its block, new
+    groups, parameters and edges are appended. `records` lists the edges to write on the GPU
+    (edge, src slot, dst slot, weight offset, input position, output position), from which the
+    GPU builds the CSR, the levels and the task lists (cuda/topology.cu).
+    """
+
+    def __init__(self, net: Network):
+        order = net.topological_order()
+        self.groups, self.slot = list(order), {g: s for s, g in enumerate(order)}
+        self.offsets, self.shapes, self.edges, self.fresh, self.records = {}, {}, {}, [], []
+        self.n_params = 0
+        self.width, self.group_id, self.hidden = (np.zeros(0, np.int32) for _ in range(3))
+        self._add_groups(net, order)
+        for g in order:
+            for s in net.inputs(g):
+                self._add_param(("W", s, g), net)
+        for g in order[1:]:
+            self._add_param(("b", g), net)
+        for g in order:
+            for s in net.inputs(g):
+                self._add_edge(s, g, net)
+        self._finish(net)
+
+    def _add_groups(self, net: Network, groups) -> None:
+        widths = np.array([net.widths[g] for g in groups], np.int32)
+        self.width = np.concatenate([self.width, widths])
+        self.group_id = np.concatenate([self.group_id, np.array(list(groups), np.int32)])
+        self.hidden = np.concatenate([self.hidden, np.array([g not in (INPUT, OUTPUT) for g in groups], np.int32)])
+
+    def _add_param(self, key: tuple, net: Network) -> None:
+        shape = net.weights[key[1:]].shape if key[0] == "W" else net.biases[key[1]].shape
+        self.offsets[key], self.shapes[key] = self.n_params, shape
+        self.fresh.append(key)
+        self.n_params += math.prod(shape)
+
+    def _add_edge(self, s: int, d: int, net: Network, number: int | None = None) -> None:
+        e = len(self.edges) if number is None else number
+        self.edges[(s, d)] = e
+        self.records.append((e, self.slot[s], self.slot[d], self.offsets[("W", s, d)],
+                             net.inputs(d).index(s), net.outputs(s).index(d)))
+
+    def _finish(self, net: Network) -> None:
+        self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
+        self.n_cols = int(self.width.sum())
+        self.bias_off = np.array([self.offsets.get(("b", g), 0) for g in self.groups], np.int32)
+        self.output_slot, self.input_slot = self.slot[OUTPUT], self.slot[INPUT]
+        self.n_edges = len(self.edges)
+        order = sorted((g, s) for s, g in enumerate(self.groups) if g != INPUT)  # grad_std's order
+        self.std_ids, self.std_slots = [g for g, _ in order], np.array([s for _, s in order], np.intp)
+        self.split_output = len(net.inputs(OUTPUT)) > SPLIT
+
+    def grown(self, net: Network, log: list) -> "Layout":
+        """The index of `net`, grown from this one's network by the operations in `log`."""
+        new = copy.copy(self)
+        new.slot, new.groups = dict(self.slot), list(self.groups)
+        new.offsets, new.shapes, new.edges = dict(self.offsets), dict(self.shapes), dict(self.edges)
+        new.fresh, new.records = [], []
+        added = sorted(g for g in net.widths if g not in self.slot)
+        for g in added:
+            new.slot[g] = len(new.groups)
+            new.groups.append(g)
+        new._add_groups(net, added)
+        moved = {o.new: o.old for o in log if isinstance(o, op.Move)}
+        for key, old in moved.items():  # the block and the edge change owner; the state starts afresh
+            new.offsets[key], new.shapes[key] = new.offsets.pop(old), new.shapes.pop(old)
+            new.fresh.append(key)
+            new._add_edge(key[1], key[2], net, number=new.edges.pop(old[1:]))
+        for g in added:
+            for key in [("W", s, g) for s in net.inputs(g)] + [("W", g, d) for d in net.outputs(g)] + [("b", g)]:
+                if key not in new.offsets:
+                    new._add_param(key, net)
+            for s, d in [(s, g) for s in net.inputs(g)] + [(g, d) for d in net.outputs(g)]:
+                if (s, d) not in new.edges:
+                    new._add_edge(s, d, net)
+        new._finish(net)
+        return new

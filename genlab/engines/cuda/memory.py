@@ -1,0 +1,53 @@
+"""Device memory for one engine: every allocation names what it is for, and running out is a
+clear BackendError that leaves the engine (and the network on the host) as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import BackendError
+
+POOLED = 1 << 20  # buffers up to this many bytes come from the engine's memory pool
+
+
+class Memory:
+    def __init__(self, stream):
+        import pycuda.driver as drv
+        from pycuda.tools import DeviceMemoryPool
+
+        self.drv, self.stream = drv, stream
+        # small buffers (topology, task lists, scores: dozens at every growth step) come from a
+        # pool, so that a growth step neither allocates from nor frees to the driver (a free waits
+        # for the whole device)
+        self._pool = DeviceMemoryPool()
+
+    def new(self, nbytes: int, what: str):
+        """A buffer of at least nbytes (4 at least)."""
+        drv, nbytes = self.drv, max(int(nbytes), 4)
+        try:
+            return self._pool.allocate(nbytes) if nbytes <= POOLED else drv.mem_alloc(nbytes)
+        except drv.MemoryError:
+            free, total = drv.mem_get_info()
+            raise BackendError(f"out of GPU memory allocating {nbytes / 2**20:.1f} MiB for {what} "
+                               f"({free / 2**20:.0f} of {total / 2**20:.0f} MiB free); the network on the "
+                               "host is unchanged") from None
+
+    def check_room(self, nbytes: int, what: str) -> None:
+        """BackendError now, before anything is allocated, if nbytes will not fit."""
+        free, total = self.drv.mem_get_info()
+        if nbytes > free:
+            raise BackendError(f"out of GPU memory: {what} needs {nbytes / 2**20:.1f} MiB and the device has "
+                               f"{free / 2**20:.0f} of {total / 2**20:.0f} MiB free; the network on the host "
+                               "is unchanged")
+
+    def upload(self, array: np.ndarray, what: str = "topology"):
+        """A new buffer holding `array` (copied synchronously)."""
+        array = np.ascontiguousarray(array)
+        buf = self.new(array.nbytes, what)
+        if array.nbytes:
+            self.drv.memcpy_htod(buf, array)
+        return buf
+
+    def fill(self, buf, pattern: int, words: int) -> None:
+        """words 32-bit words of buf set to `pattern`, on the stream."""
+        self.drv.memset_d32_async(buf, pattern, words, self.stream)

@@ -1,0 +1,210 @@
+"""The CUDA runtime of genlab: the sources, the compile cache, the kernels and their launches.
+
+Each cuda/*.cu file is compiled as a module of its own (nvcc runs for several at once on a cold
+cache), with the files it #includes pasted in at their first #include; the cubins are cached under
+~/.cache/genlab/kernels (GENLAB_CACHE_DIR moves it). A kernel's PyCUDA argument types are derived
+from its parameter list in the source (a struct passed by value becomes a NumPy record type of
+the same layout), never written by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BackendError
+from .constants import THREADS
+
+ON_DEMAND = ("dataflow.cu", "rows.cu", "wide.cu")  # compiled at their first use, not at load
+_KERNEL = re.compile(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(([^)]*)\)', re.M)
+_SCALARS = {"int": "i", "unsigned": "I", "float": "f", "double": "d"}
+_DTYPES = {"int": np.int32, "unsigned": np.uint32, "float": np.float32, "double": np.float64}
+
+
+def cuda_dir():
+    from ... import cuda_dir as folder
+
+    return Path(str(folder()))
+
+
+def source(files: list[str] | None = None) -> str:
+    """cuda/*.cu (or `files`) as one translation unit: each file pasted once, in name order, with
+    the files it #includes pasted at their first #include and dropped after; #line directives keep
+    nvcc's messages naming the right file and line."""
+    folder = cuda_dir()
+    done: set[str] = set()
+
+    def paste(name: str) -> list[str]:
+        if name in done:
+            return []
+        done.add(name)
+        out = [f'#line 1 "{name}"']
+        for number, line in enumerate((folder / name).read_text().splitlines(), 1):
+            included = re.match(r'^#include "([\w.]+)"$', line)
+            if included:
+                out += paste(included.group(1)) + [f'#line {number + 1} "{name}"']
+            elif line.strip() != "#pragma once":
+                out.append(line)
+        return out
+
+    parts = paste("genlab.cuh")
+    for name in files or sorted(path.name for path in folder.glob("*.cu")):
+        parts += paste(name)
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------ signatures
+def _struct_dtype(src: str, name: str) -> np.dtype:
+    """The NumPy record type of `struct name { ... };` in src, laid out as nvcc lays it out
+    (aligned fields): pointers as uint64, scalars by their C type. A declaration names one type
+    and one or more fields ("int a, b;", "const int *p, *q;")."""
+    body = re.search(rf"^struct {name} \{{(.*?)^\}};", src, flags=re.M | re.S)
+    if body is None:
+        raise BackendError(f"kernel argument struct {name} is not defined in cuda/")
+    fields = []
+    for declaration in re.sub(r"//[^\n]*", "", body.group(1)).split(";"):
+        declarators = declaration.replace("const", "").replace("__restrict__", "").split(",")
+        if not declaration.strip():
+            continue
+        ctype = declarators[0].split()[0]
+        for declarator in declarators:
+            field = re.findall(r"\w+", declarator)[-1]
+            fields.append((field, np.uint64 if "*" in declarator else _DTYPES[ctype]))
+    return np.dtype(fields, align=True)
+
+
+def signature(src: str, name: str) -> list:
+    """A kernel's PyCUDA argument types from its parameter list in src: "P" pointer, "i" int,
+    "I" unsigned, "f" float, "d" double, or a record dtype for a struct passed by value."""
+    match = next((m for m in _KERNEL.finditer(src) if m.group(1) == name), None)
+    if match is None:
+        raise BackendError(f"kernel {name} is not defined in cuda/")
+    params = match.group(2).strip()
+    macro = re.search(rf"^#define {params}\b((?:.*\\\n)*.*)$", src, flags=re.M) if params.isidentifier() else None
+    if macro:  # kernels that share a parameter list through a macro (wide.cu)
+        params = macro.group(1).replace("\\\n", " ")
+    types = []
+    for param in params.split(","):
+        words = param.replace("__restrict__", "").replace("__grid_constant__", "").replace("const", "").split()
+        if "*" in param:
+            types.append("P")
+        elif words[0] in _SCALARS:
+            types.append(_SCALARS[words[0]])
+        else:
+            types.append(_struct_dtype(src, words[0]))
+    return types
+
+
+def kernel_names(src: str) -> list[str]:
+    return [m.group(1) for m in _KERNEL.finditer(src)]
+
+
+# ------------------------------------------------------------------------------ compiling
+def cache_dir() -> Path:
+    root = os.environ.get("GENLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genlab")
+    return Path(root) / "kernels"
+
+
+def compile_cubin(src: str, arch: str) -> bytes:
+    """The cubin for `src`, from genlab's cache or from nvcc (then cached)."""
+    from ... import __version__
+
+    options = ["-O3", "-lineinfo"]
+    key = hashlib.sha256("\0".join([src, arch, *options, __version__]).encode()).hexdigest()
+    path = cache_dir() / f"{key}.cubin"
+    if path.exists():
+        return path.read_bytes()
+    from pycuda.compiler import compile
+    from pycuda.driver import CompileError
+
+    try:
+        cubin = compile(src, no_extern_c=True, arch=arch, options=options, cache_dir=False)
+    except CompileError as e:
+        raise BackendError(f"nvcc could not compile genlab's kernels (cuda/*.cu):\n{e.stderr or e}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(cubin)
+    tmp.replace(path)
+    return cubin
+
+
+@dataclass
+class _State:
+    context: object
+    device: object
+    functions: dict = field(default_factory=dict)  # name: prepared PyCUDA function
+    signatures: dict = field(default_factory=dict)  # name: its argument types (signature())
+    files: set = field(default_factory=set)  # the .cu files loaded
+
+
+_STATE: _State | None = None
+
+
+def kernels() -> _State:
+    """The process's CUDA state: retains and pushes the device's primary context (shared with
+    PyTorch and anyone else in the process) and loads every kernel file but the ON_DEMAND ones."""
+    global _STATE
+    if _STATE is None:
+        import atexit
+
+        import pycuda.driver as drv
+
+        drv.init()
+        device = drv.Device(int(os.environ.get("GENLAB_DEVICE", 0)))
+        context = device.retain_primary_context()
+        context.push()
+        atexit.register(context.pop)
+        _STATE = _State(context, device)
+        load(*[p.name for p in sorted(cuda_dir().glob("*.cu")) if p.name not in ON_DEMAND])
+    return _STATE
+
+
+def loaded() -> bool:
+    """Whether this process has loaded genlab's kernels (at import, on a machine with a GPU)."""
+    return _STATE is not None
+
+
+def load(*files: str) -> None:
+    """Compile (or take from the cache) and load each file not loaded yet as a module of its own;
+    prepare the kernels it defines that are not loaded yet."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pycuda.driver as drv
+
+    state = _STATE if _STATE is not None else kernels()
+    files = [f for f in files if f not in state.files]
+    if not files:
+        return
+    arch = "sm_%d%d" % state.device.compute_capability()
+    sources = [source([f]) for f in files]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+        cubins = list(pool.map(lambda src: compile_cubin(src, arch), sources))
+    for file, src, cubin in zip(files, sources, cubins):
+        module = drv.module_from_buffer(cubin)
+        for name in set(kernel_names(src)) - state.functions.keys():
+            function = module.get_function(name)
+            state.signatures[name] = signature(src, name)
+            function.prepare(state.signatures[name])
+            state.functions[name] = function
+        state.files.add(file)
+
+
+class Launcher:
+    """Launches genlab's kernels on one stream, THREADS threads a block."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.functions = kernels().functions
+
+    def __call__(self, name: str, grid: tuple[int, int], *args) -> None:
+        self.functions[name].prepared_async_call(grid, (THREADS, 1, 1), self.stream, *args)
+
+    def flat(self, name: str, n: int, *args) -> None:
+        """One thread per element of n."""
+        self(name, ((n + THREADS - 1) // THREADS, 1), *args)

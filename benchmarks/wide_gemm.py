@@ -64,7 +64,7 @@ def main() -> None:
 
     for blocks in args.blocks:
         src = runtime.source(["wide.cu"]).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")
-        module = drv.module_from_buffer(runtime.compile_cubin(src, "sm_%d%d" % device.compute_capability()))
+        module = drv.module_from_buffer(runtime.compile_cubin(src, "sm_%d%d" % device.compute_capability(), "wide_gemm"))
         f = {name: module.get_function(name) for name in ("forward_wide", "backward_wide", "weight_wide")}
         for name, fn in f.items():
             fn.prepare(runtime.signature(src, name))

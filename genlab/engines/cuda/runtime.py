@@ -111,12 +111,13 @@ def cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def compile_cubin(src: str, arch: str) -> bytes:
-    """The cubin for `src`, from genlab's cache or from nvcc (then cached)."""
-    from ... import __version__
-
+def compile_cubin(src: str, arch: str, version: str) -> bytes:
+    """The cubin for `src`, from genlab's cache or from nvcc (then cached); genlab's version is part
+    of the cache key. Runs in worker threads
+    while `import genlab` may be under way in the main one, so it imports nothing of genlab's
+    (a thread importing a module that another is initialising waits for it: a deadlock)."""
     options = ["-O3", "-lineinfo"]
-    key = hashlib.sha256("\0".join([src, arch, *options, __version__]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([src, arch, *options, version]).encode()).hexdigest()
     path = cache_dir() / f"{key}.cubin"
     if path.exists():
         return path.read_bytes()
@@ -177,6 +178,10 @@ def load(*files: str) -> None:
 
     import pycuda.driver as drv
 
+    import pycuda.compiler  # noqa: F401  (here, not first in a worker thread)
+
+    from ... import __version__
+
     state = _STATE if _STATE is not None else kernels()
     files = [f for f in files if f not in state.files]
     if not files:
@@ -184,7 +189,7 @@ def load(*files: str) -> None:
     arch = "sm_%d%d" % state.device.compute_capability()
     sources = [source([f]) for f in files]
     with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
-        cubins = list(pool.map(lambda src: compile_cubin(src, arch), sources))
+        cubins = list(pool.map(lambda src: compile_cubin(src, arch, __version__), sources))
     for file, src, cubin in zip(files, sources, cubins):
         module = drv.module_from_buffer(cubin)
         for name in set(kernel_names(src)) - state.functions.keys():

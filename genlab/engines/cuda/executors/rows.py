@@ -40,6 +40,7 @@ class Rows(Persistent):
         self.arguments = runtime.kernels().signatures[self.kernel][0]  # the RowsStep record type
         self.defer_update = True  # False: the update runs as the kernel's last items (for comparisons)
         self.pending: list | None = None  # the optimizer arguments of the update left pending
+        self._args: list | None = None  # this step's optimizer arguments (before_step)
         self._finite = None  # a guard that always passes (optim.cu), for flush()
 
     # ------------------------------------------------------------------ the step
@@ -69,12 +70,13 @@ class Rows(Persistent):
     def before_step(self) -> None:
         """The step is about to apply the pending update with this step's optimizer arguments:
         apply it now if it was made with others (a new learning rate)."""
-        if self.pending is not None and _key(self.pending) != _key(passes.optimizer_args(self.engine)):
+        self._args = passes.optimizer_args(self.engine)
+        if self.pending is not None and _key(self.pending) != _key(self._args):
             self.flush()
 
     def after_step(self, finite: bool) -> None:
         """The pending update was applied by the step; the step's own is pending unless refused."""
-        self.pending = passes.optimizer_args(self.engine) if finite and self.defer_update else None
+        self.pending = self._args if finite and self.defer_update else None
 
     def flush(self) -> None:
         if self.pending is None:

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import copy
 import json
-import zipfile
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from .errors import FileFormatError, GraphError
+from .errors import GraphError
 from .kinds import DEFAULT, GroupKind, get_kind
 
 INPUT = 0
 OUTPUT = 1
 
-FORMAT = "genlab.network"
-FORMAT_VERSION = 1
 
 
 class Network:
@@ -254,7 +251,9 @@ class Network:
         """A copy. deep=False copies the topology and shares the parameter arrays: enough for
         edits that replace arrays rather than change them in place, as growth and pruning do."""
         if deep:
-            net = Network._from_meta(json.loads(json.dumps(self._meta())), self._arrays())
+            from .network_file import from_meta, to_arrays, to_meta
+
+            net = from_meta(json.loads(json.dumps(to_meta(self))), to_arrays(self))
         else:
             net = Network.__new__(Network)
             net.__dict__.update(self.__dict__)
@@ -394,82 +393,19 @@ class Network:
                 f"params={self.n_params}, inputs={self.n_inputs}, outputs={self.n_outputs})")
 
     # ------------------------------------------------------------------ files
-    def _meta(self) -> dict:
-        return {
-            "format": FORMAT, "version": FORMAT_VERSION, "dtype": self.dtype.name,
-            "widths": {str(g): w for g, w in self.widths.items()},
-            # edges in connection order per destination, so inputs() survives a round trip
-            "edges": [[s, d] for d in self.groups for s in self._in[d]],
-            "kinds": {str(g): k for g, k in self.kinds.items()},
-            "next_id": self._next_id, "history": self.history,
-        }
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {f"W_{s}_{d}": w for (s, d), w in self.weights.items()}
-        arrays.update({f"b_{g}": b for g, b in self.biases.items()})
-        return arrays
-
     def save(self, path) -> Path:
-        """Write topology, parameters and growth history to one .npz file (no pickled code)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz")
-        meta = np.frombuffer(json.dumps(self._meta()).encode(), dtype=np.uint8)
-        np.savez(path, __meta__=meta, **self._arrays())
-        return path
+        """Write topology, parameters and growth history to one .npz file (no pickled code;
+        genlab.network_file holds the format)."""
+        from .network_file import write
+
+        return write(self, path)
 
     @classmethod
     def load(cls, path) -> "Network":
         """Read a network written by save(); a damaged or foreign file raises FileFormatError."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise FileFormatError(f"{path} is not a readable genlab network file ({e})") from None
-        try:
-            meta = json.loads(arrays.pop("__meta__").tobytes().decode())
-        except KeyError:
-            raise FileFormatError(f"{path} is an .npz file but not a genlab network (no metadata)") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FileFormatError(f"{path}: damaged metadata ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise FileFormatError(f"{path} is not a genlab network file")
-        if meta.get("version") != FORMAT_VERSION:
-            raise FileFormatError(f"{path} has format version {meta.get('version')}; "
-                                  f"this genlab reads version {FORMAT_VERSION}")
-        try:
-            net = cls._from_meta(meta, arrays)
-        except (KeyError, TypeError, ValueError) as e:  # GraphError is a ValueError
-            raise FileFormatError(f"{path}: inconsistent contents ({type(e).__name__}: {e})") from None
-        return net
+        from .network_file import read
 
-    @classmethod
-    def _from_meta(cls, meta: dict, arrays: dict[str, np.ndarray]) -> "Network":
-        widths = {int(g): int(w) for g, w in meta["widths"].items()}
-        net = cls(widths[INPUT], widths[OUTPUT], dtype=meta["dtype"])
-        # files written before group kinds hold dense groups only
-        kinds = {int(g): str(k) for g, k in meta.get("kinds", {}).items()}
-        net.kinds = {g: get_kind(kinds.get(g, DEFAULT)).name for g in widths if g != INPUT}
-        for g in sorted(widths):
-            if g not in (INPUT, OUTPUT):
-                _check_width(widths[g], f"group {g}")
-                net.widths[g] = widths[g]
-                net._in[g], net._out[g] = [], []
-        for s, d in meta["edges"]:
-            s, d = int(s), int(d)
-            if s not in widths or d not in widths:
-                raise GraphError(f"edge {s} -> {d} names a group that does not exist")
-            net.weights[(s, d)] = np.array(arrays[f"W_{s}_{d}"])
-            net._in[d].append(s)
-            net._out[s].append(d)
-        net.biases = {g: np.array(arrays[f"b_{g}"]) for g in widths if g != INPUT}
-        net.history = list(meta["history"])
-        net._next_id = int(meta["next_id"])
-        net.validate()
-        return net
+        return read(path)
 
 
 def _check_width(width, what: str) -> None:

@@ -137,39 +137,45 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
                 phased.step(data.X_train[idx], data.y_train[idx])
         if timed:
             out[label]["growth_event_phases_ms"] = sorted(timed, key=lambda e: e["total"])[len(timed) // 2]
-    device = torch.device("cuda")
     for label in ("torch_eager_group", "torch_level_graph"):
-        if label not in implementations or not nets:
-            continue
-        schedule = dict(nets)
-        net = Network.mlp([64, 8, 10], seed=0)
-        events = []
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        step = None
-        for i, idx in enumerate(batches, start=1):
-            if step is None or i - 1 in schedule:
-                t = time.perf_counter()
-                current = schedule.get(i - 1, net)
-                xt = torch.from_numpy(data.X_train[idx]).to(device)
-                yt = torch.from_numpy(data.y_train[idx]).to(device)
-                if label == "torch_eager_group":
-                    step = _torch_step(*torch_group_model(current, device), xt, yt, 1e-3)
-                else:
-                    static_x, static_y = xt.clone(), yt.clone()
-                    step = _graphed(_torch_step(*torch_level_model(current, device), static_x, static_y, 1e-3,
-                                                capturable=True))
-                torch.cuda.synchronize()
-                if i - 1 in schedule:
-                    events.append((time.perf_counter() - t) * 1e3)
-            if label == "torch_level_graph":
-                static_x.copy_(torch.from_numpy(data.X_train[idx]))
-                static_y.copy_(torch.from_numpy(data.y_train[idx]))
-            else:
-                xt.copy_(torch.from_numpy(data.X_train[idx]))
-                yt.copy_(torch.from_numpy(data.y_train[idx]))
-            step()
-        torch.cuda.synchronize()
-        out[label] = {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
-                      "growth_events": len(events)}
+        if label in implementations and nets:
+            out[label] = _torch_growth(label, dict(nets), batches, data)
     return out
+
+
+def _torch_growth(label: str, schedule: dict, batches: list, data) -> dict:
+    """W5 in PyTorch: the model rebuilt (and its graph re-captured) from the genlab network of
+    each growth step (`schedule`: step -> network), trained on the same batches."""
+    import torch
+
+    device = torch.device("cuda")
+    net = Network.mlp([64, 8, 10], seed=0)
+    events = []
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    step = None
+    for i, idx in enumerate(batches, start=1):
+        if step is None or i - 1 in schedule:
+            t = time.perf_counter()
+            current = schedule.get(i - 1, net)
+            xt = torch.from_numpy(data.X_train[idx]).to(device)
+            yt = torch.from_numpy(data.y_train[idx]).to(device)
+            if label == "torch_eager_group":
+                step = _torch_step(*torch_group_model(current, device), xt, yt, 1e-3)
+            else:
+                static_x, static_y = xt.clone(), yt.clone()
+                step = _graphed(_torch_step(*torch_level_model(current, device), static_x, static_y, 1e-3,
+                                            capturable=True))
+            torch.cuda.synchronize()
+            if i - 1 in schedule:
+                events.append((time.perf_counter() - t) * 1e3)
+        if label == "torch_level_graph":
+            static_x.copy_(torch.from_numpy(data.X_train[idx]))
+            static_y.copy_(torch.from_numpy(data.y_train[idx]))
+        else:
+            xt.copy_(torch.from_numpy(data.X_train[idx]))
+            yt.copy_(torch.from_numpy(data.y_train[idx]))
+        step()
+    torch.cuda.synchronize()
+    return {"total_s": time.perf_counter() - start, "growth_event_ms": statistics.median(events),
+            "growth_events": len(events)}

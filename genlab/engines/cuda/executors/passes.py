@@ -22,19 +22,31 @@ def tier_launches(e: "CudaEngine", batch: int) -> list:
              () if t.lowest else (np.int32(t.size),)) for t in e.executor.tiers() if t.prefix in e.layout.tiers]
 
 
+# (kernel prefix, task list, bytes a task, index in a tier's lists): the level passes' launches
+FORWARD = ("forward", "forward_tasks", 16, 0)
+BACKWARD = ("backward", "backward_tasks", 8, 1)
+
+
+def _levels(e: "CudaEngine", batch: int, which: tuple):
+    """(kernel, grid, first task, extra arguments) of each level's launch in each tier, level by
+    level (forward from level 1; backward from the deepest hidden level)."""
+    kernel, tasks, task_bytes, index = which
+    for level in range(len(e.layout.forward_levels if index == 0 else e.layout.backward_levels)):
+        for pre, suffix, tiles, extra in tier_launches(e, batch):
+            start, count = e.layout.tiers[pre][index][level]
+            if count:
+                yield kernel + (suffix or "_level"), (count, tiles), e.ptr(pre + tasks, task_bytes * start), extra
+
+
 def forward(e: "CudaEngine", batch: int) -> None:
     """h of every group, one launch per level and tier (the output group's block zeroed first
     when its in-edges are split over several tasks, which add into it)."""
     L, b = e.layout, e.buffers
     if L.split_output:
         e.zero_rows(L.output_slot, batch)
-    for level in range(len(L.forward_levels)):
-        for pre, suffix, rows, extra in tier_launches(e, batch):
-            start, count = L.tiers[pre][0][level]
-            if count:
-                e.launch("forward" + (suffix or "_level"), (count, rows), e.ptr(pre + "forward_tasks", 16 * start),
-                         b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"],
-                         b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
+    for name, grid, tasks, extra in _levels(e, batch, FORWARD):
+        e.launch(name, grid, tasks, b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"],
+                 b["params"], b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
 
 
 def zero_step_sums(e: "CudaEngine") -> None:
@@ -67,14 +79,10 @@ def backward(e: "CudaEngine", batch: int) -> None:
 
 
 def _pull(e: "CudaEngine", batch: int) -> None:
-    L, b = e.layout, e.buffers
-    for level in range(len(L.backward_levels)):
-        for pre, suffix, tiles, extra in tier_launches(e, batch):
-            start, count = L.tiers[pre][1][level]
-            if count:
-                e.launch("backward" + (suffix or "_level"), (count, tiles), e.ptr(pre + "backward_tasks", 8 * start),
-                         b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"],
-                         b["dz"], np.int32(batch), np.int32(e.ld), b["stats"], *extra)
+    b = e.buffers
+    for name, grid, tasks, extra in _levels(e, batch, BACKWARD):
+        e.launch(name, grid, tasks, b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"],
+                 b["act"], b["dz"], np.int32(batch), np.int32(e.ld), b["stats"], *extra)
 
 
 def _push(e: "CudaEngine", batch: int) -> None:

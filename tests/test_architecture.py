@@ -1,0 +1,148 @@
+"""The seams other work builds on: the engine interface, typed growth operations, the executor
+registry and group kinds. None of this needs a GPU."""
+
+import ast
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genlab import BackendError, FileFormatError, GraphError, GrowthPolicy, Network
+from genlab import operations as op
+from genlab.engines import Engine, SerialEngine
+from genlab.engines.cuda import CudaEngine
+from genlab.engines.cuda.executors import EXECUTORS, Executor, executor_class
+from genlab.growth import Grower
+from genlab.kinds import KINDS, get_kind
+from genlab.kinds.dense import Dense
+from genlab.optim import SGD
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_both_engines_implement_the_interface_explicitly():
+    with pytest.raises(TypeError):
+        Engine()  # abstract
+    for engine in (SerialEngine, CudaEngine):
+        assert issubclass(engine, Engine) and not inspect.isabstract(engine), engine
+        assert isinstance(engine.grows_in_place, bool) and isinstance(engine.has_executors, bool)
+        assert set(engine.dtypes) <= {"float32", "float64"}
+    assert (SerialEngine.grows_in_place, CudaEngine.grows_in_place) == (False, True)
+    assert (SerialEngine.has_executors, CudaEngine.has_executors) == (False, True)
+
+
+def test_growth_logs_typed_operations():
+    net = Network.mlp([4, 6, 6, 3], seed=0)
+    engine = SerialEngine(net, SGD())
+    grower = Grower(GrowthPolicy(threshold=-1.0, every=None, mode="alternate", cooldown=0, max_groups=20), seed=3)
+    grower.attach(engine)
+    rng = np.random.default_rng(0)
+    engine.step(rng.normal(size=(8, 4)).astype(np.float32), rng.integers(0, 3, 8))
+    work = net.copy(deep=False)
+    events, log = grower.check(work, 1, engine)
+    assert events and log[0] == op.Noise(3, 1)
+    assert all(isinstance(o, (op.Noise, op.ParamOp, op.Move, op.Inherit, op.Fold)) for o in log)
+    assert {type(o) for o in log} >= {op.Identity, op.Zero, op.Move, op.Inherit}
+    engine.apply_growth(work, log)  # the serial engine takes the typed log as it is
+
+
+def test_operation_records_carry_their_codes():
+    offset = {("W", 2, 5): 100, ("W", 5, 1): 300, ("b", 5): 7}.__getitem__
+    size = lambda key: 12
+    ints, f = op.Split(("W", 2, 5), ("W", 5, 1), 0.5, 2, 1).record(offset, size)
+    assert ints == (op.OpCode.SPLIT, 300, 100, 12, 0, 2, 1) and f == 0.5 and len(ints) == op.OP_INTS
+    assert op.Identity(("W", 2, 5), 3).record(offset, size)[0][:5] == (op.OpCode.IDENTITY, 100, 0, 12, 3)
+    assert op.ZeroState(("b", 5)).record(offset, size)[0][:2] == (op.OpCode.ZERO_STATE, 7)
+    assert len({o.code for o in (op.Copy, op.Identity, op.Split, op.HeUniform, op.ZeroState, op.Zero)}) == 6
+
+
+def test_the_executor_registry_is_the_one_list():
+    assert list(EXECUTORS)[0] == "level"
+    for name, cls in EXECUTORS.items():
+        assert issubclass(cls, Executor) and cls.name == name and cls.chunk > 0
+    with pytest.raises(BackendError, match="unknown executor 'fast'; choose one of level, level_push"):
+        executor_class("fast")
+
+
+class _Linear(Dense):
+    """A kind made for this test: a dense group without the ReLU."""
+
+    name = "linear_test"
+
+    def forward(self, inputs, weights, bias, linear):
+        return super().forward(inputs, weights, bias, linear=True)
+
+    def backward(self, grad_out, h, linear):
+        return grad_out
+
+
+@pytest.fixture
+def linear_kind(monkeypatch):
+    monkeypatch.setitem(KINDS, _Linear.name, _Linear())
+    return _Linear.name
+
+
+def test_a_new_kind_is_its_own_file_and_a_registry_line(linear_kind):
+    """Registered, a kind is usable by add_group, runs on the serial engine through its own
+    forward and backward, is saved and loaded, and is refused by name by executors that do not
+    list it."""
+    net = Network(3, 2, seed=0)
+    g = net.add_group(4, inputs=[net.input], outputs=[net.output], kind=linear_kind)
+    assert net.kinds[g] == linear_kind and net.kind(g).name == linear_kind
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    engine = SerialEngine(net, SGD(), dtype="float64")
+    w1, w2, b1, b2 = net.weights[(0, g)], net.weights[(g, 1)], net.biases[g], net.biases[1]
+    np.testing.assert_allclose(engine.forward(x), (x @ w1.T + b1) @ w2.T + b2, rtol=1e-6)  # no ReLU
+    executor = Executor.__new__(executor_class("level"))
+    with pytest.raises(BackendError, match="the level executor cannot run groups of kind linear_test"):
+        executor.check_kinds({"dense", linear_kind})
+
+
+def test_kinds_are_saved_and_old_files_load_as_dense(tmp_path, linear_kind):
+    net = Network.mlp([3, 4, 2], seed=0)
+    g = net.add_group(5, inputs=[net.input], outputs=[net.output], kind=linear_kind)
+    assert Network.load(net.save(tmp_path / "a.npz")).kinds == net.kinds == {1: "dense", 2: "dense", g: linear_kind}
+    path = Network.mlp([3, 4, 2], seed=0).save(tmp_path / "old.npz")
+    with np.load(path) as f:  # a file from before kinds: its metadata has none
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    del meta["kinds"]
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    assert Network.load(path).kinds == {1: "dense", 2: "dense"}
+    meta["kinds"] = {"2": "hexagonal"}
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(FileFormatError, match="unknown group kind 'hexagonal'"):
+        Network.load(path)
+
+
+def test_an_unknown_kind_is_refused_and_changes_nothing():
+    net = Network.mlp([3, 4, 2], seed=0)
+    before = (dict(net.widths), dict(net.kinds), net.edges)
+    with pytest.raises(GraphError, match="unknown group kind 'conv'; choose one of dense"):
+        net.add_group(4, inputs=[net.input], kind="conv")
+    assert (dict(net.widths), dict(net.kinds), net.edges) == before
+    assert get_kind("dense").edge_shape(3, 5) == (3, 5)
+
+
+def test_growth_copies_keep_their_source_kind(linear_kind):
+    from genlab.growth import duplicate_depth, duplicate_width
+
+    net = Network(3, 2, seed=0)
+    g = net.add_group(4, inputs=[net.input], outputs=[net.output], kind=linear_kind)
+    deep = duplicate_depth(net, g, 1, 0)
+    wide = duplicate_width(net, g, 2, 0)
+    assert net.kinds[deep] == net.kinds[wide] == linear_kind
+
+
+def test_modules_and_functions_stay_small():
+    """No module of genlab over ~400 lines and no function over 80: each holds one idea."""
+    for path in (ROOT / "genlab").rglob("*.py"):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 420, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno < 80, (path, node.name)

@@ -4,6 +4,8 @@ each taking work items from a global counter, with dependency counters zeroed be
 
 from __future__ import annotations
 
+import numpy as np
+
 from ....errors import BackendError
 from .. import runtime
 from ..constants import THREADS, TILE
@@ -20,6 +22,21 @@ class Persistent(Executor):
         super().__init__(engine)
         runtime.load(self.file)
         self.grid = self.resident_blocks()
+        self.arguments = runtime.kernels().signatures[self.kernel][0]  # its struct of arguments
+
+    def record(self, **values) -> bytes:
+        """The kernel's struct of arguments: each pointer field from the engine's buffer of the
+        same name, then `values` (the rest, by field name)."""
+        a, b = np.zeros((), self.arguments), self.engine.buffers
+        pointers = {name for name in self.arguments.names if self.arguments.fields[name][0] == np.uint64}
+        missing = set(self.arguments.names) - (pointers & b.keys()) - values.keys()
+        if missing:
+            raise BackendError(f"{self.kernel}'s arguments {', '.join(sorted(missing))} have no value")
+        for name in pointers & b.keys():
+            a[name] = int(b[name])
+        for name, value in values.items():
+            a[name] = value
+        return a.tobytes()
 
     def resident_blocks(self) -> int:
         """How many blocks of the kernel the device holds at once: its grid (limited by registers,
@@ -44,18 +61,20 @@ class Persistent(Executor):
         tiles = (batch + TILE - 1) // TILE if self.tiles_per_slot else 1
         return 2 + (4 * tiles + 1) * n_slots
 
-    def setup(self, batch: int) -> list:
+    def setup(self, batch: int) -> dict:
         """Zero what the step accumulates (sums, counters, a split output block); return the
-        optimizer's arguments."""
+        optimizer's fields of the kernel's arguments."""
         e = self.engine
         L = e.layout
         passes.zero_step_sums(e)
         e.mem.fill(e.buffers["counters"], 0, self.counter_words(len(L.groups), batch))
         if L.split_output:
             e.zero_rows(L.output_slot, batch)
-        return passes.optimizer_args(e)
+        code, s0, s1, s2, n_params, lr, h1, h2, eps = passes.optimizer_args(e)
+        return dict(optimizer=code, state0=int(s0), state1=int(s1), state2=int(s2), n_params=n_params, lr=lr,
+                    hyper1=h1, hyper2=h2, eps=eps)
 
 
-    def launch(self, *args) -> None:
+    def launch(self, record: bytes) -> None:
         """The step's one launch of the kernel over the resident grid."""
-        self.engine.launch(self.kernel, (self.grid, 1), *args)
+        self.engine.launch(self.kernel, (self.grid, 1), record)

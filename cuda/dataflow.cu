@@ -34,29 +34,28 @@
 #include "backward.cu"
 #include "optim.cu"
 
-// dataflow_step's arguments, passed by value (the engine fills a NumPy record of this layout,
-// derived from this definition: genlab/engines/cuda/runtime.py).
-struct DataflowStep {
-    const int *width, *act_off, *bias_off, *in_ptr, *in_src, *in_dst, *in_woff, *out_ptr, *out_dst, *out_woff;
-    const int *hidden, *fwd_tasks, *bwd_tasks, *weight_tasks, *bias_tasks, *labels;
-    float *params, *grads, *act, *dz, *state0, *state1, *state2;
-    double *stats, *wstats, *scalars;
-    int *counters;
-    int n_fwd, n_bwd, n_weight, n_bias, batch, ld, n_slots, input_slot, output_slot, split, optimizer, n_params;
-    float lr, hyper1, hyper2, eps;
-};
-
-extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(const __grid_constant__ DataflowStep a)
+extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
+    const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_dst,
+    const int* __restrict__ in_woff, const int* __restrict__ out_ptr, const int* __restrict__ out_dst,
+    const int* __restrict__ out_woff, const int* __restrict__ hidden,
+    const int* __restrict__ fwd_tasks, int n_fwd, const int* __restrict__ bwd_tasks, int n_bwd,
+    const int* __restrict__ weight_tasks, int n_weight, const int* __restrict__ bias_tasks, int n_bias,
+    float* params, float* grads, float* act, float* dz, const int* __restrict__ labels,
+    int batch, int ld, int n_slots, int input_slot, int output_slot, int split,
+    double* stats, double* wstats, double* scalars,
+    int optimizer, float* state0, float* state1, float* state2, int n_params,
+    float lr, float hyper1, float hyper2, float eps, int* counters)
 {
     __shared__ int item_s, flag_s;
-    const int nbt = (a.batch + TILE - 1) / TILE;
-    const Counters C(a.counters, a.n_slots, nbt);
-    const int n_update = (a.n_params + CHUNK - 1) / CHUNK;
-    const int a_fwd = nbt, a_loss = a_fwd + a.n_fwd * nbt, a_bwd = a_loss + nbt;
-    const int a_weight = a_bwd + a.n_bwd * nbt, a_bias = a_weight + a.n_weight, a_update = a_bias + a.n_bias;
+    const int nbt = (batch + TILE - 1) / TILE;
+    const Counters C(counters, n_slots, nbt);
+    const int n_update = (n_params + CHUNK - 1) / CHUNK;
+    const int a_fwd = nbt, a_loss = a_fwd + n_fwd * nbt, a_bwd = a_loss + nbt;
+    const int a_weight = a_bwd + n_bwd * nbt, a_bias = a_weight + n_weight, a_update = a_bias + n_bias;
     const int total = a_update + n_update;
-    auto tiles = [&](int s) { return (a.width[s] + TILE - 1) / TILE; };
-    auto forward_tasks = [&](int s) { return forward_tasks_of(s, TILE, a.width, a.in_ptr, a.output_slot, a.split); };
+    auto tiles = [&](int s) { return (width[s] + TILE - 1) / TILE; };
+    auto forward_tasks = [&](int s) { return forward_tasks_of(s, TILE, width, in_ptr, output_slot, split); };
 
     for (;;) {
         __syncthreads();  // the previous item's shared memory is free
@@ -66,48 +65,44 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(const __g
         if (item >= total) return;
         if (item < a_fwd) {
             __threadfence();
-            C.forward_complete(a.input_slot, item, a.out_ptr, a.out_dst);
+            C.forward_complete(input_slot, item, out_ptr, out_dst);
         } else if (item < a_loss) {
             const int f = (item - a_fwd) / nbt, bt = (item - a_fwd) % nbt;
-            const int* task = a.fwd_tasks + 4 * f;
+            const int* task = fwd_tasks + 4 * f;
             const int s = task[0];
-            wait_for(C.fready + C.at(s, bt), a.in_ptr[s + 1] - a.in_ptr[s]);
-            forward_tile(task, bt * TILE, a.width, a.act_off, a.bias_off, a.in_ptr, a.in_src, a.in_woff, a.params,
-                         a.act, a.batch, a.ld, a.output_slot, TILE);
-            if (finish_item(C.fdone + C.at(s, bt), forward_tasks(s), &flag_s))
-                C.forward_complete(s, bt, a.out_ptr, a.out_dst);
+            wait_for(C.fready + C.at(s, bt), in_ptr[s + 1] - in_ptr[s]);
+            forward_tile(task, bt * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld,
+                         output_slot, TILE);
+            if (finish_item(C.fdone + C.at(s, bt), forward_tasks(s), &flag_s)) C.forward_complete(s, bt, out_ptr, out_dst);
         } else if (item < a_bwd) {
-            const int bt = item - a_loss, s = a.output_slot, w = a.width[s];
+            const int bt = item - a_loss, s = output_slot, w = width[s];
             wait_for(C.fdone + C.at(s, bt), forward_tasks(s));
-            softmax_rows(bt * TILE, min(TILE, a.batch - bt * TILE), a.act + a.act_off[s], a.labels, a.batch, w,
-                         a.ld, a.dz + a.act_off[s], a.scalars, (int*)(a.scalars + 1), a.stats, s);
-            if (finish_item(C.bdone + C.at(s, bt), 1, &flag_s))
-                C.backward_complete(s, bt, a.in_ptr, a.in_src, a.hidden);
+            softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ld,
+                         dz + act_off[s], scalars, (int*)(scalars + 1), stats, s);
+            if (finish_item(C.bdone + C.at(s, bt), 1, &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);
         } else if (item < a_weight) {
             const int t = (item - a_bwd) / nbt, bt = (item - a_bwd) % nbt;
-            const int s = a.bwd_tasks[2 * t], k0 = a.bwd_tasks[2 * t + 1];
-            wait_for(C.bready + C.at(s, bt), a.out_ptr[s + 1] - a.out_ptr[s]);
-            backward_tile(s, k0, bt * TILE, a.width, a.act_off, a.out_ptr, a.out_dst, a.out_woff, a.params, a.act,
-                          a.dz, a.batch, a.ld, a.stats, TILE);
-            if (finish_item(C.bdone + C.at(s, bt), tiles(s), &flag_s))
-                C.backward_complete(s, bt, a.in_ptr, a.in_src, a.hidden);
+            const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1];
+            wait_for(C.bready + C.at(s, bt), out_ptr[s + 1] - out_ptr[s]);
+            backward_tile(s, k0, bt * TILE, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld,
+                          stats, TILE);
+            if (finish_item(C.bdone + C.at(s, bt), tiles(s), &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);
         } else if (item < a_bias) {
-            const int* t = a.weight_tasks + 3 * (item - a_weight);
-            wait_for(C.gready + a.in_dst[t[0]], nbt);
-            weight_grad_tile(t[0], t[1], t[2], a.in_src, a.in_dst, a.in_woff, a.width, a.act_off, a.act, a.dz,
-                             a.grads, a.batch, a.ld, a.wstats, a.scalars + 2);
+            const int* t = weight_tasks + 3 * (item - a_weight);
+            wait_for(C.gready + in_dst[t[0]], nbt);
+            weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld,
+                             wstats, scalars + 2);
             finish_item(C.ngrad, 0, &flag_s);
         } else if (item < a_update) {
-            const int* t = a.bias_tasks + 2 * (item - a_bias);
+            const int* t = bias_tasks + 2 * (item - a_bias);
             wait_for(C.gready + t[0], nbt);
-            bias_grad_tile(t[0], t[1], a.width, a.act_off, a.bias_off, a.dz, a.grads, a.batch, a.ld, a.wstats,
-                           a.scalars + 2);
+            bias_grad_tile(t[0], t[1], width, act_off, bias_off, dz, grads, batch, ld, wstats, scalars + 2);
             finish_item(C.ngrad, 0, &flag_s);
         } else {
-            wait_for(C.ngrad, a.n_weight + a.n_bias);
-            if (!finite_step(a.scalars)) continue;
-            update_chunk(item - a_update, a.n_params, a.optimizer, a.params, a.grads, a.state0, a.state1, a.state2,
-                         a.lr, a.hyper1, a.hyper2, a.eps);
+            wait_for(C.ngrad, n_weight + n_bias);
+            if (!finite_step(scalars)) continue;
+            update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,
+                         hyper2, eps);
         }
     }
 }

@@ -71,29 +71,6 @@ def test_struct_arguments_get_the_c_layout():
     assert record.fields["trace"][0] == np.uint64 and record.fields["batch"][0] == np.int32
     assert record.fields["n_fwd"][1] == 8 * sum(record.fields[n][0] == np.uint64 for n in record.names)
     assert record.itemsize % 8 == 0
-    (record,) = signature(source(["dataflow.cu"]), "dataflow_step")  # the same for the dataflow executor
-    assert record.names[0] == "width" and record.fields["labels"][0] == np.uint64 and record.names[-1] == "eps"
-
-
-def test_a_struct_of_arguments_is_filled_from_the_engine_buffers_or_refused():
-    """A persistent executor fills its kernel's struct: pointer fields from the engine's buffers of
-    the same name, the rest given; a field left without a value is an error, not a zero."""
-    from types import SimpleNamespace
-
-    from genlab import BackendError
-    from genlab.engines.cuda.executors import EXECUTORS
-
-    rows = EXECUTORS["dataflow_rows"].__new__(EXECUTORS["dataflow_rows"])
-    (rows.arguments,) = signature(source(["rows.cu"]), "rows_step")
-    pointers = [n for n in rows.arguments.names if rows.arguments.fields[n][0] == np.uint64]
-    given = {"fwd_tasks": 7, "bwd_tasks": 8, "trace": 0, "state0": 1, "state1": 2, "state2": 3}
-    rows.engine = SimpleNamespace(buffers={n: 1000 + i for i, n in enumerate(pointers) if n not in given})
-    scalars = {n: 1 for n in rows.arguments.names if n not in pointers}
-    raw = np.frombuffer(rows.record(**given, **scalars), rows.arguments)[0]
-    assert raw["width"] == 1000 + pointers.index("width") and raw["fwd_tasks"] == 7 and raw["lr"] == 1.0
-    del scalars["lr"]
-    with pytest.raises(BackendError, match="rows_step's arguments lr have no value"):
-        rows.record(**given, **scalars)
 
 
 def test_every_kernel_python_launches_is_defined():

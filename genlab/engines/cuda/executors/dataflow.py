@@ -9,6 +9,8 @@ barrier.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..constants import SPLIT, TILE
 from . import passes
 from .base import Activations
@@ -22,14 +24,17 @@ class Dataflow(Persistent):
 
     def enqueue_step(self, batch: int) -> None:
         e = self.engine
-        L = e.layout
+        L, b = e.layout, e.buffers
         optimizer = self.setup(batch)
-        self.launch(self.record(
-            fwd_tasks=int(e.buffers["forward_tasks"]), bwd_tasks=e.ptr("backward_tasks", 8 * L.backward_start),
-            weight_tasks=int(e.buffers["weight_tasks"]), bias_tasks=int(e.buffers["bias_tasks"]),
-            n_fwd=L.n_forward_tasks, n_bwd=L.n_backward_tasks, n_weight=L.n_weight_tasks, n_bias=L.n_bias_tasks,
-            batch=batch, ld=e.ld, n_slots=len(L.groups), input_slot=L.input_slot, output_slot=L.output_slot,
-            split=SPLIT, **optimizer))
+        self.launch(b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_dst"], b["in_woff"],
+                    b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
+                    b["forward_tasks"], np.int32(L.n_forward_tasks),
+                    e.ptr("backward_tasks", 8 * L.backward_start), np.int32(L.n_backward_tasks),
+                    b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"], np.int32(L.n_bias_tasks),
+                    b["params"], b["grads"], b["act"], b["dz"], b["labels"],
+                    np.int32(batch), np.int32(e.ld), np.int32(len(L.groups)), np.int32(L.input_slot),
+                    np.int32(L.output_slot), np.int32(SPLIT), b["stats"], b["wstats"], b["scalars"], *optimizer,
+                    b["counters"])
         passes.ranges(e, batch)
 
 

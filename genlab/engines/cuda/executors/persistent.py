@@ -4,8 +4,6 @@ each taking work items from a global counter, with dependency counters zeroed be
 
 from __future__ import annotations
 
-import numpy as np
-
 from ....errors import BackendError
 from .. import runtime
 from ..constants import THREADS, TILE
@@ -22,21 +20,6 @@ class Persistent(Executor):
         super().__init__(engine)
         runtime.load(self.file)
         self.grid = self.resident_blocks()
-        self.arguments = runtime.kernels().signatures[self.kernel][0]  # its struct of arguments
-
-    def record(self, **values) -> bytes:
-        """The kernel's struct of arguments: each pointer field from the engine's buffer of the
-        same name, then `values` (the rest, by field name)."""
-        a, b = np.zeros((), self.arguments), self.engine.buffers
-        pointers = {name for name in self.arguments.names if self.arguments.fields[name][0] == np.uint64}
-        missing = set(self.arguments.names) - (pointers & b.keys()) - values.keys()
-        if missing:
-            raise BackendError(f"{self.kernel}'s arguments {', '.join(sorted(missing))} have no value")
-        for name in pointers & b.keys():
-            a[name] = int(b[name])
-        for name, value in values.items():
-            a[name] = value
-        return a.tobytes()
 
     def resident_blocks(self) -> int:
         """How many blocks of the kernel the device holds at once: its grid (limited by registers,
@@ -61,20 +44,18 @@ class Persistent(Executor):
         tiles = (batch + TILE - 1) // TILE if self.tiles_per_slot else 1
         return 2 + (4 * tiles + 1) * n_slots
 
-    def setup(self, batch: int) -> dict:
+    def setup(self, batch: int) -> list:
         """Zero what the step accumulates (sums, counters, a split output block); return the
-        optimizer's fields of the kernel's arguments."""
+        optimizer's arguments."""
         e = self.engine
         L = e.layout
         passes.zero_step_sums(e)
         e.mem.fill(e.buffers["counters"], 0, self.counter_words(len(L.groups), batch))
         if L.split_output:
             e.zero_rows(L.output_slot, batch)
-        code, s0, s1, s2, n_params, lr, h1, h2, eps = passes.optimizer_args(e)
-        return dict(optimizer=code, state0=int(s0), state1=int(s1), state2=int(s2), n_params=n_params, lr=lr,
-                    hyper1=h1, hyper2=h2, eps=eps)
+        return passes.optimizer_args(e)
 
 
-    def launch(self, record: bytes) -> None:
+    def launch(self, *args) -> None:
         """The step's one launch of the kernel over the resident grid."""
-        self.engine.launch(self.kernel, (self.grid, 1), record)
+        self.engine.launch(self.kernel, (self.grid, 1), *args)

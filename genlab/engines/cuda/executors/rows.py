@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....errors import BackendError
+from .. import runtime
 from ..constants import CH, CHUNK, EW, LAG, SPLIT
 from ..layout import Layout
 from . import passes
@@ -36,6 +37,7 @@ class Rows(Persistent):
 
     def __init__(self, engine):
         super().__init__(engine)
+        self.arguments = runtime.kernels().signatures[self.kernel][0]  # the RowsStep record type
         self.defer_update = True  # False: the update runs as the kernel's last items (for comparisons)
         self.pending: list | None = None  # the optimizer arguments of the update left pending
         self._args: list | None = None  # this step's optimizer arguments (before_step)
@@ -45,13 +47,21 @@ class Rows(Persistent):
     def enqueue_step(self, batch: int, trace=None) -> None:
         """The whole step as one launch; `trace`: a buffer for the items' timeline, or None."""
         e = self.engine
-        L = e.layout
-        optimizer = self.setup(batch)
-        self.launch(self.record(
-            fwd_tasks=int(e.buffers["forward_tasks"]), bwd_tasks=e.ptr("backward_tasks", 8 * L.backward_start),
-            trace=int(trace) if trace is not None else 0, n_fwd=L.n_forward_tasks, n_bwd=L.n_backward_tasks,
-            batch=batch, n_slots=len(L.groups), input_slot=L.input_slot, output_slot=L.output_slot, split=SPLIT,
-            pending=self.pending is not None, defer=self.defer_update, **optimizer))
+        L, b = e.layout, e.buffers
+        code, s0, s1, s2, n_params, lr, h1, h2, eps = self.setup(batch)
+        a = np.zeros((), self.arguments)
+        for name in ("width", "act_off", "bias_off", "in_ptr", "in_src", "in_woff", "out_ptr", "out_dst", "out_woff",
+                     "hidden", "bwd_order", "labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars",
+                     "counters"):
+            a[name] = int(b[name])
+        a["fwd_tasks"], a["bwd_tasks"] = int(b["forward_tasks"]), e.ptr("backward_tasks", 8 * L.backward_start)
+        a["state0"], a["state1"], a["state2"] = int(s0), int(s1), int(s2)
+        a["trace"] = int(trace) if trace is not None else 0
+        a["n_fwd"], a["n_bwd"], a["batch"], a["n_slots"] = L.n_forward_tasks, L.n_backward_tasks, batch, len(L.groups)
+        a["input_slot"], a["output_slot"], a["split"] = L.input_slot, L.output_slot, SPLIT
+        a["optimizer"], a["n_params"], a["lr"], a["hyper1"], a["hyper2"], a["eps"] = code, n_params, lr, h1, h2, eps
+        a["pending"], a["defer"] = self.pending is not None, self.defer_update
+        self.launch(a.tobytes())
         passes.ranges(e, batch)
 
     def graph_key(self) -> tuple:

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from . import datasets
 from .errors import BackendError, DataError, FileFormatError, GenlabError, GraphError, TrainingError
+from .export import to_torch
 from .growth import GrowthEvent, GrowthPolicy
 from .lab import Lab
 from .network import INPUT, OUTPUT, Network
@@ -54,5 +55,6 @@ _compile_at_import()
 
 __all__ = [
     "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "INPUT", "OUTPUT", "cuda_dir",
+    "to_torch",
     "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",
 ]

@@ -51,6 +51,10 @@ class GroupKind(ABC):
         """dL/db."""
 
     @abstractmethod
+    def torch_forward(self, inputs: list, weights: list, bias, linear: bool):
+        """forward() on torch tensors, differentiable (genlab.to_torch builds modules from it)."""
+
+    @abstractmethod
     def identity(self, width: int) -> np.ndarray:
         """The weight block of an edge g -> g' (both `width` wide) through which g' passes g's
         output on unchanged (a depth-wise copy), for the output of g (already past its ReLU)."""

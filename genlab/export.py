@@ -1,0 +1,47 @@
+"""Export: a genlab Network as a torch.nn.Module computing the same function, and from there ONNX
+(torch.onnx.export). PyTorch stays optional: it is imported when to_torch is called."""
+
+from __future__ import annotations
+
+from .network import INPUT, OUTPUT, Network
+
+
+def to_torch(net: Network):
+    """A torch.nn.Module computing net's logits: each group through its kind's torch_forward, in
+    topological order, with the network's parameters copied (dtype kept) as named parameters
+    (W_<src>_<dst>, b_<group>). It trains like any module; genlab's network is left as it is.
+
+        >>> module = genlab.to_torch(net)
+        >>> logits = module(torch.from_numpy(X))
+        >>> torch.onnx.export(module, (torch.from_numpy(X[:1]),), "net.onnx",
+        ...                   dynamic_shapes=({0: torch.export.Dim("batch")},))
+    """
+    import torch
+
+    net.validate()
+
+    class GenlabModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.order = [g for g in net.topological_order() if g != INPUT]
+            self.sources = {g: net.inputs(g) for g in self.order}
+            self.kinds = {g: net.kind(g) for g in self.order}
+            self.weights = torch.nn.ParameterDict(
+                {f"W_{s}_{d}": torch.nn.Parameter(torch.from_numpy(w.copy())) for (s, d), w in net.weights.items()})
+            self.biases = torch.nn.ParameterDict(
+                {f"b_{g}": torch.nn.Parameter(torch.from_numpy(b.copy())) for g, b in net.biases.items()})
+            self.n_inputs, self.n_outputs = net.n_inputs, net.n_outputs
+
+        def forward(self, x):
+            h = {INPUT: x}
+            for g in self.order:
+                sources = self.sources[g]
+                h[g] = self.kinds[g].torch_forward([h[s] for s in sources],
+                                                   [self.weights[f"W_{s}_{g}"] for s in sources],
+                                                   self.biases[f"b_{g}"], linear=g == OUTPUT)
+            return h[OUTPUT]
+
+        def extra_repr(self) -> str:
+            return f"groups={len(self.order) + 1}, inputs={self.n_inputs}, outputs={self.n_outputs}"
+
+    return GenlabModule()

@@ -20,6 +20,15 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, where it has one."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .datasets import NAMES
@@ -28,11 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a network on a dataset and report its accuracy")
-    train.add_argument("--dataset", default="digits", choices=NAMES)
-    train.add_argument("--backend", default="auto", choices=BACKENDS)
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--seed", type=int, default=0)
+    defaults = _Defaults
+    train = commands.add_parser(
+        "train", help="train a network on a dataset and report its accuracy", formatter_class=defaults,
+        description="Train a network on one of genlab's datasets (no download) and print its accuracy, size and "
+                    "time: a chain of groups (--start mlp), or one group of 8 that grows (--start single --grow).")
+    train.add_argument("--dataset", default="digits", choices=NAMES, help="the data (genlab.datasets)")
+    train.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="the engine: auto takes the GPU where it can run")
+    train.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+    train.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
     train.add_argument("--hidden", type=_sizes, default=None,
                        help="widths of the hidden groups of the starting chain (default 64,32; with "
                             "--start single, 8)")
@@ -40,20 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mlp: a chain of --hidden groups; single: one hidden group of 8 neurons")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy")
     train.add_argument("--max-groups", type=int, default=None, help="growth budget (default 32)")
-    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="the optimizer")
     train.add_argument("--lr", type=float, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument("--batch-size", type=int, default=32, help="rows per training step")
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                       help="the float type of the computation (float64: the serial engine)")
     train.add_argument("--save", metavar="PATH", help="write the trained network to PATH (.npz)")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true", help="print the results only: no progress bar, no notes")
     train.set_defaults(run=run_train)
 
-    demo = commands.add_parser("demo", help="grow a network from one group and write its pictures and a report")
-    demo.add_argument("--dataset", default="digits", choices=NAMES)
-    demo.add_argument("--backend", default="auto", choices=BACKENDS)
-    demo.add_argument("--epochs", type=int, default=30)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = commands.add_parser(
+        "demo", help="grow a network from one group and write its pictures and a report", formatter_class=defaults,
+        description="Grow a network from one group of 8 on a dataset, compare it with a traditional one-layer "
+                    "network of as many parameters, and write the DAG, the heatmap, the curves and report.json.")
+    demo.add_argument("--dataset", default="digits", choices=NAMES, help="the data (genlab.datasets)")
+    demo.add_argument("--backend", default="auto", choices=BACKENDS,
+                      help="the engine: auto takes the GPU where it can run")
+    demo.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+    demo.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
     demo.add_argument("--out", default="genlab-demo", help="the folder for the pictures and report.json")
     demo.add_argument("--json", action="store_true", help="print report.json's contents at the end")
     demo.add_argument("--quiet", action="store_true", help="no progress bar or growth lines")
@@ -67,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args) -> dict:
     from . import datasets
+    from .backends import resolve
     from .network import Network
     from .trainer import Trainer
 
@@ -79,7 +99,7 @@ def run_train(args) -> dict:
     policy = None
     if args.grow:
         policy = GrowthPolicy() if args.max_groups is None else GrowthPolicy(max_groups=args.max_groups)
-    trainer = Trainer(net, backend=args.backend, optimizer=args.optimizer, lr=args.lr,
+    trainer = Trainer(net, backend=resolve(args.backend, quiet=args.quiet), optimizer=args.optimizer, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, dtype=args.dtype, growth=policy)
     start = time.perf_counter()
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
@@ -109,13 +129,15 @@ def run_demo(args) -> dict:
     from tqdm.auto import tqdm
 
     from . import datasets, viz
+    from .backends import resolve
     from .growth import GrowthPolicy
     from .network import Network
     from .trainer import Trainer
 
     data = datasets.load(args.dataset, seed=args.seed)
     n_in, n_out = data.n_features, data.n_classes
-    trainer = Trainer(Network.mlp([n_in, 8, n_out], seed=args.seed), backend=args.backend, seed=args.seed,
+    backend = resolve(args.backend, quiet=args.quiet)
+    trainer = Trainer(Network.mlp([n_in, 8, n_out], seed=args.seed), backend=backend, seed=args.seed,
                       growth=GrowthPolicy())
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
@@ -128,7 +150,7 @@ def run_demo(args) -> dict:
     net = trainer.net
     # the traditional network: one hidden layer with about as many parameters as the grown one
     hidden = max(1, round((net.n_params - n_out) / (n_in + 1 + n_out)))
-    mlp = Trainer(Network.mlp([n_in, hidden, n_out], seed=args.seed), backend=args.backend, seed=args.seed)
+    mlp = Trainer(Network.mlp([n_in, hidden, n_out], seed=args.seed), backend=backend, seed=args.seed)
     start = time.perf_counter()
     mlp.fit(*data.train, epochs=args.epochs, progress=False)
     mlp_seconds = time.perf_counter() - start

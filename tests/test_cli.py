@@ -77,3 +77,23 @@ def test_demo_writes_its_pictures_and_report(tmp_path):
     assert (out / "dag.svg").read_text().lstrip().startswith("<?xml")
     assert "data:image/svg+xml;base64" in (out / "growth.html").read_text()
     assert "step " in result.stderr  # growth events printed as they happen
+
+
+def test_help_describes_each_command_and_shows_the_defaults():
+    for command, words in (("train", ["Train a network", "(default: digits)", "(default: 30)", "(default: adam)"]),
+                           ("demo", ["Grow a network from one group", "(default: genlab-demo)"])):
+        result = run(command, "--help")
+        assert result.returncode == 0 and all(w in " ".join(result.stdout.split()) for w in words), result.stdout
+        assert "(default: None)" not in result.stdout and "(default: False)" not in result.stdout
+
+
+def test_quiet_prints_the_results_and_nothing_else():
+    """Not even the note that "auto" fell back to the serial engine (it goes to stderr otherwise)."""
+    from genlab.backends import cuda_status
+
+    result = run("train", "--dataset", "iris", "--epochs", "1", "--quiet")
+    assert result.returncode == 0 and "test_accuracy" in result.stdout
+    assert result.stderr == ""
+    if not cuda_status()[0]:
+        loud = run("train", "--dataset", "iris", "--epochs", "1")
+        assert "genlab: using the serial engine" in loud.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import genlab
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"graphviz": "python-graphviz"}  # PyPI name -> conda-forge name, where they differ
+CONDA_NAMES = {"graphviz": "python-graphviz", "build": "python-build"}  # PyPI name -> conda-forge name, where they differ
 
 
 def requirement_names(specs):
@@ -47,3 +47,16 @@ def test_importing_genlab_needs_no_gpu_packages():
     env = {**__import__("os").environ, "GENLAB_BACKEND": "serial"}  # no kernels loaded at import
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "[]"
+
+
+def test_sdist_carries_what_its_own_tests_read(tmp_path):
+    """The source archive holds the licence, the CI script and the README the tests read."""
+    import tarfile
+
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "-o", str(tmp_path), str(ROOT)], check=True,
+                   capture_output=True)
+    (sdist,) = tmp_path.glob("genlab-*.tar.gz")
+    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    assert {"LICENSE", ".ci/run", "README.md", "CONTRIBUTING.md", "environment.yml", "cuda/constants.cuh",
+            "tests/test_readme.py", "benchmarks/kernels/harness.py"} <= names
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

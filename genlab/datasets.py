@@ -27,6 +27,7 @@ class Dataset:
     y_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    classes: tuple = ()  # the label each class index stands for, where the data named them
 
     @property
     def n_features(self) -> int:
@@ -49,14 +50,58 @@ class Dataset:
                 f"{self.n_features} features, {self.n_classes} classes)")
 
 
+def from_arrays(X, y, name: str = "your data", seed: int = 0, test_size: float = 0.25) -> Dataset:
+    """Your own data as a Dataset: X (samples x features, numbers), y (one label per sample: class
+    indices, or any labels, which become indices in sorted order, kept in `classes`); split
+    (stratified where every class has two samples or more) and standardised like load()'s."""
+    y = np.asarray(y)
+    if y.ndim == 1 and y.dtype.kind not in "biuf":
+        classes, y = np.unique(y.astype(str), return_inverse=True)
+    else:
+        classes = ()
+    X, y = check_data(X, y)
+    if not len(classes) and y.min() < 0:
+        raise DataError(f"label {y.min()} is negative: class indices start at 0 (or pass names)")
+    if not len(classes) and len(np.unique(y)) < y.max() + 1:
+        classes, y = np.unique(y, return_inverse=True)  # indices with gaps: renumbered
+        classes = classes.astype(str)
+    if len(np.unique(y)) < 2:
+        raise DataError("y holds one class only: a classifier needs two or more")
+    return _split(name, X, y, seed, test_size, tuple(str(c) for c in classes))
+
+
+def from_frame(frame, label: str, name: str = "your data", seed: int = 0, test_size: float = 0.25) -> Dataset:
+    """A pandas DataFrame as a Dataset: the column `label` holds the classes, every other column
+    is a feature (numbers only; encode categories first)."""
+    if not hasattr(frame, "columns") or label not in frame.columns:
+        raise DataError(f"no column {label!r} in the frame (columns: {', '.join(map(str, getattr(frame, 'columns', [])))})")
+    features = frame.drop(columns=[label])
+    text = [c for c in features.columns if features[c].dtype.kind not in "biuf"]
+    if text:
+        raise DataError(f"feature column(s) {', '.join(map(str, text))} hold no numbers; encode them first")
+    return from_arrays(features.to_numpy(), frame[label].to_numpy(), name=name, seed=seed, test_size=test_size)
+
+
+def _split(name: str, X: np.ndarray, y: np.ndarray, seed: int, test_size: float, classes: tuple = ()) -> Dataset:
+    """A train/test split drawn with seed (stratified where it can be), standardised with the
+    training part's mean and std."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if np.bincount(y).min() >= 2 else None
+    X_train, X_test, y_train, y_test = train_test_split(
+        np.asarray(X, np.float64), np.asarray(y, np.int64), test_size=test_size, random_state=seed, stratify=stratify)
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+    std[std == 0] = 1.0  # constant features (digits' border pixels) stay at zero
+    scale = lambda a: ((a - mean) / std).astype(np.float32)
+    return Dataset(name, scale(X_train), y_train, scale(X_test), y_test, classes)
+
+
 def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int = 600,
          noise: float | None = None) -> Dataset:
     """Load `name` (see NAMES) as a standardised train/test split drawn with `seed`.
 
     n_samples and noise apply to the generated 2-D sets only.
     """
-    from sklearn.model_selection import train_test_split
-
     if name in TABULAR:
         import sklearn.datasets as skd
         X, y = getattr(skd, f"load_{name}")(return_X_y=True)
@@ -64,13 +109,7 @@ def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int = 600
         X, y = _generate(name, n_samples, noise, np.random.default_rng(seed))
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
-    X_train, X_test, y_train, y_test = train_test_split(
-        np.asarray(X, np.float64), np.asarray(y, np.int64), test_size=test_size,
-        random_state=seed, stratify=y)
-    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
-    std[std == 0] = 1.0  # constant features (digits' border pixels) stay at zero
-    scale = lambda a: ((a - mean) / std).astype(np.float32)
-    return Dataset(name, scale(X_train), y_train, scale(X_test), y_test)
+    return _split(name, X, np.asarray(y, np.int64), seed, test_size)
 
 
 def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):

@@ -291,12 +291,7 @@ class Grower:
         p = self.policy
         log: list[op.GrowthOp] = [op.Noise(self.seed, step)]  # the counter-based noise of this step's operations
         events = self._prune(net, step, engine, log) if (p.prune or p.prune_taylor is not None) else []
-        hidden = set(net.hidden_groups)
-        eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
-        if self.engine_decides:
-            wanted = engine.choose_growth(eligible, p.threshold, p.relative)
-        else:
-            wanted = self.scores.choose(net.inputs, hidden, eligible, p.threshold, p.relative)
+        wanted = self._wanted(net, step, engine)
         chosen = wanted[:max(p.max_groups - len(net.groups), 0)]
         if len(chosen) < len(wanted) and self.budget_reached_at is None:
             self.budget_reached_at = step
@@ -319,6 +314,23 @@ class Grower:
                 events.append(GrowthEvent(step, kind, g, new, score))
         self.checks += 1
         return events, log
+
+    def _wanted(self, net: Network, step: int, engine) -> list[tuple[int, float]]:
+        """The groups the rules mark and select now, in budget order, with their scores."""
+        p = self.policy
+        hidden = set(net.hidden_groups)
+        eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
+        if self.engine_decides:
+            return engine.choose_growth(eligible, p.threshold, p.relative)
+        return self.scores.choose(net.inputs, hidden, eligible, p.threshold, p.relative)
+
+    def preview(self, net: Network, step: int, engine) -> list[tuple[int, str, float]]:
+        """What check() would grow at `step` ((group, "depth" | "width", score), in budget order),
+        changing nothing. Pruning is not previewed (it runs first and may remove groups)."""
+        p = self.policy
+        chosen = self._wanted(net, step, engine)[:max(p.max_groups - len(net.groups), 0)]
+        depth = depth_through(net) if p.mode == "auto" else {}
+        return [(g, self._kind(g, depth), score) for g, score in chosen]
 
     def _kind(self, g: int, depth: dict[int, int]) -> str:
         mode = self.policy.mode

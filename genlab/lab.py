@@ -1,60 +1,95 @@
 """The lab: an ipywidgets dashboard that steps training, grows the network and shows it.
 
-    lab = genlab.Lab(trainer, data)
-    lab          # in Jupyter: buttons, sliders and live pictures
+    lab = genlab.Lab(trainer, data)   # data: a genlab Dataset, (X, y) arrays, or a DataFrame with label=
+    lab                               # in Jupyter: buttons, sliders and live pictures
 
-Panels update in place (no flicker): the DAG (re-drawn after every growth event), the
-gradient-std heatmap, the curves and a status line. A Play control and a slider scrub back
-through the growth history. Long runs refresh the panels every `refresh_every` steps.
+Panels update in place (no flicker): the DAG (re-drawn after every growth event, scrolling inside
+its panel when it is large), the gradient-std heatmap, the curves and a status line. The panels
+fit the notebook's width: the heatmap and the curves side by side where there is room, stacked
+where there is not, never stretched. The pictures are redrawn at most every `min_interval`
+seconds while you click (the status line at every step), so that a step stays quick however long
+the history; the last state is drawn as soon as the clicks pause.
 """
 
 from __future__ import annotations
 
 import io
-
-import numpy as np
+import time
 
 from . import viz
-from .growth import MODES, GrowthPolicy
+from .datasets import Dataset, from_arrays, from_frame
+from .errors import DataError
+from .growth import MODES
 from .trainer import Trainer
 
 
 def _png(fig) -> bytes:
+    """The figure as PNG bytes (drawn by Agg, encoded with light compression: fast)."""
     import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
 
+    fig.canvas.draw()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
     plt.close(fig)
     return buffer.getvalue()
 
 
-class Lab:
-    """A dashboard for `trainer` on `data` (a genlab.datasets.Dataset)."""
+def as_dataset(data, label: str | None = None) -> Dataset:
+    """A Dataset from what the lab accepts: a Dataset, an (X, y) pair of arrays, or a pandas
+    DataFrame whose column `label` holds the classes."""
+    if isinstance(data, Dataset):
+        return data
+    if hasattr(data, "columns"):
+        if label is None:
+            raise DataError("a DataFrame needs label=: the name of the column that holds the classes")
+        return from_frame(data, label)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return from_arrays(*data)
+    raise DataError(f"Lab takes a genlab Dataset, an (X, y) pair or a DataFrame, not {type(data).__name__}")
 
-    def __init__(self, trainer: Trainer, data, refresh_every: int = 25):
+
+EMPTY = "<div style='color:#777;padding:1em'>No steps yet: press <b>Step</b> or <b>Run N</b>.</div>"
+
+
+class Lab:
+    """A dashboard for `trainer` on `data` (a genlab Dataset, an (X, y) pair, or a DataFrame with
+    `label` naming its class column; your own data is split and standardised like genlab's)."""
+
+    def __init__(self, trainer: Trainer, data, refresh_every: int = 25, label: str | None = None,
+                 min_interval: float = 0.5):
         import ipywidgets as w
 
-        self.trainer, self.data, self.refresh_every = trainer, data, refresh_every
-        self._start = (trainer.net.copy(), dict(backend=trainer.backend, optimizer=trainer.optimizer.name,
-                                                lr=trainer.lr, batch_size=trainer.batch_size, seed=trainer.seed))
-        self._rng = np.random.default_rng(trainer.seed)
-        self._order, self._at = np.array([], int), 0
+        self.data = as_dataset(data, label)
+        if self.data.n_features != trainer.net.n_inputs:
+            raise DataError(f"the data has {self.data.n_features} features but the network's input group has "
+                            f"width {trainer.net.n_inputs}")
+        self.trainer, self.refresh_every, self.min_interval = trainer, refresh_every, min_interval
+        self._queue: list = []  # the rest of this epoch's batches (Trainer.batches, as fit uses)
+        self._drawn_at, self._pending, self._scheduled = 0.0, False, False
         policy = trainer.growth
+        wide = {"description_width": "initial"}
         self.step_button = w.Button(description="Step", tooltip="one training step")
         self.run_button = w.Button(description="Run N", tooltip="N training steps")
         self.n = w.BoundedIntText(value=200, min=1, max=1_000_000, description="N", layout=w.Layout(width="150px"))
         self.grow_button = w.Button(description="Grow now", tooltip="run the growth check now")
+        self.preview_button = w.ToggleButton(description="Preview", tooltip="outline on the DAG the groups the next "
+                                             "growth check would grow, and how")
         self.reset_button = w.Button(description="Reset", tooltip="back to the starting network")
         self.threshold = w.FloatLogSlider(value=max(policy.threshold, 1e-6), base=10, min=-6, max=1,
-                                          description="threshold", readout_format=".1e")
+                                          description="threshold", readout_format=".1e", style=wide)
         self.lr = w.FloatLogSlider(value=trainer.lr, base=10, min=-5, max=0, description="learning rate",
-                                   readout_format=".1e")
+                                   readout_format=".1e", style=wide)
         self.mode = w.ToggleButtons(options=list(MODES), value=policy.mode, description="mode")
-        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="300px"))
-        self.status = w.HTML()
-        self.dag = w.HTML()
-        self.heat = w.Image(format="png")
-        self.curves = w.Image(format="png")
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="200px"))
+        self.status, self.message = w.HTML(), w.HTML()
+        self.dag = w.HTML(layout=w.Layout(max_height="460px", overflow="auto", width="100%"))
+        picture = w.Layout(width="100%", height="auto", object_fit="contain")
+        self.heat, self.curves = w.Image(format="png", layout=picture), w.Image(format="png", layout=picture)
+        panel = dict(flex="1 1 420px", min_width="300px")
+        self._empty = (w.HTML(EMPTY), w.HTML(EMPTY))  # what the picture panels show before the first step
+        self.heat_panel, self.curves_panel = (w.Box([e], layout=w.Layout(**panel)) for e in self._empty)
         self.play = w.Play(min=0, max=0, interval=900, description="play the growth")
         self.scrub = w.IntSlider(min=0, max=0, description="growth", continuous_update=True)
         self._following = False
@@ -63,14 +98,18 @@ class Lab:
         self.run_button.on_click(lambda _: self.run(self.n.value))
         self.grow_button.on_click(lambda _: self.grow())
         self.reset_button.on_click(lambda _: self.reset())
+        self.preview_button.observe(lambda _: self._draw_dag(), names="value")
         self.threshold.observe(lambda c: setattr(self.trainer.growth, "threshold", c["new"]), names="value")
         self.mode.observe(lambda c: setattr(self.trainer.growth, "mode", c["new"]), names="value")
         self.lr.observe(lambda c: setattr(self.trainer, "lr", c["new"]), names="value")
         self.scrub.observe(lambda c: self._show_frame(c["new"]), names="value")
+        row = w.Layout(display="flex", flex_flow="row wrap", width="100%", align_items="center")
         self.widget = w.VBox([
-            w.HBox([self.step_button, self.run_button, self.n, self.grow_button, self.reset_button, self.progress]),
-            w.HBox([self.threshold, self.lr]), self.mode, self.status, self.dag,
-            w.HBox([self.heat, self.curves]), w.HBox([self.play, self.scrub])])
+            w.Box([self.step_button, self.run_button, self.n, self.grow_button, self.preview_button,
+                   self.reset_button, self.progress], layout=row),
+            w.Box([self.threshold, self.lr], layout=row), self.mode, self.status, self.message, self.dag,
+            w.Box([self.heat_panel, self.curves_panel], layout=row), w.Box([self.play, self.scrub], layout=row)],
+            layout=w.Layout(width="100%"))
         self.refresh()
 
     def _ipython_display_(self):
@@ -81,22 +120,23 @@ class Lab:
     # ------------------------------------------------------------------ actions
     def _batch(self):
         X, y = self.data.train
-        if self._at >= len(self._order):
-            self._order, self._at = self._rng.permutation(len(X)), 0
-        idx = self._order[self._at:self._at + self.trainer.batch_size]
-        self._at += len(idx)
+        if not self._queue:
+            self._queue = list(self.trainer.batches(len(X)))
+        idx = self._queue.pop(0)
         return X[idx], y[idx]
 
     def step(self) -> dict:
-        """One training step on the next batch; the panels follow."""
+        """One training step on the next batch (batches as fit makes them); the panels follow."""
         events = len(self.trainer.history.events)
         record = self.trainer.step(*self._batch())
-        self.refresh(dag=len(self.trainer.history.events) != events)
+        self.message.value = ""
+        self.refresh(dag=len(self.trainer.history.events) != events, throttle=True)
         return record
 
     def run(self, n: int) -> None:
         """n training steps, refreshing the panels every refresh_every steps (and at the end)."""
         self.progress.max, self.progress.value = n, 0
+        self.message.value = ""
         for i in range(n):
             events = len(self.trainer.history.events)
             self.trainer.step(*self._batch())
@@ -106,44 +146,110 @@ class Lab:
                 self.refresh(dag=grew or i + 1 == n)
 
     def grow(self) -> list:
-        """Run the growth check now."""
+        """Run the growth check now; say so when no group passes the threshold."""
         events = self.trainer.grow()
+        self.message.value = self._grown(events)
         self.refresh()
         return events
 
+    def _grown(self, events: list) -> str:
+        if events:
+            made = ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new is not None else "") for e in events)
+            return f"grew: {made}"
+        t, policy = self.trainer, self.trainer.growth
+        if not t.history.steps:
+            return "no growth: no step has been taken yet (the rules read a statistic of the steps)"
+        criterion = policy.criterion
+        values = criterion(t.engine.stats) if callable(criterion) else t.engine.stats[criterion]
+        values = {g: float(v) for g, v in values.items() if g in set(t.net.hidden_groups)}
+        if not values:
+            return "no growth: the network has no hidden group"
+        g = max(values, key=values.get)
+        name = criterion if isinstance(criterion, str) else "statistic"
+        rule = "a z-score across groups" if policy.relative else "its average over about %d steps" % policy.window
+        return (f"no growth: no group above {policy.threshold:.1e}; highest {name} at the last step: "
+                f"{values[g]:.1e}, group {g} (the rule reads {rule})")
+
     def reset(self) -> None:
-        """Back to the starting network, with a new trainer of the same settings and policy."""
-        net, settings = self._start
-        policy = GrowthPolicy(**{**vars(self.trainer.growth)})
-        self.trainer = Trainer(net.copy(), growth=policy, **{**settings, "lr": self.lr.value})
-        self._rng = np.random.default_rng(settings["seed"])
-        self._order, self._at = np.array([], int), 0
+        """Back to the start: the trainer you passed is reset in place (Trainer.reset), every panel
+        cleared; the sliders' settings stay."""
+        self.trainer.reset()
+        self.trainer.lr = self.lr.value
+        self._queue = []
+        self.message.value = "reset: the starting network, no steps"
         self.refresh()
 
     # ------------------------------------------------------------------ panels
-    def refresh(self, dag: bool = True) -> None:
-        """Redraw the status line, the pictures and (if `dag`) the DAG."""
+    def refresh(self, dag: bool = True, throttle: bool = False) -> None:
+        """Redraw the status line, the pictures and (if `dag`) the DAG. throttle: the pictures
+        only if min_interval has passed since they were drawn (else soon after)."""
         t = self.trainer
         history = t.history
+        net = t.net
         test = t.evaluate(*self.data.test)
-        last = history.steps[-1] if history.steps else {"loss": float("nan"), "accuracy": float("nan")}
+        loss = f"{history.steps[-1]['loss']:.4f}" if history.steps else "&mdash;"
+        batch = f"{history.steps[-1]['accuracy']:.3f}" if history.steps else "&mdash;"
         self.status.value = (
-            f"<b>step {t.step_count}</b> &middot; {len(t.net.groups)} groups &middot; {len(t.net.edges)} edges "
-            f"&middot; {t.net.n_params} parameters &middot; loss {last['loss']:.4f} &middot; batch accuracy "
-            f"{last['accuracy']:.3f} &middot; test accuracy {test['accuracy']:.3f} &middot; backend {t.backend}"
-            f" &middot; {len(history.events)} growth events")
-        if dag:
-            stats = history.grad_std[-1] if history.grad_std else None
-            svg = viz.draw(t.net, stats=stats).svg()
-            self.dag.value = svg if svg is not None else "<pre>Graphviz's dot is not installed</pre>"
-        if history.steps:
-            self.heat.value = _png(viz.heatmap(history, t.net))
-            self.curves.value = _png(viz.curves(history))
+            f"<b>step {t.step_count}</b> &middot; {len(net.groups)} groups &middot; {len(net.edges)} edges "
+            f"&middot; {net.n_params} parameters &middot; loss {loss} &middot; batch accuracy {batch} &middot; "
+            f"test accuracy {test['accuracy']:.3f} &middot; backend {t.backend} &middot; "
+            f"{len(history.events)} growth events")
+        if dag or self.preview_button.value:
+            self._draw_dag()
+        if throttle and time.perf_counter() - self._drawn_at < self.min_interval:
+            self._later()
+        else:
+            self._draw_pictures()
         steps = len({e["step"] for e in history.events})
         self._following = True  # the slider follows the newest growth step without redrawing
         self.play.max = self.scrub.max = steps
         self.scrub.value = steps
         self._following = False
+
+    def _draw_dag(self) -> None:
+        t = self.trainer
+        stats = t.history.grad_std[-1] if t.history.grad_std else None
+        highlight, caption = None, ""
+        if self.preview_button.value:
+            plan = t.preview_growth()
+            highlight = {g: kind for g, kind, _ in plan}
+            caption = ("the next growth check would grow: " + ", ".join(f"{g} ({kind}-wise)" for g, kind, _ in plan)
+                       if plan else "the next growth check would grow nothing")
+        svg = viz.draw(t.net, stats=stats, highlight=highlight, caption=caption).svg()
+        self.dag.value = svg if svg is not None else "<pre>Graphviz's dot is not installed</pre>"
+
+    def _draw_pictures(self) -> None:
+        history, net = self.trainer.history, self.trainer.net
+        self._pending = False
+        if not history.steps:
+            self.heat_panel.children, self.curves_panel.children = (self._empty[0],), (self._empty[1],)
+            return
+        self._drawn_at = time.perf_counter()
+        self.heat.value = _png(viz.heatmap(history, net))
+        self.curves.value = _png(viz.curves(history))
+        self.heat_panel.children, self.curves_panel.children = (self.heat,), (self.curves,)
+
+    def _later(self) -> None:
+        """Draw the pictures once the clicks pause (on the kernel's event loop, when there is one)."""
+        import asyncio
+
+        self._pending = True
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a script, a test): the next refresh draws them
+            return
+        self._scheduled = True
+
+        def draw():
+            self._scheduled = False
+            if self._pending:
+                if time.perf_counter() - self._drawn_at < self.min_interval:
+                    self._later()
+                else:
+                    self._draw_pictures()
+        loop.call_later(self.min_interval, draw)
 
     def _show_frame(self, k: int) -> None:
         """Show the network as it was after growth step k (0: before any)."""
@@ -153,3 +259,4 @@ class Lab:
         svg = frames[min(k, len(frames) - 1)].svg()
         if svg is not None:
             self.dag.value = svg
+

@@ -6,6 +6,7 @@ import numpy as np
 
 from .backends import make_engine
 from .datasets import check_data
+from .errors import DataError
 from .growth import GrowthEvent, GrowthPolicy, Grower
 from .network import Network
 from .optim import make_optimizer
@@ -52,18 +53,40 @@ class Trainer:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         net.validate()
         self._net = net
+        self._start = net.copy()  # what reset() goes back to
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
+        self._engine_options = dict(backend=backend, dtype=dtype, executor=executor)
         self.engine = make_engine(backend, net, self.optimizer, dtype=dtype, executor=executor)
         self.batch_size = int(batch_size)
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
-        self.history = History()
         self.growth = growth if growth is not None else GrowthPolicy(every=None)
-        self.grower = Grower(self.growth, seed)
+        self.on_growth = None  # a function called with the events of each growth step
+        self._begin()
+
+    def _begin(self) -> None:
+        """A run's state from its first step: random stream, history, growth bookkeeping."""
+        self.rng = np.random.default_rng(self.seed)
+        self.history = History()
+        self.grower = Grower(self.growth, self.seed)
         self.grower.attach(self.engine)
         self.step_count = 0
-        self.on_growth = None  # a function called with the events of each growth step
         self._dirty = False  # the engine holds parameters the network has not seen yet
+
+    def reset(self) -> None:
+        """Back to the start, in place: the network you passed gets its starting topology and
+        parameters again, the optimizer state, history, step count, random stream and growth
+        bookkeeping start afresh; the optimizer's settings (the learning rate included), the
+        growth policy and on_growth stay."""
+        self._net.assign(self._start.copy())
+        self.engine = make_engine(self._engine_options["backend"], self._net, self.optimizer,
+                                  dtype=self._engine_options["dtype"], executor=self._engine_options["executor"])
+        self._begin()
+
+    def batches(self, n: int):
+        """The batches of one epoch over n rows: a shuffled order cut into ceil(n / batch_size)
+        batches of equal size, give or take one (a small remainder batch would inflate the
+        gradient statistics: dL/dh of a mean loss grows as the batch shrinks)."""
+        return np.array_split(self.rng.permutation(n), -(-n // self.batch_size))
 
     @property
     def backend(self) -> str:
@@ -90,6 +113,12 @@ class Trainer:
             self._dirty = False
 
     def _check(self, X, y=None):
+        if hasattr(X, "columns") and isinstance(y, str):  # a DataFrame and the name of its label column
+            if y not in X.columns:
+                raise DataError(f"no column {y!r} in the frame (columns: {', '.join(map(str, X.columns))})")
+            X, y = X.drop(columns=[y]), X[y]
+        X = X.to_numpy() if hasattr(X, "to_numpy") else X
+        y = y.to_numpy() if hasattr(y, "to_numpy") else y
         return check_data(X, y, self._net.n_inputs, self._net.n_outputs)
 
     def step(self, x, y) -> dict:
@@ -137,6 +166,11 @@ class Trainer:
             self.on_growth(events)
         return events
 
+    def preview_growth(self) -> list[tuple[int, str, float]]:
+        """What grow() would do now, without doing it: [(group, "depth" | "width", statistic)] in
+        the order the budget admits them (pruning is not previewed)."""
+        return self.grower.preview(self._net, self.step_count, self.engine)
+
     def fit(self, X, y, epochs: int = 1, validation=None, progress: bool = True) -> History:
         """Train for `epochs` passes over (X, y) in shuffled batches of batch_size (sizes evened
         out so that no batch is much smaller than the rest); validation=(X_val, y_val).
@@ -154,10 +188,8 @@ class Trainer:
                    unit="step", leave=False)
         try:
             for _ in range(epochs):
-                # batches of equal size, give or take one: a small remainder batch would inflate
-                # the gradient statistics (dL/dh of a mean loss grows as the batch shrinks)
                 losses, hits = [], []
-                for idx in np.array_split(self.rng.permutation(n), per_epoch):
+                for idx in self.batches(n):
                     r = self._step(X[idx], y[idx])
                     losses.append(r["loss"] * len(idx))
                     hits.append(r["accuracy"] * len(idx))

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 import genlab
-from genlab import GrowthPolicy, Lab, Network, Trainer
+from genlab import DataError, GrowthPolicy, Lab, Network, Trainer
+from genlab.lab import EMPTY
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -12,14 +15,15 @@ def lab():
     data = genlab.datasets.load("moons", seed=0)
     trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, batch_size=16, seed=0,
                       growth=GrowthPolicy(threshold=0.0, every=None, cooldown=0, max_groups=12))
-    return Lab(trainer, data, refresh_every=10)
+    return Lab(trainer, data, refresh_every=10, min_interval=0.0)
 
 
 def test_buttons_step_run_grow_and_reset(lab):
     assert "step 0" in lab.status.value and "<svg" in lab.dag.value
     lab.step_button.click()
     assert lab.trainer.step_count == 1 and "step 1" in lab.status.value
-    assert lab.heat.value[:8] == b"\x89PNG\r\n\x1a\n" and lab.curves.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert bytes(lab.heat.value[:8]) == PNG and bytes(lab.curves.value[:8]) == PNG
+    assert lab.heat_panel.children == (lab.heat,) and lab.curves_panel.children == (lab.curves,)
     lab.n.value = 30
     lab.run_button.click()
     assert lab.trainer.step_count == 31 and lab.progress.value == 30 and "step 31" in lab.status.value
@@ -27,9 +31,99 @@ def test_buttons_step_run_grow_and_reset(lab):
     lab.grow_button.click()
     assert lab.trainer.history.events and len(lab.trainer.net.groups) > 3
     assert lab.dag.value != before and genlab.viz.NEW_KIND["depth"] in lab.dag.value  # the new group, outlined
-    assert lab.scrub.max == 1 and lab.play.max == 1
+    assert lab.scrub.max == 1 and lab.play.max == 1 and lab.message.value.startswith("grew: depth")
     lab.reset_button.click()
     assert lab.trainer.step_count == 0 and len(lab.trainer.net.groups) == 3 and "step 0" in lab.status.value
+
+
+def test_the_empty_state_says_what_to_do(lab):
+    """Before the first step: no broken pictures, no "loss nan"."""
+    assert "nan" not in lab.status.value and "loss &mdash;" in lab.status.value
+    assert [c.value for c in lab.heat_panel.children + lab.curves_panel.children] == [EMPTY, EMPTY]
+
+
+def test_reset_resets_the_trainer_you_passed_and_clears_every_panel(lab):
+    trainer, net = lab.trainer, lab.trainer.net
+    start = {k: v.copy() for k, v in net.weights.items()}
+    lab.run(12)
+    lab.grow()
+    assert trainer.step_count == 12 and len(net.groups) > 3
+    lab.reset()
+    assert lab.trainer is trainer and trainer.step_count == 0 and not trainer.history.steps
+    assert trainer.net is net and len(net.groups) == 3 and not net.history
+    for key, w in start.items():
+        np.testing.assert_array_equal(net.weights[key], w)
+    assert [c.value for c in lab.heat_panel.children + lab.curves_panel.children] == [EMPTY, EMPTY]
+    assert lab.scrub.max == 0 and "step 0" in lab.status.value
+    lab.run(12)  # and it trains the same way again: the same batches, the same steps
+    assert trainer.step_count == 12
+
+
+def test_grow_now_says_why_nothing_grew(lab):
+    lab.threshold.value = 10.0
+    lab.step()
+    assert lab.grow() == []
+    message = lab.message.value
+    assert message.startswith("no growth: no group above 1.0e+01; highest grad_std at the last step:")
+    top = max(lab.trainer.net.hidden_groups, key=lambda g: lab.trainer.engine.stats["grad_std"][g])
+    assert f"group {top}" in message
+
+
+def test_preview_outlines_what_the_next_check_would_grow_and_changes_nothing(lab):
+    lab.run(3)
+    plan = lab.trainer.preview_growth()
+    assert plan and {kind for _, kind, _ in plan} <= {"depth", "width"}
+    before = (lab.trainer.net.topology(), lab.trainer.step_count, dict(lab.trainer.grower.cool_until))
+    lab.preview_button.value = True
+    caption = lab.dag.value.replace("&#45;", "-")  # Graphviz writes its hyphens as entities
+    assert f"the next growth check would grow: {plan[0][0]} ({plan[0][1]}-wise)" in caption
+    assert (lab.trainer.net.topology(), lab.trainer.step_count, dict(lab.trainer.grower.cool_until)) == before
+    events = lab.grow()
+    assert [(e.source, e.kind) for e in events] == [(g, kind) for g, kind, _ in plan]
+
+
+def test_the_labs_batches_are_fits(lab):
+    """Evened out as fit's: no remainder batch much smaller than the rest."""
+    X, _ = lab.data.train
+    sizes = [len(lab._batch()[0]) for _ in range(-(-len(X) // lab.trainer.batch_size))]
+    assert sum(sizes) == len(X) and max(sizes) - min(sizes) <= 1
+
+
+def test_quick_clicks_redraw_the_pictures_at_most_every_min_interval():
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0)
+    lab = Lab(trainer, data, min_interval=3600.0)
+    lab.step()  # the first pictures: at once
+    first = bytes(lab.heat.value)
+    for _ in range(5):
+        lab.step()
+    assert "step 6" in lab.status.value and bytes(lab.heat.value) == first and lab._pending
+    lab.min_interval = 0.0
+    lab.step()
+    assert bytes(lab.heat.value) != first and not lab._pending
+
+
+def test_your_own_data_as_arrays_or_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    names = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "answer": names})
+    for data, label in (((X, names), None), (frame, "answer")):
+        lab = Lab(Trainer(Network.mlp([3, 4, 2], seed=0), backend="serial"), data, label=label, min_interval=0.0)
+        assert lab.data.classes == ("no", "yes") and lab.data.n_features == 3
+        lab.run(5)
+        assert lab.trainer.step_count == 5
+    trainer = Trainer(Network.mlp([3, 4, 2], seed=0), backend="serial")
+    frame["answer"] = (names == "yes").astype(int)
+    trainer.fit(frame, "answer", epochs=1, progress=False)  # the trainer takes a frame and its label column
+    assert trainer.step_count > 0
+    with pytest.raises(DataError, match="no column 'label'"):
+        trainer.fit(frame, "label")
+    with pytest.raises(DataError, match="needs label="):
+        Lab(trainer, frame)
+    with pytest.raises(DataError, match="2 features but the network's input group has width 3"):
+        Lab(trainer, (X[:, :2], names))
 
 
 def test_sliders_and_mode_reach_the_trainer(lab):

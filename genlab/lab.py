@@ -196,8 +196,8 @@ class Lab:
             f"{len(history.events)} growth events")
         if dag or self.preview_button.value:
             self._draw_dag()
-        if throttle and time.perf_counter() - self._drawn_at < self.min_interval:
-            self._later()
+        if throttle:
+            self._pictures_soon()
         else:
             self._draw_pictures()
         steps = len({e["step"] for e in history.events})
@@ -229,27 +229,28 @@ class Lab:
         self.curves.value = _png(viz.curves(history))
         self.heat_panel.children, self.curves_panel.children = (self.heat,), (self.curves,)
 
-    def _later(self) -> None:
-        """Draw the pictures once the clicks pause (on the kernel's event loop, when there is one)."""
+    def _pictures_soon(self) -> None:
+        """The pictures, at most every min_interval: in Jupyter drawn from the kernel's event loop
+        once the click has been answered (the step returns at once), else (a script, a test)
+        drawn now if min_interval has passed, or by the next refresh."""
         import asyncio
 
         self._pending = True
-        if self._scheduled:
-            return
+        wait = max(0.0, self.min_interval - (time.perf_counter() - self._drawn_at))
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a script, a test): the next refresh draws them
+        except RuntimeError:
+            if not wait:
+                self._draw_pictures()
             return
-        self._scheduled = True
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_later(wait, self._draw_pending)
 
-        def draw():
-            self._scheduled = False
-            if self._pending:
-                if time.perf_counter() - self._drawn_at < self.min_interval:
-                    self._later()
-                else:
-                    self._draw_pictures()
-        loop.call_later(self.min_interval, draw)
+    def _draw_pending(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            self._draw_pictures()
 
     def _show_frame(self, k: int) -> None:
         """Show the network as it was after growth step k (0: before any)."""

@@ -3,7 +3,8 @@
 - draw(net): the DAG through Graphviz, ranked by level from left to right; groups sized by
   width and filled by their gradient std; edges as wide as their weights' norm, blue for a
   positive mean weight and orange for a negative one (the TensorFlow Playground's colours);
-  the groups made by the last growth event outlined (red: depth-wise, green: width-wise).
+  the groups made by the last growth event outlined (red: depth-wise, green: width-wise); a
+  legend says so.
 - heatmap(history): gradient std of every group over the steps, growth events as lines.
 - curves(history): loss and accuracy, train and validation, growth events marked.
 - decision_boundary(trainer, data): the classes of a 2-D dataset over the plane.
@@ -136,6 +137,9 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
         penwidth, colour = (edge_style or {}).get((s, d), (1.0, "#888888"))
         g.edge(f"g{s}", f"g{d}", penwidth="%.2f" % penwidth, color=colour)
     legend = []
+    if edge_style:
+        legend.append(f'<tr><td colspan="8">edges: <font color="{POSITIVE}">mean weight &gt; 0</font>, '
+                      f'<font color="{NEGATIVE}">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr>')
     if colours:
         cmap = colormaps["viridis"]
         swatches = "".join(f'<td bgcolor="{_hex(cmap(t))}" width="14"> </td>' for t in np.linspace(0, 1, 6))
@@ -182,11 +186,23 @@ def _events_by_step(history) -> list[tuple[int, list[dict]]]:
     return sorted(steps.items())
 
 
-def _mark_events(ax, history) -> None:
+PRUNED = "#7f7f7f"  # the line of a growth step that only removed groups
+EVENT_LABELS = {NEW_KIND["depth"]: "growth step (depth-wise)", NEW_KIND["width"]: "growth step (width-wise)",
+                PRUNED: "pruning step"}
+
+
+def _mark_events(ax, history) -> list:
+    """A vertical line at each growth step (red: it deepened, green: it widened, grey: it only
+    pruned); returns one legend handle per colour drawn."""
+    from matplotlib.lines import Line2D
+
+    drawn = {}
     for step, events in _events_by_step(history):
         kinds = {e["kind"] for e in events}
-        colour = NEW_KIND["depth"] if "depth" in kinds else NEW_KIND["width"] if "width" in kinds else "#7f7f7f"
+        colour = NEW_KIND["depth"] if "depth" in kinds else NEW_KIND["width"] if "width" in kinds else PRUNED
         ax.axvline(step, color=colour, alpha=0.5, lw=0.8)
+        drawn[colour] = Line2D([], [], color=colour, alpha=0.7, lw=1.2, label=EVENT_LABELS[colour])
+    return list(drawn.values())
 
 
 def heatmap_matrix(history, net=None) -> tuple[list[int], dict[int, int], np.ndarray]:
@@ -229,13 +245,16 @@ def heatmap(history, net=None, ax=None):
     norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
     image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis", norm=norm,
                       extent=(0.5, len(records) + 0.5, len(groups) - 0.5, -0.5))
-    _mark_events(ax, history)
+    markers = _mark_events(ax, history)
+    if markers:
+        ax.legend(handles=markers, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(markers),
+                  frameon=False, borderaxespad=0.2)
     if len(groups) <= 40:
         ax.set_yticks(range(len(groups)), [f"{g} (L{level[g]})" if g in level else str(g) for g in groups],
                       fontsize=7)
     ax.set_xlabel("step")
     ax.set_ylabel("group (by level)")
-    ax.set_title("gradient std of each group")
+    ax.set_title("gradient std of each group", loc="left")
     fig.colorbar(image, ax=ax, label="std of dL/dh", pad=0.01)
     fig.tight_layout()
     return fig
@@ -262,12 +281,12 @@ def curves(history, window: int = 20):
             if "val_" + key in epochs[0]:
                 ax.plot([e["step"] for e in epochs], [e["val_" + key] for e in epochs], "s-", color="#ff7f0e",
                         ms=3, label="validation (epoch)")
-        _mark_events(ax, history)
+        markers = _mark_events(ax, history)
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + markers, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -149,3 +149,26 @@ def test_scrubbing_shows_the_network_as_it_was(lab):
     assert first != grown and first.count('class="node"') == 3
     lab.scrub.value = 2
     assert lab.dag.value.count('class="node"') == len(lab.trainer.net.groups)
+
+
+def test_in_jupyter_a_step_answers_at_once_and_the_pictures_follow():
+    """On a running event loop (as in Jupyter's kernel), step() draws no picture itself; they are
+    drawn from the loop, at most every min_interval."""
+    import asyncio
+
+    data = genlab.datasets.load("moons", seed=0)
+    lab = Lab(Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0), data, min_interval=0.05)
+
+    async def clicks():
+        lab.step()
+        assert lab._pending and lab.heat_panel.children == lab._empty[:1]  # not drawn inside the click
+        await asyncio.sleep(0.2)
+        assert not lab._pending and bytes(lab.heat.value[:8]) == PNG
+        drawn = bytes(lab.heat.value)
+        for _ in range(3):
+            lab.step()
+        assert bytes(lab.heat.value) == drawn  # three quick clicks: one redraw, later
+        await asyncio.sleep(0.2)
+        assert bytes(lab.heat.value) != drawn and "step 4" in lab.status.value
+
+    asyncio.run(clicks())

@@ -32,7 +32,7 @@ EXPECTED_DOT = '''digraph genlab {
 	g0 -> g2 [color="#1f77b4" penwidth=1.96]
 	g2 -> g3 [color="#ff7f0e" penwidth=2.60]
 	g3 -> g1 [color="#1f77b4" penwidth=4.00]
-	label=<<table border="0" cellspacing="2"><tr><td>gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01</td></tr><tr><td colspan='8'><font color="#d62728">new (depth-wise)</font></td></tr></table>> labelloc=b
+	label=<<table border="0" cellspacing="2"><tr><td colspan="8">edges: <font color="#1f77b4">mean weight &gt; 0</font>, <font color="#ff7f0e">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr><tr><td>gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01</td></tr><tr><td colspan='8'><font color="#d62728">new (depth-wise)</font></td></tr></table>> labelloc=b
 }
 '''
 
@@ -123,3 +123,22 @@ def test_animation_has_a_frame_per_growth_step(grown, tmp_path):
     page = paths["html"].read_text()
     assert page.count("step ") >= len(steps) and "data:image/svg+xml;base64" in page
     assert [d.caption.split(" ·")[0] for d in viz.frames(trainer.history)] == ["step 0"] + [f"step {s}" for s in steps]
+
+
+def test_pictures_carry_the_legends_a_student_needs():
+    """The DAG says what an edge's colour and thickness mean; the heatmap and the curves say what
+    their red and green lines are."""
+    import genlab
+    from genlab import GrowthPolicy, Network, Trainer, viz
+
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(every=10, threshold=0.0, cooldown=0, mode="alternate", max_groups=8))
+    trainer.fit(*data.train, epochs=2, progress=False)
+    source = viz.draw(trainer.net).source
+    assert "mean weight &gt; 0" in source and "mean weight &lt; 0" in source and "weight norm" in source
+    labels = lambda fig: {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    heat, curves = viz.heatmap(trainer.history, trainer.net), viz.curves(trainer.history)
+    for fig in (heat, curves):
+        assert {"growth step (depth-wise)", "growth step (width-wise)"} <= labels(fig)
+    assert "train (mean of 20 steps)" in labels(curves)

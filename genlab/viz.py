@@ -8,7 +8,8 @@
 - heatmap(history): gradient std of every group over the steps, growth events as lines.
 - curves(history): loss and accuracy, train and validation, growth events marked.
 - decision_boundary(trainer, data): the classes of a 2-D dataset over the plane.
-- animate(history): the DAG growing, one frame per growth event, as a GIF and an HTML player.
+- animation(history): the DAG growing, one frame per growth event, shown inline (live and in an
+  exported page); animate(history, folder) writes it as a GIF and an HTML player.
 
 Graphviz's `dot` program draws the DAG; without it draw() still returns the DOT source and says
 so in one line.
@@ -342,27 +343,64 @@ def frames(history, stats: bool = True) -> list[Drawing]:
     return out
 
 
+class Animation:
+    """The DAG growing as an animated GIF, shown inline by Jupyter as HTML (an <img> holding the
+    GIF), so that it plays live and in an exported HTML page alike."""
+
+    def __init__(self, gif: bytes, frames: int):
+        self.gif, self.frames = gif, frames
+
+    def _repr_html_(self) -> str:
+        data = base64.b64encode(self.gif).decode()
+        return (f'<img src="data:image/gif;base64,{data}" style="max-width:100%" '
+                f'alt="the network growing, {self.frames} frames">')
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_bytes(self.gif)
+        return path
+
+    def __repr__(self) -> str:
+        return f"Animation({self.frames} frames)"
+
+
+def _gif(drawings: list, duration_ms: int) -> bytes:
+    """The drawings as the frames of one looping GIF, each centred on a white canvas of the largest."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(d.png())).convert("RGB") for d in drawings]
+    w, h = max(i.width for i in images), max(i.height for i in images)
+    padded = []
+    for image in images:
+        canvas = Image.new("RGB", (w, h), "white")
+        canvas.paste(image, ((w - image.width) // 2, (h - image.height) // 2))
+        padded.append(canvas)
+    buffer = io.BytesIO()
+    padded[0].save(buffer, format="GIF", save_all=True, append_images=padded[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue()
+
+
+def animation(history, duration_ms: int = 900) -> Animation | None:
+    """The DAG growing, one frame per growth step, to show in a notebook (writes no file; save()
+    does). None, with one line on stderr, without Graphviz's dot."""
+    drawings = frames(history)
+    if any(d.svg() is None for d in drawings):
+        return None
+    return Animation(_gif(drawings, duration_ms), len(drawings))
+
+
 def animate(history, folder=".", name: str = "growth", duration_ms: int = 900) -> dict[str, Path]:
     """Write NAME.gif and NAME.html (a player with a slider) of the DAG growing, one frame per
     growth step, into `folder`; return their paths. Without dot: the HTML shows DOT sources and
     no GIF is written."""
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     drawings = frames(history)
     svgs = [d.svg() for d in drawings]
     paths = {}
     if all(s is not None for s in svgs):
-        images = [Image.open(io.BytesIO(d.png())).convert("RGB") for d in drawings]
-        w, h = max(i.width for i in images), max(i.height for i in images)
-        padded = []
-        for image in images:
-            canvas = Image.new("RGB", (w, h), "white")
-            canvas.paste(image, ((w - image.width) // 2, (h - image.height) // 2))
-            padded.append(canvas)
         paths["gif"] = folder / f"{name}.gif"
-        padded[0].save(paths["gif"], save_all=True, append_images=padded[1:], duration=duration_ms, loop=0)
+        paths["gif"].write_bytes(_gif(drawings, duration_ms))
         bodies = [base64.b64encode(s.encode()).decode() for s in svgs]
         kind = "svg"
     else:

@@ -59,3 +59,16 @@ def test_exported_notebook_renders_the_dag_and_the_heatmap(tmp_path):
     top = heatmap[0][0]
     dag = [(a, b) for a, b in blocks if b < top and counts[a:b + 1].sum() > 500]
     assert dag, f"no DAG (viridis-filled groups) above the heatmap at row {top}; coloured row runs: {blocks}"
+
+
+def test_no_notebook_exports_a_bare_object_repr():
+    """Every output reads as well exported as live: no "<IPython.core.display.Image object>" where a
+    picture should be (notebook 02's animation is an <img> of a GIF)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    for path in sorted(NOTEBOOK.parent.glob("*.ipynb")):
+        html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(path, as_version=4))
+        assert "display.Image object" not in html and "Figure size" not in html, path.name
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(NOTEBOOK, as_version=4))
+    assert 'src="data:image/gif;base64,' in html

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -142,3 +144,16 @@ def test_pictures_carry_the_legends_a_student_needs():
     for fig in (heat, curves):
         assert {"growth step (depth-wise)", "growth step (width-wise)"} <= labels(fig)
     assert "train (mean of 20 steps)" in labels(curves)
+
+
+def test_the_animation_shows_inline_and_writes_no_file(grown, tmp_path, monkeypatch):
+    """Shown as HTML holding the GIF, so that it plays in JupyterLab and in an exported page."""
+    import base64
+
+    monkeypatch.chdir(tmp_path)
+    trainer, _ = grown
+    shown = viz.animation(trainer.history)
+    page = shown._repr_html_()
+    assert page.startswith('<img src="data:image/gif;base64,') and list(tmp_path.iterdir()) == []
+    gif = base64.b64decode(page.split("base64,")[1].split('"')[0])
+    assert gif[:6] == b"GIF89a" and Image.open(io.BytesIO(gif)).n_frames == shown.frames == len(viz.frames(trainer.history))

@@ -30,6 +30,7 @@ from .network import INPUT, OUTPUT
 
 POSITIVE, NEGATIVE = "#1f77b4", "#ff7f0e"        # mean weight > 0, < 0
 NEW_KIND = {"depth": "#d62728", "width": "#2ca02c"}  # outline of the groups a growth event made
+MAX_SIZE = "9.5,40"  # inches: a drawing wider than a notebook's column (about 950 px) scales down
 _warned = False
 
 
@@ -110,7 +111,8 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
     from matplotlib import colormaps
 
     g = graphviz.Digraph("genlab", graph_attr={"rankdir": "LR", "nodesep": "0.15", "ranksep": "0.5",
-                                               "fontname": "Helvetica", "fontsize": "11"},
+                                               "fontname": "Helvetica", "fontsize": "11",
+                                               "size": MAX_SIZE},  # larger drawings scale down to fit
                          node_attr={"fontname": "Helvetica", "fontsize": "9", "style": "filled"},
                          edge_attr={"arrowsize": "0.4"})
     colours, (lo, hi) = _std_colours({k: v for k, v in (stats or {}).items() if k in widths})

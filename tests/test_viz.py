@@ -8,7 +8,7 @@ import genlab
 from genlab import INPUT, OUTPUT, GrowthPolicy, Network, Trainer, viz
 
 EXPECTED_DOT = '''digraph genlab {
-	graph [fontname=Helvetica fontsize=11 nodesep=0.15 rankdir=LR ranksep=0.5]
+	graph [fontname=Helvetica fontsize=11 nodesep=0.15 rankdir=LR ranksep=0.5 size="9.5,40"]
 	node [fontname=Helvetica fontsize=9 style=filled]
 	edge [arrowsize=0.4]
 	subgraph level0 {

@@ -17,10 +17,7 @@ so in one line.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 import sys
 from pathlib import Path
 
@@ -319,126 +316,5 @@ def decision_boundary(trainer, data, ax=None, resolution: int = 200):
     return fig
 
 
-def frames(history, stats: bool = True) -> list[Drawing]:
-    """One drawing per growth step (the first: the network before any), captioned with the step,
-    the number of groups and the accuracy around that step."""
-    if not history.events:
-        raise ValueError("the history has no growth events: nothing to animate")
-    by_step = _events_by_step(history)
-    out = []
-
-    def accuracy_at(step):
-        recent = [s["accuracy"] for s in history.steps if step - 20 < s["step"] <= step]
-        return float(np.mean(recent)) if recent else float("nan")
-
-    first = by_step[0][1][0]["before"]
-    snapshots = [(0, first, {})] + [(step, events[0]["after"], {e["new"]: e["kind"] for e in events
-                                                                  if e.get("new") is not None})
-                                    for step, events in by_step]
-    for step, topology, highlight in snapshots:
-        widths = {int(k): v for k, v in topology["widths"].items()}
-        levels = {int(k): v for k, v in topology["levels"].items()}
-        grad = history.grad_std[step - 1] if stats and step >= 1 else None
-        caption = f"step {step} · {len(widths)} groups" + (
-            f" · accuracy {accuracy_at(step):.2f}" if step else " · before growth")
-        out.append(Drawing(_graph(widths, topology["edges"], levels, grad, highlight, caption=caption), caption))
-    return out
-
-
-class Animation:
-    """The DAG growing as an animated GIF, shown inline by Jupyter as HTML (an <img> holding the
-    GIF), so that it plays live and in an exported HTML page alike."""
-
-    def __init__(self, gif: bytes, frames: int):
-        self.gif, self.frames = gif, frames
-
-    def _repr_html_(self) -> str:
-        data = base64.b64encode(self.gif).decode()
-        return (f'<img src="data:image/gif;base64,{data}" style="max-width:100%" '
-                f'alt="the network growing, {self.frames} frames">')
-
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.write_bytes(self.gif)
-        return path
-
-    def __repr__(self) -> str:
-        return f"Animation({self.frames} frames)"
-
-
-def _gif(drawings: list, duration_ms: int) -> bytes:
-    """The drawings as the frames of one looping GIF, each centred on a white canvas of the largest."""
-    from PIL import Image
-
-    images = [Image.open(io.BytesIO(d.png())).convert("RGB") for d in drawings]
-    w, h = max(i.width for i in images), max(i.height for i in images)
-    padded = []
-    for image in images:
-        canvas = Image.new("RGB", (w, h), "white")
-        canvas.paste(image, ((w - image.width) // 2, (h - image.height) // 2))
-        padded.append(canvas)
-    buffer = io.BytesIO()
-    padded[0].save(buffer, format="GIF", save_all=True, append_images=padded[1:], duration=duration_ms, loop=0)
-    return buffer.getvalue()
-
-
-def animation(history, duration_ms: int = 900) -> Animation | None:
-    """The DAG growing, one frame per growth step, to show in a notebook (writes no file; save()
-    does). None, with one line on stderr, without Graphviz's dot."""
-    drawings = frames(history)
-    if any(d.svg() is None for d in drawings):
-        return None
-    return Animation(_gif(drawings, duration_ms), len(drawings))
-
-
-def animate(history, folder=".", name: str = "growth", duration_ms: int = 900) -> dict[str, Path]:
-    """Write NAME.gif and NAME.html (a player with a slider) of the DAG growing, one frame per
-    growth step, into `folder`; return their paths. Without dot: the HTML shows DOT sources and
-    no GIF is written."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    drawings = frames(history)
-    svgs = [d.svg() for d in drawings]
-    paths = {}
-    if all(s is not None for s in svgs):
-        paths["gif"] = folder / f"{name}.gif"
-        paths["gif"].write_bytes(_gif(drawings, duration_ms))
-        bodies = [base64.b64encode(s.encode()).decode() for s in svgs]
-        kind = "svg"
-    else:
-        bodies = [html.escape(d.source) for d in drawings]
-        kind = "dot"
-    paths["html"] = folder / f"{name}.html"
-    paths["html"].write_text(_PLAYER.replace("__FRAMES__", json.dumps(bodies)).replace("__KIND__", kind)
-                             .replace("__CAPTIONS__", json.dumps([d.caption for d in drawings]))
-                             .replace("__DELAY__", str(duration_ms)))
-    return paths
-
-
-_PLAYER = """<!doctype html>
-<html><head><meta charset="utf-8"><title>genlab: growth</title>
-<style>body{font-family:Helvetica,Arial,sans-serif;margin:1em} #frame{min-height:300px}
-#frame img{max-width:100%} pre{font-size:11px}</style></head>
-<body><h3>genlab: the network growing</h3>
-<div><button id="play">play</button> <input id="slider" type="range" min="0" value="0" style="width:60%">
-<span id="caption"></span></div><div id="frame"></div>
-<script>
-const frames = __FRAMES__, captions = __CAPTIONS__, kind = "__KIND__";
-const slider = document.getElementById("slider"), frame = document.getElementById("frame");
-slider.max = frames.length - 1;
-function show(i) {
-  slider.value = i;
-  document.getElementById("caption").textContent = captions[i] + "  (" + (i + 1) + "/" + frames.length + ")";
-  frame.innerHTML = kind === "svg" ? '<img src="data:image/svg+xml;base64,' + frames[i] + '">'
-                                   : "<pre>" + frames[i] + "</pre>";
-}
-let timer = null;
-document.getElementById("play").onclick = function () {
-  if (timer) { clearInterval(timer); timer = null; this.textContent = "play"; return; }
-  this.textContent = "pause";
-  timer = setInterval(function () { show((+slider.value + 1) % frames.length); }, __DELAY__);
-};
-slider.oninput = function () { show(+this.value); };
-show(0);
-</script></body></html>
-"""
+# the DAG growing: frames, the inline animation and the files (genlab/animation.py)
+from .animation import Animation, animate, animation, frames  # noqa: E402,F401

@@ -29,6 +29,15 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _common(command, names, backends) -> None:
+    """The options train and demo share: the data, the engine, the epochs, the seed."""
+    command.add_argument("--dataset", default="digits", choices=names, help="the data (genlab.datasets)")
+    command.add_argument("--backend", default="auto", choices=backends,
+                         help="the engine: auto takes the GPU where it can run")
+    command.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+    command.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .datasets import NAMES
@@ -42,11 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a network on a dataset and report its accuracy", formatter_class=defaults,
         description="Train a network on one of genlab's datasets (no download) and print its accuracy, size and "
                     "time: a chain of groups (--start mlp), or one group of 8 that grows (--start single --grow).")
-    train.add_argument("--dataset", default="digits", choices=NAMES, help="the data (genlab.datasets)")
-    train.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="the engine: auto takes the GPU where it can run")
-    train.add_argument("--epochs", type=int, default=30, help="passes over the training set")
-    train.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
+    _common(train, NAMES, BACKENDS)
     train.add_argument("--hidden", type=_sizes, default=None,
                        help="widths of the hidden groups of the starting chain (default 64,32; with "
                             "--start single, 8)")
@@ -68,11 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="grow a network from one group and write its pictures and a report", formatter_class=defaults,
         description="Grow a network from one group of 8 on a dataset, compare it with a traditional one-layer "
                     "network of as many parameters, and write the DAG, the heatmap, the curves and report.json.")
-    demo.add_argument("--dataset", default="digits", choices=NAMES, help="the data (genlab.datasets)")
-    demo.add_argument("--backend", default="auto", choices=BACKENDS,
-                      help="the engine: auto takes the GPU where it can run")
-    demo.add_argument("--epochs", type=int, default=30, help="passes over the training set")
-    demo.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
+    _common(demo, NAMES, BACKENDS)
     demo.add_argument("--out", default="genlab-demo", help="the folder for the pictures and report.json")
     demo.add_argument("--json", action="store_true", help="print report.json's contents at the end")
     demo.add_argument("--quiet", action="store_true", help="no progress bar or growth lines")

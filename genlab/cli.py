@@ -34,7 +34,8 @@ def _common(command, names, backends) -> None:
     command.add_argument("--dataset", default="digits", choices=names, help="the data (genlab.datasets)")
     command.add_argument("--backend", default="auto", choices=backends,
                          help="the engine: auto takes the GPU where it can run")
-    command.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+    command.add_argument("--epochs", type=int, default=None,
+                         help="passes over the training set (default: about 2000 steps' worth, by dataset)")
     command.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
 
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--start", choices=["mlp", "single"], default="mlp",
                        help="mlp: a chain of --hidden groups; single: one hidden group of 8 neurons")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy")
-    train.add_argument("--max-groups", type=int, default=None, help="growth budget (default 32)")
+    train.add_argument("--max-groups", type=int, default=None, help="growth budget (default 32; iris 16)")
     train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="the optimizer")
     train.add_argument("--lr", type=float, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
     train.add_argument("--batch-size", type=int, default=32, help="rows per training step")
@@ -94,12 +95,13 @@ def run_train(args) -> dict:
     from .growth import GrowthPolicy
 
     data = datasets.load(args.dataset, seed=args.seed)
+    args.epochs = args.epochs or datasets.default_epochs(data, args.batch_size)
     hidden = args.hidden or ([8] if args.start == "single" else [64, 32])
     net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
     groups_start = len(net.groups)
     policy = None
     if args.grow:
-        policy = GrowthPolicy() if args.max_groups is None else GrowthPolicy(max_groups=args.max_groups)
+        policy = GrowthPolicy(max_groups=args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
     trainer = Trainer(net, backend=resolve(args.backend, quiet=args.quiet), optimizer=args.optimizer, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, dtype=args.dtype, growth=policy)
     start = time.perf_counter()
@@ -136,10 +138,11 @@ def run_demo(args) -> dict:
     from .trainer import Trainer
 
     data = datasets.load(args.dataset, seed=args.seed)
+    args.epochs = args.epochs or datasets.default_epochs(data)
     n_in, n_out = data.n_features, data.n_classes
     backend = resolve(args.backend, quiet=args.quiet)
     trainer = Trainer(Network.mlp([n_in, 8, n_out], seed=args.seed), backend=backend, seed=args.seed,
-                      growth=GrowthPolicy())
+                      growth=GrowthPolicy(max_groups=datasets.MAX_GROUPS.get(args.dataset, 32)))
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
             f"step {events[0].step}: " + ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new else "")
@@ -192,6 +195,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:
         parser.error("--start single takes one width in --hidden")
+    if getattr(args, "quiet", False):
+        import logging
+
+        logging.getLogger("genlab").setLevel(logging.ERROR)  # the results and nothing else
     try:
         result = args.run(args)
     except GenlabError as e:

@@ -20,7 +20,7 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,9 @@ from .network import INPUT, OUTPUT, Network
 from .pruning import Tracker, prune_group
 
 MODES = ("depth", "width", "alternate", "auto")
+# one-line notes for the person training (on stderr, as Python prints a warning with no logging set
+# up); logging.getLogger("genlab").setLevel(logging.ERROR) silences them, as `genlab ... --quiet` does
+notes = logging.getLogger("genlab.growth")
 CRITERIA = tuple(c.name.lower() for c in op.Criterion)  # grad_std, weight_grad_norm, taylor
 
 
@@ -295,8 +298,8 @@ class Grower:
         chosen = wanted[:max(p.max_groups - len(net.groups), 0)]
         if len(chosen) < len(wanted) and self.budget_reached_at is None:
             self.budget_reached_at = step
-            print(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
-                  f"max_groups={p.max_groups}", file=sys.stderr)
+            notes.warning(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
+                          f"max_groups={p.max_groups}")
         if chosen:
             # an engine that grows in place computes the new values from the log itself
             values = engine is None or not engine.grows_in_place

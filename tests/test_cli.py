@@ -80,7 +80,7 @@ def test_demo_writes_its_pictures_and_report(tmp_path):
 
 
 def test_help_describes_each_command_and_shows_the_defaults():
-    for command, words in (("train", ["Train a network", "(default: digits)", "(default: 30)", "(default: adam)"]),
+    for command, words in (("train", ["Train a network", "(default: digits)", "about 2000 steps", "(default: adam)"]),
                            ("demo", ["Grow a network from one group", "(default: genlab-demo)"])):
         result = run(command, "--help")
         assert result.returncode == 0 and all(w in " ".join(result.stdout.split()) for w in words), result.stdout
@@ -97,3 +97,28 @@ def test_quiet_prints_the_results_and_nothing_else():
     if not cuda_status()[0]:
         loud = run("train", "--dataset", "iris", "--epochs", "1")
         assert "genlab: using the serial engine" in loud.stderr
+
+
+def test_quiet_silences_the_growth_notes_too():
+    loud = run("train", "--dataset", "iris", "--epochs", "60", "--start", "single", "--grow", "--max-groups", "4")
+    assert "growth stopped at step" in loud.stderr
+    quiet = run("train", "--dataset", "iris", "--epochs", "60", "--start", "single", "--grow", "--max-groups", "4",
+                "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_defaults_by_dataset_last_about_2000_steps():
+    from genlab import datasets
+
+    assert datasets.default_epochs(datasets.load("digits")) == 47
+    assert datasets.default_epochs(datasets.load("iris")) == 500
+    report = json.loads(run("train", "--dataset", "wine", "--backend", "serial", "--json", "--quiet").stdout)
+    assert report["epochs"] == 400 and 2000 <= report["steps"] < 2032
+
+
+def test_grown_iris_comes_within_a_sample_of_the_plain_chain():
+    """The per-dataset defaults at work on the set where 30 epochs left growth at 0.71."""
+    plain = json.loads(run("train", "--dataset", "iris", "--backend", "serial", "--json", "--quiet").stdout)
+    grown = json.loads(run("train", "--dataset", "iris", "--backend", "serial", "--json", "--quiet", "--start",
+                           "single", "--grow").stdout)
+    assert grown["groups"] == 16 and plain["test_accuracy"] - grown["test_accuracy"] <= 1 / 38 + 1e-9

@@ -1,0 +1,107 @@
+"""The dashboard live, as a student meets it: JupyterLab started headless, a notebook with a Lab
+opened in Chromium (Debian's, driven by Playwright's Python package: no browser download), its
+cell run, then Step, Grow now and Reset clicked and the panels checked to change, at a 1366 x 768
+laptop's size, with no error in the browser's console."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CELL = """import genlab
+data = genlab.datasets.load("moons", seed=0)
+policy = genlab.GrowthPolicy(threshold=0.0, every=None, cooldown=0, max_groups=12)
+trainer = genlab.Trainer(genlab.Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0, growth=policy)
+lab = genlab.Lab(trainer, data)
+lab"""
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab server on a free port, serving tmp_path with the notebook lab.ipynb."""
+    pytest.importorskip("jupyterlab")
+    notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "lab", "metadata": {}, "outputs": [],
+                           "source": CELL.splitlines(keepends=True)}],
+                "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "lab.ipynb").write_text(json.dumps(notebook))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         "--IdentityProvider.token=genlab", f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
+         "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**__import__("os").environ,
+                                                                   "JUPYTER_CONFIG_DIR": str(tmp_path / "config")})
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api?token=genlab", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            pytest.fail("JupyterLab did not start within a minute")
+        yield f"http://127.0.0.1:{port}/lab/tree/lab.ipynb?token=genlab"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (the README's set-up installs it)")
+def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(jupyterlab)
+        page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
+        page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=60_000)  # the kernel is up
+        button = lambda name: page.get_by_role("button", name=name, exact=True)
+        for attempt in range(3):  # the kernel may still be starting: run the cell until the dashboard shows
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
+            try:
+                button("Step").wait_for(timeout=40_000)
+                break
+            except sync_api.TimeoutError:
+                continue
+        status = page.locator(".widget-html-content", has_text="growth events").first
+        dag_nodes = lambda: page.locator(".jp-OutputArea svg g.node").count()
+        assert "step 0" in status.inner_text() and "loss —" in status.inner_text()
+        assert page.get_by_text("No steps yet").count() == 2  # both picture panels: an empty state, no broken image
+
+        button("Step").click()
+        page.wait_for_function("document.body.innerText.includes('step 1 ·')", timeout=20_000)
+        page.locator(".jupyter-widgets img").first.wait_for(timeout=20_000)  # the pictures follow the click
+        assert page.locator(".jupyter-widgets img").count() == 2 and page.get_by_text("No steps yet").count() == 0
+        for picture in page.locator(".jupyter-widgets img").all():  # inside the page's width, undistorted
+            box = picture.bounding_box()
+            natural = picture.evaluate("i => i.naturalWidth / i.naturalHeight")
+            assert box["x"] + box["width"] <= 1366 and abs(box["width"] / box["height"] - natural) < 0.05 * natural
+        label = page.get_by_text("learning rate", exact=True)
+        assert label.evaluate("e => e.scrollWidth <= e.clientWidth")  # not cut to "learning r…"
+
+        assert dag_nodes() == 3
+        button("Grow now").click()
+        page.wait_for_function("document.body.innerText.includes('grew: ')", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length > 3", timeout=20_000)
+        assert "1 growth events" in status.inner_text()
+
+        button("Reset").click()
+        page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length === 3", timeout=20_000)
+        assert page.get_by_text("No steps yet").count() == 2 and "0 growth events" in status.inner_text()
+        browser.close()
+    assert errors == []

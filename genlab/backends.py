@@ -46,10 +46,9 @@ def _say_once(line: str) -> None:
         print(line, file=sys.stderr)
 
 
-def resolve(backend: str = "auto", quiet: bool = False) -> str:
+def resolve(backend: str = "auto") -> str:
     """The engine name that `backend` means here; raise BackendError if it cannot run.
-    GENLAB_BACKEND (serial or cuda) says what "auto" means; "auto" falling back to the serial
-    engine says why on stderr, unless quiet."""
+    GENLAB_BACKEND (serial or cuda) says what "auto" means."""
     if backend == "auto" and os.environ.get("GENLAB_BACKEND") in ("serial", "cuda"):
         backend = os.environ["GENLAB_BACKEND"]
     if backend not in BACKENDS:
@@ -60,8 +59,7 @@ def resolve(backend: str = "auto", quiet: bool = False) -> str:
     if backend == "cuda" and not ok:
         raise BackendError(f"the CUDA backend is not available: {why}")
     if backend == "auto" and not ok:
-        if not quiet:
-            _say_once(f"genlab: using the serial engine ({why})")
+        _say_once(f"genlab: using the serial engine ({why})")
         return "serial"
     return "cuda"
 

@@ -86,9 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend(args) -> str:
+    """The engine --backend names here; with --quiet, without the line saying that "auto" fell
+    back to the serial engine (genlab.backends prints it on stderr)."""
+    import contextlib
+    import io
+
+    from .backends import resolve
+
+    with contextlib.redirect_stderr(io.StringIO()) if args.quiet else contextlib.nullcontext():
+        return resolve(args.backend)
+
+
 def run_train(args) -> dict:
     from . import datasets
-    from .backends import resolve
     from .network import Network
     from .trainer import Trainer
 
@@ -102,7 +113,7 @@ def run_train(args) -> dict:
     policy = None
     if args.grow:
         policy = GrowthPolicy(max_groups=args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
-    trainer = Trainer(net, backend=resolve(args.backend, quiet=args.quiet), optimizer=args.optimizer, lr=args.lr,
+    trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, dtype=args.dtype, growth=policy)
     start = time.perf_counter()
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
@@ -132,7 +143,6 @@ def run_demo(args) -> dict:
     from tqdm.auto import tqdm
 
     from . import datasets, viz
-    from .backends import resolve
     from .growth import GrowthPolicy
     from .network import Network
     from .trainer import Trainer
@@ -140,7 +150,7 @@ def run_demo(args) -> dict:
     data = datasets.load(args.dataset, seed=args.seed)
     args.epochs = args.epochs or datasets.default_epochs(data)
     n_in, n_out = data.n_features, data.n_classes
-    backend = resolve(args.backend, quiet=args.quiet)
+    backend = _backend(args)
     trainer = Trainer(Network.mlp([n_in, 8, n_out], seed=args.seed), backend=backend, seed=args.seed,
                       growth=GrowthPolicy(max_groups=datasets.MAX_GROUPS.get(args.dataset, 32)))
     if not args.quiet:

@@ -11,17 +11,47 @@ parameters back into it.
 from __future__ import annotations
 
 import copy
-import json
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from .errors import GraphError
+from . import checks
+from .errors import ArgumentError, ArgumentTypeError, GraphError
 from .kinds import DEFAULT, GroupKind, get_kind
 
 INPUT = 0
 OUTPUT = 1
+
+
+class Blocks(dict):
+    """A network's parameter blocks by key: a dict that counts replacements in the network's
+    `version`, so a trainer holding the network sees them."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: "Network", items=()):
+        super().__init__(items)
+        self.owner = owner
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.owner.version += 1
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self.owner.version += 1
+
+    def pop(self, *args):
+        self.owner.version += 1
+        return super().pop(*args)
+
+    def update(self, *args, **kwargs) -> None:
+        super().update(*args, **kwargs)
+        self.owner.version += 1
+
+    def __reduce__(self):
+        return dict, (dict(self),)
 
 
 
@@ -41,16 +71,48 @@ class Network:
     def __init__(self, n_inputs: int, n_outputs: int, seed: int = 0, dtype=np.float32):
         _check_width(n_inputs, "the input group")
         _check_width(n_outputs, "the output group")
-        self.dtype = np.dtype(dtype)
+        seed = checks.integer(seed, "seed", 0)
+        self.dtype = checks.float_dtype(dtype)
         self.widths: dict[int, int] = {INPUT: int(n_inputs), OUTPUT: int(n_outputs)}
-        self.weights: dict[tuple[int, int], np.ndarray] = {}
-        self.biases: dict[int, np.ndarray] = {OUTPUT: np.zeros(n_outputs, self.dtype)}
+        self.version = 0  # counts the edits of topology and parameter blocks (a trainer reloads on a change)
+        self._weights: dict[tuple[int, int], np.ndarray] = Blocks(self)
+        self._biases: dict[int, np.ndarray] = Blocks(self, {OUTPUT: np.zeros(n_outputs, self.dtype)})
         self.kinds: dict[int, str] = {OUTPUT: DEFAULT}  # every group but the input: its kind's name
         self.history: list[dict] = []  # growth events, JSON-ready (see genlab.growth)
         self._in: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
         self._out: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
         self._next_id = 2
         self._rng = np.random.default_rng(seed)
+        self._source = None  # a function that copies newer parameters in (set by a Trainer holding this network)
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def weights(self) -> dict[tuple[int, int], np.ndarray]:
+        """{(src, dst): weight block}. While a Trainer holds the network, reading this gives the
+        trainer's latest parameters; replace a block (net.weights[e] = new) rather than editing
+        it in place: the arrays a trainer wrote are read-only."""
+        self._pull()
+        return self._weights
+
+    @weights.setter
+    def weights(self, value) -> None:
+        self._weights = Blocks(self, value)
+        self.version += 1
+
+    @property
+    def biases(self) -> dict[int, np.ndarray]:
+        """{group: bias}, as weights."""
+        self._pull()
+        return self._biases
+
+    @biases.setter
+    def biases(self, value) -> None:
+        self._biases = Blocks(self, value)
+        self.version += 1
+
+    def _pull(self) -> None:
+        if self._source is not None:
+            self._source()
 
     # ------------------------------------------------------------------ building
     @property
@@ -65,43 +127,62 @@ class Network:
         """Add a hidden group of `kind` (genlab.kinds.KINDS) fed by `inputs` and feeding
         `outputs`; return its id.
 
-        Every id is checked before anything changes, so a bad call leaves the network as it was.
+        Atomic: everything is checked first, and a failure part-way (a cycle through `outputs`,
+        no memory) undoes what was done, so a bad call leaves the network exactly as it was.
         """
         _check_width(width, "a group")
         group_kind = get_kind(kind)
-        inputs, outputs = list(inputs), list(outputs)
+        inputs = [self._check_endpoint(g, "inputs") for g in _sequence(inputs, "inputs")]
+        outputs = [self._check_endpoint(g, "outputs") for g in _sequence(outputs, "outputs")]
         for src in inputs:
-            self._check_endpoint(src, "inputs")
             if src == OUTPUT:
                 raise GraphError(f"the output group {OUTPUT} cannot feed another group")
         for dst in outputs:
-            self._check_endpoint(dst, "outputs")
             if dst == INPUT:
                 raise GraphError(f"the input group {INPUT} cannot have inputs")
         for ids, where in ((inputs, "inputs"), (outputs, "outputs")):
             if len(set(ids)) != len(ids):
                 raise GraphError(f"duplicate group in {where}: {ids}")
+        for dst in outputs:
+            for src in inputs:
+                path = self._path(dst, src) if dst != src else [dst]
+                if path is not None:
+                    cycle = " -> ".join(map(str, ["new", *path, "new"]))
+                    raise GraphError(f"a group fed by {src} and feeding {dst} would close the cycle {cycle}")
+        self._pull()
+        bias = np.zeros(group_kind.bias_shape(int(width)), self.dtype)  # a MemoryError changes nothing
+        saved = (self._next_id, self.version, self._rng.bit_generator.state)
         g = self._next_id
         self._next_id += 1
         self.widths[g] = int(width)
-        self.biases[g] = np.zeros(group_kind.bias_shape(int(width)), self.dtype)
+        self._biases[g] = bias
         self.kinds[g] = group_kind.name
         self._in[g], self._out[g] = [], []
-        for src in inputs:
-            self.connect(src, g)
-        for dst in outputs:
-            self.connect(g, dst)
+        try:
+            for src in inputs:
+                self.connect(src, g)
+            for dst in outputs:
+                self.connect(g, dst)
+        except BaseException:
+            for e in [e for e in self._weights if g in e]:
+                self._detach(*e)
+            del self.widths[g], self._biases[g], self.kinds[g], self._in[g], self._out[g]
+            self._next_id, self.version = saved[0], saved[1]
+            self._rng.bit_generator.state = saved[2]
+            raise
+        self.version += 1
         return g
 
     def connect(self, src: int, dst: int, weight=None) -> None:
-        """Add the edge src -> dst with `weight` (width[dst] x width[src]) or a He-normal draw."""
-        self._check_endpoint(src, "source")
-        self._check_endpoint(dst, "destination")
+        """Add the edge src -> dst with `weight` (width[dst] x width[src], finite real numbers) or
+        a He-normal draw."""
+        src = self._check_endpoint(src, "source")
+        dst = self._check_endpoint(dst, "destination")
         if dst == INPUT:
             raise GraphError(f"edge {src} -> {dst}: the input group {INPUT} cannot have inputs")
         if src == OUTPUT:
             raise GraphError(f"edge {src} -> {dst}: the output group {OUTPUT} cannot feed another group")
-        if (src, dst) in self.weights:
+        if (src, dst) in self._weights:
             raise GraphError(f"edge {src} -> {dst} already exists")
         path = self._path(dst, src)
         if path is not None:
@@ -109,30 +190,40 @@ class Network:
             raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
         kind = self.kind(dst)
         shape = kind.edge_shape(self.widths[dst], self.widths[src])
+        self._pull()
         if weight is None:
             fan_in = sum(self.widths[s] for s in self._in[dst]) + self.widths[src]
             weight = kind.draw_edge(self._rng, shape, fan_in)
-        weight = np.asarray(weight)
+        weight = _parameter(weight, f"the weight of edge {src} -> {dst}")
         if weight.shape != shape:
             raise GraphError(
                 f"width mismatch on edge {src} -> {dst}: weight block is {weight.shape}, "
                 f"expected {shape} = (width of {dst}, width of {src})")
-        self.weights[(src, dst)] = weight.astype(self.dtype, copy=True)
+        self._weights[(src, dst)] = weight.astype(self.dtype, copy=True)
         self._in[dst].append(src)
         self._out[src].append(dst)
+        self.version += 1
+
+    def _detach(self, src: int, dst: int) -> np.ndarray:
+        self._in[dst].remove(src)
+        self._out[src].remove(dst)
+        return self._weights.pop((src, dst))
 
     def disconnect(self, src: int, dst: int) -> np.ndarray:
         """Remove the edge src -> dst and return its weight block."""
-        if (src, dst) not in self.weights:
+        src, dst = checks.group_id(src, "source"), checks.group_id(dst, "destination")
+        if (src, dst) not in self._weights:
             raise GraphError(f"there is no edge {src} -> {dst}")
-        self._in[dst].remove(src)
-        self._out[src].remove(dst)
-        return self.weights.pop((src, dst))
+        self._pull()
+        self.version += 1
+        return self._detach(src, dst)
 
     def reroute(self, src: int, dst: int, new_src: int) -> None:
         """Move the edge src -> dst to new_src -> dst, keeping its weight block and its place
         among dst's inputs (so sums over inputs keep their order)."""
-        if (src, dst) not in self.weights:
+        src, dst, new_src = (checks.group_id(g, what) for g, what in
+                             ((src, "source"), (dst, "destination"), (new_src, "new source")))
+        if (src, dst) not in self._weights:
             raise GraphError(f"there is no edge {src} -> {dst}")
         weight = self.weights[(src, dst)]
         if new_src not in self.widths or self.widths[new_src] != self.widths[src]:
@@ -143,27 +234,36 @@ class Network:
         self._out[src].remove(dst)
         self._in[dst][self._in[dst].index(src)] = new_src
         self._out[new_src].append(dst)
-        self.weights[(new_src, dst)] = weight
+        self._weights[(new_src, dst)] = weight
+        self.version += 1
 
     def remove_group(self, g: int) -> None:
         """Remove hidden group g and its edges (no validation: the caller rewires first)."""
+        g = checks.group_id(g)
         if g in (INPUT, OUTPUT) or g not in self.widths:
             raise GraphError(f"group {g} is not a hidden group of this network")
+        self._pull()
         for src in list(self._in[g]):
-            self.disconnect(src, g)
+            self._detach(src, g)
         for dst in list(self._out[g]):
-            self.disconnect(g, dst)
-        del self.widths[g], self.biases[g], self.kinds[g], self._in[g], self._out[g]
+            self._detach(g, dst)
+        del self.widths[g], self._biases[g], self.kinds[g], self._in[g], self._out[g]
+        self.version += 1
 
     def kind(self, g: int) -> GroupKind:
         """The kind of group g (genlab.kinds); the input group has none."""
+        g = checks.group_id(g)
         if g == INPUT:
             raise GraphError(f"the input group {INPUT} has no kind: it holds the features")
+        if g not in self.kinds:
+            raise GraphError(f"group {g} does not exist (groups: {self.groups})")
         return get_kind(self.kinds[g])
 
-    def _check_endpoint(self, g, role: str) -> None:
-        if not isinstance(g, (int, np.integer)) or int(g) not in self.widths:
+    def _check_endpoint(self, g, role: str) -> int:
+        g = checks.group_id(g, role)
+        if g not in self.widths:
             raise GraphError(f"{role}: group {g!r} does not exist (groups: {self.groups})")
+        return g
 
     def _path(self, start: int, goal: int) -> list[int] | None:
         """A path start -> ... -> goal along edges, or None (used to name a cycle)."""
@@ -234,36 +334,54 @@ class Network:
     def init_params(self, seed: int = 0) -> None:
         """Draw every weight block as its group's kind draws a new edge (He-normal over the group's
         total fan-in for dense groups); zero the biases."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(checks.integer(seed, "seed", 0))
+        weights, biases = {}, {}
         for g in self.groups[1:]:
             kind = self.kind(g)
             fan_in = sum(self.widths[s] for s in self._in[g])
             for s in self._in[g]:
                 shape = kind.edge_shape(self.widths[g], self.widths[s])
-                self.weights[(s, g)] = kind.draw_edge(rng, shape, fan_in).astype(self.dtype)
-            self.biases[g] = np.zeros(kind.bias_shape(self.widths[g]), self.dtype)
+                weights[(s, g)] = kind.draw_edge(rng, shape, fan_in).astype(self.dtype)
+            biases[g] = np.zeros(kind.bias_shape(self.widths[g]), self.dtype)
+        self._pull()
+        self._weights.update(weights)
+        self._biases.update(biases)
 
     def assign(self, other: "Network") -> None:
         """Take over other's whole state (used to commit an edit made on a copy)."""
+        source, version = self._source, self.version
         self.__dict__.update(other.__dict__)
+        self._weights, self._biases = Blocks(self, other._weights), Blocks(self, other._biases)
+        self._source, self.version = source, max(version, other.version) + 1
 
-    def copy(self, deep: bool = True) -> "Network":
-        """A copy. deep=False copies the topology and shares the parameter arrays: enough for
-        edits that replace arrays rather than change them in place, as growth and pruning do."""
-        if deep:
-            from .network_file import from_meta, to_arrays, to_meta
-
-            net = from_meta(json.loads(json.dumps(to_meta(self))), to_arrays(self))
-        else:
-            net = Network.__new__(Network)
-            net.__dict__.update(self.__dict__)
-            net.widths, net.weights, net.biases = dict(self.widths), dict(self.weights), dict(self.biases)
-            net.kinds = dict(self.kinds)
-            net._in = {g: list(v) for g, v in self._in.items()}
-            net._out = {g: list(v) for g, v in self._out.items()}
-            net.history = list(self.history)
+    def copy(self, deep: bool = True, pull: bool = True) -> "Network":
+        """A copy, not held by any trainer. deep=False copies the topology and shares the parameter
+        arrays: enough for edits that replace arrays rather than change them in place, as growth
+        and pruning do. pull=False copies the parameters as they are here, without asking a
+        trainer holding the network for newer ones."""
+        if pull:
+            self._pull()
+        net = Network.__new__(Network)
+        net.__dict__.update(self.__dict__)
+        net._source = None
+        net.widths, net.kinds = dict(self.widths), dict(self.kinds)
+        net._in = {g: list(v) for g, v in self._in.items()}
+        net._out = {g: list(v) for g, v in self._out.items()}
+        net.history = copy.deepcopy(self.history) if deep else list(self.history)
+        blocks = (lambda d: {k: v.copy() for k, v in d.items()}) if deep else dict
+        net._weights, net._biases = Blocks(net, blocks(self._weights)), Blocks(net, blocks(self._biases))
         net._rng = copy.deepcopy(self._rng)
         return net
+
+    def astype(self, dtype) -> None:
+        """Hold every parameter in `dtype` (float32 or float64), in place."""
+        dtype = checks.float_dtype(dtype)
+        if dtype != self.dtype:
+            self._pull()
+            self.dtype = dtype
+            self._weights = Blocks(self, {k: v.astype(dtype) for k, v in self._weights.items()})
+            self._biases = Blocks(self, {k: v.astype(dtype) for k, v in self._biases.items()})
+            self.version += 1
 
     # ------------------------------------------------------------------ queries
     @property
@@ -394,23 +512,51 @@ class Network:
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> Path:
-        """Write topology, parameters and growth history to one .npz file (no pickled code;
-        genlab.network_file holds the format)."""
+        """Write topology, parameters and growth history to exactly `path` (an .npz archive,
+        whatever the suffix; no pickled code; genlab.network_file holds the format). Atomic: a
+        failure raises SaveError and leaves the file that was there before intact."""
         from .network_file import write
 
         return write(self, path)
 
     @classmethod
     def load(cls, path) -> "Network":
-        """Read a network written by save(); a damaged or foreign file raises FileFormatError."""
+        """Read a network written by save() (or a checkpoint: Trainer.save) from exactly `path`,
+        validated in full; a damaged or foreign file raises FileFormatError naming what is wrong."""
         from .network_file import read
 
         return read(path)
 
 
+MAX_WIDTH = 2**24  # neurons in one group: beyond it, no engine could hold a single weight block
+
+
 def _check_width(width, what: str) -> None:
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width <= 0:
+    if isinstance(width, (bool, np.bool_)) or not isinstance(width, (int, np.integer)):
+        raise ArgumentTypeError(f"{what} needs a positive integer width, got {width!r} ({type(width).__name__})")
+    if width <= 0:
         raise GraphError(f"{what} needs a positive integer width, got {width!r}")
+    if width > MAX_WIDTH:
+        raise GraphError(f"{what} of {width} neurons is wider than genlab's limit of {MAX_WIDTH}")
+
+
+def _sequence(ids, what: str) -> list:
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise ArgumentTypeError(f"{what} must be a list of group ids, got {ids!r}")
+    return list(ids)
+
+
+def _parameter(value, what: str) -> np.ndarray:
+    """A parameter block given by the user: real, finite numbers."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise ArgumentTypeError(f"{what} is not an array of numbers ({e})") from None
+    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+        raise ArgumentTypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ArgumentError(f"{what} holds non-finite values (NaN or infinity)")
+    return array
 
 
 def _ids(groups) -> str:

@@ -1,21 +1,30 @@
 """The network file: one .npz holding a JSON metadata member (__meta__: format, version, dtype,
 widths, edges in each group's input order, kinds, next id, growth history) and one array per
-weight block (W_src_dst) and bias (b_g). No pickled code."""
+weight block (W_src_dst) and bias (b_g). No pickled code.
+
+Reading validates everything and reads only the members the metadata names, each within the
+size its shape allows: any failure is a FileFormatError naming the member and what is wrong.
+A checkpoint (genlab.checkpoint) is a network file with more members, so Network.load reads one.
+"""
 
 from __future__ import annotations
 
 import json
-import zipfile
+import math
 from pathlib import Path
 
 import numpy as np
 
+from .checks import FLOAT_DTYPES
 from .errors import FileFormatError, GraphError
-from .kinds import DEFAULT, get_kind
-from .network import INPUT, OUTPUT, Network, _check_width
+from .files import NpzReader, write_npz
+from .kinds import KINDS, DEFAULT, get_kind
+from .network import INPUT, OUTPUT, Network
 
 FORMAT = "genlab.network"
 FORMAT_VERSION = 1
+MAX_META_BYTES = 256 * 2**20
+EVENT_KINDS = ("depth", "width", "prune")
 
 
 def to_meta(net: Network) -> dict:
@@ -29,70 +38,181 @@ def to_meta(net: Network) -> dict:
     }
 
 
-def to_arrays(net: Network) -> dict[str, np.ndarray]:
-    arrays = {f"W_{s}_{d}": w for (s, d), w in net.weights.items()}
-    arrays.update({f"b_{g}": b for g, b in net.biases.items()})
+def to_arrays(net: Network, prefix: str = "") -> dict[str, np.ndarray]:
+    """Every member of the network's part of a file (metadata included), names prefixed."""
+    arrays = {f"{prefix}__meta__": json_member(to_meta(net))}
+    arrays.update({f"{prefix}W_{s}_{d}": w for (s, d), w in net.weights.items()})
+    arrays.update({f"{prefix}b_{g}": b for g, b in net.biases.items()})
     return arrays
 
 
+def json_member(value) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, allow_nan=False).encode(), dtype=np.uint8)
+
+
 def write(net: Network, path) -> Path:
-    """Write `net` to path (.npz appended when missing); return the path written."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(path.suffix + ".npz")
-    meta = np.frombuffer(json.dumps(to_meta(net)).encode(), dtype=np.uint8)
-    np.savez(path, __meta__=meta, **to_arrays(net))
-    return path
+    """Write `net` to exactly `path`, atomically; return the path."""
+    return write_npz(path, to_arrays(net))
 
 
 def read(path) -> Network:
-    """The network in a file written by write(); a damaged or foreign file raises FileFormatError."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise FileFormatError(f"{path} is not a readable genlab network file ({e})") from None
-    try:
-        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
-    except KeyError:
-        raise FileFormatError(f"{path} is an .npz file but not a genlab network (no metadata)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(f"{path}: damaged metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FileFormatError(f"{path} is not a genlab network file")
-    if meta.get("version") != FORMAT_VERSION:
-        raise FileFormatError(f"{path} has format version {meta.get('version')}; "
-                              f"this genlab reads version {FORMAT_VERSION}")
-    try:
-        return from_meta(meta, arrays)
-    except (KeyError, TypeError, ValueError) as e:  # GraphError is a ValueError
-        raise FileFormatError(f"{path}: inconsistent contents ({type(e).__name__}: {e})") from None
+    """The network in a file written by write() (or a checkpoint); FileFormatError when damaged."""
+    with NpzReader(path) as reader:
+        return read_from(reader)
 
 
-def from_meta(meta: dict, arrays: dict[str, np.ndarray]) -> Network:
-    """The network that to_meta and to_arrays describe (validated)."""
-    widths = {int(g): int(w) for g, w in meta["widths"].items()}
-    net = Network(widths[INPUT], widths[OUTPUT], dtype=meta["dtype"])
-    # files written before group kinds hold dense groups only
-    kinds = {int(g): str(k) for g, k in meta.get("kinds", {}).items()}
-    net.kinds = {g: get_kind(kinds.get(g, DEFAULT)).name for g in widths if g != INPUT}
-    for g in sorted(widths):
-        if g not in (INPUT, OUTPUT):
-            _check_width(widths[g], f"group {g}")
-            net.widths[g] = widths[g]
-            net._in[g], net._out[g] = [], []
-    for s, d in meta["edges"]:
-        s, d = int(s), int(d)
-        if s not in widths or d not in widths:
-            raise GraphError(f"edge {s} -> {d} names a group that does not exist")
-        net.weights[(s, d)] = np.array(arrays[f"W_{s}_{d}"])
+def read_json(reader: NpzReader, name: str, max_bytes: int = MAX_META_BYTES):
+    raw = reader.array(name, max_bytes)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise FileFormatError(f"{reader.path}: member {name!r} is not JSON text")
+    try:
+        return json.loads(raw.tobytes().decode(), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FileFormatError(f"{reader.path}: damaged metadata in member {name!r} ({e})") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def read_from(reader: NpzReader, prefix: str = "") -> Network:
+    """The network stored under `prefix` in an open file, validated in full."""
+    name = f"{prefix}__meta__"
+    if not reader.has(name):
+        raise FileFormatError(f"{reader.path} is an .npz file but not a genlab network (no metadata): member {name!r} is missing")
+    meta = read_json(reader, name)
+    m = _Meta(reader.path, name, meta)
+    dtype = m.dtype()
+    widths = m.widths()
+    kinds = m.kinds(widths)
+    edges = m.edges(widths)
+    next_id = m.next_id(widths)
+    history = m.history()
+    net = Network(widths[INPUT], widths[OUTPUT], dtype=dtype)
+    net.widths, net.kinds, net._next_id, net.history = widths, kinds, next_id, history
+    net._in = {g: [] for g in widths}
+    net._out = {g: [] for g in widths}
+    weights, biases = {}, {}
+    for s, d in edges:
+        shape = get_kind(kinds[d]).edge_shape(widths[d], widths[s])
+        weights[(s, d)] = _param(reader, f"{prefix}W_{s}_{d}", shape, dtype)
         net._in[d].append(s)
         net._out[s].append(d)
-    net.biases = {g: np.array(arrays[f"b_{g}"]) for g in widths if g != INPUT}
-    net.history = list(meta["history"])
-    net._next_id = int(meta["next_id"])
-    net.validate()
+    for g in widths:
+        if g != INPUT:
+            biases[g] = _param(reader, f"{prefix}b_{g}", get_kind(kinds[g]).bias_shape(widths[g]), dtype)
+    net._weights.update(weights)
+    net._biases = biases
+    try:
+        net.validate()
+    except GraphError as e:
+        raise FileFormatError(f"{reader.path}: member {name!r} describes an invalid network: {e}") from None
     return net
+
+
+def _param(reader: NpzReader, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    value = reader.array(name, dtype.itemsize * math.prod(shape))
+    if value.dtype != dtype:
+        raise FileFormatError(f"{reader.path}: member {name!r} has dtype {value.dtype}, the file's dtype is {dtype}")
+    if value.shape != tuple(shape):
+        raise FileFormatError(f"{reader.path}: member {name!r} has shape {value.shape}, its groups' widths "
+                              f"need {tuple(shape)}")
+    if not np.isfinite(value).all():
+        raise FileFormatError(f"{reader.path}: member {name!r} holds non-finite values")
+    return np.ascontiguousarray(value)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class _Meta:
+    """The metadata's fields, each checked with an error naming the member and the field."""
+
+    def __init__(self, path, member: str, meta):
+        self.path, self.member, self.meta = path, member, meta
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise FileFormatError(f"{path} is not a genlab network file (member {member!r} has no genlab format)")
+        if meta.get("version") != FORMAT_VERSION:
+            raise FileFormatError(f"{path} has format version {meta.get('version')!r}; this genlab reads "
+                                  f"version {FORMAT_VERSION}")
+
+    def bad(self, field: str, what: str) -> FileFormatError:
+        return FileFormatError(f"{self.path}: member {self.member!r}, field {field!r}: {what}")
+
+    def field(self, name: str, kind, default=None):
+        value = self.meta.get(name, default)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise self.bad(name, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        return value
+
+    def _group(self, text, field: str) -> int:
+        if not isinstance(text, str) or not text.isdigit() or str(int(text)) != text:
+            raise self.bad(field, f"group id {text!r} is not a non-negative integer")
+        return int(text)
+
+    def dtype(self) -> np.dtype:
+        dtype = self.meta.get("dtype")
+        if dtype not in FLOAT_DTYPES:
+            raise self.bad("dtype", f"{dtype!r} is not one of {', '.join(FLOAT_DTYPES)}")
+        return np.dtype(dtype)
+
+    def widths(self) -> dict[int, int]:
+        widths = {}
+        for key, w in self.field("widths", dict).items():
+            g = self._group(key, "widths")
+            if not _is_int(w) or w <= 0:
+                raise self.bad("widths", f"group {g} has width {w!r}; widths are positive integers")
+            widths[g] = w
+        for g, role in ((INPUT, "input"), (OUTPUT, "output")):
+            if g not in widths:
+                raise self.bad("widths", f"no {role} group {g}")
+        return dict(sorted(widths.items()))
+
+    def kinds(self, widths: dict) -> dict[int, str]:
+        stored = {self._group(k, "kinds"): v for k, v in self.field("kinds", dict, {}).items()}
+        extra = set(stored) - (set(widths) - {INPUT})
+        if extra:
+            raise self.bad("kinds", f"kinds for groups that are not hidden or output groups: {sorted(extra)}")
+        kinds = {}
+        for g in widths:
+            if g != INPUT:
+                kind = stored.get(g, DEFAULT)  # files written before group kinds hold dense groups only
+                if kind not in KINDS:
+                    raise self.bad("kinds", f"group {g} has unknown kind {kind!r} (known: {', '.join(KINDS)})")
+                kinds[g] = kind
+        return kinds
+
+    def edges(self, widths: dict) -> list[tuple[int, int]]:
+        edges, seen = [], set()
+        for item in self.field("edges", list):
+            if not (isinstance(item, list) and len(item) == 2 and all(_is_int(v) for v in item)):
+                raise self.bad("edges", f"{item!r} is not a pair of group ids")
+            s, d = item
+            if s not in widths or d not in widths:
+                raise self.bad("edges", f"edge {s} -> {d} names a group that does not exist")
+            if (s, d) in seen:
+                raise self.bad("edges", f"edge {s} -> {d} appears twice")
+            if s == d or d == INPUT or s == OUTPUT:
+                raise self.bad("edges", f"edge {s} -> {d} is not allowed (self-loop, into the input or out of the output)")
+            seen.add((s, d))
+            edges.append((s, d))
+        return edges
+
+    def next_id(self, widths: dict) -> int:
+        next_id = self.field("next_id", int)
+        if next_id <= max(widths):
+            raise self.bad("next_id", f"{next_id} is not above every group id (largest {max(widths)})")
+        return next_id
+
+    def history(self) -> list[dict]:
+        history = self.field("history", list)
+        for i, event in enumerate(history):
+            ok = (isinstance(event, dict) and _is_int(event.get("step")) and event["step"] >= 0
+                  and event.get("kind") in EVENT_KINDS and _is_int(event.get("source")) and event["source"] >= 0
+                  and (event.get("new") is None or (_is_int(event["new"]) and event["new"] >= 0))
+                  and isinstance(event.get("statistic"), (int, float)) and not isinstance(event.get("statistic"), bool))
+            if not ok:
+                raise self.bad("history", f"event {i} is not a growth event "
+                               "({step, kind: depth|width|prune, source, new, statistic}): {event!r}")
+        return history

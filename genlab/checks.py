@@ -1,0 +1,70 @@
+"""Argument checks shared by the public API: each returns the normalised value or raises a
+genlab error that names the argument, what it got and what it needs."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .errors import ArgumentError, ArgumentTypeError
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def integer(value, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An int (Python or NumPy, not bool) within [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ArgumentTypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if low is not None and value < low:
+        raise ArgumentError(f"{name} must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise ArgumentError(f"{name} must be at most {high}, got {value}")
+    return value
+
+
+def real(value, name: str, low: float | None = None, high: float | None = None,
+         low_open: bool = False) -> float:
+    """A finite real number (int or float, not bool) within [low, high] ((low, high] if low_open)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ArgumentTypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ArgumentError(f"{name} must be finite, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ArgumentError(f"{name} must be {'above' if low_open else 'at least'} {low}, got {value}")
+    if high is not None and value > high:
+        raise ArgumentError(f"{name} must be at most {high}, got {value}")
+    return value
+
+
+def boolean(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def float_dtype(value, name: str = "dtype") -> np.dtype:
+    """float32 or float64, from a name, a NumPy type or a dtype."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise ArgumentTypeError(f"{name} must be float32 or float64, got {value!r}") from None
+    if dtype.name not in FLOAT_DTYPES:
+        raise ArgumentError(f"{name} must be float32 or float64, got {dtype.name}")
+    return dtype
+
+
+def choice(value, name: str, options) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ArgumentError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, options))}")
+    return value
+
+
+def group_id(value, name: str = "group") -> int:
+    """A group id: an int (NumPy ints are normalised), not a bool."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ArgumentTypeError(f"{name}: a group id is an int, got {value!r} ({type(value).__name__})")
+    return int(value)

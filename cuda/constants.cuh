@@ -11,6 +11,7 @@
 #define EW 4
 #define CHUNK 4096
 #define OP_INTS 7
+#define GRAD_LIMIT_SQ 1e+36
 #define OP_COPY 0
 #define OP_IDENTITY 1
 #define OP_SPLIT 2

@@ -31,6 +31,13 @@
 #define ROW(ld, w) ((ld) ? (ld) : (w))
 
 // Chris Wellons' lowbias32 mixer; genlab/hashnoise.py computes the same numbers.
+// finite_step: whether a step may be applied, from its scalars (guard[0] the loss, guard[2] the
+// sum of squared gradients; genlab/guard.py's gradient_ok).
+__device__ __forceinline__ bool finite_step(const double* guard) {
+    const double gradsq = __ldcg(guard + 2);
+    return isfinite(__ldcg(guard)) && isfinite(gradsq) && gradsq <= GRAD_LIMIT_SQ;
+}
+
 __device__ __forceinline__ unsigned int lowbias32(unsigned int x) {
     x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
     return x;

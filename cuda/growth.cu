@@ -32,7 +32,7 @@ extern "C" __global__ void growth_observe(
     double* __restrict__ ema, int* __restrict__ seen, const double* __restrict__ guard)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
-    if (s >= n_slots || !hidden[s] || !isfinite(guard[0]) || !isfinite(guard[2])) return;
+    if (s >= n_slots || !hidden[s] || !finite_step(guard)) return;
     const double count = (double)batch * width[s];
     double value;
     if (criterion == CRITERION_GRAD_STD) {
@@ -111,7 +111,7 @@ extern "C" __global__ void prune_observe(
     const double* __restrict__ guard)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
-    if (s >= n_slots || !hidden[s] || !isfinite(guard[0]) || !isfinite(guard[2])) return;
+    if (s >= n_slots || !hidden[s] || !finite_step(guard)) return;
     const double value = fabs(stats[3 * s + 2] / ((double)batch * width[s]));
     taylor[s] = seen[s] ? taylor[s] + alpha * (value - taylor[s]) : value;
     seen[s] = 1;

@@ -1,7 +1,8 @@
 // optim.cu: optimizer updates over the flat parameter buffer (PyTorch's formulas, as
 // genlab/optim.py).
-// Guarded: nothing changes unless the step's loss (guard[0]) and the sum of squares of its
-// gradient (guard[2]) are finite, so a diverging step is refused without a round trip to the host.
+// Guarded: nothing changes unless the step's loss (guard[0]) is finite and the sum of squares of
+// its gradient (guard[2]) at most GRAD_LIMIT_SQ (finite_step, genlab.cuh), so a diverging step is
+// refused without a round trip to the host (genlab/guard.py holds the rest of the rule).
 //
 // sgd_value / adam_value update one parameter held in registers; sgd_one / adam_one parameter i in
 // memory; update_four 4 of them as float4s; update_chunk an update item of the persistent
@@ -11,10 +12,6 @@
 #ifndef GENLAB_OPTIM_CU  // dataflow.cu includes this file too
 #define GENLAB_OPTIM_CU
 #include "genlab.cuh"
-
-__device__ __forceinline__ bool finite_step(const double* guard) {
-    return isfinite(__ldcg(guard)) && isfinite(__ldcg(guard + 2));
-}
 
 // Adam's bias corrections for step count tt: lr / (1 - beta1^tt) and 1 - beta2^tt, in double as
 // -expm1(tt log beta) (cheaper than pow, and exact where 1 - beta^tt is small).
@@ -157,6 +154,19 @@ extern "C" __global__ void optimizer_update(int optimizer, float* __restrict__ p
     else
         update_four(i, optimizer, params, grads, state0, state1, state2, lr, hyper1, hyper2, eps, log_beta1,
                     log_beta2, corr);
+}
+
+// max_abs: out = max(out, max |x[i]|) as the bits of a non-negative float (their order is the
+// floats' order; a NaN's bits exceed infinity's), for the step guard's exact bounds. out starts
+// at 0. Launch: grid ceil(n / (THREADS * 8)), THREADS.
+extern "C" __global__ void max_abs(const float* __restrict__ x, int n, unsigned int* __restrict__ out)
+{
+    unsigned int best = 0;
+    const int end = min(n, (int)((blockIdx.x + 1) * THREADS * 8));
+    for (int i = blockIdx.x * THREADS * 8 + threadIdx.x; i < end; i += THREADS)
+        best = max(best, __float_as_uint(x[i]) & 0x7FFFFFFFu);
+    for (int off = 16; off > 0; off >>= 1) best = max(best, __shfl_xor_sync(0xFFFFFFFFu, best, off));
+    if ((threadIdx.x & 31) == 0 && best) atomicMax(out, best);
 }
 
 // gather: dst[i] = src[map[i]] where map[i] >= 0, else 0. Carries optimizer state from one

@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from .errors import ArgumentError, ArgumentTypeError
+from .errors import ArgumentError, ArgumentTypeError, GraphError
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -68,3 +68,34 @@ def group_id(value, name: str = "group") -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise ArgumentTypeError(f"{name}: a group id is an int, got {value!r} ({type(value).__name__})")
     return int(value)
+
+
+MAX_WIDTH = 2**24  # neurons in one group: beyond it, no engine could hold a single weight block
+
+
+def width(width, what: str) -> None:
+    if isinstance(width, (bool, np.bool_)) or not isinstance(width, (int, np.integer)):
+        raise ArgumentTypeError(f"{what} needs a positive integer width, got {width!r} ({type(width).__name__})")
+    if width <= 0:
+        raise GraphError(f"{what} needs a positive integer width, got {width!r}")
+    if width > MAX_WIDTH:
+        raise GraphError(f"{what} of {width} neurons is wider than genlab's limit of {MAX_WIDTH}")
+
+
+def id_list(ids, what: str) -> list:
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise ArgumentTypeError(f"{what} must be a list of group ids, got {ids!r}")
+    return list(ids)
+
+
+def parameter(value, what: str) -> np.ndarray:
+    """A parameter block given by the user: real, finite numbers."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise ArgumentTypeError(f"{what} is not an array of numbers ({e})") from None
+    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+        raise ArgumentTypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ArgumentError(f"{what} holds non-finite values (NaN or infinity)")
+    return array

@@ -21,10 +21,11 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
+from . import checks
 from . import operations as op
 from .errors import GraphError
 from .hashnoise import hash_uniform
@@ -32,6 +33,9 @@ from .network import INPUT, OUTPUT, Network
 from .pruning import Tracker, prune_group
 
 MODES = ("depth", "width", "alternate", "auto")
+# pruning judges a group constant only from this many rows, seen over at least PRUNE_MIN_BATCHES
+# batches since its last judgement (fewer rows leave dead-looking groups that are merely unlucky)
+PRUNE_MIN_ROWS, PRUNE_MIN_BATCHES = 256, 4
 # one-line notes for the person training (on stderr, as Python prints a warning with no logging set
 # up); logging.getLogger("genlab").setLevel(logging.ERROR) silences them, as `genlab ... --quiet` does
 notes = logging.getLogger("genlab.growth")
@@ -78,18 +82,30 @@ class GrowthPolicy:
     patience: int = 3
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown growth mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not callable(self.criterion) and self.criterion not in CRITERIA:
-            raise ValueError(f"unknown growth criterion {self.criterion!r}; choose one of "
-                             f"{', '.join(CRITERIA)} or pass a function")
-        for name in ("window", "max_depth", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.every is not None and int(self.every) < 1:
-            raise ValueError(f"every must be at least 1 (or None), got {self.every}")
-        if self.cooldown < 0 or self.max_groups < 3:
-            raise ValueError("cooldown must be >= 0 and max_groups >= 3 (input, output and one hidden group)")
+        self.threshold = checks.real(self.threshold, "threshold")
+        self.relative = checks.boolean(self.relative, "relative")
+        if not callable(self.criterion):
+            checks.choice(self.criterion, "growth criterion", CRITERIA)
+        self.window = checks.integer(self.window, "window", 1)
+        if self.every is not None:
+            self.every = checks.integer(self.every, "every", 1)
+        checks.choice(self.mode, "growth mode", MODES)
+        self.max_depth = checks.integer(self.max_depth, "max_depth", 1)
+        self.cooldown = checks.integer(self.cooldown, "cooldown", 0)
+        self.max_groups = checks.integer(self.max_groups, "max_groups", 3)  # input, output and one hidden group
+        self.preserve = checks.boolean(self.preserve, "preserve")
+        self.noise = checks.real(self.noise, "noise", 0.0, 1e3)
+        self.prune = checks.boolean(self.prune, "prune")
+        if self.prune_taylor is not None:
+            self.prune_taylor = checks.real(self.prune_taylor, "prune_taylor", 0.0)
+        self.patience = checks.integer(self.patience, "patience", 1)
+
+    def settings(self) -> dict:
+        """The policy's fields, JSON-ready (a criterion function is named, not stored)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if callable(self.criterion):
+            d["criterion"] = None
+        return d
 
 
 @dataclass(frozen=True)
@@ -257,6 +273,24 @@ class Grower:
         self.cool_until: dict[int, int] = {}
         self.checks = 0
         self.budget_reached_at: int | None = None
+        self.rows = self.batches = 0  # seen since pruning last judged which groups are constant
+
+    def count(self, rows: int) -> None:
+        """One training step of `rows` rows went by."""
+        self.rows += rows
+        self.batches += 1
+
+    def state(self) -> dict:
+        """The bookkeeping a checkpoint keeps (JSON-ready)."""
+        return {"taylor_low": _pairs(self.taylor_low), "cool_until": _pairs(self.cool_until), "checks": self.checks,
+                "budget_reached_at": self.budget_reached_at, "rows": self.rows, "batches": self.batches,
+                "scores": _pairs(self.scores.ema), "tracker_taylor": _pairs(self.tracker.taylor)}
+
+    def restore(self, state: dict) -> None:
+        self.taylor_low, self.cool_until = dict(state["taylor_low"]), dict(state["cool_until"])
+        self.checks, self.budget_reached_at = state["checks"], state["budget_reached_at"]
+        self.rows, self.batches = state["rows"], state["batches"]
+        self.scores.ema, self.tracker.taylor = dict(state["scores"]), dict(state["tracker_taylor"])
 
     @property
     def alpha(self) -> float:
@@ -303,9 +337,8 @@ class Grower:
         if chosen:
             # an engine that grows in place computes the new values from the log itself
             values = engine is None or not engine.grows_in_place
-            depth = depth_through(net) if p.mode == "auto" else {}
             for g, score in chosen:
-                kind = self._kind(g, depth)
+                kind = self._kind(g, net)  # after the groups before it grew: max_depth holds
                 if kind == "depth":
                     new = duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
                 else:
@@ -332,20 +365,28 @@ class Grower:
         changing nothing. Pruning is not previewed (it runs first and may remove groups)."""
         p = self.policy
         chosen = self._wanted(net, step, engine)[:max(p.max_groups - len(net.groups), 0)]
-        depth = depth_through(net) if p.mode == "auto" else {}
-        return [(g, self._kind(g, depth), score) for g, score in chosen]
+        work, plan = net.copy(deep=False, pull=False), []
+        for g, score in chosen:
+            kind = self._kind(g, work)
+            grow = duplicate_depth if kind == "depth" else duplicate_width
+            grow(work, g, step, self.seed, p.preserve, values=False)
+            plan.append((g, kind, score))
+        return plan
 
-    def _kind(self, g: int, depth: dict[int, int]) -> str:
+    def _kind(self, g: int, net: Network) -> str:
         mode = self.policy.mode
         if mode == "alternate":
             return "depth" if self.checks % 2 == 0 else "width"
         if mode == "auto":
-            return "depth" if depth[g] < self.policy.max_depth else "width"
+            return "depth" if depth_through(net)[g] < self.policy.max_depth else "width"
         return mode
 
     def _prune(self, net: Network, step: int, engine, log: list) -> list[GrowthEvent]:
         p = self.policy
-        constants, taylor = engine.prune_report() if self.engine_tracks else self.tracker.report()
+        judge = self.rows >= PRUNE_MIN_ROWS and self.batches >= PRUNE_MIN_BATCHES
+        if judge:
+            self.rows = self.batches = 0
+        constants, taylor = engine.prune_report(judge) if self.engine_tracks else self.tracker.report(judge)
         events, candidates = [], []
         for g in net.hidden_groups:
             if p.prune and g in constants:
@@ -367,3 +408,8 @@ class Grower:
             stat = taylor.get(g, 0.0) if why == "taylor" else 0.0
             events.extend(GrowthEvent(step, "prune", r, None, stat) for r in removed)
         return events
+
+
+def _pairs(d: dict) -> list:
+    """{int: value} as [[key, value], ...] (JSON keeps int keys of pairs as ints)."""
+    return [[k, v] for k, v in d.items()]

@@ -11,48 +11,17 @@ parameters back into it.
 from __future__ import annotations
 
 import copy
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from . import checks
-from .errors import ArgumentError, ArgumentTypeError, GraphError
+from . import checks, dag
+from .blocks import Blocks
+from .errors import GraphError
 from .kinds import DEFAULT, GroupKind, get_kind
 
 INPUT = 0
 OUTPUT = 1
-
-
-class Blocks(dict):
-    """A network's parameter blocks by key: a dict that counts replacements in the network's
-    `version`, so a trainer holding the network sees them."""
-
-    __slots__ = ("owner",)
-
-    def __init__(self, owner: "Network", items=()):
-        super().__init__(items)
-        self.owner = owner
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.owner.version += 1
-
-    def __delitem__(self, key) -> None:
-        super().__delitem__(key)
-        self.owner.version += 1
-
-    def pop(self, *args):
-        self.owner.version += 1
-        return super().pop(*args)
-
-    def update(self, *args, **kwargs) -> None:
-        super().update(*args, **kwargs)
-        self.owner.version += 1
-
-    def __reduce__(self):
-        return dict, (dict(self),)
-
 
 
 class Network:
@@ -69,8 +38,8 @@ class Network:
     output = OUTPUT
 
     def __init__(self, n_inputs: int, n_outputs: int, seed: int = 0, dtype=np.float32):
-        _check_width(n_inputs, "the input group")
-        _check_width(n_outputs, "the output group")
+        checks.width(n_inputs, "the input group")
+        checks.width(n_outputs, "the output group")
         seed = checks.integer(seed, "seed", 0)
         self.dtype = checks.float_dtype(dtype)
         self.widths: dict[int, int] = {INPUT: int(n_inputs), OUTPUT: int(n_outputs)}
@@ -130,10 +99,10 @@ class Network:
         Atomic: everything is checked first, and a failure part-way (a cycle through `outputs`,
         no memory) undoes what was done, so a bad call leaves the network exactly as it was.
         """
-        _check_width(width, "a group")
+        checks.width(width, "a group")
         group_kind = get_kind(kind)
-        inputs = [self._check_endpoint(g, "inputs") for g in _sequence(inputs, "inputs")]
-        outputs = [self._check_endpoint(g, "outputs") for g in _sequence(outputs, "outputs")]
+        inputs = [self._check_endpoint(g, "inputs") for g in checks.id_list(inputs, "inputs")]
+        outputs = [self._check_endpoint(g, "outputs") for g in checks.id_list(outputs, "outputs")]
         for src in inputs:
             if src == OUTPUT:
                 raise GraphError(f"the output group {OUTPUT} cannot feed another group")
@@ -145,7 +114,7 @@ class Network:
                 raise GraphError(f"duplicate group in {where}: {ids}")
         for dst in outputs:
             for src in inputs:
-                path = self._path(dst, src) if dst != src else [dst]
+                path = dag.path(self._out, dst, src) if dst != src else [dst]
                 if path is not None:
                     cycle = " -> ".join(map(str, ["new", *path, "new"]))
                     raise GraphError(f"a group fed by {src} and feeding {dst} would close the cycle {cycle}")
@@ -184,7 +153,7 @@ class Network:
             raise GraphError(f"edge {src} -> {dst}: the output group {OUTPUT} cannot feed another group")
         if (src, dst) in self._weights:
             raise GraphError(f"edge {src} -> {dst} already exists")
-        path = self._path(dst, src)
+        path = dag.path(self._out, dst, src)
         if path is not None:
             cycle = " -> ".join(map(str, [src] + path))
             raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
@@ -194,7 +163,7 @@ class Network:
         if weight is None:
             fan_in = sum(self.widths[s] for s in self._in[dst]) + self.widths[src]
             weight = kind.draw_edge(self._rng, shape, fan_in)
-        weight = _parameter(weight, f"the weight of edge {src} -> {dst}")
+        weight = checks.parameter(weight, f"the weight of edge {src} -> {dst}")
         if weight.shape != shape:
             raise GraphError(
                 f"width mismatch on edge {src} -> {dst}: weight block is {weight.shape}, "
@@ -228,7 +197,7 @@ class Network:
         weight = self.weights[(src, dst)]
         if new_src not in self.widths or self.widths[new_src] != self.widths[src]:
             raise GraphError(f"cannot move edge {src} -> {dst} to group {new_src}: widths differ or it does not exist")
-        if (new_src, dst) in self.weights or self._path(dst, new_src) is not None:
+        if (new_src, dst) in self.weights or dag.path(self._out, dst, new_src) is not None:
             raise GraphError(f"cannot move edge {src} -> {dst} to {new_src} -> {dst}: duplicate edge or cycle")
         del self.weights[(src, dst)]
         self._out[src].remove(dst)
@@ -265,71 +234,21 @@ class Network:
             raise GraphError(f"{role}: group {g!r} does not exist (groups: {self.groups})")
         return g
 
-    def _path(self, start: int, goal: int) -> list[int] | None:
-        """A path start -> ... -> goal along edges, or None (used to name a cycle)."""
-        parent = {start: None}
-        queue = deque([start])
-        while queue:
-            g = queue.popleft()
-            if g == goal:
-                path = []
-                while g is not None:
-                    path.append(g)
-                    g = parent[g]
-                return path[::-1]
-            for d in self._out[g]:
-                if d not in parent:
-                    parent[d] = g
-                    queue.append(d)
-        return None
-
     # ------------------------------------------------------------------ constructors
     @classmethod
     def mlp(cls, sizes, seed: int = 0, dtype=np.float32) -> "Network":
         """A traditional layered network as a chain of groups: [n_in, h1, ..., n_out]."""
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise GraphError(f"mlp needs at least an input and an output size, got {sizes}")
-        net = cls(sizes[0], sizes[-1], seed=seed, dtype=dtype)
-        prev = INPUT
-        for width in sizes[1:-1]:
-            prev = net.add_group(width, inputs=[prev])
-        net.connect(prev, OUTPUT)
-        net.init_params(seed)
-        return net
+        from .constructors import mlp
+
+        return mlp(cls, sizes, seed, dtype)
 
     @classmethod
     def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
                    n_inputs: int = 64, n_outputs: int = 10, dtype=np.float32) -> "Network":
-        """A layered random DAG for tests and benchmarks.
+        """A layered random DAG for tests and benchmarks (genlab.constructors.random_dag)."""
+        from .constructors import random_dag
 
-        Each of the `levels` levels holds `per_level` groups. A group draws its inputs from the
-        previous two levels (the input group counts as level 0), one of them at least from the
-        previous level. `width` and `fan_in` are an int or an inclusive (low, high) range drawn
-        per group. Groups that feed no later group feed the output group, so every group lies
-        on a path from the input to the output.
-        """
-        if levels < 1 or per_level < 1:
-            raise GraphError(f"random_dag needs levels >= 1 and per_level >= 1, got {levels}, {per_level}")
-        rng = np.random.default_rng(seed)
-        draw = lambda v: int(rng.integers(v[0], v[1] + 1)) if isinstance(v, (tuple, list)) else int(v)
-        net = cls(n_inputs, n_outputs, seed=seed, dtype=dtype)
-        by_level = [[INPUT]]
-        for _ in range(levels):
-            level = []
-            prev, prev2 = by_level[-1], (by_level[-2] if len(by_level) > 1 else [])
-            for _ in range(per_level):
-                k = max(1, draw(fan_in))
-                first = int(rng.choice(prev))
-                pool = [g for g in prev + prev2 if g != first]
-                extra = rng.choice(pool, size=min(k - 1, len(pool)), replace=False) if pool else []
-                level.append(net.add_group(draw(width), inputs=[first, *map(int, extra)]))
-            by_level.append(level)
-        for g in net.hidden_groups:
-            if not net._out[g]:
-                net.connect(g, OUTPUT)
-        net.init_params(seed)
-        return net
+        return random_dag(cls, levels, per_level, width, fan_in, seed, n_inputs, n_outputs, dtype)
 
     def init_params(self, seed: int = 0) -> None:
         """Draw every weight block as its group's kind draws a new edge (He-normal over the group's
@@ -413,7 +332,7 @@ class Network:
     def topological_order(self) -> list[int]:
         """Groups in an order where every edge points forward (Kahn, smallest id first)."""
         self.validate()
-        return self._kahn()
+        return dag.kahn(self._in, self._out)
 
     def levels(self) -> dict[int, int]:
         """Level of each group: the longest path (in edges) from the input group."""
@@ -422,25 +341,10 @@ class Network:
             level[g] = 1 + max(level[s] for s in self._in[g])
         return level
 
-    def _kahn(self) -> list[int]:
-        import heapq
-        indeg = {g: len(self._in[g]) for g in self.widths}
-        ready = [g for g, d in indeg.items() if d == 0]
-        heapq.heapify(ready)
-        order = []
-        while ready:
-            g = heapq.heappop(ready)
-            order.append(g)
-            for d in self._out[g]:
-                indeg[d] -= 1
-                if indeg[d] == 0:
-                    heapq.heappush(ready, d)
-        return order
-
     def validate(self) -> None:
         """Raise GraphError naming the groups involved if the network cannot be run."""
         for g, w in self.widths.items():
-            _check_width(w, f"group {g}")
+            checks.width(w, f"group {g}")
         for (s, d), w in self.weights.items():
             for g in (s, d):
                 if g not in self.widths:
@@ -456,11 +360,11 @@ class Network:
             expected = () if g == INPUT else self.kind(g).bias_shape(self.widths[g])
             if g == INPUT or b.shape != expected:
                 raise GraphError(f"bias of group {g} has shape {b.shape}, expected {expected}")
-        order = self._kahn()
+        order = dag.kahn(self._in, self._out)
         if len(order) < len(self.widths):
-            raise GraphError(f"the network has a cycle: {' -> '.join(map(str, self._find_cycle(set(self.widths) - set(order))))}")
-        forward = self._reach(INPUT, self._out)
-        backward = self._reach(OUTPUT, self._in)
+            raise GraphError(f"the network has a cycle: {' -> '.join(map(str, dag.find_cycle(self._in, set(self.widths) - set(order))))}")
+        forward = dag.reach(INPUT, self._out)
+        backward = dag.reach(OUTPUT, self._in)
         if OUTPUT not in forward:
             raise GraphError(f"the output group {OUTPUT} is not reachable from the input group {INPUT}")
         cut_off = [g for g in self.hidden_groups if g not in forward]
@@ -469,25 +373,6 @@ class Network:
         dead_end = [g for g in self.hidden_groups if g not in backward]
         if dead_end:
             raise GraphError(f"hidden group(s) {_ids(dead_end)} do not reach the output group {OUTPUT}")
-
-    def _find_cycle(self, candidates: set[int]) -> list[int]:
-        g = min(candidates)
-        seen = []
-        while g not in seen:  # every group left over by Kahn has an in-edge from another one
-            seen.append(g)
-            g = min(s for s in self._in[g] if s in candidates)
-        cycle = seen[seen.index(g):][::-1]
-        return cycle + [cycle[0]]
-
-    @staticmethod
-    def _reach(start: int, adjacency: dict) -> set[int]:
-        seen, stack = {start}, [start]
-        while stack:
-            for n in adjacency[stack.pop()]:
-                if n not in seen:
-                    seen.add(n)
-                    stack.append(n)
-        return seen
 
     def topology(self) -> dict:
         """A JSON-ready picture of the topology: widths, edges and levels (no parameters)."""
@@ -526,37 +411,6 @@ class Network:
         from .network_file import read
 
         return read(path)
-
-
-MAX_WIDTH = 2**24  # neurons in one group: beyond it, no engine could hold a single weight block
-
-
-def _check_width(width, what: str) -> None:
-    if isinstance(width, (bool, np.bool_)) or not isinstance(width, (int, np.integer)):
-        raise ArgumentTypeError(f"{what} needs a positive integer width, got {width!r} ({type(width).__name__})")
-    if width <= 0:
-        raise GraphError(f"{what} needs a positive integer width, got {width!r}")
-    if width > MAX_WIDTH:
-        raise GraphError(f"{what} of {width} neurons is wider than genlab's limit of {MAX_WIDTH}")
-
-
-def _sequence(ids, what: str) -> list:
-    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
-        raise ArgumentTypeError(f"{what} must be a list of group ids, got {ids!r}")
-    return list(ids)
-
-
-def _parameter(value, what: str) -> np.ndarray:
-    """A parameter block given by the user: real, finite numbers."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as e:
-        raise ArgumentTypeError(f"{what} is not an array of numbers ({e})") from None
-    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
-        raise ArgumentTypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ArgumentError(f"{what} holds non-finite values (NaN or infinity)")
-    return array
 
 
 def _ids(groups) -> str:

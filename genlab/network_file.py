@@ -179,7 +179,7 @@ class _Meta:
             if g != INPUT:
                 kind = stored.get(g, DEFAULT)  # files written before group kinds hold dense groups only
                 if kind not in KINDS:
-                    raise self.bad("kinds", f"group {g} has unknown kind {kind!r} (known: {', '.join(KINDS)})")
+                    raise self.bad("kinds", f"group {g} has unknown group kind {kind!r} (known: {', '.join(KINDS)})")
                 kinds[g] = kind
         return kinds
 

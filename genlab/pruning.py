@@ -70,9 +70,12 @@ class Tracker:
                     t = self.taylor
                     t[g] = float(v) if g not in t else t[g] + taylor_alpha * (float(v) - t[g])
 
-    def report(self) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-        """({group: its constant output} for the groups constant since the last check,
-        {group: smoothed Taylor score}); the ranges start afresh."""
+    def report(self, judge: bool = True) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """({group: its constant output} for the groups constant since the last judgement,
+        {group: smoothed Taylor score}); with judge, the ranges start afresh (without, no group is
+        judged and the ranges keep growing)."""
+        if not judge:
+            return {}, dict(self.taylor)
         constants = {g: lo.astype(np.float64) for g, lo in self.lo.items() if np.array_equal(lo, self.hi[g])}
         self.lo.clear()
         self.hi.clear()

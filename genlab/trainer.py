@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
+from . import checks
 from .backends import make_engine
 from .datasets import check_data
-from .errors import DataError
+from .errors import ArgumentTypeError, DataError, GraphError, StaleNetworkError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy, Grower
 from .network import Network
 from .optim import make_optimizer
@@ -26,8 +29,24 @@ class History:
         return {"steps": self.steps, "epochs": self.epochs, "events": self.events,
                 "grad_std": [{str(g): s for g, s in d.items()} for d in self.grad_std]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        """The history to_dict() describes."""
+        h = cls()
+        h.steps, h.epochs = list(d["steps"]), list(d["epochs"])
+        h.events = [{**e, **{side: _topology(e[side]) for side in ("before", "after") if side in e}}
+                    for e in d["events"]]
+        h.grad_std = [{int(g): s for g, s in step.items()} for step in d["grad_std"]]
+        return h
+
     def __repr__(self) -> str:
         return f"History(steps={len(self.steps)}, epochs={len(self.epochs)}, events={len(self.events)})"
+
+
+def _topology(t: dict) -> dict:
+    """A topology (Network.topology) read back from JSON, its group ids ints again."""
+    return {"widths": {int(g): w for g, w in t["widths"].items()}, "edges": [list(e) for e in t["edges"]],
+            "levels": {int(g): v for g, v in t["levels"].items()}}
 
 
 class Trainer:
@@ -48,20 +67,48 @@ class Trainer:
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
                  executor: str | None = None, **optimizer_options):
         if not isinstance(net, Network):
-            raise TypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
+        if growth is not None and not isinstance(growth, GrowthPolicy):
+            raise ArgumentTypeError(f"growth must be a genlab.GrowthPolicy or None, got {type(growth).__name__}")
+        self.batch_size = checks.integer(batch_size, "batch_size", 1)
+        self.seed = checks.integer(seed, "seed", 0)
+        dtype = checks.float_dtype(dtype)
         net.validate()
-        self._net = net
-        self._start = net.copy()  # what reset() goes back to
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
-        self._engine_options = dict(backend=backend, dtype=dtype, executor=executor)
-        self.engine = make_engine(backend, net, self.optimizer, dtype=dtype, executor=executor)
-        self.batch_size = int(batch_size)
-        self.seed = seed
+        self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
+        net._pull()  # a trainer that held it before hands its parameters over
+        work = net.copy()
+        work.astype(dtype)
+        self.engine = make_engine(backend, work, self.optimizer, dtype=dtype, executor=executor)
+        self._start = work.copy()  # what reset() goes back to
+        net.assign(work)  # in the trainer's dtype: what it saves is what it trains
+        self._net = net
         self.growth = growth if growth is not None else GrowthPolicy(every=None)
         self.on_growth = None  # a function called with the events of each growth step
+        self._hold()
         self._begin()
+
+    def _hold(self) -> None:
+        """Make the network ask this trainer for its parameters whenever they are read."""
+        ref = weakref.ref(self)
+
+        def pull():
+            trainer = ref()
+            if trainer is not None:
+                trainer.sync()
+
+        self._pull = pull
+        self._net._source = pull
+        self._dirty = False  # the engine holds parameters the network has not seen yet
+        self._freeze()
+
+    def _freeze(self) -> None:
+        """The network's arrays are read-only (replace a block to change it), and this is the
+        version the engine holds."""
+        net = self._net
+        for a in (*net._weights.values(), *net._biases.values()):
+            a.flags.writeable = False
+        self._version = net.version
 
     def _begin(self) -> None:
         """A run's state from its first step: random stream, history, growth bookkeeping."""
@@ -70,16 +117,17 @@ class Trainer:
         self.grower = Grower(self.growth, self.seed)
         self.grower.attach(self.engine)
         self.step_count = 0
-        self._dirty = False  # the engine holds parameters the network has not seen yet
 
     def reset(self) -> None:
         """Back to the start, in place: the network you passed gets its starting topology and
         parameters again, the optimizer state, history, step count, random stream and growth
         bookkeeping start afresh; the optimizer's settings (the learning rate included), the
         growth policy and on_growth stay."""
+        self._net._source = None
         self._net.assign(self._start.copy())
         self.engine = make_engine(self._engine_options["backend"], self._net, self.optimizer,
                                   dtype=self._engine_options["dtype"], executor=self._engine_options["executor"])
+        self._hold()
         self._begin()
 
     def batches(self, n: int):
@@ -98,7 +146,7 @@ class Trainer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self.optimizer.lr = float(value)
+        self.optimizer.lr = value  # checked by the optimizer
 
     @property
     def net(self) -> Network:
@@ -107,10 +155,35 @@ class Trainer:
         return self._net
 
     def sync(self) -> None:
-        """Copy the engine's parameters into the network (done by fit and by reading .net)."""
+        """Copy the engine's parameters into the network (done whenever the network's parameters
+        are read or saved)."""
         if self._dirty:
-            self.engine.write_back(self._net)
             self._dirty = False
+            try:
+                self.engine.write_back(self._net)
+            except BaseException:
+                self._dirty = True
+                raise
+            self._freeze()
+
+    def _follow(self) -> None:
+        """Before a step: take up edits made to the network since the last one, here or by another
+        trainer given the same network (the engine reloads it, keeping the optimizer state of
+        unchanged parameters), or refuse them if the network can no longer run."""
+        net = self._net
+        if net._source is not self._pull:  # another trainer took it since: take it back
+            net._pull()
+            net._source = self._pull
+        if net.version == self._version:
+            return
+        try:
+            net.validate()
+        except GraphError as e:
+            raise StaleNetworkError(f"the network was edited into one that cannot run ({e}); no step was taken") from None
+        if net.dtype != self.engine.dtype:
+            net.astype(self.engine.dtype)
+        self.engine.load(net)
+        self._freeze()
 
     def _check(self, X, y=None):
         if hasattr(X, "columns") and isinstance(y, str):  # a DataFrame and the name of its label column
@@ -122,13 +195,18 @@ class Trainer:
         return check_data(X, y, self._net.n_inputs, self._net.n_outputs)
 
     def step(self, x, y) -> dict:
-        """One training step on the batch (x, y); returns {"loss", "accuracy"} of that batch."""
+        """One training step on the batch (x, y); returns {"loss", "accuracy"} of that batch.
+
+        All or nothing: a step whose loss or update would not be finite raises TrainingError
+        and leaves the network and the engine with the parameters of the last good step."""
         x, y = self._check(x, y)
+        self._follow()
         return self._step(x, y)
 
     def _step(self, x, y) -> dict:
         loss, correct = self.engine.step(x, y)
         self._dirty = True
+        self.grower.count(len(y))
         self.step_count += 1
         record = {"step": self.step_count, "loss": loss, "accuracy": correct / len(y)}
         self.history.steps.append(record)
@@ -148,18 +226,20 @@ class Trainer:
         grows in place (CUDA) replays the log of parameter operations itself, so the parameters
         stay where they are.
         """
+        self._follow()
         in_place = self.engine.grows_in_place
-        if not in_place:
-            self.sync()
-        work = self._net.copy(deep=False)  # growth replaces arrays, never changes them in place
+        work = self._net.copy(deep=False, pull=not in_place)  # growth replaces arrays, never edits them
         events, log = self.grower.check(work, self.step_count, self.engine)
         if not events:
             return events
+        if not in_place and not all(np.isfinite(a).all() for a in (*work._weights.values(), *work._biases.values())):
+            raise TrainingError("this growth step would have made parameters non-finite; it was not applied")
         work.history.extend(e.to_dict() for e in events)
         before = self._net.topology()
         self.engine.apply_growth(work, log)
         self._dirty = self._dirty or in_place  # the host's copy of new parameters is not the engine's
         self._net.assign(work)
+        self._freeze()
         after = self._net.topology()
         self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)
         if self.on_growth is not None:
@@ -179,9 +259,13 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
+        epochs = checks.integer(epochs, "epochs", 0)
         X, y = self._check(X, y)
         if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise DataError("validation must be a pair (X_val, y_val)")
             validation = self._check(*validation)
+        self._follow()
         n = len(X)
         per_epoch = -(-n // self.batch_size)
         bar = tqdm(total=epochs * per_epoch, disable=not progress, desc=f"training ({self.backend})",
@@ -208,7 +292,9 @@ class Trainer:
 
     def logits(self, X) -> np.ndarray:
         """The network's raw outputs (one row of class scores per row of X)."""
-        return self._logits(self._check(X))
+        X = self._check(X)
+        self._follow()
+        return self._logits(X)
 
     def _logits(self, X, batch_size: int = 4096) -> np.ndarray:
         return np.concatenate([self.engine.predict_logits(X[i:i + batch_size])
@@ -223,6 +309,7 @@ class Trainer:
         from .engines.serial import softmax_cross_entropy
 
         X, y = self._check(X, y)
+        self._follow()
         logits = self._logits(X).astype(np.float64)
         loss, _ = softmax_cross_entropy(logits, y)
         return {"loss": loss, "accuracy": float(np.mean(np.argmax(logits, axis=1) == y))}
@@ -230,3 +317,23 @@ class Trainer:
     def __repr__(self) -> str:
         return (f"Trainer(backend={self.backend!r}, optimizer={self.optimizer}, batch_size={self.batch_size}, "
                 f"steps={self.step_count}, {self._net!r})")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path, metadata: dict | None = None):
+        """Write a checkpoint to exactly `path`, atomically: the network (Network.load reads it),
+        the optimizer state, the random streams, the step count, the growth state, the history
+        and the starting network, so that Trainer.load continues as if never stopped. metadata:
+        a JSON-ready dict kept with it (Trainer.load gives it back as .metadata)."""
+        from .checkpoint import save
+
+        return save(self, path, metadata)
+
+    @classmethod
+    def load(cls, path, backend: str = "auto", executor: str | None = None,
+             growth: GrowthPolicy | None = None) -> "Trainer":
+        """The trainer a checkpoint (Trainer.save) describes, on `backend`. The serial engine
+        continues bit for bit; so does the CUDA engine from a CUDA checkpoint. growth replaces the
+        saved growth policy (needed when its criterion was a function)."""
+        from .checkpoint import load
+
+        return load(path, backend=backend, executor=executor, growth=growth)

@@ -8,6 +8,7 @@ callers read them instead of probing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -22,6 +23,22 @@ from ..operations import GrowthOp
 STATISTICS = ("grad_std", "weight_grad_norm", "taylor", "h_min", "h_max")
 
 Key = tuple  # ("W", src, dst): an edge's weight block; ("b", g): a group's bias
+
+
+@dataclass
+class EngineState:
+    """What an engine keeps besides the parameters, in a form every engine reads (checkpoints).
+
+    optimizer: {parameter key: {state name (optimizer.state_names): array of the parameter's
+        shape}}; a parameter without an entry starts fresh.
+    ema: {group: moving average of the growth criterion}; taylor: {group: moving average of the
+        Taylor score}; ranges: {group: (per-neuron min, max) of its output since pruning last judged}.
+    """
+
+    optimizer: dict = field(default_factory=dict)
+    ema: dict = field(default_factory=dict)
+    taylor: dict = field(default_factory=dict)
+    ranges: dict = field(default_factory=dict)
 
 
 class Engine(ABC):
@@ -60,6 +77,14 @@ class Engine(ABC):
     @abstractmethod
     def grads(self) -> dict[Key, np.ndarray]:
         """The gradients of the last backward, by key."""
+
+    @abstractmethod
+    def export_state(self) -> EngineState:
+        """The optimizer state and the growth and pruning statistics, on the host."""
+
+    @abstractmethod
+    def import_state(self, state: EngineState) -> None:
+        """Take state exported by an engine (this kind or another) for the loaded network."""
 
     # ------------------------------------------------------------------ training
     @abstractmethod
@@ -101,8 +126,9 @@ class Engine(ABC):
         """The groups to grow now, in budget order, with their smoothed scores (genlab.growth's rules)."""
 
     @abstractmethod
-    def prune_report(self) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-        """({group: its constant output} since the last check, {group: smoothed Taylor score})."""
+    def prune_report(self, judge: bool = True) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """({group: its constant output} since the last judgement, {group: smoothed Taylor score});
+        judge=False judges no group and keeps the activation ranges growing."""
 
     @abstractmethod
     def apply_growth(self, net: Network, log: list[GrowthOp]) -> None:

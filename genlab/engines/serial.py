@@ -11,9 +11,10 @@ import numpy as np
 
 from .. import operations as op
 from ..errors import TrainingError
+from ..guard import StepGuard, gradient_ok, max_abs
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
-from .base import STATISTICS, Engine
+from .base import EngineState, STATISTICS, Engine
 
 
 def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -46,6 +47,7 @@ class SerialEngine(Engine):
         self.growth_scores = Scores()
         self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
         self.tracker = Tracker()
+        self.guard = StepGuard(self.dtype)
         self.load(net)
 
     def load(self, net: Network) -> None:
@@ -62,6 +64,13 @@ class SerialEngine(Engine):
         self._h: dict[int, np.ndarray] = {}
         self.growth_scores.ema = {g: v for g, v in self.growth_scores.ema.items() if g in net.widths}
         self.tracker.keep_only(net.widths)
+        self._measure()
+
+    def _measure(self) -> None:
+        """Exact bounds of |parameter| and |optimizer state 0| for the step guard."""
+        first = self.optimizer.state_names[0]
+        self.guard.measured(max_abs(self._params.values()),
+                            max_abs(s[first] for s in self.state.values() if first in s))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x of shape (batch, n_inputs); keeps the activations for backward."""
@@ -123,15 +132,21 @@ class SerialEngine(Engine):
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """Forward, backward and update on one batch; return (loss, correct predictions).
 
-        A non-finite loss raises TrainingError before the update, so parameters stay as they were.
-        """
+        All or nothing (genlab.guard): a non-finite loss, a non-finite or diverging gradient, or an
+        update that would make a parameter non-finite raises TrainingError, and the parameters
+        and optimizer state stay exactly as they were."""
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             logits = self.forward(x)
             loss = self.backward(y)
-        if not np.isfinite(loss) or not all(np.isfinite(g).all() for g in self.grads.values()):
-            raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
-                                "not applied (try a lower learning rate)")
-        self.update()
+            gradsq = float(sum(np.vdot(g, g) for g in self.grads.values()))
+        if not gradient_ok(loss, gradsq):
+            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {np.sqrt(gradsq):.3g}) on "
+                                "this batch; the step was not applied (try a lower learning rate)")
+        if self.guard.safe(self.optimizer):
+            self.update()
+            self.guard.advance(self.optimizer, gradsq)
+        else:
+            self._careful_update()
         if self.growth_criterion is not None:
             name, alpha = self.growth_criterion
             self.growth_scores.observe(self.stats[name], alpha)
@@ -140,9 +155,26 @@ class SerialEngine(Engine):
             self.tracker.observe(self.stats, ranges, taylor_alpha)
         return loss, int(np.sum(np.argmax(logits, axis=1) == y))
 
-    def prune_report(self) -> tuple[dict, dict]:
-        """Constant groups since the last check (with their output) and smoothed Taylor scores."""
-        return self.tracker.report()
+    def _careful_update(self) -> None:
+        """The update with a backup, restored if any parameter or state became non-finite."""
+        params = {k: p.copy() for k, p in self._params.items()}
+        state = {k: {n: (v.copy() if isinstance(v, np.ndarray) else v) for n, v in s.items()}
+                 for k, s in self.state.items()}
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.update()
+        arrays = [*self._params.values(), *(v for s in self.state.values() for v in s.values()
+                                            if isinstance(v, np.ndarray))]
+        if max_abs(arrays) == np.inf:
+            for k, p in params.items():
+                self._params[k][...] = p
+            self.state = state
+            raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made parameters "
+                                "non-finite; it was not applied (try a lower learning rate)")
+        self._measure()
+
+    def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
+        """Constant groups since the last judgement (with their output) and smoothed Taylor scores."""
+        return self.tracker.report(judge)
 
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         """The groups to grow now, in budget order, with their smoothed scores."""
@@ -155,6 +187,41 @@ class SerialEngine(Engine):
         for operation in log:
             if isinstance(operation, op.Inherit):
                 self.growth_scores.inherit(operation.new, operation.source)
+
+    def export_state(self) -> EngineState:
+        names = self.optimizer.state_names
+        optimizer = {}
+        for key, st in self.state.items():
+            shape = self._params[key].shape
+            optimizer[key] = {n: (np.full(shape, st[n], np.float64) if np.isscalar(st[n]) else st[n].copy())
+                              for n in names if n in st}
+        t = self.tracker
+        return EngineState(optimizer, dict(self.growth_scores.ema), dict(t.taylor),
+                           {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
+
+    def import_state(self, state: EngineState) -> None:
+        names = self.optimizer.state_names
+        new = {}
+        for key, arrays in state.optimizer.items():
+            shape = self._params[key].shape
+            entry = {}
+            for n in names:
+                a = np.asarray(arrays[n])
+                if a.shape != shape:
+                    raise ValueError(f"optimizer state {n} of {key} has shape {a.shape}, the parameter {shape}")
+                if n == "t":  # the serial engine counts Adam's steps per parameter block
+                    if a.size and not (a == a.flat[0]).all():
+                        raise ValueError(f"Adam's step count differs within {key}")
+                    entry[n] = int(a.flat[0]) if a.size else 0
+                else:
+                    entry[n] = a.astype(self.dtype)
+            new[key] = entry
+        self.state = new
+        self.growth_scores.ema = dict(state.ema)
+        self.tracker.taylor = dict(state.taylor)
+        self.tracker.lo = {g: lo.astype(self.dtype) for g, (lo, _) in state.ranges.items()}
+        self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
+        self._measure()
 
     def write_back(self, net: Network) -> None:
         """Copy the trained parameters into the network (in the network's dtype)."""

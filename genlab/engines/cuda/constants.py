@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ...guard import GRAD_LIMIT
 from ...operations import OP_INTS, Criterion, FoldSource, OpCode
 from ...optim import OptimizerCode
 
@@ -26,7 +27,7 @@ LAG = 2  # the row executor takes a level's weight items after the backward item
 
 SHARED = {
     "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT, "CH": CH, "EW": EW, "CHUNK": CHUNK,
-    "OP_INTS": OP_INTS,
+    "OP_INTS": OP_INTS, "GRAD_LIMIT_SQ": f"{GRAD_LIMIT * GRAD_LIMIT!r}",
     **{f"OP_{code.name}": int(code) for code in OpCode},
     **{f"CRITERION_{c.name}": int(c) for c in Criterion},
     **{f"FOLD_{f.name}": int(f) for f in FoldSource},

@@ -15,9 +15,10 @@ import math
 import numpy as np
 
 from ...errors import BackendError, TrainingError
+from ...guard import StepGuard, gradient_ok, max_abs
 from ...network import INPUT, Network
-from ..base import STATISTICS, Engine
-from . import growth, runtime, topology
+from ..base import STATISTICS, Engine, EngineState
+from . import growth, runtime, state, topology
 from .executors import DEFAULT, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
@@ -55,6 +56,7 @@ class CudaEngine(Engine):
         self._stats_cache = None
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
         self._graphs: dict[tuple, Graph] = {}
+        self.guard = StepGuard(np.float32)
         self.executor = executor_class(executor)(self)
         self.load(net)
 
@@ -118,6 +120,7 @@ class CudaEngine(Engine):
         new = {**topology.build(self, L, cap), **growth.group_state(self, L)}
         new["params"], new["grads"] = self.mem.upload(host, "parameters"), self.mem.new(4 * L.n_params, "gradients")
         carried = growth.param_maps(self.layout, L, {})[1] if self.layout is not None else None
+        state_bound = self.guard.state if carried is not None and (carried >= 0).any() else 0.0
         for name in states:
             buf = new[f"state_{name}"] = self.mem.new(4 * L.n_params, "optimizer state")
             if carried is not None and (carried >= 0).any():
@@ -126,6 +129,7 @@ class CudaEngine(Engine):
                 self.drv.memset_d32(buf, 0, max(L.n_params, 1))
         self.stream.synchronize()
         self.commit(new, L, cap, L.n_params)
+        self.guard.measured(max_abs([host]), state_bound)
 
     def commit(self, new: dict, L: Layout, cap: int, param_cap: int) -> None:
         """Replace the buffers and the layout with new ones (made in full beforehand)."""
@@ -216,18 +220,45 @@ class CudaEngine(Engine):
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """Forward, backward and update on one batch as one CUDA graph; return (loss, correct).
-        A non-finite loss or gradient makes the update kernels do nothing and raises TrainingError."""
+        All or nothing (genlab.guard): the kernels refuse the update of a step whose loss or
+        gradient is not finite (or diverged); a step whose update the guard cannot prove finite
+        runs with a backup, put back if a parameter became non-finite. Either raises TrainingError."""
+        careful = not self.guard.safe(self.optimizer)
+        if careful:
+            self.flush()
+            backup = state.Backup(self)
         batch = self.put_batch(x, y)
         self.executor.before_step()
         self._graph(batch).launch()
         loss, correct, gradsq = self.read_scalars()
         self._stats_cache = None
-        finite = bool(np.isfinite(loss) and np.isfinite(gradsq))
-        self.executor.after_step(finite)
-        if not finite:
-            raise TrainingError(f"the loss or its gradients became {loss} on this batch; the step was "
-                                "not applied (try a lower learning rate)")
+        ok = gradient_ok(loss, gradsq)
+        self.executor.after_step(ok)
+        if not ok:
+            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) "
+                                "on this batch; the step was not applied (try a lower learning rate)")
+        if not careful:
+            self.guard.advance(self.optimizer, gradsq)
+            return loss, correct
+        self.flush()
+        if math.inf in self.measure():
+            backup.put_back(self.buffers)
+            self.measure()
+            raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made "
+                                "parameters non-finite; it was not applied (try a lower learning rate)")
         return loss, correct
+
+    def measure(self) -> tuple[float, float]:
+        """Exact bounds for the step guard, from the device."""
+        found = state.bounds(self)
+        self.guard.measured(*found)
+        return found
+
+    def export_state(self) -> EngineState:
+        return state.export(self)
+
+    def import_state(self, saved: EngineState) -> None:
+        state.restore(self, saved)
 
     def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:
         """One training step with the timeline of the executor's work items (executors/rows.py)."""
@@ -327,8 +358,20 @@ class CudaEngine(Engine):
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         return growth.choose(self, eligible, threshold, relative)
 
-    def prune_report(self) -> tuple[dict, dict]:
-        return growth.prune_report(self)
+    def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
+        return growth.prune_report(self, judge)
 
     def apply_growth(self, net: Network, log: list) -> None:
+        """Grow in place (growth.py); growth the guard cannot prove finite runs with a backup, and
+        is refused (TrainingError, the engine as it was) if it made a parameter non-finite."""
+        self.flush()
+        risky = not growth.provably_finite(self, log)
+        saved = (dict(self.buffers), self.layout, self.batch_cap, self.param_cap)
+        backup = state.Backup(self, state=False) if risky else None
         growth.apply(self, net, log)
+        if math.inf in self.measure() and backup is not None:  # exact bounds again, in any case
+            self.buffers.clear()
+            self.commit(saved[0], *saved[1:])
+            backup.put_back(self.buffers)
+            self.measure()
+            raise TrainingError("this growth step would have made parameters non-finite; it was not applied")

@@ -67,6 +67,16 @@ def apply(e: "CudaEngine", net: Network, log: list) -> None:
     e.commit(new, L, cap, param_cap)
 
 
+def provably_finite(e: "CudaEngine", log: list) -> bool:
+    """Whether the log's operations keep every parameter finite, from the guard's bound alone:
+    copies, identities, zeros and moves do; a split makes at most (1/2 + noise) |V|, a He-uniform
+    draw at most sqrt(6); a fold adds a block times a constant the guard does not bound."""
+    if any(isinstance(o, op.Fold) for o in log):
+        return False
+    noise = max((o.noise for o in log if isinstance(o, op.Split)), default=0.0)
+    return e.guard.param * (0.5 + noise) + 3.0 < e.guard.limit
+
+
 def _fold(e: "CudaEngine", fold: op.Fold) -> None:
     """b_d += W_gd c on the current layout; c: g's constant output at the last check, or relu(b_g)."""
     L, g, d = e.layout, fold.group, fold.consumer
@@ -160,23 +170,27 @@ def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool
     return [(L.groups[s], float(ema[s])) for _, s in chosen]
 
 
-def prune_report(e: "CudaEngine") -> tuple[dict, dict]:
-    """Constant groups since the last check, with their output, and smoothed Taylor scores; the
-    ranges start afresh (their values at this check stay for the folds)."""
+def prune_report(e: "CudaEngine", judge: bool = True) -> tuple[dict, dict]:
+    """Constant groups since the last judgement, with their output, and smoothed Taylor scores;
+    with judge the ranges start afresh (their values at this check stay for the folds), without
+    it no group is judged and the ranges keep growing."""
     L, b, drv = e.layout, e.buffers, e.drv
     n = len(L.groups)
-    e.launch.flat("prune_constant", n, b["run_lo"], b["run_hi"], b["col_off"], b["width"], b["hidden"], np.int32(n),
-                  b["constant"])
-    constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
     taylor, seen = np.empty(n, np.float64), np.empty(n, np.int32)
-    for host, name in ((constant, "constant"), (lo, "run_lo"), (taylor, "taylor"), (seen, "taylor_seen")):
+    copies = [(taylor, "taylor"), (seen, "taylor_seen")]
+    if judge:
+        e.launch.flat("prune_constant", n, b["run_lo"], b["run_hi"], b["col_off"], b["width"], b["hidden"],
+                      np.int32(n), b["constant"])
+        constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
+        copies += [(constant, "constant"), (lo, "run_lo")]
+    for host, name in copies:
         drv.memcpy_dtoh_async(host, b[name], e.stream)
-    drv.memcpy_dtod_async(b["run_const"], b["run_lo"], 4 * L.n_cols, e.stream)
-    topology.reset_ranges(e, b, L.n_cols)
+    if judge:
+        drv.memcpy_dtod_async(b["run_const"], b["run_lo"], 4 * L.n_cols, e.stream)
+        topology.reset_ranges(e, b, L.n_cols)
     e.stream.synchronize()
+    scores = {g: float(taylor[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]}
+    if not judge:
+        return {}, scores
     columns = lambda s: slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s]))
-    return ({g: lo[columns(s)].astype(np.float64) for s, g in enumerate(L.groups) if constant[s]},
-            {g: float(taylor[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]})
-
-
-__all__ = ["apply", "replay", "group_state", "param_maps", "gather", "observe", "choose", "prune_report"]
+    return {g: lo[columns(s)].astype(np.float64) for s, g in enumerate(L.groups) if constant[s]}, scores

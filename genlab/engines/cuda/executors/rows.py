@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....guard import gradient_ok
+
 from ....errors import BackendError
 from .. import runtime
 from ..constants import CH, CHUNK, EW, LAG, SPLIT
@@ -113,7 +115,7 @@ class Rows(Persistent):
         raw = np.empty((total, 4), np.uint64)
         e.drv.memcpy_dtoh_async(raw, buf, e.stream)
         loss, _, gradsq = e.read_scalars()  # synchronises
-        self.after_step(bool(np.isfinite(loss) and np.isfinite(gradsq)))
+        self.after_step(gradient_ok(loss, gradsq))
         buf.free()
         return self._timeline(L, counts, raw)
 

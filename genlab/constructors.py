@@ -1,0 +1,55 @@
+"""Networks made whole: a traditional layered chain, and layered random DAGs (cls: Network or a subclass)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .errors import GraphError
+from .network import INPUT, OUTPUT
+
+
+def mlp(cls, sizes, seed: int = 0, dtype=np.float32):
+    """A traditional layered network as a chain of groups: [n_in, h1, ..., n_out]."""
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise GraphError(f"mlp needs at least an input and an output size, got {sizes}")
+    net = cls(sizes[0], sizes[-1], seed=seed, dtype=dtype)
+    prev = INPUT
+    for width in sizes[1:-1]:
+        prev = net.add_group(width, inputs=[prev])
+    net.connect(prev, OUTPUT)
+    net.init_params(seed)
+    return net
+
+
+def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
+               n_inputs: int = 64, n_outputs: int = 10, dtype=np.float32):
+    """A layered random DAG for tests and benchmarks.
+
+    Each of the `levels` levels holds `per_level` groups. A group draws its inputs from the
+    previous two levels (the input group counts as level 0), one of them at least from the
+    previous level. `width` and `fan_in` are an int or an inclusive (low, high) range drawn
+    per group. Groups that feed no later group feed the output group, so every group lies
+    on a path from the input to the output.
+    """
+    levels, per_level = checks.integer(levels, "levels", 1), checks.integer(per_level, "per_level", 1)
+    rng = np.random.default_rng(seed)
+    draw = lambda v: int(rng.integers(v[0], v[1] + 1)) if isinstance(v, (tuple, list)) else int(v)
+    net = cls(n_inputs, n_outputs, seed=seed, dtype=dtype)
+    by_level = [[INPUT]]
+    for _ in range(levels):
+        level = []
+        prev, prev2 = by_level[-1], (by_level[-2] if len(by_level) > 1 else [])
+        for _ in range(per_level):
+            k = max(1, draw(fan_in))
+            first = int(rng.choice(prev))
+            pool = [g for g in prev + prev2 if g != first]
+            extra = rng.choice(pool, size=min(k - 1, len(pool)), replace=False) if pool else []
+            level.append(net.add_group(draw(width), inputs=[first, *map(int, extra)]))
+        by_level.append(level)
+    for g in net.hidden_groups:
+        if not net._out[g]:
+            net.connect(g, OUTPUT)
+    net.init_params(seed)
+    return net

@@ -1,0 +1,75 @@
+"""The step guard: a training step is applied whole or not at all.
+
+A step is refused (TrainingError, nothing changed) when its loss is not finite or its gradient's
+norm is not finite or above GRAD_LIMIT (the engines check this before the update; the CUDA
+kernels read the same limit from constants.cuh). What is left is an update of finite gradients
+that overflows a parameter: a huge learning rate, or parameters already near the float's range.
+StepGuard keeps upper bounds of |parameter| and |first optimizer state| (SGD's velocity, Adam's
+m) from which it tells, before a step, whether any step the engine could accept stays finite:
+then the update runs in place, as fast as ever. Otherwise the engine backs up the parameters and
+optimizer state, applies the step, checks it, and restores the backup if anything became
+non-finite; it then measures the bounds exactly.
+
+The bounds follow the optimizers' formulas (genlab.optim) with every gradient entry at most the
+gradient's norm G:
+  SGD:  v' = momentum v + g, p' = p - lr v'         -> |v'| <= m|v| + G, |p'| <= |p| + lr |v'|
+  Adam: m' = b1 m + (1 - b1) g, p' = p - lr m^ / (sqrt(v^) + eps), m^ = m' / (1 - b1^t)
+                                                    -> |m'| <= b1|m| + (1 - b1) G,
+                                                       |p'| <= |p| + lr |m'| / ((1 - b1) eps)
+(Adam's v stays at most max(|v|, G^2), finite while G <= GRAD_LIMIT.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+GRAD_LIMIT = 1e18  # a step whose gradient norm exceeds this has diverged (its square fits a float32)
+
+
+def gradient_ok(loss: float, gradsq: float) -> bool:
+    """Whether a step with this loss and sum of squared gradients may be applied at all."""
+    return math.isfinite(loss) and math.isfinite(gradsq) and gradsq <= GRAD_LIMIT * GRAD_LIMIT
+
+
+class StepGuard:
+    """Upper bounds of |parameter| and |optimizer state 0| for an engine of float type `dtype`."""
+
+    def __init__(self, dtype):
+        self.limit = float(np.finfo(dtype).max) / 64  # room for the rounding of the bounds themselves
+        self.param = self.state = math.inf  # unknown until measured
+
+    def measured(self, param: float, state: float) -> None:
+        """Exact maxima of |parameter| and |state 0| (NaN counts as infinite)."""
+        self.param = _finite_or_inf(param)
+        self.state = _finite_or_inf(state)
+
+    def _after(self, optimizer, g: float) -> tuple[float, float]:
+        return optimizer.step_bound(self.param, self.state, g)
+
+    def safe(self, optimizer) -> bool:
+        """Whether every step the engine would accept keeps every parameter and state finite."""
+        param, state = self._after(optimizer, GRAD_LIMIT)
+        return param < self.limit and state < self.limit
+
+    def advance(self, optimizer, gradsq: float) -> None:
+        """The bounds after a step of gradient norm sqrt(gradsq), applied in place."""
+        self.param, self.state = self._after(optimizer, math.sqrt(gradsq))
+
+
+def _finite_or_inf(value: float) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.inf
+
+
+def max_abs(arrays) -> float:
+    """The largest |entry| of some arrays (inf if any entry is not finite; 0 for none)."""
+    best = 0.0
+    for a in arrays:
+        if a.size:
+            m = float(np.max(np.abs(a)))
+            if not math.isfinite(m):
+                return math.inf
+            best = max(best, m)
+    return best

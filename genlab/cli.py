@@ -10,6 +10,39 @@ import time
 from . import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line (what is wrong, and --help for the rest), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(low: int):
+    """An argparse type: an integer of at least `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _rate(text: str) -> float:
+    """An argparse type: a finite, non-negative number (a learning rate)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -31,19 +64,20 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
 def _common(command, names, backends) -> None:
     """The options train and demo share: the data, the engine, the epochs, the seed."""
-    command.add_argument("--dataset", default="digits", choices=names, help="the data (genlab.datasets)")
+    command.add_argument("--dataset", default=None, choices=names, help="the data, from genlab.datasets (default: digits)")
     command.add_argument("--backend", default="auto", choices=backends,
                          help="the engine: auto takes the GPU where it can run")
-    command.add_argument("--epochs", type=int, default=None,
+    command.add_argument("--epochs", type=_count(1), default=None,
                          help="passes over the training set (default: about 2000 steps' worth, by dataset)")
-    command.add_argument("--seed", type=int, default=0, help="the seed of the weights, the split and the batches")
+    command.add_argument("--seed", type=_count(0), default=None,
+                         help="the seed of the weights, the split and the batches (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .datasets import NAMES
 
-    parser = argparse.ArgumentParser(prog="genlab", description="Train and grow generalized neural networks.")
+    parser = _Parser(prog="genlab", description="Train and grow generalized neural networks.")
     parser.add_argument("--version", action="version", version=f"genlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -56,16 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_sizes, default=None,
                        help="widths of the hidden groups of the starting chain (default 64,32; with "
                             "--start single, 8)")
-    train.add_argument("--start", choices=["mlp", "single"], default="mlp",
-                       help="mlp: a chain of --hidden groups; single: one hidden group of 8 neurons")
+    train.add_argument("--start", choices=["mlp", "single"], default=None,
+                       help="mlp (default): a chain of --hidden groups; single: one hidden group of 8 neurons")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy")
-    train.add_argument("--max-groups", type=int, default=None, help="growth budget (default 32; iris 16)")
-    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="the optimizer")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
-    train.add_argument("--batch-size", type=int, default=32, help="rows per training step")
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                       help="the float type of the computation (float64: the serial engine)")
-    train.add_argument("--save", metavar="PATH", help="write the trained network to PATH (.npz)")
+    train.add_argument("--max-groups", type=_count(3), default=None, help="growth budget (default 32; iris 16)")
+    train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
+    train.add_argument("--lr", type=_rate, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
+    train.add_argument("--batch-size", type=_count(1), default=None, help="rows per training step (default: 32)")
+    train.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                       help="the float type of the computation (default: float32; float64 runs on the serial engine)")
+    train.add_argument("--save", metavar="PATH",
+                       help="write a checkpoint to exactly PATH (Network.load reads its network; --resume continues it)")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue the run a checkpoint (--save, Trainer.save) holds, for --epochs more epochs")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
     train.add_argument("--quiet", action="store_true", help="print the results only: no progress bar, no notes")
     train.set_defaults(run=run_train)
@@ -98,42 +135,82 @@ def _backend(args) -> str:
         return resolve(args.backend)
 
 
+# what a checkpoint fixes: these options cannot change on --resume (--lr and --backend can)
+FIXED_BY_CHECKPOINT = ("hidden", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype")
+
+
+def _resume(args):
+    """The trainer, dataset and seed of --resume's checkpoint; bad options exit with status 2."""
+    from .errors import FileFormatError
+    from .trainer import Trainer
+
+    fixed = [f"--{name.replace('_', '-')}" for name in FIXED_BY_CHECKPOINT if getattr(args, name) not in (None, False)]
+    if fixed:
+        raise _Usage(f"--resume continues the saved run as it was built; {', '.join(fixed)} cannot change it")
+    try:
+        trainer = Trainer.load(args.resume, backend=_backend(args))
+    except (FileFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise _Usage(f"--resume {args.resume}: {e}") from None
+    saved = trainer.metadata or {}
+    for name in ("dataset", "seed"):
+        given = getattr(args, name)
+        if given is not None and saved.get(name) is not None and given != saved[name]:
+            raise _Usage(f"--{name} {given} differs from the checkpoint's ({saved[name]})")
+    if saved.get("dataset") is None and args.dataset is None:
+        raise _Usage(f"{args.resume} does not say its dataset: give --dataset")
+    if args.lr is not None:
+        trainer.lr = args.lr
+    return trainer, args.dataset or saved["dataset"], saved.get("seed", args.seed or 0)
+
+
+class _Usage(Exception):
+    """A bad option found before any work: one line, exit status 2."""
+
+
 def run_train(args) -> dict:
     from . import datasets
+    from .growth import GrowthPolicy
     from .network import Network
     from .trainer import Trainer
 
-    from .growth import GrowthPolicy
-
-    data = datasets.load(args.dataset, seed=args.seed)
-    args.epochs = args.epochs or datasets.default_epochs(data, args.batch_size)
-    hidden = args.hidden or ([8] if args.start == "single" else [64, 32])
-    net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
-    groups_start = len(net.groups)
-    policy = None
-    if args.grow:
-        policy = GrowthPolicy(max_groups=args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
-    trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed, dtype=args.dtype, growth=policy)
+    if args.resume:
+        trainer, args.dataset, args.seed = _resume(args)
+        data = datasets.load(args.dataset, seed=args.seed)
+        groups_start = len(trainer.net.groups)
+    else:
+        args.dataset, args.seed = args.dataset or "digits", args.seed or 0
+        data = datasets.load(args.dataset, seed=args.seed)
+        hidden = args.hidden or ([8] if args.start == "single" else [64, 32])
+        net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
+        groups_start = len(net.groups)
+        policy = None
+        if args.grow:
+            policy = GrowthPolicy(max_groups=args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
+        trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer or "adam", lr=args.lr,
+                          batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
+                          growth=policy)
+    args.epochs = args.epochs or datasets.default_epochs(data, trainer.batch_size)
     start = time.perf_counter()
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
     seconds = time.perf_counter() - start
     train, test = trainer.evaluate(*data.train), trainer.evaluate(*data.test)
-    if args.save:
-        trainer.net.save(args.save)
     net = trainer.net
     report = {
         "dataset": args.dataset, "backend": trainer.backend, "epochs": args.epochs, "seed": args.seed,
-        "optimizer": args.optimizer, "lr": trainer.lr, "batch_size": args.batch_size, "dtype": args.dtype,
-        "groups": len(net.groups), "edges": len(net.edges), "parameters": net.n_params,
+        "optimizer": trainer.optimizer.name, "lr": trainer.lr, "batch_size": trainer.batch_size,
+        "dtype": net.dtype.name, "groups": len(net.groups), "edges": len(net.edges), "parameters": net.n_params,
         "steps": trainer.step_count, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
         "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": round(seconds, 3),
     }
-    if args.grow:
+    if trainer.growth.every:
         kinds = [e["kind"] for e in trainer.history.events]
         report.update(growth_events=len(kinds), depth_events=kinds.count("depth"),
                       width_events=kinds.count("width"), prune_events=kinds.count("prune"),
                       groups_start=groups_start, groups_end=len(net.groups))
+    if args.resume:
+        report["resumed_from"] = str(args.resume)
+    if args.save:
+        report["saved"] = str(trainer.save(args.save, metadata={"dataset": args.dataset, "seed": args.seed}))
     return report
 
 
@@ -147,6 +224,7 @@ def run_demo(args) -> dict:
     from .network import Network
     from .trainer import Trainer
 
+    args.dataset, args.seed = args.dataset or "digits", args.seed or 0
     data = datasets.load(args.dataset, seed=args.seed)
     args.epochs = args.epochs or datasets.default_epochs(data)
     n_in, n_out = data.n_features, data.n_classes
@@ -203,6 +281,12 @@ def main(argv=None) -> int:
         return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = parser.prog + " " + args.command
+    try:
+        _check_paths(args)
+    except _Usage as e:
+        print(f"{command}: error: {e}", file=sys.stderr)
+        return 2
     if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:
         parser.error("--start single takes one width in --hidden")
     if getattr(args, "quiet", False):
@@ -211,6 +295,9 @@ def main(argv=None) -> int:
         logging.getLogger("genlab").setLevel(logging.ERROR)  # the results and nothing else
     try:
         result = args.run(args)
+    except _Usage as e:
+        print(f"{command}: error: {e}", file=sys.stderr)
+        return 2
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 1
@@ -221,3 +308,29 @@ def main(argv=None) -> int:
         for key, value in result.items():
             print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _check_paths(args) -> None:
+    """Output paths checked before any work: a run is never lost to a folder that is not there."""
+    from pathlib import Path
+
+    from .errors import SaveError
+    from .files import writable_target
+
+    if getattr(args, "save", None):
+        try:
+            writable_target(args.save)
+        except SaveError as e:
+            raise _Usage(f"--save: {e}") from None
+    if getattr(args, "resume", None) and not Path(args.resume).is_file():
+        raise _Usage(f"--resume: {args.resume} is not a file")
+    out = getattr(args, "out", None)
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise _Usage(f"--out: {out} is a file, not a folder")
+        parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+        import os
+
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise _Usage(f"--out: cannot create or write {out} ({parent} is not writable)")

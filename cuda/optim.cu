@@ -25,26 +25,30 @@ struct AdamCorrection {
     }
 };
 
-// One parameter's update in registers (PyTorch's formulas).
+// One parameter's update in registers (PyTorch's formulas). Every operation is rounded
+// explicitly (__fmul_rn, __fadd_rn...), so nvcc cannot fuse any pair into an FMA: the update gives
+// the same bits in every kernel it is inlined into (the level executor's optimizer_update, the
+// persistent executors' update items, the row executor's deferred update), and so a run that
+// applies a deferred update early (before a checkpoint) stays identical to one that does not.
 __device__ __forceinline__ void sgd_value(float& p, float g, float& vel, float lr, float momentum)
 {
     float step = g;
     if (momentum != 0.f) {
-        step = momentum * vel + step;
+        step = __fadd_rn(__fmul_rn(momentum, vel), step);
         vel = step;
     }
-    p -= lr * step;
+    p = __fsub_rn(p, __fmul_rn(lr, step));
 }
 
 __device__ __forceinline__ void adam_value(float& p, float g, float& m, float& v, float& t, float lr, float beta1,
                                            float beta2, float eps, double log_beta1, double log_beta2,
                                            AdamCorrection& c)
 {
-    t += 1.f;
-    m = beta1 * m + (1.f - beta1) * g;
-    v = beta2 * v + (1.f - beta2) * g * g;
+    t = __fadd_rn(t, 1.f);
+    m = __fadd_rn(__fmul_rn(beta1, m), __fmul_rn(__fsub_rn(1.f, beta1), g));
+    v = __fadd_rn(__fmul_rn(beta2, v), __fmul_rn(__fmul_rn(__fsub_rn(1.f, beta2), g), g));
     c.at(t, lr, log_beta1, log_beta2);
-    p -= c.step * m / (sqrtf(v / c.correction) + eps);
+    p = __fsub_rn(p, __fdiv_rn(__fmul_rn(c.step, m), __fadd_rn(__fsqrt_rn(__fdiv_rn(v, c.correction)), eps)));
 }
 
 // Parameter i's update in memory.

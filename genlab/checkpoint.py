@@ -48,7 +48,7 @@ def save(trainer, path, metadata: dict | None = None):
         "grower": trainer.grower.state(), "history": trainer.history.to_dict(),
         "ema": [[g, v] for g, v in state.ema.items()], "taylor": [[g, v] for g, v in state.taylor.items()],
         "ranges": sorted(state.ranges), "optimizer_blocks": [list(k) for k in state.optimizer],
-        "metadata": metadata,
+        "placement": state.placement, "metadata": metadata,
     }
     arrays = {**to_arrays(net), **to_arrays(trainer._start, prefix="start/"), "__trainer__": json_member(meta)}
     for key, entry in state.optimizer.items():
@@ -74,11 +74,11 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             raise FileFormatError(f"{reader.path}: member '__trainer__' is not a genlab checkpoint of version "
                                   f"{FORMAT_VERSION}")
         start = read_from(reader, "start/")
+        if meta.get("criterion_function") and growth is None:
+            raise ArgumentError("this checkpoint's growth criterion was a function, which a file cannot hold: "
+                                "pass growth=GrowthPolicy(criterion=your_function, ...)")
         try:
             settings = dict(meta["growth"])
-            if meta["criterion_function"] and growth is None:
-                raise ArgumentError("this checkpoint's growth criterion was a function, which a file cannot hold: "
-                                    "pass growth=GrowthPolicy(criterion=your_function, ...)")
             policy = growth if growth is not None else GrowthPolicy(**settings)
             opt = dict(meta["optimizer"])
             saved_executor = meta["executor"]
@@ -87,7 +87,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
                               seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor, **opt)
             state = _engine_state(reader, meta, net)
-            trainer.engine.import_state(state)
+            trainer.engine.import_state(state, trainer._net)
             trainer._start = start
             trainer.step_count = _count(meta["step_count"])
             trainer.rng.bit_generator.state = meta["rng"]
@@ -95,8 +95,6 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             trainer.history = History.from_dict(meta["history"])
             trainer.grower.restore(meta["grower"])
             trainer.metadata = meta["metadata"]
-        except ArgumentError:
-            raise
         except (GenlabError, KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, FileFormatError) or type(e).__name__ == "BackendError":
                 raise
@@ -112,7 +110,7 @@ def _count(value) -> int:
 
 
 def _engine_state(reader: NpzReader, meta: dict, net) -> EngineState:
-    state = EngineState()
+    state = EngineState(placement=meta.get("placement"))
     shapes = {("W", s, d): w.shape for (s, d), w in net.weights.items()}
     shapes.update({("b", g): b.shape for g, b in net.biases.items()})
     names = [n for n in _state_names(meta["optimizer"]["name"])]

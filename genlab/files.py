@@ -100,10 +100,11 @@ class NpzReader:
         try:
             self._zip = zipfile.ZipFile(self.path)
             self._info = {i.filename: i for i in self._zip.infolist()}
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):
             raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-            raise FileFormatError(f"{self.path} is not a readable genlab network file ({e})") from None
+        except Exception as e:  # whatever a damaged archive makes zipfile raise (BadZipFile, NotImplementedError...)
+            raise FileFormatError(f"{self.path} is not a readable genlab network file "
+                                  f"({type(e).__name__}: {e})") from None
 
     def __enter__(self):
         return self
@@ -131,5 +132,5 @@ class NpzReader:
         try:
             raw = self._zip.read(info)  # checks the CRC
             return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
-            raise FileFormatError(f"{self.path}: member {name!r} is damaged ({e})") from None
+        except Exception as e:  # zipfile's and numpy's errors for damaged bytes, of many types
+            raise FileFormatError(f"{self.path}: member {name!r} is damaged ({type(e).__name__}: {e})") from None

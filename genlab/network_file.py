@@ -34,6 +34,8 @@ def to_meta(net: Network) -> dict:
         # edges in connection order per destination, so inputs() survives a round trip
         "edges": [[s, d] for d in net.groups for s in net.inputs(d)],
         "kinds": {str(g): k for g, k in net.kinds.items()},
+        # each group's consumers in connection order too (sums over them keep their order)
+        "outputs": {str(g): net.outputs(g) for g in net.groups if net.outputs(g)},
         "next_id": net._next_id, "history": net.history,
     }
 
@@ -98,6 +100,8 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
         weights[(s, d)] = _param(reader, f"{prefix}W_{s}_{d}", shape, dtype)
         net._in[d].append(s)
         net._out[s].append(d)
+    for g, order in m.outputs(net._out).items():
+        net._out[g] = order
     for g in widths:
         if g != INPUT:
             biases[g] = _param(reader, f"{prefix}b_{g}", get_kind(kinds[g]).bias_shape(widths[g]), dtype)
@@ -198,6 +202,24 @@ class _Meta:
             seen.add((s, d))
             edges.append((s, d))
         return edges
+
+    def outputs(self, out: dict) -> dict[int, list[int]]:
+        """Each group's consumers in their stored order (files without the field: edge order)."""
+        stored = self.meta.get("outputs")
+        if stored is None:
+            return {}
+        if not isinstance(stored, dict):
+            raise self.bad("outputs", f"expected dict, got {type(stored).__name__}")
+        orders = {}
+        for key, order in stored.items():
+            g = self._group(key, "outputs")
+            if g not in out or not isinstance(order, list) or sorted(order) != sorted(out[g]) \
+                    or len(set(order)) != len(order):
+                raise self.bad("outputs", f"the consumers of group {key} are not those its edges give")
+            orders[g] = list(order)
+        if any(out[g] and g not in orders for g in out):
+            raise self.bad("outputs", "a group with consumers has no order")
+        return orders
 
     def next_id(self, widths: dict) -> int:
         next_id = self.field("next_id", int)

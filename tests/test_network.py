@@ -192,6 +192,7 @@ def test_file_with_inconsistent_contents(tmp_path):
         arrays = dict(f)
     meta = json.loads(arrays["__meta__"].tobytes())
     meta["edges"].append([c, a])  # a cycle
+    meta["outputs"][str(c)] = meta["outputs"].get(str(c), []) + [a]
     arrays["W_4_2"] = np.zeros((4, 6), np.float32)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(path, **arrays)

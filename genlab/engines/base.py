@@ -39,6 +39,7 @@ class EngineState:
     ema: dict = field(default_factory=dict)
     taylor: dict = field(default_factory=dict)
     ranges: dict = field(default_factory=dict)
+    placement: dict | None = None
 
 
 class Engine(ABC):
@@ -83,8 +84,8 @@ class Engine(ABC):
         """The optimizer state and the growth and pruning statistics, on the host."""
 
     @abstractmethod
-    def import_state(self, state: EngineState) -> None:
-        """Take state exported by an engine (this kind or another) for the loaded network."""
+    def import_state(self, state: EngineState, net: Network) -> None:
+        """Take state exported by an engine (this kind or another) for `net`, the network loaded."""
 
     # ------------------------------------------------------------------ training
     @abstractmethod

@@ -199,7 +199,7 @@ class SerialEngine(Engine):
         return EngineState(optimizer, dict(self.growth_scores.ema), dict(t.taylor),
                            {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
 
-    def import_state(self, state: EngineState) -> None:
+    def import_state(self, state: EngineState, net: Network) -> None:
         names = self.optimizer.state_names
         new = {}
         for key, arrays in state.optimizer.items():

@@ -101,13 +101,13 @@ class CudaEngine(Engine):
         self.batch_cap = cap
         self._graphs.clear()
 
-    def load(self, net: Network) -> None:
+    def load(self, net: Network, placement: dict | None = None) -> None:
         """Take the network's topology and parameters (a full upload); keep the optimizer state
         of unchanged parameters and the scores of remaining groups. Everything is allocated anew
         before anything is replaced, so a failure (out of memory) leaves the engine as it was."""
         self.executor.check_kinds({net.kinds[g] for g in net.groups if g != INPUT})
         self.flush()
-        L = Layout(net)
+        L = Layout(net) if placement is None else Layout.placed(net, placement)
         if L.n_params >= 2**31:
             raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
         host = np.empty(L.n_params, np.float32)
@@ -257,7 +257,9 @@ class CudaEngine(Engine):
     def export_state(self) -> EngineState:
         return state.export(self)
 
-    def import_state(self, saved: EngineState) -> None:
+    def import_state(self, saved: EngineState, net: Network) -> None:
+        if saved.placement is not None and saved.placement.get("engine") == self.name:
+            self.load(net, saved.placement)  # the saved run's slots and offsets: it resumes exactly
         state.restore(self, saved)
 
     def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:

@@ -46,6 +46,36 @@ class Layout:
                 self._add_edge(s, g, net)
         self._finish(net)
 
+    @classmethod
+    def placed(cls, net: Network, placement: dict) -> "Layout":
+        """The layout `placement` describes (describe()): the same slots, parameter offsets and
+        edge numbers, so that a network read back from a checkpoint runs exactly as before.
+        ValueError if it does not fit the network."""
+        groups = [int(g) for g in placement["groups"]]
+        params = [tuple(k[:1]) + tuple(int(v) for v in k[1:]) for k in placement["params"]]
+        edges = sorted((int(e), int(s), int(d)) for s, d, e in placement["edges"])
+        keys = {("W", s, d) for (s, d) in net.weights} | {("b", g) for g in net.biases}
+        if sorted(groups) != net.groups or set(params) != keys or len(params) != len(keys) \
+                or sorted((s, d) for _, s, d in edges) != net.edges or [e for e, _, _ in edges] != list(range(len(edges))):
+            raise ValueError("the placement does not describe this network")
+        new = cls.__new__(cls)
+        new.groups, new.slot = groups, {g: s for s, g in enumerate(groups)}
+        new.offsets, new.shapes, new.edges, new.fresh, new.records = {}, {}, {}, [], []
+        new.n_params = 0
+        new.width, new.group_id, new.hidden = (np.zeros(0, np.int32) for _ in range(3))
+        new._add_groups(net, groups)
+        for key in params:
+            new._add_param(key, net)
+        for e, s, d in edges:
+            new._add_edge(s, d, net, number=e)
+        new._finish(net)
+        return new
+
+    def describe(self) -> dict:
+        """Slots, parameter order and edge numbers, JSON-ready (placed() reads it)."""
+        return {"groups": list(map(int, self.groups)), "params": [list(k) for k in sorted(self.offsets, key=self.offsets.get)],
+                "edges": [[s, d, e] for (s, d), e in self.edges.items()]}
+
     def _add_groups(self, net: Network, groups) -> None:
         widths = np.array([net.widths[g] for g in groups], np.int32)
         self.width = np.concatenate([self.width, widths])

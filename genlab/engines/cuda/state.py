@@ -30,7 +30,8 @@ def export(e: "CudaEngine") -> EngineState:
     L, drv = e.layout, e.drv
     names = e.optimizer.state_names
     flats = {n: e._unflatten(f"state_{n}") for n in names}
-    state = EngineState(optimizer={key: {n: flats[n][key] for n in names} for key in L.offsets})
+    state = EngineState(optimizer={key: {n: flats[n][key] for n in names} for key in L.offsets},
+                        placement={"engine": e.name, **L.describe()})
     host = {}
     for name, dtype in GROUP_STATE:
         host[name] = np.empty(len(L.groups), dtype)

@@ -1,0 +1,597 @@
+"""Nothing lost on any failure, every bad input a clear error, checkpoints that resume exactly."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import genlab
+from genlab import INPUT, OUTPUT, GrowthPolicy, Network, Trainer
+from genlab.errors import (ArgumentError, ArgumentTypeError, FileFormatError, GenlabError, GraphError, SaveError,
+                           StaleNetworkError, TrainingError)
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(96, 5))
+Y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+
+
+def small(seed=0, dtype=np.float32):
+    return Network.random_dag(levels=3, per_level=3, width=(2, 6), fan_in=(1, 3), seed=seed, n_inputs=5,
+                              n_outputs=3, dtype=dtype)
+
+
+def full_state(net):
+    """Everything an edit may change, the random stream and the next id included."""
+    return (dict(net.widths), dict(net.kinds), [(g, net.inputs(g), net.outputs(g)) for g in net.groups],
+            {k: v.copy() for k, v in net._weights.items()}, {k: v.copy() for k, v in net._biases.items()},
+            net._next_id, json.dumps(net._rng.bit_generator.state), json.dumps(net.history))
+
+
+def assert_same_state(a, b):
+    assert a[:3] == b[:3] and a[5:] == b[5:]
+    for x, y in ((a[3], b[3]), (a[4], b[4])):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+# ---------------------------------------------------------------------------- files: atomic and exact
+def test_save_writes_exactly_the_path_given_and_load_reads_exactly_it(tmp_path):
+    net = small()
+    for name in ("my.net", "plain", "model.npz", "weird.name.bin"):
+        path = net.save(tmp_path / name)
+        assert path == tmp_path / name and path.exists()
+        assert Network.load(path).edges == net.edges
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "my.net", "plain", "weird.name.bin"]
+    with pytest.raises(FileNotFoundError):
+        Network.load(tmp_path / "my")  # no suffix is guessed
+
+
+def test_a_save_that_fails_mid_write_leaves_the_old_file_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    old = small(1)
+    old.save(path)
+    before = path.read_bytes()
+
+    def half_then_full_disk(file, **arrays):
+        file.write(b"PK\x03\x04 half of a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", half_then_full_disk)
+    with pytest.raises(SaveError, match="No space left on device.*unchanged") as err:
+        small(2).save(path)
+    assert isinstance(err.value, OSError) and isinstance(err.value, GenlabError)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and Network.load(path).edges == old.edges
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary file left behind
+
+
+def test_save_keeps_the_files_permissions_and_refuses_folders(tmp_path):
+    path = tmp_path / "model.npz"
+    small().save(path)
+    os.chmod(path, 0o640)
+    small(1).save(path)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o640)
+    with pytest.raises(SaveError, match="is a folder"):
+        small().save(tmp_path)
+    with pytest.raises(SaveError, match="does not exist"):
+        small().save(tmp_path / "missing" / "model.npz")
+
+
+def _good_file(tmp_path):
+    trainer = Trainer(small(), backend="serial")
+    trainer.fit(X, Y, epochs=1, progress=False)
+    path = trainer.net.save(tmp_path / "good.npz")
+    return path, path.read_bytes(), trainer.net
+
+
+def _loads_or_refuses(path, original):
+    """Load must give the original network or FileFormatError, never anything else."""
+    try:
+        net = Network.load(path)
+    except FileFormatError:
+        return "refused"
+    assert net.edges == original.edges and net.widths == original.widths
+    for k, w in original.weights.items():
+        np.testing.assert_array_equal(net.weights[k], w)
+    return "same"
+
+
+def test_truncation_at_every_offset_class_is_refused(tmp_path):
+    path, raw, original = _good_file(tmp_path)
+    offsets = sorted(set(range(0, 64)) | set(range(64, len(raw), max(1, len(raw) // 300))) | {len(raw) - 1})
+    for n in offsets:
+        path.write_bytes(raw[:n])
+        assert _loads_or_refuses(path, original) == "refused", n
+
+
+def test_bit_flips_are_refused_or_harmless(tmp_path):
+    path, raw, original = _good_file(tmp_path)
+    rng = np.random.default_rng(1)
+    outcomes = []
+    for pos in rng.choice(len(raw), size=400, replace=False):
+        flipped = bytearray(raw)
+        flipped[pos] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(flipped))
+        outcomes.append(_loads_or_refuses(path, original))
+    assert outcomes.count("refused") > 300  # most flips land in checked bytes (CRC, headers)
+
+
+def _tamper(path, meta_edit=None, arrays_edit=None):
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(arrays["__meta__"].tobytes())
+    if meta_edit:
+        meta_edit(meta)
+    if arrays_edit:
+        arrays_edit(arrays)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _first_weight(arrays):
+    return next(k for k in arrays if k.startswith("W_"))
+
+
+TAMPERING = [
+    (lambda m: m["edges"].append(m["edges"][0]), None, "appears twice"),
+    (lambda m: m.update(next_id=2), None, "next_id"),
+    (lambda m: m.update(next_id="7"), None, "next_id"),
+    (None, lambda a: a.update({_first_weight(a): np.full_like(a[_first_weight(a)], np.nan)}), "non-finite"),
+    (None, lambda a: a.update({_first_weight(a): a[_first_weight(a)].astype("U5")}), "dtype"),
+    (None, lambda a: a.update({_first_weight(a): a[_first_weight(a)].astype(np.complex64)}), "dtype"),
+    (None, lambda a: a.update({_first_weight(a): a[_first_weight(a)].astype(np.int8)}), "dtype"),
+    (None, lambda a: a.update({_first_weight(a): a[_first_weight(a)].astype(np.float64)}), "dtype"),
+    (None, lambda a: a.update({_first_weight(a): a[_first_weight(a)][:1]}), "shape"),
+    (lambda m: m["widths"].update({"2": 2.5}), None, "width"),
+    (lambda m: m["widths"].update({"-3": 4}), None, "not a non-negative integer"),
+    (lambda m: m["widths"].update({"2": True}), None, "width"),
+    (lambda m: m.update(dtype="int8"), None, "dtype"),
+    (lambda m: m.update(dtype="object"), None, "dtype"),
+    (lambda m: m.update(history="grew twice"), None, "history"),
+    (lambda m: m.update(history=[{"step": 1}]), None, "history"),
+    (lambda m: m["edges"].append([2, "3"]), None, "pair of group ids"),
+    (lambda m: m["edges"].append([3, 3]), None, "not allowed"),
+    (lambda m: m["edges"].append([1, 2]), None, "not allowed"),
+    (lambda m: m["edges"].append([m["edges"][-1][1], m["edges"][-1][0]]), None, "appears twice|cycle|missing"),
+    (lambda m: m["widths"].pop("1"), None, "no output group"),
+    (lambda m: m.update(widths=[4, 3]), None, "widths"),
+    (lambda m: m.update(version=99), None, "version"),
+    (None, lambda a: a.pop("b_1"), "missing"),
+]
+
+
+@pytest.mark.parametrize("meta_edit, arrays_edit, message", TAMPERING)
+def test_tampered_files_are_refused_naming_what_is_wrong(tmp_path, meta_edit, arrays_edit, message):
+    path, _, _ = _good_file(tmp_path)
+    _tamper(path, meta_edit, arrays_edit)
+    with pytest.raises(FileFormatError, match=message):
+        Network.load(path)
+
+
+def test_only_named_members_are_read_and_absurd_sizes_are_refused(tmp_path, monkeypatch):
+    path, raw, original = _good_file(tmp_path)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("junk.npy", b"\0" * (64 * 2**20))  # 64 MiB of zeros: a few kB deflated
+    read = []
+    real = zipfile.ZipFile.read
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, *a: read.append(
+        getattr(name, "filename", name)) or real(self, name, *a))
+    assert _loads_or_refuses(path, original) == "same"
+    assert "junk.npy" not in read and all(n.startswith(("__meta__", "W_", "b_")) for n in read)
+    # a named member whose declared size is far beyond what its shape allows: refused unread
+    path.write_bytes(raw)
+    _tamper(path, arrays_edit=lambda a: a.update({_first_weight(a): np.zeros(2**20, np.float32)}))
+    read.clear()
+    with pytest.raises(FileFormatError, match="declares .* bytes"):
+        Network.load(path)
+
+
+def test_foreign_and_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Network.load(tmp_path / "absent.npz")
+    with pytest.raises(FileFormatError, match="is a folder"):
+        Network.load(tmp_path)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(FileFormatError):
+        Network.load(tmp_path / "empty.npz")
+
+
+# ---------------------------------------------------------------------------- a failed step changes nothing
+def _params(trainer):
+    return {k: v.copy() for k, v in trainer.engine.params.items()}
+
+
+def _assert_params_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("lr", [1e30, 1e38, 3e38])
+def test_huge_learning_rates_never_leave_non_finite_parameters(optimizer, lr):
+    trainer = Trainer(small(), backend="serial", optimizer=optimizer, lr=lr)
+    good = _params(trainer)
+    for _ in range(4):
+        before = _params(trainer)
+        try:
+            trainer.step(X * 1e3, Y)
+        except TrainingError:
+            _assert_params_equal(_params(trainer), before)  # exactly the last good step's
+            break
+        good = _params(trainer)
+    else:
+        pytest.fail("a learning rate this large should have failed a step")
+    assert all(np.isfinite(w).all() for w in trainer.net.weights.values())
+    _assert_params_equal({("W", *k): v for k, v in trainer.net.weights.items()},
+                         {k: v for k, v in good.items() if k[0] == "W"})
+
+
+def test_an_update_that_overflows_is_put_back_whole():
+    """Finite loss and gradients, but lr * gradient beyond float32: refused, nothing changed."""
+    trainer = Trainer(small(), backend="serial", optimizer="sgd", lr=3e38, momentum=0.0)
+    before = _params(trainer)
+    with pytest.raises(TrainingError, match="would have made parameters non-finite"):
+        trainer.step(X * 1e3, Y)
+    _assert_params_equal(_params(trainer), before)
+    assert trainer.engine.state == {} and trainer.step_count == 0 and trainer.history.steps == []
+
+
+def test_a_nan_batch_is_refused_and_training_goes_on():
+    trainer = Trainer(small(), backend="serial")
+    trainer.step(X, Y)
+    before = _params(trainer)
+    bad = X.copy()
+    bad[0, 0] = 1e300  # finite in float64, inf in float32: refused as data or as a step
+    with pytest.raises(GenlabError):
+        trainer.step(bad, Y)
+    _assert_params_equal(_params(trainer), before)
+    trainer.step(X, Y)
+
+
+@pytest.mark.parametrize("policy, message", [
+    (dict(noise=float("nan")), "noise must be finite"),
+    (dict(noise=-1.0), "noise must be at least 0"),
+    (dict(max_groups=10.5), "max_groups must be an integer"),
+    (dict(threshold=float("inf")), "threshold must be finite"),
+    (dict(every=0), "every must be at least 1"),
+    (dict(cooldown=-1), "cooldown must be at least 0"),
+    (dict(window=True), "window must be an integer"),
+    (dict(mode="diagonal"), "unknown growth mode"),
+])
+def test_growth_policy_arguments_are_checked(policy, message):
+    with pytest.raises(GenlabError, match=message):
+        GrowthPolicy(**policy)
+
+
+# ---------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: Trainer(small(), backend="serial", lr=-1), ArgumentError, "lr must be at least 0"),
+    (lambda: Trainer(small(), backend="serial", lr=float("nan")), ArgumentError, "lr must be finite"),
+    (lambda: Trainer(small(), backend="serial", lr="fast"), ArgumentTypeError, "lr must be a real number"),
+    (lambda: Trainer(small(), backend="serial", batch_size=2.5), ArgumentTypeError, "batch_size must be an integer"),
+    (lambda: Trainer(small(), backend="serial", batch_size="8"), ArgumentTypeError, "batch_size must be an integer"),
+    (lambda: Trainer(small(), backend="serial", batch_size=0), ArgumentError, "batch_size must be at least 1"),
+    (lambda: Trainer(small(), backend="serial", seed=-1), ArgumentError, "seed must be at least 0"),
+    (lambda: Trainer(small(), backend="serial", dtype="int32"), ArgumentError, "float32 or float64"),
+    (lambda: Trainer(small(), backend="serial", optimizer="adagrad"), ArgumentError, "unknown optimizer"),
+    (lambda: Trainer(small(), backend="serial", optimizer="adam", momentum=0.9), ArgumentTypeError, "no option"),
+    (lambda: Trainer(small(), backend="serial", optimizer="adam", eps=0.0), ArgumentError, "eps must be above 0"),
+    (lambda: Trainer(small(), backend="serial", growth="yes"), ArgumentTypeError, "GrowthPolicy"),
+    (lambda: Trainer("net", backend="serial"), ArgumentTypeError, "genlab.Network"),
+    (lambda: Network(4, 3, dtype="int32"), ArgumentError, "float32 or float64"),
+    (lambda: Network(4.0, 3), ArgumentTypeError, "positive integer width"),
+    (lambda: Network(4, 3, seed=-2), ArgumentError, "seed must be at least 0"),
+])
+def test_bad_arguments_are_genlab_errors(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_trainer_setters_and_fit_check_their_arguments():
+    trainer = Trainer(small(), backend="serial")
+    for value, error in ((-1, ArgumentError), (float("nan"), ArgumentError), ("0.1", ArgumentTypeError)):
+        with pytest.raises(error):
+            trainer.lr = value
+    assert trainer.lr == 1e-3
+    for epochs, error in ((-1, ArgumentError), (1.5, ArgumentTypeError), ("2", ArgumentTypeError)):
+        with pytest.raises(error, match="epochs"):
+            trainer.fit(X, Y, epochs=epochs, progress=False)
+    assert trainer.step_count == 0
+    trainer.fit(X, Y, epochs=0, progress=False)  # nothing to do, and that is fine
+    assert trainer.step_count == 0
+
+
+@pytest.mark.parametrize("weight, error", [
+    (np.full((4, 5), np.nan), ArgumentError), (np.full((4, 5), np.inf), ArgumentError),
+    (np.ones((4, 5), np.complex64), ArgumentTypeError), (np.full((4, 5), "w"), ArgumentTypeError),
+    ("weights", ArgumentTypeError), (np.ones((4, 5), bool), ArgumentTypeError),
+])
+def test_connect_refuses_weights_that_are_not_finite_reals(weight, error):
+    net = Network(5, 3)
+    g = net.add_group(4, inputs=[], outputs=[OUTPUT])
+    before = full_state(net)
+    with pytest.raises(error):
+        net.connect(INPUT, g, weight=weight)
+    assert_same_state(full_state(net), before)
+    net.connect(INPUT, g, weight=np.ones((4, 5), np.int64))  # integers are real numbers
+
+
+def test_numpy_ids_are_normalised_and_bools_refused(tmp_path):
+    net = Network(5, 3)
+    g = net.add_group(4, inputs=[np.int64(INPUT)], outputs=[np.int32(OUTPUT)])
+    h = net.add_group(np.int16(3), inputs=[np.uint8(g)], outputs=[OUTPUT])
+    assert all(type(x) is int for e in net.edges for x in e) and type(h) is int
+    net.save(tmp_path / "n.npz")
+    net.copy()
+    before = full_state(net)
+    for call in (lambda: net.add_group(3, inputs=[True]), lambda: net.connect(False, g),
+                 lambda: net.disconnect(g, True), lambda: net.remove_group(np.bool_(True))):
+        with pytest.raises(ArgumentTypeError, match="a group id is an int"):
+            call()
+    assert_same_state(full_state(net), before)
+
+
+# ---------------------------------------------------------------------------- atomic graph edits
+def test_add_group_closing_a_cycle_or_running_out_of_memory_changes_nothing(monkeypatch):
+    net = small()
+    a, b = net.hidden_groups[0], net.hidden_groups[-1]
+    assert net._out[a] and b in dag_reach(net, a)
+    before = full_state(net)
+    with pytest.raises(GraphError, match="would close the cycle"):
+        net.add_group(3, inputs=[b], outputs=[a])
+    assert_same_state(full_state(net), before)
+    with pytest.raises(GraphError, match="wider than genlab's limit"):
+        net.add_group(2**40, inputs=[a])
+    calls = []
+
+    def draw_then_fail(rng, shape, fan_in):
+        calls.append(shape)
+        if len(calls) == 2:
+            raise MemoryError("no room for a block")
+        return rng.normal(size=shape)
+
+    kind = net.kind(a)
+    monkeypatch.setattr(type(kind), "draw_edge", lambda self, rng, shape, fan_in: draw_then_fail(rng, shape, fan_in))
+    with pytest.raises(MemoryError):
+        net.add_group(3, inputs=[INPUT, a], outputs=[OUTPUT])
+    assert_same_state(full_state(net), before)
+
+
+def dag_reach(net, g):
+    from genlab.dag import reach
+
+    return reach(g, net._out)
+
+
+EDITS = st.lists(st.tuples(st.sampled_from(["add", "connect", "disconnect", "remove", "reroute"]),
+                           st.lists(st.integers(-2, 14), min_size=3, max_size=3),
+                           st.lists(st.integers(-1, 14), max_size=3), st.lists(st.integers(-1, 14), max_size=3)),
+                 min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 1000), edits=EDITS)
+def test_random_edit_sequences_are_atomic(seed, edits):
+    """Every edit either succeeds or raises a genlab error leaving the network exactly as it was."""
+    net = Network.random_dag(levels=2, per_level=2, width=(1, 4), fan_in=(1, 2), seed=seed, n_inputs=3,
+                             n_outputs=2)
+    for name, (a, b, c), ins, outs in edits:
+        before = full_state(net)
+        try:
+            if name == "add":
+                net.add_group(c, inputs=ins, outputs=outs)
+            elif name == "connect":
+                net.connect(a, b)
+            elif name == "disconnect":
+                net.disconnect(a, b)
+            elif name == "remove":
+                net.remove_group(a)
+            else:
+                net.reroute(a, b, c)
+        except GenlabError:
+            assert_same_state(full_state(net), before)
+        assert not [g for g in net.groups if g >= net._next_id]
+
+
+# ---------------------------------------------------------------------------- the trainer and its network
+def test_the_network_always_holds_the_trained_parameters(tmp_path):
+    net = small()
+    trainer = Trainer(net, backend="serial")
+    trainer.step(X, Y)
+    engine = trainer.engine.params
+    for (s, d), w in net.weights.items():  # read straight from the network the user holds
+        np.testing.assert_array_equal(w, engine[("W", s, d)])
+    saved = Network.load(net.save(tmp_path / "n.npz"))
+    for k, w in saved.weights.items():
+        np.testing.assert_array_equal(w, engine[("W", *k)])
+    with pytest.raises(ValueError, match="read-only"):
+        net.weights[net.edges[0]][:] = 0  # in-place edits of what the trainer wrote are refused
+
+
+def test_edits_while_a_trainer_holds_the_network_are_followed():
+    net = small()
+    trainer = Trainer(net, backend="serial")
+    trainer.step(X, Y)
+    g = net.add_group(3, inputs=[INPUT], outputs=[OUTPUT])
+    trainer.step(X, Y)  # the engine reloaded: the new group trains
+    assert g in trainer.engine.order and ("W", INPUT, g) in trainer.engine.grads
+    e = net.edges[0]
+    net.weights[e] = np.zeros_like(net.weights[e])  # a replaced block is taken up too
+    trainer.step(X, Y)  # one Adam step (lr 1e-3) from the zeros
+    assert np.abs(trainer.engine.params[("W", *e)]).max() <= 1.1e-3
+    src = net.inputs(g)[0]
+    net.disconnect(src, g)  # g now has no input: the network cannot run
+    before = {k: v.copy() for k, v in net.weights.items()}
+    with pytest.raises(StaleNetworkError, match="cannot run"):
+        trainer.step(X, Y)
+    assert trainer.step_count == 3 and before.keys() == net.weights.keys()
+    net.connect(src, g)
+    trainer.step(X, Y)
+
+
+def test_the_trainers_dtype_is_the_networks():
+    net = small(dtype=np.float32)
+    trainer = Trainer(net, backend="serial", dtype="float64",
+                      growth=GrowthPolicy(threshold=0.0, every=2, cooldown=0, max_groups=20))
+    trainer.fit(X, Y, epochs=2, progress=False)
+    assert trainer.history.events and net.dtype == np.float64
+    params = trainer.engine.params
+    for (s, d), w in net.weights.items():
+        assert w.dtype == np.float64
+        np.testing.assert_array_equal(w, params[("W", s, d)])  # no rounding through float32 at growth
+
+
+def test_two_trainers_on_one_network_hand_it_over():
+    net = small()
+    first = Trainer(net, backend="serial")
+    first.step(X, Y)
+    second = Trainer(net, backend="serial")  # takes the network with first's parameters
+    np.testing.assert_array_equal(second.logits(X), first.logits(X))
+    second.step(X, Y)
+    first.step(X, Y)  # first takes it back, reloading second's parameters
+    np.testing.assert_array_equal(Trainer(net.copy(), backend="serial").logits(X), first.logits(X))
+
+
+# ---------------------------------------------------------------------------- growth and pruning rules
+def test_pruning_waits_for_enough_rows():
+    """One step of batch 1: every hidden group looks constant. None may be judged on that."""
+    net = small(3)
+    trainer = Trainer(net, backend="serial", optimizer="sgd", lr=0.0,
+                      growth=GrowthPolicy(threshold=1e9, prune=True, every=None))
+    groups = net.groups
+    trainer.step(X[:1], Y[:1])
+    assert trainer.grow() == [] and net.groups == groups
+
+
+def test_max_depth_holds_when_several_groups_deepen_at_once():
+    net = Network.mlp([5, 4, 4, 4, 3])  # a chain of 3 hidden groups
+    trainer = Trainer(net, backend="serial", growth=GrowthPolicy(
+        threshold=-1.0, every=None, cooldown=0, max_groups=40, mode="auto", max_depth=4))
+    from genlab.growth import depth_through
+
+    for _ in range(4):
+        trainer.step(X, Y)
+        trainer.grow()
+        assert max(depth_through(trainer.net).values()) <= 4
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _run(epochs, optimizer="adam", dtype="float32", checkpoint_after=None, tmp_path=None):
+    data = genlab.datasets.load("iris")
+    policy = GrowthPolicy(threshold=0.0, every=6, cooldown=4, max_groups=14, prune=True, mode="alternate")
+    trainer = Trainer(Network.mlp([4, 6, 3], seed=2), backend="serial", seed=5, optimizer=optimizer, dtype=dtype,
+                      growth=policy)
+    if checkpoint_after is None:
+        trainer.fit(*data.train, epochs=epochs, progress=False)
+        return trainer
+    trainer.fit(*data.train, epochs=checkpoint_after, progress=False)
+    path = trainer.save(tmp_path / "run.ckpt", metadata={"note": "half way"})
+    del trainer
+    resumed = Trainer.load(path, backend="serial")
+    assert resumed.metadata == {"note": "half way"}
+    resumed.fit(*data.train, epochs=epochs - checkpoint_after, progress=False)
+    return resumed
+
+
+@pytest.mark.parametrize("optimizer, dtype", [("adam", "float32"), ("sgd", "float32"), ("adam", "float64")])
+def test_a_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path, optimizer, dtype):
+    whole = _run(5, optimizer, dtype)
+    resumed = _run(5, optimizer, dtype, checkpoint_after=2, tmp_path=tmp_path)
+    assert whole.history.events and resumed.history.to_dict() == whole.history.to_dict()
+    assert resumed.net.edges == whole.net.edges and resumed.net.history == whole.net.history
+    for k, w in whole.net.weights.items():
+        np.testing.assert_array_equal(resumed.net.weights[k], w)
+    for k, st_ in whole.engine.state.items():
+        for name, v in st_.items():
+            np.testing.assert_array_equal(resumed.engine.state[k][name], v)
+
+
+def test_a_checkpoint_is_a_network_file_and_reset_goes_back_to_the_start(tmp_path):
+    start = Network.mlp([5, 4, 3], seed=1)
+    trainer = Trainer(start.copy(), backend="serial")
+    trainer.fit(X, Y, epochs=2, progress=False)
+    path = trainer.save(tmp_path / "c.npz")
+    assert Network.load(path).edges == trainer.net.edges
+    resumed = Trainer.load(path, backend="serial")
+    resumed.reset()
+    for k, w in start.weights.items():
+        np.testing.assert_array_equal(resumed.net.weights[k], w)
+    with pytest.raises(FileFormatError, match="no trainer"):
+        Trainer.load(start.save(tmp_path / "plain.npz"))
+
+
+def test_damaged_checkpoints_are_refused(tmp_path):
+    trainer = Trainer(small(), backend="serial")
+    trainer.fit(X, Y, epochs=1, progress=False)
+    path = trainer.save(tmp_path / "c.npz")
+    raw = path.read_bytes()
+    for n in range(0, len(raw), max(1, len(raw) // 60)):
+        path.write_bytes(raw[:n])
+        with pytest.raises(FileFormatError):
+            Trainer.load(path, backend="serial")
+    with np.load(io.BytesIO(raw)) as f:
+        arrays = dict(f)
+    meta = json.loads(arrays["__trainer__"].tobytes())
+    for edit in (lambda m: m.update(step_count=-1), lambda m: m.update(batch_size=0),
+                 lambda m: m["optimizer"].update(lr=-1), lambda m: m.update(ema=[[99, 1.0]]),
+                 lambda m: m.update(rng={"bit_generator": "MT19937"})):
+        changed = json.loads(json.dumps(meta))
+        edit(changed)
+        with open(path, "wb") as f:
+            np.savez(f, **{**arrays, "__trainer__": np.frombuffer(json.dumps(changed).encode(), np.uint8)})
+        with pytest.raises(FileFormatError, match="__trainer__"):
+            Trainer.load(path, backend="serial")
+
+
+def test_checkpoint_metadata_must_be_json():
+    trainer = Trainer(small(), backend="serial")
+    with pytest.raises(ArgumentTypeError, match="JSON"):
+        trainer.save("never-written.npz", metadata={"when": object()})
+    assert not os.path.exists("never-written.npz")
+
+
+# ---------------------------------------------------------------------------- the command line
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "genlab", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "GENLAB_BACKEND": "serial"})
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--batch-size", "0"], ["train", "--batch-size", "2.5"], ["train", "--max-groups", "2"],
+    ["train", "--seed", "-1"], ["demo", "--epochs", "0"], ["train", "--epochs", "-1"], ["train", "--lr", "-1"],
+    ["train", "--lr", "inf"], ["train", "--dataset", "mnist"], ["train", "--hidden", "0,4"],
+    ["train", "--save", "/no/such/folder/model.npz"], ["train", "--resume", "/no/such/checkpoint.npz"],
+    ["train", "--start", "single", "--hidden", "4,4"], ["demo", "--out", "/proc/version/pictures"],
+])
+def test_bad_flags_are_one_line_and_exit_2_before_any_work(args):
+    result = cli(*args, "--quiet")
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_save_and_resume_from_the_command_line(tmp_path):
+    first = cli("train", "--dataset", "iris", "--epochs", "2", "--start", "single", "--grow", "--save", "run.ckpt",
+                "--quiet", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["saved"] == "run.ckpt" and (tmp_path / "run.ckpt").exists()
+    again = cli("train", "--resume", "run.ckpt", "--epochs", "1", "--quiet", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    report2 = json.loads(again.stdout)
+    assert report2["dataset"] == "iris" and report2["steps"] > report["steps"]
+    refused = cli("train", "--resume", "run.ckpt", "--hidden", "8", "--quiet", cwd=tmp_path)
+    assert refused.returncode == 2 and "--hidden cannot change it" in refused.stderr
+    text = cli("train", "--dataset", "iris", "--epochs", "1", "--save", "plain", "--quiet", cwd=tmp_path)
+    assert text.returncode == 0 and "saved" in text.stdout and (tmp_path / "plain").exists()

@@ -9,7 +9,8 @@
 __version__ = "0.1.0"
 
 from . import datasets
-from .errors import BackendError, DataError, FileFormatError, GenlabError, GraphError, TrainingError
+from .errors import (ArgumentError, ArgumentTypeError, BackendError, DataError, FileFormatError, GenlabError,
+                     GraphError, SaveError, StaleNetworkError, TrainingError)
 from .export import to_torch
 from .growth import GrowthEvent, GrowthPolicy
 from .lab import Lab
@@ -56,5 +57,6 @@ _compile_at_import()
 __all__ = [
     "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "INPUT", "OUTPUT", "cuda_dir",
     "to_torch",
-    "GenlabError", "GraphError", "DataError", "BackendError", "FileFormatError", "TrainingError",
+    "GenlabError", "ArgumentError", "ArgumentTypeError", "GraphError", "DataError", "BackendError", "FileFormatError",
+    "SaveError", "TrainingError", "StaleNetworkError",
 ]

@@ -1,4 +1,5 @@
-"""Networks made whole: a traditional layered chain, and layered random DAGs (cls: Network or a subclass)."""
+"""Networks made whole (a traditional layered chain, layered random DAGs; cls: Network or a
+subclass), their parameters drawn afresh, and their description as a table."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from . import checks
 from .errors import GraphError
-from .network import INPUT, OUTPUT
+from .network import INPUT, OUTPUT, _ids
 
 
 def mlp(cls, sizes, seed: int = 0, dtype=np.float32):
@@ -53,3 +54,34 @@ def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
             net.connect(g, OUTPUT)
     net.init_params(seed)
     return net
+
+
+def init_params(net, seed: int = 0) -> None:
+    """Draw every weight block of `net` as its group's kind draws a new edge (He-normal over the group's
+    total fan-in for dense groups); zero the biases."""
+    rng = np.random.default_rng(checks.integer(seed, "seed", 0))
+    weights, biases = {}, {}
+    for g in net.groups[1:]:
+        kind = net.kind(g)
+        fan_in = sum(net.widths[s] for s in net._in[g])
+        for s in net._in[g]:
+            shape = kind.edge_shape(net.widths[g], net.widths[s])
+            weights[(s, g)] = kind.draw_edge(rng, shape, fan_in).astype(net.dtype)
+        biases[g] = np.zeros(kind.bias_shape(net.widths[g]), net.dtype)
+    net._pull()
+    net._weights.update(weights)
+    net._biases.update(biases)
+
+
+def summary(net) -> str:
+    """A text table: one row per group (level, width, inputs, outputs, parameters)."""
+    level = net.levels()
+    rows = [f"{'group':>6} {'role':<7} {'kind':<6} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
+    for g in sorted(net.widths, key=lambda g: (level[g], g)):
+        role = "input" if g == INPUT else "output" if g == OUTPUT else "hidden"
+        params = sum(net.weights[(s, g)].size for s in net._in[g]) + (net.widths[g] if g != INPUT else 0)
+        rows.append(f"{g:>6} {role:<7} {net.kinds.get(g, '-'):<6} {level[g]:>5} {net.widths[g]:>6} {params:>8}  "
+                    f"{_ids(net._in[g]) or '-'} -> {_ids(net._out[g]) or '-'}")
+    rows.append(f"{len(net.widths)} groups, {len(net.weights)} edges, {net.n_params} parameters, "
+                f"depth {level[OUTPUT]}")
+    return "\n".join(rows)

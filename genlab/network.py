@@ -253,18 +253,9 @@ class Network:
     def init_params(self, seed: int = 0) -> None:
         """Draw every weight block as its group's kind draws a new edge (He-normal over the group's
         total fan-in for dense groups); zero the biases."""
-        rng = np.random.default_rng(checks.integer(seed, "seed", 0))
-        weights, biases = {}, {}
-        for g in self.groups[1:]:
-            kind = self.kind(g)
-            fan_in = sum(self.widths[s] for s in self._in[g])
-            for s in self._in[g]:
-                shape = kind.edge_shape(self.widths[g], self.widths[s])
-                weights[(s, g)] = kind.draw_edge(rng, shape, fan_in).astype(self.dtype)
-            biases[g] = np.zeros(kind.bias_shape(self.widths[g]), self.dtype)
-        self._pull()
-        self._weights.update(weights)
-        self._biases.update(biases)
+        from .constructors import init_params
+
+        init_params(self, seed)
 
     def assign(self, other: "Network") -> None:
         """Take over other's whole state (used to commit an edit made on a copy)."""
@@ -291,6 +282,21 @@ class Network:
         net._weights, net._biases = Blocks(net, blocks(self._weights)), Blocks(net, blocks(self._biases))
         net._rng = copy.deepcopy(self._rng)
         return net
+
+    def __deepcopy__(self, memo) -> "Network":
+        return self.copy(deep=True)
+
+    def __getstate__(self) -> dict:
+        """For pickle: everything but the link to a trainer holding the network."""
+        self._pull()
+        state = dict(self.__dict__)
+        state["_source"] = None
+        state["_weights"], state["_biases"] = dict(self._weights), dict(self._biases)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._weights, self._biases = Blocks(self, state["_weights"]), Blocks(self, state["_biases"])
 
     def astype(self, dtype) -> None:
         """Hold every parameter in `dtype` (float32 or float64), in place."""
@@ -380,16 +386,9 @@ class Network:
 
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
-        level = self.levels()
-        rows = [f"{'group':>6} {'role':<7} {'kind':<6} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
-        for g in sorted(self.widths, key=lambda g: (level[g], g)):
-            role = "input" if g == INPUT else "output" if g == OUTPUT else "hidden"
-            params = sum(self.weights[(s, g)].size for s in self._in[g]) + (self.widths[g] if g != INPUT else 0)
-            rows.append(f"{g:>6} {role:<7} {self.kinds.get(g, '-'):<6} {level[g]:>5} {self.widths[g]:>6} {params:>8}  "
-                        f"{_ids(self._in[g]) or '-'} -> {_ids(self._out[g]) or '-'}")
-        rows.append(f"{len(self.widths)} groups, {len(self.weights)} edges, {self.n_params} parameters, "
-                    f"depth {level[OUTPUT]}")
-        return "\n".join(rows)
+        from .constructors import summary
+
+        return summary(self)
 
     def __repr__(self) -> str:
         return (f"Network(groups={len(self.widths)}, edges={len(self.weights)}, "

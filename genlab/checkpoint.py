@@ -34,6 +34,7 @@ def save(trainer, path, metadata: dict | None = None):
         json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ArgumentTypeError(f"metadata must be JSON-ready (dicts, lists, strings, finite numbers): {e}") from None
+    trainer._follow()  # edits since the last step are taken up (or refused) first
     trainer.sync()
     net, engine = trainer._net, trainer.engine
     state = engine.export_state()

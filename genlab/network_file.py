@@ -53,7 +53,9 @@ def json_member(value) -> np.ndarray:
 
 
 def write(net: Network, path) -> Path:
-    """Write `net` to exactly `path`, atomically; return the path."""
+    """Write `net` to exactly `path`, atomically; return the path. A network that could not be
+    loaded back (a group cut off, say) raises GraphError and writes nothing."""
+    net.validate()
     return write_npz(path, to_arrays(net))
 
 

@@ -553,6 +553,20 @@ def test_damaged_checkpoints_are_refused(tmp_path):
             Trainer.load(path, backend="serial")
 
 
+def test_what_could_not_be_loaded_back_is_not_saved(tmp_path):
+    net = small()
+    trainer = Trainer(net, backend="serial")
+    trainer.step(X, Y)
+    g = net.add_group(3, inputs=[INPUT])  # feeds nothing yet: the network cannot run
+    for save in (lambda: net.save(tmp_path / "n.npz"), lambda: trainer.save(tmp_path / "c.npz")):
+        with pytest.raises((GraphError, StaleNetworkError), match="do not reach the output"):
+            save()
+    assert list(tmp_path.iterdir()) == []
+    net.connect(g, OUTPUT)
+    path = trainer.save(tmp_path / "c.npz")  # the edit is taken up, then saved with its optimizer state
+    assert g in Trainer.load(path, backend="serial").net.groups
+
+
 def test_checkpoint_metadata_must_be_json():
     trainer = Trainer(small(), backend="serial")
     with pytest.raises(ArgumentTypeError, match="JSON"):

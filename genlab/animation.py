@@ -36,7 +36,8 @@ def frames(history, stats: bool = True) -> list[Drawing]:
         grad = history.grad_std[step - 1] if stats and step >= 1 else None
         caption = f"step {step} · {len(widths)} groups" + (
             f" · accuracy {accuracy_at(step):.2f}" if step else " · before growth")
-        out.append(Drawing(_graph(widths, topology["edges"], levels, grad, highlight, caption=caption), caption))
+        out.append(Drawing(_graph(widths, topology["edges"], levels, grad, highlight, caption=caption,
+                                  delays=topology.get("delays", ())), caption))
     return out
 
 

@@ -73,6 +73,8 @@ def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | N
     if executor is not None:
         executor_class(executor)  # an unknown name is an error on every backend
     engine = ENGINES[resolve(backend)]()
+    if net.recurrent and not engine.runs_recurrent and backend == "auto":
+        engine = ENGINES["serial"]()  # the one engine that runs recurrent networks so far
     if engine.has_executors:
         return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT)
     if executor is not None and backend == "serial":

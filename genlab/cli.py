@@ -180,8 +180,11 @@ def run_train(args) -> dict:
     else:
         args.dataset, args.seed = args.dataset or "digits", args.seed or 0
         data = datasets.load(args.dataset, seed=args.seed)
-        hidden = args.hidden or ([8] if args.start == "single" else [64, 32])
-        net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
+        hidden = args.hidden or ([8] if args.start == "single" else [64] if data.sequence else [64, 32])
+        if data.sequence:  # a stacked Elman network: each group reads the one below and itself a step ago
+            net = Network.elman(data.n_features, hidden, data.n_classes, seed=args.seed)
+        else:
+            net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
         groups_start = len(net.groups)
         policy = None
         if args.grow:

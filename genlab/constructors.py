@@ -24,6 +24,22 @@ def mlp(cls, sizes, seed: int = 0, dtype=np.float32):
     return net
 
 
+def elman(cls, n_inputs: int, hidden, n_outputs: int, seed: int = 0, dtype=np.float32):
+    """A stacked Elman RNN (Network.elman)."""
+    hidden = list(hidden)
+    if not hidden:
+        raise GraphError("elman needs at least one hidden width")
+    net = cls(n_inputs, n_outputs, seed=seed, dtype=dtype)
+    prev = INPUT
+    for width in hidden:
+        g = net.add_group(width, inputs=[prev])
+        net.connect(g, g, delay=1)
+        prev = g
+    net.connect(prev, OUTPUT)
+    net.init_params(seed)
+    return net
+
+
 def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
                n_inputs: int = 64, n_outputs: int = 10, dtype=np.float32):
     """A layered random DAG for tests and benchmarks.

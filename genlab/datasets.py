@@ -29,7 +29,8 @@ def default_epochs(data: "Dataset", batch_size: int = 32) -> int:
 
 TABULAR = ("digits", "iris", "wine", "breast_cancer")
 GENERATED = ("moons", "circles", "spirals", "xor")
-NAMES = TABULAR + GENERATED
+SEQUENCES = ("digits_rows", "adding")  # X of shape (samples, steps, features): for recurrent networks
+NAMES = TABULAR + GENERATED + SEQUENCES
 
 
 @dataclass
@@ -45,7 +46,12 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        return self.X_train.shape[1]
+        return self.X_train.shape[-1]
+
+    @property
+    def sequence(self) -> bool:
+        """Whether each sample is a sequence (X of shape samples x steps x features)."""
+        return self.X_train.ndim == 3
 
     @property
     def n_classes(self) -> int:
@@ -104,26 +110,52 @@ def _split(name: str, X: np.ndarray, y: np.ndarray, seed: int, test_size: float,
     stratify = y if np.bincount(y).min() >= 2 else None
     X_train, X_test, y_train, y_test = train_test_split(
         np.asarray(X, np.float64), np.asarray(y, np.int64), test_size=test_size, random_state=seed, stratify=stratify)
-    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+    axes = tuple(range(X_train.ndim - 1))  # per feature (over samples, and steps for sequences)
+    mean, std = X_train.mean(axis=axes), X_train.std(axis=axes)
     std[std == 0] = 1.0  # constant features (digits' border pixels) stay at zero
     scale = lambda a: ((a - mean) / std).astype(np.float32)
     return Dataset(name, scale(X_train), y_train, scale(X_test), y_test, classes)
 
 
-def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int = 600,
-         noise: float | None = None) -> Dataset:
+def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int | None = None,
+         noise: float | None = None, steps: int = 30) -> Dataset:
     """Load `name` (see NAMES) as a standardised train/test split drawn with `seed`.
 
-    n_samples and noise apply to the generated 2-D sets only.
+    n_samples (default 600) and noise apply to the generated 2-D sets; n_samples (default 2000)
+    and steps to "adding".
+    Sequences: "digits_rows" is each digit as 8 steps of 8 pixels (its rows), shape (N, 8, 8);
+    "adding" is the adding problem as a classification: each step holds a value in [0, 1) and a
+    marker, two steps are marked, the class says whether the two marked values add up to more
+    than 1 (shape (N, steps, 2)).
     """
     if name in TABULAR:
         import sklearn.datasets as skd
         X, y = getattr(skd, f"load_{name}")(return_X_y=True)
+    elif name == "digits_rows":
+        import sklearn.datasets as skd
+        X, y = skd.load_digits(return_X_y=True)
+        X = X.reshape(-1, 8, 8)
+    elif name == "adding":
+        X, y = adding(n_samples or 2000, steps, np.random.default_rng(seed))
     elif name in GENERATED:
-        X, y = _generate(name, n_samples, noise, np.random.default_rng(seed))
+        X, y = _generate(name, n_samples or 600, noise, np.random.default_rng(seed))
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
     return _split(name, X, np.asarray(y, np.int64), seed, test_size)
+
+
+def adding(n: int, steps: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The adding problem (Hochreiter and Schmidhuber), as two classes: X[:, t] = (value, marker),
+    one marked step in each half of the sequence; y = 1 where the marked values sum above 1."""
+    if not isinstance(steps, int) or steps < 2:
+        raise DataError(f"the adding problem needs at least 2 steps, got {steps!r}")
+    X = np.zeros((n, steps, 2))
+    X[:, :, 0] = rng.random((n, steps))
+    half = steps // 2
+    first, second = rng.integers(0, half, n), rng.integers(half, steps, n)
+    X[np.arange(n), first, 1] = X[np.arange(n), second, 1] = 1.0
+    total = X[np.arange(n), first, 0] + X[np.arange(n), second, 0]
+    return X, (total > 1.0).astype(np.int64)
 
 
 def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):
@@ -152,11 +184,12 @@ def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):
     return xy + rng.uniform(-1, 1, xy.shape) * noise, y
 
 
-def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None):
+def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None, sequence: bool = False):
     """Return X as float and y as int64 arrays, or raise DataError saying what is wrong.
 
-    Checks: X is a non-empty 2-D array of finite numbers with n_inputs columns; y is 1-D, as
-    long as X, holds whole numbers in 0..n_outputs-1.
+    Checks: X is a non-empty 2-D array of finite numbers with n_inputs columns (with sequence,
+    a 3-D array: samples x steps x n_inputs, at least one step); y is 1-D, as long as X, holds
+    whole numbers in 0..n_outputs-1.
     """
     try:
         X = np.asarray(X)
@@ -164,17 +197,20 @@ def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = N
         raise DataError(f"X cannot be read as an array: {e}") from None
     if X.dtype.kind not in "biuf":
         raise DataError(f"X must hold numbers, got dtype {X.dtype}")
-    if X.ndim != 2:
+    if sequence and X.ndim != 3:
+        raise DataError(f"a recurrent network reads sequences: X must be 3-D (samples x steps x features), "
+                        f"got shape {X.shape}")
+    if not sequence and X.ndim != 2:
         raise DataError(f"X must be 2-D (samples x features), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise DataError("X is empty: no samples")
-    if n_inputs is not None and X.shape[1] != n_inputs:
-        raise DataError(f"X has {X.shape[1]} features but the network's input group has width {n_inputs}")
+    if X.shape[0] == 0 or (sequence and X.shape[1] == 0):
+        raise DataError("X is empty: no samples" if X.shape[0] == 0 else "the sequences have no steps")
+    if n_inputs is not None and X.shape[-1] != n_inputs:
+        raise DataError(f"X has {X.shape[-1]} features but the network's input group has width {n_inputs}")
     bad = ~np.isfinite(X)
     if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at row {r}, "
-                        f"column {c} ({X[r, c]})")
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at index {where} "
+                        f"({X[where]})")
     X = X.astype(np.float64) if X.dtype.kind != "f" else X
     if y is None:
         return X

@@ -171,12 +171,13 @@ class Scores:
 
 
 def depth_through(net: Network) -> dict[int, int]:
-    """For each group, the number of hidden groups on the longest input->output path through it."""
-    level = net.levels()
+    """For each group, the number of hidden groups on the longest input->output path through it
+    (within one time step: edges with a delay are not on it)."""
+    level, outputs = net.levels(), net.forward_edges()[1]
     to_out = {OUTPUT: 0}
     for g in reversed(net.topological_order()):
         if g != OUTPUT:
-            to_out[g] = 1 + max((to_out[d] for d in net.outputs(g)), default=-10**9)
+            to_out[g] = 1 + max((to_out[d] for d in outputs[g]), default=-10**9)
     return {g: level[g] + to_out[g] - 1 for g in net.groups}
 
 
@@ -228,7 +229,7 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
     for s in inputs:
         w = net.weights[(s, g)]
         net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in) if values
-                    else np.zeros(w.shape, net.dtype))
+                    else np.zeros(w.shape, net.dtype), delay=net.delay(s, g))
         ops.append(op.Copy(("W", s, new), ("W", s, g)) if preserve else
                    op.HeUniform(("W", s, new), np.sqrt(6.0 / fan_in), s, new))
     net.biases[new] = net.biases[g].copy() if preserve else np.zeros_like(net.biases[g])
@@ -241,15 +242,15 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
                 e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
                 stay, moved = net.kind(d).split(v, e)
                 net.weights[(g, d)] = stay.astype(net.dtype)
-                net.connect(new, d, weight=moved)
+                net.connect(new, d, weight=moved, delay=net.delay(g, d))
             else:
-                net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]))
+                net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]), delay=net.delay(g, d))
             ops.append(op.Split(("W", g, d), ("W", new, d), noise, g, d))
         else:
             shape = net.weights[(g, d)].shape
             d_fan_in = sum(net.widths[s] for s in net.inputs(d)) + net.widths[new]
             net.connect(new, d, weight=he_uniform(seed, step, new, d, shape, d_fan_in) if values else
-                        np.zeros(shape, net.dtype))
+                        np.zeros(shape, net.dtype), delay=net.delay(g, d))
             ops.append(op.HeUniform(("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
     if log is not None:
         log.extend(ops)
@@ -358,7 +359,7 @@ class Grower:
         eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
         if self.engine_decides:
             return engine.choose_growth(eligible, p.threshold, p.relative)
-        return self.scores.choose(net.inputs, hidden, eligible, p.threshold, p.relative)
+        return self.scores.choose(net.forward_edges()[0].__getitem__, hidden, eligible, p.threshold, p.relative)
 
     def preview(self, net: Network, step: int, engine) -> list[tuple[int, str, float]]:
         """What check() would grow at `step` ((group, "depth" | "width", score), in budget order),

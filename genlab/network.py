@@ -48,6 +48,7 @@ class Network:
         self._biases: dict[int, np.ndarray] = Blocks(self, {OUTPUT: np.zeros(n_outputs, self.dtype)})
         self.kinds: dict[int, str] = {OUTPUT: DEFAULT}  # every group but the input: its kind's name
         self.history: list[dict] = []  # growth events, JSON-ready (see genlab.growth)
+        self.delays: dict[tuple[int, int], int] = {}  # recurrent edges: (src, dst) -> steps of delay
         self._in: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
         self._out: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
         self._next_id = 2
@@ -114,7 +115,7 @@ class Network:
                 raise GraphError(f"duplicate group in {where}: {ids}")
         for dst in outputs:
             for src in inputs:
-                path = dag.path(self._out, dst, src) if dst != src else [dst]
+                path = dag.path(self.forward_edges()[1], dst, src) if dst != src else [dst]
                 if path is not None:
                     cycle = " -> ".join(map(str, ["new", *path, "new"]))
                     raise GraphError(f"a group fed by {src} and feeding {dst} would close the cycle {cycle}")
@@ -142,9 +143,11 @@ class Network:
         self.version += 1
         return g
 
-    def connect(self, src: int, dst: int, weight=None) -> None:
+    def connect(self, src: int, dst: int, weight=None, delay: int = 0) -> None:
         """Add the edge src -> dst with `weight` (width[dst] x width[src], finite real numbers) or
-        a He-normal draw."""
+        a He-normal draw. delay=k > 0 makes it recurrent: dst at time t reads src at time t - k
+        (zero before the sequence starts); such an edge may close a cycle, even a self-loop."""
+        delay = checks.integer(delay, "delay", 0, 2**20)
         src = self._check_endpoint(src, "source")
         dst = self._check_endpoint(dst, "destination")
         if dst == INPUT:
@@ -153,7 +156,7 @@ class Network:
             raise GraphError(f"edge {src} -> {dst}: the output group {OUTPUT} cannot feed another group")
         if (src, dst) in self._weights:
             raise GraphError(f"edge {src} -> {dst} already exists")
-        path = dag.path(self._out, dst, src)
+        path = dag.path(self.forward_edges()[1], dst, src) if delay == 0 else None
         if path is not None:
             cycle = " -> ".join(map(str, [src] + path))
             raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
@@ -169,11 +172,14 @@ class Network:
                 f"width mismatch on edge {src} -> {dst}: weight block is {weight.shape}, "
                 f"expected {shape} = (width of {dst}, width of {src})")
         self._weights[(src, dst)] = weight.astype(self.dtype, copy=True)
+        if delay:
+            self.delays[(src, dst)] = delay
         self._in[dst].append(src)
         self._out[src].append(dst)
         self.version += 1
 
     def _detach(self, src: int, dst: int) -> np.ndarray:
+        self.delays.pop((src, dst), None)
         self._in[dst].remove(src)
         self._out[src].remove(dst)
         return self._weights.pop((src, dst))
@@ -197,9 +203,13 @@ class Network:
         weight = self.weights[(src, dst)]
         if new_src not in self.widths or self.widths[new_src] != self.widths[src]:
             raise GraphError(f"cannot move edge {src} -> {dst} to group {new_src}: widths differ or it does not exist")
-        if (new_src, dst) in self.weights or dag.path(self._out, dst, new_src) is not None:
+        delay = self.delays.get((src, dst), 0)
+        if (new_src, dst) in self.weights or (delay == 0 and dag.path(self.forward_edges()[1], dst, new_src) is not None):
             raise GraphError(f"cannot move edge {src} -> {dst} to {new_src} -> {dst}: duplicate edge or cycle")
         del self.weights[(src, dst)]
+        self.delays.pop((src, dst), None)
+        if delay:
+            self.delays[(new_src, dst)] = delay
         self._out[src].remove(dst)
         self._in[dst][self._in[dst].index(src)] = new_src
         self._out[new_src].append(dst)
@@ -239,22 +249,26 @@ class Network:
     def mlp(cls, sizes, seed: int = 0, dtype=np.float32) -> "Network":
         """A traditional layered network as a chain of groups: [n_in, h1, ..., n_out]."""
         from .constructors import mlp
-
         return mlp(cls, sizes, seed, dtype)
+
+    @classmethod
+    def elman(cls, n_inputs: int, hidden, n_outputs: int, seed: int = 0, dtype=np.float32) -> "Network":
+        """A stacked Elman RNN as groups: hidden group l reads group l-1 now and itself one step
+        ago (connect(g, g, delay=1)); the output reads the last one."""
+        from .constructors import elman
+        return elman(cls, n_inputs, hidden, n_outputs, seed, dtype)
 
     @classmethod
     def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
                    n_inputs: int = 64, n_outputs: int = 10, dtype=np.float32) -> "Network":
         """A layered random DAG for tests and benchmarks (genlab.constructors.random_dag)."""
         from .constructors import random_dag
-
         return random_dag(cls, levels, per_level, width, fan_in, seed, n_inputs, n_outputs, dtype)
 
     def init_params(self, seed: int = 0) -> None:
         """Draw every weight block as its group's kind draws a new edge (He-normal over the group's
         total fan-in for dense groups); zero the biases."""
         from .constructors import init_params
-
         init_params(self, seed)
 
     def assign(self, other: "Network") -> None:
@@ -278,21 +292,16 @@ class Network:
         net._in = {g: list(v) for g, v in self._in.items()}
         net._out = {g: list(v) for g, v in self._out.items()}
         net.history = copy.deepcopy(self.history) if deep else list(self.history)
+        net.delays = dict(self.delays)
         blocks = (lambda d: {k: v.copy() for k, v in d.items()}) if deep else dict
         net._weights, net._biases = Blocks(net, blocks(self._weights)), Blocks(net, blocks(self._biases))
         net._rng = copy.deepcopy(self._rng)
         return net
 
-    def __deepcopy__(self, memo) -> "Network":
-        return self.copy(deep=True)
-
     def __getstate__(self) -> dict:
-        """For pickle: everything but the link to a trainer holding the network."""
+        """For pickle and copy.deepcopy: everything but the link to a trainer holding the network."""
         self._pull()
-        state = dict(self.__dict__)
-        state["_source"] = None
-        state["_weights"], state["_biases"] = dict(self._weights), dict(self._biases)
-        return state
+        return {**self.__dict__, "_source": None, "_weights": dict(self._weights), "_biases": dict(self._biases)}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -338,56 +347,46 @@ class Network:
     def topological_order(self) -> list[int]:
         """Groups in an order where every edge points forward (Kahn, smallest id first)."""
         self.validate()
-        return dag.kahn(self._in, self._out)
+        return dag.kahn(*self.forward_edges())
 
     def levels(self) -> dict[int, int]:
         """Level of each group: the longest path (in edges) from the input group."""
-        level = {INPUT: 0}
+        level, inputs0 = {INPUT: 0}, self.forward_edges()[0]
         for g in self.topological_order()[1:]:
-            level[g] = 1 + max(level[s] for s in self._in[g])
+            level[g] = 1 + max((level[s] for s in inputs0[g]), default=0)
         return level
+
+    def forward_edges(self) -> tuple[dict, dict]:
+        """({group: its inputs}, {group: its consumers}) over the edges without a delay: the DAG
+        one time step runs (all edges when the network has no recurrent edge)."""
+        if not self.delays:
+            return self._in, self._out
+        inputs = {g: [s for s in v if (s, g) not in self.delays] for g, v in self._in.items()}
+        outputs = {g: [d for d in v if (g, d) not in self.delays] for g, v in self._out.items()}
+        return inputs, outputs
+
+    def delay(self, src: int, dst: int) -> int:
+        """The delay of edge src -> dst (0: within a time step)."""
+        return self.delays.get((src, dst), 0)
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the network has a recurrent edge (it then runs on sequences)."""
+        return bool(self.delays)
 
     def validate(self) -> None:
         """Raise GraphError naming the groups involved if the network cannot be run."""
-        for g, w in self.widths.items():
-            checks.width(w, f"group {g}")
-        for (s, d), w in self.weights.items():
-            for g in (s, d):
-                if g not in self.widths:
-                    raise GraphError(f"edge {s} -> {d}: group {g} does not exist")
-            expected = self.kind(d).edge_shape(self.widths[d], self.widths[s])
-            if w.shape != expected:
-                raise GraphError(
-                    f"width mismatch on edge {s} -> {d}: weight block is {w.shape}, "
-                    f"expected {expected} = (width of {d}, width of {s})")
-        if set(self.kinds) != set(self.widths) - {INPUT}:
-            raise GraphError(f"groups without a kind: {_ids(sorted(set(self.widths) - {INPUT} - set(self.kinds)))}")
-        for g, b in self.biases.items():
-            expected = () if g == INPUT else self.kind(g).bias_shape(self.widths[g])
-            if g == INPUT or b.shape != expected:
-                raise GraphError(f"bias of group {g} has shape {b.shape}, expected {expected}")
-        order = dag.kahn(self._in, self._out)
-        if len(order) < len(self.widths):
-            raise GraphError(f"the network has a cycle: {' -> '.join(map(str, dag.find_cycle(self._in, set(self.widths) - set(order))))}")
-        forward = dag.reach(INPUT, self._out)
-        backward = dag.reach(OUTPUT, self._in)
-        if OUTPUT not in forward:
-            raise GraphError(f"the output group {OUTPUT} is not reachable from the input group {INPUT}")
-        cut_off = [g for g in self.hidden_groups if g not in forward]
-        if cut_off:
-            raise GraphError(f"hidden group(s) {_ids(cut_off)} not reachable from the input group {INPUT}")
-        dead_end = [g for g in self.hidden_groups if g not in backward]
-        if dead_end:
-            raise GraphError(f"hidden group(s) {_ids(dead_end)} do not reach the output group {OUTPUT}")
+        from .validation import validate
+        validate(self)
 
     def topology(self) -> dict:
-        """A JSON-ready picture of the topology: widths, edges and levels (no parameters)."""
-        return {"widths": dict(self.widths), "edges": [list(e) for e in self.edges], "levels": self.levels()}
+        """A JSON-ready picture of the topology: widths, edges, levels, delays (no parameters)."""
+        return {"widths": dict(self.widths), "edges": [list(e) for e in self.edges], "levels": self.levels(),
+                "delays": [[s, d, k] for (s, d), k in sorted(self.delays.items())]}
 
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
         from .constructors import summary
-
         return summary(self)
 
     def __repr__(self) -> str:

@@ -37,6 +37,7 @@ def to_meta(net: Network) -> dict:
         # each group's consumers in connection order too (sums over them keep their order)
         "outputs": {str(g): net.outputs(g) for g in net.groups if net.outputs(g)},
         "next_id": net._next_id, "history": net.history,
+        "delays": [[s, d, k] for (s, d), k in sorted(net.delays.items())],  # recurrent edges
     }
 
 
@@ -102,6 +103,7 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
         weights[(s, d)] = _param(reader, f"{prefix}W_{s}_{d}", shape, dtype)
         net._in[d].append(s)
         net._out[s].append(d)
+    net.delays = m.delays(set(edges))
     for g, order in m.outputs(net._out).items():
         net._out[g] = order
     for g in widths:
@@ -199,8 +201,8 @@ class _Meta:
                 raise self.bad("edges", f"edge {s} -> {d} names a group that does not exist")
             if (s, d) in seen:
                 raise self.bad("edges", f"edge {s} -> {d} appears twice")
-            if s == d or d == INPUT or s == OUTPUT:
-                raise self.bad("edges", f"edge {s} -> {d} is not allowed (self-loop, into the input or out of the output)")
+            if d == INPUT or s == OUTPUT:
+                raise self.bad("edges", f"edge {s} -> {d} is not allowed (into the input or out of the output)")
             seen.add((s, d))
             edges.append((s, d))
         return edges
@@ -222,6 +224,18 @@ class _Meta:
         if any(out[g] and g not in orders for g in out):
             raise self.bad("outputs", "a group with consumers has no order")
         return orders
+
+    def delays(self, edges: set) -> dict[tuple[int, int], int]:
+        """Recurrent edges and their delays (files from before recurrence have none)."""
+        delays = {}
+        for item in self.field("delays", list, []):
+            if not (isinstance(item, list) and len(item) == 3 and all(_is_int(v) for v in item)):
+                raise self.bad("delays", f"{item!r} is not [src, dst, delay]")
+            s, d, k = item
+            if (s, d) not in edges or k < 1 or (s, d) in delays:
+                raise self.bad("delays", f"{item!r}: not an edge of the network, a delay below 1, or twice")
+            delays[(s, d)] = k
+        return delays
 
     def next_id(self, widths: dict) -> int:
         next_id = self.field("next_id", int)

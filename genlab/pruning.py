@@ -28,6 +28,9 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
         if g not in net.widths:
             continue
         consumers, inputs = net.outputs(g), net.inputs(g)
+        if c is not None and any(net.delay(g, d) for d in consumers):
+            raise GraphError(f"group {g} is read through a delay: folding its constant output is not exact "
+                             "(its consumers read zeros before the sequence reaches them)")
         if c is not None:
             for d in consumers:
                 net.biases[d] = (net.biases[d] + net.kind(d).fold(net.weights[(g, d)], c)).astype(net.dtype)

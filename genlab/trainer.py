@@ -46,7 +46,7 @@ class History:
 def _topology(t: dict) -> dict:
     """A topology (Network.topology) read back from JSON, its group ids ints again."""
     return {"widths": {int(g): w for g, w in t["widths"].items()}, "edges": [list(e) for e in t["edges"]],
-            "levels": {int(g): v for g, v in t["levels"].items()}}
+            "levels": {int(g): v for g, v in t["levels"].items()}, "delays": [list(x) for x in t.get("delays", [])]}
 
 
 class Trainer:
@@ -192,7 +192,7 @@ class Trainer:
             X, y = X.drop(columns=[y]), X[y]
         X = X.to_numpy() if hasattr(X, "to_numpy") else X
         y = y.to_numpy() if hasattr(y, "to_numpy") else y
-        return check_data(X, y, self._net.n_inputs, self._net.n_outputs)
+        return check_data(X, y, self._net.n_inputs, self._net.n_outputs, sequence=self._net.recurrent)
 
     def step(self, x, y) -> dict:
         """One training step on the batch (x, y); returns {"loss", "accuracy"} of that batch.

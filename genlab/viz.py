@@ -101,8 +101,9 @@ def _std_colours(stats: dict[int, float]) -> tuple[dict[int, str], tuple[float, 
 
 
 def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, highlight: dict | None = None,
-           edge_style: dict | None = None, caption: str = ""):
-    """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}."""
+           edge_style: dict | None = None, caption: str = "", delays=()):
+    """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}; delays: [src, dst,
+    delay] of the recurrent edges, drawn dashed, labelled t-delay, without pulling on the ranks."""
     import graphviz
 
     from matplotlib import colormaps
@@ -133,10 +134,15 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
                 if n in highlight:
                     attrs.update(color=NEW_KIND.get(highlight[n], "#000000"), penwidth="3")
                 rank.node(f"g{n}", **attrs)
+    delayed = {(s, d): k for s, d, k in delays}
     for s, d in sorted(tuple(e) for e in edges):
         penwidth, colour = (edge_style or {}).get((s, d), (1.0, "#888888"))
-        g.edge(f"g{s}", f"g{d}", penwidth="%.2f" % penwidth, color=colour)
+        extra = (dict(style="dashed", label=f"t-{delayed[(s, d)]}", fontsize="8", constraint="false")
+                 if (s, d) in delayed else {})
+        g.edge(f"g{s}", f"g{d}", penwidth="%.2f" % penwidth, color=colour, **extra)
     legend = []
+    if delayed:
+        legend.append('<tr><td colspan="8">dashed: a recurrent edge, read t-k steps back</td></tr>')
     if edge_style:
         legend.append(f'<tr><td colspan="8">edges: <font color="{POSITIVE}">mean weight &gt; 0</font>, '
                       f'<font color="{NEGATIVE}">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr>')
@@ -176,7 +182,7 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     if highlight is None:
         highlight = {g: k for g, k in _last_event_groups(net.history).items() if g in net.widths}
     return Drawing(_graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style,
-                          caption), caption)
+                          caption, topology["delays"]), caption)
 
 
 def _events_by_step(history) -> list[tuple[int, list[dict]]]:

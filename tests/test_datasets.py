@@ -3,8 +3,9 @@ import pytest
 
 from genlab import datasets
 
-CLASSES = {"digits": 10, "iris": 3, "wine": 3, "breast_cancer": 2, "moons": 2, "circles": 2, "spirals": 2, "xor": 2}
-FEATURES = {"digits": 64, "iris": 4, "wine": 13, "breast_cancer": 30}
+CLASSES = {"digits": 10, "iris": 3, "wine": 3, "breast_cancer": 2, "moons": 2, "circles": 2, "spirals": 2, "xor": 2,
+           "digits_rows": 10, "adding": 2}
+FEATURES = {"digits": 64, "iris": 4, "wine": 13, "breast_cancer": 30, "digits_rows": 8}
 
 
 @pytest.mark.parametrize("name", datasets.NAMES)
@@ -14,9 +15,11 @@ def test_load_gives_a_standardised_stratified_split(name):
     assert data.X_train.dtype == np.float32 and data.y_train.dtype == np.int64
     assert len(data.y_test) == pytest.approx(0.25 * (len(data.y_train) + len(data.y_test)), abs=1)
     assert np.isfinite(data.X_train).all() and np.isfinite(data.X_test).all()
-    varying = data.X_train.std(axis=0) > 0
-    np.testing.assert_allclose(data.X_train.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(data.X_train.std(axis=0)[varying], 1, rtol=1e-4)
+    axes = tuple(range(data.X_train.ndim - 1))  # per feature, over samples (and steps of a sequence)
+    varying = data.X_train.std(axis=axes) > 0
+    np.testing.assert_allclose(data.X_train.mean(axis=axes), 0, atol=1e-5)
+    np.testing.assert_allclose(data.X_train.std(axis=axes)[varying], 1, rtol=1e-4)
+    assert data.sequence == (name in datasets.SEQUENCES)
     train_share = np.bincount(data.y_train) / len(data.y_train)
     test_share = np.bincount(data.y_test, minlength=data.n_classes) / len(data.y_test)
     np.testing.assert_allclose(train_share, test_share, atol=0.05)
@@ -35,3 +38,17 @@ def test_generated_sets_follow_their_formulas():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'mnist'; choose one of digits"):
         datasets.load("mnist")
+
+
+def test_sequence_datasets_have_their_shapes_and_meaning():
+    rows = datasets.load("digits_rows")
+    assert rows.X_train.shape[1:] == (8, 8) and rows.sequence
+    flat = datasets.load("digits")
+    assert len(rows.y_train) == len(flat.y_train)
+    data = datasets.load("adding", steps=12, n_samples=400, seed=3)
+    X = np.concatenate([data.X_train, data.X_test])
+    assert X.shape == (400, 12, 2)
+    raw = datasets.adding(300, 12, np.random.default_rng(0))[0]
+    assert (raw[:, :, 1].sum(axis=1) == 2).all() and (raw[:, :6, 1].sum(axis=1) == 1).all()
+    with pytest.raises(datasets.DataError, match="at least 2 steps"):
+        datasets.load("adding", steps=1)

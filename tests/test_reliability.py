@@ -159,7 +159,7 @@ TAMPERING = [
     (lambda m: m.update(history="grew twice"), None, "history"),
     (lambda m: m.update(history=[{"step": 1}]), None, "history"),
     (lambda m: m["edges"].append([2, "3"]), None, "pair of group ids"),
-    (lambda m: m["edges"].append([3, 3]), None, "not allowed"),
+    (lambda m: m["edges"].append([3, 3]), None, "W_3_3. is missing|consumers of group 3|cycle"),
     (lambda m: m["edges"].append([1, 2]), None, "not allowed"),
     (lambda m: m["edges"].append([m["edges"][-1][1], m["edges"][-1][0]]), None, "appears twice|cycle|missing"),
     (lambda m: m["widths"].pop("1"), None, "no output group"),

@@ -54,6 +54,7 @@ class Engine(ABC):
                                            # from the log (apply_growth), not by the host
     dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
     has_executors: ClassVar[bool] = False  # takes executor= (a schedule of its step)
+    runs_recurrent: ClassVar[bool] = False  # runs networks with delayed edges on sequences
     dtype: np.dtype
     optimizer: object
     growth_criterion: tuple[str, float] | None = None

@@ -14,6 +14,7 @@ from ..errors import TrainingError
 from ..guard import StepGuard, gradient_ok, max_abs
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
+from . import through_time
 from .base import EngineState, STATISTICS, Engine
 
 
@@ -36,6 +37,7 @@ class SerialEngine(Engine):
     name = "serial"
     grows_in_place = False  # growth reloads the network (its parameters are already on the host)
     dtypes = ("float32", "float64")
+    runs_recurrent = True
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
         self.dtype = np.dtype(dtype)
@@ -54,6 +56,7 @@ class SerialEngine(Engine):
         """Take the network's topology and parameters; keep optimizer state of unchanged params."""
         self.order = net.topological_order()[1:]
         self.inputs = {g: net.inputs(g) for g in self.order}
+        self.delays, self.widths = dict(net.delays), dict(net.widths)  # recurrent edges (through_time.py)
         self.kinds = {g: net.kind(g) for g in self.order}
         self._params = {("W", s, d): w.astype(self.dtype) for (s, d), w in net.weights.items()}
         self._params.update({("b", g): b.astype(self.dtype) for g, b in net.biases.items()})
@@ -73,7 +76,10 @@ class SerialEngine(Engine):
                             max_abs(s[first] for s in self.state.values() if first in s))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a batch x of shape (batch, n_inputs); keeps the activations for backward."""
+        """Logits for a batch x of shape (batch, n_inputs), or (batch, steps, n_inputs) for a
+        recurrent network; keeps the activations for backward."""
+        if self.delays:
+            return through_time.forward(self, x)
         h, p = {INPUT: np.asarray(x, self.dtype)}, self._params
         for g in self.order:
             sources = self.inputs[g]
@@ -84,6 +90,8 @@ class SerialEngine(Engine):
 
     def backward(self, y: np.ndarray) -> float:
         """Loss of the last forward against labels y; fills grads and the per-group statistics."""
+        if self.delays:
+            return through_time.backward(self, y, softmax_cross_entropy)
         h = self._h
         loss, dlogits = softmax_cross_entropy(h[OUTPUT], y)
         dh = {OUTPUT: dlogits}
@@ -179,7 +187,8 @@ class SerialEngine(Engine):
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         """The groups to grow now, in budget order, with their smoothed scores."""
         hidden = {g for g in self.order if g != OUTPUT}
-        return self.growth_scores.choose(self.inputs.__getitem__, hidden, eligible, threshold, relative)
+        within_step = lambda g: [s for s in self.inputs[g] if (s, g) not in self.delays]  # the rule's chains
+        return self.growth_scores.choose(within_step, hidden, eligible, threshold, relative)
 
     def apply_growth(self, net: Network, log: list[op.GrowthOp]) -> None:
         """Take the grown network (its parameters are current: this engine's live on the host)."""

@@ -105,6 +105,9 @@ class CudaEngine(Engine):
         """Take the network's topology and parameters (a full upload); keep the optimizer state
         of unchanged parameters and the scores of remaining groups. Everything is allocated anew
         before anything is replaced, so a failure (out of memory) leaves the engine as it was."""
+        if net.recurrent:
+            raise BackendError("the CUDA engine does not run recurrent networks (edges with a delay) yet; "
+                               "use backend='serial'")
         self.executor.check_kinds({net.kinds[g] for g in net.groups if g != INPUT})
         self.flush()
         L = Layout(net) if placement is None else Layout.placed(net, placement)

@@ -1,0 +1,81 @@
+"""The serial engine through time: a recurrent network run step by step over a sequence, and
+exact backpropagation through time. The reference the CUDA schedules are tested against.
+
+At time t every group runs in the order of the edges without a delay (one time step's DAG); an
+edge with delay k reads its source at time t - k, or zeros before the sequence starts; the input
+group holds x[:, t]. The output group is read at the last step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..network import INPUT, OUTPUT
+from .base import STATISTICS
+
+
+def forward(e, x: np.ndarray) -> np.ndarray:
+    """Logits at the last step of sequences x (batch, steps, n_inputs); keeps every step's h."""
+    x = np.asarray(x, e.dtype)
+    batch, steps = x.shape[0], x.shape[1]
+    p, h = e._params, []
+    for t in range(steps):
+        now = {INPUT: x[:, t]}
+        for g in e.order:
+            sources = e.inputs[g]
+            values = [_at(h, now, t, s, e.delays.get((s, g), 0), batch, e.widths[s], e.dtype) for s in sources]
+            now[g] = e.kinds[g].forward(values, [p[("W", s, g)] for s in sources], p[("b", g)], linear=g == OUTPUT)
+        h.append(now)
+    e._h = h
+    return h[-1][OUTPUT]
+
+
+def _at(h: list, now: dict, t: int, s: int, delay: int, batch: int, width: int, dtype) -> np.ndarray:
+    if delay == 0:
+        return now[s]
+    return h[t - delay][s] if t >= delay else np.zeros((batch, width), dtype)
+
+
+def backward(e, y: np.ndarray, loss_fn) -> float:
+    """Loss at the last step against labels y; gradients summed over time, statistics over every
+    step (dL/dh of all steps pooled)."""
+    h = e._h
+    steps = len(h)
+    loss, dlogits = loss_fn(h[-1][OUTPUT], y)
+    dh = [dict() for _ in range(steps)]
+    dh[-1][OUTPUT] = dlogits
+    grads = {k: np.zeros_like(v) for k, v in e._params.items()}
+    pooled = {g: [] for g in e.order}
+    for t in reversed(range(steps)):
+        for g in reversed(e.order):
+            kind = e.kinds[g]
+            grad_out = dh[t].pop(g, None)
+            if grad_out is None:
+                grad_out = np.zeros_like(h[t][g])
+            pooled[g].append(grad_out)
+            dz = kind.backward(grad_out, h[t][g], linear=g == OUTPUT)
+            grads[("b", g)] += kind.bias_grad(dz)
+            for s in e.inputs[g]:
+                k = e.delays.get((s, g), 0)
+                if t < k:
+                    continue  # it read zeros
+                w_grad, share = kind.edge_grads(dz, h[t - k][s], e._params[("W", s, g)])
+                grads[("W", s, g)] += w_grad
+                if s != INPUT:
+                    target = dh[t - k]
+                    target[s] = target[s] + share if s in target else share
+    e._grads, e._stats = grads, _statistics(e, h, grads, pooled)
+    return loss
+
+
+def _statistics(e, h: list, grads: dict, pooled: dict) -> dict:
+    stats = {name: {} for name in STATISTICS}
+    for g in e.order:
+        grad_out = np.concatenate(pooled[g][::-1])
+        hg = np.concatenate([step[g] for step in h])
+        stats["grad_std"][g] = float(grad_out.std())
+        stats["weight_grad_norm"][g] = float(np.sqrt(
+            sum(np.sum(grads[("W", s, g)] ** 2) for s in e.inputs[g]) + np.sum(grads[("b", g)] ** 2)))
+        stats["taylor"][g] = float(abs(np.mean(hg * grad_out)))
+        stats["h_min"][g], stats["h_max"][g] = hg.min(axis=0), hg.max(axis=0)
+    return stats

@@ -1,0 +1,47 @@
+"""Whether a network can run: shapes, kinds, no cycle without a delay, every group on a path."""
+
+from __future__ import annotations
+
+from . import checks, dag
+from .errors import GraphError
+from .network import INPUT, OUTPUT, _ids
+
+
+def validate(net) -> None:
+    """Raise GraphError naming the groups involved if the network cannot be run."""
+    for g, w in net.widths.items():
+        checks.width(w, f"group {g}")
+    for (s, d), w in net.weights.items():
+        for g in (s, d):
+            if g not in net.widths:
+                raise GraphError(f"edge {s} -> {d}: group {g} does not exist")
+        expected = net.kind(d).edge_shape(net.widths[d], net.widths[s])
+        if w.shape != expected:
+            raise GraphError(
+                f"width mismatch on edge {s} -> {d}: weight block is {w.shape}, "
+                f"expected {expected} = (width of {d}, width of {s})")
+    if set(net.kinds) != set(net.widths) - {INPUT}:
+        raise GraphError(f"groups without a kind: {_ids(sorted(set(net.widths) - {INPUT} - set(net.kinds)))}")
+    for g, b in net.biases.items():
+        expected = () if g == INPUT else net.kind(g).bias_shape(net.widths[g])
+        if g == INPUT or b.shape != expected:
+            raise GraphError(f"bias of group {g} has shape {b.shape}, expected {expected}")
+    inputs0, outputs0 = net.forward_edges()
+    order = dag.kahn(inputs0, outputs0)
+    if len(order) < len(net.widths):
+        cycle = dag.find_cycle(inputs0, set(net.widths) - set(order))
+        raise GraphError(f"the network has a cycle without a delay: {' -> '.join(map(str, cycle))} "
+                         "(connect(..., delay=1) makes an edge recurrent)")
+    for (s, d), k in net.delays.items():
+        if (s, d) not in net.weights or not isinstance(k, int) or k < 1:
+            raise GraphError(f"delay {k!r} of edge {s} -> {d}: delays are positive integers on existing edges")
+    forward = dag.reach(INPUT, net._out)
+    backward = dag.reach(OUTPUT, net._in)
+    if OUTPUT not in forward:
+        raise GraphError(f"the output group {OUTPUT} is not reachable from the input group {INPUT}")
+    cut_off = [g for g in net.hidden_groups if g not in forward]
+    if cut_off:
+        raise GraphError(f"hidden group(s) {_ids(cut_off)} not reachable from the input group {INPUT}")
+    dead_end = [g for g in net.hidden_groups if g not in backward]
+    if dead_end:
+        raise GraphError(f"hidden group(s) {_ids(dead_end)} do not reach the output group {OUTPUT}")

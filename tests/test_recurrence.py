@@ -1,0 +1,186 @@
+"""Recurrent networks on the serial engine: delayed edges, backpropagation through time checked
+against finite differences and against torch.nn.RNN, files, and what stays an error."""
+
+import numpy as np
+import pytest
+
+from genlab import INPUT, OUTPUT, GraphError, Network, Trainer
+from genlab.engines import SerialEngine
+from genlab.errors import BackendError, DataError
+from genlab.optim import SGD
+
+
+def elman(n_in=3, hidden=(5, 4), n_out=2, seed=0, dtype=np.float64):
+    """A stacked Elman RNN built from groups: layer l reads layer l-1 now and itself one step ago."""
+    net = Network(n_in, n_out, seed=seed, dtype=dtype)
+    prev, layers = INPUT, []
+    for width in hidden:
+        g = net.add_group(width, inputs=[prev])
+        net.connect(g, g, delay=1)
+        layers.append(g)
+        prev = g
+    net.connect(prev, OUTPUT)
+    return net, layers
+
+
+def test_delays_allow_cycles_and_zero_delay_cycles_stay_errors():
+    net, (a, b) = elman()
+    assert net.recurrent and net.delay(a, a) == 1 and net.delay(INPUT, a) == 0
+    net.connect(b, a, delay=2)  # a later group feeding an earlier one
+    net.validate()
+    c = net.add_group(3, inputs=[a], outputs=[OUTPUT])
+    with pytest.raises(GraphError, match="would close the cycle"):
+        net.connect(c, a)
+    with pytest.raises(GraphError, match="would close the cycle"):
+        net.connect(c, c)  # a self-loop needs a delay
+    net.connect(c, c, delay=3)
+    assert net.levels()[c] == 2 and net.topological_order().index(a) < net.topological_order().index(c)
+
+
+def test_recurrent_networks_survive_a_file_round_trip(tmp_path):
+    net, (a, b) = elman()
+    net.connect(b, a, delay=2)
+    loaded = Network.load(net.save(tmp_path / "rnn.npz"))
+    assert loaded.delays == net.delays and loaded.edges == net.edges
+    x = np.random.default_rng(0).normal(size=(4, 6, 3))
+    np.testing.assert_array_equal(SerialEngine(loaded, SGD()).forward(x), SerialEngine(net, SGD()).forward(x))
+
+
+def _loss(engine, x, y):
+    engine.forward(x)
+    return engine.backward(y)
+
+
+def test_backpropagation_through_time_matches_finite_differences():
+    net, (a, b) = elman(hidden=(4, 3))
+    net.connect(b, a, delay=2)
+    rng = np.random.default_rng(1)
+    for bias in net.biases.values():
+        bias[:] = rng.normal(size=bias.shape) * 0.3
+    x, y = rng.normal(size=(5, 7, 3)), rng.integers(0, 2, 5)
+    engine = SerialEngine(net, SGD(), dtype="float64")
+    _loss(engine, x, y)
+    grads = {k: g.copy() for k, g in engine.grads.items()}
+    eps = 1e-6
+    for key, p in engine.params.items():
+        for i in rng.choice(p.size, size=min(4, p.size), replace=False):
+            old = p.flat[i]
+            p.flat[i] = old + eps
+            up = _loss(engine, x, y)
+            p.flat[i] = old - eps
+            down = _loss(engine, x, y)
+            p.flat[i] = old
+            np.testing.assert_allclose(grads[key].flat[i], (up - down) / (2 * eps), rtol=1e-5, atol=1e-8,
+                                       err_msg=str(key))
+
+
+def test_a_stacked_elman_rnn_matches_torch_nn_rnn_weight_for_weight():
+    torch = pytest.importorskip("torch")
+    n_in, hidden, n_out, steps, batch = 3, 6, 4, 9, 5
+    net, layers = elman(n_in, (hidden, hidden), n_out, seed=2)
+    rnn = torch.nn.RNN(n_in, hidden, num_layers=2, nonlinearity="relu", batch_first=True, dtype=torch.float64)
+    head = torch.nn.Linear(hidden, n_out, dtype=torch.float64)
+    for layer, g in enumerate(layers):
+        w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+        src = INPUT if layer == 0 else layers[layer - 1]
+        net.weights[(src, g)] = w_ih.detach().numpy().copy()
+        net.weights[(g, g)] = w_hh.detach().numpy().copy()
+        net.biases[g] = (b_ih + b_hh).detach().numpy().copy()
+    net.weights[(layers[-1], OUTPUT)] = head.weight.detach().numpy().copy()
+    net.biases[OUTPUT] = head.bias.detach().numpy().copy()
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(batch, steps, n_in)), rng.integers(0, n_out, batch)
+    engine = SerialEngine(net, SGD(), dtype="float64")
+    logits = engine.forward(x)
+    loss = engine.backward(y)
+    out, _ = rnn(torch.from_numpy(x))
+    t_logits = head(out[:, -1])
+    t_loss = torch.nn.functional.cross_entropy(t_logits, torch.from_numpy(y))
+    t_loss.backward()
+    np.testing.assert_allclose(logits, t_logits.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert loss == pytest.approx(t_loss.item(), rel=1e-12)
+    for layer, g in enumerate(layers):
+        src = INPUT if layer == 0 else layers[layer - 1]
+        np.testing.assert_allclose(engine.grads[("W", src, g)], getattr(rnn, f"weight_ih_l{layer}").grad.numpy(),
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(engine.grads[("W", g, g)], getattr(rnn, f"weight_hh_l{layer}").grad.numpy(),
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(engine.grads[("b", g)], getattr(rnn, f"bias_ih_l{layer}").grad.numpy(),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_a_recurrent_network_trains_on_sequences_and_refuses_flat_data():
+    net, _ = elman(n_in=2, hidden=(8,), n_out=2, dtype=np.float32)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(256, 10, 2))
+    y = (x[:, 2, 0] > 0).astype(np.int64)  # remember step 2 until step 9
+    trainer = Trainer(net, backend="auto", lr=1e-2, seed=0)
+    assert trainer.backend == "serial"  # auto takes the engine that runs recurrent networks
+    before = trainer.evaluate(x, y)["loss"]
+    trainer.fit(x, y, epochs=15, progress=False)
+    assert trainer.evaluate(x, y)["loss"] < before
+    with pytest.raises(DataError, match="3-D"):
+        trainer.step(x[:, 0], y)
+
+
+def test_the_cuda_engine_says_it_does_not_run_recurrent_networks_yet():
+    from genlab.backends import cuda_status
+
+    if not cuda_status()[0]:
+        pytest.skip("no CUDA engine here")
+    net, _ = elman()
+    with pytest.raises(BackendError, match="recurrent"):
+        Trainer(net, backend="cuda", dtype="float32")
+
+
+@pytest.mark.parametrize("kind", ["depth", "width"])
+def test_growth_in_a_recurrent_network_keeps_the_function_exactly(kind):
+    from genlab.growth import duplicate_depth, duplicate_width
+
+    net, (a, b) = elman(hidden=(5, 4))
+    net.connect(b, a, delay=2)
+    rng = np.random.default_rng(5)
+    for bias in net.biases.values():
+        bias[:] = rng.normal(size=bias.shape) * 0.2
+    x = rng.normal(size=(6, 8, 3))
+    before = SerialEngine(net, SGD(), dtype="float64").forward(x)
+    for g in (a, b):
+        grow = duplicate_depth if kind == "depth" else duplicate_width
+        new = grow(net, g, step=1, seed=0)
+        assert any(net.delay(s, d) for s, d in net.edges if new in (s, d))  # the recurrence went along
+    net.validate()
+    after = SerialEngine(net, SGD(), dtype="float64").forward(x)
+    np.testing.assert_allclose(after, before, rtol=1e-12, atol=1e-12)
+
+
+def test_a_recurrent_network_grows_while_training():
+    from genlab import GrowthPolicy
+
+    net, _ = elman(n_in=2, hidden=(4,), n_out=2, dtype=np.float32)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(128, 6, 2))
+    y = (x[:, 1, 1] > 0).astype(np.int64)
+    trainer = Trainer(net, backend="serial", growth=GrowthPolicy(threshold=0.0, every=4, cooldown=0, max_groups=8))
+    trainer.fit(x, y, epochs=4, progress=False)
+    assert {e["kind"] for e in trainer.history.events} >= {"depth"} and len(net.groups) == 8
+    assert net.recurrent
+
+
+def test_pruning_a_group_read_through_a_delay_is_refused():
+    from genlab.pruning import prune_group
+
+    net, (a, b) = elman(hidden=(4, 3))
+    with pytest.raises(GraphError, match="read through a delay"):
+        prune_group(net.copy(), a, np.zeros(4))
+
+
+def test_recurrent_edges_are_drawn_dashed_with_their_delay():
+    pytest.importorskip("graphviz")
+    from genlab import viz
+
+    net, (a, b) = elman()
+    net.connect(b, a, delay=2)
+    source = viz.draw(net).source
+    assert f'g{a} -> g{a} [label="t-1"' in source and f'g{b} -> g{a} [label="t-2"' in source
+    assert source.count("style=dashed") == 3 and "recurrent edge" in source

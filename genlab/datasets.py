@@ -209,8 +209,9 @@ def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = N
     bad = ~np.isfinite(X)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at index {where} "
-                        f"({X[where]})")
+        at = (f"row {where[0]}, step {where[1]}, feature {where[2]}" if sequence else
+              f"row {where[0]}, column {where[1]}")
+        raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at {at} ({X[where]})")
     X = X.astype(np.float64) if X.dtype.kind != "f" else X
     if y is None:
         return X

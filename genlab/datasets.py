@@ -184,12 +184,13 @@ def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):
     return xy + rng.uniform(-1, 1, xy.shape) * noise, y
 
 
-def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None, sequence: bool = False):
+def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None, sequence: bool = False,
+               every_step: bool = False):
     """Return X as float and y as int64 arrays, or raise DataError saying what is wrong.
 
     Checks: X is a non-empty 2-D array of finite numbers with n_inputs columns (with sequence,
     a 3-D array: samples x steps x n_inputs, at least one step); y is 1-D, as long as X, holds
-    whole numbers in 0..n_outputs-1.
+    whole numbers in 0..n_outputs-1 (with every_step, y is samples x steps: a label per step).
     """
     try:
         X = np.asarray(X)
@@ -216,7 +217,9 @@ def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = N
     if y is None:
         return X
     y = np.asarray(y)
-    if y.ndim != 1:
+    if every_step and y.shape != X.shape[:2]:
+        raise DataError(f"with every_step, y holds a label per sample and step: shape {X.shape[:2]}, got {y.shape}")
+    if not every_step and y.ndim != 1:
         raise DataError(f"y must be 1-D (one label per sample), got shape {y.shape}")
     if len(y) != len(X):
         raise DataError(f"X has {len(X)} samples but y has {len(y)} labels")

@@ -9,7 +9,7 @@ import numpy as np
 from . import checks
 from .backends import make_engine
 from .datasets import check_data
-from .errors import ArgumentTypeError, DataError, GraphError, StaleNetworkError, TrainingError
+from .errors import ArgumentError, ArgumentTypeError, DataError, GraphError, StaleNetworkError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy, Grower
 from .network import Network
 from .optim import make_optimizer
@@ -65,7 +65,7 @@ class Trainer:
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
-                 executor: str | None = None, **optimizer_options):
+                 executor: str | None = None, every_step: bool = False, **optimizer_options):
         if not isinstance(net, Network):
             raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if growth is not None and not isinstance(growth, GrowthPolicy):
@@ -73,6 +73,10 @@ class Trainer:
         self.batch_size = checks.integer(batch_size, "batch_size", 1)
         self.seed = checks.integer(seed, "seed", 0)
         dtype = checks.float_dtype(dtype)
+        self.every_step = checks.boolean(every_step, "every_step")
+        if self.every_step and not net.recurrent:
+            raise ArgumentError("every_step reads a recurrent network's output at every step; this network has "
+                                "no edge with a delay")
         net.validate()
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
@@ -85,6 +89,7 @@ class Trainer:
         self._net = net
         self.growth = growth if growth is not None else GrowthPolicy(every=None)
         self.on_growth = None  # a function called with the events of each growth step
+        self.engine.every_step = self.every_step
         self._hold()
         self._begin()
 
@@ -127,6 +132,7 @@ class Trainer:
         self._net.assign(self._start.copy())
         self.engine = make_engine(self._engine_options["backend"], self._net, self.optimizer,
                                   dtype=self._engine_options["dtype"], executor=self._engine_options["executor"])
+        self.engine.every_step = self.every_step
         self._hold()
         self._begin()
 
@@ -192,7 +198,8 @@ class Trainer:
             X, y = X.drop(columns=[y]), X[y]
         X = X.to_numpy() if hasattr(X, "to_numpy") else X
         y = y.to_numpy() if hasattr(y, "to_numpy") else y
-        return check_data(X, y, self._net.n_inputs, self._net.n_outputs, sequence=self._net.recurrent)
+        return check_data(X, y, self._net.n_inputs, self._net.n_outputs, sequence=self._net.recurrent,
+                          every_step=self.every_step)
 
     def step(self, x, y) -> dict:
         """One training step on the batch (x, y); returns {"loss", "accuracy"} of that batch.
@@ -208,7 +215,7 @@ class Trainer:
         self._dirty = True
         self.grower.count(len(y))
         self.step_count += 1
-        record = {"step": self.step_count, "loss": loss, "accuracy": correct / len(y)}
+        record = {"step": self.step_count, "loss": loss, "accuracy": correct / y.size}
         self.history.steps.append(record)
         self.history.grad_std.append(self.engine.grad_std)  # a new dict, in ascending group id
         if self.grower.needs_stats:
@@ -302,7 +309,7 @@ class Trainer:
 
     def predict(self, X) -> np.ndarray:
         """Predicted class of each row of X."""
-        return np.argmax(self.logits(X), axis=1)
+        return np.argmax(self.logits(X), axis=-1)
 
     def evaluate(self, X, y) -> dict:
         """{"loss": mean cross-entropy, "accuracy": fraction correct} on (X, y)."""
@@ -311,8 +318,8 @@ class Trainer:
         X, y = self._check(X, y)
         self._follow()
         logits = self._logits(X).astype(np.float64)
-        loss, _ = softmax_cross_entropy(logits, y)
-        return {"loss": loss, "accuracy": float(np.mean(np.argmax(logits, axis=1) == y))}
+        loss, _ = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return {"loss": loss, "accuracy": float(np.mean(np.argmax(logits, axis=-1) == y))}
 
     def __repr__(self) -> str:
         return (f"Trainer(backend={self.backend!r}, optimizer={self.optimizer}, batch_size={self.batch_size}, "

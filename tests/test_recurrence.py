@@ -184,3 +184,33 @@ def test_recurrent_edges_are_drawn_dashed_with_their_delay():
     source = viz.draw(net).source
     assert f'g{a} -> g{a} [label="t-1"' in source and f'g{b} -> g{a} [label="t-2"' in source
     assert source.count("style=dashed") == 3 and "recurrent edge" in source
+
+
+def test_every_step_reads_the_output_at_each_step_and_matches_torch():
+    torch = pytest.importorskip("torch")
+    net, (a,) = elman(n_in=3, hidden=(5,), n_out=4, seed=7)
+    rnn = torch.nn.RNN(3, 5, nonlinearity="relu", batch_first=True, dtype=torch.float64)
+    head = torch.nn.Linear(5, 4, dtype=torch.float64)
+    net.weights[(INPUT, a)], net.weights[(a, a)] = rnn.weight_ih_l0.detach().numpy().copy(), rnn.weight_hh_l0.detach().numpy().copy()
+    net.biases[a] = (rnn.bias_ih_l0 + rnn.bias_hh_l0).detach().numpy().copy()
+    net.weights[(a, OUTPUT)], net.biases[OUTPUT] = head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(6, 5, 3)), rng.integers(0, 4, (6, 5))
+    engine = SerialEngine(net, SGD(), dtype="float64")
+    engine.every_step = True
+    logits = engine.forward(x)
+    loss = engine.backward(y)
+    t_logits = head(rnn(torch.from_numpy(x))[0])
+    t_loss = torch.nn.functional.cross_entropy(t_logits.reshape(-1, 4), torch.from_numpy(y).reshape(-1))
+    t_loss.backward()
+    np.testing.assert_allclose(logits, t_logits.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert loss == pytest.approx(t_loss.item(), rel=1e-12)
+    np.testing.assert_allclose(engine.grads[("W", a, a)], rnn.weight_hh_l0.grad.numpy(), rtol=1e-10, atol=1e-12)
+    trainer = Trainer(net, backend="serial", every_step=True)
+    assert trainer.predict(x).shape == (6, 5) and 0 <= trainer.evaluate(x, y)["accuracy"] <= 1
+    trainer.fit(x, y, epochs=2, progress=False)
+    with pytest.raises(DataError, match="a label per sample and step"):
+        trainer.step(x, y[:, 0])
+    from genlab.errors import ArgumentError
+    with pytest.raises(ArgumentError, match="no edge with a delay"):
+        Trainer(Network.mlp([3, 4, 2]), backend="serial", every_step=True)

@@ -58,6 +58,7 @@ class Engine(ABC):
     dtype: np.dtype
     optimizer: object
     growth_criterion: tuple[str, float] | None = None
+    every_step: bool = False  # a recurrent network's output is read (and its loss taken) at every step
     pruning: tuple[bool, float | None] = (False, None)
 
     # ------------------------------------------------------------------ the network

@@ -161,7 +161,7 @@ class SerialEngine(Engine):
         ranges, taylor_alpha = self.pruning
         if ranges or taylor_alpha is not None:
             self.tracker.observe(self.stats, ranges, taylor_alpha)
-        return loss, int(np.sum(np.argmax(logits, axis=1) == y))
+        return loss, int(np.sum(np.argmax(logits, axis=-1) == y))
 
     def _careful_update(self) -> None:
         """The update with a backup, restored if any parameter or state became non-finite."""

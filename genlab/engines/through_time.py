@@ -27,6 +27,8 @@ def forward(e, x: np.ndarray) -> np.ndarray:
             now[g] = e.kinds[g].forward(values, [p[("W", s, g)] for s in sources], p[("b", g)], linear=g == OUTPUT)
         h.append(now)
     e._h = h
+    if e.every_step:
+        return np.stack([step[OUTPUT] for step in h], axis=1)  # (batch, steps, classes)
     return h[-1][OUTPUT]
 
 
@@ -37,13 +39,20 @@ def _at(h: list, now: dict, t: int, s: int, delay: int, batch: int, width: int, 
 
 
 def backward(e, y: np.ndarray, loss_fn) -> float:
-    """Loss at the last step against labels y; gradients summed over time, statistics over every
-    step (dL/dh of all steps pooled)."""
+    """Loss at the last step against labels y (with every_step: the mean over every step against
+    y of shape (batch, steps)); gradients summed over time, statistics over every step (dL/dh of
+    all steps pooled)."""
     h = e._h
     steps = len(h)
-    loss, dlogits = loss_fn(h[-1][OUTPUT], y)
     dh = [dict() for _ in range(steps)]
-    dh[-1][OUTPUT] = dlogits
+    if e.every_step:
+        logits = np.stack([step[OUTPUT] for step in h], axis=1)
+        loss, dlogits = loss_fn(logits.reshape(-1, logits.shape[-1]), np.asarray(y).reshape(-1))
+        dlogits = dlogits.reshape(logits.shape)
+        for t in range(steps):
+            dh[t][OUTPUT] = dlogits[:, t]
+    else:
+        loss, dh[-1][OUTPUT] = loss_fn(h[-1][OUTPUT], y)
     grads = {k: np.zeros_like(v) for k, v in e._params.items()}
     pooled = {g: [] for g in e.order}
     for t in reversed(range(steps)):

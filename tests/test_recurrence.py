@@ -214,3 +214,33 @@ def test_every_step_reads_the_output_at_each_step_and_matches_torch():
     from genlab.errors import ArgumentError
     with pytest.raises(ArgumentError, match="no edge with a delay"):
         Trainer(Network.mlp([3, 4, 2]), backend="serial", every_step=True)
+
+
+@pytest.mark.parametrize("layers, steps", [(1, 5), (3, 7), (4, 4), (8, 16)])
+def test_the_wavefront_of_stacked_layers_takes_l_plus_t_minus_one_stages(layers, steps):
+    from genlab import wavefront
+
+    net, groups = elman(hidden=[4] * layers)
+    plan = wavefront.stages(net, steps)
+    hidden = [[c for c in stage if c[0] != OUTPUT] for stage in plan]
+    assert len([s for s in hidden if s]) == layers + steps - 1
+    for k, stage in enumerate(hidden):  # stage k holds the anti-diagonal l + t = k
+        assert sorted(stage) == sorted((groups[l], k - l) for l in range(layers) if 0 <= k - l < steps)
+    assert plan[-1] == [(OUTPUT, steps - 1)]
+    assert wavefront.ideal_speedup(net, steps) == pytest.approx(layers * steps / (layers + steps - 1))
+
+
+def test_running_the_cells_in_wavefront_order_gives_the_same_bits():
+    from genlab import wavefront
+    from genlab.engines import through_time
+
+    net, (a, b, c) = elman(hidden=(4, 5, 3))
+    net.connect(c, a, delay=2)
+    net.connect(INPUT, c)
+    x = np.random.default_rng(9).normal(size=(4, 9, 3))
+    engine = SerialEngine(net, SGD(), dtype="float64")
+    major = engine.forward(x)
+    skewed = through_time.forward(engine, x, [cell for stage in wavefront.stages(net, 9) for cell in stage])
+    np.testing.assert_array_equal(skewed, major)
+    with pytest.raises(KeyError):  # an order that reads a cell before it is made fails loudly
+        through_time.forward(engine, x, list(reversed(wavefront.cells(net, 9))))

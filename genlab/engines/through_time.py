@@ -14,27 +14,24 @@ from ..network import INPUT, OUTPUT
 from .base import STATISTICS
 
 
-def forward(e, x: np.ndarray) -> np.ndarray:
-    """Logits at the last step of sequences x (batch, steps, n_inputs); keeps every step's h."""
+def forward(e, x: np.ndarray, cells=None) -> np.ndarray:
+    """Logits at the last step of sequences x (batch, steps, n_inputs); keeps every step's h.
+    cells: the (group, t) cells in the order to run them (default: step after step; any order
+    in which a cell comes after those it reads gives the same bits, genlab.wavefront's too)."""
     x = np.asarray(x, e.dtype)
     batch, steps = x.shape[0], x.shape[1]
-    p, h = e._params, []
-    for t in range(steps):
-        now = {INPUT: x[:, t]}
-        for g in e.order:
-            sources = e.inputs[g]
-            values = [_at(h, now, t, s, e.delays.get((s, g), 0), batch, e.widths[s], e.dtype) for s in sources]
-            now[g] = e.kinds[g].forward(values, [p[("W", s, g)] for s in sources], p[("b", g)], linear=g == OUTPUT)
-        h.append(now)
+    p, h = e._params, [{INPUT: x[:, t]} for t in range(steps)]
+    for g, t in cells if cells is not None else ((g, t) for t in range(steps) for g in e.order):
+        sources = e.inputs[g]
+        values = [_at(h, t, s, e.delays.get((s, g), 0), batch, e.widths[s], e.dtype) for s in sources]
+        h[t][g] = e.kinds[g].forward(values, [p[("W", s, g)] for s in sources], p[("b", g)], linear=g == OUTPUT)
     e._h = h
     if e.every_step:
         return np.stack([step[OUTPUT] for step in h], axis=1)  # (batch, steps, classes)
     return h[-1][OUTPUT]
 
 
-def _at(h: list, now: dict, t: int, s: int, delay: int, batch: int, width: int, dtype) -> np.ndarray:
-    if delay == 0:
-        return now[s]
+def _at(h: list, t: int, s: int, delay: int, batch: int, width: int, dtype) -> np.ndarray:
     return h[t - delay][s] if t >= delay else np.zeros((batch, width), dtype)
 
 

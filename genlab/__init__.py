@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from . import datasets
+from . import datasets, wavefront
 from .errors import (ArgumentError, ArgumentTypeError, BackendError, DataError, FileFormatError, GenlabError,
                      GraphError, SaveError, StaleNetworkError, TrainingError)
 from .export import to_torch
@@ -55,7 +55,7 @@ def _compile_at_import() -> None:
 _compile_at_import()
 
 __all__ = [
-    "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "INPUT", "OUTPUT", "cuda_dir",
+    "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "wavefront", "INPUT", "OUTPUT", "cuda_dir",
     "to_torch",
     "GenlabError", "ArgumentError", "ArgumentTypeError", "GraphError", "DataError", "BackendError", "FileFormatError",
     "SaveError", "TrainingError", "StaleNetworkError",

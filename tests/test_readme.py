@@ -7,12 +7,16 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_api_example_runs_as_written(tmp_path):
-    (example,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    example, recurrence = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "'accuracy':" in result.stdout and "5 groups, 6 edges" in result.stdout
-    assert (tmp_path / "digits_dag.npz").is_file()
+    assert (tmp_path / "digits_dag.npz").is_file() and (tmp_path / "digits_dag.ckpt").is_file()
+    result = subprocess.run([sys.executable, "-c", recurrence], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "'accuracy':" in result.stdout and "1.78x fewer dependent stages" in result.stdout
 
 
 def test_ci_runs_the_readme_blocks():

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .engines.base import EngineState
-from .errors import ArgumentError, ArgumentTypeError, FileFormatError, GenlabError
+from .errors import ArgumentError, ArgumentTypeError, BackendError, FileFormatError, GenlabError
 from .files import NpzReader, write_npz
 from .network_file import json_member, read_from, read_json, to_arrays
 
@@ -98,9 +98,9 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             trainer.history = History.from_dict(meta["history"])
             trainer.grower.restore(meta["grower"])
             trainer.metadata = meta["metadata"]
+        except (FileFormatError, BackendError):
+            raise  # already says what is wrong: the file, or the engine asked for
         except (GenlabError, KeyError, TypeError, ValueError, AttributeError) as e:
-            if isinstance(e, FileFormatError) or type(e).__name__ == "BackendError":
-                raise
             raise FileFormatError(f"{reader.path}: member '__trainer__' is inconsistent ({type(e).__name__}: {e})") \
                 from None
     return trainer

@@ -10,6 +10,8 @@ def to_torch(net: Network):
     """A torch.nn.Module computing net's logits: each group through its kind's torch_forward, in
     topological order, with the network's parameters copied (dtype kept) as named parameters
     (W_<src>_<dst>, b_<group>). It trains like any module; genlab's network is left as it is.
+    A recurrent network's module reads sequences (batch, steps, features) and runs its groups
+    step by step (zeros before a delayed edge's source exists), giving the logits of the last step.
 
         >>> module = genlab.to_torch(net)
         >>> logits = module(torch.from_numpy(X))
@@ -31,15 +33,32 @@ def to_torch(net: Network):
             self.biases = torch.nn.ParameterDict(
                 {f"b_{g}": torch.nn.Parameter(torch.from_numpy(b.copy())) for g, b in net.biases.items()})
             self.n_inputs, self.n_outputs = net.n_inputs, net.n_outputs
+            self.delays, self.widths = dict(net.delays), dict(net.widths)
 
         def forward(self, x):
-            h = {INPUT: x}
+            if not self.delays:
+                return self._step({INPUT: x}, [])[OUTPUT]
+            past = []
+            for t in range(x.shape[1]):
+                past.append(self._step({INPUT: x[:, t]}, past))
+            return past[-1][OUTPUT]
+
+        def _step(self, h: dict, past: list) -> dict:
+            """One time step: every group in order; a delayed edge reads `past` (zeros before it)."""
             for g in self.order:
                 sources = self.sources[g]
-                h[g] = self.kinds[g].torch_forward([h[s] for s in sources],
-                                                   [self.weights[f"W_{s}_{g}"] for s in sources],
+                values = [self._read(h, past, s, self.delays.get((s, g), 0)) for s in sources]
+                h[g] = self.kinds[g].torch_forward(values, [self.weights[f"W_{s}_{g}"] for s in sources],
                                                    self.biases[f"b_{g}"], linear=g == OUTPUT)
-            return h[OUTPUT]
+            return h
+
+        def _read(self, h: dict, past: list, s: int, delay: int):
+            if delay == 0:
+                return h[s]
+            if len(past) >= delay:
+                return past[-delay][s]
+            x = h[INPUT]
+            return x.new_zeros((x.shape[0], self.widths[s]))
 
         def extra_repr(self) -> str:
             return f"groups={len(self.order) + 1}, inputs={self.n_inputs}, outputs={self.n_outputs}"

@@ -244,3 +244,15 @@ def test_running_the_cells_in_wavefront_order_gives_the_same_bits():
     np.testing.assert_array_equal(skewed, major)
     with pytest.raises(KeyError):  # an order that reads a cell before it is made fails loudly
         through_time.forward(engine, x, list(reversed(wavefront.cells(net, 9))))
+
+
+def test_a_recurrent_network_exports_to_torch():
+    torch = pytest.importorskip("torch")
+    from genlab import to_torch
+
+    net, (a, b) = elman(hidden=(5, 4))
+    net.connect(b, a, delay=2)
+    x = np.random.default_rng(10).normal(size=(3, 7, 3))
+    module = to_torch(net)
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(),
+                               SerialEngine(net, SGD(), dtype="float64").forward(x), rtol=1e-12, atol=1e-12)

@@ -40,8 +40,10 @@ def writable_target(path) -> Path:
 
 
 def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write `arrays` as an uncompressed .npz to exactly `path`, atomically; return the path."""
-    path = writable_target(path)
+    """Write `arrays` as an uncompressed .npz to exactly `path`, atomically; return the path. A
+    symbolic link is followed: the file it points to is replaced, the link stays."""
+    given = Path(path)
+    path = writable_target(given.resolve() if given.is_symlink() else given)
     mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -61,7 +63,7 @@ def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
                             "unchanged") from e
         raise
     _sync_folder(path.parent)
-    return path
+    return given
 
 
 def _mode_for(path: Path) -> int:

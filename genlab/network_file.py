@@ -23,7 +23,7 @@ from .network import INPUT, OUTPUT, Network
 
 FORMAT = "genlab.network"
 FORMAT_VERSION = 1
-MAX_META_BYTES = 256 * 2**20
+MAX_META_BYTES = 64 * 2**20  # JSON of a 4000-group network with its history: about 2 MB
 EVENT_KINDS = ("depth", "width", "prune")
 
 

@@ -609,3 +609,25 @@ def test_save_and_resume_from_the_command_line(tmp_path):
     assert refused.returncode == 2 and "--hidden cannot change it" in refused.stderr
     text = cli("train", "--dataset", "iris", "--epochs", "1", "--save", "plain", "--quiet", cwd=tmp_path)
     assert text.returncode == 0 and "saved" in text.stdout and (tmp_path / "plain").exists()
+
+
+def test_saving_through_a_symbolic_link_replaces_its_target(tmp_path):
+    target = tmp_path / "models" / "current.npz"
+    target.parent.mkdir()
+    small(1).save(target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    net = small(2)
+    assert net.save(link) == link
+    assert link.is_symlink() and Network.load(target).edges == net.edges
+
+
+def test_a_checkpoint_of_a_function_criterion_needs_the_policy_back(tmp_path):
+    policy = GrowthPolicy(criterion=lambda stats: stats["grad_std"], every=None)
+    trainer = Trainer(small(), backend="serial", growth=policy)
+    trainer.step(X, Y)
+    path = trainer.save(tmp_path / "c.npz")
+    with pytest.raises(ArgumentError, match="criterion was a function"):
+        Trainer.load(path, backend="serial")
+    resumed = Trainer.load(path, backend="serial", growth=policy)
+    assert resumed.step_count == 1 and resumed.growth is policy

@@ -34,5 +34,21 @@ class Blocks(dict):
         super().update(*args, **kwargs)
         self.owner.version += 1
 
+    def setdefault(self, key, default=None):
+        self.owner.version += key not in self
+        return super().setdefault(key, default)
+
+    def popitem(self):
+        self.owner.version += 1
+        return super().popitem()
+
+    def clear(self) -> None:
+        super().clear()
+        self.owner.version += 1
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
     def __reduce__(self):
         return dict, (dict(self),)

@@ -288,10 +288,19 @@ class Grower:
                 "scores": _pairs(self.scores.ema), "tracker_taylor": _pairs(self.tracker.taylor)}
 
     def restore(self, state: dict) -> None:
-        self.taylor_low, self.cool_until = dict(state["taylor_low"]), dict(state["cool_until"])
-        self.checks, self.budget_reached_at = state["checks"], state["budget_reached_at"]
-        self.rows, self.batches = state["rows"], state["batches"]
-        self.scores.ema, self.tracker.taylor = dict(state["scores"]), dict(state["tracker_taylor"])
+        """Take back what state() gave; ValueError naming the field if it is not well-formed."""
+        count = lambda v, name: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else _bad(name, v)
+        pairs = lambda v, name, value: dict((count(g, name), value(x, name)) for g, x in _pair_list(v, name))
+        real = lambda v, name: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) \
+            and np.isfinite(v) else _bad(name, v)
+        taylor_low, cool_until = pairs(state["taylor_low"], "taylor_low", count), pairs(state["cool_until"], "cool_until", count)
+        scores, taylor = pairs(state["scores"], "scores", real), pairs(state["tracker_taylor"], "tracker_taylor", real)
+        checks_, rows, batches = count(state["checks"], "checks"), count(state["rows"], "rows"), count(state["batches"], "batches")
+        reached = state["budget_reached_at"]
+        if reached is not None:
+            count(reached, "budget_reached_at")
+        self.taylor_low, self.cool_until, self.checks, self.budget_reached_at = taylor_low, cool_until, checks_, reached
+        self.rows, self.batches, self.scores.ema, self.tracker.taylor = rows, batches, scores, taylor
 
     @property
     def alpha(self) -> float:
@@ -409,6 +418,16 @@ class Grower:
             stat = taylor.get(g, 0.0) if why == "taylor" else 0.0
             events.extend(GrowthEvent(step, "prune", r, None, stat) for r in removed)
         return events
+
+
+def _bad(name: str, value):
+    raise ValueError(f"growth state {name}: {value!r} is not allowed there")
+
+
+def _pair_list(value, name: str) -> list:
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+        _bad(name, value)
+    return value
 
 
 def _pairs(d: dict) -> list:

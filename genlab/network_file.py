@@ -186,7 +186,7 @@ class _Meta:
         for g in widths:
             if g != INPUT:
                 kind = stored.get(g, DEFAULT)  # files written before group kinds hold dense groups only
-                if kind not in KINDS:
+                if not isinstance(kind, str) or kind not in KINDS:
                     raise self.bad("kinds", f"group {g} has unknown group kind {kind!r} (known: {', '.join(KINDS)})")
                 kinds[g] = kind
         return kinds
@@ -217,8 +217,8 @@ class _Meta:
         orders = {}
         for key, order in stored.items():
             g = self._group(key, "outputs")
-            if g not in out or not isinstance(order, list) or sorted(order) != sorted(out[g]) \
-                    or len(set(order)) != len(order):
+            if g not in out or not isinstance(order, list) or not all(_is_int(v) for v in order) \
+                    or sorted(order) != sorted(out[g]) or len(set(order)) != len(order):
                 raise self.bad("outputs", f"the consumers of group {key} are not those its edges give")
             orders[g] = list(order)
         if any(out[g] and g not in orders for g in out):

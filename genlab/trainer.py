@@ -31,7 +31,12 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        """The history to_dict() describes."""
+        """The history to_dict() describes; ValueError if it is not well-formed."""
+        for name in ("steps", "epochs", "events", "grad_std"):
+            if not isinstance(d[name], list) or not all(isinstance(x, dict) for x in d[name]):
+                raise ValueError(f"history {name} must be a list of records")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for step in d["grad_std"] for v in step.values()):
+            raise ValueError("history grad_std must hold numbers")
         h = cls()
         h.steps, h.epochs = list(d["steps"]), list(d["epochs"])
         h.events = [{**e, **{side: _topology(e[side]) for side in ("before", "after") if side in e}}

@@ -631,3 +631,74 @@ def test_a_checkpoint_of_a_function_criterion_needs_the_policy_back(tmp_path):
         Trainer.load(path, backend="serial")
     resumed = Trainer.load(path, backend="serial", growth=policy)
     assert resumed.step_count == 1 and resumed.growth is policy
+
+
+JSON_LEAVES = st.recursive(st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats(allow_nan=False)
+                           | st.text(max_size=5), lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON document: (path, value)."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_tampering_with_the_metadata_is_refused_or_harmless(tmp_path_factory, data):
+    """Replace any one value of the metadata with any JSON value: loading gives a valid network
+    or FileFormatError, never another exception."""
+    folder = tmp_path_factory.mktemp("tamper")
+    net = small()
+    net.connect(net.hidden_groups[-1], net.hidden_groups[0], delay=1)
+    path = net.save(folder / "n.npz")
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(arrays["__meta__"].tobytes())
+    places = [p for p, _ in _paths(meta) if p]
+    where = data.draw(st.sampled_from(places))
+    value = data.draw(JSON_LEAVES)
+    node = meta
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    try:
+        loaded = Network.load(path)
+    except FileFormatError:
+        return
+    loaded.validate()
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_any_tampering_with_a_checkpoint_is_refused_or_harmless(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("tamper_ckpt")
+    trainer = Trainer(small(), backend="serial", growth=GrowthPolicy(threshold=0.0, every=2, cooldown=0, prune=True))
+    trainer.fit(X, Y, epochs=1, progress=False)
+    path = trainer.save(folder / "c.npz")
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(arrays["__trainer__"].tobytes())
+    places = [p for p, _ in _paths(meta) if p]
+    where = data.draw(st.sampled_from(places))
+    node = meta
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = data.draw(JSON_LEAVES)
+    arrays["__trainer__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    try:
+        resumed = Trainer.load(path, backend="serial")
+    except (FileFormatError, ArgumentError):
+        return
+    resumed.step(X, Y)

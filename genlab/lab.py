@@ -19,7 +19,7 @@ import time
 from . import viz
 from .datasets import Dataset, from_arrays, from_frame
 from .errors import DataError
-from .growth import MODES
+from .policy import MODES
 from .trainer import Trainer
 
 

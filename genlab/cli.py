@@ -232,7 +232,10 @@ def run_demo(args) -> dict:
     args.epochs = args.epochs or datasets.default_epochs(data)
     n_in, n_out = data.n_features, data.n_classes
     backend = _backend(args)
-    trainer = Trainer(Network.mlp([n_in, 8, n_out], seed=args.seed), backend=backend, seed=args.seed,
+    # sequences: recurrent groups (each reads itself a step back), else a chain of dense ones
+    single = (lambda width: Network.elman(n_in, [width], n_out, seed=args.seed)) if data.sequence else \
+        (lambda width: Network.mlp([n_in, width, n_out], seed=args.seed))
+    trainer = Trainer(single(8), backend=backend, seed=args.seed,
                       growth=GrowthPolicy(max_groups=datasets.MAX_GROUPS.get(args.dataset, 32)))
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
@@ -243,9 +246,9 @@ def run_demo(args) -> dict:
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
     grown_seconds = time.perf_counter() - start
     net = trainer.net
-    # the traditional network: one hidden layer with about as many parameters as the grown one
-    hidden = max(1, round((net.n_params - n_out) / (n_in + 1 + n_out)))
-    mlp = Trainer(Network.mlp([n_in, hidden, n_out], seed=args.seed), backend=backend, seed=args.seed)
+    # the traditional network: one hidden layer (recurrent for sequences) of about as many parameters
+    hidden = min(range(1, 4097), key=lambda h: abs(_params_of_one_layer(h, n_in, n_out, data.sequence) - net.n_params))
+    mlp = Trainer(single(hidden), backend=backend, seed=args.seed)
     start = time.perf_counter()
     mlp.fit(*data.train, epochs=args.epochs, progress=False)
     mlp_seconds = time.perf_counter() - start
@@ -261,7 +264,7 @@ def run_demo(args) -> dict:
         "grown": {"groups_start": 3, "groups": len(net.groups), "edges": len(net.edges),
                   "parameters": net.n_params, "growth_events": len(trainer.history.events),
                   "test_accuracy": trainer.evaluate(*data.test)["accuracy"], "seconds": round(grown_seconds, 3)},
-        "traditional": {"layers": [n_in, hidden, n_out], "parameters": mlp.net.n_params,
+        "traditional": {"layers": [n_in, hidden, n_out], "recurrent": data.sequence, "parameters": mlp.net.n_params,
                         "test_accuracy": mlp.evaluate(*data.test)["accuracy"], "seconds": round(mlp_seconds, 3)},
     }
     report["files"] = sorted(p.name for p in files.values()) + ["report.json"]
@@ -272,6 +275,11 @@ def run_demo(args) -> dict:
               f"{report['traditional']['parameters']} parameters, {report['traditional']['test_accuracy']:.3f}; "
               f"pictures in {out}/", file=sys.stderr)
     return report
+
+
+def _params_of_one_layer(hidden: int, n_in: int, n_out: int, recurrent: bool) -> int:
+    """Parameters of a network with one hidden layer of `hidden` (recurrent: it reads itself too)."""
+    return hidden * (n_in + 1) + (hidden * hidden if recurrent else 0) + n_out * (hidden + 1)
 
 
 def main(argv=None) -> int:

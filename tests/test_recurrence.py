@@ -256,3 +256,17 @@ def test_a_recurrent_network_exports_to_torch():
     module = to_torch(net)
     np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(),
                                SerialEngine(net, SGD(), dtype="float64").forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_the_demo_grows_a_recurrent_network_on_sequences(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "genlab", "demo", "--dataset", "digits_rows", "--epochs", "2",
+                             "--out", str(tmp_path / "demo"), "--quiet", "--json"], capture_output=True, text=True,
+                            env={**__import__("os").environ, "GENLAB_BACKEND": "serial"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["traditional"]["recurrent"] is True and (tmp_path / "demo" / "dag.svg").exists()
+    assert abs(report["traditional"]["parameters"] - report["grown"]["parameters"]) <= 0.2 * report["grown"]["parameters"]

@@ -649,6 +649,17 @@ def _paths(value, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
+def _replace_one_value(member: np.ndarray, data) -> np.ndarray:
+    """A JSON member with one of its values (drawn) replaced by any JSON value (drawn)."""
+    doc = json.loads(member.tobytes())
+    where = data.draw(st.sampled_from([p for p, _ in _paths(doc) if p]))
+    node = doc
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = data.draw(JSON_LEAVES)
+    return np.frombuffer(json.dumps(doc).encode(), np.uint8)
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_any_tampering_with_the_metadata_is_refused_or_harmless(tmp_path_factory, data):
@@ -660,15 +671,7 @@ def test_any_tampering_with_the_metadata_is_refused_or_harmless(tmp_path_factory
     path = net.save(folder / "n.npz")
     with np.load(path) as f:
         arrays = dict(f)
-    meta = json.loads(arrays["__meta__"].tobytes())
-    places = [p for p, _ in _paths(meta) if p]
-    where = data.draw(st.sampled_from(places))
-    value = data.draw(JSON_LEAVES)
-    node = meta
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = value
-    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays["__meta__"] = _replace_one_value(arrays["__meta__"], data)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     try:
@@ -687,14 +690,7 @@ def test_any_tampering_with_a_checkpoint_is_refused_or_harmless(tmp_path_factory
     path = trainer.save(folder / "c.npz")
     with np.load(path) as f:
         arrays = dict(f)
-    meta = json.loads(arrays["__trainer__"].tobytes())
-    places = [p for p, _ in _paths(meta) if p]
-    where = data.draw(st.sampled_from(places))
-    node = meta
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = data.draw(JSON_LEAVES)
-    arrays["__trainer__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays["__trainer__"] = _replace_one_value(arrays["__trainer__"], data)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     try:

@@ -270,3 +270,52 @@ def test_the_demo_grows_a_recurrent_network_on_sequences(tmp_path):
     report = json.loads(result.stdout)
     assert report["traditional"]["recurrent"] is True and (tmp_path / "demo" / "dag.svg").exists()
     assert abs(report["traditional"]["parameters"] - report["grown"]["parameters"]) <= 0.2 * report["grown"]["parameters"]
+
+
+def _tangled(seed=11):
+    """Stacked layers, a back edge of delay 2, an input read one step late, and a group fed only
+    through a delay (it gives relu(bias) at the first step)."""
+    net, (a, b) = elman(hidden=(5, 4), seed=seed)
+    net.connect(b, a, delay=2)
+    c = net.add_group(3, outputs=[OUTPUT])
+    net.connect(b, c, delay=1)
+    d = net.add_group(2, outputs=[b])
+    net.connect(INPUT, d, delay=1)
+    rng = np.random.default_rng(seed)
+    for bias in net.biases.values():
+        bias[:] = rng.normal(size=bias.shape) * 0.3
+    return net
+
+
+@pytest.mark.parametrize("steps", [1, 2, 6])
+def test_the_unrolled_network_computes_the_same_function_and_gradients(steps):
+    from genlab.unroll import flatten, summed_grads, unroll, unrolled_params
+
+    net = _tangled()
+    u = unroll(net, steps)
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(5, steps, 3)), rng.integers(0, 2, 5)
+    through_time = SerialEngine(net, SGD(), dtype="float64")
+    through_time.forward(x)
+    loss = through_time.backward(y)
+    dag = SerialEngine(u.net, SGD(), dtype="float64")
+    c = net.hidden_groups[2]  # it feeds only the output: its cells before the last step are left out
+    assert not u.net.recurrent and [t for (g, t) in u.cells if g == c] == [steps - 1]
+    for key, value in unrolled_params(u, through_time.params).items():
+        np.testing.assert_array_equal(dag.params[key], value)
+    dag.forward(flatten(x))
+    np.testing.assert_allclose(dag.backward(y), loss, rtol=1e-13)
+    np.testing.assert_allclose(dag._h[OUTPUT], through_time._h[-1][OUTPUT], rtol=1e-12, atol=1e-12)
+    for key, g in summed_grads(u, dag.grads, through_time.params).items():
+        np.testing.assert_allclose(g, through_time.grads[key], rtol=1e-10, atol=1e-12, err_msg=str(key))
+
+
+def test_unrolled_cells_follow_the_wavefront():
+    from genlab import wavefront
+    from genlab.unroll import unroll
+
+    net, groups = elman(hidden=[4] * 3)
+    u = unroll(net, 5)
+    level = u.net.levels()
+    for k, stage in enumerate(wavefront.stages(net, 5)):
+        assert {level[u.cells[cell]] for cell in stage} == {k + 1}  # a stage is a level of the unrolled DAG

@@ -99,3 +99,13 @@ def parameter(value, what: str) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ArgumentError(f"{what} holds non-finite values (NaN or infinity)")
     return array
+
+
+def finite_parameters(net) -> None:
+    """ArgumentError naming the first parameter block of `net` that holds a non-finite value or
+    is not an array of real numbers (blocks replaced by hand are not checked on the way in)."""
+    for what, blocks in (("weight", net.weights), ("bias", net.biases)):
+        for key, block in blocks.items():
+            array = np.asarray(block)
+            if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+                raise ArgumentError(f"the {what} block {key} holds values that are not finite real numbers")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checks
 from .checks import FLOAT_DTYPES
 from .errors import FileFormatError, GraphError
 from .files import NpzReader, write_npz
@@ -44,8 +45,8 @@ def to_meta(net: Network) -> dict:
 def to_arrays(net: Network, prefix: str = "") -> dict[str, np.ndarray]:
     """Every member of the network's part of a file (metadata included), names prefixed."""
     arrays = {f"{prefix}__meta__": json_member(to_meta(net))}
-    arrays.update({f"{prefix}W_{s}_{d}": w for (s, d), w in net.weights.items()})
-    arrays.update({f"{prefix}b_{g}": b for g, b in net.biases.items()})
+    arrays.update({f"{prefix}W_{s}_{d}": np.asarray(w, net.dtype) for (s, d), w in net.weights.items()})
+    arrays.update({f"{prefix}b_{g}": np.asarray(b, net.dtype) for g, b in net.biases.items()})
     return arrays
 
 
@@ -57,6 +58,7 @@ def write(net: Network, path) -> Path:
     """Write `net` to exactly `path`, atomically; return the path. A network that could not be
     loaded back (a group cut off, say) raises GraphError and writes nothing."""
     net.validate()
+    checks.finite_parameters(net)
     return write_npz(path, to_arrays(net))
 
 

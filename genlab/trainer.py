@@ -83,6 +83,7 @@ class Trainer:
             raise ArgumentError("every_step reads a recurrent network's output at every step; this network has "
                                 "no edge with a delay")
         net.validate()
+        checks.finite_parameters(net)
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
         net._pull()  # a trainer that held it before hands its parameters over
@@ -189,7 +190,8 @@ class Trainer:
             return
         try:
             net.validate()
-        except GraphError as e:
+            checks.finite_parameters(net)
+        except (GraphError, ArgumentError) as e:
             raise StaleNetworkError(f"the network was edited into one that cannot run ({e}); no step was taken") from None
         if net.dtype != self.engine.dtype:
             net.astype(self.engine.dtype)

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -698,3 +699,21 @@ def test_any_tampering_with_a_checkpoint_is_refused_or_harmless(tmp_path_factory
     except (FileFormatError, ArgumentError):
         return
     resumed.step(X, Y)
+
+
+def test_blocks_replaced_by_hand_are_checked_before_training_or_saving(tmp_path):
+    net = small()
+    e = net.edges[0]
+    net.weights[e] = np.full_like(net.weights[e], np.nan)
+    with pytest.raises(ArgumentError, match=re.escape(f"weight block {e}")):
+        Trainer(net, backend="serial")
+    with pytest.raises(ArgumentError, match="not finite"):
+        net.save(tmp_path / "n.npz")
+    assert list(tmp_path.iterdir()) == []
+    net.weights[e] = np.ones(net.weights[e].shape, np.int64)  # integers: saved in the network's dtype
+    loaded = Network.load(net.save(tmp_path / "n.npz"))
+    assert loaded.weights[e].dtype == np.float32 and (loaded.weights[e] == 1).all()
+    trainer = Trainer(net, backend="serial")
+    net.weights[e] = np.full(net.weights[e].shape, np.inf)
+    with pytest.raises(StaleNetworkError, match="not finite"):
+        trainer.step(X, Y)

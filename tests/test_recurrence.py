@@ -259,6 +259,8 @@ def test_a_recurrent_network_exports_to_torch():
 
 
 def test_the_demo_grows_a_recurrent_network_on_sequences(tmp_path):
+    pytest.importorskip("graphviz")  # the demo draws (the GPU image has no graphviz package)
+    pytest.importorskip("PIL")
     import json
     import subprocess
     import sys

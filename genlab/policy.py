@@ -50,24 +50,10 @@ class GrowthPolicy:
     prune_taylor: float | None = None
     patience: int = 3
 
-    def __post_init__(self):
-        self.threshold = checks.real(self.threshold, "threshold")
-        self.relative = checks.boolean(self.relative, "relative")
-        if not callable(self.criterion):
-            checks.choice(self.criterion, "growth criterion", CRITERIA)
-        self.window = checks.integer(self.window, "window", 1)
-        if self.every is not None:
-            self.every = checks.integer(self.every, "every", 1)
-        checks.choice(self.mode, "growth mode", MODES)
-        self.max_depth = checks.integer(self.max_depth, "max_depth", 1)
-        self.cooldown = checks.integer(self.cooldown, "cooldown", 0)
-        self.max_groups = checks.integer(self.max_groups, "max_groups", 3)  # input, output and one hidden group
-        self.preserve = checks.boolean(self.preserve, "preserve")
-        self.noise = checks.real(self.noise, "noise", 0.0, 1e3)
-        self.prune = checks.boolean(self.prune, "prune")
-        if self.prune_taylor is not None:
-            self.prune_taylor = checks.real(self.prune_taylor, "prune_taylor", 0.0)
-        self.patience = checks.integer(self.patience, "patience", 1)
+    def __setattr__(self, name: str, value) -> None:
+        """Every field is checked when set, at construction and after (the lab's sliders set them)."""
+        check = FIELD_CHECKS.get(name)
+        super().__setattr__(name, check(value) if check else value)
 
     def settings(self) -> dict:
         """The policy's fields, JSON-ready (a criterion function is named, not stored)."""
@@ -75,3 +61,25 @@ class GrowthPolicy:
         if callable(self.criterion):
             d["criterion"] = None
         return d
+
+
+def _criterion(value):
+    return value if callable(value) else checks.choice(value, "growth criterion", CRITERIA)
+
+
+FIELD_CHECKS = {
+    "threshold": lambda v: checks.real(v, "threshold"),
+    "relative": lambda v: checks.boolean(v, "relative"),
+    "criterion": _criterion,
+    "window": lambda v: checks.integer(v, "window", 1),
+    "every": lambda v: None if v is None else checks.integer(v, "every", 1),
+    "mode": lambda v: checks.choice(v, "growth mode", MODES),
+    "max_depth": lambda v: checks.integer(v, "max_depth", 1),
+    "cooldown": lambda v: checks.integer(v, "cooldown", 0),
+    "max_groups": lambda v: checks.integer(v, "max_groups", 3),  # input, output and one hidden group
+    "preserve": lambda v: checks.boolean(v, "preserve"),
+    "noise": lambda v: checks.real(v, "noise", 0.0, 1e3),
+    "prune": lambda v: checks.boolean(v, "prune"),
+    "prune_taylor": lambda v: None if v is None else checks.real(v, "prune_taylor", 0.0),
+    "patience": lambda v: checks.integer(v, "patience", 1),
+}

@@ -75,7 +75,7 @@ class Trainer:
             raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if growth is not None and not isinstance(growth, GrowthPolicy):
             raise ArgumentTypeError(f"growth must be a genlab.GrowthPolicy or None, got {type(growth).__name__}")
-        self.batch_size = checks.integer(batch_size, "batch_size", 1)
+        self.batch_size = batch_size
         self.seed = checks.integer(seed, "seed", 0)
         dtype = checks.float_dtype(dtype)
         self.every_step = checks.boolean(every_step, "every_step")
@@ -147,6 +147,15 @@ class Trainer:
         batches of equal size, give or take one (a small remainder batch would inflate the
         gradient statistics: dL/dh of a mean loss grows as the batch shrinks)."""
         return np.array_split(self.rng.permutation(n), -(-n // self.batch_size))
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per training step (fit's batches; set it between epochs)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = checks.integer(value, "batch_size", 1)
 
     @property
     def backend(self) -> str:

@@ -717,3 +717,19 @@ def test_blocks_replaced_by_hand_are_checked_before_training_or_saving(tmp_path)
     net.weights[e] = np.full(net.weights[e].shape, np.inf)
     with pytest.raises(StaleNetworkError, match="not finite"):
         trainer.step(X, Y)
+
+
+def test_settings_changed_after_construction_are_checked_too():
+    policy = GrowthPolicy()
+    for name, value in (("noise", float("nan")), ("threshold", "high"), ("mode", "sideways"), ("max_groups", 2),
+                        ("every", 0), ("criterion", "luck")):
+        with pytest.raises(GenlabError, match=name.replace("criterion", "growth criterion").replace("mode", "growth mode")):
+            setattr(policy, name, value)
+    policy.threshold = 1e-2  # what the lab's slider does
+    assert policy.threshold == 1e-2 and policy.noise == 1.0
+    trainer = Trainer(small(), backend="serial")
+    for value in (0, 2.5, "8"):
+        with pytest.raises(GenlabError, match="batch_size"):
+            trainer.batch_size = value
+    trainer.batch_size = np.int64(16)
+    assert trainer.batch_size == 16 and type(trainer.batch_size) is int

@@ -173,6 +173,19 @@ extern "C" __global__ void max_abs(const float* __restrict__ x, int n, unsigned 
     if ((threadIdx.x & 31) == 0 && best) atomicMax(out, best);
 }
 
+// segment_sum: dst[i] = the sum of src[idx[j]] for j in ptr[i]..ptr[i+1]-1, in that order (a
+// shared parameter's gradient from its copies' in an unrolled recurrent network: deterministic,
+// no atomics). Launch: ceil(n / THREADS), THREADS.
+extern "C" __global__ void segment_sum(float* __restrict__ dst, const float* __restrict__ src,
+                                       const int* __restrict__ ptr, const int* __restrict__ idx, int n)
+{
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    if (i >= n) return;
+    float sum = 0.f;
+    for (int j = ptr[i]; j < ptr[i + 1]; ++j) sum = __fadd_rn(sum, __ldg(src + idx[j]));
+    dst[i] = sum;
+}
+
 // gather: dst[i] = src[map[i]] where map[i] >= 0, else 0. Carries optimizer state from one
 // parameter layout to the next when the topology changes. Launch: ceil(n / THREADS), THREADS.
 extern "C" __global__ void gather(float* __restrict__ dst, const float* __restrict__ src,

@@ -72,9 +72,7 @@ def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | N
 
     if executor is not None:
         executor_class(executor)  # an unknown name is an error on every backend
-    engine = ENGINES[resolve(backend)]()
-    if net.recurrent and not engine.runs_recurrent and backend == "auto":
-        engine = ENGINES["serial"]()  # the one engine that runs recurrent networks so far
+    engine = ENGINES[resolve(backend)](net.recurrent)
     if engine.has_executors:
         return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT)
     if executor is not None and backend == "serial":
@@ -83,16 +81,21 @@ def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | N
     return engine(net, optimizer, dtype=dtype)
 
 
-def _serial():
+def _serial(recurrent: bool):
     from .engines.serial import SerialEngine
 
-    return SerialEngine
+    return SerialEngine  # it runs recurrent networks through time itself
 
 
-def _cuda():
+def _cuda(recurrent: bool):
+    if recurrent:
+        from .engines.cuda.recurrent import RecurrentCudaEngine
+
+        return RecurrentCudaEngine  # the network unrolled over its steps
     from .engines.cuda import CudaEngine
 
     return CudaEngine
 
 
-ENGINES = {"serial": _serial, "cuda": _cuda}  # a backend's name: its engine class, imported on use
+# a backend's name: its engine class for a network with (or without) recurrent edges, imported on use
+ENGINES = {"serial": _serial, "cuda": _cuda}

@@ -84,7 +84,8 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             policy = growth if growth is not None else GrowthPolicy(**settings)
             opt = dict(meta["optimizer"])
             saved_executor = meta["executor"]
-            if executor is None and saved_executor is not None and ENGINES[resolve(backend)]().has_executors:
+            engine_class = ENGINES[resolve(backend)](net.recurrent)
+            if executor is None and saved_executor is not None and engine_class.has_executors:
                 executor = saved_executor
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
                               seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,

@@ -6,7 +6,7 @@ import pytest
 
 from genlab import INPUT, OUTPUT, GraphError, Network, Trainer
 from genlab.engines import SerialEngine
-from genlab.errors import BackendError, DataError
+from genlab.errors import DataError
 from genlab.optim import SGD
 
 
@@ -115,23 +115,12 @@ def test_a_recurrent_network_trains_on_sequences_and_refuses_flat_data():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(256, 10, 2))
     y = (x[:, 2, 0] > 0).astype(np.int64)  # remember step 2 until step 9
-    trainer = Trainer(net, backend="auto", lr=1e-2, seed=0)
-    assert trainer.backend == "serial"  # auto takes the engine that runs recurrent networks
+    trainer = Trainer(net, backend="serial", lr=1e-2, seed=0)
     before = trainer.evaluate(x, y)["loss"]
     trainer.fit(x, y, epochs=15, progress=False)
     assert trainer.evaluate(x, y)["loss"] < before
     with pytest.raises(DataError, match="3-D"):
         trainer.step(x[:, 0], y)
-
-
-def test_the_cuda_engine_says_it_does_not_run_recurrent_networks_yet():
-    from genlab.backends import cuda_status
-
-    if not cuda_status()[0]:
-        pytest.skip("no CUDA engine here")
-    net, _ = elman()
-    with pytest.raises(BackendError, match="recurrent"):
-        Trainer(net, backend="cuda", dtype="float32")
 
 
 @pytest.mark.parametrize("kind", ["depth", "width"])

@@ -106,8 +106,8 @@ class CudaEngine(Engine):
         of unchanged parameters and the scores of remaining groups. Everything is allocated anew
         before anything is replaced, so a failure (out of memory) leaves the engine as it was."""
         if net.recurrent:
-            raise BackendError("the CUDA engine does not run recurrent networks (edges with a delay) yet; "
-                               "use backend='serial'")
+            raise BackendError("CudaEngine runs DAGs; a recurrent network runs on RecurrentCudaEngine "
+                               "(Trainer(backend='cuda') picks it)")
         self.executor.check_kinds({net.kinds[g] for g in net.groups if g != INPUT})
         self.flush()
         L = Layout(net) if placement is None else Layout.placed(net, placement)

@@ -1,0 +1,296 @@
+"""Recurrent networks on the GPU: the network unrolled over its steps (genlab.unroll) runs on the
+CUDA engine, its parameters shared through a master copy on the device.
+
+Each step:
+1. The inner engine (a CudaEngine over the unrolled DAG, with an update that changes nothing)
+   runs forward and backward with its executor. The dependency-driven executors (dataflow,
+   dataflow_rows) release each (group, t) cell when the cells it reads are done, which is the
+   wavefront. The level executor runs it level by level: the unrolled DAG's levels are the
+   wavefront's stages.
+2. segment_sum folds each shared parameter's copies' gradients into the master gradient, in a
+   fixed order.
+3. The optimizer updates the master parameters (optim.cu, guarded like every update).
+4. gather copies them back into the unrolled network.
+
+Statistics for growth and pruning are pooled per group over its cells. Growth reloads (the host
+edits the network, as on the serial engine).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ... import operations as op
+from ...errors import BackendError, TrainingError
+from ...growth import Scores, Tracker
+from ...guard import StepGuard, gradient_ok, max_abs
+from ...network import INPUT, OUTPUT, Network
+from ...optim import SGD
+from ...unroll import flatten, unroll
+from ..base import STATISTICS, Engine, EngineState
+from .constants import THREADS
+from .executors import DEFAULT
+
+
+class RecurrentCudaEngine(Engine):
+    """Runs a recurrent Network on an NVIDIA GPU (float32) through its unrolled DAG."""
+
+    name = "cuda"
+    grows_in_place = False
+    dtypes = ("float32",)
+    has_executors = True
+    runs_recurrent = True
+
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT):
+        if np.dtype(dtype).name not in self.dtypes:
+            raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
+                               "engine for float64")
+        self.dtype, self.optimizer, self.executor_name = np.dtype(np.float32), optimizer, executor
+        self.growth_scores, self.tracker = Scores(), Tracker()
+        self.guard = StepGuard(np.float32)
+        self.inner = None
+        self.master: dict = {}
+        self._state_host: dict = {}
+        self.load(net)
+
+    # ------------------------------------------------------------------ the network
+    def load(self, net: Network) -> None:
+        carried = self._host_state() if self.master else {}
+        self.net = net.copy()
+        self.keys = [("W", s, d) for (s, d) in net.weights] + [("b", g) for g in net.biases]
+        self.shapes = {k: (net.weights[k[1:]] if k[0] == "W" else net.biases[k[1]]).shape for k in self.keys}
+        sizes = [math.prod(self.shapes[k]) for k in self.keys]
+        self.offsets = dict(zip(self.keys, np.cumsum([0] + sizes[:-1]).tolist()))
+        self.n = int(sum(sizes))
+        host = np.concatenate([np.asarray(net.weights[k[1:]] if k[0] == "W" else net.biases[k[1]], np.float32).ravel()
+                               for k in self.keys]) if self.keys else np.zeros(0, np.float32)
+        self._upload_master(host, {k: v for k, v in carried.items() if k in self.shapes})
+        self.growth_scores.ema = {g: v for g, v in self.growth_scores.ema.items() if g in net.widths}
+        self.tracker.keep_only(net.widths)
+        self.inner, self.steps = None, None  # unrolled at the next batch (its number of steps)
+        self.guard.measured(max_abs([host]), max_abs(a[self.optimizer.state_names[0]] for a in carried.values()))
+
+    def _upload_master(self, host: np.ndarray, state: dict) -> None:
+        from . import runtime
+
+        runtime.kernels()  # the context and the kernels
+        import pycuda.driver as drv
+
+        self.drv = drv
+        self.master = {"params": drv.to_device(np.ascontiguousarray(host)),
+                       "grads": drv.mem_alloc(max(4 * self.n, 4))}
+        for name in self.optimizer.state_names:
+            flat = np.zeros(self.n, np.float32)
+            for key, arrays in state.items():
+                flat[self.offsets[key]:self.offsets[key] + arrays[name].size] = arrays[name].ravel()
+            self.master[f"state_{name}"] = drv.to_device(flat)
+
+    def _host(self, name: str) -> dict:
+        flat = np.empty(self.n, np.float32)
+        if self.n:
+            self.drv.memcpy_dtoh(flat, self.master[name])
+        return {k: flat[o:o + math.prod(self.shapes[k])].reshape(self.shapes[k]).copy() for k, o in self.offsets.items()}
+
+    def _host_state(self) -> dict:
+        per_name = {n: self._host(f"state_{n}") for n in self.optimizer.state_names}
+        return {k: {n: per_name[n][k] for n in per_name} for k in self.keys}
+
+    def _unrolled(self, steps: int) -> None:
+        """The inner engine for sequences of `steps` steps, and the maps between the copies."""
+        if self.every_step:
+            raise BackendError("the CUDA engine reads a recurrent network's output at the last step only; use "
+                               "backend='serial' for every_step")
+        if self.steps == steps:
+            return
+        from .engine import CudaEngine
+
+        u = unroll(self.net, steps)
+        inner = CudaEngine(u.net, SGD(lr=0.0, momentum=0.0), executor=self.executor_name)
+        L = inner.layout
+        copy_of = np.full(L.n_params, -1, np.int64)
+        for key, source in u.shared.items():
+            if source is None:
+                continue
+            original, columns = source
+            off, shape = L.offsets[key], L.shapes[key]
+            master = self.offsets[original] + np.arange(math.prod(self.shapes[original])).reshape(self.shapes[original])
+            if columns is None:
+                copy_of[off:off + master.size] = master.ravel()
+            else:
+                block = np.full(shape, -1, np.int64)
+                block[:, columns] = master
+                copy_of[off:off + block.size] = block.ravel()
+        used = np.nonzero(copy_of >= 0)[0]
+        order = used[np.argsort(copy_of[used], kind="stable")]
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(copy_of[used], minlength=self.n))]).astype(np.int32)
+        self.maps = {"bcast": inner.mem.upload(copy_of.astype(np.int32)), "ptr": inner.mem.upload(ptr),
+                     "idx": inner.mem.upload(order.astype(np.int32)), "n_inner": L.n_params}
+        self.copies = int(np.bincount(copy_of[used], minlength=self.n).max()) if used.size else 1
+        self.inner, self.steps, self.u = inner, steps, u
+        self.stream, self.launch = inner.stream, inner.launch  # one stream: the master's work follows the step's
+        inner.pruning = (self.pruning[0], None)
+        self._broadcast()
+
+    def _broadcast(self) -> None:
+        n = self.maps["n_inner"]
+        self.launch.flat("gather", n, self.inner.buffers["params"], self.master["params"], self.maps["bcast"], np.int32(n))
+        self.stream.synchronize()
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._unrolled(np.asarray(x).shape[1])
+        return self.inner.forward(flatten(x))
+
+    def backward(self, y: np.ndarray) -> float:
+        loss = self.inner.backward(y)
+        self._fold_grads()
+        self._pool_stats()
+        return loss
+
+    def _fold_grads(self) -> None:
+        self.launch.flat("segment_sum", self.n, self.master["grads"], self.inner.buffers["grads"], self.maps["ptr"],
+                         self.maps["idx"], np.int32(self.n))
+
+    def update(self) -> None:
+        self._update_master()
+        self.stream.synchronize()
+
+    def _update_master(self) -> None:
+        opt = self.optimizer
+        state = [self.master[f"state_{n}"] for n in opt.state_names] + [np.intp(0)] * (3 - len(opt.state_names))
+        self.launch("optimizer_update", ((self.n + 4 * THREADS - 1) // (4 * THREADS), 1), np.int32(opt.code),
+                    self.master["params"], self.master["grads"], *state, np.int32(self.n), np.float32(opt.lr),
+                    *[np.float32(h) for h in opt.hyper], self.inner.buffers["scalars"])
+        self._broadcast()
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """One step as described in the module's docstring; all or nothing (genlab.guard)."""
+        self._unrolled(np.asarray(x).shape[1])
+        careful = not self.guard.safe(self.optimizer)
+        backup = self._backup() if careful else None
+        loss, correct = self.inner.step(flatten(x), y)  # refuses non-finite losses and gradients itself
+        self._fold_grads()
+        gradsq = self.inner.read_scalars()[2]
+        if not gradient_ok(loss, gradsq * self.copies):
+            raise TrainingError("the gradients summed over time diverged on this batch; the step was not applied")
+        self._update_master()
+        self._pool_stats()
+        if not careful:
+            self.guard.advance(self.optimizer, gradsq * self.copies)  # |sum of copies|^2 <= copies * sum of squares
+            return loss, correct
+        found = (max_abs(self._host("params").values()), max_abs(a for a in self._host(
+            f"state_{self.optimizer.state_names[0]}").values()))
+        if math.inf in found:
+            for name, saved in backup.items():
+                self.drv.memcpy_dtod(self.master[name], saved, 4 * self.n)
+            self._broadcast()
+            raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made "
+                                "parameters non-finite; it was not applied (try a lower learning rate)")
+        self.guard.measured(*found)
+        return loss, correct
+
+    def _backup(self) -> dict:
+        saved = {}
+        for name in ["params"] + [f"state_{n}" for n in self.optimizer.state_names]:
+            saved[name] = self.drv.mem_alloc(max(4 * self.n, 4))
+            self.drv.memcpy_dtod(saved[name], self.master[name], 4 * self.n)
+        return saved
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # ------------------------------------------------------------------ statistics
+    def _pool_stats(self) -> None:
+        """Per group, pooled over its cells: the std of dL/dh, |mean h dL/dh|; the ranges; and
+        the smoothing the growth rules read."""
+        inner, u = self.inner, self.u
+        L = inner.layout
+        sums, _, _ = inner._sums_and_std()
+        pooled: dict[int, np.ndarray] = {g: np.zeros(3) for g in self.net.groups if g != INPUT}
+        for (g, _t), cell in u.cells.items():
+            pooled[g] += sums[L.slot[cell]]
+        stats = {name: {} for name in STATISTICS}
+        for g, (s1, s2, s3) in pooled.items():
+            n = self.steps * inner.batch * self.net.widths[g]  # cells left out count as zeros, as through time
+            mean = s1 / n
+            stats["grad_std"][g] = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
+            stats["taylor"][g] = float(abs(s3 / n))
+        if self.growth_criterion is not None and \
+                op.Criterion[self.growth_criterion[0].upper()] is op.Criterion.WEIGHT_GRAD_NORM:
+            grads = self._host("grads")
+            for g in pooled:
+                stats["weight_grad_norm"][g] = float(np.sqrt(sum(np.sum(grads[k] ** 2) for k in self.keys
+                                                                 if k[-1] == g)))
+        if self.pruning[0]:
+            cells = inner._read_stats()
+            for (g, _t), cell in u.cells.items():
+                if g != OUTPUT:
+                    lo, hi = cells["h_min"][cell], cells["h_max"][cell]
+                    stats["h_min"][g] = np.minimum(stats["h_min"][g], lo) if g in stats["h_min"] else lo
+                    stats["h_max"][g] = np.maximum(stats["h_max"][g], hi) if g in stats["h_max"] else hi
+        self._stats = stats
+        if self.growth_criterion is not None:
+            name, alpha = self.growth_criterion
+            self.growth_scores.observe(stats[name], alpha)
+        ranges, taylor_alpha = self.pruning
+        if ranges or taylor_alpha is not None:
+            self.tracker.observe(stats, ranges, taylor_alpha)
+
+    @property
+    def stats(self) -> dict:
+        return self._stats
+
+    @property
+    def grad_std(self) -> dict[int, float]:
+        return dict(sorted(self._stats["grad_std"].items()))
+
+    # ------------------------------------------------------------------ parameters and state
+    @property
+    def params(self) -> dict:
+        return self._host("params")
+
+    @property
+    def grads(self) -> dict:
+        return self._host("grads")
+
+    def write_back(self, net: Network) -> None:
+        for key, value in self.params.items():
+            if key[0] == "W":
+                net.weights[key[1:]] = value.astype(net.dtype)
+            else:
+                net.biases[key[1]] = value.astype(net.dtype)
+
+    def export_state(self) -> EngineState:
+        t = self.tracker
+        return EngineState(self._host_state(), dict(self.growth_scores.ema), dict(t.taylor),
+                           {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
+
+    def import_state(self, state: EngineState, net: Network) -> None:
+        for name in self.optimizer.state_names:
+            flat = np.zeros(self.n, np.float32)
+            for key, arrays in state.optimizer.items():
+                flat[self.offsets[key]:self.offsets[key] + math.prod(self.shapes[key])] = \
+                    np.asarray(arrays[name], np.float32).ravel()
+            self.drv.memcpy_htod(self.master[f"state_{name}"], flat)
+        self.growth_scores.ema, self.tracker.taylor = dict(state.ema), dict(state.taylor)
+        self.tracker.lo = {g: lo.astype(np.float32) for g, (lo, _) in state.ranges.items()}
+        self.tracker.hi = {g: hi.astype(np.float32) for g, (_, hi) in state.ranges.items()}
+        self.guard.measured(max_abs(self._host("params").values()),
+                            max_abs(self._host(f"state_{self.optimizer.state_names[0]}").values()))
+
+    # ------------------------------------------------------------------ growth
+    def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
+        inputs0 = self.net.forward_edges()[0]
+        hidden = set(self.net.hidden_groups)
+        return self.growth_scores.choose(inputs0.__getitem__, hidden, eligible, threshold, relative)
+
+    def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
+        return self.tracker.report(judge)
+
+    def apply_growth(self, net: Network, log: list) -> None:
+        self.load(net)
+        for operation in log:
+            if isinstance(operation, op.Inherit):
+                self.growth_scores.inherit(operation.new, operation.source)

@@ -38,8 +38,13 @@ class Unrolled:
     shared: dict[tuple, tuple | None]  # unrolled parameter key -> (recurrent key, column slice | None) or None
 
 
-def unroll(net: Network, steps: int) -> Unrolled:
-    """The network `net` over `steps` steps as one DAG (see the module's docstring)."""
+def unroll(net: Network, steps: int, time_major: bool = False) -> Unrolled:
+    """The network `net` over `steps` steps as one DAG (see the module's docstring).
+
+    time_major=True adds sequencing edges with all-zero blocks (no parameter behind them: they
+    change no value and no shared gradient): from the last cell of each step to the first cells
+    of the next, so that every schedule runs the steps one after another, each step's DAG level
+    by level (the time-major baseline of the wavefront)."""
     steps = checks.integer(steps, "steps", 1)
     n_in = net.n_inputs
     order = [g for g in net.topological_order()[1:] if g != OUTPUT]
@@ -71,8 +76,27 @@ def unroll(net: Network, steps: int) -> Unrolled:
             shared[("W", INPUT, cell)] = None  # an all-zero block: no parameter behind it
         dag.biases[cell] = net.biases[g].copy()
         shared[("b", cell)] = (("b", g), None)
+    if time_major:
+        _sequence(dag, cells, steps, order, shared)
     dag.validate()
     return Unrolled(dag, steps, cells, shared)
+
+
+def _sequence(dag: Network, cells: dict, steps: int, order: list[int], shared: dict) -> None:
+    """Zero edges from step t's deepest cell to step t + 1's cells that read no other cell of
+    their own step: step t + 1 then starts after all of step t."""
+    level = dag.levels()
+    for t in range(steps - 1):
+        now = [cells[(g, t)] for g in order if (g, t) in cells]
+        later = [cells[(g, t + 1)] for g in order if (g, t + 1) in cells]
+        if not now or not later:
+            continue
+        last = max(now, key=lambda c: (level[c], c))
+        same_step = set(later)
+        for cell in later:
+            if not any(s in same_step for s in dag.inputs(cell)) and last not in dag.inputs(cell):
+                dag.connect(last, cell, weight=np.zeros((dag.widths[cell], dag.widths[last]), dag.dtype))
+                shared[("W", last, cell)] = None
 
 
 def _live_cells(net: Network, steps: int, order: list[int]) -> set[tuple[int, int]]:

@@ -104,3 +104,20 @@ def test_a_gpu_checkpoint_of_a_recurrent_run_resumes_on_either_engine(tmp_path):
         np.testing.assert_allclose(resumed.logits(x), trainer.logits(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(BackendError, match="every_step"):
         Trainer(tangled(), backend="cuda", every_step=True).step(x, rng.integers(0, 4, (32, 6)))
+
+
+@pytest.mark.parametrize("executor", ["level", "dataflow_rows"])
+def test_time_major_and_wavefront_schedules_give_the_same_steps(executor):
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+
+    net = Network.elman(6, [16, 16, 16], 4, seed=7)
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(32, 9, 6)).astype(np.float32), rng.integers(0, 4, 32)
+    runs = []
+    for time_major in (False, True):
+        engine = RecurrentCudaEngine(net, Adam(lr=1e-2), executor=executor, time_major=time_major)
+        losses = [engine.step(x, y)[0] for _ in range(3)]
+        runs.append((losses, engine.params))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)
+    for key, p in runs[0][1].items():
+        np.testing.assert_allclose(runs[1][1][key], p, rtol=1e-4, atol=1e-6)

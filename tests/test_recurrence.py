@@ -310,3 +310,28 @@ def test_unrolled_cells_follow_the_wavefront():
     level = u.net.levels()
     for k, stage in enumerate(wavefront.stages(net, 5)):
         assert {level[u.cells[cell]] for cell in stage} == {k + 1}  # a stage is a level of the unrolled DAG
+
+
+@pytest.mark.parametrize("layers, steps", [(1, 4), (3, 5)])
+def test_time_major_unrolling_runs_step_after_step_with_the_same_results(layers, steps):
+    from genlab.unroll import flatten, summed_grads, unroll, unrolled_params
+
+    net, groups = elman(hidden=[4] * layers)
+    skew, major = unroll(net, steps), unroll(net, steps, time_major=True)
+    level = major.net.levels()
+    for (g, t), cell in major.cells.items():
+        if g != OUTPUT:
+            assert level[cell] == t * layers + groups.index(g) + 1  # one step after another
+    assert max(skew.net.levels().values()) == layers + steps  # the wavefront: L + T - 1 stages, then the output
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(4, steps, 3)), rng.integers(0, 2, 4)
+    results = []
+    for u in (skew, major):
+        engine = SerialEngine(u.net, SGD(), dtype="float64")
+        for key, value in unrolled_params(u, SerialEngine(net, SGD(), dtype="float64").params).items():
+            engine.params[key][...] = value
+        engine.forward(flatten(x))
+        results.append((engine.backward(y), summed_grads(u, engine.grads, SerialEngine(net, SGD()).params)))
+    assert results[0][0] == results[1][0]
+    for key in results[0][1]:
+        np.testing.assert_array_equal(results[0][1][key], results[1][1][key])

@@ -6,7 +6,8 @@ Each step:
    runs forward and backward with its executor. The dependency-driven executors (dataflow,
    dataflow_rows) release each (group, t) cell when the cells it reads are done, which is the
    wavefront. The level executor runs it level by level: the unrolled DAG's levels are the
-   wavefront's stages.
+   wavefront's stages. time_major=True runs the steps one after another instead (sequencing
+   edges of zeros in the unrolled DAG): the baseline the wavefront is measured against.
 2. segment_sum folds each shared parameter's copies' gradients into the master gradient, in a
    fixed order.
 3. The optimizer updates the master parameters (optim.cu, guarded like every update).
@@ -43,11 +44,12 @@ class RecurrentCudaEngine(Engine):
     has_executors = True
     runs_recurrent = True
 
-    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT):
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, time_major: bool = False):
         if np.dtype(dtype).name not in self.dtypes:
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
         self.dtype, self.optimizer, self.executor_name = np.dtype(np.float32), optimizer, executor
+        self.time_major = time_major  # the steps one after another (the wavefront's baseline; genlab.unroll)
         self.growth_scores, self.tracker = Scores(), Tracker()
         self.guard = StepGuard(np.float32)
         self.inner = None
@@ -106,7 +108,7 @@ class RecurrentCudaEngine(Engine):
             return
         from .engine import CudaEngine
 
-        u = unroll(self.net, steps)
+        u = unroll(self.net, steps, time_major=self.time_major)
         inner = CudaEngine(u.net, SGD(lr=0.0, momentum=0.0), executor=self.executor_name)
         L = inner.layout
         copy_of = np.full(L.n_params, -1, np.int64)

@@ -128,3 +128,16 @@ def test_a_missed_import_target_names_what_genlab_cannot_avoid():
     assert "0.55 s" in entry["why"] and "0.11 s" in entry["why"]
     (entry,) = targets({"workloads": {}, "import": {"cold_s": 1.5, "warm_s": 0.5, "numpy_pycuda_context_s": 0.4}})
     assert entry["met"] and "why" not in entry
+
+
+def test_the_recurrence_benchmarks_torch_rnn_holds_the_networks_weights():
+    torch = pytest.importorskip("torch")
+    from genlab.bench.recurrence import case, torch_rnn
+    from genlab.engines import SerialEngine
+    from genlab.optim import SGD
+
+    net, x, y = case(layers=3, steps=5, hidden=8, batch=4)
+    rnn, head = torch_rnn(net, 3, torch.device("cpu"))
+    with torch.no_grad():
+        logits = head(rnn(torch.from_numpy(x))[0][:, -1]).numpy()
+    np.testing.assert_allclose(logits, SerialEngine(net, SGD()).forward(x), rtol=1e-4, atol=1e-5)

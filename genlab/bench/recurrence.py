@@ -1,0 +1,141 @@
+"""Stacked RNN training steps on the GPU: genlab's recurrent CUDA engine in wavefront and
+time-major order (executors level and dataflow_rows), against PyTorch's nn.RNN (cuDNN) and
+PyTorch's layer loop captured in one CUDA graph. Every implementation trains the same network
+(the same weights, Adam, cross-entropy at the last step) on the same random batch; times are the
+median of CUDA-event-bracketed steps after a warm-up.
+
+    python -m genlab.bench.recurrence --out benchmarks/results/<device>/recurrence.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..network import Network
+from .baselines import _graphed
+from .timing import time_cuda
+
+SHAPES = [  # (layers, steps, hidden, batch); features in = hidden / 2
+    (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (4, 64, 128, 64), (4, 64, 256, 64), (4, 32, 64, 256),
+    (4, 128, 64, 64),
+]
+GENLAB = [("genlab_wavefront_level", "level", False), ("genlab_time_major_level", "level", True),
+          ("genlab_wavefront_rows", "dataflow_rows", False), ("genlab_time_major_rows", "dataflow_rows", True)]
+
+
+def case(layers: int, steps: int, hidden: int, batch: int, seed: int = 0):
+    net = Network.elman(hidden // 2, [hidden] * layers, 10, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, steps, hidden // 2)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    return net, x, y
+
+
+def torch_rnn(net: Network, layers: int, device):
+    """nn.RNN (ReLU) and a Linear head holding the network's weights (the bias as b_ih, b_hh = 0)."""
+    import torch
+
+    hidden = net.widths[net.hidden_groups[0]]
+    rnn = torch.nn.RNN(net.n_inputs, hidden, num_layers=layers, nonlinearity="relu", batch_first=True).to(device)
+    head = torch.nn.Linear(hidden, net.n_outputs).to(device)
+    groups = net.hidden_groups
+    with torch.no_grad():
+        for layer, g in enumerate(groups):
+            src = 0 if layer == 0 else groups[layer - 1]
+            getattr(rnn, f"weight_ih_l{layer}").copy_(torch.from_numpy(net.weights[(src, g)]))
+            getattr(rnn, f"weight_hh_l{layer}").copy_(torch.from_numpy(net.weights[(g, g)]))
+            getattr(rnn, f"bias_ih_l{layer}").copy_(torch.from_numpy(net.biases[g]))
+            getattr(rnn, f"bias_hh_l{layer}").zero_()
+        head.weight.copy_(torch.from_numpy(net.weights[(groups[-1], 1)]))
+        head.bias.copy_(torch.from_numpy(net.biases[1]))
+    return rnn, head
+
+
+def torch_steps(net: Network, layers: int, x: np.ndarray, y: np.ndarray) -> dict:
+    """ms per training step: cuDNN's nn.RNN, and the layer loop (cell by cell) in one CUDA graph."""
+    import torch
+
+    device = torch.device("cuda")
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    ce = torch.nn.functional.cross_entropy
+    out = {}
+    rnn, head = torch_rnn(net, layers, device)
+    opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=1e-3)
+
+    def cudnn_step():
+        opt.zero_grad(set_to_none=True)
+        ce(head(rnn(xt)[0][:, -1]), yt).backward()
+        opt.step()
+    out["torch_cudnn"] = time_cuda(cudnn_step, 50)
+    rnn2, head2 = torch_rnn(net, layers, device)
+    weights = [(getattr(rnn2, f"weight_ih_l{i}"), getattr(rnn2, f"weight_hh_l{i}"), getattr(rnn2, f"bias_ih_l{i}"))
+               for i in range(layers)]
+    opt2 = torch.optim.Adam([*rnn2.parameters(), *head2.parameters()], lr=1e-3, capturable=True)
+
+    def loop_step():
+        opt2.zero_grad(set_to_none=False)
+        h = [xt.new_zeros(xt.shape[0], w_hh.shape[0]) for _, w_hh, _ in weights]
+        for t in range(xt.shape[1]):
+            below = xt[:, t]
+            for i, (w_ih, w_hh, b) in enumerate(weights):
+                h[i] = torch.relu(torch.addmm(b, below, w_ih.t()) + h[i] @ w_hh.t())
+                below = h[i]
+        ce(head2(below), yt).backward()
+        opt2.step()
+    out["torch_loop_graph"] = time_cuda(_graphed(loop_step), 50)
+    return out
+
+
+def genlab_steps(net: Network, x: np.ndarray, y: np.ndarray) -> dict:
+    from ..engines.cuda.recurrent import RecurrentCudaEngine
+    from ..optim import Adam
+
+    out = {}
+    for name, executor, time_major in GENLAB:
+        engine = RecurrentCudaEngine(net, Adam(lr=1e-3), executor=executor, time_major=time_major)
+        step = engine.step
+        out[name] = time_cuda(lambda: step(x, y), 30, warmup=5)
+        out[name + "_levels"] = max(engine.u.net.levels().values())  # dependent stages of the unrolled step
+    return out
+
+
+def run(shapes=SHAPES) -> list[dict]:
+    from ..wavefront import ideal_speedup
+
+    rows = []
+    for layers, steps, hidden, batch in shapes:
+        net, x, y = case(layers, steps, hidden, batch)
+        row = {"layers": layers, "steps": steps, "hidden": hidden, "batch": batch,
+               "ideal_wavefront_speedup": ideal_speedup(net, steps)}
+        row.update({f"{k}_ms" if not k.endswith("_levels") else k: v for k, v in genlab_steps(net, x, y).items()})
+        row.update({f"{k}_ms": v for k, v in torch_steps(net, layers, x, y).items()})
+        for ex in ("level", "rows"):
+            row[f"wavefront_speedup_{ex}"] = row[f"genlab_time_major_{ex}_ms"] / row[f"genlab_wavefront_{ex}_ms"]
+            row[f"share_of_ideal_{ex}"] = row[f"wavefront_speedup_{ex}"] / row["ideal_wavefront_speedup"]
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m genlab.bench.recurrence", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="the JSON file to write")
+    parser.add_argument("--quick", action="store_true", help="the first two shapes only")
+    args = parser.parse_args(argv)
+    import torch
+
+    rows = run(SHAPES[:2] if args.quick else SHAPES)
+    result = {"device": torch.cuda.get_device_name(), "unit": "ms per training step (median, CUDA events)",
+              "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

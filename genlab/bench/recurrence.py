@@ -22,7 +22,7 @@ from .timing import time_cuda
 
 SHAPES = [  # (layers, steps, hidden, batch); features in = hidden / 2
     (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (4, 64, 128, 64), (4, 64, 256, 64), (4, 32, 64, 256),
-    (4, 128, 64, 64),
+    (4, 128, 64, 64), (2, 256, 64, 64), (4, 256, 64, 64), (2, 512, 64, 32),
 ]
 GENLAB = [("genlab_wavefront_level", "level", False), ("genlab_time_major_level", "level", True),
           ("genlab_wavefront_rows", "dataflow_rows", False), ("genlab_time_major_rows", "dataflow_rows", True)]
@@ -103,7 +103,7 @@ def genlab_steps(net: Network, x: np.ndarray, y: np.ndarray) -> dict:
     for name, executor, time_major in GENLAB:
         engine = RecurrentCudaEngine(net, Adam(lr=1e-3), executor=executor, time_major=time_major)
         step = engine.step
-        out[name] = time_cuda(lambda: step(x, y), 30, warmup=5)
+        out[name] = time_cuda(lambda: step(x, y), 30 if x.shape[1] <= 128 else 8, warmup=3)
         out[name + "_levels"] = max(engine.u.net.levels().values())  # dependent stages of the unrolled step
     return out
 

@@ -9,7 +9,7 @@ import numpy as np
 from . import checks
 from .backends import make_engine
 from .datasets import check_data
-from .errors import ArgumentError, ArgumentTypeError, DataError, GraphError, StaleNetworkError, TrainingError
+from .errors import ArgumentError, ArgumentTypeError, BackendError, DataError, GraphError, StaleNetworkError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy, Grower
 from .network import Network
 from .optim import make_optimizer
@@ -90,6 +90,9 @@ class Trainer:
         work = net.copy()
         work.astype(dtype)
         self.engine = make_engine(backend, work, self.optimizer, dtype=dtype, executor=executor)
+        if self.every_step and not self.engine.reads_every_step:
+            raise BackendError(f"the {self.engine.name} engine reads a recurrent network's output at the last step "
+                               "only; use backend='serial' for every_step")
         self._start = work.copy()  # what reset() goes back to
         net.assign(work)  # in the trainer's dtype: what it saves is what it trains
         self._net = net

@@ -55,6 +55,7 @@ class Engine(ABC):
     dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
     has_executors: ClassVar[bool] = False  # takes executor= (a schedule of its step)
     runs_recurrent: ClassVar[bool] = False  # runs networks with delayed edges on sequences
+    reads_every_step: ClassVar[bool] = False  # can read a recurrent network's output at every step
     dtype: np.dtype
     optimizer: object
     growth_criterion: tuple[str, float] | None = None

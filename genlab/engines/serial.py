@@ -38,6 +38,7 @@ class SerialEngine(Engine):
     grows_in_place = False  # growth reloads the network (its parameters are already on the host)
     dtypes = ("float32", "float64")
     runs_recurrent = True
+    reads_every_step = True
 
     def __init__(self, net: Network, optimizer, dtype="float32"):
         self.dtype = np.dtype(dtype)

@@ -101,9 +101,6 @@ class RecurrentCudaEngine(Engine):
 
     def _unrolled(self, steps: int) -> None:
         """The inner engine for sequences of `steps` steps, and the maps between the copies."""
-        if self.every_step:
-            raise BackendError("the CUDA engine reads a recurrent network's output at the last step only; use "
-                               "backend='serial' for every_step")
         if self.steps == steps:
             return
         from .engine import CudaEngine

@@ -101,7 +101,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             trainer.metadata = meta["metadata"]
         except (FileFormatError, BackendError):
             raise  # already says what is wrong: the file, or the engine asked for
-        except (GenlabError, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (GenlabError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise FileFormatError(f"{reader.path}: member '__trainer__' is inconsistent ({type(e).__name__}: {e})") \
                 from None
     return trainer

@@ -31,3 +31,21 @@ def assert_unchanged(net, before):
         np.testing.assert_array_equal(weights[k], before[2][k])
     for k in biases:
         np.testing.assert_array_equal(biases[k], before[3][k])
+
+
+def tangle(net, a, b, widths, seed, scale):
+    """Recurrence at its most varied, added to a network whose hidden groups a -> b are stacked
+    recurrent layers: a back edge b -> a of delay 2, a group c reading b one step back and
+    feeding the output, a group d reading the input one step late and feeding b; biases drawn
+    with `scale`."""
+    from genlab import INPUT, OUTPUT
+
+    net.connect(b, a, delay=2)
+    c = net.add_group(widths[0], outputs=[OUTPUT])
+    net.connect(b, c, delay=1)
+    d = net.add_group(widths[1], outputs=[b])
+    net.connect(INPUT, d, delay=1)
+    rng = np.random.default_rng(seed)
+    for bias in net.biases.values():
+        bias[:] = rng.normal(size=bias.shape) * scale
+    return net

@@ -4,8 +4,9 @@ backpropagation through time, with every executor."""
 
 import numpy as np
 import pytest
+from conftest import tangle
 
-from genlab import INPUT, OUTPUT, GrowthPolicy, Network, Trainer
+from genlab import GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
 from genlab.errors import BackendError, TrainingError
 from genlab.optim import SGD, Adam
@@ -17,16 +18,7 @@ EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch",
 
 def tangled(seed=1):
     net = Network.elman(6, [12, 9], 4, seed=seed)
-    a, b = net.hidden_groups
-    net.connect(b, a, delay=2)
-    c = net.add_group(5, outputs=[OUTPUT])
-    net.connect(b, c, delay=1)
-    d = net.add_group(3, outputs=[b])
-    net.connect(INPUT, d, delay=1)
-    rng = np.random.default_rng(seed)
-    for bias in net.biases.values():
-        bias[:] = rng.normal(size=bias.shape) * 0.2
-    return net
+    return tangle(net, *net.hidden_groups, widths=(5, 3), seed=seed, scale=0.2)
 
 
 def engines(net, optimizer, executor, dtype="float64"):

@@ -3,6 +3,7 @@ against finite differences and against torch.nn.RNN, files, and what stays an er
 
 import numpy as np
 import pytest
+from conftest import tangle
 
 from genlab import INPUT, OUTPUT, GraphError, Network, Trainer
 from genlab.engines import SerialEngine
@@ -267,15 +268,7 @@ def _tangled(seed=11):
     """Stacked layers, a back edge of delay 2, an input read one step late, and a group fed only
     through a delay (it gives relu(bias) at the first step)."""
     net, (a, b) = elman(hidden=(5, 4), seed=seed)
-    net.connect(b, a, delay=2)
-    c = net.add_group(3, outputs=[OUTPUT])
-    net.connect(b, c, delay=1)
-    d = net.add_group(2, outputs=[b])
-    net.connect(INPUT, d, delay=1)
-    rng = np.random.default_rng(seed)
-    for bias in net.biases.values():
-        bias[:] = rng.normal(size=bias.shape) * 0.3
-    return net
+    return tangle(net, a, b, widths=(3, 2), seed=seed, scale=0.3)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 6])

@@ -650,6 +650,15 @@ def _paths(value, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
+def _rewrite_member(path, name: str, change) -> None:
+    """Member `name` of the .npz at `path` replaced by change(member), the file written again."""
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays[name] = change(arrays[name])
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def _replace_one_value(member: np.ndarray, data) -> np.ndarray:
     """A JSON member with one of its values (drawn) replaced by any JSON value (drawn)."""
     doc = json.loads(member.tobytes())
@@ -670,11 +679,7 @@ def test_any_tampering_with_the_metadata_is_refused_or_harmless(tmp_path_factory
     net = small()
     net.connect(net.hidden_groups[-1], net.hidden_groups[0], delay=1)
     path = net.save(folder / "n.npz")
-    with np.load(path) as f:
-        arrays = dict(f)
-    arrays["__meta__"] = _replace_one_value(arrays["__meta__"], data)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    _rewrite_member(path, "__meta__", lambda member: _replace_one_value(member, data))
     try:
         loaded = Network.load(path)
     except FileFormatError:
@@ -689,11 +694,7 @@ def test_any_tampering_with_a_checkpoint_is_refused_or_harmless(tmp_path_factory
     trainer = Trainer(small(), backend="serial", growth=GrowthPolicy(threshold=0.0, every=2, cooldown=0, prune=True))
     trainer.fit(X, Y, epochs=1, progress=False)
     path = trainer.save(folder / "c.npz")
-    with np.load(path) as f:
-        arrays = dict(f)
-    arrays["__trainer__"] = _replace_one_value(arrays["__trainer__"], data)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    _rewrite_member(path, "__trainer__", lambda member: _replace_one_value(member, data))
     try:
         resumed = Trainer.load(path, backend="serial")
     except (FileFormatError, ArgumentError):

@@ -8,6 +8,7 @@ import numpy as np
 from . import checks
 from .errors import GraphError
 from .network import INPUT, OUTPUT, _ids
+from .shapes import edge_width
 
 
 def mlp(cls, sizes, seed: int = 0, dtype=np.float32):
@@ -25,7 +26,8 @@ def mlp(cls, sizes, seed: int = 0, dtype=np.float32):
 
 
 def elman(cls, n_inputs: int, hidden, n_outputs: int, seed: int = 0, dtype=np.float32):
-    """A stacked Elman RNN (Network.elman)."""
+    """A stacked Elman RNN as groups: hidden group l reads group l-1 now and itself one step
+    ago (connect(g, g, delay=1)); the output reads the last one."""
     hidden = list(hidden)
     if not hidden:
         raise GraphError("elman needs at least one hidden width")
@@ -74,16 +76,16 @@ def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
 
 def init_params(net, seed: int = 0) -> None:
     """Draw every weight block of `net` as its group's kind draws a new edge (He-normal over the group's
-    total fan-in for dense groups); zero the biases."""
+    total fan-in for dense groups), and every group's own parameters as a new group's."""
     rng = np.random.default_rng(checks.integer(seed, "seed", 0))
     weights, biases = {}, {}
     for g in net.groups[1:]:
-        kind = net.kind(g)
-        fan_in = sum(net.widths[s] for s in net._in[g])
+        kind, spec = net.kind(g), net.spec(g)
+        seen = {s: edge_width(net, s, g) for s in net._in[g]}
         for s in net._in[g]:
-            shape = kind.edge_shape(net.widths[g], net.widths[s])
-            weights[(s, g)] = kind.draw_edge(rng, shape, fan_in).astype(net.dtype)
-        biases[g] = np.zeros(kind.bias_shape(net.widths[g]), net.dtype)
+            shape = kind.edge_shape(spec, seen[s])
+            weights[(s, g)] = kind.draw_edge(spec, rng, shape, sum(seen.values())).astype(net.dtype)
+        biases[g] = kind.init_bias(spec, rng).astype(net.dtype)
     net._pull()
     net._weights.update(weights)
     net._biases.update(biases)
@@ -92,11 +94,11 @@ def init_params(net, seed: int = 0) -> None:
 def summary(net) -> str:
     """A text table: one row per group (level, width, inputs, outputs, parameters)."""
     level = net.levels()
-    rows = [f"{'group':>6} {'role':<7} {'kind':<6} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
+    rows = [f"{'group':>6} {'role':<7} {'kind':<9} {'level':>5} {'width':>6} {'params':>8}  inputs -> outputs"]
     for g in sorted(net.widths, key=lambda g: (level[g], g)):
         role = "input" if g == INPUT else "output" if g == OUTPUT else "hidden"
-        params = sum(net.weights[(s, g)].size for s in net._in[g]) + (net.widths[g] if g != INPUT else 0)
-        rows.append(f"{g:>6} {role:<7} {net.kinds.get(g, '-'):<6} {level[g]:>5} {net.widths[g]:>6} {params:>8}  "
+        params = sum(net.weights[(s, g)].size for s in net._in[g]) + (net.biases[g].size if g != INPUT else 0)
+        rows.append(f"{g:>6} {role:<7} {net.kinds.get(g, '-'):<9} {level[g]:>5} {net.widths[g]:>6} {params:>8}  "
                     f"{_ids(net._in[g]) or '-'} -> {_ids(net._out[g]) or '-'}")
     rows.append(f"{len(net.widths)} groups, {len(net.weights)} edges, {net.n_params} parameters, "
                 f"depth {level[OUTPUT]}")

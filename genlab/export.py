@@ -28,6 +28,8 @@ def to_torch(net: Network):
             self.order = [g for g in net.topological_order() if g != INPUT]
             self.sources = {g: net.inputs(g) for g in self.order}
             self.kinds = {g: net.kind(g) for g in self.order}
+            self.specs = {g: net.spec(g) for g in self.order}
+            self.input_shape = net.input_shape
             self.weights = torch.nn.ParameterDict(
                 {f"W_{s}_{d}": torch.nn.Parameter(torch.from_numpy(w.copy())) for (s, d), w in net.weights.items()})
             self.biases = torch.nn.ParameterDict(
@@ -37,7 +39,7 @@ def to_torch(net: Network):
 
         def forward(self, x):
             if not self.delays:
-                return self._step({INPUT: x}, [])[OUTPUT]
+                return self._step({INPUT: x.reshape(x.shape[0], *self.input_shape)}, [])[OUTPUT]
             past = []
             for t in range(x.shape[1]):
                 past.append(self._step({INPUT: x[:, t]}, past))
@@ -48,8 +50,8 @@ def to_torch(net: Network):
             for g in self.order:
                 sources = self.sources[g]
                 values = [self._read(h, past, s, self.delays.get((s, g), 0)) for s in sources]
-                h[g] = self.kinds[g].torch_forward(values, [self.weights[f"W_{s}_{g}"] for s in sources],
-                                                   self.biases[f"b_{g}"], linear=g == OUTPUT)
+                h[g] = self.kinds[g].torch_forward(self.specs[g], values, [self.weights[f"W_{s}_{g}"] for s in sources],
+                                                   self.biases[f"b_{g}"])
             return h
 
         def _read(self, h: dict, past: list, s: int, delay: int):

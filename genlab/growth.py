@@ -20,16 +20,20 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import operations as op
+from . import shapes
 from .errors import GraphError
 from .hashnoise import hash_uniform
 from .network import INPUT, OUTPUT, Network
 from .policy import CRITERIA, MODES, GrowthPolicy  # noqa: F401 (their home is genlab.policy)
+from .kinds import InexactFold
 from .pruning import Tracker, prune_group
 
 # pruning judges a group constant only from this many rows, seen over at least PRUNE_MIN_BATCHES
@@ -118,6 +122,11 @@ def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> 
     return bound * hash_uniform(seed, step, src, dst, np.arange(int(np.prod(shape)))).reshape(shape)
 
 
+def _fan_in(shape) -> int:
+    """The inputs one output of a weight block reads (all but its first axis)."""
+    return math.prod(shape[1:])
+
+
 def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True,
                     log: list | None = None, values: bool = True) -> int:
     """Insert a group g' of g's width and kind between g and all its consumers; return g'.
@@ -126,20 +135,23 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
     values=False leaves the parameters' values to whoever replays the log (an engine that grows
     in place): new blocks are zeros on the host and changed ones keep their old values."""
     width, kind = net.widths[g], net.kind(g)
-    new = net.add_group(width, kind=kind.name)
+    new = net.add_group(width, kind=kind.name, **kind.depth_options(net.options.get(g, {})))
     consumers = net.outputs(g)
-    shape = kind.edge_shape(width, width)
-    bound = np.sqrt(6.0 / width)
-    weight = (kind.identity(width) if preserve else he_uniform(seed, step, g, new, shape, width)) if values \
+    spec = dataclasses.replace(net.spec(new), grid=shapes.out_grid(net, g) if kind.spatial else None)
+    shape = kind.edge_shape(spec, width)
+    bound = np.sqrt(6.0 / _fan_in(shape))
+    weight = (kind.identity(spec) if preserve else he_uniform(seed, step, g, new, shape, _fan_in(shape))) if values \
         else np.zeros(shape, net.dtype)
     net.connect(g, new, weight=weight)
+    if values and preserve:
+        net.biases[new] = kind.identity_bias(spec, np.random.default_rng([seed, step, new])).astype(net.dtype)
     ops = [op.Identity(("W", g, new), width) if preserve else op.HeUniform(("W", g, new), bound, g, new),
            op.Zero(("b", new))]
     for d in consumers:
         net.reroute(g, d, new)
         ops.append(op.Move(("W", new, d), ("W", g, d)))
         if not preserve:
-            fan_in = sum(net.widths[s] for s in net.inputs(d))
+            fan_in = sum(_fan_in(net.weights[(s, d)].shape) for s in net.inputs(d))
             if values:
                 net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
                                                    fan_in).astype(net.dtype)
@@ -154,8 +166,8 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
     """Add a sibling g'' of g (its width and kind) with g's inputs and consumers; return g''.
     `log` and `values` as in duplicate_depth."""
     inputs, consumers, kind = net.inputs(g), net.outputs(g), net.kind(g)
-    new = net.add_group(net.widths[g], kind=kind.name)
-    fan_in = sum(net.widths[s] for s in inputs)
+    new = net.add_group(net.widths[g], kind=kind.name, **net.options.get(g, {}))
+    fan_in = sum(_fan_in(net.weights[(s, g)].shape) for s in inputs)
     ops = []
     for s in inputs:
         w = net.weights[(s, g)]
@@ -163,7 +175,8 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
                     else np.zeros(w.shape, net.dtype), delay=net.delay(s, g))
         ops.append(op.Copy(("W", s, new), ("W", s, g)) if preserve else
                    op.HeUniform(("W", s, new), np.sqrt(6.0 / fan_in), s, new))
-    net.biases[new] = net.biases[g].copy() if preserve else np.zeros_like(net.biases[g])
+    if preserve:  # (else it keeps what add_group drew: zeros, or an attention group's projections)
+        net.biases[new] = net.biases[g].copy()
     ops.append(op.Copy(("b", new), ("b", g)) if preserve else op.Zero(("b", new)))
     for d in consumers:
         if preserve:
@@ -179,7 +192,7 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
             ops.append(op.Split(("W", g, d), ("W", new, d), noise, g, d))
         else:
             shape = net.weights[(g, d)].shape
-            d_fan_in = sum(net.widths[s] for s in net.inputs(d)) + net.widths[new]
+            d_fan_in = sum(_fan_in(net.weights[(s, d)].shape) for s in net.inputs(d)) + _fan_in(shape)
             net.connect(new, d, weight=he_uniform(seed, step, new, d, shape, d_fan_in) if values else
                         np.zeros(shape, net.dtype), delay=net.delay(g, d))
             ops.append(op.HeUniform(("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
@@ -342,6 +355,9 @@ class Grower:
             trial, trial_log = net.copy(deep=False), []
             try:
                 removed = prune_group(trial, g, constant, trial_log)
+            except InexactFold as e:
+                notes.info("group %d is not pruned: %s", g, e)
+                continue
             except GraphError:
                 continue  # the only path to the output: keep it
             net.assign(trial)

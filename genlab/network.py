@@ -1,11 +1,10 @@
 """The network description: neuron groups, the edges between them and their parameters.
 
-A network is a directed acyclic graph. Group 0 is the input (its width is the number of
-features), group 1 the output (linear: its width is the number of classes), every other group a
-hidden group of some kind (genlab.kinds; dense + ReLU by default). An edge src -> dst carries a
-weight block (for dense groups of shape (width[dst], width[src])); every group but the input
-carries a bias. Nothing here knows about devices: engines load a Network and write trained
-parameters back into it.
+A network is a directed acyclic graph. Group 0 is the input (flat samples, (C, H, W) images or
+(T, F) token sequences: genlab.shapes), group 1 the output (linear, one value per class), every
+other group a hidden group of some kind (genlab.kinds: dense + ReLU by default, conv, attention).
+An edge carries a weight block, every group but the input a vector of its own (its bias first).
+Nothing here knows about devices: engines load a Network and write trained parameters back.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dag
+from . import checks, dag, shapes
 from .blocks import Blocks
 from .errors import GraphError
 from .kinds import DEFAULT, GroupKind, get_kind
@@ -37,16 +36,19 @@ class Network:
     input = INPUT
     output = OUTPUT
 
-    def __init__(self, n_inputs: int, n_outputs: int, seed: int = 0, dtype=np.float32):
-        checks.width(n_inputs, "the input group")
+    def __init__(self, n_inputs: int | None = None, n_outputs: int | None = None, seed: int = 0,
+                 dtype=np.float32, *, input_shape=None):
+        self.form, self.input_shape = shapes.input_form(n_inputs, input_shape)
         checks.width(n_outputs, "the output group")
         seed = checks.integer(seed, "seed", 0)
         self.dtype = checks.float_dtype(dtype)
-        self.widths: dict[int, int] = {INPUT: int(n_inputs), OUTPUT: int(n_outputs)}
+        self.widths: dict[int, int] = {INPUT: shapes.input_width(self.form, self.input_shape), OUTPUT: int(n_outputs)}
         self.version = 0  # counts the edits of topology and parameter blocks (a trainer reloads on a change)
         self._weights: dict[tuple[int, int], np.ndarray] = Blocks(self)
         self._biases: dict[int, np.ndarray] = Blocks(self, {OUTPUT: np.zeros(n_outputs, self.dtype)})
         self.kinds: dict[int, str] = {OUTPUT: DEFAULT}  # every group but the input: its kind's name
+        self.options: dict[int, dict] = {}  # the kind's options of each group that has some (conv: kernel, stride)
+        self.grids: dict[int, tuple[int, int]] = {}  # conv groups: the (H, W) grid their inputs share
         self.history: list[dict] = []  # growth events, JSON-ready (see genlab.growth)
         self.delays: dict[tuple[int, int], int] = {}  # recurrent edges: (src, dst) -> steps of delay
         self._in: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
@@ -55,7 +57,6 @@ class Network:
         self._rng = np.random.default_rng(seed)
         self._source = None  # a function that copies newer parameters in (set by a Trainer holding this network)
 
-    # ------------------------------------------------------------------ parameters
     @property
     def weights(self) -> dict[tuple[int, int], np.ndarray]:
         """{(src, dst): weight block}. While a Trainer holds the network, reading this gives the
@@ -81,8 +82,7 @@ class Network:
         self.version += 1
 
     def _pull(self) -> None:
-        if self._source is not None:
-            self._source()
+        self._source is not None and self._source()
 
     # ------------------------------------------------------------------ building
     @property
@@ -93,15 +93,18 @@ class Network:
     def n_outputs(self) -> int:
         return self.widths[OUTPUT]
 
-    def add_group(self, width: int, inputs=(), outputs=(), kind: str = DEFAULT) -> int:
+    def add_group(self, width: int, inputs=(), outputs=(), kind: str = DEFAULT, **options) -> int:
         """Add a hidden group of `kind` (genlab.kinds.KINDS) fed by `inputs` and feeding
-        `outputs`; return its id.
+        `outputs`; return its id. `options` are the kind's: conv takes kernel (odd, default 3) and
+        stride (default 1), attention heads (default 1); a conv group's grid is its inputs'.
 
         Atomic: everything is checked first, and a failure part-way (a cycle through `outputs`,
         no memory) undoes what was done, so a bad call leaves the network exactly as it was.
         """
         checks.width(width, "a group")
         group_kind = get_kind(kind)
+        shapes.check_kind(self, group_kind)
+        options = group_kind.options(options)
         inputs = [self._check_endpoint(g, "inputs") for g in checks.id_list(inputs, "inputs")]
         outputs = [self._check_endpoint(g, "outputs") for g in checks.id_list(outputs, "outputs")]
         for src in inputs:
@@ -120,13 +123,16 @@ class Network:
                     cycle = " -> ".join(map(str, ["new", *path, "new"]))
                     raise GraphError(f"a group fed by {src} and feeding {dst} would close the cycle {cycle}")
         self._pull()
-        bias = np.zeros(group_kind.bias_shape(int(width)), self.dtype)  # a MemoryError changes nothing
         saved = (self._next_id, self.version, self._rng.bit_generator.state)
         g = self._next_id
+        spec = shapes.Spec(int(width), options, tokens=shapes.spec(self, OUTPUT).tokens)
+        bias = group_kind.init_bias(spec, self._rng).astype(self.dtype)  # a MemoryError changes nothing
         self._next_id += 1
         self.widths[g] = int(width)
         self._biases[g] = bias
         self.kinds[g] = group_kind.name
+        if options:
+            self.options[g] = options
         self._in[g], self._out[g] = [], []
         try:
             for src in inputs:
@@ -137,6 +143,8 @@ class Network:
             for e in [e for e in self._weights if g in e]:
                 self._detach(*e)
             del self.widths[g], self._biases[g], self.kinds[g], self._in[g], self._out[g]
+            self.options.pop(g, None)
+            self.grids.pop(g, None)
             self._next_id, self.version = saved[0], saved[1]
             self._rng.bit_generator.state = saved[2]
             raise
@@ -156,22 +164,28 @@ class Network:
             raise GraphError(f"edge {src} -> {dst}: the output group {OUTPUT} cannot feed another group")
         if (src, dst) in self._weights:
             raise GraphError(f"edge {src} -> {dst} already exists")
+        if delay and self.form is not shapes.Form.FLAT:
+            raise GraphError(f"edge {src} -> {dst}: recurrent edges (delay) run in networks of flat inputs")
         path = dag.path(self.forward_edges()[1], dst, src) if delay == 0 else None
         if path is not None:
             cycle = " -> ".join(map(str, [src] + path))
             raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
-        kind = self.kind(dst)
-        shape = kind.edge_shape(self.widths[dst], self.widths[src])
+        grid = shapes.check_edge(self, src, dst)
+        kind, spec = self.kind(dst), shapes.Spec(**{**shapes.spec(self, dst).__dict__, "grid": grid})
+        src_width = shapes.edge_width(self, src, dst)
+        shape = kind.edge_shape(spec, src_width)
         self._pull()
         if weight is None:
-            fan_in = sum(self.widths[s] for s in self._in[dst]) + self.widths[src]
-            weight = kind.draw_edge(self._rng, shape, fan_in)
+            fan_in = sum(shapes.edge_width(self, s, dst) for s in self._in[dst]) + src_width
+            weight = kind.draw_edge(spec, self._rng, shape, fan_in)
         weight = checks.parameter(weight, f"the weight of edge {src} -> {dst}")
         if weight.shape != shape:
             raise GraphError(
                 f"width mismatch on edge {src} -> {dst}: weight block is {weight.shape}, "
                 f"expected {shape} = (width of {dst}, width of {src})")
         self._weights[(src, dst)] = weight.astype(self.dtype, copy=True)
+        if grid is not None:
+            self.grids[dst] = grid
         if delay:
             self.delays[(src, dst)] = delay
         self._in[dst].append(src)
@@ -201,8 +215,9 @@ class Network:
         if (src, dst) not in self._weights:
             raise GraphError(f"there is no edge {src} -> {dst}")
         weight = self.weights[(src, dst)]
-        if new_src not in self.widths or self.widths[new_src] != self.widths[src]:
-            raise GraphError(f"cannot move edge {src} -> {dst} to group {new_src}: widths differ or it does not exist")
+        if new_src not in self.widths or self.sample_shape(new_src) != self.sample_shape(src):
+            raise GraphError(f"cannot move edge {src} -> {dst} to group {new_src}: their outputs' shapes differ "
+                             "or it does not exist")
         delay = self.delays.get((src, dst), 0)
         if (new_src, dst) in self.weights or (delay == 0 and dag.path(self.forward_edges()[1], dst, new_src) is not None):
             raise GraphError(f"cannot move edge {src} -> {dst} to {new_src} -> {dst}: duplicate edge or cycle")
@@ -227,6 +242,8 @@ class Network:
         for dst in list(self._out[g]):
             self._detach(g, dst)
         del self.widths[g], self._biases[g], self.kinds[g], self._in[g], self._out[g]
+        self.options.pop(g, None)
+        self.grids.pop(g, None)
         self.version += 1
 
     def kind(self, g: int) -> GroupKind:
@@ -238,38 +255,19 @@ class Network:
             raise GraphError(f"group {g} does not exist (groups: {self.groups})")
         return get_kind(self.kinds[g])
 
+    def spec(self, g: int) -> "shapes.Spec":
+        """Group g as its kind sees it: width, options, grid, tokens (genlab.kinds.Spec)."""
+        return shapes.spec(self, self._check_endpoint(g, "group"))
+
+    def sample_shape(self, g: int) -> tuple[int, ...]:
+        """The shape of one sample of g's output: (width,), (channels, H, W) or (tokens, width)."""
+        return shapes.sample_shape(self, g)
+
     def _check_endpoint(self, g, role: str) -> int:
         g = checks.group_id(g, role)
         if g not in self.widths:
             raise GraphError(f"{role}: group {g!r} does not exist (groups: {self.groups})")
         return g
-
-    # ------------------------------------------------------------------ constructors
-    @classmethod
-    def mlp(cls, sizes, seed: int = 0, dtype=np.float32) -> "Network":
-        """A traditional layered network as a chain of groups: [n_in, h1, ..., n_out]."""
-        from .constructors import mlp
-        return mlp(cls, sizes, seed, dtype)
-
-    @classmethod
-    def elman(cls, n_inputs: int, hidden, n_outputs: int, seed: int = 0, dtype=np.float32) -> "Network":
-        """A stacked Elman RNN as groups: hidden group l reads group l-1 now and itself one step
-        ago (connect(g, g, delay=1)); the output reads the last one."""
-        from .constructors import elman
-        return elman(cls, n_inputs, hidden, n_outputs, seed, dtype)
-
-    @classmethod
-    def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
-                   n_inputs: int = 64, n_outputs: int = 10, dtype=np.float32) -> "Network":
-        """A layered random DAG for tests and benchmarks (genlab.constructors.random_dag)."""
-        from .constructors import random_dag
-        return random_dag(cls, levels, per_level, width, fan_in, seed, n_inputs, n_outputs, dtype)
-
-    def init_params(self, seed: int = 0) -> None:
-        """Draw every weight block as its group's kind draws a new edge (He-normal over the group's
-        total fan-in for dense groups); zero the biases."""
-        from .constructors import init_params
-        init_params(self, seed)
 
     def assign(self, other: "Network") -> None:
         """Take over other's whole state (used to commit an edit made on a copy)."""
@@ -289,6 +287,7 @@ class Network:
         net.__dict__.update(self.__dict__)
         net._source = None
         net.widths, net.kinds = dict(self.widths), dict(self.kinds)
+        net.options, net.grids = {g: dict(o) for g, o in self.options.items()}, dict(self.grids)
         net._in = {g: list(v) for g, v in self._in.items()}
         net._out = {g: list(v) for g, v in self._out.items()}
         net.history = copy.deepcopy(self.history) if deep else list(self.history)
@@ -317,7 +316,6 @@ class Network:
             self._biases = Blocks(self, {k: v.astype(dtype) for k, v in self._biases.items()})
             self.version += 1
 
-    # ------------------------------------------------------------------ queries
     @property
     def groups(self) -> list[int]:
         """All group ids in ascending order (input 0, output 1, then hidden groups)."""
@@ -399,7 +397,6 @@ class Network:
         whatever the suffix; no pickled code; genlab.network_file holds the format). Atomic: a
         failure raises SaveError and leaves the file that was there before intact."""
         from .network_file import write
-
         return write(self, path)
 
     @classmethod
@@ -407,9 +404,17 @@ class Network:
         """Read a network written by save() (or a checkpoint: Trainer.save) from exactly `path`,
         validated in full; a damaged or foreign file raises FileFormatError naming what is wrong."""
         from .network_file import read
-
         return read(path)
 
 
 def _ids(groups) -> str:
     return ", ".join(map(str, groups))
+
+
+# Network.mlp, Network.elman, Network.random_dag and init_params live in genlab.constructors
+from . import constructors as _constructors  # noqa: E402  (they build Networks)
+
+Network.mlp = classmethod(_constructors.mlp)
+Network.elman = classmethod(_constructors.elman)
+Network.random_dag = classmethod(_constructors.random_dag)
+Network.init_params = _constructors.init_params

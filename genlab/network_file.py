@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks
+from . import checks, shapes
 from .checks import FLOAT_DTYPES
 from .errors import FileFormatError, GraphError
 from .files import NpzReader, write_npz
@@ -39,6 +39,9 @@ def to_meta(net: Network) -> dict:
         "outputs": {str(g): net.outputs(g) for g in net.groups if net.outputs(g)},
         "next_id": net._next_id, "history": net.history,
         "delays": [[s, d, k] for (s, d), k in sorted(net.delays.items())],  # recurrent edges
+        "input_shape": list(net.input_shape),  # group kinds: the sample's shape, options, conv grids
+        "options": {str(g): o for g, o in net.options.items()},
+        "grids": {str(g): list(grid) for g, grid in net.grids.items()},
     }
 
 
@@ -95,13 +98,14 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
     edges = m.edges(widths)
     next_id = m.next_id(widths)
     history = m.history()
-    net = Network(widths[INPUT], widths[OUTPUT], dtype=dtype)
+    net = Network(n_outputs=widths[OUTPUT], input_shape=m.input_shape(widths), dtype=dtype)
     net.widths, net.kinds, net._next_id, net.history = widths, kinds, next_id, history
+    net.options, net.grids = m.options(kinds), m.grids(kinds)
     net._in = {g: [] for g in widths}
     net._out = {g: [] for g in widths}
     weights, biases = {}, {}
     for s, d in edges:
-        shape = get_kind(kinds[d]).edge_shape(widths[d], widths[s])
+        shape = _edge_shape(m, net, s, d)
         weights[(s, d)] = _param(reader, f"{prefix}W_{s}_{d}", shape, dtype)
         net._in[d].append(s)
         net._out[s].append(d)
@@ -110,7 +114,7 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
         net._out[g] = order
     for g in widths:
         if g != INPUT:
-            biases[g] = _param(reader, f"{prefix}b_{g}", get_kind(kinds[g]).bias_shape(widths[g]), dtype)
+            biases[g] = _param(reader, f"{prefix}b_{g}", get_kind(kinds[g]).bias_shape(net.spec(g)), dtype)
     net._weights.update(weights)
     net._biases = biases
     try:
@@ -118,6 +122,14 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
     except GraphError as e:
         raise FileFormatError(f"{reader.path}: member {name!r} describes an invalid network: {e}") from None
     return net
+
+
+def _edge_shape(m: "_Meta", net: Network, s: int, d: int) -> tuple:
+    """The shape of edge s -> d's block from the widths, kinds, options and grids read so far."""
+    try:
+        return net.kind(d).edge_shape(net.spec(d), shapes.edge_width(net, s, d))
+    except (GraphError, TypeError) as e:
+        raise m.bad("edges", f"edge {s} -> {d} does not fit its groups: {e}") from None
 
 
 def _param(reader: NpzReader, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -238,6 +250,42 @@ class _Meta:
                 raise self.bad("delays", f"{item!r}: not an edge of the network, a delay below 1, or twice")
             delays[(s, d)] = k
         return delays
+
+    def input_shape(self, widths: dict) -> tuple:
+        """The sample's shape (files from before group kinds: flat samples of the input width)."""
+        shape = self.meta.get("input_shape", [widths[INPUT]])
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 3 or not all(_is_int(n) and n > 0 for n in shape):
+            raise self.bad("input_shape", f"{shape!r} is not a list of 1 to 3 positive sizes")
+        if shapes.input_width(shapes.input_form(None, shape)[0], tuple(shape)) != widths[INPUT]:
+            raise self.bad("input_shape", f"{shape} does not give the input group's width {widths[INPUT]}")
+        return tuple(shape)
+
+    def options(self, kinds: dict) -> dict[int, dict]:
+        options = {}
+        for key, given in self.field("options", dict, {}).items():
+            g = self._group(key, "options")
+            if g not in kinds or not isinstance(given, dict) or not given:
+                raise self.bad("options", f"options {given!r} of group {key}: not a hidden group's options")
+            try:
+                if get_kind(kinds[g]).options(dict(given)) != given:
+                    raise GraphError(f"{given} are not complete")
+            except GraphError as e:
+                raise self.bad("options", f"group {g}: {e}") from None
+            options[g] = given
+        for g, kind in kinds.items():
+            if g not in options and get_kind(kind).options({}):
+                raise self.bad("options", f"{kind} group {g} has no options")
+        return options
+
+    def grids(self, kinds: dict) -> dict[int, tuple[int, int]]:
+        grids = {}
+        for key, grid in self.field("grids", dict, {}).items():
+            g = self._group(key, "grids")
+            if g not in kinds or not get_kind(kinds[g]).spatial or not isinstance(grid, list) or len(grid) != 2 \
+                    or not all(_is_int(n) and n > 0 for n in grid):
+                raise self.bad("grids", f"grid {grid!r} of group {key}: not a conv group's (rows, columns)")
+            grids[g] = tuple(grid)
+        return grids
 
     def next_id(self, widths: dict) -> int:
         next_id = self.field("next_id", int)

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import operations as op
 from .errors import GraphError
+from .kinds import InexactFold
 from .network import INPUT, OUTPUT, Network
 
 
@@ -19,7 +20,9 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
     """Remove g, folding its constant output (if given) into its consumers' biases. Groups left
     without consumers are removed too (they no longer matter), and groups left without inputs
     are folded likewise (their output is the constant relu(bias)). Returns the removed groups;
-    raises GraphError (leaving the caller to discard `net`) if the output would be cut off.
+    raises GraphError (leaving the caller to discard `net`) if the output would be cut off, or
+    InexactFold (a GraphError) where a consumer's kind cannot take the constant exactly (a conv
+    consumer pads with zeros, so a constant map convolved is not constant at the borders).
     `log` receives the folds (operations.Fold), in the order made."""
     removed = []
     pending = [(g, constant, op.FoldSource.RANGE)]
@@ -33,13 +36,16 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
                              "(its consumers read zeros before the sequence reaches them)")
         if c is not None:
             for d in consumers:
-                net.biases[d] = (net.biases[d] + net.kind(d).fold(net.weights[(g, d)], c)).astype(net.dtype)
+                net.biases[d] = (net.biases[d] + net.kind(d).fold(net.spec(d), net.weights[(g, d)], c)).astype(net.dtype)
                 if log is not None:
                     log.append(op.Fold(g, d, source))
         net.remove_group(g)
         removed.append(g)
         for d in consumers:
             if d != OUTPUT and not net.inputs(d):
+                if net.kinds[d] != "dense":
+                    raise InexactFold(f"removing group {g} leaves {net.kinds[d]} group {d} without inputs; "
+                                      "only a dense group's constant output (relu of its bias) is folded")
                 pending.append((d, np.maximum(net.biases[d], 0), op.FoldSource.RELU_BIAS))
         for s in inputs:
             if s != INPUT and not net.outputs(s):

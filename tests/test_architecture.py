@@ -3,6 +3,7 @@ registry and group kinds. None of this needs a GPU."""
 
 import ast
 import inspect
+import dataclasses
 import json
 from pathlib import Path
 
@@ -71,11 +72,11 @@ class _Linear(Dense):
 
     name = "linear_test"
 
-    def forward(self, inputs, weights, bias, linear):
-        return super().forward(inputs, weights, bias, linear=True)
+    def forward(self, spec, inputs, weights, bias):
+        return super().forward(dataclasses.replace(spec, output=True), inputs, weights, bias)
 
-    def backward(self, grad_out, h, linear):
-        return grad_out
+    def backward(self, spec, grad_out, h, cache, bias):
+        return grad_out, grad_out.sum(axis=0)
 
 
 @pytest.fixture
@@ -122,10 +123,14 @@ def test_kinds_are_saved_and_old_files_load_as_dense(tmp_path, linear_kind):
 def test_an_unknown_kind_is_refused_and_changes_nothing():
     net = Network.mlp([3, 4, 2], seed=0)
     before = (dict(net.widths), dict(net.kinds), net.edges)
-    with pytest.raises(GraphError, match="unknown group kind 'conv'; choose one of dense"):
+    with pytest.raises(GraphError, match="unknown group kind 'hexagonal'; choose one of dense, conv, attention"):
+        net.add_group(4, inputs=[net.input], kind="hexagonal")
+    with pytest.raises(GraphError, match="a conv group runs in a network of image inputs"):
         net.add_group(4, inputs=[net.input], kind="conv")
+    with pytest.raises(GraphError, match="a dense group takes no options; got kernel"):
+        net.add_group(4, inputs=[net.input], kernel=3)
     assert (dict(net.widths), dict(net.kinds), net.edges) == before
-    assert get_kind("dense").edge_shape(3, 5) == (3, 5)
+    assert get_kind("dense").edge_shape(net.spec(2), 5) == (4, 5)
 
 
 def test_growth_copies_keep_their_source_kind(linear_kind):

@@ -362,7 +362,7 @@ def test_add_group_closing_a_cycle_or_running_out_of_memory_changes_nothing(monk
         return rng.normal(size=shape)
 
     kind = net.kind(a)
-    monkeypatch.setattr(type(kind), "draw_edge", lambda self, rng, shape, fan_in: draw_then_fail(rng, shape, fan_in))
+    monkeypatch.setattr(type(kind), "draw_edge", lambda self, spec, rng, shape, fan_in: draw_then_fail(rng, shape, fan_in))
     with pytest.raises(MemoryError):
         net.add_group(3, inputs=[INPUT, a], outputs=[OUTPUT])
     assert_same_state(full_state(net), before)

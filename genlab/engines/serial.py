@@ -59,6 +59,8 @@ class SerialEngine(Engine):
         self.inputs = {g: net.inputs(g) for g in self.order}
         self.delays, self.widths = dict(net.delays), dict(net.widths)  # recurrent edges (through_time.py)
         self.kinds = {g: net.kind(g) for g in self.order}
+        self.specs = {g: net.spec(g) for g in self.order}
+        self.input_shape = net.input_shape
         self._params = {("W", s, d): w.astype(self.dtype) for (s, d), w in net.weights.items()}
         self._params.update({("b", g): b.astype(self.dtype) for g, b in net.biases.items()})
         self.state = {k: v for k, v in self.state.items() if k in self._params and all(
@@ -77,15 +79,16 @@ class SerialEngine(Engine):
                             max_abs(s[first] for s in self.state.values() if first in s))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a batch x of shape (batch, n_inputs), or (batch, steps, n_inputs) for a
+        """Logits for a batch x of shape (batch, *input_shape), or (batch, steps, n_inputs) for a
         recurrent network; keeps the activations for backward."""
         if self.delays:
             return through_time.forward(self, x)
-        h, p = {INPUT: np.asarray(x, self.dtype)}, self._params
+        x = np.asarray(x, self.dtype)
+        h, p, self._cache = {INPUT: x.reshape(len(x), *self.input_shape)}, self._params, {}
         for g in self.order:
             sources = self.inputs[g]
-            h[g] = self.kinds[g].forward([h[s] for s in sources], [p[("W", s, g)] for s in sources], p[("b", g)],
-                                         linear=g == OUTPUT)
+            h[g], self._cache[g] = self.kinds[g].forward(self.specs[g], [h[s] for s in sources],
+                                                         [p[("W", s, g)] for s in sources], p[("b", g)])
         self._h = h
         return h[OUTPUT]
 
@@ -99,19 +102,19 @@ class SerialEngine(Engine):
         grads = {}
         stats = {name: {} for name in STATISTICS}
         for g in reversed(self.order):
-            kind = self.kinds[g]
+            kind, spec = self.kinds[g], self.specs[g]
             grad_out = dh.pop(g)  # dL/dh: every consumer of g has already sent its share
-            dz = kind.backward(grad_out, h[g], linear=g == OUTPUT)
-            grads[("b", g)] = kind.bias_grad(dz)
+            dz, grads[("b", g)] = kind.backward(spec, grad_out, h[g], self._cache[g], self._params[("b", g)])
             for s in self.inputs[g]:
-                grads[("W", s, g)], share = kind.edge_grads(dz, h[s], self._params[("W", s, g)])
+                grads[("W", s, g)], share = kind.edge_grads(spec, dz, h[s], self._params[("W", s, g)])
                 if s != INPUT:
                     dh[s] = dh[s] + share if s in dh else share
             stats["grad_std"][g] = float(grad_out.std())
             stats["weight_grad_norm"][g] = float(np.sqrt(
                 sum(np.sum(grads[("W", s, g)] ** 2) for s in self.inputs[g]) + np.sum(grads[("b", g)] ** 2)))
             stats["taylor"][g] = float(abs(np.mean(h[g] * grad_out)))
-            stats["h_min"][g], stats["h_max"][g] = h[g].min(axis=0), h[g].max(axis=0)
+            flat = h[g].reshape(len(h[g]), -1)
+            stats["h_min"][g], stats["h_max"][g] = flat.min(axis=0), flat.max(axis=0)
         self._grads, self._stats = grads, stats
         return loss
 

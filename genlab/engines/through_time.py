@@ -24,7 +24,7 @@ def forward(e, x: np.ndarray, cells=None) -> np.ndarray:
     for g, t in cells if cells is not None else ((g, t) for t in range(steps) for g in e.order):
         sources = e.inputs[g]
         values = [_at(h, t, s, e.delays.get((s, g), 0), batch, e.widths[s], e.dtype) for s in sources]
-        h[t][g] = e.kinds[g].forward(values, [p[("W", s, g)] for s in sources], p[("b", g)], linear=g == OUTPUT)
+        h[t][g] = e.kinds[g].forward(e.specs[g], values, [p[("W", s, g)] for s in sources], p[("b", g)])[0]
     e._h = h
     if e.every_step:
         return np.stack([step[OUTPUT] for step in h], axis=1)  # (batch, steps, classes)
@@ -54,18 +54,18 @@ def backward(e, y: np.ndarray, loss_fn) -> float:
     pooled = {g: [] for g in e.order}
     for t in reversed(range(steps)):
         for g in reversed(e.order):
-            kind = e.kinds[g]
+            kind, spec = e.kinds[g], e.specs[g]
             grad_out = dh[t].pop(g, None)
             if grad_out is None:
                 grad_out = np.zeros_like(h[t][g])
             pooled[g].append(grad_out)
-            dz = kind.backward(grad_out, h[t][g], linear=g == OUTPUT)
-            grads[("b", g)] += kind.bias_grad(dz)
+            dz, b_grad = kind.backward(spec, grad_out, h[t][g], None, e._params[("b", g)])
+            grads[("b", g)] += b_grad
             for s in e.inputs[g]:
                 k = e.delays.get((s, g), 0)
                 if t < k:
                     continue  # it read zeros
-                w_grad, share = kind.edge_grads(dz, h[t - k][s], e._params[("W", s, g)])
+                w_grad, share = kind.edge_grads(spec, dz, h[t - k][s], e._params[("W", s, g)])
                 grads[("W", s, g)] += w_grad
                 if s != INPUT:
                     target = dh[t - k]

@@ -5,10 +5,12 @@ Adding a kind: its own module with a GroupKind subclass, and one line here."""
 from __future__ import annotations
 
 from ..errors import GraphError
-from .base import GroupKind
+from .attention import Attention
+from .base import GroupKind, InexactFold, Spec
+from .conv import Conv
 from .dense import Dense
 
-KINDS: dict[str, GroupKind] = {kind.name: kind for kind in (Dense(),)}
+KINDS: dict[str, GroupKind] = {kind.name: kind for kind in (Dense(), Conv(), Attention())}
 DEFAULT = "dense"
 
 
@@ -20,4 +22,4 @@ def get_kind(name: str) -> GroupKind:
         raise GraphError(f"unknown group kind {name!r}; choose one of {', '.join(KINDS)}") from None
 
 
-__all__ = ["KINDS", "DEFAULT", "GroupKind", "get_kind"]
+__all__ = ["KINDS", "DEFAULT", "GroupKind", "InexactFold", "Spec", "get_kind"]

@@ -1,0 +1,129 @@
+"""Attention groups: multi-head self-attention over the tokens of a sequence network, with a
+residual path. With z = b + sum over in-edges of h_src W^T (each token alike, model width d),
+
+    h = z + MHA(z),  MHA(z) = concat over heads of softmax(q k^T / sqrt(d / heads)) v, times Wo^T,
+
+q = z Wq^T, k = z Wk^T, v = z Wv^T. The group's own vector holds b, Wq, Wk, Wv, Wo (d + 4 d^2).
+A depth-wise copy starts as the identity: an identity edge and Wo = 0 (its attention branch
+adds nothing until it learns to), with Wq, Wk, Wv drawn so that the branch can learn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphError
+from .base import GroupKind, InexactFold, Spec
+
+
+def unpack(spec: Spec, own: np.ndarray):
+    """(b, Wq, Wk, Wv, Wo) views of the group's own vector."""
+    d = spec.width
+    return (own[:d], *(own[d + i * d * d:d + (i + 1) * d * d].reshape(d, d) for i in range(4)))
+
+
+def _heads(spec: Spec, x: np.ndarray) -> np.ndarray:
+    """(batch, tokens, d) -> (batch, heads, tokens, d / heads)."""
+    h = spec.options["heads"]
+    return x.reshape(*x.shape[:2], h, -1).transpose(0, 2, 1, 3)
+
+
+def _merge(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
+
+
+class Attention(GroupKind):
+    name = "attention"
+    cuda_kernels = ("attention_forward", "attention_backward", "token_weight_grad")
+    node_shape = "hexagon"
+    tokens_only = True
+
+    def options(self, given):
+        unknown = set(given) - {"heads"}
+        if unknown:
+            raise GraphError(f"an attention group takes heads; got {', '.join(sorted(unknown))}")
+        heads = given.get("heads", 1)
+        if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or not 1 <= heads <= 64:
+            raise GraphError(f"an attention group's heads is a whole number from 1 to 64, got {heads!r}")
+        return {"heads": int(heads)}
+
+    def label(self, spec):
+        heads = spec.options["heads"]
+        return f"attn {heads} head{'s' if heads > 1 else ''}, {spec.width}"
+
+    def edge_shape(self, spec, src_width):
+        if spec.width % spec.options["heads"]:
+            raise GraphError(f"an attention group's width ({spec.width}) is a multiple of its heads "
+                             f"({spec.options['heads']})")
+        return (spec.width, src_width)
+
+    def bias_shape(self, spec):
+        return (spec.width + 4 * spec.width * spec.width,)
+
+    def _projections(self, spec, rng, wo: bool) -> np.ndarray:
+        d = spec.width
+        own = np.zeros(self.bias_shape(spec))
+        own[d:] = rng.normal(0.0, np.sqrt(1.0 / d), 4 * d * d)
+        if not wo:
+            own[d + 3 * d * d:] = 0.0
+        return own
+
+    def init_bias(self, spec, rng):
+        return self._projections(spec, rng, wo=True)
+
+    def identity_bias(self, spec, rng):
+        return self._projections(spec, rng, wo=False)
+
+    def draw_edge(self, spec, rng, shape, fan_in):
+        return rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)  # no relu after it: LeCun-normal
+
+    def forward(self, spec, inputs, weights, bias):
+        b, wq, wk, wv, wo = unpack(spec, bias)
+        z = b + sum(h @ w.T for h, w in zip(inputs, weights))
+        q, k, v = (_heads(spec, z @ m.T) for m in (wq, wk, wv))
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+        p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        o = _merge(p @ v)
+        return z + o @ wo.T, (z, q, k, v, p, o)
+
+    def torch_forward(self, spec, inputs, weights, bias):
+        import torch.nn.functional as F
+
+        d = spec.width
+        b, *mats = bias[:d], *(bias[d + i * d * d:d + (i + 1) * d * d].reshape(d, d) for i in range(4))
+        wq, wk, wv, wo = mats
+        z = b + sum(h @ w.T for h, w in zip(inputs, weights))
+        heads = spec.options["heads"]
+        split = lambda x: x.reshape(*x.shape[:2], heads, -1).transpose(1, 2)
+        o = F.scaled_dot_product_attention(split(z @ wq.T), split(z @ wk.T), split(z @ wv.T))
+        return z + o.transpose(1, 2).reshape(z.shape) @ wo.T
+
+    def backward(self, spec, grad_out, h, cache, bias):
+        _, wq, wk, wv, wo = unpack(spec, bias)
+        z, q, k, v, p, o = cache
+        d = spec.width
+        rows = lambda x: x.reshape(-1, d)
+        d_wo = rows(grad_out).T @ rows(o)
+        do = _heads(spec, grad_out @ wo)
+        dp = do @ v.transpose(0, 1, 3, 2)
+        dv = p.transpose(0, 1, 3, 2) @ do
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True)) / np.sqrt(q.shape[-1])
+        dq, dk = _merge(ds @ k), _merge(ds.transpose(0, 1, 3, 2) @ q)
+        dv = _merge(dv)
+        dz = grad_out + dq @ wq + dk @ wk + dv @ wv
+        grads = [rows(dz).sum(axis=0)] + [(rows(g).T @ rows(z)).ravel() for g in (dq, dk, dv)] + [d_wo.ravel()]
+        return dz, np.concatenate(grads)
+
+    def edge_grads(self, spec, dz, h_src, weight):
+        return dz.reshape(-1, spec.width).T @ h_src.reshape(-1, h_src.shape[-1]), dz @ weight
+
+    def identity(self, spec):
+        return np.eye(spec.width)
+
+    def fold(self, spec, block, constant):
+        per_token = constant.reshape(spec.tokens, -1)
+        if not (per_token == per_token[0]).all():
+            raise InexactFold("the constant differs from token to token: no bias adds it")
+        own = np.zeros(self.bias_shape(spec))
+        own[:spec.width] = block @ per_token[0]
+        return own

@@ -37,7 +37,8 @@ def frames(history, stats: bool = True) -> list[Drawing]:
         caption = f"step {step} · {len(widths)} groups" + (
             f" · accuracy {accuracy_at(step):.2f}" if step else " · before growth")
         out.append(Drawing(_graph(widths, topology["edges"], levels, grad, highlight, caption=caption,
-                                  delays=topology.get("delays", ())), caption))
+                                  delays=topology.get("delays", ()), labels=topology.get("labels"),
+                                  shapes=topology.get("shapes")), caption))
     return out
 
 

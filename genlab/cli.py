@@ -71,6 +71,9 @@ def _common(command, names, backends) -> None:
                          help="passes over the training set (default: about 2000 steps' worth, by dataset)")
     command.add_argument("--seed", type=_count(0), default=None,
                          help="the seed of the weights, the split and the batches (default: 0)")
+    command.add_argument("--kind", default=None, choices=["dense", "conv", "attention", "recurrent"],
+                         help="the kind of the starting groups (default: conv for images, recurrent dense groups "
+                              "for sequences, dense otherwise; attention for sequences, dense for images too)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "time: a chain of groups (--start mlp), or one group of 8 that grows (--start single --grow).")
     _common(train, NAMES, BACKENDS)
     train.add_argument("--hidden", type=_sizes, default=None,
-                       help="widths of the hidden groups of the starting chain (default 64,32; with "
-                            "--start single, 8)")
+                       help="widths (conv: channels) of the hidden groups of the starting chain (default by kind: "
+                            "dense 64,32, conv 8,16, recurrent 64, attention 16; with --start single, 8 or 16)")
     train.add_argument("--start", choices=["mlp", "single"], default=None,
-                       help="mlp (default): a chain of --hidden groups; single: one hidden group of 8 neurons")
+                       help="mlp (default): a chain of --hidden groups; single: one hidden group of the kind")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy")
     train.add_argument("--max-groups", type=_count(3), default=None, help="growth budget (default 32; iris 16)")
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
@@ -136,7 +139,7 @@ def _backend(args) -> str:
 
 
 # what a checkpoint fixes: these options cannot change on --resume (--lr and --backend can)
-FIXED_BY_CHECKPOINT = ("hidden", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype")
+FIXED_BY_CHECKPOINT = ("hidden", "kind", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype")
 
 
 def _resume(args):
@@ -168,9 +171,8 @@ class _Usage(Exception):
 
 
 def run_train(args) -> dict:
-    from . import datasets
+    from . import datasets, starts
     from .growth import GrowthPolicy
-    from .network import Network
     from .trainer import Trainer
 
     if args.resume:
@@ -180,11 +182,7 @@ def run_train(args) -> dict:
     else:
         args.dataset, args.seed = args.dataset or "digits", args.seed or 0
         data = datasets.load(args.dataset, seed=args.seed)
-        hidden = args.hidden or ([8] if args.start == "single" else [64] if data.sequence else [64, 32])
-        if data.sequence:  # a stacked Elman network: each group reads the one below and itself a step ago
-            net = Network.elman(data.n_features, hidden, data.n_classes, seed=args.seed)
-        else:
-            net = Network.mlp([data.n_features, *hidden, data.n_classes], seed=args.seed)
+        net = starts.build(data, starts.kind_for(data, args.kind), args.hidden, args.start == "single", args.seed)
         groups_start = len(net.groups)
         policy = None
         if args.grow:
@@ -222,9 +220,8 @@ def run_demo(args) -> dict:
 
     from tqdm.auto import tqdm
 
-    from . import datasets, viz
+    from . import datasets, starts, viz
     from .growth import GrowthPolicy
-    from .network import Network
     from .trainer import Trainer
 
     args.dataset, args.seed = args.dataset or "digits", args.seed or 0
@@ -232,10 +229,8 @@ def run_demo(args) -> dict:
     args.epochs = args.epochs or datasets.default_epochs(data)
     n_in, n_out = data.n_features, data.n_classes
     backend = _backend(args)
-    # sequences: recurrent groups (each reads itself a step back), else a chain of dense ones
-    single = (lambda width: Network.elman(n_in, [width], n_out, seed=args.seed)) if data.sequence else \
-        (lambda width: Network.mlp([n_in, width, n_out], seed=args.seed))
-    trainer = Trainer(single(8), backend=backend, seed=args.seed,
+    kind = starts.kind_for(data, args.kind)  # conv for images, recurrent groups for sequences, else dense
+    trainer = Trainer(starts.build(data, kind, None, True, args.seed), backend=backend, seed=args.seed,
                       growth=GrowthPolicy(max_groups=datasets.MAX_GROUPS.get(args.dataset, 32)))
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
@@ -246,9 +241,9 @@ def run_demo(args) -> dict:
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
     grown_seconds = time.perf_counter() - start
     net = trainer.net
-    # the traditional network: one hidden layer (recurrent for sequences) of about as many parameters
-    hidden = min(range(1, 4097), key=lambda h: abs(_params_of_one_layer(h, n_in, n_out, data.sequence) - net.n_params))
-    mlp = Trainer(single(hidden), backend=backend, seed=args.seed)
+    # the traditional network: one hidden layer of the same kind, of about as many parameters
+    hidden, traditional = starts.one_layer_like(data, kind, net.n_params, args.seed)
+    mlp = Trainer(traditional, backend=backend, seed=args.seed)
     start = time.perf_counter()
     mlp.fit(*data.train, epochs=args.epochs, progress=False)
     mlp_seconds = time.perf_counter() - start
@@ -261,10 +256,11 @@ def run_demo(args) -> dict:
         fig.savefig(files[name], dpi=100)
     report = {
         "dataset": args.dataset, "backend": trainer.backend, "epochs": args.epochs, "seed": args.seed,
-        "grown": {"groups_start": 3, "groups": len(net.groups), "edges": len(net.edges),
+        "grown": {"groups_start": len(trainer.history.events[0]["before"]["widths"]) if trainer.history.events else len(net.groups), "groups": len(net.groups), "edges": len(net.edges),
                   "parameters": net.n_params, "growth_events": len(trainer.history.events),
                   "test_accuracy": trainer.evaluate(*data.test)["accuracy"], "seconds": round(grown_seconds, 3)},
-        "traditional": {"layers": [n_in, hidden, n_out], "recurrent": data.sequence, "parameters": mlp.net.n_params,
+        "traditional": {"layers": [n_in, hidden, n_out], "kind": kind, "recurrent": kind == "recurrent",
+                        "parameters": mlp.net.n_params,
                         "test_accuracy": mlp.evaluate(*data.test)["accuracy"], "seconds": round(mlp_seconds, 3)},
     }
     report["files"] = sorted(p.name for p in files.values()) + ["report.json"]
@@ -275,11 +271,6 @@ def run_demo(args) -> dict:
               f"{report['traditional']['parameters']} parameters, {report['traditional']['test_accuracy']:.3f}; "
               f"pictures in {out}/", file=sys.stderr)
     return report
-
-
-def _params_of_one_layer(hidden: int, n_in: int, n_out: int, recurrent: bool) -> int:
-    """Parameters of a network with one hidden layer of `hidden` (recurrent: it reads itself too)."""
-    return hidden * (n_in + 1) + (hidden * hidden if recurrent else 0) + n_out * (hidden + 1)
 
 
 def main(argv=None) -> int:

@@ -103,3 +103,39 @@ def summary(net) -> str:
     rows.append(f"{len(net.widths)} groups, {len(net.weights)} edges, {net.n_params} parameters, "
                 f"depth {level[OUTPUT]}")
     return "\n".join(rows)
+
+
+def conv_chain(cls, input_shape, channels, n_outputs: int, kernel: int = 3, strides=None, seed: int = 0,
+               dtype=np.float32):
+    """A traditional small CNN over (C, H, W) images as a chain of conv groups of `channels`
+    channels each (strides: one per group, default 1), the output reading the last flattened."""
+    channels = list(channels)
+    strides = [1] * len(channels) if strides is None else list(strides)
+    if not channels or len(strides) != len(channels):
+        raise GraphError(f"conv_chain needs at least one group and a stride for each, got {channels} and {strides}")
+    net = cls(n_outputs=n_outputs, input_shape=input_shape, seed=seed, dtype=dtype)
+    prev = INPUT
+    for width, stride in zip(channels, strides):
+        prev = net.add_group(width, inputs=[prev], kind="conv", kernel=kernel, stride=stride)
+    net.connect(prev, OUTPUT)
+    net.init_params(seed)
+    return net
+
+
+def attention_chain(cls, input_shape, widths, n_outputs: int, heads: int = 2, dense: bool = True,
+                    seed: int = 0, dtype=np.float32):
+    """Attention groups over (T, F) token sequences, one per entry of `widths`, each followed by a
+    dense group of its width acting on every token (with dense=True: a transformer's block
+    without its normalisation); the output averages over the tokens."""
+    widths = list(widths)
+    if not widths:
+        raise GraphError("attention_chain needs at least one width")
+    net = cls(n_outputs=n_outputs, input_shape=input_shape, seed=seed, dtype=dtype)
+    prev = INPUT
+    for width in widths:
+        prev = net.add_group(width, inputs=[prev], kind="attention", heads=heads if width % heads == 0 else 1)
+        if dense:
+            prev = net.add_group(width, inputs=[prev])
+    net.connect(prev, OUTPUT)
+    net.init_params(seed)
+    return net

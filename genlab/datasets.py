@@ -30,7 +30,8 @@ def default_epochs(data: "Dataset", batch_size: int = 32) -> int:
 TABULAR = ("digits", "iris", "wine", "breast_cancer")
 GENERATED = ("moons", "circles", "spirals", "xor")
 SEQUENCES = ("digits_rows", "adding")  # X of shape (samples, steps, features): for recurrent networks
-NAMES = TABULAR + GENERATED + SEQUENCES
+IMAGES = ("digits_images",)  # X of shape (samples, channels, height, width): for conv groups
+NAMES = TABULAR + GENERATED + SEQUENCES + IMAGES
 
 
 @dataclass
@@ -54,6 +55,16 @@ class Dataset:
         return self.X_train.ndim == 3
 
     @property
+    def image(self) -> bool:
+        """Whether each sample is an image (X of shape samples x channels x height x width)."""
+        return self.X_train.ndim == 4
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: Network(input_shape=data.sample_shape) reads it."""
+        return tuple(self.X_train.shape[1:])
+
+    @property
     def n_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
@@ -66,8 +77,10 @@ class Dataset:
         return self.X_test, self.y_test
 
     def __repr__(self) -> str:
+        shape = f"{self.n_features} features" if self.X_train.ndim == 2 else \
+            f"samples of shape {'x'.join(map(str, self.sample_shape))}"
         return (f"Dataset({self.name!r}: {len(self.y_train)} train + {len(self.y_test)} test samples, "
-                f"{self.n_features} features, {self.n_classes} classes)")
+                f"{shape}, {self.n_classes} classes)")
 
 
 def from_arrays(X, y, name: str = "your data", seed: int = 0, test_size: float = 0.25) -> Dataset:
@@ -110,9 +123,12 @@ def _split(name: str, X: np.ndarray, y: np.ndarray, seed: int, test_size: float,
     stratify = y if np.bincount(y).min() >= 2 else None
     X_train, X_test, y_train, y_test = train_test_split(
         np.asarray(X, np.float64), np.asarray(y, np.int64), test_size=test_size, random_state=seed, stratify=stratify)
-    axes = tuple(range(X_train.ndim - 1))  # per feature (over samples, and steps for sequences)
+    # per feature (over samples, and steps for sequences); per channel for images
+    axes = (0, 2, 3) if X_train.ndim == 4 else tuple(range(X_train.ndim - 1))
+    keep = (lambda a: a[None, :, None, None]) if X_train.ndim == 4 else (lambda a: a)
     mean, std = X_train.mean(axis=axes), X_train.std(axis=axes)
     std[std == 0] = 1.0  # constant features (digits' border pixels) stay at zero
+    mean, std = keep(mean), keep(std)
     scale = lambda a: ((a - mean) / std).astype(np.float32)
     return Dataset(name, scale(X_train), y_train, scale(X_test), y_test, classes)
 
@@ -123,7 +139,8 @@ def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int | Non
 
     n_samples (default 600) and noise apply to the generated 2-D sets; n_samples (default 2000)
     and steps to "adding".
-    Sequences: "digits_rows" is each digit as 8 steps of 8 pixels (its rows), shape (N, 8, 8);
+    Sequences: "digits_rows" is each digit as 8 steps (or tokens) of 8 pixels (its rows), shape
+    (N, 8, 8); "digits_images" is each digit as an image of one channel, shape (N, 1, 8, 8);
     "adding" is the adding problem as a classification: each step holds a value in [0, 1) and a
     marker, two steps are marked, the class says whether the two marked values add up to more
     than 1 (shape (N, steps, 2)).
@@ -131,10 +148,10 @@ def load(name: str, seed: int = 0, test_size: float = 0.25, n_samples: int | Non
     if name in TABULAR:
         import sklearn.datasets as skd
         X, y = getattr(skd, f"load_{name}")(return_X_y=True)
-    elif name == "digits_rows":
+    elif name in ("digits_rows", "digits_images"):
         import sklearn.datasets as skd
         X, y = skd.load_digits(return_X_y=True)
-        X = X.reshape(-1, 8, 8)
+        X = X.reshape(-1, 8, 8) if name == "digits_rows" else X.reshape(-1, 1, 8, 8)
     elif name == "adding":
         X, y = adding(n_samples or 2000, steps, np.random.default_rng(seed))
     elif name in GENERATED:
@@ -185,11 +202,12 @@ def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):
 
 
 def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None, sequence: bool = False,
-               every_step: bool = False):
+               every_step: bool = False, input_shape: tuple | None = None):
     """Return X as float and y as int64 arrays, or raise DataError saying what is wrong.
 
     Checks: X is a non-empty 2-D array of finite numbers with n_inputs columns (with sequence,
-    a 3-D array: samples x steps x n_inputs, at least one step); y is 1-D, as long as X, holds
+    a 3-D array: samples x steps x n_inputs, at least one step; with input_shape, samples x
+    input_shape: images or token sequences); y is 1-D, as long as X, holds
     whole numbers in 0..n_outputs-1 (with every_step, y is samples x steps: a label per step).
     """
     try:
@@ -198,20 +216,24 @@ def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = N
         raise DataError(f"X cannot be read as an array: {e}") from None
     if X.dtype.kind not in "biuf":
         raise DataError(f"X must hold numbers, got dtype {X.dtype}")
-    if sequence and X.ndim != 3:
+    if input_shape is not None:
+        if X.shape[1:] != tuple(input_shape) or X.shape[0] == 0:
+            raise DataError(f"the network reads samples of shape {tuple(input_shape)}: X must be samples x "
+                            f"{' x '.join(map(str, input_shape))}, got shape {X.shape}")
+    elif sequence and X.ndim != 3:
         raise DataError(f"a recurrent network reads sequences: X must be 3-D (samples x steps x features), "
                         f"got shape {X.shape}")
-    if not sequence and X.ndim != 2:
+    elif not sequence and X.ndim != 2:
         raise DataError(f"X must be 2-D (samples x features), got shape {X.shape}")
     if X.shape[0] == 0 or (sequence and X.shape[1] == 0):
         raise DataError("X is empty: no samples" if X.shape[0] == 0 else "the sequences have no steps")
-    if n_inputs is not None and X.shape[-1] != n_inputs:
+    if input_shape is None and n_inputs is not None and X.shape[-1] != n_inputs:
         raise DataError(f"X has {X.shape[-1]} features but the network's input group has width {n_inputs}")
     bad = ~np.isfinite(X)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         at = (f"row {where[0]}, step {where[1]}, feature {where[2]}" if sequence else
-              f"row {where[0]}, column {where[1]}")
+              f"row {where[0]}, column {where[1]}" if len(where) == 2 else f"sample {where[0]}, position {where[1:]}")
         raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at {at} ({X[where]})")
     X = X.astype(np.float64) if X.dtype.kind != "f" else X
     if y is None:

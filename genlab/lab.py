@@ -20,6 +20,7 @@ from . import viz
 from .datasets import Dataset, from_arrays, from_frame
 from .errors import DataError
 from .policy import MODES
+from .shapes import Form
 from .trainer import Trainer
 
 
@@ -62,9 +63,13 @@ class Lab:
         import ipywidgets as w
 
         self.data = as_dataset(data, label)
-        if self.data.n_features != trainer.net.n_inputs:
+        net = trainer.net
+        if net.form is not Form.FLAT and self.data.sample_shape != net.input_shape:
+            raise DataError(f"the data's samples have shape {self.data.sample_shape} but the network reads "
+                            f"{net.input_shape}")
+        if net.form is Form.FLAT and self.data.n_features != net.n_inputs:
             raise DataError(f"the data has {self.data.n_features} features but the network's input group has "
-                            f"width {trainer.net.n_inputs}")
+                            f"width {net.n_inputs}")
         self.trainer, self.refresh_every, self.min_interval = trainer, refresh_every, min_interval
         self._queue: list = []  # the rest of this epoch's batches (Trainer.batches, as fit uses)
         self._drawn_at, self._pending, self._scheduled = 0.0, False, False

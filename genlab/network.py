@@ -378,9 +378,14 @@ class Network:
         validate(self)
 
     def topology(self) -> dict:
-        """A JSON-ready picture of the topology: widths, edges, levels, delays (no parameters)."""
+        """A JSON-ready picture of the topology: widths, edges, levels, delays, and the labels and
+        node shapes of groups that are not dense (no parameters)."""
+        drawn = {g: self.kind(g) for g in self.hidden_groups if self.kinds[g] != "dense"}
         return {"widths": dict(self.widths), "edges": [list(e) for e in self.edges], "levels": self.levels(),
-                "delays": [[s, d, k] for (s, d), k in sorted(self.delays.items())]}
+                "delays": [[s, d, k] for (s, d), k in sorted(self.delays.items())],
+                "labels": {g: k.label(self.spec(g)) for g, k in drawn.items()} | (
+                    {INPUT: "x".join(map(str, self.input_shape))} if len(self.input_shape) > 1 else {}),
+                "shapes": {g: k.node_shape for g, k in drawn.items()}}
 
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
@@ -411,10 +416,12 @@ def _ids(groups) -> str:
     return ", ".join(map(str, groups))
 
 
-# Network.mlp, Network.elman, Network.random_dag and init_params live in genlab.constructors
+# Network.mlp, .elman, .random_dag, .conv_chain, .attention_chain, init_params: genlab.constructors
 from . import constructors as _constructors  # noqa: E402  (they build Networks)
 
 Network.mlp = classmethod(_constructors.mlp)
 Network.elman = classmethod(_constructors.elman)
 Network.random_dag = classmethod(_constructors.random_dag)
+Network.conv_chain = classmethod(_constructors.conv_chain)
+Network.attention_chain = classmethod(_constructors.attention_chain)
 Network.init_params = _constructors.init_params

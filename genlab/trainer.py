@@ -9,6 +9,7 @@ import numpy as np
 from . import checks
 from .backends import make_engine
 from .datasets import check_data
+from .shapes import Form
 from .errors import ArgumentError, ArgumentTypeError, BackendError, DataError, GraphError, StaleNetworkError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy, Grower
 from .network import Network
@@ -217,8 +218,9 @@ class Trainer:
             X, y = X.drop(columns=[y]), X[y]
         X = X.to_numpy() if hasattr(X, "to_numpy") else X
         y = y.to_numpy() if hasattr(y, "to_numpy") else y
+        shaped = self._net.form is not Form.FLAT
         return check_data(X, y, self._net.n_inputs, self._net.n_outputs, sequence=self._net.recurrent,
-                          every_step=self.every_step)
+                          every_step=self.every_step, input_shape=self._net.input_shape if shaped else None)
 
     def step(self, x, y) -> dict:
         """One training step on the batch (x, y); returns {"loss", "accuracy"} of that batch.

@@ -101,9 +101,13 @@ def _std_colours(stats: dict[int, float]) -> tuple[dict[int, str], tuple[float, 
 
 
 def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, highlight: dict | None = None,
-           edge_style: dict | None = None, caption: str = "", delays=()):
+           edge_style: dict | None = None, caption: str = "", delays=(), labels: dict | None = None,
+           shapes: dict | None = None):
     """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}; delays: [src, dst,
-    delay] of the recurrent edges, drawn dashed, labelled t-delay, without pulling on the ranks."""
+    delay] of the recurrent edges, drawn dashed, labelled t-delay, without pulling on the ranks;
+    labels and shapes: of the groups that are not dense ("conv 8ch 3x3" in a 3-D box)."""
+    labels = {int(k): v for k, v in (labels or {}).items()}  # (JSON keys are strings)
+    shapes = {int(k): v for k, v in (shapes or {}).items()}
     import graphviz
 
     from matplotlib import colormaps
@@ -125,7 +129,9 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
                 attrs = {"width": size, "height": size, "fixedsize": "true", "fillcolor": colours.get(n, "#ffffff")}
                 if n in (INPUT, OUTPUT):
                     attrs.update(shape="box", fixedsize="false", fillcolor="#dddddd",
-                                 label=f"{'input' if n == INPUT else 'output'}\n{w}")
+                                 label=f"{'input' if n == INPUT else 'output'}\n{labels.get(n, w)}")
+                elif n in shapes:
+                    attrs.update(shape=shapes[n], fixedsize="false", label=f"{n}\n{labels.get(n, w)}")
                 else:
                     attrs.update(shape="circle", label=f"{n}\n{w}")
                     if colours.get(n, "#ffffff") != "#ffffff" and np.mean(
@@ -182,7 +188,7 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     if highlight is None:
         highlight = {g: k for g, k in _last_event_groups(net.history).items() if g in net.widths}
     return Drawing(_graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style,
-                          caption, topology["delays"]), caption)
+                          caption, topology["delays"], topology["labels"], topology["shapes"]), caption)
 
 
 def _events_by_step(history) -> list[tuple[int, list[dict]]]:

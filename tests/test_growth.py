@@ -167,7 +167,6 @@ def test_cooldown_blocks_the_group_and_its_copy():
 
 def test_modes():
     net = chain(1)
-    g = net.hidden_groups[0]
     kinds = []
     grower = Grower(GrowthPolicy(threshold=0.0, mode="alternate", cooldown=0, max_groups=100))
     for step in range(4):

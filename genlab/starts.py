@@ -1,0 +1,66 @@
+"""The networks `genlab train` and `genlab demo` start from: by the data's form and the kind of
+group asked for (the natural one by default: conv for images, recurrent dense groups for
+sequences, dense otherwise)."""
+
+from __future__ import annotations
+
+from .datasets import Dataset
+from .errors import DataError
+from .network import Network
+
+# the kinds each form of data can start from; the first is the natural one
+CHOICES = {"image": ("conv", "dense"), "sequence": ("recurrent", "attention"), "flat": ("dense",)}
+# hidden widths when not told: (start "single", start "chain")
+WIDTHS = {"conv": ([8], [8, 16]), "dense": ([8], [64, 32]), "recurrent": ([8], [64]), "attention": ([16], [16])}
+
+
+def form(data: Dataset) -> str:
+    return "image" if data.image else "sequence" if data.sequence else "flat"
+
+
+def kind_for(data: Dataset, kind: str | None) -> str:
+    """The kind to start from: `kind` if the data's form can run it (DataError if not), else the natural one."""
+    choices = CHOICES[form(data)]
+    if kind is None:
+        return choices[0]
+    if kind not in choices:
+        raise DataError(f"{data.name} holds {form(data)} samples: start from {' or '.join(choices)} groups, not {kind}")
+    return kind
+
+
+def build(data: Dataset, kind: str, hidden: list[int] | None, single: bool, seed: int) -> Network:
+    """A chain of `hidden` groups of `kind` (default widths by WIDTHS) for `data`: conv groups
+    (stride 2 from the second on), dense groups (over flattened images too), stacked Elman
+    groups, or attention groups each followed by a dense one (a single start: one group)."""
+    hidden = hidden or WIDTHS[kind][0 if single else 1]
+    n_out = data.n_classes
+    if kind == "conv":
+        return Network.conv_chain(data.sample_shape, hidden, n_out, strides=[1] + [2] * (len(hidden) - 1), seed=seed)
+    if kind == "attention":
+        return Network.attention_chain(data.sample_shape, hidden, n_out, dense=not single, seed=seed)
+    if kind == "recurrent":
+        return Network.elman(data.n_features, hidden, n_out, seed=seed)
+    if data.image:  # dense groups reading the image flattened
+        net = Network(n_outputs=n_out, input_shape=data.sample_shape, seed=seed)
+        prev = net.input
+        for width in hidden:
+            prev = net.add_group(width, inputs=[prev])
+        net.connect(prev, net.output)
+        net.init_params(seed)
+        return net
+    return Network.mlp([data.n_features, *hidden, n_out], seed=seed)
+
+
+def one_layer_like(data: Dataset, kind: str, n_params: int, seed: int) -> tuple[int, Network]:
+    """The traditional network to compare a grown one with: one hidden group of `kind` whose
+    width gives about n_params parameters (parameters grow with the width: a bisection)."""
+    lo, hi = 1, 4096
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if build(data, kind, [mid], True, seed).n_params < n_params:
+            lo = mid + 1
+        else:
+            hi = mid
+    best = min((w for w in (lo - 1, lo) if w >= 1),
+               key=lambda w: abs(build(data, kind, [w], True, seed).n_params - n_params))
+    return best, build(data, kind, [best], True, seed)

@@ -1,0 +1,304 @@
+"""Group kinds beyond dense: convolution groups over image grids, attention groups over token
+sequences. The serial engine is the reference: its gradients are checked against finite
+differences in float64 and against PyTorch (conv2d, scaled_dot_product_attention)."""
+
+import numpy as np
+import pytest
+
+import genlab
+import genlab.starts
+from genlab import DataError, FileFormatError, GraphError, GrowthPolicy, Network, Trainer
+from genlab.engines import SerialEngine
+from genlab.growth import duplicate_depth, duplicate_width
+from genlab.kinds import InexactFold
+from genlab.optim import SGD
+from genlab.pruning import prune_group
+
+
+def image_net(seed=1, dtype=np.float64):
+    """conv(3) -> conv(4, 1x1, stride 2, also from the input) -> conv(5) -> dense(6, also from conv a) -> output."""
+    net = Network(input_shape=(2, 6, 5), n_outputs=4, seed=seed, dtype=dtype)
+    a = net.add_group(3, inputs=[net.input], kind="conv", kernel=3)
+    b = net.add_group(4, inputs=[a, net.input], kind="conv", kernel=1, stride=2)
+    c = net.add_group(5, inputs=[b], kind="conv", kernel=3)
+    net.add_group(6, inputs=[c, a], outputs=[net.output])
+    net.connect(b, net.output)
+    return net
+
+
+def sequence_net(seed=2, dtype=np.float64):
+    """attention(4, 2 heads) -> dense(6, also from the input) -> attention(6, 3 heads, also from a) -> output."""
+    net = Network(input_shape=(5, 3), n_outputs=4, seed=seed, dtype=dtype)
+    a = net.add_group(4, inputs=[net.input], kind="attention", heads=2)
+    d = net.add_group(6, inputs=[a, net.input])
+    b = net.add_group(6, inputs=[d, a], kind="attention", heads=3)
+    net.connect(b, net.output)
+    net.connect(a, net.output)
+    return net
+
+
+NETS = {"image": (image_net, (7, 2, 6, 5)), "sequence": (sequence_net, (7, 5, 3))}
+
+
+def batch(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=shape), rng.integers(0, 4, shape[0])
+
+
+# ---------------------------------------------------------------------------- the interface
+def test_the_interface_from_the_issue():
+    net = Network(input_shape=(1, 8, 8), n_outputs=10)
+    c = net.add_group(8, inputs=[net.input], kind="conv", kernel=3)
+    s = net.add_group(16, inputs=[c], kind="conv", kernel=3, stride=2)
+    d = net.add_group(32, inputs=[s], outputs=[net.output])
+    assert net.sample_shape(c) == (8, 8, 8) and net.sample_shape(s) == (16, 4, 4)
+    assert net.weights[(c, s)].shape == (16, 8, 3, 3) and net.weights[(s, d)].shape == (32, 16 * 4 * 4)
+    seq = Network(input_shape=(8, 8), n_outputs=10)
+    a = seq.add_group(16, inputs=[seq.input], kind="attention", heads=2)
+    seq.connect(a, seq.output)
+    assert seq.sample_shape(a) == (8, 16) and seq.biases[a].shape == (16 + 4 * 16 * 16,)
+    assert Network(n_inputs=4, n_outputs=3).input_shape == (4,)
+    odd = Network(input_shape=(1, 7, 5), n_outputs=2)
+    g = odd.add_group(2, inputs=[odd.input], kind="conv", stride=2)
+    assert odd.sample_shape(g) == (2, 4, 3)  # stride 2 halves the grid, rounding up
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda: Network(4, 2).add_group(3, inputs=[0], kind="conv"), "a conv group runs in a network of image inputs"),
+    (lambda: Network(input_shape=(1, 4, 4), n_outputs=2).add_group(3, inputs=[0], kind="attention"),
+     "an? attention group runs in a network of sequence inputs"),
+    (lambda: Network(input_shape=(1, 4, 4), n_outputs=2).add_group(3, inputs=[0], kind="conv", kernel=2),
+     "kernel is odd"),
+    (lambda: Network(input_shape=(1, 4, 4), n_outputs=2).add_group(3, inputs=[0], kind="conv", stride=0),
+     "stride is a whole number"),
+    (lambda: Network(input_shape=(1, 4, 4), n_outputs=2).add_group(3, inputs=[0], kind="conv", dilation=2),
+     "a conv group takes kernel and stride; got dilation"),
+    (lambda: Network(input_shape=(4, 3), n_outputs=2).add_group(6, inputs=[0], kind="attention", heads=4),
+     r"width \(6\) is a multiple of its heads \(4\)"),
+    (lambda: Network(input_shape=(4, 3), n_outputs=2).add_group(6, inputs=[0], heads=2), "a dense group takes no options"),
+    (lambda: Network(input_shape=(4, 3, 2, 1), n_outputs=2), "input_shape has 1"),
+    (lambda: Network(4, 2, input_shape=(4,)), "not both"),
+])
+def test_bad_kinds_and_options_are_clear_errors(edit, message):
+    with pytest.raises(GraphError, match=message):
+        edit()
+
+
+def test_edges_into_conv_groups_need_a_grid_that_fits():
+    net = Network(input_shape=(1, 8, 8), n_outputs=2)
+    half = net.add_group(2, inputs=[net.input], kind="conv", stride=2)
+    full = net.add_group(2, inputs=[net.input], kind="conv")
+    dense = net.add_group(3, inputs=[full])
+    before = (net.edges, dict(net.grids))
+    with pytest.raises(GraphError, match="group 2's grid is 4x4 but conv group 3 reads 8x8 maps"):
+        net.connect(half, full)
+    with pytest.raises(GraphError, match="a conv group reads conv groups or the image input, and group 4 is dense"):
+        net.add_group(2, inputs=[dense], kind="conv")
+    lonely = net.add_group(2, kind="conv")
+    with pytest.raises(GraphError, match="has no inputs yet, so its grid is unknown"):
+        net.connect(lonely, dense)
+    with pytest.raises(GraphError, match="recurrent edges"):
+        net.connect(full, full, delay=1)
+    assert net.edges == before[0] and {g: v for g, v in net.grids.items() if g != lonely} == before[1]
+
+
+# ---------------------------------------------------------------------------- the reference
+@pytest.mark.parametrize("form", NETS)
+def test_gradients_match_finite_differences(form):
+    make, shape = NETS[form]
+    net = make()
+    x, y = batch(shape)
+    engine = SerialEngine(net, SGD(0.1), dtype="float64")
+    engine.forward(x)
+    engine.backward(y)
+    rng = np.random.default_rng(1)
+    for key, p in engine.params.items():
+        for i in rng.choice(p.size, size=min(5, p.size), replace=False):
+            old, eps = p.flat[i], 1e-6
+            p.flat[i] = old + eps
+            engine.forward(x)
+            up = engine.backward(y)
+            p.flat[i] = old - eps
+            engine.forward(x)
+            down = engine.backward(y)
+            p.flat[i] = old
+            assert engine.grads[key].flat[i] == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-8), key
+
+
+@pytest.mark.parametrize("form", NETS)
+def test_forward_and_gradients_match_pytorch(form):
+    torch = pytest.importorskip("torch")
+    make, shape = NETS[form]
+    net = make()
+    x, y = batch(shape, seed=3)
+    module = genlab.to_torch(net)
+    logits = module(torch.from_numpy(x))
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).backward()
+    engine = SerialEngine(net, SGD(0.1), dtype="float64")
+    np.testing.assert_allclose(engine.forward(x), logits.detach().numpy(), rtol=1e-10, atol=1e-12)
+    engine.backward(y)
+    for (s, d) in net.weights:
+        np.testing.assert_allclose(engine.grads[("W", s, d)], module.weights[f"W_{s}_{d}"].grad.numpy(), atol=1e-12)
+    for g in net.biases:
+        np.testing.assert_allclose(engine.grads[("b", g)], module.biases[f"b_{g}"].grad.numpy(), atol=1e-12)
+
+
+def test_conv_matches_torch_conv2d_with_stride_and_odd_grids():
+    torch = pytest.importorskip("torch")
+    from genlab.kinds.conv import conv, conv_input_grad
+
+    rng = np.random.default_rng(0)
+    for kernel, stride, (h, w) in [(3, 1, (5, 7)), (3, 2, (7, 4)), (5, 2, (6, 6)), (1, 3, (7, 8))]:
+        x, weight = rng.normal(size=(2, 3, h, w)), rng.normal(size=(4, 3, kernel, kernel))
+        xt = torch.from_numpy(x).requires_grad_()
+        out = torch.nn.functional.conv2d(xt, torch.from_numpy(weight), stride=stride, padding=kernel // 2)
+        np.testing.assert_allclose(conv(x, weight, stride), out.detach().numpy(), atol=1e-12)
+        dz = rng.normal(size=out.shape)
+        out.backward(torch.from_numpy(dz))
+        np.testing.assert_allclose(conv_input_grad(dz, weight, stride, x.shape), xt.grad.numpy(), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- growth and pruning
+@pytest.mark.parametrize("form", NETS)
+@pytest.mark.parametrize("grow", [duplicate_depth, duplicate_width])
+def test_growth_preserves_the_function_for_every_kind(form, grow):
+    make, shape = NETS[form]
+    x, _ = batch(shape)
+    for g in make().hidden_groups:
+        net = make()
+        before = SerialEngine(net, SGD(0.1), dtype="float64").forward(x)
+        new = grow(net, g, step=3, seed=7)
+        net.validate()
+        assert net.kinds[new] == net.kinds[g] and net.sample_shape(new) == net.sample_shape(g)
+        after = SerialEngine(net, SGD(0.1), dtype="float64").forward(x)
+        if grow is duplicate_depth:
+            np.testing.assert_array_equal(after, before)  # the identity is exact
+        else:
+            np.testing.assert_allclose(after, before, rtol=1e-12, atol=1e-12)  # split halves, noise cancels
+
+
+def test_a_depth_copy_of_a_strided_conv_keeps_its_grid():
+    net = image_net()
+    new = duplicate_depth(net, 3, step=0, seed=0)
+    assert net.options[new] == {"kernel": 1, "stride": 1} and net.sample_shape(new) == net.sample_shape(3)
+
+
+def test_a_depth_copy_of_attention_starts_as_the_identity_and_can_learn():
+    net = sequence_net()
+    new = duplicate_depth(net, 2, step=0, seed=0)
+    own = net.biases[new]
+    d = net.widths[new]
+    assert not own[d + 3 * d * d:].any() and own[d:d + 3 * d * d].std() > 0  # Wo = 0, Wq, Wk, Wv drawn
+    x, y = batch(NETS["sequence"][1])
+    engine = SerialEngine(net, SGD(0.1), dtype="float64")
+    engine.forward(x)
+    engine.backward(y)
+    assert np.abs(engine.grads[("b", new)][d + 3 * d * d:]).max() > 0  # Wo learns
+
+
+def test_pruning_folds_exactly_into_dense_consumers_and_refuses_conv_borders():
+    net = image_net()
+    x, _ = batch(NETS["image"][1])
+    a, c, dense = 2, 4, 5
+    constant = np.random.default_rng(0).uniform(0.5, 1.0, net.sample_shape(c)).ravel()
+    # c feeds only the dense group (reading it flattened): folding its constant output is exact
+    expected = net.biases[dense] + net.weights[(c, dense)] @ constant
+    net_a = net.copy()
+    prune_group(net_a, c, constant)
+    assert c not in net_a.widths
+    np.testing.assert_allclose(net_a.biases[dense], expected, rtol=1e-12)
+    # a constant feeding a 1x1 conv group folds too
+    ones = net.copy()
+    prune_group(ones, a, np.ones(int(np.prod(net.sample_shape(a)))))
+    assert a not in ones.widths
+    # a constant feeding a 3x3 conv group: zero padding makes the borders differ, no bias adds it
+    with pytest.raises(InexactFold, match="differs at the borders"):
+        prune_group(net.copy(), 3, np.ones(int(np.prod(net.sample_shape(3)))))  # 3 feeds conv group 4 (3x3)
+    # ... unless it is zero (a dead group), which adds nothing anywhere
+    small = Network(input_shape=(1, 5, 5), n_outputs=2, dtype=np.float64)
+    dead = small.add_group(2, inputs=[small.input], kind="conv")
+    reader = small.add_group(2, inputs=[dead, small.input], kind="conv", outputs=[small.output])
+    x = np.random.default_rng(0).normal(size=(3, 1, 5, 5))
+    small.biases[dead] = np.full(2, -1e3)  # relu: always zero
+    before = SerialEngine(small, SGD(), dtype="float64").forward(x)
+    prune_group(small, dead, np.zeros(2 * 5 * 5))
+    assert dead not in small.widths and small.inputs(reader) == [small.input]
+    np.testing.assert_allclose(SerialEngine(small, SGD(), dtype="float64").forward(x), before, atol=1e-12)
+
+
+def test_a_grower_skips_groups_it_cannot_fold(caplog):
+    net = image_net(dtype=np.float32)
+    grower = genlab.growth.Grower(GrowthPolicy(prune=True, threshold=1e9))
+    grower.rows = grower.batches = 10**6
+
+    class Report:  # an engine whose every group was constant at one
+        def prune_report(self, judge):
+            return {g: np.ones(int(np.prod(net.sample_shape(g)))) for g in net.hidden_groups}, {}
+
+    grower.engine_tracks = True
+    with caplog.at_level("INFO", logger="genlab.growth"):
+        grower._prune(net, 5, Report(), [])
+    assert "is not pruned" in caplog.text and "borders" in caplog.text
+    net.validate()
+
+
+# ---------------------------------------------------------------------------- files, data, training, drawing
+@pytest.mark.parametrize("form", NETS)
+def test_save_and_load_keep_shapes_options_and_grids(tmp_path, form):
+    net = NETS[form][0]()
+    back = Network.load(net.save(tmp_path / "net.npz"))
+    assert (back.input_shape, back.options, back.grids, back.kinds) == (net.input_shape, net.options, net.grids, net.kinds)
+    x, _ = batch(NETS[form][1])
+    np.testing.assert_array_equal(SerialEngine(back, SGD(), dtype="float64").forward(x),
+                                  SerialEngine(net, SGD(), dtype="float64").forward(x))
+
+
+def test_a_file_with_bad_options_is_refused(tmp_path):
+    import json
+
+    path = image_net().save(tmp_path / "net.npz")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    for field, value, message in (("options", {"2": {"kernel": 4, "stride": 1}}, "kernel is odd"),
+                                  ("grids", {"2": [6]}, "not a conv group's"),
+                                  ("input_shape", [3, 6, 5], "does not give the input group's width")):
+        arrays["__meta__"] = np.frombuffer(json.dumps({**meta, field: value}).encode(), np.uint8)
+        np.savez(path, **arrays)
+        with pytest.raises(FileFormatError, match=message):
+            Network.load(path)
+
+
+def test_the_datasets_for_kinds():
+    images, rows = genlab.datasets.load("digits_images"), genlab.datasets.load("digits_rows")
+    assert images.X_train.shape[1:] == (1, 8, 8) and images.image and images.sample_shape == (1, 8, 8)
+    assert rows.X_train.shape[1:] == (8, 8) and rows.sequence
+    assert abs(float(images.X_train.mean())) < 1e-5 and abs(float(images.X_train.std()) - 1) < 1e-4  # per channel
+
+
+def test_training_checks_the_sample_shape():
+    net = Network.conv_chain((1, 8, 8), [2], 3)
+    trainer = Trainer(net, backend="serial")
+    with pytest.raises(DataError, match=r"reads samples of shape \(1, 8, 8\)"):
+        trainer.step(np.zeros((4, 64)), np.zeros(4, int))
+
+
+@pytest.mark.parametrize("name, kind", [("digits_images", "conv"), ("digits_rows", "attention")])
+def test_a_single_group_of_each_kind_learns_and_grows_its_kind(name, kind):
+    data = genlab.datasets.load(name)
+    net = genlab.starts.build(data, kind, None, True, seed=0)
+    trainer = Trainer(net, backend="serial", optimizer="adam", lr=0.01, seed=0,
+                      growth=GrowthPolicy(threshold=0.0, every=20, cooldown=20, max_groups=6))
+    trainer.fit(*data.train, epochs=3, progress=False)
+    grown = trainer.net
+    assert len(grown.groups) > 3 and {grown.kinds[g] for g in grown.hidden_groups} == {kind}
+    assert trainer.evaluate(*data.test)["accuracy"] > 0.5
+
+
+def test_the_lab_draws_each_kind_with_its_label_and_shape():
+    net = Network.conv_chain((1, 8, 8), [8, 16], 10, strides=[1, 2])
+    source = genlab.viz.draw(net).source
+    assert "conv 8ch 3x3" in source and "conv 16ch 3x3 /2" in source and "box3d" in source and "1x8x8" in source
+    seq = Network.attention_chain((8, 8), [16], 10, heads=2)
+    source = genlab.viz.draw(seq).source
+    assert "attn 2 heads, 16" in source and "hexagon" in source

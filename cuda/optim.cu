@@ -194,4 +194,26 @@ extern "C" __global__ void gather(float* __restrict__ dst, const float* __restri
     const int i = blockIdx.x * THREADS + threadIdx.x;
     if (i < n) dst[i] = map[i] >= 0 ? src[map[i]] : 0.f;
 }
+// Ranges of parameters by group (range r: ranges[3r] its slot, ranges[3r + 1] its first parameter,
+// ranges[3r + 2] its length): the gradients of groups that are not dense (conv.cu, attention.cu).
+// param_norms: wstats[slot] and *gradsq += the sum of squares of the range's gradients (what
+//   backward.cu's weight_grad adds for dense edges). zero_ranges: the range's gradients = 0 (before
+//   a kernel adds into them). Launch: one block per range.
+extern "C" __global__ void param_norms(const int* __restrict__ ranges, const float* __restrict__ grads,
+                                       double* __restrict__ wstats, double* __restrict__ gradsq)
+{
+    __shared__ double scratch[THREADS / 32];
+    const int* r = ranges + 3 * blockIdx.x;
+    double sq = 0.0;
+    for (int i = threadIdx.x; i < r[2]; i += THREADS) sq += (double)grads[r[1] + i] * grads[r[1] + i];
+    sq = block_sum(sq, scratch);
+    if (threadIdx.x == 0) { atomicAdd(wstats + r[0], sq); atomicAdd(gradsq, sq); }
+}
+
+extern "C" __global__ void zero_ranges(const int* __restrict__ ranges, float* __restrict__ grads)
+{
+    const int* r = ranges + 3 * blockIdx.x;
+    for (int i = threadIdx.x; i < r[2]; i += THREADS) grads[r[1] + i] = 0.f;
+}
+
 #endif  // GENLAB_OPTIM_CU

@@ -144,16 +144,18 @@ extern "C" __global__ void topo_tasks(
     }
 }
 
-// Weight-gradient tasks: tiles(width dst) x tiles(width src) per edge of the in-CSR, at ptr[i], of
-// the edges whose narrower end is in a tier of widths (lo <= width < hi): `tile` x `tile` tasks.
+// Weight-gradient tasks: tiles(width dst) x tiles(src_width src) per edge of the in-CSR, at ptr[i],
+// of the edges whose narrower end is in a tier of widths (lo <= width < hi): `tile` x `tile` tasks.
+// `width` is the task lists' (0 for a group of another kind: its edges get none), src_width every
+// group's columns (a dense group reading a conv group reads all of its values).
 extern "C" __global__ void topo_weight_tasks(
     int mode, const int* __restrict__ in_src, const int* __restrict__ in_dst, const int* __restrict__ width,
-    int n_edges, int lo, int hi, int tile, int* __restrict__ count, const int* __restrict__ ptr,
-    int* __restrict__ tasks)
+    const int* __restrict__ src_width, int n_edges, int lo, int hi, int tile, int* __restrict__ count,
+    const int* __restrict__ ptr, int* __restrict__ tasks)
 {
     const int i = blockIdx.x * THREADS + threadIdx.x;
     if (i >= n_edges) return;
-    const int wd = width[in_dst[i]], ws = width[in_src[i]];
+    const int wd = width[in_dst[i]], ws = src_width[in_src[i]];
     const bool mine = lo <= min(wd, ws) && min(wd, ws) < hi;
     const int tj = (wd + tile - 1) / tile, tk = (ws + tile - 1) / tile;
     if (mode == 0) { count[i] = mine ? tj * tk : 0; return; }

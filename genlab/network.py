@@ -84,7 +84,6 @@ class Network:
     def _pull(self) -> None:
         self._source is not None and self._source()
 
-    # ------------------------------------------------------------------ building
     @property
     def n_inputs(self) -> int:
         return self.widths[INPUT]
@@ -380,12 +379,8 @@ class Network:
     def topology(self) -> dict:
         """A JSON-ready picture of the topology: widths, edges, levels, delays, and the labels and
         node shapes of groups that are not dense (no parameters)."""
-        drawn = {g: self.kind(g) for g in self.hidden_groups if self.kinds[g] != "dense"}
         return {"widths": dict(self.widths), "edges": [list(e) for e in self.edges], "levels": self.levels(),
-                "delays": [[s, d, k] for (s, d), k in sorted(self.delays.items())],
-                "labels": {g: k.label(self.spec(g)) for g, k in drawn.items()} | (
-                    {INPUT: "x".join(map(str, self.input_shape))} if len(self.input_shape) > 1 else {}),
-                "shapes": {g: k.node_shape for g, k in drawn.items()}}
+                "delays": [[s, d, k] for (s, d), k in sorted(self.delays.items())], **shapes.drawing(self)}
 
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
@@ -394,9 +389,9 @@ class Network:
 
     def __repr__(self) -> str:
         return (f"Network(groups={len(self.widths)}, edges={len(self.weights)}, "
-                f"params={self.n_params}, inputs={self.n_inputs}, outputs={self.n_outputs})")
+                f"params={self.n_params}, inputs={self.input_shape if len(self.input_shape) > 1 else self.n_inputs}, "
+                f"outputs={self.n_outputs})")
 
-    # ------------------------------------------------------------------ files
     def save(self, path) -> Path:
         """Write topology, parameters and growth history to exactly `path` (an .npz archive,
         whatever the suffix; no pickled code; genlab.network_file holds the format). Atomic: a
@@ -419,9 +414,6 @@ def _ids(groups) -> str:
 # Network.mlp, .elman, .random_dag, .conv_chain, .attention_chain, init_params: genlab.constructors
 from . import constructors as _constructors  # noqa: E402  (they build Networks)
 
-Network.mlp = classmethod(_constructors.mlp)
-Network.elman = classmethod(_constructors.elman)
-Network.random_dag = classmethod(_constructors.random_dag)
-Network.conv_chain = classmethod(_constructors.conv_chain)
-Network.attention_chain = classmethod(_constructors.attention_chain)
+for _name in ("mlp", "elman", "random_dag", "conv_chain", "attention_chain"):
+    setattr(Network, _name, classmethod(getattr(_constructors, _name)))
 Network.init_params = _constructors.init_params

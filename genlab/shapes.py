@@ -117,3 +117,25 @@ def check_edge(net: "Network", src: int, dst: int) -> tuple[int, int] | None:
         raise GraphError(f"edge {src} -> {dst}: group {src}'s grid is {grid[0]}x{grid[1]} but conv group {dst} "
                          f"reads {net.grids[dst][0]}x{net.grids[dst][1]} maps")
     return grid
+
+
+def columns(net: "Network", g: int) -> int:
+    """The values of g in one row of an engine's activations: a row holds a whole sample (a conv
+    group's C x H x W), or, in a sequence network, one token (the output: one sample's logits)."""
+    shape = sample_shape(net, g)
+    return shape[-1] if net.form is Form.SEQUENCE else math.prod(shape)
+
+
+def tokens(net: "Network") -> int:
+    """Rows of the engines' activations per sample (the tokens of a sequence network, else 1)."""
+    return net.input_shape[0] if net.form is Form.SEQUENCE else 1
+
+
+def drawing(net: "Network") -> dict:
+    """How the lab draws the groups that are not dense: {"labels": {group: "conv 8ch 3x3", ...},
+    "shapes": {group: Graphviz node shape}}, and the input's shape where it is not flat."""
+    drawn = {g: net.kind(g) for g in net.hidden_groups if net.kinds[g] != "dense"}
+    labels = {g: kind.label(spec(net, g)) for g, kind in drawn.items()}
+    if len(net.input_shape) > 1:
+        labels[INPUT] = "x".join(map(str, net.input_shape))
+    return {"labels": labels, "shapes": {g: kind.node_shape for g, kind in drawn.items()}}

@@ -4,8 +4,8 @@ import pytest
 from genlab import datasets
 
 CLASSES = {"digits": 10, "iris": 3, "wine": 3, "breast_cancer": 2, "moons": 2, "circles": 2, "spirals": 2, "xor": 2,
-           "digits_rows": 10, "adding": 2}
-FEATURES = {"digits": 64, "iris": 4, "wine": 13, "breast_cancer": 30, "digits_rows": 8}
+           "digits_rows": 10, "adding": 2, "digits_images": 10}
+FEATURES = {"digits": 64, "iris": 4, "wine": 13, "breast_cancer": 30, "digits_rows": 8, "digits_images": 8}
 
 
 @pytest.mark.parametrize("name", datasets.NAMES)
@@ -15,11 +15,12 @@ def test_load_gives_a_standardised_stratified_split(name):
     assert data.X_train.dtype == np.float32 and data.y_train.dtype == np.int64
     assert len(data.y_test) == pytest.approx(0.25 * (len(data.y_train) + len(data.y_test)), abs=1)
     assert np.isfinite(data.X_train).all() and np.isfinite(data.X_test).all()
-    axes = tuple(range(data.X_train.ndim - 1))  # per feature, over samples (and steps of a sequence)
+    # per feature, over samples (and steps of a sequence); per channel of an image
+    axes = (0, 2, 3) if data.image else tuple(range(data.X_train.ndim - 1))
     varying = data.X_train.std(axis=axes) > 0
     np.testing.assert_allclose(data.X_train.mean(axis=axes), 0, atol=1e-5)
     np.testing.assert_allclose(data.X_train.std(axis=axes)[varying], 1, rtol=1e-4)
-    assert data.sequence == (name in datasets.SEQUENCES)
+    assert data.sequence == (name in datasets.SEQUENCES) and data.image == (name in datasets.IMAGES)
     train_share = np.bincount(data.y_train) / len(data.y_train)
     test_share = np.bincount(data.y_test, minlength=data.n_classes) / len(data.y_test)
     np.testing.assert_allclose(train_share, test_share, atol=0.05)

@@ -34,6 +34,7 @@ def _merge(x: np.ndarray) -> np.ndarray:
 class Attention(GroupKind):
     name = "attention"
     cuda_kernels = ("attention_forward", "attention_backward", "token_weight_grad")
+    code = 2  # the kernels' KIND_ATTENTION (cuda/constants.cuh)
     node_shape = "hexagon"
     tokens_only = True
 

@@ -44,6 +44,7 @@ class GroupKind(ABC):
 
     name: ClassVar[str]
     cuda_kernels: ClassVar[tuple[str, ...]]  # the kernels an executor needs to run this kind
+    code: ClassVar[int]  # its number in the kernels' geometry arrays (KIND_<NAME> in cuda/constants.cuh)
     node_shape: ClassVar[str]  # how the lab draws it (a Graphviz node shape)
     spatial: ClassVar[bool] = False  # its output is a grid of channels (it runs in image networks)
     tokens_only: ClassVar[bool] = False  # it mixes tokens (it runs in sequence networks)

@@ -20,6 +20,7 @@ class Dense(GroupKind):
     cuda_kernels = ("forward_level", "backward_level", "backward_push", "backward_finish", "weight_grad",
                     "bias_grad", "forward_mid", "backward_mid", "weight_mid", "forward_wide", "backward_wide",
                     "weight_wide", "dataflow_step", "rows_step")
+    code = 0  # the kernels' KIND_DENSE (cuda/constants.cuh)
     node_shape = "box"
 
     def edge_shape(self, spec, src_width):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ...guard import GRAD_LIMIT
+from ...kinds import KINDS
 from ...operations import OP_INTS, Criterion, FoldSource, OpCode
 from ...optim import OptimizerCode
 
@@ -19,6 +20,9 @@ MT, WT = 64, 128  # wide.cu's tiles: MT x MT for groups of MID to WIDE - 1 neuro
 CH = 16  # neurons per work item of the row executor (rows.cu)
 EW = 4  # out-edges of the input group per weight item of the row executor
 CHUNK = THREADS * 16  # parameters per update item of the persistent executors (optim.cu)
+# each slot's geometry for the kernels of other kinds (conv.cu, attention.cu): GEO_INTS ints a slot
+GEO_FIELDS = ("KIND", "C", "H", "W", "K", "STRIDE", "HEADS", "TOKENS")
+ATT_SHARED = 8192  # floats of shared memory an attention block holds (10 T d + 2 heads T^2 must fit)
 
 # Python's alone (passed to the kernels as arguments where they need them)
 MID, WIDE = 48, 256  # the pull level executors' tiers of widths (executors/level.py)
@@ -27,7 +31,9 @@ LAG = 2  # the row executor takes a level's weight items after the backward item
 
 SHARED = {
     "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT, "CH": CH, "EW": EW, "CHUNK": CHUNK,
-    "OP_INTS": OP_INTS, "GRAD_LIMIT_SQ": f"{GRAD_LIMIT * GRAD_LIMIT!r}",
+    "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
+    **{f"GEO_{name}": i for i, name in enumerate(GEO_FIELDS)},
+    **{f"KIND_{name.upper()}": kind.code for name, kind in KINDS.items()}, "GRAD_LIMIT_SQ": f"{GRAD_LIMIT * GRAD_LIMIT!r}",
     **{f"OP_{code.name}": int(code) for code in OpCode},
     **{f"CRITERION_{c.name}": int(c) for c in Criterion},
     **{f"FOLD_{f.name}": int(f) for f in FoldSource},

@@ -79,6 +79,9 @@ class CudaEngine(Engine):
         new = {"act": self.mem.new(4 * ix.n_cols * cap, "activations"),
                "dz": self.mem.new(4 * ix.n_cols * cap, "gradients"), "labels": self.mem.new(4 * cap, "labels"),
                "act_off": self.mem.upload(offsets.astype(np.int32))}
+        if ix.kinds.tokens > 1:  # a sequence network's logits and their gradient, a row per sample
+            classes = int(ix.width[ix.output_slot])
+            new["pooled"], new["dpooled"] = (self.mem.new(4 * classes * cap, "logits") for _ in range(2))
         words = self.executor.counter_words(len(ix.groups), cap)
         if words:
             new["counters"] = self.mem.new(4 * words, "dependency counters")
@@ -111,6 +114,8 @@ class CudaEngine(Engine):
         self.executor.check_kinds({net.kinds[g] for g in net.groups if g != INPUT})
         self.flush()
         L = Layout(net) if placement is None else Layout.placed(net, placement)
+        # growth of other kinds is made on the host (their identities and splits are not replayed here)
+        self.grows_in_place = not L.kinds.any
         if L.n_params >= 2**31:
             raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
         host = np.empty(L.n_params, np.float32)
@@ -168,18 +173,20 @@ class CudaEngine(Engine):
             self.drv.memset_d2d32_async(device, 4 * L.n_cols, 0, width, batch, self.stream)
 
     def put_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> int:
-        L, batch = self.layout, len(x)
+        """Upload a batch of samples as rows (a sequence network's: a row per token); return the rows."""
+        L = self.layout
+        batch = len(x) * L.kinds.tokens
         self.ensure_batch(batch)
         self.batch = batch
-        self.rows(L.slot[INPUT], batch, np.ascontiguousarray(x, np.float32))
+        self.rows(L.slot[INPUT], batch, np.ascontiguousarray(np.reshape(x, (batch, -1)), np.float32))
         if y is not None:
             self.put_labels(y)
         return batch
 
     def put_labels(self, y: np.ndarray) -> None:
         y = np.ascontiguousarray(y, np.int32)
-        if len(y) != self.batch:
-            raise ValueError(f"{len(y)} labels for a batch of {self.batch} rows")
+        if len(y) * self.layout.kinds.tokens != self.batch:
+            raise ValueError(f"{len(y)} labels for a batch of {self.batch // self.layout.kinds.tokens} samples")
         self.drv.memcpy_htod_async(self.buffers["labels"], y, self.stream)
 
     def read_scalars(self) -> tuple[float, int, float]:
@@ -201,8 +208,11 @@ class CudaEngine(Engine):
         L = self.layout
         batch = self.put_batch(x)
         passes.forward(self, batch)
-        out = np.empty((batch, int(L.width[L.output_slot])), np.float32)
-        self.rows(L.output_slot, batch, out, to_device=False)
+        out = np.empty((batch // L.kinds.tokens, int(L.width[L.output_slot])), np.float32)
+        if L.kinds.tokens > 1:
+            self.drv.memcpy_dtoh_async(out, self.buffers["pooled"], self.stream)
+        else:
+            self.rows(L.output_slot, batch, out, to_device=False)
         self.stream.synchronize()
         return out
 
@@ -339,6 +349,7 @@ class CudaEngine(Engine):
         sums = np.empty((len(L.groups), 3), np.float64)
         self.drv.memcpy_dtoh(sums, self.buffers["stats"])
         count = self.batch * L.width.astype(np.float64)
+        count[L.output_slot] /= L.kinds.tokens  # a sequence network's logits: a row per sample
         mean, meansq = sums[:, 0] / count, sums[:, 1] / count
         return sums, count, np.sqrt(np.maximum(meansq - mean * mean, 0.0))
 
@@ -370,6 +381,9 @@ class CudaEngine(Engine):
         """Grow in place (growth.py); growth the guard cannot prove finite runs with a backup, and
         is refused (TrainingError, the engine as it was) if it made a parameter non-finite."""
         self.flush()
+        if not self.grows_in_place:  # grown on the host: its parameters are current (the optimizer state is kept)
+            self.load(net)
+            return
         risky = not growth.provably_finite(self, log)
         saved = (dict(self.buffers), self.layout, self.batch_cap, self.param_cap)
         backup = state.Backup(self, state=False) if risky else None

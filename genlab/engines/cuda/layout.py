@@ -1,7 +1,7 @@
 """The device layout of a network: where each group, parameter and edge lives on the GPU.
 
-Structure of arrays indexed by a group's slot: width, col_off (its first column among all
-neurons), bias_off; one flat parameter buffer (every weight block, then every bias) with its
+Structure of arrays indexed by a group's slot: width (its columns: a row holds a sample, or a
+token of a sequence network), col_off (its first column among all neurons), bias_off; one flat parameter buffer (every weight block, then every bias) with its
 gradients and optimizer state in the same layout. The topology itself (CSR both ways, levels,
 task lists) is built on the GPU from `records` (topology.py).
 """
@@ -14,7 +14,9 @@ import math
 import numpy as np
 
 from ... import operations as op
+from ... import shapes
 from ...network import INPUT, OUTPUT, Network
+from . import kind_lists
 from .constants import SPLIT
 
 
@@ -77,7 +79,7 @@ class Layout:
                 "edges": [[s, d, e] for (s, d), e in self.edges.items()]}
 
     def _add_groups(self, net: Network, groups) -> None:
-        widths = np.array([net.widths[g] for g in groups], np.int32)
+        widths = np.array([shapes.columns(net, g) for g in groups], np.int32)
         self.width = np.concatenate([self.width, widths])
         self.group_id = np.concatenate([self.group_id, np.array(list(groups), np.int32)])
         self.hidden = np.concatenate([self.hidden, np.array([g not in (INPUT, OUTPUT) for g in groups], np.int32)])
@@ -103,6 +105,7 @@ class Layout:
         order = sorted((g, s) for s, g in enumerate(self.groups) if g != INPUT)  # grad_std's order
         self.std_ids, self.std_slots = [g for g, _ in order], np.array([s for _, s in order], np.intp)
         self.split_output = len(net.inputs(OUTPUT)) > SPLIT
+        self.kinds = kind_lists.build(net, self.slot, self.offsets)
 
     def grown(self, net: Network, log: list) -> "Layout":
         """The index of `net`, grown from this one's network by the operations in `log`."""

@@ -26,6 +26,8 @@ def build(e: "CudaEngine", ix: Layout, cap: int, edges: dict | None = None) -> d
     one, extended; None: a new one) receives ix.records, then the GPU builds the CSR, the levels
     and the task lists. Sets ix's level and task counts (ix.tiers and the first tier's lists)."""
     new = {name: e.mem.upload(getattr(ix, name)) for name in SLOT_ARRAYS}
+    new["task_width"], new["geo"] = e.mem.upload(ix.kinds.task_width), e.mem.upload(ix.kinds.geo)
+    new.update(_kind_lists(e, ix))
     _edge_list(e, ix, new, edges)
     passes = _passes(e, ix)
     _csr_and_levels(e, ix, new, passes)
@@ -65,8 +67,9 @@ def _passes(e: "CudaEngine", ix: Layout) -> list[tuple[str, int, int, int]]:
     first always); loads wide.cu when a second tier is needed."""
     tiers = e.executor.tiers()
     bounds = [t.lowest for t in tiers[1:]] + [2**31 - 1]
+    widths = ix.kinds.task_width
     passes = [(t.prefix, t.lowest, hi, t.size) for t, hi in zip(tiers, bounds)
-              if not t.lowest or ((ix.width >= t.lowest) & (ix.width < hi)).any()]
+              if not t.lowest or ((widths >= t.lowest) & (widths < hi)).any()]
     if len(passes) > 1:
         from . import runtime
 
@@ -105,14 +108,29 @@ def _tasks(e: "CudaEngine", ix: Layout, new: dict, fill: bool, tier: tuple) -> N
     n, E = len(ix.groups), ix.n_edges
     out = [new[pre + "forward_tasks"], new[pre + "backward_tasks"], new["bias_tasks"]] if fill else \
         [new[pre + "fwd_count"], new[pre + "bwd_count"], new["bias_count"]]  # unused when counting
-    e.launch.flat("topo_tasks", n, np.int32(fill), new["width"], new["level"], new["in_ptr"], np.int32(n),
+    e.launch.flat("topo_tasks", n, np.int32(fill), new["task_width"], new["level"], new["in_ptr"], np.int32(n),
                   np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT if not lo else E + 1),
                   np.int32(chunk), np.int32(lo), np.int32(hi), new[pre + "fwd_count"], new[pre + "bwd_count"],
                   new["bias_count"], new[pre + "fwd_ptr"], new[pre + "bwd_ptr"], new["bias_ptr"],
                   new[pre + "fwd_cursor"], new[pre + "bwd_cursor"], *out)
-    e.launch.flat("topo_weight_tasks", E, np.int32(fill), new["in_src"], new["in_dst"], new["width"], np.int32(E),
+    e.launch.flat("topo_weight_tasks", E, np.int32(fill), new["in_src"], new["in_dst"], new["task_width"],
+                  new["width"], np.int32(E),
                   np.int32(lo), np.int32(hi), np.int32(TILE if not lo else chunk), new[pre + "weight_count"],
                   new[pre + "weight_ptr"], new[pre + "weight_tasks"] if fill else new[pre + "weight_count"])
+
+
+def _kind_lists(e: "CudaEngine", ix: Layout) -> dict:
+    """The lists of the groups of other kinds (kind_lists.py): per level and kind, "kind_<level>_<kind>"."""
+    k = ix.kinds
+    new = {}
+    for name in ("conv_edges", "token_edges", "conv_slots", "own_ranges", "norm_ranges"):
+        value = getattr(k, name)
+        if len(value):
+            new["kinds_" + name] = e.mem.upload(np.ascontiguousarray(value, np.int32), "kind lists")
+    for level, by_kind in k.levels.items():
+        for kind, slots in by_kind.items():
+            new[f"kind_{level}_{kind}"] = e.mem.upload(slots, "kind lists")
+    return new
 
 
 def _task_lists(e: "CudaEngine", ix: Layout, new: dict, passes: list) -> None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ....errors import BackendError
-from ....kinds import KINDS
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -54,7 +53,7 @@ class Executor(ABC):
     activations: ClassVar[Activations] = Activations.GROUP
     push: ClassVar[bool] = False  # backward: consumers scatter dL/dh into sources (else sources pull)
     chunk: ClassVar[int]  # neurons per forward / backward task of the first tier
-    kinds: ClassVar[frozenset[str]] = frozenset(KINDS)  # the group kinds it can run
+    kinds: ClassVar[frozenset[str]] = frozenset({"dense"})  # the group kinds it can run
     traces: ClassVar[bool] = False  # trace_step gives a timeline of its work items
 
     def __init__(self, engine: "CudaEngine"):

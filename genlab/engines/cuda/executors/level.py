@@ -14,6 +14,7 @@ The pull executors cut groups into tiers of width: narrower than MID on TILE x T
 
 from __future__ import annotations
 
+from ....kinds import KINDS
 from ..constants import MID, MT, TILE, WIDE, WT
 from . import passes
 from .base import Activations, Executor, Tier
@@ -22,6 +23,7 @@ from .base import Activations, Executor, Tier
 class Level(Executor):
     name = "level"
     chunk = TILE
+    kinds = frozenset(KINDS)  # other kinds run their own kernels per level (passes.py, conv.cu, attention.cu)
 
     def tiers(self):
         return (Tier("", "", 0, TILE), Tier("mid_", "_mid", MID, MT), Tier("wide_", "_wide", WIDE, WT))
@@ -38,6 +40,7 @@ class LevelBatch(Level):
 
     name = "level_batch"
     activations = Activations.BATCH
+    kinds = frozenset({"dense"})
 
 
 class LevelPush(Level):
@@ -46,6 +49,7 @@ class LevelPush(Level):
 
     name = "level_push"
     push = True
+    kinds = frozenset({"dense"})
 
     def tiers(self):
         return (Tier("", "", 0, TILE),)

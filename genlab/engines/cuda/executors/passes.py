@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..constants import THREADS, TILE
+from . import kinds
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -28,25 +29,36 @@ BACKWARD = ("backward", "backward_tasks", 8, 1)
 
 
 def _levels(e: "CudaEngine", batch: int, which: tuple):
-    """(kernel, grid, first task, extra arguments) of each level's launch in each tier, level by
-    level (forward from level 1; backward from the deepest hidden level)."""
+    """(level, [(kernel, grid, first task, extra arguments) of each tier's launch]) level by level
+    (forward from level 1; backward from the deepest hidden level)."""
     kernel, tasks, task_bytes, index = which
-    for level in range(len(e.layout.forward_levels if index == 0 else e.layout.backward_levels)):
+    levels = e.layout.forward_levels if index == 0 else e.layout.backward_levels
+    depth = len(e.layout.forward_levels)
+    for number in range(len(levels)):
+        launches = []
         for pre, suffix, tiles, extra in tier_launches(e, batch):
-            start, count = e.layout.tiers[pre][index][level]
+            start, count = e.layout.tiers[pre][index][number]
             if count:
-                yield kernel + (suffix or "_level"), (count, tiles), e.ptr(pre + tasks, task_bytes * start), extra
+                launches.append((kernel + (suffix or "_level"), (count, tiles), e.ptr(pre + tasks, task_bytes * start),
+                                 extra))
+        yield (number + 1 if index == 0 else depth - 1 - number), launches
 
 
 def forward(e: "CudaEngine", batch: int) -> None:
-    """h of every group, one launch per level and tier (the output group's block zeroed first
-    when its in-edges are split over several tasks, which add into it)."""
+    """h of every group, level by level: one launch per tier of dense groups, one per other kind
+    present (the output group's block zeroed first when its in-edges are split over several
+    tasks, which add into it); a sequence network's logits are its token rows' mean."""
     L, b = e.layout, e.buffers
     if L.split_output:
         e.zero_rows(L.output_slot, batch)
-    for name, grid, tasks, extra in _levels(e, batch, FORWARD):
-        e.launch(name, grid, tasks, b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"],
-                 b["params"], b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
+    for level, launches in _levels(e, batch, FORWARD):
+        for name, grid, tasks, extra in launches:
+            e.launch(name, grid, tasks, b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"],
+                     b["in_woff"], b["params"], b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot),
+                     *extra)
+        kinds.forward(e, level, batch)
+    if L.kinds.tokens > 1:
+        kinds.pool(e, batch)
 
 
 def zero_step_sums(e: "CudaEngine") -> None:
@@ -58,9 +70,17 @@ def zero_step_sums(e: "CudaEngine") -> None:
 
 
 def loss(e: "CudaEngine", batch: int) -> None:
-    """Softmax cross-entropy of every row: the loss, the correct count, the output group's dz."""
+    """Softmax cross-entropy of every row: the loss, the correct count, the output group's dz (of
+    a sequence network: of the pooled logits, spread over the token rows)."""
     L, b = e.layout, e.buffers
     out = L.output_slot
+    T = L.kinds.tokens
+    if T > 1:
+        samples, n = batch // T, int(L.width[out])
+        e.launch("softmax_xent", ((samples + THREADS - 1) // THREADS, 1), b["pooled"], b["labels"], np.int32(samples),
+                 np.int32(n), np.int32(0), b["dpooled"], b["scalars"], e.ptr("scalars", 8), b["stats"], np.int32(out))
+        kinds.spread(e, batch)
+        return
     e.launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), e.ptr("act", e.block(out)), b["labels"],
              np.int32(batch), np.int32(L.width[out]), np.int32(e.ld), e.ptr("dz", e.block(out)), b["scalars"],
              e.ptr("scalars", 8), b["stats"], np.int32(out))
@@ -70,6 +90,7 @@ def backward(e: "CudaEngine", batch: int) -> None:
     """Loss, dz of every group (pulled by each group from its consumers, or pushed by the
     consumers into their sources), then the weight and bias gradients and the ranges."""
     zero_step_sums(e)
+    kinds.zero_own(e)
     if e.executor.push:  # every dz block gathers atomically from its consumers
         e.mem.fill(e.buffers["dz"], 0, e.layout.n_cols * e.batch_cap)
     loss(e, batch)
@@ -80,9 +101,11 @@ def backward(e: "CudaEngine", batch: int) -> None:
 
 def _pull(e: "CudaEngine", batch: int) -> None:
     b = e.buffers
-    for name, grid, tasks, extra in _levels(e, batch, BACKWARD):
-        e.launch(name, grid, tasks, b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"],
-                 b["act"], b["dz"], np.int32(batch), np.int32(e.ld), b["stats"], *extra)
+    for level, launches in _levels(e, batch, BACKWARD):
+        for name, grid, tasks, extra in launches:
+            e.launch(name, grid, tasks, b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"],
+                     b["params"], b["act"], b["dz"], np.int32(batch), np.int32(e.ld), b["stats"], *extra)
+        kinds.backward(e, level, batch)
 
 
 def _push(e: "CudaEngine", batch: int) -> None:
@@ -109,8 +132,10 @@ def gradients(e: "CudaEngine", batch: int) -> None:
             e.launch("weight" + (suffix or "_grad"), (count, 1), b[pre + "weight_tasks"], b["in_src"], b["in_dst"],
                      b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld,
                      b["wstats"], gradsq)
-    e.launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"], b["dz"],
-             b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+    if L.n_bias_tasks:
+        e.launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"], b["dz"],
+                 b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+    kinds.gradients(e, batch, gradsq)
 
 
 def ranges(e: "CudaEngine", batch: int) -> None:

@@ -1,0 +1,96 @@
+"""The launches of the groups of other kinds (conv.cu, attention.cu) inside the level passes:
+after each level's dense launches, one launch per kind for that level's groups of the kind; after
+the dense gradients, their weight and bias gradients and norms. In a sequence network, the output
+group's token rows are averaged into the logits (and its gradient spread back over them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..constants import GEO_FIELDS, THREADS
+
+if TYPE_CHECKING:
+    from ..engine import CudaEngine
+
+
+def _blocks(n: int) -> int:
+    return (n + THREADS - 1) // THREADS
+
+
+def forward(e: "CudaEngine", level: int, rows: int) -> None:
+    """h of this level's conv and attention groups."""
+    L, b = e.layout, e.buffers
+    for kind, slots in L.kinds.levels.get(level, {}).items():
+        listed = b[f"kind_{level}_{kind}"]
+        if kind == "conv":
+            most = int(L.width[slots].max())
+            e.launch("conv_forward", (len(slots), _blocks(rows * most)), listed, b["geo"], b["width"], b["act_off"],
+                     b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], np.int32(rows))
+        else:
+            e.launch("attention_forward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
+                     b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"])
+
+
+def backward(e: "CudaEngine", level: int, rows: int) -> None:
+    """dz of this level's conv and attention groups (their consumers' dz are complete)."""
+    L, b = e.layout, e.buffers
+    for kind, slots in L.kinds.levels.get(level, {}).items():
+        listed = b[f"kind_{level}_{kind}"]
+        if kind == "conv":
+            most = int(L.width[slots].max())
+            e.launch("conv_backward", (len(slots), _blocks(rows * most)), listed, b["geo"], b["width"], b["act_off"],
+                     b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),
+                     b["stats"])
+        else:
+            e.launch("attention_backward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
+                     b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["out_ptr"], b["out_dst"],
+                     b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"])
+
+
+def zero_own(e: "CudaEngine") -> None:
+    """The attention groups' own gradients start at zero (their backward adds into them)."""
+    k = e.layout.kinds
+    if len(k.own_ranges):
+        e.launch("zero_ranges", (len(k.own_ranges), 1), e.buffers["kinds_own_ranges"], e.buffers["grads"])
+
+
+def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
+    """The weight gradients of the edges into conv and attention groups, the conv biases, and the
+    norms of all their gradients (into wstats and the step's gradsq)."""
+    L, b, k = e.layout, e.buffers, e.layout.kinds
+    if len(k.conv_edges):
+        most = max(int(np.prod(L.shapes[key])) for key in _keys(L, k.conv_edges))
+        e.launch("conv_weight_grad", (len(k.conv_edges), most), b["kinds_conv_edges"], b["geo"], b["width"],
+                 b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
+        channels = k.geo.reshape(-1, len(GEO_FIELDS))[k.conv_slots, GEO_FIELDS.index("C")]
+        e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())),
+                 b["kinds_conv_slots"], b["geo"], b["width"], b["act_off"], b["bias_off"], b["dz"], b["grads"],
+                 np.int32(rows))
+    if len(k.token_edges):
+        most = max(int(np.prod(L.shapes[key])) for key in _keys(L, k.token_edges))
+        e.launch("token_weight_grad", (len(k.token_edges), _blocks(most)), b["kinds_token_edges"], b["width"],
+                 b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
+    if len(k.norm_ranges):
+        e.launch("param_norms", (len(k.norm_ranges), 1), b["kinds_norm_ranges"], b["grads"], b["wstats"], gradsq)
+
+
+def _keys(L, tasks: np.ndarray) -> list:
+    return [("W", L.groups[s], L.groups[d]) for s, d, _ in tasks]
+
+
+def pool(e: "CudaEngine", rows: int) -> None:
+    """A sequence network's logits: the mean of the output group's token rows."""
+    L = e.layout
+    T, n = L.kinds.tokens, int(L.width[L.output_slot])
+    e.launch.flat("pool_tokens", rows // T * n, e.ptr("act", e.block(L.output_slot)), e.buffers["pooled"],
+                  np.int32(rows // T), np.int32(T), np.int32(n))
+
+
+def spread(e: "CudaEngine", rows: int) -> None:
+    """The output group's dz on every token row: the logits' gradient / tokens."""
+    L = e.layout
+    T, n = L.kinds.tokens, int(L.width[L.output_slot])
+    e.launch.flat("spread_tokens", rows * n, e.buffers["dpooled"], e.ptr("dz", e.block(L.output_slot)),
+                  np.int32(rows // T), np.int32(T), np.int32(n))

@@ -1,0 +1,81 @@
+"""What the kernels of kinds other than dense read (cuda/conv.cu, cuda/attention.cu), made on the
+host from a layout: each slot's geometry, the slots of each kind level by level, the weight-
+gradient tasks of the edges into them, and the parameter ranges whose gradient norms they add.
+The dense task lists skip these groups (their task width is 0); everything else is shared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import shapes
+from ...errors import BackendError
+from ...network import INPUT, Network
+from .constants import ATT_SHARED, GEO_FIELDS
+
+
+@dataclass
+class KindLists:
+    geo: np.ndarray  # GEO_INTS ints a slot (cuda/constants.cuh's GEO_*)
+    task_width: np.ndarray  # the width the dense task lists see: 0 for groups of other kinds
+    levels: dict  # level: {kind name: slots}, levels from 1
+    conv_edges: np.ndarray  # (src slot, dst slot, weight offset) of the edges into conv groups
+    token_edges: np.ndarray  # ... into attention groups
+    conv_slots: np.ndarray
+    own_ranges: np.ndarray  # (slot, first parameter, length) of the attention groups' own vectors
+    norm_ranges: np.ndarray  # ... of every parameter of the groups of other kinds
+    tokens: int  # rows per sample
+
+    @property
+    def any(self) -> bool:
+        return bool(self.levels)
+
+
+def build(net: Network, slot: dict, offsets: dict) -> KindLists:
+    """The lists of a layout whose groups sit at `slot` and parameters at `offsets`."""
+    n = len(slot)
+    geo = np.zeros((n, len(GEO_FIELDS)), np.int32)
+    task_width = np.zeros(n, np.int32)
+    field = {name: i for i, name in enumerate(GEO_FIELDS)}
+    levels, conv_edges, token_edges, conv_slots, own, norms = {}, [], [], [], [], []
+    level = net.levels() if any(k != "dense" for k in net.kinds.values()) else {}
+    for g, s in slot.items():
+        shape, kind = net.sample_shape(g), (net.kinds[g] if g != INPUT else None)
+        task_width[s] = shapes.columns(net, g)
+        row = geo[s]
+        row[field["KIND"]] = net.kind(g).code if kind else -1
+        row[field["TOKENS"]] = shapes.tokens(net)
+        if len(shape) == 3:
+            row[field["C"]], row[field["H"]], row[field["W"]] = shape
+        if kind in (None, "dense"):
+            continue
+        task_width[s] = 0
+        levels.setdefault(level[g], {}).setdefault(kind, []).append(s)
+        options = net.options.get(g, {})
+        row[field["K"]], row[field["STRIDE"]] = options.get("kernel", 0), options.get("stride", 0)
+        row[field["HEADS"]] = options.get("heads", 0)
+        edges = conv_edges if kind == "conv" else token_edges
+        for src in net.inputs(g):
+            key = ("W", src, g)
+            edges.append((slot[src], s, offsets[key]))
+            norms.append((s, offsets[key], int(np.prod(net.weights[(src, g)].shape))))
+        norms.append((s, offsets[("b", g)], net.biases[g].size))
+        if kind == "conv":
+            conv_slots.append(s)
+        else:
+            own.append((s, offsets[("b", g)], net.biases[g].size))
+            _check_shared(net, g)
+    as_tasks = lambda rows: np.array(rows, np.int32).reshape(-1, 3)
+    return KindLists(geo.ravel(), task_width, {lv: {k: np.array(v, np.int32) for k, v in by.items()}
+                                               for lv, by in levels.items()},
+                     as_tasks(conv_edges), as_tasks(token_edges), np.array(conv_slots, np.int32), as_tasks(own),
+                     as_tasks(norms), shapes.tokens(net))
+
+
+def _check_shared(net: Network, g: int) -> None:
+    tokens, d, heads = shapes.tokens(net), net.widths[g], net.options[g]["heads"]
+    need = 10 * tokens * d + 2 * heads * tokens * tokens
+    if need > ATT_SHARED:
+        raise BackendError(f"attention group {g} ({tokens} tokens x width {d}, {heads} heads) needs {need} floats of "
+                           f"shared memory; the CUDA kernels hold {ATT_SHARED}: use the serial engine or a smaller group")

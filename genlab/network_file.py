@@ -169,7 +169,7 @@ class _Meta:
         return value
 
     def _group(self, text, field: str) -> int:
-        if not isinstance(text, str) or not text.isdigit() or str(int(text)) != text:
+        if not isinstance(text, str) or not (text.isascii() and text.isdigit()) or str(int(text)) != text:
             raise self.bad(field, f"group id {text!r} is not a non-negative integer")
         return int(text)
 

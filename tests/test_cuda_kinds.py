@@ -1,0 +1,127 @@
+"""Conv and attention groups on the CUDA engine (the level executor) against the serial engine,
+on random networks that mix kinds, with fresh random inputs; outputs poisoned with NaN first."""
+
+import numpy as np
+import pytest
+
+from genlab import BackendError, GrowthPolicy, Network, Trainer
+from genlab.engines import SerialEngine
+from genlab.optim import SGD, Adam
+
+from test_cuda_engine import assert_params_match, poison, rel
+
+pytestmark = pytest.mark.gpu
+
+
+def random_image_net(seed):
+    """Conv groups (1x1, 3x3, 5x5; stride 1 or 2) reading spatial groups of their grid, dense groups
+    reading anything flattened, the output reading a few of them."""
+    rng = np.random.default_rng(seed)
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(3, 10)), int(rng.integers(3, 10))
+    net = Network(input_shape=(c, h, w), n_outputs=int(rng.integers(2, 12)), seed=seed)
+    spatial, dense = [net.input], []
+    for _ in range(int(rng.integers(2, 7))):
+        if rng.random() < 0.7 or not dense and len(spatial) < 2:
+            first = int(rng.choice(spatial))
+            grid = net.sample_shape(first)[1:]
+            same = [g for g in spatial if g != first and net.sample_shape(g)[1:] == grid]
+            extra = list(rng.choice(same, size=min(len(same), int(rng.integers(0, 3))), replace=False)) if same else []
+            spatial.append(net.add_group(int(rng.integers(1, 7)), inputs=[first, *map(int, extra)], kind="conv",
+                                         kernel=int(rng.choice([1, 3, 5])), stride=int(rng.choice([1, 1, 2]))))
+        else:
+            pool = spatial + dense
+            inputs = rng.choice(pool, size=min(len(pool), int(rng.integers(1, 4))), replace=False)
+            dense.append(net.add_group(int(rng.integers(1, 40)), inputs=list(map(int, inputs))))
+    _finish(net, rng)
+    return net, rng.normal(size=(int(rng.integers(1, 70)), c, h, w))
+
+
+def random_sequence_net(seed):
+    """Attention groups (1 to 4 heads) and token-wise dense groups reading earlier groups."""
+    rng = np.random.default_rng(seed)
+    t, f = int(rng.integers(1, 10)), int(rng.integers(1, 7))
+    net = Network(input_shape=(t, f), n_outputs=int(rng.integers(2, 12)), seed=seed)
+    groups = [net.input]
+    for _ in range(int(rng.integers(2, 7))):
+        inputs = list(map(int, rng.choice(groups, size=min(len(groups), int(rng.integers(1, 4))), replace=False)))
+        if rng.random() < 0.6:
+            heads = int(rng.integers(1, 5))
+            groups.append(net.add_group(heads * int(rng.integers(1, 9)), inputs=inputs, kind="attention", heads=heads))
+        else:
+            groups.append(net.add_group(int(rng.integers(1, 40)), inputs=inputs))
+    _finish(net, rng)
+    return net, rng.normal(size=(int(rng.integers(1, 70)), t, f))
+
+
+def _finish(net, rng):
+    for g in net.hidden_groups:
+        if not net.outputs(g) or rng.random() < 0.3:
+            net.connect(g, net.output)
+    for g, b in net.biases.items():
+        net.biases[g] = (b + rng.normal(size=b.shape) * 0.1).astype(np.float32)
+
+
+CASES = [(random_image_net, seed) for seed in range(8)] + [(random_sequence_net, seed) for seed in range(8)]
+
+
+def cuda_engine(net, optimizer=None, executor="level"):
+    from genlab.engines.cuda import CudaEngine
+
+    return CudaEngine(net, optimizer or SGD(), executor=executor)
+
+
+@pytest.mark.parametrize("make, seed", CASES)
+def test_forward_backward_and_statistics_match_serial(make, seed):
+    net, x = make(seed)
+    y = np.random.default_rng(seed).integers(0, net.n_outputs, len(x))
+    ref, gpu = SerialEngine(net, SGD(), dtype="float64"), cuda_engine(net)
+    gpu.ensure_batch(len(x) * gpu.layout.kinds.tokens)
+    poison(gpu)
+    assert rel(gpu.forward(x), ref.forward(x)) <= 1e-5
+    assert gpu.backward(y) == pytest.approx(ref.backward(y), rel=1e-5)
+    grads = gpu.grads
+    for key, g in ref.grads.items():
+        assert np.linalg.norm(grads[key] - g) <= 1e-4 * np.linalg.norm(g) + 1e-7, key
+    for name in ("grad_std", "weight_grad_norm", "taylor"):
+        for g, value in ref.stats[name].items():
+            assert gpu.stats[name][g] == pytest.approx(value, rel=1e-4, abs=1e-9), (name, g, net.kinds[g])
+
+
+@pytest.mark.parametrize("make, seed", CASES[::2])
+def test_training_steps_match_serial(make, seed):
+    net, x = make(100 + seed)
+    y = np.random.default_rng(seed).integers(0, net.n_outputs, len(x))
+    optimizer = Adam(lr=0.01)
+    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer)
+    for _ in range(3):
+        (a, ca), (b, cb) = ref.step(x, y), gpu.step(x, y)
+        assert b == pytest.approx(a, rel=1e-4) and cb == ca
+    assert_params_match(gpu, ref, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, kind, options", [((1, 8, 8), "conv", {"kernel": 3}), ((8, 8), "attention", {"heads": 2})])
+def test_growth_of_other_kinds_on_cuda_matches_serial(shape, kind, options):
+    """Growth runs on the host for these kinds; the CUDA trainer grows as the serial one does."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(96, *shape)).astype(np.float32), rng.integers(0, 4, 96)
+    runs = {}
+    for backend in ("serial", "cuda"):
+        net = Network(input_shape=shape, n_outputs=4, seed=0)
+        net.add_group(8, inputs=[net.input], outputs=[net.output], kind=kind, **options)
+        trainer = Trainer(net, backend=backend, optimizer="adam", lr=0.01, seed=0, batch_size=32,
+                          growth=GrowthPolicy(threshold=0.0, every=3, cooldown=3, max_groups=6))
+        trainer.fit(x, y, epochs=4, progress=False)
+        runs[backend] = trainer.net
+    serial, gpu = runs["serial"], runs["cuda"]
+    assert gpu.edges == serial.edges and gpu.kinds == serial.kinds and len(gpu.groups) > 3
+    for key, w in serial.weights.items():
+        np.testing.assert_allclose(gpu.weights[key], w, rtol=1e-3, atol=1e-4)
+
+
+def test_executors_that_cannot_run_a_kind_say_so_and_big_attention_is_refused():
+    net = Network.conv_chain((1, 8, 8), [4], 3)
+    with pytest.raises(BackendError, match="the dataflow_rows executor cannot run groups of kind conv"):
+        cuda_engine(net, executor="dataflow_rows")
+    big = Network.attention_chain((64, 8), [64], 3, heads=1, dense=False)
+    with pytest.raises(BackendError, match="needs .* floats of shared memory"):
+        cuda_engine(big)

@@ -23,7 +23,8 @@ class KindLists:
     conv_edges: np.ndarray  # (src slot, dst slot, weight offset) of the edges into conv groups
     token_edges: np.ndarray  # ... into attention groups
     conv_slots: np.ndarray
-    own_ranges: np.ndarray  # (slot, first parameter, length) of the attention groups' own vectors
+    zeroed: np.ndarray  # (slot, first parameter, length) of the gradients kernels add into: the
+    # attention groups' own vectors, the blocks of edges into conv groups
     norm_ranges: np.ndarray  # ... of every parameter of the groups of other kinds
     tokens: int  # rows per sample
 
@@ -38,7 +39,7 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
     geo = np.zeros((n, len(GEO_FIELDS)), np.int32)
     task_width = np.zeros(n, np.int32)
     field = {name: i for i, name in enumerate(GEO_FIELDS)}
-    levels, conv_edges, token_edges, conv_slots, own, norms = {}, [], [], [], [], []
+    levels, conv_edges, token_edges, conv_slots, zeroed, norms = {}, [], [], [], [], []
     level = net.levels() if any(k != "dense" for k in net.kinds.values()) else {}
     for g, s in slot.items():
         shape, kind = net.sample_shape(g), (net.kinds[g] if g != INPUT else None)
@@ -60,16 +61,18 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
             key = ("W", src, g)
             edges.append((slot[src], s, offsets[key]))
             norms.append((s, offsets[key], int(np.prod(net.weights[(src, g)].shape))))
+            if kind == "conv":
+                zeroed.append(norms[-1])
         norms.append((s, offsets[("b", g)], net.biases[g].size))
         if kind == "conv":
             conv_slots.append(s)
         else:
-            own.append((s, offsets[("b", g)], net.biases[g].size))
+            zeroed.append((s, offsets[("b", g)], net.biases[g].size))
             _check_shared(net, g)
     as_tasks = lambda rows: np.array(rows, np.int32).reshape(-1, 3)
     return KindLists(geo.ravel(), task_width, {lv: {k: np.array(v, np.int32) for k, v in by.items()}
                                                for lv, by in levels.items()},
-                     as_tasks(conv_edges), as_tasks(token_edges), np.array(conv_slots, np.int32), as_tasks(own),
+                     as_tasks(conv_edges), as_tasks(token_edges), np.array(conv_slots, np.int32), as_tasks(zeroed),
                      as_tasks(norms), shapes.tokens(net))
 
 

@@ -123,7 +123,7 @@ def _kind_lists(e: "CudaEngine", ix: Layout) -> dict:
     """The lists of the groups of other kinds (kind_lists.py): per level and kind, "kind_<level>_<kind>"."""
     k = ix.kinds
     new = {}
-    for name in ("conv_edges", "token_edges", "conv_slots", "own_ranges", "norm_ranges"):
+    for name in ("conv_edges", "token_edges", "conv_slots", "zeroed", "norm_ranges"):
         value = getattr(k, name)
         if len(value):
             new["kinds_" + name] = e.mem.upload(np.ascontiguousarray(value, np.int32), "kind lists")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..constants import GEO_FIELDS, THREADS
+from ..constants import CONV_SAMPLES, GEO_FIELDS, THREADS
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -25,8 +25,7 @@ def forward(e: "CudaEngine", level: int, rows: int) -> None:
     for kind, slots in L.kinds.levels.get(level, {}).items():
         listed = b[f"kind_{level}_{kind}"]
         if kind == "conv":
-            most = int(L.width[slots].max())
-            e.launch("conv_forward", (len(slots), _blocks(rows * most)), listed, b["geo"], b["width"], b["act_off"],
+            e.launch("conv_forward", (len(slots), _blocks(rows * _positions(L, slots))), listed, b["geo"], b["width"], b["act_off"],
                      b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], np.int32(rows))
         else:
             e.launch("attention_forward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
@@ -39,8 +38,7 @@ def backward(e: "CudaEngine", level: int, rows: int) -> None:
     for kind, slots in L.kinds.levels.get(level, {}).items():
         listed = b[f"kind_{level}_{kind}"]
         if kind == "conv":
-            most = int(L.width[slots].max())
-            e.launch("conv_backward", (len(slots), _blocks(rows * most)), listed, b["geo"], b["width"], b["act_off"],
+            e.launch("conv_backward", (len(slots), _blocks(rows * _positions(L, slots))), listed, b["geo"], b["width"], b["act_off"],
                      b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),
                      b["stats"])
         else:
@@ -49,11 +47,11 @@ def backward(e: "CudaEngine", level: int, rows: int) -> None:
                      b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"])
 
 
-def zero_own(e: "CudaEngine") -> None:
-    """The attention groups' own gradients start at zero (their backward adds into them)."""
+def zero_added(e: "CudaEngine") -> None:
+    """The gradients kernels add into start at zero (attention groups' own, conv edges')."""
     k = e.layout.kinds
-    if len(k.own_ranges):
-        e.launch("zero_ranges", (len(k.own_ranges), 1), e.buffers["kinds_own_ranges"], e.buffers["grads"])
+    if len(k.zeroed):
+        e.launch("zero_ranges", (len(k.zeroed), 1), e.buffers["kinds_zeroed"], e.buffers["grads"])
 
 
 def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
@@ -61,8 +59,7 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
     norms of all their gradients (into wstats and the step's gradsq)."""
     L, b, k = e.layout, e.buffers, e.layout.kinds
     if len(k.conv_edges):
-        most = max(int(np.prod(L.shapes[key])) for key in _keys(L, k.conv_edges))
-        e.launch("conv_weight_grad", (len(k.conv_edges), most), b["kinds_conv_edges"], b["geo"], b["width"],
+        e.launch("conv_weight_grad", (len(k.conv_edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES), b["kinds_conv_edges"], b["geo"], b["width"],
                  b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
         channels = k.geo.reshape(-1, len(GEO_FIELDS))[k.conv_slots, GEO_FIELDS.index("C")]
         e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())),
@@ -74,6 +71,12 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
                  b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
     if len(k.norm_ranges):
         e.launch("param_norms", (len(k.norm_ranges), 1), b["kinds_norm_ranges"], b["grads"], b["wstats"], gradsq)
+
+
+def _positions(L, slots: np.ndarray) -> int:
+    """The largest grid (H x W) of these conv groups."""
+    geo = L.kinds.geo.reshape(-1, len(GEO_FIELDS))[slots]
+    return int((geo[:, GEO_FIELDS.index("H")] * geo[:, GEO_FIELDS.index("W")]).max())
 
 
 def _keys(L, tasks: np.ndarray) -> list:

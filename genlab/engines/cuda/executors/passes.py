@@ -90,7 +90,7 @@ def backward(e: "CudaEngine", batch: int) -> None:
     """Loss, dz of every group (pulled by each group from its consumers, or pushed by the
     consumers into their sources), then the weight and bias gradients and the ranges."""
     zero_step_sums(e)
-    kinds.zero_own(e)
+    kinds.zero_added(e)
     if e.executor.push:  # every dz block gathers atomically from its consumers
         e.mem.fill(e.buffers["dz"], 0, e.layout.n_cols * e.batch_cap)
     loss(e, batch)

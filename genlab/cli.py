@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "dense 64,32, conv 8,16, recurrent 64, attention 16; with --start single, 8 or 16)")
     train.add_argument("--start", choices=["mlp", "single"], default=None,
                        help="mlp (default): a chain of --hidden groups; single: one hidden group of the kind")
-    train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy")
+    train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy (its threshold scaled for conv and attention groups)")
     train.add_argument("--max-groups", type=_count(3), default=None, help="growth budget (default 32; iris 16)")
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
     train.add_argument("--lr", type=_rate, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
@@ -172,7 +172,6 @@ class _Usage(Exception):
 
 def run_train(args) -> dict:
     from . import datasets, starts
-    from .growth import GrowthPolicy
     from .trainer import Trainer
 
     if args.resume:
@@ -182,11 +181,12 @@ def run_train(args) -> dict:
     else:
         args.dataset, args.seed = args.dataset or "digits", args.seed or 0
         data = datasets.load(args.dataset, seed=args.seed)
-        net = starts.build(data, starts.kind_for(data, args.kind), args.hidden, args.start == "single", args.seed)
+        kind = starts.kind_for(data, args.kind)
+        net = starts.build(data, kind, args.hidden, args.start == "single", args.seed)
         groups_start = len(net.groups)
         policy = None
         if args.grow:
-            policy = GrowthPolicy(max_groups=args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
+            policy = starts.policy(kind, args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
         trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer or "adam", lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
                           growth=policy)
@@ -221,17 +221,17 @@ def run_demo(args) -> dict:
     from tqdm.auto import tqdm
 
     from . import datasets, starts, viz
-    from .growth import GrowthPolicy
     from .trainer import Trainer
 
     args.dataset, args.seed = args.dataset or "digits", args.seed or 0
     data = datasets.load(args.dataset, seed=args.seed)
     args.epochs = args.epochs or datasets.default_epochs(data)
-    n_in, n_out = data.n_features, data.n_classes
+    n_in = data.n_features if not (data.image or data.sequence) else list(data.sample_shape)
+    n_out = data.n_classes
     backend = _backend(args)
     kind = starts.kind_for(data, args.kind)  # conv for images, recurrent groups for sequences, else dense
     trainer = Trainer(starts.build(data, kind, None, True, args.seed), backend=backend, seed=args.seed,
-                      growth=GrowthPolicy(max_groups=datasets.MAX_GROUPS.get(args.dataset, 32)))
+                      growth=starts.policy(kind, datasets.MAX_GROUPS.get(args.dataset, 32)))
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
             f"step {events[0].step}: " + ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new else "")
@@ -249,7 +249,7 @@ def run_demo(args) -> dict:
     mlp_seconds = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = viz.animate(trainer.history, out)
+    files = viz.animate(trainer.history, out) if trainer.history.events else {}  # (nothing grew: no animation)
     files["dag"] = viz.draw(net, stats=trainer.history.grad_std[-1]).save(out / "dag.svg")
     for name, fig in (("heatmap", viz.heatmap(trainer.history, net)), ("curves", viz.curves(trainer.history))):
         files[name] = out / f"{name}.png"

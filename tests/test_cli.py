@@ -122,3 +122,25 @@ def test_grown_iris_comes_within_a_sample_of_the_plain_chain():
     grown = json.loads(run("train", "--dataset", "iris", "--backend", "serial", "--json", "--quiet", "--start",
                            "single", "--grow").stdout)
     assert grown["groups"] == 16 and plain["test_accuracy"] - grown["test_accuracy"] <= 1 / 38 + 1e-9
+
+
+def test_train_images_and_rows_start_from_their_natural_kind_and_grow_it(tmp_path):
+    """digits_images: a CNN by default, one conv group that grows with --start single --grow;
+    digits_rows with --kind attention: attention groups; a kind the data cannot run is refused."""
+    path = tmp_path / "grown.npz"
+    result = run("train", "--dataset", "digits_images", "--backend", "serial", "--start", "single", "--grow",
+                 "--epochs", "25", "--save", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["growth_events"] > 0 and report["test_accuracy"] >= 0.9
+    grown = genlab.Network.load(path)
+    assert grown.input_shape == (1, 8, 8) and {grown.kinds[g] for g in grown.hidden_groups} == {"conv"}
+    chain = json.loads(run("train", "--dataset", "digits_images", "--backend", "serial", "--epochs", "2",
+                           "--json").stdout)
+    assert chain["groups"] == 4 and chain["parameters"] == 8 * 9 + 8 + 16 * 8 * 9 + 16 + 10 * 16 * 16 + 10
+    rows = run("train", "--dataset", "digits_rows", "--kind", "attention", "--backend", "serial", "--epochs", "3",
+               "--save", str(tmp_path / "rows.npz"), "--json")
+    assert rows.returncode == 0, rows.stderr
+    assert "attention" in genlab.Network.load(tmp_path / "rows.npz").kinds.values()
+    refused = run("train", "--dataset", "digits", "--kind", "conv")
+    assert refused.returncode == 1 and "digits holds flat samples: start from dense groups, not conv" in refused.stderr

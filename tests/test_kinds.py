@@ -302,3 +302,44 @@ def test_the_lab_draws_each_kind_with_its_label_and_shape():
     seq = Network.attention_chain((8, 8), [16], 10, heads=2)
     source = genlab.viz.draw(seq).source
     assert "attn 2 heads, 16" in source and "hexagon" in source
+
+
+@pytest.mark.parametrize("name, kind, label", [("digits_images", "conv", "conv 8ch 3x3"),
+                                               ("digits_rows", "attention", "attn 2 heads, 16")])
+def test_the_lab_heatmap_and_animation_work_with_every_kind(name, kind, label):
+    from genlab import Lab
+
+    data = genlab.datasets.load(name)
+    trainer = Trainer(genlab.starts.build(data, kind, None, True, seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(threshold=0.0, every=None, cooldown=0, max_groups=8))
+    lab = Lab(trainer, data, refresh_every=10, min_interval=0.0)
+    lab.n.value = 20
+    lab.run_button.click()
+    lab.grow_button.click()
+    assert trainer.history.events and label in lab.dag.value and lab.message.value.startswith("grew")
+    assert bytes(lab.heat.value[:8]) == b"\x89PNG\r\n\x1a\n"
+    frames = genlab.animation.frames(trainer.history)
+    assert len(frames) == 2 and label in frames[-1].source and genlab.kinds.KINDS[kind].node_shape in frames[-1].source
+    with pytest.raises(DataError, match="the data's samples have shape"):
+        Lab(Trainer(Network.conv_chain((1, 4, 4), [2], 10), backend="serial"), data)
+
+
+@pytest.mark.parametrize("form", NETS)
+def test_a_checkpoint_of_a_network_with_kinds_resumes_bit_for_bit(tmp_path, form):
+    make, shape = NETS[form]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, *shape[1:])), rng.integers(0, 4, 64)
+    policy = lambda: GrowthPolicy(threshold=0.0, every=3, cooldown=2, max_groups=9)
+    straight = Trainer(make(dtype=np.float32), backend="serial", optimizer="adam", seed=0, batch_size=16, growth=policy())
+    straight.fit(x, y, epochs=3, progress=False)
+    first = Trainer(make(dtype=np.float32), backend="serial", optimizer="adam", seed=0, batch_size=16, growth=policy())
+    first.fit(x, y, epochs=1, progress=False)
+    first.save(tmp_path / "run.npz")
+    resumed = Trainer.load(tmp_path / "run.npz", backend="serial")
+    resumed.fit(x, y, epochs=2, progress=False)
+    assert len(straight.net.groups) > len(make().groups)  # it grew, before and after the checkpoint
+    assert resumed.net.edges == straight.net.edges and resumed.net.options == straight.net.options
+    for key, w in straight.net.weights.items():
+        np.testing.assert_array_equal(resumed.net.weights[key], w)
+    for g, b in straight.net.biases.items():
+        np.testing.assert_array_equal(resumed.net.biases[g], b)

@@ -14,6 +14,7 @@
 #define GEO_INTS 8
 #define ATT_SHARED 8192
 #define CONV_CH 8
+#define CONV_POS 4
 #define CONV_SAMPLES 16
 #define CONV_SHARED 8192
 #define GEO_KIND 0

@@ -6,59 +6,110 @@
 // H = (Hi - 1) / S + 1. geo[GEO_INTS * s + GEO_*] holds each slot's kind, C, H, W, K, S (the
 // input's C, H, W too). The weight block of edge src -> s is C x Csrc x K x K, row-major.
 //
-// conv_forward: h = relu(b + sum over in-edges of conv(h_src, W)). One thread per (sample, output
-//   position), CONV_CH channels at a time in registers; grid (groups in `slots`, ceil(batch * H * W
-//   / THREADS)) with the largest H * W of the list.
+// conv_forward: h = relu(b + sum over in-edges of conv(h_src, W)). A thread owns CONV_POS (sample,
+//   output position) pairs, CONV_CH channels at a time; grid (groups in `slots`, ceil(batch * H * W
+//   / (THREADS * CONV_POS))) with the largest H * W of the list.
 // conv_backward: dL/dh pulled from the group's consumers (a dense consumer reads the block
 //   flattened: dz_d W; a conv consumer: the transposed convolution), then dz = dL/dh where h > 0,
 //   and the group's statistics (genlab.cuh's mask_and_count). Same threads and launch.
-// conv_weight_grad: one block per (edge task, CONV_SAMPLES samples), each thread a weight element
-//   summed over its samples and the output grid. Task (src slot, dst slot, weight offset); grid
-//   (tasks, ceil(batch / CONV_SAMPLES)).
+// conv_weight_grad: one block per (edge task, CONV_SAMPLES samples), threads owning tiles of
+//   weights (below). Task (src slot, dst slot, weight offset); grid (tasks, ceil(batch / CONV_SAMPLES)).
 // conv_bias_grad: one block per (group, channel); grid (groups in `slots`, largest C).
 #include "genlab.cuh"
 
 #define G(s, f) geo[GEO_INTS * (s) + (f)]
 
-extern "C" __global__ void conv_forward(
+// CONV_POS positions a thread (p, p + THREADS, ...) for kernels of 1 or 3: a channel chunk's
+// K x K weights of one input channel are held in registers and serve every position.
+template <int K>
+__device__ void forward_positions(int s, int p0, int total, const int* geo, const int* width, const int* act_off,
+                                  const int* bias_off, const int* in_ptr, const int* in_src, const int* in_woff,
+                                  const float* params, float* act)
+{
+    constexpr int P = K / 2;
+    const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), S = G(s, GEO_STRIDE), HW = H * W;
+    for (int c0 = 0; c0 < C; c0 += CONV_CH) {
+        const int nc = min(CONV_CH, C - c0);
+        float z[CONV_POS][CONV_CH];
+#pragma unroll
+        for (int q = 0; q < CONV_POS; ++q)
+#pragma unroll
+            for (int c = 0; c < CONV_CH; ++c) z[q][c] = c < nc ? params[bias_off[s] + c0 + c] : 0.f;
+        for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+            const int src = in_src[e], Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
+            const float* h0 = act + act_off[src];
+            for (int ci = 0; ci < Cs; ++ci) {
+                float w[CONV_CH][K][K];
+#pragma unroll
+                for (int c = 0; c < CONV_CH; ++c)
+#pragma unroll
+                    for (int k = 0; k < K * K; ++k)
+                        w[c][k / K][k % K] = c < nc ? params[in_woff[e] + ((c0 + c) * Cs + ci) * K * K + k] : 0.f;
+#pragma unroll
+                for (int q = 0; q < CONV_POS; ++q) {
+                    const int i = p0 + q * THREADS;
+                    if (i >= total) break;
+                    const int b = i / HW, y = (i / W) % H, x = i % W;
+                    const float* h = h0 + b * width[src] + ci * Hs * Ws;
+#pragma unroll
+                    for (int ky = 0; ky < K; ++ky) {
+                        const int iy = y * S + ky - P;
+#pragma unroll
+                        for (int kx = 0; kx < K; ++kx) {
+                            const int ix = x * S + kx - P;
+                            const float v = (iy >= 0 && iy < Hs && ix >= 0 && ix < Ws) ? h[iy * Ws + ix] : 0.f;
+#pragma unroll
+                            for (int c = 0; c < CONV_CH; ++c) z[q][c] += v * w[c][ky][kx];
+                        }
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < CONV_POS; ++q) {
+            const int i = p0 + q * THREADS;
+            if (i >= total) break;
+            float* out = act + act_off[s] + (i / HW) * width[s] + i % HW;
+#pragma unroll
+            for (int c = 0; c < CONV_CH; ++c)
+                if (c < nc) out[(c0 + c) * HW] = fmaxf(z[q][c], 0.f);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_forward(
     const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
     const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
     const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
     float* __restrict__ act, int batch)
 {
-    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W);
-    const int i = blockIdx.y * THREADS + threadIdx.x;  // (sample, output position)
-    if (i >= batch * H * W) return;
-    const int b = i / (H * W), y = (i / W) % H, x = i % W;
-    const int K = G(s, GEO_K), S = G(s, GEO_STRIDE), P = K / 2;
-    float* out = act + act_off[s] + b * width[s] + y * W + x;
-    for (int c0 = 0; c0 < C; c0 += CONV_CH) {  // CONV_CH output channels at once: each input value read once
-        const int nc = min(CONV_CH, C - c0);
-        float z[CONV_CH];
-#pragma unroll
-        for (int c = 0; c < CONV_CH; ++c) z[c] = c < nc ? params[bias_off[s] + c0 + c] : 0.f;
-        for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
-            const int src = in_src[e], Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
-            const float* h = act + act_off[src] + b * width[src];
-            const float* w = params + in_woff[e] + c0 * Cs * K * K;
-            for (int ci = 0; ci < Cs; ++ci)
-                for (int ky = 0; ky < K; ++ky) {
-                    const int iy = y * S + ky - P;
-                    if (iy < 0 || iy >= Hs) continue;
-                    for (int kx = 0; kx < K; ++kx) {
-                        const int ix = x * S + kx - P;
-                        if (ix < 0 || ix >= Ws) continue;
-                        const float v = h[(ci * Hs + iy) * Ws + ix];
-                        const float* wk = w + (ci * K + ky) * K + kx;
-#pragma unroll
-                        for (int c = 0; c < CONV_CH; ++c)
-                            if (c < nc) z[c] += v * wk[c * Cs * K * K];
+    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K);
+    const int p0 = blockIdx.y * THREADS * CONV_POS + threadIdx.x, total = batch * H * W;
+    if (p0 >= total) return;
+    if (K == 1) return forward_positions<1>(s, p0, total, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act);
+    if (K == 3) return forward_positions<3>(s, p0, total, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act);
+    const int S = G(s, GEO_STRIDE), P = K / 2;
+    for (int i = p0; i < min(total, p0 + CONV_POS * THREADS); i += THREADS) {  // other kernels: a position at a time
+        const int b = i / (H * W), y = (i / W) % H, x = i % W;
+        float* out = act + act_off[s] + b * width[s] + y * W + x;
+        for (int c = 0; c < C; ++c) {
+            float z = params[bias_off[s] + c];
+            for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+                const int src = in_src[e], Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
+                const float* h = act + act_off[src] + b * width[src];
+                const float* w = params + in_woff[e] + c * Cs * K * K;
+                for (int ci = 0; ci < Cs; ++ci)
+                    for (int ky = 0; ky < K; ++ky) {
+                        const int iy = y * S + ky - P;
+                        if (iy < 0 || iy >= Hs) continue;
+                        for (int kx = 0; kx < K; ++kx) {
+                            const int ix = x * S + kx - P;
+                            if (ix >= 0 && ix < Ws) z += h[(ci * Hs + iy) * Ws + ix] * w[(ci * K + ky) * K + kx];
+                        }
                     }
-                }
+            }
+            out[c * H * W] = fmaxf(z, 0.f);
         }
-#pragma unroll
-        for (int c = 0; c < CONV_CH; ++c)
-            if (c < nc) out[(c0 + c) * H * W] = fmaxf(z[c], 0.f);
     }
 }
 
@@ -131,9 +182,67 @@ extern "C" __global__ void conv_backward(
     if (blockIdx.y * THREADS < batch * H * W) add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
-// Each block sums CONV_SAMPLES samples of one edge's weight gradient, every weight element, and
-// adds its partial sums into `grads` (zeroed before: zero_ranges). A sample's dz and input maps
-// are staged in shared memory when they fit in CONV_SHARED floats (else read where they are).
+// Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
+// into `grads` (zeroed before: zero_ranges). A sample's dz and input maps are staged in shared
+// memory. For kernels of 1, 3 or 5, a thread owns a tile of 2 output channels x K x K weights of
+// one input channel, summed over a share of the positions (each input value loaded serves 2 K^2
+// products); the block's shares meet in shared memory before one global add per weight. Other
+// kernels (or maps too large to stage) take one weight element a thread.
+template <int K>
+__device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws, const float* dz0, int dz_stride,
+                             const float* in0, int in_stride, int b0, int b1, float* staged, float* grads)
+{
+    constexpr int P = K / 2;
+    const int HW = H * W, n_out = C * HW, n_in = Cs * Hs * Ws, n_w = C * Cs * K * K;
+    float* sums = staged;                    // n_w partial sums of the block
+    float* dzs = staged + n_w;               // a sample's dz map
+    float* in = dzs + n_out;                 // its input map
+    const int pairs = (C + 1) / 2, tiles = pairs * Cs;
+    for (int k = threadIdx.x; k < n_w; k += THREADS) sums[k] = 0.f;
+    for (int t0 = 0; t0 < tiles; t0 += THREADS) {  // (more tiles than threads: in turns)
+        const int active = min(THREADS, tiles - t0), shares = THREADS / active;
+        const int tile = t0 + threadIdx.x % active, share = threadIdx.x / active;
+        const int c = 2 * (tile / Cs), ci = tile % Cs;
+        const bool mine = share < shares;
+        float a0[K][K] = {}, a1[K][K] = {};
+        for (int b = b0; b < b1; ++b) {
+            __syncthreads();
+            for (int k = threadIdx.x; k < n_out; k += THREADS) dzs[k] = dz0[b * dz_stride + k];
+            for (int k = threadIdx.x; k < n_in; k += THREADS) in[k] = in0[b * in_stride + k];
+            __syncthreads();
+            if (!mine) continue;
+            const float* d0 = dzs + c * HW;
+            const float* d1 = c + 1 < C ? d0 + HW : d0;
+            const float* m = in + ci * Hs * Ws;
+            for (int p = share; p < HW; p += shares) {
+                const int y = p / W, x = p % W;
+                const float g0 = d0[p], g1 = c + 1 < C ? d1[p] : 0.f;
+#pragma unroll
+                for (int ky = 0; ky < K; ++ky) {
+                    const int iy = y * S + ky - P;
+#pragma unroll
+                    for (int kx = 0; kx < K; ++kx) {
+                        const int ix = x * S + kx - P;
+                        const float v = (iy >= 0 && iy < Hs && ix >= 0 && ix < Ws) ? m[iy * Ws + ix] : 0.f;
+                        a0[ky][kx] += g0 * v;
+                        a1[ky][kx] += g1 * v;
+                    }
+                }
+            }
+        }
+        if (mine)
+#pragma unroll
+            for (int ky = 0; ky < K; ++ky)
+#pragma unroll
+                for (int kx = 0; kx < K; ++kx) {
+                    atomicAdd(sums + ((c * Cs + ci) * K + ky) * K + kx, a0[ky][kx]);
+                    if (c + 1 < C) atomicAdd(sums + (((c + 1) * Cs + ci) * K + ky) * K + kx, a1[ky][kx]);
+                }
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < n_w; k += THREADS) atomicAdd(grads + k, sums[k]);
+}
+
 extern "C" __global__ void conv_weight_grad(
     const int* __restrict__ tasks, const int* __restrict__ geo, const int* __restrict__ width,
     const int* __restrict__ act_off, const float* __restrict__ act, const float* __restrict__ dz,
@@ -144,24 +253,20 @@ extern "C" __global__ void conv_weight_grad(
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K), S = G(s, GEO_STRIDE), P = K / 2;
     const int Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
     const int n_out = C * H * W, n_in = Cs * Hs * Ws, n_w = C * Cs * K * K;
-    const bool fits = n_out + n_in <= CONV_SHARED;
     const int b0 = blockIdx.y * CONV_SAMPLES, b1 = min(batch, b0 + CONV_SAMPLES);
-    for (int w0 = 0; w0 < n_w; w0 += THREADS) {  // the block's threads take THREADS weight elements at a time
-        const int w = w0 + threadIdx.x;
+    const float *dz0 = dz + act_off[s], *in0 = act + act_off[src];
+    if (n_w + n_out + n_in <= CONV_SHARED && (K == 1 || K == 3 || K == 5)) {
+        if (K == 1) weight_tiles<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+        if (K == 3) weight_tiles<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+        if (K == 5) weight_tiles<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+        return;
+    }
+    for (int w = threadIdx.x; w < n_w; w += THREADS) {  // one weight element a thread, read in place
         const int kx = w % K, ky = (w / K) % K, ci = (w / (K * K)) % Cs, c = w / (Cs * K * K);
         float sum = 0.f;
         for (int b = b0; b < b1; ++b) {
-            const float* dzs = dz + act_off[s] + b * width[s];
-            const float* in = act + act_off[src] + b * width[src];
-            if (fits) {
-                __syncthreads();
-                for (int k = threadIdx.x; k < n_out; k += THREADS) staged[k] = dzs[k];
-                for (int k = threadIdx.x; k < n_in; k += THREADS) staged[n_out + k] = in[k];
-                __syncthreads();
-                dzs = staged;
-                in = staged + n_out;
-            }
-            if (w >= n_w) continue;
+            const float* dzs = dz0 + b * width[s];
+            const float* in = in0 + b * width[src];
             for (int y = 0; y < H; ++y) {
                 const int iy = y * S + ky - P;
                 if (iy < 0 || iy >= Hs) continue;
@@ -171,7 +276,7 @@ extern "C" __global__ void conv_weight_grad(
                 }
             }
         }
-        if (w < n_w) atomicAdd(grads + woff + w, sum);
+        atomicAdd(grads + woff + w, sum);
     }
 }
 

@@ -155,9 +155,19 @@ def genlab_times(net: Network, x: np.ndarray, y: np.ndarray, repeats: int) -> di
     return {"ms": time_cuda(lambda: engine.step(x, y), repeats), **parts, "logits": logits}
 
 
-def torch_graph_ms(kind: str, net: Network, x, y, repeats: int) -> tuple[float, np.ndarray]:
+def precision(tf32: bool) -> None:
+    """fp32 throughout (tf32=False, as genlab computes), or PyTorch's defaults: cuDNN convolutions
+    on TF32 tensor cores (10-bit mantissas), matmuls in fp32."""
     import torch
 
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def torch_graph_ms(kind: str, net: Network, x, y, repeats: int, tf32: bool = False) -> tuple[float, np.ndarray]:
+    import torch
+
+    precision(tf32)
     device = torch.device("cuda")
     params, forward = MODELS[kind](net, device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
@@ -167,10 +177,11 @@ def torch_graph_ms(kind: str, net: Network, x, y, repeats: int) -> tuple[float, 
     return time_cuda(replay, repeats), logits
 
 
-def compile_child(kind: str, repeats: int) -> None:
+def compile_child(kind: str, repeats: int, tf32: bool) -> None:
     """(In a child process) torch.compile of the level model's step: compile time and step time."""
     import torch
 
+    precision(tf32)
     net, x, y = case(kind)
     device = torch.device("cuda")
     params, forward = MODELS[kind](net, device)
@@ -182,8 +193,8 @@ def compile_child(kind: str, repeats: int) -> None:
     print(json.dumps({"ms": time_cuda(step, repeats), "compile_s": time.perf_counter() - start}))
 
 
-def compiled_ms(kind: str, repeats: int, timeout: int) -> dict:
-    code = f"from genlab.bench.kinds import compile_child; compile_child({kind!r}, {repeats})"
+def compiled_ms(kind: str, repeats: int, timeout: int, tf32: bool) -> dict:
+    code = f"from genlab.bench.kinds import compile_child; compile_child({kind!r}, {repeats}, {tf32})"
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -197,14 +208,18 @@ def compiled_ms(kind: str, repeats: int, timeout: int) -> dict:
 def run(repeats: int = 30, compile_timeout: int = 240) -> dict:
     import torch
 
-    out = {"device": torch.cuda.get_device_name(), "workloads": {}}
+    out = {"device": torch.cuda.get_device_name(), "workloads": {},
+           "precision": "fp32 everywhere (PyTorch with TF32 off: torch.backends.cudnn.allow_tf32 = False); "
+                        "with_tf32: PyTorch's default, cuDNN convolutions on TF32 tensor cores"}
     for kind in WORKLOADS:
         net, x, y = case(kind)
         levels, per_level, width, fan_in, shape, batch, options = WORKLOADS[kind]
         genlab = genlab_times(net, x, y, repeats)
         graph_ms, logits = torch_graph_ms(kind, net, x, y, repeats)
         check = float(np.linalg.norm(genlab.pop("logits") - logits) / np.linalg.norm(logits))
-        compiled = compiled_ms(kind, repeats, compile_timeout)
+        graph_tf32_ms = torch_graph_ms(kind, net, x, y, repeats, tf32=True)[0]
+        compiled = compiled_ms(kind, repeats, compile_timeout, False)
+        compiled_tf32 = compiled_ms(kind, repeats, compile_timeout, True)
         out["workloads"][kind] = {
             "shape": {"levels": levels, "groups_per_level": per_level, "width": width, "fan_in": fan_in,
                       "input_shape": list(shape), "batch": batch, **options, "groups": len(net.hidden_groups),
@@ -213,6 +228,9 @@ def run(repeats: int = 30, compile_timeout: int = 240) -> dict:
             "torch_level_graph_ms": graph_ms, "torch_compile": compiled,
             "speedup_vs_graph": graph_ms / genlab["ms"],
             "speedup_vs_compile": compiled["ms"] / genlab["ms"] if "ms" in compiled else None,
+            "with_tf32": {"torch_level_graph_ms": graph_tf32_ms, "torch_compile": compiled_tf32,
+                          "speedup_vs_graph": graph_tf32_ms / genlab["ms"],
+                          "speedup_vs_compile": compiled_tf32["ms"] / genlab["ms"] if "ms" in compiled_tf32 else None},
             "logits_rel_error_vs_torch": check}
         print(kind, json.dumps(out["workloads"][kind]), flush=True)
     return out

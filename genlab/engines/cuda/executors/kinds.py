@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..constants import CONV_SAMPLES, GEO_FIELDS, THREADS
+from ..constants import CONV_POS, CONV_SAMPLES, GEO_FIELDS, THREADS
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
 
 
-def _blocks(n: int) -> int:
-    return (n + THREADS - 1) // THREADS
+def _blocks(n: int, per_thread: int = 1) -> int:
+    return (n + THREADS * per_thread - 1) // (THREADS * per_thread)
 
 
 def forward(e: "CudaEngine", level: int, rows: int) -> None:
@@ -25,7 +25,7 @@ def forward(e: "CudaEngine", level: int, rows: int) -> None:
     for kind, slots in L.kinds.levels.get(level, {}).items():
         listed = b[f"kind_{level}_{kind}"]
         if kind == "conv":
-            e.launch("conv_forward", (len(slots), _blocks(rows * _positions(L, slots))), listed, b["geo"], b["width"], b["act_off"],
+            e.launch("conv_forward", (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"], b["act_off"],
                      b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], np.int32(rows))
         else:
             e.launch("attention_forward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],

@@ -15,6 +15,7 @@
 #define ATT_SHARED 8192
 #define CONV_CH 8
 #define CONV_POS 4
+#define CONV_WG 4
 #define CONV_SAMPLES 16
 #define CONV_SHARED 8192
 #define GEO_KIND 0

@@ -12,6 +12,8 @@
 // conv_backward: dL/dh pulled from the group's consumers (a dense consumer reads the block
 //   flattened: dz_d W; a conv consumer: the transposed convolution), then dz = dL/dh where h > 0,
 //   and the group's statistics (genlab.cuh's mask_and_count). Same threads and launch.
+//   Both hold a channel chunk's K x K weights in registers for CONV_POS positions (kernels 1 and 3;
+//   conv_backward's consumers of stride 1), so few blocks fit an SM: it is the price of the reuse.
 // conv_weight_grad: one block per (edge task, CONV_SAMPLES samples), threads owning tiles of
 //   weights (below). Task (src slot, dst slot, weight offset); grid (tasks, ceil(batch / CONV_SAMPLES)).
 // conv_bias_grad: one block per (group, channel); grid (groups in `slots`, largest C).
@@ -113,46 +115,89 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_forward(
     }
 }
 
-// dL/dh of channels c0.. (up to CONV_CH) of sample b at (y, x) of conv group s, from its
-// consumers, into g[].
-__device__ void conv_pull(int s, int b, int y, int x, int c0, int nc, const int* geo, const int* width,
-                          const int* act_off, const int* out_ptr, const int* out_dst, const int* out_woff,
-                          const float* params, const float* dz, float* g)
+// What conv consumer d (kernel K, known at compile time; stride 1) sends back to channels c0..
+// (nc of them) of group s at CONV_POS positions: the transposed convolution of d's dz. A channel
+// chunk's weights for one of d's channels sit in registers and serve every position.
+template <int K>
+__device__ __forceinline__ void pull_conv(int s, int d, const float* w, const float* dz_d, int nd, const int* geo, int c0, int nc,
+                          const int* pb, const int* py, const int* px, int n_pos, float g[CONV_POS][CONV_CH])
+{
+    constexpr int P = K / 2;  // (stride 1: the output position that reads (y, x) at (ky, kx) is (y + P - ky, x + P - kx))
+    const int C = G(s, GEO_C), Cd = G(d, GEO_C), Hd = G(d, GEO_H), Wd = G(d, GEO_W);
+    for (int co = 0; co < Cd; ++co) {
+        float wk[CONV_CH][K][K];
+#pragma unroll
+        for (int c = 0; c < CONV_CH; ++c)
+#pragma unroll
+            for (int k = 0; k < K * K; ++k) wk[c][k / K][k % K] = c < nc ? w[(co * C + c0 + c) * K * K + k] : 0.f;
+#pragma unroll
+        for (int q = 0; q < CONV_POS; ++q) {
+            if (q >= n_pos) break;
+            const float* dzq = dz_d + pb[q] * nd + co * Hd * Wd;
+#pragma unroll
+            for (int ky = 0; ky < K; ++ky) {
+                const int oy = py[q] + P - ky;
+                const bool row = oy >= 0 && oy < Hd;
+#pragma unroll
+                for (int kx = 0; kx < K; ++kx) {
+                    const int ox = px[q] + P - kx;
+                    const float v = (row && ox >= 0 && ox < Wd) ? dzq[oy * Wd + ox] : 0.f;
+#pragma unroll
+                    for (int c = 0; c < CONV_CH; ++c) g[q][c] += v * wk[c][ky][kx];
+                }
+            }
+        }
+    }
+}
+
+// dL/dh of channels c0.. (nc of them) of conv group s at CONV_POS positions (samples pb, rows py,
+// columns px), from its consumers, into g.
+__device__ __forceinline__ void conv_pull(int s, int c0, int nc, const int* pb, const int* py, const int* px, int n_pos,
+                          const int* geo, const int* width, const int* act_off, const int* out_ptr, const int* out_dst,
+                          const int* out_woff, const float* params, const float* dz, float g[CONV_POS][CONV_CH])
 {
     const int n = width[s], H = G(s, GEO_H), W = G(s, GEO_W), C = G(s, GEO_C);
 #pragma unroll
-    for (int c = 0; c < CONV_CH; ++c) g[c] = 0.f;
-    for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
-        const int d = out_dst[e], nd = width[d];
-        const float* w = params + out_woff[e];
-        const float* dzd = dz + act_off[d] + b * nd;
-        if (G(d, GEO_KIND) != KIND_CONV) {  // a dense consumer reads the block flattened
-            const int j = (c0 * H + y) * W + x;
-            for (int k = 0; k < nd; ++k) {
-                const float v = dzd[k];
+    for (int q = 0; q < CONV_POS; ++q)
 #pragma unroll
-                for (int c = 0; c < CONV_CH; ++c)
-                    if (c < nc) g[c] += v * w[k * n + j + c * H * W];
-            }
-            continue;
-        }
-        const int Cd = G(d, GEO_C), Hd = G(d, GEO_H), Wd = G(d, GEO_W), K = G(d, GEO_K), S = G(d, GEO_STRIDE);
-        const int P = K / 2;
-        for (int ky = 0; ky < K; ++ky) {
-            const int ty = y + P - ky;  // = oy * S for the output row oy that reads row y at ky
-            if (ty < 0 || ty % S || ty / S >= Hd) continue;
-            for (int kx = 0; kx < K; ++kx) {
-                const int tx = x + P - kx;
-                if (tx < 0 || tx % S || tx / S >= Wd) continue;
-                const int o = (ty / S) * Wd + tx / S;
-                for (int co = 0; co < Cd; ++co) {
-                    const float v = dzd[co * Hd * Wd + o];
-                    const float* wk = w + ((co * C + c0) * K + ky) * K + kx;
+        for (int c = 0; c < CONV_CH; ++c) g[q][c] = 0.f;
+    for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+        const int d = out_dst[e], nd = width[d], K = G(d, GEO_K);
+        const float* w = params + out_woff[e];
+        const float* dz_d = dz + act_off[d];
+        if (G(d, GEO_KIND) != KIND_CONV) {  // a dense consumer reads the block flattened
+            for (int q = 0; q < n_pos; ++q) {
+                const int j = (c0 * H + py[q]) * W + px[q];
+                for (int k = 0; k < nd; ++k) {
+                    const float v = dz_d[pb[q] * nd + k];
 #pragma unroll
                     for (int c = 0; c < CONV_CH; ++c)
-                        if (c < nc) g[c] += v * wk[c * K * K];
+                        if (c < nc) g[q][c] += v * w[k * n + j + c * H * W];
                 }
             }
+        } else if (K == 1 && G(d, GEO_STRIDE) == 1) {
+            pull_conv<1>(s, d, w, dz_d, nd, geo, c0, nc, pb, py, px, n_pos, g);
+        } else if (K == 3 && G(d, GEO_STRIDE) == 1) {
+            pull_conv<3>(s, d, w, dz_d, nd, geo, c0, nc, pb, py, px, n_pos, g);
+        } else {
+            const int Cd = G(d, GEO_C), Hd = G(d, GEO_H), Wd = G(d, GEO_W), S = G(d, GEO_STRIDE), P = K / 2;
+            for (int q = 0; q < n_pos; ++q)
+                for (int ky = 0; ky < K; ++ky) {
+                    const int ty = py[q] + P - ky;
+                    if (ty < 0 || ty % S || ty / S >= Hd) continue;
+                    for (int kx = 0; kx < K; ++kx) {
+                        const int tx = px[q] + P - kx;
+                        if (tx < 0 || tx % S || tx / S >= Wd) continue;
+                        const int o = (ty / S) * Wd + tx / S;
+                        for (int co = 0; co < Cd; ++co) {
+                            const float v = dz_d[pb[q] * nd + co * Hd * Wd + o];
+                            const float* wk = w + ((co * C + c0) * K + ky) * K + kx;
+#pragma unroll
+                            for (int c = 0; c < CONV_CH; ++c)
+                                if (c < nc) g[q][c] += v * wk[c * K * K];
+                        }
+                    }
+                }
         }
     }
 }
@@ -164,29 +209,38 @@ extern "C" __global__ void conv_backward(
     float* __restrict__ dz, int batch, double* __restrict__ stats)
 {
     __shared__ double scratch[THREADS / 32];
-    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W);
-    const int i = blockIdx.y * THREADS + threadIdx.x;  // (sample, position)
+    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), HW = H * W;
+    const int p0 = blockIdx.y * THREADS * CONV_POS + threadIdx.x, total = batch * HW;
+    if (blockIdx.y * THREADS * CONV_POS >= total) return;  // (the whole block: it sums its statistics below)
+    int pb[CONV_POS], py[CONV_POS], px[CONV_POS], n_pos = 0;
+#pragma unroll
+    for (int q = 0; q < CONV_POS; ++q) {
+        const int i = p0 + q * THREADS;
+        pb[q] = i / HW; py[q] = (i / W) % H; px[q] = i % W;
+        n_pos += i < total;
+    }
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    if (i < batch * H * W) {
-        const int b = i / (H * W), y = (i / W) % H, x = i % W;
-        const int base = act_off[s] + b * width[s] + y * W + x;
-        float g[CONV_CH];
-        for (int c0 = 0; c0 < C; c0 += CONV_CH) {
-            const int nc = min(CONV_CH, C - c0);
-            conv_pull(s, b, y, x, c0, nc, geo, width, act_off, out_ptr, out_dst, out_woff, params, dz, g);
+    float g[CONV_POS][CONV_CH];
+    for (int c0 = 0; c0 < C && n_pos; c0 += CONV_CH) {
+        const int nc = min(CONV_CH, C - c0);
+        conv_pull(s, c0, nc, pb, py, px, n_pos, geo, width, act_off, out_ptr, out_dst, out_woff, params, dz, g);
+#pragma unroll
+        for (int q = 0; q < CONV_POS; ++q) {
+            if (q >= n_pos) break;
+            const int base = act_off[s] + pb[q] * width[s] + py[q] * W + px[q];
 #pragma unroll
             for (int c = 0; c < CONV_CH; ++c)
-                if (c < nc) mask_and_count(g[c], act[base + (c0 + c) * H * W], dz + base + (c0 + c) * H * W, s1, s2, s3);
+                if (c < nc) mask_and_count(g[q][c], act[base + (c0 + c) * HW], dz + base + (c0 + c) * HW, s1, s2, s3);
         }
     }
-    if (blockIdx.y * THREADS < batch * H * W) add_group_stats(stats, s, s1, s2, s3, scratch);
+    add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
 // Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
 // into `grads` (zeroed before: zero_ranges). A sample's dz and input maps are staged in shared
-// memory. For kernels of 1, 3 or 5, a thread owns a tile of 2 output channels x K x K weights of
-// one input channel, summed over a share of the positions (each input value loaded serves 2 K^2
-// products); the block's shares meet in shared memory before one global add per weight. Other
+// memory. For kernels of 1, 3 or 5, a thread owns a tile of CONV_WG output channels x K x K weights
+// of one input channel, summed over a share of the positions (each input value loaded serves
+// CONV_WG products); the block's shares meet in shared memory before one global add per weight. Other
 // kernels (or maps too large to stage) take one weight element a thread.
 template <int K>
 __device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws, const float* dz0, int dz_stride,
@@ -197,14 +251,14 @@ __device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws,
     float* sums = staged;                    // n_w partial sums of the block
     float* dzs = staged + n_w;               // a sample's dz map
     float* in = dzs + n_out;                 // its input map
-    const int pairs = (C + 1) / 2, tiles = pairs * Cs;
+    const int groups = (C + CONV_WG - 1) / CONV_WG, tiles = groups * Cs;
     for (int k = threadIdx.x; k < n_w; k += THREADS) sums[k] = 0.f;
     for (int t0 = 0; t0 < tiles; t0 += THREADS) {  // (more tiles than threads: in turns)
         const int active = min(THREADS, tiles - t0), shares = THREADS / active;
         const int tile = t0 + threadIdx.x % active, share = threadIdx.x / active;
-        const int c = 2 * (tile / Cs), ci = tile % Cs;
+        const int c = CONV_WG * (tile / Cs), ci = tile % Cs, nc = min(CONV_WG, C - c);
         const bool mine = share < shares;
-        float a0[K][K] = {}, a1[K][K] = {};
+        float a[CONV_WG][K][K] = {};
         for (int b = b0; b < b1; ++b) {
             __syncthreads();
             for (int k = threadIdx.x; k < n_out; k += THREADS) dzs[k] = dz0[b * dz_stride + k];
@@ -212,11 +266,12 @@ __device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws,
             __syncthreads();
             if (!mine) continue;
             const float* d0 = dzs + c * HW;
-            const float* d1 = c + 1 < C ? d0 + HW : d0;
             const float* m = in + ci * Hs * Ws;
             for (int p = share; p < HW; p += shares) {
                 const int y = p / W, x = p % W;
-                const float g0 = d0[p], g1 = c + 1 < C ? d1[p] : 0.f;
+                float gz[CONV_WG];
+#pragma unroll
+                for (int j = 0; j < CONV_WG; ++j) gz[j] = j < nc ? d0[j * HW + p] : 0.f;
 #pragma unroll
                 for (int ky = 0; ky < K; ++ky) {
                     const int iy = y * S + ky - P;
@@ -224,20 +279,18 @@ __device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws,
                     for (int kx = 0; kx < K; ++kx) {
                         const int ix = x * S + kx - P;
                         const float v = (iy >= 0 && iy < Hs && ix >= 0 && ix < Ws) ? m[iy * Ws + ix] : 0.f;
-                        a0[ky][kx] += g0 * v;
-                        a1[ky][kx] += g1 * v;
+#pragma unroll
+                        for (int j = 0; j < CONV_WG; ++j) a[j][ky][kx] += gz[j] * v;
                     }
                 }
             }
         }
         if (mine)
 #pragma unroll
-            for (int ky = 0; ky < K; ++ky)
+            for (int j = 0; j < CONV_WG; ++j)
+                if (j < nc)
 #pragma unroll
-                for (int kx = 0; kx < K; ++kx) {
-                    atomicAdd(sums + ((c * Cs + ci) * K + ky) * K + kx, a0[ky][kx]);
-                    if (c + 1 < C) atomicAdd(sums + (((c + 1) * Cs + ci) * K + ky) * K + kx, a1[ky][kx]);
-                }
+                    for (int k = 0; k < K * K; ++k) atomicAdd(sums + ((c + j) * Cs + ci) * K * K + k, a[j][k / K][k % K]);
     }
     __syncthreads();
     for (int k = threadIdx.x; k < n_w; k += THREADS) atomicAdd(grads + k, sums[k]);

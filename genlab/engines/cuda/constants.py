@@ -25,6 +25,7 @@ GEO_FIELDS = ("KIND", "C", "H", "W", "K", "STRIDE", "HEADS", "TOKENS")
 ATT_SHARED = 8192  # floats of shared memory an attention block holds (10 T d + 2 heads T^2 must fit)
 CONV_CH = 8  # output channels a conv thread accumulates at once (registers), conv.cu
 CONV_POS = 4  # (sample, position) pairs a conv forward thread computes with the same weights in registers
+CONV_WG = 4  # output channels of a conv weight-gradient thread's tile (times K x K weights)
 CONV_SAMPLES = 16  # samples a conv weight-gradient block sums (its partial sums are added atomically)
 CONV_SHARED = 8192  # floats of shared memory a conv weight-gradient block stages (a sample's dz and input maps)
 
@@ -36,7 +37,7 @@ LAG = 2  # the row executor takes a level's weight items after the backward item
 SHARED = {
     "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT, "CH": CH, "EW": EW, "CHUNK": CHUNK,
     "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
-    "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,
+    "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_WG": CONV_WG, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,
     **{f"GEO_{name}": i for i, name in enumerate(GEO_FIELDS)},
     **{f"KIND_{name.upper()}": kind.code for name, kind in KINDS.items()}, "GRAD_LIMIT_SQ": f"{GRAD_LIMIT * GRAD_LIMIT!r}",
     **{f"OP_{code.name}": int(code) for code in OpCode},

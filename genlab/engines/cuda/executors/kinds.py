@@ -38,7 +38,7 @@ def backward(e: "CudaEngine", level: int, rows: int) -> None:
     for kind, slots in L.kinds.levels.get(level, {}).items():
         listed = b[f"kind_{level}_{kind}"]
         if kind == "conv":
-            e.launch("conv_backward", (len(slots), _blocks(rows * _positions(L, slots))), listed, b["geo"], b["width"], b["act_off"],
+            e.launch("conv_backward", (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"], b["act_off"],
                      b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),
                      b["stats"])
         else:

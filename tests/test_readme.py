@@ -7,7 +7,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_api_example_runs_as_written(tmp_path):
-    example, recurrence = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    example, kinds, recurrence = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -17,6 +17,10 @@ def test_api_example_runs_as_written(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "'accuracy':" in result.stdout and "1.78x fewer dependent stages" in result.stdout
+    result = subprocess.run([sys.executable, "-c", kinds], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(re.search(r"'accuracy': ([0-9.]+)", result.stdout).group(1))
+    assert accuracy > 0.9, result.stdout  # the README says about 0.97
 
 
 def test_ci_runs_the_readme_blocks():

@@ -21,6 +21,12 @@
 
 #define G(s, f) geo[GEO_INTS * (s) + (f)]
 
+// Value (iy, ix) of an H x W map, or the zero padding around it.
+__device__ __forceinline__ float padded(const float* map, int iy, int ix, int H, int W)
+{
+    return (iy >= 0 && iy < H && ix >= 0 && ix < W) ? map[iy * W + ix] : 0.f;
+}
+
 // CONV_POS positions a thread (p, p + THREADS, ...) for kernels of 1 or 3: a channel chunk's
 // K x K weights of one input channel are held in registers and serve every position.
 template <int K>
@@ -54,16 +60,13 @@ __device__ void forward_positions(int s, int p0, int total, const int* geo, cons
                     const int b = i / HW, y = (i / W) % H, x = i % W;
                     const float* h = h0 + b * width[src] + ci * Hs * Ws;
 #pragma unroll
-                    for (int ky = 0; ky < K; ++ky) {
-                        const int iy = y * S + ky - P;
+                    for (int ky = 0; ky < K; ++ky)
 #pragma unroll
                         for (int kx = 0; kx < K; ++kx) {
-                            const int ix = x * S + kx - P;
-                            const float v = (iy >= 0 && iy < Hs && ix >= 0 && ix < Ws) ? h[iy * Ws + ix] : 0.f;
+                            const float v = padded(h, y * S + ky - P, x * S + kx - P, Hs, Ws);
 #pragma unroll
                             for (int c = 0; c < CONV_CH; ++c) z[q][c] += v * w[c][ky][kx];
                         }
-                    }
                 }
             }
         }
@@ -137,11 +140,9 @@ __device__ __forceinline__ void pull_conv(int s, int d, const float* w, const fl
 #pragma unroll
             for (int ky = 0; ky < K; ++ky) {
                 const int oy = py[q] + P - ky;
-                const bool row = oy >= 0 && oy < Hd;
 #pragma unroll
                 for (int kx = 0; kx < K; ++kx) {
-                    const int ox = px[q] + P - kx;
-                    const float v = (row && ox >= 0 && ox < Wd) ? dzq[oy * Wd + ox] : 0.f;
+                    const float v = padded(dzq, oy, px[q] + P - kx, Hd, Wd);
 #pragma unroll
                     for (int c = 0; c < CONV_CH; ++c) g[q][c] += v * wk[c][ky][kx];
                 }
@@ -273,16 +274,13 @@ __device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws,
 #pragma unroll
                 for (int j = 0; j < CONV_WG; ++j) gz[j] = j < nc ? d0[j * HW + p] : 0.f;
 #pragma unroll
-                for (int ky = 0; ky < K; ++ky) {
-                    const int iy = y * S + ky - P;
+                for (int ky = 0; ky < K; ++ky)
 #pragma unroll
                     for (int kx = 0; kx < K; ++kx) {
-                        const int ix = x * S + kx - P;
-                        const float v = (iy >= 0 && iy < Hs && ix >= 0 && ix < Ws) ? m[iy * Ws + ix] : 0.f;
+                        const float v = padded(m, y * S + ky - P, x * S + kx - P, Hs, Ws);
 #pragma unroll
                         for (int j = 0; j < CONV_WG; ++j) a[j][ky][kx] += gz[j] * v;
                     }
-                }
             }
         }
         if (mine)

@@ -123,7 +123,12 @@ def _graphed(step):
 
 def _compile_in_child(name: str, repeats: int, timeout: int) -> dict:
     """torch.compile of the level-batched step, timed in a child process given `timeout` seconds."""
-    code = f"from genlab.bench import compile_child; compile_child({name!r}, {repeats})"
+    return run_child(f"from genlab.bench import compile_child; compile_child({name!r}, {repeats})", timeout)
+
+
+def run_child(code: str, timeout: int) -> dict:
+    """The last JSON line a child Python process running `code` prints (torch.compile runs there, so
+    that a hang or a crash of the compiler costs that process only), or {"error": why}."""
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

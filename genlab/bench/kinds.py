@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..network import Network
-from .baselines import _graphed, _torch_step
+from .baselines import _graphed, _torch_step, run_child
 from .timing import time_cuda, time_graph
 
 WORKLOADS = {  # kind: (levels, groups a level, width, fan-in, input shape, batch, options)
@@ -56,6 +54,18 @@ def _levels(net: Network) -> list[list[int]]:
     return [[g for g in net.hidden_groups if level[g] == lv] for lv in range(1, level[net.output])]
 
 
+def _output_head(net: Network, params, position: dict, device):
+    """The output group's weights (its inputs' blocks side by side) and bias into `params`; the
+    positions of its inputs in the last level, in its input order."""
+    import torch
+
+    last = net.inputs(net.output)
+    head = np.concatenate([net.weights[(g, net.output)] for g in last], axis=1)
+    params.append(torch.nn.Parameter(torch.from_numpy(head).to(device)))
+    params.append(torch.nn.Parameter(torch.from_numpy(net.biases[net.output]).to(device)))
+    return torch.from_numpy(np.array([position[g] for g in last])).to(device)
+
+
 def torch_conv_model(net: Network, device):
     """Per level: gather each group's input channels from the level before, one grouped conv2d
     (groups = the level's groups), one ReLU; the output a Linear over the last level flattened."""
@@ -71,12 +81,8 @@ def torch_conv_model(net: Network, device):
         params.append(torch.nn.Parameter(torch.from_numpy(np.concatenate([net.biases[g] for g in groups])).to(device)))
         plan.append((torch.from_numpy(idx).to(device), len(groups)))
         position.update({g: i for i, g in enumerate(groups)})
-    last = net.inputs(net.output)
-    params.append(torch.nn.Parameter(torch.from_numpy(np.concatenate([net.weights[(g, net.output)] for g in last],
-                                                                     axis=1)).to(device)))
-    params.append(torch.nn.Parameter(torch.from_numpy(net.biases[net.output]).to(device)))
-    order = torch.from_numpy(np.array([position[g] for g in last])).to(device)
-    k = net.options[last[0]]["kernel"]
+    order = _output_head(net, params, position, device)
+    k = net.options[net.inputs(net.output)[0]]["kernel"]
 
     def forward(x):
         h = x
@@ -108,11 +114,7 @@ def torch_attention_model(net: Network, device):
         idx = np.array([[position[s] for s in net.inputs(g)] for g in groups])
         plan.append((torch.from_numpy(idx).to(device), net.options[groups[0]]["heads"]))
         position.update({g: i for i, g in enumerate(groups)})
-    last = net.inputs(net.output)
-    params.append(torch.nn.Parameter(torch.from_numpy(np.concatenate([net.weights[(g, net.output)] for g in last],
-                                                                     axis=1)).to(device)))
-    params.append(torch.nn.Parameter(torch.from_numpy(net.biases[net.output]).to(device)))
-    order = torch.from_numpy(np.array([position[g] for g in last])).to(device)
+    order = _output_head(net, params, position, device)
 
     def forward(x):
         h = x[:, None]  # (batch, groups, tokens, features)
@@ -194,15 +196,8 @@ def compile_child(kind: str, repeats: int, tf32: bool) -> None:
 
 
 def compiled_ms(kind: str, repeats: int, timeout: int, tf32: bool) -> dict:
-    code = f"from genlab.bench.kinds import compile_child; compile_child({kind!r}, {repeats}, {tf32})"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not compile and run within {timeout} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
-    return json.loads(lines[-1])
+    return run_child(f"from genlab.bench.kinds import compile_child; compile_child({kind!r}, {repeats}, {tf32})",
+                     timeout)
 
 
 def run(repeats: int = 30, compile_timeout: int = 240) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 here = Path(__file__).resolve().parent
 failed = []
-for family in ("forward", "backward", "optim", "growth", "topology", "persistent"):
+for family in ("forward", "backward", "optim", "growth", "topology", "persistent", "kinds"):
     print(f"== {family}", flush=True)
     if subprocess.run([sys.executable, str(here / f"{family}.py")]).returncode:
         failed.append(family)

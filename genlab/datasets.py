@@ -84,15 +84,17 @@ class Dataset:
 
 
 def from_arrays(X, y, name: str = "your data", seed: int = 0, test_size: float = 0.25) -> Dataset:
-    """Your own data as a Dataset: X (samples x features, numbers), y (one label per sample: class
-    indices, or any labels, which become indices in sorted order, kept in `classes`); split
-    (stratified where every class has two samples or more) and standardised like load()'s."""
+    """Your own data as a Dataset: X (samples x features, numbers; or samples x steps x features,
+    or samples x channels x height x width), y (one label per sample: class indices, or any
+    labels, which become indices in sorted order, kept in `classes`); split (stratified where
+    every class has two samples or more) and standardised like load()'s."""
     y = np.asarray(y)
     if y.ndim == 1 and y.dtype.kind not in "biuf":
         classes, y = np.unique(y.astype(str), return_inverse=True)
     else:
         classes = ()
-    X, y = check_data(X, y)
+    shaped = np.ndim(X) in (3, 4)
+    X, y = check_data(X, y, input_shape=np.shape(X)[1:] if shaped else None)
     if not len(classes) and y.min() < 0:
         raise DataError(f"label {y.min()} is negative: class indices start at 0 (or pass names)")
     if not len(classes) and len(np.unique(y)) < y.max() + 1:

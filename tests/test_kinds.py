@@ -343,3 +343,11 @@ def test_a_checkpoint_of_a_network_with_kinds_resumes_bit_for_bit(tmp_path, form
         np.testing.assert_array_equal(resumed.net.weights[key], w)
     for g, b in straight.net.biases.items():
         np.testing.assert_array_equal(resumed.net.biases[g], b)
+
+
+def test_your_own_images_as_arrays():
+    images = genlab.datasets.load("digits_images")
+    own = genlab.datasets.from_arrays(images.X_train, images.y_train)
+    assert own.image and own.sample_shape == (1, 8, 8) and len(own.y_train) + len(own.y_test) == len(images.y_train)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        genlab.datasets.from_arrays(np.full((4, 1, 2, 2), np.nan), [0, 1, 0, 1])

@@ -8,9 +8,10 @@
 // bias_off[s] holds b (d), Wq, Wk, Wv, Wo (d x d each, row-major).
 //
 // attention_forward: one block per (group in `slots`, sample), everything of the sample in shared
-//   memory (ATT_SHARED floats: the engine checks 10 T d + 2 heads T^T fits); grid (groups, samples).
-// attention_backward: the same blocks: dL/dh pulled from the consumers (each reads token rows: dz_d
-//   W), the forward recomputed, then back through the attention: dz = dL/dz written where the
+//   memory (ATT_SHARED floats: the engine checks 10 T d + 2 heads T^2 fits); grid (groups, samples).
+//   It keeps z, q, k, v, o and p in `cache` for the backward (kept()).
+// attention_backward: the same blocks: the forward read back from `cache`, dL/dh pulled from the
+//   consumers (each reads token rows: dz_d W), then back through the attention: dz = dL/dz written where the
 //   group's dz lives, the gradients of b, Wq, Wk, Wv, Wo added atomically (zeroed before: optim.cu's
 //   zero_ranges), and the statistics of dL/dh.
 // token_weight_grad: dL/dW of an edge into an attention group, summed over every token row; one
@@ -78,15 +79,25 @@ __device__ void attend(int s, int b, const int* geo, const int* width, const int
     __syncthreads();
 }
 
+// Where sample b of attention group s keeps its forward (z, q, k, v, o, p: 5 T d + heads T^2
+// floats) for the backward: cache_off[s] floats a sample before it, times the samples' capacity.
+__device__ __forceinline__ float* kept(float* cache, const int* cache_off, int s, int b, int capacity, int n)
+{
+    return cache + (long long)cache_off[s] * capacity + (long long)b * n;
+}
+
 extern "C" __global__ void attention_forward(
     const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
     const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
     const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
-    float* __restrict__ act)
+    float* __restrict__ act, float* __restrict__ cache, const int* __restrict__ cache_off, int capacity)
 {
     __shared__ float sh[ATT_SHARED];
     const int s = slots[blockIdx.x], b = blockIdx.y, T = G(s, GEO_TOKENS), d = width[s];
     attend(s, b, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh);
+    const int n_kept = 5 * T * d + G(s, GEO_HEADS) * T * T;
+    float* out = kept(cache, cache_off, s, b, capacity, n_kept);
+    for (int i = threadIdx.x; i < n_kept; i += THREADS) out[i] = sh[i];
     const float *z = sh, *o = sh + 4 * T * d, *wo = params + bias_off[s] + d + 3 * d * d;
     for (int idx = threadIdx.x; idx < T * d; idx += THREADS) {
         const int t = idx / d, j = idx % d;
@@ -101,13 +112,16 @@ extern "C" __global__ void attention_backward(
     const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
     const int* __restrict__ in_src, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
     const int* __restrict__ out_dst, const int* __restrict__ out_woff, const float* __restrict__ params,
-    const float* __restrict__ act, float* __restrict__ dz, float* __restrict__ grads, double* __restrict__ stats)
+    const float* __restrict__ act, float* __restrict__ dz, float* __restrict__ grads, double* __restrict__ stats,
+    float* __restrict__ cache, const int* __restrict__ cache_off, int capacity)
 {
     __shared__ float sh[ATT_SHARED];
     __shared__ double scratch[THREADS / 32];
     const int s = slots[blockIdx.x], b = blockIdx.y, T = G(s, GEO_TOKENS), d = width[s], n = T * d;
     const int heads = G(s, GEO_HEADS), dh = d / heads, pp = heads * T * T;
-    attend(s, b, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh);
+    const float* in = kept(cache, cache_off, s, b, capacity, 5 * n + pp);  // the forward, as it left it
+    for (int i = threadIdx.x; i < 5 * n + pp; i += THREADS) sh[i] = in[i];
+    __syncthreads();
     float *z = sh, *q = sh + n, *k = q + n, *v = k + n, *o = v + n, *p = o + n;
     float *g = p + pp, *dO = g + n, *dq = dO + n, *dk = dq + n, *dv = dk + n, *ds = dv + n;
     const float* own = params + bias_off[s];

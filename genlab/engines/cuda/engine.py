@@ -79,6 +79,8 @@ class CudaEngine(Engine):
         new = {"act": self.mem.new(4 * ix.n_cols * cap, "activations"),
                "dz": self.mem.new(4 * ix.n_cols * cap, "gradients"), "labels": self.mem.new(4 * cap, "labels"),
                "act_off": self.mem.upload(offsets.astype(np.int32))}
+        if ix.kinds.cache_floats:  # what attention groups keep from their forward, per sample
+            new["att_cache"] = self.mem.new(4 * ix.kinds.cache_floats * (cap // ix.kinds.tokens), "attention cache")
         if ix.kinds.tokens > 1:  # a sequence network's logits and their gradient, a row per sample
             classes = int(ix.width[ix.output_slot])
             new["pooled"], new["dpooled"] = (self.mem.new(4 * classes * cap, "logits") for _ in range(2))
@@ -97,7 +99,8 @@ class CudaEngine(Engine):
             cap = batch
         if L.n_cols * cap >= 2**31:
             raise BackendError(f"activations of {L.n_cols} neurons x {batch} rows exceed 2^31 elements")
-        self.mem.check_room(8 * L.n_cols * cap, f"activations for a batch of {cap}")
+        self.mem.check_room(8 * L.n_cols * cap + 4 * L.kinds.cache_floats * (cap // L.kinds.tokens),
+                            f"activations for a batch of {cap}")
         new = self.batch_buffers(L, cap)
         self.stream.synchronize()
         self.buffers.update(new)
@@ -123,7 +126,8 @@ class CudaEngine(Engine):
             value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]
             host[off:off + value.size] = value.ravel()
         states, cap = self.optimizer.state_names, max(self.batch_cap, 1)
-        self.mem.check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap,
+        self.mem.check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap
+                            + 4 * L.kinds.cache_floats * (cap // L.kinds.tokens),
                             f"a network of {L.n_params} parameters and {L.n_cols} neurons")
         new = {**topology.build(self, L, cap), **growth.group_state(self, L)}
         new["params"], new["grads"] = self.mem.upload(host, "parameters"), self.mem.new(4 * L.n_params, "gradients")

@@ -27,6 +27,8 @@ class KindLists:
     # attention groups' own vectors, the blocks of edges into conv groups
     norm_ranges: np.ndarray  # ... of every parameter of the groups of other kinds
     tokens: int  # rows per sample
+    cache_off: np.ndarray  # a slot's place in the attention cache: floats a sample before it (-1: none)
+    cache_floats: int  # floats a sample the attention groups keep from their forward (5 T d + heads T^2 each)
 
     @property
     def any(self) -> bool:
@@ -40,6 +42,7 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
     task_width = np.zeros(n, np.int32)
     field = {name: i for i, name in enumerate(GEO_FIELDS)}
     levels, conv_edges, token_edges, conv_slots, zeroed, norms = {}, [], [], [], [], []
+    cache_off, cached = np.full(n, -1, np.int32), 0
     level = net.levels() if any(k != "dense" for k in net.kinds.values()) else {}
     for g, s in slot.items():
         shape, kind = net.sample_shape(g), (net.kinds[g] if g != INPUT else None)
@@ -69,11 +72,14 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
         else:
             zeroed.append((s, offsets[("b", g)], net.biases[g].size))
             _check_shared(net, g)
+            cache_off[s] = cached
+            T, d = shapes.tokens(net), net.widths[g]
+            cached += 5 * T * d + options["heads"] * T * T
     as_tasks = lambda rows: np.array(rows, np.int32).reshape(-1, 3)
     return KindLists(geo.ravel(), task_width, {lv: {k: np.array(v, np.int32) for k, v in by.items()}
                                                for lv, by in levels.items()},
                      as_tasks(conv_edges), as_tasks(token_edges), np.array(conv_slots, np.int32), as_tasks(zeroed),
-                     as_tasks(norms), shapes.tokens(net))
+                     as_tasks(norms), shapes.tokens(net), cache_off, cached)
 
 
 def _check_shared(net: Network, g: int) -> None:

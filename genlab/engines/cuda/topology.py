@@ -27,6 +27,7 @@ def build(e: "CudaEngine", ix: Layout, cap: int, edges: dict | None = None) -> d
     and the task lists. Sets ix's level and task counts (ix.tiers and the first tier's lists)."""
     new = {name: e.mem.upload(getattr(ix, name)) for name in SLOT_ARRAYS}
     new["task_width"], new["geo"] = e.mem.upload(ix.kinds.task_width), e.mem.upload(ix.kinds.geo)
+    new["cache_off"] = e.mem.upload(ix.kinds.cache_off)
     new.update(_kind_lists(e, ix))
     _edge_list(e, ix, new, edges)
     passes = _passes(e, ix)

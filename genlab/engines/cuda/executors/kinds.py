@@ -29,7 +29,8 @@ def forward(e: "CudaEngine", level: int, rows: int) -> None:
                      b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], np.int32(rows))
         else:
             e.launch("attention_forward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
-                     b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"])
+                     b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+                     *_cache(e))
 
 
 def backward(e: "CudaEngine", level: int, rows: int) -> None:
@@ -44,7 +45,13 @@ def backward(e: "CudaEngine", level: int, rows: int) -> None:
         else:
             e.launch("attention_backward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
                      b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["out_ptr"], b["out_dst"],
-                     b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"])
+                     b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"], *_cache(e))
+
+
+def _cache(e: "CudaEngine") -> tuple:
+    """The attention kernels' last arguments: the cache of their forward, each slot's place in it,
+    the samples it holds."""
+    return e.buffers["att_cache"], e.buffers["cache_off"], np.int32(e.batch_cap // e.layout.kinds.tokens)
 
 
 def zero_added(e: "CudaEngine") -> None:

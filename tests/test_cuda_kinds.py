@@ -125,3 +125,27 @@ def test_executors_that_cannot_run_a_kind_say_so_and_big_attention_is_refused():
     big = Network.attention_chain((64, 8), [64], 3, heads=1, dense=False)
     with pytest.raises(BackendError, match="needs .* floats of shared memory"):
         cuda_engine(big)
+
+
+@pytest.mark.parametrize("name, kind", [("digits_images", "conv"), ("digits_rows", "attention")])
+def test_a_cuda_checkpoint_of_kinds_resumes_on_cuda_and_on_serial(tmp_path, name, kind):
+    """Trainer.save on the GPU (slots, offsets and kind lists described by the placement); the
+    resumed CUDA trainer and a serial one compute the same logits, and the CUDA one trains on."""
+    import genlab.starts
+    from genlab import datasets
+
+    data = datasets.load(name)
+    trainer = Trainer(genlab.starts.build(data, kind, None, True, seed=0), backend="cuda", optimizer="adam",
+                      lr=3e-3, seed=0, growth=GrowthPolicy(threshold=0.0, every=8, cooldown=4, max_groups=6))
+    X, y = data.train
+    for step in range(20):
+        trainer.step(X[32 * step:32 * step + 32], y[32 * step:32 * step + 32])
+    assert trainer.history.events
+    path = trainer.save(tmp_path / "kinds.ckpt")
+    gpu, serial = Trainer.load(path, backend="cuda"), Trainer.load(path, backend="serial")
+    x = data.X_test[:64]
+    np.testing.assert_allclose(gpu.logits(x), trainer.logits(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(serial.logits(x), trainer.logits(x), rtol=1e-4, atol=1e-4)
+    gpu.step(X[:32], y[:32])
+    serial.step(X[:32], y[:32])
+    np.testing.assert_allclose(gpu.logits(x), serial.logits(x), rtol=1e-3, atol=1e-3)

@@ -68,9 +68,13 @@ class Engine(ABC):
         """Take the network's topology and parameters; keep the optimizer state of unchanged
         parameters and the growth scores of remaining groups."""
 
-    @abstractmethod
     def write_back(self, net: Network) -> None:
         """Copy the trained parameters into the network (in the network's dtype)."""
+        for key, value in self.params.items():
+            if key[0] == "W":
+                net.weights[key[1:]] = value.astype(net.dtype)
+            else:
+                net.biases[key[1]] = value.astype(net.dtype)
 
     @property
     @abstractmethod

@@ -235,10 +235,3 @@ class SerialEngine(Engine):
         self.tracker.lo = {g: lo.astype(self.dtype) for g, (lo, _) in state.ranges.items()}
         self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
         self._measure()
-
-    def write_back(self, net: Network) -> None:
-        """Copy the trained parameters into the network (in the network's dtype)."""
-        for (s, d) in net.weights:
-            net.weights[(s, d)] = self._params[("W", s, d)].astype(net.dtype)
-        for g in net.biases:
-            net.biases[g] = self._params[("b", g)].astype(net.dtype)

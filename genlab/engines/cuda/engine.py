@@ -366,14 +366,6 @@ class CudaEngine(Engine):
         L = self.layout
         return dict(zip(L.std_ids, self._sums_and_std()[2][L.std_slots].tolist()))
 
-    def write_back(self, net: Network) -> None:
-        """Copy the trained parameters into the network (in the network's dtype)."""
-        for key, value in self.params.items():
-            if key[0] == "W":
-                net.weights[key[1:]] = value.astype(net.dtype)
-            else:
-                net.biases[key[1]] = value.astype(net.dtype)
-
     # ------------------------------------------------------------------ growth
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         return growth.choose(self, eligible, threshold, relative)

@@ -254,13 +254,6 @@ class RecurrentCudaEngine(Engine):
     def grads(self) -> dict:
         return self._host("grads")
 
-    def write_back(self, net: Network) -> None:
-        for key, value in self.params.items():
-            if key[0] == "W":
-                net.weights[key[1:]] = value.astype(net.dtype)
-            else:
-                net.biases[key[1]] = value.astype(net.dtype)
-
     def export_state(self) -> EngineState:
         t = self.tracker
         return EngineState(self._host_state(), dict(self.growth_scores.ema), dict(t.taylor),

@@ -109,8 +109,7 @@ extern "C" __global__ void attention_forward(
 
 extern "C" __global__ void attention_backward(
     const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
-    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
-    const int* __restrict__ in_src, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ out_ptr,
     const int* __restrict__ out_dst, const int* __restrict__ out_woff, const float* __restrict__ params,
     const float* __restrict__ act, float* __restrict__ dz, float* __restrict__ grads, double* __restrict__ stats,
     float* __restrict__ cache, const int* __restrict__ cache_off, int capacity)

@@ -12,7 +12,6 @@ import numpy as np
 
 from . import operations as op
 from .errors import GraphError
-from .kinds import InexactFold
 from .network import INPUT, OUTPUT, Network
 
 
@@ -43,10 +42,8 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
         removed.append(g)
         for d in consumers:
             if d != OUTPUT and not net.inputs(d):
-                if net.kinds[d] != "dense":
-                    raise InexactFold(f"removing group {g} leaves {net.kinds[d]} group {d} without inputs; "
-                                      "only a dense group's constant output (relu of its bias) is folded")
-                pending.append((d, np.maximum(net.biases[d], 0), op.FoldSource.RELU_BIAS))
+                constant = net.kind(d).constant_without_inputs(net.spec(d), net.biases[d])
+                pending.append((d, constant, op.FoldSource.RELU_BIAS))
         for s in inputs:
             if s != INPUT and not net.outputs(s):
                 pending.append((s, None, None))

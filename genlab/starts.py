@@ -45,22 +45,35 @@ def build(data: Dataset, kind: str, hidden: list[int] | None, single: bool, seed
     (stride 2 from the second on), dense groups (over flattened images too), stacked Elman
     groups, or attention groups each followed by a dense one (a single start: one group)."""
     hidden = hidden or WIDTHS[kind][0 if single else 1]
-    n_out = data.n_classes
-    if kind == "conv":
-        return Network.conv_chain(data.sample_shape, hidden, n_out, strides=[1] + [2] * (len(hidden) - 1), seed=seed)
-    if kind == "attention":
-        return Network.attention_chain(data.sample_shape, hidden, n_out, dense=not single, seed=seed)
-    if kind == "recurrent":
-        return Network.elman(data.n_features, hidden, n_out, seed=seed)
-    if data.image:  # dense groups reading the image flattened
-        net = Network(n_outputs=n_out, input_shape=data.sample_shape, seed=seed)
-        prev = net.input
-        for width in hidden:
-            prev = net.add_group(width, inputs=[prev])
-        net.connect(prev, net.output)
-        net.init_params(seed)
-        return net
-    return Network.mlp([data.n_features, *hidden, n_out], seed=seed)
+    return BUILDERS[kind](data, hidden, single, seed)
+
+
+def _conv(data: Dataset, hidden: list[int], single: bool, seed: int) -> Network:
+    return Network.conv_chain(data.sample_shape, hidden, data.n_classes, strides=[1] + [2] * (len(hidden) - 1),
+                              seed=seed)
+
+
+def _attention(data: Dataset, hidden: list[int], single: bool, seed: int) -> Network:
+    return Network.attention_chain(data.sample_shape, hidden, data.n_classes, dense=not single, seed=seed)
+
+
+def _recurrent(data: Dataset, hidden: list[int], single: bool, seed: int) -> Network:
+    return Network.elman(data.n_features, hidden, data.n_classes, seed=seed)
+
+
+def _dense(data: Dataset, hidden: list[int], single: bool, seed: int) -> Network:
+    if not data.image:
+        return Network.mlp([data.n_features, *hidden, data.n_classes], seed=seed)
+    net = Network(n_outputs=data.n_classes, input_shape=data.sample_shape, seed=seed)  # reading the image flattened
+    prev = net.input
+    for width in hidden:
+        prev = net.add_group(width, inputs=[prev])
+    net.connect(prev, net.output)
+    net.init_params(seed)
+    return net
+
+
+BUILDERS = {"conv": _conv, "attention": _attention, "recurrent": _recurrent, "dense": _dense}
 
 
 def one_layer_like(data: Dataset, kind: str, n_params: int, seed: int) -> tuple[int, Network]:

@@ -1,3 +1,5 @@
+import subprocess
+
 import numpy as np
 import pytest
 from conftest import assert_unchanged, snapshot
@@ -152,9 +154,8 @@ def test_genlab_backend_variable_sets_what_auto_means(net, monkeypatch):
         Trainer(net, backend="auto")
 
 
-def _import_genlab(backend: str | None) -> "subprocess.CompletedProcess":
+def _import_genlab(backend: str | None) -> subprocess.CompletedProcess:
     import os
-    import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "GENLAB_BACKEND"}

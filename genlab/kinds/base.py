@@ -46,6 +46,8 @@ class GroupKind(ABC):
     cuda_kernels: ClassVar[tuple[str, ...]]  # the kernels an executor needs to run this kind
     code: ClassVar[int]  # its number in the kernels' geometry arrays (KIND_<NAME> in cuda/constants.cuh)
     node_shape: ClassVar[str]  # how the lab draws it (a Graphviz node shape)
+    sized_by_width: ClassVar[bool] = False  # the lab draws it as a circle sized by its width (else labelled)
+    own_kernels: ClassVar[bool] = True  # the CUDA engine runs it with its own kernels, not the dense task lists
     spatial: ClassVar[bool] = False  # its output is a grid of channels (it runs in image networks)
     tokens_only: ClassVar[bool] = False  # it mixes tokens (it runs in sequence networks)
 
@@ -120,6 +122,12 @@ class GroupKind(ABC):
         """A width-wise copy of the source of `block`: (what stays, what the sibling gets); their
         contributions add up to block's (noise breaks the symmetry)."""
         return block / 2 + noise, block / 2 - noise
+
+    def constant_without_inputs(self, spec: Spec, own: np.ndarray) -> np.ndarray:
+        """What the group outputs once pruning took all its inputs (folded then in turn), or
+        InexactFold where that is not one constant."""
+        raise InexactFold(f"a {self.name} group left without inputs is not folded; only a dense group's "
+                          "constant output (relu of its bias) is")
 
     @abstractmethod
     def fold(self, spec: Spec, block: np.ndarray, constant: np.ndarray) -> np.ndarray:

@@ -21,7 +21,9 @@ class Dense(GroupKind):
                     "bias_grad", "forward_mid", "backward_mid", "weight_mid", "forward_wide", "backward_wide",
                     "weight_wide", "dataflow_step", "rows_step")
     code = 0  # the kernels' KIND_DENSE (cuda/constants.cuh)
-    node_shape = "box"
+    node_shape = "circle"
+    sized_by_width = True
+    own_kernels = False  # the dense task lists run it (forward.cu, backward.cu, wide.cu, ...)
 
     def edge_shape(self, spec, src_width):
         return (spec.width, src_width)
@@ -57,6 +59,9 @@ class Dense(GroupKind):
 
     def identity(self, spec):
         return np.eye(spec.width)  # relu(I relu(z)) = relu(z)
+
+    def constant_without_inputs(self, spec, own):
+        return np.maximum(own, 0)
 
     def fold(self, spec, block, constant):
         if spec.tokens:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ... import shapes
 from ...errors import BackendError
-from ...network import INPUT, Network
+from ...network import Network
 from .constants import ATT_SHARED, GEO_FIELDS
 
 
@@ -19,7 +19,7 @@ from .constants import ATT_SHARED, GEO_FIELDS
 class KindLists:
     geo: np.ndarray  # GEO_INTS ints a slot (cuda/constants.cuh's GEO_*)
     task_width: np.ndarray  # the width the dense task lists see: 0 for groups of other kinds
-    levels: dict  # level: {kind name: slots}, levels from 1
+    levels: dict  # level: {kind code: slots}, levels from 1
     conv_edges: np.ndarray  # (src slot, dst slot, weight offset) of the edges into conv groups
     token_edges: np.ndarray  # ... into attention groups
     conv_slots: np.ndarray
@@ -43,31 +43,32 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
     field = {name: i for i, name in enumerate(GEO_FIELDS)}
     levels, conv_edges, token_edges, conv_slots, zeroed, norms = {}, [], [], [], [], []
     cache_off, cached = np.full(n, -1, np.int32), 0
-    level = net.levels() if any(k != "dense" for k in net.kinds.values()) else {}
+    kinds = {g: net.kind(g) for g in net.hidden_groups + [net.output]}
+    level = net.levels() if any(kind.own_kernels for kind in kinds.values()) else {}
     for g, s in slot.items():
-        shape, kind = net.sample_shape(g), (net.kinds[g] if g != INPUT else None)
+        shape, kind = net.sample_shape(g), kinds.get(g)
         task_width[s] = shapes.columns(net, g)
         row = geo[s]
-        row[field["KIND"]] = net.kind(g).code if kind else -1
+        row[field["KIND"]] = kind.code if kind else -1
         row[field["TOKENS"]] = shapes.tokens(net)
         if len(shape) == 3:
             row[field["C"]], row[field["H"]], row[field["W"]] = shape
-        if kind in (None, "dense"):
+        if kind is None or not kind.own_kernels:
             continue
         task_width[s] = 0
-        levels.setdefault(level[g], {}).setdefault(kind, []).append(s)
+        levels.setdefault(level[g], {}).setdefault(kind.code, []).append(s)
         options = net.options.get(g, {})
         row[field["K"]], row[field["STRIDE"]] = options.get("kernel", 0), options.get("stride", 0)
         row[field["HEADS"]] = options.get("heads", 0)
-        edges = conv_edges if kind == "conv" else token_edges
+        edges = conv_edges if kind.spatial else token_edges
         for src in net.inputs(g):
             key = ("W", src, g)
             edges.append((slot[src], s, offsets[key]))
             norms.append((s, offsets[key], int(np.prod(net.weights[(src, g)].shape))))
-            if kind == "conv":
+            if kind.spatial:
                 zeroed.append(norms[-1])
         norms.append((s, offsets[("b", g)], net.biases[g].size))
-        if kind == "conv":
+        if kind.spatial:
             conv_slots.append(s)
         else:
             zeroed.append((s, offsets[("b", g)], net.biases[g].size))
@@ -86,5 +87,6 @@ def _check_shared(net: Network, g: int) -> None:
     tokens, d, heads = shapes.tokens(net), net.widths[g], net.options[g]["heads"]
     need = 10 * tokens * d + 2 * heads * tokens * tokens
     if need > ATT_SHARED:
-        raise BackendError(f"attention group {g} ({tokens} tokens x width {d}, {heads} heads) needs {need} floats of "
-                           f"shared memory; the CUDA kernels hold {ATT_SHARED}: use the serial engine or a smaller group")
+        raise BackendError(f"attention group {g} ({tokens} tokens x width {d}, {heads} heads) needs {need} floats "
+                           f"of shared memory; the CUDA kernels hold {ATT_SHARED}: use the serial engine or a "
+                           "smaller group")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ....kinds.attention import Attention
+from ....kinds.conv import Conv
 from ..constants import CONV_POS, CONV_SAMPLES, GEO_FIELDS, THREADS
 
 if TYPE_CHECKING:
@@ -19,33 +21,47 @@ def _blocks(n: int, per_thread: int = 1) -> int:
     return (n + THREADS * per_thread - 1) // (THREADS * per_thread)
 
 
+def _conv_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    b = e.buffers
+    e.launch("conv_forward", (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
+             b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+             np.int32(rows))
+
+
+def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    b = e.buffers
+    e.launch("conv_backward", (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
+             b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
+             np.int32(rows), b["stats"])
+
+
+def _attention_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    b = e.buffers
+    e.launch("attention_forward", (len(slots), rows // e.layout.kinds.tokens), listed, b["geo"], b["width"],
+             b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], *_cache(e))
+
+
+def _attention_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    b = e.buffers
+    e.launch("attention_backward", (len(slots), rows // e.layout.kinds.tokens), listed, b["geo"], b["width"],
+             b["act_off"], b["bias_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
+             b["grads"], b["stats"], *_cache(e))
+
+
+# each kind's (forward, backward) launch of one level's groups, by the kind's code
+LAUNCHES = {Conv.code: (_conv_forward, _conv_backward), Attention.code: (_attention_forward, _attention_backward)}
+
+
 def forward(e: "CudaEngine", level: int, rows: int) -> None:
-    """h of this level's conv and attention groups."""
-    L, b = e.layout, e.buffers
-    for kind, slots in L.kinds.levels.get(level, {}).items():
-        listed = b[f"kind_{level}_{kind}"]
-        if kind == "conv":
-            e.launch("conv_forward", (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"], b["act_off"],
-                     b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], np.int32(rows))
-        else:
-            e.launch("attention_forward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
-                     b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
-                     *_cache(e))
+    """h of this level's groups of other kinds."""
+    for code, slots in e.layout.kinds.levels.get(level, {}).items():
+        LAUNCHES[code][0](e, e.buffers[f"kind_{level}_{code}"], slots, rows)
 
 
 def backward(e: "CudaEngine", level: int, rows: int) -> None:
-    """dz of this level's conv and attention groups (their consumers' dz are complete)."""
-    L, b = e.layout, e.buffers
-    for kind, slots in L.kinds.levels.get(level, {}).items():
-        listed = b[f"kind_{level}_{kind}"]
-        if kind == "conv":
-            e.launch("conv_backward", (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"], b["act_off"],
-                     b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),
-                     b["stats"])
-        else:
-            e.launch("attention_backward", (len(slots), rows // L.kinds.tokens), listed, b["geo"], b["width"],
-                     b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["out_ptr"], b["out_dst"],
-                     b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"], *_cache(e))
+    """dz of this level's groups of other kinds (their consumers' dz are complete)."""
+    for code, slots in e.layout.kinds.levels.get(level, {}).items():
+        LAUNCHES[code][1](e, e.buffers[f"kind_{level}_{code}"], slots, rows)
 
 
 def _cache(e: "CudaEngine") -> tuple:
@@ -66,7 +82,8 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
     norms of all their gradients (into wstats and the step's gradsq)."""
     L, b, k = e.layout, e.buffers, e.layout.kinds
     if len(k.conv_edges):
-        e.launch("conv_weight_grad", (len(k.conv_edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES), b["kinds_conv_edges"], b["geo"], b["width"],
+        e.launch("conv_weight_grad", (len(k.conv_edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES),
+                 b["kinds_conv_edges"], b["geo"], b["width"],
                  b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
         channels = k.geo.reshape(-1, len(GEO_FIELDS))[k.conv_slots, GEO_FIELDS.index("C")]
         e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())),

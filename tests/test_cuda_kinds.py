@@ -8,57 +8,10 @@ from genlab import BackendError, GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
 from genlab.optim import SGD, Adam
 
+from conftest import random_image_net, random_sequence_net
 from test_cuda_engine import assert_params_match, poison, rel
 
 pytestmark = pytest.mark.gpu
-
-
-def random_image_net(seed):
-    """Conv groups (1x1, 3x3, 5x5; stride 1 or 2) reading spatial groups of their grid, dense groups
-    reading anything flattened, the output reading a few of them."""
-    rng = np.random.default_rng(seed)
-    c, h, w = int(rng.integers(1, 4)), int(rng.integers(3, 10)), int(rng.integers(3, 10))
-    net = Network(input_shape=(c, h, w), n_outputs=int(rng.integers(2, 12)), seed=seed)
-    spatial, dense = [net.input], []
-    for _ in range(int(rng.integers(2, 7))):
-        if rng.random() < 0.7 or not dense and len(spatial) < 2:
-            first = int(rng.choice(spatial))
-            grid = net.sample_shape(first)[1:]
-            same = [g for g in spatial if g != first and net.sample_shape(g)[1:] == grid]
-            extra = list(rng.choice(same, size=min(len(same), int(rng.integers(0, 3))), replace=False)) if same else []
-            spatial.append(net.add_group(int(rng.integers(1, 7)), inputs=[first, *map(int, extra)], kind="conv",
-                                         kernel=int(rng.choice([1, 3, 5])), stride=int(rng.choice([1, 1, 2]))))
-        else:
-            pool = spatial + dense
-            inputs = rng.choice(pool, size=min(len(pool), int(rng.integers(1, 4))), replace=False)
-            dense.append(net.add_group(int(rng.integers(1, 40)), inputs=list(map(int, inputs))))
-    _finish(net, rng)
-    return net, rng.normal(size=(int(rng.integers(1, 70)), c, h, w))
-
-
-def random_sequence_net(seed):
-    """Attention groups (1 to 4 heads) and token-wise dense groups reading earlier groups."""
-    rng = np.random.default_rng(seed)
-    t, f = int(rng.integers(1, 10)), int(rng.integers(1, 7))
-    net = Network(input_shape=(t, f), n_outputs=int(rng.integers(2, 12)), seed=seed)
-    groups = [net.input]
-    for _ in range(int(rng.integers(2, 7))):
-        inputs = list(map(int, rng.choice(groups, size=min(len(groups), int(rng.integers(1, 4))), replace=False)))
-        if rng.random() < 0.6:
-            heads = int(rng.integers(1, 5))
-            groups.append(net.add_group(heads * int(rng.integers(1, 9)), inputs=inputs, kind="attention", heads=heads))
-        else:
-            groups.append(net.add_group(int(rng.integers(1, 40)), inputs=inputs))
-    _finish(net, rng)
-    return net, rng.normal(size=(int(rng.integers(1, 70)), t, f))
-
-
-def _finish(net, rng):
-    for g in net.hidden_groups:
-        if not net.outputs(g) or rng.random() < 0.3:
-            net.connect(g, net.output)
-    for g, b in net.biases.items():
-        net.biases[g] = (b + rng.normal(size=b.shape) * 0.1).astype(np.float32)
 
 
 CASES = [(random_image_net, seed) for seed in range(8)] + [(random_sequence_net, seed) for seed in range(8)]

@@ -4,6 +4,8 @@ differences in float64 and against PyTorch (conv2d, scaled_dot_product_attention
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import genlab
 import genlab.starts
@@ -351,3 +353,27 @@ def test_your_own_images_as_arrays():
     assert own.image and own.sample_shape == (1, 8, 8) and len(own.y_train) + len(own.y_test) == len(images.y_train)
     with pytest.raises(DataError, match="NaN or infinite"):
         genlab.datasets.from_arrays(np.full((4, 1, 2, 2), np.nan), [0, 1, 0, 1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), image=st.booleans(),
+       moves=st.lists(st.tuples(st.sampled_from(["depth", "width"]), st.integers(0, 10**6)), min_size=1, max_size=6))
+def test_random_growth_sequences_on_mixed_kinds_keep_the_function_and_the_file(tmp_path_factory, seed, image, moves):
+    """Any sequence of depth- and width-wise copies of any groups of a random network of conv or
+    attention and dense groups: the network stays valid, computes the same function (float64), and
+    a save/load round trip gives it back exactly."""
+    from conftest import random_image_net, random_sequence_net
+
+    net, x = (random_image_net if image else random_sequence_net)(seed)
+    net.astype(np.float64)
+    before, groups = SerialEngine(net, SGD(), dtype="float64").forward(x), len(net.groups)
+    for step, (move, pick) in enumerate(moves):
+        g = net.hidden_groups[pick % len(net.hidden_groups)]
+        (duplicate_depth if move == "depth" else duplicate_width)(net, g, step=step, seed=seed)
+    net.validate()
+    assert len(net.groups) == groups + len(moves)
+    np.testing.assert_allclose(SerialEngine(net, SGD(), dtype="float64").forward(x), before, rtol=1e-9, atol=1e-9)
+    back = Network.load(net.save(tmp_path_factory.mktemp("grown") / "net.npz"))
+    assert (back.edges, back.options, back.grids, back.kinds) == (net.edges, net.options, net.grids, net.kinds)
+    for key, w in net.weights.items():
+        np.testing.assert_array_equal(back.weights[key], w)

@@ -176,10 +176,12 @@ def _last_event_groups(history_events: list) -> dict[int, str]:
     return {e["new"]: e["kind"] for e in grown if e["step"] == step}
 
 
-def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "") -> Drawing:
+def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "",
+         partition=None) -> Drawing:
     """The DAG of `net`. stats: {group: gradient std} to fill the groups (for instance
     trainer.history.grad_std[-1]); highlight: {group: "depth" | "width"}, by default the groups
-    made by the network's last growth event."""
+    made by the network's last growth event; partition (genlab.partition.plan): the groups filled
+    by their part instead, the cut edges drawn thick and red."""
     norms = {e: float(np.linalg.norm(w)) for e, w in net.weights.items()}
     top = max(norms.values()) or 1.0
     style = {e: (0.4 + 3.6 * norms[e] / top, POSITIVE if float(np.mean(net.weights[e])) >= 0 else NEGATIVE)
@@ -187,8 +189,31 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     topology = net.topology()
     if highlight is None:
         highlight = {g: k for g, k in _last_event_groups(net.history).items() if g in net.widths}
-    return Drawing(_graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style,
-                          caption, topology["delays"], topology["labels"], topology["shapes"]), caption)
+    if partition is not None:  # the parts fill the groups; the cut edges, red, replace the weights' colours
+        stats, style = None, {e: (3.0, CUT) for e in partition.cut_edges}
+    graph = _graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style, caption,
+                   topology["delays"], topology["labels"], topology["shapes"])
+    if partition is not None:
+        _show_partition(graph, partition)
+    return Drawing(graph, caption)
+
+
+PART_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
+CUT = "#d62728"
+
+
+def _show_partition(graph, partition) -> None:
+    """Fill each group with its part's colour and say below what the colours and the red edges are
+    (this legend replaces the drawing's own)."""
+    for g, p in partition.parts.items():
+        graph.node(f"g{g}", fillcolor=PART_COLOURS[p % len(PART_COLOURS)], fontcolor="black")
+    swatches = "".join(f'<td bgcolor="{PART_COLOURS[p % len(PART_COLOURS)]}">part {p}</td>'
+                       for p in range(partition.n_parts))
+    summary = (f"{len(partition.cut_edges)} cut edges (red): {partition.cut_bytes / 1024:.1f} KiB a sample a step; "
+               f"imbalance {partition.imbalance:.2f} ({partition.method})")
+    graph.attr(label=f'<<table border="0" cellspacing="2"><tr>{swatches}</tr>'
+                     f'<tr><td colspan="{partition.n_parts}">{html.escape(summary)}</td></tr></table>>',
+               labelloc="b")
 
 
 def _events_by_step(history) -> list[tuple[int, list[dict]]]:

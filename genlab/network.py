@@ -10,6 +10,7 @@ Nothing here knows about devices: engines load a Network and write trained param
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,7 @@ class Network:
             cycle = " -> ".join(map(str, [src] + path))
             raise GraphError(f"edge {src} -> {dst} would close the cycle {cycle}")
         grid = shapes.check_edge(self, src, dst)
-        kind, spec = self.kind(dst), shapes.Spec(**{**shapes.spec(self, dst).__dict__, "grid": grid})
+        kind, spec = self.kind(dst), dataclasses.replace(shapes.spec(self, dst), grid=grid)
         src_width = shapes.edge_width(self, src, dst)
         shape = kind.edge_shape(spec, src_width)
         self._pull()

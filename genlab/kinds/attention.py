@@ -15,20 +15,20 @@ from ..errors import GraphError
 from .base import GroupKind, InexactFold, Spec
 
 
-def unpack(spec: Spec, own: np.ndarray):
-    """(b, Wq, Wk, Wv, Wo) views of the group's own vector."""
+def unpack(spec: Spec, own):
+    """(b, Wq, Wk, Wv, Wo) views of the group's own vector (a NumPy array or a torch tensor)."""
     d = spec.width
     return (own[:d], *(own[d + i * d * d:d + (i + 1) * d * d].reshape(d, d) for i in range(4)))
 
 
-def _heads(spec: Spec, x: np.ndarray) -> np.ndarray:
-    """(batch, tokens, d) -> (batch, heads, tokens, d / heads)."""
-    h = spec.options["heads"]
-    return x.reshape(*x.shape[:2], h, -1).transpose(0, 2, 1, 3)
+def _heads(spec: Spec, x):
+    """(batch, tokens, d) -> (batch, heads, tokens, d / heads), for NumPy arrays and torch tensors."""
+    return x.reshape(*x.shape[:2], spec.options["heads"], -1).swapaxes(1, 2)
 
 
-def _merge(x: np.ndarray) -> np.ndarray:
-    return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
+def _merge(x):
+    """(batch, heads, tokens, d / heads) -> (batch, tokens, d)."""
+    return x.swapaxes(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
 
 class Attention(GroupKind):
@@ -90,14 +90,10 @@ class Attention(GroupKind):
     def torch_forward(self, spec, inputs, weights, bias):
         import torch.nn.functional as F
 
-        d = spec.width
-        b, *mats = bias[:d], *(bias[d + i * d * d:d + (i + 1) * d * d].reshape(d, d) for i in range(4))
-        wq, wk, wv, wo = mats
+        b, wq, wk, wv, wo = unpack(spec, bias)
         z = b + sum(h @ w.T for h, w in zip(inputs, weights))
-        heads = spec.options["heads"]
-        split = lambda x: x.reshape(*x.shape[:2], heads, -1).transpose(1, 2)
-        o = F.scaled_dot_product_attention(split(z @ wq.T), split(z @ wk.T), split(z @ wv.T))
-        return z + o.transpose(1, 2).reshape(z.shape) @ wo.T
+        o = F.scaled_dot_product_attention(*(_heads(spec, z @ m.T) for m in (wq, wk, wv)))
+        return z + _merge(o) @ wo.T
 
     def backward(self, spec, grad_out, h, cache, bias):
         _, wq, wk, wv, wo = unpack(spec, bias)

@@ -7,8 +7,8 @@ import weakref
 import numpy as np
 
 from . import checks
-from .backends import make_engine
 from .datasets import check_data
+from .distributed.modes import MODES, Alone
 from .shapes import Form
 from .errors import ArgumentError, ArgumentTypeError, BackendError, DataError, GraphError, StaleNetworkError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy, Grower
@@ -56,6 +56,20 @@ def _topology(t: dict) -> dict:
             **{part: {int(g): v for g, v in t.get(part, {}).items()} for part in ("labels", "shapes")}}
 
 
+def _mode(distributed: str | None, world):
+    """The way steps are spread over processes (genlab.distributed.MODES)."""
+    if distributed is None:
+        if world is not None:
+            raise ArgumentError("world= goes with distributed='data' or 'partitioned'")
+        return Alone(None)
+    checks.choice(distributed, "distributed", list(MODES))
+    if world is None:
+        from .distributed.world import World
+
+        world = World.start()
+    return MODES[distributed](world)
+
+
 class Trainer:
     """Trains a Network on the chosen engine.
 
@@ -68,11 +82,16 @@ class Trainer:
     executor: the CUDA engine's schedule of a step: "level" (default), "dataflow", "dataflow_rows",
     "level_push", "level_batch" or "dataflow_batch" (genlab.engines.cuda.EXECUTORS; all compute
     the same step).
+    distributed: None (this process alone), "data" (each process of `world` steps on its slice of
+    every batch, replicas kept identical) or "partitioned" (the groups spread over the processes,
+    micro-batches pipelined); every process runs the same code on the same data (genlab.distributed).
+    world: the genlab.distributed.World of the run (World.start() when distributed is set).
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
-                 executor: str | None = None, every_step: bool = False, **optimizer_options):
+                 executor: str | None = None, every_step: bool = False, distributed: str | None = None,
+                 world=None, **optimizer_options):
         if not isinstance(net, Network):
             raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if growth is not None and not isinstance(growth, GrowthPolicy):
@@ -88,10 +107,11 @@ class Trainer:
         checks.finite_parameters(net)
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
+        self.mode = _mode(distributed, world)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()
         work.astype(dtype)
-        self.engine = make_engine(backend, work, self.optimizer, dtype=dtype, executor=executor)
+        self.engine = self.mode.engine(backend, work, self.optimizer, dtype, executor)
         if self.every_step and not self.engine.reads_every_step:
             raise BackendError(f"the {self.engine.name} engine reads a recurrent network's output at the last step "
                                "only; use backend='serial' for every_step")
@@ -141,8 +161,8 @@ class Trainer:
         growth policy and on_growth stay."""
         self._net._source = None
         self._net.assign(self._start.copy())
-        self.engine = make_engine(self._engine_options["backend"], self._net, self.optimizer,
-                                  dtype=self._engine_options["dtype"], executor=self._engine_options["executor"])
+        o = self._engine_options
+        self.engine = self.mode.engine(o["backend"], self._net, self.optimizer, o["dtype"], o["executor"])
         self.engine.every_step = self.every_step
         self._hold()
         self._begin()
@@ -233,7 +253,7 @@ class Trainer:
         return self._step(x, y)
 
     def _step(self, x, y) -> dict:
-        loss, correct = self.engine.step(x, y)
+        loss, correct = self.mode.step(self.engine, x, y)
         self._dirty = True
         self.grower.count(len(y))
         self.step_count += 1

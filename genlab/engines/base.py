@@ -42,6 +42,44 @@ class EngineState:
     placement: dict | None = None
 
 
+class Replicas(ABC):
+    """The replicas of a data-parallel step as an engine sees them (genlab.distributed.Share): sums
+    and extremes over every replica, in place, of host arrays or of device buffers (buffer()); the
+    result has the same bits on every replica."""
+
+    rows: int        # this replica's rows of the step
+    total: int       # every replica's rows of the step
+    fraction: float  # rows / total: the weight of this replica's mean gradient in the step's
+
+    @abstractmethod
+    def sum(self, array, scale: float | tuple = 1.0) -> None:
+        """array = the sum over the replicas of scale * their array (a tuple: a factor per column of
+        the array seen as rows of that length)."""
+
+    @property
+    def moment_scale(self) -> tuple[float, float, float]:
+        """The factors that turn a replica's sums of dL/dh, its squares and h dL/dh into its share
+        of the step's: its dL/dh is of its own mean loss, `fraction` of the step's per row."""
+        f = self.fraction
+        return (f, f * f, f)
+
+    @abstractmethod
+    def min(self, array) -> None:
+        """array = the element-wise minimum over the replicas."""
+
+    @abstractmethod
+    def max(self, array) -> None:
+        """array = the element-wise maximum over the replicas."""
+
+    @abstractmethod
+    def on_stream(self, handle: int) -> None:
+        """Queue the collectives on device buffers on this CUDA stream (after what is queued there)."""
+
+    @abstractmethod
+    def buffer(self, ptr: int, count: int, dtype: str = "float32"):
+        """`count` values of `dtype` at a device address, as the collectives take them."""
+
+
 class Engine(ABC):
     """Executes a Network: training steps, statistics for growth, growth applied in place.
 
@@ -108,9 +146,12 @@ class Engine(ABC):
         """One optimizer step with the gradients of the last backward."""
 
     @abstractmethod
-    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    def step(self, x: np.ndarray, y: np.ndarray, replicas: Replicas | None = None) -> tuple[float, int]:
         """Forward, backward and update on one batch: (loss, correct predictions). A non-finite
-        loss or gradient raises TrainingError and changes no parameter."""
+        loss or gradient raises TrainingError and changes no parameter. With replicas (a
+        data-parallel step, x and y this replica's rows): the gradients, statistics, loss and
+        correct count are the step's over every replica before the update, so every replica
+        takes the same update and sees the same statistics."""
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x, for prediction."""

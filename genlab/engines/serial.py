@@ -15,7 +15,7 @@ from ..guard import StepGuard, gradient_ok, max_abs
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
 from . import through_time
-from .base import EngineState, STATISTICS, Engine
+from .base import STATISTICS, Engine, EngineState, Replicas
 
 
 def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -99,11 +99,12 @@ class SerialEngine(Engine):
         h = self._h
         loss, dlogits = softmax_cross_entropy(h[OUTPUT], y)
         dh = {OUTPUT: dlogits}
-        grads = {}
+        grads, self._pooled = {}, {}
         stats = {name: {} for name in STATISTICS}
         for g in reversed(self.order):
             kind, spec = self.kinds[g], self.specs[g]
             grad_out = dh.pop(g)  # dL/dh: every consumer of g has already sent its share
+            self._pooled[g] = (grad_out, h[g])
             dz, grads[("b", g)] = kind.backward(spec, grad_out, h[g], self._cache[g], self._params[("b", g)])
             for s in self.inputs[g]:
                 grads[("W", s, g)], share = kind.edge_grads(spec, dz, h[s], self._params[("W", s, g)])
@@ -141,8 +142,9 @@ class SerialEngine(Engine):
         for key, grad in self._grads.items():
             self.optimizer.update(self._params[key], grad, self.state.setdefault(key, {}))
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """Forward, backward and update on one batch; return (loss, correct predictions).
+    def step(self, x: np.ndarray, y: np.ndarray, replicas: Replicas | None = None) -> tuple[float, int]:
+        """Forward, backward and update on one batch; return (loss, correct predictions). With
+        replicas, the gradients, statistics, loss and count are summed over them first (_reduce).
 
         All or nothing (genlab.guard): a non-finite loss, a non-finite or diverging gradient, or an
         update that would make a parameter non-finite raises TrainingError, and the parameters
@@ -150,6 +152,9 @@ class SerialEngine(Engine):
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             logits = self.forward(x)
             loss = self.backward(y)
+            correct = int(np.sum(np.argmax(logits, axis=-1) == y))
+            if replicas is not None:
+                loss, correct = self._reduce(replicas, loss, correct)
             gradsq = float(sum(np.vdot(g, g) for g in self.grads.values()))
         if not gradient_ok(loss, gradsq):
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {np.sqrt(gradsq):.3g}) on "
@@ -165,7 +170,40 @@ class SerialEngine(Engine):
         ranges, taylor_alpha = self.pruning
         if ranges or taylor_alpha is not None:
             self.tracker.observe(self.stats, ranges, taylor_alpha)
-        return loss, int(np.sum(np.argmax(logits, axis=-1) == y))
+        return loss, correct
+
+    def _reduce(self, replicas: Replicas, loss: float, correct: int) -> tuple[float, int]:
+        """The step's gradients (every replica's mean gradient weighted by its share of the rows),
+        statistics (from the summed moments of dL/dh, over all rows), loss and correct count."""
+        keys = sorted(self._grads)
+        flat = np.concatenate([self._grads[k].ravel() for k in keys])
+        replicas.sum(flat, scale=replicas.fraction)
+        start = 0
+        for k in keys:
+            size = self._grads[k].size
+            self._grads[k] = flat[start:start + size].reshape(self._grads[k].shape)
+            start += size
+        groups = sorted(self._pooled)
+        moments = np.array([[dh.sum(dtype=np.float64), np.square(dh, dtype=np.float64).sum(),
+                             np.multiply(h, dh, dtype=np.float64).sum(), dh.size * replicas.total / replicas.rows]
+                            for dh, h in (self._pooled[g] for g in groups)], np.float64).reshape(-1, 4)
+        sums = np.ascontiguousarray(moments[:, :3])
+        replicas.sum(sums, scale=replicas.moment_scale)
+        stats = self._stats
+        for (s1, s2, s3), count, g in zip(sums, moments[:, 3], groups):
+            mean = s1 / count
+            stats["grad_std"][g] = float(np.sqrt(max(s2 / count - mean * mean, 0.0)))
+            stats["taylor"][g] = float(abs(s3 / count))
+            stats["weight_grad_norm"][g] = float(np.sqrt(sum(np.vdot(self._grads[k], self._grads[k]) for k in keys
+                                                             if k[-1] == g)))
+        if self.pruning[0]:
+            for name, reduce in (("h_min", replicas.min), ("h_max", replicas.max)):
+                flat = np.concatenate([stats[name][g].ravel() for g in groups])
+                reduce(flat)
+                stats[name] = dict(zip(groups, np.split(flat, np.cumsum([stats[name][g].size for g in groups])[:-1])))
+        scalars = np.array([loss * replicas.fraction, correct], np.float64)
+        replicas.sum(scalars)
+        return float(scalars[0]), int(scalars[1])
 
     def _careful_update(self) -> None:
         """The update with a backup, restored if any parameter or state became non-finite."""

@@ -70,15 +70,16 @@ def backward(e, y: np.ndarray, loss_fn) -> float:
                 if s != INPUT:
                     target = dh[t - k]
                     target[s] = target[s] + share if s in target else share
-    e._grads, e._stats = grads, _statistics(e, h, grads, pooled)
+    # dL/dh and h of each group over all steps, in step order (what a data-parallel step sums)
+    e._pooled = {g: (np.concatenate(pooled[g][::-1]), np.concatenate([step[g] for step in h])) for g in e.order}
+    e._grads, e._stats = grads, _statistics(e, grads)
     return loss
 
 
-def _statistics(e, h: list, grads: dict, pooled: dict) -> dict:
+def _statistics(e, grads: dict) -> dict:
     stats = {name: {} for name in STATISTICS}
     for g in e.order:
-        grad_out = np.concatenate(pooled[g][::-1])
-        hg = np.concatenate([step[g] for step in h])
+        grad_out, hg = e._pooled[g]
         stats["grad_std"][g] = float(grad_out.std())
         stats["weight_grad_norm"][g] = float(np.sqrt(
             sum(np.sum(grads[("W", s, g)] ** 2) for s in e.inputs[g]) + np.sum(grads[("b", g)] ** 2)))

@@ -17,8 +17,8 @@ import numpy as np
 from ...errors import BackendError, TrainingError
 from ...guard import StepGuard, gradient_ok, max_abs
 from ...network import INPUT, Network
-from ..base import STATISTICS, Engine, EngineState
-from . import growth, runtime, state, topology
+from ..base import STATISTICS, Engine, EngineState, Replicas
+from . import growth, replicas as replicated, runtime, state, topology
 from .executors import DEFAULT, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
@@ -56,6 +56,8 @@ class CudaEngine(Engine):
         self._stats_cache = None
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
         self._graphs: dict[tuple, Graph] = {}
+        self.rows_counted = 0  # rows the statistics of the last backward count (a data-parallel step: all replicas')
+        self.replica_ranges = (None, None, 0)  # (layout, its parameter blocks' ranges, count): replicas.py
         self.guard = StepGuard(np.float32)
         self.executor = executor_class(executor)(self)
         self.load(net)
@@ -181,7 +183,7 @@ class CudaEngine(Engine):
         L = self.layout
         batch = len(x) * L.kinds.tokens
         self.ensure_batch(batch)
-        self.batch = batch
+        self.batch = self.rows_counted = batch
         self.rows(L.slot[INPUT], batch, np.ascontiguousarray(np.reshape(x, (batch, -1)), np.float32))
         if y is not None:
             self.put_labels(y)
@@ -235,8 +237,9 @@ class CudaEngine(Engine):
         passes.update(self)
         self.stream.synchronize()
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    def step(self, x: np.ndarray, y: np.ndarray, replicas: Replicas | None = None) -> tuple[float, int]:
         """Forward, backward and update on one batch as one CUDA graph; return (loss, correct).
+        With replicas, the step of one replica of a data-parallel run (replicas.py).
         All or nothing (genlab.guard): the kernels refuse the update of a step whose loss or
         gradient is not finite (or diverged); a step whose update the guard cannot prove finite
         runs with a backup, put back if a parameter became non-finite. Either raises TrainingError."""
@@ -244,13 +247,17 @@ class CudaEngine(Engine):
         if careful:
             self.flush()
             backup = state.Backup(self)
-        batch = self.put_batch(x, y)
-        self.executor.before_step()
-        self._graph(batch).launch()
-        loss, correct, gradsq = self.read_scalars()
+        if replicas is None:
+            batch = self.put_batch(x, y)
+            self.executor.before_step()
+            self._graph(batch).launch()
+            loss, correct, gradsq = self.read_scalars()
+        else:
+            loss, correct, gradsq = replicated.step(self, x, y, replicas)
         self._stats_cache = None
         ok = gradient_ok(loss, gradsq)
-        self.executor.after_step(ok)
+        if replicas is None:
+            self.executor.after_step(ok)
         if not ok:
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) "
                                 "on this batch; the step was not applied (try a lower learning rate)")
@@ -288,18 +295,24 @@ class CudaEngine(Engine):
     def enqueue_growth_observe(self, batch: int) -> None:
         growth.observe(self, batch)
 
-    def _graph(self, batch: int) -> Graph:
-        """The graph of a whole training step for this batch size (captured on first use)."""
+    def step_key(self) -> tuple:
+        """What, beside the batch, makes a captured step differ: the optimizer's settings, what is
+        tracked for growth and pruning, the executor's own."""
         opt = self.optimizer
-        key = (batch, self.pruning, self.growth_criterion, opt.code, opt.lr, *opt.hyper, *self.executor.graph_key())
+        return (self.pruning, self.growth_criterion, opt.code, opt.lr, *opt.hyper, *self.executor.graph_key())
+
+    def captured(self, key: tuple, enqueue) -> Graph:
+        """The graph of what enqueue() queues, captured on first use of `key`."""
         graph = self._graphs.get(key)
         if graph is None:
-            def enqueue():
-                self.executor.enqueue_step(batch)
-                growth.observe(self, batch)
             self.stream.synchronize()
             graph = self._graphs[key] = Graph(self.stream, enqueue)
         return graph
+
+    def _graph(self, batch: int) -> Graph:
+        """The graph of a whole training step for this batch size (captured on first use)."""
+        return self.captured((batch, *self.step_key()),
+                             lambda: (self.executor.enqueue_step(batch), growth.observe(self, batch)))
 
     # ------------------------------------------------------------------ reading back
     @property
@@ -352,7 +365,7 @@ class CudaEngine(Engine):
         L = self.layout
         sums = np.empty((len(L.groups), 3), np.float64)
         self.drv.memcpy_dtoh(sums, self.buffers["stats"])
-        count = self.batch * L.width.astype(np.float64)
+        count = self.rows_counted * L.width.astype(np.float64)
         count[L.output_slot] /= L.kinds.tokens  # a sequence network's logits: a row per sample
         mean, meansq = sums[:, 0] / count, sums[:, 1] / count
         return sums, count, np.sqrt(np.maximum(meansq - mean * mean, 0.0))

@@ -164,8 +164,11 @@ class RecurrentCudaEngine(Engine):
                     *[np.float32(h) for h in opt.hyper], self.inner.buffers["scalars"])
         self._broadcast()
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    def step(self, x: np.ndarray, y: np.ndarray, replicas=None) -> tuple[float, int]:
         """One step as described in the module's docstring; all or nothing (genlab.guard)."""
+        if replicas is not None:
+            raise BackendError("data-parallel training of a recurrent network runs on the serial engine "
+                               "(backend='serial'); the CUDA engine replicates DAGs")
         self._unrolled(np.asarray(x).shape[1])
         careful = not self.guard.safe(self.optimizer)
         backup = self._backup() if careful else None

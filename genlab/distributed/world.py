@@ -1,0 +1,196 @@
+"""The processes of a run over several GPUs (or CPU processes), and the collectives genlab needs.
+
+genlab talks to the other processes through torch.distributed: it is maintained, it speaks NCCL
+between GPUs and gloo between CPU processes behind one API, torchrun launches it, and it takes the
+CUDA engine's device buffers without a copy through the CUDA array interface (Buffer). A World is
+one process's view: its rank, how many there are, its device, and sums, extremes, broadcasts and
+point-to-point messages over host arrays, device buffers and torch tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.base import Replicas
+from ..errors import BackendError
+
+# NVLink multicast (NVLS) stays off: it needs a fabric manager set-up these machines do not have
+SAFE_ENVIRONMENT = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """`count` values of `dtype` at device address `ptr`: a CUDA engine buffer, seen by torch as a
+    tensor without a copy (the CUDA array interface)."""
+
+    ptr: int
+    count: int
+    dtype: str = "float32"
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": (self.count,), "typestr": np.dtype(self.dtype).str, "data": (int(self.ptr), False),
+                "version": 3, "strides": None}
+
+
+def _torch():
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        raise BackendError("training over several processes needs PyTorch (torch.distributed): "
+                           "pip install torch") from None
+    return torch, dist
+
+
+class World:
+    """This process among the run's processes (rank of size). start() joins the group torchrun (or
+    any launcher setting RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT) described, or makes a group
+    of one when there is none."""
+
+    def __init__(self, rank: int, size: int, local_rank: int, backend: str):
+        torch, _ = _torch()
+        self.rank, self.size, self.local_rank, self.backend = rank, size, local_rank, backend
+        self.device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+        self.stream = None  # a CUDA stream handle the collectives are ordered on (the engine's)
+
+    @classmethod
+    def start(cls, backend: str | None = None) -> "World":
+        """Join (or make) the process group: NCCL when this process has a GPU and torch sees it,
+        else gloo. The environment's rank and size come from the launcher."""
+        torch, dist = _torch()
+        for name, value in SAFE_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if backend is None:
+            backend = "nccl" if _gpu_here() and torch.cuda.is_available() else "gloo"
+        if backend not in ("nccl", "gloo"):
+            raise BackendError(f"unknown process-group backend {backend!r}; choose nccl or gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            if "RANK" not in os.environ:  # a single process: a group of one, on a free local port
+                os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                                  MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+            kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
+            dist.init_process_group(backend, **kwargs)
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+
+    def close(self) -> None:
+        """Leave the process group (at the end of a run)."""
+        _, dist = _torch()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def __repr__(self) -> str:
+        return f"World(rank={self.rank}, size={self.size}, backend={self.backend!r}, device={self.device})"
+
+    # ------------------------------------------------------------------ tensors
+    def ordered(self):
+        """A context in which torch's work is queued on the engine's CUDA stream (self.stream), so
+        it follows the kernels already queued there and precedes those queued after."""
+        torch, _ = _torch()
+        if self.stream is None or self.backend != "nccl":
+            return nullcontext()
+        return torch.cuda.stream(torch.cuda.ExternalStream(self.stream, device=self.device))
+
+    def tensor(self, array):
+        """A torch tensor over `array` (a Buffer or a torch tensor: the same memory; a NumPy
+        array: the same memory on gloo, a device copy on NCCL) and whether it must be copied back."""
+        torch, _ = _torch()
+        if isinstance(array, np.ndarray):
+            t = torch.from_numpy(array)
+            return (t, False) if self.backend == "gloo" else (t.to(self.device), True)
+        if isinstance(array, Buffer):
+            return torch.as_tensor(array, device=self.device), False
+        return array, False
+
+    def _reduce(self, array, op, scale=1.0) -> None:
+        torch, dist = _torch()
+        with self.ordered():
+            t, back = self.tensor(array)
+            if isinstance(scale, tuple):  # a factor per column of rows of len(scale)
+                t.view(-1, len(scale)).mul_(torch.tensor(scale, dtype=t.dtype, device=t.device))
+            elif scale != 1.0:
+                t.mul_(scale)
+            if self.size > 1:
+                dist.all_reduce(t, op=op)
+            if back:
+                array[...] = t.cpu().numpy()
+
+    def sum(self, array, scale=1.0) -> None:
+        """array = the sum over every process of scale * its array, in place (the same bits on all);
+        scale: a number, or a tuple of a factor per column of the array seen as rows of that length."""
+        self._reduce(array, _torch()[1].ReduceOp.SUM, scale)
+
+    def min(self, array) -> None:
+        self._reduce(array, _torch()[1].ReduceOp.MIN)
+
+    def max(self, array) -> None:
+        self._reduce(array, _torch()[1].ReduceOp.MAX)
+
+    def broadcast(self, array, root: int) -> None:
+        """array = root's array, in place."""
+        _, dist = _torch()
+        with self.ordered():
+            t, back = self.tensor(array)
+            if self.size > 1:
+                dist.broadcast(t, root)
+            if back:
+                array[...] = t.cpu().numpy()
+
+    def share(self, rows: int, total: int) -> "Share":
+        """This process's part of a step of `total` rows of which it holds `rows`."""
+        return Share(self, rows, total)
+
+    def slice(self, n: int) -> slice:
+        """This process's rows of a batch of n: contiguous, the sizes within one of each other."""
+        cuts = np.linspace(0, n, self.size + 1).round().astype(int)
+        return slice(int(cuts[self.rank]), int(cuts[self.rank + 1]))
+
+    def agree(self, value: float) -> bool:
+        """Whether every process holds the same value (a check, not a collective to rely on for speed)."""
+        probe = np.array([value, -value], np.float64)
+        self.max(probe)
+        return probe[0] == value and -probe[1] == value
+
+
+class Share(Replicas):
+    """A World seen by one data-parallel step: the collectives, this process's rows and the step's."""
+
+    def __init__(self, world: World, rows: int, total: int):
+        self.world, self.rows, self.total = world, rows, total
+        self.fraction = rows / total
+
+    def sum(self, array, scale=1.0) -> None:
+        self.world.sum(array, scale)
+
+    def min(self, array) -> None:
+        self.world.min(array)
+
+    def max(self, array) -> None:
+        self.world.max(array)
+
+    def on_stream(self, handle: int) -> None:
+        self.world.stream = handle
+
+    def buffer(self, ptr: int, count: int, dtype: str = "float32") -> Buffer:
+        return Buffer(ptr, count, dtype)
+
+
+def _gpu_here() -> bool:
+    from ..backends import cuda_status
+
+    return cuda_status()[0]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

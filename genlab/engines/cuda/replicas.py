@@ -1,0 +1,71 @@
+"""A data-parallel step on the CUDA engine: the replica's forward and backward as one CUDA graph,
+then the sums over the replicas on the engine's own buffers (NCCL, queued on the engine's stream,
+no copies), then the update and the growth scores as a second graph.
+
+    passes    forward and backward of this replica's rows (the level passes, in any executor's layout)
+    sums      gradients (each replica's weighted by its share of the rows), per-group sums of dL/dh,
+              its squares and h dL/dh (float64), activation ranges (min / max) when pruning tracks them
+    norms     each group's gradient norm and the step's gradient norm, again from the summed gradients
+    scalars   loss and correct count summed on the host, written back for the update's guard
+    update    the optimizer and the growth scores (smoothed from the summed statistics)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import Replicas
+from . import growth
+from .executors import passes
+
+if TYPE_CHECKING:
+    from .engine import CudaEngine
+
+
+def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> tuple[float, int, float]:
+    """One data-parallel step's work on this replica: (the step's loss, correct count, gradient
+    squared norm), every replica holding the same parameters after it."""
+    e.flush()
+    batch = e.put_batch(x, y)
+    tokens = e.layout.kinds.tokens
+    e.captured(("replica passes", batch), lambda: (passes.forward(e, batch), passes.backward(e, batch))).launch()
+    _sum(e, replicas)
+    loss, correct, gradsq = e.read_scalars()
+    scalars = np.array([loss * replicas.fraction, correct], np.float64)
+    replicas.sum(scalars)
+    e.drv.memcpy_htod_async(e.buffers["scalars"], np.array(scalars[:1], np.float64), e.stream)
+    e.drv.memcpy_htod_async(e.ptr("scalars", 8), np.array([scalars[1]], np.int32), e.stream)
+    rows = replicas.total * tokens
+    e.rows_counted = rows  # the statistics' element counts: every replica's rows
+    e.captured(("replica update", rows, *e.step_key()), lambda: (passes.update(e), growth.observe(e, rows))).launch()
+    return float(scalars[0]), int(scalars[1]), gradsq
+
+
+def _sum(e: "CudaEngine", replicas: Replicas) -> None:
+    L, b = e.layout, e.buffers
+    replicas.on_stream(e.stream.handle)
+    replicas.sum(replicas.buffer(int(b["grads"]), L.n_params), scale=replicas.fraction)
+    replicas.sum(replicas.buffer(int(b["stats"]), 3 * len(L.groups), "float64"), scale=replicas.moment_scale)
+    if e.pruning[0]:
+        for name, reduce in (("range_min", replicas.min), ("run_lo", replicas.min),
+                             ("range_max", replicas.max), ("run_hi", replicas.max)):
+            replicas_buffer = replicas.buffer(int(b[name]), L.n_cols)
+            reduce(replicas_buffer)
+    _norms(e)
+
+
+def _norms(e: "CudaEngine") -> None:
+    """wstats (each group's squared gradient norm) and the step's gradsq, from the gradients as
+    they are now: one block per parameter block (optim.cu's param_norms)."""
+    L, b = e.layout, e.buffers
+    if e.replica_ranges[0] is not L:
+        ranges = np.array([(L.slot[key[-1]], off, int(np.prod(L.shapes[key]))) for key, off in L.offsets.items()],
+                          np.int32).reshape(-1, 3)
+        e.replica_ranges = (L, e.mem.upload(ranges), len(ranges))
+    _, ranges, count = e.replica_ranges
+    e.mem.fill(b["wstats"], 0, 2 * len(L.groups))
+    e.mem.fill(e.ptr("scalars", 16), 0, 2)
+    if count:
+        e.launch("param_norms", (count, 1), ranges, b["grads"], b["wstats"], e.ptr("scalars", 16))

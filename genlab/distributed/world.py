@@ -78,7 +78,14 @@ class World:
                                   MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
             kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
             dist.init_process_group(backend, **kwargs)
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+        world = cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+        world.sum(np.zeros(1))  # every process takes part in the first collective (point-to-point needs it)
+        return world
+
+    @classmethod
+    def alone(cls, device: str = "cpu") -> "World":
+        """A world of this process only, without a process group (a baseline of one device)."""
+        return cls(0, 1, 0, "nccl" if device == "cuda" else "gloo")
 
     def close(self) -> None:
         """Leave the process group (at the end of a run)."""
@@ -111,6 +118,8 @@ class World:
 
     def _reduce(self, array, op, scale=1.0) -> None:
         torch, dist = _torch()
+        if self.size == 1 and np.all(np.asarray(scale) == 1.0):
+            return
         with self.ordered():
             t, back = self.tensor(array)
             if isinstance(scale, tuple):  # a factor per column of rows of len(scale)
@@ -136,12 +145,30 @@ class World:
     def broadcast(self, array, root: int) -> None:
         """array = root's array, in place."""
         _, dist = _torch()
+        if self.size == 1:
+            return
         with self.ordered():
             t, back = self.tensor(array)
-            if self.size > 1:
-                dist.broadcast(t, root)
+            dist.broadcast(t, root)
             if back:
                 array[...] = t.cpu().numpy()
+
+    def exchange(self, sends: list, receives: list) -> list:
+        """Post sends [(tensor, process)] and receives [(tensor, process)] as one group (so that two
+        processes sending to each other cannot wait on each other); returns the works to wait on
+        before reading a received tensor. Between CPU processes (gloo) the group is waited for at
+        once: gloo completes a send only while its sender waits on it."""
+        _, dist = _torch()
+        ops = [dist.P2POp(dist.isend, t, p) for t, p in sends] + [dist.P2POp(dist.irecv, t, p) for t, p in receives]
+        if not ops:
+            return []
+        with self.ordered():
+            works = list(dist.batch_isend_irecv(ops))
+        if self.backend == "gloo":
+            for work in works:
+                work.wait()
+            return []
+        return works
 
     def share(self, rows: int, total: int) -> "Share":
         """This process's part of a step of `total` rows of which it holds `rows`."""

@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_sizes, default=None,
                        help="widths (conv: channels) of the hidden groups of the starting chain (default by kind: "
                             "dense 64,32, conv 8,16, recurrent 64, attention 16; with --start single, 8 or 16)")
-    train.add_argument("--start", choices=["mlp", "single"], default=None,
-                       help="mlp (default): a chain of --hidden groups; single: one hidden group of the kind")
+    train.add_argument("--start", "--from", dest="start", choices=["mlp", "single"], default=None,
+                       help="mlp (default): a chain of --hidden groups; single: one hidden group of the kind "
+                            "(--from is the same option, for torchrun, which takes --start for its own)")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy (its threshold scaled for conv and attention groups)")
     train.add_argument("--max-groups", type=_count(3), default=None, help="growth budget (default 32; iris 16)")
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a checkpoint to exactly PATH (Network.load reads its network; --resume continues it)")
     train.add_argument("--resume", metavar="PATH",
                        help="continue the run a checkpoint (--save, Trainer.save) holds, for --epochs more epochs")
+    train.add_argument("--distributed", choices=["data", "partitioned"], default=None,
+                       help="train over the processes torchrun starts: 'data' gives each a slice of every batch, "
+                            "'partitioned' spreads the groups over them (see README, More than one GPU)")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
     train.add_argument("--quiet", action="store_true", help="print the results only: no progress bar, no notes")
     train.set_defaults(run=run_train)
@@ -166,6 +170,15 @@ def _resume(args):
     return trainer, args.dataset or saved["dataset"], saved.get("seed", args.seed or 0)
 
 
+def _world(args):
+    """The processes of a --distributed run (torchrun's environment), or None."""
+    if args.distributed is None:
+        return None
+    from .distributed import World
+
+    return World.start()
+
+
 class _Usage(Exception):
     """A bad option found before any work: one line, exit status 2."""
 
@@ -174,6 +187,7 @@ def run_train(args) -> dict:
     from . import datasets, starts
     from .trainer import Trainer
 
+    world = _world(args)
     if args.resume:
         trainer, args.dataset, args.seed = _resume(args)
         data = datasets.load(args.dataset, seed=args.seed)
@@ -189,10 +203,11 @@ def run_train(args) -> dict:
             policy = starts.policy(kind, args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
         trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer or "adam", lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
-                          growth=policy)
+                          growth=policy, distributed=args.distributed, world=world)
     args.epochs = args.epochs or datasets.default_epochs(data, trainer.batch_size)
     start = time.perf_counter()
-    trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet)
+    first = world is None or world.rank == 0  # the process that shows progress and prints
+    trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet and first)
     seconds = time.perf_counter() - start
     train, test = trainer.evaluate(*data.train), trainer.evaluate(*data.test)
     net = trainer.net
@@ -210,6 +225,12 @@ def run_train(args) -> dict:
                       groups_start=groups_start, groups_end=len(net.groups))
     if args.resume:
         report["resumed_from"] = str(args.resume)
+    if world is not None:
+        report.update(distributed=args.distributed, processes=world.size, process_group=world.backend)
+        if not first:
+            report["quiet"] = True  # every process ran the same; the first one prints
+        if args.save and not first:
+            return report
     if args.save:
         report["saved"] = str(trainer.save(args.save, metadata={"dataset": args.dataset, "seed": args.seed}))
     return report
@@ -303,6 +324,8 @@ def main(argv=None) -> int:
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 1
+    if result.pop("quiet", False):
+        return 0
     if args.json:
         print(json.dumps(result))
     else:
@@ -313,7 +336,13 @@ def main(argv=None) -> int:
 
 
 def _check_paths(args) -> None:
-    """Output paths checked before any work: a run is never lost to a folder that is not there."""
+    """Output paths checked before any work: a run is never lost to a folder that is not there
+    (and options a distributed run cannot take)."""
+    if getattr(args, "distributed", None) and args.resume:
+        raise _Usage("--resume continues a run in one process; leave out --distributed")
+    if getattr(args, "distributed", None) == "partitioned" and args.save:
+        raise _Usage("--save writes one process's checkpoint; a partitioned run's parameters are spread over "
+                     "the processes (use --distributed data, or save from Python with Trainer.net)")
     from pathlib import Path
 
     from .errors import SaveError

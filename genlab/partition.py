@@ -111,6 +111,15 @@ def metis(net: Network, n_parts: int) -> Partition:
     return _costed(net, {g: int(membership[index[g]]) for g in groups}, n_parts, "metis")
 
 
+def given(net: Network, parts: dict[int, int], n_parts: int) -> Partition:
+    """A partition you choose ({group: part} for every group but the input), with its costs."""
+    missing = set(net.groups) - {INPUT} - set(parts)
+    if missing or any(not 0 <= p < n_parts for p in parts.values()):
+        raise ArgumentError(f"a partition puts every group but the input on a part 0..{n_parts - 1}"
+                            + (f"; groups {sorted(missing)} have none" if missing else ""))
+    return _costed(net, parts, n_parts, "given")
+
+
 METHODS = {"pipeline": pipeline, "metis": metis}
 
 

@@ -79,6 +79,9 @@ class World:
             kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
             dist.init_process_group(backend, **kwargs)
         world = cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+        import atexit
+
+        atexit.register(world.close)  # a process group left open aborts the process at exit
         world.sum(np.zeros(1))  # every process takes part in the first collective (point-to-point needs it)
         return world
 

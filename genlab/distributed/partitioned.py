@@ -95,10 +95,13 @@ class PartitionedEngine(Engine):
             for name in self.optimizer.state_names:
                 held = {k: v[name] for k, v in carried.items() if name in v}
                 self.opt[lv][name] = tuple(self._tensor(a) for a in self._level_arrays(lp, held))
+        self.groups = sorted(g for g in net.widths if g != INPUT)  # the rows of the statistics (after row 0)
+        row = {g: i + 1 for i, g in enumerate(self.groups)}
+        self.rows = {lv: self.torch.tensor([row[g] for g in lp.groups], device=self.world.device)
+                     for lv, lp in self.plan.levels.items()}
         self.growth_scores.ema = {g: v for g, v in self.growth_scores.ema.items() if g in net.widths}
         self.tracker.keep_only(net.widths)
         self._stats = {name: {} for name in STATISTICS}
-        self._records = None
 
     def _partition(self, net: Network) -> Partition:
         """The partition for `net`: planned (a pipeline cut of the levels) for a new network or
@@ -308,9 +311,9 @@ class PartitionedEngine(Engine):
                     for buf, q in receives:
                         grad.index_add_(1, self._cols(lv, q), buf)
                 torch.autograd.backward(out, grad)
-                h = out.detach().view(rows, len(lp.groups), lp.w_max).double()
-                d = grad.view(rows, len(lp.groups), lp.w_max).double()
-                moments[lv] += torch.stack([d.sum((0, 2)), (d * d).sum((0, 2)), (h * d).sum((0, 2))])
+                h = out.detach().view(rows, len(lp.groups), lp.w_max)
+                d = grad.view(rows, len(lp.groups), lp.w_max)
+                moments[lv] += torch.stack((d, d * d, h * d)).sum((1, 3))  # summed in float64 over micro-batches
                 if self.pruning[0]:
                     lo[lv] = torch.minimum(lo[lv], h.amin(0)) if lv in lo else h.amin(0)
                     hi[lv] = torch.maximum(hi[lv], h.amax(0)) if lv in hi else h.amax(0)
@@ -325,31 +328,31 @@ class PartitionedEngine(Engine):
 
     def _reduce(self, totals: dict, n: int) -> None:
         """The step's loss, count, gradient norm and per-group statistics over its n rows, summed
-        over the processes (each group's by the process holding it, the others adding zeros)."""
-        plan = self.plan
-        groups = sorted(g for g in self.widths if g != INPUT)
-        row = {g: i for i, g in enumerate(groups)}
-        flat = np.zeros(3 + 4 * len(groups), np.float64)
-        flat[0], flat[1] = float(totals["loss"]), float(totals["correct"])
-        per_group = flat[3:].reshape(len(groups), 4)
-        for lv, lp in plan.levels.items():
+        over the processes (each group's by the process holding it, the others adding zeros);
+        gathered on the device first, so the host waits once."""
+        torch, groups = self.torch, self.groups
+        device = self.world.device
+        table = torch.zeros(len(groups) + 1, 4, dtype=torch.float64, device=device)
+        table[0, 0], table[0, 1] = totals["loss"], totals["correct"].double()
+        for lv in self.plan.levels:
             wsq = (self.W[lv].grad.double() ** 2).sum((1, 2)) + (self.b[lv].grad.double() ** 2).sum((1, 2))
-            m = totals["moments"][lv].cpu().numpy()
-            w = wsq.cpu().numpy()
-            for i, g in enumerate(lp.groups):
-                per_group[row[g]] = (m[0, i], m[1, i], m[2, i], w[i])
-        flat[2] = per_group[:, 3].sum()
+            table.index_copy_(0, self.rows[lv], torch.cat([totals["moments"][lv], wsq[None]]).T)
+        flat = table.cpu().numpy()
+        flat[0, 2] = flat[1:, 3].sum()
         self.world.sum(flat)
+        (loss, correct, gradsq, _), per_group = flat[0], flat[1:]
         stats = {name: {} for name in STATISTICS}
-        for g in groups:
-            s1, s2, s3, wsq = flat[3 + 4 * row[g]:3 + 4 * row[g] + 4]
-            count = n * self.widths[g]
-            stats["grad_std"][g] = float(np.sqrt(max(s2 / count - (s1 / count) ** 2, 0.0)))
-            stats["taylor"][g] = float(abs(s3 / count))
-            stats["weight_grad_norm"][g] = float(np.sqrt(wsq))
+        count = n * np.array([self.widths[g] for g in groups], np.float64)
+        mean, meansq = per_group[:, 0] / count, per_group[:, 1] / count
+        std = np.sqrt(np.maximum(meansq - mean * mean, 0.0))
+        taylor = np.abs(per_group[:, 2] / count)
+        norm = np.sqrt(per_group[:, 3])
+        stats["grad_std"] = dict(zip(groups, std.tolist()))
+        stats["taylor"] = dict(zip(groups, taylor.tolist()))
+        stats["weight_grad_norm"] = dict(zip(groups, norm.tolist()))
         if self.pruning[0]:
             stats["h_min"], stats["h_max"] = self._ranges(totals, groups)
-        self._stats, self._scalars = stats, (float(flat[0]), int(round(flat[1])), float(flat[2]))
+        self._stats, self._scalars = stats, (float(loss), int(round(correct)), float(gradsq))
 
     def _ranges(self, totals: dict, groups: list) -> tuple[dict, dict]:
         """Per-neuron min and max of every group's h over the batch, gathered."""

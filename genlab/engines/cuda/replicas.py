@@ -30,7 +30,7 @@ def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> t
     e.flush()
     batch = e.put_batch(x, y)
     tokens = e.layout.kinds.tokens
-    e.captured(("replica passes", batch), lambda: (passes.forward(e, batch), passes.backward(e, batch))).launch()
+    e.captured(("replica passes", batch, *e.step_key()), lambda: (passes.forward(e, batch), passes.backward(e, batch))).launch()
     _sum(e, replicas)
     loss, correct, gradsq = e.read_scalars()
     scalars = np.array([loss * replicas.fraction, correct], np.float64)

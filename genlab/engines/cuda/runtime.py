@@ -157,7 +157,8 @@ def kernels() -> _State:
         import pycuda.driver as drv
 
         drv.init()
-        device = drv.Device(int(os.environ.get("GENLAB_DEVICE", 0)))
+        # GENLAB_DEVICE, else the local rank torchrun gives each process (one GPU each), else 0
+        device = drv.Device(int(os.environ.get("GENLAB_DEVICE", os.environ.get("LOCAL_RANK", 0))))
         context = device.retain_primary_context()
         context.push()
         atexit.register(context.pop)

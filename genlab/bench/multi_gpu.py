@@ -1,0 +1,178 @@
+"""Training on the GPUs of one host against one GPU, in one run (every process runs this):
+
+    torchrun --nproc-per-node 2 -m genlab.bench.multi_gpu [--out benchmarks/results]
+
+- data parallel: W1 and W3 at a total batch of 4096, the CUDA engine on each GPU with the
+  gradients summed through NCCL, against the best of the CUDA engine's executors on one GPU;
+- partitioned: a random DAG of 4096 groups of 64, the partitioned engine with 1-8 micro-batches,
+  against the same engine on one GPU (and the CUDA engine there, for scale);
+- a break-even model of partitioning, fitted on the one-GPU times and checked against the
+  measured speedups over group widths and batches.
+
+Writes <out>/<device>/multi_gpu.json from the first process. Times: the median of many steps
+(each ends in a host synchronisation) between CUDA events, after a warm-up; inputs are random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..distributed import World
+from ..network import Network
+from ..optim import Adam
+from .timing import time_cuda
+from .workloads import WORKLOADS, batch_of
+
+DAG = dict(levels=64, per_level=64, fan_in=4)  # the partitioned workload: 4096 groups
+
+
+def _slowest(world: World, ms: float) -> float:
+    """The slowest process's time (a step ends when every process's has)."""
+    value = np.array([ms])
+    world.max(value)
+    return float(value[0])
+
+
+def _one_gpu(world: World, fn) -> dict:
+    """fn() on the first process alone while the others wait; its result on every process."""
+    import torch.distributed as dist
+
+    result = fn() if world.rank == 0 else None
+    box = [result]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
+def data_parallel(world: World, name: str, batch: int, repeats: int) -> dict:
+    from ..engines.cuda import CudaEngine
+
+    net = WORKLOADS[name][1]()
+    x, y = batch_of(net, batch)
+
+    def alone():
+        times = {}
+        for executor in ("level", "dataflow_rows"):
+            engine = CudaEngine(net.copy(), Adam(), executor=executor)
+            times[executor] = time_cuda(lambda: engine.step(x, y), repeats)
+        return times
+
+    one = _one_gpu(world, alone)
+    engine = CudaEngine(net.copy(), Adam(), executor="level")
+    part = world.slice(batch)
+    share = world.share(part.stop - part.start, batch)
+    xs, ys = x[part], y[part]
+    ms = _slowest(world, time_cuda(lambda: engine.step(xs, ys, share), repeats))
+    grads = world.share(1, 1)
+    grads.on_stream(engine.stream.handle)
+    buffer = grads.buffer(int(engine.buffers["grads"]), engine.layout.n_params)
+    allreduce = _slowest(world, time_cuda(lambda: (grads.sum(buffer), engine.stream.synchronize()), repeats))
+    flat = np.concatenate([p.ravel() for _, p in sorted(engine.params.items())])
+    low, high = flat.copy(), flat.copy()
+    world.min(low)
+    world.max(high)
+    best = min(one, key=one.get)
+    return {"workload": name, "description": WORKLOADS[name][0], "batch": batch, "rows_per_gpu": len(ys),
+            "one_gpu_ms": one, "one_gpu_best": best, "data_parallel_ms": ms, "speedup": one[best] / ms,
+            "allreduce_ms": allreduce, "gradient_mb": 4 * engine.layout.n_params / 2**20,
+            "replicas_identical": bool(np.array_equal(low, high))}
+
+
+def _partitioned_ms(world: World, net: Network, batch: int, micro: int, repeats: int) -> float:
+    from ..distributed.partitioned import PartitionedEngine
+
+    x, y = batch_of(net, batch)
+    engine = PartitionedEngine(net.copy(), Adam(), world, micro_batches=micro)
+    return _slowest(world, time_cuda(lambda: engine.step(x, y), repeats, warmup=3))
+
+
+def partitioned(world: World, width: int, batch: int, micros, repeats: int, cuda_engine: bool = False) -> dict:
+    from ..partition import plan
+
+    net = Network.random_dag(DAG["levels"], DAG["per_level"], width, DAG["fan_in"], seed=0)
+    alone = World.alone("cuda")
+
+    def one_gpu():
+        times = {"partitioned_engine": _partitioned_ms(alone, net, batch, 1, repeats)}
+        if cuda_engine:
+            from ..engines.cuda import CudaEngine
+
+            x, y = batch_of(net, batch)
+            engine = CudaEngine(net.copy(), Adam(), executor="level")
+            times["cuda_engine_level"] = time_cuda(lambda: engine.step(x, y), repeats)
+        return times
+
+    one = _one_gpu(world, one_gpu)
+    two = {m: _partitioned_ms(world, net, batch, m, repeats) for m in micros}
+    best = min(two, key=two.get)
+    cut = plan(net, world.size, methods=("pipeline",))
+    return {"groups": len(net.groups) - 1, "levels": DAG["levels"], "width": width, "batch": batch,
+            "one_gpu_ms": one, "micro_batches_ms": {str(m): t for m, t in two.items()}, "best_micro_batches": best,
+            "speedup": one["partitioned_engine"] / two[best], "cut_bytes_per_sample": cut.cut_bytes,
+            "imbalance": cut.imbalance}
+
+
+def break_even(points: list[dict], parts: int) -> dict:
+    """A process's level costs max(a, b * rows) per micro-batch: a, the fixed cost of a level (its
+    launches from Python), b, its compute per row; with S parts and m micro-batches a step takes
+    (m + S - 1) * (L / S) * max(a, b * B / m) against L * max(a, b * B) on one GPU. Partitioning
+    pays once a micro-batch's work outweighs its launches (b * B / m > a), and then by up to
+    S * m / (m + S - 1). a is the least time a level took; b per width from its largest batch;
+    the predictions are set beside the measured speedups."""
+    per_level = [(p["width"], p["batch"], p["one_gpu_ms"]["partitioned_engine"] / p["levels"]) for p in points]
+    a = min(t for _, _, t in per_level)  # the least work a level was given: launch-bound
+    fits = {}
+    for width in sorted({w for w, _, _ in per_level}):
+        B, t = max((B, t) for w, B, t in per_level if w == width)  # the most: compute-bound
+        fits[width] = (a, max(t - a, 0.0) / B)
+    checked = []
+    for p in points:
+        a, b = fits[p["width"]]
+        L, B = p["levels"], p["batch"]
+        one = L * max(a, b * B)
+        predicted = {m: one / ((m + parts - 1) * (L / parts) * max(a, b * B / m)) for m in map(int, p["micro_batches_ms"])}
+        measured = {int(m): p["one_gpu_ms"]["partitioned_engine"] / t for m, t in p["micro_batches_ms"].items()}
+        checked.append({"width": p["width"], "batch": B, "predicted_speedup": predicted, "measured_speedup": measured})
+    pays = {w: {"a_ms_per_level": a, "b_ms_per_row": b, "rows_per_micro_batch_to_break_even": a / b if b else None}
+            for w, (a, b) in fits.items()}
+    return {"model": break_even.__doc__.split("\n\n")[0].replace("\n    ", " "), "fits": pays, "points": checked}
+
+
+def main(argv=None) -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(prog="genlab.bench.multi_gpu")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="fewer shapes (a check that it runs)")
+    args = parser.parse_args(argv)
+    world = World.start()
+    started = time.perf_counter()
+    results = {"gpus": world.size, "device": torch.cuda.get_device_name(world.device), "python": platform.python_version(),
+               "torch": torch.__version__, "nccl": ".".join(map(str, torch.cuda.nccl.version()))}
+    dp = [data_parallel(world, name, 4096, args.repeats) for name in ("W1", "W3")]
+    results["data_parallel"] = {"speedup": min(d["speedup"] for d in dp), "target": 1.8, "workloads": dp}
+    micros = (1, 2, 4, 8) if not args.quick else (1, 4)
+    main_point = partitioned(world, 64, 8192, micros, args.repeats, cuda_engine=True)
+    sweep = [main_point] + [partitioned(world, w, b, micros, max(5, args.repeats // 4))
+                            for w, b in ([(8, 256), (8, 4096), (8, 16384), (32, 1024), (32, 4096), (32, 16384), (128, 2048)]
+                                         if not args.quick else [(32, 1024)])]
+    results["partitioned"] = {"speedup": main_point["speedup"], "target": 1.5, "main": main_point, "sweep": sweep,
+                              "break_even": break_even(sweep, world.size)}
+    results["seconds"] = time.perf_counter() - started
+    if world.rank == 0:
+        folder = Path(args.out) / results["device"].replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "multi_gpu.json").write_text(json.dumps(results, indent=1))
+        print(json.dumps({"data_parallel": results["data_parallel"]["speedup"],
+                          "partitioned": results["partitioned"]["speedup"], "file": str(folder / "multi_gpu.json")}))
+    world.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,12 @@ def _one_gpu(world: World, fn) -> dict:
     """fn() on the first process alone while the others wait; its result on every process."""
     import torch.distributed as dist
 
-    result = fn() if world.rank == 0 else None
+    result = None
+    if world.rank == 0:
+        try:
+            result = fn()
+        except Exception as e:  # said in the results; the other processes must not wait for ever
+            result = {"error": f"{type(e).__name__}: {e}"}
     box = [result]
     dist.broadcast_object_list(box, 0)
     return box[0]
@@ -83,12 +88,17 @@ def data_parallel(world: World, name: str, batch: int, repeats: int) -> dict:
             "replicas_identical": bool(np.array_equal(low, high))}
 
 
-def _partitioned_ms(world: World, net: Network, batch: int, micro: int, repeats: int) -> float:
+def _partitioned_ms(world: World, net: Network, batch: int, micros, repeats: int) -> dict:
+    """{micro-batches: ms a step} of the partitioned engine over `world`."""
     from ..distributed.partitioned import PartitionedEngine
 
     x, y = batch_of(net, batch)
-    engine = PartitionedEngine(net.copy(), Adam(), world, micro_batches=micro)
-    return _slowest(world, time_cuda(lambda: engine.step(x, y), repeats, warmup=3))
+    engine = PartitionedEngine(net.copy(), Adam(), world, micro_batches=1)
+    times = {}
+    for m in micros:
+        engine.micro_batches = m
+        times[m] = _slowest(world, time_cuda(lambda: engine.step(x, y), repeats, warmup=2))
+    return times
 
 
 def partitioned(world: World, width: int, batch: int, micros, repeats: int, cuda_engine: bool = False) -> dict:
@@ -98,17 +108,20 @@ def partitioned(world: World, width: int, batch: int, micros, repeats: int, cuda
     alone = World.alone("cuda")
 
     def one_gpu():
-        times = {"partitioned_engine": _partitioned_ms(alone, net, batch, 1, repeats)}
+        times = {"partitioned_engine": _partitioned_ms(alone, net, batch, (1,), repeats)[1]}
         if cuda_engine:
             from ..engines.cuda import CudaEngine
 
             x, y = batch_of(net, batch)
-            engine = CudaEngine(net.copy(), Adam(), executor="level")
-            times["cuda_engine_level"] = time_cuda(lambda: engine.step(x, y), repeats)
+            try:
+                engine = CudaEngine(net.copy(), Adam(), executor="level")
+                times["cuda_engine_level"] = time_cuda(lambda: engine.step(x, y), repeats)
+            except Exception as e:
+                times["cuda_engine_level"] = f"{type(e).__name__}: {e}"
         return times
 
     one = _one_gpu(world, one_gpu)
-    two = {m: _partitioned_ms(world, net, batch, m, repeats) for m in micros}
+    two = _partitioned_ms(world, net, batch, micros, repeats)
     best = min(two, key=two.get)
     cut = plan(net, world.size, methods=("pipeline",))
     return {"groups": len(net.groups) - 1, "levels": DAG["levels"], "width": width, "batch": batch,
@@ -149,28 +162,42 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="genlab.bench.multi_gpu")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=400, help="the sweep stops adding shapes after this")
     parser.add_argument("--quick", action="store_true", help="fewer shapes (a check that it runs)")
     args = parser.parse_args(argv)
     world = World.start()
     started = time.perf_counter()
     results = {"gpus": world.size, "device": torch.cuda.get_device_name(world.device), "python": platform.python_version(),
                "torch": torch.__version__, "nccl": ".".join(map(str, torch.cuda.nccl.version()))}
-    dp = [data_parallel(world, name, 4096, args.repeats) for name in ("W1", "W3")]
-    results["data_parallel"] = {"speedup": min(d["speedup"] for d in dp), "target": 1.8, "workloads": dp}
+    folder = Path(args.out) / results["device"].replace(" ", "_")
+
+    def save(what: str) -> None:  # after each part, so that a run cut short keeps what it measured
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        if world.rank == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "multi_gpu.json").write_text(json.dumps(results, indent=1))
+            print(f"{what} done at {results['seconds']} s", flush=True)
+
+    dp = []
+    for name in ("W1", "W3"):
+        dp.append(data_parallel(world, name, 4096, args.repeats))
+        results["data_parallel"] = {"speedup": min(d["speedup"] for d in dp), "target": 1.8, "workloads": dp}
+        save(f"data parallel {name}")
     micros = (1, 2, 4, 8) if not args.quick else (1, 4)
     main_point = partitioned(world, 64, 8192, micros, args.repeats, cuda_engine=True)
-    sweep = [main_point] + [partitioned(world, w, b, micros, max(5, args.repeats // 4))
-                            for w, b in ([(8, 256), (8, 4096), (8, 16384), (32, 1024), (32, 4096), (32, 16384), (128, 2048)]
-                                         if not args.quick else [(32, 1024)])]
-    results["partitioned"] = {"speedup": main_point["speedup"], "target": 1.5, "main": main_point, "sweep": sweep,
-                              "break_even": break_even(sweep, world.size)}
-    results["seconds"] = time.perf_counter() - started
-    if world.rank == 0:
-        folder = Path(args.out) / results["device"].replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "multi_gpu.json").write_text(json.dumps(results, indent=1))
-        print(json.dumps({"data_parallel": results["data_parallel"]["speedup"],
-                          "partitioned": results["partitioned"]["speedup"], "file": str(folder / "multi_gpu.json")}))
+    sweep = [main_point]
+    results["partitioned"] = {"speedup": main_point["speedup"], "target": 1.5, "main": main_point, "sweep": sweep}
+    save("partitioned")
+    shapes = [(8, 256), (8, 4096), (32, 1024), (32, 4096), (32, 16384), (128, 2048)] if not args.quick else [(8, 256)]
+    for width, batch in shapes:
+        late = np.array([time.perf_counter() - started > args.seconds], np.float64)
+        world.max(late)  # every process stops at the same shape
+        if late[0]:
+            results["partitioned"]["skipped_for_time"] = shapes[shapes.index((width, batch)):]
+            break
+        sweep.append(partitioned(world, width, batch, micros, max(5, args.repeats // 2)))
+        results["partitioned"]["break_even"] = break_even(sweep, world.size)
+        save(f"sweep {width} x {batch}")
     world.close()
 
 

@@ -27,8 +27,10 @@ def two_gpus():
         pytest.skip("torch has no NCCL")
 
 
-def run(mode: str, backend: str, out: Path, kind: str) -> list:
+def run(mode: str, backend: str, out: Path, kind: str, executor: str | None = None) -> list:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if executor:
+        env["GENLAB_TEST_EXECUTOR"] = executor
     prefix = [] if mode == "alone" else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     done = subprocess.run([sys.executable, *prefix, str(WORKER), mode, backend, str(out), kind],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
@@ -37,10 +39,11 @@ def run(mode: str, backend: str, out: Path, kind: str) -> list:
     return [(np.load(out / f"rank{r}.npz"), json.loads((out / f"rank{r}.json").read_text())) for r in range(n)]
 
 
-@pytest.mark.parametrize("kind", ["chain", "random"])
-def test_data_parallel_cuda_replicas_are_bit_identical_and_match_one_gpu(kind, tmp_path):
-    (a, summary), (b, _) = run("data", "cuda", tmp_path / "data", kind)
-    (one, one_summary), = run("alone", "cuda", tmp_path / "one", kind)
+@pytest.mark.parametrize("kind, executor", [("chain", None), ("random", None), ("random", "dataflow_rows"),
+                                            ("chain", "dataflow")])
+def test_data_parallel_cuda_replicas_are_bit_identical_and_match_one_gpu(kind, executor, tmp_path):
+    (a, summary), (b, _) = run("data", "cuda", tmp_path / "data", kind, executor)
+    (one, one_summary), = run("alone", "cuda", tmp_path / "one", kind, executor)
     assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
     assert summary["world"] == 2 and summary["events"] == one_summary["events"] >= 2
     assert sorted(a.files) == sorted(one.files)

@@ -2,9 +2,12 @@
 network with growth in the given mode and writes what it ended with to OUT/rank<r>.npz.
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/workers/train.py MODE BACKEND OUT [KIND]
+
+GENLAB_TEST_EXECUTOR names the CUDA engine's executor (default: its default).
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +46,8 @@ def main(mode: str, backend: str, out: str, kind: str = "chain") -> None:
     policy = genlab.GrowthPolicy(threshold=1e-9, every=4, cooldown=0, max_groups=24, mode="alternate",
                                  prune=True)
     trainer = genlab.Trainer(network(kind), backend=backend, batch_size=24, seed=5, growth=policy,
-                             distributed=None if world is None else mode, world=world)
+                             distributed=None if world is None else mode, world=world,
+                             executor=os.environ.get("GENLAB_TEST_EXECUTOR"))
     x, y = data(kind)
     trainer.fit(x, y, epochs=3, progress=False)
     net = trainer.net

@@ -256,8 +256,7 @@ class CudaEngine(Engine):
             loss, correct, gradsq = replicated.step(self, x, y, replicas)
         self._stats_cache = None
         ok = gradient_ok(loss, gradsq)
-        if replicas is None:
-            self.executor.after_step(ok)
+        self.executor.after_step(ok)
         if not ok:
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) "
                                 "on this batch; the step was not applied (try a lower learning rate)")

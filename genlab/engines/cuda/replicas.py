@@ -1,8 +1,10 @@
-"""A data-parallel step on the CUDA engine: the replica's forward and backward as one CUDA graph,
-then the sums over the replicas on the engine's own buffers (NCCL, queued on the engine's stream,
-no copies), then the update and the growth scores as a second graph.
+"""A data-parallel step on the CUDA engine: the replica's step up to its gradients as one CUDA
+graph (the executor's enqueue_gradients), then the sums over the replicas on the engine's own
+buffers (NCCL, queued on the engine's stream, no copies), then the update and the growth scores
+as a second graph.
 
-    passes    forward and backward of this replica's rows (the level passes, in any executor's layout)
+    gradients forward and backward of this replica's rows in the executor's schedule (dataflow_rows:
+              its whole step, whose update is deferred to the next step's forward items)
     sums      gradients (each replica's weighted by its share of the rows), per-group sums of dL/dh,
               its squares and h dL/dh (float64), activation ranges (min / max) when pruning tracks them
     norms     each group's gradient norm and the step's gradient norm, again from the summed gradients
@@ -18,7 +20,6 @@ import numpy as np
 
 from ..base import Replicas
 from . import growth
-from .executors import passes
 
 if TYPE_CHECKING:
     from .engine import CudaEngine
@@ -27,10 +28,10 @@ if TYPE_CHECKING:
 def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> tuple[float, int, float]:
     """One data-parallel step's work on this replica: (the step's loss, correct count, gradient
     squared norm), every replica holding the same parameters after it."""
-    e.flush()
     batch = e.put_batch(x, y)
     tokens = e.layout.kinds.tokens
-    e.captured(("replica passes", batch, *e.step_key()), lambda: (passes.forward(e, batch), passes.backward(e, batch))).launch()
+    e.executor.before_step()
+    e.captured(("replica gradients", batch, *e.step_key()), lambda: e.executor.enqueue_gradients(batch)).launch()
     _sum(e, replicas)
     loss, correct, gradsq = e.read_scalars()
     scalars = np.array([loss * replicas.fraction, correct], np.float64)
@@ -39,7 +40,8 @@ def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> t
     e.drv.memcpy_htod_async(e.ptr("scalars", 8), np.array([scalars[1]], np.int32), e.stream)
     rows = replicas.total * tokens
     e.rows_counted = rows  # the statistics' element counts: every replica's rows
-    e.captured(("replica update", rows, *e.step_key()), lambda: (passes.update(e), growth.observe(e, rows))).launch()
+    e.captured(("replica update", rows, *e.step_key()),
+               lambda: (e.executor.enqueue_update(), growth.observe(e, rows))).launch()
     return float(scalars[0]), int(scalars[1]), gradsq
 
 

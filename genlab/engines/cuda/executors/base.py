@@ -75,6 +75,20 @@ class Executor(ABC):
     def enqueue_step(self, batch: int) -> None:
         """Enqueue forward, loss, backward, gradients and update of one step on the engine's stream."""
 
+    def enqueue_gradients(self, batch: int) -> None:
+        """A step up to its gradients, without its own update (a data-parallel step sums the
+        gradients over the replicas in between): the level passes, unless a schedule does better."""
+        from . import passes
+
+        passes.forward(self.engine, batch)
+        passes.backward(self.engine, batch)
+
+    def enqueue_update(self) -> None:
+        """The update enqueue_gradients left out."""
+        from . import passes
+
+        passes.update(self.engine)
+
     def graph_key(self) -> tuple:
         """What, beyond the batch and optimizer, makes a captured step differ."""
         return ()

@@ -66,6 +66,18 @@ class Rows(Persistent):
         self.launch(a.tobytes())
         passes.ranges(e, batch)
 
+    def enqueue_gradients(self, batch: int) -> None:
+        """The whole step, its update left pending (defer_update): the next step's forward items
+        apply it, to the gradients as the replicas summed them."""
+        if self.defer_update:
+            self.enqueue_step(batch)
+        else:
+            super().enqueue_gradients(batch)
+
+    def enqueue_update(self) -> None:
+        if not self.defer_update:
+            super().enqueue_update()
+
     def graph_key(self) -> tuple:
         return (self.pending is not None, self.defer_update)
 

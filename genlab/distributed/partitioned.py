@@ -83,6 +83,8 @@ class PartitionedEngine(Engine):
         self.partition = self._partition(net)
         self.widths, self.inputs = dict(net.widths), {g: net.inputs(g) for g in net.groups}
         self.plan = stages.plan(net, self.partition, self.world.rank)
+        # every message to a later process (a pipeline): one backward per micro-batch and process
+        self.fused = all(self.partition.parts[s] < self.partition.parts[d] for s, d in self.partition.cut_edges)
         self.shapes = {("W", s, d): w.shape for (s, d), w in net.weights.items()}
         self.shapes.update({("b", g): b.shape for g, b in net.biases.items()})
         self.W, self.b, self.idx, self.opt = {}, {}, {}, {}
@@ -188,21 +190,27 @@ class PartitionedEngine(Engine):
                             wait, held[key] = pending.pop(key)
                             for w in wait:
                                 w.wait()
-                    srcs = [held[k].detach().requires_grad_(keep and k[0] != "in") for k in lp.sources]
+                            held[key].requires_grad_(keep)  # a leaf: its gradient goes back to the sender
+                    # fused: the process's levels one graph; else each level's sources are leaves of its own
+                    srcs = [held[k] if self.fused or k[0] == "in" else held[k].detach().requires_grad_(keep)
+                            for k in lp.sources]
                     inp = torch.cat(srcs + [zero], 1).index_select(1, self.idx[lv])
                     z = torch.baddbmm(self.b[lv], inp.view(rows, len(lp.groups), lp.k_max).transpose(0, 1), self.W[lv])
                     z = z.transpose(0, 1).reshape(rows, -1)
                     out = z if lp.output else torch.relu(z)
+                    if keep and self.fused:
+                        out.retain_grad()  # dL/dh of the level's groups, for the statistics
                     levels[lv] = (srcs, out)
-                    held[("own", lv)] = out.detach()
-                sends = [(held[("own", lv)][:, self._cols(lv, q)].contiguous(), q) for q in (lp.sends if lp else ())]
+                    held[("own", lv)] = out if self.fused else out.detach()
+                sends = [(held[("own", lv)].detach()[:, self._cols(lv, q)].contiguous(), q)
+                         for q in (lp.sends if lp else ())]
                 receives = [(torch.empty(rows, width, dtype=self.tdtype, device=world.device), p)
                             for p, width in plan.receives.get(lv, {}).items()]
                 posted = world.exchange(sends, receives)
                 works.append((posted, sends))
                 for buf, p in receives:
                     pending[("from", p, lv)] = (posted, buf)
-            records.append({"levels": levels, "rows": rows, "part": part, "works": works})
+            records.append({"levels": levels, "rows": rows, "part": part, "works": works, "held": held})
         return records
 
     def _cols(self, lv: int, q: int):
@@ -260,9 +268,10 @@ class PartitionedEngine(Engine):
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) on "
                                 "this batch; the step was not applied (try a lower learning rate)")
         with torch.no_grad():
-            for lv in self.W:
-                for i, t in enumerate((self.W[lv], self.b[lv])):
-                    _update(self.optimizer, t, t.grad, {n: s[i] for n, s in self.opt[lv].items()})
+            params = [t for lv in self.W for t in (self.W[lv], self.b[lv])]
+            states = {name: [t for lv in self.W for t in self.opt[lv][name]] for name in self.optimizer.state_names}
+            if params:
+                _update(self.optimizer, params, [p.grad for p in params], states)
         if self.growth_criterion is not None:
             name, alpha = self.growth_criterion
             self.growth_scores.observe(self.stats[name], alpha)
@@ -281,6 +290,9 @@ class PartitionedEngine(Engine):
                    for lv, lp in plan.levels.items()}
         lo, hi = {}, {}
         for r in records:
+            if self.fused:
+                self._backward_fused(r, y, n, loss, correct, moments, lo, hi)
+                continue
             rows, levels, part = r["rows"], r["levels"], r["part"]
             grad_own, grad_from, works = {}, {}, []
             for lv in range(plan.depth, 0, -1):
@@ -294,14 +306,7 @@ class PartitionedEngine(Engine):
                     continue
                 srcs, out = levels[lv]
                 if lp.output:
-                    logits = out.detach()
-                    target = y[part[0]:part[-1] + 1]
-                    logp = torch.log_softmax(logits.double(), 1)
-                    loss += -logp.gather(1, target[:, None]).sum() / n
-                    correct += (logits.argmax(1) == target).sum()
-                    grad = logp.exp()
-                    grad[torch.arange(rows, device=world.device), target] -= 1
-                    grad = (grad / n).to(self.tdtype)
+                    grad = self._loss(out, y, part, n, loss, correct)
                 else:
                     grad = grad_own.pop(lv, None)
                     if grad is None:
@@ -311,12 +316,7 @@ class PartitionedEngine(Engine):
                     for buf, q in receives:
                         grad.index_add_(1, self._cols(lv, q), buf)
                 torch.autograd.backward(out, grad)
-                h = out.detach().view(rows, len(lp.groups), lp.w_max)
-                d = grad.view(rows, len(lp.groups), lp.w_max)
-                moments[lv] += torch.stack((d, d * d, h * d)).sum((1, 3))  # summed in float64 over micro-batches
-                if self.pruning[0]:
-                    lo[lv] = torch.minimum(lo[lv], h.amin(0)) if lv in lo else h.amin(0)
-                    hi[lv] = torch.maximum(hi[lv], h.amax(0)) if lv in hi else h.amax(0)
+                self._moments(lv, out, grad, moments, lo, hi)
                 for key, src in zip(lp.sources, srcs):
                     if src.grad is None:
                         continue
@@ -325,6 +325,60 @@ class PartitionedEngine(Engine):
                     into[slot] = into[slot] + src.grad if slot in into else src.grad
             r["works"].extend(works)
         return {"loss": loss, "correct": correct, "moments": moments, "lo": lo, "hi": hi}
+
+    def _loss(self, logits, y, part, n: int, loss, correct):
+        """Add a micro-batch's share of the mean cross-entropy and its correct count; its dlogits."""
+        torch = self.torch
+        rows = len(logits)
+        target = y[part[0]:part[-1] + 1]
+        logp = torch.log_softmax(logits.detach().double(), 1)
+        loss += -logp.gather(1, target[:, None]).sum() / n
+        correct += (logits.detach().argmax(1) == target).sum()
+        grad = logp.exp()
+        grad[torch.arange(rows, device=grad.device), target] -= 1
+        return (grad / n).to(self.tdtype)
+
+    def _moments(self, lv: int, out, grad, moments: dict, lo: dict, hi: dict) -> None:
+        """Add a level's sums of dL/dh, its squares and h dL/dh per group (and h's range per neuron)."""
+        torch, lp = self.torch, self.plan.levels[lv]
+        rows = len(out)
+        h = out.detach().view(rows, len(lp.groups), lp.w_max)
+        d = grad.view(rows, len(lp.groups), lp.w_max)
+        moments[lv] += torch.stack((d, d * d, h * d)).sum((1, 3))  # summed in float64 over micro-batches
+        if self.pruning[0]:
+            lo[lv] = torch.minimum(lo[lv], h.amin(0)) if lv in lo else h.amin(0)
+            hi[lv] = torch.maximum(hi[lv], h.amax(0)) if lv in hi else h.amax(0)
+
+    def _backward_fused(self, r: dict, y, n: int, loss, correct, moments, lo, hi) -> None:
+        """One micro-batch's backward when every message goes to a later process (a pipeline):
+        the gradients of its outputs read elsewhere arrive first, then one backward through all
+        of its levels, then the gradients of what it received go back."""
+        torch, world, plan = self.torch, self.world, self.plan
+        rows, levels, part = r["rows"], r["levels"], r["part"]
+        readers = [(lv, q) for lv in sorted(plan.levels, reverse=True) for q in plan.levels[lv].sends]
+        receives = [(torch.empty(rows, len(plan.levels[lv].sends[q]), dtype=self.tdtype, device=world.device), q)
+                    for lv, q in readers]
+        for w in world.exchange([], receives):
+            w.wait()
+        tensors, grads = [], []
+        for lv, lp in plan.levels.items():
+            out = levels[lv][1]
+            if lp.output:
+                tensors.append(out)
+                grads.append(self._loss(out, y, part, n, loss, correct))
+            mine = [(buf, q) for (buf, q), (level, _) in zip(receives, readers) if level == lv]
+            if mine:
+                grad = torch.zeros_like(out)
+                for buf, q in mine:
+                    grad.index_add_(1, self._cols(lv, q), buf)
+                tensors.append(out)
+                grads.append(grad)
+        torch.autograd.backward(tensors, grads)
+        for lv, (_, out) in levels.items():
+            self._moments(lv, out, out.grad if out.grad is not None else torch.zeros_like(out), moments, lo, hi)
+        sends = [(r["held"][("from", p, lv)].grad, p) for lv in sorted(plan.receives, reverse=True)
+                 for p in plan.receives[lv]]
+        r["works"].append((world.exchange(sends, []), sends))
 
     def _reduce(self, totals: dict, n: int) -> None:
         """The step's loss, count, gradient norm and per-group statistics over its n rows, summed
@@ -410,17 +464,35 @@ class PartitionedEngine(Engine):
         self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
 
 
-def _update(optimizer, p, g, state: dict) -> None:
-    """genlab.optim's update (PyTorch's formulas), on tensors; state starts at zeros, which is
-    where a fresh parameter's state starts (Adam's step count per element)."""
+def _update(optimizer, params: list, grads: list, state: dict) -> None:
+    """genlab.optim's update (PyTorch's formulas) over lists of tensors at once (multi-tensor
+    kernels); the state starts at zeros, where a fresh parameter's starts (Adam counts its steps
+    per element, so parameters added by growth start their own count)."""
+    import torch
+
     if isinstance(optimizer, Adam):
-        state["t"] += 1
+        b1, b2 = optimizer.beta1, optimizer.beta2
         t, m, v = state["t"], state["m"], state["v"]
-        m.mul_(optimizer.beta1).add_((1 - optimizer.beta1) * g)
-        v.mul_(optimizer.beta2).add_((1 - optimizer.beta2) * g * g)
-        step = optimizer.lr / (1 - optimizer.beta1 ** t)
-        p.sub_(step * m / ((v / (1 - optimizer.beta2 ** t)).sqrt() + optimizer.eps))
+        torch._foreach_add_(t, 1)
+        torch._foreach_mul_(m, b1)
+        torch._foreach_add_(m, grads, alpha=1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        first = torch._foreach_pow(b1, t)  # 1 - beta1^t, then 1 - beta2^t
+        torch._foreach_neg_(first)
+        torch._foreach_add_(first, 1)
+        second = torch._foreach_pow(b2, t)
+        torch._foreach_neg_(second)
+        torch._foreach_add_(second, 1)
+        denom = torch._foreach_div(v, second)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, optimizer.eps)
+        step = torch._foreach_div(m, denom)
+        torch._foreach_div_(step, first)
+        torch._foreach_mul_(step, optimizer.lr)
+        torch._foreach_sub_(params, step)
         return
     vel = state["vel"]
-    vel.mul_(optimizer.momentum).add_(g)
-    p.sub_(optimizer.lr * vel)
+    torch._foreach_mul_(vel, optimizer.momentum)
+    torch._foreach_add_(vel, grads)
+    torch._foreach_add_(params, vel, alpha=-optimizer.lr)

@@ -56,7 +56,6 @@ class World:
         torch, _ = _torch()
         self.rank, self.size, self.local_rank, self.backend = rank, size, local_rank, backend
         self.device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
-        self.stream = None  # a CUDA stream handle the collectives are ordered on (the engine's)
 
     @classmethod
     def start(cls, backend: str | None = None) -> "World":
@@ -100,13 +99,14 @@ class World:
         return f"World(rank={self.rank}, size={self.size}, backend={self.backend!r}, device={self.device})"
 
     # ------------------------------------------------------------------ tensors
-    def ordered(self):
-        """A context in which torch's work is queued on the engine's CUDA stream (self.stream), so
-        it follows the kernels already queued there and precedes those queued after."""
+    def ordered(self, stream: int | None = None):
+        """A context in which torch's work is queued on CUDA stream `stream` (an engine's handle),
+        so that it follows the kernels already queued there and precedes those queued after;
+        None: torch's current stream."""
         torch, _ = _torch()
-        if self.stream is None or self.backend != "nccl":
+        if stream is None or self.backend != "nccl":
             return nullcontext()
-        return torch.cuda.stream(torch.cuda.ExternalStream(self.stream, device=self.device))
+        return torch.cuda.stream(torch.cuda.ExternalStream(stream, device=self.device))
 
     def tensor(self, array):
         """A torch tensor over `array` (a Buffer or a torch tensor: the same memory; a NumPy
@@ -119,11 +119,11 @@ class World:
             return torch.as_tensor(array, device=self.device), False
         return array, False
 
-    def _reduce(self, array, op, scale=1.0) -> None:
+    def _reduce(self, array, op, scale=1.0, stream: int | None = None) -> None:
         torch, dist = _torch()
         if self.size == 1 and np.all(np.asarray(scale) == 1.0):
             return
-        with self.ordered():
+        with self.ordered(stream):
             t, back = self.tensor(array)
             if isinstance(scale, tuple):  # a factor per column of rows of len(scale)
                 t.view(-1, len(scale)).mul_(torch.tensor(scale, dtype=t.dtype, device=t.device))
@@ -134,16 +134,16 @@ class World:
             if back:
                 array[...] = t.cpu().numpy()
 
-    def sum(self, array, scale=1.0) -> None:
+    def sum(self, array, scale=1.0, stream: int | None = None) -> None:
         """array = the sum over every process of scale * its array, in place (the same bits on all);
         scale: a number, or a tuple of a factor per column of the array seen as rows of that length."""
-        self._reduce(array, _torch()[1].ReduceOp.SUM, scale)
+        self._reduce(array, _torch()[1].ReduceOp.SUM, scale, stream)
 
-    def min(self, array) -> None:
-        self._reduce(array, _torch()[1].ReduceOp.MIN)
+    def min(self, array, stream: int | None = None) -> None:
+        self._reduce(array, _torch()[1].ReduceOp.MIN, stream=stream)
 
-    def max(self, array) -> None:
-        self._reduce(array, _torch()[1].ReduceOp.MAX)
+    def max(self, array, stream: int | None = None) -> None:
+        self._reduce(array, _torch()[1].ReduceOp.MAX, stream=stream)
 
     def broadcast(self, array, root: int) -> None:
         """array = root's array, in place."""

@@ -8,7 +8,7 @@ as a second graph.
     sums      gradients (each replica's weighted by its share of the rows), per-group sums of dL/dh,
               its squares and h dL/dh (float64), activation ranges (min / max) when pruning tracks them
     norms     each group's gradient norm and the step's gradient norm, again from the summed gradients
-    scalars   loss and correct count summed on the host, written back for the update's guard
+    scalars   loss (weighted by the replicas' shares) and correct count, for the update's guard
     update    the optimizer and the growth scores (smoothed from the summed statistics)
 """
 
@@ -33,16 +33,11 @@ def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> t
     e.executor.before_step()
     e.captured(("replica gradients", batch, *e.step_key()), lambda: e.executor.enqueue_gradients(batch)).launch()
     _sum(e, replicas)
-    loss, correct, gradsq = e.read_scalars()
-    scalars = np.array([loss * replicas.fraction, correct], np.float64)
-    replicas.sum(scalars)
-    e.drv.memcpy_htod_async(e.buffers["scalars"], np.array(scalars[:1], np.float64), e.stream)
-    e.drv.memcpy_htod_async(e.ptr("scalars", 8), np.array([scalars[1]], np.int32), e.stream)
     rows = replicas.total * tokens
     e.rows_counted = rows  # the statistics' element counts: every replica's rows
     e.captured(("replica update", rows, *e.step_key()),
                lambda: (e.executor.enqueue_update(), growth.observe(e, rows))).launch()
-    return float(scalars[0]), int(scalars[1]), gradsq
+    return e.read_scalars()
 
 
 def _sum(e: "CudaEngine", replicas: Replicas) -> None:
@@ -50,6 +45,8 @@ def _sum(e: "CudaEngine", replicas: Replicas) -> None:
     replicas.on_stream(e.stream.handle)
     replicas.sum(replicas.buffer(int(b["grads"]), L.n_params), scale=replicas.fraction)
     replicas.sum(replicas.buffer(int(b["stats"]), 3 * len(L.groups), "float64"), scale=replicas.moment_scale)
+    replicas.sum(replicas.buffer(int(b["scalars"]), 1, "float64"), scale=replicas.fraction)  # the mean loss
+    replicas.sum(replicas.buffer(e.ptr("scalars", 8), 1, "int32"))  # the correct count
     if e.pruning[0]:
         for name, reduce in (("range_min", replicas.min), ("run_lo", replicas.min),
                              ("range_max", replicas.max), ("run_hi", replicas.max)):

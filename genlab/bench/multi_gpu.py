@@ -4,8 +4,9 @@
 
 - data parallel: W1 and W3 at a total batch of 4096, the CUDA engine on each GPU with the
   gradients summed through NCCL, against the best of the CUDA engine's executors on one GPU;
-- partitioned: a random DAG of 4096 groups of 64, the partitioned engine with 1-8 micro-batches,
-  against the same engine on one GPU (and the CUDA engine there, for scale);
+- partitioned: a random DAG of 4096 groups of 64 at a batch of 16384, the partitioned engine
+  with 1-8 micro-batches, against the same engine on one GPU; then a sweep of group widths and
+  batches (with the CUDA engine on one GPU beside it where it fits);
 - a break-even model of partitioning, fitted on the one-GPU times and checked against the
   measured speedups over group widths and batches.
 
@@ -186,7 +187,7 @@ def main(argv=None) -> None:
             print(f"{what} done at {results['seconds']} s", flush=True)
 
     micros = (1, 2, 4, 8) if not args.quick else (1, 4)
-    main_point = partitioned(world, 64, 8192, micros, args.repeats, cuda_engine=True)
+    main_point = partitioned(world, 64, 16384, micros, args.repeats)
     sweep = [main_point]
     results["partitioned"] = {"speedup": main_point["speedup"], "target": 1.5, "main": main_point, "sweep": sweep}
     save("partitioned")
@@ -195,14 +196,14 @@ def main(argv=None) -> None:
         dp.append(data_parallel(world, name, 4096, args.repeats))
         results["data_parallel"] = {"speedup": min(d["speedup"] for d in dp), "target": 1.8, "workloads": dp}
         save(f"data parallel {name}")
-    shapes = [(64, 16384), (8, 256), (8, 4096), (32, 1024), (32, 4096), (32, 16384), (128, 2048)] if not args.quick else [(8, 256)]
+    shapes = [(64, 8192), (8, 256), (8, 4096), (32, 1024), (32, 4096), (32, 16384), (128, 2048)] if not args.quick else [(8, 256)]
     for width, batch in shapes:
         late = np.array([time.perf_counter() - started > args.seconds], np.float64)
         world.max(late)  # every process stops at the same shape
         if late[0]:
             results["partitioned"]["skipped_for_time"] = shapes[shapes.index((width, batch)):]
             break
-        sweep.append(partitioned(world, width, batch, micros, max(5, args.repeats // 2)))
+        sweep.append(partitioned(world, width, batch, micros, max(5, args.repeats // 2), cuda_engine=width == 64))
         results["partitioned"]["break_even"] = break_even(sweep, world.size)
         save(f"sweep {width} x {batch}")
     world.close()

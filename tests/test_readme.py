@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -7,7 +8,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_api_example_runs_as_written(tmp_path):
-    example, kinds, recurrence = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    example, kinds, recurrence, distributed = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -21,6 +22,10 @@ def test_api_example_runs_as_written(tmp_path):
     assert result.returncode == 0, result.stderr
     accuracy = float(re.search(r"'accuracy': ([0-9.]+)", result.stdout).group(1))
     assert accuracy > 0.9, result.stdout  # the README says about 0.97
+    result = subprocess.run([sys.executable, "-c", distributed], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "GENLAB_BACKEND": "serial"})
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\d+ groups after 22 steps on 1 process", result.stdout), result.stdout
 
 
 def test_ci_runs_the_readme_blocks():

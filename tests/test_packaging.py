@@ -8,7 +8,7 @@ from pathlib import Path
 import genlab
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"graphviz": "python-graphviz", "build": "python-build"}  # PyPI name -> conda-forge name, where they differ
+CONDA_NAMES = {"graphviz": "python-graphviz", "build": "python-build", "torch": "pytorch"}  # PyPI name -> conda-forge name, where they differ
 
 
 def requirement_names(specs):

@@ -38,12 +38,15 @@ from .world import World
 class Partitioned(Mode):
     """Trainer(distributed="partitioned"): the groups spread over the processes."""
 
-    micro_batches = 4
+    micro_batches = 4           # a batch's micro-batches, pipelined through the processes
+    methods = ("pipeline",)     # the partitions genlab.partition.plan chooses from ("metis" too: any cut runs)
+    tolerance = 1.1             # the busiest process's work over the mean, past which growth plans again
 
     def engine(self, backend, net, optimizer, dtype, executor):
         if executor is not None:
             raise BackendError("a partitioned network runs level by level on each process; leave executor unset")
-        return PartitionedEngine(net, optimizer, self.world, dtype=dtype, micro_batches=self.micro_batches)
+        return PartitionedEngine(net, optimizer, self.world, dtype=dtype, micro_batches=self.micro_batches,
+                                 tolerance=self.tolerance, methods=self.methods)
 
     def step(self, engine, x, y):
         return engine.step(x, y)
@@ -57,7 +60,7 @@ class PartitionedEngine(Engine):
     dtypes = ("float32", "float64")
 
     def __init__(self, net: Network, optimizer, world: World, dtype="float32", micro_batches: int = 4,
-                 partition: Partition | None = None, tolerance: float = 1.1):
+                 partition: Partition | None = None, tolerance: float = 1.1, methods=("pipeline",)):
         import torch
 
         self.torch, self.world = torch, world
@@ -65,7 +68,7 @@ class PartitionedEngine(Engine):
         if self.dtype.name not in self.dtypes:
             raise BackendError(f"the partitioned engine runs in float32 or float64, not {self.dtype}")
         self.tdtype = torch.float64 if self.dtype == np.float64 else torch.float32
-        self.optimizer, self.micro_batches, self.tolerance = optimizer, micro_batches, tolerance
+        self.optimizer, self.micro_batches, self.tolerance, self.methods = optimizer, micro_batches, tolerance, methods
         self.growth_scores, self.tracker = Scores(), Tracker()
         self.partition, self.plan, self.opt = partition, None, {}
         self.repartitions = 0  # times growth drifted the balance enough to plan the partition again
@@ -113,7 +116,7 @@ class PartitionedEngine(Engine):
             if not needs_repartition(old, net, self.tolerance):
                 return extend(old, net)
             self.repartitions += 1
-        return plan_partition(net, self.world.size, self.tolerance, methods=("pipeline",))
+        return plan_partition(net, self.world.size, self.tolerance, methods=self.methods)
 
     def _level_arrays(self, lp: stages.LevelPlan, values: dict) -> tuple[np.ndarray, np.ndarray]:
         """A level's (W, b) padded arrays holding values[key] where present (zeros elsewhere)."""

@@ -59,7 +59,11 @@ def main(mode: str, backend: str, out: str, kind: str = "chain") -> None:
     summary = {"events": len(trainer.history.events), "groups": len(net.groups), "steps": trainer.step_count,
                "losses": [s["loss"] for s in trainer.history.steps], "world": 1 if world is None else world.size,
                "grad_std": {str(g): v for g, v in trainer.history.grad_std[-1].items()},
-               "accuracy": trainer.evaluate(x, y)["accuracy"]}
+               "accuracy": trainer.evaluate(x, y)["accuracy"],
+               "repartitions": getattr(trainer.engine, "repartitions", None),
+               "imbalance": trainer.engine.partition.imbalance if hasattr(trainer.engine, "partition") else None,
+               "parts": sorted(set(trainer.engine.partition.parts.values())) if hasattr(trainer.engine, "partition")
+               else None}
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(summary))
     if world is not None:
         world.close()

@@ -229,8 +229,9 @@ def run_train(args) -> dict:
         report.update(distributed=args.distributed, processes=world.size, process_group=world.backend)
         if not first:
             report["quiet"] = True  # every process ran the same; the first one prints
-        if args.save and not first:
-            return report
+        if args.save and not first and args.distributed == "data":
+            return report  # the replicas are identical: the first one saves (a partitioned run gathers in every
+            # process, and each writes the same bytes atomically)
     if args.save:
         report["saved"] = str(trainer.save(args.save, metadata={"dataset": args.dataset, "seed": args.seed}))
     return report
@@ -340,9 +341,6 @@ def _check_paths(args) -> None:
     (and options a distributed run cannot take)."""
     if getattr(args, "distributed", None) and args.resume:
         raise _Usage("--resume continues a run in one process; leave out --distributed")
-    if getattr(args, "distributed", None) == "partitioned" and args.save:
-        raise _Usage("--save writes one process's checkpoint; a partitioned run's parameters are spread over "
-                     "the processes (use --distributed data, or save from Python with Trainer.net)")
     from pathlib import Path
 
     from .errors import SaveError

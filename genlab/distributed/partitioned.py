@@ -21,16 +21,15 @@ import math
 
 import numpy as np
 
-from .. import operations as op
 from ..engines.base import STATISTICS, Engine, EngineState
+from ..engines.host_scores import HostScores
 from ..errors import BackendError, TrainingError
 from ..growth import Scores, Tracker
 from ..guard import gradient_ok
 from ..network import INPUT, OUTPUT, Network
-from ..optim import Adam
 from ..partition import Partition, extend, needs_repartition, plan as plan_partition
 from ..shapes import Form
-from . import stages
+from . import passes, stages, tensor_optim
 from .modes import Mode
 from .world import World
 
@@ -52,7 +51,7 @@ class Partitioned(Mode):
         return engine.step(x, y)
 
 
-class PartitionedEngine(Engine):
+class PartitionedEngine(HostScores, Engine):
     """One process's share of a partitioned network (module docstring)."""
 
     name = "partitioned"
@@ -86,6 +85,7 @@ class PartitionedEngine(Engine):
         self.partition = self._partition(net)
         self.widths, self.inputs = dict(net.widths), {g: net.inputs(g) for g in net.groups}
         self.plan = stages.plan(net, self.partition, self.world.rank)
+        self.column_index = {}  # (level, process) -> the columns of the level's output it reads (passes.columns)
         # every message to a later process (a pipeline): one backward per micro-batch and process
         self.fused = all(self.partition.parts[s] < self.partition.parts[d] for s, d in self.partition.cut_edges)
         self.shapes = {("W", s, d): w.shape for (s, d), w in net.weights.items()}
@@ -176,62 +176,13 @@ class PartitionedEngine(Engine):
         return out
 
     # ------------------------------------------------------------------ forward and backward
-    def _forward(self, x: np.ndarray, keep: bool) -> list[dict]:
-        """Every micro-batch's forward; per micro-batch a record of what backward needs."""
-        torch, world, plan = self.torch, self.world, self.plan
-        x = torch.as_tensor(np.ascontiguousarray(x)).to(world.device, self.tdtype)
-        records = []
-        for part in np.array_split(np.arange(len(x)), min(self.micro_batches, len(x))):
-            rows = len(part)
-            held, pending, levels, works = {("in",): x[part[0]:part[-1] + 1]}, {}, {}, []
-            zero = torch.zeros(rows, 1, dtype=self.tdtype, device=world.device)
-            for lv in range(1, plan.depth + 1):
-                lp = plan.levels.get(lv)
-                if lp is not None:
-                    for key in lp.sources:
-                        if key not in held:  # a message: wait for it
-                            wait, held[key] = pending.pop(key)
-                            for w in wait:
-                                w.wait()
-                            held[key].requires_grad_(keep)  # a leaf: its gradient goes back to the sender
-                    # fused: the process's levels one graph; else each level's sources are leaves of its own
-                    srcs = [held[k] if self.fused or k[0] == "in" else held[k].detach().requires_grad_(keep)
-                            for k in lp.sources]
-                    inp = torch.cat(srcs + [zero], 1).index_select(1, self.idx[lv])
-                    z = torch.baddbmm(self.b[lv], inp.view(rows, len(lp.groups), lp.k_max).transpose(0, 1), self.W[lv])
-                    z = z.transpose(0, 1).reshape(rows, -1)
-                    out = z if lp.output else torch.relu(z)
-                    if keep and self.fused:
-                        out.retain_grad()  # dL/dh of the level's groups, for the statistics
-                    levels[lv] = (srcs, out)
-                    held[("own", lv)] = out if self.fused else out.detach()
-                sends = [(held[("own", lv)].detach()[:, self._cols(lv, q)].contiguous(), q)
-                         for q in (lp.sends if lp else ())]
-                receives = [(torch.empty(rows, width, dtype=self.tdtype, device=world.device), p)
-                            for p, width in plan.receives.get(lv, {}).items()]
-                posted = world.exchange(sends, receives)
-                works.append((posted, sends))
-                for buf, p in receives:
-                    pending[("from", p, lv)] = (posted, buf)
-            records.append({"levels": levels, "rows": rows, "part": part, "works": works, "held": held})
-        return records
-
-    def _cols(self, lv: int, q: int):
-        cache = self._col_cache if hasattr(self, "_col_cache") and self._col_cache[0] is self.plan else None
-        if cache is None:
-            self._col_cache = cache = (self.plan, {})
-        key = (lv, q)
-        if key not in cache[1]:
-            cache[1][key] = self.torch.from_numpy(self.plan.levels[lv].sends[q]).to(self.world.device)
-        return cache[1][key]
-
     def _output_rank(self) -> int:
         return self.partition.parts[OUTPUT]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x, on every process (sent from the output group's)."""
         with self.torch.no_grad():
-            records = self._forward(x, keep=False)
+            records = passes.forward(self, x, keep=False)
         logits = np.zeros((len(x), self.widths[OUTPUT]), self.dtype)
         if self.world.rank == self._output_rank():
             depth = self.plan.depth
@@ -261,9 +212,9 @@ class PartitionedEngine(Engine):
         torch = self.torch
         for t in (*self.W.values(), *self.b.values()):
             t.grad = None
-        records = self._forward(x, keep=True)
+        records = passes.forward(self, x, keep=True)
         y_t = torch.as_tensor(np.asarray(y, np.int64)).to(self.world.device)
-        totals = self._backward(records, y_t, len(y))
+        totals = passes.backward(self, records, y_t, len(y))
         self._wait(records)
         self._reduce(totals, len(y))
         loss, correct, gradsq = self._scalars
@@ -274,114 +225,9 @@ class PartitionedEngine(Engine):
             params = [t for lv in self.W for t in (self.W[lv], self.b[lv])]
             states = {name: [t for lv in self.W for t in self.opt[lv][name]] for name in self.optimizer.state_names}
             if params:
-                _update(self.optimizer, params, [p.grad for p in params], states)
-        if self.growth_criterion is not None:
-            name, alpha = self.growth_criterion
-            self.growth_scores.observe(self.stats[name], alpha)
-        ranges, taylor_alpha = self.pruning
-        if ranges or taylor_alpha is not None:
-            self.tracker.observe(self.stats, ranges, taylor_alpha)
+                tensor_optim.update(self.optimizer, params, [p.grad for p in params], states)
+        self.observe_scores(self.stats)
         return loss, correct
-
-    def _backward(self, records: list, y, n: int) -> dict:
-        """Backward of every micro-batch; returns this process's sums: loss, correct and, per
-        level, the moments of dL/dh per group and h's range per neuron."""
-        torch, world, plan = self.torch, self.world, self.plan
-        loss = torch.zeros((), dtype=torch.float64, device=world.device)
-        correct = torch.zeros((), dtype=torch.int64, device=world.device)
-        moments = {lv: torch.zeros(3, len(lp.groups), dtype=torch.float64, device=world.device)
-                   for lv, lp in plan.levels.items()}
-        lo, hi = {}, {}
-        for r in records:
-            if self.fused:
-                self._backward_fused(r, y, n, loss, correct, moments, lo, hi)
-                continue
-            rows, levels, part = r["rows"], r["levels"], r["part"]
-            grad_own, grad_from, works = {}, {}, []
-            for lv in range(plan.depth, 0, -1):
-                lp = plan.levels.get(lv)
-                sends = [(grad_from.pop(("from", p, lv)), p) for p in plan.receives.get(lv, {})]  # complete now
-                receives = [(torch.empty(rows, len(lp.sends[q]), dtype=self.tdtype, device=world.device), q)
-                            for q in (lp.sends if lp else ())]
-                posted = world.exchange(sends, receives)
-                works.append((posted, sends))
-                if lp is None:
-                    continue
-                srcs, out = levels[lv]
-                if lp.output:
-                    grad = self._loss(out, y, part, n, loss, correct)
-                else:
-                    grad = grad_own.pop(lv, None)
-                    if grad is None:
-                        grad = torch.zeros_like(out)
-                    for w in posted:
-                        w.wait()
-                    for buf, q in receives:
-                        grad.index_add_(1, self._cols(lv, q), buf)
-                torch.autograd.backward(out, grad)
-                self._moments(lv, out, grad, moments, lo, hi)
-                for key, src in zip(lp.sources, srcs):
-                    if src.grad is None:
-                        continue
-                    into = grad_own if key[0] == "own" else grad_from
-                    slot = key[1] if key[0] == "own" else key
-                    into[slot] = into[slot] + src.grad if slot in into else src.grad
-            r["works"].extend(works)
-        return {"loss": loss, "correct": correct, "moments": moments, "lo": lo, "hi": hi}
-
-    def _loss(self, logits, y, part, n: int, loss, correct):
-        """Add a micro-batch's share of the mean cross-entropy and its correct count; its dlogits."""
-        torch = self.torch
-        rows = len(logits)
-        target = y[part[0]:part[-1] + 1]
-        logp = torch.log_softmax(logits.detach().double(), 1)
-        loss += -logp.gather(1, target[:, None]).sum() / n
-        correct += (logits.detach().argmax(1) == target).sum()
-        grad = logp.exp()
-        grad[torch.arange(rows, device=grad.device), target] -= 1
-        return (grad / n).to(self.tdtype)
-
-    def _moments(self, lv: int, out, grad, moments: dict, lo: dict, hi: dict) -> None:
-        """Add a level's sums of dL/dh, its squares and h dL/dh per group (and h's range per neuron)."""
-        torch, lp = self.torch, self.plan.levels[lv]
-        rows = len(out)
-        h = out.detach().view(rows, len(lp.groups), lp.w_max)
-        d = grad.view(rows, len(lp.groups), lp.w_max)
-        moments[lv] += torch.stack((d, d * d, h * d)).sum((1, 3))  # summed in float64 over micro-batches
-        if self.pruning[0]:
-            lo[lv] = torch.minimum(lo[lv], h.amin(0)) if lv in lo else h.amin(0)
-            hi[lv] = torch.maximum(hi[lv], h.amax(0)) if lv in hi else h.amax(0)
-
-    def _backward_fused(self, r: dict, y, n: int, loss, correct, moments, lo, hi) -> None:
-        """One micro-batch's backward when every message goes to a later process (a pipeline):
-        the gradients of its outputs read elsewhere arrive first, then one backward through all
-        of its levels, then the gradients of what it received go back."""
-        torch, world, plan = self.torch, self.world, self.plan
-        rows, levels, part = r["rows"], r["levels"], r["part"]
-        readers = [(lv, q) for lv in sorted(plan.levels, reverse=True) for q in plan.levels[lv].sends]
-        receives = [(torch.empty(rows, len(plan.levels[lv].sends[q]), dtype=self.tdtype, device=world.device), q)
-                    for lv, q in readers]
-        for w in world.exchange([], receives):
-            w.wait()
-        tensors, grads = [], []
-        for lv, lp in plan.levels.items():
-            out = levels[lv][1]
-            if lp.output:
-                tensors.append(out)
-                grads.append(self._loss(out, y, part, n, loss, correct))
-            mine = [(buf, q) for (buf, q), (level, _) in zip(receives, readers) if level == lv]
-            if mine:
-                grad = torch.zeros_like(out)
-                for buf, q in mine:
-                    grad.index_add_(1, self._cols(lv, q), buf)
-                tensors.append(out)
-                grads.append(grad)
-        torch.autograd.backward(tensors, grads)
-        for lv, (_, out) in levels.items():
-            self._moments(lv, out, out.grad if out.grad is not None else torch.zeros_like(out), moments, lo, hi)
-        sends = [(r["held"][("from", p, lv)].grad, p) for lv in sorted(plan.receives, reverse=True)
-                 for p in plan.receives[lv]]
-        r["works"].append((world.exchange(sends, []), sends))
 
     def _reduce(self, totals: dict, n: int) -> None:
         """The step's loss, count, gradient norm and per-group statistics over its n rows, summed
@@ -439,14 +285,7 @@ class PartitionedEngine(Engine):
         hidden = {g for g in self.widths if g not in (INPUT, OUTPUT)}
         return self.growth_scores.choose(lambda g: self.inputs[g], hidden, eligible, threshold, relative)
 
-    def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
-        return self.tracker.report(judge)
 
-    def apply_growth(self, net: Network, log: list) -> None:
-        self.load(net)
-        for operation in log:
-            if isinstance(operation, op.Inherit):
-                self.growth_scores.inherit(operation.new, operation.source)
 
     def export_state(self) -> EngineState:
         state = self._gather_state()
@@ -465,37 +304,3 @@ class PartitionedEngine(Engine):
         self.tracker.taylor = dict(state.taylor)
         self.tracker.lo = {g: lo.astype(self.dtype) for g, (lo, _) in state.ranges.items()}
         self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
-
-
-def _update(optimizer, params: list, grads: list, state: dict) -> None:
-    """genlab.optim's update (PyTorch's formulas) over lists of tensors at once (multi-tensor
-    kernels); the state starts at zeros, where a fresh parameter's starts (Adam counts its steps
-    per element, so parameters added by growth start their own count)."""
-    import torch
-
-    if isinstance(optimizer, Adam):
-        b1, b2 = optimizer.beta1, optimizer.beta2
-        t, m, v = state["t"], state["m"], state["v"]
-        torch._foreach_add_(t, 1)
-        torch._foreach_mul_(m, b1)
-        torch._foreach_add_(m, grads, alpha=1 - b1)
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
-        first = torch._foreach_pow(b1, t)  # 1 - beta1^t, then 1 - beta2^t
-        torch._foreach_neg_(first)
-        torch._foreach_add_(first, 1)
-        second = torch._foreach_pow(b2, t)
-        torch._foreach_neg_(second)
-        torch._foreach_add_(second, 1)
-        denom = torch._foreach_div(v, second)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, optimizer.eps)
-        step = torch._foreach_div(m, denom)
-        torch._foreach_div_(step, first)
-        torch._foreach_mul_(step, optimizer.lr)
-        torch._foreach_sub_(params, step)
-        return
-    vel = state["vel"]
-    torch._foreach_mul_(vel, optimizer.momentum)
-    torch._foreach_add_(vel, grads)
-    torch._foreach_add_(params, vel, alpha=-optimizer.lr)

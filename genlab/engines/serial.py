@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import operations as op
 from ..errors import TrainingError
 from ..guard import StepGuard, gradient_ok, max_abs
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
 from . import through_time
 from .base import STATISTICS, Engine, EngineState, Replicas
+from .host_scores import HostScores
 
 
 def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -31,7 +31,7 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
     return loss, grad
 
 
-class SerialEngine(Engine):
+class SerialEngine(HostScores, Engine):
     """Runs a Network on the CPU with NumPy, in float32 (default) or float64."""
 
     name = "serial"
@@ -164,12 +164,7 @@ class SerialEngine(Engine):
             self.guard.advance(self.optimizer, gradsq)
         else:
             self._careful_update()
-        if self.growth_criterion is not None:
-            name, alpha = self.growth_criterion
-            self.growth_scores.observe(self.stats[name], alpha)
-        ranges, taylor_alpha = self.pruning
-        if ranges or taylor_alpha is not None:
-            self.tracker.observe(self.stats, ranges, taylor_alpha)
+        self.observe_scores(self.stats)
         return loss, correct
 
     def _reduce(self, replicas: Replicas, loss: float, correct: int) -> tuple[float, int]:
@@ -222,9 +217,6 @@ class SerialEngine(Engine):
                                 "non-finite; it was not applied (try a lower learning rate)")
         self._measure()
 
-    def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
-        """Constant groups since the last judgement (with their output) and smoothed Taylor scores."""
-        return self.tracker.report(judge)
 
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         """The groups to grow now, in budget order, with their smoothed scores."""
@@ -232,12 +224,6 @@ class SerialEngine(Engine):
         within_step = lambda g: [s for s in self.inputs[g] if (s, g) not in self.delays]  # the rule's chains
         return self.growth_scores.choose(within_step, hidden, eligible, threshold, relative)
 
-    def apply_growth(self, net: Network, log: list[op.GrowthOp]) -> None:
-        """Take the grown network (its parameters are current: this engine's live on the host)."""
-        self.load(net)
-        for operation in log:
-            if isinstance(operation, op.Inherit):
-                self.growth_scores.inherit(operation.new, operation.source)
 
     def export_state(self) -> EngineState:
         names = self.optimizer.state_names

@@ -31,11 +31,12 @@ from ...network import INPUT, OUTPUT, Network
 from ...optim import SGD
 from ...unroll import flatten, unroll
 from ..base import STATISTICS, Engine, EngineState
+from ..host_scores import HostScores
 from .constants import THREADS
 from .executors import DEFAULT
 
 
-class RecurrentCudaEngine(Engine):
+class RecurrentCudaEngine(HostScores, Engine):
     """Runs a recurrent Network on an NVIDIA GPU (float32) through its unrolled DAG."""
 
     name = "cuda"
@@ -233,12 +234,7 @@ class RecurrentCudaEngine(Engine):
                     stats["h_min"][g] = np.minimum(stats["h_min"][g], lo) if g in stats["h_min"] else lo
                     stats["h_max"][g] = np.maximum(stats["h_max"][g], hi) if g in stats["h_max"] else hi
         self._stats = stats
-        if self.growth_criterion is not None:
-            name, alpha = self.growth_criterion
-            self.growth_scores.observe(stats[name], alpha)
-        ranges, taylor_alpha = self.pruning
-        if ranges or taylor_alpha is not None:
-            self.tracker.observe(stats, ranges, taylor_alpha)
+        self.observe_scores(stats)
 
     @property
     def stats(self) -> dict:
@@ -281,11 +277,4 @@ class RecurrentCudaEngine(Engine):
         hidden = set(self.net.hidden_groups)
         return self.growth_scores.choose(inputs0.__getitem__, hidden, eligible, threshold, relative)
 
-    def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
-        return self.tracker.report(judge)
 
-    def apply_growth(self, net: Network, log: list) -> None:
-        self.load(net)
-        for operation in log:
-            if isinstance(operation, op.Inherit):
-                self.growth_scores.inherit(operation.new, operation.source)

@@ -65,6 +65,7 @@ def test_data_parallel_replicas_are_bit_identical_through_growth_and_match_one_p
     (alone, alone_summary), = run_worker("alone", kind, tmp_path / "alone")
     (first, summary), (second, summary2) = ranks
     assert _same(first, second), "the replicas' parameters differ"
+    assert summary["nvls"] == "0" and summary["multicast"] == "1"  # NVLink multicast stays off
     assert summary["events"] >= 2 and summary["events"] == summary2["events"] == alone_summary["events"]
     assert summary["groups"] == alone_summary["groups"] > len(genlab.Network(4, 2).groups)
     _close(first, alone, 1e-5)  # the step over both halves is the step over the whole batch

@@ -60,6 +60,7 @@ def main(mode: str, backend: str, out: str, kind: str = "chain") -> None:
                "losses": [s["loss"] for s in trainer.history.steps], "world": 1 if world is None else world.size,
                "grad_std": {str(g): v for g, v in trainer.history.grad_std[-1].items()},
                "accuracy": trainer.evaluate(x, y)["accuracy"],
+               "nvls": os.environ.get("NCCL_NVLS_ENABLE"), "multicast": os.environ.get("TORCH_SYMM_MEM_DISABLE_MULTICAST"),
                "repartitions": getattr(trainer.engine, "repartitions", None),
                "imbalance": trainer.engine.partition.imbalance if hasattr(trainer.engine, "partition") else None,
                "parts": sorted(set(trainer.engine.partition.parts.values())) if hasattr(trainer.engine, "partition")

@@ -91,10 +91,9 @@ class PartitionedEngine(HostScores, Engine):
         self.shapes = {("W", s, d): w.shape for (s, d), w in net.weights.items()}
         self.shapes.update({("b", g): b.shape for g, b in net.biases.items()})
         self.W, self.b, self.idx, self.opt = {}, {}, {}, {}
+        values = {**{("W", s, d): w for (s, d), w in net.weights.items()}, **{("b", g): b for g, b in net.biases.items()}}
         for lv, lp in self.plan.levels.items():
-            params = self._level_arrays(lp, {**{("W", s, d): w for (s, d), w in net.weights.items()},
-                                             **{("b", g): b for g, b in net.biases.items()}})
-            self.W[lv], self.b[lv] = (self._tensor(a).requires_grad_() for a in params)
+            self.W[lv], self.b[lv] = (self._tensor(a).requires_grad_() for a in self._level_arrays(lp, values))
             self.idx[lv] = self.torch.from_numpy(lp.index).to(self.world.device)
             self.opt[lv] = {}
             for name in self.optimizer.state_names:
@@ -109,8 +108,9 @@ class PartitionedEngine(HostScores, Engine):
         self._stats = {name: {} for name in STATISTICS}
 
     def _partition(self, net: Network) -> Partition:
-        """The partition for `net`: planned (a pipeline cut of the levels) for a new network or
-        after groups were removed, extended to new groups, planned again when out of balance."""
+        """The partition for `net`: planned for a new network (the best of self.methods); after
+        growth or pruning the old one extended to the new groups, or planned again when that
+        would leave it out of balance."""
         old = self.partition
         if old is not None:
             if not needs_repartition(old, net, self.tolerance):

@@ -50,7 +50,8 @@ def _sum(e: "CudaEngine", replicas: Replicas) -> None:
     if e.pruning[0]:
         for name, reduce in (("range_min", replicas.min), ("run_lo", replicas.min),
                              ("range_max", replicas.max), ("run_hi", replicas.max)):
-            reduce(replicas.buffer(int(b[name]), L.n_cols))
+            replicas_buffer = replicas.buffer(int(b[name]), L.n_cols)
+            reduce(replicas_buffer)
     _norms(e)
 
 

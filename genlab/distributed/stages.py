@@ -30,7 +30,6 @@ Key = tuple
 class LevelPlan:
     """One process's work at one level."""
 
-    level: int
     groups: list[int]                # its groups at this level, in order (column blocks of w_max)
     w_max: int
     k_max: int
@@ -52,7 +51,6 @@ class Plan:
     levels: dict[int, LevelPlan]                   # level -> its work there (levels it has groups on)
     receives: dict[int, dict[int, int]]            # level -> {process: columns received after that level}
     depth: int
-    widths: dict[int, int]
 
     def keys(self) -> list[Key]:
         """The parameter keys this process holds and updates (its groups' in-edges and biases)."""
@@ -94,14 +92,13 @@ def plan(net: Network, partition: Partition, rank: int) -> Plan:
     for (p, lv), groups in own.items():
         if p == rank:
             levels[lv] = _level(net, groups, w_max[(p, lv)], rank, at, received, columns)
-            levels[lv].level = lv
             levels[lv].sends = {q: np.concatenate([np.arange(at[g][2], at[g][2] + net.widths[g]) for g in gs])
                                 for q, gs in readers.get((p, lv), {}).items()}
     receives: dict[int, dict[int, int]] = {}
     for (q, p, lv), columns in received.items():
         if q == rank:
             receives.setdefault(lv, {})[p] = sum(net.widths[g] for g in columns)
-    return Plan(rank, dict(sorted(levels.items())), dict(sorted(receives.items())), depth, dict(net.widths))
+    return Plan(rank, dict(sorted(levels.items())), dict(sorted(receives.items())), depth)
 
 
 def _level(net: Network, groups: list[int], w_max: int, rank: int, at, received, columns) -> LevelPlan:
@@ -127,7 +124,7 @@ def _level(net: Network, groups: list[int], w_max: int, rank: int, at, received,
             index[i, k:k + net.widths[s]] = base[key] + col + np.arange(net.widths[s])
             blocks.append((("W", s, g), i, k, net.widths[s], net.widths[g]))
             k += net.widths[s]
-    return LevelPlan(0, groups, w_max, k_max, sources, index.ravel(), blocks)
+    return LevelPlan(groups, w_max, k_max, sources, index.ravel(), blocks)
 
 
 def _order(key: Key) -> tuple:

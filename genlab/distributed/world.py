@@ -182,12 +182,6 @@ class World:
         cuts = np.linspace(0, n, self.size + 1).round().astype(int)
         return slice(int(cuts[self.rank]), int(cuts[self.rank + 1]))
 
-    def agree(self, value: float) -> bool:
-        """Whether every process holds the same value (a check, not a collective to rely on for speed)."""
-        probe = np.array([value, -value], np.float64)
-        self.max(probe)
-        return probe[0] == value and -probe[1] == value
-
 
 class Share(Replicas):
     """A World seen by one data-parallel step: the collectives, this process's rows and the step's."""
@@ -206,7 +200,11 @@ class Share(Replicas):
         self.world.max(array)
 
     def on_stream(self, handle: int) -> None:
-        self.world.stream = handle
+        # Kept, not passed on yet: the collectives run on torch's current stream, the legacy
+        # default stream, which orders itself with the engine's (blocking) stream before and after.
+        # Passing it (World.sum(..., stream=self.stream)) would spare that device-wide ordering;
+        # it waits for a run on two GPUs.
+        self.stream = handle
 
     def buffer(self, ptr: int, count: int, dtype: str = "float32") -> Buffer:
         return Buffer(ptr, count, dtype)

@@ -73,7 +73,8 @@ class Replicas(ABC):
 
     @abstractmethod
     def on_stream(self, handle: int) -> None:
-        """Queue the collectives on device buffers on this CUDA stream (after what is queued there)."""
+        """The CUDA stream the engine queues its step on, for collectives on its device buffers
+        (they must follow what is queued there and precede what is queued after)."""
 
     @abstractmethod
     def buffer(self, ptr: int, count: int, dtype: str = "float32"):

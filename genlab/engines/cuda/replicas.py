@@ -1,7 +1,8 @@
 """A data-parallel step on the CUDA engine: the replica's step up to its gradients as one CUDA
 graph (the executor's enqueue_gradients), then the sums over the replicas on the engine's own
-buffers (NCCL, queued on the engine's stream, no copies), then the update and the growth scores
-as a second graph.
+buffers (NCCL, no copies; queued on torch's current stream, the legacy default stream, which
+orders itself with the engine's blocking stream), then the update and the growth scores as a
+second graph.
 
     gradients forward and backward of this replica's rows in the executor's schedule (dataflow_rows:
               its whole step, whose update is deferred to the next step's forward items)

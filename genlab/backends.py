@@ -66,16 +66,17 @@ def resolve(backend: str = "auto") -> str:
 
 def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | None = None):
     """An engine of the resolved backend, loaded with `net`. `executor` picks the CUDA engine's
-    schedule (genlab.engines.cuda.EXECUTORS); the serial engine has one, so asking it for an
-    executor is an error, unless "auto" fell back to it (it says so on stderr)."""
-    from .engines.cuda.executors import DEFAULT, executor_class
+    schedule (genlab.engines.cuda.EXECUTORS, or "auto": picked per shape, the default); the
+    serial engine has one, so asking it for a named executor is an error, unless backend "auto"
+    fell back to it (it says so on stderr)."""
+    from .engines.cuda.executors import AUTO, DEFAULT, check_name
 
     if executor is not None:
-        executor_class(executor)  # an unknown name is an error on every backend
+        check_name(executor)  # an unknown name is an error on every backend
     engine = ENGINES[resolve(backend)](net.recurrent)
     if engine.has_executors:
         return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT)
-    if executor is not None and backend == "serial":
+    if executor not in (None, AUTO) and backend == "serial":
         raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                            "group after another (leave executor unset, or use backend='cuda')")
     return engine(net, optimizer, dtype=dtype)

@@ -79,9 +79,10 @@ class Trainer:
     engine, so bad data raises DataError and leaves the network untouched.
     growth: a GrowthPolicy; its `every` makes fit grow the network on its own. Without one,
     the default policy applies to grow() calls only.
-    executor: the CUDA engine's schedule of a step: "level" (default), "dataflow", "dataflow_rows",
-    "level_push", "level_batch" or "dataflow_batch" (genlab.engines.cuda.EXECUTORS; all compute
-    the same step).
+    executor: the CUDA engine's schedule of a step: "auto" (the default: the fastest for the
+    network's shape and batch on this GPU, by a short timed trial cached per machine, chosen again
+    when growth changes the shape), or one of "level", "level_push", "level_batch", "dataflow",
+    "dataflow_batch", "dataflow_rows" (genlab.engines.cuda.EXECUTORS; all compute the same step).
     distributed: None (this process alone), "data" (each process of `world` steps on its slice of
     every batch, replicas kept identical) or "partitioned" (the groups spread over the processes,
     micro-batches pipelined); every process runs the same code on the same data (genlab.distributed).
@@ -284,16 +285,25 @@ class Trainer:
         if not in_place and not all(np.isfinite(a).all() for a in (*work._weights.values(), *work._biases.values())):
             raise TrainingError("this growth step would have made parameters non-finite; it was not applied")
         work.history.extend(e.to_dict() for e in events)
-        before = self._net.topology()
+        before = self._topology()
         self.engine.apply_growth(work, log)
         self._dirty = self._dirty or in_place  # the host's copy of new parameters is not the engine's
         self._net.assign(work)
         self._freeze()
-        after = self._net.topology()
+        after = self._topology()
         self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)
         if self.on_growth is not None:
             self.on_growth(events)
         return events
+
+    def _topology(self) -> dict:
+        """The network's topology picture, made once per version of the network (the last growth
+        event's `after` is the next one's `before` unless the network was edited in between)."""
+        version, picture = getattr(self, "_pictured", (None, None))
+        if version != self._net.version:
+            picture = self._net.topology()
+            self._pictured = (self._net.version, picture)
+        return picture
 
     def preview_growth(self) -> list[tuple[int, str, float]]:
         """What grow() would do now, without doing it: [(group, "depth" | "width", statistic)] in

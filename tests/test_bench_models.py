@@ -86,6 +86,7 @@ def test_missed_targets_say_by_how_much_and_what_bounds_them():
     w4["ms_per_step"]["torch_level_graph"] = 20.0
     details = {"workloads": {"W1": _workload(0.6, 0.06, 0.02, levels), "W4": w4,
                              "W5": {"genlab_level": {"total_s": 1.0, "steps": 2000, "growth_event_ms": 2.0,
+                                                     "mean_step_ms": 0.5,
                                                      "growth_event_phases_ms": {"total": 2.0, "new_groups": 3, "apply": 1.5}}}},
                "import": {"cold_s": 1.0, "warm_s": 0.4}}
     found = {t["target"]: t for t in targets(details)}
@@ -99,6 +100,34 @@ def test_missed_targets_say_by_how_much_and_what_bounds_them():
     (w5,) = [t for k, t in found.items() if k.startswith("W5")]
     assert not w5["met"] and w5["shortfall"] == pytest.approx(4.0) and w5["bound"] == "host work of a growth event"
     assert "apply 1.50" in w5["why"]
+    forward = found["W1: a forward level <= 3 us (dataflow_rows)"]
+    assert not forward["met"] and forward["shortfall"] == pytest.approx(11 / 3)
+
+
+def test_auto_and_the_small_network_have_targets_that_say_what_was_chosen():
+    from genlab.bench import targets
+
+    w1 = _workload(0.6, 0.06, 0.02)
+    w1["ms_per_step"]["genlab_auto"] = 0.72
+    w1.update(auto_over_best=1.2, auto={"executor": "level", "how": "trial", "ms": {"level": 0.7}})
+    sweep = {"a": {"best": "genlab_level", "auto_chose": "level", "auto_over_best": 1.01, "auto": {"how": "cache"},
+                   "ms_per_step": {}},
+             "b": {"best": "genlab_dataflow", "auto_chose": "level", "auto_over_best": 1.05, "auto": {"how": "trial"},
+                   "ms_per_step": {}}}
+    runs = {"genlab_level": {"trainer_step_us": 40.0, "engine_step_us": 30.0, "device_us": 20.0},
+            "genlab_dataflow": {"trainer_step_us": 60.0, "engine_step_us": 50.0, "device_us": 15.0}}
+    small = {"description": "50 groups", "target_us": 50.0, "executors": runs, "best": "genlab_level",
+             "trainer_step_us": 40.0}
+    found = {t["target"]: t for t in targets({"workloads": {"W1": w1, "sweep": sweep, "small": small}})}
+    auto = found["W1: auto within 10% of the best executor"]
+    assert not auto["met"] and "auto chose level (trial)" in auto["why"]
+    worst = found["sweep: auto within 10% of the best executor on every shape (2 shapes)"]
+    assert worst["met"] and worst["measured"] == 1.05
+    tiny = found["small: a 50 groups trains at <= 50 us a step"]
+    assert tiny["met"] and tiny["measured"] == 40.0
+    small["trainer_step_us"] = runs["genlab_level"]["trainer_step_us"] = 80.0
+    missed = {t["target"]: t for t in targets({"workloads": {"small": small}})}["small: a 50 groups trains at <= 50 us a step"]
+    assert not missed["met"] and missed["bound"] == "host work" and "genlab_dataflow, 15 us" in missed["why"]
 
 
 def test_growth_phases_time_each_event_and_unwrap_on_exit():

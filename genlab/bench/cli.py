@@ -10,8 +10,11 @@ dataflow_rows),
 serial (the NumPy engine), torch_eager_group (one nn.Linear per group on torch.cat of its inputs), torch_level
 (one gather + bmm + ReLU per topological level), torch_level_graph (that, captured whole in one
 CUDA graph) and torch_compile (that, through torch.compile, in a child process given 5 minutes).
+genlab_auto is the engine with executor="auto" (its choice is recorded beside its time).
 W5 grows a network on digits for 2000 steps and times the whole run and each growth event,
-PyTorch rebuilding its model (and re-capturing its graph) at each one.
+PyTorch rebuilding its model (and re-capturing its graph) at each one. "small" times a
+50-group classroom network's Trainer.step, engine step and device part (genlab.bench.small);
+"sweep" times every executor and auto over a grid of shapes (genlab.bench.sweep).
 
 Each workload also gets a floor: its FLOPs over the device's measured FP32 matmul rate and its
 fewest bytes over the measured copy bandwidth, whichever is longer.
@@ -28,14 +31,23 @@ from pathlib import Path
 
 from .growth_run import run_growth
 from .report import environment, write
+from .small import run_small
+from .sweep import run_sweep
 from .timing import ceilings, import_times
 from .workload_run import add_floors, run_workload
 from .workloads import IMPLEMENTATIONS, WORKLOADS
 
 
+EXTRA = {  # the parts beside W1-W4: name -> run(args, implementations)
+    "W5": lambda args, impls: run_growth(implementations=args.growth_implementation or impls),
+    "small": lambda args, impls: run_small(),
+    "sweep": lambda args, impls: run_sweep(progress=lambda line: print(line, flush=True)),
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="genlab bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", action="append", choices=[*WORKLOADS, "W5"],
+    parser.add_argument("--workload", action="append", choices=[*WORKLOADS, *EXTRA],
                         help="repeatable; default: all")
     parser.add_argument("--implementation", action="append", choices=IMPLEMENTATIONS, help="repeatable; default: all")
     parser.add_argument("--growth-implementation", action="append", choices=IMPLEMENTATIONS,
@@ -52,10 +64,10 @@ def main(argv=None) -> int:
     details = {"environment": env, "command": " ".join(["genlab bench", *(argv if argv is not None else sys.argv[1:])]),
                "ceilings": ceilings(), "import": import_times(), "workloads": {}}
     print("ceilings", json.dumps(details["ceilings"]), "import", json.dumps(details["import"]), flush=True)
-    for name in args.workload or [*WORKLOADS, "W5"]:
-        if name == "W5":
-            details["workloads"]["W5"] = run_growth(implementations=args.growth_implementation or implementations)
-            print("W5", json.dumps(details["workloads"]["W5"]), flush=True)
+    for name in args.workload or [*WORKLOADS, *EXTRA]:
+        if name in EXTRA:
+            details["workloads"][name] = EXTRA[name](args, implementations)
+            print(name, json.dumps(details["workloads"][name]), flush=True)
         else:
             result = run_workload(name, max(args.repeats, 50), implementations, compile_timeout=args.compile_timeout)
             add_floors(result, details["ceilings"])

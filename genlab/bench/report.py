@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .targets import targets
-from .workloads import IMPLEMENTATIONS
+from .workloads import IMPLEMENTATIONS, WORKLOADS
 
 
 def chart(summary: dict, path: Path) -> None:
@@ -19,7 +19,7 @@ def chart(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [w for w in summary["workloads"] if w != "W5"]
+    names = [w for w in summary["workloads"] if w in WORKLOADS]
     if not names:
         return
     impls = [i for i in IMPLEMENTATIONS if any(i in summary["workloads"][w] for w in names)]
@@ -55,8 +55,15 @@ def write(details: dict, folder: Path) -> None:
     summary = {"device": details["environment"]["device"], "workloads": {}}
     for name, r in details["workloads"].items():
         if name == "W5":
-            summary["workloads"][name] = {k: {"total_s": v["total_s"], "growth_event_ms": v["growth_event_ms"]}
+            summary["workloads"][name] = {k: {"total_s": v["total_s"], "growth_event_ms": v["growth_event_ms"],
+                                              "mean_step_ms": v["mean_step_ms"]}
                                           for k, v in r.items() if isinstance(v, dict)}
+        elif name == "small":
+            summary["workloads"][name] = {k: v["trainer_step_us"] for k, v in r["executors"].items()}
+        elif name == "sweep":
+            summary["workloads"][name] = {shape: {"best": v["best"], "auto_chose": v["auto_chose"],
+                                                  "auto_over_best": v["auto_over_best"]}
+                                          for shape, v in r.items() if "best" in v}
         else:
             summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}
     details["targets"] = targets(details)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .workloads import GENLAB
+from .workloads import AUTO, GENLAB
 
 
 def targets(details: dict) -> list[dict]:
@@ -27,6 +27,12 @@ def targets(details: dict) -> list[dict]:
         return bound(result) if "floor_ms" in result and "genlab_best" in result else None
 
     if best("W1"):
+        parts = w["W1"].get("breakdown", {})
+        for side, wanted in (("forward", 3.0), ("backward", 5.0)):
+            value = parts.get(f"{side}_per_level_us")
+            if value is not None:
+                add(f"W1: a {side} level <= {wanted:g} us ({parts['executor']})", value, value <= wanted, wanted,
+                    value / wanted, limit("W1"))
         add("W1: genlab <= 0.15 ms a step", best("W1"), best("W1") <= 0.15, 0.15, best("W1") / 0.15, limit("W1"))
         for impl, factor, text in (("torch_level_graph", 10, "the PyTorch level-batched CUDA graph"),
                                    ("torch_eager_group", 2000, "PyTorch with one Linear per group"),
@@ -43,10 +49,12 @@ def targets(details: dict) -> list[dict]:
         torch_best = min(v for k, v in w["W4"]["ms_per_step"].items() if k.startswith("torch"))
         ratio = best("W4") / torch_best
         add("W4: at most 1.2x PyTorch's best time", ratio, ratio <= 1.2, 1.2, ratio / 1.2, limit("W4"))
-    for label in GENLAB:
+    _auto(w, add)
+    _small(w.get("small"), add)
+    for label in (*GENLAB, AUTO):
         run = w.get("W5", {}).get(label)
         if run:
-            step_ms = run["total_s"] * 1e3 / run["steps"]
+            step_ms = run["mean_step_ms"]
             phases = run.get("growth_event_phases_ms", {})
             parts = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k not in ("total", "new_groups"))
             why = {"bound": "host work of a growth event",
@@ -66,6 +74,46 @@ def targets(details: dict) -> list[dict]:
         add("import and first CUDA use <= 2 s cold, <= 0.6 s warm", [cold, warm], cold <= 2 and warm <= 0.6,
             [2, 0.6], max(cold / 2, warm / 0.6), why)
     return out
+
+
+def _auto(w: dict, add) -> None:
+    """executor="auto" within 10% of the best executor: on each workload, and on the sweep's
+    worst shape."""
+    for name, result in w.items():
+        if "auto_over_best" in result:
+            ratio = result["auto_over_best"]
+            chose = result.get("auto", {})
+            why = {"bound": "the choice", "why": f"auto chose {chose.get('executor')} ({chose.get('how')}), the best was "
+                                                  f"{result['genlab_best']}; the trial's times (ms): {chose.get('ms')}"}
+            add(f"{name}: auto within 10% of the best executor", ratio, ratio <= 1.1, 1.1, ratio / 1.1, why)
+    sweep = {k: v for k, v in w.get("sweep", {}).items() if "auto_over_best" in v}
+    if sweep:
+        worst = max(sweep, key=lambda k: sweep[k]["auto_over_best"])
+        ratio, entry = sweep[worst]["auto_over_best"], sweep[worst]
+        why = {"bound": "the choice", "why": f"worst shape {worst}: auto chose {entry['auto_chose']} "
+                                              f"({entry['auto']['how']}), the best was {entry['best']}; "
+                                              f"ms {entry['ms_per_step']}"}
+        add(f"sweep: auto within 10% of the best executor on every shape ({len(sweep)} shapes)", ratio,
+            ratio <= 1.1, 1.1, ratio / 1.1, why)
+
+
+def _small(result: dict | None, add) -> None:
+    """The classroom network at <= 50 us a Trainer step; what bounds it: the device's part of
+    the best executor's step and the host's."""
+    if not result:
+        return
+    runs, best = result["executors"], result["best"]
+    run = runs[best]
+    fastest_device = min(runs, key=lambda k: runs[k]["device_us"])
+    why = {"bound": "the device's step" if run["device_us"] >= 0.5 * run["trainer_step_us"] else "host work",
+           "why": f"{best}: Trainer.step {run['trainer_step_us']:.0f} us, the engine's step {run['engine_step_us']:.0f} "
+                  f"us, its graph alone on the device {run['device_us']:.0f} us (the least device time: "
+                  f"{fastest_device}, {runs[fastest_device]['device_us']:.0f} us); host work and the round trip "
+                  f"{run['trainer_step_us'] - run['device_us']:.0f} us",
+           "breakdown": runs}
+    add(f"small: a {result['description']} trains at <= {result['target_us']:g} us a step",
+        result["trainer_step_us"], result["trainer_step_us"] <= result["target_us"], result["target_us"],
+        result["trainer_step_us"] / result["target_us"], why)
 
 
 def bound(result: dict) -> dict:

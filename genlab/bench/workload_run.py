@@ -8,7 +8,7 @@ import numpy as np
 from ..network import OUTPUT
 from .baselines import _compile_in_child, _graphed, _torch_step, torch_group_model, torch_level_model
 from .timing import time_cuda, time_graph, time_host
-from .workloads import GENLAB, IMPLEMENTATIONS, WORKLOADS, batch_of, step_cost
+from .workloads import AUTO, GENLAB, IMPLEMENTATIONS, WORKLOADS, batch_of, step_cost
 
 
 def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS, serial_repeats: int = 3,
@@ -33,10 +33,12 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
     reference.forward(x)
     losses = {"serial": reference.backward(y)}
     engines = {}
-    for label in [i for i in GENLAB if i in implementations]:  # each checked on its own step
+    for label in [i for i in (*GENLAB, AUTO) if i in implementations]:  # each checked on its own step
         engines[label] = CudaEngine(net, Adam(lr=lr), executor=label[len("genlab_"):])  # PyTorch's context
-        losses[label] = engines[label].step(x, y)[0]
+        losses[label] = engines[label].step(x, y)[0]  # auto: its choice first (a trial, or the cache)
         engines[label].load(net)
+    if AUTO in engines:
+        result["auto"] = engines[AUTO].chooser.last
     models = {"torch_eager_group": torch_group_model(net, device), "torch_level": torch_level_model(net, device)}
     ce = torch.nn.functional.cross_entropy
     for label, (_, forward) in models.items():
@@ -58,6 +60,8 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         if "torch_level_graph" in implementations:
             times["torch_level_graph"] = time_cuda(_graphed(step), repeats)
     mine = {k: v for k, v in times.items() if k in GENLAB}
+    if AUTO in engines:  # the choice again at the first timed step (a new layout): from the cache
+        result["auto"]["timed_with"] = engines[AUTO].executor.name
     if mine:  # where the best executor's step goes: what bounds it (targets())
         result["breakdown"] = step_breakdown(engines[min(mine, key=mine.get)], x, y)
     del models, engines
@@ -81,6 +85,8 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
     if mine:
         best = result["genlab_best"] = min(mine, key=mine.get)
         result["speedup_of_genlab_best"] = {k: v / times[best] for k, v in times.items() if k != best}
+        if AUTO in times:
+            result["auto_over_best"] = times[AUTO] / times[best]
     return result
 
 

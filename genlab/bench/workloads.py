@@ -15,8 +15,9 @@ WORKLOADS = {  # name: (description, network builder, batch)
 }
 
 GENLAB = tuple(f"genlab_{name}" for name in EXECUTORS)  # genlab_level, genlab_dataflow, ...
+AUTO = "genlab_auto"  # executor="auto": the engine's own choice (engines/cuda/choice.py)
 
-IMPLEMENTATIONS = (*GENLAB, "serial", "torch_eager_group", "torch_level", "torch_level_graph", "torch_compile")
+IMPLEMENTATIONS = (*GENLAB, AUTO, "serial", "torch_eager_group", "torch_level", "torch_level_graph", "torch_compile")
 
 
 def batch_of(net: Network, batch: int, seed: int = 1):

@@ -7,6 +7,7 @@
     layout.py     where each group, parameter and edge lives on the device
     topology.py   CSR, levels and task lists, built on the GPU
     executors/    one module per schedule of a training step, and their registry
+    choice.py     executor="auto": the executor of each shape, by a timed trial cached per GPU
     growth.py     the growth rules on the GPU and the replay of growth and pruning
     engine.py     the engine that composes them (genlab.engines.Engine)
 
@@ -14,7 +15,7 @@ Importing this package needs no GPU; CudaEngine and runtime.kernels() do.
 """
 
 from .engine import CudaEngine
-from .executors import DEFAULT, EXECUTORS, executor_class
+from .executors import AUTO, DEFAULT, EXECUTORS, executor_class
 from .runtime import kernels, source
 
-__all__ = ["CudaEngine", "DEFAULT", "EXECUTORS", "executor_class", "kernels", "source"]
+__all__ = ["CudaEngine", "AUTO", "DEFAULT", "EXECUTORS", "executor_class", "kernels", "source"]

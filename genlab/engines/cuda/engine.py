@@ -10,6 +10,7 @@ Growth is replayed on the GPU (growth.py).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -17,9 +18,10 @@ import numpy as np
 from ...errors import BackendError, TrainingError
 from ...guard import StepGuard, gradient_ok, max_abs
 from ...network import INPUT, Network
-from ..base import STATISTICS, Engine, EngineState, Replicas
-from . import growth, replicas as replicated, runtime, state, topology
-from .executors import DEFAULT, Activations, executor_class, passes
+from ..base import Engine, EngineState, Replicas
+from . import growth, readback, replicas as replicated, runtime, state, topology
+from .choice import Chooser, candidates
+from .executors import AUTO, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
 from .memory import Memory
@@ -29,14 +31,16 @@ class CudaEngine(Engine):
     """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32).
 
     executor: how a training step is scheduled (a name of executors.EXECUTORS); every one
-    computes the same step. forward(), backward() and update() one by one run the level passes."""
+    computes the same step. "auto" (the default) picks one per shape of network and batch, by a
+    short timed trial cached per GPU (choice.py), and again when growth changes the shape.
+    forward(), backward() and update() one by one run the level passes."""
 
     name = "cuda"
     grows_in_place = True  # growth initialises new parameters on the GPU (apply_growth)
     dtypes = ("float32",)
     has_executors = True
 
-    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT):
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = AUTO):
         if np.dtype(dtype).name not in self.dtypes:
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
@@ -55,11 +59,14 @@ class CudaEngine(Engine):
         self.batch_cap = self.param_cap = self.batch = 0
         self._stats_cache = None
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
+        self._host_sums, self._sums_of = None, None  # the statistics' sums, read with the scalars
         self._graphs: dict[tuple, Graph] = {}
         self.rows_counted = 0  # rows the statistics of the last backward count (a data-parallel step: all replicas')
         self.replica_ranges = (None, None, 0)  # (layout, its parameter blocks' ranges, count): replicas.py
         self.guard = StepGuard(np.float32)
-        self.executor = executor_class(executor)(self)
+        self.chooser = Chooser() if executor == AUTO else None  # executor="auto" (choice.py)
+        self.kinds: frozenset[str] = frozenset()  # the network's group kinds (load)
+        self.executor = executor_class("level" if self.chooser else executor)(self)
         self.load(net)
 
     # ------------------------------------------------------------------ layout and buffers
@@ -116,8 +123,11 @@ class CudaEngine(Engine):
         if net.recurrent:
             raise BackendError("CudaEngine runs DAGs; a recurrent network runs on RecurrentCudaEngine "
                                "(Trainer(backend='cuda') picks it)")
-        self.executor.check_kinds({net.kinds[g] for g in net.groups if g != INPUT})
+        self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
         self.flush()
+        if self.chooser is not None and not self.kinds <= self.executor.kinds:
+            self.executor = candidates(self.kinds)[0](self)  # until the first step chooses
+        self.executor.check_kinds(self.kinds)
         L = Layout(net) if placement is None else Layout.placed(net, placement)
         # growth of other kinds is made on the host (their identities and splits are not replayed here)
         self.grows_in_place = not L.kinds.any
@@ -150,6 +160,26 @@ class CudaEngine(Engine):
         self.buffers.update(new)
         self.layout, self.batch_cap, self.param_cap, self._stats_cache = L, cap, param_cap, None
         self._graphs.clear()  # they hold the old buffers' addresses
+
+    def use_executor(self, name: str) -> None:
+        """Schedule steps with the executor called `name` from now on: its task lists and
+        activation layout are built for the current topology; parameters, optimizer state and
+        growth scores stay (the running activation ranges start again, as after growth)."""
+        cls = executor_class(name)
+        if type(self.executor) is cls:
+            return
+        self.flush()
+        current, self.executor = self.executor, cls(self)
+        try:
+            self.executor.check_kinds(self.kinds)
+            L = copy.copy(self.layout)
+            L.records = []  # the edge list is copied as it is
+            new = topology.build(self, L, self.batch_cap, self.buffers)
+            self.stream.synchronize()
+        except BaseException:
+            self.executor = current
+            raise
+        self.commit(new, L, self.batch_cap, self.param_cap)
 
     # ------------------------------------------------------------------ rows in and out
     def rows(self, slot: int, batch: int, host: np.ndarray, to_device: bool = True) -> None:
@@ -196,9 +226,15 @@ class CudaEngine(Engine):
         self.drv.memcpy_htod_async(self.buffers["labels"], y, self.stream)
 
     def read_scalars(self) -> tuple[float, int, float]:
-        """(loss, correct predictions, sum of squared gradients) of the last backward."""
-        self.drv.memcpy_dtoh_async(self._host_scalars, self.buffers["scalars"], self.stream)
+        """(loss, correct predictions, sum of squared gradients) of the last backward. The
+        per-group sums of dL/dh come back in the same synchronisation (grad_std reads them)."""
+        L, drv = self.layout, self.drv
+        if self._host_sums is None or self._host_sums.shape[0] != len(L.groups):
+            self._host_sums = drv.pagelocked_empty((len(L.groups), 3), np.float64)
+        drv.memcpy_dtoh_async(self._host_scalars, self.buffers["scalars"], self.stream)
+        drv.memcpy_dtoh_async(self._host_sums, self.buffers["stats"], self.stream)
         self.stream.synchronize()
+        self._sums_of = L  # _host_sums hold the sums of this layout's last backward
         raw = self._host_scalars
         return (float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]),
                 float(raw[16:24].view(np.float64)[0]))
@@ -243,20 +279,21 @@ class CudaEngine(Engine):
         All or nothing (genlab.guard): the kernels refuse the update of a step whose loss or
         gradient is not finite (or diverged); a step whose update the guard cannot prove finite
         runs with a backup, put back if a parameter became non-finite. Either raises TrainingError."""
+        if self.chooser is not None:
+            rows = (len(x) if replicas is None else replicas.total) * self.layout.kinds.tokens
+            if self.chooser.stale(self, rows):
+                self.chooser.choose(self, x, y, rows, replicated=replicas is not None)
         careful = not self.guard.safe(self.optimizer)
         if careful:
             self.flush()
             backup = state.Backup(self)
         if replicas is None:
-            batch = self.put_batch(x, y)
-            self.executor.before_step()
-            self._graph(batch).launch()
-            loss, correct, gradsq = self.read_scalars()
+            loss, correct, gradsq = self.replay(self.put_batch(x, y))
         else:
             loss, correct, gradsq = replicated.step(self, x, y, replicas)
+            self.executor.after_step(gradient_ok(loss, gradsq))
         self._stats_cache = None
         ok = gradient_ok(loss, gradsq)
-        self.executor.after_step(ok)
         if not ok:
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) "
                                 "on this batch; the step was not applied (try a lower learning rate)")
@@ -270,6 +307,14 @@ class CudaEngine(Engine):
             raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made "
                                 "parameters non-finite; it was not applied (try a lower learning rate)")
         return loss, correct
+
+    def replay(self, batch: int) -> tuple[float, int, float]:
+        """Run the captured step on the batch put up (put_batch); its (loss, correct, gradsq)."""
+        self.executor.before_step()
+        self._graph(batch).launch()
+        loss, correct, gradsq = self.read_scalars()
+        self.executor.after_step(gradient_ok(loss, gradsq))
+        return loss, correct, gradsq
 
     def measure(self) -> tuple[float, float]:
         """Exact bounds for the step guard, from the device."""
@@ -325,49 +370,18 @@ class CudaEngine(Engine):
         return self._unflatten("grads")
 
     def _unflatten(self, name: str) -> dict[tuple, np.ndarray]:
-        L = self.layout
-        flat = np.empty(L.n_params, np.float32)
-        self.drv.memcpy_dtoh(flat, self.buffers[name])
-        return {k: flat[off:off + math.prod(L.shapes[k])].reshape(L.shapes[k]).copy()
-                for k, off in L.offsets.items()}
+        return readback.unflatten(self, name)
 
     @property
     def stats(self) -> dict[str, dict]:
         """Per-group statistics of the last backward, as the serial engine reports them."""
         if self._stats_cache is None:
-            self._stats_cache = self._read_stats()
+            self._stats_cache = readback.stats(self)
         return self._stats_cache
-
-    def _read_stats(self) -> dict[str, dict]:
-        L, drv = self.layout, self.drv
-        sums, count, std = self._sums_and_std()
-        wsq = np.empty(len(L.groups), np.float64)
-        drv.memcpy_dtoh(wsq, self.buffers["wstats"])
-        stats = {name: {} for name in STATISTICS}
-        if self.pruning[0]:
-            lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
-            drv.memcpy_dtoh(lo, self.buffers["range_min"])
-            drv.memcpy_dtoh(hi, self.buffers["range_max"])
-        for s, g in enumerate(L.groups):
-            if g == INPUT:
-                continue
-            stats["grad_std"][g] = float(std[s])
-            stats["weight_grad_norm"][g] = float(np.sqrt(wsq[s]))
-            stats["taylor"][g] = float(abs(sums[s, 2] / count[s]))
-            if self.pruning[0]:
-                c0, w = int(L.col_off[s]), int(L.width[s])
-                stats["h_min"][g], stats["h_max"][g] = lo[c0:c0 + w].copy(), hi[c0:c0 + w].copy()
-        return stats
 
     def _sums_and_std(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per slot: the sums of dL/dh, its squares and h dL/dh; the element counts; the std of dL/dh."""
-        L = self.layout
-        sums = np.empty((len(L.groups), 3), np.float64)
-        self.drv.memcpy_dtoh(sums, self.buffers["stats"])
-        count = self.rows_counted * L.width.astype(np.float64)
-        count[L.output_slot] /= L.kinds.tokens  # a sequence network's logits: a row per sample
-        mean, meansq = sums[:, 0] / count, sums[:, 1] / count
-        return sums, count, np.sqrt(np.maximum(meansq - mean * mean, 0.0))
+        return readback.sums_and_std(self)
 
     @property
     def grad_std(self) -> dict[int, float]:
@@ -392,6 +406,7 @@ class CudaEngine(Engine):
         if not self.grows_in_place:  # grown on the host: its parameters are current (the optimizer state is kept)
             self.load(net)
             return
+        self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
         risky = not growth.provably_finite(self, log)
         saved = (dict(self.buffers), self.layout, self.batch_cap, self.param_cap)
         backup = state.Backup(self, state=False) if risky else None

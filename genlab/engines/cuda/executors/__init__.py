@@ -20,7 +20,8 @@ EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (
     DataflowBatch,  # the same over batch-major activations
     Rows,           # one persistent launch, items of CH neurons over the whole batch
 )}
-DEFAULT = "level"
+AUTO = "auto"  # not an executor: the engine picks one per shape of network (engines/cuda/choice.py)
+DEFAULT = AUTO
 
 
 def executor_class(name: str) -> type[Executor]:
@@ -28,7 +29,14 @@ def executor_class(name: str) -> type[Executor]:
     try:
         return EXECUTORS[name]
     except (KeyError, TypeError):
-        raise BackendError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}") from None
+        raise BackendError(f"unknown executor {name!r}; choose {AUTO!r} or one of {', '.join(EXECUTORS)}") from None
 
 
-__all__ = ["EXECUTORS", "DEFAULT", "Activations", "Executor", "Tier", "executor_class"]
+def check_name(name: str) -> str:
+    """`name` if it names an executor or is "auto"; BackendError otherwise."""
+    if name != AUTO:
+        executor_class(name)
+    return name
+
+
+__all__ = ["EXECUTORS", "AUTO", "DEFAULT", "check_name", "Activations", "Executor", "Tier", "executor_class"]

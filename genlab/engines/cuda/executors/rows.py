@@ -43,6 +43,8 @@ class Rows(Persistent):
         self.defer_update = True  # False: the update runs as the kernel's last items (for comparisons)
         self.pending: list | None = None  # the optimizer arguments of the update left pending
         self._args: list | None = None  # this step's optimizer arguments (before_step)
+        self._stamp: tuple | None = None  # what they were made for: the layout (its buffers), the settings
+        self._args_key = self._pending_key = None  # _key() of _args and of pending
         self._finite = None  # a guard that always passes (optim.cu), for flush()
 
     # ------------------------------------------------------------------ the step
@@ -84,13 +86,18 @@ class Rows(Persistent):
     def before_step(self) -> None:
         """The step is about to apply the pending update with this step's optimizer arguments:
         apply it now if it was made with others (a new learning rate)."""
-        self._args = passes.optimizer_args(self.engine)
-        if self.pending is not None and _key(self.pending) != _key(self._args):
+        e, opt = self.engine, self.engine.optimizer
+        stamp = (e.layout, opt.code, opt.lr, *opt.hyper)  # the layout by identity: a new one has new buffers
+        if stamp != self._stamp:
+            self._stamp, self._args = stamp, passes.optimizer_args(e)
+            self._args_key = _key(self._args)
+        if self.pending is not None and self._pending_key != self._args_key:
             self.flush()
 
     def after_step(self, finite: bool) -> None:
         """The pending update was applied by the step; the step's own is pending unless refused."""
         self.pending = self._args if finite and self.defer_update else None
+        self._pending_key = self._args_key
 
     def flush(self) -> None:
         if self.pending is None:

@@ -1,0 +1,73 @@
+"""The shape sweep: which executor wins where, and what executor="auto" chose.
+
+A grid of layered random DAGs (depth x groups per level x width, fan-in 4, batch 256) and a few
+shapes beside it (mixed widths, odd sizes, very wide and shallow, tiny), each timed with every
+executor and with "auto" in one process: the median ms of a training step (engine.step, host
+work included, CUDA events). Shapes of more than MAX_PARAMS parameters are left out (listed).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from ..network import OUTPUT, Network
+from .timing import time_cuda
+from .workloads import batch_of
+
+DEPTHS, PER_LEVEL, WIDTHS = (3, 12, 48), (4, 32, 128), (8, 32, 128)
+MAX_PARAMS = 40_000_000
+AUTO = "genlab_auto"
+
+
+def shapes() -> dict:
+    """name: (network builder, batch)."""
+    grid = {f"L{d} G{g} n{w}": ((lambda d=d, g=g, w=w: Network.random_dag(d, g, w, 4, seed=0)), 256)
+            for d, g, w in itertools.product(DEPTHS, PER_LEVEL, WIDTHS)}
+    grid.update({
+        "mixed widths 4-96, L10 G24": (lambda: Network.random_dag(10, 24, (4, 96), (1, 6), seed=1), 256),
+        "odd: L7 G13 n13, batch 100": (lambda: Network.random_dag(7, 13, 13, 3, seed=2, n_inputs=37, n_outputs=7), 100),
+        "wide shallow: L1 G1024 n16": (lambda: Network.random_dag(1, 1024, 16, 1, seed=3), 256),
+        "wide shallow: L2 G256 n64": (lambda: Network.random_dag(2, 256, 64, 2, seed=3), 256),
+        "tiny: mlp 64-8-10, batch 32": (lambda: Network.mlp([64, 8, 10], seed=0), 32),
+        "tiny: L2 G2 n4": (lambda: Network.random_dag(2, 2, 4, 2, seed=4), 32),
+        "classroom: L5 G10 n16, batch 32": (lambda: Network.random_dag(5, 10, 16, 4, seed=0), 32),
+        "big batch: L8 G32 n16, batch 2048": (lambda: Network.random_dag(8, 32, 16, 4, seed=5), 2048),
+    })
+    return grid
+
+
+def run_sweep(repeats: int = 30, names=None, progress=print) -> dict:
+    """Per shape: its size, the ms per step of every executor and of auto, the winner, auto's
+    choice (and how it was made) and auto's time over the winner's."""
+    from ..engines.cuda import CudaEngine
+    from ..engines.cuda.executors import EXECUTORS
+    from ..optim import Adam
+
+    out = {}
+    for name, (build, batch) in shapes().items():
+        if names and name not in names:
+            continue
+        net = build()
+        entry = {"batch": batch, "groups": len(net.groups), "levels": net.levels()[OUTPUT], "parameters": net.n_params}
+        if net.n_params > MAX_PARAMS:
+            out[name] = {**entry, "skipped": f"more than {MAX_PARAMS} parameters"}
+            continue
+        x, y = batch_of(net, batch)
+        times = {}
+        for executor in [*EXECUTORS, "auto"]:
+            times[f"genlab_{executor}"], chooser = _time(CudaEngine(net, Adam(lr=1e-4), executor=executor), x, y, repeats)
+            if chooser is not None:
+                entry["auto"] = chooser.last
+        best = min((k for k in times if k != AUTO), key=times.get)
+        entry.update(ms_per_step=times, best=best, auto_chose=entry["auto"]["executor"],
+                     auto_over_best=times[AUTO] / times[best])
+        out[name] = entry
+        progress(f"sweep {name}: best {best} {times[best]:.3f} ms, auto chose {entry['auto_chose']} "
+                 f"({entry['auto']['how']}) {times[AUTO]:.3f} ms = {entry['auto_over_best']:.3f}x")
+    return out
+
+
+def _time(engine, x, y, repeats: int):
+    """(median ms of a step, the engine's chooser); the first step (auto's choice) untimed."""
+    engine.step(x, y)
+    return time_cuda(lambda: engine.step(x, y), repeats, warmup=5), engine.chooser

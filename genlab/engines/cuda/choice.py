@@ -1,0 +1,227 @@
+"""executor="auto": which executor runs a network's training step, chosen per shape and GPU.
+
+Every executor computes the same step; which one is fastest depends on the shape (narrow groups
+in many levels favour the row executor, groups of 48 neurons or more the level executor's
+register tiles; benchmarks/NOTES.md). `Chooser` picks by a short timed trial: at the first step
+of a shape it runs a few steps of every executor that can run the network's group kinds, on the
+live engine and the batch at hand, and puts the parameters, optimizer state and growth scores
+back afterwards, so the trial changes nothing but the time it takes. The winner is cached per
+shape and GPU, in memory and in ~/.cache/genlab/executors.json (GENLAB_CACHE_DIR moves it), so
+a shape is tried once per machine.
+
+A shape (`Shape`) is the network's group kinds, its depth, its number of hidden groups, their
+median and largest width and the batch, each rounded to a power of two (the depth kept exact
+up to 4): a network that grows within its shape keeps its executor, one that grows out of it is
+tried again at its next step. A data-parallel step chooses with the cost model (`model`)
+instead, from the shape alone, so that every replica runs the same executor and the replicas
+stay bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .constants import MID
+from .executors import EXECUTORS, Executor
+
+if TYPE_CHECKING:
+    from .engine import CudaEngine
+    from .layout import Layout
+
+TRIAL_STEPS = (3, 25)  # timed steps per executor (after one that captures its graph): as many as fit
+TRIAL_MS = 6.0        # in this many milliseconds, within those bounds (small steps are noisy)
+GIVE_UP = 1.5  # an executor whose first timed step is this much slower than the best so far stops there
+
+
+def _round(n: int) -> int:
+    """n to the nearest power of two (0 stays 0)."""
+    return 0 if n <= 0 else 2 ** round(math.log2(n))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What decides the fastest executor, rounded so that a shape covers many networks."""
+
+    kinds: tuple[str, ...]
+    depth: int
+    groups: int
+    width: int   # median width of the hidden groups (of the output group if there are none)
+    widest: int
+    batch: int
+
+    @classmethod
+    def of(cls, kinds, layout: "Layout", batch: int) -> "Shape":
+        hidden = layout.width[layout.hidden.astype(bool)]
+        widths = hidden if hidden.size else layout.width[[layout.output_slot]]
+        depth = len(layout.forward_levels)
+        return cls(tuple(sorted(kinds)), depth if depth <= 4 else _round(depth), _round(int(hidden.size)),
+                   _round(int(np.median(widths))), _round(int(widths.max())), _round(batch))
+
+    def key(self, device: str) -> str:
+        return "|".join([device, *(f"{k}={v}" for k, v in asdict(self).items())])
+
+
+def candidates(kinds) -> list[type[Executor]]:
+    """The executors that can run groups of these kinds, in the registry's order."""
+    return [cls for cls in EXECUTORS.values() if set(kinds) <= cls.kinds]
+
+
+def model(shape: Shape) -> str:
+    """The cost model: the executor the measurements favour for a shape, without running it.
+    Groups of other kinds run on the level executor only. Narrow dense groups (median below MID
+    neurons, none of 256 or more): the row executor, whose item is a group's neurons over the
+    whole batch (one hand-off a group); otherwise the level executor, whose register tiles reuse
+    inputs across neurons (benchmarks/NOTES.md, the shape sweep of `genlab bench`)."""
+    kinds = candidates(shape.kinds)
+    names = [cls.name for cls in kinds]
+    if "dataflow_rows" in names and shape.width < MID and shape.widest < 256:
+        return "dataflow_rows"
+    return "level" if "level" in names else names[0]
+
+
+class Snapshot:
+    """The engine's state a step changes beyond what the next step recomputes: parameters,
+    optimizer state, growth scores, running activation ranges; copied on the device, put back
+    into whatever buffers the engine holds then (a change of executor rebuilds some)."""
+
+    def __init__(self, e: "CudaEngine"):
+        from .growth import GROUP_STATE
+
+        L = e.layout
+        sizes = {"params": 4 * L.n_params, **{f"state_{n}": 4 * L.n_params for n in e.optimizer.state_names},
+                 **{name: np.dtype(dtype).itemsize * len(L.groups) for name, dtype in GROUP_STATE},
+                 **{name: 4 * L.n_cols for name in ("run_lo", "run_hi", "run_const")}}
+        e.mem.check_room(sum(sizes.values()), "a copy of the parameters for the executor trial")
+        self.e, self.copies = e, {}
+        for name, nbytes in sizes.items():
+            self.copies[name] = (e.mem.new(nbytes, "executor trial"), nbytes)
+            if nbytes:
+                e.drv.memcpy_dtod_async(self.copies[name][0], e.buffers[name], nbytes, e.stream)
+
+    def put_back(self) -> None:
+        e = self.e
+        for name, (copy, nbytes) in self.copies.items():
+            if nbytes:
+                e.drv.memcpy_dtod_async(e.buffers[name], copy, nbytes, e.stream)
+        e.stream.synchronize()
+
+
+def trial(e: "CudaEngine", x: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Milliseconds of a step (host work included) of each named executor on this batch: the
+    median of TRIAL_STEPS (as many as fit in TRIAL_MS) after one that captures its graph. The engine ends with the fastest,
+    its state as it was before."""
+    e.flush()
+    snapshot, times = Snapshot(e), {}
+    try:
+        for name in names:
+            e.use_executor(name)
+            snapshot.put_back()
+            times[name] = _time_steps(e, x, y, min(times.values(), default=math.inf))
+    finally:
+        e.use_executor(min(times, key=times.get) if times else names[0])
+        e.flush()  # a pending update of the last executor tried
+        snapshot.put_back()
+    return times
+
+
+def _time_steps(e: "CudaEngine", x, y, best: float) -> float:
+    e.replay(e.put_batch(x, y))
+    times, least, most = [], *TRIAL_STEPS
+    while len(times) < most:
+        t = time.perf_counter()
+        e.replay(e.put_batch(x, y))
+        times.append((time.perf_counter() - t) * 1e3)
+        if times[0] > GIVE_UP * best or (len(times) >= least and sum(times) > TRIAL_MS):
+            break
+    return statistics.median(times)
+
+
+class Chooser:
+    """The executor="auto" of one engine: picks at the first step of each shape (choose)."""
+
+    def __init__(self):
+        self._seen = None  # (layout, batch) of the last choice: nothing to do until either changes
+        self.last: dict = {}  # the last choice: shape, executor, how (cache, trial, model), trial times
+
+    def stale(self, e: "CudaEngine", batch: int) -> bool:
+        return self._seen is None or self._seen[0] is not e.layout or self._seen[1] != batch
+
+    def choose(self, e: "CudaEngine", x: np.ndarray, y: np.ndarray, batch: int, replicated: bool = False) -> None:
+        """Run this step with the executor of its shape: the cached one, else (alone) a trial's
+        winner or (replicated) the cost model's."""
+        shape = Shape.of(e.kinds, e.layout, batch)
+        key = shape.key(e.device.name())
+        cached = None if replicated else _cache().get(key)
+        names = [cls.name for cls in candidates(e.kinds)]
+        if replicated:
+            name, how, times = model(shape), "model", {}
+        elif cached is not None and cached["executor"] in names:
+            name, how, times = cached["executor"], "cache", cached["ms"]
+        elif len(names) == 1:
+            name, how, times = names[0], "only", {}
+        else:
+            # the model's pick first: the others stop after one step where they lose by GIVE_UP
+            first = model(shape)
+            order = [first] + [n for n in names if n != first]
+            times, how = trial(e, x, y, order), "trial"
+            name = min(times, key=times.get)
+            _store(key, {"executor": name, "ms": times})
+        e.use_executor(name)
+        self._seen = (e.layout, batch)
+        self.last = {"shape": asdict(shape), "executor": name, "how": how, "ms": times}
+
+
+# ------------------------------------------------------------------------------ the cache on disk
+_CACHE: dict | None = None
+
+
+def cache_path() -> Path:
+    root = os.environ.get("GENLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genlab")
+    return Path(root) / "executors.json"
+
+
+def _cache() -> dict:
+    global _CACHE
+    if _CACHE is None:
+        try:
+            _CACHE = json.loads(cache_path().read_text())
+            if not isinstance(_CACHE, dict):
+                _CACHE = {}
+        except (OSError, ValueError):
+            _CACHE = {}  # none yet, or unreadable: trials again
+    return _CACHE
+
+
+def _store(key: str, value: dict) -> None:
+    """Remember a choice in memory and on disk (written whole and renamed: a reader never sees
+    half a file); a disk that refuses keeps it in memory only."""
+    cache = _cache()
+    cache[key] = value
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def forget() -> None:
+    """Drop the cached choices (in memory and on disk): the next step of every shape is tried again."""
+    global _CACHE
+    _CACHE = {}
+    try:
+        cache_path().unlink()
+    except OSError:
+        pass

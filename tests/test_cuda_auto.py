@@ -1,0 +1,142 @@
+"""executor="auto": the trial changes nothing but time, the choice follows the shape and the
+group kinds, and is cached per shape and GPU."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genlab import BackendError, GrowthPolicy, Network, Trainer
+from genlab.engines.cuda import choice
+from genlab.optim import Adam
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Every test starts with no cached choice, in a cache of its own."""
+    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(choice, "_CACHE", None)
+
+
+def engine(net, executor="auto", lr=1e-2):
+    from genlab.engines.cuda import CudaEngine
+
+    return CudaEngine(net, Adam(lr=lr), executor=executor)
+
+
+def batch(net, n=64, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, n)
+
+
+@pytest.mark.parametrize("shape", [(6, 12, 16, 3), (3, 6, 64, 2)])
+def test_the_trial_leaves_the_training_as_a_fixed_executor_makes_it(shape):
+    """Three steps with auto (the first runs the trial) equal three steps with the executor it
+    chose, loss by loss and parameter by parameter."""
+    net = Network.random_dag(*shape, seed=5)
+    x, y = batch(net)
+    auto = engine(net)
+    first = auto.step(x, y)
+    chosen = auto.chooser.last["executor"]
+    assert auto.chooser.last["how"] == "trial" and len(auto.chooser.last["ms"]) == 6
+    assert auto.executor.name == chosen
+    fixed = engine(net, chosen)
+    assert fixed.step(x, y) == pytest.approx(first, rel=1e-6)
+    for _ in range(2):
+        assert auto.step(x, y) == pytest.approx(fixed.step(x, y), rel=1e-5)
+    got, want = auto.params, fixed.params
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=str(key))
+
+
+def test_the_trial_keeps_growth_scores_and_optimizer_state():
+    """A trial after some steps (a new batch size is a new shape) puts back the optimizer state
+    and the smoothed growth scores: the next step matches an engine that never tried anything."""
+    net = Network.random_dag(4, 8, 16, 3, seed=2)
+    x, y = batch(net, 64)
+    x2, y2 = batch(net, 128, seed=3)
+    auto = engine(net)
+    auto.growth_criterion = ("grad_std", 0.5)
+    auto.step(x, y)
+    fixed = engine(net, auto.executor.name)
+    fixed.growth_criterion = ("grad_std", 0.5)
+    fixed.step(x, y)
+    auto.step(x, y)
+    fixed.step(x, y)
+    auto.step(x2, y2)  # a new shape: a trial first
+    assert auto.chooser.last["shape"]["batch"] == 128 and auto.chooser.last["how"] == "trial"
+    fixed.use_executor(auto.executor.name)
+    fixed.step(x2, y2)
+    for key, want in fixed.params.items():
+        np.testing.assert_allclose(auto.params[key], want, rtol=1e-5, atol=1e-6, err_msg=str(key))
+    a, b = np.empty(len(auto.layout.groups)), np.empty(len(fixed.layout.groups))
+    auto.drv.memcpy_dtoh(a, auto.buffers["ema"])
+    fixed.drv.memcpy_dtoh(b, fixed.buffers["ema"])
+    assert np.abs(a).max() > 0  # the smoothed growth scores: three steps' worth, not eleven
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_a_shape_is_tried_once_then_taken_from_the_cache_on_disk():
+    net = Network.random_dag(3, 5, 8, 2, seed=1)
+    x, y = batch(net, 32)
+    first = engine(net)
+    first.step(x, y)
+    saved = json.loads(choice.cache_path().read_text())
+    assert [v["executor"] for v in saved.values()] == [first.executor.name]
+    choice._CACHE = None  # a new process: read back from disk
+    second = engine(Network.random_dag(3, 5, 8, 2, seed=9))  # another network of the same shape
+    second.step(x, y)
+    assert second.chooser.last["how"] == "cache" and second.executor.name == first.executor.name
+
+
+def test_an_unreadable_cache_is_tried_again_and_rewritten():
+    choice.cache_path().parent.mkdir(parents=True, exist_ok=True)
+    choice.cache_path().write_text("{not json")
+    net = Network.random_dag(2, 3, 8, 2, seed=1)
+    e = engine(net)
+    e.step(*batch(net, 16))
+    assert e.chooser.last["how"] == "trial"
+    assert json.loads(choice.cache_path().read_text())
+
+
+def test_growth_out_of_the_shape_chooses_again():
+    """A network grown from one group to many is chosen for again at the step after growth."""
+    from genlab.datasets import load
+
+    data = load("digits", seed=0)
+    trainer = Trainer(Network.mlp([64, 8, 10], seed=0), backend="cuda", seed=0,
+                      growth=GrowthPolicy(threshold=0.0, every=5, cooldown=0, max_groups=40, mode="width"))
+    shapes = set()
+    for i in range(40):
+        idx = np.arange(32 * i, 32 * i + 32) % len(data.y_train)
+        trainer.step(data.X_train[idx], data.y_train[idx])
+        shapes.add(tuple(trainer.engine.chooser.last["shape"].values()))
+    assert len(trainer.net.groups) > 10 and len(shapes) >= 3
+    assert trainer.engine.chooser.last["shape"]["groups"] == choice._round(len(trainer.net.hidden_groups))
+
+
+def test_groups_of_other_kinds_run_on_the_executors_that_have_their_kernels():
+    net = Network.conv_chain((1, 8, 8), [4, 4], 10, seed=0)
+    x, y = batch(net, 16)
+    e = engine(net)
+    e.step(x, y)
+    assert e.chooser.last["how"] == "only" and e.executor.name == "level"
+    with pytest.raises(BackendError, match="cannot run groups of kind conv"):
+        e.use_executor("dataflow_rows")
+    assert e.executor.name == "level"  # refused: nothing changed
+    e.step(x, y)
+
+
+def test_a_data_parallel_step_chooses_by_the_model():
+    """Replicas must run the same executor: their choice is the cost model's, made from the
+    shape alone (the whole batch's rows), without a trial."""
+    from genlab.engines.cuda import replicas as replicated
+
+    net = Network.random_dag(4, 8, 16, 3, seed=2)
+    e = engine(net)
+    shape = choice.Shape.of(e.kinds, e.layout, 64)
+    e.chooser.choose(e, *batch(net, 32), 64, replicated=True)
+    assert e.chooser.last["how"] == "model" and e.executor.name == choice.model(shape)
+    assert callable(replicated.step)

@@ -140,3 +140,22 @@ def test_a_data_parallel_step_chooses_by_the_model():
     e.chooser.choose(e, *batch(net, 32), 64, replicated=True)
     assert e.chooser.last["how"] == "model" and e.executor.name == choice.model(shape)
     assert callable(replicated.step)
+
+
+def test_an_executor_without_room_is_left_out_of_the_trial(monkeypatch):
+    """An executor whose buffers do not fit (BackendError) is skipped; the others are tried."""
+    from genlab.engines.cuda import CudaEngine
+
+    use = CudaEngine.use_executor
+
+    def refuse(self, name):
+        if name == "dataflow":
+            raise BackendError("out of GPU memory (made by the test)")
+        use(self, name)
+
+    monkeypatch.setattr(CudaEngine, "use_executor", refuse)
+    net = Network.random_dag(3, 6, 16, 3, seed=3)
+    e = engine(net)
+    loss, _ = e.step(*batch(net))
+    assert np.isfinite(loss) and e.chooser.last["how"] == "trial"
+    assert set(e.chooser.last["ms"]) == {"level", "level_push", "level_batch", "dataflow_batch", "dataflow_rows"}

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...errors import BackendError
 from .constants import MID
 from .executors import EXECUTORS, Executor
 
@@ -123,7 +124,10 @@ def trial(e: "CudaEngine", x: np.ndarray, y: np.ndarray, names: list[str]) -> di
     snapshot, times = Snapshot(e), {}
     try:
         for name in names:
-            e.use_executor(name)
+            try:
+                e.use_executor(name)
+            except BackendError:  # no room for its buffers: not a candidate here
+                continue
             snapshot.put_back()
             times[name] = _time_steps(e, x, y, min(times.values(), default=math.inf))
     finally:
@@ -172,9 +176,13 @@ class Chooser:
             # the model's pick first: the others stop after one step where they lose by GIVE_UP
             first = model(shape)
             order = [first] + [n for n in names if n != first]
-            times, how = trial(e, x, y, order), "trial"
-            name = min(times, key=times.get)
-            _store(key, {"executor": name, "ms": times})
+            try:
+                times, how = trial(e, x, y, order), "trial"
+            except BackendError:  # no room for a copy of the state: the model decides
+                times, how = {}, "model"
+            name = min(times, key=times.get) if times else first
+            if times:
+                _store(key, {"executor": name, "ms": times})
         e.use_executor(name)
         self._seen = (e.layout, batch)
         self.last = {"shape": asdict(shape), "executor": name, "how": how, "ms": times}

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .layout import Layout
 
 TRIAL_STEPS = (3, 25)  # timed steps per executor (after one that captures its graph): as many as fit
-TRIAL_MS = 6.0        # in this many milliseconds, within those bounds (small steps are noisy)
+TRIAL_MS = 3.0        # in this many milliseconds, within those bounds (small steps are noisy)
 GIVE_UP = 1.5  # an executor whose first timed step is this much slower than the best so far stops there
 
 

@@ -101,20 +101,27 @@ def test_an_unreadable_cache_is_tried_again_and_rewritten():
     assert json.loads(choice.cache_path().read_text())
 
 
-def test_growth_out_of_the_shape_chooses_again():
-    """A network grown from one group to many is chosen for again at the step after growth."""
+def test_growth_into_a_new_shape_waits_then_tries_it():
+    """A network grown every 5 steps keeps its executor through the new shapes (no trial at each
+    growth step); once growth stops, its last shape is tried after PATIENCE steps."""
     from genlab.datasets import load
 
     data = load("digits", seed=0)
     trainer = Trainer(Network.mlp([64, 8, 10], seed=0), backend="cuda", seed=0,
                       growth=GrowthPolicy(threshold=0.0, every=5, cooldown=0, max_groups=40, mode="width"))
-    shapes = set()
-    for i in range(40):
+    seen, previous = [], None  # one entry per choice made
+    for i in range(40 + choice.PATIENCE + 5):
         idx = np.arange(32 * i, 32 * i + 32) % len(data.y_train)
         trainer.step(data.X_train[idx], data.y_train[idx])
-        shapes.add(tuple(trainer.engine.chooser.last["shape"].values()))
-    assert len(trainer.net.groups) > 10 and len(shapes) >= 3
-    assert trainer.engine.chooser.last["shape"]["groups"] == choice._round(len(trainer.net.hidden_groups))
+        last = trainer.engine.chooser.last
+        if last is not previous:
+            seen.append((last["how"], last["shape"]["groups"], last["executor"]))
+            previous = last
+    hows = [how for how, _, _ in seen]
+    assert hows[0] == "trial" and hows.count("trial") == 2 and "waiting" in hows
+    assert len({groups for _, groups, _ in seen}) >= 3
+    assert seen[-1][1] == choice._round(len(trainer.net.hidden_groups)) and seen[-1][0] == "trial"
+    assert all(executor == seen[0][2] for how, _, executor in seen if how == "waiting")  # kept, not switched
 
 
 def test_groups_of_other_kinds_run_on_the_executors_that_have_their_kernels():
@@ -137,7 +144,7 @@ def test_a_data_parallel_step_chooses_by_the_model():
     net = Network.random_dag(4, 8, 16, 3, seed=2)
     e = engine(net)
     shape = choice.Shape.of(e.kinds, e.layout, 64)
-    e.chooser.choose(e, *batch(net, 32), 64, replicated=True)
+    e.chooser.step(e, *batch(net, 32), 64, replicated=True)
     assert e.chooser.last["how"] == "model" and e.executor.name == choice.model(shape)
     assert callable(replicated.step)
 

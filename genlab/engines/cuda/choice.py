@@ -11,8 +11,10 @@ a shape is tried once per machine.
 
 A shape (`Shape`) is the network's group kinds, its depth, its number of hidden groups, their
 median and largest width and the batch, each rounded to a power of two (the depth kept exact
-up to 4): a network that grows within its shape keeps its executor, one that grows out of it is
-tried again at its next step. A data-parallel step chooses with the cost model (`model`)
+up to 4): a network that grows within its shape keeps its executor; one that grows into a
+shape met before takes that shape's executor at its next step, and into a new one keeps its
+executor until the shape has lasted PATIENCE steps, then tries (so that a network growing every
+few steps does not pay a trial at each growth step). A data-parallel step chooses with the cost model (`model`)
 instead, from the shape alone, so that every replica runs the same executor and the replicas
 stay bit-identical.
 """
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 TRIAL_STEPS = (3, 25)  # timed steps per executor (after one that captures its graph): as many as fit
 TRIAL_MS = 3.0        # in this many milliseconds, within those bounds (small steps are noisy)
 GIVE_UP = 1.5  # an executor whose first timed step is this much slower than the best so far stops there
+PATIENCE = 50  # steps a shape made by growth waits on the current executor before its trial
 
 
 def _round(n: int) -> int:
@@ -150,42 +153,61 @@ def _time_steps(e: "CudaEngine", x, y, best: float) -> float:
 
 
 class Chooser:
-    """The executor="auto" of one engine: picks at the first step of each shape (choose)."""
+    """The executor="auto" of one engine: looks at every step whether the shape changed (step)."""
 
     def __init__(self):
-        self._seen = None  # (layout, batch) of the last choice: nothing to do until either changes
-        self.last: dict = {}  # the last choice: shape, executor, how (cache, trial, model), trial times
+        self._seen = None  # (layout, batch) last looked at: nothing to do until either changes
+        self._waiting: list | None = None  # [shape key, steps]: a new shape not tried yet (PATIENCE)
+        self.last: dict = {}  # the last choice: shape, executor, how, trial times (ms)
 
-    def stale(self, e: "CudaEngine", batch: int) -> bool:
-        return self._seen is None or self._seen[0] is not e.layout or self._seen[1] != batch
+    def step(self, e: "CudaEngine", x: np.ndarray, y: np.ndarray, batch: int, replicated: bool = False) -> None:
+        """Before a step of `batch` rows: choose again if the layout or the batch changed, or if
+        a shape kept waiting has lasted PATIENCE steps."""
+        if self._seen is None or self._seen[0] is not e.layout or self._seen[1] != batch:
+            self._choose(e, x, y, batch, replicated)
+        elif self._waiting is not None:
+            self._waiting[1] += 1
+            if self._waiting[1] >= PATIENCE:
+                self._choose(e, x, y, batch, replicated, settled=True)
 
-    def choose(self, e: "CudaEngine", x: np.ndarray, y: np.ndarray, batch: int, replicated: bool = False) -> None:
-        """Run this step with the executor of its shape: the cached one, else (alone) a trial's
-        winner or (replicated) the cost model's."""
+    def _choose(self, e: "CudaEngine", x, y, batch: int, replicated: bool, settled: bool = False) -> None:
+        """The executor of this shape: the cached one, else (alone) a trial's winner or (replicated)
+        the cost model's. A shape that growth made from a shape already chosen for waits on the
+        current executor until it has lasted PATIENCE steps (a network growing every few steps
+        would otherwise pay a trial at each growth step); the first shape is tried at once."""
         shape = Shape.of(e.kinds, e.layout, batch)
         key = shape.key(e.device.name())
-        cached = None if replicated else _cache().get(key)
         names = [cls.name for cls in candidates(e.kinds)]
+        cached = None if replicated else _cache().get(key)
+        waiting, times = None, {}
         if replicated:
-            name, how, times = model(shape), "model", {}
+            name, how = model(shape), "model"
         elif cached is not None and cached["executor"] in names:
             name, how, times = cached["executor"], "cache", cached["ms"]
         elif len(names) == 1:
-            name, how, times = names[0], "only", {}
+            name, how = names[0], "only"
+        elif self.last and not settled:
+            waiting = self._waiting if self._waiting is not None and self._waiting[0] == key else [key, 0]
+            name, how = (e.executor.name if e.executor.name in names else model(shape)), "waiting"
         else:
-            # the model's pick first: the others stop after one step where they lose by GIVE_UP
-            first = model(shape)
-            order = [first] + [n for n in names if n != first]
-            try:
-                times, how = trial(e, x, y, order), "trial"
-            except BackendError:  # no room for a copy of the state: the model decides
-                times, how = {}, "model"
-            name = min(times, key=times.get) if times else first
-            if times:
-                _store(key, {"executor": name, "ms": times})
+            name, how, times = self._trial(e, x, y, shape, names, key)
         e.use_executor(name)
-        self._seen = (e.layout, batch)
+        self._seen, self._waiting = (e.layout, batch), waiting
         self.last = {"shape": asdict(shape), "executor": name, "how": how, "ms": times}
+
+    @staticmethod
+    def _trial(e: "CudaEngine", x, y, shape: Shape, names: list[str], key: str) -> tuple[str, str, dict]:
+        """(winner, how, times) of a trial, the cost model's pick tried first (the others stop
+        after one step where they lose by GIVE_UP); the model's pick alone where there is no room
+        for a copy of the state."""
+        first = model(shape)
+        try:
+            times = trial(e, x, y, [first] + [n for n in names if n != first])
+        except BackendError:
+            return first, "model", {}
+        name = min(times, key=times.get)
+        _store(key, {"executor": name, "ms": times})
+        return name, "trial", times
 
 
 # ------------------------------------------------------------------------------ the cache on disk

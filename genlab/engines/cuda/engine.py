@@ -281,8 +281,7 @@ class CudaEngine(Engine):
         runs with a backup, put back if a parameter became non-finite. Either raises TrainingError."""
         if self.chooser is not None:
             rows = (len(x) if replicas is None else replicas.total) * self.layout.kinds.tokens
-            if self.chooser.stale(self, rows):
-                self.chooser.choose(self, x, y, rows, replicated=replicas is not None)
+            self.chooser.step(self, x, y, rows, replicated=replicas is not None)
         careful = not self.guard.safe(self.optimizer)
         if careful:
             self.flush()

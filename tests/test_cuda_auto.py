@@ -51,9 +51,11 @@ def test_the_trial_leaves_the_training_as_a_fixed_executor_makes_it(shape):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=str(key))
 
 
-def test_the_trial_keeps_growth_scores_and_optimizer_state():
-    """A trial after some steps (a new batch size is a new shape) puts back the optimizer state
-    and the smoothed growth scores: the next step matches an engine that never tried anything."""
+def test_the_trial_keeps_growth_scores_and_optimizer_state(monkeypatch):
+    """A trial after some steps (a new batch size is a new shape, tried once it has lasted
+    PATIENCE steps) puts back the optimizer state and the smoothed growth scores: the next step
+    matches an engine that never tried anything."""
+    monkeypatch.setattr(choice, "PATIENCE", 1)
     net = Network.random_dag(4, 8, 16, 3, seed=2)
     x, y = batch(net, 64)
     x2, y2 = batch(net, 128, seed=3)
@@ -65,7 +67,10 @@ def test_the_trial_keeps_growth_scores_and_optimizer_state():
     fixed.step(x, y)
     auto.step(x, y)
     fixed.step(x, y)
-    auto.step(x2, y2)  # a new shape: a trial first
+    auto.step(x2, y2)  # a new shape: it waits on the same executor
+    fixed.step(x2, y2)
+    assert auto.chooser.last["how"] == "waiting" and auto.executor.name == fixed.executor.name
+    auto.step(x2, y2)  # it has lasted PATIENCE steps: a trial, then the step
     assert auto.chooser.last["shape"]["batch"] == 128 and auto.chooser.last["how"] == "trial"
     fixed.use_executor(auto.executor.name)
     fixed.step(x2, y2)
@@ -74,7 +79,7 @@ def test_the_trial_keeps_growth_scores_and_optimizer_state():
     a, b = np.empty(len(auto.layout.groups)), np.empty(len(fixed.layout.groups))
     auto.drv.memcpy_dtoh(a, auto.buffers["ema"])
     fixed.drv.memcpy_dtoh(b, fixed.buffers["ema"])
-    assert np.abs(a).max() > 0  # the smoothed growth scores: three steps' worth, not eleven
+    assert np.abs(a).max() > 0  # the smoothed growth scores: five steps' worth, not the trial's too
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 

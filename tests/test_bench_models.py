@@ -121,7 +121,8 @@ def test_auto_and_the_small_network_have_targets_that_say_what_was_chosen():
     found = {t["target"]: t for t in targets({"workloads": {"W1": w1, "sweep": sweep, "small": small}})}
     auto = found["W1: auto within 10% of the best executor"]
     assert not auto["met"] and "auto chose level (trial)" in auto["why"]
-    worst = found["sweep: auto within 10% of the best executor on every shape (2 shapes)"]
+    worst = found["sweep: auto's choice within 10% of the best executor on every shape (2 shapes; auto's own engine "
+                  "timed apart: at most 1.050x)"]
     assert worst["met"] and worst["measured"] == 1.05
     tiny = found["small: a 50 groups trains at <= 50 us a step"]
     assert tiny["met"] and tiny["measured"] == 40.0

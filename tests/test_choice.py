@@ -23,6 +23,7 @@ def test_auto_is_the_default_and_names_are_checked():
 def test_the_model_takes_rows_for_narrow_groups_and_level_for_wide_ones():
     assert choice.model(shape(16)) == "dataflow_rows"  # W1
     assert choice.model(shape(8, depth=64)) == "dataflow_rows"  # W2
+    assert choice.model(shape(32)) == "dataflow"  # the sweep's groups of 32
     assert choice.model(shape(64)) == "level"  # W3
     assert choice.model(shape(4096, depth=16, groups=8)) == "level"  # W4
     assert choice.model(shape(16, widest=512)) == "level"  # one very wide group

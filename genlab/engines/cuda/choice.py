@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import BackendError
-from .constants import MID
+from .constants import WIDE
 from .executors import EXECUTORS, Executor
 
 if TYPE_CHECKING:
@@ -80,15 +80,17 @@ def candidates(kinds) -> list[type[Executor]]:
 
 
 def model(shape: Shape) -> str:
-    """The cost model: the executor the measurements favour for a shape, without running it.
-    Groups of other kinds run on the level executor only. Narrow dense groups (median below MID
-    neurons, none of 256 or more): the row executor, whose item is a group's neurons over the
-    whole batch (one hand-off a group); otherwise the level executor, whose register tiles reuse
-    inputs across neurons (benchmarks/NOTES.md, the shape sweep of `genlab bench`)."""
-    kinds = candidates(shape.kinds)
-    names = [cls.name for cls in kinds]
-    if "dataflow_rows" in names and shape.width < MID and shape.widest < 256:
-        return "dataflow_rows"
+    """The cost model: the executor the shape sweep of `genlab bench` favours for a shape,
+    without running it (the first one a trial tries, and a data-parallel run's choice). Groups of
+    other kinds run on the level executor only. Dense groups of 16 neurons or fewer (the median,
+    none of 256 or more): the row executor, one work item and one hand-off a group; of about 32:
+    the dataflow executor's tiles without level barriers; wider: the level executor's register
+    tiles (benchmarks/NOTES.md)."""
+    names = [cls.name for cls in candidates(shape.kinds)]
+    if shape.widest < WIDE:
+        for width, name in ((16, "dataflow_rows"), (32, "dataflow")):
+            if shape.width <= width and name in names:
+                return name
     return "level" if "level" in names else names[0]
 
 

@@ -14,9 +14,10 @@ median and largest width and the batch, each rounded to a power of two (the dept
 up to 4): a network that grows within its shape keeps its executor; one that grows into a
 shape met before takes that shape's executor at its next step, and into a new one keeps its
 executor until the shape has lasted PATIENCE steps, then tries (so that a network growing every
-few steps does not pay a trial at each growth step). A data-parallel step chooses with the cost model (`model`)
-instead, from the shape alone, so that every replica runs the same executor and the replicas
-stay bit-identical.
+few steps does not pay a trial at each growth step). A data-parallel step chooses with the cost
+model (`model`) instead, from the shape alone, so that every replica runs the same executor and
+the replicas stay bit-identical. The executors agree to float rounding, not bit for bit: a run
+that must repeat exactly on another machine names its executor.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ class Snapshot:
 
 def trial(e: "CudaEngine", x: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
     """Milliseconds of a step (host work included) of each named executor on this batch: the
-    median of TRIAL_STEPS (as many as fit in TRIAL_MS) after one that captures its graph. The engine ends with the fastest,
-    its state as it was before."""
+    median of TRIAL_STEPS (as many as fit in TRIAL_MS) after one that captures its graph. The
+    engine ends with the fastest, its state as it was before."""
     e.flush()
     snapshot, times = Snapshot(e), {}
     try:

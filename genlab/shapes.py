@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from . import checks
 from .errors import GraphError
-from .kinds import GroupKind, Spec
+from .kinds import GroupKind, Spec, get_kind
 
 if TYPE_CHECKING:
     from .network import Network
@@ -134,7 +134,8 @@ def tokens(net: "Network") -> int:
 def drawing(net: "Network") -> dict:
     """How the lab draws the groups that are not dense: {"labels": {group: "conv 8ch 3x3", ...},
     "shapes": {group: Graphviz node shape}}, and the input's shape where it is not flat."""
-    drawn = {g: net.kind(g) for g in net.hidden_groups if not net.kind(g).sized_by_width}
+    kinds = {g: get_kind(net.kinds[g]) for g in net.hidden_groups}  # every group's, once (read per growth step)
+    drawn = {g: kind for g, kind in kinds.items() if not kind.sized_by_width}
     labels = {g: kind.label(spec(net, g)) for g, kind in drawn.items()}
     if len(net.input_shape) > 1:
         labels[INPUT] = "x".join(map(str, net.input_shape))

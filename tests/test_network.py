@@ -204,3 +204,22 @@ def test_file_with_inconsistent_contents(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(FileFormatError, match="format version 99"):
         Network.load(path)
+
+
+def test_levels_name_a_cycle_but_draw_a_network_with_other_faults():
+    """levels() is read at every growth step: it orders the DAG without the rest of validate(),
+    still naming a cycle made behind the API's back, and gives the same levels as before."""
+    net = Network.random_dag(3, 4, 5, 2, seed=3)
+    order = net.topological_order()
+    level = net.levels()
+    assert list(level) == order and all(level[d] > level[s] for s, d in net.edges)
+    a = net.hidden_groups[0]
+    b = net.outputs(a)[0]
+    net._in[a].append(b), net._out[b].append(a)  # b -> a behind the API's back: a cycle a -> b -> a
+    with pytest.raises(GraphError, match="cycle"):
+        net.levels()
+    net._in[a].pop(), net._out[b].pop()
+    net._weights[(net.inputs(a)[0], a)] = np.zeros((1, 1), np.float32)  # a wrong block: validate's to name
+    assert net.levels() == level
+    with pytest.raises(GraphError, match="width mismatch"):
+        net.validate()

@@ -8,10 +8,8 @@ each the median of many after a warm-up, in microseconds.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from ..network import Network
+from .timing import time_host
 from .workloads import batch_of
 
 DESCRIPTION = "50 groups of 16 in 5 levels of 10, fan-in 4, batch 32"
@@ -22,15 +20,8 @@ def build() -> Network:
     return Network.random_dag(5, 10, 16, 4, seed=0)
 
 
-def _median_us(fn, repeats: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e6)
-    return statistics.median(times)
+def _median_us(fn, repeats: int) -> float:
+    return 1e3 * time_host(fn, repeats, warmup=20)
 
 
 def run_small(repeats: int = 500) -> dict:

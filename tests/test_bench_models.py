@@ -171,3 +171,20 @@ def test_the_recurrence_benchmarks_torch_rnn_holds_the_networks_weights():
     with torch.no_grad():
         logits = head(rnn(torch.from_numpy(x))[0][:, -1]).numpy()
     np.testing.assert_allclose(logits, SerialEngine(net, SGD()).forward(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_sweep_judges_auto_by_the_executor_it_chose():
+    from genlab.bench import sweep
+
+    entry = {"ms_per_step": {"genlab_level": 1.0, "genlab_dataflow": 0.8, "genlab_dataflow_rows": 0.9,
+                             "genlab_auto": 0.95}, "auto": {"executor": "dataflow_rows", "how": "trial"}}
+    sweep.judge(entry)
+    assert entry["best"] == "genlab_dataflow" and entry["auto_chose"] == "dataflow_rows"
+    assert entry["auto_over_best"] == pytest.approx(0.9 / 0.8)
+    assert entry["auto_measured_over_best"] == pytest.approx(0.95 / 0.8)
+    shapes = sweep.shapes()
+    grid = [name for name in shapes if name.startswith("L")]
+    assert len(grid) == len(sweep.DEPTHS) * len(sweep.PER_LEVEL) * len(sweep.WIDTHS)
+    assert {"tiny:", "odd:", "mixed", "wide"} <= {name.split()[0] for name in shapes}
+    net, batch = shapes["odd: L7 G13 n13, batch 100"][0](), shapes["odd: L7 G13 n13, batch 100"][1]
+    assert batch == 100 and net.n_inputs == 37 and set(net.widths.values()) >= {13, 37, 7}

@@ -42,6 +42,19 @@ def kahn(inputs: dict, out: dict) -> list[int]:
     return order
 
 
+def levels(inputs: dict, out: dict) -> dict[int, int] | None:
+    """Each group's longest path (in edges) from the groups without inputs, in Kahn's order;
+    None if a cycle leaves groups out. O(groups + edges): read at every growth step, so it does
+    not validate the rest of a network (Network.validate does)."""
+    order = kahn(inputs, out)
+    if len(order) < len(inputs):
+        return None
+    level = {}
+    for g in order:
+        level[g] = 1 + max((level[s] for s in inputs[g]), default=-1)
+    return level
+
+
 def find_cycle(inputs: dict, candidates: set[int]) -> list[int]:
     """A cycle among `candidates` (the groups Kahn's order left out), first group repeated last."""
     g = min(candidates)

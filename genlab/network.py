@@ -348,18 +348,10 @@ class Network:
         return dag.kahn(*self.forward_edges())
 
     def levels(self) -> dict[int, int]:
-        """Level of each group: the longest path (in edges) from the input group. GraphError
-        naming the cycle if there is one without a delay; it does not run the rest of validate()
-        (read at every growth step and for every picture of the topology, so that it costs
-        O(groups + edges) and can draw a network being edited)."""
-        inputs0, outputs0 = self.forward_edges()
-        order = dag.kahn(inputs0, outputs0)
-        if len(order) < len(self.widths):
+        """Level of each group: the longest path (in edges) from the input group (dag.levels)."""
+        level = dag.levels(*self.forward_edges())
+        if level is None:
             self.validate()  # raises, naming the cycle
-        level = {INPUT: 0}
-        for g in order:
-            if g != INPUT:
-                level[g] = 1 + max((level[s] for s in inputs0[g]), default=0)
         return level
 
     def forward_edges(self) -> tuple[dict, dict]:

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import BackendError
-from . import runtime
 from .constants import WIDE
 from .executors import EXECUTORS, Executor
 
@@ -219,7 +218,9 @@ _CACHE: dict | None = None
 
 
 def cache_path() -> Path:
-    return runtime.cache_root() / "executors.json"
+    root = os.environ.get("GENLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genlab")
+    return Path(root) / "executors.json"
 
 
 def _cache() -> dict:

@@ -105,14 +105,10 @@ def kernel_names(src: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ compiling
-def cache_root() -> Path:
-    """genlab's cache: GENLAB_CACHE_DIR, else $XDG_CACHE_HOME/genlab, else ~/.cache/genlab."""
-    return Path(os.environ.get("GENLAB_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genlab"))
-
-
 def cache_dir() -> Path:
-    return cache_root() / "kernels"
+    root = os.environ.get("GENLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genlab")
+    return Path(root) / "kernels"
 
 
 def compile_cubin(src: str, arch: str, version: str) -> bytes:

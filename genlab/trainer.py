@@ -154,6 +154,7 @@ class Trainer:
         self.grower = Grower(self.growth, self.seed)
         self.grower.attach(self.engine)
         self.step_count = 0
+        self._pictured = (None, None)  # (network version, its topology picture): _topology
 
     def reset(self) -> None:
         """Back to the start, in place: the network you passed gets its starting topology and
@@ -299,7 +300,7 @@ class Trainer:
     def _topology(self) -> dict:
         """The network's topology picture, made once per version of the network (the last growth
         event's `after` is the next one's `before` unless the network was edited in between)."""
-        version, picture = getattr(self, "_pictured", (None, None))
+        version, picture = self._pictured
         if version != self._net.version:
             picture = self._net.topology()
             self._pictured = (self._net.version, picture)

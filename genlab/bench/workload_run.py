@@ -38,7 +38,7 @@ def run_workload(name: str, repeats: int = 100, implementations=IMPLEMENTATIONS,
         losses[label] = engines[label].step(x, y)[0]  # auto: its choice first (a trial, or the cache)
         engines[label].load(net)
     if AUTO in engines:
-        result["auto"] = engines[AUTO].chooser.last
+        result["auto"] = dict(engines[AUTO].chooser.last)  # a copy: the chooser's own record stays its own
     models = {"torch_eager_group": torch_group_model(net, device), "torch_level": torch_level_model(net, device)}
     ce = torch.nn.functional.cross_entropy
     for label, (_, forward) in models.items():

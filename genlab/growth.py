@@ -9,10 +9,13 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
 3. duplicates each selected group, in that order (new ids are allocated in that order):
    - depth-wise: a new group g' of the same width between g and all of g's consumers, with
      weights I and bias 0: relu(I relu(z)) = relu(z), so the function is unchanged;
-   - width-wise: a sibling g'' with g's inputs (weights and bias copied) and g's consumers; each
-     outgoing block V becomes V/2 + E on g and V/2 - E on g'', so the consumers still receive V h;
-     E is counter-based noise (genlab.hashnoise), uniform in +-noise * rms(V), that breaks the
-     symmetry between the two siblings (large enough that they soon learn different features);
+   - width-wise: a sibling g'' with g's inputs and consumers. With sibling="fresh" (the default)
+     g'' gets new He-uniform input weights (counter-based noise, genlab.hashnoise), g's bias, and
+     zero output weights: the function is unchanged and g'' computes new features from the start
+     (on Fashion-MNIST this beats copying by 1-2 points, benchmarks/NOTES.md). With "split", g''
+     copies g's input weights and bias, and each outgoing block V becomes V/2 + E on g and V/2 - E
+     on g'', so the consumers still receive V h; E is uniform in +-noise * rms(V) and breaks the
+     symmetry between the two siblings;
 4. optionally prunes groups whose output stayed constant since the last check (dead ReLU
    groups; exact: the constant is folded into the consumers' biases) and groups whose Taylor
    score stayed below `prune_taylor` for `patience` checks (approximate).
@@ -162,24 +165,29 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
 
 
 def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool = True,
-                    noise: float = 1.0, log: list | None = None, values: bool = True) -> int:
+                    noise: float = 1.0, log: list | None = None, values: bool = True, fresh: bool = False) -> int:
     """Add a sibling g'' of g (its width and kind) with g's inputs and consumers; return g''.
-    `log` and `values` as in duplicate_depth."""
+    `log` and `values` as in duplicate_depth. fresh (with preserve): g'' gets new He-uniform
+    input weights and zero output weights instead of copies of g's and a split of its outputs."""
     inputs, consumers, kind = net.inputs(g), net.outputs(g), net.kind(g)
     new = net.add_group(net.widths[g], kind=kind.name, **net.options.get(g, {}))
     fan_in = sum(_fan_in(net.weights[(s, g)].shape) for s in inputs)
+    copy_in = preserve and not fresh
     ops = []
     for s in inputs:
         w = net.weights[(s, g)]
-        net.connect(s, new, weight=w if preserve else he_uniform(seed, step, s, new, w.shape, fan_in) if values
+        net.connect(s, new, weight=w if copy_in else he_uniform(seed, step, s, new, w.shape, fan_in) if values
                     else np.zeros(w.shape, net.dtype), delay=net.delay(s, g))
-        ops.append(op.Copy(("W", s, new), ("W", s, g)) if preserve else
+        ops.append(op.Copy(("W", s, new), ("W", s, g)) if copy_in else
                    op.HeUniform(("W", s, new), np.sqrt(6.0 / fan_in), s, new))
     if preserve:  # (else it keeps what add_group drew: zeros, or an attention group's projections)
         net.biases[new] = net.biases[g].copy()
     ops.append(op.Copy(("b", new), ("b", g)) if preserve else op.Zero(("b", new)))
     for d in consumers:
-        if preserve:
+        if preserve and fresh:  # it adds nothing until its output weights learn
+            net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]), delay=net.delay(g, d))
+            ops.append(op.Zero(("W", new, d)))
+        elif preserve:
             if values:
                 v = net.weights[(g, d)].astype(np.float64)
                 rms = np.sqrt(np.mean(v * v))
@@ -276,13 +284,21 @@ class Grower:
         """Whether observe() needs the engine's statistics on the host at every step."""
         return not (self.engine_decides and self.engine_tracks)
 
-    def check(self, net: Network, step: int, engine=None) -> tuple[list[GrowthEvent], list]:
+    def check(self, net: Network, step: int, engine=None, groups=None) -> tuple[list[GrowthEvent], list]:
         """Run the growth rules on `net` (edited in place; pass a copy to keep the original).
-        Returns the events and the log of operations (genlab.operations, for engines that replay it)."""
+        Returns the events and the log of operations (genlab.operations, for engines that replay it).
+        groups: grow these hidden groups, in this order, instead of those the rules choose (the
+        mode, budget, cooldowns and pruning still apply; the event's statistic is the group's score)."""
         p = self.policy
+        if groups is not None:
+            groups = self._given(net, groups)
         log: list[op.GrowthOp] = [op.Noise(self.seed, step)]  # the counter-based noise of this step's operations
         events = self._prune(net, step, engine, log) if (p.prune or p.prune_taylor is not None) else []
-        wanted = self._wanted(net, step, engine)
+        if groups is not None:
+            known = engine.smoothed_scores() if self.engine_decides else self.scores.ema
+            wanted = [(g, float(known.get(g, 0.0))) for g in groups if g in net.widths]
+        else:
+            wanted = self._wanted(net, step, engine)
         chosen = wanted[:max(p.max_groups - len(net.groups), 0)]
         if len(chosen) < len(wanted) and self.budget_reached_at is None:
             self.budget_reached_at = step
@@ -296,7 +312,8 @@ class Grower:
                 if kind == "depth":
                     new = duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
                 else:
-                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values)
+                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values,
+                                          fresh=p.sibling == "fresh")
                 for h in (g, new):
                     self.cool_until[h] = step + p.cooldown
                 log.append(op.Inherit(new, g))  # the copy starts with its source's score
@@ -305,14 +322,32 @@ class Grower:
         self.checks += 1
         return events, log
 
+    def eligible(self, net: Network, step: int) -> list[int]:
+        """The hidden groups that may grow at `step` (not cooling down), in ascending id."""
+        return [g for g in net.hidden_groups if step >= self.cool_until.get(g, 0)]
+
+    @staticmethod
+    def _given(net: Network, groups) -> list[int]:
+        groups = list(groups)
+        hidden = set(net.hidden_groups)
+        bad = [g for g in groups if g not in hidden]
+        if bad:
+            raise GraphError(f"group {bad[0]!r} is not a hidden group of the network (hidden: "
+                             f"{', '.join(map(str, sorted(hidden))) or 'none'}): only hidden groups grow")
+        if len(set(groups)) != len(groups):
+            raise GraphError(f"groups {groups} names a group twice")
+        return groups
+
     def _wanted(self, net: Network, step: int, engine) -> list[tuple[int, float]]:
         """The groups the rules mark and select now, in budget order, with their scores."""
         p = self.policy
         hidden = set(net.hidden_groups)
-        eligible = {g for g in hidden if step >= self.cool_until.get(g, 0)}
+        eligible = set(self.eligible(net, step))
+        scores = lambda: engine.smoothed_scores() if self.engine_decides else self.scores.ema
+        threshold, relative, most = p.cut(scores, hidden, eligible)
         if self.engine_decides:
-            return engine.choose_growth(eligible, p.threshold, p.relative)
-        return self.scores.choose(net.forward_edges()[0].__getitem__, hidden, eligible, p.threshold, p.relative)
+            return engine.choose_growth(eligible, threshold, relative)[:most]
+        return self.scores.choose(net.forward_edges()[0].__getitem__, hidden, eligible, threshold, relative)[:most]
 
     def preview(self, net: Network, step: int, engine) -> list[tuple[int, str, float]]:
         """What check() would grow at `step` ((group, "depth" | "width", score), in budget order),
@@ -322,8 +357,10 @@ class Grower:
         work, plan = net.copy(deep=False, pull=False), []
         for g, score in chosen:
             kind = self._kind(g, work)
-            grow = duplicate_depth if kind == "depth" else duplicate_width
-            grow(work, g, step, self.seed, p.preserve, values=False)
+            if kind == "depth":
+                duplicate_depth(work, g, step, self.seed, p.preserve, values=False)
+            else:
+                duplicate_width(work, g, step, self.seed, p.preserve, values=False, fresh=p.sibling == "fresh")
             plan.append((g, kind, score))
         return plan
 

@@ -82,8 +82,12 @@ class Lab:
         self.preview_button = w.ToggleButton(description="Preview", tooltip="outline on the DAG the groups the next "
                                              "growth check would grow, and how")
         self.reset_button = w.Button(description="Reset", tooltip="back to the starting network")
-        self.threshold = w.FloatLogSlider(value=max(policy.threshold, 1e-6), base=10, min=-6, max=1,
-                                          description="threshold", readout_format=".1e", style=wide)
+        # the policy's rule until the slider moves: `top` (threshold None) or its threshold; moving it
+        # sets an absolute threshold
+        self.threshold = w.FloatLogSlider(value=max(policy.threshold or 5e-3, 1e-6), base=10, min=-6, max=1,
+                                          description="threshold", readout_format=".1e", style=wide,
+                                          tooltip="move it to grow the groups above a threshold instead of "
+                                                  "the highest ones")
         self.lr = w.FloatLogSlider(value=trainer.lr, base=10, min=-5, max=0, description="learning rate",
                                    readout_format=".1e", style=wide)
         self.mode = w.ToggleButtons(options=list(MODES), value=policy.mode, description="mode")
@@ -171,6 +175,10 @@ class Lab:
             return "no growth: the network has no hidden group"
         g = max(values, key=values.get)
         name = criterion if isinstance(criterion, str) else "statistic"
+        if policy.threshold is None:
+            full = len(t.net.groups) >= policy.max_groups
+            return (f"no growth: the network holds max_groups={policy.max_groups} groups" if full else
+                    f"no growth: every hidden group is cooling down (for {policy.cooldown} steps after it grew)")
         rule = "a z-score across groups" if policy.relative else "its average over about %d steps" % policy.window
         return (f"no growth: no group above {policy.threshold:.1e}; highest {name} at the last step: "
                 f"{values[g]:.1e}, group {g} (the rule reads {rule})")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from . import checks
+from .errors import ArgumentError
 from . import operations as op
 
 MODES = ("depth", "width", "alternate", "auto")
+SIBLINGS = ("fresh", "split")
 CRITERIA = tuple(c.name.lower() for c in op.Criterion)  # grad_std, weight_grad_norm, taylor
 
 
@@ -15,10 +20,15 @@ CRITERIA = tuple(c.name.lower() for c in op.Criterion)  # grad_std, weight_grad_
 class GrowthPolicy:
     """When and how a network grows.
 
-    threshold, relative: a group is marked when its smoothed statistic exceeds `threshold`, or,
-        with relative=True, when its z-score across the hidden groups does (needs 2+ groups).
-        The default suits grad_std at batch size 32; dL/dh of the batch-mean loss scales as
-        1/batch size, so scale an absolute threshold with it (or use relative=True).
+    top: at each check, grow the `top` eligible hidden groups whose smoothed statistic is highest
+        (the default rule: a schedule of `top` groups every `every` steps until `max_groups`; it
+        compares groups with each other only, so it needs no tuning to a dataset, a kind of group
+        or a batch size). Used when threshold is None.
+    threshold, relative: instead of `top`, mark every group whose smoothed statistic exceeds
+        `threshold` (an absolute value: 5e-3 suits grad_std of dense groups on digits at batch 32,
+        and dL/dh of the batch-mean loss scales as 1/batch size), or, with relative=True, whose
+        z-score across the hidden groups does (a lone hidden group has no spread to stand out
+        from: it is marked).
     criterion: "grad_std" (std of dL/dh over batch and neurons), "weight_grad_norm", "taylor"
         (|mean(h * dL/dh)|), or a function stats -> {group: value} (stats as engines report them).
     window: the statistic is an exponential moving average over about `window` steps.
@@ -28,14 +38,18 @@ class GrowthPolicy:
     cooldown: steps during which a group that grew, and the groups it created, cannot grow.
     max_groups: the most groups the network may hold (input and output included).
     preserve: initialise new groups so that the function is unchanged (False: plain random).
-    noise: scale of the symmetry-breaking term E of a width-wise split, relative to the RMS of
-        the weight block it splits.
+    sibling: how a width-wise copy starts (both keep the function): "fresh" (new random input
+        weights, zero output weights: it learns new features) or "split" (g's weights copied, its
+        output weights split between the two with noise).
+    noise: scale of the symmetry-breaking term E of a "split", relative to the RMS of the weight
+        block it splits.
     prune: remove groups whose output stayed constant since the last check (exact).
     prune_taylor, patience: remove groups whose Taylor score stayed below prune_taylor for
         `patience` checks in a row (approximate); None turns it off.
     """
 
-    threshold: float = 5e-3
+    top: int = 1
+    threshold: float | None = None
     relative: bool = False
     criterion: object = "grad_std"
     window: int = 20
@@ -45,6 +59,7 @@ class GrowthPolicy:
     cooldown: int = 100
     max_groups: int = 32
     preserve: bool = True
+    sibling: str = "fresh"
     noise: float = 1.0
     prune: bool = False
     prune_taylor: float | None = None
@@ -54,6 +69,32 @@ class GrowthPolicy:
         """Every field is checked when set, at construction and after (the lab's sliders set them)."""
         check = FIELD_CHECKS.get(name)
         super().__setattr__(name, check(value) if check else value)
+
+    def __post_init__(self) -> None:
+        if self.relative and self.threshold is None:
+            raise ArgumentError("relative=True marks groups whose z-score exceeds threshold: give one (e.g. 1.0)")
+
+    @property
+    def rule(self) -> str:
+        """How groups are marked, in words (for reports and the lab)."""
+        if self.threshold is None:
+            return f"the {self.top} highest" if self.top > 1 else "the highest"
+        return f"z-score > {self.threshold:g}" if self.relative else f"above {self.threshold:.1e}"
+
+    def cut(self, scores, hidden: set[int], eligible: set[int]) -> tuple[float, bool, int | None]:
+        """The rule as a threshold every engine marks with (ema > threshold, or its z-score with
+        relative) and the most groups to keep: `top` marks the eligible groups whose score is among
+        the `top` highest (ties included, the budget order cuts them); a z-score over fewer than
+        two scored hidden groups marks every eligible one. scores() gives {group: smoothed score}."""
+        if self.threshold is not None and not self.relative:
+            return self.threshold, False, None
+        values = {g: s for g, s in scores().items() if g in hidden}
+        if self.threshold is not None:  # relative
+            return (self.threshold, True, None) if len(values) > 1 else (-math.inf, False, None)
+        ranked = sorted((s for g, s in values.items() if g in eligible), reverse=True)
+        if not ranked:
+            return math.inf, False, 0
+        return float(np.nextafter(ranked[min(self.top, len(ranked)) - 1], -math.inf)), False, self.top
 
     def settings(self) -> dict:
         """The policy's fields, JSON-ready (a criterion function is named, not stored)."""
@@ -68,7 +109,8 @@ def _criterion(value):
 
 
 FIELD_CHECKS = {
-    "threshold": lambda v: checks.real(v, "threshold"),
+    "top": lambda v: checks.integer(v, "top", 1),
+    "threshold": lambda v: None if v is None else checks.real(v, "threshold"),
     "relative": lambda v: checks.boolean(v, "relative"),
     "criterion": _criterion,
     "window": lambda v: checks.integer(v, "window", 1),
@@ -78,6 +120,7 @@ FIELD_CHECKS = {
     "cooldown": lambda v: checks.integer(v, "cooldown", 0),
     "max_groups": lambda v: checks.integer(v, "max_groups", 3),  # input, output and one hidden group
     "preserve": lambda v: checks.boolean(v, "preserve"),
+    "sibling": lambda v: checks.choice(v, "sibling", SIBLINGS),
     "noise": lambda v: checks.real(v, "noise", 0.0, 1e3),
     "prune": lambda v: checks.boolean(v, "prune"),
     "prune_taylor": lambda v: None if v is None else checks.real(v, "prune_taylor", 0.0),

@@ -269,8 +269,10 @@ class Trainer:
             self.grow()
         return record
 
-    def grow(self) -> list[GrowthEvent]:
+    def grow(self, groups=None) -> list[GrowthEvent]:
         """Run the growth check now; return the events (also kept in history and net.history).
+        groups: grow exactly these hidden groups (ids, in order) instead of the ones the policy's
+        rule picks; the policy's mode, budget and cooldowns still apply.
 
         The change is made on a copy of the network and committed only once the engine has
         taken it, so a failure leaves the network and the engine as they were. An engine that
@@ -280,7 +282,7 @@ class Trainer:
         self._follow()
         in_place = self.engine.grows_in_place
         work = self._net.copy(deep=False, pull=not in_place)  # growth replaces arrays, never edits them
-        events, log = self.grower.check(work, self.step_count, self.engine)
+        events, log = self.grower.check(work, self.step_count, self.engine, groups)
         if not events:
             return events
         if not in_place and not all(np.isfinite(a).all() for a in (*work._weights.values(), *work._biases.values())):

@@ -555,3 +555,34 @@ def test_row_executor_trace_is_a_complete_timeline_of_a_correct_step():
     assert set(trace["slot"][trace["kind"] == "backward"]) == hidden
     with pytest.raises(BackendError, match="dataflow_rows"):
         cuda_engine(net, optimizer, "level").trace_step(x, y)
+
+
+@pytest.mark.parametrize("policy", [
+    dict(every=4, cooldown=4, max_groups=16),                                   # the default rule: top 1, fresh siblings
+    dict(top=2, every=3, cooldown=0, max_groups=16, sibling="split", mode="alternate"),
+    dict(relative=True, threshold=0.5, every=4, cooldown=0, max_groups=12, mode="width"),  # a lone group grows
+])
+def test_growth_rules_on_cuda_match_serial(policy):
+    """The rule's cut is computed from the smoothed scores the GPU holds; the same groups grow and
+    the parameters stay equal to the serial engine's through growth and a named growth step."""
+    data = np.random.default_rng(5)
+    X = data.normal(size=(512, 12)).astype(np.float32)
+    y = (X[:, :3].sum(axis=1) > 0).astype(np.int64)
+    net = Network.mlp([12, 6, 2], seed=4)
+    ref = Trainer(net.copy(), backend="serial", lr=1e-2, seed=0, growth=GrowthPolicy(**policy))
+    gpu = Trainer(net.copy(), backend="cuda", lr=1e-2, seed=0, growth=GrowthPolicy(**policy))
+    for step in range(24):
+        xb, yb = X[(step * 32) % 512:][:32], y[(step * 32) % 512:][:32]
+        a, b = ref.step(xb, yb), gpu.step(xb, yb)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    scores_ref, scores_gpu = ref.engine.smoothed_scores(), gpu.engine.smoothed_scores()
+    assert sorted(scores_gpu) == sorted(g for g in scores_ref if g in ref.net.hidden_groups)
+    for g, s in scores_gpu.items():
+        assert s == pytest.approx(scores_ref[g], rel=1e-3, abs=1e-9)
+    named = ref.net.hidden_groups[:1]
+    assert [(e.source, e.kind) for e in ref.grow(groups=named)] == [(e.source, e.kind) for e in gpu.grow(groups=named)]
+    made = lambda t: [(e["step"], e["kind"], e["source"], e["new"]) for e in t.history.events]
+    assert len(made(gpu)) >= 4 and made(gpu) == made(ref)
+    assert ref.net.edges == gpu.net.edges
+    for key in ref.net.weights:
+        np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-3, atol=1e-5)

@@ -39,7 +39,7 @@ def chain(n, width=4):
 
 # ---------------------------------------------------------------------------- function preservation
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("kind", ["depth", "width"])
+@pytest.mark.parametrize("kind", ["depth", "width", "fresh width"])
 def test_duplication_preserves_the_function(seed, kind):
     net = dag(seed)
     x = np.random.default_rng(seed).normal(size=(64, 5))
@@ -50,7 +50,7 @@ def test_duplication_preserves_the_function(seed, kind):
             assert net.inputs(new) == [g] and net.outputs(g) == [new]
         else:
             consumers = net.outputs(g)
-            new = duplicate_width(net, g, step=7, seed=seed)
+            new = duplicate_width(net, g, step=7, seed=seed, fresh=kind == "fresh width")
             assert net.inputs(new) == net.inputs(g) and sorted(net.outputs(new)) == sorted(consumers)
             assert not np.allclose(net.weights[(g, consumers[0])], net.weights[(new, consumers[0])])
         net.validate()
@@ -417,3 +417,82 @@ def test_growth_without_values_logs_the_same_operations(kind, preserve):
             moved = base.weights.get((g, k[1]))
             assert not w.any() or np.array_equal(w, full.weights[k]) or np.array_equal(w, moved), k
     assert any(not np.array_equal(full.weights[k], lean.weights[k]) for k in full.weights)  # values were left out
+
+
+# ---------------------------------------------------------------------------- the default rule: top
+def test_a_fresh_sibling_learns_new_features_and_adds_nothing_yet():
+    net = dag(1)
+    g = net.hidden_groups[0]
+    before = {k: v.copy() for k, v in net.weights.items()}
+    new = duplicate_width(net, g, step=3, seed=5, fresh=True)
+    for s in net.inputs(g):
+        w = net.weights[(s, new)]
+        assert not np.allclose(w, before[(s, g)]) and np.abs(w).max() <= np.sqrt(6.0 / sum(
+            before[(t, g)].shape[1] for t in net.inputs(g))) + 1e-12
+    for d in net.outputs(new):
+        assert not net.weights[(new, d)].any() and np.array_equal(net.weights[(g, d)], before[(g, d)])
+    np.testing.assert_array_equal(net.biases[new], net.biases[g])
+    with pytest.raises(ValueError, match="unknown sibling 'clone'"):
+        GrowthPolicy(sibling="clone")
+
+
+def test_the_default_rule_grows_the_highest_group_at_any_scale():
+    """top=1 grows one group a check whatever the statistic's scale (the absolute threshold of
+    5e-3 never fires on Fashion-MNIST): scaling every score by 1e-6 or 1e6 changes nothing."""
+    def run(scale):
+        net = Network(3, 2, dtype=np.float64)
+        groups = [net.add_group(2, inputs=[INPUT], outputs=[OUTPUT]) for _ in range(4)]
+        grower = Grower(GrowthPolicy(mode="width", cooldown=0, max_groups=12))
+        events = []
+        for step, order in enumerate([(3, 1, 2, 0), (0, 3, 2, 1), (1, 0, 3, 2)]):
+            grower.observe({"grad_std": {h: scale * (1 + order[i % 4]) for i, h in enumerate(net.hidden_groups)}})
+            events.append([(e.source, e.kind) for e in grower.check(net, step)[0]])
+        return events, groups
+    small, groups = run(1e-6)
+    assert small == run(1e6)[0] == run(1.0)[0]
+    assert [len(e) for e in small] == [1, 1, 1] and small[0] == [(groups[0], "width")]
+    # a lone group grows at once (the network the README's threshold never grew)
+    net = chain(1)
+    grower = Grower(GrowthPolicy(cooldown=0))
+    grower.observe({"grad_std": {2: 1e-9}})
+    assert [e.source for e in grower.check(net, step=1)[0]] == [2]
+
+
+def test_top_k_keeps_the_closest_to_the_input_and_the_budget():
+    net = chain(3)  # 2 -> 3 -> 4
+    grower = Grower(GrowthPolicy(top=2, mode="width", cooldown=0, max_groups=100))
+    grower.observe({"grad_std": {2: 1.0, 3: 3.0, 4: 2.0}})
+    assert [e.source for e in grower.check(net, step=1)[0]] == [3]  # 3 and 4 marked: 3 feeds 4, so 3 alone
+    wide = Network(3, 2, dtype=np.float64)
+    groups = [wide.add_group(2, inputs=[INPUT], outputs=[OUTPUT]) for _ in range(5)]
+    grower = Grower(GrowthPolicy(top=3, mode="width", cooldown=0, max_groups=100))
+    grower.observe({"grad_std": dict(zip(groups, [0.1, 0.5, 0.3, 0.4, 0.2]))})
+    assert [e.source for e in grower.check(wide, step=1)[0]] == [groups[1], groups[3], groups[2]]
+    with pytest.raises(ValueError, match="top must be at least 1"):
+        GrowthPolicy(top=0)
+
+
+def test_relative_needs_a_threshold_and_grows_a_lone_group():
+    with pytest.raises(ValueError, match="relative=True marks groups whose z-score exceeds threshold"):
+        GrowthPolicy(relative=True)
+    net = chain(1)
+    grower = Grower(GrowthPolicy(relative=True, threshold=1.0, cooldown=0))
+    grower.observe({"grad_std": {2: 0.3}})
+    assert [e.source for e in grower.check(net, step=1)[0]] == [2]
+
+
+def test_grow_named_groups():
+    net = Network(3, 2, dtype=np.float64)
+    a = net.add_group(4, inputs=[INPUT], outputs=[OUTPUT])
+    b = net.add_group(4, inputs=[INPUT], outputs=[OUTPUT])
+    trainer = Trainer(net, backend="serial", growth=GrowthPolicy(mode="width", every=None, cooldown=5))
+    x, y = np.random.default_rng(0).normal(size=(8, 3)), [0, 1] * 4
+    trainer.step(x, y)
+    before = trainer.net.copy()
+    for bad, why in ((OUTPUT, "is not a hidden group"), (99, "is not a hidden group"), ([a, a], "names a group twice")):
+        with pytest.raises(GraphError, match=why):
+            trainer.grow(groups=bad if isinstance(bad, list) else [bad])
+        assert trainer.net.edges == before.edges
+    events = trainer.grow(groups=[b])
+    assert [(e.source, e.kind) for e in events] == [(b, "width")] and events[0].statistic > 0
+    assert trainer.grower.eligible(trainer.net, trainer.step_count) == [a]  # b and its copy cool down

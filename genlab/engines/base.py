@@ -172,6 +172,10 @@ class Engine(ABC):
 
     # ------------------------------------------------------------------ growth
     @abstractmethod
+    def smoothed_scores(self) -> dict[int, float]:
+        """{group: the growth criterion's moving average} of every hidden group observed so far."""
+
+    @abstractmethod
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         """The groups to grow now, in budget order, with their smoothed scores (genlab.growth's rules)."""
 

@@ -24,6 +24,9 @@ class HostScores:
         if ranges or taylor_alpha is not None:
             self.tracker.observe(stats, ranges, taylor_alpha)
 
+    def smoothed_scores(self) -> dict[int, float]:
+        return dict(self.growth_scores.ema)
+
     def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
         """Constant groups since the last judgement (with their output) and smoothed Taylor scores."""
         return self.tracker.report(judge)

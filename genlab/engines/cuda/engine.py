@@ -392,6 +392,8 @@ class CudaEngine(Engine):
         return dict(zip(L.std_ids, self._sums_and_std()[2][L.std_slots].tolist()))
 
     # ------------------------------------------------------------------ growth
+    smoothed_scores = growth.scores  # read from the GPU
+
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         return growth.choose(self, eligible, threshold, relative)
 

@@ -151,6 +151,17 @@ def observe(e: "CudaEngine", batch: int) -> None:
                       np.float64(e.pruning[1]), b["taylor"], b["taylor_seen"], b["scalars"])
 
 
+def scores(e: "CudaEngine") -> dict[int, float]:
+    """The smoothed growth criterion of every hidden group observed so far, read from the GPU."""
+    L, b = e.layout, e.buffers
+    n = len(L.groups)
+    ema, seen = np.empty(n, np.float64), np.empty(n, np.int32)
+    e.drv.memcpy_dtoh_async(ema, b["ema"], e.stream)
+    e.drv.memcpy_dtoh_async(seen, b["seen"], e.stream)
+    e.stream.synchronize()
+    return {g: float(ema[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]}
+
+
 def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
     """Mark, select and rank on the GPU; the groups to grow in budget order with their scores."""
     L, b = e.layout, e.buffers

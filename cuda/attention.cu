@@ -3,7 +3,8 @@
 //
 // In a sequence network every block holds one row per token: row b * T + t of a group is token t of
 // sample b. An attention group s of width d (geo: GEO_TOKENS T, GEO_HEADS heads) computes, for
-// each sample, z = b + sum over in-edges of h_src W^T (each token alike), q, k, v = z Wq^T, z Wk^T,
+// each sample, z = b + P + sum over in-edges of h_src W^T (each token alike; P the sinusoidal
+// position encoding where GEO_POSITIONS is set, position() below), q, k, v = z Wq^T, z Wk^T,
 // z Wv^T, per head softmax(q k^T / sqrt(d / heads)) v = o, and h = z + o Wo^T. Its own vector at
 // bias_off[s] holds b (d), Wq, Wk, Wv, Wo (d x d each, row-major).
 //
@@ -22,6 +23,14 @@
 
 #define G(s, f) geo[GEO_INTS * (s) + (f)]
 
+// Token t's sinusoidal encoding at feature j of width d, in double precision as NumPy computes it
+// (genlab/kinds/attention.py positions): sin(t / 10000^(2i / d)) at j = 2i, cos at j = 2i + 1.
+__device__ float position(int t, int j, int d)
+{
+    const double angle = (double)t / pow(10000.0, (double)(j - j % 2) / (double)d);
+    return (float)(j % 2 == 0 ? sin(angle) : cos(angle));
+}
+
 // z, q, k, v, p (heads x T x T, softmaxed) and o of sample b of attention group s, into `sh`
 // (z, q, k, v, o: T x d each, then p).
 __device__ void attend(int s, int b, const int* geo, const int* width, const int* act_off, const int* bias_off,
@@ -31,9 +40,10 @@ __device__ void attend(int s, int b, const int* geo, const int* width, const int
     const int T = G(s, GEO_TOKENS), d = width[s], heads = G(s, GEO_HEADS), dh = d / heads, n = T * d;
     const float* own = params + bias_off[s];
     float *z = sh, *q = sh + n, *k = q + n, *v = k + n, *o = v + n, *p = o + n;
+    const bool encoded = G(s, GEO_POSITIONS) != 0;
     for (int idx = threadIdx.x; idx < n; idx += THREADS) {
         const int t = idx / d, j = idx % d;
-        float acc = own[j];
+        float acc = encoded ? own[j] + position(t, j, d) : own[j];
         for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
             const int src = in_src[e], ws = width[src];
             const float* h = act + act_off[src] + (b * T + t) * ws;

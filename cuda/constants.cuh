@@ -11,7 +11,7 @@
 #define EW 4
 #define CHUNK 4096
 #define OP_INTS 7
-#define GEO_INTS 8
+#define GEO_INTS 9
 #define ATT_SHARED 8192
 #define CONV_CH 8
 #define CONV_POS 4
@@ -26,6 +26,7 @@
 #define GEO_STRIDE 5
 #define GEO_HEADS 6
 #define GEO_TOKENS 7
+#define GEO_POSITIONS 8
 #define KIND_DENSE 0
 #define KIND_CONV 1
 #define KIND_ATTENTION 2

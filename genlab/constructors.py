@@ -123,17 +123,20 @@ def conv_chain(cls, input_shape, channels, n_outputs: int, kernel: int = 3, stri
 
 
 def attention_chain(cls, input_shape, widths, n_outputs: int, heads: int = 2, dense: bool = True,
-                    seed: int = 0, dtype=np.float32):
+                    seed: int = 0, dtype=np.float32, positions: bool = True):
     """Attention groups over (T, F) token sequences, one per entry of `widths`, each followed by a
     dense group of its width acting on every token (with dense=True: a transformer's block
-    without its normalisation); the output averages over the tokens."""
+    without its normalisation); the output averages over the tokens. positions: the first
+    attention group adds each token's sinusoidal position encoding (without it, attention and
+    the average cannot tell the order of the tokens)."""
     widths = list(widths)
     if not widths:
         raise GraphError("attention_chain needs at least one width")
     net = cls(n_outputs=n_outputs, input_shape=input_shape, seed=seed, dtype=dtype)
     prev = INPUT
-    for width in widths:
-        prev = net.add_group(width, inputs=[prev], kind="attention", heads=heads if width % heads == 0 else 1)
+    for i, width in enumerate(widths):
+        prev = net.add_group(width, inputs=[prev], kind="attention", heads=heads if width % heads == 0 else 1,
+                             positions=positions and i == 0)
         if dense:
             prev = net.add_group(width, inputs=[prev])
     net.connect(prev, OUTPUT)

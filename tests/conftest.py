@@ -78,7 +78,8 @@ def random_image_net(seed):
 
 
 def random_sequence_net(seed):
-    """Attention groups (1 to 4 heads) and token-wise dense groups reading earlier groups."""
+    """Attention groups (1 to 4 heads, every other one with position encodings) and token-wise
+    dense groups reading earlier groups."""
     rng = np.random.default_rng(seed)
     t, f = int(rng.integers(1, 10)), int(rng.integers(1, 7))
     net = genlab.Network(input_shape=(t, f), n_outputs=int(rng.integers(2, 12)), seed=seed)
@@ -87,7 +88,8 @@ def random_sequence_net(seed):
         inputs = list(map(int, rng.choice(groups, size=min(len(groups), int(rng.integers(1, 4))), replace=False)))
         if rng.random() < 0.6:
             heads = int(rng.integers(1, 5))
-            groups.append(net.add_group(heads * int(rng.integers(1, 9)), inputs=inputs, kind="attention", heads=heads))
+            groups.append(net.add_group(heads * int(rng.integers(1, 9)), inputs=inputs, kind="attention", heads=heads,
+                                        positions=(len(groups) + seed) % 2 == 0))
         else:
             groups.append(net.add_group(int(rng.integers(1, 40)), inputs=inputs))
     _finish(net, rng)

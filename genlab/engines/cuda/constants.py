@@ -21,7 +21,7 @@ CH = 16  # neurons per work item of the row executor (rows.cu)
 EW = 4  # out-edges of the input group per weight item of the row executor
 CHUNK = THREADS * 16  # parameters per update item of the persistent executors (optim.cu)
 # each slot's geometry for the kernels of other kinds (conv.cu, attention.cu): GEO_INTS ints a slot
-GEO_FIELDS = ("KIND", "C", "H", "W", "K", "STRIDE", "HEADS", "TOKENS")
+GEO_FIELDS = ("KIND", "C", "H", "W", "K", "STRIDE", "HEADS", "TOKENS", "POSITIONS")
 ATT_SHARED = 8192  # floats of shared memory an attention block holds (10 T d + 2 heads T^2 must fit)
 CONV_CH = 8  # output channels a conv thread accumulates at once (registers), conv.cu
 CONV_POS = 4  # (sample, position) pairs a conv forward thread computes with the same weights in registers

@@ -59,7 +59,7 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
         levels.setdefault(level[g], {}).setdefault(kind.code, []).append(s)
         options = net.options.get(g, {})
         row[field["K"]], row[field["STRIDE"]] = options.get("kernel", 0), options.get("stride", 0)
-        row[field["HEADS"]] = options.get("heads", 0)
+        row[field["HEADS"]], row[field["POSITIONS"]] = options.get("heads", 0), bool(options.get("positions"))
         edges = conv_edges if kind.spatial else token_edges
         for src in net.inputs(g):
             key = ("W", src, g)

@@ -53,6 +53,13 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each option's default, where it has one."""
 
@@ -92,11 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train, NAMES, BACKENDS)
     train.add_argument("--hidden", type=_sizes, default=None,
                        help="widths (conv: channels) of the hidden groups of the starting chain (default by kind: "
-                            "dense 64,32, conv 8,16, recurrent 64, attention 16; with --start single, 8 or 16)")
+                            "dense 64,32, conv 8,16, recurrent 64, attention 32; with --start single, 8 or 16)")
     train.add_argument("--start", "--from", dest="start", choices=["mlp", "single"], default=None,
                        help="mlp (default): a chain of --hidden groups; single: one hidden group of the kind "
                             "(--from is the same option, for torchrun, which takes --start for its own)")
-    train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy (its threshold scaled for conv and attention groups)")
+    train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy: the group with the highest gradient "
+                            "spread every 50 steps, up to --max-groups")
     train.add_argument("--max-groups", type=_count(3), default=None, help="growth budget (default 32; iris 16)")
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
     train.add_argument("--lr", type=_rate, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
@@ -123,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print report.json's contents at the end")
     demo.add_argument("--quiet", action="store_true", help="no progress bar or growth lines")
     demo.set_defaults(run=run_demo)
+
+    from .study.command import add as add_study
+
+    add_study(commands, defaults, BACKENDS)
 
     bench = commands.add_parser("bench", add_help=False, help="time training steps on the GPU against PyTorch "
                                                                 "(genlab bench --help)")
@@ -200,7 +212,7 @@ def run_train(args) -> dict:
         groups_start = len(net.groups)
         policy = None
         if args.grow:
-            policy = starts.policy(kind, args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
+            policy = starts.policy(args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
         trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer or "adam", lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
                           growth=policy, distributed=args.distributed, world=world)
@@ -253,7 +265,7 @@ def run_demo(args) -> dict:
     backend = _backend(args)
     kind = starts.kind_for(data, args.kind)  # conv for images, recurrent groups for sequences, else dense
     trainer = Trainer(starts.build(data, kind, None, True, args.seed), backend=backend, seed=args.seed,
-                      growth=starts.policy(kind, datasets.MAX_GROUPS.get(args.dataset, 32)))
+                      growth=starts.policy(datasets.MAX_GROUPS.get(args.dataset, 32)))
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
             f"step {events[0].step}: " + ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new else "")

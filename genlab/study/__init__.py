@@ -1,0 +1,12 @@
+"""The growth study: does growing a network beat a fixed network of its size, and growing at
+random? `genlab study` runs it; `run(TASKS)` from Python; notebook 08 reads the committed run.
+
+    >>> from genlab import study
+    >>> results = study.run(study.QUICK, seeds=(0,), arms=("grown", "random"), progress=False)  # doctest: +SKIP
+"""
+
+from .plots import accuracy_vs_parameters, learning_curves
+from .runner import run
+from .tasks import ANCHORS, ARMS, QUICK, TASKS, Task
+
+__all__ = ["ANCHORS", "ARMS", "QUICK", "TASKS", "Task", "accuracy_vs_parameters", "learning_curves", "run"]

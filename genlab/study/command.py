@@ -1,0 +1,59 @@
+"""`genlab study`: the command line of the growth study (genlab.study)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add(commands, defaults, backends) -> None:
+    """The study's subcommand and its options, on the parser of `genlab`."""
+    from ..cli import _count, _names
+
+    study = commands.add_parser(
+        "study", help="does growth help? grown networks against fixed ones of their size and random growth",
+        formatter_class=defaults,
+        description="The growth study: on each dataset, a network grown from one group against its final topology "
+                    "trained fixed, one hidden layer of the same size, random growth at the same steps and PyTorch's "
+                    "MLP / CNN / GRU of the same size; mean and std over seeds. Writes study.json and two pictures.")
+    study.add_argument("--datasets", type=_names, default=None,
+                       help="comma-separated, from the study's tasks (default: all of them; with --quick, the quick ones)")
+    study.add_argument("--quick", action="store_true", help="the small subset that runs on a CPU in under a minute")
+    study.add_argument("--seeds", type=_count(1), default=3, help="seeds per arm (0, 1, ...)")
+    study.add_argument("--arms", type=_names, default=None, help="comma-separated arms (default: all; grown is needed)")
+    study.add_argument("--backend", default="auto", choices=backends, help="the engine of the genlab arms")
+    study.add_argument("--jobs", type=_count(1), default=1,
+                       help="processes for the runs on the CPU (GPU runs go one at a time beside them)")
+    study.add_argument("--out", default="genlab-study", help="the folder for study.json and the pictures")
+    study.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.set_defaults(run=run)
+
+
+def run(args) -> dict:
+    """The study the options ask for; study.json and the pictures written to --out."""
+    from .. import study
+    from ..cli import _backend, _Usage
+
+    tasks = study.QUICK if args.quick else study.TASKS
+    names = args.datasets or list(tasks)
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        raise _Usage(f"--datasets: {', '.join(unknown)} is not among the study's "
+                     f"{'quick ' if args.quick else ''}tasks ({', '.join(tasks)})")
+    arms = args.arms or list(study.ARMS)
+    if set(arms) - set(study.ARMS) or "grown" not in arms:
+        raise _Usage(f"--arms: choose from {', '.join(study.ARMS)}, grown among them; got {','.join(arms)}")
+    _backend(args)  # cuda asked for where it cannot run: an error before any work
+    results = study.run({n: tasks[n] for n in names}, seeds=tuple(range(args.seeds)), arms=arms,
+                        backend=args.backend, jobs=args.jobs, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results["command"] = "genlab " + " ".join(sys.argv[1:])
+    (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
+    study.accuracy_vs_parameters(results).savefig(out / "accuracy_vs_parameters.png", dpi=100)
+    study.learning_curves(results).savefig(out / "learning_curves.png", dpi=100)
+    table = {f"{t} {a}": f"{s['accuracy_mean']:.4f} +- {s['accuracy_std']:.4f} ({s['parameters_mean']:.0f} parameters)"
+             for t, arms_ in results["summary"].items() for a, s in arms_.items()}
+    return {**table, "written": str(out)} if not args.json else {"summary": results["summary"], "written": str(out)}

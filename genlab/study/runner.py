@@ -1,0 +1,153 @@
+"""Runs the growth study: every (task, seed, arm), the arms that read the grown network after it,
+GPU runs one at a time (so their times are honest), CPU runs side by side in `jobs` processes;
+a progress bar over the runs; the results as one JSON-ready dict."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..backends import resolve
+from ..errors import ArgumentError
+from . import torch_arm
+from .arms import GENLAB_ARMS, Run
+from .tasks import ANCHORS, ARM_TEXT, ARMS, Task
+
+ENGINE_FOR_KIND = {"recurrent": "serial"}  # on "auto": the recurrent CUDA engine is slower than NumPy today
+
+
+def backend_for(task: Task, backend: str) -> str:
+    """The engine a task's genlab arms run on."""
+    return ENGINE_FOR_KIND.get(task.kind, backend) if backend == "auto" else backend
+
+
+def one(task: Task, arm: str, seed: int, backend: str, given: Run | None) -> Run:
+    """One run (in a worker process or here)."""
+    if arm == "torch":
+        curve, params, seconds, device, hidden = torch_arm.run(task, seed, given.parameters)
+        return Run(task.dataset, arm, seed, curve[-1], params, round(seconds, 3), f"torch {device}", curve)
+    return GENLAB_ARMS[arm](task, seed, resolve(backend_for(task, backend)), given)
+
+
+def _lane(task: Task, arm: str, backend: str) -> str:
+    if arm == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if resolve(backend_for(task, backend)) == "cuda" else "cpu"
+
+
+class _Inline:
+    """An executor that runs a job when its result is asked for, here (one process: notebooks and
+    tests), so that the progress bar moves run by run."""
+
+    def submit(self, fn, *args):
+        future = cf.Future()
+        future.job = (fn, args)
+        return future
+
+    @staticmethod
+    def wait(futures) -> set:
+        """Run the first waiting job; the futures now done."""
+        future = next((f for f in futures if not f.done()), None)
+        if future is not None:
+            fn, args = future.job
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # handed to whoever reads the future, as a pool would
+                future.set_exception(e)
+        return {f for f in futures if f.done()}
+
+    def shutdown(self, cancel_futures=False):
+        pass
+
+
+def run(tasks: dict[str, Task], seeds=(0, 1, 2), arms=ARMS, backend: str = "auto", jobs: int = 1,
+        progress: bool = True) -> dict:
+    """Every arm of every task with every seed; the study's results (see `results`)."""
+    from tqdm.auto import tqdm
+
+    arms = tuple(arms)
+    unknown = set(arms) - set(ARMS)
+    if unknown or "grown" not in arms:
+        raise ArgumentError(f"arms are {', '.join(ARMS)}, grown among them (the others read it); got {list(arms)}")
+    pools = {"gpu": _Inline(), "cpu": _Inline()}
+    if jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        pools = {"gpu": cf.ProcessPoolExecutor(1, mp_context=context),
+                 "cpu": cf.ProcessPoolExecutor(jobs, mp_context=context)}
+    start = time.perf_counter()
+    pending, runs = {}, []
+    submit = lambda task, arm, seed, given=None: pending.update({pools[_lane(task, arm, backend)].submit(
+        one, task, arm, seed, backend, given): (task, arm, seed)})
+    for task in tasks.values():
+        for seed in seeds:
+            submit(task, "grown", seed)
+    bar = tqdm(total=len(tasks) * len(seeds) * len(arms), desc="growth study", unit="run", disable=not progress)
+    try:
+        while pending:
+            done = _Inline.wait(list(pending)) if jobs <= 1 else \
+                cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)[0]
+            for future in done:
+                task, arm, seed = pending.pop(future)
+                result = future.result()
+                runs.append(result)
+                bar.update()
+                bar.set_postfix_str(f"{task.dataset} {arm} {seed}: {result.accuracy:.3f}")
+                if arm == "grown":
+                    for other in (a for a in arms if a != "grown"):
+                        submit(task, other, seed, result)
+    finally:
+        bar.close()
+        for pool in pools.values():
+            pool.shutdown(cancel_futures=True)
+    return results(tasks, seeds, runs, backend, jobs, time.perf_counter() - start)
+
+
+def results(tasks: dict[str, Task], seeds, runs: list[Run], backend: str, jobs: int, seconds: float) -> dict:
+    """The study as JSON: what ran where, every run, and mean +- std per task and arm."""
+    summary = {}
+    for name in tasks:
+        summary[name] = {}
+        for arm in ARMS:
+            mine = [r for r in runs if r.task == name and r.arm == arm]
+            if mine:
+                acc, params = np.array([r.accuracy for r in mine]), np.array([r.parameters for r in mine])
+                summary[name][arm] = {
+                    "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                    "parameters_mean": float(params.mean()), "seconds_mean": float(np.mean([r.seconds for r in mine])),
+                    "groups_mean": float(np.mean([r.groups for r in mine])) if mine[0].groups else None,
+                    "runs": len(mine), "backend": mine[0].backend}
+    order = {(t, a, s): i for i, (t, a, s) in enumerate((t, a, s) for t in tasks for a in ARMS for s in seeds)}
+    runs = sorted(runs, key=lambda r: order.get((r.task, r.arm, r.seed), 0))
+    return {"genlab": __version__, "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
+            "backend": backend, "jobs": jobs, "seconds": round(seconds, 1), "seeds": list(seeds),
+            "arms": {a: ARM_TEXT[a] for a in ARMS}, "tasks": {n: t.to_dict() for n, t in tasks.items()},
+            "anchors": {n: ANCHORS[n] for n in tasks if n in ANCHORS}, "summary": summary,
+            "runs": [r.to_dict() for r in runs]}
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _machine() -> dict:
+    from ..backends import cuda_status
+
+    gpu = None
+    if cuda_status()[0]:
+        from ..engines.cuda import kernels
+
+        gpu = kernels().device.name()
+    return {"gpu": gpu, "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}

@@ -46,10 +46,12 @@ def run(args) -> dict:
     if set(arms) - set(study.ARMS) or "grown" not in arms:
         raise _Usage(f"--arms: choose from {', '.join(study.ARMS)}, grown among them; got {','.join(arms)}")
     _backend(args)  # cuda asked for where it cannot run: an error before any work
-    results = study.run({n: tasks[n] for n in names}, seeds=tuple(range(args.seeds)), arms=arms,
-                        backend=args.backend, jobs=args.jobs, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / "runs.jsonl", "w") as log:  # each run as it finishes
+        results = study.run({n: tasks[n] for n in names}, seeds=tuple(range(args.seeds)), arms=arms,
+                            backend=args.backend, jobs=args.jobs, progress=not args.quiet,
+                            on_run=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()))
     results["command"] = "genlab " + " ".join(sys.argv[1:])
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
     study.accuracy_vs_parameters(results).savefig(out / "accuracy_vs_parameters.png", dpi=100)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 import platform
 import subprocess
 import time
@@ -20,7 +21,12 @@ from . import torch_arm
 from .arms import GENLAB_ARMS, Run
 from .tasks import ANCHORS, ARM_TEXT, ARMS, Task
 
-ENGINE_FOR_KIND = {"recurrent": "serial"}  # on "auto": the recurrent CUDA engine is slower than NumPy today
+# on "auto", the engine of each kind: the recurrent CUDA engine is slower than NumPy today, and a
+# dense network of groups of 8-16 at batch 32 is bound by the host on the CUDA engine (0.34 ms a
+# step on an H200 against 0.2-0.3 on one CPU core: benchmarks/NOTES.md), so these run as CPU
+# processes side by side; conv groups run on the GPU
+ENGINE_FOR_KIND = {"recurrent": "serial", "dense": "serial"}
+THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def backend_for(task: Task, backend: str) -> str:
@@ -70,8 +76,9 @@ class _Inline:
 
 
 def run(tasks: dict[str, Task], seeds=(0, 1, 2), arms=ARMS, backend: str = "auto", jobs: int = 1,
-        progress: bool = True) -> dict:
-    """Every arm of every task with every seed; the study's results (see `results`)."""
+        progress: bool = True, on_run=None) -> dict:
+    """Every arm of every task with every seed; the study's results (see `results`). on_run: a
+    function called with each run's dict as it finishes (a log that outlives an interrupted study)."""
     from tqdm.auto import tqdm
 
     arms = tuple(arms)
@@ -80,6 +87,8 @@ def run(tasks: dict[str, Task], seeds=(0, 1, 2), arms=ARMS, backend: str = "auto
         raise ArgumentError(f"arms are {', '.join(ARMS)}, grown among them (the others read it); got {list(arms)}")
     pools = {"gpu": _Inline(), "cpu": _Inline()}
     if jobs > 1:
+        for name in THREADS:  # one BLAS thread a worker process: `jobs` of them share the cores
+            os.environ.setdefault(name, "1")
         context = multiprocessing.get_context("spawn")
         pools = {"gpu": cf.ProcessPoolExecutor(1, mp_context=context),
                  "cpu": cf.ProcessPoolExecutor(jobs, mp_context=context)}
@@ -99,6 +108,8 @@ def run(tasks: dict[str, Task], seeds=(0, 1, 2), arms=ARMS, backend: str = "auto
                 task, arm, seed = pending.pop(future)
                 result = future.result()
                 runs.append(result)
+                if on_run is not None:
+                    on_run(result.to_dict())
                 bar.update()
                 bar.set_postfix_str(f"{task.dataset} {arm} {seed}: {result.accuracy:.3f}")
                 if arm == "grown":

@@ -45,7 +45,7 @@ class Task:
 TASKS = {t.dataset: t for t in (
     Task("digits", "dense", 8, 47),
     Task("fashion_mnist", "dense", 16, 10),
-    Task("fashion_mnist_images", "conv", 8, 4, max_groups=16),
+    Task("fashion_mnist_images", "conv", 8, 3, max_groups=12),
     Task("mnist1d", "dense", 16, 64),
     Task("mnist1d_rows", "recurrent", 16, 64, max_groups=16),
 )}

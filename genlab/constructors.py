@@ -76,7 +76,10 @@ def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
 
 def init_params(net, seed: int = 0) -> None:
     """Draw every weight block of `net` as its group's kind draws a new edge (He-normal over the group's
-    total fan-in for dense groups), and every group's own parameters as a new group's."""
+    total fan-in for dense groups), and every group's own parameters as a new group's. A group's
+    edge to itself with a delay starts as the identity (Le, Jaitly and Hinton's IRNN: a ReLU group's
+    state carries over the steps; He-normal recurrent weights leave a 40-step Elman group of 16 on
+    MNIST-1D at chance, the identity learns)."""
     rng = np.random.default_rng(checks.integer(seed, "seed", 0))
     weights, biases = {}, {}
     for g in net.groups[1:]:
@@ -85,6 +88,8 @@ def init_params(net, seed: int = 0) -> None:
         for s in net._in[g]:
             shape = kind.edge_shape(spec, seen[s])
             weights[(s, g)] = kind.draw_edge(spec, rng, shape, sum(seen.values())).astype(net.dtype)
+            if s == g and net.delays.get((s, g)):
+                weights[(s, g)] = kind.identity(spec).astype(net.dtype)
         biases[g] = kind.init_bias(spec, rng).astype(net.dtype)
     net._pull()
     net._weights.update(weights)

@@ -136,6 +136,7 @@ SOURCES = {
     "fashion_mnist_rows": Source(read_fashion, lambda X: X, FASHION_CLASSES),                    # 28 steps of 28
     "mnist1d": Source(read_mnist1d, _flat, MNIST1D_CLASSES),                                     # 40 features
     "mnist1d_rows": Source(read_mnist1d, lambda X: X[:, :, None], MNIST1D_CLASSES),              # 40 steps of 1
+    "mnist1d_images": Source(read_mnist1d, lambda X: X[:, None, None, :], MNIST1D_CLASSES),      # 1 x 1 x 40
 }
 
 

@@ -10,7 +10,7 @@ from genlab import datasets, real_data
 from genlab.errors import DataError
 
 SHAPES = {"fashion_mnist": (784,), "fashion_mnist_images": (1, 28, 28), "fashion_mnist_rows": (28, 28),
-          "mnist1d": (40,), "mnist1d_rows": (40, 1)}
+          "mnist1d": (40,), "mnist1d_rows": (40, 1), "mnist1d_images": (1, 1, 40)}
 SIZES = {"fashion": (60000, 10000), "mnist1d": (4000, 1000)}
 
 
@@ -31,8 +31,9 @@ def test_views_are_the_same_pixels():
     assert np.array_equal(flat.X_train, images.X_train.reshape(len(images.X_train), -1))
     assert np.array_equal(images.X_train[:, 0], rows.X_train)
     assert flat.classes[9] == "Ankle boot"
-    m1, m1rows = datasets.load("mnist1d"), datasets.load("mnist1d_rows")
+    m1, m1rows, m1images = datasets.load("mnist1d"), datasets.load("mnist1d_rows"), datasets.load("mnist1d_images")
     assert np.array_equal(m1.X_train, m1rows.X_train[:, :, 0]) and np.array_equal(m1.y_test, m1rows.y_test)
+    assert np.array_equal(m1.X_train, m1images.X_train[:, 0, 0])
 
 
 def test_mnist1d_is_the_generators_default_set():

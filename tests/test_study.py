@@ -96,3 +96,25 @@ def test_the_command_writes_the_study(tmp_path, capsys, monkeypatch):
     written = json.loads((tmp_path / "study.json").read_text())
     assert printed["summary"] == written["summary"] and set(written["summary"]["digits"]) == {"grown", "layered"}
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_parts_run_apart_merge_into_one_study(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GENLAB_COMMIT", "abc123")
+    again = study.run(TINY, seeds=(0,), arms=("grown", "layered"), progress=False)
+    assert again["commit"] == "abc123"
+    merged = study.merge(tiny, again)
+    assert [r["arm"] for r in merged["runs"]] == ["grown", "layered"]  # the later part replaced digits
+    assert merged["summary"]["digits"] == again["summary"]["digits"]
+    assert [p["tasks"] for p in merged["parts"]] == [["digits"]] and merged["parts"][0]["commit"] == "abc123"
+    other = {**tiny, "tasks": {"other": {}}, "summary": {"other": {}},
+             "runs": [{**r, "task": "other"} for r in tiny["runs"]]}
+    both = study.merge(tiny, other)
+    assert sorted(both["summary"]) == ["digits", "other"] and len(both["runs"]) == 2 * len(tiny["runs"])
+    assert [p["tasks"] for p in both["parts"]] == [["digits"], ["other"]]
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(tiny))
+    b.write_text("{}")
+    assert main(["study", "--merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 2
+    assert "is not a study.json" in capsys.readouterr().err
+    assert main(["study", "--merge", str(a), "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "m" / "study.json").read_text())["summary"] == tiny["summary"]

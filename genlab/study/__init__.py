@@ -6,7 +6,8 @@ random? `genlab study` runs it; `run(TASKS)` from Python; notebook 08 reads the 
 """
 
 from .plots import accuracy_vs_parameters, learning_curves
+from .results import merge
 from .runner import run
 from .tasks import ANCHORS, ARMS, QUICK, TASKS, Task
 
-__all__ = ["ANCHORS", "ARMS", "QUICK", "TASKS", "Task", "accuracy_vs_parameters", "learning_curves", "run"]
+__all__ = ["ANCHORS", "ARMS", "QUICK", "TASKS", "Task", "accuracy_vs_parameters", "learning_curves", "merge", "run"]

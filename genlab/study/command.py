@@ -26,6 +26,9 @@ def add(commands, defaults, backends) -> None:
     study.add_argument("--jobs", type=_count(1), default=1,
                        help="processes for the runs on the CPU (GPU runs go one at a time beside them)")
     study.add_argument("--out", default="genlab-study", help="the folder for study.json and the pictures")
+    study.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
+                       help="run nothing: merge study.json files of parts run apart (a later file's datasets "
+                            "replace an earlier one's) into --out, with the pictures")
     study.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(run=run)
@@ -36,6 +39,8 @@ def run(args) -> dict:
     from .. import study
     from ..cli import _backend, _Usage
 
+    if args.merge:
+        return _write(study.merge(*(_read(Path(p)) for p in args.merge)), Path(args.out), args.json)
     tasks = study.QUICK if args.quick else study.TASKS
     names = args.datasets or list(tasks)
     unknown = [n for n in names if n not in tasks]
@@ -53,9 +58,31 @@ def run(args) -> dict:
                             backend=args.backend, jobs=args.jobs, progress=not args.quiet,
                             on_run=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()))
     results["command"] = "genlab " + " ".join(sys.argv[1:])
+    return _write(results, out, args.json)
+
+
+def _read(path: Path) -> dict:
+    from ..cli import _Usage
+
+    try:
+        study = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise _Usage(f"--merge: cannot read {path} ({e})") from None
+    if not isinstance(study, dict) or not {"tasks", "summary", "runs"} <= set(study):
+        raise _Usage(f"--merge: {path} is not a study.json (it lacks tasks, summary or runs)")
+    return study
+
+
+def _write(results: dict, out: Path, as_json: bool) -> dict:
+    """study.json and the two pictures into `out`; what the command prints."""
+    from .. import study
+
+    out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(results, indent=1) + "\n")
     study.accuracy_vs_parameters(results).savefig(out / "accuracy_vs_parameters.png", dpi=100)
     study.learning_curves(results).savefig(out / "learning_curves.png", dpi=100)
+    if as_json:
+        return {"summary": results["summary"], "written": str(out)}
     table = {f"{t} {a}": f"{s['accuracy_mean']:.4f} +- {s['accuracy_std']:.4f} ({s['parameters_mean']:.0f} parameters)"
-             for t, arms_ in results["summary"].items() for a, s in arms_.items()}
-    return {**table, "written": str(out)} if not args.json else {"summary": results["summary"], "written": str(out)}
+             for t, arms in results["summary"].items() for a, s in arms.items()}
+    return {**table, "written": str(out)}

@@ -7,19 +7,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import platform
-import subprocess
 import time
-from pathlib import Path
 
-import numpy as np
-
-from .. import __version__
 from ..backends import resolve
 from ..errors import ArgumentError
 from . import torch_arm
 from .arms import GENLAB_ARMS, Run
-from .tasks import ANCHORS, ARM_TEXT, ARMS, Task
+from .results import results
+from .tasks import ARMS, Task
 
 # on "auto", the engine of each kind: the recurrent CUDA engine is slower than NumPy today, and a
 # dense network of groups of 8-16 at batch 32 is bound by the host on the CUDA engine (0.34 ms a
@@ -120,45 +115,3 @@ def run(tasks: dict[str, Task], seeds=(0, 1, 2), arms=ARMS, backend: str = "auto
         for pool in pools.values():
             pool.shutdown(cancel_futures=True)
     return results(tasks, seeds, runs, backend, jobs, time.perf_counter() - start)
-
-
-def results(tasks: dict[str, Task], seeds, runs: list[Run], backend: str, jobs: int, seconds: float) -> dict:
-    """The study as JSON: what ran where, every run, and mean +- std per task and arm."""
-    summary = {}
-    for name in tasks:
-        summary[name] = {}
-        for arm in ARMS:
-            mine = [r for r in runs if r.task == name and r.arm == arm]
-            if mine:
-                acc, params = np.array([r.accuracy for r in mine]), np.array([r.parameters for r in mine])
-                summary[name][arm] = {
-                    "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                    "parameters_mean": float(params.mean()), "seconds_mean": float(np.mean([r.seconds for r in mine])),
-                    "groups_mean": float(np.mean([r.groups for r in mine])) if mine[0].groups else None,
-                    "runs": len(mine), "backend": mine[0].backend}
-    order = {(t, a, s): i for i, (t, a, s) in enumerate((t, a, s) for t in tasks for a in ARMS for s in seeds)}
-    runs = sorted(runs, key=lambda r: order.get((r.task, r.arm, r.seed), 0))
-    return {"genlab": __version__, "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
-            "backend": backend, "jobs": jobs, "seconds": round(seconds, 1), "seeds": list(seeds),
-            "arms": {a: ARM_TEXT[a] for a in ARMS}, "tasks": {n: t.to_dict() for n, t in tasks.items()},
-            "anchors": {n: ANCHORS[n] for n in tasks if n in ANCHORS}, "summary": summary,
-            "runs": [r.to_dict() for r in runs]}
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _machine() -> dict:
-    from ..backends import cuda_status
-
-    gpu = None
-    if cuda_status()[0]:
-        from ..engines.cuda import kernels
-
-        gpu = kernels().device.name()
-    return {"gpu": gpu, "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The reference networks beside the growth study (genlab study): how far genlab's kinds reach on
 # the real data with a plain chain of groups, one JSON line each appended to $1 (default
-# references.jsonl). $2 picks a part: cpu (recurrent, serial engine, in the background: `wait`
-# for them), gpu (the rest, one at a time) or all (the default).
+# references.jsonl). $2 picks a part: cpu (recurrent, serial engine, side by side), gpu (the rest,
+# one at a time) or all (the default: both at once).
 set -euo pipefail
 out=${1:-references.jsonl}
 part=${2:-all}
@@ -16,4 +16,4 @@ if [ "$part" != cpu ]; then
   train --dataset fashion_mnist_images --kind conv --hidden 32,64 --epochs 10
   train --dataset mnist1d_images --kind conv --hidden 32,32,32 --epochs 60
 fi
-[ "$part" = cpu ] || wait
+wait

@@ -47,7 +47,7 @@ TASKS = {t.dataset: t for t in (
     Task("fashion_mnist", "dense", 16, 10),
     Task("fashion_mnist_images", "conv", 8, 3, max_groups=12),
     Task("mnist1d", "dense", 16, 64),
-    Task("mnist1d_rows", "recurrent", 16, 64, max_groups=16),
+    Task("mnist1d_rows", "recurrent", 16, 32, max_groups=8),
 )}
 
 # A subset that runs on a laptop's CPU in well under a minute (notebook 08, the tests)

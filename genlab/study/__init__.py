@@ -6,8 +6,9 @@ random? `genlab study` runs it; `run(TASKS)` from Python; notebook 08 reads the 
 """
 
 from .plots import accuracy_vs_parameters, learning_curves
-from .results import merge
+from .results import compare, merge, published
 from .runner import run
 from .tasks import ANCHORS, ARMS, QUICK, TASKS, Task
 
-__all__ = ["ANCHORS", "ARMS", "QUICK", "TASKS", "Task", "accuracy_vs_parameters", "learning_curves", "merge", "run"]
+__all__ = ["ANCHORS", "ARMS", "QUICK", "TASKS", "Task", "accuracy_vs_parameters", "compare", "learning_curves", "merge",
+           "published", "run"]

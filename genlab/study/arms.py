@@ -4,6 +4,8 @@ training steps alone; the test accuracy is read after every epoch."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -68,6 +70,22 @@ def train(task: Task, data, net: Network, seed: int, backend: str, growth: Growt
     the seconds of the training steps. schedule {step: n}: after that step grow n groups drawn at
     random from those that may grow (the random arm)."""
     trainer = Trainer(net, backend=backend, seed=seed, lr=task.lr, batch_size=task.batch_size, growth=growth)
+    with _quiet():  # the budget's one-line note, once per run, says nothing the study does not
+        return _steps(task, data, trainer, seed, schedule)
+
+
+@contextlib.contextmanager
+def _quiet():
+    log = logging.getLogger("genlab.growth")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _steps(task: Task, data, trainer: Trainer, seed: int, schedule: dict[int, int] | None):
     pick = np.random.default_rng([seed, 0x5EED])
     X, y = data.train
     curve, seconds = [], 0.0

@@ -3,6 +3,7 @@ task and arm), and the merge of studies run in parts."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -79,3 +80,28 @@ def merge(*studies: dict) -> dict:
         parts = study.get("parts") or [{**{k: study.get(k) for k in PART}, "tasks": names}]
         merged["parts"] = [p for p in merged["parts"] if p["tasks"]] + parts
     return merged
+
+
+def compare(study: dict, arm: str = "grown") -> list[dict]:
+    """For each task, `arm` against each other arm: the difference of mean test accuracy, of mean
+    parameters, and a verdict: "better" / "worse" where the difference exceeds the sum of the two
+    standard deviations over seeds, else "within noise"."""
+    rows = []
+    for task, arms in study["summary"].items():
+        mine = arms.get(arm)
+        for other, s in arms.items():
+            if other == arm or mine is None:
+                continue
+            diff = mine["accuracy_mean"] - s["accuracy_mean"]
+            noise = mine["accuracy_std"] + s["accuracy_std"]
+            rows.append({"task": task, "against": other, "accuracy_difference": diff, "noise": noise,
+                         "parameters_ratio": mine["parameters_mean"] / s["parameters_mean"],
+                         "verdict": "within noise" if abs(diff) <= noise else "better" if diff > 0 else "worse"})
+    return rows
+
+
+def published() -> dict:
+    """The committed study (benchmarks/results/NVIDIA_H200/study/study.json), as the package ships it."""
+    from importlib.resources import files
+
+    return json.loads(files("genlab.study").joinpath("data", "study.json").read_text())

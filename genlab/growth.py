@@ -12,7 +12,8 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
    - width-wise: a sibling g'' with g's inputs and consumers. With sibling="fresh" (the default)
      g'' gets new He-uniform input weights (counter-based noise, genlab.hashnoise), g's bias, and
      zero output weights: the function is unchanged and g'' computes new features from the start
-     (on Fashion-MNIST this beats copying by 1-2 points, benchmarks/NOTES.md). With "split", g''
+     (on Fashion-MNIST a copy trailed the grown shape trained afresh by 2 points, this does not:
+     benchmarks/NOTES.md). With "split", g''
      copies g's input weights and bias, and each outgoing block V becomes V/2 + E on g and V/2 - E
      on g'', so the consumers still receive V h; E is uniform in +-noise * rms(V) and breaks the
      symmetry between the two siblings;

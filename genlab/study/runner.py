@@ -16,10 +16,11 @@ from .arms import GENLAB_ARMS, Run
 from .results import results
 from .tasks import ARMS, Task
 
-# on "auto", the engine of each kind: the recurrent CUDA engine is slower than NumPy today, and a
-# dense network of groups of 8-16 at batch 32 is bound by the host on the CUDA engine (0.34 ms a
-# step on an H200 against 0.2-0.3 on one CPU core: benchmarks/NOTES.md), so these run as CPU
-# processes side by side; conv groups run on the GPU
+# on "auto", the engine of each kind: the recurrent CUDA engine is slower than NumPy today; dense
+# arms run as CPU processes side by side so that the whole study fits one session of a GPU
+# machine (75 runs in 9 minutes on 16 cores), at the price of their times: 3.7 ms a step for
+# Fashion-MNIST's grown network in 14 processes against 0.34 ms on the CUDA engine
+# (benchmarks/results/NVIDIA_H200/study/probe.json); `--backend cuda` runs them on the GPU
 ENGINE_FOR_KIND = {"recurrent": "serial", "dense": "serial"}
 THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -25,15 +25,14 @@ from .trainer import Trainer
 
 
 def _png(fig) -> bytes:
-    """The figure as PNG bytes (drawn by Agg, encoded with light compression: fast)."""
-    import matplotlib.pyplot as plt
+    """The figure (genlab.figures: on its own Agg canvas, out of pyplot's reach) as PNG bytes,
+    encoded with light compression: fast."""
     import numpy as np
     from PIL import Image
 
     fig.canvas.draw()
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
-    plt.close(fig)
     return buffer.getvalue()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import figures
 from .network import INPUT, OUTPUT
 
 POSITIVE, NEGATIVE = "#1f77b4", "#ff7f0e"        # mean weight > 0, < 0
@@ -269,13 +270,12 @@ def heatmap(history, net=None, ax=None):
     """Gradient std (log colour scale) of every group (rows, ordered by level) over the steps
     (columns); a group's row starts at its creation; growth steps drawn as vertical lines
     (red: a depth-wise event, green: width-wise, grey: pruning). Returns the figure."""
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
     groups, level, matrix = heatmap_matrix(history, net)
     records = history.grad_std
     if ax is None:
-        fig, ax = plt.subplots(figsize=(9, 0.25 * len(groups) + 1.8))
+        fig, ax = figures.subplots(figsize=(9, 0.25 * len(groups) + 1.8))
     else:
         fig = ax.figure
     finite = matrix[np.isfinite(matrix)]
@@ -300,11 +300,9 @@ def heatmap(history, net=None, ax=None):
 def curves(history, window: int = 20):
     """Loss and accuracy: per step (moving average over `window` steps) and per epoch, train and
     validation, with growth steps as vertical lines. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     if not history.steps:
         raise ValueError("the history has no steps yet: train first")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = figures.subplots(1, 2, figsize=(10, 3.4))
     steps = np.array([s["step"] for s in history.steps])
     for ax, key in zip(axes, ("loss", "accuracy")):
         values = np.array([s[key] for s in history.steps])
@@ -331,8 +329,6 @@ def curves(history, window: int = 20):
 def decision_boundary(trainer, data, ax=None, resolution: int = 200):
     """The predicted class over the plane of a 2-D dataset, with the training (dots) and test
     (crosses) samples. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     if data.n_features != 2:
         raise ValueError(f"decision_boundary needs a 2-D dataset, {data.name} has {data.n_features} features")
     points = np.concatenate([data.X_train, data.X_test])
@@ -340,7 +336,7 @@ def decision_boundary(trainer, data, ax=None, resolution: int = 200):
     xx, yy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
     classes = trainer.predict(np.column_stack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 4))
+        fig, ax = figures.subplots(figsize=(4.2, 4))
     else:
         fig = ax.figure
     ax.contourf(xx, yy, classes, levels=np.arange(data.n_classes + 1) - 0.5, cmap="coolwarm", alpha=0.35)

@@ -172,3 +172,31 @@ def test_in_jupyter_a_step_answers_at_once_and_the_pictures_follow():
         assert bytes(lab.heat.value) != drawn and "step 4" in lab.status.value
 
     asyncio.run(clicks())
+
+
+def test_nothing_outside_the_lab_can_close_its_figures():
+    """matplotlib-inline closes every pyplot figure after each cell, from whichever thread runs
+    it; a Run that grew died when its figure was closed while it drew. genlab's pictures are not
+    pyplot's: none is in pyplot's list as it is made, and a Run with growth draws on while
+    another thread keeps closing all of pyplot's figures."""
+    import threading
+
+    import matplotlib.pyplot as plt
+
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0,
+                      growth=GrowthPolicy(every=10, cooldown=0, max_groups=10))
+    lab = Lab(trainer, data, refresh_every=3, min_interval=0.0)
+    done = threading.Event()
+    closer = threading.Thread(target=lambda: [plt.close("all") for _ in iter(done.is_set, True)])
+    closer.start()
+    try:
+        lab.run(90)
+    finally:
+        done.set()
+        closer.join()
+    assert len(trainer.history.events) >= 5 and bytes(lab.heat.value[:8]) == PNG
+    for make in (lambda: genlab.viz.heatmap(trainer.history, trainer.net), lambda: genlab.viz.curves(trainer.history),
+                 lambda: genlab.viz.decision_boundary(trainer, data)):
+        fig = make()
+        assert plt.get_fignums() == [] and fig._repr_png_()[:8] == PNG

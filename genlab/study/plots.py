@@ -15,21 +15,11 @@ TEXT = {"grown": "grown", "regrown": "grown topology, fixed", "layered": "one la
 
 
 def _figure(n: int, height: float = 3.6):
-    from matplotlib.figure import Figure
-
-    class Picture(Figure):
-        """A Figure that Jupyter shows as a PNG (no pyplot, so no inline backend to do it)."""
-
-        def _repr_png_(self) -> bytes:
-            import io
-
-            buffer = io.BytesIO()
-            self.savefig(buffer, format="png", dpi=80)
-            return buffer.getvalue()
+    from ..figures import figure
 
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig = Picture(figsize=(4.6 * cols, height * rows), layout="constrained")
+    fig = figure(figsize=(4.6 * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)

@@ -1,7 +1,8 @@
 """The dashboard live, as a student meets it: JupyterLab started headless, a notebook with a Lab
 opened in Chromium (Debian's, driven by Playwright's Python package: no browser download), its
-cell run, then Step, Grow now and Reset clicked and the panels checked to change, at a 1366 x 768
-laptop's size, with no error in the browser's console."""
+cell run, then Step, Grow now, Run N (growing as it runs) and Reset clicked and the panels checked
+to change, at a 1366 x 768 laptop's size, with no error in the browser's console nor in
+JupyterLab's log console (where an exception in a button's callback lands)."""
 
 import json
 import shutil
@@ -16,7 +17,7 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CELL = """import genlab
 data = genlab.datasets.load("moons", seed=0)
-policy = genlab.GrowthPolicy(threshold=0.0, every=None, cooldown=0, max_groups=12)
+policy = genlab.GrowthPolicy(threshold=0.0, every=25, cooldown=0, max_groups=12)
 trainer = genlab.Trainer(genlab.Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0, growth=policy)
 lab = genlab.Lab(trainer, data)
 lab"""
@@ -98,6 +99,18 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         page.wait_for_function("document.body.innerText.includes('grew: ')", timeout=20_000)
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length > 3", timeout=20_000)
         assert "1 growth events" in status.inner_text()
+
+        heat = page.locator(".jupyter-widgets img").first.get_attribute("src")
+        nodes = dag_nodes()
+        button("Run N").click()  # 200 steps, a growth check every 25
+        page.wait_for_function("document.body.innerText.includes('step 201 ·')", timeout=120_000)
+        events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
+        assert events > 1 and dag_nodes() > nodes  # grew while running, and the DAG followed
+        assert page.locator(".jupyter-widgets img").first.get_attribute("src") != heat
+        page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
+        logged = page.locator(".jp-LogConsolePanel")
+        logged.wait_for(timeout=20_000)
+        assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
 
         button("Reset").click()
         page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)

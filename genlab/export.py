@@ -9,7 +9,8 @@ from .network import INPUT, OUTPUT, Network
 def to_torch(net: Network):
     """A torch.nn.Module computing net's logits: each group through its kind's torch_forward, in
     topological order, with the network's parameters copied (dtype kept) as named parameters
-    (W_<src>_<dst>, b_<group>). It trains like any module; genlab's network is left as it is.
+    (W_<src>_<dst>, b_<group>), in eval mode, ready to predict and to export (`.train()` before
+    training it like any module); genlab's network is left as it is.
     A recurrent network's module reads sequences (batch, steps, features) and runs its groups
     step by step (zeros before a delayed edge's source exists), giving the logits of the last step.
 
@@ -65,4 +66,4 @@ def to_torch(net: Network):
         def extra_repr(self) -> str:
             return f"groups={len(self.order) + 1}, inputs={self.n_inputs}, outputs={self.n_outputs}"
 
-    return GenlabModule()
+    return GenlabModule().eval()

@@ -1,5 +1,7 @@
 """genlab.to_torch: the same function as the network, as a torch.nn.Module, and ONNX from it."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -78,8 +80,12 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path):
     pytest.importorskip("onnxscript")
     net, x, _ = case(3)
     module = genlab.to_torch(net)
+    assert not module.training  # eval mode: exported as it predicts, without the exporter's warning about it
     path = tmp_path / "net.onnx"
-    torch.onnx.export(module, (torch.from_numpy(x[:2]),), str(path), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(module, (torch.from_numpy(x[:2]),), str(path), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert not [w for w in caught if "training mode" in str(w.message)]
     session = ort.InferenceSession(str(path))
     (out,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)

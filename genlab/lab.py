@@ -50,6 +50,20 @@ def as_dataset(data, label: str | None = None) -> Dataset:
     raise DataError(f"Lab takes a genlab Dataset, an (X, y) pair or a DataFrame, not {type(data).__name__}")
 
 
+def announce(events: list, policy) -> str:
+    """A line per growth event: which group grew, how, and the statistic that chose it against the
+    policy's rule ("step 350: group 7 duplicated depth-wise into group 12: grad_std 2.1e-02 >
+    threshold 5.0e-03"); the last five, with a count of the rest."""
+    name = policy.criterion if isinstance(policy.criterion, str) else "statistic"
+    rule = (", the highest" if policy.threshold is None else f", z-score > {policy.threshold:g}" if policy.relative
+            else f" > threshold {policy.threshold:.1e}")
+    lines = [f"step {e.step}: group {e.source} pruned" if e.kind == "prune" else
+             f"step {e.step}: group {e.source} duplicated {e.kind}-wise into group {e.new}: {name} {e.statistic:.1e}{rule}"
+             for e in events[-5:]]
+    more = [f"(and {len(events) - 5} more growth events)"] if len(events) > 5 else []
+    return "<br>".join(more + lines)
+
+
 EMPTY = "<div style='color:#777;padding:1em'>No steps yet: press <b>Step</b> or <b>Run N</b>.</div>"
 
 
@@ -137,19 +151,30 @@ class Lab:
         """One training step on the next batch (batches as fit makes them); the panels follow."""
         events = len(self.trainer.history.events)
         record = self.trainer.step(*self._batch())
-        self.message.value = ""
-        self.refresh(dag=len(self.trainer.history.events) != events, throttle=True)
+        grown = self._events_since(events)
+        self.message.value = announce(grown, self.trainer.growth) if grown else ""
+        self.refresh(dag=bool(grown), throttle=True)
         return record
+
+    def _events_since(self, count: int) -> list:
+        """The growth events after the first `count` of the history, as GrowthEvents."""
+        from .growth import GrowthEvent
+
+        fields = ("step", "kind", "source", "new", "statistic")
+        return [GrowthEvent(**{k: e[k] for k in fields}) for e in self.trainer.history.events[count:]]
 
     def run(self, n: int) -> None:
         """n training steps, refreshing the panels every refresh_every steps (and at the end)."""
         self.progress.max, self.progress.value = n, 0
         self.message.value = ""
+        start = len(self.trainer.history.events)
         for i in range(n):
             events = len(self.trainer.history.events)
             self.trainer.step(*self._batch())
             self.progress.value = i + 1
             grew = len(self.trainer.history.events) != events
+            if grew:  # every event of this run so far, the newest last
+                self.message.value = announce(self._events_since(start), self.trainer.growth)
             if grew or (i + 1) % self.refresh_every == 0 or i + 1 == n:
                 self.refresh(dag=grew or i + 1 == n)
 
@@ -162,8 +187,7 @@ class Lab:
 
     def _grown(self, events: list) -> str:
         if events:
-            made = ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new is not None else "") for e in events)
-            return f"grew: {made}"
+            return announce(events, self.trainer.growth)
         t, policy = self.trainer, self.trainer.growth
         if not t.history.steps:
             return "no growth: no step has been taken yet (the rules read a statistic of the steps)"

@@ -31,7 +31,9 @@ def test_buttons_step_run_grow_and_reset(lab):
     lab.grow_button.click()
     assert lab.trainer.history.events and len(lab.trainer.net.groups) > 3
     assert lab.dag.value != before and genlab.viz.NEW_KIND["depth"] in lab.dag.value  # the new group, outlined
-    assert lab.scrub.max == 1 and lab.play.max == 1 and lab.message.value.startswith("grew: depth")
+    assert lab.scrub.max == 1 and lab.play.max == 1 and lab.message.value == (
+        f"step 31: group 2 duplicated depth-wise into group 3: grad_std {lab.trainer.history.events[0]['statistic']:.1e}"
+        " > threshold 0.0e+00")
     lab.reset_button.click()
     assert lab.trainer.step_count == 0 and len(lab.trainer.net.groups) == 3 and "step 0" in lab.status.value
 
@@ -200,3 +202,21 @@ def test_nothing_outside_the_lab_can_close_its_figures():
                  lambda: genlab.viz.decision_boundary(trainer, data)):
         fig = make()
         assert plt.get_fignums() == [] and fig._repr_png_()[:8] == PNG
+
+
+def test_every_growth_event_is_announced_with_its_statistic_and_rule():
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0,
+                      growth=GrowthPolicy(every=5, cooldown=0, max_groups=12, mode="width"))
+    lab = Lab(trainer, data, refresh_every=100, min_interval=0.0)
+    for _ in range(4):
+        lab.step()
+    assert lab.message.value == ""  # no check yet
+    lab.step()
+    (event,) = trainer.history.events
+    assert lab.message.value == (f"step 5: group 2 duplicated width-wise into group 3: grad_std "
+                                 f"{event['statistic']:.1e}, the highest")
+    lab.run(40)
+    lines = lab.message.value.split("<br>")
+    assert len(trainer.history.events) == 9 and lines[0] == "(and 3 more growth events)" and len(lines) == 6
+    assert [line.split(":")[0] for line in lines[1:]] == [f"step {e['step']}" for e in trainer.history.events[-5:]]

@@ -96,7 +96,7 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
 
         assert dag_nodes() == 3
         button("Grow now").click()
-        page.wait_for_function("document.body.innerText.includes('grew: ')", timeout=20_000)
+        page.wait_for_function("document.body.innerText.includes('duplicated depth-wise into group')", timeout=20_000)
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length > 3", timeout=20_000)
         assert "1 growth events" in status.inner_text()
 
@@ -106,6 +106,7 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         page.wait_for_function("document.body.innerText.includes('step 201 ·')", timeout=120_000)
         events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
         assert events > 1 and dag_nodes() > nodes  # grew while running, and the DAG followed
+        assert page.get_by_text("duplicated width-wise into group").count() >= 1  # each event announced
         assert page.locator(".jupyter-widgets img").first.get_attribute("src") != heat
         page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
         logged = page.locator(".jp-LogConsolePanel")

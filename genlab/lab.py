@@ -13,6 +13,7 @@ the history; the last state is drawn as soon as the clicks pause.
 
 from __future__ import annotations
 
+import html
 import io
 import time
 
@@ -89,7 +90,8 @@ class Lab:
         policy = trainer.growth
         wide = {"description_width": "initial"}
         self.step_button = w.Button(description="Step", tooltip="one training step")
-        self.run_button = w.Button(description="Run N", tooltip="N training steps")
+        self.run_button = w.Button(description="Run N", tooltip="N training steps (in the background: Stop stops them)")
+        self.stop_button = w.Button(description="Stop", tooltip="stop Run N after the step it is taking", disabled=True)
         self.n = w.BoundedIntText(value=200, min=1, max=1_000_000, description="N", layout=w.Layout(width="150px"))
         self.grow_button = w.Button(description="Grow now", tooltip="run the growth check now")
         self.preview_button = w.ToggleButton(description="Preview", tooltip="outline on the DAG the groups the next "
@@ -117,7 +119,9 @@ class Lab:
         self._following = False
         w.jslink((self.play, "value"), (self.scrub, "value"))
         self.step_button.on_click(lambda _: self.step())
-        self.run_button.on_click(lambda _: self.run(self.n.value))
+        self.run_button.on_click(lambda _: self.start(self.n.value))
+        self.stop_button.on_click(lambda _: self.stop())
+        self._task, self._stopping = None, False
         self.grow_button.on_click(lambda _: self.grow())
         self.reset_button.on_click(lambda _: self.reset())
         self.preview_button.observe(lambda _: self._draw_dag(), names="value")
@@ -127,7 +131,7 @@ class Lab:
         self.scrub.observe(lambda c: self._show_frame(c["new"]), names="value")
         row = w.Layout(display="flex", flex_flow="row wrap", width="100%", align_items="center")
         self.widget = w.VBox([
-            w.Box([self.step_button, self.run_button, self.n, self.grow_button, self.preview_button,
+            w.Box([self.step_button, self.run_button, self.stop_button, self.n, self.grow_button, self.preview_button,
                    self.reset_button, self.progress], layout=row),
             w.Box([self.threshold, self.lr], layout=row), self.mode, self.status, self.message, self.dag,
             w.Box([self.heat_panel, self.curves_panel], layout=row), w.Box([self.play, self.scrub], layout=row)],
@@ -164,11 +168,57 @@ class Lab:
         return [GrowthEvent(**{k: e[k] for k in fields}) for e in self.trainer.history.events[count:]]
 
     def run(self, n: int) -> None:
-        """n training steps, refreshing the panels every refresh_every steps (and at the end)."""
+        """n training steps now, refreshing the panels every refresh_every steps (and at the end)."""
+        for _ in self._steps(n):
+            pass
+
+    def start(self, n: int) -> None:
+        """What Run N does: n steps as a task of the running event loop (in Jupyter the kernel's, so
+        it answers other cells and the Stop button between slices of steps; Step, Grow now and Reset
+        wait, disabled), or now where no loop runs (a script, a test)."""
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self.run(n)
+        self._running(True)
+        self._task = loop.create_task(self._run_in_background(n))
+
+    def stop(self) -> None:
+        """Stop a Run N after the step it is taking."""
+        self._stopping = True
+
+    async def _run_in_background(self, n: int) -> None:
+        import asyncio
+
+        try:
+            for _ in self._steps(n):
+                await asyncio.sleep(0)  # the loop's other work: clicks, cells, the pictures' redraw
+        except Exception as e:  # shown where the run was asked for, not lost in a log
+            self.message.value = f"Run N stopped at step {self.trainer.step_count}: {html.escape(str(e))}"
+            self.refresh()
+        finally:
+            self._running(False)
+
+    def _running(self, on: bool) -> None:
+        for button in (self.step_button, self.run_button, self.grow_button, self.reset_button):
+            button.disabled = on
+        self.stop_button.disabled = not on
+
+    def _steps(self, n: int, slice_seconds: float = 0.05):
+        """n steps (fewer if stopped), yielding every slice_seconds of work."""
         self.progress.max, self.progress.value = n, 0
-        self.message.value = ""
-        start = len(self.trainer.history.events)
+        self.message.value, self._stopping = "", False
+        start, yielded = len(self.trainer.history.events), time.perf_counter()
         for i in range(n):
+            if time.perf_counter() - yielded > slice_seconds:
+                yield i
+                yielded = time.perf_counter()
+            if self._stopping:
+                self.message.value += f"{'<br>' if self.message.value else ''}stopped after {i} of {n} steps"
+                self.refresh()
+                return
             events = len(self.trainer.history.events)
             self.trainer.step(*self._batch())
             self.progress.value = i + 1
@@ -176,7 +226,7 @@ class Lab:
             if grew:  # every event of this run so far, the newest last
                 self.message.value = announce(self._events_since(start), self.trainer.growth)
             if grew or (i + 1) % self.refresh_every == 0 or i + 1 == n:
-                self.refresh(dag=grew or i + 1 == n)
+                self.refresh(dag=grew or i + 1 == n, throttle=i + 1 < n)
 
     def grow(self) -> list:
         """Run the growth check now; say so when no group passes the threshold."""

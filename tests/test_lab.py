@@ -220,3 +220,55 @@ def test_every_growth_event_is_announced_with_its_statistic_and_rule():
     lines = lab.message.value.split("<br>")
     assert len(trainer.history.events) == 9 and lines[0] == "(and 3 more growth events)" and len(lines) == 6
     assert [line.split(":")[0] for line in lines[1:]] == [f"step {e['step']}" for e in trainer.history.events[-5:]]
+
+
+def test_run_n_goes_on_in_the_background_and_stops_when_asked():
+    """In Jupyter (a running event loop) Run N returns at once and steps in slices between which
+    the loop answers clicks: Step, Grow now and Reset wait, disabled; Stop ends the run."""
+    import asyncio
+
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(every=50, cooldown=0, max_groups=6))
+    lab = Lab(trainer, data, refresh_every=25, min_interval=0.05)
+
+    async def session():
+        lab.n.value = 100_000
+        lab.run_button.click()
+        assert trainer.step_count < 100_000 and lab._task is not None  # it returned at once
+        assert lab.step_button.disabled and lab.grow_button.disabled and lab.reset_button.disabled
+        assert not lab.stop_button.disabled
+        await asyncio.sleep(0.5)
+        assert trainer.step_count > 0  # it ran while this coroutine slept
+        lab.stop_button.click()
+        await lab._task
+        taken = trainer.step_count
+        assert 0 < taken < 100_000 and f"stopped after {taken} of 100000 steps" in lab.message.value
+        assert not lab.step_button.disabled and lab.stop_button.disabled and f"step {taken}" in lab.status.value
+        lab.n.value = 30
+        lab.run_button.click()
+        await lab._task
+        assert trainer.step_count == taken + 30 and "stopped" not in lab.message.value
+
+    asyncio.run(session())
+
+
+def test_an_error_during_a_background_run_is_shown_in_the_lab():
+    import asyncio
+
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0)
+    lab = Lab(trainer, data, min_interval=0.0)
+
+    def broken(*args):
+        raise genlab.TrainingError("this step's loss is not finite")
+
+    trainer.step = broken
+
+    async def session():
+        lab.start(10)
+        await lab._task
+
+    asyncio.run(session())
+    assert lab.message.value == "Run N stopped at step 0: this step&#x27;s loss is not finite"
+    assert not lab.run_button.disabled

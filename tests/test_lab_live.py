@@ -1,7 +1,7 @@
 """The dashboard live, as a student meets it: JupyterLab started headless, a notebook with a Lab
 opened in Chromium (Debian's, driven by Playwright's Python package: no browser download), its
-cell run, then Step, Grow now, Run N (growing as it runs) and Reset clicked and the panels checked
-to change, at a 1366 x 768 laptop's size, with no error in the browser's console nor in
+cell run, then Step, Grow now, Run N (growing as it runs; a long one stopped with Stop) and Reset
+clicked and the panels checked to change, at a 1366 x 768 laptop's size, with no error in the browser's console nor in
 JupyterLab's log console (where an exception in a button's callback lands)."""
 
 import json
@@ -108,6 +108,16 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         assert events > 1 and dag_nodes() > nodes  # grew while running, and the DAG followed
         assert page.get_by_text("duplicated width-wise into group").count() >= 1  # each event announced
         assert page.locator(".jupyter-widgets img").first.get_attribute("src") != heat
+        page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("100000")
+        page.keyboard.press("Tab")
+        button("Run N").click()  # a long run goes on in the background; Stop ends it
+        page.wait_for_function("/step (2[2-9]\\d|[3-9]\\d\\d|\\d{4,}) ·/.test(document.body.innerText)",
+                               timeout=60_000)
+        assert button("Step").is_disabled() and button("Grow now").is_disabled() and button("Stop").is_enabled()
+        button("Stop").click()
+        page.wait_for_function("document.body.innerText.includes('stopped after')", timeout=30_000)
+        sync_api.expect(button("Step")).to_be_enabled(timeout=10_000)
+        sync_api.expect(button("Stop")).to_be_disabled(timeout=10_000)
         page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
         logged = page.locator(".jp-LogConsolePanel")
         logged.wait_for(timeout=20_000)

@@ -28,6 +28,18 @@ def cuda_dir():
     return Path(__file__).resolve().parent.parent / "cuda"  # an editable install of a checkout
 
 
+def results_dir():
+    """The folder of the committed benchmark and study results (benchmarks/results/: inside the
+    installed package as genlab/results, or the checkout's), which the notebooks read."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    packaged = files("genlab") / "results"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "benchmarks" / "results"  # an editable install of a checkout
+
+
 def _compile_at_import() -> None:
     """On a machine whose GPU the CUDA engine can use, load the kernels now (from the cache in
     milliseconds; compiled by nvcc the first time), never failing the import. Without a GPU or

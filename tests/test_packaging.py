@@ -40,6 +40,10 @@ def test_wheel_ships_the_cuda_folder_inside_the_package(tmp_path):
     assert sorted(n for n in names if n.startswith("genlab/cuda/")) == sorted(
         f"genlab/cuda/{p.name}" for p in (ROOT / "cuda").iterdir() if p.is_file())
     assert any(n.endswith("entry_points.txt") for n in names)
+    # the committed results the notebooks read (genlab.results_dir()), every file of them
+    assert sorted(n for n in names if n.startswith("genlab/results/")) == sorted(
+        f"genlab/results/{p.relative_to(ROOT / 'benchmarks' / 'results').as_posix()}"
+        for p in (ROOT / "benchmarks" / "results").rglob("*") if p.is_file())
 
 
 def test_importing_genlab_needs_no_gpu_packages():
@@ -60,3 +64,14 @@ def test_sdist_carries_what_its_own_tests_read(tmp_path):
     assert {"LICENSE", ".ci/run", "README.md", "CONTRIBUTING.md", "environment.yml", "cuda/constants.cuh",
             "tests/test_readme.py", "benchmarks/kernels/harness.py"} <= names
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_notebooks_read_no_path_of_the_checkout():
+    """A notebook copied anywhere still runs: it reads committed results through
+    genlab.results_dir() (inside the installed package), never a path relative to notebooks/."""
+    import json
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        assert "../" not in code and "benchmarks/results" not in code, path.name
+    assert (genlab.results_dir() / "NVIDIA_H200" / "study" / "study.json").is_file()

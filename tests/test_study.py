@@ -120,12 +120,12 @@ def test_parts_run_apart_merge_into_one_study(tiny, tmp_path, capsys, monkeypatc
     assert json.loads((tmp_path / "m" / "study.json").read_text())["summary"] == tiny["summary"]
 
 
-def test_the_package_ships_the_committed_study_and_its_verdicts():
+def test_the_committed_study_and_its_verdicts():
     from pathlib import Path
 
     committed = Path(__file__).parent.parent / "benchmarks/results/NVIDIA_H200/study/study.json"
     shipped = study.published()
-    assert shipped == json.loads(committed.read_text())  # kept in step: copy it after a new run
+    assert shipped == json.loads(committed.read_text())
     rows = study.compare(shipped)
     assert {r["against"] for r in rows} == {"regrown", "layered", "random", "torch"}
     for r in rows:

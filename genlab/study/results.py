@@ -101,7 +101,7 @@ def compare(study: dict, arm: str = "grown") -> list[dict]:
 
 
 def published() -> dict:
-    """The committed study (benchmarks/results/NVIDIA_H200/study/study.json), as the package ships it."""
-    from importlib.resources import files
+    """The committed study (benchmarks/results/NVIDIA_H200/study/study.json, genlab.results_dir())."""
+    from .. import results_dir
 
-    return json.loads(files("genlab.study").joinpath("data", "study.json").read_text())
+    return json.loads((results_dir() / "NVIDIA_H200" / "study" / "study.json").read_text())

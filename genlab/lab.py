@@ -262,6 +262,7 @@ class Lab:
         self.trainer.reset()
         self.trainer.lr = self.lr.value
         self._queue = []
+        self.progress.value = 0
         self.message.value = "reset: the starting network, no steps"
         self.refresh()
 

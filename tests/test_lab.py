@@ -49,8 +49,9 @@ def test_reset_resets_the_trainer_you_passed_and_clears_every_panel(lab):
     start = {k: v.copy() for k, v in net.weights.items()}
     lab.run(12)
     lab.grow()
-    assert trainer.step_count == 12 and len(net.groups) > 3
+    assert trainer.step_count == 12 and len(net.groups) > 3 and lab.progress.value == lab.progress.max == 12
     lab.reset()
+    assert lab.progress.value == 0  # not left full
     assert lab.trainer is trainer and trainer.step_count == 0 and not trainer.history.steps
     assert trainer.net is net and len(net.groups) == 3 and not net.history
     for key, w in start.items():

@@ -5,12 +5,15 @@ clicked and the panels checked to change, at a 1366 x 768 laptop's size, with no
 JupyterLab's log console (where an exception in a button's callback lands)."""
 
 import json
+import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -127,5 +130,29 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length === 3", timeout=20_000)
         assert page.get_by_text("No steps yet").count() == 2 and "0 growth events" in status.inner_text()
+        timings = _timings(page, button)
         browser.close()
+    print("lab timings:", timings)  # measured, never asserted (benchmarks/lab_speed.sh records them)
+    if os.environ.get("GENLAB_LAB_TIMINGS"):
+        Path(os.environ["GENLAB_LAB_TIMINGS"]).write_text(json.dumps(timings, indent=1) + "\n")
     assert errors == []
+
+
+def _timings(page, button) -> dict:
+    """From the click to the page showing its result: 15 Step clicks, then Run N of 500 steps
+    (growing every 25 steps), on the reset network."""
+    clicks = []
+    for k in range(1, 16):
+        start = time.perf_counter()
+        button("Step").click()
+        page.wait_for_function(f"document.body.innerText.includes('step {k} ·')", timeout=20_000)
+        clicks.append(1000 * (time.perf_counter() - start))
+    page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("500")
+    page.keyboard.press("Tab")
+    start = time.perf_counter()
+    button("Run N").click()
+    page.wait_for_function("document.body.innerText.includes('step 515 ·')", timeout=120_000)
+    run = time.perf_counter() - start
+    return {"step_click_ms": {"median": round(statistics.median(clicks), 1), "min": round(min(clicks), 1),
+                              "max": round(max(clicks), 1)}, "run_500_s": round(run, 2),
+            "viewport": "1366x768", "note": "Playwright click to the status line's new step, headless Chromium"}

@@ -46,13 +46,18 @@ def accuracy_vs_parameters(study: dict):
             ax.annotate(f"{label} (published) {value:.3g}", (0.02, value), xycoords=("axes fraction", "data"),
                         fontsize=10, color="0.3", va="bottom")
         _thousands(ax)
-        ax.set_title(name, fontsize=14)
-        ax.set_xlabel("parameters", fontsize=12)
-        ax.set_ylabel("test accuracy", fontsize=12)
-        ax.tick_params(labelsize=11)
-        ax.grid(alpha=0.3)
+        _label(ax, name, "parameters")
     axes[0].legend(fontsize=10, loc="lower right")
     return fig
+
+
+def _label(ax, name: str, x: str) -> None:
+    """A panel's title, axis labels and grid, large enough for a projector."""
+    ax.set_title(name, fontsize=14)
+    ax.set_xlabel(x, fontsize=12)
+    ax.set_ylabel("test accuracy", fontsize=12)
+    ax.tick_params(labelsize=11)
+    ax.grid(alpha=0.3)
 
 
 def _thousands(ax) -> None:
@@ -82,10 +87,6 @@ def learning_curves(study: dict):
             ax.fill_between(x, mean - std, mean + std, color=COLOURS[arm], alpha=0.2, lw=0)
         lows = [r["curve"][-1] for r in study["runs"] if r["task"] == name]
         ax.set_ylim(max(0.0, min(lows) - 0.15), min(1.0, max(lows) + 0.03))
-        ax.set_title(name, fontsize=14)
-        ax.set_xlabel("epoch", fontsize=12)
-        ax.set_ylabel("test accuracy", fontsize=12)
-        ax.tick_params(labelsize=11)
-        ax.grid(alpha=0.3)
+        _label(ax, name, "epoch")
     axes[0].legend(fontsize=10, loc="lower right")
     return fig

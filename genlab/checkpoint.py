@@ -80,7 +80,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             raise ArgumentError("this checkpoint's growth criterion was a function, which a file cannot hold: "
                                 "pass growth=GrowthPolicy(criterion=your_function, ...)")
         try:
-            settings = dict(meta["growth"])
+            settings = {"sibling": "split", **meta["growth"]}  # written before fresh siblings: they split
             policy = growth if growth is not None else GrowthPolicy(**settings)
             opt = dict(meta["optimizer"])
             saved_executor = meta["executor"]

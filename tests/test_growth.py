@@ -496,3 +496,25 @@ def test_grow_named_groups():
     events = trainer.grow(groups=[b])
     assert [(e.source, e.kind) for e in events] == [(b, "width")] and events[0].statistic > 0
     assert trainer.grower.eligible(trainer.net, trainer.step_count) == [a]  # b and its copy cool down
+
+
+def test_a_checkpoint_from_before_fresh_siblings_resumes_splitting(tmp_path):
+    """Checkpoints written before GrowthPolicy had sibling and top grew by splitting and by their
+    threshold: they resume doing so."""
+    import json
+
+    trainer = Trainer(chain(1), backend="serial", growth=GrowthPolicy(threshold=1e-3, every=5))
+    trainer.step(np.random.default_rng(0).normal(size=(8, 3)), [0, 1] * 4)
+    path = trainer.save(tmp_path / "new.ckpt")
+    assert Trainer.load(path, backend="serial").growth.sibling == "fresh"
+    with np.load(path, allow_pickle=False) as saved:
+        members = {name: saved[name] for name in saved.files}
+    meta = json.loads(members["__trainer__"].tobytes().decode())
+    for key in ("sibling", "top"):
+        del meta["growth"][key]
+    members["__trainer__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    old = tmp_path / "old.ckpt"
+    with open(old, "wb") as f:
+        np.savez(f, **members)
+    resumed = Trainer.load(old, backend="serial")
+    assert resumed.growth.sibling == "split" and resumed.growth.threshold == 1e-3 and resumed.growth.top == 1

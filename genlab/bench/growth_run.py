@@ -97,7 +97,8 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
     data = datasets.load("digits", seed=0)
     rng = np.random.default_rng(0)
     batches = [rng.choice(len(data.y_train), batch, replace=False) for _ in range(steps)]
-    policy = dict(threshold=0.0, every=every, cooldown=0, max_groups=max_groups, mode="width")
+    # split siblings, as every committed W5 run grew (the default became "fresh" later)
+    policy = dict(threshold=0.0, every=every, cooldown=0, max_groups=max_groups, mode="width", sibling="split")
     out = {"description": f"digits from one group of 8, growth every {every} steps up to {max_groups} groups, "
                           f"{steps} steps of batch {batch}"}
     nets = []  # the network after each growth step (from the genlab CUDA run), for PyTorch to rebuild

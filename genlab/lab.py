@@ -302,7 +302,7 @@ class Lab:
             highlight = {g: kind for g, kind, _ in plan}
             caption = ("the next growth check would grow: " + ", ".join(f"{g} ({kind}-wise)" for g, kind, _ in plan)
                        if plan else "the next growth check would grow nothing")
-        svg = viz.draw(t.net, stats=stats, highlight=highlight, caption=caption).svg()
+        svg = viz.draw(t.net, stats=stats, highlight=highlight, caption=caption, preview=highlight is not None).svg()
         self.dag.value = svg if svg is not None else "<pre>Graphviz's dot is not installed</pre>"
 
     def _draw_pictures(self) -> None:

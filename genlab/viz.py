@@ -3,7 +3,7 @@
 - draw(net): the DAG through Graphviz, ranked by level from left to right; groups sized by
   width and filled by their gradient std; edges as wide as their weights' norm, blue for a
   positive mean weight and orange for a negative one (the TensorFlow Playground's colours);
-  the groups made by the last growth event outlined (red: depth-wise, green: width-wise); a
+  the groups made by the last growth event outlined (vermillion: depth-wise, blue: width-wise); a
   legend says so.
 - heatmap(history): gradient std of every group over the steps, growth events as lines.
 - curves(history): loss and accuracy, train and validation, growth events marked.
@@ -27,7 +27,9 @@ from . import figures
 from .network import INPUT, OUTPUT
 
 POSITIVE, NEGATIVE = "#1f77b4", "#ff7f0e"        # mean weight > 0, < 0
-NEW_KIND = {"depth": "#d62728", "width": "#2ca02c"}  # outline of the groups a growth event made
+# outline of the groups a growth event made (Okabe-Ito vermillion and blue: told apart by
+# colour-blind eyes too); the groups a preview shows are outlined alike, dashed
+NEW_KIND = {"depth": "#d55e00", "width": "#0072b2"}
 MAX_SIZE = "9.5,40"  # inches: a drawing wider than a notebook's column (about 950 px) scales down
 _warned = False
 
@@ -103,10 +105,11 @@ def _std_colours(stats: dict[int, float]) -> tuple[dict[int, str], tuple[float, 
 
 def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, highlight: dict | None = None,
            edge_style: dict | None = None, caption: str = "", delays=(), labels: dict | None = None,
-           shapes: dict | None = None):
+           shapes: dict | None = None, preview: bool = False):
     """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}; delays: [src, dst,
     delay] of the recurrent edges, drawn dashed, labelled t-delay, without pulling on the ranks;
-    labels and shapes: of the groups that are not dense ("conv 8ch 3x3" in a 3-D box)."""
+    labels and shapes: of the groups that are not dense ("conv 8ch 3x3" in a 3-D box); preview:
+    the highlighted groups are the ones the next growth check would grow (dashed outlines)."""
     labels = {int(k): v for k, v in (labels or {}).items()}  # (JSON keys are strings)
     shapes = {int(k): v for k, v in (shapes or {}).items()}
     import graphviz
@@ -140,6 +143,8 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
                         attrs["fontcolor"] = "white"
                 if n in highlight:
                     attrs.update(color=NEW_KIND.get(highlight[n], "#000000"), penwidth="3")
+                    if preview:
+                        attrs["style"] = "filled,dashed"
                 rank.node(f"g{n}", **attrs)
     delayed = {(s, d): k for s, d, k in delays}
     for s, d in sorted(tuple(e) for e in edges):
@@ -159,8 +164,9 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
         legend.append(f'<tr><td>gradient std {lo:.1e}</td>{swatches}<td>{hi:.1e}</td></tr>')
     if highlight:
         kinds = sorted(set(highlight.values()))
+        what = "would grow, dashed" if preview else "new"
         legend.append("<tr><td colspan='8'>" + ", ".join(
-            f'<font color="{NEW_KIND[k]}">new ({k}-wise)</font>' for k in kinds if k in NEW_KIND) + "</td></tr>")
+            f'<font color="{NEW_KIND[k]}">{what} ({k}-wise)</font>' for k in kinds if k in NEW_KIND) + "</td></tr>")
     if caption:
         legend.insert(0, f"<tr><td colspan='8'>{html.escape(caption)}</td></tr>")
     if legend:
@@ -178,11 +184,12 @@ def _last_event_groups(history_events: list) -> dict[int, str]:
 
 
 def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "",
-         partition=None) -> Drawing:
+         partition=None, preview: bool = False) -> Drawing:
     """The DAG of `net`. stats: {group: gradient std} to fill the groups (for instance
     trainer.history.grad_std[-1]); highlight: {group: "depth" | "width"}, by default the groups
-    made by the network's last growth event; partition (genlab.partition.plan): the groups filled
-    by their part instead, the cut edges drawn thick and red."""
+    made by the network's last growth event (preview=True: the groups that would grow, dashed);
+    partition (genlab.partition.plan): the groups filled by their part instead, the cut edges drawn
+    thick and red."""
     norms = {e: float(np.linalg.norm(w)) for e, w in net.weights.items()}
     top = max(norms.values()) or 1.0
     style = {e: (0.4 + 3.6 * norms[e] / top, POSITIVE if float(np.mean(net.weights[e])) >= 0 else NEGATIVE)
@@ -193,7 +200,7 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     if partition is not None:  # the parts fill the groups; the cut edges, red, replace the weights' colours
         stats, style = None, {e: (3.0, CUT) for e in partition.cut_edges}
     graph = _graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style, caption,
-                   topology["delays"], topology["labels"], topology["shapes"])
+                   topology["delays"], topology["labels"], topology["shapes"], preview)
     if partition is not None:
         _show_partition(graph, partition)
     return Drawing(graph, caption)
@@ -230,8 +237,8 @@ EVENT_LABELS = {NEW_KIND["depth"]: "growth step (depth-wise)", NEW_KIND["width"]
 
 
 def _mark_events(ax, history) -> list:
-    """A vertical line at each growth step (red: it deepened, green: it widened, grey: it only
-    pruned); returns one legend handle per colour drawn."""
+    """A vertical line at each growth step (vermillion: it deepened, blue: it widened, grey: it
+    only pruned); returns one legend handle per colour drawn."""
     from matplotlib.lines import Line2D
 
     drawn = {}
@@ -269,7 +276,7 @@ def heatmap_matrix(history, net=None) -> tuple[list[int], dict[int, int], np.nda
 def heatmap(history, net=None, ax=None):
     """Gradient std (log colour scale) of every group (rows, ordered by level) over the steps
     (columns); a group's row starts at its creation; growth steps drawn as vertical lines
-    (red: a depth-wise event, green: width-wise, grey: pruning). Returns the figure."""
+    (vermillion: a depth-wise event, blue: width-wise, grey: pruning). Returns the figure."""
     from matplotlib.colors import LogNorm
 
     groups, level, matrix = heatmap_matrix(history, net)

@@ -80,6 +80,7 @@ def test_preview_outlines_what_the_next_check_would_grow_and_changes_nothing(lab
     lab.preview_button.value = True
     caption = lab.dag.value.replace("&#45;", "-")  # Graphviz writes its hyphens as entities
     assert f"the next growth check would grow: {plan[0][0]} ({plan[0][1]}-wise)" in caption
+    assert f"would grow, dashed ({plan[0][1]}-wise)" in caption and 'stroke-dasharray' in lab.dag.value  # not "new"
     assert (lab.trainer.net.topology(), lab.trainer.step_count, dict(lab.trainer.grower.cool_until)) == before
     events = lab.grow()
     assert [(e.source, e.kind) for e in events] == [(g, kind) for g, kind, _ in plan]

@@ -24,7 +24,7 @@ EXPECTED_DOT = '''digraph genlab {
 	subgraph level2 {
 		rank=same
 		g3 [label="3
-1" color="#d62728" fillcolor="#fde725" fixedsize=true height=0.62 penwidth=3 shape=circle width=0.62]
+1" color="#d55e00" fillcolor="#fde725" fixedsize=true height=0.62 penwidth=3 shape=circle width=0.62]
 	}
 	subgraph level3 {
 		rank=same
@@ -34,7 +34,7 @@ EXPECTED_DOT = '''digraph genlab {
 	g0 -> g2 [color="#1f77b4" penwidth=1.96]
 	g2 -> g3 [color="#ff7f0e" penwidth=2.60]
 	g3 -> g1 [color="#1f77b4" penwidth=4.00]
-	label=<<table border="0" cellspacing="2"><tr><td colspan="8">edges: <font color="#1f77b4">mean weight &gt; 0</font>, <font color="#ff7f0e">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr><tr><td>gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01</td></tr><tr><td colspan='8'><font color="#d62728">new (depth-wise)</font></td></tr></table>> labelloc=b
+	label=<<table border="0" cellspacing="2"><tr><td colspan="8">edges: <font color="#1f77b4">mean weight &gt; 0</font>, <font color="#ff7f0e">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr><tr><td>gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01</td></tr><tr><td colspan='8'><font color="#d55e00">new (depth-wise)</font></td></tr></table>> labelloc=b
 }
 '''
 

@@ -53,13 +53,13 @@ def as_dataset(data, label: str | None = None) -> Dataset:
 
 def announce(events: list, policy) -> str:
     """A line per growth event: which group grew, how, and the statistic that chose it against the
-    policy's rule ("step 350: group 7 duplicated depth-wise into group 12: grad_std 2.1e-02 >
-    threshold 5.0e-03"); the last five, with a count of the rest."""
+    policy's rule ("step 350: group 7 duplicated depth-wise into group 12: grad_std 0.021 >
+    threshold 0.005"); the last five, with a count of the rest."""
     name = policy.criterion if isinstance(policy.criterion, str) else "statistic"
     rule = (", the highest" if policy.threshold is None else f", z-score > {policy.threshold:g}" if policy.relative
-            else f" > threshold {policy.threshold:.1e}")
+            else f" > threshold {policy.threshold:.2g}")
     lines = [f"step {e.step}: group {e.source} pruned" if e.kind == "prune" else
-             f"step {e.step}: group {e.source} duplicated {e.kind}-wise into group {e.new}: {name} {e.statistic:.1e}{rule}"
+             f"step {e.step}: group {e.source} duplicated {e.kind}-wise into group {e.new}: {name} {e.statistic:.2g}{rule}"
              for e in events[-5:]]
     more = [f"(and {len(events) - 5} more growth events)"] if len(events) > 5 else []
     return "<br>".join(more + lines)

@@ -9,14 +9,11 @@ Every `every` steps (or when you call `Trainer.grow()`), genlab
 3. duplicates each selected group, in that order (new ids are allocated in that order):
    - depth-wise: a new group g' of the same width between g and all of g's consumers, with
      weights I and bias 0: relu(I relu(z)) = relu(z), so the function is unchanged;
-   - width-wise: a sibling g'' with g's inputs and consumers. With sibling="fresh" (the default)
-     g'' gets new He-uniform input weights (counter-based noise, genlab.hashnoise), g's bias, and
-     zero output weights: the function is unchanged and g'' computes new features from the start
-     (on Fashion-MNIST a copy trailed the grown shape trained afresh by 2 points, this does not:
-     benchmarks/NOTES.md). With "split", g''
-     copies g's input weights and bias, and each outgoing block V becomes V/2 + E on g and V/2 - E
-     on g'', so the consumers still receive V h; E is uniform in +-noise * rms(V) and breaks the
-     symmetry between the two siblings;
+   - width-wise: a sibling g'' with g's inputs and consumers. sibling="fresh" (the default): new
+     He-uniform input weights (counter-based noise, genlab.hashnoise), g's bias, zero output
+     weights: the function is unchanged and g'' learns new features (benchmarks/NOTES.md). "split":
+     g's input weights and bias copied, each outgoing block V becomes V/2 + E on g and V/2 - E on
+     g'' (the consumers still receive V h), E uniform in +-noise * rms(V), breaking the symmetry;
 4. optionally prunes groups whose output stayed constant since the last check (dead ReLU
    groups; exact: the constant is folded into the consumers' biases) and groups whose Taylor
    score stayed below `prune_taylor` for `patience` checks (approximate).
@@ -296,7 +293,7 @@ class Grower:
         log: list[op.GrowthOp] = [op.Noise(self.seed, step)]  # the counter-based noise of this step's operations
         events = self._prune(net, step, engine, log) if (p.prune or p.prune_taylor is not None) else []
         if groups is not None:
-            known = engine.smoothed_scores() if self.engine_decides else self.scores.ema
+            known = self._smoothed(engine)
             wanted = [(g, float(known.get(g, 0.0))) for g in groups if g in net.widths]
         else:
             wanted = self._wanted(net, step, engine)
@@ -309,12 +306,7 @@ class Grower:
             # an engine that grows in place computes the new values from the log itself
             values = engine is None or not engine.grows_in_place
             for g, score in chosen:
-                kind = self._kind(g, net)  # after the groups before it grew: max_depth holds
-                if kind == "depth":
-                    new = duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
-                else:
-                    new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values,
-                                          fresh=p.sibling == "fresh")
+                kind, new = self._duplicate(net, g, step, log, values)  # after the groups before it: max_depth holds
                 for h in (g, new):
                     self.cool_until[h] = step + p.cooldown
                 log.append(op.Inherit(new, g))  # the copy starts with its source's score
@@ -322,6 +314,17 @@ class Grower:
                 events.append(GrowthEvent(step, kind, g, new, score))
         self.checks += 1
         return events, log
+
+    def _duplicate(self, net: Network, g: int, step: int, log: list | None, values: bool) -> tuple[str, int]:
+        """Duplicate g as the policy's mode says; ("depth" | "width", the new group)."""
+        p, kind = self.policy, self._kind(g, net)
+        if kind == "depth":
+            return kind, duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
+        return kind, duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values, p.sibling == "fresh")
+
+    def _smoothed(self, engine) -> dict[int, float]:
+        """{group: smoothed score}, from the engine where it keeps them."""
+        return engine.smoothed_scores() if self.engine_decides else self.scores.ema
 
     def eligible(self, net: Network, step: int) -> list[int]:
         """The hidden groups that may grow at `step` (not cooling down), in ascending id."""
@@ -344,8 +347,7 @@ class Grower:
         p = self.policy
         hidden = set(net.hidden_groups)
         eligible = set(self.eligible(net, step))
-        scores = lambda: engine.smoothed_scores() if self.engine_decides else self.scores.ema
-        threshold, relative, most = p.cut(scores, hidden, eligible)
+        threshold, relative, most = p.cut(lambda: self._smoothed(engine), hidden, eligible)
         if self.engine_decides:
             return engine.choose_growth(eligible, threshold, relative)[:most]
         return self.scores.choose(net.forward_edges()[0].__getitem__, hidden, eligible, threshold, relative)[:most]
@@ -357,11 +359,7 @@ class Grower:
         chosen = self._wanted(net, step, engine)[:max(p.max_groups - len(net.groups), 0)]
         work, plan = net.copy(deep=False, pull=False), []
         for g, score in chosen:
-            kind = self._kind(g, work)
-            if kind == "depth":
-                duplicate_depth(work, g, step, self.seed, p.preserve, values=False)
-            else:
-                duplicate_width(work, g, step, self.seed, p.preserve, values=False, fresh=p.sibling == "fresh")
+            kind, _ = self._duplicate(work, g, step, None, values=False)
             plan.append((g, kind, score))
         return plan
 

@@ -51,16 +51,16 @@ def as_dataset(data, label: str | None = None) -> Dataset:
     raise DataError(f"Lab takes a genlab Dataset, an (X, y) pair or a DataFrame, not {type(data).__name__}")
 
 
-def announce(events: list, policy) -> str:
-    """A line per growth event: which group grew, how, and the statistic that chose it against the
-    policy's rule ("step 350: group 7 duplicated depth-wise into group 12: grad_std 0.021 >
+def announce(events: list[dict], policy) -> str:
+    """A line per growth event (as trainer.history.events records them): which group grew, how, and
+    the statistic that chose it against the policy's rule ("step 350: group 7 duplicated depth-wise into group 12: grad_std 0.021 >
     threshold 0.005"); the last five, with a count of the rest."""
     name = policy.criterion if isinstance(policy.criterion, str) else "statistic"
     rule = (", the highest" if policy.threshold is None else f", z-score > {policy.threshold:g}" if policy.relative
             else f" > threshold {policy.threshold:.2g}")
-    lines = [f"step {e.step}: group {e.source} pruned" if e.kind == "prune" else
-             f"step {e.step}: group {e.source} duplicated {e.kind}-wise into group {e.new}: {name} {e.statistic:.2g}{rule}"
-             for e in events[-5:]]
+    lines = [f"step {e['step']}: group {e['source']} pruned" if e["kind"] == "prune" else
+             f"step {e['step']}: group {e['source']} duplicated {e['kind']}-wise into group {e['new']}: "
+             f"{name} {e['statistic']:.2g}{rule}" for e in events[-5:]]
     more = [f"(and {len(events) - 5} more growth events)"] if len(events) > 5 else []
     return "<br>".join(more + lines)
 
@@ -155,17 +155,10 @@ class Lab:
         """One training step on the next batch (batches as fit makes them); the panels follow."""
         events = len(self.trainer.history.events)
         record = self.trainer.step(*self._batch())
-        grown = self._events_since(events)
+        grown = self.trainer.history.events[events:]
         self.message.value = announce(grown, self.trainer.growth) if grown else ""
         self.refresh(dag=bool(grown), throttle=True)
         return record
-
-    def _events_since(self, count: int) -> list:
-        """The growth events after the first `count` of the history, as GrowthEvents."""
-        from .growth import GrowthEvent
-
-        fields = ("step", "kind", "source", "new", "statistic")
-        return [GrowthEvent(**{k: e[k] for k in fields}) for e in self.trainer.history.events[count:]]
 
     def run(self, n: int) -> None:
         """n training steps now, refreshing the panels every refresh_every steps (and at the end)."""
@@ -224,7 +217,7 @@ class Lab:
             self.progress.value = i + 1
             grew = len(self.trainer.history.events) != events
             if grew:  # every event of this run so far, the newest last
-                self.message.value = announce(self._events_since(start), self.trainer.growth)
+                self.message.value = announce(self.trainer.history.events[start:], self.trainer.growth)
             if grew or (i + 1) % self.refresh_every == 0 or i + 1 == n:
                 self.refresh(dag=grew or i + 1 == n, throttle=i + 1 < n)
 
@@ -237,7 +230,7 @@ class Lab:
 
     def _grown(self, events: list) -> str:
         if events:
-            return announce(events, self.trainer.growth)
+            return announce([e.to_dict() for e in events], self.trainer.growth)
         t, policy = self.trainer, self.trainer.growth
         if not t.history.steps:
             return "no growth: no step has been taken yet (the rules read a statistic of the steps)"

@@ -33,7 +33,7 @@ def backend_for(task: Task, backend: str) -> str:
 def one(task: Task, arm: str, seed: int, backend: str, given: Run | None) -> Run:
     """One run (in a worker process or here)."""
     if arm == "torch":
-        curve, params, seconds, device, hidden = torch_arm.run(task, seed, given.parameters)
+        curve, params, seconds, device = torch_arm.run(task, seed, given.parameters)
         return Run(task.dataset, arm, seed, curve[-1], params, round(seconds, 3), f"torch {device}", curve)
     return GENLAB_ARMS[arm](task, seed, resolve(backend_for(task, backend)), given)
 

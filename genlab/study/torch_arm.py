@@ -52,7 +52,7 @@ def _LastStep(rnn, head):
 
 def run(task: Task, seed: int, n_params: int, device: str | None = None):
     """Train the PyTorch model of the task; (test accuracy per epoch, parameters, seconds of the
-    training steps, device, hidden width)."""
+    training steps, device)."""
     import torch
 
     from .arms import data_for
@@ -60,7 +60,7 @@ def run(task: Task, seed: int, n_params: int, device: str | None = None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     data = data_for(task, seed)
     torch.manual_seed(seed)
-    net, hidden = model(task, data, n_params)
+    net, _ = model(task, data, n_params)
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=task.lr)
     X, y = (torch.as_tensor(a).to(device) for a in data.train)
@@ -82,4 +82,4 @@ def run(task: Task, seed: int, n_params: int, device: str | None = None):
             hits = sum(int((net(X_test[i:i + 4096]).argmax(-1) == y_test[i:i + 4096]).sum())
                        for i in range(0, len(X_test), 4096))
         curve.append(hits / len(X_test))
-    return curve, sum(p.numel() for p in net.parameters()), seconds, device, hidden
+    return curve, sum(p.numel() for p in net.parameters()), seconds, device

@@ -1,5 +1,5 @@
-"""The network growing: one drawing per growth step, as an animation shown inline (live and in
-an exported page) or written as a GIF and an HTML player. Reached through genlab.viz."""
+"""The network growing: one drawing per growth event (or per growth step), as an animation shown
+inline (live and in an exported page) or written as a GIF and an HTML player. Reached through genlab.viz."""
 
 from __future__ import annotations
 
@@ -14,22 +14,22 @@ import numpy as np
 from .viz import Drawing, _events_by_step, _graph
 
 
-def frames(history, stats: bool = True) -> list[Drawing]:
-    """One drawing per growth step (the first: the network before any), captioned with the step,
-    the number of groups and the accuracy around that step."""
+def frames(history, stats: bool = True, each_event: bool = True) -> list[Drawing]:
+    """One drawing per growth event (each_event=False: per growth step, a step's events at once),
+    the first the network before any, captioned with the step, the number of groups and the
+    accuracy around that step."""
     if not history.events:
         raise ValueError("the history has no growth events: nothing to animate")
-    by_step = _events_by_step(history)
     out = []
 
     def accuracy_at(step):
         recent = [s["accuracy"] for s in history.steps if step - 20 < s["step"] <= step]
         return float(np.mean(recent)) if recent else float("nan")
 
-    first = by_step[0][1][0]["before"]
-    snapshots = [(0, first, {})] + [(step, events[0]["after"], {e["new"]: e["kind"] for e in events
-                                                                  if e.get("new") is not None})
-                                    for step, events in by_step]
+    groups = [[e] for e in history.events] if each_event else [events for _, events in _events_by_step(history)]
+    snapshots = [(0, history.events[0]["before"], {})] + [
+        (events[0]["step"], events[-1]["after"], {e["new"]: e["kind"] for e in events if e.get("new") is not None})
+        for events in groups]
     for step, topology, highlight in snapshots:
         widths = {int(k): v for k, v in topology["widths"].items()}
         levels = {int(k): v for k, v in topology["levels"].items()}
@@ -79,22 +79,23 @@ def _gif(drawings: list, duration_ms: int) -> bytes:
     return buffer.getvalue()
 
 
-def animation(history, duration_ms: int = 900) -> Animation | None:
-    """The DAG growing, one frame per growth step, to show in a notebook (writes no file; save()
-    does). None, with one line on stderr, without Graphviz's dot."""
-    drawings = frames(history)
+def animation(history, duration_ms: int = 900, each_event: bool = True) -> Animation | None:
+    """The DAG growing, one frame per growth event (each_event=False: per growth step), to show in
+    a notebook (writes no file; save() does). None, with one line on stderr, without Graphviz's dot."""
+    drawings = frames(history, each_event=each_event)
     if any(d.svg() is None for d in drawings):
         return None
     return Animation(_gif(drawings, duration_ms), len(drawings))
 
 
-def animate(history, folder=".", name: str = "growth", duration_ms: int = 900) -> dict[str, Path]:
+def animate(history, folder=".", name: str = "growth", duration_ms: int = 900,
+            each_event: bool = True) -> dict[str, Path]:
     """Write NAME.gif and NAME.html (a player with a slider) of the DAG growing, one frame per
-    growth step, into `folder`; return their paths. Without dot: the HTML shows DOT sources and
-    no GIF is written."""
+    growth event (each_event=False: per growth step), into `folder`; return their paths. Without
+    dot: the HTML shows DOT sources and no GIF is written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    drawings = frames(history)
+    drawings = frames(history, each_event=each_event)
     svgs = [d.svg() for d in drawings]
     paths = {}
     if all(s is not None for s in svgs):

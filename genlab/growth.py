@@ -40,8 +40,8 @@ from .pruning import Tracker, prune_group
 # pruning judges a group constant only from this many rows, seen over at least PRUNE_MIN_BATCHES
 # batches since its last judgement (fewer rows leave dead-looking groups that are merely unlucky)
 PRUNE_MIN_ROWS, PRUNE_MIN_BATCHES = 256, 4
-# one-line notes for the person training (on stderr, as Python prints a warning with no logging set
-# up); logging.getLogger("genlab").setLevel(logging.ERROR) silences them, as `genlab ... --quiet` does
+# one-line notes for the person training (genlab.notices: stderr, or a grey line in Jupyter);
+# logging.getLogger("genlab").setLevel(logging.ERROR) silences them, as `genlab ... --quiet` does
 notes = logging.getLogger("genlab.growth")
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class GrowthEvent:
     source: int
     new: int | None
     statistic: float
+    after: dict | None = dataclasses.field(default=None, compare=False, repr=False)  # the topology it left
 
     def to_dict(self) -> dict:
         return {"step": self.step, "kind": self.kind, "source": self.source, "new": self.new,
@@ -311,7 +312,7 @@ class Grower:
                     self.cool_until[h] = step + p.cooldown
                 log.append(op.Inherit(new, g))  # the copy starts with its source's score
                 self.scores.inherit(new, g)
-                events.append(GrowthEvent(step, kind, g, new, score))
+                events.append(GrowthEvent(step, kind, g, new, score, net.topology()))
         self.checks += 1
         return events, log
 
@@ -399,7 +400,7 @@ class Grower:
             net.assign(trial)
             log.extend(trial_log)
             stat = taylor.get(g, 0.0) if why == "taylor" else 0.0
-            events.extend(GrowthEvent(step, "prune", r, None, stat) for r in removed)
+            events.extend(GrowthEvent(step, "prune", r, None, stat, net.topology()) for r in removed)
         return events
 
 

@@ -294,7 +294,9 @@ class Trainer:
         self._net.assign(work)
         self._freeze()
         after = self._topology()
-        self.history.events.extend({**e.to_dict(), "before": before, "after": after} for e in events)
+        for e in events:  # each event's own topologies, the step's several events one after another
+            self.history.events.append({**e.to_dict(), "before": before, "after": e.after or after})
+            before = e.after or after
         if self.on_growth is not None:
             self.on_growth(events)
         return events

@@ -241,7 +241,9 @@ def test_grow_records_events_and_carries_optimizer_state():
     recorded = trainer.history.events
     assert [{k: r[k] for k in ("step", "kind", "source", "new", "statistic")} for r in recorded] == \
         [e.to_dict() for e in events]
-    assert len(recorded[0]["before"]["widths"]) == 18 and len(recorded[0]["after"]["widths"]) == 18 + len(roots)
+    # each event records the topology it left: one more group each, the last the network's own
+    assert [len(r["after"]["widths"]) for r in recorded] == [18 + k for k in range(1, len(roots) + 1)]
+    assert len(recorded[0]["before"]["widths"]) == 18 and recorded[-1]["after"] == trainer.net.topology()
     np.testing.assert_array_equal(trainer.predict(x), p_before)
     new_groups = {e.new for e in events}
     for key, state in trainer.engine.state.items():

@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from . import datasets, wavefront
+from . import datasets, notices, wavefront
 from .errors import (ArgumentError, ArgumentTypeError, BackendError, DataError, FileFormatError, GenlabError,
                      GraphError, SaveError, StaleNetworkError, TrainingError)
 from .export import to_torch
@@ -16,6 +16,8 @@ from .growth import GrowthEvent, GrowthPolicy
 from .lab import Lab
 from .network import INPUT, OUTPUT, Network
 from .trainer import History, Trainer
+
+notices.install()
 
 def cuda_dir():
     """The folder of genlab's CUDA C sources (inside the installed package, or the checkout's cuda/)."""

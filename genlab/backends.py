@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from functools import lru_cache
 
 from .errors import BackendError
+from .notices import say
 
 BACKENDS = ("auto", "serial", "cuda")
 
@@ -43,7 +43,7 @@ _said: set[str] = set()
 def _say_once(line: str) -> None:
     if line not in _said:
         _said.add(line)
-        print(line, file=sys.stderr)
+        say(line)
 
 
 def resolve(backend: str = "auto") -> str:

@@ -27,6 +27,7 @@ from . import figures
 from .network import INPUT, OUTPUT
 
 POSITIVE, NEGATIVE = "#1f77b4", "#ff7f0e"        # mean weight > 0, < 0
+TRAIN, VALIDATION = "#222222", "#e69f00"          # the curves (Okabe-Ito black and orange)
 # outline of the groups a growth event made (Okabe-Ito vermillion and blue: told apart by
 # colour-blind eyes too); the groups a preview shows are outlined alike, dashed
 NEW_KIND = {"depth": "#d55e00", "width": "#0072b2"}
@@ -90,14 +91,16 @@ def _hex(rgba) -> str:
     return "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in rgba[:3])
 
 
-def _std_colours(stats: dict[int, float]) -> tuple[dict[int, str], tuple[float, float]]:
-    """A viridis colour per group on a log scale of its gradient std; and the scale's ends."""
+def _std_colours(stats: dict[int, float], scale=None) -> tuple[dict[int, str], tuple[float, float]]:
+    """A viridis colour per group on a log scale of its gradient std, from scale's (lo, hi) (the
+    heatmap's, where given: values outside it take its ends) or the values' own; and the ends."""
     from matplotlib import colormaps
 
     values = {g: v for g, v in stats.items() if v > 0 and np.isfinite(v)}
     if not values:
         return {}, (0.0, 0.0)
-    lo, hi = min(values.values()), max(values.values())
+    lo, hi = scale if scale is not None else (min(values.values()), max(values.values()))
+    values = {g: min(max(v, lo), hi) for g, v in values.items()}
     span = np.log(hi) - np.log(lo) or 1.0
     cmap = colormaps["viridis"]
     return {g: _hex(cmap((np.log(v) - np.log(lo)) / span)) for g, v in values.items()}, (lo, hi)
@@ -105,11 +108,14 @@ def _std_colours(stats: dict[int, float]) -> tuple[dict[int, str], tuple[float, 
 
 def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, highlight: dict | None = None,
            edge_style: dict | None = None, caption: str = "", delays=(), labels: dict | None = None,
-           shapes: dict | None = None, preview: bool = False):
+           shapes: dict | None = None, preview: bool = False, scale=None, fontsize: float = 9,
+           show_legend: bool = True):
     """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}; delays: [src, dst,
     delay] of the recurrent edges, drawn dashed, labelled t-delay, without pulling on the ranks;
     labels and shapes: of the groups that are not dense ("conv 8ch 3x3" in a 3-D box); preview:
-    the highlighted groups are the ones the next growth check would grow (dashed outlines)."""
+    the highlighted groups are the ones the next growth check would grow (dashed outlines);
+    scale: the (lo, hi) of the colours (the heatmap's); fontsize: of the groups' labels (points),
+    the legend's 2 more; show_legend=False: no legend nor caption (the lab writes its own)."""
     labels = {int(k): v for k, v in (labels or {}).items()}  # (JSON keys are strings)
     shapes = {int(k): v for k, v in (shapes or {}).items()}
     import graphviz
@@ -117,11 +123,11 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
     from matplotlib import colormaps
 
     g = graphviz.Digraph("genlab", graph_attr={"rankdir": "LR", "nodesep": "0.15", "ranksep": "0.5",
-                                               "fontname": "Helvetica", "fontsize": "11",
+                                               "fontname": "Helvetica", "fontsize": str(fontsize + 2),
                                                "size": MAX_SIZE},  # larger drawings scale down to fit
-                         node_attr={"fontname": "Helvetica", "fontsize": "9", "style": "filled"},
+                         node_attr={"fontname": "Helvetica", "fontsize": str(fontsize), "style": "filled"},
                          edge_attr={"arrowsize": "0.4"})
-    colours, (lo, hi) = _std_colours({k: v for k, v in (stats or {}).items() if k in widths})
+    colours, (lo, hi) = _std_colours({k: v for k, v in (stats or {}).items() if k in widths}, scale)
     highlight = highlight or {}
     max_width = max(widths.values())
     for level in sorted(set(levels.values())):
@@ -149,7 +155,7 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
     delayed = {(s, d): k for s, d, k in delays}
     for s, d in sorted(tuple(e) for e in edges):
         penwidth, colour = (edge_style or {}).get((s, d), (1.0, "#888888"))
-        extra = (dict(style="dashed", label=f"t-{delayed[(s, d)]}", fontsize="8", constraint="false")
+        extra = (dict(style="dashed", label=f"t-{delayed[(s, d)]}", fontsize=str(fontsize - 1), constraint="false")
                  if (s, d) in delayed else {})
         g.edge(f"g{s}", f"g{d}", penwidth="%.2f" % penwidth, color=colour, **extra)
     legend = []
@@ -158,10 +164,12 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
     if edge_style:
         legend.append(f'<tr><td colspan="8">edges: <font color="{POSITIVE}">mean weight &gt; 0</font>, '
                       f'<font color="{NEGATIVE}">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr>')
+    if any(n not in (INPUT, OUTPUT) and n not in shapes for n in widths):
+        legend.append('<tr><td colspan="8">a circle: a group, its number over its width (neurons)</td></tr>')
     if colours:
         cmap = colormaps["viridis"]
         swatches = "".join(f'<td bgcolor="{_hex(cmap(t))}" width="14"> </td>' for t in np.linspace(0, 1, 6))
-        legend.append(f'<tr><td>gradient std {lo:.1e}</td>{swatches}<td>{hi:.1e}</td></tr>')
+        legend.append(f'<tr><td>fill: gradient std {lo:.1e}</td>{swatches}<td>{hi:.1e} (log scale)</td></tr>')
     if highlight:
         kinds = sorted(set(highlight.values()))
         what = "would grow, dashed" if preview else "new"
@@ -169,7 +177,7 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
             f'<font color="{NEW_KIND[k]}">{what} ({k}-wise)</font>' for k in kinds if k in NEW_KIND) + "</td></tr>")
     if caption:
         legend.insert(0, f"<tr><td colspan='8'>{html.escape(caption)}</td></tr>")
-    if legend:
+    if legend and show_legend:
         g.attr(label=f'<<table border="0" cellspacing="2">{"".join(legend)}</table>>', labelloc="b")
     return g
 
@@ -184,12 +192,14 @@ def _last_event_groups(history_events: list) -> dict[int, str]:
 
 
 def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "",
-         partition=None, preview: bool = False) -> Drawing:
+         partition=None, preview: bool = False, scale: tuple[float, float] | None = None,
+         fontsize: float = 9, legend: bool = True) -> Drawing:
     """The DAG of `net`. stats: {group: gradient std} to fill the groups (for instance
-    trainer.history.grad_std[-1]); highlight: {group: "depth" | "width"}, by default the groups
-    made by the network's last growth event (preview=True: the groups that would grow, dashed);
-    partition (genlab.partition.plan): the groups filled by their part instead, the cut edges drawn
-    thick and red."""
+    trainer.history.grad_std[-1]), on a log colour scale from scale=(lo, hi) (by default the
+    stats' own range); highlight: {group: "depth" | "width"}, by default the groups made by the
+    network's last growth event (preview=True: the groups that would grow, dashed); partition
+    (genlab.partition.plan): the groups filled by their part instead, the cut edges drawn thick
+    and red; fontsize: of the groups' labels, in points; legend=False: no legend nor caption below."""
     norms = {e: float(np.linalg.norm(w)) for e, w in net.weights.items()}
     top = max(norms.values()) or 1.0
     style = {e: (0.4 + 3.6 * norms[e] / top, POSITIVE if float(np.mean(net.weights[e])) >= 0 else NEGATIVE)
@@ -200,7 +210,7 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     if partition is not None:  # the parts fill the groups; the cut edges, red, replace the weights' colours
         stats, style = None, {e: (3.0, CUT) for e in partition.cut_edges}
     graph = _graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style, caption,
-                   topology["delays"], topology["labels"], topology["shapes"], preview)
+                   topology["delays"], topology["labels"], topology["shapes"], preview, scale, fontsize, legend)
     if partition is not None:
         _show_partition(graph, partition)
     return Drawing(graph, caption)
@@ -236,17 +246,17 @@ EVENT_LABELS = {NEW_KIND["depth"]: "growth step (depth-wise)", NEW_KIND["width"]
                 PRUNED: "pruning step"}
 
 
-def _mark_events(ax, history) -> list:
+def _mark_events(ax, history, lw: float = 0.8) -> list:
     """A vertical line at each growth step (vermillion: it deepened, blue: it widened, grey: it
-    only pruned); returns one legend handle per colour drawn."""
+    only pruned), lw points wide; returns one legend handle per colour drawn."""
     from matplotlib.lines import Line2D
 
     drawn = {}
     for step, events in _events_by_step(history):
         kinds = {e["kind"] for e in events}
         colour = NEW_KIND["depth"] if "depth" in kinds else NEW_KIND["width"] if "width" in kinds else PRUNED
-        ax.axvline(step, color=colour, alpha=0.5, lw=0.8)
-        drawn[colour] = Line2D([], [], color=colour, alpha=0.7, lw=1.2, label=EVENT_LABELS[colour])
+        ax.axvline(step, color=colour, alpha=0.6, lw=lw)
+        drawn[colour] = Line2D([], [], color=colour, alpha=0.7, lw=1.5 * lw, label=EVENT_LABELS[colour])
     return list(drawn.values())
 
 
@@ -315,13 +325,13 @@ def curves(history, window: int = 20):
         values = np.array([s[key] for s in history.steps])
         k = max(1, min(window, len(values)))
         smooth = np.convolve(values, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, color="#1f77b4", lw=1, label=f"train (mean of {k} steps)")
+        ax.plot(steps[k - 1:], smooth, color=TRAIN, lw=1, label=f"train (mean of {k} steps)")
         epochs = history.epochs
         if epochs:
-            ax.plot([e["step"] for e in epochs], [e[key] for e in epochs], "o-", color="#1f77b4", ms=3,
+            ax.plot([e["step"] for e in epochs], [e[key] for e in epochs], "o-", color=TRAIN, ms=3,
                     label="train (epoch)")
             if "val_" + key in epochs[0]:
-                ax.plot([e["step"] for e in epochs], [e["val_" + key] for e in epochs], "s-", color="#ff7f0e",
+                ax.plot([e["step"] for e in epochs], [e["val_" + key] for e in epochs], "s-", color=VALIDATION,
                         ms=3, label="validation (epoch)")
         markers = _mark_events(ax, history)
         ax.set_xlabel("step")

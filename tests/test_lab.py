@@ -1,5 +1,7 @@
 """The dashboard's buttons, pressed from a test, step training and update the panels."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,11 @@ from genlab import DataError, GrowthPolicy, Lab, Network, Trainer
 from genlab.lab import EMPTY
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def words(widget) -> str:
+    """An HTML widget's text, without its tags."""
+    return re.sub(r"<[^>]+>", "", widget.value)
 
 
 @pytest.fixture
@@ -22,8 +29,9 @@ def test_buttons_step_run_grow_and_reset(lab):
     assert "step 0" in lab.status.value and "<svg" in lab.dag.value
     lab.step_button.click()
     assert lab.trainer.step_count == 1 and "step 1" in lab.status.value
-    assert bytes(lab.heat.value[:8]) == PNG and bytes(lab.curves.value[:8]) == PNG
-    assert lab.heat_panel.children == (lab.heat,) and lab.curves_panel.children == (lab.curves,)
+    assert all(bytes(p.value[:8]) == PNG for p in (lab.heat, lab.loss, lab.accuracy))
+    assert (lab.heat_panel.children, lab.loss_panel.children, lab.accuracy_panel.children) == (
+        (lab.heat,), (lab.loss,), (lab.accuracy,))
     lab.n.value = 30
     lab.run_button.click()
     assert lab.trainer.step_count == 31 and lab.progress.value == 30 and "step 31" in lab.status.value
@@ -31,7 +39,7 @@ def test_buttons_step_run_grow_and_reset(lab):
     lab.grow_button.click()
     assert lab.trainer.history.events and len(lab.trainer.net.groups) > 3
     assert lab.dag.value != before and genlab.viz.NEW_KIND["depth"] in lab.dag.value  # the new group, outlined
-    assert lab.scrub.max == 1 and lab.play.max == 1 and lab.message.value == (
+    assert lab.scrub.max == 1 and lab.play.max == 1 and words(lab.message) == (
         f"step 31: group 2 duplicated depth-wise into group 3: grad_std {lab.trainer.history.events[0]['statistic']:.2g}"
         " > threshold 0")
     lab.reset_button.click()
@@ -41,7 +49,7 @@ def test_buttons_step_run_grow_and_reset(lab):
 def test_the_empty_state_says_what_to_do(lab):
     """Before the first step: no broken pictures, no "loss nan"."""
     assert "nan" not in lab.status.value and "loss &mdash;" in lab.status.value
-    assert [c.value for c in lab.heat_panel.children + lab.curves_panel.children] == [EMPTY, EMPTY]
+    assert [c.value for c in lab.heat_panel.children + lab.loss_panel.children] == [EMPTY, ""]
 
 
 def test_reset_resets_the_trainer_you_passed_and_clears_every_panel(lab):
@@ -56,7 +64,7 @@ def test_reset_resets_the_trainer_you_passed_and_clears_every_panel(lab):
     assert trainer.net is net and len(net.groups) == 3 and not net.history
     for key, w in start.items():
         np.testing.assert_array_equal(net.weights[key], w)
-    assert [c.value for c in lab.heat_panel.children + lab.curves_panel.children] == [EMPTY, EMPTY]
+    assert [c.value for c in lab.heat_panel.children + lab.loss_panel.children] == [EMPTY, ""]
     assert lab.scrub.max == 0 and "step 0" in lab.status.value
     lab.run(12)  # and it trains the same way again: the same batches, the same steps
     assert trainer.step_count == 12
@@ -66,7 +74,7 @@ def test_grow_now_says_why_nothing_grew(lab):
     lab.threshold.value = 10.0
     lab.step()
     assert lab.grow() == []
-    message = lab.message.value
+    message = words(lab.message)
     assert message.startswith("no growth: no group above 1.0e+01; highest grad_std at the last step:")
     top = max(lab.trainer.net.hidden_groups, key=lambda g: lab.trainer.engine.stats["grad_std"][g])
     assert f"group {top}" in message
@@ -78,9 +86,9 @@ def test_preview_outlines_what_the_next_check_would_grow_and_changes_nothing(lab
     assert plan and {kind for _, kind, _ in plan} <= {"depth", "width"}
     before = (lab.trainer.net.topology(), lab.trainer.step_count, dict(lab.trainer.grower.cool_until))
     lab.preview_button.value = True
-    caption = lab.dag.value.replace("&#45;", "-")  # Graphviz writes its hyphens as entities
+    caption = words(lab.dag_legend)
     assert f"the next growth check would grow: {plan[0][0]} ({plan[0][1]}-wise)" in caption
-    assert f"would grow, dashed ({plan[0][1]}-wise)" in caption and 'stroke-dasharray' in lab.dag.value  # not "new"
+    assert f"{plan[0][1]}-wise: would grow at the next check" in caption and 'stroke-dasharray' in lab.dag.value
     assert (lab.trainer.net.topology(), lab.trainer.step_count, dict(lab.trainer.grower.cool_until)) == before
     events = lab.grow()
     assert [(e.source, e.kind) for e in events] == [(g, kind) for g, kind, _ in plan]
@@ -116,6 +124,7 @@ def test_your_own_data_as_arrays_or_a_dataframe():
     for data, label in (((X, names), None), (frame, "answer")):
         lab = Lab(Trainer(Network.mlp([3, 4, 2], seed=0), backend="serial"), data, label=label, min_interval=0.0)
         assert lab.data.classes == ("no", "yes") and lab.data.n_features == 3
+        assert "2 classes (no, yes)" in lab.status.value  # the names the data gave, not 0 and 1
         lab.run(5)
         assert lab.trainer.step_count == 5
     trainer = Trainer(Network.mlp([3, 4, 2], seed=0), backend="serial")
@@ -192,7 +201,11 @@ def test_nothing_outside_the_lab_can_close_its_figures():
                       growth=GrowthPolicy(every=10, cooldown=0, max_groups=10))
     lab = Lab(trainer, data, refresh_every=3, min_interval=0.0)
     done = threading.Event()
-    closer = threading.Thread(target=lambda: [plt.close("all") for _ in iter(done.is_set, True)])
+    def close_all():  # as often as a busy kernel's cells could, leaving the GIL between closes
+        while not done.wait(0.001):
+            plt.close("all")
+
+    closer = threading.Thread(target=close_all)
     closer.start()
     try:
         lab.run(90)
@@ -216,12 +229,12 @@ def test_every_growth_event_is_announced_with_its_statistic_and_rule():
     assert lab.message.value == ""  # no check yet
     lab.step()
     (event,) = trainer.history.events
-    assert lab.message.value == (f"step 5: group 2 duplicated width-wise into group 3: grad_std "
+    assert words(lab.message) == (f"step 5: group 2 duplicated width-wise into group 3: grad_std "
                                  f"{event['statistic']:.2g}, the highest")
     lab.run(40)
-    lines = lab.message.value.split("<br>")
-    assert len(trainer.history.events) == 9 and lines[0] == "(and 3 more growth events)" and len(lines) == 6
-    assert [line.split(":")[0] for line in lines[1:]] == [f"step {e['step']}" for e in trainer.history.events[-5:]]
+    lines = re.sub(r"<(?!br)[^>]+>", "", lab.message.value).split("<br>")
+    assert len(trainer.history.events) == 9 and lines[0] == "(and 5 more growth events)" and len(lines) == 4
+    assert [line.split(":")[0] for line in lines[1:]] == [f"step {e['step']}" for e in trainer.history.events[-3:]]
 
 
 def test_run_n_goes_on_in_the_background_and_stops_when_asked():
@@ -272,5 +285,94 @@ def test_an_error_during_a_background_run_is_shown_in_the_lab():
         await lab._task
 
     asyncio.run(session())
-    assert lab.message.value == "Run N stopped at step 0: this step&#x27;s loss is not finite"
+    assert words(lab.message) == "Run N stopped at step 0: this step&#x27;s loss is not finite"
     assert not lab.run_button.disabled
+
+
+def test_the_dag_is_coloured_live_on_the_heatmaps_scale_and_says_what_it_shows(lab):
+    """Every redraw colours the groups by the last step's gradient std on the heatmap's colour
+    scale (its ends in the DAG's colour bar), not only after a growth event; the legend says what
+    a node's label, its fill and an edge's colour mean."""
+    lab.step()
+    first = lab.dag.value
+    lo, hi = lab._heatmap.scale
+    legend = words(lab.dag_legend)
+    assert f"{lo:.1e}" in legend and f"{hi:.1e}" in legend and "on the heatmap's scale" in legend
+    assert "a circle: a group, its number over its width" in legend and "mean weight &gt; 0" in legend
+    assert "max-width:100%" in first  # scaled to its panel, never scrolled
+    lab.run(5)
+    assert not lab.trainer.history.events and lab.dag.value != first  # no growth, new colours
+    last = lab.trainer.history.grad_std[-1]
+    colours, _ = genlab.viz._std_colours(last, lab._heatmap.scale)
+    g = lab.trainer.net.hidden_groups[0]
+    assert colours[g] in lab.dag.value
+
+
+def test_the_pictures_are_updated_in_place_and_rebuilt_when_the_network_grows(lab):
+    lab.run(3)
+    heat, loss = lab._heatmap.fig, lab._curves[0].fig
+    drawn = bytes(lab.heat.value)
+    lab.run(3)
+    assert lab._heatmap.fig is heat and lab._curves[0].fig is loss and bytes(lab.heat.value) != drawn
+    lab.grow()
+    assert lab._heatmap.fig is not heat  # a new row
+    matrix = genlab.viz.heatmap_matrix(lab.trainer.history, lab.trainer.net)[2]
+    np.testing.assert_array_equal(np.ma.filled(lab._heatmap._image.get_array(), np.nan), matrix)
+
+
+def test_the_pictures_text_is_readable_from_the_back_of_a_room(lab):
+    """Drawn PANEL_PX wide (the narrowest panel: the browser only scales them up), every piece of
+    text in the heatmap and the curves is 14 px or more."""
+    from matplotlib.text import Text
+
+    from genlab.lab import pictures
+
+    lab.run(30)
+    lab.grow()
+    lab.run(5)
+    for fig in (lab._heatmap.fig, *(c.fig for c in lab._curves)):
+        assert round(fig.get_figwidth() * fig.dpi) == pictures.PANEL_PX
+        texts = [t for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+        assert len(texts) > 5 and min(t.get_fontsize() * fig.dpi / 72 for t in texts) >= 14
+
+
+def test_the_slider_steps_through_growth_events():
+    """Two groups grow at one check: two events, two frames on the slider."""
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 4, 2], seed=0), backend="serial", lr=0.01, seed=0,
+                      growth=GrowthPolicy(every=None, cooldown=0, max_groups=12, mode="width"))
+    lab = Lab(trainer, data, min_interval=0.0)
+    lab.run(3)
+    trainer.grow(groups=trainer.net.hidden_groups[:2])
+    lab.refresh()
+    assert len(trainer.history.events) == 2 and lab.scrub.max == 2 and "2 growth events" in lab.status.value
+    lab.scrub.value = 1  # after the first event only: one more group than at the start
+    assert lab.dag.value.count('class="node"') == 5
+    lab.scrub.value = 2
+    assert lab.dag.value.count('class="node"') == 6
+
+
+def test_the_librarys_notes_go_to_the_labs_message_not_stderr(capsys):
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(every=2, cooldown=0, max_groups=4))
+    lab = Lab(trainer, data, min_interval=0.0)
+    lab.run(6)
+    assert "growth stopped at step 4: the network holds 4 groups, max_groups=4" in words(lab.message)
+    assert "growth stopped" not in capsys.readouterr().err
+
+
+def test_in_jupyter_a_note_is_a_grey_line_not_stderrs_pink_box(monkeypatch, capsys):
+    import IPython.display
+
+    from genlab import notices
+
+    shown = []
+    monkeypatch.setattr(notices, "_in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    notices.say("genlab: using the serial engine (pycuda is not installed)")
+    assert capsys.readouterr().err == "" and len(shown) == 1
+    assert "using the serial engine (pycuda is not installed)" in shown[0].data and "color:#555" in shown[0].data
+    monkeypatch.setattr(notices, "_in_kernel", lambda: False)
+    notices.say("genlab: a note")
+    assert capsys.readouterr().err == "genlab: a note\n"

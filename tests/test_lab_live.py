@@ -1,8 +1,9 @@
 """The dashboard live, as a student meets it: JupyterLab started headless, a notebook with a Lab
 opened in Chromium (Debian's, driven by Playwright's Python package: no browser download), its
 cell run, then Step, Grow now, Run N (growing as it runs; a long one stopped with Stop) and Reset
-clicked and the panels checked to change, at a 1366 x 768 laptop's size, with no error in the browser's console nor in
-JupyterLab's log console (where an exception in a button's callback lands)."""
+clicked and the panels checked to change, at a 1024 x 768 projector's size (the file browser closed, as a teacher
+presents), with text large enough for the back of a room, no scroll inside the page, and no error in the browser's
+console nor in JupyterLab's log console (where an exception in a button's callback lands)."""
 
 import json
 import os
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from genlab.lab import pictures
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CELL = """import genlab
 data = genlab.datasets.load("moons", seed=0)
@@ -24,6 +27,19 @@ policy = genlab.GrowthPolicy(threshold=0.0, every=25, cooldown=0, max_groups=12)
 trainer = genlab.Trainer(genlab.Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0, growth=policy)
 lab = genlab.Lab(trainer, data)
 lab"""
+# the smallest text of the status line, the messages, the legends and the DAG's groups, in CSS pixels
+READABLE = """() => {
+  const px = e => parseFloat(getComputedStyle(e).fontSize);
+  const svg = document.querySelector('.jp-OutputArea svg'), view = svg.viewBox.baseVal;
+  const scale = svg.getBoundingClientRect().width / view.width;  // CSS pixels per point of Graphviz's
+  const html = [...document.querySelectorAll('.jupyter-widgets .widget-html-content div')].filter(e => e.innerText.trim());
+  return {html: Math.min(...html.map(px)),
+          dag: Math.min(...[...svg.querySelectorAll('g.node text')].map(t => parseFloat(t.getAttribute('font-size')) * scale))};
+}"""
+SCROLLERS = """() => [...document.querySelectorAll('.jp-OutputArea .jupyter-widgets, .jp-OutputArea .jupyter-widgets *')]
+  .filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY) && e.scrollHeight > e.clientHeight + 1)
+  .map(e => e.className)"""
+FILLS = """() => [...document.querySelectorAll('.jp-OutputArea svg g.node ellipse')].map(e => e.getAttribute('fill'))"""
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
@@ -66,13 +82,14 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
         errors = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(jupyterlab)
         page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
         page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=60_000)  # the kernel is up
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
         button = lambda name: page.get_by_role("button", name=name, exact=True)
         for attempt in range(3):  # the kernel may still be starting: run the cell until the dashboard shows
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
@@ -84,18 +101,25 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         status = page.locator(".widget-html-content", has_text="growth events").first
         dag_nodes = lambda: page.locator(".jp-OutputArea svg g.node").count()
         assert "step 0" in status.inner_text() and "loss —" in status.inner_text()
-        assert page.get_by_text("No steps yet").count() == 2  # both picture panels: an empty state, no broken image
+        assert page.get_by_text("No steps yet").count() == 1  # an empty state, no broken image
+        controls = page.locator(".jupyter-widgets .widget-dropdown").first.bounding_box()
+        top = button("Step").bounding_box()
+        assert controls["y"] + controls["height"] - top["y"] < 90  # two rows of controls: the rest is the pictures'
 
         button("Step").click()
         page.wait_for_function("document.body.innerText.includes('step 1 ·')", timeout=20_000)
         page.locator(".jupyter-widgets img").first.wait_for(timeout=20_000)  # the pictures follow the click
-        assert page.locator(".jupyter-widgets img").count() == 2 and page.get_by_text("No steps yet").count() == 0
-        for picture in page.locator(".jupyter-widgets img").all():  # inside the page's width, undistorted
+        assert page.locator(".jupyter-widgets img").count() == 3 and page.get_by_text("No steps yet").count() == 0
+        for picture in page.locator(".jupyter-widgets img").all():  # inside the page's width, undistorted, readable
             box = picture.bounding_box()
-            natural = picture.evaluate("i => i.naturalWidth / i.naturalHeight")
-            assert box["x"] + box["width"] <= 1366 and abs(box["width"] / box["height"] - natural) < 0.05 * natural
+            natural = picture.evaluate("i => [i.naturalWidth, i.naturalWidth / i.naturalHeight]")
+            assert box["x"] + box["width"] <= 1024 and abs(box["width"] / box["height"] - natural[1]) < 0.05 * natural[1]
+            assert pictures.TEXT_PX * box["width"] / natural[0] >= 14  # ticks and labels, as shown
+        text_px = page.evaluate(READABLE)
+        assert min(text_px.values()) >= 14, text_px
         label = page.get_by_text("learning rate", exact=True)
         assert label.evaluate("e => e.scrollWidth <= e.clientWidth")  # not cut to "learning r…"
+        assert page.evaluate(SCROLLERS) == []  # no scroll inside the page: one page to scroll
 
         assert dag_nodes() == 3
         button("Grow now").click()
@@ -104,9 +128,12 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         assert "1 growth events" in status.inner_text()
 
         heat = page.locator(".jupyter-widgets img").first.get_attribute("src")
+        fills = page.evaluate(FILLS)
+        button("Step").click()  # no growth: the DAG's colours follow the gradients all the same
+        page.wait_for_function(f"JSON.stringify({FILLS.strip()}()) !== {json.dumps(json.dumps(fills))}", timeout=20_000)
         nodes = dag_nodes()
         button("Run N").click()  # 200 steps, a growth check every 25
-        page.wait_for_function("document.body.innerText.includes('step 201 ·')", timeout=120_000)
+        page.wait_for_function("document.body.innerText.includes('step 202 ·')", timeout=120_000)
         events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
         assert events > 1 and dag_nodes() > nodes  # grew while running, and the DAG followed
         assert page.get_by_text("duplicated width-wise into group").count() >= 1  # each event announced
@@ -129,24 +156,36 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         button("Reset").click()
         page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length === 3", timeout=20_000)
-        assert page.get_by_text("No steps yet").count() == 2 and "0 growth events" in status.inner_text()
+        assert page.get_by_text("No steps yet").count() == 1 and "0 growth events" in status.inner_text()
         timings = _timings(page, button)
         browser.close()
+    timings["text_px"] = text_px
     print("lab timings:", timings)  # measured, never asserted (benchmarks/lab_speed.sh records them)
     if os.environ.get("GENLAB_LAB_TIMINGS"):
         Path(os.environ["GENLAB_LAB_TIMINGS"]).write_text(json.dumps(timings, indent=1) + "\n")
     assert errors == []
 
 
+CLICK = """async k => {  // from the click to the status line's new step in the page's DOM (painted the frame after)
+  const step = [...document.querySelectorAll('.jp-OutputArea button')].find(b => b.textContent.trim() === 'Step');
+  const shown = () => document.body.innerText.includes(`step ${k} ·`);
+  const start = performance.now();
+  await new Promise(done => {
+    const watch = new MutationObserver(() => { if (shown()) { watch.disconnect(); done(); } });
+    watch.observe(document.body, {subtree: true, childList: true, characterData: true});
+    step.click();
+  });
+  return performance.now() - start;
+}"""
+
+
 def _timings(page, button) -> dict:
-    """From the click to the page showing its result: 15 Step clicks, then Run N of 500 steps
-    (growing every 25 steps), on the reset network."""
+    """From the click to the page showing its result: 15 Step clicks, 0.3 s apart (a student's
+    quick clicking), then Run N of 500 steps (growing every 25 steps), on the reset network."""
     clicks = []
     for k in range(1, 16):
-        start = time.perf_counter()
-        button("Step").click()
-        page.wait_for_function(f"document.body.innerText.includes('step {k} ·')", timeout=20_000)
-        clicks.append(1000 * (time.perf_counter() - start))
+        clicks.append(page.evaluate(CLICK, k))
+        time.sleep(0.3)
     page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("500")
     page.keyboard.press("Tab")
     start = time.perf_counter()
@@ -155,4 +194,6 @@ def _timings(page, button) -> dict:
     run = time.perf_counter() - start
     return {"step_click_ms": {"median": round(statistics.median(clicks), 1), "min": round(min(clicks), 1),
                               "max": round(max(clicks), 1)}, "run_500_s": round(run, 2),
-            "viewport": "1366x768", "note": "Playwright click to the status line's new step, headless Chromium"}
+            "viewport": "1024x768", "note": "step: in the page, from the click to the status line's new step in "
+                                            "the DOM; run: Playwright's click to the status line's step 515; "
+                                            "headless Chromium"}

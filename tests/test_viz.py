@@ -34,7 +34,7 @@ EXPECTED_DOT = '''digraph genlab {
 	g0 -> g2 [color="#1f77b4" penwidth=1.96]
 	g2 -> g3 [color="#ff7f0e" penwidth=2.60]
 	g3 -> g1 [color="#1f77b4" penwidth=4.00]
-	label=<<table border="0" cellspacing="2"><tr><td colspan="8">edges: <font color="#1f77b4">mean weight &gt; 0</font>, <font color="#ff7f0e">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr><tr><td>gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01</td></tr><tr><td colspan='8'><font color="#d55e00">new (depth-wise)</font></td></tr></table>> labelloc=b
+	label=<<table border="0" cellspacing="2"><tr><td colspan="8">edges: <font color="#1f77b4">mean weight &gt; 0</font>, <font color="#ff7f0e">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr><tr><td colspan="8">a circle: a group, its number over its width (neurons)</td></tr><tr><td>fill: gradient std 1.0e-02</td><td bgcolor="#440154" width="14"> </td><td bgcolor="#414487" width="14"> </td><td bgcolor="#2a788e" width="14"> </td><td bgcolor="#22a884" width="14"> </td><td bgcolor="#7ad151" width="14"> </td><td bgcolor="#fde725" width="14"> </td><td>1.0e-01 (log scale)</td></tr><tr><td colspan='8'><font color="#d55e00">new (depth-wise)</font></td></tr></table>> labelloc=b
 }
 '''
 
@@ -54,6 +54,10 @@ def test_dot_of_a_known_network_is_exactly_as_expected():
     drawing = viz.draw(net, stats={a: 0.01, b: 0.1, OUTPUT: 0.05}, highlight={b: "depth"})
     assert drawing.source == EXPECTED_DOT
     assert viz.draw(net.copy(), stats={a: 0.01, b: 0.1, OUTPUT: 0.05}, highlight={b: "depth"}).source == EXPECTED_DOT
+    # on a given scale (the lab's: the heatmap's), a value beyond it takes its end; no legend on request
+    lab = viz.draw(net, stats={a: 0.01, b: 0.1}, scale=(0.001, 0.01), fontsize=14, legend=False).source
+    assert 'g2 [label="2\n3" fillcolor="#fde725"' in lab and 'g3 [label="3\n1" fillcolor="#fde725"' in lab
+    assert "fontsize=14" in lab and "label=<" not in lab
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +120,31 @@ def test_heatmap_curves_and_boundary_are_images(grown, tmp_path):
         viz.decision_boundary(trainer, genlab.datasets.load("iris"))
 
 
-def test_animation_has_a_frame_per_growth_step(grown, tmp_path):
-    trainer, _ = grown
-    steps = sorted({e["step"] for e in trainer.history.events})
+def test_animation_has_a_frame_per_growth_event_or_per_growth_step(tmp_path):
+    """Two groups grow at each check: a frame per event shows them arrive one at a time (each
+    event records the topology it left), a frame per step both at once."""
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 4, 2], seed=0), backend="serial", lr=0.01, seed=0,
+                      growth=GrowthPolicy(every=None, cooldown=0, max_groups=10, mode="width"))
+    for _ in range(2):
+        trainer.fit(*data.train, epochs=1, progress=False)
+        trainer.grow(groups=trainer.net.hidden_groups[:2])
+    events = trainer.history.events
+    steps = sorted({e["step"] for e in events})
+    assert len(events) == 2 * len(steps) >= 4
+    for a, b in zip(events, events[1:]):  # a chain: each event starts from the topology the last one left
+        assert b["before"] == a["after"] and len(b["after"]["widths"]) == len(a["after"]["widths"]) + 1
+    assert events[-1]["after"] == trainer.net.topology()
     paths = viz.animate(trainer.history, tmp_path, name="g")
-    gif = Image.open(paths["gif"])
-    assert gif.format == "GIF" and gif.n_frames == len(steps) + 1
+    assert Image.open(paths["gif"]).n_frames == len(events) + 1
     page = paths["html"].read_text()
-    assert page.count("step ") >= len(steps) and "data:image/svg+xml;base64" in page
-    assert [d.caption.split(" ·")[0] for d in viz.frames(trainer.history)] == ["step 0"] + [f"step {s}" for s in steps]
+    assert page.count("step ") >= len(events) and "data:image/svg+xml;base64" in page
+    per_event, per_step = viz.frames(trainer.history), viz.frames(trainer.history, each_event=False)
+    assert [d.caption.split(" ·")[0] for d in per_event] == ["step 0"] + [f"step {e['step']}" for e in events]
+    assert [d.caption.split(" ·")[0] for d in per_step] == ["step 0"] + [f"step {s}" for s in steps]
+    assert [d.caption.split(" · ")[1] for d in per_event[:3]] == [f"{n} groups" for n in (4, 5, 6)]
+    assert Image.open(viz.animate(trainer.history, tmp_path, name="s", each_event=False)["gif"]).n_frames == \
+        len(steps) + 1
 
 
 def test_pictures_carry_the_legends_a_student_needs():

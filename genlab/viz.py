@@ -31,6 +31,7 @@ TRAIN, VALIDATION = "#222222", "#e69f00"          # the curves (Okabe-Ito black 
 # outline of the groups a growth event made (Okabe-Ito vermillion and blue: told apart by
 # colour-blind eyes too); the groups a preview shows are outlined alike, dashed
 NEW_KIND = {"depth": "#d55e00", "width": "#0072b2"}
+BUNDLE_OVER = 8  # recurrent edges drawn one by one up to this many, then level to level
 MAX_SIZE = "9.5,40"  # inches: a drawing wider than a notebook's column (about 950 px) scales down
 _warned = False
 
@@ -109,13 +110,17 @@ def _std_colours(stats: dict[int, float], scale=None) -> tuple[dict[int, str], t
 def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, highlight: dict | None = None,
            edge_style: dict | None = None, caption: str = "", delays=(), labels: dict | None = None,
            shapes: dict | None = None, preview: bool = False, scale=None, fontsize: float = 9,
-           show_legend: bool = True):
+           show_legend: bool = True, bundle: bool | None = None):
     """The Digraph of a topology. edge_style: {(src, dst): (penwidth, colour)}; delays: [src, dst,
     delay] of the recurrent edges, drawn dashed, labelled t-delay, without pulling on the ranks;
     labels and shapes: of the groups that are not dense ("conv 8ch 3x3" in a 3-D box); preview:
     the highlighted groups are the ones the next growth check would grow (dashed outlines);
     scale: the (lo, hi) of the colours (the heatmap's); fontsize: of the groups' labels (points),
-    the legend's 2 more; show_legend=False: no legend nor caption (the lab writes its own)."""
+    the legend's 2 more; show_legend=False: no legend nor caption (the lab writes its own);
+    bundle: the edges from one level to another (recurrent ones apart) drawn as one, between the
+    levels' boxes, where there are more than two (None: where there are more than BUNDLE_OVER
+    recurrent edges, as after width-wise growth of a recurrent stack, where every sibling reads
+    every other's state)."""
     labels = {int(k): v for k, v in (labels or {}).items()}  # (JSON keys are strings)
     shapes = {int(k): v for k, v in (shapes or {}).items()}
     import graphviz
@@ -130,9 +135,17 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
     colours, (lo, hi) = _std_colours({k: v for k, v in (stats or {}).items() if k in widths}, scale)
     highlight = highlight or {}
     max_width = max(widths.values())
+    delayed = {(s, d): k for s, d, k in delays}
+    bundles = {}  # (source level, destination level, delay or 0): the edges drawn as one
+    if bundle if bundle is not None else len(delayed) > BUNDLE_OVER:
+        for s, d in sorted(tuple(e) for e in edges):
+            bundles.setdefault((levels[s], levels[d], delayed.get((s, d), 0)), []).append((s, d))
+        bundles = {key: pairs for key, pairs in bundles.items() if len(pairs) > 2}
+    crowded = {v for v in levels.values() if sum(1 for u in levels.values() if u == v) > 1}
+    boxed = {level for ls, ld, _ in bundles for level in (ls, ld)} & crowded
     for level in sorted(set(levels.values())):
-        with g.subgraph(name=f"level{level}") as rank:
-            rank.attr(rank="same")
+        with g.subgraph(name=f"cluster_level{level}" if level in boxed else f"level{level}") as rank:
+            rank.attr(rank="same", **(dict(color="#bbbbbb", style="rounded") if level in boxed else {}))
             for n in sorted(k for k in widths if levels[k] == level):
                 w = widths[n]
                 size = "%.2f" % (0.35 + 0.55 * np.log2(1 + w) / np.log2(1 + max_width))
@@ -152,8 +165,21 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
                     if preview:
                         attrs["style"] = "filled,dashed"
                 rank.node(f"g{n}", **attrs)
-    delayed = {(s, d): k for s, d, k in delays}
+    in_bundle = {pair for pairs in bundles.values() for pair in pairs}
+    for (ls, ld, k), pairs in bundles.items():
+        (s, d), between = pairs[0], {}
+        if ls != ld:
+            between.update({"ltail": f"cluster_level{ls}"} if ls in boxed else {})
+            between.update({"lhead": f"cluster_level{ld}"} if ld in boxed else {})
+        if k:  # back over the top, not pulling on the ranks
+            between.update(style="dashed", constraint="false", tailport="n", headport="n")
+        g.edge(f"g{s}", f"g{d}", penwidth="3", color="#555555", label=(f"t-{k} " if k else "") + f"\u00d7{len(pairs)}",
+               fontsize=str(fontsize), **between)
+    if bundles:
+        g.attr(compound="true")
     for s, d in sorted(tuple(e) for e in edges):
+        if (s, d) in in_bundle:
+            continue
         penwidth, colour = (edge_style or {}).get((s, d), (1.0, "#888888"))
         extra = (dict(style="dashed", label=f"t-{delayed[(s, d)]}", fontsize=str(fontsize - 1), constraint="false")
                  if (s, d) in delayed else {})
@@ -161,6 +187,9 @@ def _graph(widths: dict, edges: list, levels: dict, stats: dict | None = None, h
     legend = []
     if delayed:
         legend.append('<tr><td colspan="8">dashed: a recurrent edge, read t-k steps back</td></tr>')
+    if bundles:
+        legend.append('<tr><td colspan="8">grey \u00d7n: n edges from one level (boxed) to another, drawn as one; '
+                      't-k \u00d7n: n recurrent ones</td></tr>')
     if edge_style:
         legend.append(f'<tr><td colspan="8">edges: <font color="{POSITIVE}">mean weight &gt; 0</font>, '
                       f'<font color="{NEGATIVE}">mean weight &lt; 0</font>; thicker: a larger weight norm</td></tr>')
@@ -193,13 +222,14 @@ def _last_event_groups(history_events: list) -> dict[int, str]:
 
 def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "",
          partition=None, preview: bool = False, scale: tuple[float, float] | None = None,
-         fontsize: float = 9, legend: bool = True) -> Drawing:
+         fontsize: float = 9, legend: bool = True, bundle: bool | None = None) -> Drawing:
     """The DAG of `net`. stats: {group: gradient std} to fill the groups (for instance
     trainer.history.grad_std[-1]), on a log colour scale from scale=(lo, hi) (by default the
     stats' own range); highlight: {group: "depth" | "width"}, by default the groups made by the
     network's last growth event (preview=True: the groups that would grow, dashed); partition
     (genlab.partition.plan): the groups filled by their part instead, the cut edges drawn thick
-    and red; fontsize: of the groups' labels, in points; legend=False: no legend nor caption below."""
+    and red; fontsize: of the groups' labels, in points; legend=False: no legend nor caption below;
+    bundle: the edges from one level to another drawn as one (None: for a widened recurrent stack)."""
     norms = {e: float(np.linalg.norm(w)) for e, w in net.weights.items()}
     top = max(norms.values()) or 1.0
     style = {e: (0.4 + 3.6 * norms[e] / top, POSITIVE if float(np.mean(net.weights[e])) >= 0 else NEGATIVE)
@@ -210,7 +240,7 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     if partition is not None:  # the parts fill the groups; the cut edges, red, replace the weights' colours
         stats, style = None, {e: (3.0, CUT) for e in partition.cut_edges}
     graph = _graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style, caption,
-                   topology["delays"], topology["labels"], topology["shapes"], preview, scale, fontsize, legend)
+                   topology["delays"], topology["labels"], topology["shapes"], preview, scale, fontsize, legend, bundle)
     if partition is not None:
         _show_partition(graph, partition)
     return Drawing(graph, caption)

@@ -177,3 +177,25 @@ def test_the_animation_shows_inline_and_writes_no_file(grown, tmp_path, monkeypa
     assert page.startswith('<img src="data:image/gif;base64,') and list(tmp_path.iterdir()) == []
     gif = base64.b64decode(page.split("base64,")[1].split('"')[0])
     assert gif[:6] == b"GIF89a" and Image.open(io.BytesIO(gif)).n_frames == shown.frames == len(viz.frames(trainer.history))
+
+
+def test_a_widened_recurrent_stack_is_drawn_level_to_level():
+    """Width-wise growth of a recurrent stack makes every sibling read every other's state: 49
+    recurrent edges for 7 + 7 groups. Drawn one by one they are a tangle; drawn as one edge per
+    pair of levels, between boxes around the levels, with the count, a student can read them."""
+    net = Network.elman(4, [3, 3], 2, seed=0)
+    first, second = net.topological_order()[1:3]
+    for _ in range(6):
+        for g in (first, second):
+            genlab.growth.duplicate_width(net, g, step=1, seed=0)
+    assert len(net.delays) > viz.BUNDLE_OVER
+    source = viz.draw(net).source
+    levels = net.levels()
+    within = [sum(1 for s, d in net.delays if levels[s] == levels[d] == v) for v in (1, 2)]
+    assert source.count("->") == 5  # input to layer 1, layer 1 to 2, 2 to output; each layer's recurrence
+    assert "cluster_level1" in source and "cluster_level2" in source and "compound=true" in source
+    assert all(f"t-1 \u00d7{n}" in source for n in within) and "\u00d749" in source and "\u00d77" in source
+    plain = viz.draw(net, bundle=False).source
+    assert plain.count("->") == len(net.edges) and "cluster" not in plain
+    small = Network.elman(4, [3, 3], 2, seed=0)
+    assert "cluster" not in viz.draw(small).source  # a few recurrent edges: drawn one by one

@@ -229,7 +229,7 @@ class Lab(Controls):
                            fontsize=14, legend=False)
         self._show_svg(drawing.svg())
         self.dag_legend.value = MESSAGE.format((f"<b>{caption}</b><br>" if caption else "") + legends.dag(
-            scale, highlight, self.preview_button.value, bool(t.net.delays)))
+            scale, highlight, self.preview_button.value, bool(t.net.delays), len(t.net.delays) > viz.BUNDLE_OVER))
 
     def _show_svg(self, svg: str | None) -> None:
         """An SVG of Graphviz's in the DAG panel, scaled down to its width where wider (no scrolling)."""

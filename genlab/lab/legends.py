@@ -32,7 +32,8 @@ def colour_bar(lo: float, hi: float) -> str:
             f"background:linear-gradient(to right, {stops})'></span>&nbsp;{hi:.1e}")
 
 
-def dag(scale: tuple[float, float] | None, highlight: dict | None, preview: bool, recurrent: bool) -> str:
+def dag(scale: tuple[float, float] | None, highlight: dict | None, preview: bool, recurrent: bool,
+        bundled: bool = False) -> str:
     """What the DAG's fills, labels, edges and outlines mean."""
     lines = ["<b>a circle</b>: a group, its number over its width (neurons); boxes: the input and the output"]
     if scale is not None:
@@ -40,7 +41,8 @@ def dag(scale: tuple[float, float] | None, highlight: dict | None, preview: bool
                      + colour_bar(*scale) + " (log)")
     lines.append("<b>edges</b>: " + _mark(viz.POSITIVE, "mean weight &gt; 0") + ", "
                  + _mark(viz.NEGATIVE, "mean weight &lt; 0") + "; thicker: larger weights"
-                 + ("; dashed: a recurrent edge, read t-k steps back" if recurrent else ""))
+                 + ("; dashed: a recurrent edge, read t-k steps back" if recurrent else "")
+                 + ("; grey &times;n: n edges from one boxed level to another, drawn as one" if bundled else ""))
     if highlight:
         what = "would grow at the next check (dashed outline)" if preview else "made by the last growth step"
         kinds = sorted(set(highlight.values()) & set(viz.NEW_KIND))

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from . import datasets, notices, wavefront
 from .errors import (ArgumentError, ArgumentTypeError, BackendError, DataError, FileFormatError, GenlabError,
                      GraphError, SaveError, StaleNetworkError, TrainingError)
-from .export import to_torch
+from .export import to_onnx, to_torch
 from .growth import GrowthEvent, GrowthPolicy
 from .lab import Lab
 from .network import INPUT, OUTPUT, Network

@@ -1,8 +1,15 @@
-"""Export: a genlab Network as a torch.nn.Module computing the same function, and from there ONNX
-(torch.onnx.export). PyTorch stays optional: it is imported when to_torch is called."""
+"""Export: a genlab Network as a torch.nn.Module computing the same function (to_torch), and as an
+ONNX file (to_onnx, through torch.onnx.export). PyTorch stays optional: it is imported when either
+is called."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+
+from .errors import ArgumentError
 from .network import INPUT, OUTPUT, Network
 
 
@@ -16,8 +23,7 @@ def to_torch(net: Network):
 
         >>> module = genlab.to_torch(net)
         >>> logits = module(torch.from_numpy(X))
-        >>> torch.onnx.export(module, (torch.from_numpy(X[:1]),), "net.onnx",
-        ...                   dynamic_shapes=({0: torch.export.Dim("batch")},))
+        >>> genlab.to_onnx(net, "net.onnx")   # or torch.onnx.export(module, ...) yourself
     """
     import torch
 
@@ -67,3 +73,45 @@ def to_torch(net: Network):
             return f"groups={len(self.order) + 1}, inputs={self.n_inputs}, outputs={self.n_outputs}"
 
     return GenlabModule().eval()
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """torch's ONNX exporter's own notes, which say nothing about the network: its progress, the
+    optional torchvision operators it skips, a FutureWarning about its deprecated pytree API."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def to_onnx(net: Network, path, steps: int | None = None) -> Path:
+    """Write `net` as an ONNX model to exactly `path` (atomically: a failure leaves the file there
+    before intact), reading a batch of any size and giving the logits; return the path. A
+    recurrent network reads sequences of `steps` steps (needed: the export unrolls them).
+    Needs torch, onnx and onnxscript."""
+    import io
+
+    import torch
+
+    from .files import write_atomically
+
+    if net.recurrent and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ArgumentError(f"a recurrent network is exported for sequences of a fixed length: pass steps= "
+                            f"(a positive int), not {steps!r}")
+    if not net.recurrent and steps is not None:
+        raise ArgumentError("steps= is for recurrent networks; this one reads no sequence")
+    module = to_torch(net)
+    dtype = next(module.parameters()).dtype
+    shape = (2, steps, *net.input_shape) if net.recurrent else (2, *net.input_shape)
+    with _exporter_quiet():
+        program = torch.onnx.export(module, (torch.zeros(shape, dtype=dtype),), verbose=False,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+    data = io.BytesIO()
+    program.save(data)
+    return write_atomically(path, lambda f: f.write(data.getvalue()))

@@ -42,13 +42,20 @@ def writable_target(path) -> Path:
 def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
     """Write `arrays` as an uncompressed .npz to exactly `path`, atomically; return the path. A
     symbolic link is followed: the file it points to is replaced, the link stays."""
+    return write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def write_atomically(path, write) -> Path:
+    """write(f) into a temporary file beside `path` (f: a binary file), flushed to disk and renamed
+    over exactly `path`; return the path. Raises SaveError (an OSError) and leaves what was there
+    before intact on any failure. A symbolic link is followed: the file it points to is replaced."""
     given = Path(path)
     path = writable_target(given.resolve() if given.is_symlink() else given)
     mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)

@@ -89,3 +89,45 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path):
     session = ort.InferenceSession(str(path))
     (out,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_to_onnx_writes_a_model_onnxruntime_runs_quietly(tmp_path, capfd):
+    """One call: any batch, the logits to_torch gives, for a DAG and for a recurrent network (a
+    fixed number of steps), written atomically, with none of the exporter's own notes."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    net, x, _ = case(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = genlab.to_onnx(net, tmp_path / "net.onnx")
+    assert path == tmp_path / "net.onnx" and caught == []
+    out = capfd.readouterr()
+    assert "torch.onnx" not in out.out + out.err and "torchvision" not in out.err
+    session = ort.InferenceSession(str(path))
+    for batch in (1, 5):
+        (logits,) = session.run(None, {session.get_inputs()[0].name: x[:batch]})
+        np.testing.assert_allclose(logits, genlab.to_torch(net)(torch.from_numpy(x[:batch])).detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    rnn = Network.elman(3, [5], 2, seed=0)
+    seq = np.random.default_rng(0).normal(size=(4, 6, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(genlab.to_onnx(rnn, tmp_path / "rnn.onnx", steps=6)))
+    (logits,) = session.run(None, {session.get_inputs()[0].name: seq})
+    np.testing.assert_allclose(logits, genlab.to_torch(rnn)(torch.from_numpy(seq)).detach().numpy(), rtol=1e-5,
+                               atol=1e-6)  # (to_torch is checked against the serial engine above)
+
+
+def test_to_onnx_refuses_bad_arguments_and_keeps_the_file_there(tmp_path):
+    net, _, _ = case(3)
+    rnn = Network.elman(3, [5], 2, seed=0)
+    with pytest.raises(genlab.ArgumentError, match="pass steps="):
+        genlab.to_onnx(rnn, tmp_path / "rnn.onnx")
+    with pytest.raises(genlab.ArgumentError, match="steps= is for recurrent networks"):
+        genlab.to_onnx(net, tmp_path / "net.onnx", steps=4)
+    there = tmp_path / "net.onnx"
+    there.write_bytes(b"before")
+    with pytest.raises(genlab.SaveError, match="does not exist"):
+        genlab.to_onnx(net, tmp_path / "missing" / "net.onnx")
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(genlab.SaveError, match="it is a folder"):
+        genlab.to_onnx(net, tmp_path / "folder.onnx")
+    assert there.read_bytes() == b"before" and not list(tmp_path.glob(".*.tmp"))

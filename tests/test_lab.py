@@ -252,7 +252,7 @@ def test_run_n_goes_on_in_the_background_and_stops_when_asked():
         lab.run_button.click()
         assert trainer.step_count < 100_000 and lab._task is not None  # it returned at once
         assert lab.step_button.disabled and lab.grow_button.disabled and lab.reset_button.disabled
-        assert not lab.stop_button.disabled
+        assert not lab.stop_button.disabled and lab.progress.description == "running"
         await asyncio.sleep(0.5)
         assert trainer.step_count > 0  # it ran while this coroutine slept
         lab.stop_button.click()
@@ -260,6 +260,7 @@ def test_run_n_goes_on_in_the_background_and_stops_when_asked():
         taken = trainer.step_count
         assert 0 < taken < 100_000 and f"stopped after {taken} of 100000 steps" in lab.message.value
         assert not lab.step_button.disabled and lab.stop_button.disabled and f"step {taken}" in lab.status.value
+        assert lab.progress.description == ""
         lab.n.value = 30
         lab.run_button.click()
         await lab._task

@@ -135,7 +135,9 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
         button("Run N").click()  # 200 steps, a growth check every 25
         page.wait_for_function("document.body.innerText.includes('step 202 ·')", timeout=120_000)
         events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
-        assert events > 1 and dag_nodes() > nodes  # grew while running, and the DAG followed
+        assert events > 1  # grew while running, and the DAG follows (its picture a moment after the status line)
+        page.wait_for_function(f"document.querySelectorAll('.jp-OutputArea svg g.node').length > {nodes}",
+                               timeout=20_000)
         assert page.get_by_text("duplicated width-wise into group").count() >= 1  # each event announced
         assert page.locator(".jupyter-widgets img").first.get_attribute("src") != heat
         page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("100000")
@@ -181,19 +183,27 @@ CLICK = """async k => {  // from the click to the status line's new step in the 
 
 def _timings(page, button) -> dict:
     """From the click to the page showing its result: 15 Step clicks, 0.3 s apart (a student's
-    quick clicking), then Run N of 500 steps (growing every 25 steps), on the reset network."""
-    clicks = []
+    quick clicking), timed in the page; 5 more timed from Playwright's click (its own overhead
+    included); then Run N of 500 steps (growing every 25 steps), on the reset network."""
+    clicks, driven = [], []
     for k in range(1, 16):
         clicks.append(page.evaluate(CLICK, k))
+        time.sleep(0.3)
+    for k in range(16, 21):
+        start = time.perf_counter()
+        button("Step").click()
+        page.wait_for_function(f"document.body.innerText.includes('step {k} ·')", timeout=20_000)
+        driven.append(1000 * (time.perf_counter() - start))
         time.sleep(0.3)
     page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("500")
     page.keyboard.press("Tab")
     start = time.perf_counter()
     button("Run N").click()
-    page.wait_for_function("document.body.innerText.includes('step 515 ·')", timeout=120_000)
+    page.wait_for_function("document.body.innerText.includes('step 520 ·')", timeout=120_000)
     run = time.perf_counter() - start
-    return {"step_click_ms": {"median": round(statistics.median(clicks), 1), "min": round(min(clicks), 1),
-                              "max": round(max(clicks), 1)}, "run_500_s": round(run, 2),
-            "viewport": "1024x768", "note": "step: in the page, from the click to the status line's new step in "
-                                            "the DOM; run: Playwright's click to the status line's step 515; "
-                                            "headless Chromium"}
+    spread = lambda xs: {"median": round(statistics.median(xs), 1), "min": round(min(xs), 1), "max": round(max(xs), 1)}
+    return {"step_click_ms": spread(clicks), "step_click_playwright_ms": spread(driven), "run_500_s": round(run, 2),
+            "viewport": "1024x768", "cpus": os.cpu_count(),
+            "note": "step_click_ms: in the page, from the click to the status line's new step in the DOM (15 clicks); "
+                    "step_click_playwright_ms: from Playwright's click to its seeing the step (5 clicks, its polling "
+                    "included); run: Playwright's click on Run N to the status line's step 520; headless Chromium"}

@@ -8,7 +8,11 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_api_example_runs_as_written(tmp_path):
-    example, kinds, recurrence, distributed = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    example, kinds, recurrence, distributed, lab = (
+        next(b for b in blocks if marker in b)
+        for marker in ("digits_dag", "digits_images", "wavefront", "World.start", "genlab.Lab("))
+    assert len(blocks) == 5
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -26,6 +30,12 @@ def test_api_example_runs_as_written(tmp_path):
                             timeout=300, env={**os.environ, "GENLAB_BACKEND": "serial"})
     assert result.returncode == 0, result.stderr
     assert re.search(r"\d+ groups after 22 steps on 1 process", result.stdout), result.stdout
+    check = "\nprint(lab.trainer.step_count, len(lab.trainer.net.groups), 'status' in vars(lab))"
+    result = subprocess.run([sys.executable, "-c", lab + check], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    steps, groups, _ = result.stdout.split()
+    assert steps == "100" and int(groups) > 3  # it ran, and grew every 25 steps
 
 
 def test_ci_runs_the_readme_blocks():

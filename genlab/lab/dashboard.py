@@ -128,6 +128,8 @@ class Lab(Controls):
         for button in (self.step_button, self.run_button, self.grow_button, self.reset_button):
             button.disabled = on
         self.stop_button.disabled = not on
+        # the kernel itself shows Idle (it is free for other cells): the lab says that it is running
+        self.progress.description, self.progress.bar_style = ("running", "info") if on else ("", "")
 
     def _steps(self, n: int, slice_seconds: float = 0.05):
         """n steps (fewer if stopped), yielding every slice_seconds of work."""

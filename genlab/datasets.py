@@ -167,9 +167,11 @@ def load(name: str, seed: int = 0, test_size: float | None = None, n_samples: in
     if path is not None:
         raise DataError(f"{name} is not read from files: path applies to {', '.join(REAL[:3])} only")
     test_size = 0.25 if test_size is None else test_size
+    classes = ()
     if name in TABULAR:
         import sklearn.datasets as skd
-        X, y = getattr(skd, f"load_{name}")(return_X_y=True)
+        bunch = getattr(skd, f"load_{name}")()
+        X, y, classes = bunch.data, bunch.target, tuple(str(c) for c in bunch.target_names)
     elif name in ("digits_rows", "digits_images"):
         import sklearn.datasets as skd
         X, y = skd.load_digits(return_X_y=True)
@@ -180,7 +182,7 @@ def load(name: str, seed: int = 0, test_size: float | None = None, n_samples: in
         X, y = _generate(name, n_samples or 600, noise, np.random.default_rng(seed))
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
-    return _split(name, X, np.asarray(y, np.int64), seed, test_size)
+    return _split(name, X, np.asarray(y, np.int64), seed, test_size, classes)
 
 
 def adding(n: int, steps: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

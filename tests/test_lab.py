@@ -377,3 +377,15 @@ def test_in_jupyter_a_note_is_a_grey_line_not_stderrs_pink_box(monkeypatch, caps
     monkeypatch.setattr(notices, "_in_kernel", lambda: False)
     notices.say("genlab: a note")
     assert capsys.readouterr().err == "genlab: a note\n"
+
+
+def test_a_network_without_hidden_groups_says_why_its_heatmap_is_empty():
+    data = genlab.datasets.load("iris", seed=0)
+    lab = Lab(Trainer(Network.mlp([4, 3], seed=0), backend="serial", seed=0), data, min_interval=0.0)
+    lab.run(5)
+    assert lab.heat_panel.children == (lab._no_rows,) and "no hidden group" in lab._no_rows.value
+    assert bytes(lab.loss.value[:8]) == PNG
+    assert lab.grow() == [] and "the network has no hidden group" in words(lab.message)
+    assert "3 classes (setosa, versicolor, virginica)" in lab.status.value  # scikit-learn's names
+    with pytest.raises(ValueError, match="no hidden group"):
+        genlab.viz.heatmap(lab.trainer.history, lab.trainer.net)

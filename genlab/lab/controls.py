@@ -13,6 +13,8 @@ from ..policy import MODES
 from . import pictures
 
 EMPTY = "<div style='color:#555;padding:1em;font-size:16px'>No steps yet: press <b>Step</b> or <b>Run N</b>.</div>"
+NO_ROWS = ("<div style='color:#555;padding:1em;font-size:16px'>The network has no hidden group yet: the heatmap "
+           "shows one row per hidden group.</div>")
 STATUS = "<div style='font-size:17px;line-height:1.4'>{}</div>"   # the status line
 MESSAGE = "<div style='font-size:15px;line-height:1.35'>{}</div>"  # growth messages and notes
 
@@ -62,6 +64,7 @@ class Controls:
         picture = w.Layout(width="100%", height="auto", object_fit="contain")
         self.heat, self.loss, self.accuracy = (w.Image(format="png", layout=picture) for _ in range(3))
         self._empty = (w.HTML(EMPTY), w.HTML(""), w.HTML(""))  # what the picture panels show before a step
+        self._no_rows = w.HTML(NO_ROWS)
         self.dag_panel = w.VBox([self.dag, self.dag_legend], layout=panel(grow=2))
         self.heat_panel, self.loss_panel, self.accuracy_panel = (w.Box([e], layout=panel()) for e in self._empty)
         self.legend = w.HTML()

@@ -55,7 +55,8 @@ class Lab(Controls):
         self._task, self._stopping, self._following = None, False, False
         self._lines: list[str] = []  # the message: growth announcements, then the library's notes
         self._notes: list[str] = []
-        self._heatmap, self._curves = pictures.Heatmap(), (pictures.Curve("loss"), pictures.Curve("accuracy"))
+        self._heatmap = pictures.Heatmap()
+        self._curves = (pictures.Curve("loss", log_scale=True), pictures.Curve("accuracy"))
         self.step_button.on_click(lambda _: self.step())
         self.run_button.on_click(lambda _: self.start(self.n.value))
         self.stop_button.on_click(lambda _: self.stop())
@@ -248,11 +249,14 @@ class Lab(Controls):
             self.legend.value = ""
             self._heatmap.scale = pictures.Heatmap().scale
         else:
-            self.heat.value = self._heatmap.draw(history, net)
+            heat = self._heatmap.draw(history, net)
+            if heat is not None:
+                self.heat.value = heat
             self.loss.value, self.accuracy.value = (curve.draw(history) for curve in self._curves)
             self.heat_panel.children, self.loss_panel.children, self.accuracy_panel.children = (
-                (self.heat,), (self.loss,), (self.accuracy,))
-            self.legend.value = MESSAGE.format(legends.pictures(bool(history.epochs) and "val_loss" in history.epochs[0]))
+                (self.heat,) if heat is not None else (self._no_rows,), (self.loss,), (self.accuracy,))
+            validation = bool(history.epochs) and "val_loss" in history.epochs[0]
+            self.legend.value = MESSAGE.format(legends.pictures(validation))
         self._draw_dag()  # coloured on the heatmap's scale, as it stands now
 
     def _pictures_soon(self) -> None:

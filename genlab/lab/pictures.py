@@ -65,8 +65,12 @@ class Heatmap:
         self._shape = None
         self.scale = (1e-6, 1.0)
 
-    def draw(self, history, net) -> bytes:
+    def draw(self, history, net) -> bytes | None:
+        """The PNG, or None where the network has no hidden group (no row to show)."""
         groups, level, matrix = viz.heatmap_matrix(history, net)
+        if not groups:
+            self._shape = None
+            return None
         shape = (tuple(groups), len(history.events))
         self.scale = _log_range(matrix)
         if shape != self._shape:
@@ -103,11 +107,12 @@ class Heatmap:
 
 
 class Curve:
-    """Loss or accuracy over the steps: train (moving mean of `window` steps, and per epoch) and
-    validation (per epoch), growth steps as lines."""
+    """A quantity of the history's steps and epochs (key: "loss", "accuracy") over the steps: train
+    (moving mean of `window` steps, and per epoch) and validation (per epoch), growth steps as
+    lines; log_scale: on a log axis."""
 
-    def __init__(self, key: str, window: int = 20):
-        self.key, self.window = key, window
+    def __init__(self, key: str, log_scale: bool = False, window: int = 20):
+        self.key, self.log_scale, self.window = key, log_scale, window
         self.fig = None
         self._shape = None
 
@@ -142,7 +147,7 @@ class Curve:
         if validation:
             self._lines["validation"] = ax.plot([], [], "s-", color=viz.VALIDATION, lw=LINE, ms=7)[0]
         viz._mark_events(ax, history, lw=2)
-        if self.key == "loss":
+        if self.log_scale:
             ax.set_yscale("log")
         ax.set_xlabel("step", fontsize=TEXT_PT)
         ax.set_title(self.key, loc="left", fontsize=TEXT_PT + 1)

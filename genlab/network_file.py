@@ -98,7 +98,10 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
     edges = m.edges(widths)
     next_id = m.next_id(widths)
     history = m.history()
-    net = Network(n_outputs=widths[OUTPUT], input_shape=m.input_shape(widths), dtype=dtype)
+    try:
+        net = Network(n_outputs=widths[OUTPUT], input_shape=m.input_shape(widths), dtype=dtype)
+    except GraphError as e:  # a width beyond genlab's limits, say
+        raise FileFormatError(f"{reader.path}: member {name!r} describes an invalid network: {e}") from None
     net.widths, net.kinds, net._next_id, net.history = widths, kinds, next_id, history
     net.options, net.grids = m.options(kinds), m.grids(kinds)
     net._in = {g: [] for g in widths}

@@ -687,6 +687,22 @@ def test_any_tampering_with_the_metadata_is_refused_or_harmless(tmp_path_factory
     loaded.validate()
 
 
+def test_a_width_beyond_genlabs_limit_in_a_file_is_a_file_format_error(tmp_path):
+    """Found by the property above: an output width of 2**24 + 1 in the metadata was a GraphError."""
+    from genlab.checks import MAX_WIDTH
+
+    path = small().save(tmp_path / "n.npz")
+
+    def widen(member):
+        doc = json.loads(member.tobytes())
+        doc["widths"]["1"] = MAX_WIDTH + 1
+        return np.frombuffer(json.dumps(doc).encode(), np.uint8)
+
+    _rewrite_member(path, "__meta__", widen)
+    with pytest.raises(FileFormatError, match="describes an invalid network: the output group of 16777217"):
+        Network.load(path)
+
+
 @settings(max_examples=120, deadline=None)
 @given(data=st.data())
 def test_any_tampering_with_a_checkpoint_is_refused_or_harmless(tmp_path_factory, data):

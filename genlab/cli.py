@@ -8,65 +8,8 @@ import sys
 import time
 
 from . import __version__
+from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, names, rate, sizes
 
-
-class _Parser(argparse.ArgumentParser):
-    """Errors in one line (what is wrong, and --help for the rest), exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _count(low: int):
-    """An argparse type: an integer of at least `low`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
-
-
-def _rate(text: str) -> float:
-    """An argparse type: a finite, non-negative number (a learning rate)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
-    return value
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected widths like 64,32, got {text!r}") from None
-    if not sizes or min(sizes) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive widths like 64,32, got {text!r}")
-    return sizes
-
-
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
-    return names
-
-
-class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each option's default, where it has one."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _common(command, names, backends) -> None:
@@ -74,9 +17,9 @@ def _common(command, names, backends) -> None:
     command.add_argument("--dataset", default=None, choices=names, help="the data, from genlab.datasets (default: digits)")
     command.add_argument("--backend", default="auto", choices=backends,
                          help="the engine: auto takes the GPU where it can run")
-    command.add_argument("--epochs", type=_count(1), default=None,
+    command.add_argument("--epochs", type=count(1, 10**6), default=None,
                          help="passes over the training set (default: about 2000 steps' worth, by dataset)")
-    command.add_argument("--seed", type=_count(0), default=None,
+    command.add_argument("--seed", type=count(0, SEED_MAX), default=None,
                          help="the seed of the weights, the split and the batches (default: 0)")
     command.add_argument("--kind", default=None, choices=["dense", "conv", "attention", "recurrent"],
                          help="the kind of the starting groups (default: conv for images, recurrent dense groups "
@@ -87,17 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .datasets import NAMES
 
-    parser = _Parser(prog="genlab", description="Train and grow generalized neural networks.")
+    parser = Parser(prog="genlab", description="Train and grow generalized neural networks.")
     parser.add_argument("--version", action="version", version=f"genlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    defaults = _Defaults
+    defaults = Defaults
     train = commands.add_parser(
         "train", help="train a network on a dataset and report its accuracy", formatter_class=defaults,
         description="Train a network on one of genlab's datasets (no download) and print its accuracy, size and "
                     "time: a chain of groups (--start mlp), or one group of 8 that grows (--start single --grow).")
     _common(train, NAMES, BACKENDS)
-    train.add_argument("--hidden", type=_sizes, default=None,
+    train.add_argument("--hidden", type=sizes, default=None,
                        help="widths (conv: channels) of the hidden groups of the starting chain (default by kind: "
                             "dense 64,32, conv 8,16, recurrent 64, attention 32; with --start single, 8 or 16)")
     train.add_argument("--start", "--from", dest="start", choices=["mlp", "single"], default=None,
@@ -105,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(--from is the same option, for torchrun, which takes --start for its own)")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy: the group with the highest gradient "
                             "spread every 50 steps, up to --max-groups")
-    train.add_argument("--max-groups", type=_count(3), default=None, help="growth budget (default 32; iris 16)")
+    train.add_argument("--max-groups", type=count(3, 100_000), default=None, help="growth budget (default 32; iris 16)")
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
-    train.add_argument("--lr", type=_rate, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
-    train.add_argument("--batch-size", type=_count(1), default=None, help="rows per training step (default: 32)")
+    train.add_argument("--lr", type=rate, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
+    train.add_argument("--batch-size", type=count(1, 2**24), default=None, help="rows per training step (default: 32)")
     train.add_argument("--dtype", default=None, choices=["float32", "float64"],
                        help="the float type of the computation (default: float32; float64 runs on the serial engine)")
     train.add_argument("--save", metavar="PATH",
@@ -143,15 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backend(args) -> str:
-    """The engine --backend names here; with --quiet, without the line saying that "auto" fell
-    back to the serial engine (genlab.backends prints it on stderr)."""
-    import contextlib
-    import io
-
+    """The engine --backend names here (main shows the note that "auto" fell back to the serial
+    engine once the set-up has succeeded, unless --quiet)."""
     from .backends import resolve
 
-    with contextlib.redirect_stderr(io.StringIO()) if args.quiet else contextlib.nullcontext():
-        return resolve(args.backend)
+    return resolve(args.backend)
 
 
 # what a checkpoint fixes: these options cannot change on --resume (--lr and --backend can)
@@ -165,18 +104,18 @@ def _resume(args):
 
     fixed = [f"--{name.replace('_', '-')}" for name in FIXED_BY_CHECKPOINT if getattr(args, name) not in (None, False)]
     if fixed:
-        raise _Usage(f"--resume continues the saved run as it was built; {', '.join(fixed)} cannot change it")
+        raise Usage(f"--resume continues the saved run as it was built; {', '.join(fixed)} cannot change it")
     try:
         trainer = Trainer.load(args.resume, backend=_backend(args))
     except (FileFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise _Usage(f"--resume {args.resume}: {e}") from None
+        raise Usage(f"--resume {args.resume}: {e}") from None
     saved = trainer.metadata or {}
     for name in ("dataset", "seed"):
         given = getattr(args, name)
         if given is not None and saved.get(name) is not None and given != saved[name]:
-            raise _Usage(f"--{name} {given} differs from the checkpoint's ({saved[name]})")
+            raise Usage(f"--{name} {given} differs from the checkpoint's ({saved[name]})")
     if saved.get("dataset") is None and args.dataset is None:
-        raise _Usage(f"{args.resume} does not say its dataset: give --dataset")
+        raise Usage(f"{args.resume} does not say its dataset: give --dataset")
     if args.lr is not None:
         trainer.lr = args.lr
     return trainer, args.dataset or saved["dataset"], saved.get("seed", args.seed or 0)
@@ -191,11 +130,9 @@ def _world(args):
     return World.start()
 
 
-class _Usage(Exception):
-    """A bad option found before any work: one line, exit status 2."""
-
-
-def run_train(args) -> dict:
+def run_train(args):
+    """Everything before the first step (a GenlabError here is a usage error: exit status 2);
+    returns the work, which trains and reports (a GenlabError there: exit status 1)."""
     from . import datasets, starts
     from .trainer import Trainer
 
@@ -217,6 +154,10 @@ def run_train(args) -> dict:
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
                           growth=policy, distributed=args.distributed, world=world)
     args.epochs = args.epochs or datasets.default_epochs(data, trainer.batch_size)
+    return lambda: _train(args, trainer, data, world, groups_start)
+
+
+def _train(args, trainer, data, world, groups_start) -> dict:
     start = time.perf_counter()
     first = world is None or world.rank == 0  # the process that shows progress and prints
     trainer.fit(*data.train, epochs=args.epochs, validation=data.test, progress=not args.quiet and first)
@@ -249,23 +190,31 @@ def run_train(args) -> dict:
     return report
 
 
-def run_demo(args) -> dict:
-    from pathlib import Path
-
-    from tqdm.auto import tqdm
-
-    from . import datasets, starts, viz
+def run_demo(args):
+    """The demo's set-up (its errors: exit status 2); returns the work (exit status 1 on error)."""
+    from . import datasets, starts
     from .trainer import Trainer
 
     args.dataset, args.seed = args.dataset or "digits", args.seed or 0
     data = datasets.load(args.dataset, seed=args.seed)
     args.epochs = args.epochs or datasets.default_epochs(data)
-    n_in = data.n_features if not (data.image or data.sequence) else list(data.sample_shape)
-    n_out = data.n_classes
     backend = _backend(args)
     kind = starts.kind_for(data, args.kind)  # conv for images, recurrent groups for sequences, else dense
     trainer = Trainer(starts.build(data, kind, None, True, args.seed), backend=backend, seed=args.seed,
                       growth=starts.policy(datasets.MAX_GROUPS.get(args.dataset, 32)))
+    return lambda: _demo(args, trainer, data, kind, backend)
+
+
+def _demo(args, trainer, data, kind, backend) -> dict:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from . import starts, viz
+    from .trainer import Trainer
+
+    n_in = data.n_features if not (data.image or data.sequence) else list(data.sample_shape)
+    n_out = data.n_classes
     if not args.quiet:
         trainer.on_growth = lambda events: tqdm.write(
             f"step {events[0].step}: " + ", ".join(f"{e.kind} {e.source}" + (f" -> {e.new}" if e.new else "")
@@ -308,6 +257,7 @@ def run_demo(args) -> dict:
 
 
 def main(argv=None) -> int:
+    from . import notices
     from .errors import GenlabError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -318,24 +268,26 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = parser.prog + " " + args.command
-    try:
-        _check_paths(args)
-    except _Usage as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
-        return 2
     if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:
         parser.error("--start single takes one width in --hidden")
     if getattr(args, "quiet", False):
         import logging
 
         logging.getLogger("genlab").setLevel(logging.ERROR)  # the results and nothing else
-    try:
-        result = args.run(args)
-    except _Usage as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
+    said: list[str] = []  # the set-up's notes (the engine it fell back to), shown once it has succeeded
+    try:  # every option, file and engine checked, the network built: nothing has run yet
+        _check_paths(args)
+        with notices.redirected(said.append):
+            work = args.run(args)
+    except (Usage, GenlabError) as e:
+        print(f"{command}: error: {e}", file=sys.stderr)  # alone: no note before it
         return 2
-    except GenlabError as e:
-        print(f"genlab: error: {e}", file=sys.stderr)
+    for line in said if not getattr(args, "quiet", False) else ():
+        notices.say(line)
+    try:
+        result = work()
+    except GenlabError as e:  # during the work: what it saved before stays as it was
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 1
     if result.pop("quiet", False):
         return 0
@@ -352,7 +304,7 @@ def _check_paths(args) -> None:
     """Output paths checked before any work: a run is never lost to a folder that is not there
     (and options a distributed run cannot take)."""
     if getattr(args, "distributed", None) and args.resume:
-        raise _Usage("--resume continues a run in one process; leave out --distributed")
+        raise Usage("--resume continues a run in one process; leave out --distributed")
     from pathlib import Path
 
     from .errors import SaveError
@@ -362,16 +314,16 @@ def _check_paths(args) -> None:
         try:
             writable_target(args.save)
         except SaveError as e:
-            raise _Usage(f"--save: {e}") from None
+            raise Usage(f"--save: {e}") from None
     if getattr(args, "resume", None) and not Path(args.resume).is_file():
-        raise _Usage(f"--resume: {args.resume} is not a file")
+        raise Usage(f"--resume: {args.resume} is not a file")
     out = getattr(args, "out", None)
     if out is not None:
         out = Path(out)
         if out.exists() and not out.is_dir():
-            raise _Usage(f"--out: {out} is a file, not a folder")
+            raise Usage(f"--out: {out} is a file, not a folder")
         parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
         import os
 
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise _Usage(f"--out: cannot create or write {out} ({parent} is not writable)")
+            raise Usage(f"--out: cannot create or write {out} ({parent} is not writable)")

@@ -1,6 +1,9 @@
+import contextlib
 import json
 import subprocess
 import sys
+
+import pytest
 
 import genlab
 
@@ -54,8 +57,9 @@ def test_missing_cuda_is_an_error_not_a_traceback(monkeypatch, capsys):
     from genlab import backends, cli
 
     monkeypatch.setattr(backends, "cuda_status", lambda: (False, "the CUDA driver sees no GPU"))
-    assert cli.main(["train", "--dataset", "iris", "--backend", "cuda", "--epochs", "1"]) == 1
-    assert capsys.readouterr().err == "genlab: error: the CUDA backend is not available: the CUDA driver sees no GPU\n"
+    assert cli.main(["train", "--dataset", "iris", "--backend", "cuda", "--epochs", "1"]) == 2  # before any work
+    assert capsys.readouterr().err == ("genlab train: error: the CUDA backend is not available: the CUDA driver sees "
+                                       "no GPU\n")
 
 
 def test_demo_writes_its_pictures_and_report(tmp_path):
@@ -143,4 +147,62 @@ def test_train_images_and_rows_start_from_their_natural_kind_and_grow_it(tmp_pat
     assert rows.returncode == 0, rows.stderr
     assert "attention" in genlab.Network.load(tmp_path / "rows.npz").kinds.values()
     refused = run("train", "--dataset", "digits", "--kind", "conv")
-    assert refused.returncode == 1 and "digits holds flat samples: start from dense groups, not conv" in refused.stderr
+    assert refused.returncode == 2 and "genlab train: error: digits holds flat samples: start from dense groups, not conv" \
+        in refused.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--seed", "1099511627776"], "--seed: must be from 0 to 4294967295, got 1099511627776"),
+    (["train", "--hidden", "64,,32"], "expected positive widths"),
+    (["train", "--epochs", "0"], "--epochs: must be from 1 to"),
+    (["train", "--dataset", "digits_images", "--kind", "attention"], "genlab train: error: digits_images holds image"),
+    (["train", "--dataset", "digits", "--kind", "conv"], "genlab train: error:"),
+    (["demo", "--dataset", "digits", "--kind", "conv"], "genlab demo: error:"),
+    (["study", "--datasets", "nope", "--quick"], "genlab study: error: --datasets: nope"),
+])
+def test_bad_options_are_usage_errors_before_any_work(argv, says, capsys):
+    from genlab import cli
+
+    with pytest.raises(SystemExit) if "--seed" in argv or "--hidden" in argv or "--epochs" in argv else \
+            contextlib.nullcontext() as stopped:
+        code = cli.main(argv)
+    code = stopped.value.code if stopped is not None else code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_bad_resume_or_save_is_one_line_and_exit_2(tmp_path, capsys):
+    from genlab import cli
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    assert cli.main(["train", "--resume", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genlab train: error: --resume") and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert cli.main(["train", "--dataset", "iris", "--save", str(tmp_path / "file" / "x.npz")]) == 2
+    assert capsys.readouterr().err.startswith("genlab train: error: --save: cannot write")
+
+
+def test_a_failure_during_the_work_is_exit_1_and_keeps_what_was_saved(tmp_path, monkeypatch, capsys):
+    from genlab import SaveError, Trainer, cli
+
+    there = tmp_path / "run.ckpt"
+    there.write_bytes(b"the last good checkpoint")
+
+    def disk_full(self, path, **kwargs):
+        raise SaveError(f"could not write {path} (No space left on device); the file there before is unchanged")
+
+    monkeypatch.setattr(Trainer, "save", disk_full)
+    assert cli.main(["train", "--dataset", "iris", "--epochs", "1", "--quiet", "--save", str(there)]) == 1
+    assert capsys.readouterr().err.startswith("genlab train: error: could not write")
+    assert there.read_bytes() == b"the last good checkpoint"
+
+
+def test_bench_without_a_gpu_says_so(capsys, monkeypatch):
+    from genlab import backends, cli
+
+    monkeypatch.setattr(backends, "cuda_status", lambda: (False, "pycuda is not installed"))
+    assert cli.main(["bench", "--workload", "W1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "genlab bench: error: it times the CUDA engine, which cannot run here: pycuda is not installed\n"

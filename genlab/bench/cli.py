@@ -57,6 +57,12 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-timeout", type=int, default=300, help="seconds torch.compile may take")
     parser.add_argument("--out", default="benchmarks/results", help="folder; results go to OUT/<device>/")
     args = parser.parse_args(argv)
+    from ..backends import cuda_status
+
+    ok, why = cuda_status()
+    if not ok:
+        print(f"genlab bench: error: it times the CUDA engine, which cannot run here: {why}", file=sys.stderr)
+        return 2
     env = environment()
     implementations = args.implementation or IMPLEMENTATIONS
     folder = Path(args.out) / env["device"].replace(" ", "_")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 def add(commands, defaults, backends) -> None:
     """The study's subcommand and its options, on the parser of `genlab`."""
-    from ..cli import _count, _names
+    from ..cli_args import count as _count
+    from ..cli_args import names as _names
 
     study = commands.add_parser(
         "study", help="does growth help? grown networks against fixed ones of their size and random growth",
@@ -34,13 +35,16 @@ def add(commands, defaults, backends) -> None:
     study.set_defaults(run=run)
 
 
-def run(args) -> dict:
-    """The study the options ask for; study.json and the pictures written to --out."""
+def run(args):
+    """The study the options ask for, checked (errors: exit status 2); returns the work, which
+    writes study.json and the pictures to --out."""
     from .. import study
-    from ..cli import _backend, _Usage
+    from ..cli import _backend
+    from ..cli_args import Usage as _Usage
 
     if args.merge:
-        return _write(study.merge(*(_read(Path(p)) for p in args.merge)), Path(args.out), args.json)
+        merged = study.merge(*(_read(Path(p)) for p in args.merge))
+        return lambda: _write(merged, Path(args.out), args.json)
     tasks = study.QUICK if args.quick else study.TASKS
     names = args.datasets or list(tasks)
     unknown = [n for n in names if n not in tasks]
@@ -51,10 +55,16 @@ def run(args) -> dict:
     if set(arms) - set(study.ARMS) or "grown" not in arms:
         raise _Usage(f"--arms: choose from {', '.join(study.ARMS)}, grown among them; got {','.join(arms)}")
     _backend(args)  # cuda asked for where it cannot run: an error before any work
+    return lambda: _study(args, {n: tasks[n] for n in names}, arms)
+
+
+def _study(args, tasks: dict, arms: list) -> dict:
+    from .. import study
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "runs.jsonl", "w") as log:  # each run as it finishes
-        results = study.run({n: tasks[n] for n in names}, seeds=tuple(range(args.seeds)), arms=arms,
+        results = study.run(tasks, seeds=tuple(range(args.seeds)), arms=arms,
                             backend=args.backend, jobs=args.jobs, progress=not args.quiet,
                             on_run=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()))
     results["command"] = "genlab " + " ".join(sys.argv[1:])
@@ -62,7 +72,7 @@ def run(args) -> dict:
 
 
 def _read(path: Path) -> dict:
-    from ..cli import _Usage
+    from ..cli_args import Usage as _Usage
 
     try:
         study = json.loads(path.read_text())

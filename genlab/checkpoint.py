@@ -18,7 +18,7 @@ import numpy as np
 from .engines.base import EngineState
 from .errors import ArgumentError, ArgumentTypeError, BackendError, FileFormatError, GenlabError
 from .files import NpzReader, write_npz
-from .network_file import json_member, read_from, read_json, to_arrays
+from .network_file import OPT, RANGE, START, json_member, read_from, read_json, to_arrays
 
 FORMAT = "genlab.checkpoint"
 FORMAT_VERSION = 1
@@ -52,12 +52,12 @@ def save(trainer, path, metadata: dict | None = None):
         "ranges": sorted(state.ranges), "optimizer_blocks": [list(k) for k in state.optimizer],
         "placement": state.placement, "metadata": metadata,
     }
-    arrays = {**to_arrays(net), **to_arrays(trainer._start, prefix="start/"), "__trainer__": json_member(meta)}
+    arrays = {**to_arrays(net), **to_arrays(trainer._start, prefix=START), "__trainer__": json_member(meta)}
     for key, entry in state.optimizer.items():
         for name, value in entry.items():
-            arrays[f"opt/{name}/{_block(key)}"] = np.asarray(value)
+            arrays[f"{OPT}{name}/{_block(key)}"] = np.asarray(value)
     for g, (lo, hi) in state.ranges.items():
-        arrays[f"range/lo_{g}"], arrays[f"range/hi_{g}"] = lo, hi
+        arrays[f"{RANGE}lo_{g}"], arrays[f"{RANGE}hi_{g}"] = lo, hi
     return write_npz(path, arrays)
 
 
@@ -75,7 +75,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise FileFormatError(f"{reader.path}: member '__trainer__' is not a genlab checkpoint of version "
                                   f"{FORMAT_VERSION}")
-        start = read_from(reader, "start/")
+        start = read_from(reader, START)
         if meta.get("criterion_function") and growth is None:
             raise ArgumentError("this checkpoint's growth criterion was a function, which a file cannot hold: "
                                 "pass growth=GrowthPolicy(criterion=your_function, ...)")
@@ -99,6 +99,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
             trainer.history = History.from_dict(meta["history"])
             trainer.grower.restore(meta["grower"])
             trainer.metadata = meta["metadata"]
+            reader.refuse_unread()
         except (FileFormatError, BackendError):
             raise  # already says what is wrong: the file, or the engine asked for
         except (GenlabError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
@@ -122,12 +123,12 @@ def _engine_state(reader: NpzReader, meta: dict, net) -> EngineState:
         key = tuple(item)
         if key not in shapes:
             raise ValueError(f"optimizer state for {key}, which is not a parameter of the network")
-        state.optimizer[key] = {n: _finite(reader, f"opt/{n}/{_block(key)}", shapes[key]) for n in names}
+        state.optimizer[key] = {n: _finite(reader, f"{OPT}{n}/{_block(key)}", shapes[key]) for n in names}
     for field in ("ema", "taylor"):
         getattr(state, field).update({_group(g, net): _real(v) for g, v in meta[field]})
     for g in meta["ranges"]:
         width = (net.widths[_group(g, net)],)
-        state.ranges[g] = (_finite(reader, f"range/lo_{g}", width), _finite(reader, f"range/hi_{g}", width))
+        state.ranges[g] = (_finite(reader, f"{RANGE}lo_{g}", width), _finite(reader, f"{RANGE}hi_{g}", width))
     return state
 
 

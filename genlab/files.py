@@ -109,6 +109,7 @@ class NpzReader:
         try:
             self._zip = zipfile.ZipFile(self.path)
             self._info = {i.filename: i for i in self._zip.infolist()}
+            self._read: set[str] = set()
         except (FileNotFoundError, PermissionError):
             raise
         except Exception as e:  # whatever a damaged archive makes zipfile raise (BadZipFile, NotImplementedError...)
@@ -127,6 +128,15 @@ class NpzReader:
     def has(self, name: str) -> bool:
         return f"{name}.npy" in self._info
 
+    def refuse_unread(self, known=lambda name: False) -> None:
+        """FileFormatError if the file holds a member nobody read and known(name) does not name:
+        nothing rides along unchecked in a file genlab accepts."""
+        extra = sorted(n for n in self._info if n not in self._read and not known(n))
+        if extra:
+            raise FileFormatError(f"{self.path}: unexpected member {extra[0]!r}"
+                                  + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                                  + ": a genlab file holds only the members its format names")
+
     def names(self) -> list[str]:
         return [n[:-4] for n in self._info if n.endswith(".npy")]
 
@@ -138,6 +148,7 @@ class NpzReader:
         if info.file_size > max_bytes + HEADER_ROOM:
             raise FileFormatError(f"{self.path}: member {name!r} declares {info.file_size} bytes, more than "
                                   f"the {max_bytes} its description allows")
+        self._read.add(info.filename)
         try:
             raw = self._zip.read(info)  # checks the CRC
             return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)

@@ -65,10 +65,21 @@ def write(net: Network, path) -> Path:
     return write_npz(path, to_arrays(net))
 
 
+# a checkpoint's members beside its network's (genlab.checkpoint writes them): the starting
+# network, the optimizer's state, the pruning tracker's ranges
+START, OPT, RANGE = "start/", "opt/", "range/"
+CHECKPOINT_PARTS = (START, OPT, RANGE)
+
+
 def read(path) -> Network:
     """The network in a file written by write() (or a checkpoint); FileFormatError when damaged."""
     with NpzReader(path) as reader:
-        return read_from(reader)
+        net = read_from(reader)
+        if reader.has("__trainer__"):  # a checkpoint: its trainer's members are named by its format
+            reader.refuse_unread(lambda name: name == "__trainer__.npy" or name.startswith(CHECKPOINT_PARTS))
+        else:
+            reader.refuse_unread()
+        return net
 
 
 def read_json(reader: NpzReader, name: str, max_bytes: int = MAX_META_BYTES):

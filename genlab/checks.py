@@ -88,8 +88,9 @@ def id_list(ids, what: str) -> list:
     return list(ids)
 
 
-def parameter(value, what: str) -> np.ndarray:
-    """A parameter block given by the user: real, finite numbers."""
+def parameter(value, what: str, dtype=None) -> np.ndarray:
+    """A parameter block given by the user: real, finite numbers (that `dtype`, the network's
+    float type, can hold, where given)."""
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as e:
@@ -98,7 +99,18 @@ def parameter(value, what: str) -> np.ndarray:
         raise ArgumentTypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ArgumentError(f"{what} holds non-finite values (NaN or infinity)")
+    beyond = beyond_range(array, dtype) if dtype is not None else None
+    if beyond is not None:
+        index = tuple(int(i) for i in np.argwhere(beyond)[0])
+        raise ArgumentError(f"{what} holds {array[index]:.3g} at index {list(index)}, beyond what "
+                            f"{np.dtype(dtype).name} holds (+-{np.finfo(dtype).max:.3g})")
     return array
+
+
+def beyond_range(array: np.ndarray, dtype):
+    """A mask of the entries of `array` that `dtype` (a float type) cannot hold, or None if none."""
+    mask = np.abs(array) > np.finfo(dtype).max
+    return mask if mask.any() else None
 
 
 def finite_parameters(net) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-from .errors import GraphError
+from .errors import ArgumentError, GraphError
 from .network import INPUT, OUTPUT, _ids
 from .shapes import edge_width
 
@@ -53,8 +53,9 @@ def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
     on a path from the input to the output.
     """
     levels, per_level = checks.integer(levels, "levels", 1), checks.integer(per_level, "per_level", 1)
-    rng = np.random.default_rng(seed)
-    draw = lambda v: int(rng.integers(v[0], v[1] + 1)) if isinstance(v, (tuple, list)) else int(v)
+    width, fan_in = _int_range(width, "width", checks.MAX_WIDTH), _int_range(fan_in, "fan_in", 2**20)
+    rng = np.random.default_rng(checks.integer(seed, "seed", 0))
+    draw = lambda v: int(rng.integers(v[0], v[1] + 1))
     net = cls(n_inputs, n_outputs, seed=seed, dtype=dtype)
     by_level = [[INPUT]]
     for _ in range(levels):
@@ -72,6 +73,19 @@ def random_dag(cls, levels: int, per_level: int, width, fan_in, seed: int = 0,
             net.connect(g, OUTPUT)
     net.init_params(seed)
     return net
+
+
+def _int_range(value, name: str, high: int) -> tuple[int, int]:
+    """An int n, or an inclusive (low, high) range, as (low, high) with 1 <= low <= high <= `high`."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ArgumentError(f"{name} must be an int or a (low, high) pair, got {value!r}")
+        low, top = (checks.integer(v, f"{name}'s bounds", 1, high) for v in value)
+        if low > top:
+            raise ArgumentError(f"{name}'s range ({low}, {top}) is empty: give (low, high) with low <= high")
+        return low, top
+    n = checks.integer(value, name, 1, high)
+    return n, n
 
 
 def init_params(net, seed: int = 0) -> None:

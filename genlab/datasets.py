@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .errors import DataError
 
 # What `genlab train` and `genlab demo` run when not told: about STEPS training steps (a small set
@@ -225,11 +226,18 @@ def _generate(name: str, n: int, noise: float | None, rng: np.random.Generator):
     return xy + rng.uniform(-1, 1, xy.shape) * noise, y
 
 
+def _first(mask: np.ndarray, sequence: bool) -> tuple[tuple, str]:
+    """The index of the first True entry of a mask over X, and where that is in words."""
+    where = tuple(int(i) for i in np.argwhere(mask)[0])
+    return where, (f"row {where[0]}, step {where[1]}, feature {where[2]}" if sequence else
+                   f"row {where[0]}, column {where[1]}" if len(where) == 2 else f"sample {where[0]}, position {where[1:]}")
+
+
 def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = None, sequence: bool = False,
-               every_step: bool = False, input_shape: tuple | None = None):
+               every_step: bool = False, input_shape: tuple | None = None, dtype=None):
     """Return X as float and y as int64 arrays, or raise DataError saying what is wrong.
 
-    Checks: X is a non-empty 2-D array of finite numbers with n_inputs columns (with sequence,
+    Checks: X is a non-empty 2-D array of finite numbers (that dtype holds, where given) with n_inputs columns (with sequence,
     a 3-D array: samples x steps x n_inputs, at least one step; with input_shape, samples x
     input_shape: images or token sequences); y is 1-D, as long as X, holds
     whole numbers in 0..n_outputs-1 (with every_step, y is samples x steps: a label per step).
@@ -255,10 +263,13 @@ def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = N
         raise DataError(f"X has {X.shape[-1]} features but the network's input group has width {n_inputs}")
     bad = ~np.isfinite(X)
     if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        at = (f"row {where[0]}, step {where[1]}, feature {where[2]}" if sequence else
-              f"row {where[0]}, column {where[1]}" if len(where) == 2 else f"sample {where[0]}, position {where[1:]}")
+        where, at = _first(bad, sequence)
         raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at {at} ({X[where]})")
+    beyond = checks.beyond_range(X, dtype) if dtype is not None and X.dtype.kind == "f" else None
+    if beyond is not None:
+        where, at = _first(beyond, sequence)
+        raise DataError(f"X holds {int(beyond.sum())} value(s) beyond what {np.dtype(dtype).name} holds "
+                        f"(+-{np.finfo(dtype).max:.3g}), the first at {at} ({X[where]:.3g}); scale the data down")
     X = X.astype(np.float64) if X.dtype.kind != "f" else X
     if y is None:
         return X

@@ -178,7 +178,7 @@ class Network:
         if weight is None:
             fan_in = sum(shapes.edge_width(self, s, dst) for s in self._in[dst]) + src_width
             weight = kind.draw_edge(spec, self._rng, shape, fan_in)
-        weight = checks.parameter(weight, f"the weight of edge {src} -> {dst}")
+        weight = checks.parameter(weight, f"the weight of edge {src} -> {dst}", self.dtype)
         if weight.shape != shape:
             raise GraphError(
                 f"width mismatch on edge {src} -> {dst}: weight block is {weight.shape}, "

@@ -243,7 +243,8 @@ class Trainer:
         y = y.to_numpy() if hasattr(y, "to_numpy") else y
         shaped = self._net.form is not Form.FLAT
         return check_data(X, y, self._net.n_inputs, self._net.n_outputs, sequence=self._net.recurrent,
-                          every_step=self.every_step, input_shape=self._net.input_shape if shaped else None)
+                          every_step=self.every_step, input_shape=self._net.input_shape if shaped else None,
+                          dtype=self._net.dtype)
 
     def step(self, x, y) -> dict:
         """One training step on the batch (x, y); returns {"loss", "accuracy"} of that batch.
@@ -361,8 +362,18 @@ class Trainer:
         return self._logits(X)
 
     def _logits(self, X, batch_size: int = 4096) -> np.ndarray:
-        return np.concatenate([self.engine.predict_logits(X[i:i + batch_size])
-                               for i in range(0, len(X), batch_size)])
+        """The logits, which must be finite: inputs too large for the network's arithmetic (near
+        its float type's largest value) are a DataError naming the first row they broke."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.concatenate([self.engine.predict_logits(X[i:i + batch_size])
+                                  for i in range(0, len(X), batch_size)])
+        broken = ~np.isfinite(out).reshape(len(out), -1).all(axis=1)
+        if broken.any():
+            row = int(np.argmax(broken))
+            raise DataError(f"the network's outputs for row {row} of X are not finite: its values reach "
+                            f"{np.abs(X[row]).max():.3g}, too large for {self._net.dtype.name} arithmetic through "
+                            "this network; scale the data down (genlab.datasets.from_arrays standardises it)")
+        return out
 
     def predict(self, X) -> np.ndarray:
         """Predicted class of each row of X."""

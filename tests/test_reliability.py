@@ -778,3 +778,50 @@ def test_a_member_the_format_does_not_name_is_refused_and_never_unpickled(tmp_pa
         with pytest.raises(FileFormatError, match="unexpected member"):
             load(path)
     Network.load(trainer.save(tmp_path / "ok.ckpt"))  # a checkpoint's own members are its format's
+
+
+def test_numbers_beyond_the_float_type_are_refused_with_where_they_are():
+    """Inputs float32 cannot hold, inputs so large the outputs overflow, and given weights float32
+    cannot hold: each a genlab error naming the place, never a silent NaN or infinity."""
+    trainer = Trainer(small(), backend="serial", seed=0)
+    x = X.copy()
+    x[3, 2] = 1e39
+    for call in (lambda: trainer.predict(x), lambda: trainer.evaluate(x, Y), lambda: trainer.step(x, Y)):
+        with pytest.raises(genlab.DataError, match=r"beyond what float32 holds .* at row 3, column 2 \(1e\+39\)"):
+            call()
+    x[3] = 3e38  # float32 holds it, but not the sums it makes
+    ones = Network.mlp([5, 8, 3], seed=0)
+    for w in ones.weights.values():
+        w[...] = 1.0
+    trainer = Trainer(ones, backend="serial", seed=0)
+    for call in (lambda: trainer.predict(x), lambda: trainer.evaluate(x, Y)):
+        with pytest.raises(genlab.DataError, match="outputs for row 3 of X are not finite: its values reach 3e"):
+            call()
+    before = {k: w.copy() for k, w in trainer.net.weights.items()}
+    with pytest.raises(genlab.TrainingError, match="not applied .*scale the inputs down"):
+        trainer.step(x, Y)
+    assert all(np.array_equal(before[k], w) for k, w in trainer.net.weights.items())
+    net = Network(3, 2, seed=0)
+    g = net.add_group(4, inputs=[net.input], outputs=[net.output])
+    weight = np.zeros((2, 3))
+    weight[1, 2] = 1e300
+    with pytest.raises(genlab.ArgumentError, match=r"holds 1e\+300 at index \[1, 2\], beyond what float32 holds"):
+        net.connect(net.input, net.output, weight=weight)
+    assert (net.input, net.output) not in net.weights and g in net.widths
+    assert float64_ok(weight)
+
+
+def float64_ok(weight) -> bool:
+    net = Network(3, 2, seed=0, dtype=np.float64)
+    net.add_group(4, inputs=[net.input], outputs=[net.output])
+    net.connect(net.input, net.output, weight=weight)  # float64 holds 1e300
+    return net.weights[(net.input, net.output)][1, 2] == 1e300
+
+
+@pytest.mark.parametrize("width, fan_in, says", [
+    ((5, 2), 2, r"width's range \(5, 2\) is empty"), (4, (3, 1), r"fan_in's range \(3, 1\) is empty"),
+    ((0, 3), 2, "width's bounds must be"), (4, (1, 2, 3), "fan_in must be an int or a"), ("4", 2, "width must be"),
+])
+def test_random_dag_ranges_are_checked(width, fan_in, says):
+    with pytest.raises((genlab.ArgumentError, genlab.ArgumentTypeError), match=says):
+        Network.random_dag(levels=2, per_level=2, width=width, fan_in=fan_in, seed=0)

@@ -219,8 +219,8 @@ class PartitionedEngine(HostScores, Engine):
         self._reduce(totals, len(y))
         loss, correct, gradsq = self._scalars
         if not gradient_ok(loss, gradsq):
-            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) on "
-                                "this batch; the step was not applied (try a lower learning rate)")
+            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}): "
+                                "the step was not applied (lower the learning rate, or scale the inputs down)")
         with torch.no_grad():
             params = [t for lv in self.W for t in (self.W[lv], self.b[lv])]
             states = {name: [t for lv in self.W for t in self.opt[lv][name]] for name in self.optimizer.state_names}

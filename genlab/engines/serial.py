@@ -157,8 +157,8 @@ class SerialEngine(HostScores, Engine):
                 loss, correct = self._reduce(replicas, loss, correct)
             gradsq = float(sum(np.vdot(g, g) for g in self.grads.values()))
         if not gradient_ok(loss, gradsq):
-            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {np.sqrt(gradsq):.3g}) on "
-                                "this batch; the step was not applied (try a lower learning rate)")
+            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {np.sqrt(gradsq):.3g}): "
+                                "the step was not applied (lower the learning rate, or scale the inputs down)")
         if self.guard.safe(self.optimizer):
             self.update()
             self.guard.advance(self.optimizer, gradsq)

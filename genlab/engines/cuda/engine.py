@@ -294,8 +294,8 @@ class CudaEngine(Engine):
         self._stats_cache = None
         ok = gradient_ok(loss, gradsq)
         if not ok:
-            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}) "
-                                "on this batch; the step was not applied (try a lower learning rate)")
+            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}): "
+                                "the step was not applied (lower the learning rate, or scale the inputs down)")
         if not careful:
             self.guard.advance(self.optimizer, gradsq)
             return loss, correct

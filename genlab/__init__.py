@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from . import datasets, notices, wavefront
 from .errors import (ArgumentError, ArgumentTypeError, BackendError, DataError, FileFormatError, GenlabError,
-                     GraphError, SaveError, StaleNetworkError, TrainingError)
+                     GraphError, PeerError, SaveError, StaleNetworkError, TrainingError)
 from .export import to_onnx, to_torch
 from .growth import GrowthEvent, GrowthPolicy
 from .lab import Lab
@@ -72,5 +72,5 @@ __all__ = [
     "Network", "Trainer", "History", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "wavefront", "INPUT", "OUTPUT", "cuda_dir",
     "to_torch",
     "GenlabError", "ArgumentError", "ArgumentTypeError", "GraphError", "DataError", "BackendError", "FileFormatError",
-    "SaveError", "TrainingError", "StaleNetworkError",
+    "SaveError", "TrainingError", "StaleNetworkError", "PeerError", "to_onnx", "notices",
 ]

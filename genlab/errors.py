@@ -43,5 +43,10 @@ class TrainingError(GenlabError, RuntimeError):
     not applied, so the network and the engine hold the parameters of the last good step."""
 
 
+class PeerError(GenlabError, RuntimeError):
+    """Another process of a run over several processes died or stopped answering (for longer than
+    GENLAB_DIST_TIMEOUT seconds); this one stops too. Files saved before are intact."""
+
+
 class StaleNetworkError(GenlabError, RuntimeError):
     """The network was changed in a way the trainer cannot follow (see Trainer)."""

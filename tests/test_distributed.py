@@ -191,3 +191,34 @@ def test_the_partitioned_engine_names_what_it_cannot_run():
         PartitionedEngine(genlab.Network.conv_chain((1, 6, 6), [2], 3), make_optimizer("adam"), World.alone())
     with pytest.raises(BackendError, match="dense"):
         PartitionedEngine(genlab.Network.elman(3, [4], 2), make_optimizer("adam"), World.alone())
+
+
+@pytest.mark.parametrize("mode, fault", [("data", "kill"), ("partitioned", "kill"), ("data", "hang")])
+def test_a_process_that_dies_or_hangs_stops_the_others_with_a_clear_error(mode, fault):
+    """Two processes started by hand (no torchrun to tidy up after them): when process 1 dies at
+    its 20th step, or hangs there, process 0 stops within the timeout with PeerError, not a hang
+    nor a raw gloo traceback."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GENLAB_BACKEND": "serial", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GENLAB_DIST_TIMEOUT": "10",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, str(WORKERS / "fault.py"), mode, fault], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+    try:
+        out, err = procs[0].communicate(timeout=120)
+        took = time.perf_counter() - start
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert procs[0].returncode == 1, err[-2000:]
+    assert out.startswith("PeerError after") and "another process died or stopped answering within 10 s" in out
+    assert "Traceback" not in err
+    assert took < 100  # the timeout (10 s) and start-up, not a hang

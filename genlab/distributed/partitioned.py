@@ -195,8 +195,7 @@ class PartitionedEngine(HostScores, Engine):
     def _wait(self, records) -> None:
         for r in records:
             for posted, _ in r["works"]:
-                for w in posted:
-                    w.wait()
+                self.world.wait(posted)
 
     def backward(self, y: np.ndarray) -> float:
         raise BackendError("the partitioned engine runs whole steps (step); forward gives logits")

@@ -37,8 +37,7 @@ def forward(e: "PartitionedEngine", x: np.ndarray, keep: bool) -> list[dict]:
                 for key in lp.sources:
                     if key not in held:  # a message: wait for it
                         wait, held[key] = pending.pop(key)
-                        for w in wait:
-                            w.wait()
+                        world.wait(wait)
                         held[key].requires_grad_(keep)  # a leaf: its gradient goes back to the sender
                 # fused: the process's levels one graph; else each level's sources are leaves of its own
                 srcs = [held[k] if e.fused or k[0] == "in" else held[k].detach().requires_grad_(keep)
@@ -101,8 +100,7 @@ def backward(e: "PartitionedEngine", records: list, y, n: int) -> dict:
                 grad = grad_own.pop(lv, None)
                 if grad is None:
                     grad = torch.zeros_like(out)
-                for w in posted:
-                    w.wait()
+                world.wait(posted)
                 for buf, q in receives:
                     grad.index_add_(1, columns(e, lv, q), buf)
             torch.autograd.backward(out, grad)
@@ -148,8 +146,7 @@ def backward_fused(e: "PartitionedEngine", r: dict, y, n: int, loss, correct, mo
     readers = [(lv, q) for lv in sorted(plan.levels, reverse=True) for q in plan.levels[lv].sends]
     receives = [(torch.empty(rows, len(plan.levels[lv].sends[q]), dtype=e.tdtype, device=world.device), q)
                 for lv, q in readers]
-    for w in world.exchange([], receives):
-        w.wait()
+    world.wait(world.exchange([], receives))
     tensors, grads = [], []
     for lv, lp in plan.levels.items():
         out = levels[lv][1]

@@ -9,14 +9,18 @@ point-to-point messages over host arrays, device buffers and torch tensors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
 from ..engines.base import Replicas
-from ..errors import BackendError
+from ..errors import BackendError, PeerError
+
+TIMEOUT = 120  # seconds a collective waits for the other processes (GENLAB_DIST_TIMEOUT) before it fails
 
 # NVLink multicast (NVLS) stays off: it needs a fabric manager set-up these machines do not have
 SAFE_ENVIRONMENT = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
@@ -76,7 +80,7 @@ class World:
                 os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                                   MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
             kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
-            dist.init_process_group(backend, **kwargs)
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout()), **kwargs)
         world = cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
         import atexit
 
@@ -97,6 +101,18 @@ class World:
 
     def __repr__(self) -> str:
         return f"World(rank={self.rank}, size={self.size}, backend={self.backend!r}, device={self.device})"
+
+    @contextlib.contextmanager
+    def _peers(self, what: str):
+        """torch.distributed's failures (a process died: its connection closed; or it hung past
+        the timeout) as a PeerError that says so in genlab's words."""
+        try:
+            yield
+        except RuntimeError as e:  # DistBackendError, DistNetworkError, gloo's and NCCL's own
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PeerError(f"process {self.rank} of {self.size}: {what} failed: another process died or stopped "
+                            f"answering within {timeout():g} s ({first[:200]}); this process stops too (files "
+                            "saved before are intact)") from None
 
     # ------------------------------------------------------------------ tensors
     def ordered(self, stream: int | None = None):
@@ -130,7 +146,8 @@ class World:
             elif scale != 1.0:
                 t.mul_(scale)
             if self.size > 1:
-                dist.all_reduce(t, op=op)
+                with self._peers("a sum over the processes"):
+                    dist.all_reduce(t, op=op)
             if back:
                 array[...] = t.cpu().numpy()
 
@@ -152,7 +169,8 @@ class World:
             return
         with self.ordered():
             t, back = self.tensor(array)
-            dist.broadcast(t, root)
+            with self._peers("a broadcast"):
+                dist.broadcast(t, root)
             if back:
                 array[...] = t.cpu().numpy()
 
@@ -165,13 +183,19 @@ class World:
         ops = [dist.P2POp(dist.isend, t, p) for t, p in sends] + [dist.P2POp(dist.irecv, t, p) for t, p in receives]
         if not ops:
             return []
-        with self.ordered():
+        with self.ordered(), self._peers("an exchange of activations"):
             works = list(dist.batch_isend_irecv(ops))
-        if self.backend == "gloo":
+            if self.backend == "gloo":
+                for work in works:
+                    work.wait()
+                return []
+        return works
+
+    def wait(self, works) -> None:
+        """Wait for posted messages (exchange's works); a process that died is a PeerError."""
+        with self._peers("waiting for a message"):
             for work in works:
                 work.wait()
-            return []
-        return works
 
     def share(self, rows: int, total: int) -> "Share":
         """This process's part of a step of `total` rows of which it holds `rows`."""
@@ -214,6 +238,18 @@ def _gpu_here() -> bool:
     from ..backends import cuda_status
 
     return cuda_status()[0]
+
+
+def timeout() -> float:
+    """Seconds a collective waits for the other processes: GENLAB_DIST_TIMEOUT, or TIMEOUT."""
+    try:
+        value = float(os.environ.get("GENLAB_DIST_TIMEOUT", TIMEOUT))
+    except ValueError:
+        raise BackendError(f"GENLAB_DIST_TIMEOUT must be a number of seconds, got "
+                           f"{os.environ['GENLAB_DIST_TIMEOUT']!r}") from None
+    if not value > 0:
+        raise BackendError(f"GENLAB_DIST_TIMEOUT must be positive, got {value:g}")
+    return value
 
 
 def _free_port() -> int:

@@ -61,7 +61,7 @@ def save(trainer, path, metadata: dict | None = None):
     return write_npz(path, arrays)
 
 
-def load(path, backend: str = "auto", executor: str | None = None, growth=None):
+def load(path, backend: str = "auto", executor: str | None = None, growth=None, distributed=None, world=None):
     """The trainer a checkpoint describes (Trainer.load)."""
     from .backends import ENGINES, resolve
     from .growth import GrowthPolicy
@@ -89,7 +89,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None):
                 executor = saved_executor
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
                               seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,
-                              every_step=meta.get("every_step", False), **opt)
+                              every_step=meta.get("every_step", False), distributed=distributed, world=world, **opt)
             state = _engine_state(reader, meta, net)
             trainer.engine.import_state(state, trainer._net)
             trainer._start = start

@@ -97,7 +97,7 @@ def _backend(args) -> str:
 FIXED_BY_CHECKPOINT = ("hidden", "kind", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype")
 
 
-def _resume(args):
+def _resume(args, world):
     """The trainer, dataset and seed of --resume's checkpoint; bad options exit with status 2."""
     from .errors import FileFormatError
     from .trainer import Trainer
@@ -106,7 +106,7 @@ def _resume(args):
     if fixed:
         raise Usage(f"--resume continues the saved run as it was built; {', '.join(fixed)} cannot change it")
     try:
-        trainer = Trainer.load(args.resume, backend=_backend(args))
+        trainer = Trainer.load(args.resume, backend=_backend(args), distributed=args.distributed, world=world)
     except (FileFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         raise Usage(f"--resume {args.resume}: {e}") from None
     saved = trainer.metadata or {}
@@ -138,7 +138,7 @@ def run_train(args):
 
     world = _world(args)
     if args.resume:
-        trainer, args.dataset, args.seed = _resume(args)
+        trainer, args.dataset, args.seed = _resume(args, world)
         data = datasets.load(args.dataset, seed=args.seed)
         groups_start = len(trainer.net.groups)
     else:
@@ -301,10 +301,7 @@ def main(argv=None) -> int:
 
 
 def _check_paths(args) -> None:
-    """Output paths checked before any work: a run is never lost to a folder that is not there
-    (and options a distributed run cannot take)."""
-    if getattr(args, "distributed", None) and args.resume:
-        raise Usage("--resume continues a run in one process; leave out --distributed")
+    """Output paths checked before any work: a run is never lost to a folder that is not there."""
     from pathlib import Path
 
     from .errors import SaveError

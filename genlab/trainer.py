@@ -404,11 +404,12 @@ class Trainer:
         return save(self, path, metadata)
 
     @classmethod
-    def load(cls, path, backend: str = "auto", executor: str | None = None,
-             growth: GrowthPolicy | None = None) -> "Trainer":
+    def load(cls, path, backend: str = "auto", executor: str | None = None, growth: GrowthPolicy | None = None,
+             distributed: str | None = None, world=None) -> "Trainer":
         """The trainer a checkpoint (Trainer.save) describes, on `backend`. The serial engine
         continues bit for bit; so does the CUDA engine from a CUDA checkpoint. growth replaces the
-        saved growth policy (needed when its criterion was a function)."""
+        saved growth policy (needed when its criterion was a function); distributed and world
+        continue it over several processes (each loads the same file), whatever ran it before."""
         from .checkpoint import load
 
-        return load(path, backend=backend, executor=executor, growth=growth)
+        return load(path, backend=backend, executor=executor, growth=growth, distributed=distributed, world=world)

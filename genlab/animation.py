@@ -33,7 +33,8 @@ def frames(history, stats: bool = True, each_event: bool = True) -> list[Drawing
     for step, topology, highlight in snapshots:
         widths = {int(k): v for k, v in topology["widths"].items()}
         levels = {int(k): v for k, v in topology["levels"].items()}
-        grad = history.grad_std[step - 1] if stats and step >= 1 else None
+        at = history.at(step) if stats and step >= 1 else None
+        grad = history.grad_std[at] if at is not None else None
         caption = f"step {step} · {len(widths)} groups" + (
             f" · accuracy {accuracy_at(step):.2f}" if step else " · before growth")
         out.append(Drawing(_graph(widths, topology["edges"], levels, grad, highlight, caption=caption,

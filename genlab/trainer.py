@@ -12,48 +12,9 @@ from .distributed.modes import MODES, Alone
 from .shapes import Form
 from .errors import ArgumentError, ArgumentTypeError, BackendError, DataError, GraphError, StaleNetworkError, TrainingError
 from .growth import GrowthEvent, GrowthPolicy, Grower
+from .history import History
 from .network import Network
 from .optim import make_optimizer
-
-
-class History:
-    """What happened during training: per-step and per-epoch metrics, gradient std per group
-    per step, and growth events. Plain lists of dicts, ready for JSON and for the lab's plots."""
-
-    def __init__(self):
-        self.steps: list[dict] = []     # {"step", "loss", "accuracy"}
-        self.epochs: list[dict] = []    # {"epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy"}
-        self.grad_std: list[dict] = []  # {group: std of dL/dh} for each step
-        self.events: list[dict] = []    # growth events (genlab.growth)
-
-    def to_dict(self) -> dict:
-        return {"steps": self.steps, "epochs": self.epochs, "events": self.events,
-                "grad_std": [{str(g): s for g, s in d.items()} for d in self.grad_std]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "History":
-        """The history to_dict() describes; ValueError if it is not well-formed."""
-        for name in ("steps", "epochs", "events", "grad_std"):
-            if not isinstance(d[name], list) or not all(isinstance(x, dict) for x in d[name]):
-                raise ValueError(f"history {name} must be a list of records")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for step in d["grad_std"] for v in step.values()):
-            raise ValueError("history grad_std must hold numbers")
-        h = cls()
-        h.steps, h.epochs = list(d["steps"]), list(d["epochs"])
-        h.events = [{**e, **{side: _topology(e[side]) for side in ("before", "after") if side in e}}
-                    for e in d["events"]]
-        h.grad_std = [{int(g): s for g, s in step.items()} for step in d["grad_std"]]
-        return h
-
-    def __repr__(self) -> str:
-        return f"History(steps={len(self.steps)}, epochs={len(self.epochs)}, events={len(self.events)})"
-
-
-def _topology(t: dict) -> dict:
-    """A topology (Network.topology) read back from JSON, its group ids ints again."""
-    return {"widths": {int(g): w for g, w in t["widths"].items()}, "edges": [list(e) for e in t["edges"]],
-            "levels": {int(g): v for g, v in t["levels"].items()}, "delays": [list(x) for x in t.get("delays", [])],
-            **{part: {int(g): v for g, v in t.get(part, {}).items()} for part in ("labels", "shapes")}}
 
 
 def _mode(distributed: str | None, world):
@@ -261,8 +222,8 @@ class Trainer:
         self.grower.count(len(y))
         self.step_count += 1
         record = {"step": self.step_count, "loss": loss, "accuracy": correct / y.size}
-        self.history.steps.append(record)
-        self.history.grad_std.append(self.engine.grad_std)  # a new dict, in ascending group id
+        if self.history.wants(self.step_count):
+            self.history.record(record, self.engine.grad_std)  # a new dict, in ascending group id
         if self.grower.needs_stats:
             self.grower.observe(self.engine.stats)
         every = self.growth.every

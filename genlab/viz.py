@@ -163,6 +163,13 @@ def _mark_events(ax, history, lw: float = 0.8) -> list:
     return list(drawn.values())
 
 
+def step_span(history) -> tuple[float, float]:
+    """The x range of the history's records drawn as columns: from half a stride before the
+    first recorded step to half one after the last ((0.5, n + 0.5) when every step is kept)."""
+    half = getattr(history, "stride", 1) / 2
+    return history.steps[0]["step"] - half, history.steps[-1]["step"] + half
+
+
 def heatmap_matrix(history, net=None) -> tuple[list[int], dict[int, int], np.ndarray]:
     """(hidden groups ordered by level, their levels, matrix group x step of gradient std, NaN
     where a group did not exist)."""
@@ -203,7 +210,7 @@ def heatmap(history, net=None, ax=None):
     finite = matrix[np.isfinite(matrix)]
     norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
     image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis", norm=norm,
-                      extent=(0.5, len(records) + 0.5, len(groups) - 0.5, -0.5))
+                      extent=(*step_span(history), len(groups) - 0.5, -0.5))
     markers = _mark_events(ax, history)
     if markers:
         ax.legend(handles=markers, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(markers),

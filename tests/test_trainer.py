@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import assert_unchanged, snapshot
 
+import genlab
 import genlab.backends as backends
 from genlab import BackendError, DataError, GrowthPolicy, Network, Trainer, TrainingError, datasets
 
@@ -216,3 +217,32 @@ def test_history_keeps_gradient_std_in_ascending_group_id_through_growth():
     assert topological != sorted(topological)  # the case this test is about
     for record in trainer.history.grad_std:
         assert list(record) == sorted(record)
+
+
+def test_a_long_run_keeps_a_bounded_evenly_spaced_history(monkeypatch, tmp_path):
+    """Past its limits the history keeps one step in `stride` (doubling), evenly spaced, so memory
+    stays flat and a checkpoint of any run loads; the pictures and the resume read it."""
+    from genlab import history as history_module
+
+    monkeypatch.setattr(history_module, "LIMIT", 40)
+    monkeypatch.setattr(history_module, "VALUES", 10**9)
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0,
+                      growth=GrowthPolicy(every=50, cooldown=0, max_groups=6))
+    for _ in range(5):
+        trainer.fit(*data.train, epochs=10, progress=False)
+    h = trainer.history
+    steps = [s["step"] for s in h.steps]
+    assert trainer.step_count == 5 * 10 * 15 and h.stride == 32 and 20 <= len(steps) <= 40
+    assert len(h.grad_std) == len(steps) and all(s % h.stride == 0 for s in steps)
+    assert steps == list(range(steps[0], steps[-1] + 1, h.stride))  # evenly spaced
+    assert len(h.epochs) == 50 and h.events  # whole
+    assert h.at(steps[3] + 1) == 3 and h.at(0) is None
+    genlab.viz.heatmap(h, trainer.net)
+    assert genlab.viz.step_span(h) == (steps[0] - 16, steps[-1] + 16)
+    genlab.viz.animation(h)
+    resumed = Trainer.load(trainer.save(tmp_path / "run.ckpt"), backend="serial")
+    assert resumed.history.stride == 32 and resumed.history.steps == h.steps
+    monkeypatch.setattr(history_module, "VALUES", 50)  # the values' bound thins too, at the next record
+    resumed.fit(*data.train, epochs=3, progress=False)
+    assert sum(map(len, resumed.history.grad_std)) <= 50 and resumed.history.stride > 32

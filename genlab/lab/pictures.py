@@ -76,11 +76,11 @@ class Heatmap:
         if shape != self._shape:
             self._build(history, groups, level, matrix)
             self._shape = shape
-        steps = matrix.shape[1]
+        span = viz.step_span(history)
         self._image.set_data(np.ma.masked_invalid(matrix))
-        self._image.set_extent((0.5, steps + 0.5, len(groups) - 0.5, -0.5))
+        self._image.set_extent((*span, len(groups) - 0.5, -0.5))
         self._image.set_clim(*self.scale)
-        self._ax.set_xlim(0.5, steps + 0.5)
+        self._ax.set_xlim(*span)
         return png(self.fig)
 
     def _build(self, history, groups, level, matrix) -> None:
@@ -91,7 +91,7 @@ class Heatmap:
         fig, ax = _figure(height)
         self._image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", interpolation="nearest",
                                 cmap="viridis", norm=LogNorm(*self.scale),
-                                extent=(0.5, matrix.shape[1] + 0.5, n - 0.5, -0.5))
+                                extent=(*viz.step_span(history), n - 0.5, -0.5))
         viz._mark_events(ax, history, lw=2)
         row_px = (height - 1.6) * DPI / max(n, 1)
         shown = range(0, n, max(1, int(np.ceil(1.3 * TEXT_PX / row_px))))  # a label every few rows when they are thin

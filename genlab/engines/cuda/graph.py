@@ -36,7 +36,10 @@ def _check(result: int, what: str) -> None:
 
 
 class Graph:
-    """A captured sequence of work on `stream`, replayed with launch()."""
+    """A captured sequence of work on `stream`, replayed with launch(). Graph.alive counts those
+    not yet destroyed (the soak checks that growth events leave none behind)."""
+
+    alive = 0
 
     def __init__(self, stream, enqueue):
         lib = _cuda()
@@ -51,6 +54,7 @@ class Graph:
         self._graph, self._exec = graph, ctypes.c_void_p()
         _check(lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), graph, 0), "cuGraphInstantiate")
         self._stream = handle
+        Graph.alive += 1
 
     def launch(self) -> None:
         _check(_cuda().cuGraphLaunch(self._exec, self._stream), "cuGraphLaunch")
@@ -59,3 +63,4 @@ class Graph:
         if _lib is not None and getattr(self, "_exec", None):
             _lib.cuGraphExecDestroy(self._exec)
             _lib.cuGraphDestroy(self._graph)
+            Graph.alive -= 1

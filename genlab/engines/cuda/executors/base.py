@@ -9,6 +9,7 @@ update() called one by one always run the level passes (passes.py) in the execut
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
@@ -57,7 +58,9 @@ class Executor(ABC):
     traces: ClassVar[bool] = False  # trace_step gives a timeline of its work items
 
     def __init__(self, engine: "CudaEngine"):
-        self.engine = engine
+        # a weak reference: the engine holds its executor, and an engine replaced (Trainer.reset)
+        # must give its device memory back at once, not at the next cyclic garbage collection
+        self.engine = weakref.proxy(engine)
 
     def tiers(self) -> tuple[Tier, ...]:
         """The tiers of widths, each with its own task lists (one tier unless a schedule splits)."""

@@ -257,9 +257,6 @@ def _demo(args, trainer, data, kind, backend) -> dict:
 
 
 def main(argv=None) -> int:
-    from . import notices
-    from .errors import GenlabError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its options belong to genlab.bench
         from .bench import main as bench
@@ -267,13 +264,25 @@ def main(argv=None) -> int:
         return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = parser.prog + " " + args.command
     if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:
         parser.error("--start single takes one width in --hidden")
-    if getattr(args, "quiet", False):
-        import logging
+    import logging
 
-        logging.getLogger("genlab").setLevel(logging.ERROR)  # the results and nothing else
+    logger = logging.getLogger("genlab")
+    level = logger.level
+    if getattr(args, "quiet", False):
+        logger.setLevel(logging.ERROR)  # the results and nothing else, for this command
+    try:
+        return _command(parser.prog + " " + args.command, args)
+    finally:
+        logger.setLevel(level)  # (main called from Python leaves the notes as they were)
+
+
+def _command(command: str, args) -> int:
+    """Set-up (its errors: exit status 2), then the work (its errors: exit status 1)."""
+    from . import notices
+    from .errors import GenlabError
+
     said: list[str] = []  # the set-up's notes (the engine it fell back to), shown once it has succeeded
     try:  # every option, file and engine checked, the network built: nothing has run yet
         _check_paths(args)

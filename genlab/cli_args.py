@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-SEED_MAX = 2**32 - 1  # the largest seed every random stream genlab uses takes (scikit-learn's split's)
+from .datasets import SEED_MAX  # the largest seed every random stream genlab uses takes
 
 
 class Parser(argparse.ArgumentParser):

@@ -28,6 +28,7 @@ def default_epochs(data: "Dataset", batch_size: int = 32) -> int:
     return max(1, -(-STEPS // per_epoch))
 
 
+SEED_MAX = 2**32 - 1  # scikit-learn's splits take no larger seed
 TABULAR = ("digits", "iris", "wine", "breast_cancer")
 GENERATED = ("moons", "circles", "spirals", "xor")
 SEQUENCES = ("digits_rows", "adding")  # X of shape (samples, steps, features): for recurrent networks
@@ -159,6 +160,7 @@ def load(name: str, seed: int = 0, test_size: float | None = None, n_samples: in
     marker, two steps are marked, the class says whether the two marked values add up to more
     than 1 (shape (N, steps, 2)).
     """
+    seed = checks.integer(seed, "seed", 0, SEED_MAX)
     if name in REAL:
         if test_size is not None:
             raise DataError(f"{name} keeps its official train/test split: leave out test_size")

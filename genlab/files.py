@@ -52,7 +52,10 @@ def write_atomically(path, write) -> Path:
     given = Path(path)
     path = writable_target(given.resolve() if given.is_symlink() else given)
     mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:  # the folder may refuse a new file even where access() said yes (a read-only mount, ACLs)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise SaveError(f"could not write {path} ({e.strerror or e}); the file there before is unchanged") from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

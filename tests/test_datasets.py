@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import genlab
 from genlab import datasets
 
 CLASSES = {"digits": 10, "iris": 3, "wine": 3, "breast_cancer": 2, "moons": 2, "circles": 2, "spirals": 2, "xor": 2,
@@ -53,3 +54,10 @@ def test_sequence_datasets_have_their_shapes_and_meaning():
     assert (raw[:, :, 1].sum(axis=1) == 2).all() and (raw[:, :6, 1].sum(axis=1) == 1).all()
     with pytest.raises(datasets.DataError, match="at least 2 steps"):
         datasets.load("adding", steps=1)
+
+
+@pytest.mark.parametrize("seed, error", [(2**40, genlab.ArgumentError), (-1, genlab.ArgumentError),
+                                         (1.5, genlab.ArgumentTypeError), (True, genlab.ArgumentTypeError)])
+def test_a_seed_no_split_can_take_is_refused(seed, error):
+    with pytest.raises(error, match="seed must be"):
+        genlab.datasets.load("iris", seed=seed)

@@ -825,3 +825,19 @@ def float64_ok(weight) -> bool:
 def test_random_dag_ranges_are_checked(width, fan_in, says):
     with pytest.raises((genlab.ArgumentError, genlab.ArgumentTypeError), match=says):
         Network.random_dag(levels=2, per_level=2, width=width, fan_in=fan_in, seed=0)
+
+
+def test_a_folder_that_refuses_the_temporary_file_is_a_save_error(tmp_path, monkeypatch):
+    """os.access may say yes where the folder still refuses a new file (a read-only mount, or any
+    folder for root): the temporary file's creation failing is a SaveError too, not a traceback."""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    path = tmp_path / "n.npz"
+    path.write_bytes(b"before")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(genlab.SaveError, match="Permission denied.*the file there before is unchanged"):
+        small().save(path)
+    assert path.read_bytes() == b"before"

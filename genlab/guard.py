@@ -73,3 +73,17 @@ def max_abs(arrays) -> float:
                 return math.inf
             best = max(best, m)
     return best
+
+
+def refused_update(lr: float, params: dict) -> str:
+    """The TrainingError's words for an update that would have made a parameter non-finite: which
+    group's (the first block found, from params: {key: array} as the update left them) and what to
+    try."""
+    where = "parameters"
+    for key, value in sorted(params.items()):  # (the same block on every engine)
+        if not np.isfinite(value).all():
+            where = (f"the weights of edge {key[1]} -> {key[2]}, into group {key[2]}," if key[0] == "W" else
+                     f"group {key[1]}'s own parameters")
+            break
+    return (f"this step's update (learning rate {lr:g}) would have made {where} non-finite; it was not applied "
+            f"(try a learning rate of {lr / 10:g} or less)")

@@ -52,7 +52,7 @@ def test_huge_learning_rates_fail_the_same_step_as_serial_and_change_nothing(exe
     and a next forward that overflows (Adam): both engines refuse the same step, whole."""
     net, x, y = case()
     gpu, ref = cuda(net, optimizer, executor), SerialEngine(net, type(optimizer)(**optimizer.settings()))
-    failed = {}
+    failed, said = {}, {}
     for name, engine in (("cuda", gpu), ("serial", ref)):
         for step in range(3):
             before = snapshot(engine)
@@ -60,11 +60,13 @@ def test_huge_learning_rates_fail_the_same_step_as_serial_and_change_nothing(exe
                 engine.step(x * 1e3, y)
             except TrainingError as e:
                 failed[name] = (step, "non-finite" in str(e))
+                said[name] = str(e)
                 assert_same(snapshot(engine), before)
                 break
     assert failed["cuda"] == failed["serial"], failed
     if isinstance(optimizer, SGD):
         assert failed["cuda"] == (0, True)  # the update itself would have overflowed
+        assert said["cuda"] == said["serial"] and "into group" in said["cuda"]  # the same block named
 
 
 @pytest.mark.parametrize("executor", list(EXECUTORS))

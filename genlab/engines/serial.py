@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TrainingError
-from ..guard import StepGuard, gradient_ok, max_abs
+from ..guard import StepGuard, gradient_ok, max_abs, refused_update
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
 from . import through_time
@@ -210,11 +210,11 @@ class SerialEngine(HostScores, Engine):
         arrays = [*self._params.values(), *(v for s in self.state.values() for v in s.values()
                                             if isinstance(v, np.ndarray))]
         if max_abs(arrays) == np.inf:
+            message = refused_update(self.optimizer.lr, self._params)
             for k, p in params.items():
                 self._params[k][...] = p
             self.state = state
-            raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made parameters "
-                                "non-finite; it was not applied (try a lower learning rate)")
+            raise TrainingError(message)
         self._measure()
 
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from ...errors import BackendError, TrainingError
-from ...guard import StepGuard, gradient_ok, max_abs
+from ...guard import StepGuard, gradient_ok, max_abs, refused_update
 from ...network import INPUT, Network
 from ..base import Engine, EngineState, Replicas
 from . import growth, readback, replicas as replicated, runtime, state, topology
@@ -301,10 +301,10 @@ class CudaEngine(Engine):
             return loss, correct
         self.flush()
         if math.inf in self.measure():
+            message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
             backup.put_back(self.buffers)
             self.measure()
-            raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made "
-                                "parameters non-finite; it was not applied (try a lower learning rate)")
+            raise TrainingError(message)
         return loss, correct
 
     def replay(self, batch: int) -> tuple[float, int, float]:

@@ -26,7 +26,7 @@ import numpy as np
 from ... import operations as op
 from ...errors import BackendError, TrainingError
 from ...growth import Scores, Tracker
-from ...guard import StepGuard, gradient_ok, max_abs
+from ...guard import StepGuard, gradient_ok, max_abs, refused_update
 from ...network import INPUT, OUTPUT, Network
 from ...optim import SGD
 from ...unroll import flatten, unroll
@@ -186,11 +186,11 @@ class RecurrentCudaEngine(HostScores, Engine):
         found = (max_abs(self._host("params").values()), max_abs(a for a in self._host(
             f"state_{self.optimizer.state_names[0]}").values()))
         if math.inf in found:
+            message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
             for name, saved in backup.items():
                 self.drv.memcpy_dtod(self.master[name], saved, 4 * self.n)
             self._broadcast()
-            raise TrainingError(f"this step's update (learning rate {self.optimizer.lr:g}) would have made "
-                                "parameters non-finite; it was not applied (try a lower learning rate)")
+            raise TrainingError(message)
         self.guard.measured(*found)
         return loss, correct
 

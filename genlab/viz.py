@@ -84,7 +84,7 @@ class Drawing:
         return {"text/plain": f"{_no_dot_message()}\n{self.source}"}
 
 
-def _last_event_groups(history_events: list) -> dict[int, str]:
+def last_event_groups(history_events: list) -> dict[int, str]:
     """{new group: kind} for the groups the last growth step made."""
     grown = [e for e in history_events if e.get("new") is not None]
     if not grown:
@@ -109,7 +109,7 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
              for e in norms}
     topology = net.topology()
     if highlight is None:
-        highlight = {g: k for g, k in _last_event_groups(net.history).items() if g in net.widths}
+        highlight = {g: k for g, k in last_event_groups(net.history).items() if g in net.widths}
     if partition is not None:  # the parts fill the groups; the cut edges, red, replace the weights' colours
         stats, style = None, {e: (3.0, CUT) for e in partition.cut_edges}
     graph = _graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style, caption,

@@ -227,7 +227,7 @@ class Lab(Controls):
                        if plan else "the next growth check would grow nothing")
         scale = self._heatmap.scale if stats else None
         if highlight is None:
-            highlight = {g: k for g, k in viz._last_event_groups(t.net.history).items() if g in t.net.widths}
+            highlight = {g: k for g, k in viz.last_event_groups(t.net.history).items() if g in t.net.widths}
         drawing = viz.draw(t.net, stats=stats, highlight=highlight, preview=self.preview_button.value, scale=scale,
                            fontsize=14, legend=False)
         self._show_svg(drawing.svg())

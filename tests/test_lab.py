@@ -389,3 +389,22 @@ def test_a_network_without_hidden_groups_says_why_its_heatmap_is_empty():
     assert "3 classes (setosa, versicolor, virginica)" in lab.status.value  # scikit-learn's names
     with pytest.raises(ValueError, match="no hidden group"):
         genlab.viz.heatmap(lab.trainer.history, lab.trainer.net)
+
+
+def test_the_labs_heatmap_shows_a_long_run_in_a_bounded_number_of_columns():
+    """A long history is drawn from every k-th record (the newest kept, evenly spaced): a redraw
+    costs the same after 3,000 steps as after 300, and the picture spans the whole run."""
+    from genlab.lab import pictures
+
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0)
+    lab = Lab(trainer, data, refresh_every=10**6, min_interval=0.0)
+    lab.run(3000)
+    image = lab._heatmap._image
+    columns = image.get_array().shape[1]
+    assert pictures.COLUMNS // 2 < columns <= pictures.COLUMNS
+    left, right = image.get_extent()[:2]
+    assert left < 10 and right >= 3000  # the whole run
+    view = pictures.Thinned(trainer.history, pictures.COLUMNS)
+    steps = [s["step"] for s in view.steps]
+    assert steps[-1] == 3000 and len(set(np.diff(steps))) == 1 and view.stride == steps[1] - steps[0]

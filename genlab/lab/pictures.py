@@ -56,6 +56,23 @@ def _log_range(values: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo / 1.5, hi * 1.5)
 
 
+COLUMNS = 2 * PANEL_PX  # the heatmap's columns at most: two a pixel where it is drawn narrowest
+
+
+class Thinned:
+    """Every k-th record of a history (the newest kept), at most `most` of them, evenly spaced as
+    the history's own are: what a picture of `most` columns can show, at a cost that does not
+    grow with the run."""
+
+    def __init__(self, history, most: int):
+        n = len(history.steps)
+        k = max(1, -(-n // most))
+        start = (n - 1) % k if n else 0
+        self.steps, self.grad_std = history.steps[start::k], history.grad_std[start::k]
+        self.events, self.epochs = history.events, history.epochs
+        self.stride = getattr(history, "stride", 1) * k
+
+
 class Heatmap:
     """Gradient std of every hidden group (rows, by level) over the steps, growth steps as lines;
     its colour scale (lo, hi) is also the DAG's."""
@@ -67,6 +84,7 @@ class Heatmap:
 
     def draw(self, history, net) -> bytes | None:
         """The PNG, or None where the network has no hidden group (no row to show)."""
+        history = Thinned(history, COLUMNS)
         groups, level, matrix = viz.heatmap_matrix(history, net)
         if not groups:
             self._shape = None

@@ -107,6 +107,7 @@ def test_quick_clicks_redraw_the_pictures_at_most_every_min_interval():
     lab = Lab(trainer, data, min_interval=3600.0)
     lab.step()  # the first pictures: at once
     first = bytes(lab.heat.value)
+    assert first[:8] == PNG
     for _ in range(5):
         lab.step()
     assert "step 6" in lab.status.value and bytes(lab.heat.value) == first and lab._pending
@@ -408,3 +409,20 @@ def test_the_labs_heatmap_shows_a_long_run_in_a_bounded_number_of_columns():
     view = pictures.Thinned(trainer.history, pictures.COLUMNS)
     steps = [s["step"] for s in view.steps]
     assert steps[-1] == 3000 and len(set(np.diff(steps))) == 1 and view.stride == steps[1] - steps[0]
+
+
+def test_a_click_does_not_wait_for_the_test_set():
+    """The test accuracy is measured with the pictures (at most every min_interval); between
+    them the status line says at which step it was measured."""
+    data = genlab.datasets.load("moons", seed=0)
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0)
+    lab = Lab(trainer, data, min_interval=3600.0)
+    lab.step()  # the first pictures: at once, with the test set
+    calls = []
+    evaluate = trainer.evaluate
+    trainer.evaluate = lambda *a: calls.append(1) or evaluate(*a)
+    for _ in range(3):
+        lab.step()
+    assert calls == [] and "step 4" in lab.status.value and "(step 1)" in lab.status.value
+    lab.refresh()
+    assert calls == [1] and "(step" not in lab.status.value

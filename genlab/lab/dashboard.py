@@ -54,6 +54,7 @@ class Lab(Controls):
         self._drawn_at, self._pending, self._scheduled = 0.0, False, False
         self._task, self._stopping, self._following = None, False, False
         self._lines: list[str] = []  # the message: growth announcements, then the library's notes
+        self._test: tuple[float, int] | None = None  # (test accuracy, the step it was measured at)
         self._notes: list[str] = []
         self._heatmap = pictures.Heatmap()
         self._curves = (pictures.Curve("loss", log_scale=True), pictures.Curve("accuracy"))
@@ -192,13 +193,15 @@ class Lab(Controls):
                  else "samples of " + "&times;".join(map(str, data.sample_shape)))
         loss = f"{steps[-1]['loss']:.4f}" if steps else "&mdash;"
         batch = f"{steps[-1]['accuracy']:.3f}" if steps else "&mdash;"
-        test = t.evaluate(*data.test)["accuracy"]
+        test = f"{self._test[0]:.3f}" if self._test else "&mdash;"
+        if self._test and self._test[1] != t.step_count:
+            test += f" (step {self._test[1]})"  # measured with the pictures, at most every min_interval
         classes = f"{data.n_classes} classes" + (f" ({', '.join(map(str, data.classes))})"
                                                   if data.classes and len(data.classes) <= 12 else "")
         return STATUS.format(
             f"<b>step {t.step_count}</b> &middot; {len(net.groups)} groups &middot; {len(net.edges)} edges "
             f"&middot; {net.n_params} parameters &middot; loss {loss} &middot; batch accuracy {batch} &middot; "
-            f"<b>test accuracy {test:.3f}</b> &middot; {len(t.history.events)} growth events<br>"
+            f"<b>test accuracy {test}</b> &middot; {len(t.history.events)} growth events<br>"
             f"<span style='font-size:15px;color:#444'>data {html.escape(data.name)}: {len(data.X_train)} training "
             f"samples, {shape}, {html.escape(classes)} &middot; backend {t.backend}</span>")
 
@@ -242,13 +245,16 @@ class Lab(Controls):
     def _draw_pictures(self) -> None:
         history, net = self.trainer.history, self.trainer.net
         self._pending = False
-        self._drawn_at = time.perf_counter()
+        # the test set's accuracy, measured with the pictures: a click does not wait for it
+        self._test = (self.trainer.evaluate(*self.data.test)["accuracy"], self.trainer.step_count)
+        self.status.value = self._status()
         if not history.steps:
             self.heat_panel.children, self.loss_panel.children, self.accuracy_panel.children = (
                 (e,) for e in self._empty)
             self.legend.value = ""
             self._heatmap.scale = pictures.Heatmap().scale
         else:
+            self._drawn_at = time.perf_counter()  # (the empty state does not hold the first pictures back)
             heat = self._heatmap.draw(history, net)
             if heat is not None:
                 self.heat.value = heat

@@ -301,7 +301,7 @@ class Grower:
         chosen = wanted[:max(p.max_groups - len(net.groups), 0)]
         if len(chosen) < len(wanted) and self.budget_reached_at is None:
             self.budget_reached_at = step
-            notes.warning(f"genlab: growth stopped at step {step}: the network holds {len(net.groups)} groups, "
+            notes.warning(f"genlab: growth stopped at step {step}: the network reaches its budget, "
                           f"max_groups={p.max_groups}")
         if chosen:
             # an engine that grows in place computes the new values from the log itself

@@ -360,7 +360,7 @@ def test_the_librarys_notes_go_to_the_labs_message_not_stderr(capsys):
                       growth=GrowthPolicy(every=2, cooldown=0, max_groups=4))
     lab = Lab(trainer, data, min_interval=0.0)
     lab.run(6)
-    assert "growth stopped at step 4: the network holds 4 groups, max_groups=4" in words(lab.message)
+    assert "growth stopped at step 4: the network reaches its budget, max_groups=4" in words(lab.message)
     assert "growth stopped" not in capsys.readouterr().err
 
 

@@ -108,7 +108,10 @@ def parameter(value, what: str, dtype=None) -> np.ndarray:
 
 
 def beyond_range(array: np.ndarray, dtype):
-    """A mask of the entries of `array` that `dtype` (a float type) cannot hold, or None if none."""
+    """A mask of the entries of `array` that `dtype` (a float type) cannot hold, or None if none
+    (at once, without a pass over the array, where its own type holds nothing larger)."""
+    if array.dtype.kind != "f" or np.finfo(array.dtype).max <= np.finfo(dtype).max:
+        return None
     mask = np.abs(array) > np.finfo(dtype).max
     return mask if mask.any() else None
 

@@ -85,14 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _backend(args) -> str:
-    """The engine --backend names here (main shows the note that "auto" fell back to the serial
-    engine once the set-up has succeeded, unless --quiet)."""
-    from .backends import resolve
-
-    return resolve(args.backend)
-
-
 # what a checkpoint fixes: these options cannot change on --resume (--lr and --backend can)
 FIXED_BY_CHECKPOINT = ("hidden", "kind", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype")
 
@@ -106,7 +98,7 @@ def _resume(args, world):
     if fixed:
         raise Usage(f"--resume continues the saved run as it was built; {', '.join(fixed)} cannot change it")
     try:
-        trainer = Trainer.load(args.resume, backend=_backend(args), distributed=args.distributed, world=world)
+        trainer = Trainer.load(args.resume, backend=args.backend, distributed=args.distributed, world=world)
     except (FileFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         raise Usage(f"--resume {args.resume}: {e}") from None
     saved = trainer.metadata or {}
@@ -150,7 +142,7 @@ def run_train(args):
         policy = None
         if args.grow:
             policy = starts.policy(args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
-        trainer = Trainer(net, backend=_backend(args), optimizer=args.optimizer or "adam", lr=args.lr,
+        trainer = Trainer(net, backend=args.backend, optimizer=args.optimizer or "adam", lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
                           growth=policy, distributed=args.distributed, world=world)
     args.epochs = args.epochs or datasets.default_epochs(data, trainer.batch_size)
@@ -198,7 +190,7 @@ def run_demo(args):
     args.dataset, args.seed = args.dataset or "digits", args.seed or 0
     data = datasets.load(args.dataset, seed=args.seed)
     args.epochs = args.epochs or datasets.default_epochs(data)
-    backend = _backend(args)
+    backend = args.backend
     kind = starts.kind_for(data, args.kind)  # conv for images, recurrent groups for sequences, else dense
     trainer = Trainer(starts.build(data, kind, None, True, args.seed), backend=backend, seed=args.seed,
                       growth=starts.policy(datasets.MAX_GROUPS.get(args.dataset, 32)))

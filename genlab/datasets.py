@@ -267,7 +267,7 @@ def check_data(X, y=None, n_inputs: int | None = None, n_outputs: int | None = N
     if bad.any():
         where, at = _first(bad, sequence)
         raise DataError(f"X holds {int(bad.sum())} NaN or infinite value(s), the first at {at} ({X[where]})")
-    beyond = checks.beyond_range(X, dtype) if dtype is not None and X.dtype.kind == "f" else None
+    beyond = checks.beyond_range(X, dtype) if dtype is not None else None
     if beyond is not None:
         where, at = _first(beyond, sequence)
         raise DataError(f"X holds {int(beyond.sum())} value(s) beyond what {np.dtype(dtype).name} holds "

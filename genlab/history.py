@@ -48,7 +48,7 @@ class History:
 
     def at(self, step: int) -> int | None:
         """The index of the last record at or before step number `step` (None: none is)."""
-        i = bisect.bisect_right([s["step"] for s in self.steps], step) - 1
+        i = bisect.bisect_right(self.steps, step, key=lambda s: s["step"]) - 1
         return i if i >= 0 else None
 
     def to_dict(self) -> dict:

@@ -74,13 +74,6 @@ class GrowthPolicy:
         if self.relative and self.threshold is None:
             raise ArgumentError("relative=True marks groups whose z-score exceeds threshold: give one (e.g. 1.0)")
 
-    @property
-    def rule(self) -> str:
-        """How groups are marked, in words (for reports and the lab)."""
-        if self.threshold is None:
-            return f"the {self.top} highest" if self.top > 1 else "the highest"
-        return f"z-score > {self.threshold:g}" if self.relative else f"above {self.threshold:.1e}"
-
     def cut(self, scores, hidden: set[int], eligible: set[int]) -> tuple[float, bool, int | None]:
         """The rule as a threshold every engine marks with (ema > threshold, or its z-score with
         relative) and the most groups to keep: `top` marks the eligible groups whose score is among

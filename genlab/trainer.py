@@ -255,10 +255,10 @@ class Trainer:
         self._dirty = self._dirty or in_place  # the host's copy of new parameters is not the engine's
         self._net.assign(work)
         self._freeze()
-        after = self._topology()
-        for e in events:  # each event's own topologies, the step's several events one after another
-            self.history.events.append({**e.to_dict(), "before": before, "after": e.after or after})
-            before = e.after or after
+        for e in events:  # each event's own topologies (Grower.check), one after another
+            self.history.events.append({**e.to_dict(), "before": before, "after": e.after})
+            before = e.after
+        self._pictured = (self._net.version, before)  # the last event's topology is the network's
         if self.on_growth is not None:
             self.on_growth(events)
         return events

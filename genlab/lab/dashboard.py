@@ -209,15 +209,15 @@ class Lab(Controls):
     def refresh(self, throttle: bool = False) -> None:
         """The status line now; the pictures (the DAG, the heatmap, the curves) now, or with
         throttle at most every min_interval seconds (soon after, if not now)."""
-        self.status.value = self._status()
         self._following = True  # the slider follows the newest growth event without redrawing
         self.play.max = self.scrub.max = len(self.trainer.history.events)
         self.scrub.value = self.scrub.max
         self._following = False
         if throttle:
+            self.status.value = self._status()
             self._pictures_soon()
         else:
-            self._draw_pictures()
+            self._draw_pictures()  # (the status line with them)
 
     def _draw_dag(self) -> None:
         t = self.trainer

@@ -39,7 +39,7 @@ def run(args):
     """The study the options ask for, checked (errors: exit status 2); returns the work, which
     writes study.json and the pictures to --out."""
     from .. import study
-    from ..cli import _backend
+    from ..backends import resolve
     from ..cli_args import Usage as _Usage
 
     if args.merge:
@@ -54,7 +54,7 @@ def run(args):
     arms = args.arms or list(study.ARMS)
     if set(arms) - set(study.ARMS) or "grown" not in arms:
         raise _Usage(f"--arms: choose from {', '.join(study.ARMS)}, grown among them; got {','.join(arms)}")
-    _backend(args)  # cuda asked for where it cannot run: an error before any work
+    resolve(args.backend)  # cuda asked for where it cannot run: an error before any work
     return lambda: _study(args, {n: tasks[n] for n in names}, arms)
 
 

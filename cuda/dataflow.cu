@@ -92,12 +92,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
             wait_for(C.gready + in_dst[t[0]], nbt);
             weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld,
                              wstats, scalars + 2);
-            finish_item(C.ngrad, 0, &flag_s);
+            count_item(C.ngrad);
         } else if (item < a_update) {
             const int* t = bias_tasks + 2 * (item - a_bias);
             wait_for(C.gready + t[0], nbt);
             bias_grad_tile(t[0], t[1], width, act_off, bias_off, dz, grads, batch, ld, wstats, scalars + 2);
-            finish_item(C.ngrad, 0, &flag_s);
+            count_item(C.ngrad);
         } else {
             wait_for(C.ngrad, n_weight + n_bias);
             if (!finite_step(scalars)) continue;

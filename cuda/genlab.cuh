@@ -116,6 +116,51 @@ __device__ __forceinline__ bool finish_item(int* done, int total, int* flag)
     return *flag;
 }
 
+// Thread 0 counts one finished item into *done, the block's writes made visible first; nobody
+// waits for the count's old value (a fire-and-forget reduction, no second barrier).
+__device__ __forceinline__ void count_item(int* done)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(done, 1);
+    }
+}
+
+// The counters a block adds 1 to when its group is complete (its consumers' fready, or its hidden
+// sources' bready), read before the item waits for its inputs so that the hand-off after the work
+// makes no dependent loads: thread i holds the i-th (`mine`, -1 for none); a group with more than
+// THREADS of them hands the rest on in a loop from `rest` to `end`.
+struct HandOn {
+    int mine, rest, end;
+};
+
+// finish_item, then the hand-off: one more complete producer in each counter of `to` (a slot
+// index into `counters`). A group of one item (total 1) needs no count of its items: its block
+// makes its writes visible and hands on at once, without waiting for the count's old value.
+// Returns whether the block handed on; `target(e)` maps a rest index to its slot or -1.
+template <class Target>
+__device__ __forceinline__ bool finish_and_hand_on(int* done, int total, int* flag, int* counters, const HandOn& to,
+                                                   Target target)
+{
+    if (total == 1) {
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            __threadfence();
+            atomicAdd(done, 1);
+        }
+        if (to.mine >= 0 || to.rest < to.end) __threadfence();  // each thread orders the block's writes
+    } else if (!finish_item(done, total, flag)) {
+        return false;
+    }
+    if (to.mine >= 0) atomicAdd(counters + to.mine, 1);
+    for (int e = to.rest; e < to.end; e += THREADS) {
+        const int t = target(e);
+        if (t >= 0) atomicAdd(counters + t, 1);
+    }
+    return true;
+}
+
 // The persistent executors' dependency counters (zeroed before the launch): the next item, the
 // gradient items done, then fdone, fready, bdone and bready per (slot, batch tile) and gready per
 // slot; `tiles` batch tiles a slot (1 for the row executor, whose items cover the whole batch).

@@ -41,8 +41,21 @@
 
 // CH (neurons per item: the running sums of a thread) and EW (out-edges of the input group per
 // weight item) come from constants.cuh
+// NQ, RQ and ROWS_BLOCKS may be set before this file (the variant harness,
+// benchmarks/kernels/rows_variants.py, tries others)
+#ifndef NQ
 #define NQ 64          // quads (4 consecutive inputs of one edge) staged per round
+#endif
+#ifndef RQ
 #define RQ 8           // quads of a row in flight at once
+#endif
+#ifndef ROWS_BLOCKS
+#define ROWS_BLOCKS 2  // blocks an SM holds (__launch_bounds__)
+#endif
+#ifndef ACT_LOAD
+#define ACT_LOAD __ldcg  // how the items read activations and their gradients
+#endif
+static_assert(4 * NQ >= THREADS, "ws holds the weight-gradient pass's dz rows: THREADS x CH floats");
 #define FULL 0xffffffffu
 
 struct RowsShared {
@@ -150,11 +163,11 @@ __device__ __forceinline__ float4 load_quad(const RowsShared& S, const float* bu
 {
     const int n = S.qn[q], stride = S.qstride[q], off = S.qx[q];
     const float* p = buf + off + (long long)b * stride;
-    if (n == 4 && ((off | stride) & 3) == 0) return __ldcg(reinterpret_cast<const float4*>(p));
-    float4 v = make_float4(__ldcg(p), 0.f, 0.f, 0.f);
-    if (n > 1) v.y = __ldcg(p + 1);
-    if (n > 2) v.z = __ldcg(p + 2);
-    if (n > 3) v.w = __ldcg(p + 3);
+    if (n == 4 && ((off | stride) & 3) == 0) return ACT_LOAD(reinterpret_cast<const float4*>(p));
+    float4 v = make_float4(ACT_LOAD(p), 0.f, 0.f, 0.f);
+    if (n > 1) v.y = ACT_LOAD(p + 1);
+    if (n > 2) v.z = ACT_LOAD(p + 2);
+    if (n > 3) v.w = ACT_LOAD(p + 3);
     return v;
 }
 
@@ -224,13 +237,13 @@ __device__ __forceinline__ void load_row(float v[CH], const float* base, int b, 
     if (active && ncols == CH && ((reinterpret_cast<unsigned long long>(p) & 15) == 0)) {
 #pragma unroll
         for (int c = 0; c < CH; c += 4) {
-            const float4 x = __ldcg(reinterpret_cast<const float4*>(p + c));
+            const float4 x = ACT_LOAD(reinterpret_cast<const float4*>(p + c));
             v[c] = x.x; v[c + 1] = x.y; v[c + 2] = x.z; v[c + 3] = x.w;
         }
         return;
     }
 #pragma unroll
-    for (int c = 0; c < CH; ++c) v[c] = (active && c < ncols) ? __ldcg(p + c) : 0.f;
+    for (int c = 0; c < CH; ++c) v[c] = (active && c < ncols) ? ACT_LOAD(p + c) : 0.f;
 }
 
 __device__ __forceinline__ void store_row(const float v[CH], float* base, int b, int w, int col0, int ncols,
@@ -436,7 +449,30 @@ struct RowsCtx {
         return forward_tasks_of(s, CH, a.width, a.in_ptr, a.output_slot, a.split);
     }
     __device__ void forward_complete(int s) const { C.forward_complete(s, 0, a.out_ptr, a.out_dst); }
-    __device__ void backward_complete(int s) const { C.backward_complete(s, 0, a.in_ptr, a.in_src, a.hidden); }
+    // The fready counters of s's consumers (HandOn), read before an item of s waits.
+    __device__ HandOn forward_targets(int s) const {
+        const int e = a.out_ptr[s] + threadIdx.x, end = a.out_ptr[s + 1];
+        return {e < end ? a.out_dst[e] : -1, e + THREADS, end};
+    }
+    __device__ int forward_target(int e) const { return a.out_dst[e]; }
+    // The bready counters of s's hidden sources.
+    __device__ int backward_target(int e) const { const int src = a.in_src[e]; return a.hidden[src] ? src : -1; }
+    __device__ HandOn backward_targets(int s) const {
+        const int e = a.in_ptr[s] + threadIdx.x, end = a.in_ptr[s + 1];
+        return {e < end ? backward_target(e) : -1, e + THREADS, end};
+    }
+    // An item of s is done: when it was s's last forward item, s's consumers have one more
+    // complete source.
+    __device__ void forward_done(int s, int total, int* flag, const HandOn& to) const {
+        finish_and_hand_on(C.fdone + s, total, flag, C.fready, to, [this](int e) { return forward_target(e); });
+    }
+    // When it was s's last backward item, s's hidden sources have one more complete consumer and
+    // s's weight items may start (gready).
+    __device__ void backward_done(int s, int total, int* flag, const HandOn& to) const {
+        if (finish_and_hand_on(C.bdone + s, total, flag, C.bready, to, [this](int e) { return backward_target(e); })
+            && threadIdx.x == 0)
+            atomicAdd(C.gready + s, 1);
+    }
 };
 
 __device__ __forceinline__ void mark_ready(RowsShared& S, const RowsStep& a)
@@ -455,6 +491,8 @@ __device__ void forward_item(RowsShared& S, const RowsCtx& X, int t)
     const bool out = s == a.output_slot, split_k = out && (e0 != a.in_ptr[s] || e1 != a.in_ptr[s + 1]);
     if (a.pending)
         update_item_params(S, X.N, X.O, a.params, a.grads, e0, e1, j0, ncols, e0 == a.in_ptr[s] ? a.bias_off[s] + j0 : -1);
+    const int total = X.forward_tasks(s);  // read before the wait: the hand-off loads nothing
+    const HandOn to = X.forward_targets(s);
     if (threadIdx.x == 0) { S.cur_e = e0; S.cur_k = 0; }
     if (threadIdx.x < CH)
         S.bias[threadIdx.x] = (e0 == a.in_ptr[s] && (int)threadIdx.x < ncols) ? __ldcg(a.params + a.bias_off[s] + j0 + threadIdx.x)
@@ -473,7 +511,7 @@ __device__ void forward_item(RowsShared& S, const RowsCtx& X, int t)
         for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
         store_row(acc, a.act + a.act_off[s], b, w, j0, ncols, b < a.batch, split_k);
     }
-    if (finish_item(X.C.fdone + s, X.forward_tasks(s), &S.flag)) X.forward_complete(s);
+    X.forward_done(s, total, &S.flag, to);
 }
 
 // The loss: softmax cross-entropy of every row, the output group's dz and bias gradient.
@@ -481,6 +519,7 @@ __device__ void loss_item(RowsShared& S, const RowsCtx& X)
 {
     const RowsStep& a = X.a;
     const int s = a.output_slot, w = a.width[s];
+    const HandOn to = X.backward_targets(s);
     wait_for(X.C.fdone + s, X.forward_tasks(s));
     mark_ready(S, a);
     for (int b0 = 0; b0 < a.batch; b0 += THREADS)
@@ -488,8 +527,8 @@ __device__ void loss_item(RowsShared& S, const RowsCtx& X)
                      a.scalars, (int*)(a.scalars + 1), a.stats, s);
     for (int j0 = 0; j0 < w; j0 += TILE)
         bias_grad_tile(s, j0, a.width, a.act_off, a.bias_off, a.dz, a.grads, a.batch, 0, a.wstats, a.scalars + 2);
-    if (finish_item(X.C.bdone + s, 1, &S.flag)) X.backward_complete(s);
-    finish_item(X.C.ngrad, 0, &S.flag);
+    X.backward_done(s, 1, &S.flag, to);
+    count_item(X.C.ngrad);
 }
 
 // The weight gradients of s's out-edges at columns k0..: every consumer's dz is final.
@@ -501,7 +540,7 @@ __device__ void weight_item(RowsShared& S, const RowsCtx& X, int s, int k0)
     mark_ready(S, a);
     const double sq = weight_grads(S, X.N, s, k0, o0, o1, a.wstats);
     if ((threadIdx.x & 31) == 0) atomicAdd(a.scalars + 2, sq);
-    finish_item(X.C.ngrad, 0, &S.flag);
+    count_item(X.C.ngrad);
 }
 
 // The bias gradient of s at k0..k0+ncols (from the warps' column sums in S.red) and the
@@ -543,6 +582,8 @@ __device__ void backward_item(RowsShared& S, const RowsCtx& X, int s, int k0)
 {
     const RowsStep& a = X.a;
     const int w = a.width[s], ncols = min(CH, w - k0), o0 = a.out_ptr[s], o1 = a.out_ptr[s + 1];
+    const int total = X.chunks(s);
+    const HandOn to = X.backward_targets(s);
     if (threadIdx.x == 0) { S.cur_e = o0; S.cur_k = 0; }
     __syncthreads();
     plan_round(S, X.N, true, o1, k0, w);
@@ -581,9 +622,9 @@ __device__ void backward_item(RowsShared& S, const RowsCtx& X, int s, int k0)
     }
     // hand dz_s on first (the critical path needs nothing else); then the statistics and the
     // bias gradient, read after the launch or, once ngrad counts this item, by the update
-    if (finish_item(X.C.bdone + s, X.chunks(s), &S.flag)) X.backward_complete(s);
+    X.backward_done(s, total, &S.flag, to);
     backward_sums(S, a, s, k0, ncols, s1, s2, s3, colsum);
-    finish_item(X.C.ngrad, 0, &S.flag);  // the bias gradient and gradsq's share are in
+    count_item(X.C.ngrad);  // the bias gradient and gradsq's share are in
 }
 
 // Input weight item i: the weight gradients of the input group's out-edges o0..o0+EW-1 at
@@ -597,7 +638,7 @@ __device__ void input_weight_item(RowsShared& S, const RowsCtx& X, int i)
     mark_ready(S, a);
     const double sq = weight_grads(S, X.N, in, k0, o0, o1, a.wstats);
     if ((threadIdx.x & 31) == 0) atomicAdd(a.scalars + 2, sq);
-    finish_item(X.C.ngrad, 0, &S.flag);
+    count_item(X.C.ngrad);
 }
 
 // Update chunk c, once every gradient is in (refused, like every update, if the step is not finite).
@@ -628,7 +669,7 @@ __device__ int take_item(RowsShared& S, const RowsStep& a, const Counters& C, bo
     return S.item;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) rows_step(const __grid_constant__ RowsStep a)
+extern "C" __global__ void __launch_bounds__(THREADS, ROWS_BLOCKS) rows_step(const __grid_constant__ RowsStep a)
 {
     __shared__ __align__(16) RowsShared S;
     const int in_chunks = (a.width[a.input_slot] + CH - 1) / CH;

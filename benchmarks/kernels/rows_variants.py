@@ -1,0 +1,164 @@
+"""rows.cu's numbered variants (llm.c's dev/cuda habit): each one builds rows_step with other
+settings or an edited item, checks it against the float64 serial engine (three steps of a random
+DAG, outputs poisoned first) and times it on W1, W2 and the classroom network (a step's graph
+replayed, CUDA events), with W1's item timeline (median work of a forward and a backward item,
+median span of a level). Diagnostic variants leave part of an item out to measure what it costs;
+their results are wrong by design and are not checked.
+
+    python benchmarks/kernels/rows_variants.py [--only 0,3] [--out rows_variants.json] [--before FILE]
+
+--before FILE times a whole earlier rows.cu translation unit (runtime.source(["rows.cu"]) of an
+earlier commit, saved to FILE) as variant -1, beside the others in the same run.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import case, compare, done, engines, flat, poison  # noqa: E402
+from trace_rows import summarise  # noqa: E402
+
+from genlab.bench import WORKLOADS, batch_of, time_graph  # noqa: E402
+from genlab.bench.small import build as classroom  # noqa: E402
+from genlab.engines.cuda import CudaEngine, runtime  # noqa: E402
+from genlab.errors import TrainingError  # noqa: E402
+from genlab.optim import Adam  # noqa: E402
+
+# accumulate()'s FMA block and its loads, as rows.cu has them (the diagnostic edits replace them)
+FMAS = """                fma_row(acc, v[u].x, w);
+                fma_row(acc, v[u].y, w + CH);
+                fma_row(acc, v[u].z, w + 2 * CH);
+                fma_row(acc, v[u].w, w + 3 * CH);"""
+LOADS = "v[u] = (active && q0 + u < nq) ? load_quad(S, buf, q0 + u, b) : make_float4(0.f, 0.f, 0.f, 0.f);"
+
+VARIANTS = [  # (number, what it tries, #defines, source edits (old, new), checked)
+    (0, "as committed", {}, [], True),
+    (1, "4 quads of a row in flight (RQ 4)", {"RQ": 4}, [], True),
+    (2, "16 quads in flight (RQ 16; spills at 2 blocks an SM)", {"RQ": 16}, [], True),
+    (3, "RQ 16, one block an SM (214 registers, no spills)", {"RQ": 16, "ROWS_BLOCKS": 1}, [], True),
+    (4, "RQ 8, one block an SM", {"ROWS_BLOCKS": 1}, [], True),
+    (5, "activations read through L1 (ld.global.ca: a row's second float4 hits its sector)",
+     {"ACT_LOAD": "__ldca"}, [], True),
+    (6, "diagnostic: no FMAs (the loads' values summed once)", {},
+     [(FMAS, "                acc[u & (CH - 1)] += v[u].x + v[u].y + v[u].z + v[u].w + w[0];")], False),
+    (7, "diagnostic: no input loads (a register instead)", {},
+     [(LOADS, "v[u] = make_float4(b * 1e-3f, u * 1e-3f, 1.f, 2.f);")], False),
+    (8, "through L1, RQ 4", {"ACT_LOAD": "__ldca", "RQ": 4}, [], True),
+    (9, "through L1, one block an SM", {"ACT_LOAD": "__ldca", "ROWS_BLOCKS": 1}, [], True),
+    (10, "through L1, RQ 16, one block an SM", {"ACT_LOAD": "__ldca", "ROWS_BLOCKS": 1, "RQ": 16}, [], True),
+]
+
+
+def use_variant(defines: dict, edits: list, whole: str | None = None) -> None:
+    """Make the next rows_step load come from rows.cu with these #defines and edits (or from
+    `whole`, a complete translation unit)."""
+    original = runtime.source.__wrapped__ if hasattr(runtime.source, "__wrapped__") else runtime.source
+
+    def source(files=None):
+        text = original(files)
+        if files == ["rows.cu"] and whole is not None:
+            return whole
+        if files == ["rows.cu"]:
+            for old, new in edits:
+                if old not in text:
+                    raise SystemExit(f"rows_variants: the edit's text is not in rows.cu any more: {old[:60]!r}")
+                text = text.replace(old, new)
+            text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + text
+        return text
+
+    source.__wrapped__ = original
+    runtime.source = source
+    state = runtime.kernels()
+    state.files.discard("rows.cu")
+    state.functions.pop("rows_step", None)
+    runtime.load("rows.cu")
+
+
+def check() -> None:
+    net, x, y = case(6, levels=6, per_level=8, width=(1, 70), batch=300)
+    gpu, ref = engines(net, "dataflow_rows")
+    gpu.ensure_batch(len(x))
+    poison(gpu, "act", "dz", "grads")
+    for step in range(3):
+        loss, _ = gpu.step(x, y)
+        want, _ = ref.step(x, y)
+        compare(f"step {step}: loss", loss, want, 1e-5)
+        compare(f"step {step}: gradients", flat(gpu.grads), flat(ref.grads), 1e-5)
+    compare("parameters after three steps", flat(gpu.params), flat(ref.params), 1e-4)
+
+
+def step_us(net, batch: int) -> tuple[float, CudaEngine, tuple]:
+    """Microseconds of a step's graph, the engine (a few steps in) and its batch."""
+    x, y = batch_of(net, batch)
+    engine = CudaEngine(net, Adam(lr=1e-3), executor="dataflow_rows")
+    for _ in range(5):
+        try:
+            engine.step(x, y)
+        except TrainingError:  # a diagnostic variant's numbers
+            pass
+    n = engine.put_batch(x, y)
+    return time_graph(engine, lambda: engine.executor.enqueue_step(n), 300), engine, (x, y)
+
+
+def run(number: int, what: str, defines: dict, edits: list, checked: bool, whole: str | None = None) -> dict:
+    print(f"== variant {number}: {what}", flush=True)
+    use_variant(defines, edits, whole)
+    f = runtime.kernels().functions["rows_step"]
+    import pycuda.driver as drv
+
+    row = {"what": what, "defines": defines, "checked": checked,
+           "registers": f.get_attribute(drv.function_attribute.NUM_REGS),
+           "local_bytes": f.get_attribute(drv.function_attribute.LOCAL_SIZE_BYTES)}
+    if checked:
+        before = len(__import__("harness").failures)
+        check()
+        row["check"] = "ok" if len(__import__("harness").failures) == before else "FAIL"
+    for name in ("W1", "W2"):
+        _, build, batch = WORKLOADS[name]
+        net = build()
+        row[f"{name}_us"], engine, (x, y) = step_us(net, batch)
+        if name == "W1":
+            L = engine.layout
+            levels = {L.slot[g]: lv for g, lv in net.levels().items()}
+            traces = [engine.trace_step(x, y) for _ in range(5)]
+            t = summarise(min(traces, key=lambda t: t["done"].max()), levels)
+            row["W1_span_us"] = t["span_us"]
+            for kind in ("forward", "backward", "weight"):
+                row[f"W1_{kind}_work_us"] = t["kinds"][kind]["work_median"]
+            for kind in ("forward", "backward"):
+                spans = sorted(t[f"{kind}_levels"].items())
+                starts = [a for _, (a, _b, _w) in spans]
+                row[f"W1_{kind}_level_us"] = float(np.median(np.diff(starts))) if len(starts) > 1 else None
+        engine.flush()
+    row["classroom_us"] = step_us(classroom(), 32)[0]
+    print("   " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                           if k not in ("what", "defines")), flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=None, help="variant numbers, comma-separated")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--before", default=None)
+    args = parser.parse_args()
+    only = {int(v) for v in args.only.split(",")} if args.only else None
+    rows = {}
+    if args.before:
+        rows[-1] = run(-1, f"before: {args.before}", {}, [], True, Path(args.before).read_text())
+    rows.update({n: run(n, what, d, e, c) for n, what, d, e, c in VARIANTS if only is None or n in only})
+    if args.out:
+        import pycuda.driver as drv
+
+        Path(args.out).write_text(json.dumps({"device": runtime.kernels().device.name(), "variants": rows,
+                                              "driver": drv.get_driver_version()}, indent=1))
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -161,6 +161,15 @@ __device__ __forceinline__ bool finish_and_hand_on(int* done, int total, int* fl
     return true;
 }
 
+// A counter's value, read with acquire semantics at GPU scope: what was written before its
+// increments (each made after a __threadfence) is visible to this thread's later reads.
+__device__ __forceinline__ int load_acquire(const int* p)
+{
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
 // The persistent executors' dependency counters (zeroed before the launch): the next item, the
 // gradient items done, then fdone, fready, bdone and bready per (slot, batch tile) and gready per
 // slot; `tiles` batch tiles a slot (1 for the row executor, whose items cover the whole batch).

@@ -47,7 +47,7 @@
 #define NQ 64          // quads (4 consecutive inputs of one edge) staged per round
 #endif
 #ifndef RQ
-#define RQ 8           // quads of a row in flight at once
+#define RQ 4           // quads of a row in flight at once
 #endif
 #ifndef ROWS_BLOCKS
 #define ROWS_BLOCKS 2  // blocks an SM holds (__launch_bounds__)
@@ -66,6 +66,10 @@ struct RowsShared {
     float bias[CH];
     int qx[NQ], qstride[NQ], qn[NQ], qw[NQ], qcs[NQ], qis[NQ];  // per quad: input offset, row length,
                                                                 // inputs used, weight offset and strides
+    int e_q0[NQ], e_slot[NQ], e_target[NQ];  // per edge that starts in the round: its first quad, the
+                                             // other group's slot, the count at which it is complete,
+    int e_key[NQ], e_order[NQ];              // when it is likely complete, the edges in that order
+    int ne;                                  // edges that start in the round
     int us_start[33], us_count[33], us_pre[34];  // the fused update's spans (update_item_params)
     int nq, cur_e, cur_k, item, flag;
     unsigned long long t0, t1;  // when the item was taken, when its inputs were complete (trace)
@@ -88,11 +92,20 @@ __device__ __forceinline__ unsigned int smid()
 }
 
 struct RowsNet {  // the topology and buffers the item functions read
-    const int *width, *act_off, *in_src, *out_dst, *in_woff, *out_woff;
+    const int *width, *act_off, *in_src, *out_dst, *in_woff, *out_woff, *level;
     const float* params;
     float *grads, *act, *dz;
-    int batch;
+    int batch, input_slot, output_slot;
 };
+
+// The count of its items done at which a group's h (back: its dz) is complete, as the item that
+// reads it sees it: its CH-neuron chunks (one forward item each; one backward item each, or the
+// one loss item for the output group); the input group is there before the launch (0).
+__device__ __forceinline__ int complete_at(const RowsNet& N, bool back, int other, int width)
+{
+    if (back) return other == N.output_slot ? 1 : (width + CH - 1) / CH;
+    return other == N.input_slot ? 0 : (width + CH - 1) / CH;
+}
 
 // Plan the next round of an item's inputs, from the cursor (cur_e, cur_k) over the edge list up to
 // e_end: warp 0 lays out up to NQ quads, 32 edges at a time (a lane per edge, a scan of their quad
@@ -103,7 +116,7 @@ __device__ void plan_round(RowsShared& S, const RowsNet& N, bool back, int e_end
 {
     if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
-        int e = S.cur_e, k = S.cur_k, nq = 0;
+        int e = S.cur_e, k = S.cur_k, nq = 0, ne = 0;
         while (nq < NQ && e < e_end) {
             const int idx = e + lane;
             int n = 0, off = 0, woff = 0;
@@ -120,6 +133,17 @@ __device__ void plan_round(RowsShared& S, const RowsNet& N, bool back, int e_end
                 if (lane >= o) incl += v;
             }
             const int pre = incl - cnt;
+            const bool starts = idx < e_end && nq + pre < NQ && (lane > 0 || k == 0);  // the edge's first quad is here
+            const unsigned started = __ballot_sync(FULL, starts);
+            if (starts) {
+                const int i = ne + __popc(started & ((1u << lane) - 1));
+                S.e_q0[i] = nq + pre;
+                S.e_slot[i] = back ? N.out_dst[idx] : N.in_src[idx];
+                S.e_target[i] = complete_at(N, back, S.e_slot[i], n);
+                // sources complete in level order, consumers' dz from the deepest level up
+                S.e_key[i] = back ? -N.level[S.e_slot[i]] : N.level[S.e_slot[i]];
+            }
+            ne += __popc(started);
             for (int i = 0; i < cnt && nq + pre + i < NQ; ++i) {
                 const int q = nq + pre + i, kk = k0 + 4 * i;
                 S.qx[q] = off + kk;
@@ -141,7 +165,16 @@ __device__ void plan_round(RowsShared& S, const RowsNet& N, bool back, int e_end
                 nq = NQ;
             }
         }
-        if (lane == 0) { S.nq = nq; S.cur_e = e; S.cur_k = k; }
+        __syncwarp();  // every lane has read the cursor and written its quads
+        if (lane == 0) { S.nq = nq; S.ne = ne; S.cur_e = e; S.cur_k = k; }
+        if (e >= e_end) {  // the item's only round: its edges in the order they are likely complete
+            __syncwarp();  // (by key, then edge: fixed by the topology, so the sum's order is too)
+            for (int i = lane; i < ne; i += 32) {
+                int rank = 0;
+                for (int j = 0; j < ne; ++j) rank += S.e_key[j] < S.e_key[i] || (S.e_key[j] == S.e_key[i] && j < i);
+                S.e_order[rank] = i;
+            }
+        }
     }
     __syncthreads();
 }
@@ -181,11 +214,12 @@ __device__ __forceinline__ void fma_row(float acc[CH], float x, const float* w)
     }
 }
 
-// acc[c] += sum over the round's quads of row b's inputs times ws.
-__device__ __forceinline__ void accumulate(float acc[CH], const RowsShared& S, const float* buf, int b, bool active)
+// acc[c] += sum over the round's quads q_begin..nq-1 of row b's inputs times ws.
+__device__ __forceinline__ void accumulate(float acc[CH], const RowsShared& S, const float* buf, int b, bool active,
+                                           int q_begin = 0, int nq = -1)
 {
-    const int nq = S.nq;
-    for (int q0 = 0; q0 < nq; q0 += RQ) {
+    if (nq < 0) nq = S.nq;
+    for (int q0 = q_begin; q0 < nq; q0 += RQ) {
         float4 v[RQ];
 #pragma unroll
         for (int u = 0; u < RQ; ++u)
@@ -199,6 +233,29 @@ __device__ __forceinline__ void accumulate(float acc[CH], const RowsShared& S, c
                 fma_row(acc, v[u].z, w + 2 * CH);
                 fma_row(acc, v[u].w, w + 3 * CH);
             }
+    }
+}
+
+// acc = the round's sum, each edge's quads taken as soon as the other group is complete (its count
+// in done[slot] reached e_target), edge after edge in e_order (the order they are likely complete:
+// by level): each warp waits on its own (every lane reads the count with acquire, one request a
+// warp; no block barrier), so the item works on the inputs that are there while the others are
+// still being made. The order of the sum is fixed by the topology: a step's result does not depend
+// on which source finished first (the edges taken as they complete made W2's step 25% shorter but
+// its results vary from run to run). For a round that holds every edge of the item. `*ready` (thread 0, when tracing): when its warp saw the last edge complete.
+__device__ __forceinline__ void accumulate_as_ready(float acc[CH], const RowsShared& S, const float* buf, int b,
+                                                    bool active, const int* done, unsigned long long* ready)
+{
+#pragma unroll
+    for (int c = 0; c < CH; ++c) acc[c] = 0.f;
+    const int ne = S.ne;
+    for (int k = 0; k < ne; ++k) {
+        const int i = S.e_order[k];
+        const int* count = done + S.e_slot[i];
+        const int target = S.e_target[i];
+        while (load_acquire(count) < target) __nanosleep(20);
+        if (k == ne - 1 && ready && threadIdx.x == 0) *ready = now_ns();
+        accumulate(acc, S, buf, b, active, S.e_q0[i], i + 1 < ne ? S.e_q0[i + 1] : S.nq);
     }
 }
 
@@ -427,7 +484,7 @@ __device__ void update_item_params(RowsShared& S, const RowsNet& N, const RowsOp
 // rows_step's arguments, passed by value (the engine fills a NumPy record of this layout, derived
 // from this definition: genlab/engines/cuda/runtime.py).
 struct RowsStep {
-    const int *width, *act_off, *bias_off, *in_ptr, *in_src, *in_woff, *out_ptr, *out_dst, *out_woff, *hidden;
+    const int *width, *act_off, *bias_off, *in_ptr, *in_src, *in_woff, *out_ptr, *out_dst, *out_woff, *hidden, *level;
     const int *fwd_tasks, *bwd_tasks, *bwd_order, *labels;
     float *params, *grads, *act, *dz, *state0, *state1, *state2;
     double *stats, *wstats, *scalars;
@@ -500,13 +557,22 @@ __device__ void forward_item(RowsShared& S, const RowsCtx& X, int t)
     __syncthreads();
     plan_round(S, X.N, false, e1, j0, w);  // the weights go up while the sources may still run
     stage_weights(S, a.params, ncols);
-    wait_for(X.C.fready + s, a.in_ptr[s + 1] - a.in_ptr[s]);
-    mark_ready(S, a);
-    const bool single = S.cur_e >= e1;
+    // one round of quads: each source's share as soon as it is complete; else every source
+    // complete first
+    const bool single = S.cur_e >= e1, as_ready = single;
+    if (as_ready) {
+        __syncthreads();
+    } else {
+        wait_for(X.C.fready + s, a.in_ptr[s + 1] - a.in_ptr[s]);
+        mark_ready(S, a);
+    }
     for (int pass = 0; pass < X.passes; ++pass) {
         const int b = pass * THREADS + threadIdx.x;
         float acc[CH];
-        gather_rows(S, X.N, false, e0, e1, j0, w, ncols, a.act, b, b < a.batch, pass > 0 && !single, acc);
+        if (pass == 0 && as_ready)
+            accumulate_as_ready(acc, S, a.act, b, b < a.batch, X.C.fdone, a.trace ? &S.t1 : nullptr);
+        else
+            gather_rows(S, X.N, false, e0, e1, j0, w, ncols, a.act, b, b < a.batch, pass > 0 && !single, acc);
 #pragma unroll
         for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
         store_row(acc, a.act + a.act_off[s], b, w, j0, ncols, b < a.batch, split_k);
@@ -601,16 +667,23 @@ __device__ void backward_item(RowsShared& S, const RowsCtx& X, int s, int k0)
     stage_weights(S, a.params, ncols);
     float h[CH];  // the first pass's h goes up while the consumers' backward may still run
     load_row(h, a.act + a.act_off[s], threadIdx.x, w, k0, ncols, (int)threadIdx.x < a.batch);
-    wait_for(X.C.bready + s, o1 - o0);
-    mark_ready(S, a);
-    const bool single = S.cur_e >= o1;
+    const bool single = S.cur_e >= o1, as_ready = single;  // as in forward_item
+    if (as_ready) {
+        __syncthreads();
+    } else {
+        wait_for(X.C.bready + s, o1 - o0);
+        mark_ready(S, a);
+    }
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
     float colsum = 0.f;
     for (int pass = 0; pass < X.passes; ++pass) {
         const int b = pass * THREADS + threadIdx.x;
         const bool active = b < a.batch;
         float g[CH];
-        gather_rows(S, X.N, true, o0, o1, k0, w, ncols, a.dz, b, active, pass > 0 && !single, g);
+        if (pass == 0 && as_ready)
+            accumulate_as_ready(g, S, a.dz, b, active, X.C.bdone, a.trace ? &S.t1 : nullptr);
+        else
+            gather_rows(S, X.N, true, o0, o1, k0, w, ncols, a.dz, b, active, pass > 0 && !single, g);
         if (pass) load_row(h, a.act + a.act_off[s], b, w, k0, ncols, active);
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
@@ -677,7 +750,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, ROWS_BLOCKS) rows_step(con
     const int n_inw = in_chunks * in_groups, n_update = a.defer ? 0 : (a.n_params + CHUNK - 1) / CHUNK;
     const RowsCtx X = {
         a,
-        {a.width, a.act_off, a.in_src, a.out_dst, a.in_woff, a.out_woff, a.params, a.grads, a.act, a.dz, a.batch},
+        {a.width, a.act_off, a.in_src, a.out_dst, a.in_woff, a.out_woff, a.level, a.params, a.grads, a.act, a.dz, a.batch,
+         a.input_slot, a.output_slot},
         {a.optimizer, a.state0, a.state1, a.state2, a.lr, a.hyper1, a.hyper2, a.eps,
          a.optimizer ? log((double)a.hyper1) : 0.0, a.optimizer ? log((double)a.hyper2) : 0.0},
         Counters(a.counters, a.n_slots, 1),  // an item covers the whole batch: one tile

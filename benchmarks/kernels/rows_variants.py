@@ -7,8 +7,9 @@ their results are wrong by design and are not checked.
 
     python benchmarks/kernels/rows_variants.py [--only 0,3] [--out rows_variants.json] [--before FILE]
 
---before FILE times a whole earlier rows.cu translation unit (runtime.source(["rows.cu"]) of an
-earlier commit, saved to FILE) as variant -1, beside the others in the same run.
+--before FILE (repeatable) times a whole earlier rows.cu translation unit (runtime.source(["rows.cu"])
+of an earlier commit, saved to FILE) as variant -1, -2, ..., beside the others in the same run; its
+RowsStep must have the fields the executor fills today (`level` came with the level-ordered edges).
 """
 
 import argparse
@@ -38,7 +39,7 @@ LOADS = "v[u] = (active && q0 + u < nq) ? load_quad(S, buf, q0 + u, b) : make_fl
 
 VARIANTS = [  # (number, what it tries, #defines, source edits (old, new), checked)
     (0, "as committed", {}, [], True),
-    (1, "4 quads of a row in flight (RQ 4)", {"RQ": 4}, [], True),
+    (1, "8 quads of a row in flight (RQ 8)", {"RQ": 8}, [], True),
     (2, "16 quads in flight (RQ 16; spills at 2 blocks an SM)", {"RQ": 16}, [], True),
     (3, "RQ 16, one block an SM (214 registers, no spills)", {"RQ": 16, "ROWS_BLOCKS": 1}, [], True),
     (4, "RQ 8, one block an SM", {"ROWS_BLOCKS": 1}, [], True),
@@ -145,12 +146,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=None, help="variant numbers, comma-separated")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--before", default=None)
+    parser.add_argument("--before", action="append", default=[])
     args = parser.parse_args()
     only = {int(v) for v in args.only.split(",")} if args.only else None
     rows = {}
-    if args.before:
-        rows[-1] = run(-1, f"before: {args.before}", {}, [], True, Path(args.before).read_text())
+    for i, before in enumerate(args.before, 1):
+        rows[-i] = run(-i, f"before: {before}", {}, [], True, Path(before).read_text())
     rows.update({n: run(n, what, d, e, c) for n, what, d, e, c in VARIANTS if only is None or n in only})
     if args.out:
         import pycuda.driver as drv

@@ -55,7 +55,7 @@ class Rows(Persistent):
         code, s0, s1, s2, n_params, lr, h1, h2, eps = self.setup(batch)
         a = np.zeros((), self.arguments)
         for name in ("width", "act_off", "bias_off", "in_ptr", "in_src", "in_woff", "out_ptr", "out_dst", "out_woff",
-                     "hidden", "bwd_order", "labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars",
+                     "hidden", "level", "bwd_order", "labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars",
                      "counters"):
             a[name] = int(b[name])
         a["fwd_tasks"], a["bwd_tasks"] = int(b["forward_tasks"]), e.ptr("backward_tasks", 8 * L.backward_start)

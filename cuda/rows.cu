@@ -52,6 +52,9 @@
 #ifndef ROWS_BLOCKS
 #define ROWS_BLOCKS 2  // blocks an SM holds (__launch_bounds__)
 #endif
+#ifndef POLL_ALL
+#define POLL_ALL 1     // accumulate_as_ready reads the counts of 32 edges at once (0: one at a time)
+#endif
 #ifndef ACT_LOAD
 #define ACT_LOAD __ldcg  // how the items read activations and their gradients
 #endif
@@ -249,6 +252,27 @@ __device__ __forceinline__ void accumulate_as_ready(float acc[CH], const RowsSha
 #pragma unroll
     for (int c = 0; c < CH; ++c) acc[c] = 0.f;
     const int ne = S.ne;
+#if POLL_ALL
+    // the lanes read the counts of the next 32 edges at once; every complete edge up to the first
+    // incomplete one is taken, with one round trip for all their counts
+    const int lane = threadIdx.x & 31;
+    for (int k = 0; k < ne;) {
+        const int i = k + lane < ne ? S.e_order[k + lane] : -1;
+        const bool complete = i < 0 || load_acquire(done + S.e_slot[i]) >= S.e_target[i];
+        const unsigned waiting = __ballot_sync(FULL, !complete);
+        const int upto = min(waiting ? __ffs(waiting) - 1 : 32, ne - k);
+        if (upto == 0) {
+            __nanosleep(20);
+            continue;
+        }
+        __syncwarp();  // the lanes that read the counts order every lane's reads after them
+        if (k + upto == ne && ready && threadIdx.x == 0) *ready = now_ns();
+        for (const int end = k + upto; k < end; ++k) {
+            const int e = S.e_order[k];
+            accumulate(acc, S, buf, b, active, S.e_q0[e], e + 1 < ne ? S.e_q0[e + 1] : S.nq);
+        }
+    }
+#else
     for (int k = 0; k < ne; ++k) {
         const int i = S.e_order[k];
         const int* count = done + S.e_slot[i];
@@ -257,6 +281,7 @@ __device__ __forceinline__ void accumulate_as_ready(float acc[CH], const RowsSha
         if (k == ne - 1 && ready && threadIdx.x == 0) *ready = now_ns();
         accumulate(acc, S, buf, b, active, S.e_q0[i], i + 1 < ne ? S.e_q0[i + 1] : S.nq);
     }
+#endif
 }
 
 // Every round of the item's inputs for one pass of rows: acc = sum over edges e_begin..e_end-1.

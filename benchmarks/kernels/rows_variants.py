@@ -52,6 +52,9 @@ VARIANTS = [  # (number, what it tries, #defines, source edits (old, new), check
     (8, "through L1, RQ 4", {"ACT_LOAD": "__ldca", "RQ": 4}, [], True),
     (9, "through L1, one block an SM", {"ACT_LOAD": "__ldca", "ROWS_BLOCKS": 1}, [], True),
     (10, "through L1, RQ 16, one block an SM", {"ACT_LOAD": "__ldca", "ROWS_BLOCKS": 1, "RQ": 16}, [], True),
+    (11, "as-ready inputs: one edge's count read at a time", {"POLL_ALL": 0}, [], True),
+    (12, "three blocks an SM (80 registers, spills)", {"ROWS_BLOCKS": 3}, [], True),
+    (13, "three blocks an SM, RQ 1", {"ROWS_BLOCKS": 3, "RQ": 1}, [], True),
 ]
 
 

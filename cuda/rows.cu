@@ -6,7 +6,10 @@
 // empty and an item's time is its latency, not its arithmetic. Here a thread keeps CH running
 // sums for its row; the item's weights (every in-edge's CH rows, or every out-edge's CH columns)
 // are staged in shared memory once, before the item waits for its inputs, and read as broadcast
-// float4s; the inputs are streamed as float4s, RQ of them in flight per thread.
+// float4s; the inputs are streamed as float4s, RQ of them in flight per thread. An item whose
+// inputs fit one round does not wait for all of them: each warp takes every input whose group is
+// complete (accumulate_as_ready), in level order, so the work left when the last one arrives is
+// that input's share; the order of the sum is fixed by the topology, not by which finished first.
 //
 // rows_step: the grid holds as many blocks as fit at once; each takes the next item from a global
 // counter. Items are numbered so that every item's inputs come from items with smaller numbers:

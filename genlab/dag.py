@@ -43,16 +43,25 @@ def kahn(inputs: dict, out: dict) -> list[int]:
 
 
 def levels(inputs: dict, out: dict) -> dict[int, int] | None:
-    """Each group's longest path (in edges) from the groups without inputs, in Kahn's order;
-    None if a cycle leaves groups out. O(groups + edges): read at every growth step, so it does
-    not validate the rest of a network (Network.validate does)."""
-    order = kahn(inputs, out)
-    if len(order) < len(inputs):
-        return None
+    """Each group's longest path (in edges) from the groups without inputs, keyed in Kahn's order
+    (smallest id first); None if a cycle leaves groups out. One pass that pushes each group's
+    level on to its consumers as it is ordered: O(groups + edges), read at every growth event, so
+    it does not validate the rest of a network (Network.validate does)."""
+    waiting = {g: len(v) for g, v in inputs.items()}
+    reached = dict.fromkeys(inputs, 0)
+    ready = [g for g, n in waiting.items() if not n]
+    heapq.heapify(ready)
     level = {}
-    for g in order:
-        level[g] = 1 + max((level[s] for s in inputs[g]), default=-1)
-    return level
+    while ready:
+        g = heapq.heappop(ready)
+        level[g] = here = reached[g]
+        for d in out[g]:
+            if reached[d] <= here:
+                reached[d] = here + 1
+            waiting[d] -= 1
+            if not waiting[d]:
+                heapq.heappush(ready, d)
+    return level if len(level) == len(inputs) else None
 
 
 def find_cycle(inputs: dict, candidates: set[int]) -> list[int]:

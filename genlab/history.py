@@ -80,6 +80,6 @@ class History:
 
 def topology(t: dict) -> dict:
     """A topology (Network.topology) read back from JSON, its group ids ints again."""
-    return {"widths": {int(g): w for g, w in t["widths"].items()}, "edges": [list(e) for e in t["edges"]],
+    return {"widths": {int(g): w for g, w in t["widths"].items()}, "edges": [tuple(e) for e in t["edges"]],
             "levels": {int(g): v for g, v in t["levels"].items()}, "delays": [list(x) for x in t.get("delays", [])],
             **{part: {int(g): v for g, v in t.get(part, {}).items()} for part in ("labels", "shapes")}}

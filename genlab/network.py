@@ -378,9 +378,9 @@ class Network:
         validate(self)
 
     def topology(self) -> dict:
-        """A JSON-ready picture of the topology: widths, edges, levels, delays, and the labels and
-        node shapes of groups that are not dense (no parameters)."""
-        return {"widths": dict(self.widths), "edges": [list(e) for e in self.edges], "levels": self.levels(),
+        """A JSON-ready picture of the topology: widths, edges ((src, dst) pairs), levels, delays,
+        and the labels and node shapes of groups that are not dense (no parameters)."""
+        return {"widths": dict(self.widths), "edges": self.edges, "levels": self.levels(),
                 "delays": [[s, d, k] for (s, d), k in sorted(self.delays.items())], **shapes.drawing(self)}
 
     def summary(self) -> str:

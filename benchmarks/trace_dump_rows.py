@@ -36,7 +36,7 @@ def main(out: Path) -> None:
             traces = [engine.trace_step(x, y) for _ in range(7)]
             best = min(traces, key=lambda t: t["done"].max())
             level = np.array([levels.get(s, -1) for s in best["slot"]])
-            np.savez(out / f"trace_{name}_{'defer' if defer else 'nodefer'}.npz", level=level,
+            np.savez_compressed(out / f"trace_{name}_{'defer' if defer else 'nodefer'}.npz", level=level,
                      grid=engine.executor.grid, **{k: np.asarray(v) for k, v in best.items()})
             print(name, "deferred update" if defer else "update at the end", f"span {best['done'].max():.1f} us")
 

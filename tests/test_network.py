@@ -78,6 +78,9 @@ def test_random_dags_are_valid(levels, per_level, fan_in, seed):
         assert level[d] > level[s] and position[d] > position[s]
         assert net.weights[(s, d)].shape == (net.widths[d], net.widths[s])
     assert order[0] == INPUT and order[-1] == OUTPUT
+    # each level is the longest path from the input (one above the highest input), keyed in Kahn's order
+    assert list(level) == order
+    assert all(level[g] == 1 + max((level[s] for s in net.inputs(g)), default=-1) for g in net.groups)
     assert net.n_params == sum(w.size for w in net.weights.values()) + sum(net.widths[g] for g in net.groups[1:])
 
 

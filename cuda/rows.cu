@@ -248,7 +248,8 @@ __device__ __forceinline__ void accumulate(float acc[CH], const RowsShared& S, c
 // warp; no block barrier), so the item works on the inputs that are there while the others are
 // still being made. The order of the sum is fixed by the topology: a step's result does not depend
 // on which source finished first (the edges taken as they complete made W2's step 25% shorter but
-// its results vary from run to run). For a round that holds every edge of the item. `*ready` (thread 0, when tracing): when its warp saw the last edge complete.
+// its results vary from run to run). For a round that holds every edge of the item. `*ready`
+// (thread 0, when tracing): when its warp found the last edges complete.
 __device__ __forceinline__ void accumulate_as_ready(float acc[CH], const RowsShared& S, const float* buf, int b,
                                                     bool active, const int* done, unsigned long long* ready)
 {

@@ -145,6 +145,16 @@ def run(number: int, what: str, defines: dict, edits: list, checked: bool, whole
     return row
 
 
+def table(rows: dict) -> str:
+    """The run as a Markdown table for benchmarks/NOTES.md: variant, what it tried, microseconds."""
+    lines = ["| variant | what it tries | W1 us | W2 us | classroom us | W1 forward level us | check |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    for n, r in rows.items():
+        lines.append(f"| {n} | {r['what']} | {r['W1_us']:.1f} | {r['W2_us']:.1f} | {r['classroom_us']:.1f} | "
+                     f"{r['W1_forward_level_us'] or 0:.1f} | {r.get('check', 'not checked')} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=None, help="variant numbers, comma-separated")
@@ -156,6 +166,7 @@ def main() -> int:
     for i, before in enumerate(args.before, 1):
         rows[-i] = run(-i, f"before: {before}", {}, [], True, Path(before).read_text())
     rows.update({n: run(n, what, d, e, c) for n, what, d, e, c in VARIANTS if only is None or n in only})
+    print(table(rows))
     if args.out:
         import pycuda.driver as drv
 

@@ -33,6 +33,7 @@ from . import shapes
 from .errors import GraphError
 from .hashnoise import hash_uniform
 from .network import INPUT, OUTPUT, Network
+from .pictures import StepPictures
 from .policy import CRITERIA, MODES, GrowthPolicy  # noqa: F401 (their home is genlab.policy)
 from .kinds import InexactFold
 from .pruning import Tracker, prune_group
@@ -305,14 +306,14 @@ class Grower:
                           f"max_groups={p.max_groups}")
         if chosen:
             # an engine that grows in place computes the new values from the log itself
-            values = engine is None or not engine.grows_in_place
+            values, pictures = engine is None or not engine.grows_in_place, StepPictures(net)
             for g, score in chosen:
                 kind, new = self._duplicate(net, g, step, log, values)  # after the groups before it: max_depth holds
                 for h in (g, new):
                     self.cool_until[h] = step + p.cooldown
                 log.append(op.Inherit(new, g))  # the copy starts with its source's score
                 self.scores.inherit(new, g)
-                events.append(GrowthEvent(step, kind, g, new, score, net.topology()))
+                events.append(GrowthEvent(step, kind, g, new, score, pictures.after(net, g, new)))
         self.checks += 1
         return events, log
 

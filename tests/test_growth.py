@@ -520,3 +520,30 @@ def test_a_checkpoint_from_before_fresh_siblings_resumes_splitting(tmp_path):
         np.savez(f, **members)
     resumed = Trainer.load(old, backend="serial")
     assert resumed.growth.sibling == "split" and resumed.growth.threshold == 1e-3 and resumed.growth.top == 1
+
+
+@pytest.mark.parametrize("family", ["dense", "recurrent", "image", "sequence"])
+def test_a_growth_steps_pictures_equal_the_networks_topology_after_each_event(family):
+    """StepPictures edits one picture per duplication instead of remaking it (O(k n) a step):
+    after every depth-wise or width-wise copy, in any order, its picture is net.topology()."""
+    from conftest import random_image_net, random_sequence_net
+
+    from genlab.pictures import StepPictures
+
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        if family == "image":
+            net = random_image_net(seed)[0]
+        elif family == "sequence":
+            net = random_sequence_net(seed)[0]
+        else:
+            net = Network.random_dag(int(rng.integers(1, 5)), int(rng.integers(1, 5)), (1, 6), (1, 3), seed=seed)
+            if family == "recurrent":
+                net.connect(net.hidden_groups[-1], net.hidden_groups[0], delay=1)
+        pictures, grown = StepPictures(net), []
+        for _ in range(6):
+            g = int(rng.choice(net.hidden_groups))
+            depth = rng.random() < 0.5
+            new = duplicate_depth(net, g, 0, 0) if depth else duplicate_width(net, g, 0, 0, fresh=bool(seed % 2))
+            grown.append("depth" if depth else "width")
+            assert pictures.after(net, g, new) == net.topology(), (seed, grown)

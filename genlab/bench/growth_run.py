@@ -21,10 +21,11 @@ def growth_phases(trainer):
     """Time the parts of a trainer's growth events (wall clock; the device synchronised after
     each part that queues GPU work, so that the work counts where it is queued). Yields a list
     that gets, per growth event, {"total": ms, "new_groups": n, part: ms, ...}. The parts: check
-    (the growth rules, which contain choose, on the engine, and duplicate, on the network), copy
-    and topology (the network's), apply (the engine's apply_growth, which on the CUDA engine
+    (the growth rules, which contain choose, on the engine, duplicate, on the network, and the
+    pictures each event leaves), copy (the network's), topology (its pictures: Network.topology
+    and StepPictures.after), apply (the engine's apply_growth, which on the CUDA engine
     contains index, build, group_state, replay and flush). Everything is unwrapped on exit."""
-    from .. import growth, network
+    from .. import growth, network, pictures
 
     events, now, restore = [], {}, []
     engine = trainer.engine
@@ -52,6 +53,7 @@ def growth_phases(trainer):
     wrap(engine, "choose_growth", "choose", device=True)
     wrap(engine, "apply_growth", "apply", device=True)
     wrap(network.Network, "topology", "topology")
+    wrap(pictures.StepPictures, "after", "topology")
     wrap(network.Network, "copy", "copy")
     if engine.grows_in_place:  # the CUDA engine: the parts of apply_growth
         from ..engines.cuda import growth as device_growth

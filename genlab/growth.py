@@ -33,7 +33,7 @@ from . import shapes
 from .errors import GraphError
 from .hashnoise import hash_uniform
 from .network import INPUT, OUTPUT, Network
-from .pictures import StepPictures
+from .step_pictures import StepPictures
 from .policy import CRITERIA, MODES, GrowthPolicy  # noqa: F401 (their home is genlab.policy)
 from .kinds import InexactFold
 from .pruning import Tracker, prune_group

@@ -528,7 +528,7 @@ def test_a_growth_steps_pictures_equal_the_networks_topology_after_each_event(fa
     after every depth-wise or width-wise copy, in any order, its picture is net.topology()."""
     from conftest import random_image_net, random_sequence_net
 
-    from genlab.pictures import StepPictures
+    from genlab.step_pictures import StepPictures
 
     for seed in range(12):
         rng = np.random.default_rng(seed)

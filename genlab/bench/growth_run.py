@@ -25,7 +25,7 @@ def growth_phases(trainer):
     pictures each event leaves), copy (the network's), topology (its pictures: Network.topology
     and StepPictures.after), apply (the engine's apply_growth, which on the CUDA engine
     contains index, build, group_state, replay and flush). Everything is unwrapped on exit."""
-    from .. import growth, network, pictures
+    from .. import growth, network, step_pictures
 
     events, now, restore = [], {}, []
     engine = trainer.engine
@@ -53,7 +53,7 @@ def growth_phases(trainer):
     wrap(engine, "choose_growth", "choose", device=True)
     wrap(engine, "apply_growth", "apply", device=True)
     wrap(network.Network, "topology", "topology")
-    wrap(pictures.StepPictures, "after", "topology")
+    wrap(step_pictures.StepPictures, "after", "topology")
     wrap(network.Network, "copy", "copy")
     if engine.grows_in_place:  # the CUDA engine: the parts of apply_growth
         from ..engines.cuda import growth as device_growth

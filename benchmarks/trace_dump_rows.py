@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from genlab.bench import WORKLOADS, batch_of  # noqa: E402
 from genlab.engines.cuda import CudaEngine  # noqa: E402
 from genlab.optim import Adam  # noqa: E402
+from trace_rows import shortest_step  # noqa: E402
 
 
 def main(out: Path) -> None:
@@ -31,10 +32,7 @@ def main(out: Path) -> None:
             engine.executor.defer_update = defer
             for _ in range(5):
                 engine.step(x, y)
-            L = engine.layout
-            levels = {L.slot[g]: lv for g, lv in net.levels().items()}
-            traces = [engine.trace_step(x, y) for _ in range(7)]
-            best = min(traces, key=lambda t: t["done"].max())
+            best, levels = shortest_step(engine, net, x, y, traces=7)
             level = np.array([levels.get(s, -1) for s in best["slot"]])
             np.savez_compressed(out / f"trace_{name}_{'defer' if defer else 'nodefer'}.npz", level=level,
                      grid=engine.executor.grid, **{k: np.asarray(v) for k, v in best.items()})

@@ -40,6 +40,13 @@ def summarise(tr: dict, levels: dict) -> dict:
     return out
 
 
+def shortest_step(engine: CudaEngine, net, x, y, traces: int = 5) -> tuple[dict, dict]:
+    """The shortest of `traces` traced steps (engine.trace_step) and each slot's topological level."""
+    L = engine.layout
+    levels = {L.slot[g]: lv for g, lv in net.levels().items()}
+    return min((engine.trace_step(x, y) for _ in range(traces)), key=lambda t: t["done"].max()), levels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workload", action="append", default=None)
@@ -53,11 +60,7 @@ def main() -> None:
         engine = CudaEngine(net, Adam(lr=1e-3), executor="dataflow_rows")
         for _ in range(5):
             engine.step(x, y)
-        L = engine.layout
-        levels = {L.slot[g]: lv for g, lv in net.levels().items()}
-        traces = [engine.trace_step(x, y) for _ in range(5)]
-        best = min(traces, key=lambda t: t["done"].max())
-        result[name] = summarise(best, levels)
+        result[name] = summarise(*shortest_step(engine, net, x, y))
         result[name]["grid"] = engine.executor.grid
         r = result[name]
         print(name, f"span {r['span_us']:.0f} us, grid {engine.executor.grid}")

@@ -55,12 +55,6 @@
 #ifndef ROWS_BLOCKS
 #define ROWS_BLOCKS 2  // blocks an SM holds (__launch_bounds__)
 #endif
-#ifndef POLL_ALL
-#define POLL_ALL 1     // accumulate_as_ready reads the counts of 32 edges at once (0: one at a time)
-#endif
-#ifndef ACT_LOAD
-#define ACT_LOAD __ldcg  // how the items read activations and their gradients
-#endif
 static_assert(4 * NQ >= THREADS, "ws holds the weight-gradient pass's dz rows: THREADS x CH floats");
 #define FULL 0xffffffffu
 
@@ -202,11 +196,11 @@ __device__ __forceinline__ float4 load_quad(const RowsShared& S, const float* bu
 {
     const int n = S.qn[q], stride = S.qstride[q], off = S.qx[q];
     const float* p = buf + off + (long long)b * stride;
-    if (n == 4 && ((off | stride) & 3) == 0) return ACT_LOAD(reinterpret_cast<const float4*>(p));
-    float4 v = make_float4(ACT_LOAD(p), 0.f, 0.f, 0.f);
-    if (n > 1) v.y = ACT_LOAD(p + 1);
-    if (n > 2) v.z = ACT_LOAD(p + 2);
-    if (n > 3) v.w = ACT_LOAD(p + 3);
+    if (n == 4 && ((off | stride) & 3) == 0) return __ldcg(reinterpret_cast<const float4*>(p));
+    float4 v = make_float4(__ldcg(p), 0.f, 0.f, 0.f);
+    if (n > 1) v.y = __ldcg(p + 1);
+    if (n > 2) v.z = __ldcg(p + 2);
+    if (n > 3) v.w = __ldcg(p + 3);
     return v;
 }
 
@@ -256,7 +250,6 @@ __device__ __forceinline__ void accumulate_as_ready(float acc[CH], const RowsSha
 #pragma unroll
     for (int c = 0; c < CH; ++c) acc[c] = 0.f;
     const int ne = S.ne;
-#if POLL_ALL
     // the lanes read the counts of the next 32 edges at once; every complete edge up to the first
     // incomplete one is taken, with one round trip for all their counts
     const int lane = threadIdx.x & 31;
@@ -276,16 +269,6 @@ __device__ __forceinline__ void accumulate_as_ready(float acc[CH], const RowsSha
             accumulate(acc, S, buf, b, active, S.e_q0[e], e + 1 < ne ? S.e_q0[e + 1] : S.nq);
         }
     }
-#else
-    for (int k = 0; k < ne; ++k) {
-        const int i = S.e_order[k];
-        const int* count = done + S.e_slot[i];
-        const int target = S.e_target[i];
-        while (load_acquire(count) < target) __nanosleep(20);
-        if (k == ne - 1 && ready && threadIdx.x == 0) *ready = now_ns();
-        accumulate(acc, S, buf, b, active, S.e_q0[i], i + 1 < ne ? S.e_q0[i + 1] : S.nq);
-    }
-#endif
 }
 
 // Every round of the item's inputs for one pass of rows: acc = sum over edges e_begin..e_end-1.
@@ -323,13 +306,13 @@ __device__ __forceinline__ void load_row(float v[CH], const float* base, int b, 
     if (active && ncols == CH && ((reinterpret_cast<unsigned long long>(p) & 15) == 0)) {
 #pragma unroll
         for (int c = 0; c < CH; c += 4) {
-            const float4 x = ACT_LOAD(reinterpret_cast<const float4*>(p + c));
+            const float4 x = __ldcg(reinterpret_cast<const float4*>(p + c));
             v[c] = x.x; v[c + 1] = x.y; v[c + 2] = x.z; v[c + 3] = x.w;
         }
         return;
     }
 #pragma unroll
-    for (int c = 0; c < CH; ++c) v[c] = (active && c < ncols) ? ACT_LOAD(p + c) : 0.f;
+    for (int c = 0; c < CH; ++c) v[c] = (active && c < ncols) ? __ldcg(p + c) : 0.f;
 }
 
 __device__ __forceinline__ void store_row(const float v[CH], float* base, int b, int w, int col0, int ncols,
@@ -538,7 +521,7 @@ struct RowsCtx {
     // The fready counters of s's consumers (HandOn), read before an item of s waits.
     __device__ HandOn forward_targets(int s) const {
         const int e = a.out_ptr[s] + threadIdx.x, end = a.out_ptr[s + 1];
-        return {e < end ? a.out_dst[e] : -1, e + THREADS, end};
+        return {e < end ? forward_target(e) : -1, e + THREADS, end};
     }
     __device__ int forward_target(int e) const { return a.out_dst[e]; }
     // The bready counters of s's hidden sources.

@@ -43,13 +43,14 @@ class StepPictures:
             bisect.insort(self._edges, (new, d))
         for s in net.inputs(new):
             bisect.insort(self._edges, (s, new))
-        inputs, consumers = net.forward_edges()
-        self._levels[new] = max((self._levels[s] + 1 for s in inputs[new]), default=0)
+        # levels follow the edges without a delay (Network.levels); read per group, not
+        # net.forward_edges(), which copies every list when the network has recurrent edges
+        self._levels[new] = max((self._levels[s] + 1 for s in net.inputs(new) if not net.delay(s, new)), default=0)
         below = [new]
         while below:  # a longest path only grows: an edge stretched into two, or a new sibling
             x = below.pop()
-            for d in consumers[x]:
-                if self._levels[d] <= self._levels[x]:
+            for d in net.outputs(x):
+                if not net.delay(x, d) and self._levels[d] <= self._levels[x]:
                     self._levels[d] = self._levels[x] + 1
                     below.append(d)
         return {"widths": dict(self._widths), "edges": list(self._edges), "levels": dict(self._levels),

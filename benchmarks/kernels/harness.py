@@ -60,6 +60,24 @@ def engines(net, executor: str = "level", optimizer=None):
     return CudaEngine(net, optimizer, executor=executor), SerialEngine(net, optimizer, dtype="float64")
 
 
+def check_steps(executor: str, steps: int = 3) -> tuple[CudaEngine, np.ndarray, bool]:
+    """A random DAG's training steps on `executor` against the float64 serial engine, outputs
+    poisoned first: the loss and the gradients of each step, the parameters after the last.
+    Returns the CUDA engine, its batch and whether every comparison passed."""
+    before = len(failures)
+    net, x, y = case(6, levels=6, per_level=8, width=(1, 70), batch=300)
+    gpu, ref = engines(net, executor)
+    gpu.ensure_batch(len(x))
+    poison(gpu, "act", "dz", "grads")
+    for step in range(steps):
+        loss, _ = gpu.step(x, y)
+        want, _ = ref.step(x, y)
+        compare(f"step {step}: loss", loss, want, 1e-5)
+        compare(f"step {step}: gradients", flat(gpu.grads), flat(ref.grads), 1e-5)
+    compare(f"parameters after {steps} steps", flat(gpu.params), flat(ref.params), 1e-4)
+    return gpu, x, len(failures) == before
+
+
 def poison(engine: CudaEngine, *names: str) -> None:
     L = engine.layout
     for name in names:

@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import case, compare, done, engines, flat, poison  # noqa: E402
-from trace_rows import summarise  # noqa: E402
+from harness import check_steps, done  # noqa: E402
+from trace_rows import shortest_step, summarise  # noqa: E402
 
 from genlab.bench import WORKLOADS, batch_of, time_graph  # noqa: E402
 from genlab.bench.small import build as classroom  # noqa: E402
@@ -38,21 +38,17 @@ FMAS = """                fma_row(acc, v[u].x, w);
 LOADS = "v[u] = (active && q0 + u < nq) ? load_quad(S, buf, q0 + u, b) : make_float4(0.f, 0.f, 0.f, 0.f);"
 
 VARIANTS = [  # (number, what it tries, #defines, source edits (old, new), checked)
+    # (5 and 8-10 read activations through L1, 11 one edge's count at a time: measured in
+    # results/NVIDIA_H200/speed_v2/rows_variants_2 and _5, then their switches were taken out of rows.cu)
     (0, "as committed", {}, [], True),
     (1, "8 quads of a row in flight (RQ 8)", {"RQ": 8}, [], True),
     (2, "16 quads in flight (RQ 16; spills at 2 blocks an SM)", {"RQ": 16}, [], True),
     (3, "RQ 16, one block an SM (214 registers, no spills)", {"RQ": 16, "ROWS_BLOCKS": 1}, [], True),
     (4, "RQ 8, one block an SM", {"ROWS_BLOCKS": 1}, [], True),
-    (5, "activations read through L1 (ld.global.ca: a row's second float4 hits its sector)",
-     {"ACT_LOAD": "__ldca"}, [], True),
     (6, "diagnostic: no FMAs (the loads' values summed once)", {},
      [(FMAS, "                acc[u & (CH - 1)] += v[u].x + v[u].y + v[u].z + v[u].w + w[0];")], False),
     (7, "diagnostic: no input loads (a register instead)", {},
      [(LOADS, "v[u] = make_float4(b * 1e-3f, u * 1e-3f, 1.f, 2.f);")], False),
-    (8, "through L1, RQ 4", {"ACT_LOAD": "__ldca", "RQ": 4}, [], True),
-    (9, "through L1, one block an SM", {"ACT_LOAD": "__ldca", "ROWS_BLOCKS": 1}, [], True),
-    (10, "through L1, RQ 16, one block an SM", {"ACT_LOAD": "__ldca", "ROWS_BLOCKS": 1, "RQ": 16}, [], True),
-    (11, "as-ready inputs: one edge's count read at a time", {"POLL_ALL": 0}, [], True),
     (12, "three blocks an SM (80 registers, spills)", {"ROWS_BLOCKS": 3}, [], True),
     (13, "three blocks an SM, RQ 1", {"ROWS_BLOCKS": 3, "RQ": 1}, [], True),
 ]
@@ -83,19 +79,6 @@ def use_variant(defines: dict, edits: list, whole: str | None = None) -> None:
     runtime.load("rows.cu")
 
 
-def check() -> None:
-    net, x, y = case(6, levels=6, per_level=8, width=(1, 70), batch=300)
-    gpu, ref = engines(net, "dataflow_rows")
-    gpu.ensure_batch(len(x))
-    poison(gpu, "act", "dz", "grads")
-    for step in range(3):
-        loss, _ = gpu.step(x, y)
-        want, _ = ref.step(x, y)
-        compare(f"step {step}: loss", loss, want, 1e-5)
-        compare(f"step {step}: gradients", flat(gpu.grads), flat(ref.grads), 1e-5)
-    compare("parameters after three steps", flat(gpu.params), flat(ref.params), 1e-4)
-
-
 def step_us(net, batch: int) -> tuple[float, CudaEngine, tuple]:
     """Microseconds of a step's graph, the engine (a few steps in) and its batch."""
     x, y = batch_of(net, batch)
@@ -119,18 +102,13 @@ def run(number: int, what: str, defines: dict, edits: list, checked: bool, whole
            "registers": f.get_attribute(drv.function_attribute.NUM_REGS),
            "local_bytes": f.get_attribute(drv.function_attribute.LOCAL_SIZE_BYTES)}
     if checked:
-        before = len(__import__("harness").failures)
-        check()
-        row["check"] = "ok" if len(__import__("harness").failures) == before else "FAIL"
+        row["check"] = "ok" if check_steps("dataflow_rows")[2] else "FAIL"
     for name in ("W1", "W2"):
         _, build, batch = WORKLOADS[name]
         net = build()
         row[f"{name}_us"], engine, (x, y) = step_us(net, batch)
         if name == "W1":
-            L = engine.layout
-            levels = {L.slot[g]: lv for g, lv in net.levels().items()}
-            traces = [engine.trace_step(x, y) for _ in range(5)]
-            t = summarise(min(traces, key=lambda t: t["done"].max()), levels)
+            t = summarise(*shortest_step(engine, net, x, y))
             row["W1_span_us"] = t["span_us"]
             for kind in ("forward", "backward", "weight"):
                 row[f"W1_{kind}_work_us"] = t["kinds"][kind]["work_median"]

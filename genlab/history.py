@@ -39,6 +39,13 @@ class History:
         while len(self.steps) > LIMIT or self._values > VALUES:
             self._thin()
 
+    def forget(self, step: int) -> None:
+        """Drop the records of the steps after step number `step` (steps that were undone)."""
+        keep = [i for i, s in enumerate(self.steps) if s["step"] <= step]
+        self.steps = [self.steps[i] for i in keep]
+        self.grad_std = [self.grad_std[i] for i in keep]
+        self._values = sum(map(len, self.grad_std))
+
     def _thin(self) -> None:
         self.stride *= 2
         keep = [i for i, s in enumerate(self.steps) if s["step"] % self.stride == 0]

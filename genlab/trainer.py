@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 
 from . import checks
+from .asynchronous import hogwild
 from .datasets import check_data
 from .distributed.modes import MODES, Alone
 from .shapes import Form
@@ -15,6 +16,18 @@ from .growth import GrowthEvent, GrowthPolicy, Grower
 from .history import History
 from .network import Network
 from .optim import make_optimizer
+
+
+def _parallel(parallel, distributed):
+    """The Hogwild workers of fit, or None."""
+    if parallel is None:
+        return None
+    if not isinstance(parallel, hogwild.Hogwild):
+        raise ArgumentTypeError(f"parallel must be a genlab.Hogwild or None, got {type(parallel).__name__}")
+    if distributed is not None:
+        raise ArgumentError("parallel=Hogwild(...) runs its workers in this process's machine; it does not go with "
+                            f"distributed={distributed!r}")
+    return parallel
 
 
 def _mode(distributed: str | None, world):
@@ -48,12 +61,14 @@ class Trainer:
     every batch, replicas kept identical) or "partitioned" (the groups spread over the processes,
     micro-batches pipelined); every process runs the same code on the same data (genlab.distributed).
     world: the genlab.distributed.World of the run (World.start() when distributed is set).
+    parallel: None, or genlab.Hogwild(workers=K): fit runs K lock-free workers on the shared
+    parameters (genlab.asynchronous); step() stays one synchronous step.
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
                  executor: str | None = None, every_step: bool = False, distributed: str | None = None,
-                 world=None, **optimizer_options):
+                 world=None, parallel=None, **optimizer_options):
         if not isinstance(net, Network):
             raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if growth is not None and not isinstance(growth, GrowthPolicy):
@@ -70,6 +85,7 @@ class Trainer:
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
         self.mode = _mode(distributed, world)
+        self.parallel = _parallel(parallel, distributed)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()
         work.astype(dtype)
@@ -83,6 +99,8 @@ class Trainer:
         self.growth = growth if growth is not None else GrowthPolicy(every=None)
         self.on_growth = None  # a function called with the events of each growth step
         self.engine.every_step = self.every_step
+        if self.parallel is not None:
+            self.parallel.check(self.engine)
         self._hold()
         self._begin()
 
@@ -219,16 +237,21 @@ class Trainer:
     def _step(self, x, y) -> dict:
         loss, correct = self.mode.step(self.engine, x, y)
         self._dirty = True
-        self.grower.count(len(y))
-        self.step_count += 1
-        record = {"step": self.step_count, "loss": loss, "accuracy": correct / y.size}
-        if self.history.wants(self.step_count):
-            self.history.record(record, self.engine.grad_std)  # a new dict, in ascending group id
-        if self.grower.needs_stats:
-            self.grower.observe(self.engine.stats)
+        record = self._account(loss, correct, len(y), y.size, lambda: self.engine.grad_std, lambda: self.engine.stats)
         every = self.growth.every
         if every and self.step_count % every == 0:
             self.grow()
+        return record
+
+    def _account(self, loss: float, correct: int, rows: int, size: int, grad_std, stats, **extra) -> dict:
+        """Count a step taken (grad_std() and stats() give its statistics when they are wanted)."""
+        self.grower.count(rows)
+        self.step_count += 1
+        record = {"step": self.step_count, "loss": loss, "accuracy": correct / size, **extra}
+        if self.history.wants(self.step_count):
+            self.history.record(record, grad_std())  # a new dict, in ascending group id
+        if self.grower.needs_stats:
+            self.grower.observe(stats())
         return record
 
     def grow(self, groups=None) -> list[GrowthEvent]:
@@ -296,14 +319,15 @@ class Trainer:
         per_epoch = -(-n // self.batch_size)
         bar = tqdm(total=epochs * per_epoch, disable=not progress, desc=f"training ({self.backend})",
                    unit="step", leave=False)
+        team = None
         try:
+            team = self.parallel.team(self, X, y) if self.parallel is not None and epochs else None
             for _ in range(epochs):
                 losses, hits = [], []
-                for idx in self.batches(n):
-                    r = self._step(X[idx], y[idx])
-                    losses.append(r["loss"] * len(idx))
-                    hits.append(r["accuracy"] * len(idx))
-                    bar.update()
+                if team is None:
+                    self._epoch(X, y, losses, hits, bar)
+                else:
+                    hogwild.epoch(self, team, self.batches(n), losses, hits, bar)
                 record = {"epoch": len(self.history.epochs) + 1, "step": self.step_count,
                           "loss": sum(losses) / n, "accuracy": sum(hits) / n}
                 if validation is not None:
@@ -312,9 +336,19 @@ class Trainer:
                 self.history.epochs.append(record)
                 bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_accuracy")})
         finally:
+            if team is not None:
+                team.close()
             bar.close()
             self.sync()
         return self.history
+
+    def _epoch(self, X, y, losses: list, hits: list, bar) -> None:
+        """One synchronous pass over (X, y): each batch's loss and hits (loss and accuracy times its rows)."""
+        for idx in self.batches(len(X)):
+            r = self._step(X[idx], y[idx])
+            losses.append(r["loss"] * len(idx))
+            hits.append(r["accuracy"] * len(idx))
+            bar.update()
 
     def logits(self, X) -> np.ndarray:
         """The network's raw outputs (one row of class scores per row of X)."""

@@ -1,0 +1,153 @@
+"""Hogwild! (Niu et al. 2011): K workers step on one set of parameters without locks or barriers.
+
+Trainer(net, parallel=genlab.Hogwild(workers=K)).fit(...) deals each epoch's batches to the
+workers in turn (batch j to worker j mod K); every worker runs forward, backward and its own
+optimizer's update on the shared parameters as soon as it can, reading whatever the others have
+written so far. A worker's *staleness* at a step is the number of updates the others made between
+its read of the parameters (forward) and its own write (update): 0 for synchronous training.
+
+Where the workers live is the engine's business (TEAMS): on the serial engine, processes over
+shared memory (processes.py, as PyTorch's mnist_hogwild); on the CUDA engine, streams of one GPU
+(streams.py). Each worker keeps its own optimizer state, started from the trainer's; worker 0's
+state and growth scores carry on after the fit.
+
+Growth runs with the workers paused: a fit stops them at every `growth.every`-th step, grows the
+network as a synchronous trainer would, and starts them again on the grown network. With one
+worker, a Hogwild fit takes the synchronous trainer's steps exactly (bit for bit). A worker's
+failed step (a TrainingError) stops the others and puts the parameters back as they were when the
+workers last started, so a failure never leaves a half-applied mix behind.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .. import checks
+from ..errors import BackendError, TrainingError
+
+MAX_WORKERS = 64  # the step guard's room for K unaccounted updates (genlab.guard: limit / K each)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One worker's step as the trainer records it."""
+
+    worker: int
+    loss: float
+    correct: int
+    rows: int
+    staleness: int              # the others' updates between this step's read and its write
+    grad_std: dict              # {group: std of dL/dh} of the step (Engine.grad_std)
+    stats: dict | None = None   # Engine.stats, when the trainer's growth needs them at every step
+
+
+class Team(ABC):
+    """K workers on the parameters of a trainer's engine."""
+
+    def __init__(self, trainer, X: np.ndarray, y: np.ndarray, workers: int, needs_stats: bool):
+        self.trainer, self.X, self.y, self.workers, self.needs_stats = trainer, X, y, workers, needs_stats
+
+    @abstractmethod
+    def run(self, plan: list[list[np.ndarray]]) -> Iterator[Report]:
+        """Let worker w take the batches plan[w] (row indices of X) in order, all at once; yield each
+        step as it finishes. Afterwards the trainer's engine holds the parameters, and worker 0's
+        optimizer state and scores. A worker's TrainingError stops the rest and is raised with the
+        parameters put back as they were before this run."""
+
+    @abstractmethod
+    def reload(self) -> None:
+        """Take up the trainer's network again (after growth changed it)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the workers and free what they shared."""
+
+    def __enter__(self) -> "Team":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def deal(batches: list[np.ndarray], workers: int) -> list[list[np.ndarray]]:
+    """Batch j to worker j mod workers."""
+    return [batches[w::workers] for w in range(workers)]
+
+
+@dataclass(frozen=True)
+class Hogwild:
+    """Trainer(parallel=Hogwild(workers=K)): K lock-free workers on shared parameters (module text).
+
+    workers: 1 to MAX_WORKERS. One worker reproduces the synchronous trainer exactly."""
+
+    workers: int = 2
+
+    def __post_init__(self):
+        checks.integer(self.workers, "Hogwild workers", 1, MAX_WORKERS)
+
+    def check(self, engine) -> None:
+        """BackendError unless the engine has a kind of team."""
+        self._make(engine)
+
+    def team(self, trainer, X: np.ndarray, y: np.ndarray) -> Team:
+        """The workers for the trainer's engine, started."""
+        return self._make(trainer.engine)(trainer, X, y, self.workers, trainer.grower.needs_stats)
+
+    @staticmethod
+    def _make(engine):
+        for engine_type, make in _teams().items():
+            if type(engine) is engine_type:
+                return make
+        raise BackendError(f"Hogwild runs on the serial and CUDA engines, not on the {engine.name} engine "
+                           f"({type(engine).__name__})")
+
+
+def _teams() -> dict:
+    """Engine type -> its kind of Team (the CUDA one only where PyCUDA imports)."""
+    from ..engines.serial import SerialEngine
+    from .processes import ProcessTeam
+
+    teams = {SerialEngine: ProcessTeam}
+    try:
+        from ..engines.cuda.engine import CudaEngine
+        from .streams import StreamTeam
+    except ImportError:
+        return teams
+    teams[CudaEngine] = StreamTeam
+    return teams
+
+
+def epoch(trainer, team: Team, batches: list[np.ndarray], losses: list, hits: list, bar) -> None:
+    """One pass of the team over `batches` (trainer.batches), recorded as the synchronous fit
+    records its steps (plus each step's worker and staleness). The workers stop at every growth
+    step of the trainer's policy; the network grows and they start again on it. A failed run of
+    steps is forgotten whole: the steps counted, the history and the growth bookkeeping go back to
+    where they were, as the parameters do."""
+    every, i = trainer.growth.every, 0
+    per_row = None
+    while i < len(batches):
+        stop = len(batches) if not every else min(len(batches), i + every - trainer.step_count % every)
+        saved = (trainer.step_count, copy.deepcopy(trainer.grower.__dict__))
+        try:
+            for r in team.run(deal(batches[i:stop], team.workers)):
+                per_row = per_row or team.y[:1].size
+                record = trainer._account(r.loss, r.correct, r.rows, r.rows * per_row, lambda: r.grad_std,
+                                          lambda: r.stats, worker=r.worker, staleness=r.staleness)
+                losses.append(record["loss"] * r.rows)
+                hits.append(record["accuracy"] * r.rows)
+                bar.update()
+        except TrainingError:
+            trainer.step_count = saved[0]
+            trainer.history.forget(trainer.step_count)
+            trainer.grower.__dict__.update(saved[1])
+            raise
+        finally:
+            trainer._dirty = True
+        if every and trainer.step_count % every == 0 and trainer.grow():
+            team.reload()
+        i = stop

@@ -8,8 +8,8 @@ its read of the parameters (forward) and its own write (update): 0 for synchrono
 
 Where the workers live is the engine's business (TEAMS): on the serial engine, processes over
 shared memory (processes.py, as PyTorch's mnist_hogwild); on the CUDA engine, streams of one GPU
-(streams.py). Each worker keeps its own optimizer state, started from the trainer's; worker 0's
-state and growth scores carry on after the fit.
+(streams.py). Each worker keeps its own optimizer state: worker 0 starts from the trainer's and
+hands it back after the fit (with its growth scores), the others start fresh.
 
 Growth runs with the workers paused: a fit stops them at every `growth.every`-th step, grows the
 network as a synchronous trainer would, and starts them again on the grown network. With one
@@ -21,6 +21,7 @@ workers last started, so a failure never leaves a half-applied mix behind.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator
@@ -72,6 +73,13 @@ class Team(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def own_state(state, worker: int):
+    """Worker `worker`'s starting state: the trainer's for worker 0; for the others the same growth
+    and pruning statistics and a fresh optimizer (K copies of one momentum would each push the
+    parameters the same way at once)."""
+    return state if worker == 0 else dataclasses.replace(state, optimizer={})
 
 
 def deal(batches: list[np.ndarray], workers: int) -> list[list[np.ndarray]]:

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from ..errors import TrainingError
-from .hogwild import Report, Team
+from .hogwild import Report, Team, own_state
 
 START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 BUNDLE = 32      # steps a worker reports at once (a queue message costs tens of microseconds)
@@ -110,10 +110,11 @@ class ProcessTeam(Team):
         self.results, self.commands = ctx.Queue(), [ctx.Queue() for _ in range(K)]
         options = {"growth_criterion": e.growth_criterion, "pruning": e.pruning, "every_step": e.every_step,
                    "needs_stats": self.needs_stats}
-        setup = (t.net, t.optimizer, e.export_state(), options)
+        state, net = e.export_state(), t.net
         threads = max(1, (os.cpu_count() or 1) // K)
         self.processes = [ctx.Process(target=_work, daemon=True, name=f"genlab-hogwild-{w}",
-                                      args=(w, K, setup, self.data, self.params, self.keys,
+                                      args=(w, K, (net, t.optimizer, own_state(state, w), options), self.data,
+                                            self.params, self.keys,
                                             self.counts, self.abort, self.commands[w], self.results, threads))
                           for w in range(K)]
         for p in self.processes:

@@ -19,7 +19,7 @@ from ..engines.cuda import state as device_state
 from ..engines.cuda.engine import CudaEngine
 from ..errors import TrainingError
 from ..guard import gradient_ok
-from .hogwild import Report, Team
+from .hogwild import Report, Team, own_state
 
 
 def share_parameters(engine: CudaEngine, owner: CudaEngine) -> None:
@@ -46,9 +46,9 @@ class StreamTeam(Team):
         main.flush()
         net, state = t.net, main.export_state()
         self.engines = [main]
-        for _ in range(1, self.workers):
+        for w in range(1, self.workers):
             e = CudaEngine(net, t.optimizer, executor=type(main.executor).name)
-            e.import_state(state, net)
+            e.import_state(own_state(state, w), net)
             e.growth_criterion, e.pruning, e.every_step = main.growth_criterion, main.pruning, main.every_step
             share_parameters(e, main)
             self.engines.append(e)

@@ -198,7 +198,7 @@ class CudaEngine(Engine):
         (copy.set_dst_device if to_device else copy.set_src_device)(device)
         copy.width_in_bytes, copy.height = 4 * width, batch
         copy.src_pitch, copy.dst_pitch = (4 * width, 4 * L.n_cols) if to_device else (4 * L.n_cols, 4 * width)
-        copy(True)  # aligned: both pitches are multiples of 4 bytes
+        copy(self.stream) if to_device else copy(True)  # on the stream: other engines' streams go on meanwhile
 
     def zero_rows(self, slot: int, batch: int) -> None:
         L = self.layout

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from . import datasets, notices, wavefront
 from .errors import (ArgumentError, ArgumentTypeError, BackendError, DataError, FileFormatError, GenlabError,
                      GraphError, PeerError, SaveError, StaleNetworkError, TrainingError)
-from .asynchronous import Hogwild
+from .asynchronous import DNI, Hogwild
 from .export import to_onnx, to_torch
 from .growth import GrowthEvent, GrowthPolicy
 from .lab import Lab
@@ -70,7 +70,7 @@ def _compile_at_import() -> None:
 _compile_at_import()
 
 __all__ = [
-    "Network", "Trainer", "History", "Hogwild", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "wavefront", "INPUT", "OUTPUT", "cuda_dir",
+    "Network", "Trainer", "History", "Hogwild", "DNI", "GrowthPolicy", "GrowthEvent", "Lab", "datasets", "wavefront", "INPUT", "OUTPUT", "cuda_dir",
     "to_torch",
     "GenlabError", "ArgumentError", "ArgumentTypeError", "GraphError", "DataError", "BackendError", "FileFormatError",
     "SaveError", "TrainingError", "StaleNetworkError", "PeerError", "to_onnx", "notices",

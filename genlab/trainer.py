@@ -7,7 +7,7 @@ import weakref
 import numpy as np
 
 from . import checks
-from .asynchronous import hogwild
+from .asynchronous import dni, hogwild
 from .datasets import check_data
 from .distributed.modes import MODES, Alone
 from .shapes import Form
@@ -16,18 +16,6 @@ from .growth import GrowthEvent, GrowthPolicy, Grower
 from .history import History
 from .network import Network
 from .optim import make_optimizer
-
-
-def _parallel(parallel, distributed):
-    """The Hogwild workers of fit, or None."""
-    if parallel is None:
-        return None
-    if not isinstance(parallel, hogwild.Hogwild):
-        raise ArgumentTypeError(f"parallel must be a genlab.Hogwild or None, got {type(parallel).__name__}")
-    if distributed is not None:
-        raise ArgumentError("parallel=Hogwild(...) runs its workers in this process's machine; it does not go with "
-                            f"distributed={distributed!r}")
-    return parallel
 
 
 def _mode(distributed: str | None, world):
@@ -63,12 +51,14 @@ class Trainer:
     world: the genlab.distributed.World of the run (World.start() when distributed is set).
     parallel: None, or genlab.Hogwild(workers=K): fit runs K lock-free workers on the shared
     parameters (genlab.asynchronous); step() stays one synchronous step.
+    decouple: None, or genlab.DNI(cuts=[...]): the backward cut into parts after those groups,
+    each earlier part updated from synthetic gradients (genlab.asynchronous.dni; serial engine).
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
                  executor: str | None = None, every_step: bool = False, distributed: str | None = None,
-                 world=None, parallel=None, **optimizer_options):
+                 world=None, parallel=None, decouple=None, **optimizer_options):
         if not isinstance(net, Network):
             raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if growth is not None and not isinstance(growth, GrowthPolicy):
@@ -84,8 +74,8 @@ class Trainer:
         checks.finite_parameters(net)
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
-        self.mode = _mode(distributed, world)
-        self.parallel = _parallel(parallel, distributed)
+        self.mode = _mode(distributed, world) if decouple is None else dni.mode_of(decouple, distributed)
+        self.parallel = hogwild.checked(parallel, distributed)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()
         work.astype(dtype)

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import checks
-from ..errors import BackendError, TrainingError
+from ..errors import ArgumentError, ArgumentTypeError, BackendError, TrainingError
 
 MAX_WORKERS = 64  # the step guard's room for K unaccounted updates (genlab.guard: limit / K each)
 
@@ -159,3 +159,16 @@ def epoch(trainer, team: Team, batches: list[np.ndarray], losses: list, hits: li
         if every and trainer.step_count % every == 0 and trainer.grow():
             team.reload()
         i = stop
+
+
+def checked(parallel, distributed) -> Hogwild | None:
+    """Trainer(parallel=...): the Hogwild workers of fit or None; ArgumentTypeError or
+    ArgumentError for what it cannot be."""
+    if parallel is None:
+        return None
+    if not isinstance(parallel, Hogwild):
+        raise ArgumentTypeError(f"parallel must be a genlab.Hogwild or None, got {type(parallel).__name__}")
+    if distributed is not None:
+        raise ArgumentError("parallel=Hogwild(...) runs its workers in this process's machine; it does not go with "
+                            f"distributed={distributed!r}")
+    return parallel

@@ -103,13 +103,13 @@ class SerialEngine(HostScores, Engine):
         stats = {name: {} for name in STATISTICS}
         for g in reversed(self.order):
             kind, spec = self.kinds[g], self.specs[g]
-            grad_out = dh.pop(g)  # dL/dh: every consumer of g has already sent its share
+            grad_out = self.received(g, dh.pop(g, None), h[g], y)  # every consumer of g has sent its share
             self._pooled[g] = (grad_out, h[g])
             dz, grads[("b", g)] = kind.backward(spec, grad_out, h[g], self._cache[g], self._params[("b", g)])
             for s in self.inputs[g]:
                 grads[("W", s, g)], share = kind.edge_grads(spec, dz, h[s], self._params[("W", s, g)])
                 if s != INPUT:
-                    dh[s] = dh[s] + share if s in dh else share
+                    self.send(dh, s, g, share)
             stats["grad_std"][g] = float(grad_out.std())
             stats["weight_grad_norm"][g] = float(np.sqrt(
                 sum(np.sum(grads[("W", s, g)] ** 2) for s in self.inputs[g]) + np.sum(grads[("b", g)] ** 2)))
@@ -118,6 +118,14 @@ class SerialEngine(HostScores, Engine):
             stats["h_min"][g], stats["h_max"][g] = flat.min(axis=0), flat.max(axis=0)
         self._grads, self._stats = grads, stats
         return loss
+
+    def send(self, dh: dict, s: int, g: int, share: np.ndarray) -> None:
+        """Group g's share of dL/dh[s], added up in dh (decoupled engines divert some: genlab.asynchronous.dni)."""
+        dh[s] = dh[s] + share if s in dh else share
+
+    def received(self, g: int, grad_out: np.ndarray | None, h: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """dL/dh of group g as its backward uses it, from the shares sent to it (y: the labels)."""
+        return grad_out
 
     @property
     def params(self) -> dict[tuple, np.ndarray]:

@@ -1,0 +1,207 @@
+"""Decoupled neural interfaces with synthetic gradients (Jaderberg et al. 2017).
+
+Trainer(net, decouple=genlab.DNI(cuts=[a, b])) cuts the network after groups a and b: part 0 is
+a and every group it depends on, part 1 what b adds to that, part 2 the rest. Where an edge
+leaves a part for a later one, the group it leaves from is a *boundary* group, and a small module
+M (linear in h; with conditioned=True also in the label, cDNI) predicts the share of dL/dh that
+the later parts send back. The earlier part's backward uses the prediction instead of waiting
+for the true share; the true share, when the later part has computed it, is the module's target
+(its loss: half the mean squared error, per sample). A later part's own backward may itself use
+synthetic gradients from further up: the targets bootstrap, as in the paper.
+
+Here the parts run one after another on the serial engine, so the step computes exactly what a
+decoupled run computes (the lower part updates from the prediction, the module from the truth);
+running the parts side by side is what makes it pay, and is not built here. Modules start at
+zero (the first steps train the lower parts on their own groups' gradients only). The modules
+live in per-sample units: M predicts batch * dL/dh (the gradient of a sample's loss), so its
+scale does not depend on the batch size. Growth is followed: after any change to the network
+the parts are found again from the same cut groups, modules kept where their group still
+crosses with the same width.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import checks
+from ..distributed.modes import Alone
+from ..engines.serial import SerialEngine
+from ..errors import ArgumentError, ArgumentTypeError, BackendError, GraphError, TrainingError
+from ..network import INPUT, OUTPUT, Network
+from ..optim import Adam
+
+
+ERRORS = 100_000  # steps whose modules' errors are kept (the latest)
+
+
+def parts(net: Network, cuts: tuple[int, ...]) -> dict[int, int]:
+    """{group: its part}: the first i whose cut group depends on it (or is it), else len(cuts)."""
+    part = {g: len(cuts) for g in net.groups}
+    for i in reversed(range(len(cuts))):
+        stack, seen = [cuts[i]], {cuts[i]}
+        while stack:
+            g = stack.pop()
+            part[g] = i
+            for s in net.inputs(g):
+                if s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+    return part
+
+
+class Interface:
+    """The synthetic-gradient module of one boundary group: per-sample dL/dh ~ h W (+ onehot(y) C) + b."""
+
+    def __init__(self, width: int, classes: int, conditioned: bool, dtype):
+        self.width, self.conditioned = width, conditioned
+        self.params = {"W": np.zeros((width, width), dtype), "b": np.zeros(width, dtype)}
+        if conditioned:
+            self.params["C"] = np.zeros((classes, width), dtype)
+        self.state: dict[str, dict] = {name: {} for name in self.params}
+
+    def features(self, h: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        flat = h.reshape(len(h), -1)
+        if not self.conditioned:
+            return flat, None
+        onehot = np.zeros((len(h), self.params["C"].shape[0]), flat.dtype)
+        onehot[np.arange(len(h)), y] = 1
+        return flat, onehot
+
+    def predict(self, h: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The predicted per-sample dL/dh, shaped as h."""
+        flat, onehot = self.features(h, y)
+        out = flat @ self.params["W"] + self.params["b"]
+        if onehot is not None:
+            out = out + onehot @ self.params["C"]
+        return out.reshape(h.shape)
+
+    def loss_and_grads(self, h: np.ndarray, y: np.ndarray, target: np.ndarray) -> tuple[float, dict]:
+        """Half the mean over samples of |predict - target|^2, and its gradients."""
+        flat, onehot = self.features(h, y)
+        error = (self.predict(h, y) - target).reshape(len(h), -1)
+        n = len(h)
+        grads = {"W": flat.T @ error / n, "b": error.sum(axis=0) / n}
+        if onehot is not None:
+            grads["C"] = onehot.T @ error / n
+        return float(0.5 * np.sum(error.astype(np.float64) ** 2) / n), grads
+
+
+class DecoupledEngine(SerialEngine):
+    """The serial engine with the network's backward cut into parts (module text)."""
+
+    def __init__(self, net: Network, optimizer, dtype, cuts: tuple[int, ...], conditioned: bool, lr: float = 1e-3):
+        self.cuts, self.conditioned = cuts, conditioned
+        self.module_optimizer = Adam(lr=lr)  # the modules' own: Adam meets their per-sample scale whatever the network's
+        self.interfaces: dict[int, Interface] = {}
+        self.errors = deque(maxlen=ERRORS)  # per step: {boundary group: |M - truth| / |truth|}
+        self._pending: dict = {}
+        super().__init__(net, optimizer, dtype)
+
+    def load(self, net: Network) -> None:
+        if net.recurrent:
+            raise BackendError("DNI cuts a feed-forward network; this one has edges with a delay")
+        for c in self.cuts:
+            if c not in net.widths or c in (INPUT, OUTPUT):
+                raise GraphError(f"DNI cut group {c} is not a hidden group of the network")
+        super().load(net)
+        self.part = parts(net, self.cuts)
+        self.crossing = {(s, g) for g in self.order for s in self.inputs[g]
+                         if s != INPUT and self.part[g] > self.part[s]}
+        self.boundary = {s for s, _ in self.crossing}
+        self.interfaces = {g: m for g, m in self.interfaces.items() if g in self.boundary}  # made at first use
+        self.classes = net.n_outputs
+
+    # the backward's two hooks (SerialEngine.backward)
+    def send(self, dh, s, g, share):
+        if (s, g) in self.crossing:  # the later part's share: the module's target, not the backward's input
+            self._true[s] = self._true[s] + share if s in self._true else share
+        else:
+            super().send(dh, s, g, share)
+
+    def received(self, g, grad_out, h, y):
+        if g not in self.boundary:
+            return grad_out
+        n, size = len(h), h[0].size
+        module = self.interfaces.get(g)
+        if module is None or module.width != size:  # a new boundary group, or one growth made wider
+            module = self.interfaces[g] = Interface(size, self.classes, self.conditioned, self.dtype)
+        synthetic = module.predict(h, y) / n
+        self._pending[g] = (h, y, self._true.pop(g) * n)
+        return synthetic if grad_out is None else grad_out + synthetic
+
+    def backward(self, y):
+        self._true, self._pending = {}, {}
+        loss = super().backward(y)
+        self.errors.append({g: _relative(self.interfaces[g].predict(h, yy), t) for g, (h, yy, t) in self._pending.items()})
+        return loss
+
+    def update(self) -> None:
+        """The modules' update first (refused whole if it would make one non-finite), then the network's."""
+        backup = {g: {k: v.copy() for k, v in m.params.items()} for g, m in self.interfaces.items()}
+        with np.errstate(over="ignore", invalid="ignore"):
+            for g, (h, y, target) in self._pending.items():
+                module = self.interfaces[g]
+                _, grads = module.loss_and_grads(h, y, target)
+                for name, grad in grads.items():
+                    self.module_optimizer.update(module.params[name], grad, module.state[name])
+        if not all(np.isfinite(v).all() for m in self.interfaces.values() for v in m.params.values()):
+            for g, saved in backup.items():
+                self.interfaces[g].params.update(saved)
+            raise TrainingError("this step would have made a synthetic-gradient module non-finite; it was not applied "
+                                "(lower the learning rate)")
+        super().update()
+
+
+def _relative(prediction: np.ndarray, truth: np.ndarray) -> float:
+    scale = float(np.linalg.norm(truth))
+    return float(np.linalg.norm(prediction - truth)) / scale if scale > 0 else float(np.linalg.norm(prediction))
+
+
+class Decoupled(Alone):
+    """The trainer's mode under DNI: one process, the decoupled serial engine."""
+
+    def __init__(self, dni: "DNI"):
+        super().__init__(None)
+        self.dni = dni
+
+    def engine(self, backend, net, optimizer, dtype, executor):
+        if backend not in ("auto", "serial") or executor is not None:
+            raise BackendError("DNI runs on the serial engine (backend='serial'); its parts on the CUDA engine are "
+                               "not built yet")
+        return DecoupledEngine(net, optimizer, dtype, self.dni.cuts, self.dni.conditioned, self.dni.lr)
+
+
+@dataclass(frozen=True)
+class DNI:
+    """Trainer(decouple=DNI(cuts=[group, ...], conditioned=False, lr=1e-3)): synthetic gradients
+    at each cut (module text). cuts: hidden groups, each the top of a part; conditioned: the
+    modules read the label too (cDNI); lr: the modules' Adam learning rate."""
+
+    cuts: tuple = ()
+    conditioned: bool = False
+    lr: float = 1e-3
+
+    def __post_init__(self):
+        cuts = tuple(checks.group_id(c, "DNI cut") for c in checks.id_list(self.cuts, "DNI cuts"))
+        if not cuts:
+            raise ArgumentError("DNI needs at least one cut group")
+        if len(set(cuts)) != len(cuts):
+            raise ArgumentError(f"DNI cuts repeat a group: {list(cuts)}")
+        object.__setattr__(self, "cuts", cuts)
+        checks.boolean(self.conditioned, "DNI conditioned")
+        checks.real(self.lr, "DNI lr", 0.0, None, low_open=True)
+
+    def mode(self) -> Decoupled:
+        return Decoupled(self)
+
+
+def mode_of(decouple, distributed) -> Decoupled:
+    """Trainer(decouple=...)'s mode; ArgumentTypeError or ArgumentError for what it cannot be."""
+    if not isinstance(decouple, DNI):
+        raise ArgumentTypeError(f"decouple must be a genlab.DNI or None, got {type(decouple).__name__}")
+    if distributed is not None:
+        raise ArgumentError(f"decouple=DNI(...) runs in one process; it does not go with distributed={distributed!r}")
+    return decouple.mode()

@@ -133,17 +133,27 @@ def test_cuda_one_worker_takes_the_synchronous_steps_bit_for_bit(digits, executo
 @pytest.mark.gpu
 @pytest.mark.parametrize("executor", ["level_batch", "dataflow_rows"])
 def test_cuda_streams_share_the_parameters_and_learn_digits(digits, executor):
-    growth = genlab.GrowthPolicy(every=20, threshold=0.0, max_groups=10)
-    sync, hog = _trainers(digits, "cuda", 4, optimizer="sgd", lr=0.05, executor=executor, growth=growth)
+    sync, hog = _trainers(digits, "cuda", 4, optimizer="sgd", lr=0.05, executor=executor)
     sync.fit(digits.X_train, digits.y_train, epochs=6, progress=False)
     hog.fit(digits.X_train, digits.y_train, epochs=6, progress=False)
     steps = hog.history.steps
     assert sorted({s["worker"] for s in steps}) == [0, 1, 2, 3] and max(s["staleness"] for s in steps) == 3
-    assert hog.history.events and len(hog.net.groups) > 4
     acc_sync = sync.evaluate(digits.X_test, digits.y_test)["accuracy"]
     acc_hog = hog.evaluate(digits.X_test, digits.y_test)["accuracy"]
     assert acc_hog > acc_sync - 0.05, (acc_sync, acc_hog)
     # the shared parameters are the trainer's: the serial engine computes the same logits from them
+    serial = genlab.Trainer(hog.net.copy(), backend="serial")
+    np.testing.assert_allclose(hog.logits(digits.X_test), serial.logits(digits.X_test), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("executor", ["level_batch", "dataflow_rows"])
+def test_cuda_growth_pauses_the_streams_and_they_go_on_with_the_grown_network(digits, executor):
+    growth = genlab.GrowthPolicy(every=20, threshold=0.0, max_groups=10)
+    _, hog = _trainers(digits, "cuda", 4, optimizer="sgd", lr=0.05, executor=executor, growth=growth)
+    hog.fit(digits.X_train, digits.y_train, epochs=4, progress=False)
+    assert hog.history.events and len(hog.net.groups) > 4
+    assert hog.evaluate(digits.X_test, digits.y_test)["accuracy"] > 0.7
     serial = genlab.Trainer(hog.net.copy(), backend="serial")
     np.testing.assert_allclose(hog.logits(digits.X_test), serial.logits(digits.X_test), rtol=1e-4, atol=1e-4)
 

@@ -9,10 +9,15 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 def test_api_example_runs_as_written(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    example, kinds, recurrence, distributed, lab = (
+    example, kinds, recurrence, distributed, lab, asynchronous = (
         next(b for b in blocks if marker in b)
-        for marker in ("digits_dag", "digits_images", "wavefront", "World.start", "genlab.Lab("))
-    assert len(blocks) == 5
+        for marker in ("digits_dag", "digits_images", "wavefront", "World.start", "genlab.Lab(", "genlab.Hogwild("))
+    assert len(blocks) == 6
+    result = subprocess.run([sys.executable, "-c", asynchronous], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"Hogwild! \{'loss': .*'accuracy': 0\.9.*stalest step: \d+", result.stdout), result.stdout
+    assert re.search(r"cDNI \{'loss': .*'accuracy': 0\.9.*module errors: \{", result.stdout), result.stdout
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr

@@ -29,6 +29,8 @@ from .dot import graph as _graph
 from .network import OUTPUT
 
 TRAIN, VALIDATION = "#222222", "#e69f00"          # the curves (Okabe-Ito black and orange)
+DNI_CUT = "#000000"                                 # an edge a synthetic gradient stands in for (draw's cut)
+MODULE_COLOURS = ("#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")  # Okabe-Ito, one per module
 _warned = False
 
 
@@ -95,14 +97,15 @@ def last_event_groups(history_events: list) -> dict[int, str]:
 
 def draw(net, stats: dict | None = None, highlight: dict | None = None, caption: str = "",
          partition=None, preview: bool = False, scale: tuple[float, float] | None = None,
-         fontsize: float = 9, legend: bool = True, bundle: bool | None = None) -> Drawing:
+         fontsize: float = 9, legend: bool = True, bundle: bool | None = None, cut=None) -> Drawing:
     """The DAG of `net`. stats: {group: gradient std} to fill the groups (for instance
     trainer.history.grad_std[-1]), on a log colour scale from scale=(lo, hi) (by default the
     stats' own range); highlight: {group: "depth" | "width"}, by default the groups made by the
     network's last growth event (preview=True: the groups that would grow, dashed); partition
     (genlab.partition.plan): the groups filled by their part instead, the cut edges drawn thick
     and red; fontsize: of the groups' labels, in points; legend=False: no legend nor caption below;
-    bundle: the edges from one level to another drawn as one (None: for a widened recurrent stack)."""
+    bundle: the edges from one level to another drawn as one (None: for a widened recurrent stack);
+    cut: edges drawn thick and black, where synthetic gradients stand in (genlab.DNI's crossing edges)."""
     norms = {e: float(np.linalg.norm(w)) for e, w in net.weights.items()}
     top = max(norms.values()) or 1.0
     style = {e: (0.4 + 3.6 * norms[e] / top, POSITIVE if float(np.mean(net.weights[e])) >= 0 else NEGATIVE)
@@ -110,6 +113,8 @@ def draw(net, stats: dict | None = None, highlight: dict | None = None, caption:
     topology = net.topology()
     if highlight is None:
         highlight = {g: k for g, k in last_event_groups(net.history).items() if g in net.widths}
+    for e in cut or ():
+        style[e] = (4.5, DNI_CUT)
     if partition is not None:  # the parts fill the groups; the cut edges, red, replace the weights' colours
         stats, style = None, {e: (3.0, CUT) for e in partition.cut_edges}
     graph = _graph(topology["widths"], topology["edges"], topology["levels"], stats, highlight, style, caption,

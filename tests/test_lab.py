@@ -426,3 +426,38 @@ def test_a_click_does_not_wait_for_the_test_set():
     assert calls == [] and "step 4" in lab.status.value and "(step 1)" in lab.status.value
     lab.refresh()
     assert calls == [1] and "(step" not in lab.status.value
+
+
+def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error():
+    from matplotlib.text import Text
+
+    from genlab.lab import pictures
+
+    data = genlab.datasets.load("digits")
+    net = Network.mlp([data.n_features, 12, 10, data.n_classes], seed=0)
+    trainer = Trainer(net, backend="serial", seed=0, decouple=genlab.DNI(net.hidden_groups, conditioned=True),
+                      growth=GrowthPolicy(threshold=0.0, every=20, cooldown=0, max_groups=8))
+    lab = Lab(trainer, data, refresh_every=10, min_interval=0.0)
+    assert lab.modules_panel in lab.widget.children[4].children  # a fifth picture panel
+    lab.run(45)
+    cut = trainer.engine.crossing
+    assert trainer.history.events and cut
+    assert "synthetic gradients at the cuts after groups" in words(lab.status)
+    assert "thick black edges" in words(lab.dag_legend)
+    # each crossing edge is drawn thick and black (its line and its arrowhead), no other edge is
+    assert lab.dag.value.count('stroke="#000000"') == 2 * len(cut)
+    assert lab.modules_panel.children == (lab.modules,) and bytes(lab.modules.value).startswith(PNG)
+    fig = lab._modules.fig
+    labels = [t.get_text() for t in fig.findobj(Text)]
+    assert {f"group {g}" for g in trainer.engine.boundary} <= set(labels)
+    texts = [t for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+    assert round(fig.get_figwidth() * fig.dpi) == pictures.PANEL_PX
+    assert min(t.get_fontsize() * fig.dpi / 72 for t in texts) >= 14
+    lab.reset()  # a fresh engine: no errors yet, the panel empty again
+    assert lab.modules_panel.children != (lab.modules,)
+
+
+def test_a_lab_without_synthetic_gradients_has_no_module_panel(lab):
+    assert lab.modules_panel not in lab.widget.children[4].children
+    lab.run(5)
+    assert "synthetic" not in words(lab.status) and "thick black" not in words(lab.dag_legend)

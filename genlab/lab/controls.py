@@ -27,6 +27,13 @@ def panel(grow: int = 1):
                     padding="0 6px 8px 0")
 
 
+def decoupled(trainer) -> bool:
+    """Whether the trainer runs synthetic gradients (Trainer(decouple=genlab.DNI(...)))."""
+    from ..asynchronous.dni import DecoupledEngine
+
+    return isinstance(trainer.engine, DecoupledEngine)
+
+
 class Controls:
     """The lab's widgets, laid out in `widget`; `Lab` gives them their behaviour."""
 
@@ -67,6 +74,10 @@ class Controls:
         self._no_rows = w.HTML(NO_ROWS)
         self.dag_panel = w.VBox([self.dag, self.dag_legend], layout=panel(grow=2))
         self.heat_panel, self.loss_panel, self.accuracy_panel = (w.Box([e], layout=panel()) for e in self._empty)
+        # a trainer with synthetic gradients (genlab.DNI): a panel of its modules' errors
+        self.modules = w.Image(format="png", layout=picture)
+        self.modules_panel = w.Box([w.HTML("")], layout=panel())
+        shown = [self.modules_panel] if decoupled(trainer) else []
         self.legend = w.HTML()
         self.play = w.Play(min=0, max=0, interval=900, description="play the growth",
                            tooltip="play the growth: one frame per growth event")
@@ -79,7 +90,7 @@ class Controls:
                    self.preview_button, self.reset_button, self.progress], layout=row),
             w.Box([self.threshold, self.lr, self.mode], layout=row),
             self.status, self.message,
-            w.Box([self.dag_panel, self.heat_panel, self.loss_panel, self.accuracy_panel],
+            w.Box([self.dag_panel, self.heat_panel, self.loss_panel, self.accuracy_panel, *shown],
                   layout=w.Layout(display="flex", flex_flow="row wrap", width="100%", align_items="flex-start")),
             self.legend, w.Box([self.play, self.scrub], layout=row)],
             layout=w.Layout(width="100%"))

@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..shapes import Form
 from ..trainer import Trainer
 from . import legends, messages, pictures
-from .controls import EMPTY, MESSAGE, STATUS, Controls
+from .controls import EMPTY, MESSAGE, STATUS, Controls, decoupled
 
 
 def as_dataset(data, label: str | None = None) -> Dataset:
@@ -58,6 +58,7 @@ class Lab(Controls):
         self._notes: list[str] = []
         self._heatmap = pictures.Heatmap()
         self._curves = (pictures.Curve("loss", log_scale=True), pictures.Curve("accuracy"))
+        self._modules = pictures.ModuleErrors()
         self.step_button.on_click(lambda _: self.step())
         self.run_button.on_click(lambda _: self.start(self.n.value))
         self.stop_button.on_click(lambda _: self.stop())
@@ -203,7 +204,15 @@ class Lab(Controls):
             f"&middot; {net.n_params} parameters &middot; loss {loss} &middot; batch accuracy {batch} &middot; "
             f"<b>test accuracy {test}</b> &middot; {len(t.history.events)} growth events<br>"
             f"<span style='font-size:15px;color:#444'>data {html.escape(data.name)}: {len(data.X_train)} training "
-            f"samples, {shape}, {html.escape(classes)} &middot; backend {t.backend}</span>")
+            f"samples, {shape}, {html.escape(classes)} &middot; backend {t.backend}{self._cuts()}</span>")
+
+    def _cuts(self) -> str:
+        """The status line's word on synthetic gradients, where the trainer runs them."""
+        if not decoupled(self.trainer):
+            return ""
+        e = self.trainer.engine
+        return (f" &middot; synthetic gradients at the cuts after groups {', '.join(map(str, e.cuts))} "
+                f"({len(e.crossing)} edges{', with the label' if e.conditioned else ''})")
 
     # ------------------------------------------------------------------ panels
     def refresh(self, throttle: bool = False) -> None:
@@ -231,11 +240,13 @@ class Lab(Controls):
         scale = self._heatmap.scale if stats else None
         if highlight is None:
             highlight = {g: k for g, k in viz.last_event_groups(t.net.history).items() if g in t.net.widths}
+        cut = t.engine.crossing if decoupled(t) else None
         drawing = viz.draw(t.net, stats=stats, highlight=highlight, preview=self.preview_button.value, scale=scale,
-                           fontsize=14, legend=False)
+                           fontsize=14, legend=False, cut=cut)
         self._show_svg(drawing.svg())
         self.dag_legend.value = MESSAGE.format((f"<b>{caption}</b><br>" if caption else "") + legends.dag(
-            scale, highlight, self.preview_button.value, bool(t.net.delays), len(t.net.delays) > viz.BUNDLE_OVER))
+            scale, highlight, self.preview_button.value, bool(t.net.delays), len(t.net.delays) > viz.BUNDLE_OVER,
+            cut=bool(cut)))
 
     def _show_svg(self, svg: str | None) -> None:
         """An SVG of Graphviz's in the DAG panel, scaled down to its width where wider (no scrolling)."""
@@ -263,6 +274,11 @@ class Lab(Controls):
                 (self.heat,) if heat is not None else (self._no_rows,), (self.loss,), (self.accuracy,))
             validation = bool(history.epochs) and "val_loss" in history.epochs[0]
             self.legend.value = MESSAGE.format(legends.pictures(validation))
+        if decoupled(self.trainer):
+            modules = self._modules.draw(self.trainer.engine.errors, self.trainer.step_count)
+            if modules is not None:
+                self.modules.value = modules
+            self.modules_panel.children = (self.modules,) if modules is not None else (self._empty[1],)
         self._draw_dag()  # coloured on the heatmap's scale, as it stands now
 
     def _pictures_soon(self) -> None:

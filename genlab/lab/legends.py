@@ -33,7 +33,7 @@ def colour_bar(lo: float, hi: float) -> str:
 
 
 def dag(scale: tuple[float, float] | None, highlight: dict | None, preview: bool, recurrent: bool,
-        bundled: bool = False) -> str:
+        bundled: bool = False, cut: bool = False) -> str:
     """What the DAG's fills, labels, edges and outlines mean."""
     lines = ["<b>a circle</b>: a group, its number over its width (neurons); boxes: the input and the output"]
     if scale is not None:
@@ -43,6 +43,9 @@ def dag(scale: tuple[float, float] | None, highlight: dict | None, preview: bool
                  + _mark(viz.NEGATIVE, "mean weight &lt; 0") + "; thicker: larger weights"
                  + ("; dashed: a recurrent edge, read t-k steps back" if recurrent else "")
                  + ("; grey &times;n: n edges from one boxed level to another, drawn as one" if bundled else ""))
+    if cut:
+        lines.append("<b>" + _mark(viz.DNI_CUT, "thick black edges") + "</b>: the cuts: the group they leave learns "
+                     "from a synthetic gradient, predicted by a module whose error is drawn beside")
     if highlight:
         what = "would grow at the next check (dashed outline)" if preview else "made by the last growth step"
         kinds = sorted(set(highlight.values()) & set(viz.NEW_KIND))

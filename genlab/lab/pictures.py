@@ -171,3 +171,39 @@ class Curve:
         ax.set_title(self.key, loc="left", fontsize=TEXT_PT + 1)
         ax.grid(alpha=0.3)
         self.fig, self._ax = fig, ax
+
+
+class ModuleErrors:
+    """The relative error of each synthetic-gradient module (genlab.DNI) over the steps: a moving
+    mean of `window` steps per module, from the engine's per-step record of the latest steps."""
+
+    def __init__(self, window: int = 20):
+        self.window, self.fig, self._shape = window, None, None
+
+    def draw(self, errors, step: int) -> bytes | None:
+        """errors: the engine's records, one {group: error} per step, the last taken at `step`."""
+        if not errors:
+            return None
+        errors = list(errors)
+        groups = sorted({g for e in errors for g in e})
+        if (tuple(groups)) != self._shape:
+            fig, ax = _figure(3.0)
+            self._lines = {g: ax.plot([], [], color=viz.MODULE_COLOURS[i % len(viz.MODULE_COLOURS)], lw=LINE,
+                                      label=f"group {g}")[0] for i, g in enumerate(groups)}
+            ax.set_xlabel("step", fontsize=TEXT_PT)
+            ax.set_title("synthetic gradients' error", loc="left", fontsize=TEXT_PT + 1)
+            ax.set_ylabel("|prediction - truth| / |truth|", fontsize=TEXT_PT)
+            ax.legend(fontsize=TEXT_PT, loc="upper right")
+            ax.grid(alpha=0.3)
+            self.fig, self._ax, self._shape = fig, ax, tuple(groups)
+            _freeze(fig)
+        k = max(1, -(-len(errors) // COLUMNS))  # at most COLUMNS points a line
+        first = step - len(errors) + 1
+        for g, line in self._lines.items():
+            values = np.array([e.get(g, np.nan) for e in errors], float)
+            w = max(1, min(self.window, len(values)))
+            smooth = np.convolve(values, np.ones(w) / w, mode="valid")
+            line.set_data(np.arange(first + w - 1, step + 1)[::k], smooth[::k])
+        self._ax.relim()
+        self._ax.autoscale_view()
+        return png(self.fig)

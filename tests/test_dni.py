@@ -116,3 +116,33 @@ def test_bad_dni_settings_are_refused(digits):
     rnn = genlab.Network.elman(4, [6], 3)
     with pytest.raises(BackendError, match="delay"):
         genlab.Trainer(rnn, backend="serial", decouple=genlab.DNI([rnn.hidden_groups[0]]))
+
+
+def test_partitioned_synthetic_gradients_match_the_decoupled_serial_engine(tmp_path):
+    """Two CPU processes, a pipeline partition of an MLP: the earlier process takes its backward
+    from the module without waiting, and the run equals the serial engine cut at the same groups
+    to float32 rounding (tests/workers/dni.py)."""
+    pytest.importorskip("torch")
+    import json
+
+    from test_distributed import WORKERS, torchrun
+
+    torchrun([str(WORKERS / "dni.py"), str(tmp_path)], 2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in ranks:
+        assert r["cut_edges"] >= 1 and r["loss"] < 1e-4 and r["params"] < 1e-5 and r["errors"] < 1e-4, r
+    assert sum(r["modules"] for r in ranks) == ranks[0]["cut_edges"]  # one module a message, on its sender
+
+
+def test_synthetic_gradients_say_where_they_can_run():
+    net = genlab.Network.mlp([4, 6, 3])
+    with pytest.raises(ArgumentError, match="cuts="):
+        genlab.Trainer(net, backend="serial", decouple=genlab.DNI())
+    torch = pytest.importorskip("torch")
+    from genlab.distributed import World
+
+    world = World.alone()
+    with pytest.raises(ArgumentError, match="partition's"):
+        genlab.Trainer(net, backend="serial", distributed="partitioned", world=world, decouple=genlab.DNI([2]))
+    with pytest.raises(ArgumentError, match="one process or"):
+        genlab.Trainer(net, backend="serial", distributed="data", world=world, decouple=genlab.DNI([2]))

@@ -177,20 +177,22 @@ class Decoupled(Alone):
 @dataclass(frozen=True)
 class DNI:
     """Trainer(decouple=DNI(cuts=[group, ...], conditioned=False, lr=1e-3)): synthetic gradients
-    at each cut (module text). cuts: hidden groups, each the top of a part; conditioned: the
-    modules read the label too (cDNI); lr: the modules' Adam learning rate."""
+    at each cut (module text). cuts: hidden groups, each the top of a part (None, with
+    distributed="partitioned": the partition's cut, genlab.distributed.synthetic); conditioned:
+    the modules read the label too (cDNI); lr: the modules' Adam learning rate."""
 
-    cuts: tuple = ()
+    cuts: tuple | None = None
     conditioned: bool = False
     lr: float = 1e-3
 
     def __post_init__(self):
-        cuts = tuple(checks.group_id(c, "DNI cut") for c in checks.id_list(self.cuts, "DNI cuts"))
-        if not cuts:
-            raise ArgumentError("DNI needs at least one cut group")
-        if len(set(cuts)) != len(cuts):
-            raise ArgumentError(f"DNI cuts repeat a group: {list(cuts)}")
-        object.__setattr__(self, "cuts", cuts)
+        if self.cuts is not None:
+            cuts = tuple(checks.group_id(c, "DNI cut") for c in checks.id_list(self.cuts, "DNI cuts"))
+            if not cuts:
+                raise ArgumentError("DNI needs at least one cut group")
+            if len(set(cuts)) != len(cuts):
+                raise ArgumentError(f"DNI cuts repeat a group: {list(cuts)}")
+            object.__setattr__(self, "cuts", cuts)
         checks.boolean(self.conditioned, "DNI conditioned")
         checks.real(self.lr, "DNI lr", 0.0, None, low_open=True)
 
@@ -198,10 +200,22 @@ class DNI:
         return Decoupled(self)
 
 
-def mode_of(decouple, distributed) -> Decoupled:
-    """Trainer(decouple=...)'s mode; ArgumentTypeError or ArgumentError for what it cannot be."""
+def mode_of(decouple, mode):
+    """Trainer(decouple=...)'s mode, from the one distributed= gave: one process (the decoupled
+    serial engine at the given cuts) or partitioned (synthetic gradients at the partition's cut);
+    ArgumentTypeError or ArgumentError for what it cannot be."""
+    from ..distributed.partitioned import Partitioned
+
     if not isinstance(decouple, DNI):
         raise ArgumentTypeError(f"decouple must be a genlab.DNI or None, got {type(decouple).__name__}")
-    if distributed is not None:
-        raise ArgumentError(f"decouple=DNI(...) runs in one process; it does not go with distributed={distributed!r}")
+    if isinstance(mode, Partitioned):
+        if decouple.cuts is not None:
+            raise ArgumentError("with distributed='partitioned' the cut is the partition's: leave DNI's cuts unset")
+        mode.decouple = decouple
+        return mode
+    if mode.world is not None:
+        raise ArgumentError("decouple=DNI(...) runs in one process or with distributed='partitioned'")
+    if decouple.cuts is None:
+        raise ArgumentError("DNI needs cuts=[group, ...] (without them it cuts where distributed='partitioned' "
+                            "does)")
     return decouple.mode()

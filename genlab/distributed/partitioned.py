@@ -30,6 +30,7 @@ from ..network import INPUT, OUTPUT, Network
 from ..partition import Partition, extend, needs_repartition, plan as plan_partition
 from ..shapes import Form
 from . import passes, stages, tensor_optim
+from .synthetic import Synthetic
 from .modes import Mode
 from .world import World
 
@@ -41,11 +42,13 @@ class Partitioned(Mode):
     methods = ("pipeline",)     # the partitions genlab.partition.plan chooses from ("metis" too: any cut runs)
     tolerance = 1.1             # the busiest process's work over the mean, past which growth plans again
 
+    decouple = None  # a genlab.DNI: synthetic gradients at the cut instead of waiting (synthetic.py)
+
     def engine(self, backend, net, optimizer, dtype, executor):
         if executor is not None:
             raise BackendError("a partitioned network runs level by level on each process; leave executor unset")
         return PartitionedEngine(net, optimizer, self.world, dtype=dtype, micro_batches=self.micro_batches,
-                                 tolerance=self.tolerance, methods=self.methods)
+                                 tolerance=self.tolerance, methods=self.methods, decouple=self.decouple)
 
     def step(self, engine, x, y):
         return engine.step(x, y)
@@ -59,7 +62,7 @@ class PartitionedEngine(HostScores, Engine):
     dtypes = ("float32", "float64")
 
     def __init__(self, net: Network, optimizer, world: World, dtype="float32", micro_batches: int = 4,
-                 partition: Partition | None = None, tolerance: float = 1.1, methods=("pipeline",)):
+                 partition: Partition | None = None, tolerance: float = 1.1, methods=("pipeline",), decouple=None):
         import torch
 
         self.torch, self.world = torch, world
@@ -71,6 +74,8 @@ class PartitionedEngine(HostScores, Engine):
         self.growth_scores, self.tracker = Scores(), Tracker()
         self.partition, self.plan, self.opt = partition, None, {}
         self.repartitions = 0  # times growth drifted the balance enough to plan the partition again
+        self.synthetic = None if decouple is None else Synthetic(
+            torch, world.device, self.tdtype, net.n_outputs, decouple.conditioned, decouple.lr)
         self.load(net)
 
     # ------------------------------------------------------------------ the network
@@ -88,6 +93,9 @@ class PartitionedEngine(HostScores, Engine):
         self.column_index = {}  # (level, process) -> the columns of the level's output it reads (passes.columns)
         # every message to a later process (a pipeline): one backward per micro-batch and process
         self.fused = all(self.partition.parts[s] < self.partition.parts[d] for s, d in self.partition.cut_edges)
+        if self.synthetic is not None and not self.fused:
+            raise BackendError("synthetic gradients on the partitioned engine need a pipeline partition (every cut "
+                               "edge to a later process); this partition sends both ways")
         self.shapes = {("W", s, d): w.shape for (s, d), w in net.weights.items()}
         self.shapes.update({("b", g): b.shape for g, b in net.biases.items()})
         self.W, self.b, self.idx, self.opt = {}, {}, {}, {}
@@ -160,6 +168,11 @@ class PartitionedEngine(HostScores, Engine):
         return self._gather(self._own(self.W, self.b))
 
     @property
+    def errors(self) -> list[dict]:
+        """With synthetic gradients: per step, {(level, reading process): the module's relative error}."""
+        return self.synthetic.errors if self.synthetic is not None else []
+
+    @property
     def grads(self) -> dict:
         grad = lambda t: t.grad if t.grad is not None else self.torch.zeros_like(t)
         return self._gather(self._own({lv: grad(t) for lv, t in self.W.items()},
@@ -214,10 +227,14 @@ class PartitionedEngine(HostScores, Engine):
         records = passes.forward(self, x, keep=True)
         y_t = torch.as_tensor(np.asarray(y, np.int64)).to(self.world.device)
         totals = passes.backward(self, records, y_t, len(y))
+        if self.synthetic is not None:
+            self.synthetic.receive(self.world)
         self._wait(records)
         self._reduce(totals, len(y))
         loss, correct, gradsq = self._scalars
         if not gradient_ok(loss, gradsq):
+            if self.synthetic is not None:
+                self.synthetic.pending = []
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}): "
                                 "the step was not applied (lower the learning rate, or scale the inputs down)")
         with torch.no_grad():
@@ -225,6 +242,8 @@ class PartitionedEngine(HostScores, Engine):
             states = {name: [t for lv in self.W for t in self.opt[lv][name]] for name in self.optimizer.state_names}
             if params:
                 tensor_optim.update(self.optimizer, params, [p.grad for p in params], states)
+        if self.synthetic is not None:
+            self.synthetic.learn(len(y))
         self.observe_scores(self.stats)
         return loss, correct
 

@@ -10,8 +10,9 @@ for the true share; the true share, when the later part has computed it, is the 
 synthetic gradients from further up: the targets bootstrap, as in the paper.
 
 Here the parts run one after another on the serial engine, so the step computes exactly what a
-decoupled run computes (the lower part updates from the prediction, the module from the truth);
-running the parts side by side is what makes it pay, and is not built here. Modules start at
+decoupled run computes (the lower part updates from the prediction, the module from the truth).
+The parts run side by side on the partitioned engine (Trainer(distributed="partitioned",
+decouple=DNI()), genlab.distributed.synthetic), which computes the same to float32 rounding. Modules start at
 zero (the first steps train the lower parts on their own groups' gradients only). The modules
 live in per-sample units: M predicts batch * dL/dh (the gradient of a sample's loss), so its
 scale does not depend on the batch size. Growth is followed: after any change to the network

@@ -228,13 +228,13 @@ class PartitionedEngine(HostScores, Engine):
         y_t = torch.as_tensor(np.asarray(y, np.int64)).to(self.world.device)
         totals = passes.backward(self, records, y_t, len(y))
         if self.synthetic is not None:
-            self.synthetic.receive(self.world)
+            self.synthetic.receive(self.world)  # (passes.backward_fused took each micro-batch's already)
         self._wait(records)
         self._reduce(totals, len(y))
         loss, correct, gradsq = self._scalars
         if not gradient_ok(loss, gradsq):
             if self.synthetic is not None:
-                self.synthetic.pending = []
+                self.synthetic.forget()
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}): "
                                 "the step was not applied (lower the learning rate, or scale the inputs down)")
         with torch.no_grad():

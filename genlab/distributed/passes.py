@@ -172,3 +172,5 @@ def backward_fused(e: "PartitionedEngine", r: dict, y, n: int, loss, correct, mo
     sends = [(r["held"][("from", p, lv)].grad, p) for lv in sorted(plan.receives, reverse=True)
              for p in plan.receives[lv]]
     r["works"].append((world.exchange(sends, []), sends))
+    if e.synthetic is not None:  # the truth of this micro-batch's predictions, sent while it ran
+        e.synthetic.receive(world)

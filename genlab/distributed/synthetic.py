@@ -14,7 +14,6 @@ mean squared error over the step's rows (all micro-batches together).
 
 from __future__ import annotations
 
-import numpy as np
 
 from ..optim import Adam
 from . import tensor_optim
@@ -28,7 +27,8 @@ class Synthetic:
         self.classes, self.conditioned = classes, conditioned
         self.adam = Adam(lr=lr)  # the serial engine's modules' optimizer: its NumPy formulas run on tensors too
         self.modules: dict = {}  # (level, reader) -> {"W", "b", ("C")} tensors, and their Adam state
-        self.pending: list = []  # (key, h columns, labels, buffer the truth arrives in, its request)
+        self.pending: list = []  # per micro-batch: [(key, h columns, labels, buffer the truth arrives in, its sender)]
+        self.received = 0  # the micro-batches of pending whose truth has arrived
         self.errors: list[dict] = []  # per step: {(level, reader): |prediction - truth| / |truth|}
 
     def _module(self, key, width: int) -> dict:
@@ -63,11 +63,16 @@ class Synthetic:
         return out
 
     def receive(self, world) -> None:
-        """The true gradients of this step's messages, received micro-batch by micro-batch as
-        they were sent (after the process's own backward: between CPU processes a receive
-        waits for its sender)."""
-        for messages in self.pending:
+        """The true gradients of the micro-batches predicted since the last call, received in the
+        order they were sent: called after each micro-batch's own backward (which ran meanwhile;
+        between CPU processes a receive waits for its sender)."""
+        for messages in self.pending[self.received:]:
             world.wait(world.exchange([], [(truth, sender) for _, _, _, truth, sender in messages]))
+        self.received = len(self.pending)
+
+    def forget(self) -> None:
+        """Drop this step's messages (a step refused before the modules learn from it)."""
+        self.pending, self.received = [], 0
 
     def learn(self, n: int) -> None:
         """One Adam step of every module from the true gradients received (receive)."""
@@ -75,7 +80,7 @@ class Synthetic:
         for messages in self.pending:
             for key, h, y, truth, _ in messages:
                 by_key.setdefault(key, []).append((h, y, truth))
-        self.pending = []
+        self.forget()
         errors = {}
         for key, parts in by_key.items():
             m = self.modules[key]
@@ -92,8 +97,3 @@ class Synthetic:
             errors[key] = miss / scale if scale > 0 else miss
         self.errors.append(errors)
         del self.errors[:-100_000]
-
-    @staticmethod
-    def relative(errors: list[dict]) -> np.ndarray:
-        """The mean over modules of each step's relative error."""
-        return np.array([np.mean(list(e.values())) if e else np.nan for e in errors])

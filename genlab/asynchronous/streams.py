@@ -8,6 +8,9 @@ on the shared parameters whenever its kernels get there. The host cannot see whe
 step, the others' updates landed, so a step's staleness is counted as the others' steps in
 flight with it: the most updates that can have landed between its read and its write.
 
+The row executor (dataflow_rows) normally leaves a step's update to the next step's first items;
+here each worker's next step comes a round later, so its update runs within its own step.
+
 The step guard (genlab.guard) bounds what each worker's own updates can do to the parameters;
 with K workers each keeps within 1/K of the room, and a worker whose next update the guard cannot
 prove finite steps alone, through the engine's careful path, after its bounds are measured again.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from ..engines.cuda import state as device_state
 from ..engines.cuda.engine import CudaEngine
+from ..engines.cuda.executors.rows import Rows
 from ..errors import TrainingError
 from ..guard import gradient_ok
 from .hogwild import Report, Team, own_state
@@ -36,6 +40,8 @@ class StreamTeam(Team):
         super().__init__(trainer, X, y, workers, needs_stats)
         self.engines: list[CudaEngine] = []
         self.limit = trainer.engine.guard.limit  # the guard's room for one engine alone
+        executor = trainer.engine.executor
+        self.defer = executor.defer_update if isinstance(executor, Rows) else None  # put back by close
         self.careful: dict[int, tuple] = {}  # worker -> (loss, correct) of a step taken alone (_launch)
         self.reload()
 
@@ -54,6 +60,8 @@ class StreamTeam(Team):
             self.engines.append(e)
         for e in self.engines:
             e.guard.limit = self.limit / self.workers
+            if isinstance(e.executor, Rows):  # each update lands within its own step, not a round later
+                e.executor.defer_update = False
 
     def run(self, plan):
         main = self.trainer.engine
@@ -122,4 +130,6 @@ class StreamTeam(Team):
         self._sync()
         main = self.trainer.engine
         main.guard.limit = self.limit
+        if isinstance(main.executor, Rows) and self.defer is not None:
+            main.executor.defer_update = self.defer
         self.engines = [main]

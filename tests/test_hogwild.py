@@ -166,3 +166,19 @@ def test_cuda_a_failed_worker_undoes_the_run(digits):
         hog.fit(digits.X_train, digits.y_train, epochs=1, progress=False)
     assert_unchanged(hog.net, before)
     assert hog.step_count == 0
+
+
+def test_workers_fork_from_a_server_in_jupyter_and_fork_in_a_script(monkeypatch):
+    import multiprocessing as mp
+    import sys
+    import types
+
+    from genlab.asynchronous.processes import start_method
+
+    if "forkserver" not in mp.get_all_start_methods():
+        pytest.skip("no fork server on this system")
+    kernel = types.ModuleType("__main__")  # Jupyter's main module has no file
+    monkeypatch.setitem(sys.modules, "__main__", kernel)
+    assert start_method() == "forkserver"
+    kernel.__file__ = "/home/student/train.py"  # a script's would be run again by each worker
+    assert start_method() == "fork"

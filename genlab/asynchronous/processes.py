@@ -3,8 +3,8 @@
 The parameters live in one flat block of shared memory; each worker's SerialEngine holds NumPy
 views of it, so its optimizer's in-place update is seen at once by every other worker (and the
 update of two workers to the same entry may interleave: that is the method). The data is shared
-the same way. The processes start with the network they train (fork where the system has it,
-spawn elsewhere) and are started afresh when growth changes the network.
+the same way. The processes start with the network they train (start_method) and are started
+afresh when growth changes the network.
 
 A worker counts its own updates in a shared array (only it writes its slot); the others' count
 before its forward and after its update is its step's staleness. Steps come back to the trainer
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import queue
 import time
 
@@ -23,9 +24,35 @@ import numpy as np
 from ..errors import TrainingError
 from .hogwild import Report, Team, own_state
 
-START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+def start_method() -> str:
+    """How the workers start. In Jupyter (or `python -c`: a main module without a file) from a fork
+    server: forking the kernel's own process, which runs threads (and maybe a CUDA context), can
+    deadlock the child; the server is a fresh process that imports genlab once (serial only) and
+    forks the workers from itself. A script's main module would be run again in each worker by a
+    fork server, so a script forks (mnist_hogwild's way). Spawned where neither exists."""
+    methods = mp.get_all_start_methods()
+    main = sys.modules.get("__main__")
+    if "forkserver" in methods and not getattr(main, "__file__", None):
+        return "forkserver"
+    return "fork" if "fork" in methods else "spawn"
 BUNDLE = 32      # steps a worker reports at once (a queue message costs tens of microseconds)
 PATIENCE = 60.0  # seconds the trainer waits for a stopping worker before ending it
+
+
+def _start_server(ctx) -> None:
+    """The fork server, started once, with genlab imported for the serial engine only."""
+    ctx.set_forkserver_preload([__name__])
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("GENLAB_BACKEND")
+    os.environ["GENLAB_BACKEND"] = "serial"  # the server and its workers never touch a GPU
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["GENLAB_BACKEND"]
+        else:
+            os.environ["GENLAB_BACKEND"] = saved
 
 
 def _shared(ctx, array: np.ndarray):
@@ -93,7 +120,10 @@ class ProcessTeam(Team):
 
     def __init__(self, trainer, X, y, workers, needs_stats):
         super().__init__(trainer, X, y, workers, needs_stats)
-        self.ctx = mp.get_context(START)
+        method = start_method()
+        self.ctx = mp.get_context(method)
+        if method == "forkserver":
+            _start_server(self.ctx)
         self.data = (_shared(self.ctx, X), _shared(self.ctx, np.asarray(y, np.int64)))
         self.processes: list = []
         self.reload()

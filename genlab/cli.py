@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distributed", choices=["data", "partitioned"], default=None,
                        help="train over the processes torchrun starts: 'data' gives each a slice of every batch, "
                             "'partitioned' spreads the groups over them (see README, More than one GPU)")
+    train.add_argument("--hogwild", type=count(1, 64), default=None, metavar="K",
+                       help="fit with K lock-free workers on shared parameters (genlab.Hogwild; see README, "
+                            "Training without waiting)")
+    train.add_argument("--decouple", choices=["dni", "cdni"], default=None,
+                       help="synthetic gradients (genlab.DNI) after every hidden group of the starting network, or "
+                            "at the partition's cut with --distributed partitioned; cdni: the modules read the label")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
     train.add_argument("--quiet", action="store_true", help="print the results only: no progress bar, no notes")
     train.set_defaults(run=run_train)
@@ -113,6 +119,16 @@ def _resume(args, world):
     return trainer, args.dataset or saved["dataset"], saved.get("seed", args.seed or 0)
 
 
+def _decouple(args, net):
+    """The genlab.DNI of --decouple, or None."""
+    if args.decouple is None:
+        return None
+    from .asynchronous import DNI
+
+    cuts = None if args.distributed == "partitioned" else net.hidden_groups
+    return DNI(cuts, conditioned=args.decouple == "cdni")
+
+
 def _world(args):
     """The processes of a --distributed run (torchrun's environment), or None."""
     if args.distributed is None:
@@ -130,6 +146,8 @@ def run_train(args):
 
     world = _world(args)
     if args.resume:
+        if args.decouple:
+            raise Usage("--decouple starts a run: a checkpoint keeps the network, not the synthetic-gradient modules")
         trainer, args.dataset, args.seed = _resume(args, world)
         data = datasets.load(args.dataset, seed=args.seed)
         groups_start = len(trainer.net.groups)
@@ -144,7 +162,12 @@ def run_train(args):
             policy = starts.policy(args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
         trainer = Trainer(net, backend=args.backend, optimizer=args.optimizer or "adam", lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
-                          growth=policy, distributed=args.distributed, world=world)
+                          growth=policy, distributed=args.distributed, world=world, decouple=_decouple(args, net))
+    if args.hogwild is not None:
+        from .asynchronous import Hogwild, hogwild
+
+        trainer.parallel = hogwild.checked(Hogwild(args.hogwild), args.distributed, args.decouple)
+        trainer.parallel.check(trainer.engine)
     args.epochs = args.epochs or datasets.default_epochs(data, trainer.batch_size)
     return lambda: _train(args, trainer, data, world, groups_start)
 
@@ -170,6 +193,12 @@ def _train(args, trainer, data, world, groups_start) -> dict:
                       groups_start=groups_start, groups_end=len(net.groups))
     if args.resume:
         report["resumed_from"] = str(args.resume)
+    if trainer.parallel is not None:
+        stale = [s["staleness"] for s in trainer.history.steps if "staleness" in s]
+        report.update(hogwild_workers=trainer.parallel.workers, staleness_mean=float(sum(stale) / max(len(stale), 1)))
+    if args.decouple:
+        last = trainer.engine.errors[-1] if trainer.engine.errors else {}
+        report.update(decouple=args.decouple, module_error=float(sum(last.values()) / max(len(last), 1)))
     if world is not None:
         report.update(distributed=args.distributed, processes=world.size, process_group=world.backend)
         if not first:

@@ -75,7 +75,7 @@ class Trainer:
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
         self.mode = _mode(distributed, world) if decouple is None else dni.mode_of(decouple, _mode(distributed, world))
-        self.parallel = hogwild.checked(parallel, distributed)
+        self.parallel = hogwild.checked(parallel, distributed, decouple)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()
         work.astype(dtype)

@@ -206,3 +206,21 @@ def test_bench_without_a_gpu_says_so(capsys, monkeypatch):
     assert cli.main(["bench", "--workload", "W1"]) == 2
     err = capsys.readouterr().err
     assert err == "genlab bench: error: it times the CUDA engine, which cannot run here: pycuda is not installed\n"
+
+
+def test_train_without_waiting_hogwild_and_synthetic_gradients(tmp_path):
+    result = run("train", "--dataset", "digits", "--backend", "serial", "--epochs", "5", "--hogwild", "2", "--json",
+                 "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["hogwild_workers"] == 2 and report["staleness_mean"] >= 0 and report["test_accuracy"] > 0.85
+    result = run("train", "--dataset", "digits", "--backend", "serial", "--epochs", "10", "--decouple", "cdni",
+                 "--json", "--quiet", "--save", str(tmp_path / "dni.ckpt"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["decouple"] == "cdni" and 0 < report["module_error"] and report["test_accuracy"] > 0.85
+    for bad, words in ((["--hogwild", "2", "--decouple", "dni"], "do not go together"),
+                       (["--hogwild", "65"], "from 1 to 64"),
+                       (["--decouple", "cdni", "--resume", str(tmp_path / "dni.ckpt")], "modules")):
+        result = run("train", "--dataset", "digits", "--backend", "serial", "--quiet", *bad)
+        assert result.returncode == 2 and words in result.stderr and result.stdout == "", (bad, result.stderr)

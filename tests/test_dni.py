@@ -111,7 +111,7 @@ def test_bad_dni_settings_are_refused(digits):
         genlab.Trainer(net, backend="serial", decouple=genlab.DNI([genlab.OUTPUT]))
     with pytest.raises(BackendError, match="serial engine"):
         genlab.Trainer(net, backend="cuda", decouple=genlab.DNI([2]))
-    with pytest.raises(BackendError, match="Hogwild"):
+    with pytest.raises(ArgumentError, match="do not go together"):
         genlab.Trainer(net, backend="serial", decouple=genlab.DNI([2]), parallel=genlab.Hogwild(2))
     rnn = genlab.Network.elman(4, [6], 3)
     with pytest.raises(BackendError, match="delay"):
@@ -146,3 +146,16 @@ def test_synthetic_gradients_say_where_they_can_run():
         genlab.Trainer(net, backend="serial", distributed="partitioned", world=world, decouple=genlab.DNI([2]))
     with pytest.raises(ArgumentError, match="one process or"):
         genlab.Trainer(net, backend="serial", distributed="data", world=world, decouple=genlab.DNI([2]))
+
+
+def test_the_command_line_runs_synthetic_gradients_over_two_processes():
+    pytest.importorskip("torch")
+    import json
+
+    from test_distributed import torchrun
+
+    done = torchrun(["-m", "genlab", "train", "--dataset", "digits", "--hidden", "32,16", "--distributed",
+                     "partitioned", "--decouple", "cdni", "--epochs", "3", "--json", "--quiet"], 2)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["decouple"] == "cdni" and report["processes"] == 2 and 0 < report["module_error"]
+    assert report["test_accuracy"] > 0.7

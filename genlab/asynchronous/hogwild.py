@@ -161,13 +161,16 @@ def epoch(trainer, team: Team, batches: list[np.ndarray], losses: list, hits: li
         i = stop
 
 
-def checked(parallel, distributed) -> Hogwild | None:
+def checked(parallel, distributed, decouple=None) -> Hogwild | None:
     """Trainer(parallel=...): the Hogwild workers of fit or None; ArgumentTypeError or
     ArgumentError for what it cannot be."""
     if parallel is None:
         return None
     if not isinstance(parallel, Hogwild):
         raise ArgumentTypeError(f"parallel must be a genlab.Hogwild or None, got {type(parallel).__name__}")
+    if decouple is not None:
+        raise ArgumentError("parallel=Hogwild(...) and decouple=DNI(...) do not go together: choose one way of not "
+                            "waiting")
     if distributed is not None:
         raise ArgumentError("parallel=Hogwild(...) runs its workers in this process's machine; it does not go with "
                             f"distributed={distributed!r}")

@@ -26,13 +26,6 @@ from ..guard import gradient_ok
 from .hogwild import Report, Team, own_state
 
 
-def share_parameters(engine: CudaEngine, owner: CudaEngine) -> None:
-    """Make `engine` (new, before its first step) read and update `owner`'s parameter buffer."""
-    engine.flush()
-    engine.buffers["params"] = owner.buffers["params"]
-    engine._graphs.clear()  # they hold the old buffer's address
-
-
 class StreamTeam(Team):
     """Hogwild workers of a CudaEngine (module text)."""
 
@@ -56,7 +49,7 @@ class StreamTeam(Team):
             e = CudaEngine(net, t.optimizer, executor=type(main.executor).name)
             e.import_state(own_state(state, w), net)
             e.growth_criterion, e.pruning, e.every_step = main.growth_criterion, main.pruning, main.every_step
-            share_parameters(e, main)
+            e.share_parameters(main)
             self.engines.append(e)
         for e in self.engines:
             e.guard.limit = self.limit / self.workers
@@ -102,9 +95,7 @@ class StreamTeam(Team):
         if not e.guard.safe(self.trainer.optimizer):  # still unsure after measuring: the careful, lone step
             self.careful[w] = e.step(self.X[idx], self.y[idx])
             return
-        e.executor.before_step()
-        batch = e.put_batch(self.X[idx], self.y[idx])
-        e._graph(batch).launch()
+        e.launch_step(e.put_batch(self.X[idx], self.y[idx]))
 
     def _collect(self, w: int, rows: int, others: int):
         """(loss, correct, rows, staleness, grad_std, stats) of worker w's step in flight."""
@@ -112,11 +103,8 @@ class StreamTeam(Team):
         if w in self.careful:
             loss, correct = self.careful.pop(w)
         else:
-            loss, correct, gradsq = e.read_scalars()
-            ok = gradient_ok(loss, gradsq)
-            e.executor.after_step(ok)
-            e._stats_cache = None
-            if not ok:
+            loss, correct, gradsq = e.finish_step()
+            if not gradient_ok(loss, gradsq):
                 raise TrainingError(f"the loss or its gradients became {loss}")
             e.guard.advance(self.trainer.optimizer, gradsq)
         return loss, correct, rows, others, e.grad_std, (e.stats if self.needs_stats else None)

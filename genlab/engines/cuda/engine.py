@@ -21,13 +21,14 @@ from ...network import INPUT, Network
 from ..base import Engine, EngineState, Replicas
 from . import growth, readback, replicas as replicated, runtime, state, topology
 from .choice import Chooser, candidates
+from .concurrent import Concurrent
 from .executors import AUTO, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
 from .memory import Memory
 
 
-class CudaEngine(Engine):
+class CudaEngine(Concurrent, Engine):
     """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32).
 
     executor: how a training step is scheduled (a name of executors.EXECUTORS); every one
@@ -309,11 +310,8 @@ class CudaEngine(Engine):
 
     def replay(self, batch: int) -> tuple[float, int, float]:
         """Run the captured step on the batch put up (put_batch); its (loss, correct, gradsq)."""
-        self.executor.before_step()
-        self._graph(batch).launch()
-        loss, correct, gradsq = self.read_scalars()
-        self.executor.after_step(gradient_ok(loss, gradsq))
-        return loss, correct, gradsq
+        self.launch_step(batch)
+        return self.finish_step()
 
     def measure(self) -> tuple[float, float]:
         """Exact bounds for the step guard, from the device."""

@@ -41,14 +41,15 @@ class History:
 
     def forget(self, step: int) -> None:
         """Drop the records of the steps after step number `step` (steps that were undone)."""
-        keep = [i for i, s in enumerate(self.steps) if s["step"] <= step]
-        self.steps = [self.steps[i] for i in keep]
-        self.grad_std = [self.grad_std[i] for i in keep]
-        self._values = sum(map(len, self.grad_std))
+        self._keep(lambda number: number <= step)
 
     def _thin(self) -> None:
         self.stride *= 2
-        keep = [i for i, s in enumerate(self.steps) if s["step"] % self.stride == 0]
+        self._keep(lambda number: number % self.stride == 0)
+
+    def _keep(self, wanted) -> None:
+        """Keep the records whose step number is wanted."""
+        keep = [i for i, s in enumerate(self.steps) if wanted(s["step"])]
         self.steps = [self.steps[i] for i in keep]
         self.grad_std = [self.grad_std[i] for i in keep]
         self._values = sum(map(len, self.grad_std))

@@ -74,7 +74,8 @@ class Trainer:
         checks.finite_parameters(net)
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
-        self.mode = _mode(distributed, world) if decouple is None else dni.mode_of(decouple, _mode(distributed, world))
+        mode = _mode(distributed, world)
+        self.mode = mode if decouple is None else dni.mode_of(decouple, mode)
         self.parallel = hogwild.checked(parallel, distributed, decouple)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()

@@ -62,7 +62,7 @@ def test_the_later_part_is_exact_and_the_module_learns_the_true_share(digits):
             assert not cut.grads[key].any()
         else:
             np.testing.assert_array_equal(cut.grads[key], g)  # the later part: exact backprop
-    h, yy, target = cut._pending[low]
+    h, yy, target, _ = cut._pending[low]
     np.testing.assert_allclose(target / len(x), exact._pooled[low][0], rtol=1e-12)  # the true share, per sample
     assert cut.errors[-1] == {low: 1.0}
     # with the network held still (learning rate 0), the module learns the true share of this batch

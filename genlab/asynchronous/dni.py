@@ -73,17 +73,21 @@ class Interface:
 
     def predict(self, h: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The predicted per-sample dL/dh, shaped as h."""
-        flat, onehot = self.features(h, y)
-        out = flat @ self.params["W"] + self.params["b"]
-        if onehot is not None:
-            out = out + onehot @ self.params["C"]
-        return out.reshape(h.shape)
+        return self._predict(*self.features(h, y)).reshape(h.shape)
 
-    def loss_and_grads(self, h: np.ndarray, y: np.ndarray, target: np.ndarray) -> tuple[float, dict]:
-        """Half the mean over samples of |predict - target|^2, and its gradients."""
+    def _predict(self, flat: np.ndarray, onehot: np.ndarray | None) -> np.ndarray:
+        out = flat @ self.params["W"] + self.params["b"]
+        return out if onehot is None else out + onehot @ self.params["C"]
+
+    def loss_and_grads(self, h: np.ndarray, y: np.ndarray, target: np.ndarray,
+                       prediction: np.ndarray | None = None) -> tuple[float, dict]:
+        """Half the mean over samples of |predict - target|^2, and its gradients (prediction: the
+        module's predict(h, y), where already made)."""
         flat, onehot = self.features(h, y)
-        error = (self.predict(h, y) - target).reshape(len(h), -1)
         n = len(h)
+        if prediction is None:
+            prediction = self._predict(flat, onehot)
+        error = prediction.reshape(n, -1) - target.reshape(n, -1)
         grads = {"W": flat.T @ error / n, "b": error.sum(axis=0) / n}
         if onehot is not None:
             grads["C"] = onehot.T @ error / n
@@ -129,23 +133,24 @@ class DecoupledEngine(SerialEngine):
         module = self.interfaces.get(g)
         if module is None or module.width != size:  # a new boundary group, or one growth made wider
             module = self.interfaces[g] = Interface(size, self.classes, self.conditioned, self.dtype)
-        synthetic = module.predict(h, y) / n
-        self._pending[g] = (h, y, self._true.pop(g) * n)
+        predicted = module.predict(h, y)  # per sample; the module's error and update read it too
+        self._pending[g] = (h, y, self._true.pop(g) * n, predicted)
+        synthetic = predicted / n
         return synthetic if grad_out is None else grad_out + synthetic
 
     def backward(self, y):
         self._true, self._pending = {}, {}
         loss = super().backward(y)
-        self.errors.append({g: _relative(self.interfaces[g].predict(h, yy), t) for g, (h, yy, t) in self._pending.items()})
+        self.errors.append({g: _relative(predicted, t) for g, (_, _, t, predicted) in self._pending.items()})
         return loss
 
     def update(self) -> None:
         """The modules' update first (refused whole if it would make one non-finite), then the network's."""
         backup = {g: {k: v.copy() for k, v in m.params.items()} for g, m in self.interfaces.items()}
         with np.errstate(over="ignore", invalid="ignore"):
-            for g, (h, y, target) in self._pending.items():
+            for g, (h, y, target, predicted) in self._pending.items():
                 module = self.interfaces[g]
-                _, grads = module.loss_and_grads(h, y, target)
+                _, grads = module.loss_and_grads(h, y, target, predicted)
                 for name, grad in grads.items():
                     self.module_optimizer.update(module.params[name], grad, module.state[name])
         if not all(np.isfinite(v).all() for m in self.interfaces.values() for v in m.params.values()):

@@ -68,12 +68,6 @@ class Team(ABC):
     def close(self) -> None:
         """Stop the workers and free what they shared."""
 
-    def __enter__(self) -> "Team":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def own_state(state, worker: int):
     """Worker `worker`'s starting state: the trainer's for worker 0; for the others the same growth
@@ -137,13 +131,12 @@ def epoch(trainer, team: Team, batches: list[np.ndarray], losses: list, hits: li
     steps is forgotten whole: the steps counted, the history and the growth bookkeeping go back to
     where they were, as the parameters do."""
     every, i = trainer.growth.every, 0
-    per_row = None
+    per_row = team.y[:1].size  # labels a sample (a recurrent network read at every step: one a step)
     while i < len(batches):
         stop = len(batches) if not every else min(len(batches), i + every - trainer.step_count % every)
         saved = (trainer.step_count, copy.deepcopy(trainer.grower.__dict__))
         try:
             for r in team.run(deal(batches[i:stop], team.workers)):
-                per_row = per_row or team.y[:1].size
                 record = trainer._account(r.loss, r.correct, r.rows, r.rows * per_row, lambda: r.grad_std,
                                           lambda: r.stats, worker=r.worker, staleness=r.staleness)
                 losses.append(record["loss"] * r.rows)

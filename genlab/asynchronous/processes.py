@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
 import queue
+import sys
 import time
 
 import numpy as np
 
 from ..errors import TrainingError
 from .hogwild import Report, Team, own_state
+
+BUNDLE = 32      # steps a worker reports at once (a queue message costs tens of microseconds)
+PATIENCE = 60.0  # seconds the trainer waits for a stopping worker before ending it
+
 
 def start_method() -> str:
     """How the workers start. In Jupyter (or `python -c`: a main module without a file) from a fork
@@ -35,8 +39,6 @@ def start_method() -> str:
     if "forkserver" in methods and not getattr(main, "__file__", None):
         return "forkserver"
     return "fork" if "fork" in methods else "spawn"
-BUNDLE = 32      # steps a worker reports at once (a queue message costs tens of microseconds)
-PATIENCE = 60.0  # seconds the trainer waits for a stopping worker before ending it
 
 
 def _start_server(ctx) -> None:
@@ -68,12 +70,12 @@ def _view(shared) -> np.ndarray:
     return np.frombuffer(raw, dtype, int(np.prod(shape))).reshape(shape)
 
 
-def _bind(engine, flat: np.ndarray, keys: list) -> None:
-    """Make the engine's parameters views of the shared block (keys in order, each its size)."""
+def _blocks(params: dict, flat: np.ndarray, keys: list):
+    """(key, its view of the flat block) for each parameter, the keys in order, each its size."""
     start = 0
     for key in keys:
-        p = engine.params[key]
-        engine.params[key] = flat[start:start + p.size].reshape(p.shape)
+        p = params[key]
+        yield key, flat[start:start + p.size].reshape(p.shape)
         start += p.size
 
 
@@ -89,7 +91,7 @@ def _work(w, workers, setup, data, params, keys, counts, abort, commands, result
     engine.import_state(state, net)
     for name, value in options.items():
         setattr(engine, name, value)
-    _bind(engine, _view(params), keys)
+    engine.params.update(_blocks(engine.params, _view(params), keys))  # views of the shared block
     engine.guard.limit /= workers  # K workers' updates the guard does not see stay within its room
     X, y = _view(data[0]), _view(data[1])
     mine = np.frombuffer(counts, np.int64)
@@ -188,24 +190,16 @@ class ProcessTeam(Team):
             raise TrainingError(f"Hogwild worker {w} failed ({words}); every worker stopped and the parameters are as "
                                 "they were before these steps") from error
         self._take(flat, state)
-        if failure is not None:
-            flat[...] = before
-            self.reload()  # the workers' optimizer states start again from the trainer's
-            _, w, words, error = failure
-            raise TrainingError(f"Hogwild worker {w} failed ({words}); every worker stopped and the parameters are as "
-                                "they were before these steps") from error
-        self._take(flat, state)
 
     def _take(self, flat: np.ndarray, state) -> None:
         """The shared parameters and worker 0's optimizer state into the trainer's engine."""
-        e, start = self.trainer.engine, 0
-        for k in self.keys:
-            p = e.params[k]
-            p[...] = flat[start:start + p.size].reshape(p.shape)
-            start += p.size
+        e = self.trainer.engine
+        for key, block in _blocks(e.params, flat, self.keys):
+            e.params[key][...] = block
         if state is not None:
-            e.import_state(state, self.trainer._net)
-        e._measure()
+            e.import_state(state, self.trainer._net)  # (measures the guard's bounds again)
+        else:
+            e._measure()
 
     def _next(self):
         """The next message from the workers; TrainingError if one of them died."""

@@ -168,7 +168,7 @@ class PartitionedEngine(HostScores, Engine):
         return self._gather(self._own(self.W, self.b))
 
     @property
-    def errors(self) -> list[dict]:
+    def errors(self):
         """With synthetic gradients: per step, {(level, reading process): the module's relative error}."""
         return self.synthetic.errors if self.synthetic is not None else []
 

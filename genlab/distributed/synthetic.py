@@ -8,13 +8,15 @@ received meanwhile, teaches the module after the step's update (learn). The late
 computes and sends exactly as before.
 
 The modules are those of genlab.asynchronous.dni written in torch: linear, zero at the start,
-in per-sample units (they predict the step's row count times dL/dh), trained by Adam (genlab.optim's) on half the
-mean squared error over the step's rows (all micro-batches together).
+in per-sample units (they predict the step's row count times dL/dh), trained by genlab.optim's
+Adam on half the mean squared error over the step's rows (all micro-batches together).
 """
 
 from __future__ import annotations
 
+from collections import deque
 
+from ..asynchronous.dni import ERRORS
 from ..optim import Adam
 from . import tensor_optim
 
@@ -29,7 +31,7 @@ class Synthetic:
         self.modules: dict = {}  # (level, reader) -> {"W", "b", ("C")} tensors, and their Adam state
         self.pending: list = []  # per micro-batch: [(key, h columns, labels, buffer the truth arrives in, its sender)]
         self.received = 0  # the micro-batches of pending whose truth has arrived
-        self.errors: list[dict] = []  # per step: {(level, reader): |prediction - truth| / |truth|}
+        self.errors = deque(maxlen=ERRORS)  # per step: {(level, reader): |prediction - truth| / |truth|}
 
     def _module(self, key, width: int) -> dict:
         m = self.modules.get(key)
@@ -96,4 +98,3 @@ class Synthetic:
             miss = float(t.linalg.norm(prediction.detach() - target))
             errors[key] = miss / scale if scale > 0 else miss
         self.errors.append(errors)
-        del self.errors[:-100_000]

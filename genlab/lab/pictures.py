@@ -186,7 +186,7 @@ class ModuleErrors:
             return None
         errors = list(errors)
         groups = sorted({g for e in errors for g in e})
-        if (tuple(groups)) != self._shape:
+        if tuple(groups) != self._shape:
             fig, ax = _figure(3.0)
             self._lines = {g: ax.plot([], [], color=viz.MODULE_COLOURS[i % len(viz.MODULE_COLOURS)], lw=LINE,
                                       label=f"group {g}")[0] for i, g in enumerate(groups)}

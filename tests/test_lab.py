@@ -461,3 +461,21 @@ def test_a_lab_without_synthetic_gradients_has_no_module_panel(lab):
     assert lab.modules_panel not in lab.widget.children[4].children
     lab.run(5)
     assert "synthetic" not in words(lab.status) and "thick black" not in words(lab.dag_legend)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.0, 3e-3])
+def test_the_browser_sending_the_sliders_value_back_leaves_the_policy_alone(threshold):
+    """The browser snaps the threshold slider's value to its grid and sends it back: that is not a
+    move. A move of a step is."""
+    import math
+
+    trainer = Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial",
+                      growth=GrowthPolicy(threshold=threshold, every=None))
+    lab = Lab(trainer, genlab.datasets.load("moons", seed=0))
+    shown = lab.threshold.value
+    assert shown == (5e-3 if threshold is None else max(threshold, 1e-6))
+    step = lab.threshold.step
+    lab.threshold.value = 10 ** (round(math.log10(shown) / step) * step)  # the grid's nearest value, sent back
+    assert trainer.growth.threshold == threshold
+    lab.threshold.value = lab.threshold.value * 10 ** step  # the student moves it one step up
+    assert trainer.growth.threshold == pytest.approx(lab.threshold.value)

@@ -27,6 +27,15 @@ policy = genlab.GrowthPolicy(threshold=0.0, every=25, cooldown=0, max_groups=12)
 trainer = genlab.Trainer(genlab.Network.mlp([2, 4, 2], seed=0), backend="serial", lr=0.01, seed=0, growth=policy)
 lab = genlab.Lab(trainer, data)
 lab"""
+# a trainer with synthetic gradients after each hidden group (genlab.DNI): the lab adds a fifth picture
+DNI_CELL = """import genlab
+data = genlab.datasets.load("digits", seed=0)
+net = genlab.Network.mlp([64, 16, 12, 10], seed=0)
+policy = genlab.GrowthPolicy(threshold=0.0, every=25, cooldown=0, max_groups=10)
+trainer = genlab.Trainer(net, backend="serial", seed=0, growth=policy,
+                         decouple=genlab.DNI(net.hidden_groups, conditioned=True))
+lab = genlab.Lab(trainer, data)
+lab"""
 # the smallest text of the status line, the messages, the legends and the DAG's groups, in CSS pixels
 READABLE = """() => {
   const px = e => parseFloat(getComputedStyle(e).fontSize);
@@ -47,11 +56,13 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 
 @pytest.fixture
-def jupyterlab(tmp_path):
-    """A JupyterLab server on a free port, serving tmp_path with the notebook lab.ipynb."""
+def jupyterlab(tmp_path, request):
+    """A JupyterLab server on a free port, serving tmp_path with the notebook lab.ipynb (its one cell:
+    CELL, or the test's indirect parameter)."""
     pytest.importorskip("jupyterlab")
+    cell = getattr(request, "param", CELL)
     notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "lab", "metadata": {}, "outputs": [],
-                           "source": CELL.splitlines(keepends=True)}],
+                           "source": cell.splitlines(keepends=True)}],
                 "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
                 "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "lab.ipynb").write_text(json.dumps(notebook))
@@ -168,6 +179,70 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
     print("lab timings:", timings)  # measured, never asserted (benchmarks/lab_speed.sh records them)
     if os.environ.get("GENLAB_LAB_TIMINGS"):
         Path(os.environ["GENLAB_LAB_TIMINGS"]).write_text(json.dumps(timings, indent=1) + "\n")
+    assert errors == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (the README's set-up installs it)")
+@pytest.mark.parametrize("jupyterlab", [DNI_CELL], indirect=True)
+def test_a_lab_with_synthetic_gradients_live_in_jupyterlab(jupyterlab):
+    """Run N with growth through several events, Stop, Reset, at 1024 x 768: the modules' errors are
+    a fifth picture, the cuts are drawn and named, everything readable, nothing in the log console."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(jupyterlab)
+        page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
+        page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=60_000)
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        button = lambda name: page.get_by_role("button", name=name, exact=True)
+        for attempt in range(3):
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            try:
+                button("Step").wait_for(timeout=40_000)
+                break
+            except sync_api.TimeoutError:
+                continue
+        status = page.locator(".widget-html-content", has_text="growth events").first
+        assert "synthetic gradients at the cuts after groups 2, 3" in status.inner_text()
+        button("Step").click()
+        page.wait_for_function("document.querySelectorAll('.jupyter-widgets img').length === 4", timeout=20_000)
+        text_px = page.evaluate(READABLE)  # the DAG as it starts (a grown one is scaled to its panel)
+        assert min(text_px.values()) >= 14, text_px
+        button("Run N").click()  # 200 steps, a growth check every 25
+        page.wait_for_function("document.body.innerText.includes('step 201 ·')", timeout=120_000)
+        events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
+        assert events > 1, page.locator(".jp-OutputArea").inner_text()[:3000]
+        page.wait_for_function("document.querySelectorAll('.jupyter-widgets img').length === 4", timeout=20_000)
+        for picture in page.locator(".jupyter-widgets img").all():  # the fifth among them: inside, readable
+            box = picture.bounding_box()
+            natural = picture.evaluate("i => [i.naturalWidth, i.naturalWidth / i.naturalHeight]")
+            assert box["x"] + box["width"] <= 1024
+            assert pictures.TEXT_PX * box["width"] / natural[0] >= 14
+        assert page.get_by_text("thick black edges").count() == 1
+        assert page.locator('.jp-OutputArea svg g.edge path[stroke="#000000"]').count() >= 2  # the cut edges
+        assert page.evaluate(SCROLLERS) == []
+        if os.environ.get("GENLAB_LAB_SCREENSHOT"):  # a picture of the page to look at, where asked for
+            page.locator(".jp-OutputArea-output").first.screenshot(path=os.environ["GENLAB_LAB_SCREENSHOT"])
+        page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("100000")
+        page.keyboard.press("Tab")
+        button("Run N").click()
+        page.wait_for_function("/step (2[1-9]\\d|[3-9]\\d\\d|\\d{4,}) ·/.test(document.body.innerText)",
+                               timeout=60_000)
+        button("Stop").click()
+        page.wait_for_function("document.body.innerText.includes('stopped after')", timeout=30_000)
+        sync_api.expect(button("Step")).to_be_enabled(timeout=10_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
+        logged = page.locator(".jp-LogConsolePanel")
+        logged.wait_for(timeout=20_000)
+        assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
+        button("Reset").click()
+        page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)
+        assert "0 growth events" in status.inner_text() and "synthetic gradients" in status.inner_text()
+        browser.close()
     assert errors == []
 
 

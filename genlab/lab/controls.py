@@ -57,7 +57,8 @@ class Controls:
         wide = {"description_width": "initial"}
         # the policy's rule until the slider moves: `top` (threshold None) or its threshold; moving it
         # sets an absolute threshold
-        self.threshold = w.FloatLogSlider(value=max(policy.threshold or 5e-3, 1e-6), base=10, min=-6, max=1,
+        start = 5e-3 if policy.threshold is None else max(policy.threshold, 1e-6)  # (0 is below the range)
+        self.threshold = w.FloatLogSlider(value=start, base=10, min=-6, max=1,
                                           description="threshold", readout_format=".1e", style=wide,
                                           layout=w.Layout(width="300px"),
                                           tooltip="move it to grow the groups above a threshold instead of "

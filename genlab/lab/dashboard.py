@@ -8,6 +8,7 @@ demand, a reset; after each, the status line at once and the pictures at most ev
 from __future__ import annotations
 
 import html
+import math
 import time
 
 from .. import notices, viz
@@ -65,11 +66,19 @@ class Lab(Controls):
         self.grow_button.on_click(lambda _: self.grow())
         self.reset_button.on_click(lambda _: self.reset())
         self.preview_button.observe(lambda _: self._draw_dag(), names="value")
-        self.threshold.observe(lambda c: setattr(self.trainer.growth, "threshold", c["new"]), names="value")
+        self.threshold.observe(self._threshold_moved, names="value")
         self.mode.observe(lambda c: setattr(self.trainer.growth, "mode", c["new"]), names="value")
         self.lr.observe(lambda c: setattr(self.trainer, "lr", c["new"]), names="value")
         self.scrub.observe(lambda c: self._show_frame(c["new"]), names="value")
         self.refresh()
+
+    def _threshold_moved(self, change) -> None:
+        """The slider moved: its value is the growth threshold from now on. A change of less than
+        half a step of the slider is the browser snapping the value it was shown to the slider's
+        grid and sending it back, not a move: taken, it turned the policy's `top` rule, or a
+        threshold below the slider's range, into the slider's starting value."""
+        if abs(math.log10(change["new"] / change["old"])) >= self.threshold.step / 2:
+            self.trainer.growth.threshold = change["new"]
 
     # ------------------------------------------------------------------ actions
     def _batch(self):

@@ -10,6 +10,16 @@
 #define CH 16
 #define EW 4
 #define CHUNK 4096
+#define CLUSTER 8
+#define CLUSTER_THREADS 512
+#define CLUSTER_WARP_FLOATS 2048
+#define CLUSTER_CHUNK 4
+#define CLUSTER_RECORD 64
+#define PHASE_FORWARD 0
+#define PHASE_LOSS 1
+#define PHASE_BACKWARD 2
+#define PHASE_GRADIENTS 3
+#define PHASE_UPDATE 4
 #define OP_INTS 7
 #define GEO_INTS 9
 #define ATT_SHARED 8192

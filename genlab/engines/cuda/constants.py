@@ -7,6 +7,7 @@ committed, so that nvcc compiles cuda/*.cu on its own; a test fails if the two d
 from __future__ import annotations
 
 import sys
+from enum import IntEnum
 from pathlib import Path
 
 from ...guard import GRAD_LIMIT
@@ -20,6 +21,21 @@ MT, WT = 64, 128  # wide.cu's tiles: MT x MT for groups of MID to WIDE - 1 neuro
 CH = 16  # neurons per work item of the row executor (rows.cu)
 EW = 4  # out-edges of the input group per weight item of the row executor
 CHUNK = THREADS * 16  # parameters per update item of the persistent executors (optim.cu)
+CLUSTER = 8  # blocks of the cluster executor's one launch (a thread-block cluster: at most 8 portably)
+CLUSTER_THREADS = 512  # threads of each of its blocks: a warp works on 32 batch rows
+CLUSTER_WARP_FLOATS = 2048  # floats of shared memory each of its warps stages inputs in
+CLUSTER_CHUNK = 4  # neurons of a group a warp of the cluster executor computes
+CLUSTER_RECORD = 64  # ints of one of its work records (18 edges inline)
+
+
+class Phase(IntEnum):
+    """What the cluster executor's blocks do between two of its barriers (cuda/cluster.cu)."""
+
+    FORWARD = 0    # the forward tasks of one level
+    LOSS = 1       # softmax cross-entropy, the output group's dz
+    BACKWARD = 2   # the backward tasks of one hidden level
+    GRADIENTS = 3  # every weight task, then every bias task
+    UPDATE = 4     # the optimizer over every parameter, guarded
 # each slot's geometry for the kernels of other kinds (conv.cu, attention.cu): GEO_INTS ints a slot
 GEO_FIELDS = ("KIND", "C", "H", "W", "K", "STRIDE", "HEADS", "TOKENS", "POSITIONS")
 ATT_SHARED = 8192  # floats of shared memory an attention block holds (10 T d + 2 heads T^2 must fit)
@@ -36,6 +52,10 @@ LAG = 2  # the row executor takes a level's weight items after the backward item
 
 SHARED = {
     "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT, "CH": CH, "EW": EW, "CHUNK": CHUNK,
+    "CLUSTER": CLUSTER, "CLUSTER_THREADS": CLUSTER_THREADS,
+    "CLUSTER_WARP_FLOATS": CLUSTER_WARP_FLOATS, "CLUSTER_CHUNK": CLUSTER_CHUNK,
+    "CLUSTER_RECORD": CLUSTER_RECORD,
+    **{f"PHASE_{p.name}": int(p) for p in Phase},
     "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
     "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_WG": CONV_WG, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,
     **{f"GEO_{name}": i for i, name in enumerate(GEO_FIELDS)},

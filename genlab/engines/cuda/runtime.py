@@ -20,8 +20,9 @@ import numpy as np
 from ...errors import BackendError
 from .constants import THREADS
 
-ON_DEMAND = ("dataflow.cu", "rows.cu", "wide.cu")  # compiled at their first use, not at load
-_KERNEL = re.compile(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(([^)]*)\)', re.M)
+ON_DEMAND = ("cluster.cu", "dataflow.cu", "rows.cu", "wide.cu")  # compiled at their first use, not at load
+# a kernel's name and parameters, after its attributes (__launch_bounds__(...), a macro naming others)
+_KERNEL = re.compile(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(?:[A-Z_]+ )*(\w+)\(([^)]*)\)', re.M)
 _SCALARS = {"int": "i", "unsigned": "I", "float": "f", "double": "d"}
 _DTYPES = {"int": np.int32, "unsigned": np.uint32, "float": np.float32, "double": np.float64}
 
@@ -202,14 +203,14 @@ def load(*files: str) -> None:
 
 
 class Launcher:
-    """Launches genlab's kernels on one stream, THREADS threads a block."""
+    """Launches genlab's kernels on one stream, THREADS threads a block unless a kernel says otherwise."""
 
     def __init__(self, stream):
         self.stream = stream
         self.functions = kernels().functions
 
-    def __call__(self, name: str, grid: tuple[int, int], *args) -> None:
-        self.functions[name].prepared_async_call(grid, (THREADS, 1, 1), self.stream, *args)
+    def __call__(self, name: str, grid: tuple[int, int], *args, threads: int = THREADS, shared: int = 0) -> None:
+        self.functions[name].prepared_async_call(grid, (threads, 1, 1), self.stream, *args, shared_size=shared)
 
     def flat(self, name: str, n: int, *args) -> None:
         """One thread per element of n."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ....errors import BackendError
 from .base import Activations, Executor, Tier
+from .cluster import Cluster
 from .dataflow import Dataflow, DataflowBatch
 from .level import Level, LevelBatch, LevelPush
 from .rows import Rows
@@ -19,6 +20,7 @@ EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (
     Dataflow,       # one persistent launch, TILE x batch-tile tasks on dependency counters
     DataflowBatch,  # the same over batch-major activations
     Rows,           # one persistent launch, items of CH neurons over the whole batch
+    Cluster,        # one launch of one thread-block cluster, level by level with its barrier
 )}
 AUTO = "auto"  # not an executor: the engine picks one per shape of network (engines/cuda/choice.py)
 DEFAULT = AUTO

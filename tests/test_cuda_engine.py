@@ -149,7 +149,25 @@ def test_persistent_executors_are_correct_whatever_the_grid(grid, executor):
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("executor", ["dataflow", "level_batch", "dataflow_rows"])
+def test_cluster_records_hold_wide_fan_ins_and_unaligned_rows():
+    """The cluster executor's records hold 18 edges inline and the rest after the records; rows
+    not on 16 bytes are read one by one, a batch of 45 is a partial row block, a wide input is
+    staged in rounds or read directly: every path against the float64 serial engine."""
+    from genlab.engines.cuda.executors.cluster_plan import INLINE
+
+    net, x, y = random_case(77, 4, 12, (1, 40), (INLINE + 2, 30), 45)
+    assert max(len(net.inputs(g)) for g in net.groups if g != INPUT) > INLINE
+    optimizer = Adam(lr=1e-3)
+    ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, "cluster")
+    ref.pruning = gpu.pruning = (True, None)
+    gpu.ensure_batch(len(x))
+    poison(gpu)
+    for _ in range(3):
+        assert_step_matches(gpu, ref, net, x, y)
+    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("executor", ["dataflow", "level_batch", "dataflow_rows", "cluster"])
 def test_executors_keep_matching_serial_through_growth(executor):
     """Growth changes the layout under the executor: 40 steps with growth every 4."""
     data = np.random.default_rng(3)

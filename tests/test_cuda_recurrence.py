@@ -13,7 +13,7 @@ from genlab.optim import SGD, Adam
 
 pytestmark = pytest.mark.gpu
 
-EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows"]
+EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows", "cluster"]
 
 
 def tangled(seed=1):

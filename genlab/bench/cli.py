@@ -6,7 +6,7 @@ CUDA-event measurements after a warm-up (host clocks for the serial engine), in 
 
 Implementations: genlab_<executor> (the CUDA engine with each executor of
 genlab.engines.cuda.EXECUTORS: level, level_push, level_batch, dataflow, dataflow_batch,
-dataflow_rows),
+dataflow_rows, cluster),
 serial (the NumPy engine), torch_eager_group (one nn.Linear per group on torch.cat of its inputs), torch_level
 (one gather + bmm + ReLU per topological level), torch_level_graph (that, captured whole in one
 CUDA graph) and torch_compile (that, through torch.compile, in a child process given 5 minutes).

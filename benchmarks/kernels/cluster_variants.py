@@ -1,0 +1,153 @@
+"""cluster.cu's numbered variants (llm.c's dev/cuda habit): each builds cluster_step with other
+settings or an edited phase, checks it against the float64 serial engine (three steps of a random
+DAG of widths 1-70 at batch 300, outputs poisoned first: unaligned rows, several row blocks, a
+split output group) and times a step's graph (CUDA events, replayed) on small networks beside the
+row and level executors. Diagnostic variants leave the work out (barriers only) to measure what
+the barriers and the launch cost; their results are wrong by design and are not checked.
+
+    python benchmarks/kernels/cluster_variants.py [--only 0,3] [--out cluster_variants.json]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import check_steps  # noqa: E402
+
+from genlab.bench import WORKLOADS, batch_of, time_graph  # noqa: E402
+from genlab.bench.small import build as classroom  # noqa: E402
+from genlab.engines.cuda import CudaEngine, runtime  # noqa: E402
+from genlab.engines.cuda.executors.cluster import Cluster  # noqa: E402
+from genlab.errors import TrainingError  # noqa: E402
+from genlab.network import Network  # noqa: E402
+from genlab.optim import Adam  # noqa: E402
+
+NO_WORK = ("const int kind = a.phases[4 * p], n_weight = a.phases[4 * p + 3], n = items_of(a, p, rows);",
+           "const int kind = -1, n_weight = 0, n = 0;")
+NO_SUMS = ("            if (row)\n                for (int k = 0; k < ws; k += 4) {",
+           "            if (row && ws < 0)\n                for (int k = 0; k < ws; k += 4) {")
+NO_COPIES = ("for (int c = 4 * lane; c < n; c += 128) copy16(dst + c, src + c);", "(void)dst; (void)src; (void)n; (void)lane;")
+SOFT = {"CLUSTER_SOFT": 1}
+
+VARIANTS = [  # (number, what it tries, #defines, blocks, threads, floats a warp stages, edits, checked)
+    (0, "as committed: a cluster of 8 blocks of 512, 8 KiB staged a warp", {}, 8, 512, 2048, [], True),
+    (1, "a cluster of 8 blocks of 1024, 6 KiB a warp (64 registers: spills)",
+     {"CL_THREADS": 1024, "WARP_FLOATS": 1536}, 8, 1024, 1536, [], True),
+    (2, "software barrier, 16 blocks of 512", {**SOFT, "CL_BLOCKS": 16}, 16, 512, 2048, [], True),
+    (3, "software barrier, 64 blocks of 512", {**SOFT, "CL_BLOCKS": 64}, 64, 512, 2048, [], True),
+    (4, "software barrier, 132 blocks of 512", {**SOFT, "CL_BLOCKS": 132}, 132, 512, 2048, [], True),
+    (5, "diagnostic: barriers only, cluster of 8", {}, 8, 512, 2048, [NO_WORK], False),
+    (6, "diagnostic: staged rounds without their sums", {}, 8, 512, 2048, [NO_SUMS], False),
+    (7, "diagnostic: staged rounds without their copies", {}, 8, 512, 2048, [NO_COPIES], False),
+]
+
+NETS = {  # name: (network, batch)
+    "classroom_b32": (classroom, 32),
+    "classroom_b128": (classroom, 128),
+    "classroom_b256": (classroom, 256),
+    "mlp_64_32_10_b32": (lambda: Network.mlp([64, 32, 10], seed=0), 32),
+    "deep_narrow_b64": (lambda: Network.random_dag(12, 4, 8, 3, seed=1), 64),
+    "W1": (WORKLOADS["W1"][1], WORKLOADS["W1"][2]),
+}
+
+
+def use_variant(defines: dict, edits: list) -> None:
+    """Make the next cluster_step load come from cluster.cu with these #defines and edits."""
+    original = runtime.source.__wrapped__ if hasattr(runtime.source, "__wrapped__") else runtime.source
+
+    def source(files=None):
+        text = original(files)
+        if files == ["cluster.cu"]:
+            for old, new in edits:
+                if old not in text:
+                    raise SystemExit(f"cluster_variants: the edit's text is not in cluster.cu any more: {old!r}")
+                text = text.replace(old, new)
+            text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + text
+        return text
+
+    source.__wrapped__ = original
+    runtime.source = source
+    state = runtime.kernels()
+    state.files.discard("cluster.cu")
+    state.functions.pop("cluster_step", None)
+    runtime.load("cluster.cu")
+
+
+def step_us(net, batch: int, executor: str) -> float:
+    x, y = batch_of(net, batch)
+    engine = CudaEngine(net, Adam(lr=1e-4), executor=executor)
+    for _ in range(5):
+        try:
+            engine.step(x, y)
+        except TrainingError:  # a diagnostic variant's numbers
+            pass
+    n = engine.put_batch(x, y)
+    us = time_graph(engine, lambda: engine.executor.enqueue_step(n), 500, warmup=20)
+    engine.flush()
+    return us
+
+
+def phase_times(net, batch: int) -> dict:
+    """Median microseconds of each phase of the cluster executor's step (its own timeline)."""
+    x, y = batch_of(net, batch)
+    engine = CudaEngine(net, Adam(lr=1e-4), executor="cluster")
+    for _ in range(3):
+        try:
+            engine.step(x, y)
+        except TrainingError:  # a diagnostic variant's numbers
+            pass
+    runs = [engine.executor.phase_times(x, y) for _ in range(20)]
+    names = [f"{i}_{name}" for i, (name, _) in enumerate(runs[0])]
+    return {n: float(np.median([r[i][1] for r in runs])) for i, n in enumerate(names)}
+
+
+def run(number, what, defines, blocks, threads, warp_floats, edits, checked) -> dict:
+    print(f"== variant {number}: {what}", flush=True)
+    use_variant(defines, edits)
+    Cluster.grid, Cluster.threads, Cluster.warp_floats = blocks, threads, warp_floats
+    import pycuda.driver as drv
+
+    f = runtime.kernels().functions["cluster_step"]
+    row = {"what": what, "defines": defines, "blocks": blocks, "threads": threads, "checked": checked,
+           "registers": f.get_attribute(drv.function_attribute.NUM_REGS),
+           "local_bytes": f.get_attribute(drv.function_attribute.LOCAL_SIZE_BYTES)}
+    if checked:
+        row["check"] = "ok" if check_steps("cluster")[2] else "FAIL"
+    for name, (build, batch) in NETS.items():
+        row[f"{name}_us"] = step_us(build(), batch, "cluster")
+    row["classroom_b32_phases_us"] = phase_times(classroom(), 32)
+    print("   " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                           if k not in ("what", "defines", "classroom_b32_phases_us")), flush=True)
+    if "classroom_b32_phases_us" in row:
+        print("   phases:", {k: round(v, 2) for k, v in row["classroom_b32_phases_us"].items()}, flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=None, help="variant numbers, comma-separated")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    only = {int(n) for n in args.only.split(",")} if args.only else None
+    result = {"others": {}, "variants": {}}
+    for executor in ("dataflow_rows", "level"):  # the same networks on the other executors, same run
+        result["others"][executor] = {f"{n}_us": step_us(b(), batch, executor) for n, (b, batch) in NETS.items()}
+        print(executor, {k: round(v, 1) for k, v in result["others"][executor].items()}, flush=True)
+    for number, *rest in VARIANTS:
+        if only is None or number in only:
+            result["variants"][number] = run(number, *rest)
+    Cluster.grid, Cluster.threads, Cluster.warp_floats = VARIANTS[0][3:6]
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    failed = [n for n, r in result["variants"].items() if r.get("check") == "FAIL"]
+    print("FAILED checks:", failed if failed else "none")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

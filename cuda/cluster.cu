@@ -33,7 +33,9 @@
 //   bias      col, width, j0, nj, bias offset, slot
 // Data written inside the launch (activations, dz, the scalars) is read through L2 (__ldcg,
 // cp.async.cg); parameters are only read before the update phase writes them.
-// trace (optional, else null): when each phase ended (block 0, globaltimer ns; word 0 the start).
+// trace (optional, else null): when each phase ended (block 0, globaltimer ns; word 0 the start),
+// then 4 words an item, phase by phase: when it started, when a forward item's first inputs were
+// staged and first summed (else 0), when it ended.
 // Launch: grid CLUSTER (one cluster), CLUSTER_THREADS, dynamic shared memory (WARP_FLOATS floats +
 // 2 records) a warp; stats, wstats and scalars zeroed, the counter word zeroed (the software
 // barrier, below sm_90).
@@ -62,10 +64,11 @@ static_assert(WARP_FLOATS >= 32 * (16 + 32), "a weight record stages 32 rows of 
 struct ClusterStep {
     const int *phases, *plan, *labels;
     float *params, *grads, *act, *dz, *state0, *state1, *state2;
+    float* parts;  // the output group's logits in n_parts parts (cap x classes each), when n_parts > 1
     double *stats, *wstats, *scalars;
     unsigned *barrier;
     unsigned long long* trace;
-    int n_phases, batch, cap, out_col, classes, output_slot, optimizer, n_params;
+    int n_phases, batch, cap, out_col, classes, output_slot, n_parts, optimizer, n_params;
     float lr, hyper1, hyper2, eps;
 };
 
@@ -111,6 +114,16 @@ __device__ __forceinline__ void copy16(void* dst, const void* src)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(d), "l"(src) : "memory");
 }
 
+// A 4-byte asynchronous copy through L1 (cp.async.ca: 4-byte copies have no L2-only form). Used
+// only for data no later phase of the launch writes (the loss's parts of the logits, the
+// gradients phase's h and dz), so a line it brings into L1 cannot go stale; L1 starts each launch
+// empty.
+__device__ __forceinline__ void copy4(void* dst, const void* src)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(d), "l"(src) : "memory");
+}
+
 __device__ __forceinline__ void copies_done()
 {
     asm volatile("cp.async.wait_all;" ::: "memory");
@@ -144,7 +157,8 @@ __device__ __forceinline__ const int* edge_of(const ClusterStep& a, const int* r
 // buffer holds (their rows of h_src and the record's nj rows of W_e) are copied at once, then
 // summed from shared memory; an edge whose rows are not on 16 bytes, or too wide for the buffer,
 // is read straight from global memory.
-__device__ __forceinline__ void forward_warp(const ClusterStep& a, const int* rec, int b0, int lane, float* buf)
+__device__ __forceinline__ void forward_warp(const ClusterStep& a, const int* rec, int b0, int lane, float* buf,
+                                             unsigned long long* stamp)
 {
     const int w = rec[1], j0 = rec[2], nj = rec[3], n_e = rec[6], nr = min(32, a.batch - b0);
     const bool row = lane < nr;
@@ -183,6 +197,7 @@ __device__ __forceinline__ void forward_warp(const ClusterStep& a, const int* re
             off += 32 * st + CQ * ws;
         }
         copies_done();
+        if (stamp != nullptr && lane == 0 && i == 0) stamp[1] = globaltimer();
         for (int f = i, off = 0; f < end; ++f) {
             const int ws = edge_of(a, rec, f)[1], st = staged_stride(ws);
             const float* xs = buf + off + lane * st;
@@ -200,16 +215,18 @@ __device__ __forceinline__ void forward_warp(const ClusterStep& a, const int* re
             off += 32 * st + CQ * ws;
         }
         __syncwarp();  // the buffer is free for the next round
+        if (stamp != nullptr && lane == 0 && i == 0) stamp[2] = globaltimer();
         i = end;
     }
     if (!row) return;
-    const bool out = rec[5];
-    float* h = a.act + (size_t)rec[0] * a.cap + (size_t)(b0 + lane) * w + j0;
+    const int mode = rec[5];  // 0 hidden (ReLU), 1 the output group, 2 + p its part p
+    float* h = mode < 2 ? a.act + (size_t)rec[0] * a.cap + (size_t)(b0 + lane) * w + j0
+                        : a.parts + ((size_t)(mode - 2) * a.cap + b0 + lane) * w + j0;
 #pragma unroll
     for (int q = 0; q < CQ; ++q)
         if (q < nj) {
-            const float z = acc[q] + a.params[rec[4] + j0 + q];
-            h[q] = out ? z : fmaxf(z, 0.f);
+            const float z = acc[q] + (rec[4] >= 0 ? a.params[rec[4] + j0 + q] : 0.f);
+            h[q] = mode ? z : fmaxf(z, 0.f);
         }
 }
 
@@ -219,9 +236,23 @@ __device__ __forceinline__ void loss_warp(const ClusterStep& a, int b0, int lane
 {
     const int s = a.output_slot, classes = a.classes, b = b0 + lane, nr = min(32, a.batch - b0);
     const size_t at = (size_t)a.out_col * a.cap + (size_t)b0 * classes;
-    const bool staged = ((a.out_col * a.cap + b0 * classes) & 3) == 0 && 32 * classes <= WARP_FLOATS;
+    const bool parts = a.n_parts > 1;  // the host keeps (n_parts + 1) * 32 * classes <= WARP_FLOATS
+    const bool staged = parts || (((a.out_col * a.cap + b0 * classes) & 3) == 0 && 32 * classes <= WARP_FLOATS);
     const float* l = staged ? buf + lane * classes : a.act + at + (size_t)lane * classes;
-    if (staged) {
+    if (parts) {  // the logits are the parts' sum, in order; written where the output's h lives
+        for (int p = 0; p < a.n_parts; ++p)
+            for (int c = lane; c < nr * classes; c += 32)
+                copy4(buf + (1 + p) * 32 * classes + c, a.parts + ((size_t)p * a.cap + b0) * classes + c);
+        copies_done();
+        if (lane < nr)
+            for (int c = 0; c < classes; ++c) {
+                float z = 0.f;
+                for (int p = 0; p < a.n_parts; ++p) z += buf[(1 + p) * 32 * classes + lane * classes + c];
+                buf[lane * classes + c] = z;
+                a.act[at + (size_t)lane * classes + c] = z;
+            }
+        __syncwarp();
+    } else if (staged) {
         const float* src = a.act + at;
         for (int c = 4 * lane; c < nr * classes; c += 128) {
             if (c + 4 <= nr * classes) copy16(buf + c, src + c);
@@ -343,44 +374,43 @@ __device__ __forceinline__ void backward_warp(const ClusterStep& a, const int* r
 }
 
 // dW_e[j][k] = sum over the batch of dz_dst[b][j] h_src[b][k], j in j0..j0+nj (nj <= 16), k = k0 +
-// lane (nk <= 32); 32 rows at a time: staged (their dz and h copied at once) where they lie on 16
-// bytes, else read one by one. The batch is summed in order.
+// lane (nk <= 32); 32 rows at a time, their dz and h staged at once (16-byte pieces where the rows
+// allow, else 4-byte ones). The batch is summed in order.
 __device__ __forceinline__ double weight_warp(const ClusterStep& a, const int* rec, int lane, float* buf)
 {
     const int ws = rec[1], wd = rec[3], woff = rec[4], dst = rec[5], j0 = rec[6], nj = rec[7], k0 = rec[8], nk = rec[9];
     const bool col = lane < nk;
     const float* H = a.act + (size_t)rec[0] * a.cap + k0;
     const float* D = a.dz + (size_t)rec[2] * a.cap + j0;
+    const bool wide_d = nj == 16 && ((rec[2] | wd | j0) & 3) == 0, wide_h = ((rec[0] | ws | nk) & 3) == 0;
+    float* Ds = buf;            // [32 rows][16]
+    float* Hs = buf + 32 * 16;  // [32 rows][32]
     float acc[16];
 #pragma unroll
     for (int i = 0; i < 16; ++i) acc[i] = 0.f;
-    if (nj == 16 && ((rec[0] | rec[2] | wd | j0 | ws | nk) & 3) == 0) {
-        float* Ds = buf;            // [32 rows][16]
-        float* Hs = buf + 32 * 16;  // [32 rows][32]
-        const int nq = nk / 4;
-        for (int b0 = 0; b0 < a.batch; b0 += 32) {
-            const int nr = min(32, a.batch - b0);
+    for (int b0 = 0; b0 < a.batch; b0 += 32) {
+        const int nr = min(32, a.batch - b0);
+        if (wide_d)
             for (int c = lane; c < 4 * nr; c += 32) copy16(Ds + 4 * c, D + (size_t)(b0 + c / 4) * wd + 4 * (c % 4));
+        else
+            for (int c = lane; c < nj * nr; c += 32) copy4(Ds + 16 * (c / nj) + c % nj, D + (size_t)(b0 + c / nj) * wd + c % nj);
+        if (wide_h) {
+            const int nq = nk / 4;
             for (int c = lane; c < nq * nr; c += 32)
                 copy16(Hs + 32 * (c / nq) + 4 * (c % nq), H + (size_t)(b0 + c / nq) * ws + 4 * (c % nq));
-            copies_done();
-            for (int r = 0; r < nr; ++r) {
-                const float hv = col ? Hs[32 * r + lane] : 0.f;
+        } else {
+            for (int c = lane; c < nk * nr; c += 32) copy4(Hs + 32 * (c / nk) + c % nk, H + (size_t)(b0 + c / nk) * ws + c % nk);
+        }
+        copies_done();
+        for (int r = 0; r < nr; ++r) {
+            const float hv = col ? Hs[32 * r + lane] : 0.f;
 #pragma unroll
-                for (int i = 0; i < 16; i += 4) {
-                    const float4 v = *reinterpret_cast<const float4*>(Ds + 16 * r + i);
-                    acc[i] += v.x * hv; acc[i + 1] += v.y * hv; acc[i + 2] += v.z * hv; acc[i + 3] += v.w * hv;
-                }
+            for (int i = 0; i < 16; i += 4) {
+                const float4 v = *reinterpret_cast<const float4*>(Ds + 16 * r + i);  // beyond nj: unused
+                acc[i] += v.x * hv; acc[i + 1] += v.y * hv; acc[i + 2] += v.z * hv; acc[i + 3] += v.w * hv;
             }
-            __syncwarp();
         }
-    } else {
-        for (int b = 0; b < a.batch; ++b) {
-            const float hv = col ? __ldcg(H + (size_t)b * ws + lane) : 0.f;
-#pragma unroll
-            for (int i = 0; i < 16; ++i)
-                if (i < nj) acc[i] += __ldcg(D + (size_t)b * wd + i) * hv;
-        }
+        __syncwarp();
     }
     double sq = 0.0;
     if (col) {
@@ -480,24 +510,28 @@ extern "C" __global__ void __launch_bounds__(CL_THREADS, 1) CLUSTER_SHAPE cluste
     const int rows = (a.batch + 31) >> 5;
     const bool tracing = a.trace != nullptr && blockIdx.x == 0 && threadIdx.x == 0;
     unsigned target = 0;
-    int cur = 0;
+    int cur = 0, before = 0;  // items of the phases before this one (the trace's item stamps)
     if (tracing) a.trace[0] = globaltimer();
     prefetch_next(a, 0, warp - warps, warp, warps, rows, recs, lane);  // the warp's first item
     for (int p = 0; p < a.n_phases; ++p) {
         const int kind = a.phases[4 * p], n_weight = a.phases[4 * p + 3], n = items_of(a, p, rows);
         double gradsq = 0.0;  // the warp's share of the step's sum of squared gradients
         for (int v = warp; v < n; v += warps) {
+            unsigned long long* stamp = a.trace ? a.trace + a.n_phases + 1 + 4 * (before + v) : nullptr;
+            if (stamp != nullptr && lane == 0) stamp[0] = globaltimer();
             copies_done();  // this item's record
             const int* rec = recs + cur * REC;
             prefetch_next(a, p, v, warp, warps, rows, recs + (cur ^ 1) * REC, lane);
-            if (kind == PHASE_FORWARD) forward_warp(a, rec, 32 * (v % rows), lane, buf);
+            if (kind == PHASE_FORWARD) forward_warp(a, rec, 32 * (v % rows), lane, buf, stamp);
             else if (kind == PHASE_BACKWARD) backward_warp(a, rec, 32 * (v % rows), lane, buf);
             else if (kind == PHASE_LOSS) loss_warp(a, 32 * v, lane, buf);
             else if (v < n_weight) gradsq += weight_warp(a, rec, lane, buf);
             else gradsq += bias_warp(a, rec, lane);
             __syncwarp();
+            if (stamp != nullptr && lane == 0) stamp[3] = globaltimer();
             cur ^= 1;
         }
+        before += n;
         if (gradsq != 0.0 && lane == 0) atomicAdd(a.scalars + 2, gradsq);  // one atomic a warp
         if (kind == PHASE_UPDATE) update_all(a);
         if (p + 1 < a.n_phases) phase_barrier(a.barrier, target);

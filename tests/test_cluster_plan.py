@@ -7,6 +7,7 @@ import pytest
 
 from genlab import INPUT, Network
 from genlab.engines.cuda.constants import CLUSTER_RECORD as REC
+from genlab.engines.cuda.constants import CLUSTER_WARP_FLOATS
 from genlab.engines.cuda.constants import Phase
 from genlab.engines.cuda.executors.cluster_plan import INLINE, build, levels
 from genlab.engines.cuda.layout import Layout
@@ -15,6 +16,8 @@ NETS = [
     lambda: Network.mlp([64, 32, 10], seed=0),
     lambda: Network.random_dag(5, 10, 16, 4, seed=0),
     lambda: Network.random_dag(4, 12, (1, 40), (INLINE + 2, 30), seed=77, n_inputs=37, n_outputs=7),
+    lambda: Network.random_dag(2, 40, 8, 2, seed=5, n_outputs=3),  # 40 sinks: many parts of the output
+    lambda: Network.random_dag(2, 30, 12, 2, seed=6, n_outputs=90),  # too many classes to split the output
 ]
 
 
@@ -45,16 +48,30 @@ def test_records_cover_every_output_weight_and_bias_once_in_dependency_order(mak
         if Phase(int(kind)) is not Phase.FORWARD:
             continue
         done = []
+        seen = {}  # (slot, j0): the weight offsets of its records' edges, the parts' modes
         for rec in records(plan, first, count):
             s = col[int(rec[0])]
-            sources = {col[c] for c, _, _ in edges_of(plan, rec)}
-            assert sources == {a for a, _ in ins[s]} and sources <= written  # inputs ready before
-            assert {w for _, _, w in edges_of(plan, rec)} == {w for _, w in ins[s]}
-            forward_cover[s][rec[2]:rec[2] + rec[3]] += 1
-            assert rec[4] == L.bias_off[s] and rec[5] == (s == L.output_slot)
+            edges = edges_of(plan, rec)
+            assert {col[c] for c, _, _ in edges} <= written  # inputs complete in earlier phases
+            weights, modes = seen.setdefault((s, int(rec[2])), ([], []))
+            weights += [w for _, _, w in edges]
+            modes.append(int(rec[5]))
+            if s != L.output_slot:
+                forward_cover[s][rec[2]:rec[2] + rec[3]] += 1
+                assert rec[4] == L.bias_off[s] and rec[5] == 0
+            elif rec[5] in (1, 2):  # the whole output group, or its first part: the bias added once
+                forward_cover[s][rec[2]:rec[2] + rec[3]] += 1
+                assert rec[4] == L.bias_off[s]
+            else:
+                assert rec[4] == -1
             done.append(s)
+        for (s, _), (weights, modes) in seen.items():
+            assert sorted(weights) == sorted(w for _, w in ins[s])  # every in-edge once over the parts
+            assert modes == [0] or modes == [1] or modes == list(range(2, 2 + plan.parts))
         written |= set(done)
     assert all((c == 1).all() for c in forward_cover.values())
+    if plan.parts > 1:  # the loss stages the parts and their sum
+        assert (plan.parts + 1) * 32 * int(L.width[L.output_slot]) <= CLUSTER_WARP_FLOATS
     # backward: every hidden group's columns once, after all of its consumers
     ready = {L.output_slot}
     for kind, first, count, _ in plan.phases:

@@ -149,14 +149,21 @@ def test_persistent_executors_are_correct_whatever_the_grid(grid, executor):
     assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
 
 
-def test_cluster_records_hold_wide_fan_ins_and_unaligned_rows():
+@pytest.mark.parametrize("wide", [True, False])
+def test_cluster_records_hold_wide_fan_ins_and_unaligned_rows(wide):
     """The cluster executor's records hold 18 edges inline and the rest after the records; rows
-    not on 16 bytes are read one by one, a batch of 45 is a partial row block, a wide input is
-    staged in rounds or read directly: every path against the float64 serial engine."""
+    not on 16 bytes are read one by one, a batch of 45 is a partial row block; an output group
+    fed by 40 sinks is summed in parts that the loss adds: every path against the float64
+    serial engine."""
     from genlab.engines.cuda.executors.cluster_plan import INLINE
 
-    net, x, y = random_case(77, 4, 12, (1, 40), (INLINE + 2, 30), 45)
-    assert max(len(net.inputs(g)) for g in net.groups if g != INPUT) > INLINE
+    if wide:
+        net, x, y = random_case(77, 4, 12, (1, 40), (INLINE + 2, 30), 45)
+        assert max(len(net.inputs(g)) for g in net.groups if g != INPUT) > INLINE
+    else:
+        net = Network.random_dag(2, 40, 8, 2, seed=5, n_inputs=21, n_outputs=3)
+        rng = np.random.default_rng(5)
+        x, y = rng.normal(size=(45, 21)).astype(np.float32), rng.integers(0, 3, 45)
     optimizer = SGD(lr=0.05, momentum=0.9)
     ref, gpu = SerialEngine(net, optimizer, dtype="float64"), cuda_engine(net, optimizer, "cluster")
     ref.pruning = gpu.pruning = (True, None)

@@ -32,18 +32,27 @@ NO_WORK = ("const int kind = a.phases[4 * p], n_weight = a.phases[4 * p + 3], n 
 NO_SUMS = ("            if (row)\n                for (int k = 0; k < ws; k += 4) {",
            "            if (row && ws < 0)\n                for (int k = 0; k < ws; k += 4) {")
 NO_COPIES = ("for (int c = 4 * lane; c < n; c += 128) copy16(dst + c, src + c);", "(void)dst; (void)src; (void)n; (void)lane;")
+LDCG_COPY = ('asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(d), "l"(src) : "memory");',
+             '(void)d; *reinterpret_cast<float4*>(dst) = __ldcg(reinterpret_cast<const float4*>(src));')
+CA_COPY = ("cp.async.cg.shared.global [%0], [%1], 16;", "cp.async.ca.shared.global [%0], [%1], 16;")
+NO_STAGING = ("if (((ed[0] | ws | ed[2]) & 3) || used + need > WARP_FLOATS) break;", "break;")
 SOFT = {"CLUSTER_SOFT": 1}
 
 VARIANTS = [  # (number, what it tries, #defines, blocks, threads, floats a warp stages, edits, checked)
-    (0, "as committed: a cluster of 8 blocks of 512, 8 KiB staged a warp", {}, 8, 512, 2048, [], True),
+    (0, "as committed: a cluster of 8 blocks of 512, 12 KiB staged a warp", {}, 8, 512, 3072, [], True),
+    (11, "8 KiB staged a warp (2 edges of 16 a round)", {"WARP_FLOATS": 2048}, 8, 512, 2048, [], True),
+    (12, "the update as the launch's last phase (8 multiprocessors)", {"_fused": 1}, 8, 512, 3072, [], True),
     (1, "a cluster of 8 blocks of 1024, 6 KiB a warp (64 registers: spills)",
      {"CL_THREADS": 1024, "WARP_FLOATS": 1536}, 8, 1024, 1536, [], True),
-    (2, "software barrier, 16 blocks of 512", {**SOFT, "CL_BLOCKS": 16}, 16, 512, 2048, [], True),
-    (3, "software barrier, 64 blocks of 512", {**SOFT, "CL_BLOCKS": 64}, 64, 512, 2048, [], True),
-    (4, "software barrier, 132 blocks of 512", {**SOFT, "CL_BLOCKS": 132}, 132, 512, 2048, [], True),
-    (5, "diagnostic: barriers only, cluster of 8", {}, 8, 512, 2048, [NO_WORK], False),
-    (6, "diagnostic: staged rounds without their sums", {}, 8, 512, 2048, [NO_SUMS], False),
-    (7, "diagnostic: staged rounds without their copies", {}, 8, 512, 2048, [NO_COPIES], False),
+    (2, "software barrier, 16 blocks of 512", {**SOFT, "CL_BLOCKS": 16}, 16, 512, 3072, [], True),
+    (3, "software barrier, 64 blocks of 512", {**SOFT, "CL_BLOCKS": 64}, 64, 512, 3072, [], True),
+    (4, "software barrier, 132 blocks of 512", {**SOFT, "CL_BLOCKS": 132}, 132, 512, 3072, [], True),
+    (5, "diagnostic: barriers only, cluster of 8", {}, 8, 512, 3072, [NO_WORK], False),
+    (8, "copies as __ldcg float4 loads and shared stores, not cp.async", {}, 8, 512, 3072, [LDCG_COPY], True),
+    (9, "copies through L1 (cp.async.ca; diagnostic: may read stale lines)", {}, 8, 512, 3072, [CA_COPY], False),
+    (10, "nothing staged: every edge read straight from global memory", {}, 8, 512, 3072, [NO_STAGING], True),
+    (6, "diagnostic: staged rounds without their sums", {}, 8, 512, 3072, [NO_SUMS], False),
+    (7, "diagnostic: staged rounds without their copies", {}, 8, 512, 3072, [NO_COPIES], False),
 ]
 
 NETS = {  # name: (network, batch)
@@ -101,13 +110,40 @@ def phase_times(net, batch: int) -> dict:
             engine.step(x, y)
         except TrainingError:  # a diagnostic variant's numbers
             pass
-    runs = [engine.executor.phase_times(x, y) for _ in range(20)]
+    runs = [engine.executor.phase_times(x, y)["phases"] for _ in range(20)]
     names = [f"{i}_{name}" for i, (name, _) in enumerate(runs[0])]
-    return {n: float(np.median([r[i][1] for r in runs])) for i, n in enumerate(names)}
+    spans = [np.diff([0.0] + [end for _, end in r]) for r in runs]
+    return {n: float(np.median([s[i] for s in spans])) for i, n in enumerate(names)}
+
+
+def item_timeline(net, batch: int) -> list[dict]:
+    """Per phase of the shortest of 20 traced steps: when it started, its first item started,
+    the median and longest item, a forward item's median wait for its first staged inputs and
+    first sums, and when its last item ended (us from the step's start)."""
+    x, y = batch_of(net, batch)
+    engine = CudaEngine(net, Adam(lr=1e-4), executor="cluster")
+    for _ in range(3):
+        engine.step(x, y)
+    best = min((engine.executor.phase_times(x, y) for _ in range(20)), key=lambda t: t["phases"][-1][1])
+    out, start = [], 0.0
+    for (name, end), items in zip(best["phases"], best["items"]):
+        row = {"phase": name, "start": start, "end": end}
+        if items:
+            a = np.array(items)
+            row.update(first_item=float(a[:, 0].min()), item_median=float(np.median(a[:, 3] - a[:, 0])),
+                       item_max=float((a[:, 3] - a[:, 0]).max()), last_item_end=float(a[:, 3].max()))
+            if name == "forward":
+                row.update(staged_median=float(np.median(a[:, 1] - a[:, 0])),
+                           summed_median=float(np.median(a[:, 2] - a[:, 1])))
+        out.append(row)
+        start = end
+    return out
 
 
 def run(number, what, defines, blocks, threads, warp_floats, edits, checked) -> dict:
     print(f"== variant {number}: {what}", flush=True)
+    defines = dict(defines)
+    Cluster.fused_update = bool(defines.pop("_fused", False))
     use_variant(defines, edits)
     Cluster.grid, Cluster.threads, Cluster.warp_floats = blocks, threads, warp_floats
     import pycuda.driver as drv
@@ -121,8 +157,12 @@ def run(number, what, defines, blocks, threads, warp_floats, edits, checked) -> 
     for name, (build, batch) in NETS.items():
         row[f"{name}_us"] = step_us(build(), batch, "cluster")
     row["classroom_b32_phases_us"] = phase_times(classroom(), 32)
+    if number in (0, 8, 9, 10):
+        row["classroom_b32_timeline"] = item_timeline(classroom(), 32)
+        for r in row["classroom_b32_timeline"]:
+            print("   ", {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
     print("   " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                           if k not in ("what", "defines", "classroom_b32_phases_us")), flush=True)
+                           if k not in ("what", "defines", "classroom_b32_phases_us", "classroom_b32_timeline")), flush=True)
     if "classroom_b32_phases_us" in row:
         print("   phases:", {k: round(v, 2) for k, v in row["classroom_b32_phases_us"].items()}, flush=True)
     return row
@@ -142,6 +182,7 @@ def main() -> int:
         if only is None or number in only:
             result["variants"][number] = run(number, *rest)
     Cluster.grid, Cluster.threads, Cluster.warp_floats = VARIANTS[0][3:6]
+    Cluster.fused_update = False
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     failed = [n for n, r in result["variants"].items() if r.get("check") == "FAIL"]

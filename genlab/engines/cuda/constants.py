@@ -23,7 +23,7 @@ EW = 4  # out-edges of the input group per weight item of the row executor
 CHUNK = THREADS * 16  # parameters per update item of the persistent executors (optim.cu)
 CLUSTER = 8  # blocks of the cluster executor's one launch (a thread-block cluster: at most 8 portably)
 CLUSTER_THREADS = 512  # threads of each of its blocks: a warp works on 32 batch rows
-CLUSTER_WARP_FLOATS = 2048  # floats of shared memory each of its warps stages inputs in
+CLUSTER_WARP_FLOATS = 3072  # floats of shared memory each of its warps stages inputs in
 CLUSTER_CHUNK = 4  # neurons of a group a warp of the cluster executor computes
 CLUSTER_RECORD = 64  # ints of one of its work records (18 edges inline)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..constants import CLUSTER_CHUNK as CQ
 from ..constants import CLUSTER_RECORD as REC
+from ..constants import CLUSTER_WARP_FLOATS
 from ..constants import Phase
 from ..layout import Layout
 
@@ -27,6 +28,32 @@ BIAS = 32  # neurons a bias record sums
 class Plan:
     phases: np.ndarray  # (n, 4): kind, first record, records, weight records among them
     records: np.ndarray  # REC ints a record, then the edges that overflow them
+    parts: int  # the output group's in-edges are summed in this many parts (the loss adds them)
+
+
+def staged_floats(width: int) -> int:
+    """Floats of a warp's buffer one in-edge of `width` takes in a forward round (cluster.cu)."""
+    stride = width if (width // 4) % 2 else width + 4
+    return 32 * stride + CQ * width
+
+
+def output_parts(edges: list, width: np.ndarray, classes: int, room: int = CLUSTER_WARP_FLOATS) -> list[list]:
+    """The output group's in-edges in parts, each as much as a warp stages in one round, so that
+    its records run side by side; at most as many parts as the loss can stage with their sum
+    (32 rows of `classes` each), one part when that is fewer than two."""
+    most = room // (32 * classes) - 1
+    parts: list[list] = [[]]
+    used = 0
+    for edge in edges:
+        need = staged_floats(int(width[edge[0]]))
+        if parts[-1] and used + need > room:
+            parts.append([])
+            used = 0
+        parts[-1].append(edge)
+        used += need
+    if len(parts) > most:  # fewer, larger parts: deal the edges in turn
+        parts = [edges[i::most] for i in range(most)] if most >= 2 else [edges]
+    return parts
 
 
 def levels(layout: Layout) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
@@ -79,12 +106,18 @@ def build(layout: Layout, update: bool = True) -> Plan:
 
     depth = int(level[L.output_slot])
     by_level = [[s for s in range(len(L.groups)) if level[s] == lv and s != L.input_slot] for lv in range(depth + 1)]
+    out = L.output_slot
+    parts = output_parts(ins[out], width, int(width[out]))
     for lv in range(1, depth + 1):
         first = len(records)
         for s in by_level[lv]:
-            for j0 in range(0, int(width[s]), CQ):
-                edges_record([int(col[s]), int(width[s]), j0, min(CQ, int(width[s]) - j0), int(L.bias_off[s]),
-                              int(s == L.output_slot)], ins[s])
+            w = int(width[s])
+            # mode: 0 a hidden group (ReLU), 1 the output group whole, 2 + p its part p (the loss sums them)
+            for p, edges in enumerate(parts if s == out else [ins[s]]):
+                mode = 0 if s != out else 1 if len(parts) == 1 else 2 + p
+                for j0 in range(0, w, CQ):
+                    edges_record([int(col[s]), w, j0, min(CQ, w - j0), int(L.bias_off[s]) if p == 0 else -1, mode],
+                                 edges)
         if len(records) > first:
             phase(Phase.FORWARD, first)
     phases.append((int(Phase.LOSS), 0, 0, 0))
@@ -121,4 +154,4 @@ def build(layout: Layout, update: bool = True) -> Plan:
         data[r * REC + 7] += flat.size
     if data.max(initial=0) >= 2**31:
         raise ValueError("the network is too large for the cluster executor's records")
-    return Plan(np.array(phases, np.int32).reshape(-1, 4), data.astype(np.int32))
+    return Plan(np.array(phases, np.int32).reshape(-1, 4), data.astype(np.int32), len(parts))

@@ -9,25 +9,30 @@
 // reads and writes: column offsets, widths, weight offsets, its in- or out-edges inline), each
 // warp copies its next item's record while it works on the current one, and an item copies all
 // its inputs at once (cp.async through L2, into the warp's WARP_FLOATS of shared memory) before
-// summing them: a phase costs about one round trip to L2 and a barrier.
+// summing them. A phase costs the barrier (0.42 us on an H200) and its slowest item
+// (benchmarks/NOTES.md: a classroom network's items are 4-8 us, mostly their copies).
 //
 // Phases (Phase in genlab/engines/cuda/constants.py; `phases`: kind, first record, count, weight
 // records among them), their work dealt to the cluster's warps in turn:
 //   FORWARD    record x 32 batch rows: h_s[b][j0..j0+nj) = act(b + sum over in-edges h_src W^T),
-//              a lane per row keeping CQ running sums
-//   LOSS       32 rows a warp: softmax cross-entropy, dL/dlogits, the loss, the correct count
-//              and the output group's statistics (loss.cu's softmax_rows, a warp at a time)
+//              a lane per row keeping CQ running sums; the output group's in-edges may come in
+//              parts (records side by side, each writing its sum into `parts`)
+//   LOSS       32 rows a warp: the parts' sum in order (written as the output's h), softmax
+//              cross-entropy, dL/dlogits, the loss, the correct count and the output group's
+//              statistics (loss.cu's softmax_rows, a warp at a time)
 //   BACKWARD   record x 32 rows: dz_s[b][k0..k0+nk) = (sum over out-edges dz_d W_e) * (h_s > 0),
 //              and the group's statistics of dL/dh (genlab.cuh's mask_and_count)
 //   GRADIENTS  weight records (an edge's dW over 16 rows x 32 columns, a lane per column, the batch
 //              summed in order) then bias records (32 neurons, a lane each); each adds its sum of
 //              squares to wstats, and each warp its records' sum to the step's gradsq
 //   UPDATE     the guarded optimizer (optim.cu's update_four), 4 parameters a thread, skipped when
-//              the step is not finite (finite_step); absent when the host leaves the update out
-// Records (genlab/engines/cuda/executors/cluster.py writes them; columns are multiplied by the
-// batch capacity: activations are group-major):
-//   forward   col, width, j0, nj, bias offset, output?, in-edges, overflow, then (col, width,
-//             weight offset) of each in-edge (INLINE of them; the rest at plan[overflow..])
+//              the step is not finite (finite_step); only when the executor fuses it (by
+//              default the update is a kernel over the whole GPU after this launch)
+// Records (genlab/engines/cuda/executors/cluster_plan.py writes them; columns are multiplied by
+// the batch capacity: activations are group-major):
+//   forward   col, width, j0, nj, bias offset (-1: none), mode (0 hidden: ReLU; 1 the output
+//             group; 2 + p its part p), in-edges, overflow, then (col, width, weight offset) of
+//             each in-edge (INLINE of them; the rest at plan[overflow..])
 //   backward  col, width, k0, nk, slot, 0, out-edges, overflow, then (col, width, weight offset)
 //   weight    src col, src width, dst col, dst width, weight offset, dst slot, j0, nj, k0, nk
 //   bias      col, width, j0, nj, bias offset, slot
@@ -38,7 +43,7 @@
 // staged and first summed (else 0), when it ended.
 // Launch: grid CLUSTER (one cluster), CLUSTER_THREADS, dynamic shared memory (WARP_FLOATS floats +
 // 2 records) a warp; stats, wstats and scalars zeroed, the counter word zeroed (the software
-// barrier, below sm_90).
+// barrier, below sm_90); `parts` holds n_parts x cap x classes floats when n_parts > 1.
 #include "genlab.cuh"
 #include "optim.cu"
 

@@ -32,6 +32,8 @@ NO_WORK = ("const int kind = a.phases[4 * p], n_weight = a.phases[4 * p + 3], n 
 NO_SUMS = ("            if (row)\n                for (int k = 0; k < ws; k += 4) {",
            "            if (row && ws < 0)\n                for (int k = 0; k < ws; k += 4) {")
 NO_COPIES = ("for (int c = 4 * lane; c < n; c += 128) copy16(dst + c, src + c);", "(void)dst; (void)src; (void)n; (void)lane;")
+NO_ROW_COPIES = ("for (int c = lane; c < rows * q; c += 32) copy16(dst + (c / q) * stride + 4 * (c % q), src + 4 * c);",
+                 "(void)dst; (void)src; (void)rows; (void)stride; (void)lane; (void)q;")
 LDCG_COPY = ('asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(d), "l"(src) : "memory");',
              '(void)d; *reinterpret_cast<float4*>(dst) = __ldcg(reinterpret_cast<const float4*>(src));')
 CA_COPY = ("cp.async.cg.shared.global [%0], [%1], 16;", "cp.async.ca.shared.global [%0], [%1], 16;")
@@ -52,7 +54,7 @@ VARIANTS = [  # (number, what it tries, #defines, blocks, threads, floats a warp
     (9, "copies through L1 (cp.async.ca; diagnostic: may read stale lines)", {}, 8, 512, 3072, [CA_COPY], False),
     (10, "nothing staged: every edge read straight from global memory", {}, 8, 512, 3072, [NO_STAGING], True),
     (6, "diagnostic: staged rounds without their sums", {}, 8, 512, 3072, [NO_SUMS], False),
-    (7, "diagnostic: staged rounds without their copies", {}, 8, 512, 3072, [NO_COPIES], False),
+    (7, "diagnostic: staged rounds without their copies", {}, 8, 512, 3072, [NO_COPIES, NO_ROW_COPIES], False),
 ]
 
 NETS = {  # name: (network, batch)

@@ -73,13 +73,25 @@ def test_struct_arguments_get_the_c_layout():
     assert record.itemsize % 8 == 0
 
 
+def test_a_kernel_behind_attribute_macros_is_found_with_its_struct():
+    """cluster_step is declared `__launch_bounds__(CL_THREADS, 1) CLUSTER_SHAPE cluster_step(...)`:
+    the parser skips the attribute macro and reads the ClusterStep record, which the executor
+    fills field by field."""
+    src = source(["cluster.cu"])
+    assert "cluster_step" in kernel_names(src) and "CLUSTER_SHAPE" not in kernel_names(src)
+    (record,) = signature(src, "cluster_step")
+    assert record.names[:3] == ("phases", "plan", "labels") and record.names[-1] == "eps"
+    assert record.fields["parts"][0] == np.uint64 and record.fields["n_parts"][0] == np.int32
+    assert record.fields["lr"][0] == np.float32 and record.itemsize % 8 == 0
+
+
 def test_every_kernel_python_launches_is_defined():
     """The names passed to the engine's launches exist in cuda/*.cu."""
     defined = set(kernel_names(source()))
     code = "\n".join(p.read_text() for p in (ROOT / "genlab" / "engines" / "cuda").rglob("*.py"))
     launched = set(re.findall(r'launch(?:\.flat)?\(\s*"(\w+)"[,)]', code))
     launched |= {"forward_level", "backward_level", "weight_grad", "forward_mid", "backward_mid", "weight_mid",
-                 "forward_wide", "backward_wide", "weight_wide", "dataflow_step", "rows_step"}  # built names
+                 "forward_wide", "backward_wide", "weight_wide", "dataflow_step", "rows_step", "cluster_step"}  # built names
     assert launched and launched <= defined, launched - defined
 
 

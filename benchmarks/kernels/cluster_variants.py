@@ -17,15 +17,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import check_steps  # noqa: E402
+import harness  # noqa: E402
+from harness import check_steps, warmed  # noqa: E402
 
-from genlab.bench import WORKLOADS, batch_of, time_graph  # noqa: E402
+from genlab.bench import WORKLOADS, time_graph  # noqa: E402
 from genlab.bench.small import build as classroom  # noqa: E402
-from genlab.engines.cuda import CudaEngine, runtime  # noqa: E402
+from genlab.engines.cuda import runtime  # noqa: E402
 from genlab.engines.cuda.executors.cluster import Cluster  # noqa: E402
-from genlab.errors import TrainingError  # noqa: E402
 from genlab.network import Network  # noqa: E402
-from genlab.optim import Adam  # noqa: E402
 
 NO_WORK = ("const int kind = a.phases[4 * p], n_weight = a.phases[4 * p + 3], n = items_of(a, p, rows);",
            "const int kind = -1, n_weight = 0, n = 0;")
@@ -69,64 +68,35 @@ NETS = {  # name: (network, batch)
 
 def use_variant(defines: dict, edits: list) -> None:
     """Make the next cluster_step load come from cluster.cu with these #defines and edits."""
-    original = runtime.source.__wrapped__ if hasattr(runtime.source, "__wrapped__") else runtime.source
-
-    def source(files=None):
-        text = original(files)
-        if files == ["cluster.cu"]:
-            for old, new in edits:
-                if old not in text:
-                    raise SystemExit(f"cluster_variants: the edit's text is not in cluster.cu any more: {old!r}")
-                text = text.replace(old, new)
-            text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + text
-        return text
-
-    source.__wrapped__ = original
-    runtime.source = source
-    state = runtime.kernels()
-    state.files.discard("cluster.cu")
-    state.functions.pop("cluster_step", None)
-    runtime.load("cluster.cu")
+    harness.use_variant("cluster.cu", "cluster_step", defines, edits)
 
 
 def step_us(net, batch: int, executor: str) -> float:
-    x, y = batch_of(net, batch)
-    engine = CudaEngine(net, Adam(lr=1e-4), executor=executor)
-    for _ in range(5):
-        try:
-            engine.step(x, y)
-        except TrainingError:  # a diagnostic variant's numbers
-            pass
+    engine, x, y = warmed(net, batch, executor, lr=1e-4)
     n = engine.put_batch(x, y)
     us = time_graph(engine, lambda: engine.executor.enqueue_step(n), 500, warmup=20)
     engine.flush()
     return us
 
 
-def phase_times(net, batch: int) -> dict:
-    """Median microseconds of each phase of the cluster executor's step (its own timeline)."""
-    x, y = batch_of(net, batch)
-    engine = CudaEngine(net, Adam(lr=1e-4), executor="cluster")
-    for _ in range(3):
-        try:
-            engine.step(x, y)
-        except TrainingError:  # a diagnostic variant's numbers
-            pass
-    runs = [engine.executor.phase_times(x, y)["phases"] for _ in range(20)]
-    names = [f"{i}_{name}" for i, (name, _) in enumerate(runs[0])]
-    spans = [np.diff([0.0] + [end for _, end in r]) for r in runs]
+def traces(net, batch: int, count: int = 20) -> list[dict]:
+    """`count` traced steps of the cluster executor (Cluster.phase_times), after three."""
+    engine, x, y = warmed(net, batch, "cluster", lr=1e-4, steps=3)
+    return [engine.executor.phase_times(x, y) for _ in range(count)]
+
+
+def phase_spans(runs: list[dict]) -> dict:
+    """Median microseconds of each phase over the traced steps."""
+    names = [f"{i}_{name}" for i, (name, _) in enumerate(runs[0]["phases"])]
+    spans = [np.diff([0.0] + [end for _, end in r["phases"]]) for r in runs]
     return {n: float(np.median([s[i] for s in spans])) for i, n in enumerate(names)}
 
 
-def item_timeline(net, batch: int) -> list[dict]:
-    """Per phase of the shortest of 20 traced steps: when it started, its first item started,
-    the median and longest item, a forward item's median wait for its first staged inputs and
-    first sums, and when its last item ended (us from the step's start)."""
-    x, y = batch_of(net, batch)
-    engine = CudaEngine(net, Adam(lr=1e-4), executor="cluster")
-    for _ in range(3):
-        engine.step(x, y)
-    best = min((engine.executor.phase_times(x, y) for _ in range(20)), key=lambda t: t["phases"][-1][1])
+def item_timeline(runs: list[dict]) -> list[dict]:
+    """Per phase of the shortest traced step: when it started, its first item started, the median
+    and longest item, a forward item's median wait for its first staged inputs and first sums,
+    and when its last item ended (us from the step's start)."""
+    best = min(runs, key=lambda t: t["phases"][-1][1])
     out, start = [], 0.0
     for (name, end), items in zip(best["phases"], best["items"]):
         row = {"phase": name, "start": start, "end": end}
@@ -158,9 +128,10 @@ def run(number, what, defines, blocks, threads, warp_floats, edits, checked) -> 
         row["check"] = "ok" if check_steps("cluster")[2] else "FAIL"
     for name, (build, batch) in NETS.items():
         row[f"{name}_us"] = step_us(build(), batch, "cluster")
-    row["classroom_b32_phases_us"] = phase_times(classroom(), 32)
+    runs = traces(classroom(), 32)
+    row["classroom_b32_phases_us"] = phase_spans(runs)
     if number in (0, 8, 9, 10):
-        row["classroom_b32_timeline"] = item_timeline(classroom(), 32)
+        row["classroom_b32_timeline"] = item_timeline(runs)
         for r in row["classroom_b32_timeline"]:
             print("   ", {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
     print("   " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()

@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from genlab import Network  # noqa: E402
 from genlab.bench import time_graph  # noqa: E402
 from genlab.engines import SerialEngine  # noqa: E402
-from genlab.engines.cuda import CudaEngine  # noqa: E402
-from genlab.optim import SGD  # noqa: E402
+from genlab.engines.cuda import CudaEngine, runtime  # noqa: E402
+from genlab.errors import TrainingError  # noqa: E402
+from genlab.optim import SGD, Adam  # noqa: E402
 
 NAN = 0x7FC00000  # a quiet NaN: an element a kernel fails to write fails the comparison
 failures: list[str] = []
@@ -131,3 +132,47 @@ def same(what: str, got, want) -> None:
     if not ok:
         failures.append(what)
     print(f"  {'ok  ' if ok else 'FAIL'} {what:<44} {'equal' if ok else f'{got!r} != {want!r}'}")
+
+
+def variant_text(text: str, file: str, defines: dict, edits: list) -> str:
+    """`file`'s translation unit with these (old, new) edits made and these #defines put first;
+    SystemExit naming the edit whose text the file no longer holds."""
+    for old, new in edits:
+        if old not in text:
+            raise SystemExit(f"{file}: a variant's edit is not in the source any more: {old[:60]!r}")
+        text = text.replace(old, new)
+    return "".join(f"#define {k} {v}\n" for k, v in defines.items()) + text
+
+
+def use_variant(file: str, kernel: str, defines: dict, edits: list, whole: str | None = None) -> None:
+    """Make the next load of `kernel` come from `file` built as variant_text says (or from `whole`,
+    a complete translation unit): how the variant harnesses build a numbered variant."""
+    original = runtime.source.__wrapped__ if hasattr(runtime.source, "__wrapped__") else runtime.source
+
+    def source(files=None):
+        text = original(files)
+        if files != [file]:
+            return text
+        return whole if whole is not None else variant_text(text, file, defines, edits)
+
+    source.__wrapped__ = original
+    runtime.source = source
+    state = runtime.kernels()
+    state.files.discard(file)
+    state.functions.pop(kernel, None)
+    runtime.load(file)
+
+
+def warmed(net, batch: int, executor: str, lr: float, steps: int = 5) -> tuple[CudaEngine, np.ndarray, np.ndarray]:
+    """A CUDA engine on `executor` after `steps` training steps on a batch of `net`, and that batch
+    (a step a diagnostic variant's numbers make non-finite is let go)."""
+    from genlab.bench import batch_of
+
+    x, y = batch_of(net, batch)
+    engine = CudaEngine(net, Adam(lr=lr), executor=executor)
+    for _ in range(steps):
+        try:
+            engine.step(x, y)
+        except TrainingError:
+            pass
+    return engine, x, y

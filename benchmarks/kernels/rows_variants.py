@@ -21,14 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import check_steps, done  # noqa: E402
+from harness import check_steps, done, use_variant, warmed  # noqa: E402
 from trace_rows import shortest_step, summarise  # noqa: E402
 
-from genlab.bench import WORKLOADS, batch_of, time_graph  # noqa: E402
+from genlab.bench import WORKLOADS, time_graph  # noqa: E402
 from genlab.bench.small import build as classroom  # noqa: E402
 from genlab.engines.cuda import CudaEngine, runtime  # noqa: E402
-from genlab.errors import TrainingError  # noqa: E402
-from genlab.optim import Adam  # noqa: E402
 
 # accumulate()'s FMA block and its loads, as rows.cu has them (the diagnostic edits replace them)
 FMAS = """                fma_row(acc, v[u].x, w);
@@ -54,47 +52,16 @@ VARIANTS = [  # (number, what it tries, #defines, source edits (old, new), check
 ]
 
 
-def use_variant(defines: dict, edits: list, whole: str | None = None) -> None:
-    """Make the next rows_step load come from rows.cu with these #defines and edits (or from
-    `whole`, a complete translation unit)."""
-    original = runtime.source.__wrapped__ if hasattr(runtime.source, "__wrapped__") else runtime.source
-
-    def source(files=None):
-        text = original(files)
-        if files == ["rows.cu"] and whole is not None:
-            return whole
-        if files == ["rows.cu"]:
-            for old, new in edits:
-                if old not in text:
-                    raise SystemExit(f"rows_variants: the edit's text is not in rows.cu any more: {old[:60]!r}")
-                text = text.replace(old, new)
-            text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + text
-        return text
-
-    source.__wrapped__ = original
-    runtime.source = source
-    state = runtime.kernels()
-    state.files.discard("rows.cu")
-    state.functions.pop("rows_step", None)
-    runtime.load("rows.cu")
-
-
 def step_us(net, batch: int) -> tuple[float, CudaEngine, tuple]:
     """Microseconds of a step's graph, the engine (a few steps in) and its batch."""
-    x, y = batch_of(net, batch)
-    engine = CudaEngine(net, Adam(lr=1e-3), executor="dataflow_rows")
-    for _ in range(5):
-        try:
-            engine.step(x, y)
-        except TrainingError:  # a diagnostic variant's numbers
-            pass
+    engine, x, y = warmed(net, batch, "dataflow_rows", lr=1e-3)
     n = engine.put_batch(x, y)
     return time_graph(engine, lambda: engine.executor.enqueue_step(n), 300), engine, (x, y)
 
 
 def run(number: int, what: str, defines: dict, edits: list, checked: bool, whole: str | None = None) -> dict:
     print(f"== variant {number}: {what}", flush=True)
-    use_variant(defines, edits, whole)
+    use_variant("rows.cu", "rows_step", defines, edits, whole)
     f = runtime.kernels().functions["rows_step"]
     import pycuda.driver as drv
 

@@ -5,6 +5,7 @@ clicked and the panels checked to change, at a 1024 x 768 projector's size (the 
 presents), with text large enough for the back of a room, no scroll inside the page, and no error in the browser's
 console nor in JupyterLab's log console (where an exception in a button's callback lands)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -90,16 +91,17 @@ def jupyterlab(tmp_path, request):
         server.wait(timeout=30)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (the README's set-up installs it)")
-def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
-    sync_api = pytest.importorskip("playwright.sync_api")
+@contextlib.contextmanager
+def opened(sync_api, url: str, errors: list):
+    """Chromium at 1024 x 768 on the JupyterLab at `url`, the file browser closed, the notebook's
+    cell run until the dashboard shows: (page, button(name)). The browser's console errors and
+    the page's exceptions go into `errors`."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1024, "height": 768})
-        errors = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(jupyterlab)
+        page.goto(url)
         page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
         page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=60_000)  # the kernel is up
         page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
@@ -111,6 +113,38 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
                 break
             except sync_api.TimeoutError:
                 continue
+        yield page, button
+        browser.close()
+
+
+def long_run(page, button, beyond: str) -> None:
+    """Run N of 100000 steps, until the status line's step matches the regular expression `beyond`."""
+    page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("100000")
+    page.keyboard.press("Tab")
+    button("Run N").click()
+    page.wait_for_function(f"/step ({beyond}) ·/.test(document.body.innerText)", timeout=60_000)
+
+
+def stop(sync_api, page, button) -> None:
+    """Stop the run; it says so, and Step can be clicked again."""
+    button("Stop").click()
+    page.wait_for_function("document.body.innerText.includes('stopped after')", timeout=30_000)
+    sync_api.expect(button("Step")).to_be_enabled(timeout=10_000)
+
+
+def assert_log_console_clean(page) -> None:
+    """JupyterLab's log console (where an exception in a button's callback lands) holds no error."""
+    page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
+    logged = page.locator(".jp-LogConsolePanel")
+    logged.wait_for(timeout=20_000)
+    assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (the README's set-up installs it)")
+def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with opened(sync_api, jupyterlab, errors) as (page, button):
         status = page.locator(".widget-html-content", has_text="growth events").first
         dag_nodes = lambda: page.locator(".jp-OutputArea svg g.node").count()
         assert "step 0" in status.inner_text() and "loss —" in status.inner_text()
@@ -154,27 +188,17 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
                                timeout=20_000)
         assert page.get_by_text("duplicated width-wise into group").count() >= 1  # each event announced
         assert page.locator(".jupyter-widgets img").first.get_attribute("src") != heat
-        page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("100000")
-        page.keyboard.press("Tab")
-        button("Run N").click()  # a long run goes on in the background; Stop ends it
-        page.wait_for_function("/step (2[2-9]\\d|[3-9]\\d\\d|\\d{4,}) ·/.test(document.body.innerText)",
-                               timeout=60_000)
+        long_run(page, button, "2[2-9]\\d|[3-9]\\d\\d|\\d{4,}")  # goes on in the background; Stop ends it
         assert button("Step").is_disabled() and button("Grow now").is_disabled() and button("Stop").is_enabled()
-        button("Stop").click()
-        page.wait_for_function("document.body.innerText.includes('stopped after')", timeout=30_000)
-        sync_api.expect(button("Step")).to_be_enabled(timeout=10_000)
+        stop(sync_api, page, button)
         sync_api.expect(button("Stop")).to_be_disabled(timeout=10_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
-        logged = page.locator(".jp-LogConsolePanel")
-        logged.wait_for(timeout=20_000)
-        assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
+        assert_log_console_clean(page)
 
         button("Reset").click()
         page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea svg g.node').length === 3", timeout=20_000)
         assert page.get_by_text("No steps yet").count() == 1 and "0 growth events" in status.inner_text()
         timings = _timings(page, button)
-        browser.close()
     timings["text_px"] = text_px
     print("lab timings:", timings)  # measured, never asserted (benchmarks/lab_speed.sh records them)
     if os.environ.get("GENLAB_LAB_TIMINGS"):
@@ -188,24 +212,8 @@ def test_a_lab_with_synthetic_gradients_live_in_jupyterlab(jupyterlab):
     """Run N with growth through several events, Stop, Reset, at 1024 x 768: the modules' errors are
     a fifth picture, the cuts are drawn and named, everything readable, nothing in the log console."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1024, "height": 768})
-        errors = []
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(jupyterlab)
-        page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000)
-        page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=60_000)
-        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
-        button = lambda name: page.get_by_role("button", name=name, exact=True)
-        for attempt in range(3):
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-            try:
-                button("Step").wait_for(timeout=40_000)
-                break
-            except sync_api.TimeoutError:
-                continue
+    errors: list[str] = []
+    with opened(sync_api, jupyterlab, errors) as (page, button):
         status = page.locator(".widget-html-content", has_text="growth events").first
         assert "synthetic gradients at the cuts after groups 2, 3" in status.inner_text()
         button("Step").click()
@@ -227,22 +235,12 @@ def test_a_lab_with_synthetic_gradients_live_in_jupyterlab(jupyterlab):
         assert page.evaluate(SCROLLERS) == []
         if os.environ.get("GENLAB_LAB_SCREENSHOT"):  # a picture of the page to look at, where asked for
             page.locator(".jp-OutputArea-output").first.screenshot(path=os.environ["GENLAB_LAB_SCREENSHOT"])
-        page.locator(".widget-inline-hbox", has_text="N").locator("input").first.fill("100000")
-        page.keyboard.press("Tab")
-        button("Run N").click()
-        page.wait_for_function("/step (2[1-9]\\d|[3-9]\\d\\d|\\d{4,}) ·/.test(document.body.innerText)",
-                               timeout=60_000)
-        button("Stop").click()
-        page.wait_for_function("document.body.innerText.includes('stopped after')", timeout=30_000)
-        sync_api.expect(button("Step")).to_be_enabled(timeout=10_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open')")
-        logged = page.locator(".jp-LogConsolePanel")
-        logged.wait_for(timeout=20_000)
-        assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
+        long_run(page, button, "2[1-9]\\d|[3-9]\\d\\d|\\d{4,}")
+        stop(sync_api, page, button)
+        assert_log_console_clean(page)
         button("Reset").click()
         page.wait_for_function("document.body.innerText.includes('step 0 ·')", timeout=20_000)
         assert "0 growth events" in status.inner_text() and "synthetic gradients" in status.inner_text()
-        browser.close()
     assert errors == []
 
 

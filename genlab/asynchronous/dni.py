@@ -161,9 +161,13 @@ class DecoupledEngine(SerialEngine):
         super().update()
 
 
+def relative_error(miss: float, scale: float) -> float:
+    """A module's error |prediction - truth| relative to |truth| (the miss itself where the truth is 0)."""
+    return miss / scale if scale > 0 else miss
+
+
 def _relative(prediction: np.ndarray, truth: np.ndarray) -> float:
-    scale = float(np.linalg.norm(truth))
-    return float(np.linalg.norm(prediction - truth)) / scale if scale > 0 else float(np.linalg.norm(prediction))
+    return relative_error(float(np.linalg.norm(prediction - truth)), float(np.linalg.norm(truth)))
 
 
 class Decoupled(Alone):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..asynchronous.dni import ERRORS
+from ..asynchronous.dni import ERRORS, relative_error
 from ..optim import Adam
 from . import tensor_optim
 
@@ -94,7 +94,6 @@ class Synthetic:
             grads = list(t.autograd.grad(loss, params))
             with t.no_grad():
                 tensor_optim.update(self.adam, params, grads, m["state"])
-            scale = float(t.linalg.norm(target))
             miss = float(t.linalg.norm(prediction.detach() - target))
-            errors[key] = miss / scale if scale > 0 else miss
+            errors[key] = relative_error(miss, float(t.linalg.norm(target)))
         self.errors.append(errors)

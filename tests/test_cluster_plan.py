@@ -10,6 +10,7 @@ from genlab.engines.cuda.constants import CLUSTER_RECORD as REC
 from genlab.engines.cuda.constants import CLUSTER_WARP_FLOATS
 from genlab.engines.cuda.constants import Phase
 from genlab.engines.cuda.executors.cluster_plan import INLINE, build, levels
+from genlab.engines.cuda.executors.cluster_plan import edges as edge_arrays
 from genlab.engines.cuda.layout import Layout
 
 NETS = [
@@ -37,7 +38,13 @@ def test_records_cover_every_output_weight_and_bias_once_in_dependency_order(mak
     net = make()
     L = Layout(net)
     plan = build(L)
-    ins, outs, level = levels(L)
+    src, dst, woff = edge_arrays(L)
+    n = len(L.groups)
+    ins, outs = [[] for _ in range(n)], [[] for _ in range(n)]
+    for a, b, w in zip(src, dst, woff):
+        ins[b].append((a, w))
+        outs[a].append((b, w))
+    level = levels(n, src, dst)
     col = {int(L.col_off[s]): s for s in range(len(L.groups))}
     kinds = [Phase(int(k)) for k in plan.phases[:, 0]]
     assert kinds[-1] is Phase.UPDATE and kinds[-2] is Phase.GRADIENTS and Phase.LOSS in kinds
@@ -97,4 +104,5 @@ def test_records_cover_every_output_weight_and_bias_once_in_dependency_order(mak
     assert (cover == 1).all()
     assert max(level) == level[L.output_slot] and level[L.input_slot] == 0
     assert all(level[d] > level[s] for s in range(len(L.groups)) for d, _ in outs[s])
+    assert all(level[d] == max(level[s] + 1 for s, _ in ins[d]) for d in range(n) if ins[d])  # the longest path
     assert INPUT in net.groups

@@ -17,6 +17,7 @@ from ..constants import CLUSTER_CHUNK as CQ
 from ..constants import CLUSTER_RECORD as REC
 from ..constants import CLUSTER_WARP_FLOATS
 from ..constants import Phase
+from ....errors import BackendError
 from ..layout import Layout
 
 INLINE = (REC - 8) // 3  # edges a forward or backward record holds itself
@@ -56,102 +57,141 @@ def output_parts(edges: list, width: np.ndarray, classes: int, room: int = CLUST
     return parts
 
 
-def levels(layout: Layout) -> tuple[list[list[int]], list[list[int]], np.ndarray]:
-    """Per slot its in-edges and out-edges as (other slot, weight offset), and its level (the
-    longest path from the input group)."""
-    n = len(layout.groups)
-    ins: list[list] = [[] for _ in range(n)]
-    outs: list[list] = [[] for _ in range(n)]
-    for (s, d), _number in sorted(layout.edges.items(), key=lambda item: item[1]):
-        a, b = layout.slot[s], layout.slot[d]
-        w = layout.offsets[("W", s, d)]
-        ins[b].append((a, w))
-        outs[a].append((b, w))
+def edges(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source slot, destination slot and weight offset of every edge, in edge-number order."""
+    items = sorted(layout.edges.items(), key=lambda item: item[1])
+    src = np.array([layout.slot[s] for (s, _), _ in items], np.int64)
+    dst = np.array([layout.slot[d] for (_, d), _ in items], np.int64)
+    woff = np.array([layout.offsets[("W", s, d)] for (s, d), _ in items], np.int64)
+    return src, dst, woff
+
+
+def levels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Each slot's level: the longest path to it from a group without inputs."""
     level = np.zeros(n, np.int64)
-    pending = [len(i) for i in ins]
-    ready = [s for s in range(n) if not pending[s]]
-    while ready:
-        s = ready.pop()
-        for d, _ in outs[s]:
-            level[d] = max(level[d], level[s] + 1)
-            pending[d] -= 1
-            if not pending[d]:
-                ready.append(d)
-    return ins, outs, level
+    for _ in range(n):
+        new = level.copy()
+        np.maximum.at(new, dst, level[src] + 1)
+        if np.array_equal(new, level):
+            break
+        level = new
+    return level
+
+
+class _Records:
+    """The records of a plan as they are made: blocks of rows, the overflowing edges after them."""
+
+    def __init__(self):
+        self.blocks: list[np.ndarray] = []
+        self.count = 0
+        self.overflow: list[np.ndarray] = []
+        self.overflow_size = 0
+        self.spilled: list[np.ndarray] = []  # rows whose overflow offset counts from the records' end
+
+    def add(self, rows: np.ndarray) -> None:
+        self.blocks.append(rows)
+        self.count += len(rows)
+
+    def edges(self, head: np.ndarray, size: int, triples: np.ndarray) -> None:
+        """A record per chunk of `size` neurons of one owner: head (6 ints; chunk start and
+        length filled in), its edges (triples (other col, other width, weight offset)) inline
+        and the rest in the overflow (shared by the owner's records)."""
+        width = int(head[1])
+        starts = np.arange(0, width, size)
+        rows = np.zeros((len(starts), REC), np.int64)
+        rows[:, :6] = head
+        rows[:, 2], rows[:, 3] = starts, np.minimum(size, width - starts)
+        rows[:, 6] = len(triples)
+        inline = triples[:INLINE].reshape(-1)
+        rows[:, 8:8 + len(inline)] = inline
+        if len(triples) > INLINE:
+            rows[:, 7] = self.overflow_size
+            self.spilled.append(np.arange(self.count, self.count + len(rows)))
+            rest = triples[INLINE:].reshape(-1)
+            self.overflow.append(rest)
+            self.overflow_size += len(rest)
+        self.add(rows)
+
+    def array(self) -> np.ndarray:
+        flat = np.concatenate(self.blocks).reshape(-1) if self.blocks else np.zeros(0, np.int64)
+        data = np.concatenate([flat, *self.overflow])
+        for rows in self.spilled:  # overflow offsets count from the end of the records
+            data[rows * REC + 7] += flat.size
+        return data
+
+
+def _tiles(n: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For items of n[i] elements cut in pieces of `size`: each piece's item and start."""
+    pieces = -(-n // size)
+    item = np.repeat(np.arange(len(n)), pieces)
+    first = np.repeat(np.cumsum(pieces) - pieces, pieces)
+    return item, (np.arange(len(item)) - first) * size
 
 
 def build(layout: Layout, update: bool = True) -> Plan:
     """The phases and records of a step of `layout`'s network (without the update phase when
     `update` is False: a data-parallel step updates after the replicas' sum)."""
     L = layout
-    ins, outs, level = levels(L)
+    n, out = len(L.groups), L.output_slot
+    src, dst, woff = edges(L)
+    level = levels(n, src, dst)
     col, width = L.col_off.astype(np.int64), L.width.astype(np.int64)
-    records: list[list[int]] = []
-    overflow: list[int] = []
-    spilled: list[int] = []  # records whose edges go on past INLINE
+    by_dst, by_src = np.argsort(dst, kind="stable"), np.argsort(src, kind="stable")
+    in_ptr = np.concatenate([[0], np.cumsum(np.bincount(dst, minlength=n))])
+    out_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))])
+    triple = lambda other, e: np.stack([col[other[e]], width[other[e]], woff[e]], axis=1)
+    recs = _Records()
     phases: list[tuple[int, int, int, int]] = []
 
-    def edges_record(head: list[int], edges: list[tuple[int, int]]) -> None:
-        triples = [(int(col[o]), int(width[o]), int(w)) for o, w in edges]
-        at = len(overflow)
-        if len(triples) > INLINE:
-            spilled.append(len(records))
-        for t in triples[INLINE:]:
-            overflow.extend(t)
-        rec = head + [len(triples), at] + [v for t in triples[:INLINE] for v in t]
-        records.append(rec + [0] * (REC - len(rec)))
-
     def phase(kind: Phase, first: int, n_weight: int = 0) -> None:
-        phases.append((int(kind), first, len(records) - first, n_weight))
+        if recs.count > first:
+            phases.append((int(kind), first, recs.count - first, n_weight))
 
-    depth = int(level[L.output_slot])
-    by_level = [[s for s in range(len(L.groups)) if level[s] == lv and s != L.input_slot] for lv in range(depth + 1)]
-    out = L.output_slot
-    parts = output_parts(ins[out], width, int(width[out]))
+    depth = int(level[out])
+    order = np.lexsort((np.arange(n), level))  # by level, then slot
+    starts = np.searchsorted(level[order], np.arange(depth + 2))
+    hidden = lambda lv: [int(s) for s in order[starts[lv]:starts[lv + 1]] if s not in (L.input_slot, out)]
+    in_edges = [by_dst[in_ptr[s]:in_ptr[s + 1]] for s in range(n)]
+    parts = output_parts([(int(src[e]), e) for e in in_edges[out]], width, int(width[out]))
     for lv in range(1, depth + 1):
-        first = len(records)
-        for s in by_level[lv]:
-            w = int(width[s])
-            # mode: 0 a hidden group (ReLU), 1 the output group whole, 2 + p its part p (the loss sums them)
-            for p, edges in enumerate(parts if s == out else [ins[s]]):
-                mode = 0 if s != out else 1 if len(parts) == 1 else 2 + p
-                for j0 in range(0, w, CQ):
-                    edges_record([int(col[s]), w, j0, min(CQ, w - j0), int(L.bias_off[s]) if p == 0 else -1, mode],
-                                 edges)
-        if len(records) > first:
-            phase(Phase.FORWARD, first)
+        first = recs.count
+        for s in hidden(lv):
+            recs.edges(np.array([col[s], width[s], 0, 0, L.bias_off[s], 0]), CQ, triple(src, in_edges[s]))
+        if lv == depth:  # the output group, whole (mode 1) or in parts (2 + p), the bias in the first
+            for p, part in enumerate(parts):
+                mode = 1 if len(parts) == 1 else 2 + p
+                e = np.array([edge for _, edge in part], np.int64)
+                recs.edges(np.array([col[out], width[out], 0, 0, L.bias_off[out] if p == 0 else -1, mode]), CQ,
+                           triple(src, e))
+        phase(Phase.FORWARD, first)
     phases.append((int(Phase.LOSS), 0, 0, 0))
     for lv in range(depth - 1, 0, -1):
-        first = len(records)
-        for s in by_level[lv]:
-            if s == L.output_slot:
-                continue
-            for k0 in range(0, int(width[s]), CQ):
-                edges_record([int(col[s]), int(width[s]), k0, min(CQ, int(width[s]) - k0), s, 0], outs[s])
-        if len(records) > first:
-            phase(Phase.BACKWARD, first)
-    first = len(records)
-    for d in range(len(L.groups)):
-        for s, w in ins[d]:
-            ws, wd = int(width[s]), int(width[d])
-            for j0 in range(0, wd, WEIGHT_ROWS):
-                for k0 in range(0, ws, WEIGHT_COLUMNS):
-                    rec = [int(col[s]), ws, int(col[d]), wd, int(w), d, j0, min(WEIGHT_ROWS, wd - j0), k0,
-                           min(WEIGHT_COLUMNS, ws - k0)]
-                    records.append(rec + [0] * (REC - len(rec)))
-    n_weight = len(records) - first
-    for s in range(len(L.groups)):
-        if s != L.input_slot:
-            for j0 in range(0, int(width[s]), BIAS):
-                rec = [int(col[s]), int(width[s]), j0, min(BIAS, int(width[s]) - j0), int(L.bias_off[s]), s]
-                records.append(rec + [0] * (REC - len(rec)))
-    phase(Phase.GRADIENTS, first, n_weight)
+        first = recs.count
+        for s in hidden(lv):
+            recs.edges(np.array([col[s], width[s], 0, 0, s, 0]), CQ, triple(dst, by_src[out_ptr[s]:out_ptr[s + 1]]))
+        phase(Phase.BACKWARD, first)
+    first = recs.count
+    e_in = by_dst  # weight records edge by edge, in-edges of each slot in turn
+    ws, wd = width[src[e_in]], width[dst[e_in]]
+    rows_of, j0 = _tiles(wd, WEIGHT_ROWS)  # per (edge, j0): then every k0
+    k_edge, k0 = _tiles(ws[rows_of], WEIGHT_COLUMNS)
+    e, j0 = e_in[rows_of][k_edge], j0[k_edge]
+    weight = np.zeros((len(e), REC), np.int64)
+    weight[:, :10] = np.stack([col[src[e]], width[src[e]], col[dst[e]], width[dst[e]], woff[e], dst[e], j0,
+                               np.minimum(WEIGHT_ROWS, width[dst[e]] - j0), k0,
+                               np.minimum(WEIGHT_COLUMNS, width[src[e]] - k0)], axis=1)
+    recs.add(weight)
+    groups = np.array([s for s in range(n) if s != L.input_slot], np.int64)
+    slot_of, b0 = _tiles(width[groups], BIAS)
+    s_b = groups[slot_of]
+    bias = np.zeros((len(s_b), REC), np.int64)
+    bias[:, :6] = np.stack([col[s_b], width[s_b], b0, np.minimum(BIAS, width[s_b] - b0),
+                            L.bias_off[s_b].astype(np.int64), s_b], axis=1)
+    recs.add(bias)
+    phase(Phase.GRADIENTS, first, len(weight))
     if update:
         phases.append((int(Phase.UPDATE), 0, 0, 0))
-    flat = np.array(records, np.int64).reshape(-1)
-    data = np.concatenate([flat, np.array(overflow, np.int64)])
-    for r in spilled:  # overflow offsets count from the end of the records
-        data[r * REC + 7] += flat.size
+    data = recs.array()
     if data.max(initial=0) >= 2**31:
-        raise ValueError("the network is too large for the cluster executor's records")
+        raise BackendError("the network is too large for the cluster executor's records (offsets past 2^31)")
     return Plan(np.array(phases, np.int32).reshape(-1, 4), data.astype(np.int32), len(parts))

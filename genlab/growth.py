@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import operations as op
-from . import shapes
 from .errors import GraphError
-from .hashnoise import hash_uniform
+from .duplication import duplicate_depth, duplicate_width  # noqa: F401 (Grower's edits; their home)
 from .network import INPUT, OUTPUT, Network
 from .step_pictures import StepPictures
 from .policy import CRITERIA, MODES, GrowthPolicy  # noqa: F401 (their home is genlab.policy)
@@ -117,96 +115,6 @@ def depth_through(net: Network) -> dict[int, int]:
         if g != OUTPUT:
             to_out[g] = 1 + max((to_out[d] for d in outputs[g]), default=-10**9)
     return {g: level[g] + to_out[g] - 1 for g in net.groups}
-
-
-def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> np.ndarray:
-    """He-uniform weights for edge src -> dst from the counter-based hash (engine-independent)."""
-    bound = np.sqrt(6.0 / fan_in)
-    return bound * hash_uniform(seed, step, src, dst, np.arange(int(np.prod(shape)))).reshape(shape)
-
-
-def _fan_in(shape) -> int:
-    """The inputs one output of a weight block reads (all but its first axis)."""
-    return math.prod(shape[1:])
-
-
-def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool = True,
-                    log: list | None = None, values: bool = True) -> int:
-    """Insert a group g' of g's width and kind between g and all its consumers; return g'.
-
-    `log`, if given, receives the parameter operations (genlab.operations).
-    values=False leaves the parameters' values to whoever replays the log (an engine that grows
-    in place): new blocks are zeros on the host and changed ones keep their old values."""
-    width, kind = net.widths[g], net.kind(g)
-    new = net.add_group(width, kind=kind.name, **kind.depth_options(net.options.get(g, {})))
-    consumers = net.outputs(g)
-    spec = dataclasses.replace(net.spec(new), grid=shapes.out_grid(net, g) if kind.spatial else None)
-    shape = kind.edge_shape(spec, width)
-    bound = np.sqrt(6.0 / _fan_in(shape))
-    weight = (kind.identity(spec) if preserve else he_uniform(seed, step, g, new, shape, _fan_in(shape))) if values \
-        else np.zeros(shape, net.dtype)
-    net.connect(g, new, weight=weight)
-    if values and preserve:
-        net.biases[new] = kind.identity_bias(spec, np.random.default_rng([seed, step, new])).astype(net.dtype)
-    ops = [op.Identity(("W", g, new), width) if preserve else op.HeUniform(("W", g, new), bound, g, new),
-           op.Zero(("b", new))]
-    for d in consumers:
-        net.reroute(g, d, new)
-        ops.append(op.Move(("W", new, d), ("W", g, d)))
-        if not preserve:
-            fan_in = sum(_fan_in(net.weights[(s, d)].shape) for s in net.inputs(d))
-            if values:
-                net.weights[(new, d)] = he_uniform(seed, step, new, d, net.weights[(new, d)].shape,
-                                                   fan_in).astype(net.dtype)
-            ops.append(op.HeUniform(("W", new, d), np.sqrt(6.0 / fan_in), new, d))
-    if log is not None:
-        log.extend(ops)
-    return new
-
-
-def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool = True,
-                    noise: float = 1.0, log: list | None = None, values: bool = True, fresh: bool = False) -> int:
-    """Add a sibling g'' of g (its width and kind) with g's inputs and consumers; return g''.
-    `log` and `values` as in duplicate_depth. fresh (with preserve): g'' gets new He-uniform
-    input weights and zero output weights instead of copies of g's and a split of its outputs."""
-    inputs, consumers, kind = net.inputs(g), net.outputs(g), net.kind(g)
-    new = net.add_group(net.widths[g], kind=kind.name, **net.options.get(g, {}))
-    fan_in = sum(_fan_in(net.weights[(s, g)].shape) for s in inputs)
-    copy_in = preserve and not fresh
-    ops = []
-    for s in inputs:
-        w = net.weights[(s, g)]
-        net.connect(s, new, weight=w if copy_in else he_uniform(seed, step, s, new, w.shape, fan_in) if values
-                    else np.zeros(w.shape, net.dtype), delay=net.delay(s, g))
-        ops.append(op.Copy(("W", s, new), ("W", s, g)) if copy_in else
-                   op.HeUniform(("W", s, new), np.sqrt(6.0 / fan_in), s, new))
-    if preserve:  # (else it keeps what add_group drew: zeros, or an attention group's projections)
-        net.biases[new] = net.biases[g].copy()
-    ops.append(op.Copy(("b", new), ("b", g)) if preserve else op.Zero(("b", new)))
-    for d in consumers:
-        if preserve and fresh:  # it adds nothing until its output weights learn
-            net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]), delay=net.delay(g, d))
-            ops.append(op.Zero(("W", new, d)))
-        elif preserve:
-            if values:
-                v = net.weights[(g, d)].astype(np.float64)
-                rms = np.sqrt(np.mean(v * v))
-                e = noise * rms * hash_uniform(seed, step, g, d, np.arange(v.size)).reshape(v.shape)
-                stay, moved = net.kind(d).split(v, e)
-                net.weights[(g, d)] = stay.astype(net.dtype)
-                net.connect(new, d, weight=moved, delay=net.delay(g, d))
-            else:
-                net.connect(new, d, weight=np.zeros_like(net.weights[(g, d)]), delay=net.delay(g, d))
-            ops.append(op.Split(("W", g, d), ("W", new, d), noise, g, d))
-        else:
-            shape = net.weights[(g, d)].shape
-            d_fan_in = sum(_fan_in(net.weights[(s, d)].shape) for s in net.inputs(d)) + _fan_in(shape)
-            net.connect(new, d, weight=he_uniform(seed, step, new, d, shape, d_fan_in) if values else
-                        np.zeros(shape, net.dtype), delay=net.delay(g, d))
-            ops.append(op.HeUniform(("W", new, d), np.sqrt(6.0 / d_fan_in), new, d))
-    if log is not None:
-        log.extend(ops)
-    return new
 
 
 # ------------------------------------------------------------------------------ bookkeeping

@@ -5,6 +5,7 @@ The dense task lists skip these groups (their task width is 0); everything else 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,19 +41,15 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
     n = len(slot)
     geo = np.zeros((n, len(GEO_FIELDS)), np.int32)
     task_width = np.zeros(n, np.int32)
-    field = {name: i for i, name in enumerate(GEO_FIELDS)}
+    field = _FIELD
     levels, conv_edges, token_edges, conv_slots, zeroed, norms = {}, [], [], [], [], []
     cache_off, cached = np.full(n, -1, np.int32), 0
     kinds = {g: net.kind(g) for g in net.hidden_groups + [net.output]}
     level = net.levels() if any(kind.own_kernels for kind in kinds.values()) else {}
     for g, s in slot.items():
-        shape, kind = net.sample_shape(g), kinds.get(g)
-        task_width[s] = shapes.columns(net, g)
+        kind = kinds.get(g)
+        task_width[s] = _geometry(net, g, kind, geo[s])
         row = geo[s]
-        row[field["KIND"]] = kind.code if kind else -1
-        row[field["TOKENS"]] = shapes.tokens(net)
-        if len(shape) == 3:
-            row[field["C"]], row[field["H"]], row[field["W"]] = shape
         if kind is None or not kind.own_kernels:
             continue
         task_width[s] = 0
@@ -81,6 +78,34 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
                                                for lv, by in levels.items()},
                      as_tasks(conv_edges), as_tasks(token_edges), np.array(conv_slots, np.int32), as_tasks(zeroed),
                      as_tasks(norms), shapes.tokens(net), cache_off, cached)
+
+
+def extended(lists: KindLists, net: Network, added: list[int]) -> KindLists:
+    """The lists of a layout grown by the groups `added` (appended slots) when no group has kernels
+    of its own (the only layouts the CUDA engine grows in place): their geometry appended."""
+    geo, task_width = np.zeros((len(added), len(GEO_FIELDS)), np.int32), np.zeros(len(added), np.int32)
+    for i, g in enumerate(added):
+        kind = net.kind(g)
+        if kind.own_kernels:
+            raise ValueError(f"group {g} ({kind.name}) has kernels of its own: build the lists afresh")
+        task_width[i] = _geometry(net, g, kind, geo[i])
+    return dataclasses.replace(lists, geo=np.concatenate([lists.geo, geo.ravel()]),
+                               task_width=np.concatenate([lists.task_width, task_width]),
+                               cache_off=np.concatenate([lists.cache_off, np.full(len(added), -1, np.int32)]))
+
+
+def _geometry(net: Network, g: int, kind, row: np.ndarray) -> int:
+    """Write g's geometry into its row of geo (kind: None for the input); its task width."""
+    field = _FIELD
+    shape = net.sample_shape(g)
+    row[field["KIND"]] = kind.code if kind else -1
+    row[field["TOKENS"]] = shapes.tokens(net)
+    if len(shape) == 3:
+        row[field["C"]], row[field["H"]], row[field["W"]] = shape
+    return shapes.columns(net, g)
+
+
+_FIELD = {name: i for i, name in enumerate(GEO_FIELDS)}
 
 
 def _check_shared(net: Network, g: int) -> None:

@@ -96,15 +96,24 @@ class Layout:
         self.records.append((e, self.slot[s], self.slot[d], self.offsets[("W", s, d)],
                              net.inputs(d).index(s), net.outputs(s).index(d)))
 
-    def _finish(self, net: Network) -> None:
+    def _finish(self, net: Network, added: list | None = None) -> None:
+        """What follows from the slots and offsets; `added`: the groups appended to a layout
+        whose groups all have dense kernels, whose per-group arrays are extended, not remade."""
         self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
         self.n_cols = int(self.width.sum())
-        self.bias_off = np.array([self.offsets.get(("b", g), 0) for g in self.groups], np.int32)
         self.output_slot, self.input_slot = self.slot[OUTPUT], self.slot[INPUT]
         self.n_edges = len(self.edges)
+        self.split_output = len(net.inputs(OUTPUT)) > SPLIT
+        bias_off = lambda groups: np.array([self.offsets.get(("b", g), 0) for g in groups], np.int32)
+        if added is not None and not self.kinds.any:  # new ids are the highest: grad_std's order holds
+            self.bias_off = np.concatenate([self.bias_off, bias_off(added)])
+            self.std_ids = self.std_ids + list(added)
+            self.std_slots = np.concatenate([self.std_slots, np.array([self.slot[g] for g in added], np.intp)])
+            self.kinds = kind_lists.extended(self.kinds, net, added)
+            return
+        self.bias_off = bias_off(self.groups)
         order = sorted((g, s) for s, g in enumerate(self.groups) if g != INPUT)  # grad_std's order
         self.std_ids, self.std_slots = [g for g, _ in order], np.array([s for _, s in order], np.intp)
-        self.split_output = len(net.inputs(OUTPUT)) > SPLIT
         self.kinds = kind_lists.build(net, self.slot, self.offsets)
 
     def grown(self, net: Network, log: list) -> "Layout":
@@ -113,7 +122,7 @@ class Layout:
         new.slot, new.groups = dict(self.slot), list(self.groups)
         new.offsets, new.shapes, new.edges = dict(self.offsets), dict(self.shapes), dict(self.edges)
         new.fresh, new.records = [], []
-        added = sorted(g for g in net.widths if g not in self.slot)
+        added = sorted(set(net.widths).difference(self.slot))
         for g in added:
             new.slot[g] = len(new.groups)
             new.groups.append(g)
@@ -130,5 +139,6 @@ class Layout:
             for s, d in [(s, g) for s in net.inputs(g)] + [(g, d) for d in net.outputs(g)]:
                 if (s, d) not in new.edges:
                     new._add_edge(s, d, net)
-        new._finish(net)
+        top = int(self.group_id.max())
+        new._finish(net, added if all(g > top for g in added) else None)
         return new

@@ -1,0 +1,50 @@
+"""The CUDA engine's device layout on the host (no GPU): a layout grown in place (Layout.grown)
+keeps every old slot, offset and edge and holds what a layout made afresh for the same slots
+and offsets holds."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from genlab import Network
+from genlab.duplication import duplicate_depth, duplicate_width
+from genlab.engines.cuda.layout import Layout
+from genlab.operations import Noise
+
+DERIVED = ("col_off", "width", "group_id", "hidden", "bias_off", "std_slots")
+
+
+def _afresh(grown: Layout, net: Network) -> Layout:
+    """grown's slots, offsets and edges with everything that follows from them made in full."""
+    again = copy.copy(grown)
+    again._finish(net)
+    return again
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_grown_layout_equals_one_finished_afresh(seed):
+    rng = np.random.default_rng(seed)
+    net = Network.random_dag(3, 4, (2, 9), (1, 3), seed=seed)
+    L = Layout(net)
+    for step in range(1, 5):
+        before = copy.copy(L)
+        log = [Noise(seed, step)]
+        chosen = []
+        for g in rng.permutation(net.hidden_groups):  # never a group and its direct input, as the rules
+            if len(chosen) < 3 and not any(c in net.inputs(g) or g in net.inputs(c) for c in chosen):
+                chosen.append(int(g))
+        for g in chosen:
+            grow = duplicate_depth if rng.random() < 0.4 else duplicate_width
+            grow(net, g, step, seed, log=log, values=False)
+        L = L.grown(net, log)
+        assert L.groups[:len(before.groups)] == before.groups
+        assert all(L.offsets[k] == off for k, off in before.offsets.items() if k in L.offsets)
+        fresh = _afresh(L, net)
+        for name in DERIVED:
+            np.testing.assert_array_equal(getattr(L, name), getattr(fresh, name), err_msg=name)
+        assert L.std_ids == fresh.std_ids == sorted(g for g in net.groups if g != net.input)
+        for name in ("geo", "task_width", "cache_off"):
+            np.testing.assert_array_equal(getattr(L.kinds, name), getattr(fresh.kinds, name), err_msg=name)
+        assert (L.n_cols, L.n_edges, L.split_output) == (fresh.n_cols, fresh.n_edges, fresh.split_output)
+        assert sorted(L.edges) == net.edges and set(L.offsets) == {("W", *e) for e in net.edges} | {("b", g) for g in net.groups if g}

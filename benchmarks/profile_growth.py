@@ -33,12 +33,19 @@ def main() -> None:
                       executor=args.executor)
     steps, events, profile = [], [], cProfile.Profile()
 
+    grown_at = []  # the step of each event
+
     def train():
         for _ in range(args.steps):
             idx = rng.choice(len(data.y_train), 64, replace=False)
+            made = len(events)
             t = time.perf_counter()
             trainer.step(data.X_train[idx], data.y_train[idx])
+            if trainer.engine.grows_in_place:
+                trainer.engine.stream.synchronize()
             steps.append((time.perf_counter() - t) * 1e3)
+            if len(events) > made:
+                grown_at.append(len(steps) - 1)
 
     if args.phases:
         with growth_phases(trainer) as events:
@@ -60,11 +67,14 @@ def main() -> None:
 
         trainer.grow = profiled_grow
         train()
-    for event in events:
+    median = float(np.median(steps))
+    for event, at in zip(events, grown_at):
         parts = {k: v for k, v in event.items() if k not in ("total", "new_groups")}
-        print(f"growth event: {event['new_groups']:4d} new groups, {event['total']:7.2f} ms" +
+        following = steps[at + 1] if at + 1 < len(steps) else float("nan")
+        print(f"growth event: {event['new_groups']:4d} new groups, {event['total']:7.2f} ms, the next step "
+              f"{following:.3f} ms ({following - median:+.3f} against the median step)" +
               ("\n    " + ", ".join(f"{name} {t:.2f}" for name, t in parts.items()) if parts else ""))
-    print(f"median step (with events) {np.median(steps):.3f} ms, mean {np.mean(steps):.3f} ms")
+    print(f"median step (with events) {median:.3f} ms, mean {np.mean(steps):.3f} ms")
     if not args.phases:
         pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 

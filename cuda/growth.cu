@@ -19,6 +19,9 @@
 // prune_fold: b_d += W_gd c for one removed group g and one consumer d, c being g's constant
 //   output (its running range, or relu(b_g) for a group left without inputs), summed in double
 //   as NumPy does. One block per call.
+// growth_state: the per-group scores of a new layout, gathered from the current one: slot s
+//   takes the growth score (ema, seen) of old slot by_score[s] (the group itself, or a new
+//   group's source) and the Taylor score of old slot by_id[s]; -1 starts at zero.
 // growth_init: the parameter work of a growth step, one block per operation (all operations of
 //   a step are independent: selected groups are never adjacent):
 //   OP_COPY n floats, OP_IDENTITY (w x w), OP_SPLIT of V (V/2 + E stays, V/2 - E to the copy;
@@ -137,6 +140,21 @@ extern "C" __global__ void prune_fold(
         for (int k = 0; k < cols; ++k) sum += (double)params[w_off + j * cols + k] * (relu ? fmaxf(c[k], 0.f) : c[k]);
         params[b_off + j] = (float)((double)params[b_off + j] + sum);
     }
+}
+
+extern "C" __global__ void growth_state(
+    const int* __restrict__ by_score, const int* __restrict__ by_id, int n_slots,
+    const double* __restrict__ ema, const int* __restrict__ seen, const double* __restrict__ taylor,
+    const int* __restrict__ taylor_seen, double* __restrict__ ema_new, int* __restrict__ seen_new,
+    double* __restrict__ taylor_new, int* __restrict__ taylor_seen_new)
+{
+    const int s = blockIdx.x * THREADS + threadIdx.x;
+    if (s >= n_slots) return;
+    const int a = by_score[s], b = by_id[s];
+    ema_new[s] = a >= 0 ? ema[a] : 0.0;
+    seen_new[s] = a >= 0 ? seen[a] : 0;
+    taylor_new[s] = b >= 0 ? taylor[b] : 0.0;
+    taylor_seen_new[s] = b >= 0 ? taylor_seen[b] : 0;
 }
 
 // One operation: OP_INTS ints (code, dst, src, n, rows (identity: width), g (hash group),

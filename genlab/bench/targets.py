@@ -62,9 +62,10 @@ def targets(details: dict) -> list[dict]:
                           f"with the engine synchronised after each part), in ms: {parts}; check contains choose "
                           "and duplicate, apply contains index, build, group_state, replay and flush",
                    "breakdown": phases} if phases else None
-            add(f"W5 ({label}): a growth event costs less than one training step (ms: event, mean step)",
-                [run["growth_event_ms"], step_ms], run["growth_event_ms"] < step_ms, step_ms,
-                run["growth_event_ms"] / step_ms, why)
+            # the event with what the step after it pays beyond a step (its graph captured again)
+            event = run.get("growth_event_with_next_step_ms") or run["growth_event_ms"]
+            add(f"W5 ({label}): a growth event, with the next step's extra, costs less than one training step "
+                "(ms: event, mean step)", [event, step_ms], event < step_ms, step_ms, event / step_ms, why)
     if "import" in details:
         times = details["import"]
         cold, warm, base = times["cold_s"], times["warm_s"], times.get("numpy_pycuda_context_s")

@@ -62,8 +62,9 @@ def apply(e: "CudaEngine", net: Network, log: list) -> None:
                 if name != "grads":
                     e.drv.memcpy_dtod_async(new[name], e.buffers[name], 4 * old.n_params, e.stream)
         fresh = L.fresh
-    replay(e, L, {**e.buffers, **new}, log, fresh)
+    operations = replay(e, L, {**e.buffers, **new}, log, fresh)
     e.stream.synchronize()
+    del operations  # (read by now)
     e.commit(new, L, cap, param_cap)
 
 
@@ -86,37 +87,48 @@ def _fold(e: "CudaEngine", fold: op.Fold) -> None:
              np.int32(L.width[L.slot[g]]), np.int32(L.offsets[("b", d)]), c, np.int32(fold.source))
 
 
-def replay(e: "CudaEngine", L: Layout, b: dict, log: list, fresh: list) -> None:
+def replay(e: "CudaEngine", L: Layout, b: dict, log: list, fresh: list):
     """The parameter operations of `log` (and zeroed optimizer state for `fresh` parameters), in
     one launch of growth_init."""
     offset, size = L.offsets.__getitem__, lambda k: math.prod(L.shapes[k])
     noise = next((o for o in log if isinstance(o, op.Noise)), op.Noise(0, 0))
     ops = [o for o in log if isinstance(o, op.ParamOp)] + [op.ZeroState(key) for key in fresh]
     if not ops:
-        return
+        return None
     records = [o.record(offset, size) for o in ops]
     state = [b[f"state_{name}"] for name in e.optimizer.state_names]
     state += [np.intp(0)] * (3 - len(state))
-    e.launch("growth_init", (len(ops), 1), e.mem.upload(np.array([r for r, _ in records], np.int32)),
-             e.mem.upload(np.array([f for _, f in records], np.float64)), b["params"], *state,
+    block, up = e.mem.upload_all({"ops": np.array([r for r, _ in records], np.int32),
+                                  "fparams": np.array([f for _, f in records], np.float64)}, "growth operations")
+    e.launch("growth_init", (len(ops), 1), up["ops"], up["fparams"], b["params"], *state,
              np.uint32(noise.seed & 0xFFFFFFFF), np.uint32(noise.step & 0xFFFFFFFF))
+    return block  # the caller keeps it until the stream has run the launch
 
 
 def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> dict:
-    """New buffers of the per-group scores for layout L, from the current ones by group id; a new
-    group in `inherit` (new: source) starts with its source's growth score."""
+    """New buffers of the per-group scores for layout L, gathered on the GPU from the current ones
+    by group id (growth_state); a new group in `inherit` (new: source) starts with its source's
+    growth score. Nothing comes back to the host."""
     old, inherit = e.layout, inherit or {}
-    new = {}
-    for name, dtype in GROUP_STATE:
-        values = np.zeros(len(L.groups), dtype)
-        if old is not None:
-            current = np.empty(len(old.groups), dtype)
-            e.drv.memcpy_dtoh(current, e.buffers[name])
-            for s, g in enumerate(L.groups):
-                g = inherit.get(g, g) if name in ("ema", "seen") else g
-                if g in old.slot:
-                    values[s] = current[old.slot[g]]
-        new[name] = e.mem.upload(values)
+    n = len(L.groups)
+    new = {name: e.mem.new(np.dtype(dtype).itemsize * n, name) for name, dtype in GROUP_STATE}
+    if old is None:
+        for name, dtype in GROUP_STATE:
+            e.mem.fill(new[name], 0, n * np.dtype(dtype).itemsize // 4)
+        return new
+    kept = len(old.groups)
+    if L.groups[:kept] == old.groups:  # grown: the old slots kept their places, the new ones follow
+        by_id = np.concatenate([np.arange(kept), np.full(n - kept, -1)]).astype(np.int32)
+    else:
+        by_id = np.array([old.slot.get(g, -1) for g in L.groups], np.int32)
+    by_score = by_id.copy()
+    for g, source in inherit.items():
+        if g in L.slot:
+            by_score[L.slot[g]] = old.slot.get(source, -1)
+    block, maps = e.mem.upload_all({"by_score": by_score, "by_id": by_id}, "growth scores")
+    new["state_maps"] = block
+    e.launch.flat("growth_state", n, maps["by_score"], maps["by_id"], np.int32(n),
+                  *[e.buffers[name] for name, _ in GROUP_STATE], *[new[name] for name, _ in GROUP_STATE])
     return new
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from ...errors import BackendError
 
 POOLED = 1 << 20  # buffers up to this many bytes come from the engine's memory pool
+ALIGN = 256  # bytes: where upload_all places each array (as cudaMalloc aligns a buffer)
 
 
 class Memory:
@@ -47,6 +48,21 @@ class Memory:
         if array.nbytes:
             self.drv.memcpy_htod(buf, array)
         return buf
+
+    def upload_all(self, arrays: dict, what: str = "topology") -> tuple[object, dict]:
+        """The arrays put on the device in one synchronous copy (a growth step has a dozen small
+        ones, each a round trip of its own): one buffer, which the caller keeps alive, and each
+        array's device address in it (ALIGN-byte aligned)."""
+        arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+        offsets, total = {}, 0
+        for name, a in arrays.items():
+            offsets[name], total = total, total + -(-max(a.nbytes, 1) // ALIGN) * ALIGN
+        host = np.empty(max(total, 4), np.uint8)
+        for name, a in arrays.items():
+            host[offsets[name]:offsets[name] + a.nbytes] = a.reshape(-1).view(np.uint8)
+        buf = self.new(total, what)
+        self.drv.memcpy_htod(buf, host)
+        return buf, {name: np.uintp(int(buf) + offset) for name, offset in offsets.items()}
 
     def fill(self, buf, pattern: int, words: int) -> None:
         """words 32-bit words of buf set to `pattern`, on the stream."""

@@ -25,11 +25,13 @@ def build(e: "CudaEngine", ix: Layout, cap: int, edges: dict | None = None) -> d
     state and growth scores), for batches of up to cap rows: the edge list (`edges`: the current
     one, extended; None: a new one) receives ix.records, then the GPU builds the CSR, the levels
     and the task lists. Sets ix's level and task counts (ix.tiers and the first tier's lists)."""
-    new = {name: e.mem.upload(getattr(ix, name)) for name in SLOT_ARRAYS}
-    new["task_width"], new["geo"] = e.mem.upload(ix.kinds.task_width), e.mem.upload(ix.kinds.geo)
-    new["cache_off"] = e.mem.upload(ix.kinds.cache_off)
-    new.update(_kind_lists(e, ix))
-    _edge_list(e, ix, new, edges)
+    arrays = {name: getattr(ix, name) for name in SLOT_ARRAYS}
+    arrays.update(task_width=ix.kinds.task_width, geo=ix.kinds.geo, cache_off=ix.kinds.cache_off, **_kind_lists(ix))
+    if ix.records:
+        arrays["records"] = np.array(ix.records, np.int32)
+    block, new = e.mem.upload_all(arrays)  # one copy up: each of these is a round trip alone
+    new["uploads"] = block
+    _edge_list(e, ix, new, edges, new.pop("records", None))
     passes = _passes(e, ix)
     _csr_and_levels(e, ix, new, passes)
     _task_lists(e, ix, new, passes)
@@ -51,16 +53,16 @@ def reset_ranges(e: "CudaEngine", b: dict, n_cols: int) -> None:
     e.mem.fill(b["run_hi"], 0xFF800000, n_cols)
 
 
-def _edge_list(e: "CudaEngine", ix: Layout, new: dict, edges: dict | None) -> None:
+def _edge_list(e: "CudaEngine", ix: Layout, new: dict, edges: dict | None, records) -> None:
     """The edge list: a copy of the current one (so that a failure leaves it intact), extended
-    with ix.records on the GPU."""
+    with ix.records (uploaded at `records`) on the GPU."""
     for name in EDGE_ARRAYS:
         new[name] = e.mem.new(4 * ix.n_edges, "edges")
         if edges is not None:
             e.drv.memcpy_dtod_async(new[name], edges[name], 4 * e.layout.n_edges, e.stream)
     if ix.records:
-        e.launch.flat("topo_write_edges", len(ix.records), e.mem.upload(np.array(ix.records, np.int32)),
-                      np.int32(len(ix.records)), *[new[name] for name in EDGE_ARRAYS])
+        e.launch.flat("topo_write_edges", len(ix.records), records, np.int32(len(ix.records)),
+                      *[new[name] for name in EDGE_ARRAYS])
 
 
 def _passes(e: "CudaEngine", ix: Layout) -> list[tuple[str, int, int, int]]:
@@ -120,17 +122,16 @@ def _tasks(e: "CudaEngine", ix: Layout, new: dict, fill: bool, tier: tuple) -> N
                   new[pre + "weight_ptr"], new[pre + "weight_tasks"] if fill else new[pre + "weight_count"])
 
 
-def _kind_lists(e: "CudaEngine", ix: Layout) -> dict:
-    """The lists of the groups of other kinds (kind_lists.py): per level and kind, "kind_<level>_<kind>"."""
+def _kind_lists(ix: Layout) -> dict:
+    """The lists of the groups of other kinds (kind_lists.py), to upload: "kinds_<list>" (every
+    list, empty ones too, so that none is left from an earlier layout) and, per level and kind,
+    "kind_<level>_<kind>"."""
     k = ix.kinds
-    new = {}
-    for name in ("conv_edges", "token_edges", "conv_slots", "zeroed", "norm_ranges"):
-        value = getattr(k, name)
-        if len(value):
-            new["kinds_" + name] = e.mem.upload(np.ascontiguousarray(value, np.int32), "kind lists")
+    new = {"kinds_" + name: np.asarray(getattr(k, name), np.int32)
+           for name in ("conv_edges", "token_edges", "conv_slots", "zeroed", "norm_ranges")}
     for level, by_kind in k.levels.items():
         for kind, slots in by_kind.items():
-            new[f"kind_{level}_{kind}"] = e.mem.upload(slots, "kind lists")
+            new[f"kind_{level}_{kind}"] = np.asarray(slots, np.int32)
     return new
 
 

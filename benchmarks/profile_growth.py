@@ -2,11 +2,12 @@
 512 groups) on an engine, each growth event timed, the events profiled with cProfile (or, with
 --phases, the wall-clock time of each part of each event: genlab.bench.growth_phases).
 
-    python benchmarks/profile_growth.py [cuda|serial] [executor] [--top 30] [--sort tottime] [--phases]
+    python benchmarks/profile_growth.py [cuda|serial] [executor] [--top 30] [--sort tottime] [--phases [--json F]]
 """
 
 import argparse
 import cProfile
+import json
 import pstats
 import time
 
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="cumulative", help="pstats order: cumulative, tottime, ...")
+    parser.add_argument("--json", help="with --phases: write the events (parts, the next step) to this file")
     parser.add_argument("--phases", action="store_true",
                         help="time the parts of each growth event (wall clock, no profiler) instead of cProfile")
     args = parser.parse_args()
@@ -75,6 +77,12 @@ def main() -> None:
               f"{following:.3f} ms ({following - median:+.3f} against the median step)" +
               ("\n    " + ", ".join(f"{name} {t:.2f}" for name, t in parts.items()) if parts else ""))
     print(f"median step (with events) {median:.3f} ms, mean {np.mean(steps):.3f} ms")
+    if args.json:
+        rows = [{**event, "next_step_ms": steps[at + 1] if at + 1 < len(steps) else None}
+                for event, at in zip(events, grown_at)]
+        with open(args.json, "w") as f:
+            json.dump({"backend": args.backend, "executor": args.executor, "median_step_ms": median,
+                       "events": rows}, f, indent=1)
     if not args.phases:
         pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 

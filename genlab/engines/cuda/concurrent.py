@@ -29,4 +29,4 @@ class Concurrent:
         its own optimizer state and activations stay its own)."""
         self.flush()
         self.buffers["params"] = owner.buffers["params"]
-        self.retire_graphs()  # they hold the old buffer's address
+        self._graphs.clear()  # they hold the old buffer's address

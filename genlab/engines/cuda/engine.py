@@ -23,7 +23,7 @@ from . import growth, readback, replicas as replicated, runtime, state, topology
 from .choice import Chooser, candidates
 from .concurrent import Concurrent
 from .executors import AUTO, Activations, executor_class, passes
-from .graph import Graph, Graphs
+from .graph import Graph
 from .layout import Layout
 from .memory import Memory
 
@@ -61,7 +61,7 @@ class CudaEngine(Concurrent, Engine):
         self._stats_cache = None
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
         self._host_sums, self._sums_of = None, None  # the statistics' sums, read with the scalars
-        self._graphs = Graphs(self.stream)
+        self._graphs: dict[tuple, Graph] = {}
         self.rows_counted = 0  # rows the statistics of the last backward count (a data-parallel step: all replicas')
         self.replica_ranges = (None, None, 0)  # (layout, its parameter blocks' ranges, count): replicas.py
         self.guard = StepGuard(np.float32)
@@ -115,7 +115,7 @@ class CudaEngine(Concurrent, Engine):
         self.stream.synchronize()
         self.buffers.update(new)
         self.batch_cap = cap
-        self.retire_graphs()
+        self._graphs.clear()
 
     def load(self, net: Network, placement: dict | None = None) -> None:
         """Take the network's topology and parameters (a full upload); keep the optimizer state
@@ -160,7 +160,7 @@ class CudaEngine(Concurrent, Engine):
         """Replace the buffers and the layout with new ones (made in full beforehand)."""
         self.buffers.update(new)
         self.layout, self.batch_cap, self.param_cap, self._stats_cache = L, cap, param_cap, None
-        self.retire_graphs()
+        self._graphs.clear()  # they hold the old buffers' addresses
 
     def use_executor(self, name: str) -> None:
         """Schedule steps with the executor called `name` from now on: its task lists and
@@ -343,12 +343,12 @@ class CudaEngine(Concurrent, Engine):
         return (self.pruning, self.growth_criterion, opt.code, opt.lr, *opt.hyper, *self.executor.graph_key())
 
     def captured(self, key: tuple, enqueue) -> Graph:
-        """The graph of what enqueue() queues, captured on first use of `key` (graph.Graphs)."""
-        return self._graphs.get(key, enqueue)
-
-    def retire_graphs(self) -> None:
-        """The buffers the captured graphs hold were replaced: each is captured again at its next use."""
-        self._graphs.retire()
+        """The graph of what enqueue() queues, captured on first use of `key`."""
+        graph = self._graphs.get(key)
+        if graph is None:
+            self.stream.synchronize()
+            graph = self._graphs[key] = Graph(self.stream, enqueue)
+        return graph
 
     def _graph(self, batch: int) -> Graph:
         """The graph of a whole training step for this batch size (captured on first use)."""

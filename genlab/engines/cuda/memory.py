@@ -22,11 +22,12 @@ class Memory:
         # for the whole device)
         self._pool = DeviceMemoryPool()
 
-    def new(self, nbytes: int, what: str):
-        """A buffer of at least nbytes (4 at least)."""
+    def new(self, nbytes: int, what: str, pooled: bool = False):
+        """A buffer of at least nbytes (4 at least); pooled: from the pool whatever its size (the
+        arenas of a growth step, replaced at every step)."""
         drv, nbytes = self.drv, max(int(nbytes), 4)
         try:
-            return self._pool.allocate(nbytes) if nbytes <= POOLED else drv.mem_alloc(nbytes)
+            return self._pool.allocate(nbytes) if pooled or nbytes <= POOLED else drv.mem_alloc(nbytes)
         except drv.MemoryError:
             free, total = drv.mem_get_info()
             raise BackendError(f"out of GPU memory allocating {nbytes / 2**20:.1f} MiB for {what} "
@@ -49,6 +50,17 @@ class Memory:
             self.drv.memcpy_htod(buf, array)
         return buf
 
+    def arena(self, sizes: dict, what: str) -> tuple[object, dict]:
+        """One buffer for every named part (bytes each, in order, ALIGN-byte aligned; a growth step
+        needs some sixty, each a call to the allocator alone): the buffer, which the caller keeps
+        alive, and each part's address. Parts next to each other in `sizes` are next to each other
+        in memory, but for the alignment: one fill or one copy serves a run of them."""
+        offsets, total = {}, 0
+        for name, nbytes in sizes.items():
+            offsets[name], total = total, total + -(-max(int(nbytes), 1) // ALIGN) * ALIGN
+        buf = self.new(total, what, pooled=True)
+        return buf, {name: int(buf) + offset for name, offset in offsets.items()}
+
     def upload_all(self, arrays: dict, what: str = "topology") -> tuple[object, dict]:
         """The arrays put on the device in one synchronous copy (a growth step has a dozen small
         ones, each a round trip of its own): one buffer, which the caller keeps alive, and each
@@ -60,9 +72,9 @@ class Memory:
         host = np.empty(max(total, 4), np.uint8)
         for name, a in arrays.items():
             host[offsets[name]:offsets[name] + a.nbytes] = a.reshape(-1).view(np.uint8)
-        buf = self.new(total, what)
+        buf = self.new(total, what, pooled=True)
         self.drv.memcpy_htod(buf, host)
-        return buf, {name: np.uintp(int(buf) + offset) for name, offset in offsets.items()}
+        return buf, {name: int(buf) + offset for name, offset in offsets.items()}
 
     def fill(self, buf, pattern: int, words: int) -> None:
         """words 32-bit words of buf set to `pattern`, on the stream."""

@@ -31,20 +31,38 @@ def build(e: "CudaEngine", ix: Layout, cap: int, edges: dict | None = None) -> d
         arrays["records"] = np.array(ix.records, np.int32)
     block, new = e.mem.upload_all(arrays)  # one copy up: each of these is a round trip alone
     new["uploads"] = block
-    _edge_list(e, ix, new, edges, new.pop("records", None))
     passes = _passes(e, ix)
-    _csr_and_levels(e, ix, new, passes)
-    _task_lists(e, ix, new, passes)
+    counts, spans, rest = _sizes(ix, passes)
+    new["topology"], parts = e.mem.arena({**counts, **spans, **rest}, "topology")  # one allocation
+    new.update(parts)
+    first, last = next(iter(counts)), list(counts)[-1]
+    e.drv.memset_d32_async(new[first], 0, (int(new[last]) - int(new[first])) // 4 + counts[last] // 4, e.stream)
+    _edge_list(e, ix, new, edges, new.pop("records", None))
+    _csr_and_levels(e, ix, new)
+    _task_lists(e, ix, new, passes, spans)
     new.update(e.executor.topology_buffers(ix))
-    n = len(ix.groups)
-    for name, nbytes in (("stats", 24 * n), ("wstats", 8 * n), ("scalars", 24), ("population", 16),
-                         ("eligible", 4 * n), ("marked", 4 * n), ("keep", 4 * n), ("rank", 4 * n),
-                         ("constant", 4 * n), ("range_min", 4 * ix.n_cols), ("range_max", 4 * ix.n_cols),
-                         ("run_lo", 4 * ix.n_cols), ("run_hi", 4 * ix.n_cols), ("run_const", 4 * ix.n_cols)):
-        new[name] = e.mem.new(nbytes, name)
     new.update(e.batch_buffers(ix, cap))
     reset_ranges(e, new, ix.n_cols)
     return new
+
+
+def _sizes(ix: Layout, passes: list) -> tuple[dict, dict, dict]:
+    """Bytes of every buffer that follows from the layout, in three runs: the counts the task
+    lists start from (zeroed together), the spans of the lists (read back together), the rest."""
+    n, E, cols = len(ix.groups), ix.n_edges, ix.n_cols
+    tiers = [pre for pre, *_ in passes]
+    counts = {"in_deg": n, "out_deg": n, "bias_count": n + 1,
+              **{pre + name: n + 1 for pre in tiers for name in ("fwd_count", "bwd_count", "fwd_cursor", "bwd_cursor")}}
+    spans = {"bias_ptr": n + 2, **{pre + name: size for pre in tiers
+                                   for name, size in (("fwd_ptr", n + 2), ("bwd_ptr", n + 2), ("weight_ptr", E + 1))}}
+    rest = {**{name: E for name in EDGE_ARRAYS}, "in_ptr": n + 1, "out_ptr": n + 1, "level": n,
+            **{name: E for name in ("in_src", "in_dst", "in_woff", "out_dst", "out_woff")},
+            **{pre + "weight_count": E for pre in tiers},
+            "stats": 6 * n, "wstats": 2 * n, "scalars": 6, "population": 4, "eligible": n, "marked": n,
+            "keep": n, "rank": n, "constant": n, **{name: cols for name in
+                                                    ("range_min", "range_max", "run_lo", "run_hi", "run_const")}}
+    bytes_of = lambda d: {name: 4 * words for name, words in d.items()}
+    return bytes_of(counts), bytes_of(spans), bytes_of(rest)
 
 
 def reset_ranges(e: "CudaEngine", b: dict, n_cols: int) -> None:
@@ -54,11 +72,10 @@ def reset_ranges(e: "CudaEngine", b: dict, n_cols: int) -> None:
 
 
 def _edge_list(e: "CudaEngine", ix: Layout, new: dict, edges: dict | None, records) -> None:
-    """The edge list: a copy of the current one (so that a failure leaves it intact), extended
-    with ix.records (uploaded at `records`) on the GPU."""
+    """The edge list (in new): a copy of the current one (so that a failure leaves it intact),
+    extended with ix.records (uploaded at `records`) on the GPU."""
     for name in EDGE_ARRAYS:
-        new[name] = e.mem.new(4 * ix.n_edges, "edges")
-        if edges is not None:
+        if edges is not None and e.layout.n_edges:
             e.drv.memcpy_dtod_async(new[name], edges[name], 4 * e.layout.n_edges, e.stream)
     if ix.records:
         e.launch.flat("topo_write_edges", len(ix.records), records, np.int32(len(ix.records)),
@@ -80,22 +97,9 @@ def _passes(e: "CudaEngine", ix: Layout) -> list[tuple[str, int, int, int]]:
     return passes
 
 
-def _csr_and_levels(e: "CudaEngine", ix: Layout, new: dict, passes: list) -> None:
-    """Counts and spans of every list, then the CSR both ways and the level of each group."""
+def _csr_and_levels(e: "CudaEngine", ix: Layout, new: dict) -> None:
+    """The CSR both ways and the level of each group, from the edge list (the degrees zeroed)."""
     n, E = len(ix.groups), ix.n_edges
-    sizes = [("in_deg", n), ("out_deg", n), ("in_ptr", n + 1), ("out_ptr", n + 1), ("level", n),
-             ("in_src", E), ("in_dst", E), ("in_woff", E), ("out_dst", E), ("out_woff", E),
-             ("bias_count", n + 1), ("bias_ptr", n + 2)]
-    for pre, *_ in passes:
-        sizes += [(pre + "fwd_count", n + 1), (pre + "bwd_count", n + 1), (pre + "fwd_ptr", n + 2),
-                  (pre + "bwd_ptr", n + 2), (pre + "fwd_cursor", n + 1), (pre + "bwd_cursor", n + 1),
-                  (pre + "weight_count", E), (pre + "weight_ptr", E + 1)]
-    for name, count in sizes:
-        new[name] = e.mem.new(4 * count, "topology")
-    zeroed = ["in_deg", "out_deg", "bias_count"] + [pre + name for pre, *_ in passes for name in
-                                                    ("fwd_count", "bwd_count", "fwd_cursor", "bwd_cursor")]
-    for name in zeroed:
-        e.mem.fill(new[name], 0, n + (name not in ("in_deg", "out_deg")))
     e.launch.flat("topo_degrees", E, new["e_src"], new["e_dst"], np.int32(E), new["in_deg"], new["out_deg"])
     e.launch("scan_exclusive", (1, 1), new["in_deg"], new["in_ptr"], np.int32(n))
     e.launch("scan_exclusive", (1, 1), new["out_deg"], new["out_ptr"], np.int32(n))
@@ -135,10 +139,10 @@ def _kind_lists(ix: Layout) -> dict:
     return new
 
 
-def _task_lists(e: "CudaEngine", ix: Layout, new: dict, passes: list) -> None:
-    """Count, scan, read the spans back (one synchronisation), allocate and write every tier's
-    lists; record the levels of each (forward from level 1; backward deepest first: the output
-    group's (push only), then the hidden levels)."""
+def _task_lists(e: "CudaEngine", ix: Layout, new: dict, passes: list, spans: dict) -> None:
+    """Count, scan, read the spans back (one copy, one synchronisation), allocate and write every
+    tier's lists; record the levels of each (forward from level 1; backward deepest first: the
+    output group's (push only), then the hidden levels). `spans`: the bytes of each span, a run."""
     n, E = len(ix.groups), ix.n_edges
     for tier in passes:
         pre = tier[0]
@@ -149,26 +153,28 @@ def _task_lists(e: "CudaEngine", ix: Layout, new: dict, passes: list) -> None:
     e.launch("scan_exclusive", (1, 1), new["bias_count"], new["bias_ptr"], np.int32(n + 1))
     depth = np.empty(1, np.int32)
     e.drv.memcpy_dtoh_async(depth, int(new["level"]) + 4 * ix.output_slot, e.stream)
-    spans = {}
-    for name, size in [("bias_ptr", n + 2)] + [(pre + name, size) for pre, *_ in passes for name, size in
-                                               (("fwd_ptr", n + 2), ("bwd_ptr", n + 2), ("weight_ptr", E + 1))]:
-        spans[name] = np.empty(size, np.int32)
-        e.drv.memcpy_dtoh_async(spans[name], new[name], e.stream)
+    start, last = int(new[next(iter(spans))]), list(spans)[-1]
+    run = np.empty((int(new[last]) - start + spans[last]) // 4, np.int32)
+    e.drv.memcpy_dtoh_async(run, start, e.stream)
     e.stream.synchronize()
+    at = lambda name: run[(int(new[name]) - start) // 4:][:spans[name] // 4]
     depth = int(depth[0])
-    new["bias_tasks"] = e.mem.new(8 * int(spans["bias_ptr"][n + 1]), "tasks")
-    ix.n_bias_tasks = int(spans["bias_ptr"][n + 1])
+    ix.n_bias_tasks = int(at("bias_ptr")[n + 1])
+    sizes = {"bias_tasks": 8 * ix.n_bias_tasks}
+    for pre, *_ in passes:
+        sizes.update({pre + "forward_tasks": 16 * int(at(pre + "fwd_ptr")[n + 1]),
+                      pre + "backward_tasks": 8 * int(at(pre + "bwd_ptr")[n + 1]),
+                      pre + "weight_tasks": 12 * int(at(pre + "weight_ptr")[E])})
+    new["tasks"], parts = e.mem.arena(sizes, "tasks")
+    new.update(parts)
     ix.tiers = {}  # prefix: (forward levels, backward levels, weight tasks), each level (start, count)
     for number, tier in enumerate(passes):
         pre = tier[0]
-        fwd, bwd = spans[pre + "fwd_ptr"], spans[pre + "bwd_ptr"]
-        new[pre + "forward_tasks"] = e.mem.new(16 * int(fwd[n + 1]), "tasks")
-        new[pre + "backward_tasks"] = e.mem.new(8 * int(bwd[n + 1]), "tasks")
-        new[pre + "weight_tasks"] = e.mem.new(12 * int(spans[pre + "weight_ptr"][E]), "tasks")
+        fwd, bwd = at(pre + "fwd_ptr"), at(pre + "bwd_ptr")
         _tasks(e, ix, new, True, tier)
         forward = [(int(fwd[lv]), int(fwd[lv + 1] - fwd[lv])) for lv in range(1, depth + 1)]
         push = [(int(bwd[k]), int(bwd[k + 1] - bwd[k])) for k in range(depth)]
-        ix.tiers[pre] = (forward, push[1:], int(spans[pre + "weight_ptr"][E]))
+        ix.tiers[pre] = (forward, push[1:], int(at(pre + "weight_ptr")[E]))
         if not number:
             ix.forward_levels, ix.backward_levels, ix.n_weight_tasks = ix.tiers[pre]
             ix.push_levels = push

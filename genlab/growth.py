@@ -192,11 +192,14 @@ class Grower:
         """Whether observe() needs the engine's statistics on the host at every step."""
         return not (self.engine_decides and self.engine_tracks)
 
-    def check(self, net: Network, step: int, engine=None, groups=None) -> tuple[list[GrowthEvent], list]:
+    def check(self, net: Network, step: int, engine=None, groups=None,
+              picture=None) -> tuple[list[GrowthEvent], list]:
         """Run the growth rules on `net` (edited in place; pass a copy to keep the original).
         Returns the events and the log of operations (genlab.operations, for engines that replay it).
         groups: grow these hidden groups, in this order, instead of those the rules choose (the
-        mode, budget, cooldowns and pruning still apply; the event's statistic is the group's score)."""
+        mode, budget, cooldowns and pruning still apply; the event's statistic is the group's score).
+        picture: a function that gives net.topology() as given, when the caller keeps it (the
+        picture is not changed), asked only when a group grows."""
         p = self.policy
         if groups is not None:
             groups = self._given(net, groups)
@@ -214,7 +217,8 @@ class Grower:
                           f"max_groups={p.max_groups}")
         if chosen:
             # an engine that grows in place computes the new values from the log itself
-            values, pictures = engine is None or not engine.grows_in_place, StepPictures(net)
+            values = engine is None or not engine.grows_in_place
+            pictures = StepPictures(net, picture() if picture and not events else None)  # (a prune changed it)
             for g, score in chosen:
                 kind, new = self._duplicate(net, g, step, log, values)  # after the groups before it: max_depth holds
                 for h in (g, new):

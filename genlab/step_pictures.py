@@ -22,11 +22,12 @@ class StepPictures:
     """Pictures of `net` as a growth step edits it: after(net, g, new) after each duplication of
     g into `new` (the network already edited), equal to net.topology() at that moment."""
 
-    def __init__(self, net: Network):
-        first = net.topology()
-        self._widths, self._levels = first["widths"], first["levels"]
+    def __init__(self, net: Network, first: dict | None = None):
+        """first: net.topology() when the caller has it (it is copied, not changed)."""
+        first = net.topology() if first is None else first
+        self._widths, self._levels = dict(first["widths"]), dict(first["levels"])
         self._edges = list(first["edges"])  # sorted (src, dst) pairs
-        self._labels, self._shapes = first["labels"], first["shapes"]
+        self._labels, self._shapes = dict(first["labels"]), dict(first["shapes"])
 
     def after(self, net: Network, g: int, new: int) -> dict:
         """The picture after `new` was made from g: depth-wise (new reads g and took over g's

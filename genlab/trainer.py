@@ -258,7 +258,7 @@ class Trainer:
         self._follow()
         in_place = self.engine.grows_in_place
         work = self._net.copy(deep=False, pull=not in_place)  # growth replaces arrays, never edits them
-        events, log = self.grower.check(work, self.step_count, self.engine, groups)
+        events, log = self.grower.check(work, self.step_count, self.engine, groups, picture=self._topology)
         if not events:
             return events
         if not in_place and not all(np.isfinite(a).all() for a in (*work._weights.values(), *work._biases.values())):

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 from conftest import assert_unchanged, snapshot
@@ -225,6 +227,30 @@ def test_moving_average():
 
 
 # ---------------------------------------------------------------------------- trainer integration
+@pytest.mark.parametrize("edit", [False, True], ids=["grown only", "edited between"])
+def test_each_growth_steps_pictures_start_from_the_network_as_it_was(edit):
+    """A growth step's first picture is the trainer's kept one (not remade): it equals the
+    topology before the step, also after an edit of the network between steps, and each event's
+    picture the one after it, without changing the pictures already in the history."""
+    trainer = Trainer(dag(2, dtype=np.float32), backend="serial",
+                      growth=GrowthPolicy(threshold=0.0, every=None, max_groups=60, mode="alternate"))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(32, 5)), rng.integers(0, 3, 32)
+    for round_ in range(3):
+        trainer.step(x, y)
+        if edit and round_:
+            g = trainer.net.hidden_groups[-1]
+            trainer.net.add_group(3, inputs=[trainer.net.input], outputs=[g])
+        kept = copy.deepcopy(trainer.history.events)
+        before = trainer.net.topology()
+        made = trainer.grow()
+        assert made
+        step = trainer.history.events[len(kept):]
+        assert step[0]["before"] == before and step[-1]["after"] == trainer.net.topology()
+        assert all(a["after"] == b["before"] for a, b in zip(step, step[1:]))
+        assert trainer.history.events[:len(kept)] == kept
+
+
 def test_grow_records_events_and_carries_optimizer_state():
     net = dag(4, dtype=np.float32)
     trainer = Trainer(net, backend="serial", growth=GrowthPolicy(threshold=0.0, every=None, max_groups=24))

@@ -178,7 +178,7 @@ def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool
     """Mark, select and rank on the GPU; the groups to grow in budget order with their scores."""
     L, b = e.layout, e.buffers
     n = len(L.groups)
-    e.drv.memcpy_htod(b["eligible"], np.array([g in eligible for g in L.groups], np.int32))
+    e.drv.memcpy_htod(b["eligible"], np.isin(L.group_id, np.fromiter(eligible, np.int32, len(eligible))).astype(np.int32))
     if relative:
         e.launch("growth_population", (1, 1), b["ema"], b["seen"], b["hidden"], np.int32(n), b["population"])
     e.launch.flat("growth_mark", n, b["ema"], b["seen"], b["eligible"], np.int32(n), np.float64(threshold),
@@ -189,8 +189,9 @@ def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool
     e.drv.memcpy_dtoh_async(rank, b["rank"], e.stream)
     e.drv.memcpy_dtoh_async(ema, b["ema"], e.stream)
     e.stream.synchronize()
-    chosen = sorted((r, s) for s, r in enumerate(rank) if r >= 0)
-    return [(L.groups[s], float(ema[s])) for _, s in chosen]
+    chosen = np.flatnonzero(rank >= 0)
+    chosen = chosen[np.argsort(rank[chosen], kind="stable")]  # budget order (ranks are distinct)
+    return [(int(L.group_id[s]), float(ema[s])) for s in chosen]
 
 
 def prune_report(e: "CudaEngine", judge: bool = True) -> tuple[dict, dict]:

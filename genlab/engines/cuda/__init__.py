@@ -3,7 +3,7 @@
     runtime.py    the sources, the compile cache, kernel signatures parsed from cuda/*.cu, launches
     graph.py      CUDA graphs (capture and replay of a whole step)
     constants.py  the numbers shared with the kernels (cuda/constants.cuh is generated from it)
-    memory.py     device allocations, with clear errors when the GPU is full
+    memory.py     device allocations, with clear errors when the GPU is full; arenas, packed uploads
     layout.py     where each group, parameter and edge lives on the device
     topology.py   CSR, levels and task lists, built on the GPU
     executors/    one module per schedule of a training step, and their registry

@@ -134,13 +134,15 @@ class Zero(ParamOp):
 
 @dataclass(frozen=True)
 class ZeroState(ParamOp):
-    """The optimizer state of parameter `key` starts afresh (a new or re-owned block)."""
+    """The optimizer state of `length` parameters from `first` (a layout's offsets, not keys: new
+    and re-owned blocks, adjacent ones merged into one range) starts afresh."""
 
-    key: Key
+    first: int
+    length: int
     code: ClassVar[OpCode] = OpCode.ZERO_STATE
 
     def record(self, offset, size):
-        return (self.code, offset(self.key), 0, size(self.key), 0, 0, 0), 0.0
+        return (self.code, self.first, 0, self.length, 0, 0, 0), 0.0
 
 
 @dataclass(frozen=True)

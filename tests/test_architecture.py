@@ -55,7 +55,7 @@ def test_operation_records_carry_their_codes():
     ints, f = op.Split(("W", 2, 5), ("W", 5, 1), 0.5, 2, 1).record(offset, size)
     assert ints == (op.OpCode.SPLIT, 300, 100, 12, 0, 2, 1) and f == 0.5 and len(ints) == op.OP_INTS
     assert op.Identity(("W", 2, 5), 3).record(offset, size)[0][:5] == (op.OpCode.IDENTITY, 100, 0, 12, 3)
-    assert op.ZeroState(("b", 5)).record(offset, size)[0][:2] == (op.OpCode.ZERO_STATE, 7)
+    assert op.ZeroState(40, 9).record(offset, size)[0][:4] == (op.OpCode.ZERO_STATE, 40, 0, 9)
     assert len({o.code for o in (op.Copy, op.Identity, op.Split, op.HeUniform, op.ZeroState, op.Zero)}) == 6
 
 

@@ -48,3 +48,26 @@ def test_a_grown_layout_equals_one_finished_afresh(seed):
             np.testing.assert_array_equal(getattr(L.kinds, name), getattr(fresh.kinds, name), err_msg=name)
         assert (L.n_cols, L.n_edges, L.split_output) == (fresh.n_cols, fresh.n_edges, fresh.split_output)
         assert sorted(L.edges) == net.edges and set(L.offsets) == {("W", *e) for e in net.edges} | {("b", g) for g in net.groups if g}
+
+
+def test_the_optimizer_state_of_new_blocks_is_zeroed_in_merged_ranges():
+    """replay's ranges of fresh parameters cover exactly the fresh blocks, adjacent ones merged."""
+    from genlab.engines.cuda.growth import _ranges
+
+    net = Network.random_dag(3, 4, (2, 9), (1, 3), seed=7)
+    L = Layout(net)
+    log = [Noise(7, 1)]
+    for g in net.hidden_groups[:1] + net.hidden_groups[-1:]:
+        duplicate_depth(net, g, 1, 7, log=log, values=False)
+    L = L.grown(net, log)
+    ranges = _ranges(L, L.fresh)
+    covered = np.zeros(L.n_params, bool)
+    for first, n in ranges:
+        assert not covered[first:first + n].any() and n > 0
+        covered[first:first + n] = True
+    want = np.zeros(L.n_params, bool)
+    for key in L.fresh:
+        want[L.offsets[key]:L.offsets[key] + int(np.prod(L.shapes[key]))] = True
+    np.testing.assert_array_equal(covered, want)
+    assert len(ranges) < len(L.fresh)  # the appended blocks are one range
+    assert all(a + n < b for (a, n), (b, _) in zip(ranges, ranges[1:]))  # merged where adjacent

@@ -62,9 +62,9 @@ def apply(e: "CudaEngine", net: Network, log: list) -> None:
                 if name != "grads":
                     e.drv.memcpy_dtod_async(new[name], e.buffers[name], 4 * old.n_params, e.stream)
         fresh = L.fresh
-    operations = replay(e, L, {**e.buffers, **new}, log, fresh)
+    uploaded = replay(e, L, {**e.buffers, **new}, log, fresh)  # kept until the launch has run
     e.stream.synchronize()
-    del operations  # (read by now)
+    del uploaded
     e.commit(new, L, cap, param_cap)
 
 
@@ -89,20 +89,32 @@ def _fold(e: "CudaEngine", fold: op.Fold) -> None:
 
 def replay(e: "CudaEngine", L: Layout, b: dict, log: list, fresh: list):
     """The parameter operations of `log` (and zeroed optimizer state for `fresh` parameters), in
-    one launch of growth_init."""
+    one launch of growth_init; the buffer they were uploaded in (None without any)."""
     offset, size = L.offsets.__getitem__, lambda k: math.prod(L.shapes[k])
     noise = next((o for o in log if isinstance(o, op.Noise)), op.Noise(0, 0))
-    ops = [o for o in log if isinstance(o, op.ParamOp)] + [op.ZeroState(key) for key in fresh]
-    if not ops:
+    records = [o.record(offset, size) for o in log if isinstance(o, op.ParamOp)]
+    records += [op.ZeroState(first, n).record(offset, size) for first, n in _ranges(L, fresh)]
+    if not records:
         return None
-    records = [o.record(offset, size) for o in ops]
     state = [b[f"state_{name}"] for name in e.optimizer.state_names]
     state += [np.intp(0)] * (3 - len(state))
     block, up = e.mem.upload_all({"ops": np.array([r for r, _ in records], np.int32),
                                   "fparams": np.array([f for _, f in records], np.float64)}, "growth operations")
-    e.launch("growth_init", (len(ops), 1), up["ops"], up["fparams"], b["params"], *state,
+    e.launch("growth_init", (len(records), 1), up["ops"], up["fparams"], b["params"], *state,
              np.uint32(noise.seed & 0xFFFFFFFF), np.uint32(noise.step & 0xFFFFFFFF))
     return block  # the caller keeps it until the stream has run the launch
+
+
+def _ranges(L: Layout, keys: list) -> list[tuple[int, int]]:
+    """(first, length) of the parameters of `keys` in layout L, adjacent blocks merged (a growth
+    step's new blocks are appended one after another: one range instead of a record a block)."""
+    out = []
+    for start, n in sorted((L.offsets[k], math.prod(L.shapes[k])) for k in keys):
+        if out and out[-1][0] + out[-1][1] == start:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        elif n:
+            out.append((start, n))
+    return out
 
 
 def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> dict:

@@ -35,8 +35,8 @@ def build(e: "CudaEngine", ix: Layout, cap: int, edges: dict | None = None) -> d
     counts, spans, rest = _sizes(ix, passes)
     new["topology"], parts = e.mem.arena({**counts, **spans, **rest}, "topology")  # one allocation
     new.update(parts)
-    first, last = next(iter(counts)), list(counts)[-1]
-    e.drv.memset_d32_async(new[first], 0, (int(new[last]) - int(new[first])) // 4 + counts[last] // 4, e.stream)
+    start, nbytes = _run(new, counts)
+    e.drv.memset_d32_async(start, 0, nbytes // 4, e.stream)
     _edge_list(e, ix, new, edges, new.pop("records", None))
     _csr_and_levels(e, ix, new)
     _task_lists(e, ix, new, passes, spans)
@@ -63,6 +63,14 @@ def _sizes(ix: Layout, passes: list) -> tuple[dict, dict, dict]:
                                                     ("range_min", "range_max", "run_lo", "run_hi", "run_const")}}
     bytes_of = lambda d: {name: 4 * words for name, words in d.items()}
     return bytes_of(counts), bytes_of(spans), bytes_of(rest)
+
+
+def _run(parts: dict, sizes: dict) -> tuple[int, int]:
+    """(address, bytes) of the memory from the first of `sizes`' parts to the end of its last
+    (parts of an arena made in that order: alignment gaps included)."""
+    names = list(sizes)
+    start = parts[names[0]]
+    return start, parts[names[-1]] + sizes[names[-1]] - start
 
 
 def reset_ranges(e: "CudaEngine", b: dict, n_cols: int) -> None:
@@ -153,8 +161,8 @@ def _task_lists(e: "CudaEngine", ix: Layout, new: dict, passes: list, spans: dic
     e.launch("scan_exclusive", (1, 1), new["bias_count"], new["bias_ptr"], np.int32(n + 1))
     depth = np.empty(1, np.int32)
     e.drv.memcpy_dtoh_async(depth, int(new["level"]) + 4 * ix.output_slot, e.stream)
-    start, last = int(new[next(iter(spans))]), list(spans)[-1]
-    run = np.empty((int(new[last]) - start + spans[last]) // 4, np.int32)
+    start, nbytes = _run(new, spans)
+    run = np.empty(nbytes // 4, np.int32)
     e.drv.memcpy_dtoh_async(run, start, e.stream)
     e.stream.synchronize()
     at = lambda name: run[(int(new[name]) - start) // 4:][:spans[name] // 4]

@@ -19,7 +19,8 @@ import numpy as np
 from . import operations as op
 from . import shapes
 from .hashnoise import hash_uniform
-from .network import OUTPUT, Network
+from .errors import GraphError
+from .network import INPUT, OUTPUT, Network
 
 
 def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> np.ndarray:
@@ -40,6 +41,7 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
     `log`, if given, receives the parameter operations (genlab.operations).
     values=False leaves the parameters' values to whoever replays the log (an engine that grows
     in place): new blocks are zeros on the host and changed ones keep their old values."""
+    g = _hidden(net, g)
     kind, width = net.kind(g), net.widths[g]
     consumers = list(net._out[g])
     new = _new_group(net, g, kind.depth_options(net.options.get(g, {})))
@@ -73,6 +75,7 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
     """Add a sibling g'' of g (its width and kind) with g's inputs and consumers; return g''.
     `log` and `values` as in duplicate_depth. fresh (with preserve): g'' gets new He-uniform
     input weights and zero output weights instead of copies of g's and a split of its outputs."""
+    g = _hidden(net, g)
     inputs, consumers, weights, delays = list(net._in[g]), list(net._out[g]), net._weights, net.delays
     new = _new_group(net, g, net.options.get(g, {}))
     if g in net.grids:
@@ -113,6 +116,14 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
     if log is not None:
         log.extend(ops)
     return new
+
+
+def _hidden(net: Network, g) -> int:
+    """g as a Python int (keys and lists hold no NumPy integers); GraphError unless it names a
+    hidden group of net."""
+    if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g in (INPUT, OUTPUT) or g not in net.widths:
+        raise GraphError(f"group {g!r} is not a hidden group of the network: only hidden groups are duplicated")
+    return int(g)
 
 
 def _new_group(net: Network, g: int, options: dict) -> int:

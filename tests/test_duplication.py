@@ -3,11 +3,12 @@ same edits made through the checked methods (add_group, connect, reroute): the s
 edge order, parameters, operations and random state, on networks of every kind, with delays."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
-from genlab import Network
+from genlab import GraphError, Network
 from genlab import operations as op
 from genlab import shapes
 from genlab.duplication import duplicate_depth, duplicate_width, he_uniform
@@ -140,3 +141,23 @@ def test_duplications_equal_the_checked_edits(name, move, values):
         assert b.version > version  # a trainer holding the network sees the edit
         b.validate()
         base = b
+
+
+@pytest.mark.parametrize("fast", [duplicate_depth, duplicate_width])
+@pytest.mark.parametrize("g", [0, 1, 99, True, 2.0, "2"])
+def test_only_hidden_groups_are_duplicated(fast, g):
+    net = Network.mlp([4, 3, 2], seed=0)
+    before = _state(net)
+    with pytest.raises(GraphError, match="not a hidden group"):
+        fast(net, g, 1, 0)
+    assert _state(net) == before  # nothing was changed
+
+
+@pytest.mark.parametrize("fast", [duplicate_depth, duplicate_width])
+def test_numpy_group_ids_leave_python_ints_in_the_network(fast):
+    net = Network.mlp([4, 3, 3, 2], seed=0)
+    new = fast(net, np.int64(net.hidden_groups[0]), 1, 0)
+    ids = [*net.widths, *net._in, *net._out, *(g for v in [*net._in.values(), *net._out.values()] for g in v),
+           *(g for e in net._weights for g in e), *net._biases, new]
+    assert all(type(g) is int for g in ids)
+    json.dumps(net.topology())  # a picture of it is JSON-ready

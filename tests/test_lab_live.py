@@ -140,6 +140,15 @@ def assert_log_console_clean(page) -> None:
     assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
 
 
+def wait_for_pictures(page, count: int) -> None:
+    """Until the dashboard shows `count` pictures, each decoded: a redraw replaces an image's data,
+    and measured before it decodes its natural size is 0 (a busy machine shows it)."""
+    page.wait_for_function(
+        "n => { const imgs = [...document.querySelectorAll('.jupyter-widgets img')];"
+        " return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=count, timeout=20_000)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (the README's set-up installs it)")
 def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -155,8 +164,8 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
 
         button("Step").click()
         page.wait_for_function("document.body.innerText.includes('step 1 ·')", timeout=20_000)
-        page.locator(".jupyter-widgets img").first.wait_for(timeout=20_000)  # the pictures follow the click
-        assert page.locator(".jupyter-widgets img").count() == 3 and page.get_by_text("No steps yet").count() == 0
+        wait_for_pictures(page, 3)  # the pictures follow the click
+        assert page.get_by_text("No steps yet").count() == 0
         for picture in page.locator(".jupyter-widgets img").all():  # inside the page's width, undistorted, readable
             box = picture.bounding_box()
             natural = picture.evaluate("i => [i.naturalWidth, i.naturalWidth / i.naturalHeight]")
@@ -217,14 +226,14 @@ def test_a_lab_with_synthetic_gradients_live_in_jupyterlab(jupyterlab):
         status = page.locator(".widget-html-content", has_text="growth events").first
         assert "synthetic gradients at the cuts after groups 2, 3" in status.inner_text()
         button("Step").click()
-        page.wait_for_function("document.querySelectorAll('.jupyter-widgets img').length === 4", timeout=20_000)
+        wait_for_pictures(page, 4)
         text_px = page.evaluate(READABLE)  # the DAG as it starts (a grown one is scaled to its panel)
         assert min(text_px.values()) >= 14, text_px
         button("Run N").click()  # 200 steps, a growth check every 25
         page.wait_for_function("document.body.innerText.includes('step 201 ·')", timeout=120_000)
         events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
         assert events > 1, page.locator(".jp-OutputArea").inner_text()[:3000]
-        page.wait_for_function("document.querySelectorAll('.jupyter-widgets img').length === 4", timeout=20_000)
+        wait_for_pictures(page, 4)
         for picture in page.locator(".jupyter-widgets img").all():  # the fifth among them: inside, readable
             box = picture.bounding_box()
             natural = picture.evaluate("i => [i.naturalWidth, i.naturalWidth / i.naturalHeight]")

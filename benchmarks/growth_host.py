@@ -2,7 +2,7 @@
 group, width-wise, split siblings, every hidden group chosen until 512 groups) replayed as the
 CUDA engine would see it (parameters left to the engine: values=False), each part timed alone.
 
-    python benchmarks/growth_host.py [--repeat 20] [--json out.json]
+    python benchmarks/growth_host.py [--repeat 20] [--mode width|depth|auto|alternate] [--json out.json]
 
 The parts: copy (Network.copy for the transaction), rules (Grower.check: duplications, the
 operations' log and each event's topology picture; the choice is given, it is the GPU's),
@@ -17,7 +17,7 @@ import time
 
 from genlab import GrowthPolicy, Network
 from genlab.engines.cuda.layout import Layout
-from genlab.growth import Grower
+from genlab.growth import Grower, select
 from genlab import operations as op
 
 
@@ -30,7 +30,9 @@ class HostOnly:
         self.net = net
 
     def choose_growth(self, eligible, threshold, relative):
-        return [(g, 1.0) for g in sorted(eligible)]
+        """Every eligible group marked (W5's threshold 0), then the rules' selection: a group
+        whose direct input is marked waits (growth.select)."""
+        return [(g, 1.0) for g in select(self.net.inputs, set(eligible), dict.fromkeys(eligible, 1.0))]
 
 
 def event(net: Network, grower: Grower, step: int) -> tuple[dict, Network]:
@@ -60,8 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--json")
+    parser.add_argument("--mode", default="width", help="the growth mode (W5's: width; the default policy's: auto)")
     args = parser.parse_args()
-    policy = dict(threshold=0.0, every=20, cooldown=0, max_groups=512, mode="width", sibling="split")
+    policy = dict(threshold=0.0, every=20, cooldown=0, max_groups=512, mode=args.mode, sibling="split")
     runs = {}
     for _ in range(args.repeat):
         net, grower = Network.mlp([64, 8, 10], seed=0), Grower(GrowthPolicy(**policy))

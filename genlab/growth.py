@@ -108,10 +108,12 @@ class Scores:
 
 def depth_through(net: Network) -> dict[int, int]:
     """For each group, the number of hidden groups on the longest input->output path through it
-    (within one time step: edges with a delay are not on it)."""
+    (within one time step: edges with a delay are not on it). Read once a duplication in mode
+    "auto": O(groups + edges), without validating the whole network each time (levels() raises
+    on a cycle; its keys come in a topological order)."""
     level, outputs = net.levels(), net.forward_edges()[1]
     to_out = {OUTPUT: 0}
-    for g in reversed(net.topological_order()):
+    for g in reversed(list(level)):
         if g != OUTPUT:
             to_out[g] = 1 + max((to_out[d] for d in outputs[g]), default=-10**9)
     return {g: level[g] + to_out[g] - 1 for g in net.groups}
@@ -133,6 +135,7 @@ class Grower:
         self.taylor_low: dict[int, int] = {}
         self.cool_until: dict[int, int] = {}
         self.checks = 0
+        self._depths: tuple[int, dict] | None = None  # mode "auto": (net.version, depth_through) within a check
         self.budget_reached_at: int | None = None
         self.rows = self.batches = 0  # seen since pruning last judged which groups are constant
 
@@ -200,7 +203,7 @@ class Grower:
         mode, budget, cooldowns and pruning still apply; the event's statistic is the group's score).
         picture: a function that gives net.topology() as given, when the caller keeps it (the
         picture is not changed), asked only when a group grows."""
-        p = self.policy
+        p, self._depths = self.policy, None
         if groups is not None:
             groups = self._given(net, groups)
         log: list[op.GrowthOp] = [op.Noise(self.seed, step)]  # the counter-based noise of this step's operations
@@ -234,7 +237,12 @@ class Grower:
         p, kind = self.policy, self._kind(g, net)
         if kind == "depth":
             return kind, duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
-        return kind, duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values, p.sibling == "fresh")
+        depths = self._depths[1] if self._depths and self._depths[0] == net.version else None
+        new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values, p.sibling == "fresh")
+        if depths is not None:  # a sibling lengthens no path: every depth stays, the sibling's is g's
+            depths[new] = depths[g]
+            self._depths = (net.version, depths)
+        return kind, new
 
     def _smoothed(self, engine) -> dict[int, float]:
         """{group: smoothed score}, from the engine where it keeps them."""
@@ -269,7 +277,7 @@ class Grower:
     def preview(self, net: Network, step: int, engine) -> list[tuple[int, str, float]]:
         """What check() would grow at `step` ((group, "depth" | "width", score), in budget order),
         changing nothing. Pruning is not previewed (it runs first and may remove groups)."""
-        p = self.policy
+        p, self._depths = self.policy, None
         chosen = self._wanted(net, step, engine)[:max(p.max_groups - len(net.groups), 0)]
         work, plan = net.copy(deep=False, pull=False), []
         for g, score in chosen:
@@ -282,7 +290,9 @@ class Grower:
         if mode == "alternate":
             return "depth" if self.checks % 2 == 0 else "width"
         if mode == "auto":
-            return "depth" if depth_through(net)[g] < self.policy.max_depth else "width"
+            if not self._depths or self._depths[0] != net.version:  # (kept within one check or preview)
+                self._depths = (net.version, depth_through(net))
+            return "depth" if self._depths[1][g] < self.policy.max_depth else "width"
         return mode
 
     def _prune(self, net: Network, step: int, engine, log: list) -> list[GrowthEvent]:

@@ -573,3 +573,63 @@ def test_a_growth_steps_pictures_equal_the_networks_topology_after_each_event(fa
             new = duplicate_depth(net, g, 0, 0) if depth else duplicate_width(net, g, 0, 0, fresh=bool(seed % 2))
             grown.append("depth" if depth else "width")
             assert pictures.after(net, g, new) == net.topology(), (seed, grown)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_depth_through_is_the_longest_path_through_each_group(seed):
+    """depth_through against paths counted by brute force (every input -> output path), on
+    random DAGs grown depth-wise and width-wise, one with a recurrent edge (not on a path)."""
+    rng = np.random.default_rng(seed)
+    net = Network.random_dag(3, 3, (2, 5), (1, 3), seed=seed)
+    for step in range(4):
+        g = int(rng.choice(net.hidden_groups))
+        (duplicate_depth if rng.random() < 0.5 else duplicate_width)(net, g, step, seed)
+    if seed == 4:
+        h = net.hidden_groups[-1]
+        net.connect(h, h, delay=1)
+    inputs, outputs = net.forward_edges()
+
+    def paths(g):  # every path from g to the output, as lists of groups
+        return [[g]] if g == OUTPUT else [[g, *p] for d in outputs[g] for p in paths(d)]
+
+    longest = {g: 0 for g in net.groups}
+    for path in paths(INPUT):
+        hidden = len(path) - 2
+        for g in path:
+            longest[g] = max(longest[g], hidden)
+    assert depth_through(net) == longest
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auto_mode_decides_as_with_depths_measured_afresh_for_every_group(seed):
+    """Mode "auto" keeps the depths within a check and updates them after a width-wise copy
+    (a sibling lengthens no path); it decides as measuring depth_through for every group does."""
+
+    class Afresh(Grower):
+        def _kind(self, g, net):
+            self._depths = None
+            return super()._kind(g, net)
+
+    policy = GrowthPolicy(threshold=0.0, every=None, cooldown=0, max_groups=90, mode="auto", max_depth=3)
+    kept = Network.random_dag(2, 4, (2, 6), (1, 3), seed=seed)
+    afresh = kept.copy()
+    a, b, kinds = Grower(policy, seed=seed), Afresh(policy, seed=seed), set()
+    for step in range(1, 5):
+        groups = [g for g in kept.hidden_groups if g % 3 != step % 3]  # not all at once
+        groups = [g for g in groups if not any(s in groups for s in kept.inputs(g))]  # as the rules select
+        made_a, made_b = a.check(kept, step, groups=groups)[0], b.check(afresh, step, groups=groups)[0]
+        assert [(e.kind, e.source, e.new) for e in made_a] == [(e.kind, e.source, e.new) for e in made_b]
+        assert kept.topology() == afresh.topology()
+        kinds |= {e.kind for e in made_a}
+        if a._depths and a._depths[0] == kept.version:  # the depths it kept are the network's
+            assert a._depths[1] == depth_through(kept)
+    assert kinds == {"depth", "width"}  # both ways of growing, one check after another
+
+
+def test_auto_mode_measures_depths_again_after_a_depth_wise_copy():
+    """Two groups of one chain in one check: the first copied depth-wise makes the chain as deep
+    as max_depth, so the second is copied width-wise."""
+    net = Network.mlp([4, 3, 3, 3, 3, 3, 2], seed=0)  # five hidden groups in a chain: 2 -> ... -> 6
+    grower = Grower(GrowthPolicy(threshold=0.0, every=None, cooldown=0, max_groups=90, mode="auto", max_depth=6))
+    made, _ = grower.check(net, 1, groups=[2, 4])
+    assert [(e.source, e.kind) for e in made] == [(2, "depth"), (4, "width")]

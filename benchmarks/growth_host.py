@@ -12,6 +12,7 @@ engine uploads), commit (Network.assign). Median over repeats, us.
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -49,7 +50,7 @@ def event(net: Network, grower: Grower, step: int) -> tuple[dict, Network]:
     times["index"] = time.perf_counter() - t
     t = time.perf_counter()
     offset = grown.offsets.__getitem__
-    size = lambda k: __import__("math").prod(grown.shapes[k])
+    size = lambda k: math.prod(grown.shapes[k])
     [o.record(offset, size) for o in log if isinstance(o, op.ParamOp)]
     times["records"] = time.perf_counter() - t
     t = time.perf_counter()

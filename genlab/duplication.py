@@ -44,7 +44,7 @@ def duplicate_depth(net: Network, g: int, step: int, seed: int, preserve: bool =
     g = _hidden(net, g)
     kind, width = net.kind(g), net.widths[g]
     consumers = list(net._out[g])
-    new = _new_group(net, g, kind.depth_options(net.options.get(g, {})))
+    new = _new_group(net, g, kind, kind.depth_options(net.options.get(g, {})))
     grid = shapes.out_grid(net, g) if kind.spatial else None
     if grid is not None:
         net.grids[new] = grid
@@ -77,7 +77,7 @@ def duplicate_width(net: Network, g: int, step: int, seed: int, preserve: bool =
     input weights and zero output weights instead of copies of g's and a split of its outputs."""
     g = _hidden(net, g)
     inputs, consumers, weights, delays = list(net._in[g]), list(net._out[g]), net._weights, net.delays
-    new = _new_group(net, g, net.options.get(g, {}))
+    new = _new_group(net, g, net.kind(g), net.options.get(g, {}))
     if g in net.grids:
         net.grids[new] = net.grids[g]
     g_fan_in = sum(fan_in(weights[(s, g)].shape) for s in inputs)
@@ -126,10 +126,9 @@ def _hidden(net: Network, g) -> int:
     return int(g)
 
 
-def _new_group(net: Network, g: int, options: dict) -> int:
-    """A group of g's width and kind with `options` and no edges, its own parameters drawn from
-    the network's generator as Network.add_group draws them."""
-    kind = net.kind(g)
+def _new_group(net: Network, g: int, kind, options: dict) -> int:
+    """A group of g's width and `kind` (g's) with `options` and no edges, its own parameters drawn
+    from the network's generator as Network.add_group draws them."""
     options = kind.options(dict(options))
     new = net._next_id
     spec = shapes.Spec(net.widths[g], options, tokens=shapes.spec(net, OUTPUT).tokens)

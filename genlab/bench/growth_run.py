@@ -136,13 +136,13 @@ def run_growth(steps: int = 2000, every: int = 20, max_groups: int = 512, batch:
         total = ends[-1] - start
         took = np.diff([start] + ends) * 1e3
         after = [took[i + 1] for i in grown_at if i + 1 < len(took)]  # the steps right after an event
-        plain = np.delete(took, grown_at + [i + 1 for i in grown_at])
+        median = float(np.median(np.delete(took, grown_at + [i + 1 for i in grown_at])))  # steps without events
         out[label] = {"total_s": total, "growth_event_ms": statistics.median(events),
                       # the event and what the step after it costs beyond a step's median (the graph
                       # of the step captured again): the whole cost of an event to training
                       "growth_event_with_next_step_ms": statistics.median(
-                          e + max(a - float(np.median(plain)), 0.0) for e, a in zip(events, after)) if after else None,
-                      "median_step_ms": float(np.median(plain)),
+                          e + max(a - median, 0.0) for e, a in zip(events, after)) if after else None,
+                      "median_step_ms": median,
                       # a step's mean cost, the growth events taken out (auto's trials stay in)
                       "mean_step_ms": (total * 1e3 - sum(events)) / steps,
                       "growth_events": len(events), "groups_end": len(trainer.net.groups), "steps": steps,

@@ -22,6 +22,7 @@
 #ifndef GENLAB_BACKWARD_CU  // dataflow.cu includes this file too
 #define GENLAB_BACKWARD_CU
 #include "genlab.cuh"
+#include "products.cuh"
 
 __device__ __forceinline__ void finish_tile(
     int s, int k0, int kend, int b0, const float acc[2][2], const int* __restrict__ width,
@@ -29,13 +30,12 @@ __device__ __forceinline__ void finish_tile(
 {
     __shared__ double scratch[THREADS / 32];
     const int w = width[s], rs = ROW(ld, w);
-    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
     const float* h = act + act_off[s];
     float* dzs = dz + act_off[s];
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
-            const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
+            const int b = b0 + acc_row(a), k = k0 + acc_col(c);
             if (b < batch && k < kend) {
                 mask_and_count(acc[a][c], __ldcg(h + b * rs + k), dzs + b * rs + k, s1, s2, s3);
             }
@@ -48,10 +48,9 @@ __device__ __forceinline__ void backward_tile(
     const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
     const float* params, const float* act, float* dz, int batch, int ld, double* stats, int chunk)
 {
-    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d
-    __shared__ float wt[TILE][TILE + 1];  // [k][j] = W_e[j][k]
+    __shared__ float ds[TILE][TILE + TPAD];  // [batch row][j] of dz_d
+    __shared__ float wt[TILE][TILE + TPAD];  // [k][j] = W_e[j][k]
     const int w = width[s], kend = min(w, k0 + chunk);  // the task's neurons: k0..kend-1
-    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
     for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
@@ -65,13 +64,7 @@ __device__ __forceinline__ void backward_tile(
                 wt[c][r] = (j0 + r < wd && k0 + c < kend) ? W[(j0 + r) * w + k0 + c] : 0.f;
             }
             __syncthreads();
-#pragma unroll 8
-            for (int c = 0; c < TILE; ++c) {
-                const float d0 = ds[ty][c], d1 = ds[ty + HALF][c];
-                const float w0 = wt[tx][c], w1 = wt[tx + HALF][c];
-                acc[0][0] += d0 * w0; acc[0][1] += d0 * w1;
-                acc[1][0] += d1 * w0; acc[1][1] += d1 * w1;
-            }
+            tile_product(acc, [&](int r, int j) { return ds[r][j]; }, [&](int k, int j) { return wt[k][j]; });
             __syncthreads();
         }
     }
@@ -93,11 +86,10 @@ extern "C" __global__ void backward_push(
     const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
     const int* __restrict__ hidden, const float* __restrict__ params, float* __restrict__ dz, int batch, int ld)
 {
-    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_d, loaded once for every in-edge
-    __shared__ float ws[TILE][TILE + 1];  // [j][k] = W_e[j0 + j][k0 + k]
+    __shared__ float ds[TILE][TILE + TPAD];  // [batch row][j] of dz_d, loaded once for every in-edge
+    __shared__ float ws[TILE][TILE + TPAD];  // [j][k] = W_e[j0 + j][k0 + k]
     const int d = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
     const int wd = width[d], rd = ROW(ld, wd);
-    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     const float* D = dz + act_off[d];
     for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
         const int r = i / TILE, c = i % TILE;
@@ -116,17 +108,11 @@ extern "C" __global__ void backward_push(
             }
             __syncthreads();
             float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-#pragma unroll 8
-            for (int j = 0; j < TILE; ++j) {
-                const float d0 = ds[ty][j], d1 = ds[ty + HALF][j];
-                const float w0 = ws[j][tx], w1 = ws[j][tx + HALF];
-                acc[0][0] += d0 * w0; acc[0][1] += d0 * w1;
-                acc[1][0] += d1 * w0; acc[1][1] += d1 * w1;
-            }
+            tile_product(acc, [&](int r, int j) { return ds[r][j]; }, [&](int k, int j) { return ws[j][k]; });
             __syncthreads();
             for (int a = 0; a < 2; ++a)
                 for (int c = 0; c < 2; ++c) {
-                    const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
+                    const int b = b0 + acc_row(a), k = k0 + acc_col(c);
                     if (b < batch && k < w) atomicAdd(H + b * rs + k, acc[a][c]);
                 }
         }
@@ -139,12 +125,11 @@ extern "C" __global__ void backward_finish(
 {
     const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
     const int w = width[s], rs = ROW(ld, w);
-    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     const float* G = dz + act_off[s];
     float acc[2][2];
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
-            const int b = b0 + ty + a * HALF, k = k0 + tx + c * HALF;
+            const int b = b0 + acc_row(a), k = k0 + acc_col(c);  // where finish_tile reads acc[a][c]
             acc[a][c] = (b < batch && k < w) ? __ldcg(G + b * rs + k) : 0.f;
         }
     finish_tile(s, k0, min(w, k0 + TILE), b0, acc, width, act_off, act, dz, batch, ld, stats);
@@ -155,14 +140,13 @@ __device__ __forceinline__ void weight_grad_tile(
     const int* __restrict__ in_woff, const int* __restrict__ width, const int* __restrict__ act_off,
     const float* act, const float* dz, float* grads, int batch, int ld, double* wstats, double* gradsq)
 {
-    __shared__ float ds[TILE][TILE + 1];  // [batch row][j] of dz_dst
-    __shared__ float hs[TILE][TILE + 1];  // [batch row][k] of h_src
+    __shared__ float ds[TILE][TILE + TPAD];  // [batch row][j] of dz_dst
+    __shared__ float hs[TILE][TILE + TPAD];  // [batch row][k] of h_src
     __shared__ double scratch[THREADS / 32];
     const int src = in_src[e], dst = in_dst[e], ws_ = width[src], wd = width[dst];
     const int rs = ROW(ld, ws_), rd = ROW(ld, wd);
     const float* D = dz + act_off[dst];
     const float* H = act + act_off[src];
-    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
     for (int b0 = 0; b0 < batch; b0 += TILE) {
         for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
@@ -171,19 +155,13 @@ __device__ __forceinline__ void weight_grad_tile(
             hs[r][c] = (b < batch && k0 + c < ws_) ? __ldcg(H + b * rs + k0 + c) : 0.f;
         }
         __syncthreads();
-#pragma unroll 8
-        for (int r = 0; r < TILE; ++r) {
-            const float d0 = ds[r][ty], d1 = ds[r][ty + HALF];
-            const float h0 = hs[r][tx], h1 = hs[r][tx + HALF];
-            acc[0][0] += d0 * h0; acc[0][1] += d0 * h1;
-            acc[1][0] += d1 * h0; acc[1][1] += d1 * h1;
-        }
+        tile_product(acc, [&](int j, int r) { return ds[r][j]; }, [&](int k, int r) { return hs[r][k]; });
         __syncthreads();
     }
     double sq = 0.0;
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
-            const int j = j0 + ty + a * HALF, k = k0 + tx + c * HALF;
+            const int j = j0 + acc_row(a), k = k0 + acc_col(c);
             if (j < wd && k < ws_) {
                 grads[in_woff[e] + j * ws_ + k] = acc[a][c];
                 sq += (double)acc[a][c] * acc[a][c];

@@ -1,6 +1,7 @@
 // forward.cu: the forward pass (pull: each group gathers its inputs).
 //
-// forward_tile: h_s = act(b_s + sum_e h_src(e) W_e^T) over one TILE x TILE tile, where act is
+// forward_tile: h_s = act(b_s + sum_e h_src(e) W_e^T) over one TILE x TILE tile (the product in the
+// build's precision, products.cuh), where act is
 // ReLU for hidden groups and the identity for the output group (logits). Task (slot, j0, e0, e1):
 // batch rows b0.., neurons j0.., summed over the in-edges e0..e1-1 and over each source width in
 // TILE-wide chunks staged in shared memory. Split-K: the linear output group's in-edges may be
@@ -12,18 +13,18 @@
 #ifndef GENLAB_FORWARD_CU  // dataflow.cu includes this file too
 #define GENLAB_FORWARD_CU
 #include "genlab.cuh"
+#include "products.cuh"
 
 __device__ __forceinline__ void forward_tile(
     const int* __restrict__ task, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
     const int* __restrict__ in_woff, const float* params, float* act, int batch, int ld, int output_slot, int chunk)
 {
-    __shared__ float xs[TILE][TILE + 1];  // [batch row][k]
-    __shared__ float ws[TILE][TILE + 1];  // [neuron j][k]
+    __shared__ float xs[TILE][TILE + TPAD];  // [batch row][k]
+    __shared__ float ws[TILE][TILE + TPAD];  // [neuron j][k]
     const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3];
     const bool split = (s == output_slot) && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
     const int w = width[s], jend = min(w, j0 + chunk);  // the task's neurons: j0..jend-1
-    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
     for (int e = e0; e < e1; ++e) {
@@ -37,13 +38,7 @@ __device__ __forceinline__ void forward_tile(
                 ws[r][c] = (j0 + r < jend && k < ws_) ? W[(j0 + r) * ws_ + k] : 0.f;
             }
             __syncthreads();
-#pragma unroll 8
-            for (int c = 0; c < TILE; ++c) {
-                const float x0 = xs[ty][c], x1 = xs[ty + HALF][c];
-                const float w0 = ws[tx][c], w1 = ws[tx + HALF][c];
-                acc[0][0] += x0 * w0; acc[0][1] += x0 * w1;
-                acc[1][0] += x1 * w0; acc[1][1] += x1 * w1;
-            }
+            tile_product(acc, [&](int r, int k) { return xs[r][k]; }, [&](int j, int k) { return ws[j][k]; });
             __syncthreads();
         }
     }
@@ -51,7 +46,7 @@ __device__ __forceinline__ void forward_tile(
     const int rs = ROW(ld, w);
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
-            const int b = b0 + ty + a * HALF, j = j0 + tx + c * HALF;
+            const int b = b0 + acc_row(a), j = j0 + acc_col(c);
             if (b < batch && j < jend) {
                 const float z = acc[a][c] + (e0 == in_ptr[s] ? params[bias_off[s] + j] : 0.f);
                 if (split) atomicAdd(h + b * rs + j, z);

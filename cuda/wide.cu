@@ -21,7 +21,10 @@
 // weight_<tier>: task (edge, j0, k0) as weight_grad_tile: dW_e[j][k] = sum over the batch of
 //   dz_dst[b][j] h_src[b][k]; wstats[dst] and *gradsq += its sum of squares. Launch: grid n_tasks.
 // <tier> is mid (T = MT = 64) or wide (T = WT = 128).
+// With tensor cores (a build of another precision, products.cuh), the 8 warps of a block tile the
+// T x T outputs 2 x 4, each warp (T / 2) x (T / 4) as fragments of 16 x 8 (out_row, out_col).
 #include "genlab.cuh"
+#include "products.cuh"
 
 #define WK 16   // k per shared-memory stage
 #ifndef WIDE_BLOCKS
@@ -31,10 +34,13 @@
 #define MID_BLOCKS 4   // the same for 64 x 64 tiles
 #endif
 
+// a stage's row padding: 4 keeps fp32's float4 rows apart; 8 puts a fragment's 4 k x 8 rows on 32 banks
+#define SPAD (TENSOR_CORES ? 8 : 4)
+
 template <int T>
 struct Stage {
-    float a[WK][T + 4];  // [k][tile row] (rows float4-aligned)
-    float b[WK][T + 4];  // [k][tile column]
+    float a[WK][T + SPAD];  // [k][tile row] (rows float4-aligned)
+    float b[WK][T + SPAD];  // [k][tile column]
 };
 
 // One operand's part of a stage of a T x T tile: tile row r (< rows), k (< K). kc: contiguous
@@ -85,7 +91,7 @@ struct Operand {
         }
     }
 
-    __device__ __forceinline__ void store(float (*s)[T + 4]) const {
+    __device__ __forceinline__ void store(float (*s)[T + SPAD]) const {
         const int t = threadIdx.x;
 #pragma unroll
         for (int i = 0; i < N; ++i) {
@@ -115,6 +121,14 @@ __device__ __forceinline__ void tile_segment(float acc[T / 16][T / 16], Operand<
         const bool more = t + 1 < steps;
         if (more) { A.fetch((t + 1) * WK); B.fetch((t + 1) * WK); }
         const Stage<T>& s = st[stage];
+#if TENSOR_CORES
+        const int w = threadIdx.x >> 5;
+#pragma unroll
+        for (int k0 = 0; k0 < WK; k0 += KSTEP)
+            warp_product<T / 32, T / 32>(&acc[0][0], [&](int r, int k) { return s.a[k][r]; },
+                                         [&](int n, int k) { return s.b[k][n]; }, (w >> 2) * (T / 2), (w & 3) * (T / 4),
+                                         k0);
+#else
 #pragma unroll
         for (int k = 0; k < WK; ++k) {
             float a[R], b[R];
@@ -130,31 +144,50 @@ __device__ __forceinline__ void tile_segment(float acc[T / 16][T / 16], Operand<
 #pragma unroll
                 for (int j = 0; j < R; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
+#endif
         if (more) { A.store(st[stage ^ 1].a); B.store(st[stage ^ 1].b); }
         __syncthreads();
         stage ^= 1;
     }
 }
 
-// The tile row (or column) of a thread's i-th accumulator row (or column).
-__device__ __forceinline__ int tile_row(int i, int t16) { return (i >> 2) * 64 + t16 * 4 + (i & 3); }
+// The tile row and column of a thread's output acc[i][c] (R = T / 16). fp32: rows ty * 4.. (and,
+// for R = 8, 64 + ty * 4..), columns the same with tx. Tensor cores: acc's 4 (i R + c) + e is
+// element e of the warp's fragment (mi, ni) = ((i R + c) / 4 / NI, ... % NI), NI = T / 32.
+template <int R>
+__device__ __forceinline__ int out_row(int i, int c)
+{
+#if TENSOR_CORES
+    const int f = (i * R + c) >> 2, e = (i * R + c) & 3, w = threadIdx.x >> 5;
+    return (w >> 2) * (8 * R) + (f / (R / 2)) * 16 + ((threadIdx.x & 31) >> 2) + 8 * (e >> 1);
+#else
+    return (i >> 2) * 64 + (threadIdx.x / 16) * 4 + (i & 3);
+#endif
+}
+
+template <int R>
+__device__ __forceinline__ int out_col(int i, int c)
+{
+#if TENSOR_CORES
+    const int f = (i * R + c) >> 2, e = (i * R + c) & 3, w = threadIdx.x >> 5;
+    return (w & 3) * (4 * R) + (f % (R / 2)) * 8 + 2 * (threadIdx.x & 3) + (e & 1);
+#else
+    return (c >> 2) * 64 + (threadIdx.x % 16) * 4 + (c & 3);
+#endif
+}
 
 // f(acc, row, column) for each of the thread's R x R outputs that lies inside the matrix: rows
 // r0 + tile rows below `rows`, columns c0 + tile columns below `cols`.
 template <int R, typename F>
 __device__ __forceinline__ void each_output(const float (&acc)[R][R], int r0, int rows, int c0, int cols, F f)
 {
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
-    for (int i = 0; i < R; ++i) {
-        const int r = r0 + tile_row(i, ty);
-        if (r >= rows) continue;
+    for (int i = 0; i < R; ++i)
 #pragma unroll
         for (int c = 0; c < R; ++c) {
-            const int col = c0 + tile_row(c, tx);
-            if (col < cols) f(acc[i][c], r, col);
+            const int r = r0 + out_row<R>(i, c), col = c0 + out_col<R>(i, c);
+            if (r < rows && col < cols) f(acc[i][c], r, col);
         }
-    }
 }
 
 template <int T>

@@ -64,22 +64,30 @@ def resolve(backend: str = "auto") -> str:
     return "cuda"
 
 
-def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | None = None):
+def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | None = None,
+                precision=None):
     """An engine of the resolved backend, loaded with `net`. `executor` picks the CUDA engine's
     schedule (genlab.engines.cuda.EXECUTORS, or "auto": picked per shape, the default); the
     serial engine has one, so asking it for a named executor is an error, unless backend "auto"
-    fell back to it (it says so on stderr)."""
+    fell back to it (it says so on stderr). `precision`: the dense products' arithmetic
+    (genlab.precision; None: fp32)."""
     from .engines.cuda.executors import AUTO, DEFAULT, check_name
+    from .precision import DEFAULT as FP32
+    from .precision import parse
 
     if executor is not None:
         check_name(executor)  # an unknown name is an error on every backend
+    precision = FP32 if precision is None else parse(precision)
     engine = ENGINES[resolve(backend)](net.recurrent)
+    if precision not in engine.precisions:
+        raise BackendError(f"the {engine.name} engine computes in fp32 only, not {precision.value}")
+    kwargs = {} if len(engine.precisions) == 1 else {"precision": precision}
     if engine.has_executors:
-        return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT)
+        return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT, **kwargs)
     if executor not in (None, AUTO) and backend == "serial":
         raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                            "group after another (leave executor unset, or use backend='cuda')")
-    return engine(net, optimizer, dtype=dtype)
+    return engine(net, optimizer, dtype=dtype, **kwargs)
 
 
 def _serial(recurrent: bool):

@@ -44,6 +44,7 @@ def save(trainer, path, metadata: dict | None = None):
         "optimizer": {"name": trainer.optimizer.name, **trainer.optimizer.settings()},
         "batch_size": trainer.batch_size, "seed": trainer.seed, "dtype": engine.dtype.name,
         "executor": trainer._engine_options["executor"], "step_count": trainer.step_count,
+        "precision": trainer._engine_options["precision"].value,
         "every_step": trainer.every_step,
         "rng": trainer.rng.bit_generator.state, "net_rng": net._rng.bit_generator.state,
         "growth": policy.settings(), "criterion_function": callable(policy.criterion),
@@ -89,7 +90,8 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
                 executor = saved_executor
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
                               seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,
-                              every_step=meta.get("every_step", False), distributed=distributed, world=world, **opt)
+                              every_step=meta.get("every_step", False), distributed=distributed, world=world,
+                              precision=meta.get("precision", "fp32"), **opt)
             state = _engine_state(reader, meta, net)
             trainer.engine.import_state(state, trainer._net)
             trainer._start = start

@@ -16,6 +16,7 @@ from .growth import GrowthEvent, GrowthPolicy, Grower
 from .history import History
 from .network import Network
 from .optim import make_optimizer
+from .precision import parse as parse_precision
 
 
 def _mode(distributed: str | None, world):
@@ -53,12 +54,16 @@ class Trainer:
     parameters (genlab.asynchronous); step() stays one synchronous step.
     decouple: None, or genlab.DNI(cuts=[...]): the backward cut into parts after those groups,
     each earlier part updated from synthetic gradients (genlab.asynchronous.dni; serial engine).
+    precision: the arithmetic of the dense groups' matrix products: "fp32" (the default), "3xtf32"
+    (tensor cores at float32's accuracy), "tf32" or "bf16" (tensor cores on rounded operands);
+    the serial engine rounds the same operands, so both engines compute the same step
+    (genlab.precision; on the CUDA engine, executor "auto" picks among the executors that offer it).
     """
 
     def __init__(self, net: Network, backend: str = "auto", optimizer="adam", lr: float | None = None,
                  batch_size: int = 32, seed: int = 0, dtype="float32", growth: GrowthPolicy | None = None,
                  executor: str | None = None, every_step: bool = False, distributed: str | None = None,
-                 world=None, parallel=None, decouple=None, **optimizer_options):
+                 world=None, parallel=None, decouple=None, precision="fp32", **optimizer_options):
         if not isinstance(net, Network):
             raise ArgumentTypeError(f"Trainer needs a genlab.Network, got {type(net).__name__}")
         if growth is not None and not isinstance(growth, GrowthPolicy):
@@ -73,14 +78,15 @@ class Trainer:
         net.validate()
         checks.finite_parameters(net)
         self.optimizer = make_optimizer(optimizer, lr, **optimizer_options)
-        self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor)
+        precision = parse_precision(precision)
+        self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor, precision=precision)
         mode = _mode(distributed, world)
         self.mode = mode if decouple is None else dni.mode_of(decouple, mode)
         self.parallel = hogwild.checked(parallel, distributed, decouple)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()
         work.astype(dtype)
-        self.engine = self.mode.engine(backend, work, self.optimizer, dtype, executor)
+        self.engine = self.mode.engine(backend, work, self.optimizer, dtype, executor, precision)
         if self.every_step and not self.engine.reads_every_step:
             raise BackendError(f"the {self.engine.name} engine reads a recurrent network's output at the last step "
                                "only; use backend='serial' for every_step")
@@ -94,6 +100,11 @@ class Trainer:
             self.parallel.check(self.engine)
         self._hold()
         self._begin()
+
+    @property
+    def precision(self) -> str:
+        """The dense products' arithmetic this trainer computes in ("fp32", "3xtf32", "tf32", "bf16")."""
+        return self._engine_options["precision"].value
 
     def _hold(self) -> None:
         """Make the network ask this trainer for its parameters whenever they are read."""
@@ -134,7 +145,7 @@ class Trainer:
         self._net._source = None
         self._net.assign(self._start.copy())
         o = self._engine_options
-        self.engine = self.mode.engine(o["backend"], self._net, self.optimizer, o["dtype"], o["executor"])
+        self.engine = self.mode.engine(o["backend"], self._net, self.optimizer, o["dtype"], o["executor"], o["precision"])
         self.engine.every_step = self.every_step
         self._hold()
         self._begin()

@@ -33,6 +33,8 @@ from ..engines.serial import SerialEngine
 from ..errors import ArgumentError, ArgumentTypeError, BackendError, GraphError, TrainingError
 from ..network import INPUT, OUTPUT, Network
 from ..optim import Adam
+from ..precision import DEFAULT as FP32
+from ..precision import Precision
 
 
 ERRORS = 100_000  # steps whose modules' errors are kept (the latest)
@@ -97,13 +99,14 @@ class Interface:
 class DecoupledEngine(SerialEngine):
     """The serial engine with the network's backward cut into parts (module text)."""
 
-    def __init__(self, net: Network, optimizer, dtype, cuts: tuple[int, ...], conditioned: bool, lr: float = 1e-3):
+    def __init__(self, net: Network, optimizer, dtype, cuts: tuple[int, ...], conditioned: bool, lr: float = 1e-3,
+                 precision: Precision = FP32):
         self.cuts, self.conditioned = cuts, conditioned
         self.module_optimizer = Adam(lr=lr)  # the modules' own: Adam meets their per-sample scale whatever the network's
         self.interfaces: dict[int, Interface] = {}
         self.errors = deque(maxlen=ERRORS)  # per step: {boundary group: |M - truth| / |truth|}
         self._pending: dict = {}
-        super().__init__(net, optimizer, dtype)
+        super().__init__(net, optimizer, dtype, precision)
 
     def load(self, net: Network) -> None:
         if net.recurrent:
@@ -177,11 +180,11 @@ class Decoupled(Alone):
         super().__init__(None)
         self.dni = dni
 
-    def engine(self, backend, net, optimizer, dtype, executor):
+    def engine(self, backend, net, optimizer, dtype, executor, precision=FP32):
         if backend not in ("auto", "serial") or executor is not None:
             raise BackendError("DNI runs on the serial engine (backend='serial'); its parts on the CUDA engine are "
                                "not built yet")
-        return DecoupledEngine(net, optimizer, dtype, self.dni.cuts, self.dni.conditioned, self.dni.lr)
+        return DecoupledEngine(net, optimizer, dtype, self.dni.cuts, self.dni.conditioned, self.dni.lr, precision)
 
 
 @dataclass(frozen=True)

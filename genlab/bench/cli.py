@@ -14,7 +14,8 @@ genlab_auto is the engine with executor="auto" (its choice is recorded beside it
 W5 grows a network on digits for 2000 steps and times the whole run and each growth event,
 PyTorch rebuilding its model (and re-capturing its graph) at each one. "small" times a
 50-group classroom network's Trainer.step, engine step and device part (genlab.bench.small);
-"sweep" times every executor and auto over a grid of shapes (genlab.bench.sweep).
+"sweep" times every executor and auto over a grid of shapes (genlab.bench.sweep); "precision" times
+W1-W4 in each precision against PyTorch in the same one (genlab.bench.precisions).
 
 Each workload also gets a floor: its FLOPs over the device's measured FP32 matmul rate and its
 fewest bytes over the measured copy bandwidth, whichever is longer.
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 from .growth_run import run_growth
+from .precisions import run_precisions
 from .report import environment, write
 from .small import run_small
 from .sweep import run_sweep
@@ -42,6 +44,7 @@ EXTRA = {  # the parts beside W1-W4: name -> run(args, implementations)
     "W5": lambda args, impls: run_growth(implementations=args.growth_implementation or impls),
     "small": lambda args, impls: run_small(),
     "sweep": lambda args, impls: run_sweep(progress=lambda line: print(line, flush=True)),
+    "precision": lambda args, impls: run_precisions(progress=lambda line: print(line, flush=True)),
 }
 
 

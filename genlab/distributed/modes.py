@@ -10,6 +10,7 @@ import numpy as np
 from ..backends import make_engine
 from ..engines.base import Engine
 from ..errors import DataError
+from ..precision import DEFAULT as FP32
 from .world import World
 
 
@@ -20,8 +21,8 @@ class Mode(ABC):
         self.world = world
 
     @abstractmethod
-    def engine(self, backend: str, net, optimizer, dtype, executor: str | None) -> Engine:
-        """This process's engine, loaded with `net`."""
+    def engine(self, backend: str, net, optimizer, dtype, executor: str | None, precision=FP32) -> Engine:
+        """This process's engine, loaded with `net`, computing in `precision` (genlab.precision)."""
 
     @abstractmethod
     def step(self, engine: Engine, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
@@ -32,8 +33,8 @@ class Mode(ABC):
 class Alone(Mode):
     """One process: the engine steps on the whole batch."""
 
-    def engine(self, backend, net, optimizer, dtype, executor):
-        return make_engine(backend, net, optimizer, dtype=dtype, executor=executor)
+    def engine(self, backend, net, optimizer, dtype, executor, precision=FP32):
+        return make_engine(backend, net, optimizer, dtype=dtype, executor=executor, precision=precision)
 
     def step(self, engine, x, y):
         return engine.step(x, y)

@@ -27,6 +27,7 @@ from ..errors import BackendError, TrainingError
 from ..growth import Scores, Tracker
 from ..guard import gradient_ok
 from ..network import INPUT, OUTPUT, Network
+from ..precision import DEFAULT as FP32
 from ..partition import Partition, extend, needs_repartition, plan as plan_partition
 from ..shapes import Form
 from . import passes, stages, tensor_optim
@@ -44,9 +45,11 @@ class Partitioned(Mode):
 
     decouple = None  # a genlab.DNI: synthetic gradients at the cut instead of waiting (synthetic.py)
 
-    def engine(self, backend, net, optimizer, dtype, executor):
+    def engine(self, backend, net, optimizer, dtype, executor, precision=FP32):
         if executor is not None:
             raise BackendError("a partitioned network runs level by level on each process; leave executor unset")
+        if precision is not FP32:
+            raise BackendError(f"a partitioned network computes in fp32 only, not {precision.value}")
         return PartitionedEngine(net, optimizer, self.world, dtype=dtype, micro_batches=self.micro_batches,
                                  tolerance=self.tolerance, methods=self.methods, decouple=self.decouple)
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from ..network import Network
 from ..operations import GrowthOp
+from ..precision import DEFAULT as FP32
+from ..precision import Precision
 
 # Per-group statistics of the last backward, each {group: value} for every group but the input:
 # grad_std: std of dL/dh over batch and neurons; weight_grad_norm: L2 norm of the gradients of the
@@ -93,6 +95,8 @@ class Engine(ABC):
                                            # from the log (apply_growth), not by the host
     dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
     has_executors: ClassVar[bool] = False  # takes executor= (a schedule of its step)
+    precisions: ClassVar[frozenset[Precision]] = frozenset({FP32})  # the products' arithmetic it offers
+    precision: Precision = FP32  # the one it computes in (genlab.precision; engines of one take no argument)
     runs_recurrent: ClassVar[bool] = False  # runs networks with delayed edges on sequences
     reads_every_step: ClassVar[bool] = False  # can read a recurrent network's output at every step
     dtype: np.dtype

@@ -13,6 +13,7 @@ from ..errors import TrainingError
 from ..guard import StepGuard, gradient_ok, max_abs, refused_update
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
+from ..precision import ALL, DEFAULT, Precision, rounded
 from . import through_time
 from .base import STATISTICS, Engine, EngineState, Replicas
 from .host_scores import HostScores
@@ -37,11 +38,12 @@ class SerialEngine(HostScores, Engine):
     name = "serial"
     grows_in_place = False  # growth reloads the network (its parameters are already on the host)
     dtypes = ("float32", "float64")
+    precisions = ALL  # it rounds the dense products' operands as the CUDA engine does (genlab.precision)
     runs_recurrent = True
     reads_every_step = True
 
-    def __init__(self, net: Network, optimizer, dtype="float32"):
-        self.dtype = np.dtype(dtype)
+    def __init__(self, net: Network, optimizer, dtype="float32", precision: Precision = DEFAULT):
+        self.dtype, self.precision = np.dtype(dtype), precision
         if self.dtype.name not in self.dtypes:
             raise ValueError(f"the serial engine runs in float32 or float64, not {self.dtype}")
         self.optimizer = optimizer
@@ -58,7 +60,7 @@ class SerialEngine(HostScores, Engine):
         self.order = net.topological_order()[1:]
         self.inputs = {g: net.inputs(g) for g in self.order}
         self.delays, self.widths = dict(net.delays), dict(net.widths)  # recurrent edges (through_time.py)
-        self.kinds = {g: net.kind(g) for g in self.order}
+        self.kinds = {g: rounded(net.kind(g), self.precision) for g in self.order}
         self.specs = {g: net.spec(g) for g in self.order}
         self.input_shape = net.input_shape
         self._params = {("W", s, d): w.astype(self.dtype) for (s, d), w in net.weights.items()}

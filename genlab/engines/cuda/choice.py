@@ -9,7 +9,8 @@ back afterwards, so the trial changes nothing but the time it takes. The winner 
 shape and GPU, in memory and in ~/.cache/genlab/executors.json (GENLAB_CACHE_DIR moves it), so
 a shape is tried once per machine.
 
-A shape (`Shape`) is the network's group kinds, its depth, its number of hidden groups, their
+A shape (`Shape`) is the network's group kinds, the precision (only the executors that offer it
+are candidates), its depth, its number of hidden groups, their
 median and largest width and the batch, each rounded to a power of two (the depth kept exact
 up to 4): a network that grows within its shape keeps its executor; one that grows into a
 shape met before takes that shape's executor at its next step, and into a new one keeps its
@@ -34,6 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import BackendError
+from ...precision import DEFAULT as FP32
+from ...precision import Precision
 from .constants import WIDE
 from .executors import EXECUTORS, Executor
 
@@ -62,22 +65,23 @@ class Shape:
     width: int   # median width of the hidden groups (of the output group if there are none)
     widest: int
     batch: int
+    precision: str = FP32.value
 
     @classmethod
-    def of(cls, kinds, layout: "Layout", batch: int) -> "Shape":
+    def of(cls, kinds, layout: "Layout", batch: int, precision: Precision = FP32) -> "Shape":
         hidden = layout.width[layout.hidden.astype(bool)]
         widths = hidden if hidden.size else layout.width[[layout.output_slot]]
         depth = len(layout.forward_levels)
         return cls(tuple(sorted(kinds)), depth if depth <= 4 else _round(depth), _round(int(hidden.size)),
-                   _round(int(np.median(widths))), _round(int(widths.max())), _round(batch))
+                   _round(int(np.median(widths))), _round(int(widths.max())), _round(batch), precision.value)
 
     def key(self, device: str) -> str:
         return "|".join([device, *(f"{k}={v}" for k, v in asdict(self).items())])
 
 
-def candidates(kinds) -> list[type[Executor]]:
-    """The executors that can run groups of these kinds, in the registry's order."""
-    return [cls for cls in EXECUTORS.values() if set(kinds) <= cls.kinds]
+def candidates(kinds, precision: Precision = FP32) -> list[type[Executor]]:
+    """The executors that can run groups of these kinds in this precision, in the registry's order."""
+    return [cls for cls in EXECUTORS.values() if set(kinds) <= cls.kinds and precision in cls.precisions]
 
 
 def model(shape: Shape) -> str:
@@ -87,7 +91,7 @@ def model(shape: Shape) -> str:
     none of 256 or more): the row executor, one work item and one hand-off a group; of about 32:
     the dataflow executor's tiles without level barriers; wider: the level executor's register
     tiles (benchmarks/NOTES.md)."""
-    names = [cls.name for cls in candidates(shape.kinds)]
+    names = [cls.name for cls in candidates(shape.kinds, Precision(shape.precision))]
     if shape.widest < WIDE:
         for width, name in ((16, "dataflow_rows"), (32, "dataflow")):
             if shape.width <= width and name in names:
@@ -178,9 +182,9 @@ class Chooser:
         the cost model's. A shape that growth made from a shape already chosen for waits on the
         current executor until it has lasted PATIENCE steps (a network growing every few steps
         would otherwise pay a trial at each growth step); the first shape is tried at once."""
-        shape = Shape.of(e.kinds, e.layout, batch)
+        shape = Shape.of(e.kinds, e.layout, batch, e.precision)
         key = shape.key(e.device.name())
-        names = [cls.name for cls in candidates(e.kinds)]
+        names = [cls.name for cls in candidates(e.kinds, e.precision)]
         cached = None if replicated else _cache().get(key)
         waiting, times = None, {}
         if replicated:

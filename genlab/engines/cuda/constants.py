@@ -14,6 +14,7 @@ from ...guard import GRAD_LIMIT
 from ...kinds import KINDS
 from ...operations import OP_INTS, Criterion, FoldSource, OpCode
 from ...optim import OptimizerCode
+from ...precision import Precision
 
 THREADS = 256  # threads of every block
 TILE = 32  # the level kernels' output tiles are TILE x TILE (forward.cu, backward.cu)
@@ -64,6 +65,7 @@ SHARED = {
     **{f"CRITERION_{c.name}": int(c) for c in Criterion},
     **{f"FOLD_{f.name}": int(f) for f in FoldSource},
     **{f"OPTIMIZER_{o.name}": int(o) for o in OptimizerCode},
+    **{f"PRECISION_{p.name}": p.code for p in Precision},
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from ...errors import BackendError, TrainingError
 from ...guard import StepGuard, gradient_ok, max_abs, refused_update
 from ...network import INPUT, Network
+from ...precision import ALL, DEFAULT, Precision
 from ..base import Engine, EngineState, Replicas
 from . import growth, readback, replicas as replicated, runtime, state, topology
 from .choice import Chooser, candidates
@@ -40,8 +41,9 @@ class CudaEngine(Concurrent, Engine):
     grows_in_place = True  # growth initialises new parameters on the GPU (apply_growth)
     dtypes = ("float32",)
     has_executors = True
+    precisions = ALL  # the level and dataflow executors' products (genlab.precision)
 
-    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = AUTO):
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = AUTO, precision: Precision = DEFAULT):
         if np.dtype(dtype).name not in self.dtypes:
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
@@ -49,11 +51,11 @@ class CudaEngine(Concurrent, Engine):
 
         state = runtime.kernels()
         self.drv, self.context, self.device = drv, state.context, state.device
-        self.dtype, self.optimizer = np.dtype(np.float32), optimizer
+        self.dtype, self.optimizer, self.precision = np.dtype(np.float32), optimizer, precision
         self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         self.stream = drv.Stream()
-        self.launch = runtime.Launcher(self.stream)
+        self.launch = runtime.Launcher(self.stream, precision)
         self.mem = Memory(self.stream)
         self.layout: Layout | None = None
         self.buffers: dict[str, object] = {}
@@ -127,7 +129,7 @@ class CudaEngine(Concurrent, Engine):
         self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
         self.flush()
         if self.chooser is not None and not self.kinds <= self.executor.kinds:
-            self.executor = candidates(self.kinds)[0](self)  # until the first step chooses
+            self.executor = candidates(self.kinds, self.precision)[0](self)  # until the first step chooses
         self.executor.check_kinds(self.kinds)
         L = Layout(net) if placement is None else Layout.placed(net, placement)
         # growth of other kinds is made on the host (their identities and splits are not replayed here)

@@ -29,6 +29,8 @@ from ...growth import Scores, Tracker
 from ...guard import StepGuard, gradient_ok, max_abs, refused_update
 from ...network import INPUT, OUTPUT, Network
 from ...optim import SGD
+from ...precision import ALL, Precision
+from ...precision import DEFAULT as FP32
 from ...unroll import flatten, unroll
 from ..base import STATISTICS, Engine, EngineState
 from ..host_scores import HostScores
@@ -43,13 +45,16 @@ class RecurrentCudaEngine(HostScores, Engine):
     grows_in_place = False
     dtypes = ("float32",)
     has_executors = True
+    precisions = ALL  # its unrolled network's (the inner CudaEngine's)
     runs_recurrent = True
 
-    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, time_major: bool = False):
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, time_major: bool = False,
+                 precision: Precision = FP32):
         if np.dtype(dtype).name not in self.dtypes:
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
         self.dtype, self.optimizer, self.executor_name = np.dtype(np.float32), optimizer, executor
+        self.precision = precision
         self.time_major = time_major  # the steps one after another (the wavefront's baseline; genlab.unroll)
         self.growth_scores, self.tracker = Scores(), Tracker()
         self.guard = StepGuard(np.float32)
@@ -107,7 +112,7 @@ class RecurrentCudaEngine(HostScores, Engine):
         from .engine import CudaEngine
 
         u = unroll(self.net, steps, time_major=self.time_major)
-        inner = CudaEngine(u.net, SGD(lr=0.0, momentum=0.0), executor=self.executor_name)
+        inner = CudaEngine(u.net, SGD(lr=0.0, momentum=0.0), executor=self.executor_name, precision=self.precision)
         L = inner.layout
         copy_of = np.full(L.n_params, -1, np.int64)
         for key, source in u.shared.items():

@@ -5,6 +5,10 @@ cache), with the files it #includes pasted in at their first #include; the cubin
 ~/.cache/genlab/kernels (GENLAB_CACHE_DIR moves it). A kernel's PyCUDA argument types are derived
 from its parameter list in the source (a struct passed by value becomes a NumPy record type of
 the same layout), never written by hand.
+
+The files whose kernels compute the dense products (PRECISE) are compiled once more for each
+precision other than fp32 a process uses (genlab.precision), with PRECISION defined; a Launcher
+of that precision takes their kernels from that build and every other kernel from the fp32 one.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import BackendError
+from ...precision import DEFAULT as FP32
+from ...precision import Precision
 from .constants import THREADS
 
 ON_DEMAND = ("cluster.cu", "dataflow.cu", "rows.cu", "wide.cu")  # compiled at their first use, not at load
+PRECISE = ("backward.cu", "dataflow.cu", "forward.cu", "wide.cu")  # built per precision (their tiles' products)
 # a kernel's name and parameters, after its attributes (__launch_bounds__(...), a macro naming others)
 _KERNEL = re.compile(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(?:[A-Z_]+ )*(\w+)\(([^)]*)\)', re.M)
 _SCALARS = {"int": "i", "unsigned": "I", "float": "f", "double": "d"}
@@ -33,10 +41,11 @@ def cuda_dir():
     return Path(str(folder()))
 
 
-def source(files: list[str] | None = None) -> str:
+def source(files: list[str] | None = None, precision: Precision = FP32) -> str:
     """cuda/*.cu (or `files`) as one translation unit: each file pasted once, in name order, with
     the files it #includes pasted at their first #include and dropped after; #line directives keep
-    nvcc's messages naming the right file and line."""
+    nvcc's messages naming the right file and line. A precision other than fp32 is defined first
+    (PRECISION, genlab.cuh)."""
     folder = cuda_dir()
     done: set[str] = set()
 
@@ -53,7 +62,8 @@ def source(files: list[str] | None = None) -> str:
                 out.append(line)
         return out
 
-    parts = paste("genlab.cuh")
+    parts = [] if precision is FP32 else [f"#define PRECISION {precision.code}  // {precision.value}"]
+    parts += paste("genlab.cuh")
     for name in files or sorted(path.name for path in folder.glob("*.cu")):
         parts += paste(name)
     return "\n".join(parts) + "\n"
@@ -142,7 +152,8 @@ class _State:
     device: object
     functions: dict = field(default_factory=dict)  # name: prepared PyCUDA function
     signatures: dict = field(default_factory=dict)  # name: its argument types (signature())
-    files: set = field(default_factory=set)  # the .cu files loaded
+    files: set = field(default_factory=set)  # the .cu files loaded (a PRECISE file's other builds: (file, precision))
+    variants: dict = field(default_factory=dict)  # precision: {name: function} of its PRECISE builds
 
 
 _STATE: _State | None = None
@@ -173,9 +184,11 @@ def loaded() -> bool:
     return _STATE is not None
 
 
-def load(*files: str) -> None:
+def load(*files: str, precision: Precision = FP32) -> None:
     """Compile (or take from the cache) and load each file not loaded yet as a module of its own;
-    prepare the kernels it defines that are not loaded yet."""
+    prepare the kernels it defines that are not loaded yet. With a precision other than fp32, the
+    PRECISE files among them are built for it (their kernels go to `variants[precision]`); the
+    others as always."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pycuda.driver as drv
@@ -185,29 +198,43 @@ def load(*files: str) -> None:
     from ... import __version__
 
     state = _STATE if _STATE is not None else kernels()
-    files = [f for f in files if f not in state.files]
-    if not files:
+    builds = [(f, precision if precision is not FP32 and f in PRECISE else FP32) for f in files]
+    builds = [(f, p) for f, p in builds if (f if p is FP32 else (f, p)) not in state.files]
+    if not builds:
         return
     arch = "sm_%d%d" % state.device.compute_capability()
-    sources = [source([f]) for f in files]
+    sources = [source([f], p) for f, p in builds]
     with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
         cubins = list(pool.map(lambda src: compile_cubin(src, arch, __version__), sources))
-    for file, src, cubin in zip(files, sources, cubins):
+    for (file, p), src, cubin in zip(builds, sources, cubins):
         module = drv.module_from_buffer(cubin)
-        for name in set(kernel_names(src)) - state.functions.keys():
+        functions = state.functions if p is FP32 else state.variants.setdefault(p, {})
+        for name in set(kernel_names(src)) - functions.keys():
             function = module.get_function(name)
             state.signatures[name] = signature(src, name)
             function.prepare(state.signatures[name])
-            state.functions[name] = function
-        state.files.add(file)
+            functions[name] = function
+        state.files.add(file if p is FP32 else (file, p))
+
+
+def functions(precision: Precision = FP32):
+    """The kernels by name as a precision runs them: its PRECISE builds first, then the fp32 ones
+    (a live view: kernels loaded later appear in it)."""
+    state = kernels()
+    if precision is FP32:
+        return state.functions
+    return ChainMap(state.variants.setdefault(precision, {}), state.functions)
 
 
 class Launcher:
-    """Launches genlab's kernels on one stream, THREADS threads a block unless a kernel says otherwise."""
+    """Launches genlab's kernels on one stream, THREADS threads a block unless a kernel says
+    otherwise, in one precision (its PRECISE kernels' build)."""
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.functions = kernels().functions
+    def __init__(self, stream, precision: Precision = FP32):
+        self.stream, self.precision = stream, precision
+        self.functions = functions(precision)
+        if precision is not FP32:
+            load(*[f for f in PRECISE if f not in ON_DEMAND], precision=precision)
 
     def __call__(self, name: str, grid: tuple[int, int], *args, threads: int = THREADS, shared: int = 0) -> None:
         self.functions[name].prepared_async_call(grid, (threads, 1, 1), self.stream, *args, shared_size=shared)

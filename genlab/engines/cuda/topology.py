@@ -101,7 +101,7 @@ def _passes(e: "CudaEngine", ix: Layout) -> list[tuple[str, int, int, int]]:
     if len(passes) > 1:
         from . import runtime
 
-        runtime.load("wide.cu")
+        runtime.load("wide.cu", precision=e.precision)
     return passes
 
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ....errors import BackendError
+from ....precision import DEFAULT as FP32
+from ....precision import Precision
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -56,8 +58,15 @@ class Executor(ABC):
     chunk: ClassVar[int]  # neurons per forward / backward task of the first tier
     kinds: ClassVar[frozenset[str]] = frozenset({"dense"})  # the group kinds it can run
     traces: ClassVar[bool] = False  # trace_step gives a timeline of its work items
+    # the precisions its products offer (genlab.precision): fp32 only unless its items are the
+    # tiles of forward.cu, backward.cu and wide.cu, built per precision
+    precisions: ClassVar[frozenset[Precision]] = frozenset({FP32})
 
     def __init__(self, engine: "CudaEngine"):
+        if engine.precision not in self.precisions:
+            offered = ", ".join(sorted(p.value for p in self.precisions))
+            raise BackendError(f"the {self.name} executor computes in {offered}, not {engine.precision.value}; "
+                               "use executor='auto' or one that offers it (level, dataflow and their variants)")
         # a weak reference: the engine holds its executor, and an engine replaced (Trainer.reset)
         # must give its device memory back at once, not at the next cyclic garbage collection
         self.engine = weakref.proxy(engine)

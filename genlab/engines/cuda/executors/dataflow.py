@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....precision import ALL
 from ..constants import SPLIT, TILE
 from . import passes
 from .base import Activations
@@ -20,6 +21,7 @@ from .persistent import Persistent
 class Dataflow(Persistent):
     name = "dataflow"
     chunk = TILE
+    precisions = ALL  # its tasks are forward.cu's and backward.cu's tiles
     file, kernel = "dataflow.cu", "dataflow_step"
 
     def enqueue_step(self, batch: int) -> None:

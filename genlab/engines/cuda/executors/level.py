@@ -15,6 +15,7 @@ The pull executors cut groups into tiers of width: narrower than MID on TILE x T
 from __future__ import annotations
 
 from ....kinds import KINDS
+from ....precision import ALL
 from ..constants import MID, MT, TILE, WIDE, WT
 from . import passes
 from .base import Activations, Executor, Tier
@@ -23,6 +24,7 @@ from .base import Activations, Executor, Tier
 class Level(Executor):
     name = "level"
     chunk = TILE
+    precisions = ALL  # its tiles (forward.cu, backward.cu, wide.cu) are built per precision
     kinds = frozenset(KINDS)  # other kinds run their own kernels per level (passes.py, conv.cu, attention.cu)
 
     def tiers(self):

@@ -18,7 +18,7 @@ class Persistent(Executor):
 
     def __init__(self, engine):
         super().__init__(engine)
-        runtime.load(self.file)
+        runtime.load(self.file, precision=engine.precision)
         self.grid = self.resident_blocks()
 
     def resident_blocks(self) -> int:
@@ -26,7 +26,7 @@ class Persistent(Executor):
         shared memory and threads per multiprocessor). A larger grid would still be correct, the
         extra blocks starting as others leave; a smaller one would leave SMs idle."""
         drv, device = self.engine.drv, self.engine.device
-        f = runtime.kernels().functions[self.kernel]
+        f = self.engine.launch.functions[self.kernel]
         fa, da = drv.function_attribute, drv.device_attribute
         get = device.get_attribute
         regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS

@@ -111,8 +111,6 @@ template <int T, bool akc, bool bkc>
 __device__ __forceinline__ void tile_segment(float acc[T / 16][T / 16], Operand<akc, T>& A, Operand<bkc, T>& B,
                                              Stage<T>* st, int& stage)
 {
-    constexpr int R = T / 16;
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int steps = (A.K + WK - 1) / WK;
     A.fetch(0); B.fetch(0);
     A.store(st[stage].a); B.store(st[stage].b);
@@ -129,6 +127,8 @@ __device__ __forceinline__ void tile_segment(float acc[T / 16][T / 16], Operand<
                                          [&](int n, int k) { return s.b[k][n]; }, (w >> 2) * (T / 2), (w & 3) * (T / 4),
                                          k0);
 #else
+        constexpr int R = T / 16;
+        const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
         for (int k = 0; k < WK; ++k) {
             float a[R], b[R];

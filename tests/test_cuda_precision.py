@@ -66,11 +66,39 @@ def test_forward_and_backward_match_serial_in_the_same_precision(precision, exec
     for name in ("grad_std", "weight_grad_norm"):
         for g, value in ref.stats[name].items():
             assert gpu.stats[name][g] == pytest.approx(value, rel=100 * precision.tolerance, abs=1e-9), (name, g)
-    if precision in ROUNDING:  # the rounding is there: fp32's products lie far away
-        assert rel(grads, fp32_grads) >= 10 * rel(grads, ref_grads)
-        assert rel(logits, fp32_logits) >= 10 * rel(logits, ref_logits)
+    if precision in ROUNDING:  # the rounding is there: fp32's products lie further away
+        # (not by much more: an activation the two engines sum in another order now and then
+        # rounds the other way, and that spreads; test_one_product_is_exact has no such step)
+        assert rel(grads, fp32_grads) >= 3 * rel(grads, ref_grads)
+        assert rel(logits, fp32_logits) >= 3 * rel(logits, ref_logits)
     else:  # 3xtf32: fp32's accuracy
         assert rel(logits, fp32_logits) <= 1e-5 and rel(grads, fp32_grads) <= 1e-4
+
+
+@pytest.mark.parametrize("classes", [10, 100, 300])
+@pytest.mark.parametrize("executor", OFFERING)
+@pytest.mark.parametrize("precision", TENSOR, ids=lambda p: p.value)
+def test_one_product_is_exact(precision, executor, classes):
+    """Logits straight from the input (x W^T + b) and their weight gradient (dz^T x): operands
+    both engines hold alike, so the GPU matches the serial engine in its precision to float32's
+    summation error, far closer than to fp32's products where the precision rounds."""
+    rng = np.random.default_rng(classes)
+    net = Network(57, classes)
+    net.connect(0, 1)
+    net.biases[1][:] = rng.normal(size=classes) * 0.1
+    x, y = rng.normal(size=(70, 57)).astype(np.float32), rng.integers(0, classes, 70)
+    gpu, ref, fp32 = engines(net, precision, executor)
+    gpu.ensure_batch(len(x))
+    poison(gpu)
+    logits, ref_logits, fp32_logits = gpu.forward(x), ref.forward(x), fp32.forward(x)
+    gpu.backward(y), ref.backward(y), fp32.backward(y)
+    key = ("W", 0, 1)
+    # dz comes out of the softmax in float32 on the GPU, float64 on the host: it rounds the other
+    # way now and then, so the weight gradient gets the precision's tolerance
+    assert rel(logits, ref_logits) <= 1e-6 and rel(gpu.grads[key], ref.grads[key]) <= precision.tolerance
+    if precision in ROUNDING:
+        assert rel(logits, fp32_logits) >= 100 * max(rel(logits, ref_logits), 1e-7)
+        assert rel(gpu.grads[key], fp32.grads[key]) >= 10 * max(rel(gpu.grads[key], ref.grads[key]), 1e-6)
 
 
 @pytest.mark.parametrize("executor", ["level", "dataflow"])

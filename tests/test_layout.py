@@ -48,6 +48,10 @@ def test_a_grown_layout_equals_one_finished_afresh(seed):
             np.testing.assert_array_equal(getattr(L.kinds, name), getattr(fresh.kinds, name), err_msg=name)
         assert (L.n_cols, L.n_edges, L.split_output) == (fresh.n_cols, fresh.n_edges, fresh.split_output)
         assert sorted(L.edges) == net.edges and set(L.offsets) == {("W", *e) for e in net.edges} | {("b", g) for g in net.groups if g}
+        for e, s, d, woff, inpos, outpos in L.records:  # what the GPU writes into its edge list
+            src, dst = L.groups[s], L.groups[d]
+            assert L.edges[(src, dst)] == e and L.offsets[("W", src, dst)] == woff
+            assert net.inputs(dst)[inpos] == src and net.outputs(src)[outpos] == dst
 
 
 def test_the_optimizer_state_of_new_blocks_is_zeroed_in_merged_ranges():

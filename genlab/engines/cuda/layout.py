@@ -90,11 +90,12 @@ class Layout:
         self.fresh.append(key)
         self.n_params += math.prod(shape)
 
-    def _add_edge(self, s: int, d: int, net: Network, number: int | None = None) -> None:
+    def _add_edge(self, s: int, d: int, net: Network, number: int | None = None, at=None) -> None:
+        """at(s, d): the edge's (input position, output position), where the caller keeps them."""
         e = len(self.edges) if number is None else number
         self.edges[(s, d)] = e
-        self.records.append((e, self.slot[s], self.slot[d], self.offsets[("W", s, d)],
-                             net.inputs(d).index(s), net.outputs(s).index(d)))
+        inpos, outpos = at(s, d) if at else (net.inputs(d).index(s), net.outputs(s).index(d))
+        self.records.append((e, self.slot[s], self.slot[d], self.offsets[("W", s, d)], inpos, outpos))
 
     def _finish(self, net: Network, added: list | None = None) -> None:
         """What follows from the slots and offsets; `added`: the groups appended to a layout
@@ -127,18 +128,35 @@ class Layout:
             new.slot[g] = len(new.groups)
             new.groups.append(g)
         new._add_groups(net, added)
+        at = _Positions(net)
         moved = {o.new: o.old for o in log if isinstance(o, op.Move)}
         for key, old in moved.items():  # the block and the edge change owner; the state starts afresh
             new.offsets[key], new.shapes[key] = new.offsets.pop(old), new.shapes.pop(old)
             new.fresh.append(key)
-            new._add_edge(key[1], key[2], net, number=new.edges.pop(old[1:]))
+            new._add_edge(key[1], key[2], net, number=new.edges.pop(old[1:]), at=at)
         for g in added:
             for key in [("W", s, g) for s in net.inputs(g)] + [("W", g, d) for d in net.outputs(g)] + [("b", g)]:
                 if key not in new.offsets:
                     new._add_param(key, net)
             for s, d in [(s, g) for s in net.inputs(g)] + [(g, d) for d in net.outputs(g)]:
                 if (s, d) not in new.edges:
-                    new._add_edge(s, d, net)
+                    new._add_edge(s, d, net, at=at)
         top = int(self.group_id.max())
         new._finish(net, added if all(g > top for g in added) else None)
         return new
+
+
+class _Positions:
+    """An edge's place among its destination's inputs and its source's outputs, each group's
+    lists indexed once (a grown layout adds edges into groups of wide fan-in, the output above
+    all: a list's index() per edge made a growth step O(new edges x fan-in))."""
+
+    def __init__(self, net: Network):
+        self.net, self.ins, self.outs = net, {}, {}
+
+    def __call__(self, s: int, d: int) -> tuple[int, int]:
+        if d not in self.ins:
+            self.ins[d] = {x: i for i, x in enumerate(self.net.inputs(d))}
+        if s not in self.outs:
+            self.outs[s] = {x: i for i, x in enumerate(self.net.outputs(s))}
+        return self.ins[d][s], self.outs[s][d]

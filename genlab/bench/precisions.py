@@ -96,6 +96,7 @@ def run_precisions(workloads=("W1", "W2", "W3", "W4"), repeats: int = 50, progre
         description, build, batch = WORKLOADS[name]
         net = build()
         x, y = batch_of(net, batch)
+        n = repeats if net.n_params < 10**7 else max(10, repeats // 5)  # W4's steps take ~20 ms: fewer
         exact = SerialEngine(net, Adam(lr=LR), dtype="float64")
         exact.forward(x)
         exact_loss = exact.backward(y)
@@ -104,8 +105,8 @@ def run_precisions(workloads=("W1", "W2", "W3", "W4"), repeats: int = 50, progre
             reference = SerialEngine(net, Adam(lr=LR), dtype="float64", precision=precision)
             reference.forward(x)
             reference_loss = reference.backward(y)
-            times, losses, auto = genlab_side(net, x, y, precision, repeats, offering(precision))
-            times["torch_level_graph"], losses["torch_level_graph"] = torch_side(net, x, y, precision, repeats)
+            times, losses, auto = genlab_side(net, x, y, precision, n, offering(precision))
+            times["torch_level_graph"], losses["torch_level_graph"] = torch_side(net, x, y, precision, n)
             mine = {k: v for k, v in times.items() if k.startswith("genlab_") and k != "genlab_auto"}
             best = min(mine, key=mine.get)
             rows[precision.value] = {
@@ -118,5 +119,5 @@ def run_precisions(workloads=("W1", "W2", "W3", "W4"), repeats: int = 50, progre
             }
             progress(f"{name} {precision.value}: best {best} {times[best]:.3f} ms, torch "
                      f"{times['torch_level_graph']:.3f} ms ({rows[precision.value]['torch_over_best']:.2f}x)")
-        out["workloads"][name] = {"description": description, "batch": batch, "by_precision": rows}
+        out["workloads"][name] = {"description": description, "batch": batch, "repeats": n, "by_precision": rows}
     return out

@@ -60,6 +60,11 @@ def write(details: dict, folder: Path) -> None:
                                           for k, v in r.items() if isinstance(v, dict)}
         elif name == "small":
             summary["workloads"][name] = {k: v["trainer_step_us"] for k, v in r["executors"].items()}
+        elif name == "precision":
+            summary["workloads"][name] = {
+                w: {p: {"best": v["genlab_best"], "best_ms": v["ms_per_step"][v["genlab_best"]],
+                        "torch_ms": v["ms_per_step"]["torch_level_graph"], "torch_over_best": v["torch_over_best"]}
+                    for p, v in r_w["by_precision"].items()} for w, r_w in r["workloads"].items()}
         elif name == "sweep":
             summary["workloads"][name] = {shape: {"best": v["best"], "auto_chose": v["auto_chose"],
                                                   "auto_over_best": v["auto_over_best"]}

@@ -1,9 +1,11 @@
 """The wide kernels (cuda/wide.cu) on one layer of W4 (a 4096 -> 4096 edge, batch 1024) against
-cuBLAS through PyTorch (TF32 off): forward, pull backward and weight gradient, each a GEMM of
-2 x 1024 x 4096 x 4096 FLOPs. Checks each result against PyTorch's, then times it (CUDA events,
-genlab.bench.time_cuda: median of 30 after 5 warm-up launches) for each register budget in --blocks.
+cuBLAS through PyTorch: forward, pull backward and weight gradient, each a GEMM of
+2 x 1024 x 4096 x 4096 FLOPs. Checks each result against PyTorch's in fp32 (its error is the
+precision's), then times it (CUDA events, genlab.bench.time_cuda: median of 30 after 5 warm-up
+launches) for each register budget in --blocks and each precision in --precision
+(genlab.precision; cuBLAS in fp32, TF32 and bf16 beside them).
 
-    python benchmarks/wide_gemm.py [--blocks 1 2] [--out results.json]
+    python benchmarks/wide_gemm.py [--blocks 1 2] [--precision fp32 tf32 3xtf32 bf16] [--out results.json]
 """
 
 import argparse
@@ -17,6 +19,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, nargs="+", default=[2], help="WIDE_BLOCKS values to compile")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--width", type=int, default=4096)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], help="builds of wide.cu to time")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -26,6 +29,7 @@ def main() -> None:
     from genlab.bench import time_cuda
     from genlab.engines.cuda import constants as C
     from genlab.engines.cuda import runtime
+    from genlab.precision import parse
 
     device = runtime.kernels().device
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -62,8 +66,8 @@ def main() -> None:
 
     timed = lambda fn: time_cuda(fn, 30, warmup=5)
 
-    for blocks in args.blocks:
-        src = runtime.source(["wide.cu"]).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")
+    for blocks, precision in [(b, parse(p)) for p in args.precision for b in args.blocks]:
+        src = runtime.source(["wide.cu"], precision).replace("#ifndef WIDE_BLOCKS", f"#define WIDE_BLOCKS {blocks}\n#ifndef WIDE_BLOCKS")
         module = drv.module_from_buffer(runtime.compile_cubin(src, "sm_%d%d" % device.compute_capability(), "wide_gemm"))
         f = {name: module.get_function(name) for name in ("forward_wide", "backward_wide", "weight_wide")}
         for name, fn in f.items():
@@ -92,16 +96,21 @@ def main() -> None:
                 ref = want[kind]
             err = float((got - ref).norm() / ref.norm())
             ms = timed(launch)
-            result["kernels"].setdefault(kind, {})[f"wide_blocks{blocks}"] = {
+            result["kernels"].setdefault(kind, {})[f"wide_{precision.value}_blocks{blocks}"] = {
                 "ms": ms, "tflops": flops / ms / 1e9, "rel_error": err, "registers": regs[kind + "_wide"],
                 "local_bytes": spills[kind + "_wide"]}
-            print(f"WIDE_BLOCKS={blocks} {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s  rel err {err:.2e}")
+            print(f"{precision.value:6s} WIDE_BLOCKS={blocks} {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s  "
+                  f"rel err {err:.2e}  {regs[kind + '_wide']} registers, {spills[kind + '_wide']} B local")
     cublas = {"forward": lambda: torch.relu(torch.addmm(bias, x, W.T)), "backward": lambda: g @ W,
               "weight": lambda: g.T @ x}
-    for kind, fn in cublas.items():
-        ms = timed(fn)
-        result["kernels"][kind]["cublas"] = {"ms": ms, "tflops": flops / ms / 1e9}
-        print(f"cuBLAS        {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s")
+    for setting in ("fp32", "tf32", "bf16"):
+        torch.backends.cuda.matmul.allow_tf32 = setting == "tf32"
+        for kind, fn in cublas.items():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=setting == "bf16"):
+                ms = timed(fn)
+            result["kernels"][kind][f"cublas_{setting}"] = {"ms": ms, "tflops": flops / ms / 1e9}
+            print(f"cuBLAS {setting:4s}   {kind:8s} {ms:7.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s")
+    torch.backends.cuda.matmul.allow_tf32 = False
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(result, fh, indent=1)

@@ -4,7 +4,11 @@
 //   fp32    float32 multiply-adds, each thread owning 2 x 2 outputs of a TILE x TILE tile
 //   tf32    mma.sync m16n8k8 on operands rounded to TF32 (cvt.rna: nearest, ties away from zero)
 //   3xtf32  the same with each operand x split into big = tf32(x) and small = tf32(x - big): three
-//           products, small x big and big x small first, then big x big (float32's accuracy)
+//           products, small x big and big x small first, then big x big, into a fresh fragment that
+//           is then added to the running sum in float32 (round to nearest): the tensor cores'
+//           accumulator truncates, and a long sum kept in it drifts (4096 terms: 2.9e-5 relative,
+//           against float32's 1.3e-6; benchmarks/NOTES.md), so it only ever holds one k-step
+//           (float32's accuracy)
 //   bf16    mma.sync m16n8k16 on operands rounded to bfloat16 (cvt.rn: nearest, ties to even)
 // Every product sums in float32. With tensor cores, warp w of a block owns 16 x 8 fragments: in a
 // TILE x TILE tile the fragment at rows (w / 4) * 16, columns (w % 4) * 8; a lane (group g = lane / 4,
@@ -50,6 +54,15 @@ __device__ __forceinline__ void mma_tf32(float* c, const unsigned* a, const unsi
                  "{%0,%1,%2,%3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// c = A B (a fresh fragment: the accumulator starts at zero)
+__device__ __forceinline__ void mma_tf32_fresh(float* c, const unsigned* a, const unsigned* b)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%10,%10,%10,%10};"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.f));
 }
 
 __device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, const unsigned* b)
@@ -122,10 +135,15 @@ __device__ __forceinline__ void warp_product(float* c, FA A, FB B, int r0, int n
         for (int ni = 0; ni < NI; ++ni) {
             float* f = c + 4 * (mi * NI + ni);
 #if PRECISION == PRECISION_TF32X3
-            mma_tf32(f, as[mi], b[ni]);
-            mma_tf32(f, a[mi], bs[ni]);
-#endif
+            float step[4];
+            mma_tf32_fresh(step, as[mi], b[ni]);
+            mma_tf32(step, a[mi], bs[ni]);
+            mma_tf32(step, a[mi], b[ni]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) f[e] += step[e];
+#else
             mma_tf32(f, a[mi], b[ni]);
+#endif
         }
 #endif
 }

@@ -159,3 +159,22 @@ def test_growth_keeps_the_precision(executor):
     assert gpu.engine.precision is Precision.BF16
     for key in ref.net.weights:
         np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("executor", ["level", "dataflow"])
+@pytest.mark.parametrize("width", [40, 4096])
+def test_3xtf32_keeps_float32_accuracy_over_long_sums(executor, width):
+    """x W^T over 4096 inputs (wide.cu's 128-wide tiles for a wide output, TILE tiles for a
+    narrow one): 3xtf32's error against the exact product stays within twice fp32's; a sum kept
+    in the tensor cores' truncating accumulator drifted to 20x."""
+    rng = np.random.default_rng(width)
+    net = Network(4096, width)
+    net.connect(0, 1)
+    x, y = rng.normal(size=(256, 4096)).astype(np.float32), rng.integers(0, width, 256)
+    exact = SerialEngine(net, SGD(), dtype="float64").forward(x)
+    errors = {}
+    for precision in (Precision.FP32, Precision.TF32X3):
+        from genlab.engines.cuda import CudaEngine
+
+        errors[precision] = rel(CudaEngine(net, SGD(), executor=executor, precision=precision).forward(x), exact)
+    assert errors[Precision.TF32X3] <= 2 * errors[Precision.FP32] + 1e-7, errors

@@ -33,6 +33,29 @@ def test_loader_source_compiles_and_errors_name_the_file(tmp_path):
     assert result.returncode != 0 and "forward.cu(" in result.stderr
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("precision", ["3xtf32", "tf32", "bf16"])
+def test_every_precision_build_compiles(tmp_path, precision):
+    """The files built per precision (runtime.PRECISE) compile in each one, with the tensor-core
+    instructions in them (the fp32 build has none)."""
+    from genlab.precision import parse
+
+    p = parse(precision)
+    for name in runtime.PRECISE:
+        src = source([name], p)
+        assert src.startswith(f"#define PRECISION {p.code}")
+        path = tmp_path / f"{name}.{precision}.cu"
+        path.write_text(src)
+        subprocess.run(["nvcc", "-arch=sm_90", "-ptx", "-o", str(path.with_suffix(".ptx")), str(path)], check=True)
+        ptx = path.with_suffix(".ptx").read_text()
+        assert "mma.sync.aligned" in ptx, name
+        assert ("bf16" in ptx) == (precision == "bf16"), name
+    plain = tmp_path / "forward.fp32.cu"
+    plain.write_text(source(["forward.cu"]))
+    subprocess.run(["nvcc", "-arch=sm_90", "-ptx", "-o", str(plain.with_suffix(".ptx")), str(plain)], check=True)
+    assert "mma.sync" not in plain.with_suffix(".ptx").read_text()
+
+
 def test_the_generated_header_is_in_step_with_python():
     """cuda/constants.cuh is what genlab/engines/cuda/constants.py generates (regenerate it with
     python -m genlab.engines.cuda.constants), and no .cu file defines those numbers again."""

@@ -50,6 +50,16 @@ def test_one_worker_takes_the_synchronous_steps_bit_for_bit_through_growth(digit
     assert sync.step(x, y) == hog.step(x, y)
 
 
+def test_one_worker_computes_in_the_trainers_precision(digits):
+    """The worker process's engine rounds as the trainer's does: bf16 steps bit for bit."""
+    sync, hog = _trainers(digits, "serial", 1, optimizer="sgd", precision="bf16")
+    plain = genlab.Trainer(sync.net.copy(), backend="serial", seed=3, optimizer="sgd")
+    for t in (sync, hog, plain):
+        t.fit(digits.X_train[:320], digits.y_train[:320], epochs=1, progress=False)
+    _same_run(sync, hog)
+    assert not np.array_equal(plain.net.weights[(0, 2)], hog.net.weights[(0, 2)])
+
+
 def test_workers_share_the_batches_and_learn_digits(digits):
     sync, hog = _trainers(digits, "serial", 3, optimizer="sgd", lr=0.05)
     sync.fit(digits.X_train, digits.y_train, epochs=6, progress=False)

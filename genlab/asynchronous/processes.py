@@ -87,7 +87,7 @@ def _work(w, workers, setup, data, params, keys, counts, abort, commands, result
 
     threadpool_limits(threads)
     net, optimizer, state, options = setup
-    engine = SerialEngine(net, optimizer, dtype=net.dtype)
+    engine = SerialEngine(net, optimizer, dtype=net.dtype, precision=options.pop("precision"))
     engine.import_state(state, net)
     for name, value in options.items():
         setattr(engine, name, value)
@@ -141,7 +141,7 @@ class ProcessTeam(Team):
         self.counts, self.abort = ctx.RawArray("q", K), ctx.RawValue("i", 0)
         self.results, self.commands = ctx.Queue(), [ctx.Queue() for _ in range(K)]
         options = {"growth_criterion": e.growth_criterion, "pruning": e.pruning, "every_step": e.every_step,
-                   "needs_stats": self.needs_stats}
+                   "needs_stats": self.needs_stats, "precision": e.precision}
         state, net = e.export_state(), t.net
         threads = max(1, (os.cpu_count() or 1) // K)
         self.processes = [ctx.Process(target=_work, daemon=True, name=f"genlab-hogwild-{w}",

@@ -46,7 +46,7 @@ class StreamTeam(Team):
         net, state = t.net, main.export_state()
         self.engines = [main]
         for w in range(1, self.workers):
-            e = CudaEngine(net, t.optimizer, executor=type(main.executor).name)
+            e = CudaEngine(net, t.optimizer, executor=type(main.executor).name, precision=main.precision)
             e.import_state(own_state(state, w), net)
             e.growth_criterion, e.pruning, e.every_step = main.growth_criterion, main.pruning, main.every_step
             e.share_parameters(main)

@@ -66,7 +66,7 @@ class Executor(ABC):
         if engine.precision not in self.precisions:
             offered = ", ".join(sorted(p.value for p in self.precisions))
             raise BackendError(f"the {self.name} executor computes in {offered}, not {engine.precision.value}; "
-                               "use executor='auto' or one that offers it (level, dataflow and their variants)")
+                               "executor='auto' picks among those that offer it")
         # a weak reference: the engine holds its executor, and an engine replaced (Trainer.reset)
         # must give its device memory back at once, not at the next cyclic garbage collection
         self.engine = weakref.proxy(engine)

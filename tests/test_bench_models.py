@@ -1,5 +1,7 @@
 """The PyTorch baselines of genlab.bench compute the same function as the serial engine."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -129,6 +131,24 @@ def test_auto_and_the_small_network_have_targets_that_say_what_was_chosen():
     small["trainer_step_us"] = runs["genlab_level"]["trainer_step_us"] = 80.0
     missed = {t["target"]: t for t in targets({"workloads": {"small": small}})}["small: a 50 groups trains at <= 50 us a step"]
     assert not missed["met"] and missed["bound"] == "host work" and "genlab_dataflow, 15 us" in missed["why"]
+
+
+def test_the_precision_run_has_an_auto_target_per_workload_and_precision():
+    """From the committed H200 run of `genlab bench --workload precision`."""
+    import json
+
+    from genlab import results_dir
+    from genlab.bench import targets
+
+    path = Path(str(results_dir())) / "NVIDIA_H200" / "speed_v2" / "precision" / "details.json"
+    run = json.loads(path.read_text())["workloads"]["precision"]
+    found = {t["target"]: t for t in targets({"workloads": {"precision": run}})}
+    assert len(found) == 16
+    w3 = found["W3 in tf32: auto within 10% of the best executor that offers it"]
+    assert w3["met"] and w3["measured"] == pytest.approx(run["workloads"]["W3"]["by_precision"]["tf32"]["auto_over_best"])
+    run["workloads"]["W3"]["by_precision"]["tf32"]["auto_over_best"] = 1.3
+    missed = {t["target"]: t for t in targets({"workloads": {"precision": run}})}[w3["target"]]
+    assert not missed["met"] and missed["shortfall"] == pytest.approx(1.3 / 1.1) and "auto chose level" in missed["why"]
 
 
 def test_growth_phases_time_each_event_and_unwrap_on_exit():

@@ -50,6 +50,7 @@ def targets(details: dict) -> list[dict]:
         ratio = best("W4") / torch_best
         add("W4: at most 1.2x PyTorch's best time", ratio, ratio <= 1.2, 1.2, ratio / 1.2, limit("W4"))
     _auto(w, add)
+    _precision(w.get("precision"), add)
     _small(w.get("small"), add)
     for label in (*GENLAB, AUTO):
         run = w.get("W5", {}).get(label)
@@ -97,6 +98,18 @@ def _auto(w: dict, add) -> None:
                                               f"ms {entry['ms_per_step']}"}
         add(f"sweep: auto's choice within 10% of the best executor on every shape ({len(sweep)} shapes; auto's "
             f"own engine timed apart: at most {measured:.3f}x)", ratio, ratio <= 1.1, 1.1, ratio / 1.1, why)
+
+
+def _precision(result: dict | None, add) -> None:
+    """executor="auto" within 10% of the best executor that offers the precision, on each workload
+    of `genlab bench --workload precision`."""
+    for name, r in (result or {}).get("workloads", {}).items():
+        for precision, row in r["by_precision"].items():
+            chose = row["auto"]
+            why = {"bound": "the choice", "why": f"auto chose {chose.get('executor')} ({chose.get('how')}), the best "
+                                                  f"was {row['genlab_best']}; the trial's times (ms): {chose.get('ms')}"}
+            add(f"{name} in {precision}: auto within 10% of the best executor that offers it", row["auto_over_best"],
+                row["auto_over_best"] <= 1.1, 1.1, row["auto_over_best"] / 1.1, why)
 
 
 def _small(result: dict | None, add) -> None:

@@ -60,15 +60,20 @@ class Precision(Enum):
         if self.mantissa_bits == 23:
             return x
         x = np.asarray(x)
-        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-        drop = 23 - self.mantissa_bits
+        bits = np.array(x, dtype=np.float32).view(np.uint32)  # a copy, rounded in place
+        drop = np.uint32(23 - self.mantissa_bits)
         if self is Precision.TF32:
-            rounded = bits + np.uint32(1 << (drop - 1))
+            bits += np.uint32(1 << (int(drop) - 1))
         else:
-            rounded = bits + np.uint32((1 << (drop - 1)) - 1) + ((bits >> np.uint32(drop)) & np.uint32(1))
-        finite = (bits & np.uint32(0x7F800000)) != np.uint32(0x7F800000)
-        out = np.where(finite, rounded, bits) & np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
-        return out.view(np.float32).astype(x.dtype, copy=False)
+            lowest = (bits >> drop) & np.uint32(1)
+            bits += np.uint32((1 << (int(drop) - 1)) - 1)
+            bits += lowest
+        bits &= np.uint32((0xFFFFFFFF << int(drop)) & 0xFFFFFFFF)
+        out = bits.view(np.float32)
+        nan = np.isnan(x)
+        if nan.any():  # a NaN whose payload sits in the dropped bits would round to infinity
+            out[nan] = np.nan
+        return out.astype(x.dtype, copy=False)
 
 
 class Rounded:

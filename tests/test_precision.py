@@ -62,6 +62,7 @@ def test_rounding_keeps_specials_dtype_and_bounds_the_error(precision):
     assert out.dtype == np.float64
     assert np.isposinf(out[2]) and np.isneginf(out[3]) and np.isnan(out[4])
     assert np.signbit(out[1]) and out[0] == 0 and out[6] == 3.0
+    assert np.isnan(precision.round(bits(0x7F800001, 0xFF800001))).all()  # a NaN's payload in the dropped bits
     rng = np.random.default_rng(1)
     y = rng.normal(size=1000).astype(np.float32)
     error = np.abs(precision.round(y) - y) / np.abs(y)

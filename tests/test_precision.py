@@ -47,6 +47,27 @@ def test_bf16_rounds_to_nearest_ties_to_even():
     assert out.tolist() == [one, one | 0x20000, one | 0x10000, one]
 
 
+@pytest.mark.parametrize("precision", [Precision.TF32, Precision.BF16])
+def test_rounding_matches_arithmetic_on_random_bit_patterns(precision):
+    """Every finite float32 (normal or subnormal, either sign) against the rule done in float64:
+    the nearest multiple of the value's unit in the last kept place, ties away from zero (TF32)
+    or to the even multiple (bfloat16)."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 2**32, 200000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = x[np.isfinite(x)]
+    exponent = np.maximum(np.frexp(x.astype(np.float64))[1] - 1, -126)  # subnormals share the smallest
+    unit = np.ldexp(1.0, exponent - precision.mantissa_bits)
+    scaled = np.abs(x.astype(np.float64)) / unit  # exact: a power-of-two division
+    low = np.floor(scaled)
+    tie = scaled - low == 0.5
+    up = (scaled - low > 0.5) | (tie & (True if precision is Precision.TF32 else (low % 2 == 1)))
+    expected = np.sign(x) * (low + up) * unit
+    with np.errstate(over="ignore"):
+        expected = expected.astype(np.float32)  # the largest values round to infinity, as the hardware's
+    got = precision.round(x)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_bf16_agrees_with_torch_on_random_values():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)

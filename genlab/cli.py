@@ -9,6 +9,7 @@ import time
 
 from . import __version__
 from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, names, rate, sizes
+from .precision import PRECISIONS
 
 
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=count(1, 2**24), default=None, help="rows per training step (default: 32)")
     train.add_argument("--dtype", default=None, choices=["float32", "float64"],
                        help="the float type of the computation (default: float32; float64 runs on the serial engine)")
+    train.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                       help="the dense products' arithmetic (default: fp32; tf32, bf16 and 3xtf32 run on tensor cores "
+                            "on a GPU, and the serial engine rounds the same operands; see README, Precision)")
     train.add_argument("--save", metavar="PATH",
                        help="write a checkpoint to exactly PATH (Network.load reads its network; --resume continues it)")
     train.add_argument("--resume", metavar="PATH",
@@ -92,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # what a checkpoint fixes: these options cannot change on --resume (--lr and --backend can)
-FIXED_BY_CHECKPOINT = ("hidden", "kind", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype")
+FIXED_BY_CHECKPOINT = ("hidden", "kind", "start", "grow", "max_groups", "optimizer", "batch_size", "dtype",
+                       "precision")
 
 
 def _resume(args, world):
@@ -162,7 +167,8 @@ def run_train(args):
             policy = starts.policy(args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
         trainer = Trainer(net, backend=args.backend, optimizer=args.optimizer or "adam", lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
-                          growth=policy, distributed=args.distributed, world=world, decouple=_decouple(args, net))
+                          growth=policy, distributed=args.distributed, world=world, decouple=_decouple(args, net),
+                          precision=args.precision or "fp32")
     if args.hogwild is not None:
         from .asynchronous import Hogwild, hogwild
 
@@ -182,7 +188,7 @@ def _train(args, trainer, data, world, groups_start) -> dict:
     report = {
         "dataset": args.dataset, "backend": trainer.backend, "epochs": args.epochs, "seed": args.seed,
         "optimizer": trainer.optimizer.name, "lr": trainer.lr, "batch_size": trainer.batch_size,
-        "dtype": net.dtype.name, "groups": len(net.groups), "edges": len(net.edges), "parameters": net.n_params,
+        "dtype": net.dtype.name, "precision": trainer.precision, "groups": len(net.groups), "edges": len(net.edges), "parameters": net.n_params,
         "steps": trainer.step_count, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
         "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": round(seconds, 3),
     }

@@ -42,6 +42,20 @@ def test_train_saves_a_network_that_loads(tmp_path):
     assert genlab.Network.load(path).widths == {0: 4, 1: 3, 2: 8}
 
 
+def test_train_takes_a_precision_and_a_checkpoint_keeps_it(tmp_path):
+    path = tmp_path / "iris.ckpt"
+    first = run("train", "--dataset", "iris", "--backend", "serial", "--epochs", "2", "--precision", "bf16",
+                "--save", str(path), "--json", "--quiet")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["precision"] == "bf16"
+    resumed = run("train", "--resume", str(path), "--backend", "serial", "--epochs", "1", "--json", "--quiet")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["precision"] == "bf16"
+    changed = run("train", "--resume", str(path), "--precision", "fp32")
+    assert changed.returncode == 2 and "--precision cannot change it" in changed.stderr
+    bad = run("train", "--precision", "fp16")
+    assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
+
+
 def test_version_and_usage_errors():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"genlab {genlab.__version__}"

@@ -62,7 +62,8 @@ def save(trainer, path, metadata: dict | None = None):
     return write_npz(path, arrays)
 
 
-def load(path, backend: str = "auto", executor: str | None = None, growth=None, distributed=None, world=None):
+def load(path, backend: str = "auto", executor: str | None = None, growth=None, distributed=None, world=None,
+         precision=None):
     """The trainer a checkpoint describes (Trainer.load)."""
     from .backends import ENGINES, resolve
     from .growth import GrowthPolicy
@@ -91,7 +92,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
                               seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,
                               every_step=meta.get("every_step", False), distributed=distributed, world=world,
-                              precision=meta.get("precision", "fp32"), **opt)
+                              precision=precision or meta.get("precision", "fp32"), **opt)
             state = _engine_state(reader, meta, net)
             trainer.engine.import_state(state, trainer._net)
             trainer._start = start

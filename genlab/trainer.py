@@ -402,11 +402,13 @@ class Trainer:
 
     @classmethod
     def load(cls, path, backend: str = "auto", executor: str | None = None, growth: GrowthPolicy | None = None,
-             distributed: str | None = None, world=None) -> "Trainer":
+             distributed: str | None = None, world=None, precision: str | None = None) -> "Trainer":
         """The trainer a checkpoint (Trainer.save) describes, on `backend`. The serial engine
         continues bit for bit; so does the CUDA engine from a CUDA checkpoint. growth replaces the
         saved growth policy (needed when its criterion was a function); distributed and world
-        continue it over several processes (each loads the same file), whatever ran it before."""
+        continue it over several processes (each loads the same file), whatever ran it before;
+        precision replaces the saved one (genlab.precision; None keeps it)."""
         from .checkpoint import load
 
-        return load(path, backend=backend, executor=executor, growth=growth, distributed=distributed, world=world)
+        return load(path, backend=backend, executor=executor, growth=growth, distributed=distributed, world=world,
+                    precision=precision)

@@ -160,6 +160,8 @@ def test_trainer_takes_the_precision_and_checkpoints_keep_it(tmp_path):
     np.testing.assert_array_equal(back.logits(x), t.logits(x))
     t.reset()
     assert t.engine.precision is Precision.TF32
+    plain = Trainer.load(path, backend="serial", precision="fp32")  # a run trained in tf32, evaluated in fp32
+    assert plain.precision == "fp32" and plain.step_count == back.step_count
 
 
 def test_a_bad_precision_is_refused_before_anything_changes():

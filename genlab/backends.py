@@ -79,15 +79,13 @@ def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | N
         check_name(executor)  # an unknown name is an error on every backend
     precision = FP32 if precision is None else parse(precision)
     engine = ENGINES[resolve(backend)](net.recurrent)
-    if precision not in engine.precisions:
-        raise BackendError(f"the {engine.name} engine computes in fp32 only, not {precision.value}")
-    kwargs = {} if len(engine.precisions) == 1 else {"precision": precision}
+    engine.check_precision(precision)
     if engine.has_executors:
-        return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT, **kwargs)
+        return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT, precision=precision)
     if executor not in (None, AUTO) and backend == "serial":
         raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                            "group after another (leave executor unset, or use backend='cuda')")
-    return engine(net, optimizer, dtype=dtype, **kwargs)
+    return engine(net, optimizer, dtype=dtype, precision=precision)
 
 
 def _serial(recurrent: bool):

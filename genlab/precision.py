@@ -38,13 +38,13 @@ class Precision(Enum):
         return _CODES[self]
 
     @property
-    def tensor_cores(self) -> bool:
-        """Whether the CUDA engine's products run on tensor cores (mma.sync)."""
-        return self is not Precision.FP32
+    def rounds(self) -> bool:
+        """Whether the products see their operands rounded (tf32, bf16; 3xtf32 keeps float32's)."""
+        return self in (Precision.TF32, Precision.BF16)
 
     @property
     def mantissa_bits(self) -> int:
-        """Explicit mantissa bits of a rounded operand (23: not rounded)."""
+        """Explicit mantissa bits of an operand as the products see it (float32's 23 unless it rounds)."""
         return {Precision.TF32: 10, Precision.BF16: 7}.get(self, 23)
 
     @property
@@ -57,7 +57,7 @@ class Precision(Enum):
         """x's values as the products see them, in x's dtype: TF32 rounds to nearest with ties away
         from zero (the hardware's cvt.rna.tf32.f32), bfloat16 to nearest with ties to even
         (cvt.rn.bf16x2.f32); fp32 and 3xtf32 leave float32 values as they are."""
-        if self.mantissa_bits == 23:
+        if not self.rounds:
             return x
         x = np.asarray(x)
         bits = np.array(x, dtype=np.float32).view(np.uint32)  # a copy, rounded in place
@@ -98,7 +98,7 @@ class Rounded:
 
 def rounded(kind, precision: Precision):
     """`kind` with its products' operands rounded to `precision` where the CUDA engine rounds them."""
-    if precision.mantissa_bits == 23 or kind.own_kernels:
+    if not precision.rounds or kind.own_kernels:
         return kind
     return Rounded(kind, precision)
 

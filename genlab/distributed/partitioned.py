@@ -48,8 +48,7 @@ class Partitioned(Mode):
     def engine(self, backend, net, optimizer, dtype, executor, precision=FP32):
         if executor is not None:
             raise BackendError("a partitioned network runs level by level on each process; leave executor unset")
-        if precision is not FP32:
-            raise BackendError(f"a partitioned network computes in fp32 only, not {precision.value}")
+        PartitionedEngine.check_precision(precision)
         return PartitionedEngine(net, optimizer, self.world, dtype=dtype, micro_batches=self.micro_batches,
                                  tolerance=self.tolerance, methods=self.methods, decouple=self.decouple)
 

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import BackendError
 from ..network import Network
 from ..operations import GrowthOp
 from ..precision import DEFAULT as FP32
@@ -96,7 +97,7 @@ class Engine(ABC):
     dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
     has_executors: ClassVar[bool] = False  # takes executor= (a schedule of its step)
     precisions: ClassVar[frozenset[Precision]] = frozenset({FP32})  # the products' arithmetic it offers
-    precision: Precision = FP32  # the one it computes in (genlab.precision; engines of one take no argument)
+    precision: Precision = FP32  # the one it computes in (genlab.precision)
     runs_recurrent: ClassVar[bool] = False  # runs networks with delayed edges on sequences
     reads_every_step: ClassVar[bool] = False  # can read a recurrent network's output at every step
     dtype: np.dtype
@@ -104,6 +105,13 @@ class Engine(ABC):
     growth_criterion: tuple[str, float] | None = None
     every_step: bool = False  # a recurrent network's output is read (and its loss taken) at every step
     pruning: tuple[bool, float | None] = (False, None)
+
+    @classmethod
+    def check_precision(cls, precision: Precision) -> None:
+        """BackendError unless this engine offers `precision`."""
+        if precision not in cls.precisions:
+            offered = ", ".join(sorted(p.value for p in cls.precisions))
+            raise BackendError(f"the {cls.name} engine computes in {offered} only, not {precision.value}")
 
     # ------------------------------------------------------------------ the network
     @abstractmethod

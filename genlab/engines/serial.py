@@ -13,7 +13,7 @@ from ..errors import TrainingError
 from ..guard import StepGuard, gradient_ok, max_abs, refused_update
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
-from ..precision import ALL, DEFAULT, Precision, rounded
+from ..precision import ALL, DEFAULT, Precision, parse, rounded
 from . import through_time
 from .base import STATISTICS, Engine, EngineState, Replicas
 from .host_scores import HostScores
@@ -43,7 +43,7 @@ class SerialEngine(HostScores, Engine):
     reads_every_step = True
 
     def __init__(self, net: Network, optimizer, dtype="float32", precision: Precision = DEFAULT):
-        self.dtype, self.precision = np.dtype(dtype), precision
+        self.dtype, self.precision = np.dtype(dtype), parse(precision)
         if self.dtype.name not in self.dtypes:
             raise ValueError(f"the serial engine runs in float32 or float64, not {self.dtype}")
         self.optimizer = optimizer

@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import BackendError, TrainingError
 from ...guard import StepGuard, gradient_ok, max_abs, refused_update
 from ...network import INPUT, Network
-from ...precision import ALL, DEFAULT, Precision
+from ...precision import ALL, DEFAULT, Precision, parse
 from ..base import Engine, EngineState, Replicas
 from . import growth, readback, replicas as replicated, runtime, state, topology
 from .choice import Chooser, candidates
@@ -51,11 +51,11 @@ class CudaEngine(Concurrent, Engine):
 
         state = runtime.kernels()
         self.drv, self.context, self.device = drv, state.context, state.device
-        self.dtype, self.optimizer, self.precision = np.dtype(np.float32), optimizer, precision
+        self.dtype, self.optimizer, self.precision = np.dtype(np.float32), optimizer, parse(precision)
         self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
         self.growth_criterion = None  # (statistic, alpha): smoothed at every step (see growth.Grower)
         self.stream = drv.Stream()
-        self.launch = runtime.Launcher(self.stream, precision)
+        self.launch = runtime.Launcher(self.stream, self.precision)
         self.mem = Memory(self.stream)
         self.layout: Layout | None = None
         self.buffers: dict[str, object] = {}

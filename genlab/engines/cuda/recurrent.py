@@ -29,7 +29,7 @@ from ...growth import Scores, Tracker
 from ...guard import StepGuard, gradient_ok, max_abs, refused_update
 from ...network import INPUT, OUTPUT, Network
 from ...optim import SGD
-from ...precision import ALL, Precision
+from ...precision import ALL, Precision, parse
 from ...precision import DEFAULT as FP32
 from ...unroll import flatten, unroll
 from ..base import STATISTICS, Engine, EngineState
@@ -54,7 +54,7 @@ class RecurrentCudaEngine(HostScores, Engine):
             raise BackendError(f"the CUDA engine runs in float32, not {np.dtype(dtype)}; use the serial "
                                "engine for float64")
         self.dtype, self.optimizer, self.executor_name = np.dtype(np.float32), optimizer, executor
-        self.precision = precision
+        self.precision = parse(precision)
         self.time_major = time_major  # the steps one after another (the wavefront's baseline; genlab.unroll)
         self.growth_scores, self.tracker = Scores(), Tracker()
         self.guard = StepGuard(np.float32)

@@ -29,20 +29,26 @@ def stats(e: "CudaEngine") -> dict[str, dict]:
     wsq = np.empty(len(L.groups), np.float64)
     drv.memcpy_dtoh(wsq, e.buffers["wstats"])
     out = {name: {} for name in STATISTICS}
-    if e.pruning[0]:
-        lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
-        drv.memcpy_dtoh(lo, e.buffers["range_min"])
-        drv.memcpy_dtoh(hi, e.buffers["range_max"])
     for s, g in enumerate(L.groups):
         if g == INPUT:
             continue
         out["grad_std"][g] = float(std[s])
         out["weight_grad_norm"][g] = float(np.sqrt(wsq[s]))
         out["taylor"][g] = float(abs(sums[s, 2] / count[s]))
-        if e.pruning[0]:
-            c0, w = int(L.col_off[s]), int(L.width[s])
-            out["h_min"][g], out["h_max"][g] = lo[c0:c0 + w].copy(), hi[c0:c0 + w].copy()
+    if e.pruning[0]:
+        out["h_min"], out["h_max"] = ranges(e)
     return out
+
+
+def ranges(e: "CudaEngine") -> tuple[dict, dict]:
+    """Each group's per-neuron minimum and maximum output over the last step's batch (tracked while
+    pruning is on: e.pruning[0]), by group."""
+    L, drv = e.layout, e.drv
+    lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
+    drv.memcpy_dtoh(lo, e.buffers["range_min"])
+    drv.memcpy_dtoh(hi, e.buffers["range_max"])
+    columns = {g: slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s])) for s, g in enumerate(L.groups) if g != INPUT}
+    return {g: lo[c].copy() for g, c in columns.items()}, {g: hi[c].copy() for g, c in columns.items()}
 
 
 def sums_and_std(e: "CudaEngine") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from ...precision import DEFAULT as FP32
 from ...unroll import flatten, unroll
 from ..base import STATISTICS, Engine, EngineState
 from ..host_scores import HostScores
+from . import readback
 from .constants import THREADS
 from .executors import DEFAULT
 
@@ -59,6 +60,7 @@ class RecurrentCudaEngine(HostScores, Engine):
         self.growth_scores, self.tracker = Scores(), Tracker()
         self.guard = StepGuard(np.float32)
         self.inner = None
+        self._pruning = (False, None)
         self.master: dict = {}
         self._state_host: dict = {}
         self.load(net)
@@ -135,8 +137,19 @@ class RecurrentCudaEngine(HostScores, Engine):
         self.copies = int(np.bincount(copy_of[used], minlength=self.n).max()) if used.size else 1
         self.inner, self.steps, self.u = inner, steps, u
         self.stream, self.launch = inner.stream, inner.launch  # one stream: the master's work follows the step's
-        inner.pruning = (self.pruning[0], None)
+        inner.pruning = (self.pruning[0], None)  # ranges per cell; Taylor scores are pooled here
         self._broadcast()
+
+    @property
+    def pruning(self) -> tuple[bool, float | None]:
+        return self._pruning
+
+    @pruning.setter
+    def pruning(self, value: tuple[bool, float | None]) -> None:
+        """Set by the trainer at any time: the unrolled engine tracks the ranges of its cells."""
+        self._pruning = value
+        if self.inner is not None:
+            self.inner.pruning = (value[0], None)
 
     def _broadcast(self) -> None:
         n = self.maps["n_inner"]
@@ -215,7 +228,7 @@ class RecurrentCudaEngine(HostScores, Engine):
         the smoothing the growth rules read."""
         inner, u = self.inner, self.u
         L = inner.layout
-        sums, _, _ = inner._sums_and_std()
+        sums, _, _ = readback.sums_and_std(inner)
         pooled: dict[int, np.ndarray] = {g: np.zeros(3) for g in self.net.groups if g != INPUT}
         for (g, _t), cell in u.cells.items():
             pooled[g] += sums[L.slot[cell]]
@@ -232,10 +245,10 @@ class RecurrentCudaEngine(HostScores, Engine):
                 stats["weight_grad_norm"][g] = float(np.sqrt(sum(np.sum(grads[k] ** 2) for k in self.keys
                                                                  if k[-1] == g)))
         if self.pruning[0]:
-            cells = inner._read_stats()
+            lows, highs = readback.ranges(inner)
             for (g, _t), cell in u.cells.items():
                 if g != OUTPUT:
-                    lo, hi = cells["h_min"][cell], cells["h_max"][cell]
+                    lo, hi = lows[cell], highs[cell]
                     stats["h_min"][g] = np.minimum(stats["h_min"][g], lo) if g in stats["h_min"] else lo
                     stats["h_max"][g] = np.maximum(stats["h_max"][g], hi) if g in stats["h_max"] else hi
         self._stats = stats

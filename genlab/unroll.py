@@ -48,7 +48,7 @@ def unroll(net: Network, steps: int, time_major: bool = False) -> Unrolled:
     steps = checks.integer(steps, "steps", 1)
     n_in = net.n_inputs
     order = [g for g in net.topological_order()[1:] if g != OUTPUT]
-    live = _live_cells(net, steps, order)
+    live = live_cells(net, steps) - {(OUTPUT, steps - 1)}
     dag = Network(steps * n_in, net.n_outputs, dtype=net.dtype)
     cells = {(OUTPUT, steps - 1): OUTPUT}
     for t in range(steps):
@@ -99,14 +99,19 @@ def _sequence(dag: Network, cells: dict, steps: int, order: list[int], shared: d
                 shared[("W", last, cell)] = None
 
 
-def _live_cells(net: Network, steps: int, order: list[int]) -> set[tuple[int, int]]:
-    """The cells on a path to the output's cell at the last step."""
+def live_cells(net: Network, steps: int, every_step: bool = False) -> set[tuple[int, int]]:
+    """The (group, step) cells on a path to a cell where the output is read (the last step's, or
+    with every_step each step's), those included."""
+    order = [g for g in net.topological_order()[1:] if g != OUTPUT]
     reads = {}
     for t in range(steps):
         for g in order + [OUTPUT]:
             reads[(g, t)] = [(s, t - net.delay(s, g)) for s in net.inputs(g)
                              if s != INPUT and t >= net.delay(s, g)]
-    return reach((OUTPUT, steps - 1), reads) - {(OUTPUT, steps - 1)}
+    live: set[tuple[int, int]] = set()
+    for t in range(steps) if every_step else [steps - 1]:
+        live |= reach((OUTPUT, t), reads)
+    return live
 
 
 def flatten(x: np.ndarray) -> np.ndarray:

@@ -128,6 +128,17 @@ PART_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"
 CUT = "#d62728"
 
 
+def draw_unrolled(net, steps: int = 4, caption: str = "", every_step: bool = False, fontsize: float = 11) -> Drawing:
+    """A recurrent network over `steps` steps, as textbooks draw an RNN: one column of cells a step,
+    from the input at the bottom to the output at the top; each cell labelled with its wavefront
+    stage (genlab.wavefront), cells that cannot reach the loss faded (genlab.dot_unrolled)."""
+    from . import checks
+    from .dot_unrolled import graph
+
+    steps = checks.integer(steps, "steps", 1)
+    return Drawing(graph(net, steps, caption, every_step, fontsize), caption)
+
+
 def _show_partition(graph, partition) -> None:
     """Fill each group with its part's colour and say below what the colours and the red edges are
     (this legend replaces the drawing's own)."""

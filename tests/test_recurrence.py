@@ -7,7 +7,7 @@ from conftest import tangle
 
 from genlab import INPUT, OUTPUT, GraphError, Network, Trainer
 from genlab.engines import SerialEngine
-from genlab.errors import DataError
+from genlab.errors import ArgumentError, DataError
 from genlab.optim import SGD
 
 
@@ -174,6 +174,34 @@ def test_recurrent_edges_are_drawn_dashed_with_their_delay():
     source = viz.draw(net).source
     assert f'g{a} -> g{a} [label="t-1"' in source and f'g{b} -> g{a} [label="t-2"' in source
     assert source.count("style=dashed") == 3 and "recurrent edge" in source
+
+
+def test_the_unrolled_drawing_has_a_cell_per_step_its_stage_and_its_delayed_edges():
+    pytest.importorskip("graphviz")
+    import re
+
+    from genlab import viz, wavefront
+
+    net, (a, b) = elman(hidden=(4, 3))
+    late = net.add_group(2, outputs=[OUTPUT])  # reads b one step back: its last cell is live, the others not
+    net.connect(b, late, delay=1)
+    steps = 5
+    source = viz.draw_unrolled(net, steps, caption="over time").source
+    stage = {cell: k + 1 for k, plan in enumerate(wavefront.stages(net, steps)) for cell in plan}
+    for g in (a, b):
+        for t in range(steps):
+            assert re.search(rf'c{g}_{t} \[label="{g}\nstage {stage[(g, t)]}"', source), (g, t)
+    assert re.search(rf'c{OUTPUT}_{steps - 1} \[label="output\nstage {stage[(OUTPUT, steps - 1)]}"', source)
+    assert f"c{OUTPUT}_{steps - 2}" not in source  # the output is read at the last step only
+    dashed = re.findall(r"(c\d+_\d+) -> (c\d+_\d+) \[[^]]*style=dashed", source)
+    expected = {(f"c{g}_{t - 1}", f"c{g}_{t}") for g in (a, b) for t in range(1, steps)}
+    expected |= {(f"c{b}_{t - 1}", f"c{late}_{t}") for t in range(1, steps)}
+    assert set(dashed) == expected  # every delayed read, from column t - 1 to column t, and no other
+    faded = set(re.findall(r'(c\d+_\d+) \[label="[^"]*"[^]]*fontcolor="#bbbbbb"', source))
+    assert faded == {f"c{late}_{t}" for t in range(steps - 1)}  # they cannot reach the loss
+    assert "over time" in source and "faded" in source
+    with pytest.raises(ArgumentError, match="too many to draw"):
+        viz.draw_unrolled(net, 200)
 
 
 def test_every_step_reads_the_output_at_each_step_and_matches_torch():

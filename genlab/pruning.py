@@ -40,12 +40,12 @@ def prune_group(net: Network, g: int, constant: np.ndarray | None, log: list | N
                     log.append(op.Fold(g, d, source))
         net.remove_group(g)
         removed.append(g)
-        for d in consumers:
-            if d != OUTPUT and not net.inputs(d):
+        for d in consumers:  # (g itself among them where it reads itself through a delay: gone)
+            if d in net.widths and d != OUTPUT and not net.inputs(d):
                 constant = net.kind(d).constant_without_inputs(net.spec(d), net.biases[d])
                 pending.append((d, constant, op.FoldSource.RELU_BIAS))
         for s in inputs:
-            if s != INPUT and not net.outputs(s):
+            if s in net.widths and s != INPUT and not net.outputs(s):
                 pending.append((s, None, None))
     if not net.inputs(OUTPUT):
         raise GraphError("pruning would cut the output group off from the input")

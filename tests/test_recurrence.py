@@ -3,6 +3,8 @@ against finite differences and against torch.nn.RNN, files, and what stays an er
 
 import numpy as np
 import pytest
+
+import genlab
 from conftest import tangle
 
 from genlab import INPUT, OUTPUT, GraphError, Network, Trainer
@@ -163,6 +165,29 @@ def test_pruning_a_group_read_through_a_delay_is_refused():
     net, (a, b) = elman(hidden=(4, 3))
     with pytest.raises(GraphError, match="read through a delay"):
         prune_group(net.copy(), a, np.zeros(4))
+
+
+def test_pruning_a_group_that_reads_itself_by_taylor_score_removes_it_and_its_loop():
+    from genlab.pruning import prune_group
+
+    net, (a, b) = elman(hidden=(4, 3))
+    extra = net.add_group(2, inputs=[a], outputs=[b])
+    net.connect(extra, extra, delay=1)
+    removed = prune_group(net, extra, None)  # a Taylor prune folds nothing: the delay does not matter
+    assert removed == [extra] and extra not in net.widths and (extra, extra) not in net.weights
+    net.validate()
+    # and through a trainer: every hidden group's Taylor score under the bar, recurrent loops and all
+    X = np.random.default_rng(0).normal(size=(64, 5, 3))
+    y = np.arange(64) % 2
+    net, (a, b) = elman(hidden=(4, 3))
+    net.add_group(2, inputs=[net.input], outputs=[b])  # with it, pruning a or b leaves the output reachable
+    trainer = Trainer(net, backend="serial", lr=1e-2, seed=0,
+                      growth=genlab.GrowthPolicy(threshold=1e9, every=2, prune_taylor=1e9, patience=2))
+    for step in range(8):
+        trainer.step(X[step * 8:(step + 1) * 8], y[step * 8:(step + 1) * 8])
+    pruned = {e["source"] for e in trainer.history.events}
+    assert {e["kind"] for e in trainer.history.events} == {"prune"} and pruned & {a, b}  # a group with a loop went
+    trainer.net.validate()
 
 
 def test_recurrent_edges_are_drawn_dashed_with_their_delay():

@@ -18,6 +18,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """PyCUDA and genlab's kernel launcher replaced by checking stand-ins (tests/fake_cuda.py): the
+    host side of a CUDA engine runs here, each launch checked against its kernel's parameters."""
+    from fake_cuda import install
+
+    return install(monkeypatch)
+
+
 def snapshot(net):
     """Everything a failed operation must leave as it was: topology and parameter values."""
     return (dict(net.widths), [(g, net.inputs(g), net.outputs(g)) for g in net.groups],

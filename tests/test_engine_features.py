@@ -161,3 +161,30 @@ def test_every_engine_runs_hogwild_with_one_worker_as_the_synchronous_trainer(ba
         trainer.fit(X[:128], y[:128], epochs=1, progress=False)
         results.append(trainer.logits(X[:64]))
     np.testing.assert_array_equal(results[1], results[0])
+
+
+STAND_IN = [pytest.param(("cuda", kind), id=f"cuda-{kind}") for kind in NETS]
+
+
+@pytest.mark.parametrize("engine", STAND_IN)
+@pytest.mark.parametrize("feature", FEATURES)
+def test_every_cuda_engine_takes_every_feature_on_a_stand_in_gpu(fake_gpu, engine, feature, tmp_path):
+    """Without a GPU: each CUDA engine's host side through every feature, a growth check, a preview,
+    an evaluation and a checkpoint resumed, on tests/fake_cuda.py's stand-in (every launch checked
+    against its kernel's parameters; no kernel runs, so what the device would decide reads zeros).
+    Nothing may fail but with a genlab error, and the recurrent engine, whose decisions are the
+    host's, not at all."""
+    backend, kind = engine
+    options, steps, _ = FEATURES[feature]
+    X, y = data(kind)
+
+    def whole():
+        trainer = run(backend, kind, options, steps, X, y)
+        trainer.grow()
+        trainer.preview_growth()
+        trainer.evaluate(X[:40], y[:40])
+        resumed = Trainer.load(trainer.save(tmp_path / "stand_in.ckpt"), backend=backend)
+        resumed.step(X[:32], y[:32])
+    _, refused = outcome(whole)
+    assert refused is None or kind == "dag", refused  # the DAG engine's growth picks from zeros
+    assert fake_gpu.launches

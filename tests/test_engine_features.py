@@ -3,8 +3,9 @@ refuses with a genlab error that says why. Nothing else is allowed: an Attribute
 TypeError from one engine's inner object (the recurrent CUDA engine once called a method its
 unrolled engine did not have, as soon as pruning was on) fails here.
 
-The engines: the serial engine and the CUDA engine (GPU), each with a feed-forward DAG and a
-recurrent network. The features: each growth mode and criterion, both kinds of pruning, a
+The engines: the serial engine, the data-parallel and partitioned modes (in a world of this process
+alone) and the CUDA engine (on a GPU, and its host side on a stand-in without one), each with a
+feed-forward DAG and a recurrent network (the partitioned engine runs DAGs only). The features: each growth mode and criterion, both kinds of pruning, a
 checkpoint resumed mid-run, Hogwild with one worker, export to PyTorch, evaluation, the
 growth preview and the statistics a Lab reads.
 """
@@ -66,8 +67,17 @@ FEATURES = {
 }
 
 
-def run(backend, kind, options, steps, X, y):
-    trainer = Trainer(NETS[kind](), backend=backend, seed=0, **({"lr": 1e-2} | options))
+def trainer_options(engine: dict) -> dict:
+    """An engine's Trainer options: a distributed mode runs in a world of this process alone."""
+    if "distributed" in engine:
+        from genlab.distributed import World
+
+        return {"world": World.alone(), **engine}
+    return dict(engine)
+
+
+def run(engine, kind, options, steps, X, y):
+    trainer = Trainer(NETS[kind](), seed=0, **({"lr": 1e-2} | trainer_options(engine) | options))
     for step in range(steps):
         rows = slice((step * 32) % len(y), (step * 32) % len(y) + 32)
         trainer.step(X[rows], y[rows])
@@ -88,19 +98,26 @@ def outcome(call):
         return None, error
 
 
-ENGINES = [pytest.param("serial", id="serial"), pytest.param("cuda", id="cuda", marks=gpu)]
+SERIAL = {"backend": "serial"}
+# (engine as Trainer options, network kind); the partitioned engine runs DAGs only (it refuses a
+# recurrent network with a BackendError, tests/test_distributed.py)
+ENGINES = [pytest.param((SERIAL, kind), id=f"serial-{kind}") for kind in NETS]
+ENGINES += [pytest.param(({"backend": "serial", "distributed": "data"}, kind), id=f"data-parallel-{kind}")
+            for kind in NETS]
+ENGINES += [pytest.param(({"backend": "serial", "distributed": "partitioned"}, "dag"), id="partitioned-dag")]
+ENGINES += [pytest.param(({"backend": "cuda"}, kind), id=f"cuda-{kind}", marks=gpu) for kind in NETS]
 
 
-@pytest.mark.parametrize("kind", NETS)
-@pytest.mark.parametrize("backend", ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("feature", FEATURES)
-def test_every_engine_runs_every_growth_and_pruning_feature_like_serial(backend, kind, feature):
+def test_every_engine_runs_every_growth_and_pruning_feature_like_serial(engine, feature):
+    engine, kind = engine
     options, steps, expected = FEATURES[feature]
     X, y = data(kind)
-    trainer, refused = outcome(lambda: run(backend, kind, options, steps, X, y))
+    trainer, refused = outcome(lambda: run(engine, kind, options, steps, X, y))
     if refused is not None:
-        pytest.fail(f"{backend} refused {feature} on a {kind} network: {refused}")
-    reference = trainer if backend == "serial" else run("serial", kind, options, steps, X, y)
+        pytest.fail(f"{engine} refused {feature} on a {kind} network: {refused}")
+    reference = trainer if engine == SERIAL else run(SERIAL, kind, options, steps, X, y)
     assert {e[0] for e in events(reference)} >= expected, f"the serial engine never did {feature}"
     assert events(trainer) == events(reference)
     assert trainer.net.edges == reference.net.edges and trainer.net.widths == reference.net.widths
@@ -111,15 +128,15 @@ def test_every_engine_runs_every_growth_and_pruning_feature_like_serial(backend,
         assert mine[g] == pytest.approx(value, rel=2e-2, abs=1e-6), g
 
 
-@pytest.mark.parametrize("kind", NETS)
-@pytest.mark.parametrize("backend", ENGINES)
-def test_every_engine_resumes_a_checkpoint_mid_run_as_if_uninterrupted(backend, kind, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_resumes_a_checkpoint_mid_run_as_if_uninterrupted(engine, tmp_path):
+    engine, kind = engine
     X, y = data(kind)
     options = dict(growth=grows(every=3))
-    whole = run(backend, kind, options, 8, X, y)
-    first = run(backend, kind, options, 4, X, y)
+    whole = run(engine, kind, options, 8, X, y)
+    first = run(engine, kind, options, 4, X, y)
     path = first.save(tmp_path / "run.ckpt")
-    resumed = Trainer.load(path, backend=backend)
+    resumed = Trainer.load(path, **{k: v for k, v in trainer_options(engine).items() if k != "growth"})
     for step in range(4, 8):
         rows = slice(step * 32, step * 32 + 32)
         resumed.step(X[rows], y[rows])
@@ -127,12 +144,12 @@ def test_every_engine_resumes_a_checkpoint_mid_run_as_if_uninterrupted(backend, 
     np.testing.assert_allclose(resumed.logits(X[:64]), whole.logits(X[:64]), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", NETS)
-@pytest.mark.parametrize("backend", ENGINES)
-def test_every_engine_previews_evaluates_and_exports(backend, kind):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_previews_evaluates_and_exports(engine):
+    engine, kind = engine
     torch = pytest.importorskip("torch")
     X, y = data(kind)
-    trainer = run(backend, kind, dict(growth=grows(every=None)), 4, X, y)
+    trainer = run(engine, kind, dict(growth=grows(every=None)), 4, X, y)
     preview = trainer.preview_growth()
     assert preview and all(g in trainer.net.hidden_groups for g, _, _ in preview)
     report = trainer.evaluate(X[:64], y[:64])
@@ -147,14 +164,14 @@ def test_every_engine_previews_evaluates_and_exports(backend, kind):
     assert grown and len(trainer.history.events) > events_before
 
 
-@pytest.mark.parametrize("kind", NETS)
-@pytest.mark.parametrize("backend", ENGINES)
-def test_every_engine_runs_hogwild_with_one_worker_as_the_synchronous_trainer(backend, kind):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_runs_hogwild_with_one_worker_as_the_synchronous_trainer(engine):
+    engine, kind = engine
     X, y = data(kind)
     results = []
     for parallel in (None, genlab.Hogwild(workers=1)):
-        trainer, refused = outcome(lambda: Trainer(NETS[kind](), backend=backend, seed=0, lr=1e-2,
-                                                   parallel=parallel))
+        trainer, refused = outcome(lambda: Trainer(NETS[kind](), seed=0, lr=1e-2, parallel=parallel,
+                                                   **trainer_options(engine)))
         if refused is not None:
             assert parallel is not None, refused
             return  # refused with a genlab error: allowed
@@ -163,7 +180,7 @@ def test_every_engine_runs_hogwild_with_one_worker_as_the_synchronous_trainer(ba
     np.testing.assert_array_equal(results[1], results[0])
 
 
-STAND_IN = [pytest.param(("cuda", kind), id=f"cuda-{kind}") for kind in NETS]
+STAND_IN = [pytest.param(({"backend": "cuda"}, kind), id=f"cuda-{kind}") for kind in NETS]
 
 
 @pytest.mark.parametrize("engine", STAND_IN)
@@ -174,16 +191,16 @@ def test_every_cuda_engine_takes_every_feature_on_a_stand_in_gpu(fake_gpu, engin
     against its kernel's parameters; no kernel runs, so what the device would decide reads zeros).
     Nothing may fail but with a genlab error, and the recurrent engine, whose decisions are the
     host's, not at all."""
-    backend, kind = engine
+    engine, kind = engine
     options, steps, _ = FEATURES[feature]
     X, y = data(kind)
 
     def whole():
-        trainer = run(backend, kind, options, steps, X, y)
+        trainer = run(engine, kind, options, steps, X, y)
         trainer.grow()
         trainer.preview_growth()
         trainer.evaluate(X[:40], y[:40])
-        resumed = Trainer.load(trainer.save(tmp_path / "stand_in.ckpt"), backend=backend)
+        resumed = Trainer.load(trainer.save(tmp_path / "stand_in.ckpt"), **engine)
         resumed.step(X[:32], y[:32])
     _, refused = outcome(whole)
     assert refused is None or kind == "dag", refused  # the DAG engine's growth picks from zeros

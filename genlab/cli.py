@@ -9,6 +9,7 @@ import time
 
 from . import __version__
 from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, names, rate, sizes
+from .engines.cuda.executors import NAMES as EXECUTOR_NAMES
 from .precision import PRECISIONS
 
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=count(1, 2**24), default=None, help="rows per training step (default: 32)")
     train.add_argument("--dtype", default=None, choices=["float32", "float64"],
                        help="the float type of the computation (default: float32; float64 runs on the serial engine)")
+    train.add_argument("--executor", default=None, choices=list(EXECUTOR_NAMES),
+                       help="the CUDA engine's schedule of a step (default: auto, the fastest for the network's shape "
+                            "on this GPU; see README, On a GPU)")
     train.add_argument("--precision", default=None, choices=list(PRECISIONS),
                        help="the dense products' arithmetic (default: fp32; tf32, bf16 and 3xtf32 run on tensor cores "
                             "on a GPU, and the serial engine rounds the same operands; see README, Precision)")
@@ -109,7 +113,8 @@ def _resume(args, world):
     if fixed:
         raise Usage(f"--resume continues the saved run as it was built; {', '.join(fixed)} cannot change it")
     try:
-        trainer = Trainer.load(args.resume, backend=args.backend, distributed=args.distributed, world=world)
+        trainer = Trainer.load(args.resume, backend=args.backend, executor=args.executor,
+                               distributed=args.distributed, world=world)
     except (FileFormatError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         raise Usage(f"--resume {args.resume}: {e}") from None
     saved = trainer.metadata or {}
@@ -165,7 +170,8 @@ def run_train(args):
         policy = None
         if args.grow:
             policy = starts.policy(args.max_groups or datasets.MAX_GROUPS.get(args.dataset, 32))
-        trainer = Trainer(net, backend=args.backend, optimizer=args.optimizer or "adam", lr=args.lr,
+        trainer = Trainer(net, backend=args.backend, executor=args.executor, optimizer=args.optimizer or "adam",
+                          lr=args.lr,
                           batch_size=args.batch_size or 32, seed=args.seed, dtype=args.dtype or "float32",
                           growth=policy, distributed=args.distributed, world=world, decouple=_decouple(args, net),
                           precision=args.precision or "fp32")
@@ -186,8 +192,8 @@ def _train(args, trainer, data, world, groups_start) -> dict:
     train, test = trainer.evaluate(*data.train), trainer.evaluate(*data.test)
     net = trainer.net
     report = {
-        "dataset": args.dataset, "backend": trainer.backend, "epochs": args.epochs, "seed": args.seed,
-        "optimizer": trainer.optimizer.name, "lr": trainer.lr, "batch_size": trainer.batch_size,
+        "dataset": args.dataset, "backend": trainer.backend, "executor": args.executor, "epochs": args.epochs,
+        "seed": args.seed, "optimizer": trainer.optimizer.name, "lr": trainer.lr, "batch_size": trainer.batch_size,
         "dtype": net.dtype.name, "precision": trainer.precision, "groups": len(net.groups), "edges": len(net.edges), "parameters": net.n_params,
         "steps": trainer.step_count, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
         "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": round(seconds, 3),

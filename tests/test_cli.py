@@ -56,6 +56,19 @@ def test_train_takes_a_precision_and_a_checkpoint_keeps_it(tmp_path):
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
 
 
+def test_train_takes_an_executor_from_the_registry():
+    from genlab.engines.cuda.executors import EXECUTORS
+
+    result = run("train", "--dataset", "iris", "--epochs", "1", "--executor", "auto", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["executor"] == "auto"
+    serial = run("train", "--dataset", "iris", "--epochs", "1", "--backend", "serial", "--executor", "level")
+    assert serial.returncode != 0 and "schedule of the CUDA engine" in serial.stderr
+    bad = run("train", "--executor", "fastest")
+    assert bad.returncode == 2 and "invalid choice: 'fastest'" in bad.stderr
+    assert all(name in bad.stderr for name in EXECUTORS)  # the choices come from the registry
+
+
 def test_version_and_usage_errors():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"genlab {genlab.__version__}"

@@ -24,6 +24,7 @@ EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (
 )}
 AUTO = "auto"  # not an executor: the engine picks one per shape of network (engines/cuda/choice.py)
 DEFAULT = AUTO
+NAMES = (AUTO, *EXECUTORS)  # what executor= takes (the command line's choices)
 
 
 def executor_class(name: str) -> type[Executor]:
@@ -41,4 +42,4 @@ def check_name(name: str) -> str:
     return name
 
 
-__all__ = ["EXECUTORS", "AUTO", "DEFAULT", "check_name", "Activations", "Executor", "Tier", "executor_class"]
+__all__ = ["EXECUTORS", "AUTO", "DEFAULT", "NAMES", "check_name", "Activations", "Executor", "Tier", "executor_class"]

@@ -411,6 +411,18 @@ def test_the_labs_heatmap_shows_a_long_run_in_a_bounded_number_of_columns():
     assert steps[-1] == 3000 and len(set(np.diff(steps))) == 1 and view.stride == steps[1] - steps[0]
 
 
+def test_the_first_pictures_come_at_once_on_a_machine_just_booted(monkeypatch):
+    """perf_counter counts from boot: a Lab on a machine up for less than min_interval still
+    draws its first pictures at the first step."""
+    from genlab.lab import dashboard
+
+    monkeypatch.setattr(dashboard.time, "perf_counter", lambda: 5.0)  # five seconds after boot
+    data = genlab.datasets.load("moons", seed=0)
+    lab = Lab(Trainer(Network.mlp([2, 4, 2], seed=0), backend="serial", seed=0), data, min_interval=3600.0)
+    lab.step()
+    assert lab.loss.value[:8] == PNG and "(step 0)" not in lab.status.value  # drawn, the test set measured now
+
+
 def test_a_click_does_not_wait_for_the_test_set():
     """The test accuracy is measured with the pictures (at most every min_interval); between
     them the status line says at which step it was measured."""

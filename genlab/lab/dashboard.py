@@ -52,7 +52,9 @@ class Lab(Controls):
         super().__init__(trainer)
         self.trainer, self.refresh_every, self.min_interval = trainer, refresh_every, min_interval
         self._queue: list = []  # the rest of this epoch's batches (Trainer.batches, as fit uses)
-        self._drawn_at, self._pending, self._scheduled = 0.0, False, False
+        # never drawn: -inf, not 0.0 (perf_counter counts from boot, so a machine up for less than
+        # min_interval would hold the first pictures back)
+        self._drawn_at, self._pending, self._scheduled = -math.inf, False, False
         self._task, self._stopping, self._following = None, False, False
         self._lines: list[str] = []  # the message: growth announcements, then the library's notes
         self._test: tuple[float, int] | None = None  # (test accuracy, the step it was measured at)

@@ -12,6 +12,7 @@ plumbing (arguments, sizes, the calls made), not numbers.
 
 from __future__ import annotations
 
+import bisect
 import sys
 import types
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ class FakeBuffer:
         self.data = np.zeros(max(self.nbytes, 1), np.uint8)
         self.address = space.next_address
         space.next_address += -(-max(self.nbytes, 1) // 256) * 256 + 256  # a gap between buffers
-        space.buffers.append(self)
+        space.buffers.append(self)  # in address order: addresses only grow
 
     def __int__(self) -> int:
         return self.address
@@ -43,17 +44,21 @@ class FakeGPU:
     launches: list = field(default_factory=list)
     buffers: list = field(default_factory=list)
     functions: dict = field(default_factory=lambda: _Functions())
+    _starts: list = field(default_factory=list)
     next_address: int = 1 << 32
 
     def resolve(self, pointer, nbytes: int) -> tuple[FakeBuffer, int]:
         """The buffer and offset `pointer` (a buffer or an address) reaches, nbytes from it in bounds."""
         address = int(pointer)
-        for b in self.buffers:
-            if b.address <= address < b.address + max(b.nbytes, 1):
-                offset = address - b.address
-                assert offset + nbytes <= b.nbytes, f"{nbytes} bytes at offset {offset} overrun a {b.nbytes}-byte buffer"
-                return b, offset
-        raise AssertionError(f"address {address:#x} is in no buffer")
+        if len(self._starts) != len(self.buffers):
+            self._starts = [b.address for b in self.buffers]
+        i = bisect.bisect_right(self._starts, address) - 1
+        b = self.buffers[i] if i >= 0 else None
+        if b is None or address >= b.address + max(b.nbytes, 1):
+            raise AssertionError(f"address {address:#x} is in no buffer")
+        offset = address - b.address
+        assert offset + nbytes <= b.nbytes, f"{nbytes} bytes at offset {offset} overrun a {b.nbytes}-byte buffer"
+        return b, offset
 
 
 def driver_module(gpu: FakeGPU) -> types.ModuleType:

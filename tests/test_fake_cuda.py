@@ -38,3 +38,24 @@ def test_copies_round_trip_and_overruns_fail(fake_gpu):
     drv.memset_d32(buf, 0x3F800000, 2)
     drv.memcpy_dtoh(out, buf)
     np.testing.assert_array_equal(out, [1, 1, 2, 3])
+
+
+def test_a_harness_variant_builds_with_the_loaders_precision_argument(fake_gpu, monkeypatch):
+    """benchmarks/kernels/harness.py's use_variant swaps the source of one file; the loader passes
+    the precision it builds for (the numbered variants of rows.cu and cluster.cu broke when it
+    started to)."""
+    import sys
+    from pathlib import Path
+
+    from genlab.engines.cuda import runtime
+    from genlab.precision import Precision
+
+    monkeypatch.setattr(runtime, "source", runtime.source)  # undone after the test
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks" / "kernels"))
+    monkeypatch.delitem(sys.modules, "harness", raising=False)
+    import harness
+
+    harness.use_variant("rows.cu", "rows_step", {"RQ": 2}, [])
+    for precision in (Precision.FP32, Precision.TF32):
+        assert runtime.source(["rows.cu"], precision).startswith("#define RQ 2\n")
+    assert not runtime.source(["optim.cu"], Precision.FP32).startswith("#define RQ")

@@ -149,8 +149,8 @@ def use_variant(file: str, kernel: str, defines: dict, edits: list, whole: str |
     a complete translation unit): how the variant harnesses build a numbered variant."""
     original = runtime.source.__wrapped__ if hasattr(runtime.source, "__wrapped__") else runtime.source
 
-    def source(files=None):
-        text = original(files)
+    def source(files=None, precision=runtime.FP32):
+        text = original(files, precision)
         if files != [file]:
             return text
         return whole if whole is not None else variant_text(text, file, defines, edits)

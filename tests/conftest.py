@@ -27,6 +27,15 @@ def fake_gpu(monkeypatch):
     return install(monkeypatch)
 
 
+@pytest.fixture
+def cpu_gpu(monkeypatch):
+    """The stand-in GPU whose launches run the kernels' own source on the CPU
+    (tests/cpu_cuda/emulator.py): a CUDA engine computes real numbers without a GPU, slowly."""
+    from fake_cuda import install
+
+    return install(monkeypatch, executes=True)
+
+
 def snapshot(net):
     """Everything a failed operation must leave as it was: topology and parameter values."""
     return (dict(net.widths), [(g, net.inputs(g), net.outputs(g)) for g in net.groups],

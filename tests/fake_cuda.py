@@ -1,11 +1,14 @@
 """A stand-in for PyCUDA and genlab's kernel launcher, so that the host side of a CUDA engine runs
-on a machine without a GPU: device memory is NumPy bytes at fake addresses (copies, fills and
-out-of-bounds accesses checked), and a launch checks its arguments against the kernel's
-parameter list parsed from cuda/*.cu (their number and types, every pointer a live buffer) and
-records it instead of running it. What a kernel would compute is not computed: tests check the
-plumbing (arguments, sizes, the calls made), not numbers.
+on a machine without a GPU: device memory is a shared memory map at real host addresses (copies,
+fills and out-of-bounds accesses checked), and a launch checks its arguments against the kernel's
+parameter list parsed from cuda/*.cu (their number and types, every pointer a live buffer). A
+graph's capture records the work enqueued on it and a replay does it again.
 
-    def test_...(fake_gpu):  # the fixture in conftest.py installs it
+By default a launch is recorded, not run: tests check the plumbing (arguments, sizes, the calls
+made). With `executes=True` (the `cpu_gpu` fixture) each launch runs the kernel's own source on
+the CPU (tests/cpu_cuda/emulator.py), so an engine computes real numbers, slowly.
+
+    def test_...(fake_gpu):  # the fixtures in conftest.py install it
         ...
         fake_gpu.launches  # [(kernel, grid, args, shared bytes), ...]
 """
@@ -13,6 +16,8 @@ plumbing (arguments, sizes, the calls made), not numbers.
 from __future__ import annotations
 
 import bisect
+import ctypes
+import mmap
 import sys
 import types
 from dataclasses import dataclass, field
@@ -22,14 +27,21 @@ import numpy as np
 from genlab.engines.cuda import runtime
 
 SM_COUNT, REGS_PER_SM, SHARED_PER_SM, OPTIN = 132, 65536, 233472, 232448  # an H200's figures
+EMULATED_SMS = 8  # what the CPU emulator claims: a persistent kernel's resident blocks are processes
+
+
+ARENA = 1 << 31  # bytes of address space for device memory (pages are committed as they are touched)
 
 
 class FakeBuffer:
     def __init__(self, space: "FakeGPU", nbytes: int):
         self.nbytes = int(nbytes)
-        self.data = np.zeros(max(self.nbytes, 1), np.uint8)
-        self.address = space.next_address
-        space.next_address += -(-max(self.nbytes, 1) // 256) * 256 + 256  # a gap between buffers
+        size = -(-max(self.nbytes, 1) // 256) * 256
+        offset = space.used
+        assert offset + size + 256 <= ARENA, "the stand-in GPU's memory is full"
+        space.used += size + 256  # a gap between buffers
+        self.data = np.frombuffer(space.arena, np.uint8, max(self.nbytes, 1), offset)
+        self.address = space.base + offset
         space.buffers.append(self)  # in address order: addresses only grow
 
     def __int__(self) -> int:
@@ -44,8 +56,23 @@ class FakeGPU:
     launches: list = field(default_factory=list)
     buffers: list = field(default_factory=list)
     functions: dict = field(default_factory=lambda: _Functions())
+    executes: bool = False  # run each launch's kernel on the CPU (tests/cpu_cuda/emulator.py)
     _starts: list = field(default_factory=list)
-    next_address: int = 1 << 32
+    capturing: list | None = None  # a graph's work, while it is captured
+    used: int = 0
+
+    def __post_init__(self):
+        # shared, so that the processes the emulator forks for a persistent kernel's blocks write here
+        self.arena = mmap.mmap(-1, ARENA, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.arena))
+        self.runner = None
+
+    def enqueue(self, work) -> None:
+        """Work on a stream: done now, or recorded while a graph is captured."""
+        if self.capturing is not None:
+            self.capturing.append(work)
+        else:
+            work()
 
     def resolve(self, pointer, nbytes: int) -> tuple[FakeBuffer, int]:
         """The buffer and offset `pointer` (a buffer or an address) reaches, nbytes from it in bounds."""
@@ -81,20 +108,32 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
     def htod(dst, src, stream=None):
         src = np.ascontiguousarray(src)
         b, off = gpu.resolve(dst, src.nbytes)
-        b.data[off:off + src.nbytes] = src.view(np.uint8).ravel()
+
+        def work():
+            b.data[off:off + src.nbytes] = src.view(np.uint8).ravel()
+        gpu.enqueue(work)
 
     def dtoh(dst, src, stream=None):
         b, off = gpu.resolve(src, dst.nbytes)
-        dst.view(np.uint8).reshape(-1)[:] = b.data[off:off + dst.nbytes]
+
+        def work():
+            dst.view(np.uint8).reshape(-1)[:] = b.data[off:off + dst.nbytes]
+        gpu.enqueue(work)
 
     def dtod(dst, src, nbytes, stream=None):
         s, so = gpu.resolve(src, nbytes)
         d, do = gpu.resolve(dst, nbytes)
-        d.data[do:do + nbytes] = s.data[so:so + nbytes]
+
+        def work():
+            d.data[do:do + nbytes] = s.data[so:so + nbytes]
+        gpu.enqueue(work)
 
     def memset_d32(dst, value, count, stream=None):
         b, off = gpu.resolve(dst, 4 * count)
-        b.data[off:off + 4 * count] = np.full(count, value, np.uint32).view(np.uint8)
+
+        def work():
+            b.data[off:off + 4 * count] = np.full(count, value, np.uint32).view(np.uint8)
+        gpu.enqueue(work)
 
     class Stream:
         handle = 0
@@ -135,9 +174,11 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
             self.dst = ("device", p)
 
         def __call__(self, stream=None, aligned=False):
-            for row in range(self.height):
-                chunk = self._read(self.src, row * self.src_pitch, self.width_in_bytes)
-                self._write(self.dst, row * self.dst_pitch, chunk)
+            def work():
+                for row in range(self.height):
+                    chunk = self._read(self.src, row * self.src_pitch, self.width_in_bytes)
+                    self._write(self.dst, row * self.dst_pitch, chunk)
+            gpu.enqueue(work)
 
         @staticmethod
         def _read(end, offset, n):
@@ -189,9 +230,11 @@ class FakeFunction:
 
 
 class FakeDevice:
+    sms = SM_COUNT
+
     def get_attribute(self, attribute):
         return {"MAX_REGISTERS_PER_MULTIPROCESSOR": REGS_PER_SM, "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR": SHARED_PER_SM,
-                "MULTIPROCESSOR_COUNT": SM_COUNT, "MAX_THREADS_PER_MULTIPROCESSOR": 2048,
+                "MULTIPROCESSOR_COUNT": self.sms, "MAX_THREADS_PER_MULTIPROCESSOR": 2048,
                 "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": OPTIN}[attribute]
 
     def name(self):
@@ -225,6 +268,13 @@ class FakeLauncher:
             assert self.functions[name].attributes.get("MAX_DYNAMIC_SHARED_SIZE_BYTES", 0) >= shared, \
                 f"{name} launched with {shared} bytes of dynamic shared memory without the attribute set"
         self.gpu.launches.append((name, grid, args, shared))
+        if self.gpu.executes:
+            if self.gpu.runner is None:
+                from cpu_cuda.emulator import Runner
+
+                self.gpu.runner = Runner()
+            runner = self.gpu.runner
+            self.gpu.enqueue(lambda: runner.launch(name, types_, grid, threads, shared, args))
 
     def flat(self, name, n, *args):
         self((name), ((n + runtime.THREADS - 1) // runtime.THREADS, 1), *args)
@@ -253,25 +303,36 @@ class _Functions(dict):
 
 
 class FakeGraph:
-    """graph.Graph's interface: a capture runs what it records once (launches checked), a replay
-    counts itself."""
+    """graph.Graph's interface: a capture records the work enqueued (launches checked), a replay
+    does it again."""
 
     alive = 0
+    gpu: FakeGPU
 
     def __init__(self, stream, enqueue):
-        enqueue()
+        gpu = FakeGraph.gpu
+        gpu.capturing = []
+        try:
+            enqueue()
+        finally:
+            self.work, gpu.capturing = gpu.capturing, None
         self.replays = 0
 
     def launch(self):
         self.replays += 1
+        for work in self.work:
+            work()
 
     def destroy(self):
         pass
 
 
-def install(monkeypatch) -> FakeGPU:
-    """Put the fakes in place of pycuda and of genlab's runtime for one test."""
-    gpu = FakeGPU()
+def install(monkeypatch, executes: bool = False) -> FakeGPU:
+    """Put the fakes in place of pycuda and of genlab's runtime for one test (executes: the
+    kernels run on the CPU)."""
+    gpu = FakeGPU(executes=executes)
+    FakeGraph.gpu = gpu
+    monkeypatch.setattr(FakeDevice, "sms", EMULATED_SMS if executes else SM_COUNT)
     package = types.ModuleType("pycuda")
     package.driver = driver_module(gpu)
     tools = types.ModuleType("pycuda.tools")

@@ -4,8 +4,9 @@ TypeError from one engine's inner object (the recurrent CUDA engine once called 
 unrolled engine did not have, as soon as pruning was on) fails here.
 
 The engines: the serial engine, the data-parallel and partitioned modes (in a world of this process
-alone) and the CUDA engine (on a GPU, and its host side on a stand-in without one), each with a
-feed-forward DAG and a recurrent network (the partitioned engine runs DAGs only). The features: each growth mode and criterion, both kinds of pruning, a
+alone) and the CUDA engine (on a GPU; without one, its kernels' source run on the CPU, and its
+host side alone on a stand-in), each with a feed-forward DAG and a recurrent network (the
+partitioned engine runs DAGs only). The features: each growth mode and criterion, both kinds of pruning, a
 checkpoint resumed mid-run, Hogwild with one worker, export to PyTorch, evaluation, the
 growth preview and the statistics a Lab reads.
 """
@@ -106,6 +107,17 @@ ENGINES += [pytest.param(({"backend": "serial", "distributed": "data"}, kind), i
             for kind in NETS]
 ENGINES += [pytest.param(({"backend": "serial", "distributed": "partitioned"}, "dag"), id="partitioned-dag")]
 ENGINES += [pytest.param(({"backend": "cuda"}, kind), id=f"cuda-{kind}", marks=gpu) for kind in NETS]
+# the CUDA engine without a GPU: its kernels' own source run on the CPU (tests/cpu_cuda), slowly
+EMULATED = {"backend": "cuda", "executor": "level"}
+ENGINES += [pytest.param((EMULATED, kind), id=f"cuda-on-cpu-{kind}") for kind in NETS]
+
+
+@pytest.fixture(autouse=True)
+def _emulated_gpu(request):
+    """The CPU-emulated GPU for the tests of the EMULATED engine."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("engine", (None,))[0] is EMULATED:
+        request.getfixturevalue("cpu_gpu")
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -1,0 +1,97 @@
+"""The CUDA engine without a GPU: its host side on the stand-in GPU (tests/fake_cuda.py) with every
+launch running the kernel's own source on the CPU (tests/cpu_cuda/emulator.py), against the
+float64 serial engine. The GPU tests (pytest -m gpu) remain the word on a GPU's behaviour; these
+run in CI, so a change to a kernel's indexing or an engine's plumbing fails here first.
+
+Every executor but `cluster` (thread-block clusters are not emulated) across the three width
+tiers, growth replayed by the growth kernels, pruning folds, conv and attention groups, and the
+recurrent engine through its unrolled DAG.
+"""
+
+import numpy as np
+import pytest
+
+from genlab import GrowthPolicy, Network, Trainer
+from genlab.engines import SerialEngine
+from genlab.optim import Adam
+
+EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows"]
+TIERS = {"tile": (1, 20), "mid": (50, 70), "wide": (257, 260)}  # 32 x 32 tiles, wide.cu's 64 and 128 tiles
+
+
+def batch(net, n, seed=0, steps=None):
+    rng = np.random.default_rng(seed)
+    shape = (n, steps, net.n_inputs) if steps else (n, *net.input_shape)
+    return rng.normal(size=shape).astype(np.float32), rng.integers(0, net.n_outputs, n)
+
+
+def assert_steps_match(gpu, ref, x, y, steps=3):
+    for _ in range(steps):
+        loss, correct = gpu.step(x, y)
+        ref_loss, ref_correct = ref.step(x, y)
+        assert loss == pytest.approx(ref_loss, rel=1e-4) and correct == ref_correct
+    for g, s in ref.grad_std.items():
+        assert gpu.grad_std[g] == pytest.approx(s, rel=1e-3, abs=1e-7), g
+    for key, p in ref.params.items():
+        np.testing.assert_allclose(gpu.params[key], p, rtol=1e-3, atol=1e-4, err_msg=str(key))
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_every_executor_trains_as_the_serial_engine(cpu_gpu, executor, tier):
+    from genlab.engines.cuda import CudaEngine
+
+    per_level = 2 if tier == "wide" else 3  # (the wide tier is the slowest to emulate)
+    net = Network.random_dag(levels=2, per_level=per_level, width=TIERS[tier], fan_in=2, seed=1, n_inputs=12,
+                             n_outputs=3)
+    x, y = batch(net, 40)
+    gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
+    assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
+
+
+@pytest.mark.parametrize("executor", ["level", "dataflow"])
+def test_growth_and_pruning_on_the_gpus_kernels_match_serial_event_by_event(cpu_gpu, executor):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 12)).astype(np.float32)
+    y = (X[:, :3].sum(axis=1) > 0).astype(np.int64) + (X[:, 3] > 1)
+    net = Network.random_dag(levels=2, per_level=3, width=6, fan_in=2, seed=1, n_inputs=12, n_outputs=3)
+    net.biases[net.hidden_groups[1]][:] = -1e3  # a dead group: pruned
+    policy = dict(threshold=0.0, every=5, cooldown=5, max_groups=14, mode="alternate", prune=True)
+    runs = {}
+    for backend, options in (("serial", {}), ("cuda", {"executor": executor})):
+        trainer = Trainer(net.copy(), backend=backend, lr=1e-2, seed=0, growth=GrowthPolicy(**policy), **options)
+        for step in range(25):
+            trainer.step(X[step * 16 % 512:][:16], y[step * 16 % 512:][:16])
+        runs[backend] = trainer
+    a, b = (r.history.events for r in (runs["serial"], runs["cuda"]))
+    assert {e["kind"] for e in a} == {"prune", "depth", "width"}
+    assert [(e["kind"], e["source"], e["new"]) for e in a] == [(e["kind"], e["source"], e["new"]) for e in b]
+    np.testing.assert_allclose(runs["cuda"].logits(X[:64]), runs["serial"].logits(X[:64]), rtol=2e-3, atol=2e-3)
+
+
+def test_conv_and_attention_groups_train_as_the_serial_engine(cpu_gpu):
+    from genlab.engines.cuda import CudaEngine
+
+    conv = Network.conv_chain((2, 6, 6), [3, 4], 3, seed=2)
+    x, y = batch(conv, 12)
+    assert_steps_match(CudaEngine(conv, Adam(lr=0.01), executor="level"),
+                       SerialEngine(conv, Adam(lr=0.01), dtype="float64"), x, y, steps=2)
+    attention = Network.attention_chain((5, 8), [8], 3, heads=2, seed=3)
+    x, y = batch(attention, 10)
+    assert_steps_match(CudaEngine(attention, Adam(lr=0.01), executor="level"),
+                       SerialEngine(attention, Adam(lr=0.01), dtype="float64"), x, y, steps=2)
+
+
+@pytest.mark.parametrize("executor", ["level", "dataflow"])
+def test_the_recurrent_engine_matches_backpropagation_through_time_and_prunes(cpu_gpu, executor):
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+
+    net = Network.elman(5, [7, 6], 4, seed=3)
+    x, y = batch(net, 24, steps=5)
+    gpu = RecurrentCudaEngine(net, Adam(lr=0.01), executor=executor)
+    ref = SerialEngine(net, Adam(lr=0.01), dtype="float64")
+    gpu.pruning = ref.pruning = (True, None)
+    assert_steps_match(gpu, ref, x, y, steps=2)
+    for g in net.hidden_groups:
+        np.testing.assert_allclose(gpu.stats["h_min"][g], ref.stats["h_min"][g], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(gpu.stats["h_max"][g], ref.stats["h_max"][g], rtol=1e-4, atol=1e-5)

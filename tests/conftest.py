@@ -1,13 +1,19 @@
+import os
+
 import numpy as np
 import pytest
 
 import genlab
 
 
+EMULATE = os.environ.get("GENLAB_EMULATE_GPU") == "1"  # gpu tests on the CPU-emulated GPU (tests/cpu_cuda)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` run only where the CUDA engine can run."""
+    """Tests marked `gpu` run only where the CUDA engine can run (or, with GENLAB_EMULATE_GPU=1,
+    on the CPU-emulated GPU: slowly, and without what it does not emulate)."""
     gpu_items = [item for item in items if "gpu" in item.keywords]
-    if not gpu_items:
+    if not gpu_items or EMULATE:
         return
     from genlab.backends import cuda_status
 
@@ -16,6 +22,12 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=f"no CUDA engine here: {why}")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _emulated_gpu_for_gpu_tests(request):
+    if EMULATE and "gpu" in request.keywords:
+        request.getfixturevalue("cpu_gpu")
 
 
 @pytest.fixture

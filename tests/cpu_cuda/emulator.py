@@ -75,8 +75,10 @@ class Runner:
                     self.file_of[kernel] = path.name
                     break
         file = self.file_of[kernel]
-        if file in UNSUPPORTED:
-            raise NotImplementedError(f"{file} needs {UNSUPPORTED[file]}, which the CPU emulator does not have")
+        if file in UNSUPPORTED:  # the test that asked for it is skipped, saying why
+            import pytest
+
+            pytest.skip(f"{file} needs {UNSUPPORTED[file]}, which the CPU emulator does not have")
         if file not in self.libraries:
             text, _ = host_source(file)
             digest = hashlib.sha256((text + (HERE / "shim.h").read_text() + (HERE / "launch.h").read_text())

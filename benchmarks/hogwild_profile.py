@@ -1,8 +1,8 @@
 """Hogwild on the CUDA engine, by executor and learning rate (Fashion-MNIST, one epoch after a warm-up),
 then a cProfile of the host during a K = 8 epoch: python benchmarks/hogwild_profile.py (on a GPU machine;
 GENLAB_FASHION_MNIST names the idx files where Debian's package is not installed)."""
-import cProfile, pstats, time, io, os
-import numpy as np, genlab
+import cProfile, pstats, time, io
+import genlab
 d = genlab.datasets.load("fashion_mnist")
 def make(K, ex, batch=32):
     net = genlab.Network.random_dag(4, 8, 16, 4, n_inputs=d.n_features, n_outputs=10, seed=0)

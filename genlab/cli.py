@@ -8,7 +8,7 @@ import sys
 import time
 
 from . import __version__
-from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, names, rate, sizes
+from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, rate, sizes
 from .engines.cuda.executors import NAMES as EXECUTOR_NAMES
 from .precision import PRECISIONS
 

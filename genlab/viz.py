@@ -218,7 +218,6 @@ def heatmap(history, net=None, ax=None):
     groups, level, matrix = heatmap_matrix(history, net)
     if not groups:
         raise ValueError("the network has no hidden group: the heatmap has no row to show")
-    records = history.grad_std
     if ax is None:
         fig, ax = figures.subplots(figsize=(9, 0.25 * len(groups) + 1.8))
     else:

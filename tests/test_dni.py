@@ -138,7 +138,7 @@ def test_synthetic_gradients_say_where_they_can_run():
     net = genlab.Network.mlp([4, 6, 3])
     with pytest.raises(ArgumentError, match="cuts="):
         genlab.Trainer(net, backend="serial", decouple=genlab.DNI())
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from genlab.distributed import World
 
     world = World.alone()

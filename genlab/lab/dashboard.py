@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..shapes import Form
 from ..trainer import Trainer
 from . import legends, messages, pictures
-from .controls import EMPTY, MESSAGE, STATUS, Controls, decoupled
+from .controls import MESSAGE, STATUS, Controls, decoupled
 
 
 def as_dataset(data, label: str | None = None) -> Dataset:

@@ -23,6 +23,9 @@
 #define OP_INTS 7
 #define GEO_INTS 9
 #define ATT_SHARED 8192
+#define WF_ROWS 8
+#define WF_COLS 4
+#define WF_TILE 32
 #define CONV_CH 8
 #define CONV_POS 4
 #define CONV_WG 4

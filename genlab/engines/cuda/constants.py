@@ -45,6 +45,8 @@ CONV_POS = 4  # (sample, position) pairs a conv forward thread computes with the
 CONV_WG = 4  # output channels of a conv weight-gradient thread's tile (times K x K weights)
 CONV_SAMPLES = 16  # samples a conv weight-gradient block sums (its partial sums are added atomically)
 CONV_SHARED = 8192  # floats of shared memory a conv weight-gradient block stages (a sample's dz and input maps)
+WF_ROWS, WF_COLS = 8, 4  # the wavefront kernel's accumulators a thread: rows x column strides (wavefront.cu)
+WF_TILE = 32  # its weight-gradient kernel's output tiles (WF_TILE x WF_TILE, split over time chunks)
 
 # Python's alone (passed to the kernels as arguments where they need them)
 MID, WIDE = 48, 256  # the pull level executors' tiers of widths (executors/level.py)
@@ -58,6 +60,7 @@ SHARED = {
     "CLUSTER_RECORD": CLUSTER_RECORD,
     **{f"PHASE_{p.name}": int(p) for p in Phase},
     "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
+    "WF_ROWS": WF_ROWS, "WF_COLS": WF_COLS, "WF_TILE": WF_TILE,
     "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_WG": CONV_WG, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,
     **{f"GEO_{name}": i for i, name in enumerate(GEO_FIELDS)},
     **{f"KIND_{name.upper()}": kind.code for name, kind in KINDS.items()}, "GRAD_LIMIT_SQ": f"{GRAD_LIMIT * GRAD_LIMIT!r}",

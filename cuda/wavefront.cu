@@ -1,0 +1,400 @@
+// wavefront.cu: a recurrent network of dense groups trained through time: the forward and the
+// backward passes over every step in one persistent launch (wavefront_step), then the weight and
+// bias gradients summed over time as GEMMs (wavefront_weight_grad, wavefront_reduce).
+//
+// Layout. Slots s = 0..n_slots-1 are the network's groups but the input, in the topological order
+// of its edges without a delay; the output group is the last slot. Slot s's activations over the
+// whole sequence are one row-major block of steps x batch rows of width[s] floats at act +
+// act_off[s], step t's rows from t * batch (its dL/dz the same in dz). The input is read where it
+// lies: x of shape (batch, steps, n_inputs). The parameters are the recurrent network's own, once
+// (no copy per step): edge e's weight block (width[dst] x width[src], row-major) at params +
+// woff, slot s's bias at params + bias_off[s].
+//   in_ptr/in_src/in_delay/in_woff    in-edges of slot s (CSR); in_src -1 is the input group
+//   out_ptr/out_dst/out_delay/out_woff its out-edges to other slots (the same weight blocks)
+// An edge of delay k makes slot d at step t read its source at step t - k, zeros before step k.
+//
+// wavefront_step: block b = s * n_rb + r owns slot s's batch rows r * rows .. r * rows + rows - 1
+// at every step (n_rb = ceil(batch / rows)). Every block of the grid must be resident at once
+// (the caller sizes rows from the occupancy): a block waits for blocks of other slots.
+//   Forward, t = 0 .. steps - 1: for each in-edge, wait until its source's block of the same rows
+//     has done step t - k (fwd[src][r] > t - k); stage those rows in shared memory; z += h W^T.
+//     h = relu(z + b) (the output group: z + b, computed only at the steps it is read). Publish:
+//     the block's writes, a fence, fwd[s][r] = t + 1. At each step the output is read, the output
+//     block computes the softmax cross-entropy of its rows and writes dL/dlogits into dz.
+//   Backward, t = steps - 1 .. 0 (after the block's whole forward): for each out-edge to slot c of
+//     delay k with t + k read, wait until c's block has done its backward at step t + k
+//     (bwd[c][r] >= steps - t - k); dh += dz_c(t + k) W. dz = dh where h > 0, else 0; the
+//     statistics of dL/dh (sum, sum of squares, sum of h dL/dh) and each neuron's range of h
+//     (hmin/hmax, a partial per row block) accumulate over every step. Publish bwd[s][r] =
+//     steps - t. Blocks only wait for cells of earlier stages (forward: the same or earlier steps,
+//     earlier slots; backward: the same or later steps, later slots), so the launch cannot
+//     deadlock while every block is resident.
+//   Weights: with `stage`, each block copies its in-edges' blocks (transposed) into shared memory
+//     once before the forward, and its out-edges' blocks once before the backward, and reads them
+//     there at every step; without it (they do not fit), it reads them from global memory (L1/L2).
+// The hand-off: the producer's threads finish (__syncthreads), thread 0 fences and adds to the
+// flag; the consumer's thread 0 spins on it with acquire loads, then the block proceeds. Data
+// written inside the launch by other blocks is read through L2 (__ldcg).
+#include "genlab.cuh"
+
+// The outputs of a rows x w cell one thread computes: columns j0 + c * cstep (c < nc) of rows
+// r0 + q * rstep (q < nr). For w <= THREADS, THREADS / w row groups of w threads each take a
+// column; wider groups give every thread up to WF_COLS columns of every row. The caller keeps
+// nr <= WF_ROWS and nc <= WF_COLS (wavefront.py chooses rows so).
+struct Share {
+    int j0, cstep, nc, r0, rstep, nr;
+};
+
+__device__ __forceinline__ Share share_of(int w, int rows)
+{
+    Share c;
+    if (w <= THREADS) {
+        const int groups = THREADS / w;
+        c.j0 = threadIdx.x % w; c.cstep = w; c.nc = (int)threadIdx.x < groups * w ? 1 : 0;
+        c.r0 = threadIdx.x / w; c.rstep = groups;
+    } else {
+        c.j0 = threadIdx.x; c.cstep = THREADS; c.nc = (w - (int)threadIdx.x + THREADS - 1) / THREADS;
+        c.r0 = 0; c.rstep = 1;
+    }
+    c.nr = (c.nc > 0 && c.r0 < rows) ? (rows - c.r0 + c.rstep - 1) / c.rstep : 0;
+    return c;
+}
+
+// acc[q][c] += sum over k < K of A[row q][k] * B(k, column c): A in shared memory (row stride K),
+// B(k, j) at B[k * sk + j * sj] (shared or global memory: a generic pointer).
+__device__ __forceinline__ void accumulate(float (&acc)[WF_ROWS][WF_COLS], const Share& c, const float* A, int K,
+                                           const float* B, int sk, int sj)
+{
+    for (int k = 0; k < K; ++k) {
+        float b[WF_COLS];
+#pragma unroll
+        for (int cc = 0; cc < WF_COLS; ++cc) b[cc] = cc < c.nc ? B[k * sk + (c.j0 + cc * c.cstep) * sj] : 0.f;
+#pragma unroll
+        for (int q = 0; q < WF_ROWS; ++q) {
+            if (q < c.nr) {
+                const float a = A[(c.r0 + q * c.rstep) * K + k];
+#pragma unroll
+                for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = fmaf(a, b[cc], acc[q][cc]);
+            }
+        }
+    }
+}
+
+// Thread 0 waits until *flag >= target (acquire), then the block proceeds.
+__device__ __forceinline__ void wait_until(const int* flag, int target)
+{
+    if (threadIdx.x == 0)
+        while (load_acquire(flag) < target) __nanosleep(20);
+    __syncthreads();
+}
+
+// The block's writes made visible, then *flag += 1.
+__device__ __forceinline__ void publish(int* flag)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(flag, 1);
+    }
+}
+
+// `n` rows of `w` floats from src (row stride `stride`) into the tile (row stride w), through L2.
+__device__ __forceinline__ void stage_rows(float* tile, const float* src, int n, int w, int stride)
+{
+    for (int i = threadIdx.x; i < n * w; i += THREADS) tile[i] = __ldcg(src + (i / w) * stride + i % w);
+}
+
+// softmax cross-entropy of the block's `n` rows of logits (row stride `classes`, written by this
+// block) against their labels: dL/dlogits = (softmax - onehot) / count into dlogits; the mean
+// loss (over `count` rows), the correct count and the output group's statistics accumulated.
+__device__ __forceinline__ void row_losses(const float* logits, float* dlogits, const int* labels, int label_stride,
+                                           int n, int classes, double count, double& loss, int& right,
+                                           double& s1, double& s2, double& s3)
+{
+    for (int row = threadIdx.x; row < n; row += THREADS) {
+        const float* l = logits + row * classes;
+        const int y = labels[row * label_stride];
+        float m = __ldcg(l);
+        int best = 0;
+        for (int c = 1; c < classes; ++c) {
+            const float v = __ldcg(l + c);
+            if (v > m) { m = v; best = c; }
+        }
+        float total = 0.f;
+        for (int c = 0; c < classes; ++c) total += expf(__ldcg(l + c) - m);
+        loss += (double)(logf(total) - (__ldcg(l + y) - m)) / count;
+        right += best == y;
+        for (int c = 0; c < classes; ++c) {
+            const float v = __ldcg(l + c);
+            const float g = (float)((double)(expf(v - m) / total - (c == y ? 1.f : 0.f)) / count);
+            dlogits[row * classes + c] = g;
+            s1 += g; s2 += (double)g * g; s3 += (double)v * g;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
+    const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
+    const int* __restrict__ col_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
+    const int* __restrict__ in_delay, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
+    const int* __restrict__ out_dst, const int* __restrict__ out_delay, const int* __restrict__ out_woff,
+    int n_slots, int steps, int batch, int rows, int n_inputs, int n_cols, int every_step, int train, int stage,
+    const float* __restrict__ x, const int* __restrict__ labels, const float* __restrict__ params, float* act,
+    float* dz, double* stats, float* hmin, float* hmax, double* scalars, int* flags)
+{
+    extern __shared__ float shared[];
+    __shared__ double scratch[THREADS / 32];
+    __shared__ float lo_s[THREADS * WF_COLS], hi_s[THREADS * WF_COLS];
+    const int n_rb = (batch + rows - 1) / rows;
+    const int s = blockIdx.x / n_rb, r = blockIdx.x % n_rb;
+    if (s >= n_slots) return;
+    const int b0 = r * rows, n = min(rows, batch - b0), w = width[s], out = n_slots - 1;
+    int* fwd = flags;
+    int* bwd = flags + n_slots * n_rb;
+    int max_in = n_inputs;
+    for (int i = 0; i < n_slots; ++i) max_in = max(max_in, width[i]);
+    float* tile = shared;                   // rows x max_in: the rows a cell reads
+    float* wsm = shared + rows * max_in;    // the staged weight blocks
+    const Share c = share_of(w, n);
+    float lo[WF_ROWS][WF_COLS], hi[WF_ROWS][WF_COLS];
+#pragma unroll
+    for (int q = 0; q < WF_ROWS; ++q)
+#pragma unroll
+        for (int cc = 0; cc < WF_COLS; ++cc) { lo[q][cc] = INFINITY; hi[q][cc] = -INFINITY; }
+    double s1 = 0.0, s2 = 0.0, s3 = 0.0, loss = 0.0;
+    int right = 0;
+
+    // ---- forward
+    if (stage) {  // in-edge blocks transposed: edge e's (width[src] x w) at its running offset
+        int off = 0;
+        for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+            const int ws = in_src[e] < 0 ? n_inputs : width[in_src[e]];
+            for (int i = threadIdx.x; i < w * ws; i += THREADS)
+                wsm[off + (i % ws) * w + i / ws] = params[in_woff[e] + i];
+            off += w * ws;
+        }
+        __syncthreads();
+    }
+    for (int t = 0; t < steps; ++t) {
+        const bool read = s != out || every_step || t == steps - 1;
+        if (read) {
+            float acc[WF_ROWS][WF_COLS];
+#pragma unroll
+            for (int q = 0; q < WF_ROWS; ++q)
+#pragma unroll
+                for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = 0.f;
+            int off = 0;
+            for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+                const int src = in_src[e], k = in_delay[e];
+                const int ws = src < 0 ? n_inputs : width[src];
+                if (t >= k) {
+                    if (src < 0) {
+                        stage_rows(tile, x + ((size_t)b0 * steps + (t - k)) * n_inputs, n, ws, steps * n_inputs);
+                    } else {
+                        wait_until(fwd + src * n_rb + r, t - k + 1);
+                        stage_rows(tile, act + act_off[src] + ((size_t)(t - k) * batch + b0) * ws, n, ws, ws);
+                    }
+                    __syncthreads();
+                    if (stage) accumulate(acc, c, tile, ws, wsm + off, w, 1);
+                    else accumulate(acc, c, tile, ws, params + in_woff[e], 1, ws);
+                    __syncthreads();  // the tile is free
+                }
+                off += w * ws;
+            }
+            float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
+#pragma unroll
+            for (int q = 0; q < WF_ROWS; ++q) {
+                if (q >= c.nr) continue;
+                const int row = c.r0 + q * c.rstep;
+#pragma unroll
+                for (int cc = 0; cc < WF_COLS; ++cc) {
+                    if (cc >= c.nc) continue;
+                    const int j = c.j0 + cc * c.cstep;
+                    float v = acc[q][cc] + params[bias_off[s] + j];
+                    if (s != out) {
+                        v = fmaxf(v, 0.f);
+                        lo[q][cc] = fminf(lo[q][cc], v);
+                        hi[q][cc] = fmaxf(hi[q][cc], v);
+                    }
+                    h[row * w + j] = v;
+                }
+            }
+            if (s == out && train) {
+                __syncthreads();  // the block's logits are written
+                const double count = every_step ? (double)batch * steps : (double)batch;
+                row_losses(h, dz + act_off[s] + ((size_t)t * batch + b0) * w,
+                           labels + (every_step ? (size_t)b0 * steps + t : (size_t)b0), every_step ? steps : 1,
+                           n, w, count, loss, right, s1, s2, s3);
+            }
+        }
+        publish(fwd + s * n_rb + r);
+    }
+    if (s != out) {  // each neuron's range over the block's rows and every step: a partial per row block
+        for (int i = threadIdx.x; i < THREADS * WF_COLS; i += THREADS) { lo_s[i] = INFINITY; hi_s[i] = -INFINITY; }
+        __syncthreads();
+        const int groups = w <= THREADS ? THREADS / w : 1;
+#pragma unroll
+        for (int cc = 0; cc < WF_COLS; ++cc) {
+            if (cc >= c.nc) continue;
+            float l = INFINITY, u = -INFINITY;
+#pragma unroll
+            for (int q = 0; q < WF_ROWS; ++q) if (q < c.nr) { l = fminf(l, lo[q][cc]); u = fmaxf(u, hi[q][cc]); }
+            const int slot = w <= THREADS ? c.r0 * w + c.j0 : c.j0 + cc * c.cstep;
+            lo_s[slot] = l; hi_s[slot] = u;
+        }
+        __syncthreads();
+        for (int j = threadIdx.x; j < w; j += THREADS) {
+            float l = INFINITY, u = -INFINITY;
+            for (int g = 0; g < groups; ++g) { l = fminf(l, lo_s[g * w + j]); u = fmaxf(u, hi_s[g * w + j]); }
+            hmin[(size_t)r * n_cols + col_off[s] + j] = l;
+            hmax[(size_t)r * n_cols + col_off[s] + j] = u;
+        }
+    }
+    if (!train) return;
+
+    // ---- backward through time
+    if (s == out) {
+        __syncthreads();  // dL/dlogits is there at every step it is read: done at every step at once
+        if (threadIdx.x == 0) {
+            __threadfence();
+            atomicAdd(bwd + s * n_rb + r, steps);
+        }
+    } else {
+        if (stage) {  // out-edge blocks as they are: edge e's (width[dst] x w)
+            __syncthreads();
+            int off = 0;
+            for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+                const int size = width[out_dst[e]] * w;
+                for (int i = threadIdx.x; i < size; i += THREADS) wsm[off + i] = params[out_woff[e] + i];
+                off += size;
+            }
+            __syncthreads();
+        }
+        for (int t = steps - 1; t >= 0; --t) {
+            float acc[WF_ROWS][WF_COLS];
+#pragma unroll
+            for (int q = 0; q < WF_ROWS; ++q)
+#pragma unroll
+                for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = 0.f;
+            int off = 0;
+            for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+                const int d = out_dst[e], tt = t + out_delay[e], wd = width[d];
+                if (tt < steps && (d != out || every_step || tt == steps - 1)) {
+                    wait_until(bwd + d * n_rb + r, steps - tt);
+                    stage_rows(tile, dz + act_off[d] + ((size_t)tt * batch + b0) * wd, n, wd, wd);
+                    __syncthreads();
+                    if (stage) accumulate(acc, c, tile, wd, wsm + off, w, 1);
+                    else accumulate(acc, c, tile, wd, params + out_woff[e], w, 1);
+                    __syncthreads();
+                }
+                off += wd * w;
+            }
+            const float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
+            float* g = dz + act_off[s] + ((size_t)t * batch + b0) * w;
+#pragma unroll
+            for (int q = 0; q < WF_ROWS; ++q) {
+                if (q >= c.nr) continue;
+                const int row = c.r0 + q * c.rstep;
+#pragma unroll
+                for (int cc = 0; cc < WF_COLS; ++cc) {
+                    if (cc >= c.nc) continue;
+                    const int j = c.j0 + cc * c.cstep;
+                    mask_and_count(acc[q][cc], __ldcg(h + row * w + j), g + row * w + j, s1, s2, s3);
+                }
+            }
+            publish(bwd + s * n_rb + r);
+        }
+    }
+    s1 = block_sum(s1, scratch);
+    s2 = block_sum(s2, scratch);
+    s3 = block_sum(s3, scratch);
+    loss = block_sum(loss, scratch);
+    const double correct = block_sum((double)right, scratch);
+    if (threadIdx.x == 0) {
+        atomicAdd(stats + 3 * s, s1);
+        atomicAdd(stats + 3 * s + 1, s2);
+        atomicAdd(stats + 3 * s + 2, s3);
+        if (s == out) {
+            atomicAdd(scalars, loss);
+            atomicAdd((int*)scalars + 2, (int)correct);
+        }
+    }
+}
+
+// wavefront_weight_grad: one block per item (items[5 i..5 i + 4] = edge, j0, q0, chunk, slot): the
+// WF_TILE x WF_TILE tile at (j0, q0) of in-edge `edge`'s gradient (edge -1: the slot's bias, a
+// source of one constant 1), summed over batch rows and the steps of time chunk `chunk` (steps
+// chunk * steps / n_chunks .. (chunk + 1) * steps / n_chunks - 1, from the edge's delay on, and
+// for the output only the steps it is read), written to partials + chunk * n_params at the
+// parameter's own offset. 256 threads as 16 x 16, each 2 x 2 outputs; rows staged WF_TILE at a time.
+extern "C" __global__ void __launch_bounds__(THREADS) wavefront_weight_grad(
+    const int* __restrict__ items, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ bias_off, const int* __restrict__ in_src, const int* __restrict__ in_delay,
+    const int* __restrict__ in_woff, int n_slots, int steps, int batch, int n_inputs, int n_chunks, int n_params,
+    int every_step, const float* __restrict__ x, const float* __restrict__ act, const float* __restrict__ dz,
+    float* __restrict__ partials)
+{
+    __shared__ float dz_s[WF_TILE][WF_TILE + 1], src_s[WF_TILE][WF_TILE + 1];
+    const int* item = items + 5 * blockIdx.x;
+    const int e = item[0], j0 = item[1], q0 = item[2], chunk = item[3], s = item[4];
+    const int w = width[s];
+    const int src = e < 0 ? -2 : in_src[e], k = e < 0 ? 0 : in_delay[e];
+    const int ws = src == -2 ? 1 : src < 0 ? n_inputs : width[src];
+    int t_lo = max(chunk * steps / n_chunks, k), t_hi = (chunk + 1) * steps / n_chunks;
+    if (s == n_slots - 1 && !every_step) t_lo = max(t_lo, steps - 1);
+    const int tx = threadIdx.x % HALF, ty = threadIdx.x / HALF;
+    float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    const int total = max(t_hi - t_lo, 0) * batch;  // rows (t, b) of this chunk
+    for (int base = 0; base < total; base += WF_TILE) {
+        for (int i = threadIdx.x; i < WF_TILE * WF_TILE; i += THREADS) {
+            const int row = i / WF_TILE, col = i % WF_TILE, kk = base + row;
+            float g = 0.f, v = 0.f;
+            if (kk < total) {
+                const int t = t_lo + kk / batch, b = kk % batch;
+                if (j0 + col < w) g = __ldcg(dz + act_off[s] + ((size_t)t * batch + b) * w + j0 + col);
+                if (q0 + col < ws) {
+                    if (src == -2) v = 1.f;
+                    else if (src < 0) v = x[((size_t)b * steps + (t - k)) * n_inputs + q0 + col];
+                    else v = __ldcg(act + act_off[src] + ((size_t)(t - k) * batch + b) * ws + q0 + col);
+                }
+            }
+            dz_s[row][col] = g;
+            src_s[row][col] = v;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < WF_TILE; ++kk) {
+            const float g0 = dz_s[kk][ty], g1 = dz_s[kk][ty + HALF];
+            const float v0 = src_s[kk][tx], v1 = src_s[kk][tx + HALF];
+            acc[0][0] = fmaf(g0, v0, acc[0][0]); acc[0][1] = fmaf(g0, v1, acc[0][1]);
+            acc[1][0] = fmaf(g1, v0, acc[1][0]); acc[1][1] = fmaf(g1, v1, acc[1][1]);
+        }
+        __syncthreads();
+    }
+    float* part = partials + (size_t)chunk * n_params + (e < 0 ? bias_off[s] : in_woff[e]);
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int b = 0; b < 2; ++b) {
+            const int j = j0 + ty + a * HALF, q = q0 + tx + b * HALF;
+            if (j < w && q < ws) part[(size_t)j * ws + q] = acc[a][b];
+        }
+}
+
+// wavefront_reduce: grads[i] = the sum over the n_chunks partials of parameter i, in chunk order;
+// the sum of their squares into scalars[2] (the step guard's). Launch: grid ceil(n / THREADS).
+extern "C" __global__ void wavefront_reduce(const float* __restrict__ partials, int n_chunks, int n_params,
+                                            float* __restrict__ grads, double* scalars)
+{
+    __shared__ double scratch[THREADS / 32];
+    const int i = blockIdx.x * THREADS + threadIdx.x;
+    double sq = 0.0;
+    if (i < n_params) {
+        float g = 0.f;
+        for (int c = 0; c < n_chunks; ++c) g += partials[(size_t)c * n_params + i];
+        grads[i] = g;
+        sq = (double)g * g;
+    }
+    sq = block_sum(sq, scratch);
+    if (threadIdx.x == 0) atomicAdd(scalars + 2, sq);
+}

@@ -45,7 +45,9 @@ class Trainer:
     executor: the CUDA engine's schedule of a step: "auto" (the default: the fastest for the
     network's shape and batch on this GPU, by a short timed trial cached per machine, chosen again
     when growth changes the shape), or one of "level", "level_push", "level_batch", "dataflow",
-    "dataflow_batch", "dataflow_rows", "cluster" (genlab.engines.cuda.EXECUTORS; all compute the same step).
+    "dataflow_batch", "dataflow_rows", "cluster" (genlab.engines.cuda.EXECUTORS; all compute the same step);
+    a recurrent network of dense groups also "wavefront": forward and backward through time in one
+    persistent launch (cuda/wavefront.cu, fp32).
     distributed: None (this process alone), "data" (each process of `world` steps on its slice of
     every batch, replicas kept identical) or "partitioned" (the groups spread over the processes,
     micro-batches pipelined); every process runs the same code on the same data (genlab.distributed).

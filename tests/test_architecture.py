@@ -63,7 +63,7 @@ def test_the_executor_registry_is_the_one_list():
     assert list(EXECUTORS)[0] == "level"
     for name, cls in EXECUTORS.items():
         assert issubclass(cls, Executor) and cls.name == name and cls.chunk > 0
-    with pytest.raises(BackendError, match="unknown executor 'fast'; choose 'auto' or one of level, level_push"):
+    with pytest.raises(BackendError, match=r"unknown executor 'fast'; choose 'auto', 'wavefront' \(recurrent networks\) or one of level, level_push"):
         executor_class("fast")
 
 

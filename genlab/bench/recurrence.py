@@ -1,6 +1,7 @@
-"""Stacked RNN training steps on the GPU: genlab's recurrent CUDA engine in wavefront and
-time-major order (executors level and dataflow_rows), against PyTorch's nn.RNN (cuDNN) and
-PyTorch's layer loop captured in one CUDA graph. Every implementation trains the same network
+"""Stacked RNN training steps on the GPU: genlab's recurrent CUDA engine on its wavefront kernel
+(executor "wavefront", cuda/wavefront.cu) and through its unrolled DAG in wavefront and time-major
+order (executors level and dataflow_rows), against PyTorch's nn.RNN (cuDNN, eager and in a CUDA
+graph) and PyTorch's layer loop captured in one CUDA graph. Every implementation trains the same network
 (the same weights, Adam, cross-entropy at the last step) on the same random batch; times are the
 median of CUDA-event-bracketed steps after a warm-up.
 
@@ -24,7 +25,11 @@ SHAPES = [  # (layers, steps, hidden, batch); features in = hidden / 2
     (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (4, 64, 128, 64), (4, 64, 256, 64), (4, 32, 64, 256),
     (4, 128, 64, 64), (2, 256, 64, 64), (4, 256, 64, 64), (2, 512, 64, 32),
 ]
-GENLAB = [("genlab_wavefront_level", "level", False), ("genlab_time_major_level", "level", True),
+# the targets' grid (hidden <= 128, batch 1-64, T 16-256) and the wide groups reported beside it
+TARGETS = [(2, t, h, b) for h in (64, 128) for b in (1, 16, 64) for t in (16, 64, 256)]
+WIDE = [(2, 64, h, 64) for h in (256, 512, 1024)]
+GENLAB = [("genlab_wavefront_kernel", "wavefront", False),
+          ("genlab_wavefront_level", "level", False), ("genlab_time_major_level", "level", True),
           ("genlab_wavefront_rows", "dataflow_rows", False), ("genlab_time_major_rows", "dataflow_rows", True)]
 
 
@@ -72,6 +77,18 @@ def torch_steps(net: Network, layers: int, x: np.ndarray, y: np.ndarray) -> dict
         ce(head(rnn(xt)[0][:, -1]), yt).backward()
         opt.step()
     out["torch_cudnn"] = time_cuda(cudnn_step, 50)
+    rnn3, head3 = torch_rnn(net, layers, device)
+    opt3 = torch.optim.Adam([*rnn3.parameters(), *head3.parameters()], lr=1e-3, capturable=True)
+
+    def cudnn_graph_step():
+        opt3.zero_grad(set_to_none=False)
+        ce(head3(rnn3(xt)[0][:, -1]), yt).backward()
+        opt3.step()
+    try:
+        out["torch_cudnn_graph"] = time_cuda(_graphed(cudnn_graph_step), 50)
+    except RuntimeError as e:
+        out["torch_cudnn_graph_error"] = str(e).splitlines()[0][:200]
+        torch.cuda.synchronize()
     rnn2, head2 = torch_rnn(net, layers, device)
     weights = [(getattr(rnn2, f"weight_ih_l{i}"), getattr(rnn2, f"weight_hh_l{i}"), getattr(rnn2, f"bias_ih_l{i}"))
                for i in range(layers)]
@@ -95,20 +112,24 @@ def torch_steps(net: Network, layers: int, x: np.ndarray, y: np.ndarray) -> dict
     return out
 
 
-def genlab_steps(net: Network, x: np.ndarray, y: np.ndarray) -> dict:
+def genlab_steps(net: Network, x: np.ndarray, y: np.ndarray, executors=None) -> dict:
     from ..engines.cuda.recurrent import RecurrentCudaEngine
     from ..optim import Adam
 
     out = {}
     for name, executor, time_major in GENLAB:
+        if executors is not None and executor not in executors:
+            continue
         engine = RecurrentCudaEngine(net, Adam(lr=1e-3), executor=executor, time_major=time_major)
         step = engine.step
-        out[name] = time_cuda(lambda: step(x, y), 30 if x.shape[1] <= 128 else 8, warmup=3)
-        out[name + "_levels"] = max(engine.u.net.levels().values())  # dependent stages of the unrolled step
+        out[name] = time_cuda(lambda: step(x, y), 30 if x.shape[1] <= 128 or executor == "wavefront" else 8,
+                              warmup=3)
+        if executor != "wavefront":
+            out[name + "_levels"] = max(engine.u.net.levels().values())  # dependent stages of the unrolled step
     return out
 
 
-def run(shapes=SHAPES) -> list[dict]:
+def run(shapes=SHAPES, executors=None) -> list[dict]:
     from ..wavefront import ideal_speedup
 
     rows = []
@@ -116,11 +137,16 @@ def run(shapes=SHAPES) -> list[dict]:
         net, x, y = case(layers, steps, hidden, batch)
         row = {"layers": layers, "steps": steps, "hidden": hidden, "batch": batch,
                "ideal_wavefront_speedup": ideal_speedup(net, steps)}
-        row.update({f"{k}_ms" if not k.endswith("_levels") else k: v for k, v in genlab_steps(net, x, y).items()})
+        row.update({f"{k}_ms" if not k.endswith("_levels") else k: v
+                    for k, v in genlab_steps(net, x, y, executors).items()})
         row.update({k if k.endswith("_error") else f"{k}_ms": v for k, v in torch_steps(net, layers, x, y).items()})
         for ex in ("level", "rows"):
-            row[f"wavefront_speedup_{ex}"] = row[f"genlab_time_major_{ex}_ms"] / row[f"genlab_wavefront_{ex}_ms"]
-            row[f"share_of_ideal_{ex}"] = row[f"wavefront_speedup_{ex}"] / row["ideal_wavefront_speedup"]
+            if f"genlab_time_major_{ex}_ms" in row:
+                row[f"wavefront_speedup_{ex}"] = row[f"genlab_time_major_{ex}_ms"] / row[f"genlab_wavefront_{ex}_ms"]
+                row[f"share_of_ideal_{ex}"] = row[f"wavefront_speedup_{ex}"] / row["ideal_wavefront_speedup"]
+        if "genlab_wavefront_kernel_ms" in row:
+            cudnn = min(row["torch_cudnn_ms"], row.get("torch_cudnn_graph_ms", np.inf))
+            row["cudnn_over_wavefront_kernel"] = cudnn / row["genlab_wavefront_kernel_ms"]
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
     return rows
@@ -130,10 +156,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genlab.bench.recurrence", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--quick", action="store_true", help="the first two shapes only")
+    parser.add_argument("--shapes", choices=["default", "targets", "wide"], default="default",
+                        help="the first round's shapes, the targets' grid (hidden <= 128, batch 1-64, T 16-256), "
+                             "or hidden 256-1024")
+    parser.add_argument("--executors", help="comma-separated genlab executors to time (default: all)")
     args = parser.parse_args(argv)
     import torch
 
-    rows = run(SHAPES[:2] if args.quick else SHAPES)
+    shapes = {"default": SHAPES, "targets": TARGETS, "wide": WIDE}[args.shapes]
+    executors = set(args.executors.split(",")) if args.executors else None
+    rows = run(shapes[:2] if args.quick else shapes, executors)
     result = {"device": torch.cuda.get_device_name(), "unit": "ms per training step (median, CUDA events)",
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

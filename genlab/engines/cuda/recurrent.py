@@ -36,7 +36,7 @@ from ..base import STATISTICS, Engine, EngineState
 from ..host_scores import HostScores
 from . import readback
 from .constants import THREADS
-from .executors import DEFAULT
+from .executors import DEFAULT, WAVEFRONT
 
 
 class RecurrentCudaEngine(HostScores, Engine):
@@ -48,6 +48,15 @@ class RecurrentCudaEngine(HostScores, Engine):
     has_executors = True
     precisions = ALL  # its unrolled network's (the inner CudaEngine's)
     runs_recurrent = True
+
+    def __new__(cls, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, *args, **options):
+        """executor="wavefront" gives the engine of that executor (recurrent_wavefront.py), which
+        runs the recurrent network itself instead of its unrolled DAG."""
+        if cls is RecurrentCudaEngine and executor == WAVEFRONT:
+            from .recurrent_wavefront import WavefrontCudaEngine
+
+            return super().__new__(WavefrontCudaEngine)
+        return super().__new__(cls)
 
     def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, time_major: bool = False,
                  precision: Precision = FP32):
@@ -180,7 +189,7 @@ class RecurrentCudaEngine(HostScores, Engine):
         state = [self.master[f"state_{n}"] for n in opt.state_names] + [np.intp(0)] * (3 - len(opt.state_names))
         self.launch("optimizer_update", ((self.n + 4 * THREADS - 1) // (4 * THREADS), 1), np.int32(opt.code),
                     self.master["params"], self.master["grads"], *state, np.int32(self.n), np.float32(opt.lr),
-                    *[np.float32(h) for h in opt.hyper], self.inner.buffers["scalars"])
+                    *[np.float32(h) for h in opt.hyper], self._guard_scalars())
         self._broadcast()
 
     def step(self, x: np.ndarray, y: np.ndarray, replicas=None) -> tuple[float, int]:
@@ -191,15 +200,13 @@ class RecurrentCudaEngine(HostScores, Engine):
         self._unrolled(np.asarray(x).shape[1])
         careful = not self.guard.safe(self.optimizer)
         backup = self._backup() if careful else None
-        loss, correct = self.inner.step(flatten(x), y)  # refuses non-finite losses and gradients itself
-        self._fold_grads()
-        gradsq = self.inner.read_scalars()[2]
-        if not gradient_ok(loss, gradsq * self.copies):
+        loss, correct, bound = self._gradients(x, y)
+        if not gradient_ok(loss, bound):
             raise TrainingError("the gradients summed over time diverged on this batch; the step was not applied")
         self._update_master()
         self._pool_stats()
         if not careful:
-            self.guard.advance(self.optimizer, gradsq * self.copies)  # |sum of copies|^2 <= copies * sum of squares
+            self.guard.advance(self.optimizer, bound)
             return loss, correct
         found = (max_abs(self._host("params").values()), max_abs(a for a in self._host(
             f"state_{self.optimizer.state_names[0]}").values()))
@@ -211,6 +218,17 @@ class RecurrentCudaEngine(HostScores, Engine):
             raise TrainingError(message)
         self.guard.measured(*found)
         return loss, correct
+
+    def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
+        """The step's loss, correct count and a bound on the squared norm of the master gradient,
+        which this puts in master["grads"]: the unrolled engine's step, its copies' gradients folded."""
+        loss, correct = self.inner.step(flatten(x), y)  # refuses non-finite losses and gradients itself
+        self._fold_grads()
+        return loss, correct, self.inner.read_scalars()[2] * self.copies  # |sum of copies|^2 <= copies * sum of squares
+
+    def _guard_scalars(self):
+        """The device scalars (loss, correct, squared gradient norm) the update is guarded by."""
+        return self.inner.buffers["scalars"]
 
     def _backup(self) -> dict:
         saved = {}
@@ -226,15 +244,10 @@ class RecurrentCudaEngine(HostScores, Engine):
     def _pool_stats(self) -> None:
         """Per group, pooled over its cells: the std of dL/dh, |mean h dL/dh|; the ranges; and
         the smoothing the growth rules read."""
-        inner, u = self.inner, self.u
-        L = inner.layout
-        sums, _, _ = readback.sums_and_std(inner)
-        pooled: dict[int, np.ndarray] = {g: np.zeros(3) for g in self.net.groups if g != INPUT}
-        for (g, _t), cell in u.cells.items():
-            pooled[g] += sums[L.slot[cell]]
+        pooled = self._sums()
         stats = {name: {} for name in STATISTICS}
         for g, (s1, s2, s3) in pooled.items():
-            n = self.steps * inner.batch * self.net.widths[g]  # cells left out count as zeros, as through time
+            n = self.steps * self.batch * self.net.widths[g]  # cells left out count as zeros, as through time
             mean = s1 / n
             stats["grad_std"][g] = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
             stats["taylor"][g] = float(abs(s3 / n))
@@ -245,14 +258,33 @@ class RecurrentCudaEngine(HostScores, Engine):
                 stats["weight_grad_norm"][g] = float(np.sqrt(sum(np.sum(grads[k] ** 2) for k in self.keys
                                                                  if k[-1] == g)))
         if self.pruning[0]:
-            lows, highs = readback.ranges(inner)
-            for (g, _t), cell in u.cells.items():
-                if g != OUTPUT:
-                    lo, hi = lows[cell], highs[cell]
-                    stats["h_min"][g] = np.minimum(stats["h_min"][g], lo) if g in stats["h_min"] else lo
-                    stats["h_max"][g] = np.maximum(stats["h_max"][g], hi) if g in stats["h_max"] else hi
+            stats["h_min"], stats["h_max"] = self._ranges()
         self._stats = stats
         self.observe_scores(stats)
+
+    @property
+    def batch(self) -> int:
+        return self.inner.batch
+
+    def _sums(self) -> dict[int, np.ndarray]:
+        """Per group but the input: the sums of dL/dh, its squares and h dL/dh over its cells."""
+        inner = self.inner
+        sums, _, _ = readback.sums_and_std(inner)
+        pooled: dict[int, np.ndarray] = {g: np.zeros(3) for g in self.net.groups if g != INPUT}
+        for (g, _t), cell in self.u.cells.items():
+            pooled[g] += sums[inner.layout.slot[cell]]
+        return pooled
+
+    def _ranges(self) -> tuple[dict, dict]:
+        """Per hidden group: each neuron's output range over its cells, this step."""
+        lows, highs = readback.ranges(self.inner)
+        lo: dict[int, np.ndarray] = {}
+        hi: dict[int, np.ndarray] = {}
+        for (g, _t), cell in self.u.cells.items():
+            if g != OUTPUT:
+                lo[g] = np.minimum(lo[g], lows[cell]) if g in lo else lows[cell]
+                hi[g] = np.maximum(hi[g], highs[cell]) if g in hi else highs[cell]
+        return lo, hi
 
     @property
     def stats(self) -> dict:

@@ -27,7 +27,8 @@ from ...precision import DEFAULT as FP32
 from ...precision import Precision
 from .constants import THREADS
 
-ON_DEMAND = ("cluster.cu", "dataflow.cu", "rows.cu", "wide.cu")  # compiled at their first use, not at load
+# compiled at their first use, not at load
+ON_DEMAND = ("cluster.cu", "dataflow.cu", "rows.cu", "wavefront.cu", "wide.cu")
 PRECISE = ("backward.cu", "dataflow.cu", "forward.cu", "wide.cu")  # built per precision (their tiles' products)
 # a kernel's name and parameters, after its attributes (__launch_bounds__(...), a macro naming others)
 _KERNEL = re.compile(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(?:[A-Z_]+ )*(\w+)\(([^)]*)\)', re.M)

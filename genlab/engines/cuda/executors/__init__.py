@@ -23,23 +23,31 @@ EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (
     Cluster,        # one launch of one thread-block cluster, level by level with its barrier
 )}
 AUTO = "auto"  # not an executor: the engine picks one per shape of network (engines/cuda/choice.py)
+# not an executor of DAGs either: recurrent networks of dense groups through cuda/wavefront.cu
+# (engines/cuda/recurrent_wavefront.py); the DAG engine refuses it
+WAVEFRONT = "wavefront"
 DEFAULT = AUTO
-NAMES = (AUTO, *EXECUTORS)  # what executor= takes (the command line's choices)
+NAMES = (AUTO, *EXECUTORS, WAVEFRONT)  # what executor= takes (the command line's choices)
 
 
 def executor_class(name: str) -> type[Executor]:
     """The executor called `name`; BackendError naming the known ones if there is none."""
+    if name == WAVEFRONT:
+        raise BackendError(f"executor {WAVEFRONT!r} runs recurrent networks (edges with a delay) only; this network "
+                           f"has none: choose {AUTO!r} or one of {', '.join(EXECUTORS)}")
     try:
         return EXECUTORS[name]
     except (KeyError, TypeError):
-        raise BackendError(f"unknown executor {name!r}; choose {AUTO!r} or one of {', '.join(EXECUTORS)}") from None
+        raise BackendError(f"unknown executor {name!r}; choose {AUTO!r}, {WAVEFRONT!r} (recurrent networks) or one "
+                           f"of {', '.join(EXECUTORS)}") from None
 
 
 def check_name(name: str) -> str:
     """`name` if it names an executor or is "auto"; BackendError otherwise."""
-    if name != AUTO:
+    if name not in (AUTO, WAVEFRONT):
         executor_class(name)
     return name
 
 
-__all__ = ["EXECUTORS", "AUTO", "DEFAULT", "NAMES", "check_name", "Activations", "Executor", "Tier", "executor_class"]
+__all__ = ["EXECUTORS", "AUTO", "DEFAULT", "NAMES", "WAVEFRONT", "check_name", "Activations", "Executor", "Tier",
+           "executor_class"]

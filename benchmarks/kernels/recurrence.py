@@ -1,0 +1,166 @@
+"""The wavefront kernels of recurrent networks (cuda/wavefront.cu): each numbered variant checked
+against backpropagation through time on the float64 serial engine (outputs poisoned with NaN
+first), then timed on stacked RNNs beside cuDNN's nn.RNN of the same shape.
+
+    python benchmarks/kernels/recurrence.py [--json OUT.json] [--quick]
+
+Variants (launch choices, one build): 1 rows and staging chosen per shape; 2 weights read from
+global memory (L1/L2) instead of shared memory; 3-7 1, 2, 4, 8 and 16 batch rows a block.
+Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
+weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step
+(host work, the optimizer and the guard included), CUDA events around many steps. cuDNN's step
+is nn.RNN (ReLU) + Linear + Adam, eager and captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from conftest import tangle  # noqa: E402
+
+from genlab import Network  # noqa: E402
+from genlab.bench import time_graph  # noqa: E402
+from genlab.bench.recurrence import case, torch_rnn  # noqa: E402
+from genlab.bench.timing import time_cuda  # noqa: E402
+from genlab.engines import SerialEngine  # noqa: E402
+from genlab.engines.cuda.recurrent import RecurrentCudaEngine  # noqa: E402
+from genlab.optim import SGD, Adam  # noqa: E402
+
+NAN = 0x7FC00000
+VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"rows": 4}, 6: {"rows": 8},
+            7: {"rows": 16}}
+SHAPES = [  # (layers, steps, hidden, batch); features = hidden / 2, as genlab.bench.recurrence
+    (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (2, 64, 128, 64), (4, 64, 128, 64), (2, 16, 64, 1),
+    (2, 256, 64, 64), (2, 64, 64, 16), (2, 64, 256, 64), (2, 64, 512, 64), (2, 64, 1024, 16),
+]
+failures: list[str] = []
+
+
+def compare(what: str, got, want, tolerance: float) -> None:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    error = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30) if np.isfinite(got).all() else np.inf
+    ok = error <= tolerance
+    if not ok:
+        failures.append(what)
+    print(f"  {'ok  ' if ok else 'FAIL'} {what:<52} relative error {error:.2e} (tolerance {tolerance:.0e})")
+
+
+def check(number: int, options: dict) -> None:
+    """One pass of three networks (a stack, a tangle of delays, a group wider than a block) against
+    the float64 serial engine: loss, every gradient, the statistics."""
+    knotted = Network.elman(6, [12, 9], 4, seed=1)
+    tangle(knotted, *knotted.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
+    cases = {"stack": Network.elman(5, [7, 6], 4, seed=3), "tangled": knotted,
+             "wide": Network.elman(3, [40, 300], 5, seed=4)}
+    rng = np.random.default_rng(number)
+    for name, net in cases.items():
+        try:
+            engine = RecurrentCudaEngine(net, SGD(lr=0.0), executor="wavefront", **options)
+        except Exception as error:  # a variant that cannot run a case says so and fails
+            failures.append(f"v{number} {name}")
+            print(f"  FAIL v{number} {name}: {error}")
+            continue
+        x = rng.normal(size=(37, 6, net.n_inputs)).astype(np.float32)
+        y = rng.integers(0, net.n_outputs, 37)
+        runner = engine.runner
+        runner.put(x, y)
+        for name in ("act", "dz", "partials"):  # an element the kernels fail to write fails the checks
+            engine.drv.memset_d32(getattr(runner.b, name), NAN, runner.b.sizes[name] // 4)
+        engine.forward(x)
+        loss = engine.backward(y)
+        ref = SerialEngine(net, SGD(lr=0.0), dtype="float64")
+        ref.forward(x)
+        want = ref.backward(y)
+        compare(f"v{number} {name}: loss", loss, want, 1e-5)
+        grads = engine.grads
+        compare(f"v{number} {name}: gradients", np.concatenate([grads[k].ravel() for k in ref.grads]),
+                np.concatenate([g.ravel() for g in ref.grads.values()]), 1e-4)
+        compare(f"v{number} {name}: grad_std", [engine.stats["grad_std"][g] for g in ref.stats["grad_std"]],
+                list(ref.stats["grad_std"].values()), 1e-4)
+
+
+def cudnn_step_ms(net: Network, layers: int, x: np.ndarray, y: np.ndarray) -> dict:
+    import torch
+
+    from genlab.bench.baselines import _graphed
+
+    device = torch.device("cuda")
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    out = {}
+    for graphed in (False, True):
+        rnn, head = torch_rnn(net, layers, device)
+        opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=1e-3, capturable=graphed)
+
+        def step():
+            opt.zero_grad(set_to_none=not graphed)
+            torch.nn.functional.cross_entropy(head(rnn(xt)[0][:, -1]), yt).backward()
+            opt.step()
+        try:
+            out["cudnn_graph_ms" if graphed else "cudnn_ms"] = time_cuda(_graphed(step) if graphed else step, 50)
+        except RuntimeError as error:
+            out["cudnn_graph_error"] = str(error).splitlines()[0][:200]
+    return out
+
+
+def timings(number: int, options: dict, shape: tuple) -> dict:
+    layers, steps, hidden, batch = shape
+    net, x, y = case(layers, steps, hidden, batch)
+    try:
+        engine = RecurrentCudaEngine(net, Adam(lr=1e-3), executor="wavefront", **options)
+        engine.runner.put(x, y)
+    except Exception as error:
+        return {"error": str(error)[:200]}
+    runner = engine.runner
+    row = {"rows": runner.rows, "row_blocks": runner.n_rb, "staged": bool(runner.stage), "blocks":
+           runner.plan.n_slots * runner.n_rb, "pass_us": time_graph(engine, lambda: runner.enqueue(train=True), 100)}
+    row["step_ms"] = time_cuda(lambda: engine.step(x, y), 30, warmup=3)
+    features = hidden // 2
+    forward = 2 * batch * steps * (hidden * (features + hidden) + (layers - 1) * hidden * 2 * hidden) \
+        + 2 * batch * hidden * net.n_outputs
+    row["stages"] = layers + steps - 1  # the wavefront's dependent stages, each way
+    row["us_per_stage"] = row["pass_us"] / (2 * row["stages"])  # forward and backward, the gradients' GEMMs included
+    row["gflop_per_s"] = 3 * forward / (row["pass_us"] * 1e3)  # forward, dL/dh, weight gradients
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="write every check and time here")
+    parser.add_argument("--quick", action="store_true", help="the first three shapes only")
+    parser.add_argument("--variants", default=",".join(map(str, VARIANTS)))
+    args = parser.parse_args(argv)
+    chosen = [int(v) for v in args.variants.split(",")]
+    for number in chosen:
+        print(f"== variant {number} {VARIANTS[number]}: checks", flush=True)
+        check(number, VARIANTS[number])
+    shapes = SHAPES[:3] if args.quick else SHAPES
+    results = []
+    for shape in shapes:
+        layers, steps, hidden, batch = shape
+        net, x, y = case(layers, steps, hidden, batch)
+        row = {"layers": layers, "steps": steps, "hidden": hidden, "batch": batch, **cudnn_step_ms(net, layers, x, y)}
+        for number in chosen:
+            row[f"v{number}"] = timings(number, VARIANTS[number], shape)
+        best = min((row[f"v{n}"]["step_ms"], n) for n in chosen if "step_ms" in row[f"v{n}"])
+        row["best_variant"], row["best_step_ms"] = best[1], best[0]
+        row["cudnn_over_wavefront"] = min(row.get("cudnn_graph_ms", np.inf), row["cudnn_ms"]) / best[0]
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    if args.json:
+        import torch
+
+        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "variants": VARIANTS,
+                                               "failures": failures, "rows": results}, indent=1) + "\n")
+    print(f"{len(failures)} check(s) failed: {', '.join(failures)}" if failures else "every variant matches BPTT")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The recurrent CUDA engine on its "wavefront" executor: a network of dense groups runs its
+sequences through cuda/wavefront.cu (engines/cuda/wavefront.py) over the master parameters
+themselves. What the unrolled engine does through its copies (broadcast before a step, fold the
+copies' gradients after it, pool the statistics over the cells) the kernels do in place; the
+optimizer, the guard, checkpoints and growth are the recurrent engine's own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import BackendError, TrainingError
+from ...network import Network
+from ...precision import DEFAULT as FP32
+from ...precision import Precision, parse
+from .recurrent import RecurrentCudaEngine
+from .wavefront import Wavefront
+from .wavefront_plan import refusal
+
+
+class WavefrontCudaEngine(RecurrentCudaEngine):
+    """RecurrentCudaEngine(..., executor="wavefront") (fp32)."""
+
+    precisions = (FP32,)
+    reads_every_step = True
+
+    def __init__(self, net: Network, optimizer, dtype="float32", executor: str = "wavefront",
+                 time_major: bool = False, precision: Precision = FP32, rows: int | None = None,
+                 stage: bool | None = None):
+        self.check_precision(parse(precision))
+        if time_major:
+            raise BackendError("the wavefront executor runs every cell as soon as its inputs are done; time_major "
+                               "is a schedule of the unrolled executors")
+        reason = refusal(net)
+        if reason is not None:
+            raise BackendError(f"{reason}; leave the executor to 'auto' or pick one of the unrolled executors")
+        import pycuda.driver as drv
+
+        from . import runtime
+
+        runtime.kernels()
+        self.stream = drv.Stream()
+        self.runner: Wavefront | None = None
+        self.rows, self.stage = rows, stage  # None: chosen per shape (the harness tries others)
+        self.every_step = False
+        self._x: np.ndarray | None = None
+        super().__init__(net, optimizer, dtype, executor, False, precision)
+
+    def load(self, net: Network) -> None:
+        reason = refusal(net)
+        if reason is not None:
+            raise BackendError(f"the grown network no longer runs on the wavefront executor: {reason}")
+        super().load(net)
+        self.runner = Wavefront(self.stream, self.master["params"], self.master["grads"], self.offsets, self.rows,
+                                self.stage)
+        self.launch = self.runner.launch
+        self.runner.load(self.net)
+
+    # ------------------------------------------------------------------ the recurrent engine's hooks
+    def _unrolled(self, steps: int) -> None:
+        self.steps = steps  # nothing to unroll: the kernel loops over the steps
+
+    def _broadcast(self) -> None:
+        pass  # the kernels read the master parameters themselves
+
+    def _fold_grads(self) -> None:
+        pass  # wavefront_reduce writes the master gradients
+
+    def _guard_scalars(self):
+        return self.runner.scalars
+
+    @property
+    def batch(self) -> int:
+        return self.runner.shape[1]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits of sequences x (at the last step, or at each with every_step), in passes of at
+        most the batch the grid holds."""
+        x = np.asarray(x, np.float32)
+        self._unrolled(x.shape[1])
+        most = self.runner.largest_batch()
+        parts = []
+        for start in range(0, len(x), most):
+            self.runner.put(x[start:start + most], None)
+            self.runner.enqueue(train=False, every_step=self.every_step)
+            parts.append(self.runner.logits(self.every_step))
+        self._x = x
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def backward(self, y: np.ndarray) -> float:
+        if self._x is None:
+            raise TrainingError("backward needs a forward pass first")
+        self.runner.put(self._x, y)
+        self.runner.enqueue(train=True, every_step=self.every_step)
+        loss = self.runner.read_scalars()[0]
+        self._pool_stats()
+        return loss
+
+    def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
+        """The whole pass on the GPU: forward, loss, backward through time, the master gradients."""
+        self.runner.put(np.asarray(x, np.float32), y)
+        self.runner.enqueue(train=True, every_step=self.every_step)
+        loss, correct, gradsq = self.runner.read_scalars()
+        return loss, correct, gradsq  # the gradients are summed already: the bound is exact
+
+    def _sums(self) -> dict[int, np.ndarray]:
+        return self.runner.sums()
+
+    def _ranges(self) -> tuple[dict, dict]:
+        return self.runner.ranges()

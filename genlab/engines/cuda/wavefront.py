@@ -1,0 +1,196 @@
+"""A recurrent network of dense groups through cuda/wavefront.cu: the forward and backward passes
+over every step in one persistent launch that reads the recurrent network's parameters where the
+engine keeps them (no unrolled copies, no zero-padded inputs), then the weight gradients summed
+over time as GEMMs into the engine's gradient buffer. RecurrentCudaEngine's executor "wavefront"
+(engines/cuda/recurrent.py) drives it; wavefront_plan.py says what the kernel reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...errors import BackendError
+from ...network import Network
+from . import runtime
+from .constants import THREADS
+from .memory import Memory
+from .wavefront_plan import STATIC_SHARED, plan, rows_for
+
+FILE = "wavefront.cu"
+SCALAR_BYTES = 48  # loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16)
+
+
+@dataclass
+class Buffers:
+    """The device memory of a pass, grown to the largest shape seen (a prediction's batch does
+    not make a training step's allocate again)."""
+
+    act: object = None       # every slot's activations over time: (steps * batch) x width each
+    dz: object = None        # their gradients dL/dz (the output's: dL/dlogits)
+    partials: object = None  # the weight gradients' partial sums, one set of parameters a time chunk
+    hmin: object = None      # each neuron's range, a partial per row block
+    hmax: object = None
+    flags: object = None     # forward and backward steps done, per slot and row block
+    stats: object = None     # per slot: sums of dL/dh, its squares, h dL/dh
+    x: object = None         # the sequences (batch, steps, n_inputs)
+    labels: object = None    # (batch) or (batch, steps)
+    sizes: dict = field(default_factory=dict)
+
+    def grow(self, mem: Memory, sizes: dict[str, int]) -> None:
+        for name, nbytes in sizes.items():
+            if self.sizes.get(name, -1) < nbytes:
+                setattr(self, name, mem.new(nbytes, f"the wavefront's {name}"))
+                self.sizes[name] = nbytes
+
+
+class Wavefront:
+    """Runs sequences of a recurrent network through the wavefront kernels on `stream`, over the
+    flat parameter and gradient buffers `params` and `grads` laid out at `offsets`."""
+
+    def __init__(self, stream, params, grads, offsets: dict, rows: int | None = None, stage: bool | None = None):
+        import pycuda.driver as drv
+
+        runtime.load(FILE)
+        self.drv, self.stream = drv, stream
+        self.launch = runtime.Launcher(stream)
+        self.mem = Memory(stream)
+        self.params, self.grads, self.offsets = params, grads, offsets
+        self.fixed_rows = rows  # None: the fewest rows that keep every block resident (rows_for)
+        self.fixed_stage = stage  # None: weights staged in shared memory where they fit
+        self.scalars = self.mem.new(SCALAR_BYTES, "the step's scalars")
+        self.plan = None
+        self.shape: tuple[int, int] | None = None
+        self.b = Buffers()
+        self._host_scalars = drv.pagelocked_zeros(SCALAR_BYTES, np.uint8)
+
+    def load(self, net: Network) -> None:
+        """Take `net`'s topology (its parameters stay where the engine keeps them)."""
+        p = plan(net, self.offsets)
+        self.plan, self.shape = p, None
+        self.topology = {name: self.mem.upload(getattr(p, name)) for name in (
+            "width", "col_off", "bias_off", "in_ptr", "in_src", "in_delay", "in_woff", "out_ptr", "out_dst",
+            "out_delay", "out_woff")}
+
+    # ------------------------------------------------------------------ sizes
+    def _resident(self, shared: int) -> int:
+        """Blocks of wavefront_step the device holds at once with `shared` bytes of dynamic shared memory."""
+        drv, f = self.drv, self.launch.functions["wavefront_step"]
+        device = runtime.kernels().device
+        fa, da, get = drv.function_attribute, drv.device_attribute, device.get_attribute
+        regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
+        smem = f.get_attribute(fa.SHARED_SIZE_BYTES) + shared + 1024  # the driver reserves 1 KiB a block
+        per_sm = min(get(da.MAX_REGISTERS_PER_MULTIPROCESSOR) // regs,
+                     get(da.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) // smem,
+                     get(da.MAX_THREADS_PER_MULTIPROCESSOR) // THREADS)
+        return per_sm * get(da.MULTIPROCESSOR_COUNT)
+
+    def largest_batch(self) -> int:
+        """The most rows one pass can take: every block resident at the most rows a block holds."""
+        p = self.plan
+        rows = self.fixed_rows or p.max_rows()
+        return (self._resident(p.shared_bytes(rows, False)) // p.n_slots) * rows
+
+    def prepare(self, steps: int, batch: int) -> None:
+        """Launch sizes for sequences of `steps` steps in batches of `batch`; buffers grown to fit."""
+        if self.shape == (steps, batch):
+            return
+        drv, p = self.drv, self.plan
+        device = runtime.kernels().device
+        optin = device.get_attribute(drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) - STATIC_SHARED
+        rows = self.fixed_rows or rows_for(p, batch, self._resident(p.shared_bytes(p.max_rows(), False)))
+        if rows > p.max_rows():
+            raise BackendError(f"{rows} rows a block: the wavefront kernel's blocks hold at most {p.max_rows()}")
+        stage = p.shared_bytes(rows, True) <= optin if self.fixed_stage is None else self.fixed_stage
+        shared = p.shared_bytes(rows, stage)
+        if shared > optin:
+            raise BackendError(f"the wavefront kernel needs {shared} bytes of shared memory a block for {rows} rows; "
+                               f"this GPU gives {optin}")
+        self.launch.functions["wavefront_step"].set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                             shared)
+        n_rb = -(-batch // rows)
+        if p.n_slots * n_rb > self._resident(shared):
+            raise BackendError(f"{p.n_slots * n_rb} blocks of the wavefront kernel cannot all be resident on "
+                               f"{device.name()} ({self._resident(shared)} at once); batches of at most "
+                               f"{self.largest_batch()} rows run on it")
+        if p.n_cols * steps * batch >= 2**31:
+            raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
+                               "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
+        items, chunks = p.items(steps)
+        sizes = {"act": 4 * p.n_cols * steps * batch, "dz": 4 * p.n_cols * steps * batch,
+                 "partials": 4 * chunks * p.n_params, "hmin": 4 * n_rb * p.n_cols, "hmax": 4 * n_rb * p.n_cols,
+                 "flags": 4 * 2 * p.n_slots * n_rb, "stats": 8 * 3 * p.n_slots, "x": 4 * batch * steps * p.n_inputs,
+                 "labels": 4 * batch * steps}
+        self.b.grow(self.mem, sizes)
+        self.items, self.n_items, self.chunks = self.mem.upload(items, "the weight-gradient items"), len(items), chunks
+        self.act_off = self.mem.upload(p.act_off(steps, batch))
+        self.rows, self.n_rb, self.stage, self.shared = rows, n_rb, stage, shared
+        self.shape = (steps, batch)
+
+    # ------------------------------------------------------------------ a step
+    def put(self, x: np.ndarray, y: np.ndarray | None) -> None:
+        """Sequences x (batch, steps, n_inputs) and labels y ((batch,) or (batch, steps)) onto the device."""
+        self.prepare(x.shape[1], x.shape[0])
+        self.drv.memcpy_htod_async(self.b.x, np.ascontiguousarray(x, np.float32), self.stream)
+        if y is not None:
+            self.drv.memcpy_htod_async(self.b.labels, np.ascontiguousarray(y, np.int32), self.stream)
+
+    def enqueue(self, train: bool, every_step: bool = False) -> None:
+        """The launches of one pass (train: forward, backward and gradients) on the put sequences."""
+        p, (steps, batch), t = self.plan, self.shape, self.topology
+        drv, s = self.drv, self.stream
+        drv.memset_d32_async(self.b.flags, 0, 2 * p.n_slots * self.n_rb, s)
+        drv.memset_d32_async(self.b.stats, 0, 6 * p.n_slots, s)
+        drv.memset_d32_async(self.scalars, 0, SCALAR_BYTES // 4, s)
+        i32 = np.int32
+        self.launch("wavefront_step", (p.n_slots * self.n_rb, 1), t["width"], self.act_off, t["bias_off"],
+                    t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
+                    t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(self.rows),
+                    i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(self.stage), self.b.x, self.b.labels,
+                    self.params, self.b.act, self.b.dz, self.b.stats, self.b.hmin, self.b.hmax, self.scalars, self.b.flags,
+                    shared=self.shared)
+        if not train:
+            return
+        self.launch("wavefront_weight_grad", (self.n_items, 1), self.items, t["width"], self.act_off, t["bias_off"],
+                    t["in_src"], t["in_delay"], t["in_woff"], i32(p.n_slots), i32(steps), i32(batch),
+                    i32(p.n_inputs), i32(self.chunks), i32(p.n_params), i32(every_step), self.b.x, self.b.act, self.b.dz,
+                    self.b.partials)
+        self.launch.flat("wavefront_reduce", p.n_params, self.b.partials, i32(self.chunks), i32(p.n_params), self.grads,
+                         self.scalars)
+
+    def read_scalars(self) -> tuple[float, int, float]:
+        """(loss, correct predictions, sum of squared gradients) of the last pass."""
+        raw = self._host_scalars
+        self.drv.memcpy_dtoh_async(raw, self.scalars, self.stream)
+        self.stream.synchronize()
+        return float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]), float(raw[16:24].view(np.float64)[0])
+
+    def logits(self, every_step: bool = False) -> np.ndarray:
+        """The output group of the last pass at its last step, (batch, classes), or with every_step
+        at each step, (batch, steps, classes)."""
+        p, (steps, batch) = self.plan, self.shape
+        classes = int(p.width[-1])
+        first = 0 if every_step else steps - 1
+        out = np.empty((steps - first, batch, classes), np.float32)
+        offset = 4 * (int(p.col_off[-1]) * steps * batch + first * batch * classes)
+        self.drv.memcpy_dtoh_async(out, int(self.b.act) + offset, self.stream)
+        self.stream.synchronize()
+        return out.transpose(1, 0, 2).copy() if every_step else out[0]
+
+    def sums(self) -> dict[int, np.ndarray]:
+        """Per group: the sums of dL/dh, its squares and h dL/dh over every step and row of the last
+        training pass."""
+        host = np.empty((self.plan.n_slots, 3), np.float64)
+        self.drv.memcpy_dtoh(host, self.b.stats)
+        return dict(zip(self.plan.groups, host))
+
+    def ranges(self) -> tuple[dict, dict]:
+        """Per hidden group: each neuron's smallest and largest output over the last pass's steps and rows."""
+        p = self.plan
+        lo, hi = (np.empty((self.n_rb, p.n_cols), np.float32) for _ in range(2))
+        self.drv.memcpy_dtoh(lo, self.b.hmin)
+        self.drv.memcpy_dtoh(hi, self.b.hmax)
+        lo, hi = lo.min(axis=0), hi.max(axis=0)
+        columns = {g: slice(int(p.col_off[s]), int(p.col_off[s] + p.width[s])) for s, g in enumerate(p.groups[:-1])}
+        return {g: lo[c].copy() for g, c in columns.items()}, {g: hi[c].copy() for g, c in columns.items()}

@@ -1,0 +1,91 @@
+"""The wavefront executor's host side (engines/cuda/wavefront.py, recurrent_wavefront.py) on a
+stand-in GPU (tests/fake_cuda.py): every launch's arguments against its kernel's parameter list,
+grids and shared memory against the plan, buffers large enough for every copy, the calls a step,
+a prediction and growth make. The kernels' numbers are tested on the CPU (test_wavefront_on_cpu.py)
+and on a GPU (test_cuda_wavefront.py)."""
+
+import numpy as np
+
+from genlab import Network
+from genlab.engines.cuda.wavefront_plan import plan, rows_for
+from genlab.optim import Adam
+
+
+def wavefront_engine(net, **options):
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+
+    return RecurrentCudaEngine(net, Adam(lr=1e-3), executor="wavefront", **options)
+
+
+def names(gpu):
+    return [name for name, *_ in gpu.launches]
+
+
+def test_a_step_launches_the_pass_then_the_update_with_the_plans_sizes(fake_gpu):
+    net = Network.elman(6, [32, 16], 3, seed=0)
+    engine = wavefront_engine(net)
+    assert type(engine).__name__ == "WavefrontCudaEngine"
+    for key, value in engine.params.items():  # the master parameters went up and come back
+        np.testing.assert_array_equal(value, (net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]))
+    x = np.random.default_rng(0).normal(size=(50, 7, 6)).astype(np.float32)
+    y = np.arange(50) % 3
+    loss, correct = engine.step(x, y)
+    assert names(fake_gpu) == ["wavefront_step", "wavefront_weight_grad", "wavefront_reduce", "optimizer_update"]
+    p = plan(net, engine.offsets)
+    rows = rows_for(p, 50, resident=132)  # 164 registers a thread: one block an SM
+    _, grid, args, shared = fake_gpu.launches[0]
+    assert grid == (p.n_slots * -(-50 // rows), 1) and args[15] == rows and args[13] == 7 and args[14] == 50
+    assert shared == p.shared_bytes(rows, True) and args[20] == 1  # the weights fit: staged
+    items, chunks = p.items(7)
+    assert fake_gpu.launches[1][1] == (len(items), 1)
+    assert engine.grad_std.keys() == {g for g in net.groups if g != 0}
+    assert set(engine.stats["grad_std"]) == set(engine.grad_std)
+
+
+def test_weights_too_large_for_shared_memory_are_read_from_global_memory(fake_gpu):
+    net = Network.elman(3, [200, 200], 3, seed=0)  # 200 x 400 floats an in-edge set: 320 kB
+    engine = wavefront_engine(net)
+    x = np.zeros((8, 3, 3), np.float32)
+    engine.step(x, np.zeros(8, np.int64))
+    _, _, args, shared = fake_gpu.launches[0]
+    assert args[20] == 0 and shared == plan(net, engine.offsets).shared_bytes(args[15], False)
+
+
+def test_a_prediction_larger_than_a_pass_takes_several_and_every_step_reads_each_step(fake_gpu):
+    net = Network.elman(4, [8], 2, seed=1)
+    engine = wavefront_engine(net, rows=1)
+    most = engine.runner.largest_batch()
+    x = np.zeros((2 * most + 3, 5, 4), np.float32)
+    assert engine.forward(x).shape == (len(x), 2)
+    assert names(fake_gpu) == ["wavefront_step"] * 3
+    assert [args[19] for _, _, args, _ in fake_gpu.launches] == [0, 0, 0]  # train off: no backward
+    engine.every_step = True
+    assert engine.forward(x[:10]).shape == (10, 5, 2)
+    assert fake_gpu.launches[-1][2][18] == 1  # every_step
+
+
+def test_pruning_reads_each_hidden_groups_ranges(fake_gpu):
+    net = Network.elman(4, [8, 5], 2, seed=1)
+    engine = wavefront_engine(net)
+    engine.pruning = (True, None)
+    engine.step(np.zeros((6, 3, 4), np.float32), np.zeros(6, np.int64))
+    assert {g: v.shape for g, v in engine.stats["h_min"].items()} == {g: (net.widths[g],) for g in net.hidden_groups}
+
+
+def test_growth_reloads_a_new_plan_and_a_checkpoints_state_goes_back(fake_gpu):
+    from genlab.growth import duplicate_depth
+
+    net = Network.elman(4, [8], 2, seed=1)
+    engine = wavefront_engine(net)
+    engine.step(np.zeros((6, 3, 4), np.float32), np.zeros(6, np.int64))
+    state = engine.export_state()
+    grown = net.copy()
+    log: list = []
+    duplicate_depth(grown, grown.hidden_groups[0], 1, 5, True, log)
+    engine.apply_growth(grown, log)
+    assert engine.runner.plan.n_slots == 3
+    engine.step(np.zeros((6, 3, 4), np.float32), np.zeros(6, np.int64))
+    assert names(fake_gpu)[-4:] == ["wavefront_step", "wavefront_weight_grad", "wavefront_reduce", "optimizer_update"]
+    fresh = wavefront_engine(net)
+    fresh.import_state(state, net)
+    assert fresh.export_state().optimizer.keys() == state.optimizer.keys()

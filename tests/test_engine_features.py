@@ -6,7 +6,7 @@ unrolled engine did not have, as soon as pruning was on) fails here.
 The engines: the serial engine, the data-parallel and partitioned modes (in a world of this process
 alone) and the CUDA engine (on a GPU; without one, its kernels' source run on the CPU, and its
 host side alone on a stand-in), each with a feed-forward DAG and a recurrent network (the
-partitioned engine runs DAGs only). The features: each growth mode and criterion, both kinds of pruning, a
+partitioned engine runs DAGs only), and the CUDA engine's wavefront executor of recurrent networks. The features: each growth mode and criterion, both kinds of pruning, a
 checkpoint resumed mid-run, Hogwild with one worker, export to PyTorch, evaluation, the
 growth preview and the statistics a Lab reads.
 """
@@ -107,16 +107,20 @@ ENGINES += [pytest.param(({"backend": "serial", "distributed": "data"}, kind), i
             for kind in NETS]
 ENGINES += [pytest.param(({"backend": "serial", "distributed": "partitioned"}, "dag"), id="partitioned-dag")]
 ENGINES += [pytest.param(({"backend": "cuda"}, kind), id=f"cuda-{kind}", marks=gpu) for kind in NETS]
+WAVEFRONT = {"backend": "cuda", "executor": "wavefront"}  # recurrent networks only
+ENGINES += [pytest.param((WAVEFRONT, "recurrent"), id="cuda-wavefront-recurrent", marks=gpu)]
 # the CUDA engine without a GPU: its kernels' own source run on the CPU (tests/cpu_cuda), slowly
 EMULATED = {"backend": "cuda", "executor": "level"}
+EMULATED_WAVEFRONT = {"backend": "cuda", "executor": "wavefront"}
 ENGINES += [pytest.param((EMULATED, kind), id=f"cuda-on-cpu-{kind}") for kind in NETS]
+ENGINES += [pytest.param((EMULATED_WAVEFRONT, "recurrent"), id="cuda-wavefront-on-cpu-recurrent")]
 
 
 @pytest.fixture(autouse=True)
 def _emulated_gpu(request):
     """The CPU-emulated GPU for the tests of the EMULATED engine."""
     params = getattr(getattr(request.node, "callspec", None), "params", {})
-    if params.get("engine", (None,))[0] is EMULATED:
+    if params.get("engine", (None,))[0] in (EMULATED, EMULATED_WAVEFRONT):
         request.getfixturevalue("cpu_gpu")
 
 
@@ -193,6 +197,7 @@ def test_every_engine_runs_hogwild_with_one_worker_as_the_synchronous_trainer(en
 
 
 STAND_IN = [pytest.param(({"backend": "cuda"}, kind), id=f"cuda-{kind}") for kind in NETS]
+STAND_IN += [pytest.param((WAVEFRONT, "recurrent"), id="cuda-wavefront-recurrent")]
 
 
 @pytest.mark.parametrize("engine", STAND_IN)

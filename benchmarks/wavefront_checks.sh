@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The wavefront kernels' first GPU run, in one call: their tests and the engine x feature matrix,
-# the kernel harness (every variant checked against BPTT, then timed beside cuDNN), compute-
-# sanitizer (memcheck, racecheck) on a few wavefront tests, then the recurrence bench on the
-# targets' grid and the wide groups, and the rest of the GPU suite. Logs and JSON to $OUT.
-# On the GPU machine:
-#   source .device/setup.sh && bash benchmarks/wavefront_checks.sh
+# The wavefront kernels' first GPU run, in two device calls (at most 10 minutes each):
+#   checks  their GPU tests, the kernel harness (every variant checked against BPTT, then timed
+#           beside cuDNN), compute-sanitizer (memcheck, racecheck) on a few wavefront tests
+#   bench   the recurrence bench on the targets' grid and the wide groups, the engine x feature
+#           matrix and the recurrent GPU tests
+# Logs and JSON to $OUT. On the GPU machine:
+#   source .device/setup.sh && bash benchmarks/wavefront_checks.sh checks
 set -u
 OUT=${OUT:-/tmp/wavefront_out}
 mkdir -p "$OUT"
@@ -13,12 +14,16 @@ run() {  # name, seconds, command...
   timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
   echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt"
 }
+part=${1:-checks}
+if [ "$part" = checks ]; then
 run wavefront_tests 150 python -m pytest -m gpu -x -q -p no:cacheprovider tests/test_cuda_wavefront.py
 run harness 200 python benchmarks/kernels/recurrence.py --json "$OUT/recurrence_kernels.json"
 SUBSET="gradients_of_one_pass or (steps_match and stack and sgd and (auto or rows1))"
 run memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 python -m pytest -m gpu -q -p no:cacheprovider tests/test_cuda_wavefront.py -k "$SUBSET"
 run racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 3 python -m pytest -m gpu -q -p no:cacheprovider tests/test_cuda_wavefront.py -k "gradients_of_one_pass"
 grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/memcheck.txt "$OUT"/racecheck.txt | sort | uniq -c | tee -a "$OUT/summary.txt"
+else
 run bench_targets 240 python -m genlab.bench.recurrence --shapes targets --executors wavefront --out "$OUT/recurrence_targets.json"
 run bench_wide 120 python -m genlab.bench.recurrence --shapes wide --executors wavefront,level --out "$OUT/recurrence_wide.json"
 run matrix 200 python -m pytest -m gpu -q -p no:cacheprovider tests/test_engine_features.py tests/test_cuda_recurrence.py
+fi

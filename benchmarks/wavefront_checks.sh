@@ -2,8 +2,9 @@
 # The wavefront kernels' first GPU run, in two device calls (at most 10 minutes each):
 #   checks  their GPU tests, the kernel harness (every variant checked against BPTT, then timed
 #           beside cuDNN), compute-sanitizer (memcheck, racecheck) on a few wavefront tests
-#   bench   the recurrence bench on the targets' grid and the wide groups, the engine x feature
-#           matrix and the recurrent GPU tests
+#   bench   the recurrence bench on the targets' grid and the wide groups, `genlab train` on
+#           digits_rows (serial, wavefront, unrolled), the engine x feature matrix and the
+#           recurrent GPU tests
 # Logs and JSON to $OUT. On the GPU machine:
 #   source .device/setup.sh && bash benchmarks/wavefront_checks.sh checks
 set -u
@@ -25,5 +26,9 @@ grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/memcheck.txt "$OUT"/racecheck.
 else
 run bench_targets 240 python -m genlab.bench.recurrence --shapes targets --executors wavefront --out "$OUT/recurrence_targets.json"
 run bench_wide 120 python -m genlab.bench.recurrence --shapes wide --executors wavefront,level --out "$OUT/recurrence_wide.json"
+for engine in "--backend serial" "--backend cuda --executor wavefront" "--backend cuda --executor level"; do
+  name=train_$(echo "$engine" | tr -c 'a-z' '_')  # genlab train's wall clock on digits_rows (the issue's target)
+  run "$name" 150 python -m genlab train --dataset digits_rows --epochs 10 --seed 0 --json --quiet $engine
+done
 run matrix 200 python -m pytest -m gpu -q -p no:cacheprovider tests/test_engine_features.py tests/test_cuda_recurrence.py
 fi

@@ -16,7 +16,7 @@ def shape(width, widest=None, kinds=("dense",), depth=16, groups=2048, batch=256
 def test_auto_is_the_default_and_names_are_checked():
     assert DEFAULT == AUTO == "auto" and AUTO not in EXECUTORS
     assert check_name("auto") == "auto" and check_name("level") == "level"
-    with pytest.raises(BackendError, match="choose 'auto' or one of level"):
+    with pytest.raises(BackendError, match=r"choose 'auto', 'wavefront' \(recurrent networks\) or one of level"):
         check_name("fastest")
 
 

@@ -207,6 +207,12 @@ def test_slots_follow_the_edges_without_a_delay_and_the_edges_are_each_listed_on
             assert k > 0 or src < s, "an edge without a delay comes from an earlier slot"
     assert len(p.out_dst) == sum(1 for (src, _) in net.weights if src != INPUT)
     assert p.n_params == len(params)
+    for s in range(p.n_slots):  # ready first: what was there before the step, then this step's sources
+        waits = [int(src >= 0 and k == 0) for src, k in zip(p.in_src[p.in_ptr[s]:p.in_ptr[s + 1]],
+                                                              p.in_delay[p.in_ptr[s]:p.in_ptr[s + 1]])]
+        assert waits == sorted(waits)
+        later = [int(k == 0) for k in p.out_delay[p.out_ptr[s]:p.out_ptr[s + 1]]]
+        assert later == sorted(later)
 
 
 def test_rows_fit_the_threads_and_the_grid_fits_the_gpu():

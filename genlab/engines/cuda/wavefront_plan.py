@@ -115,8 +115,13 @@ def plan(net: Network, offsets: dict) -> Plan:
     slot = {g: s for s, g in enumerate(groups)}
     width = np.asarray([net.widths[g] for g in groups], np.int32)
     col_off = np.concatenate([[0], np.cumsum(width)[:-1]]).astype(np.int32)
-    ins = [[(src, net.delay(src, g)) for src in net.inputs(g)] for g in groups]
-    outs = [[(d, net.delay(g, d)) for d in net.outputs(g)] for g in groups]
+    # ready first: a cell's in-edges from the input and through a delay (their rows were there
+    # before the step began) ahead of those from groups of its own step, so the block computes
+    # their products while its own step's sources are still running; its out-edges through a
+    # delay (done earlier in the backward sweep) ahead of those read in its own step
+    ins = [sorted(((src, net.delay(src, g)) for src in net.inputs(g)), key=lambda e: e[0] != INPUT and e[1] == 0)
+           for g in groups]
+    outs = [sorted(((d, net.delay(g, d)) for d in net.outputs(g)), key=lambda e: e[1] == 0) for g in groups]
     n_params = sum(int(np.prod(w.shape)) for w in net.weights.values()) + sum(b.size for b in net.biases.values())
     return Plan(
         groups=groups, width=width, col_off=col_off,

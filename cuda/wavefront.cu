@@ -37,6 +37,17 @@
 // written inside the launch by other blocks is read through L2 (__ldcg).
 #include "genlab.cuh"
 
+// Build variants (benchmarks/kernels/recurrence.py times them): WF_MIN_BLOCKS resident blocks an
+// SM the register budget is cut for; WF_SELF_SMEM 1 keeps a block's own last output (forward) and
+// last dL/dz (backward) in shared memory for its edge to itself of delay 1, instead of reading it
+// back through L2 (a stacked RNN's first layer paces the wavefront with that edge).
+#ifndef WF_MIN_BLOCKS
+#define WF_MIN_BLOCKS 1
+#endif
+#ifndef WF_SELF_SMEM
+#define WF_SELF_SMEM 0
+#endif
+
 // The outputs of a rows x w cell one thread computes: columns j0 + c * cstep (c < nc) of rows
 // r0 + q * rstep (q < nr). For w <= THREADS, THREADS / w row groups of w threads each take a
 // column; wider groups give every thread up to WF_COLS columns of every row. The caller keeps
@@ -133,7 +144,7 @@ __device__ __forceinline__ void row_losses(const float* logits, float* dlogits, 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
+extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_step(
     const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
     const int* __restrict__ col_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
     const int* __restrict__ in_delay, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
@@ -154,7 +165,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
     int max_in = n_inputs;
     for (int i = 0; i < n_slots; ++i) max_in = max(max_in, width[i]);
     float* tile = shared;                   // rows x max_in: the rows a cell reads
-    float* wsm = shared + rows * max_in;    // the staged weight blocks
+    float* own = shared + rows * max_in;    // rows x max_in: the block's last h (or dz), WF_SELF_SMEM
+    float* wsm = own + rows * max_in;       // the staged weight blocks
     const Share c = share_of(w, n);
     float lo[WF_ROWS][WF_COLS], hi[WF_ROWS][WF_COLS];
 #pragma unroll
@@ -188,16 +200,20 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
                 const int src = in_src[e], k = in_delay[e];
                 const int ws = src < 0 ? n_inputs : width[src];
                 if (t >= k) {
-                    if (src < 0) {
+                    const bool self = WF_SELF_SMEM && src == s && k == 1 && s != out;
+                    if (self) {
+                        // h(t - 1) is in `own` already (written before the last publish's barrier)
+                    } else if (src < 0) {
                         stage_rows(tile, x + ((size_t)b0 * steps + (t - k)) * n_inputs, n, ws, steps * n_inputs);
                     } else {
                         wait_until(fwd + src * n_rb + r, t - k + 1);
                         stage_rows(tile, act + act_off[src] + ((size_t)(t - k) * batch + b0) * ws, n, ws, ws);
                     }
                     __syncthreads();
-                    if (stage) accumulate(acc, c, tile, ws, wsm + off, w, 1);
-                    else accumulate(acc, c, tile, ws, params + in_woff[e], 1, ws);
-                    __syncthreads();  // the tile is free
+                    const float* rows_in = self ? own : tile;
+                    if (stage) accumulate(acc, c, rows_in, ws, wsm + off, w, 1);
+                    else accumulate(acc, c, rows_in, ws, params + in_woff[e], 1, ws);
+                    __syncthreads();  // the tile (and `own`) are free
                 }
                 off += w * ws;
             }
@@ -217,6 +233,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
                         hi[q][cc] = fmaxf(hi[q][cc], v);
                     }
                     h[row * w + j] = v;
+                    if (WF_SELF_SMEM) own[row * w + j] = v;
                 }
             }
             if (s == out && train) {
@@ -280,11 +297,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
             for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
                 const int d = out_dst[e], tt = t + out_delay[e], wd = width[d];
                 if (tt < steps && (d != out || every_step || tt == steps - 1)) {
-                    wait_until(bwd + d * n_rb + r, steps - tt);
-                    stage_rows(tile, dz + act_off[d] + ((size_t)tt * batch + b0) * wd, n, wd, wd);
+                    const bool self = WF_SELF_SMEM && d == s && out_delay[e] == 1;
+                    if (!self) {  // else dz(t + 1) is in `own` already
+                        wait_until(bwd + d * n_rb + r, steps - tt);
+                        stage_rows(tile, dz + act_off[d] + ((size_t)tt * batch + b0) * wd, n, wd, wd);
+                    }
                     __syncthreads();
-                    if (stage) accumulate(acc, c, tile, wd, wsm + off, w, 1);
-                    else accumulate(acc, c, tile, wd, params + out_woff[e], w, 1);
+                    if (stage) accumulate(acc, c, self ? own : tile, wd, wsm + off, w, 1);
+                    else accumulate(acc, c, self ? own : tile, wd, params + out_woff[e], w, 1);
                     __syncthreads();
                 }
                 off += wd * w;
@@ -299,7 +319,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) wavefront_step(
                 for (int cc = 0; cc < WF_COLS; ++cc) {
                     if (cc >= c.nc) continue;
                     const int j = c.j0 + cc * c.cstep;
-                    mask_and_count(acc[q][cc], __ldcg(h + row * w + j), g + row * w + j, s1, s2, s3);
+                    const float hv = __ldcg(h + row * w + j);
+                    mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
+                    if (WF_SELF_SMEM) own[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
                 }
             }
             publish(bwd + s * n_rb + r);

@@ -50,13 +50,17 @@ def host_source() -> str:
     return '#include "shim.h"\n' + src + '\n#include "wavefront_driver.cpp"\n'
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
+BUILDS = {"default": {}, "self-in-shared-memory": {"WF_SELF_SMEM": 1}}  # wavefront.cu's build variants
+
+
+@pytest.fixture(scope="module", params=list(BUILDS))
+def driver(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("wavefront_cpu")
     (folder / "kernels.cpp").write_text(host_source())
     binary = folder / "wavefront_driver"
-    result = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-w", "-I", str(HERE), str(folder / "kernels.cpp"),
-                             "-o", str(binary)], capture_output=True, text=True)
+    defines = [f"-D{name}={value}" for name, value in BUILDS[request.param].items()]
+    result = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-w", *defines, "-I", str(HERE),
+                             str(folder / "kernels.cpp"), "-o", str(binary)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return binary
 

@@ -4,8 +4,11 @@ first), then timed on stacked RNNs beside cuDNN's nn.RNN of the same shape.
 
     python benchmarks/kernels/recurrence.py [--json OUT.json] [--quick]
 
-Variants (launch choices, one build): 1 rows and staging chosen per shape; 2 weights read from
-global memory (L1/L2) instead of shared memory; 3-7 1, 2, 4, 8 and 16 batch rows a block.
+Variants: launch choices of one build: 1 rows and staging chosen per shape; 2 weights read from
+global memory (L1/L2) instead of shared memory; 3-7 1, 2, 4, 8 and 16 batch rows a block; and
+builds (#defines of cuda/wavefront.cu): 8 a block's edge to itself read from its shared memory
+(WF_SELF_SMEM), 9 registers cut for two blocks an SM (WF_MIN_BLOCKS 2: more blocks, fewer rows
+each), 10 both.
 Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
 weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step
 (host work, the optimizer and the guard included), CUDA events around many steps. cuDNN's step
@@ -24,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from conftest import tangle  # noqa: E402
+from harness import use_variant  # noqa: E402
 
 from genlab import Network  # noqa: E402
 from genlab.bench import time_graph  # noqa: E402
@@ -35,7 +39,8 @@ from genlab.optim import SGD, Adam  # noqa: E402
 
 NAN = 0x7FC00000
 VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"rows": 4}, 6: {"rows": 8},
-            7: {"rows": 16}}
+            7: {"rows": 16}, 8: {}, 9: {}, 10: {}}  # engine options
+BUILDS = {8: {"WF_SELF_SMEM": 1}, 9: {"WF_MIN_BLOCKS": 2}, 10: {"WF_SELF_SMEM": 1, "WF_MIN_BLOCKS": 2}}
 SHAPES = [  # (layers, steps, hidden, batch); features = hidden / 2, as genlab.bench.recurrence
     (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (2, 64, 128, 64), (4, 64, 128, 64), (2, 16, 64, 1),
     (2, 256, 64, 64), (2, 64, 64, 16), (2, 64, 256, 64), (2, 64, 512, 64), (2, 64, 1024, 16),
@@ -71,8 +76,8 @@ def check(number: int, options: dict) -> None:
         y = rng.integers(0, net.n_outputs, 37)
         runner = engine.runner
         runner.put(x, y)
-        for name in ("act", "dz", "partials"):  # an element the kernels fail to write fails the checks
-            engine.drv.memset_d32(getattr(runner.b, name), NAN, runner.b.sizes[name] // 4)
+        for buffer in ("act", "dz", "partials"):  # an element the kernels fail to write fails the checks
+            engine.drv.memset_d32(getattr(runner.b, buffer), NAN, runner.b.sizes[buffer] // 4)
         engine.forward(x)
         loss = engine.backward(y)
         ref = SerialEngine(net, SGD(lr=0.0), dtype="float64")
@@ -137,18 +142,23 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(map(str, VARIANTS)))
     args = parser.parse_args(argv)
     chosen = [int(v) for v in args.variants.split(",")]
-    for number in chosen:
-        print(f"== variant {number} {VARIANTS[number]}: checks", flush=True)
-        check(number, VARIANTS[number])
     shapes = SHAPES[:3] if args.quick else SHAPES
+    timed: dict = {}
+    for number in chosen:  # variant by variant: each build compiled once
+        use_variant("wavefront.cu", "wavefront_step", BUILDS.get(number, {}), [])
+        print(f"== variant {number} {VARIANTS[number]} {BUILDS.get(number, {})}: checks", flush=True)
+        check(number, VARIANTS[number])
+        for shape in shapes:
+            timed[(number, shape)] = timings(number, VARIANTS[number], shape)
+    use_variant("wavefront.cu", "wavefront_step", {}, [])
     results = []
     for shape in shapes:
         layers, steps, hidden, batch = shape
         net, x, y = case(layers, steps, hidden, batch)
         row = {"layers": layers, "steps": steps, "hidden": hidden, "batch": batch, **cudnn_step_ms(net, layers, x, y)}
         for number in chosen:
-            row[f"v{number}"] = timings(number, VARIANTS[number], shape)
-        best = min((row[f"v{n}"]["step_ms"], n) for n in chosen if "step_ms" in row[f"v{n}"])
+            row[f"v{number}"] = timed[(number, shape)]
+        best = min(((row[f"v{n}"]["step_ms"], n) for n in chosen if "step_ms" in row[f"v{n}"]), default=(np.inf, None))
         row["best_variant"], row["best_step_ms"] = best[1], best[0]
         row["cudnn_over_wavefront"] = min(row.get("cudnn_graph_ms", np.inf), row["cudnn_ms"]) / best[0]
         print(json.dumps(row), flush=True)
@@ -157,7 +167,8 @@ def main(argv=None) -> int:
         import torch
 
         Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "variants": VARIANTS,
-                                               "failures": failures, "rows": results}, indent=1) + "\n")
+                                               "builds": BUILDS, "failures": failures, "rows": results},
+                                              indent=1) + "\n")
     print(f"{len(failures)} check(s) failed: {', '.join(failures)}" if failures else "every variant matches BPTT")
     return 1 if failures else 0
 

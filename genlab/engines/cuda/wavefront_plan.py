@@ -70,10 +70,10 @@ class Plan:
         return best
 
     def shared_bytes(self, rows: int, stage: bool) -> int:
-        """wavefront_step's dynamic shared memory: a tile of rows x the widest source, and the
-        staged weight blocks."""
+        """wavefront_step's dynamic shared memory: a tile of rows x the widest source, as much for
+        the block's own last output (its WF_SELF_SMEM build), and the staged weight blocks."""
         widest = max(self.n_inputs, int(self.width.max()))
-        return 4 * (rows * widest + (self.weight_floats() if stage else 0))
+        return 4 * (2 * rows * widest + (self.weight_floats() if stage else 0))
 
     def items(self, steps: int) -> tuple[np.ndarray, int]:
         """The weight-gradient items (ITEM_INTS ints each, cuda/wavefront.cu's

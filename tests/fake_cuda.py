@@ -27,7 +27,7 @@ import numpy as np
 from genlab.engines.cuda import runtime
 
 SM_COUNT, REGS_PER_SM, SHARED_PER_SM, OPTIN = 132, 65536, 233472, 232448  # an H200's figures
-EMULATED_SMS = 8  # what the CPU emulator claims: a persistent kernel's resident blocks are processes
+EMULATED_SMS = 16  # what the CPU emulator claims: a persistent kernel's resident blocks are processes
 
 
 ARENA = 1 << 31  # bytes of address space for device memory (pages are committed as they are touched)

@@ -95,3 +95,22 @@ def test_the_recurrent_engine_matches_backpropagation_through_time_and_prunes(cp
     for g in net.hidden_groups:
         np.testing.assert_allclose(gpu.stats["h_min"][g], ref.stats["h_min"][g], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(gpu.stats["h_max"][g], ref.stats["h_max"][g], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"rows": 4, "stage": False}], ids=["auto", "four-rows-global-weights"])
+def test_the_wavefront_executor_matches_backpropagation_through_time(cpu_gpu, options):
+    from conftest import tangle
+
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+
+    net = Network.elman(6, [12, 9], 4, seed=1)
+    tangle(net, *net.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
+    x, y = batch(net, 11, steps=6)
+    gpu = RecurrentCudaEngine(net, Adam(lr=0.01), executor="wavefront", **options)
+    ref = SerialEngine(net, Adam(lr=0.01), dtype="float64")
+    gpu.pruning = ref.pruning = (True, None)
+    assert_steps_match(gpu, ref, x, y, steps=2)
+    for g in ref.stats["h_min"]:
+        if g != net.output:
+            np.testing.assert_allclose(gpu.stats["h_min"][g], ref.stats["h_min"][g], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gpu.forward(x), ref.forward(x), rtol=1e-4, atol=1e-4)

@@ -89,3 +89,23 @@ def test_growth_reloads_a_new_plan_and_a_checkpoints_state_goes_back(fake_gpu):
     fresh = wavefront_engine(net)
     fresh.import_state(state, net)
     assert fresh.export_state().optimizer.keys() == state.optimizer.keys()
+
+
+def test_a_network_with_more_groups_than_blocks_at_once_is_refused_and_the_engine_keeps_its_own(fake_gpu,
+                                                                                                monkeypatch):
+    import pytest
+
+    import fake_cuda
+    from genlab.errors import BackendError
+    from genlab.growth import duplicate_width
+
+    monkeypatch.setattr(fake_cuda.FakeDevice, "sms", 3)  # three blocks at once
+    net = Network.elman(4, [8], 2, seed=1)  # two groups: they fit
+    engine = wavefront_engine(net)
+    before = engine.params
+    grown = net.copy()
+    duplicate_width(grown, grown.hidden_groups[0], 1, 5, True, 0.7, [])
+    duplicate_width(grown, grown.hidden_groups[0], 1, 6, True, 0.7, [])  # four groups: too many
+    with pytest.raises(BackendError, match="4 groups are more than the 3 blocks"):
+        engine.apply_growth(grown, [])
+    assert engine.params.keys() == before.keys() and engine.runner.plan.n_slots == 2

@@ -14,7 +14,7 @@ from ...network import Network
 from ...precision import DEFAULT as FP32
 from ...precision import Precision, parse
 from .recurrent import RecurrentCudaEngine
-from .wavefront import Wavefront
+from .wavefront import Wavefront, resident
 from .wavefront_plan import refusal
 
 
@@ -47,9 +47,16 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
         super().__init__(net, optimizer, dtype, executor, False, precision)
 
     def load(self, net: Network) -> None:
+        """As the recurrent engine's, refused first (the engine unchanged) where the kernel cannot
+        run the network: a kind or width it does not take, or more groups than blocks at once."""
         reason = refusal(net)
+        slots, room = len(net.widths) - 1, resident(0)
+        if reason is None and slots > room:
+            reason = (f"it holds a block per group at once, and {slots} groups are more than "
+                      f"the {room} blocks this GPU holds")
         if reason is not None:
-            raise BackendError(f"the grown network no longer runs on the wavefront executor: {reason}")
+            raise BackendError(f"the wavefront executor cannot run this network: {reason}; keep fewer groups "
+                               "(GrowthPolicy max_groups) or use an unrolled executor (level, dataflow)")
         super().load(net)
         self.runner = Wavefront(self.stream, self.master["params"], self.master["grads"], self.offsets, self.rows,
                                 self.stage)

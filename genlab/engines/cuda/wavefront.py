@@ -22,6 +22,21 @@ FILE = "wavefront.cu"
 SCALAR_BYTES = 48  # loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16)
 
 
+def resident(shared: int) -> int:
+    """Blocks of wavefront_step the device holds at once with `shared` bytes of dynamic shared memory."""
+    import pycuda.driver as drv
+
+    runtime.load(FILE)
+    f, device = runtime.functions()["wavefront_step"], runtime.kernels().device
+    fa, da, get = drv.function_attribute, drv.device_attribute, device.get_attribute
+    regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
+    smem = f.get_attribute(fa.SHARED_SIZE_BYTES) + shared + 1024  # the driver reserves 1 KiB a block
+    per_sm = min(get(da.MAX_REGISTERS_PER_MULTIPROCESSOR) // regs,
+                 get(da.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) // smem,
+                 get(da.MAX_THREADS_PER_MULTIPROCESSOR) // THREADS)
+    return per_sm * get(da.MULTIPROCESSOR_COUNT)
+
+
 @dataclass
 class Buffers:
     """The device memory of a pass, grown to the largest shape seen (a prediction's batch does
@@ -75,16 +90,7 @@ class Wavefront:
 
     # ------------------------------------------------------------------ sizes
     def _resident(self, shared: int) -> int:
-        """Blocks of wavefront_step the device holds at once with `shared` bytes of dynamic shared memory."""
-        drv, f = self.drv, self.launch.functions["wavefront_step"]
-        device = runtime.kernels().device
-        fa, da, get = drv.function_attribute, drv.device_attribute, device.get_attribute
-        regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
-        smem = f.get_attribute(fa.SHARED_SIZE_BYTES) + shared + 1024  # the driver reserves 1 KiB a block
-        per_sm = min(get(da.MAX_REGISTERS_PER_MULTIPROCESSOR) // regs,
-                     get(da.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) // smem,
-                     get(da.MAX_THREADS_PER_MULTIPROCESSOR) // THREADS)
-        return per_sm * get(da.MULTIPROCESSOR_COUNT)
+        return resident(shared)
 
     def largest_batch(self) -> int:
         """The most rows one pass can take: every block resident at the most rows a block holds."""

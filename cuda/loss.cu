@@ -11,6 +11,31 @@
 #define GENLAB_LOSS_CU
 #include "genlab.cuh"
 
+// One row's softmax cross-entropy: logits l[0..classes-1] (written inside the launch: read through
+// L2), label y; the loss divided by `count` (the mean's denominator) and dL/dl = (softmax(l) -
+// onehot(y)) / count into dl; the correct count and the output group's statistics (sum dL/dl,
+// sum (dL/dl)^2, sum l * dL/dl) accumulated. softmax_rows and wavefront.cu's loss use it.
+__device__ __forceinline__ void softmax_row(const float* l, int y, int classes, float count, float* dl,
+                                            double& loss, int& right, double& s1, double& s2, double& s3)
+{
+    float m = __ldcg(l);
+    int best = 0;
+    for (int c = 1; c < classes; ++c) {
+        const float v = __ldcg(l + c);
+        if (v > m) { m = v; best = c; }
+    }
+    float total = 0.f;
+    for (int c = 0; c < classes; ++c) total += expf(__ldcg(l + c) - m);
+    loss += (double)(logf(total) - (__ldcg(l + y) - m)) / count;
+    right += best == y;
+    for (int c = 0; c < classes; ++c) {
+        const float v = __ldcg(l + c);
+        const float g = (expf(v - m) / total - (c == y ? 1.f : 0.f)) / count;
+        dl[c] = g;
+        s1 += g; s2 += (double)g * g; s3 += (double)v * g;
+    }
+}
+
 __device__ __forceinline__ void softmax_rows(
     int b0, int rows, const float* logits, const int* __restrict__ labels, int batch, int classes, int ld,
     float* dlogits, double* loss_sum, int* correct, double* stats, int output_slot)
@@ -19,26 +44,9 @@ __device__ __forceinline__ void softmax_rows(
     const int b = b0 + threadIdx.x, stride = ROW(ld, classes);
     double s1 = 0.0, s2 = 0.0, s3 = 0.0, loss = 0.0;
     int right = 0;
-    if ((int)threadIdx.x < rows) {
-        const float* l = logits + b * stride;
-        const int y = labels[b];
-        float m = __ldcg(l);
-        int best = 0;
-        for (int c = 1; c < classes; ++c) {
-            const float v = __ldcg(l + c);
-            if (v > m) { m = v; best = c; }
-        }
-        float total = 0.f;
-        for (int c = 0; c < classes; ++c) total += expf(__ldcg(l + c) - m);
-        loss = (double)(logf(total) - (__ldcg(l + y) - m)) / batch;
-        right = (best == y);
-        for (int c = 0; c < classes; ++c) {
-            const float v = __ldcg(l + c);
-            const float g = (expf(v - m) / total - (c == y ? 1.f : 0.f)) / batch;
-            dlogits[b * stride + c] = g;
-            s1 += g; s2 += (double)g * g; s3 += (double)v * g;
-        }
-    }
+    if ((int)threadIdx.x < rows)
+        softmax_row(logits + b * stride, labels[b], classes, (float)batch, dlogits + b * stride, loss, right, s1, s2,
+                    s3);
     loss = block_sum(loss, scratch);
     s1 = block_sum(s1, scratch);
     s2 = block_sum(s2, scratch);

@@ -36,6 +36,7 @@
 // flag; the consumer's thread 0 spins on it with acquire loads, then the block proceeds. Data
 // written inside the launch by other blocks is read through L2 (__ldcg).
 #include "genlab.cuh"
+#include "loss.cu"
 
 // Build variants (benchmarks/kernels/recurrence.py times them): WF_MIN_BLOCKS resident blocks an
 // SM the register budget is cut for; WF_SELF_SMEM 1 keeps a block's own last output (forward) and
@@ -115,33 +116,26 @@ __device__ __forceinline__ void stage_rows(float* tile, const float* src, int n,
     for (int i = threadIdx.x; i < n * w; i += THREADS) tile[i] = __ldcg(src + (i / w) * stride + i % w);
 }
 
-// softmax cross-entropy of the block's `n` rows of logits (row stride `classes`, written by this
-// block) against their labels: dL/dlogits = (softmax - onehot) / count into dlogits; the mean
-// loss (over `count` rows), the correct count and the output group's statistics accumulated.
-__device__ __forceinline__ void row_losses(const float* logits, float* dlogits, const int* labels, int label_stride,
-                                           int n, int classes, double count, double& loss, int& right,
-                                           double& s1, double& s2, double& s3)
+// f(q, cc, row, j) for each output of a cell the thread owns (its Share), q and cc the indices of
+// its registers (compile-time after unrolling), row and j the output's place in the cell.
+template <class F> __device__ __forceinline__ void each_output(const Share& c, F f)
 {
-    for (int row = threadIdx.x; row < n; row += THREADS) {
-        const float* l = logits + row * classes;
-        const int y = labels[row * label_stride];
-        float m = __ldcg(l);
-        int best = 0;
-        for (int c = 1; c < classes; ++c) {
-            const float v = __ldcg(l + c);
-            if (v > m) { m = v; best = c; }
-        }
-        float total = 0.f;
-        for (int c = 0; c < classes; ++c) total += expf(__ldcg(l + c) - m);
-        loss += (double)(logf(total) - (__ldcg(l + y) - m)) / count;
-        right += best == y;
-        for (int c = 0; c < classes; ++c) {
-            const float v = __ldcg(l + c);
-            const float g = (float)((double)(expf(v - m) / total - (c == y ? 1.f : 0.f)) / count);
-            dlogits[row * classes + c] = g;
-            s1 += g; s2 += (double)g * g; s3 += (double)v * g;
-        }
+#pragma unroll
+    for (int q = 0; q < WF_ROWS; ++q) {
+        if (q >= c.nr) continue;
+#pragma unroll
+        for (int cc = 0; cc < WF_COLS; ++cc)
+            if (cc < c.nc) f(q, cc, c.r0 + q * c.rstep, c.j0 + cc * c.cstep);
     }
+}
+
+// acc = 0, every register
+__device__ __forceinline__ void zero(float (&acc)[WF_ROWS][WF_COLS])
+{
+#pragma unroll
+    for (int q = 0; q < WF_ROWS; ++q)
+#pragma unroll
+        for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = 0.f;
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_step(
@@ -191,10 +185,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
         const bool read = s != out || every_step || t == steps - 1;
         if (read) {
             float acc[WF_ROWS][WF_COLS];
-#pragma unroll
-            for (int q = 0; q < WF_ROWS; ++q)
-#pragma unroll
-                for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = 0.f;
+            zero(acc);
             int off = 0;
             for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
                 const int src = in_src[e], k = in_delay[e];
@@ -218,30 +209,24 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 off += w * ws;
             }
             float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
-#pragma unroll
-            for (int q = 0; q < WF_ROWS; ++q) {
-                if (q >= c.nr) continue;
-                const int row = c.r0 + q * c.rstep;
-#pragma unroll
-                for (int cc = 0; cc < WF_COLS; ++cc) {
-                    if (cc >= c.nc) continue;
-                    const int j = c.j0 + cc * c.cstep;
-                    float v = acc[q][cc] + params[bias_off[s] + j];
-                    if (s != out) {
-                        v = fmaxf(v, 0.f);
-                        lo[q][cc] = fminf(lo[q][cc], v);
-                        hi[q][cc] = fmaxf(hi[q][cc], v);
-                    }
-                    h[row * w + j] = v;
-                    if (WF_SELF_SMEM) own[row * w + j] = v;
+            each_output(c, [&](int q, int cc, int row, int j) {
+                float v = acc[q][cc] + params[bias_off[s] + j];
+                if (s != out) {
+                    v = fmaxf(v, 0.f);
+                    lo[q][cc] = fminf(lo[q][cc], v);
+                    hi[q][cc] = fmaxf(hi[q][cc], v);
                 }
-            }
+                h[row * w + j] = v;
+                if (WF_SELF_SMEM) own[row * w + j] = v;
+            });
             if (s == out && train) {
                 __syncthreads();  // the block's logits are written
-                const double count = every_step ? (double)batch * steps : (double)batch;
-                row_losses(h, dz + act_off[s] + ((size_t)t * batch + b0) * w,
-                           labels + (every_step ? (size_t)b0 * steps + t : (size_t)b0), every_step ? steps : 1,
-                           n, w, count, loss, right, s1, s2, s3);
+                const float count = every_step ? (float)batch * steps : (float)batch;  // the mean's rows
+                const int* y = labels + (every_step ? (size_t)b0 * steps + t : (size_t)b0);
+                float* dl = dz + act_off[s] + ((size_t)t * batch + b0) * w;
+                for (int row = threadIdx.x; row < n; row += THREADS)
+                    softmax_row(h + row * w, y[row * (every_step ? steps : 1)], w, count, dl + row * w, loss, right,
+                                s1, s2, s3);
             }
         }
         publish(fwd + s * n_rb + r);
@@ -289,10 +274,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
         }
         for (int t = steps - 1; t >= 0; --t) {
             float acc[WF_ROWS][WF_COLS];
-#pragma unroll
-            for (int q = 0; q < WF_ROWS; ++q)
-#pragma unroll
-                for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = 0.f;
+            zero(acc);
             int off = 0;
             for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
                 const int d = out_dst[e], tt = t + out_delay[e], wd = width[d];
@@ -311,19 +293,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             }
             const float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
             float* g = dz + act_off[s] + ((size_t)t * batch + b0) * w;
-#pragma unroll
-            for (int q = 0; q < WF_ROWS; ++q) {
-                if (q >= c.nr) continue;
-                const int row = c.r0 + q * c.rstep;
-#pragma unroll
-                for (int cc = 0; cc < WF_COLS; ++cc) {
-                    if (cc >= c.nc) continue;
-                    const int j = c.j0 + cc * c.cstep;
-                    const float hv = __ldcg(h + row * w + j);
-                    mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
-                    if (WF_SELF_SMEM) own[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
-                }
-            }
+            each_output(c, [&](int q, int cc, int row, int j) {
+                const float hv = __ldcg(h + row * w + j);
+                mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
+                if (WF_SELF_SMEM) own[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
+            });
             publish(bwd + s * n_rb + r);
         }
     }

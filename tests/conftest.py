@@ -83,6 +83,16 @@ def tangle(net, a, b, widths, seed, scale):
     return net
 
 
+def recurrent_cases() -> dict:
+    """Recurrent networks for the wavefront kernel's tests: a 2-layer stack, a tangle of delays
+    (tangle), a group wider than a block's threads."""
+    stack = genlab.Network.elman(5, [7, 6], 4, seed=3)
+    tangled = genlab.Network.elman(6, [12, 9], 4, seed=1)
+    tangle(tangled, *tangled.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
+    wide = genlab.Network.elman(3, [40, 300], 5, seed=4)
+    return {"stack": stack, "tangled": tangled, "wide": wide}
+
+
 # Random networks that mix group kinds (tests/test_kinds.py, tests/test_cuda_kinds.py)
 def random_image_net(seed):
     """Conv groups (1x1, 3x3, 5x5; stride 1 or 2) reading spatial groups of their grid, dense groups

@@ -5,7 +5,7 @@ larger than a pass, growth; and what it refuses, which the CPU checks too."""
 
 import numpy as np
 import pytest
-from conftest import tangle
+from conftest import recurrent_cases
 
 from genlab import GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
@@ -15,12 +15,7 @@ from genlab.optim import SGD, Adam
 gpu = pytest.mark.gpu
 
 
-def nets():
-    stack = Network.elman(5, [7, 6], 4, seed=3)
-    tangled = Network.elman(6, [12, 9], 4, seed=1)
-    tangle(tangled, *tangled.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
-    wide = Network.elman(3, [40, 300], 5, seed=4)  # a group wider than a block's threads
-    return {"stack": stack, "tangled": tangled, "wide": wide}
+nets = recurrent_cases  # conftest: a stack, a tangle of delays, a group wider than a block's threads
 
 
 def engines(net, optimizer, **options):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tangle
+from conftest import recurrent_cases
 
 from genlab import Network
 from genlab.engines import SerialEngine
@@ -103,22 +103,17 @@ def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=T
             "flags": read("flags", np.int32).reshape(2, p.n_slots, n_rb), "act": read("act", np.float32)}
 
 
-def tangled():
-    net = Network.elman(6, [12, 9], 4, seed=1)
-    return tangle(net, *net.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
-
-
-CASES = {  # name: (network, batch, steps, rows, staged)
-    "stack-staged": (lambda: Network.elman(5, [7, 6], 4, seed=3), 10, 5, 3, True),
-    "tangled-global-weights": (tangled, 9, 6, 4, False),
-    "wide-one-row": (lambda: Network.elman(3, [40, 300], 5, seed=4), 3, 4, 1, True),
+CASES = {  # name: (network of conftest.recurrent_cases, batch, steps, rows, staged)
+    "stack-staged": ("stack", 10, 5, 3, True),
+    "tangled-global-weights": ("tangled", 9, 6, 4, False),
+    "wide-one-row": ("wide", 3, 4, 1, True),
 }
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_the_kernels_own_source_computes_backpropagation_through_time(driver, tmp_path, name):
-    make, batch, steps, rows, stage = CASES[name]
-    net = make()
+    case, batch, steps, rows, stage = CASES[name]
+    net = recurrent_cases()[case]
     rng = np.random.default_rng(11)
     x = rng.normal(size=(batch, steps, net.n_inputs)).astype(np.float32)
     y = rng.integers(0, net.n_outputs, batch)
@@ -150,7 +145,7 @@ def test_the_kernels_own_source_computes_backpropagation_through_time(driver, tm
 
 
 def test_every_step_and_a_forward_only_pass(driver, tmp_path):
-    net = tangled()
+    net = recurrent_cases()["tangled"]
     rng = np.random.default_rng(12)
     x = rng.normal(size=(7, 4, 6)).astype(np.float32)
     y = rng.integers(0, 4, (7, 4))

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import tangle
+from conftest import recurrent_cases
 
 from genlab import INPUT, Network
 from genlab.engines import SerialEngine
@@ -139,12 +139,7 @@ def emulate(p, params, x, y, rows, every_step=False):
                 hmin=hmin.min(axis=0), hmax=hmax.max(axis=0), act_off=act_off)
 
 
-def networks():
-    stack = Network.elman(5, [7, 6], 4, seed=3)
-    tangled = Network.elman(6, [12, 9], 4, seed=1)
-    tangle(tangled, *tangled.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
-    wide = Network.elman(3, [40, 300], 5, seed=4)  # a group wider than a block's threads
-    return {"stack": stack, "tangled": tangled, "wide": wide}
+networks = recurrent_cases  # conftest: a stack, a tangle of delays, a group wider than a block's threads
 
 
 @pytest.mark.parametrize("name", ["stack", "tangled", "wide"])

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from conftest import tangle  # noqa: E402
-from harness import use_variant  # noqa: E402
+from harness import compare, failures, use_variant  # noqa: E402
 
 from genlab import Network  # noqa: E402
 from genlab.bench import time_graph  # noqa: E402
@@ -37,7 +37,7 @@ from genlab.engines import SerialEngine  # noqa: E402
 from genlab.engines.cuda.recurrent import RecurrentCudaEngine  # noqa: E402
 from genlab.optim import SGD, Adam  # noqa: E402
 
-NAN = 0x7FC00000
+NAN = 0x7FC00000  # a quiet NaN: an element the kernels fail to write fails the comparison
 VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"rows": 4}, 6: {"rows": 8},
             7: {"rows": 16}, 8: {}, 9: {}, 10: {}}  # engine options
 BUILDS = {8: {"WF_SELF_SMEM": 1}, 9: {"WF_MIN_BLOCKS": 2}, 10: {"WF_SELF_SMEM": 1, "WF_MIN_BLOCKS": 2}}
@@ -45,16 +45,6 @@ SHAPES = [  # (layers, steps, hidden, batch); features = hidden / 2, as genlab.b
     (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (2, 64, 128, 64), (4, 64, 128, 64), (2, 16, 64, 1),
     (2, 256, 64, 64), (2, 64, 64, 16), (2, 64, 256, 64), (2, 64, 512, 64), (2, 64, 1024, 16),
 ]
-failures: list[str] = []
-
-
-def compare(what: str, got, want, tolerance: float) -> None:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    error = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30) if np.isfinite(got).all() else np.inf
-    ok = error <= tolerance
-    if not ok:
-        failures.append(what)
-    print(f"  {'ok  ' if ok else 'FAIL'} {what:<52} relative error {error:.2e} (tolerance {tolerance:.0e})")
 
 
 def check(number: int, options: dict) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from conftest import recurrent_cases
 
-from genlab import Network
 from genlab.engines import SerialEngine
 from genlab.engines.cuda import runtime
 from genlab.engines.cuda.wavefront_plan import plan

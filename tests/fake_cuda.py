@@ -306,7 +306,6 @@ class FakeGraph:
     """graph.Graph's interface: a capture records the work enqueued (launches checked), a replay
     does it again."""
 
-    alive = 0
     gpu: FakeGPU
 
     def __init__(self, stream, enqueue):

@@ -89,14 +89,11 @@ class Wavefront:
             "out_delay", "out_woff")}
 
     # ------------------------------------------------------------------ sizes
-    def _resident(self, shared: int) -> int:
-        return resident(shared)
-
     def largest_batch(self) -> int:
         """The most rows one pass can take: every block resident at the most rows a block holds."""
         p = self.plan
         rows = self.fixed_rows or p.max_rows()
-        return (self._resident(p.shared_bytes(rows, False)) // p.n_slots) * rows
+        return (resident(p.shared_bytes(rows, False)) // p.n_slots) * rows
 
     def prepare(self, steps: int, batch: int) -> None:
         """Launch sizes for sequences of `steps` steps in batches of `batch`; buffers grown to fit."""
@@ -105,7 +102,7 @@ class Wavefront:
         drv, p = self.drv, self.plan
         device = runtime.kernels().device
         optin = device.get_attribute(drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) - STATIC_SHARED
-        rows = self.fixed_rows or rows_for(p, batch, self._resident(p.shared_bytes(p.max_rows(), False)))
+        rows = self.fixed_rows or rows_for(p, batch, resident(p.shared_bytes(p.max_rows(), False)))
         if rows > p.max_rows():
             raise BackendError(f"{rows} rows a block: the wavefront kernel's blocks hold at most {p.max_rows()}")
         stage = p.shared_bytes(rows, True) <= optin if self.fixed_stage is None else self.fixed_stage
@@ -116,9 +113,10 @@ class Wavefront:
         self.launch.functions["wavefront_step"].set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                              shared)
         n_rb = -(-batch // rows)
-        if p.n_slots * n_rb > self._resident(shared):
+        room = resident(shared)
+        if p.n_slots * n_rb > room:
             raise BackendError(f"{p.n_slots * n_rb} blocks of the wavefront kernel cannot all be resident on "
-                               f"{device.name()} ({self._resident(shared)} at once); batches of at most "
+                               f"{device.name()} ({room} at once); batches of at most "
                                f"{self.largest_batch()} rows run on it")
         if p.n_cols * steps * batch >= 2**31:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "

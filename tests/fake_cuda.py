@@ -295,11 +295,18 @@ class _Functions(dict):
         return self[name]
 
     def signature(self, name):
-        for path in sorted(runtime.cuda_dir().glob("*.cu")):
-            src = runtime.source([path.name])
-            if name in runtime.kernel_names(src):
-                return runtime.signature(src, name)
-        raise AssertionError(f"no kernel {name} in cuda/")
+        if name not in _SIGNATURES:  # parsed once a process: the sources do not change under a run
+            for path in sorted(runtime.cuda_dir().glob("*.cu")):
+                src = runtime.source([path.name])
+                if name in runtime.kernel_names(src):
+                    _SIGNATURES[name] = runtime.signature(src, name)
+                    break
+            else:
+                raise AssertionError(f"no kernel {name} in cuda/")
+        return _SIGNATURES[name]
+
+
+_SIGNATURES: dict = {}
 
 
 class FakeGraph:

@@ -24,11 +24,11 @@ run memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 python -m 
 run racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 3 python -m pytest -m gpu -q -p no:cacheprovider tests/test_cuda_wavefront.py -k "gradients_of_one_pass"
 grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$OUT"/memcheck.txt "$OUT"/racecheck.txt | sort | uniq -c | tee -a "$OUT/summary.txt"
 else
-run bench_targets 240 python -m genlab.bench.recurrence --shapes targets --executors wavefront --out "$OUT/recurrence_targets.json"
-run bench_wide 120 python -m genlab.bench.recurrence --shapes wide --executors wavefront,level --out "$OUT/recurrence_wide.json"
+run bench_targets 270 python -m genlab.bench.recurrence --shapes targets --executors wavefront --out "$OUT/recurrence_targets.json"
 for engine in "--backend serial" "--backend cuda --executor wavefront" "--backend cuda --executor level"; do
   name=train_$(echo "$engine" | tr -c 'a-z' '_')  # genlab train's wall clock on digits_rows (the target)
-  run "$name" 150 python -m genlab train --dataset digits_rows --epochs 10 --seed 0 --json --quiet $engine
+  run "$name" 90 python -m genlab train --dataset digits_rows --seed 0 --json --quiet $engine
 done
+run bench_wide 100 python -m genlab.bench.recurrence --shapes wide --executors wavefront,level --out "$OUT/recurrence_wide.json"
 run matrix 200 python -m pytest -m gpu -q -p no:cacheprovider tests/test_engine_features.py tests/test_cuda_recurrence.py
 fi

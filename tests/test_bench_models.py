@@ -193,6 +193,20 @@ def test_the_recurrence_benchmarks_torch_rnn_holds_the_networks_weights():
     np.testing.assert_allclose(logits, SerialEngine(net, SGD()).forward(x), rtol=1e-4, atol=1e-5)
 
 
+def test_the_recurrence_benchmarks_share_of_the_ideal_overlap():
+    from genlab.bench.recurrence import share_of_ideal
+    from genlab.wavefront import ideal_speedup
+    from genlab.network import Network
+
+    cell = 0.01  # ms a cell: one layer over 64 steps costs 64 of them
+    ideal = (2 + 64 - 1) * cell
+    assert share_of_ideal(2, 64, ideal, 64 * cell) == pytest.approx(1.0)
+    time_major = 2 * 64 * cell  # no overlap at all: the share is one over the ideal speedup
+    expected = 1 / ideal_speedup(Network.elman(4, [8, 8], 3), 64)
+    assert share_of_ideal(2, 64, time_major, 64 * cell) == pytest.approx(expected)
+    assert share_of_ideal(2, 64, 2 * ideal, 64 * cell) == pytest.approx(0.5)
+
+
 def test_the_sweep_judges_auto_by_the_executor_it_chose():
     from genlab.bench import sweep
 

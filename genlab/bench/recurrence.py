@@ -129,6 +129,26 @@ def genlab_steps(net: Network, x: np.ndarray, y: np.ndarray, executors=None) -> 
     return out
 
 
+def one_layer_ms(net: Network, x: np.ndarray, y: np.ndarray) -> float:
+    """ms per step of the wavefront kernel on a stack of one layer of the same width, steps and
+    batch: its time over the steps is one cell's cost, the yardstick of the overlap."""
+    from ..engines.cuda.recurrent import RecurrentCudaEngine
+    from ..optim import Adam
+
+    hidden = net.widths[net.hidden_groups[0]]
+    single = Network.elman(net.n_inputs, [hidden], net.n_outputs, seed=0)
+    engine = RecurrentCudaEngine(single, Adam(lr=1e-3), executor="wavefront")
+    step = engine.step
+    return time_cuda(lambda: step(x, y), 30, warmup=3)
+
+
+def share_of_ideal(layers: int, steps: int, stack_ms: float, single_ms: float) -> float:
+    """How much of the wavefront's ideal overlap a stack reached: run step after step, L layers
+    over T steps would cost L T cells of single_ms / T each; the ideal wavefront costs L + T - 1
+    of them, so the share is (L + T - 1) (single_ms / T) / stack_ms (1.0: the ideal)."""
+    return (layers + steps - 1) * (single_ms / steps) / stack_ms
+
+
 def run(shapes=SHAPES, executors=None) -> list[dict]:
     from ..wavefront import ideal_speedup
 
@@ -147,6 +167,10 @@ def run(shapes=SHAPES, executors=None) -> list[dict]:
         if "genlab_wavefront_kernel_ms" in row:
             cudnn = min(row["torch_cudnn_ms"], row.get("torch_cudnn_graph_ms", np.inf))
             row["cudnn_over_wavefront_kernel"] = cudnn / row["genlab_wavefront_kernel_ms"]
+            if layers > 1:
+                row["genlab_wavefront_kernel_one_layer_ms"] = one_layer_ms(net, x, y)
+                row["share_of_ideal_kernel"] = share_of_ideal(layers, steps, row["genlab_wavefront_kernel_ms"],
+                                                              row["genlab_wavefront_kernel_one_layer_ms"])
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
     return rows

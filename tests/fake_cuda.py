@@ -93,7 +93,8 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
     names = ["NUM_REGS", "SHARED_SIZE_BYTES", "MAX_DYNAMIC_SHARED_SIZE_BYTES"]
     drv.function_attribute = types.SimpleNamespace(**{n: n for n in names})
     names = ["MAX_REGISTERS_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", "MULTIPROCESSOR_COUNT",
-             "MAX_THREADS_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN"]
+             "MAX_THREADS_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", "MAX_BLOCKS_PER_MULTIPROCESSOR",
+             "RESERVED_SHARED_MEMORY_PER_BLOCK"]
     drv.device_attribute = types.SimpleNamespace(**{n: n for n in names})
 
     def mem_alloc(nbytes):
@@ -235,7 +236,8 @@ class FakeDevice:
     def get_attribute(self, attribute):
         return {"MAX_REGISTERS_PER_MULTIPROCESSOR": REGS_PER_SM, "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR": SHARED_PER_SM,
                 "MULTIPROCESSOR_COUNT": self.sms, "MAX_THREADS_PER_MULTIPROCESSOR": 2048,
-                "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": OPTIN}[attribute]
+                "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": OPTIN, "MAX_BLOCKS_PER_MULTIPROCESSOR": 32,
+                "RESERVED_SHARED_MEMORY_PER_BLOCK": 1024}[attribute]
 
     def name(self):
         return "a fake H200"

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import BackendError
 from ...network import Network
-from . import runtime
+from . import occupancy, runtime
 from .constants import THREADS
 from .memory import Memory
 from .wavefront_plan import STATIC_SHARED, plan, rows_for
@@ -23,18 +23,12 @@ SCALAR_BYTES = 48  # loss (double), correct (int at byte 8), sum of squared grad
 
 
 def resident(shared: int) -> int:
-    """Blocks of wavefront_step the device holds at once with `shared` bytes of dynamic shared memory."""
+    """Blocks of wavefront_step the device holds at once with `shared` bytes of dynamic shared
+    memory (every block of a launch must be: they wait for each other)."""
     import pycuda.driver as drv
 
     runtime.load(FILE)
-    f, device = runtime.functions()["wavefront_step"], runtime.kernels().device
-    fa, da, get = drv.function_attribute, drv.device_attribute, device.get_attribute
-    regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
-    smem = f.get_attribute(fa.SHARED_SIZE_BYTES) + shared + 1024  # the driver reserves 1 KiB a block
-    per_sm = min(get(da.MAX_REGISTERS_PER_MULTIPROCESSOR) // regs,
-                 get(da.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) // smem,
-                 get(da.MAX_THREADS_PER_MULTIPROCESSOR) // THREADS)
-    return per_sm * get(da.MULTIPROCESSOR_COUNT)
+    return occupancy.resident(runtime.functions()["wavefront_step"], runtime.kernels().device, drv, THREADS, shared)
 
 
 @dataclass

@@ -5,7 +5,7 @@ each taking work items from a global counter, with dependency counters zeroed be
 from __future__ import annotations
 
 from ....errors import BackendError
-from .. import runtime
+from .. import occupancy, runtime
 from ..constants import THREADS, TILE
 from . import passes
 from .base import Executor
@@ -26,17 +26,10 @@ class Persistent(Executor):
         shared memory and threads per multiprocessor). A larger grid would still be correct, the
         extra blocks starting as others leave; a smaller one would leave SMs idle."""
         drv, device = self.engine.drv, self.engine.device
-        f = self.engine.launch.functions[self.kernel]
-        fa, da = drv.function_attribute, drv.device_attribute
-        get = device.get_attribute
-        regs = max(1, f.get_attribute(fa.NUM_REGS)) * THREADS
-        smem = f.get_attribute(fa.SHARED_SIZE_BYTES) + 1024  # the driver reserves 1 KiB per block
-        per_sm = min(get(da.MAX_REGISTERS_PER_MULTIPROCESSOR) // regs,
-                     get(da.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) // smem,
-                     get(da.MAX_THREADS_PER_MULTIPROCESSOR) // THREADS)
-        if per_sm < 1:
+        blocks = occupancy.resident(self.engine.launch.functions[self.kernel], device, drv, THREADS)
+        if blocks < 1:
             raise BackendError(f"{self.kernel} does not fit on {device.name()}")
-        return per_sm * get(da.MULTIPROCESSOR_COUNT)
+        return blocks
 
     def counter_words(self, n_slots: int, batch: int) -> int:
         """The next item, gradients done, then fdone, fready, bdone and bready per (slot, batch

@@ -109,3 +109,40 @@ def test_a_network_with_more_groups_than_blocks_at_once_is_refused_and_the_engin
     with pytest.raises(BackendError, match="4 groups are more than the 3 blocks"):
         engine.apply_growth(grown, [])
     assert engine.params.keys() == before.keys() and engine.runner.plan.n_slots == 2
+
+
+def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(fake_gpu):
+    """wavefront_step sets the scalars' give-up word where its blocks waited too long for each
+    other (some not resident): the step and a prediction raise BackendError; nothing changes."""
+    import pytest
+
+    from genlab import BackendError, Trainer
+    from genlab.engines.cuda.wavefront import GAVE_UP
+
+    net = Network.elman(4, [8], 3, seed=0)
+    trainer = Trainer(net, backend="cuda", executor="wavefront", seed=0)
+    x = np.random.default_rng(1).normal(size=(6, 5, 4)).astype(np.float32)
+    y = np.arange(6) % 3
+    trainer.step(x, y)
+    runner = trainer.engine.runner
+    launch = runner.launch
+
+    def gives_up(name, *args, **kw):
+        launch(name, *args, **kw)
+        if name == "wavefront_step":
+            runner.scalars.data[GAVE_UP:GAVE_UP + 4].view(np.int32)[0] = 1
+
+    gives_up.flat = launch.flat
+    runner.launch = gives_up
+    before = {k: v.copy() for k, v in trainer.engine.params.items()}
+    steps, launches = trainer.step_count, len(fake_gpu.launches)
+    with pytest.raises(BackendError, match="gave up waiting"):
+        trainer.step(x, y)
+    assert trainer.step_count == steps
+    assert "optimizer_update" not in [name for name, *_ in fake_gpu.launches[launches:]]
+    for k, v in trainer.engine.params.items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(BackendError, match="gave up waiting"):
+        trainer.predict(x)
+    runner.launch = launch
+    trainer.step(x, y)  # the next pass starts with the word cleared

@@ -1,5 +1,6 @@
 """cuda/wavefront.cu's own source, run on the CPU: the source as genlab's loader pastes it, with
-three substitutions (dynamic shared memory, the warp shuffle of block_sum, the PTX acquire load),
+four substitutions (dynamic shared memory, the warp shuffle of block_sum, the PTX acquire load and
+clock),
 compiled by g++ against tests/cpu_cuda/shim.h (a block a process, a CUDA thread a std::thread,
 global memory shared by all) and checked against backpropagation through time on the serial
 engine: the loss, the correct count, every gradient, the statistics and ranges, the flags each
@@ -36,7 +37,7 @@ HOST_BLOCK_SUM = """__device__ __forceinline__ double block_sum(double v, double
 
 
 def host_source() -> str:
-    """wavefront.cu as the loader pastes it, made host C++ (the three substitutions)."""
+    """wavefront.cu as the loader pastes it, made host C++ (the four substitutions)."""
     src = runtime.source(["wavefront.cu"])
     src, n = re.subn(r"__device__ __forceinline__ double block_sum\(double v, double\* scratch\) \{.*?\n\}\n",
                      lambda _: HOST_BLOCK_SUM, src, count=1, flags=re.S)
@@ -45,6 +46,8 @@ def host_source() -> str:
     assert n == 1, "load_acquire changed: update its host version"
     src, n = re.subn(r"extern __shared__ float shared\[\];", "float* shared = dynamic_shared;", src)
     assert n == 1
+    src, n = re.subn(r'asm volatile\("mov\.u64 %0, %%globaltimer;" : "=l"\((\w+)\)\);', r"\1 = host_now_ns();", src)
+    assert n == 1, "wf_now_ns changed: update its host version"
     assert "__shfl" not in src and "asm" not in src
     return '#include "shim.h"\n' + src + '\n#include "wavefront_driver.cpp"\n'
 
@@ -52,16 +55,19 @@ def host_source() -> str:
 BUILDS = {"default": {}, "self-in-shared-memory": {"WF_SELF_SMEM": 1}}  # wavefront.cu's build variants
 
 
-@pytest.fixture(scope="module", params=list(BUILDS))
-def driver(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("wavefront_cpu")
+def build(folder: Path, defines: dict) -> Path:
     (folder / "kernels.cpp").write_text(host_source())
     binary = folder / "wavefront_driver"
-    defines = [f"-D{name}={value}" for name, value in BUILDS[request.param].items()]
-    result = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-w", *defines, "-I", str(HERE),
+    flags = [f"-D{name}={value}" for name, value in defines.items()]
+    result = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-w", *flags, "-I", str(HERE),
                              str(folder / "kernels.cpp"), "-o", str(binary)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return binary
+
+
+@pytest.fixture(scope="module", params=list(BUILDS))
+def driver(request, tmp_path_factory):
+    return build(tmp_path_factory.mktemp("wavefront_cpu"), BUILDS[request.param])
 
 
 def flat_params(net):
@@ -71,9 +77,11 @@ def flat_params(net):
     return np.concatenate([a.ravel() for a in arrays]).astype(np.float32), offsets
 
 
-def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=True):
+def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=True, tamper=None):
     params, offsets = flat_params(net)
     p = plan(net, offsets)
+    if tamper is not None:
+        tamper(p)
     batch, steps = x.shape[0], x.shape[1]
     items, chunks = p.items(steps)
     arrays = {"width": p.width, "act_off": p.act_off(steps, batch), "bias_off": p.bias_off, "col_off": p.col_off,
@@ -96,6 +104,7 @@ def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=T
     read = lambda name, dtype: np.fromfile(folder / f"out_{name}.bin", dtype)  # noqa: E731
     scalars = read("scalars", np.float64)
     return {"plan": p, "offsets": offsets, "loss": scalars[0], "correct": int(scalars[1:2].view(np.int32)[0]),
+            "gave_up": int(scalars[4:5].view(np.int32)[0]),
             "gradsq": scalars[2], "grads": read("grads", np.float32), "stats": read("stats", np.float64).reshape(-1, 3),
             "hmin": read("hmin", np.float32).reshape(n_rb, -1).min(axis=0),
             "hmax": read("hmax", np.float32).reshape(n_rb, -1).max(axis=0),
@@ -165,3 +174,24 @@ def test_every_step_and_a_forward_only_pass(driver, tmp_path):
     ref.every_step = False
     np.testing.assert_allclose(logits, ref.forward(x), rtol=1e-5, atol=1e-6)
     assert (forward["flags"][1] == 0).all()  # no backward without training
+
+
+def test_blocks_that_wait_too_long_give_up_and_say_so_instead_of_hanging(tmp_path):
+    """Two blocks made to wait for each other (what a block that is not resident looks like to
+    the others): with the wait limit at 0.3 s, every block returns and the scalars' give-up word
+    is set, where the launch would otherwise never end."""
+    binary = build(tmp_path, {"WF_WAIT_LIMIT_NS": "300000000ull"})
+    net = recurrent_cases()["stack"]
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 3, net.n_inputs)).astype(np.float32)
+    y = rng.integers(0, net.n_outputs, 4)
+    fine = run_on_cpu(binary, tmp_path, net, x, y, rows=2, stage=True)
+    assert fine["gave_up"] == 0 and (fine["flags"] == 3).all()
+
+    def cycle(p):  # slot 0's edge to itself (delay 1) made an edge from slot 1 without a delay
+        e = next(e for e in range(p.in_ptr[0], p.in_ptr[1]) if p.in_src[e] == 0)
+        p.in_src[e], p.in_delay[e] = 1, 0  # slot 1 reads slot 0 in the same step: neither can start
+
+    stuck = run_on_cpu(binary, tmp_path, net, x, y, rows=2, stage=True, tamper=cycle)
+    assert stuck["gave_up"] == 1
+    assert (stuck["flags"][0, :2] == 0).all()  # neither hidden slot finished a step

@@ -19,7 +19,8 @@ from .memory import Memory
 from .wavefront_plan import STATIC_SHARED, plan, rows_for
 
 FILE = "wavefront.cu"
-SCALAR_BYTES = 48  # loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16)
+SCALAR_BYTES = 48  # loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16),
+GAVE_UP = 32       # and the int set where wavefront_step's blocks gave up waiting for each other
 
 
 def resident(shared: int) -> int:
@@ -159,10 +160,21 @@ class Wavefront:
 
     def read_scalars(self) -> tuple[float, int, float]:
         """(loss, correct predictions, sum of squared gradients) of the last pass."""
+        raw = self._finished()
+        return float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]), float(raw[16:24].view(np.float64)[0])
+
+    def _finished(self) -> np.ndarray:
+        """The last pass's scalars, once it has finished; BackendError if its blocks gave up
+        waiting for each other (then nothing it wrote is used)."""
         raw = self._host_scalars
         self.drv.memcpy_dtoh_async(raw, self.scalars, self.stream)
         self.stream.synchronize()
-        return float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]), float(raw[16:24].view(np.float64)[0])
+        if raw[GAVE_UP:GAVE_UP + 4].view(np.int32)[0]:
+            raise BackendError("the wavefront kernel's blocks gave up waiting for each other (WF_WAIT_LIMIT_NS, "
+                               "cuda/wavefront.cu): not all of them ran at once (another program or stream may hold "
+                               "the GPU's SMs); the pass was dropped and nothing was updated; try again, or use an "
+                               "unrolled executor")
+        return raw
 
     def logits(self, every_step: bool = False) -> np.ndarray:
         """The output group of the last pass at its last step, (batch, classes), or with every_step
@@ -172,6 +184,7 @@ class Wavefront:
         first = 0 if every_step else steps - 1
         out = np.empty((steps - first, batch, classes), np.float32)
         offset = 4 * (int(p.col_off[-1]) * steps * batch + first * batch * classes)
+        self._finished()
         self.drv.memcpy_dtoh_async(out, int(self.b.act) + offset, self.stream)
         self.stream.synchronize()
         return out.transpose(1, 0, 2).copy() if every_step else out[0]

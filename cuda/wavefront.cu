@@ -35,8 +35,9 @@
 // The hand-off: the producer's threads finish (__syncthreads), thread 0 fences and adds to the
 // flag; the consumer's thread 0 spins on it with acquire loads, then the block proceeds. Data
 // written inside the launch by other blocks is read through L2 (__ldcg). A wait longer than
-// WF_WAIT_LIMIT_NS (a block that is not resident) sets the int at byte 32 of `scalars` and every
-// waiting block returns: the host raises an error instead of hanging.
+// WF_WAIT_LIMIT_NS (a block that is not resident) sets the int at byte 32 of `scalars` and the
+// loss to NaN, and every waiting block returns: the update is refused and the host raises an
+// error instead of hanging.
 #include "genlab.cuh"
 #include "loss.cu"
 
@@ -109,18 +110,22 @@ __device__ __forceinline__ unsigned long long wf_now_ns()
 }
 
 // Thread 0 waits until *flag >= target (acquire), then the block proceeds: true. False for every
-// thread of the block when the launch gave up (*abort set: by this block after WF_WAIT_LIMIT_NS,
-// or by another); the block then returns. Between two calls the block passes a barrier.
-__device__ __forceinline__ bool wait_until(const int* flag, int target, int* abort)
+// thread of the block when the launch gave up (the give-up word, the int at byte 32 of scalars,
+// set by this block after WF_WAIT_LIMIT_NS or by another); the block then returns. Giving up
+// also makes the loss NaN, so the guarded update after the launch refuses the step on the device.
+// Between two calls the block passes a barrier.
+__device__ __forceinline__ bool wait_until(const int* flag, int target, double* scalars)
 {
     __shared__ int gave_up;
     if (threadIdx.x == 0) {
+        int* abort = (int*)scalars + 8;
         unsigned long long start = 0;
         int stop = 0;
         while (load_acquire(flag) < target) {
             const unsigned long long now = wf_now_ns();
             if (start == 0) start = now;
             if (*(volatile int*)abort != 0 || now - start > WF_WAIT_LIMIT_NS) {
+                atomicExch((unsigned long long*)scalars, 0x7ff8000000000000ull);  // the loss: a quiet NaN
                 atomicExch(abort, 1);
                 stop = 1;
                 break;
@@ -189,7 +194,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     const int b0 = r * rows, n = min(rows, batch - b0), w = width[s], out = n_slots - 1;
     int* fwd = flags;
     int* bwd = flags + n_slots * n_rb;
-    int* abort = (int*)scalars + 8;  // byte 32 of the scalars: set where the launch gave up waiting
     int max_in = n_inputs;
     for (int i = 0; i < n_slots; ++i) max_in = max(max_in, width[i]);
     float* tile = shared;                   // rows x max_in: the rows a cell reads
@@ -231,7 +235,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                     } else if (src < 0) {
                         stage_rows(tile, x + ((size_t)b0 * steps + (t - k)) * n_inputs, n, ws, steps * n_inputs);
                     } else {
-                        if (!wait_until(fwd + src * n_rb + r, t - k + 1, abort)) return;
+                        if (!wait_until(fwd + src * n_rb + r, t - k + 1, scalars)) return;
                         stage_rows(tile, act + act_off[src] + ((size_t)(t - k) * batch + b0) * ws, n, ws, ws);
                     }
                     __syncthreads();
@@ -315,7 +319,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 if (tt < steps && (d != out || every_step || tt == steps - 1)) {
                     const bool self = WF_SELF_SMEM && d == s && out_delay[e] == 1;
                     if (!self) {  // else dz(t + 1) is in `own` already
-                        if (!wait_until(bwd + d * n_rb + r, steps - tt, abort)) return;
+                        if (!wait_until(bwd + d * n_rb + r, steps - tt, scalars)) return;
                         stage_rows(tile, dz + act_off[d] + ((size_t)tt * batch + b0) * wd, n, wd, wd);
                     }
                     __syncthreads();

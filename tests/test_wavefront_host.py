@@ -111,9 +111,11 @@ def test_a_network_with_more_groups_than_blocks_at_once_is_refused_and_the_engin
     assert engine.params.keys() == before.keys() and engine.runner.plan.n_slots == 2
 
 
-def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(fake_gpu):
-    """wavefront_step sets the scalars' give-up word where its blocks waited too long for each
-    other (some not resident): the step and a prediction raise BackendError; nothing changes."""
+def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(cpu_gpu):
+    """wavefront_step sets the scalars' give-up word and a NaN loss where its blocks waited too
+    long for each other (some not resident): on the emulated GPU the update enqueued after the
+    pass is refused by its own guard, the step and a prediction raise BackendError, and the
+    network, the optimizer state and the step count stay as they were."""
     import pytest
 
     from genlab import BackendError, Trainer
@@ -124,25 +126,58 @@ def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(fake_gpu
     x = np.random.default_rng(1).normal(size=(6, 5, 4)).astype(np.float32)
     y = np.arange(6) % 3
     trainer.step(x, y)
-    runner = trainer.engine.runner
+    engine = trainer.engine
+    runner = engine.runner
     launch = runner.launch
 
     def gives_up(name, *args, **kw):
         launch(name, *args, **kw)
-        if name == "wavefront_step":
-            runner.scalars.data[GAVE_UP:GAVE_UP + 4].view(np.int32)[0] = 1
+        if name == "wavefront_step":  # what the kernel does when it gives up
+            buffer, offset = cpu_gpu.resolve(runner.scalars, 48)
+            words = buffer.data[offset:offset + 48]
+            words[:8].view(np.float64)[0] = np.nan
+            words[GAVE_UP:GAVE_UP + 4].view(np.int32)[0] = 1
 
     gives_up.flat = launch.flat
     runner.launch = gives_up
-    before = {k: v.copy() for k, v in trainer.engine.params.items()}
-    steps, launches = trainer.step_count, len(fake_gpu.launches)
+    before = {name: engine._host(name) for name in ("params", "state_m", "state_v", "state_t")}
+    steps = trainer.step_count
     with pytest.raises(BackendError, match="gave up waiting"):
         trainer.step(x, y)
+    assert "optimizer_update" in [name for name, *_ in cpu_gpu.launches[-2:]]  # enqueued, and refused
     assert trainer.step_count == steps
-    assert "optimizer_update" not in [name for name, *_ in fake_gpu.launches[launches:]]
-    for k, v in trainer.engine.params.items():
-        np.testing.assert_array_equal(v, before[k])
+    for name, blocks in before.items():
+        after = engine._host(name)
+        for key, block in blocks.items():
+            np.testing.assert_array_equal(after[key], block, err_msg=f"{name} {key}")
     with pytest.raises(BackendError, match="gave up waiting"):
         trainer.predict(x)
     runner.launch = launch
-    trainer.step(x, y)  # the next pass starts with the word cleared
+    loss = trainer.step(x, y)["loss"]  # the next pass starts with the word cleared
+    assert np.isfinite(loss)
+
+
+def test_a_training_step_waits_for_the_device_once(fake_gpu, monkeypatch):
+    """The pass, the gradients and the guarded update are enqueued together; the scalars and the
+    statistics come back in one synchronisation, after one memset that zeroes the scalars, the
+    statistics and the flags."""
+    import pycuda.driver as drv
+
+    net = Network.elman(5, [16, 8], 3, seed=0)
+    engine = wavefront_engine(net)
+    x = np.random.default_rng(0).normal(size=(9, 4, 5)).astype(np.float32)
+    y = np.arange(9) % 3
+    engine.step(x, y)
+    calls = []
+    for name in ("memset_d32_async", "memcpy_htod_async", "memcpy_dtoh_async", "memcpy_dtoh"):
+        monkeypatch.setattr(drv, name, lambda *a, _f=getattr(drv, name), _n=name, **k: (calls.append(_n), _f(*a, **k)))
+    monkeypatch.setattr(type(engine.stream), "synchronize", lambda self: calls.append("synchronize"))
+    launches = len(fake_gpu.launches)
+    engine.step(x, y)
+    assert names(fake_gpu)[launches:] == ["wavefront_step", "wavefront_weight_grad", "wavefront_reduce",
+                                          "optimizer_update"]
+    assert calls.count("synchronize") == 1 and calls.count("memset_d32_async") == 1
+    assert calls[-1] == "synchronize" and calls.count("memcpy_dtoh") == 0
+    sums = engine.runner.sums()
+    assert set(sums) == set(engine.runner.plan.groups)
+    assert set(engine.stats["grad_std"]) == {g for g in net.groups if g != 0}

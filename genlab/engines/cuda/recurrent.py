@@ -48,6 +48,7 @@ class RecurrentCudaEngine(HostScores, Engine):
     has_executors = True
     precisions = ALL  # its unrolled network's (the inner CudaEngine's)
     runs_recurrent = True
+    updates_with_gradients = False  # whether _gradients enqueues the (device-guarded) update itself
 
     def __new__(cls, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, *args, **options):
         """executor="wavefront" gives the engine of that executor (recurrent_wavefront.py), which
@@ -201,9 +202,10 @@ class RecurrentCudaEngine(HostScores, Engine):
         careful = not self.guard.safe(self.optimizer)
         backup = self._backup() if careful else None
         loss, correct, bound = self._gradients(x, y)
-        if not gradient_ok(loss, bound):
+        if not gradient_ok(loss, bound):  # (an update enqueued with the gradients was refused on the device)
             raise TrainingError("the gradients summed over time diverged on this batch; the step was not applied")
-        self._update_master()
+        if not self.updates_with_gradients:
+            self._update_master()
         self._pool_stats()
         if not careful:
             self.guard.advance(self.optimizer, bound)

@@ -23,6 +23,7 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
 
     precisions = (FP32,)
     reads_every_step = True
+    updates_with_gradients = True
 
     def __init__(self, net: Network, optimizer, dtype="float32", executor: str = "wavefront",
                  time_major: bool = False, precision: Precision = FP32, rows: int | None = None,
@@ -104,9 +105,12 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
         return loss
 
     def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
-        """The whole pass on the GPU: forward, loss, backward through time, the master gradients."""
+        """The whole step on the GPU: forward, loss, backward through time, the master gradients
+        and the update, which the device refuses unless the pass's loss and gradient are fine
+        (optim.cu's guard), so the host waits once, for the scalars and the statistics together."""
         self.runner.put(np.asarray(x, np.float32), y)
         self.runner.enqueue(train=True, every_step=self.every_step)
+        self._update_master()
         loss, correct, gradsq = self.runner.read_scalars()
         return loss, correct, gradsq  # the gradients are summed already: the bound is exact
 

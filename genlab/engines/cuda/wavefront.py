@@ -42,8 +42,7 @@ class Buffers:
     partials: object = None  # the weight gradients' partial sums, one set of parameters a time chunk
     hmin: object = None      # each neuron's range, a partial per row block
     hmax: object = None
-    flags: object = None     # forward and backward steps done, per slot and row block
-    stats: object = None     # per slot: sums of dL/dh, its squares, h dL/dh
+    zeroed: object = None    # zeroed before each pass by one memset: the scalars, the statistics, the flags
     x: object = None         # the sequences (batch, steps, n_inputs)
     labels: object = None    # (batch) or (batch, steps)
     sizes: dict = field(default_factory=dict)
@@ -69,16 +68,18 @@ class Wavefront:
         self.params, self.grads, self.offsets = params, grads, offsets
         self.fixed_rows = rows  # None: the fewest rows that keep every block resident (rows_for)
         self.fixed_stage = stage  # None: weights staged in shared memory where they fit
-        self.scalars = self.mem.new(SCALAR_BYTES, "the step's scalars")
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.b = Buffers()
         self._host_scalars = drv.pagelocked_zeros(SCALAR_BYTES, np.uint8)
+        self._host_stats = None  # the statistics, read back with the scalars after a training pass
+        self._trained = False    # whether the last pass trained (its statistics are worth reading)
 
     def load(self, net: Network) -> None:
         """Take `net`'s topology (its parameters stay where the engine keeps them)."""
         p = plan(net, self.offsets)
         self.plan, self.shape = p, None
+        self._host_stats = self.drv.pagelocked_zeros((p.n_slots, 3), np.float64)
         self.topology = {name: self.mem.upload(getattr(p, name)) for name in (
             "width", "col_off", "bias_off", "in_ptr", "in_src", "in_delay", "in_woff", "out_ptr", "out_dst",
             "out_delay", "out_woff")}
@@ -117,11 +118,14 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
+        self.zeroed_words = (SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4
         sizes = {"act": 4 * p.n_cols * steps * batch, "dz": 4 * p.n_cols * steps * batch,
                  "partials": 4 * chunks * p.n_params, "hmin": 4 * n_rb * p.n_cols, "hmax": 4 * n_rb * p.n_cols,
-                 "flags": 4 * 2 * p.n_slots * n_rb, "stats": 8 * 3 * p.n_slots, "x": 4 * batch * steps * p.n_inputs,
-                 "labels": 4 * batch * steps}
+                 "zeroed": 4 * self.zeroed_words, "x": 4 * batch * steps * p.n_inputs, "labels": 4 * batch * steps}
         self.b.grow(self.mem, sizes)
+        base = int(self.b.zeroed)  # scalars, then per slot 3 doubles, then the flags (8-byte aligned)
+        self.scalars, self.stats = np.intp(base), np.intp(base + SCALAR_BYTES)
+        self.flags = np.intp(base + SCALAR_BYTES + 24 * p.n_slots)
         self.items, self.n_items, self.chunks = self.mem.upload(items, "the weight-gradient items"), len(items), chunks
         self.act_off = self.mem.upload(p.act_off(steps, batch))
         self.rows, self.n_rb, self.stage, self.shared = rows, n_rb, stage, shared
@@ -138,16 +142,14 @@ class Wavefront:
     def enqueue(self, train: bool, every_step: bool = False) -> None:
         """The launches of one pass (train: forward, backward and gradients) on the put sequences."""
         p, (steps, batch), t = self.plan, self.shape, self.topology
-        drv, s = self.drv, self.stream
-        drv.memset_d32_async(self.b.flags, 0, 2 * p.n_slots * self.n_rb, s)
-        drv.memset_d32_async(self.b.stats, 0, 6 * p.n_slots, s)
-        drv.memset_d32_async(self.scalars, 0, SCALAR_BYTES // 4, s)
+        self.drv.memset_d32_async(self.scalars, 0, self.zeroed_words, self.stream)
+        self._trained = train
         i32 = np.int32
         self.launch("wavefront_step", (p.n_slots * self.n_rb, 1), t["width"], self.act_off, t["bias_off"],
                     t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
                     t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(self.rows),
                     i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(self.stage), self.b.x, self.b.labels,
-                    self.params, self.b.act, self.b.dz, self.b.stats, self.b.hmin, self.b.hmax, self.scalars, self.b.flags,
+                    self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
                     shared=self.shared)
         if not train:
             return
@@ -164,10 +166,13 @@ class Wavefront:
         return float(raw[:8].view(np.float64)[0]), int(raw[8:12].view(np.int32)[0]), float(raw[16:24].view(np.float64)[0])
 
     def _finished(self) -> np.ndarray:
-        """The last pass's scalars, once it has finished; BackendError if its blocks gave up
+        """The last pass's scalars (and a training pass's statistics, in the same synchronisation),
+        once it and what was enqueued after it have finished; BackendError if its blocks gave up
         waiting for each other (then nothing it wrote is used)."""
         raw = self._host_scalars
         self.drv.memcpy_dtoh_async(raw, self.scalars, self.stream)
+        if self._trained:
+            self.drv.memcpy_dtoh_async(self._host_stats, self.stats, self.stream)
         self.stream.synchronize()
         if raw[GAVE_UP:GAVE_UP + 4].view(np.int32)[0]:
             raise BackendError("the wavefront kernel's blocks gave up waiting for each other (WF_WAIT_LIMIT_NS, "
@@ -192,9 +197,7 @@ class Wavefront:
     def sums(self) -> dict[int, np.ndarray]:
         """Per group: the sums of dL/dh, its squares and h dL/dh over every step and row of the last
         training pass."""
-        host = np.empty((self.plan.n_slots, 3), np.float64)
-        self.drv.memcpy_dtoh(host, self.b.stats)
-        return dict(zip(self.plan.groups, host))
+        return dict(zip(self.plan.groups, self._host_stats.copy()))
 
     def ranges(self) -> tuple[dict, dict]:
         """Per hidden group: each neuron's smallest and largest output over the last pass's steps and rows."""

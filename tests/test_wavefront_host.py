@@ -128,23 +128,24 @@ def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(cpu_gpu)
     trainer.step(x, y)
     engine = trainer.engine
     runner = engine.runner
-    launch = runner.launch
+    emulator = cpu_gpu.runner
+    launch = emulator.launch
 
-    def gives_up(name, *args, **kw):
+    def gives_up(name, *args, **kw):  # what the kernel does when it gives up
         launch(name, *args, **kw)
-        if name == "wavefront_step":  # what the kernel does when it gives up
+        if name == "wavefront_step":
             buffer, offset = cpu_gpu.resolve(runner.scalars, 48)
             words = buffer.data[offset:offset + 48]
             words[:8].view(np.float64)[0] = np.nan
             words[GAVE_UP:GAVE_UP + 4].view(np.int32)[0] = 1
 
-    gives_up.flat = launch.flat
-    runner.launch = gives_up
+    emulator.launch = gives_up
     before = {name: engine._host(name) for name in ("params", "state_m", "state_v", "state_t")}
     steps = trainer.step_count
     with pytest.raises(BackendError, match="gave up waiting"):
         trainer.step(x, y)
-    assert "optimizer_update" in [name for name, *_ in cpu_gpu.launches[-2:]]  # enqueued, and refused
+    assert [name for name, *_ in cpu_gpu.launches][-4:] == ["wavefront_step", "wavefront_weight_grad",
+                                                           "wavefront_reduce", "optimizer_update"]  # refused
     assert trainer.step_count == steps
     for name, blocks in before.items():
         after = engine._host(name)
@@ -152,15 +153,15 @@ def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(cpu_gpu)
             np.testing.assert_array_equal(after[key], block, err_msg=f"{name} {key}")
     with pytest.raises(BackendError, match="gave up waiting"):
         trainer.predict(x)
-    runner.launch = launch
+    emulator.launch = launch
     loss = trainer.step(x, y)["loss"]  # the next pass starts with the word cleared
     assert np.isfinite(loss)
 
 
 def test_a_training_step_waits_for_the_device_once(fake_gpu, monkeypatch):
-    """The pass, the gradients and the guarded update are enqueued together; the scalars and the
-    statistics come back in one synchronisation, after one memset that zeroes the scalars, the
-    statistics and the flags."""
+    """The pass, the gradients and the guarded update are one CUDA graph (captured at the first
+    step of a shape and optimizer setting): a step is two uploads, one replay and one
+    synchronisation that brings the scalars and the statistics back together."""
     import pycuda.driver as drv
 
     net = Network.elman(5, [16, 8], 3, seed=0)
@@ -168,16 +169,21 @@ def test_a_training_step_waits_for_the_device_once(fake_gpu, monkeypatch):
     x = np.random.default_rng(0).normal(size=(9, 4, 5)).astype(np.float32)
     y = np.arange(9) % 3
     engine.step(x, y)
+    assert names(fake_gpu) == ["wavefront_step", "wavefront_weight_grad", "wavefront_reduce", "optimizer_update"]
+    (graph,) = engine.runner.graphs.values()
+    assert graph.replays == 1  # captured: the memset of the zeroed words and the four launches
     calls = []
     for name in ("memset_d32_async", "memcpy_htod_async", "memcpy_dtoh_async", "memcpy_dtoh"):
         monkeypatch.setattr(drv, name, lambda *a, _f=getattr(drv, name), _n=name, **k: (calls.append(_n), _f(*a, **k)))
     monkeypatch.setattr(type(engine.stream), "synchronize", lambda self: calls.append("synchronize"))
-    launches = len(fake_gpu.launches)
     engine.step(x, y)
-    assert names(fake_gpu)[launches:] == ["wavefront_step", "wavefront_weight_grad", "wavefront_reduce",
-                                          "optimizer_update"]
-    assert calls.count("synchronize") == 1 and calls.count("memset_d32_async") == 1
-    assert calls[-1] == "synchronize" and calls.count("memcpy_dtoh") == 0
-    sums = engine.runner.sums()
-    assert set(sums) == set(engine.runner.plan.groups)
+    assert len(fake_gpu.launches) == 4 and graph.replays == 2  # replayed, not launched again
+    assert calls == ["memcpy_htod_async", "memcpy_htod_async", "memcpy_dtoh_async", "memcpy_dtoh_async",
+                     "synchronize"]
+    assert set(engine.runner.sums()) == set(engine.runner.plan.groups)
     assert set(engine.stats["grad_std"]) == {g for g in net.groups if g != 0}
+    engine.optimizer.lr = 5e-4  # a new setting is a new graph; a new shape drops the old ones
+    engine.step(x, y)
+    assert len(engine.runner.graphs) == 2
+    engine.step(x[:5], y[:5])
+    assert len(engine.runner.graphs) == 1

@@ -105,12 +105,13 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
         return loss
 
     def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
-        """The whole step on the GPU: forward, loss, backward through time, the master gradients
-        and the update, which the device refuses unless the pass's loss and gradient are fine
-        (optim.cu's guard), so the host waits once, for the scalars and the statistics together."""
+        """The whole step on the GPU, one CUDA graph: forward, loss, backward through time, the
+        master gradients and the update, which the device refuses unless the pass's loss and
+        gradient are fine (optim.cu's guard); the host waits once, for the scalars and the
+        statistics together."""
+        opt = self.optimizer
         self.runner.put(np.asarray(x, np.float32), y)
-        self.runner.enqueue(train=True, every_step=self.every_step)
-        self._update_master()
+        self.runner.train_step(self.every_step, self._update_master, (opt.code, opt.lr, *opt.hyper))
         loss, correct, gradsq = self.runner.read_scalars()
         return loss, correct, gradsq  # the gradients are summed already: the bound is exact
 

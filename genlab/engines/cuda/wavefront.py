@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import BackendError
 from ...network import Network
+from . import graph as graphs
 from . import occupancy, runtime
 from .constants import THREADS
 from .memory import Memory
@@ -74,6 +75,7 @@ class Wavefront:
         self._host_scalars = drv.pagelocked_zeros(SCALAR_BYTES, np.uint8)
         self._host_stats = None  # the statistics, read back with the scalars after a training pass
         self._trained = False    # whether the last pass trained (its statistics are worth reading)
+        self.graphs: dict = {}   # training steps captured, by shape and the update's key (valid for one prepare)
 
     def load(self, net: Network) -> None:
         """Take `net`'s topology (its parameters stay where the engine keeps them)."""
@@ -130,6 +132,7 @@ class Wavefront:
         self.act_off = self.mem.upload(p.act_off(steps, batch))
         self.rows, self.n_rb, self.stage, self.shared = rows, n_rb, stage, shared
         self.shape = (steps, batch)
+        self.graphs.clear()  # they hold the pointers and sizes of the last shape
 
     # ------------------------------------------------------------------ a step
     def put(self, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -138,6 +141,18 @@ class Wavefront:
         self.drv.memcpy_htod_async(self.b.x, np.ascontiguousarray(x, np.float32), self.stream)
         if y is not None:
             self.drv.memcpy_htod_async(self.b.labels, np.ascontiguousarray(y, np.int32), self.stream)
+
+    def train_step(self, every_step: bool, update, key: tuple) -> None:
+        """The training pass on the put sequences, then `update()` (what the engine enqueues after
+        it: the guarded optimizer step), replayed as one CUDA graph captured on the first use of
+        (every_step, key) for this shape; key holds whatever changes what update() enqueues."""
+        graph = self.graphs.get((every_step, *key))
+        if graph is None:
+            self.stream.synchronize()
+            graph = self.graphs[(every_step, *key)] = graphs.Graph(
+                self.stream, lambda: (self.enqueue(True, every_step), update()))
+        graph.launch()
+        self._trained = True
 
     def enqueue(self, train: bool, every_step: bool = False) -> None:
         """The launches of one pass (train: forward, backward and gradients) on the put sequences."""

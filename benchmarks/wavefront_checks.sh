@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The wavefront kernels' first GPU run, in two device calls (at most 10 minutes each):
+# The wavefront kernels' first GPU run, in device calls of at most 10 minutes each:
+#   suite   the wavefront's GPU tests, then the rest of the GPU suite
 #   checks  their GPU tests, the kernel harness (every variant checked against BPTT, then timed
 #           beside cuDNN), compute-sanitizer (memcheck, racecheck) on a few wavefront tests
 #   bench   the recurrence bench on the targets' grid and the wide groups, `genlab train` on
@@ -16,7 +17,10 @@ run() {  # name, seconds, command...
   echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt"
 }
 part=${1:-checks}
-if [ "$part" = checks ]; then
+if [ "$part" = suite ]; then  # the whole GPU suite (every executor against the serial engine), wavefront first
+run wavefront_tests 150 python -m pytest -m gpu -x -q -p no:cacheprovider tests/test_cuda_wavefront.py
+run gpu_suite 420 python -m pytest -m gpu -q -p no:cacheprovider tests --deselect tests/test_cuda_wavefront.py
+elif [ "$part" = checks ]; then
 run wavefront_tests 150 python -m pytest -m gpu -x -q -p no:cacheprovider tests/test_cuda_wavefront.py
 run harness 200 python benchmarks/kernels/recurrence.py --json "$OUT/recurrence_kernels.json"
 SUBSET="gradients_of_one_pass or (steps_match and stack and sgd and (auto or rows1))"

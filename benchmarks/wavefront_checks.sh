@@ -19,7 +19,7 @@ run() {  # name, seconds, command...
 part=${1:-checks}
 if [ "$part" = suite ]; then  # the whole GPU suite (every executor against the serial engine), wavefront first
 run wavefront_tests 150 python -m pytest -m gpu -x -q -p no:cacheprovider tests/test_cuda_wavefront.py
-run gpu_suite 420 python -m pytest -m gpu -q -p no:cacheprovider tests --deselect tests/test_cuda_wavefront.py
+run gpu_suite 420 python -m pytest -m gpu -q -p no:cacheprovider tests --ignore tests/test_cuda_wavefront.py
 elif [ "$part" = checks ]; then
 run wavefront_tests 150 python -m pytest -m gpu -x -q -p no:cacheprovider tests/test_cuda_wavefront.py
 run harness 200 python benchmarks/kernels/recurrence.py --json "$OUT/recurrence_kernels.json"

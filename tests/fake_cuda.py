@@ -76,7 +76,15 @@ class FakeGPU:
 
     def resolve(self, pointer, nbytes: int) -> tuple[FakeBuffer, int]:
         """The buffer and offset `pointer` (a buffer or an address) reaches, nbytes from it in bounds."""
-        address = int(pointer)
+        return self._resolve(int(pointer), nbytes)
+
+    def resolve_copy(self, pointer, nbytes: int) -> tuple[FakeBuffer, int]:
+        """resolve() for a copy or memset: PyCUDA's take a buffer or a Python int, not a NumPy integer."""
+        assert not isinstance(pointer, np.integer), \
+            f"PyCUDA's copies take a buffer or an int address, not {type(pointer).__name__}"
+        return self.resolve(pointer, nbytes)
+
+    def _resolve(self, address: int, nbytes: int) -> tuple[FakeBuffer, int]:
         if len(self._starts) != len(self.buffers):
             self._starts = [b.address for b in self.buffers]
         i = bisect.bisect_right(self._starts, address) - 1
@@ -108,14 +116,14 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
 
     def htod(dst, src, stream=None):
         src = np.ascontiguousarray(src)
-        b, off = gpu.resolve(dst, src.nbytes)
+        b, off = gpu.resolve_copy(dst, src.nbytes)
 
         def work():
             b.data[off:off + src.nbytes] = src.view(np.uint8).ravel()
         gpu.enqueue(work)
 
     def dtoh(dst, src, stream=None):
-        b, off = gpu.resolve(src, dst.nbytes)
+        b, off = gpu.resolve_copy(src, dst.nbytes)
 
         def work():
             dst.view(np.uint8).reshape(-1)[:] = b.data[off:off + dst.nbytes]
@@ -130,7 +138,7 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
         gpu.enqueue(work)
 
     def memset_d32(dst, value, count, stream=None):
-        b, off = gpu.resolve(dst, 4 * count)
+        b, off = gpu.resolve_copy(dst, 4 * count)
 
         def work():
             b.data[off:off + 4 * count] = np.full(count, value, np.uint32).view(np.uint8)

@@ -126,8 +126,9 @@ class Wavefront:
                  "zeroed": 4 * self.zeroed_words, "x": 4 * batch * steps * p.n_inputs, "labels": 4 * batch * steps}
         self.b.grow(self.mem, sizes)
         base = int(self.b.zeroed)  # scalars, then per slot 3 doubles, then the flags (8-byte aligned)
-        self.scalars, self.stats = np.intp(base), np.intp(base + SCALAR_BYTES)
-        self.flags = np.intp(base + SCALAR_BYTES + 24 * p.n_slots)
+        # plain ints: PyCUDA's copies and memsets take an int address (not a NumPy integer)
+        self.scalars, self.stats = base, base + SCALAR_BYTES
+        self.flags = base + SCALAR_BYTES + 24 * p.n_slots
         self.items, self.n_items, self.chunks = self.mem.upload(items, "the weight-gradient items"), len(items), chunks
         self.act_off = self.mem.upload(p.act_off(steps, batch))
         self.rows, self.n_rb, self.stage, self.shared = rows, n_rb, stage, shared

@@ -55,7 +55,8 @@ class Trainer:
     parallel: None, or genlab.Hogwild(workers=K): fit runs K lock-free workers on the shared
     parameters (genlab.asynchronous); step() stays one synchronous step.
     decouple: None, or genlab.DNI(cuts=[...]): the backward cut into parts after those groups,
-    each earlier part updated from synthetic gradients (genlab.asynchronous.dni; serial engine).
+    each earlier part updated from synthetic gradients (genlab.asynchronous.dni; on the CUDA engine:
+    dense groups, executor "level_push", genlab.engines.cuda.decoupled).
     precision: the arithmetic of the dense groups' matrix products: "fp32" (the default), "3xtf32"
     (tensor cores at float32's accuracy), "tf32" or "bf16" (tensor cores on rounded operands);
     the serial engine rounds the same operands, so both engines compute the same step

@@ -10,7 +10,8 @@ for the true share; the true share, when the later part has computed it, is the 
 synthetic gradients from further up: the targets bootstrap, as in the paper.
 
 Here the parts run one after another on the serial engine, so the step computes exactly what a
-decoupled run computes (the lower part updates from the prediction, the module from the truth).
+decoupled run computes (the lower part updates from the prediction, the module from the truth);
+the CUDA engine computes the same step on the GPU (genlab.engines.cuda.decoupled).
 The parts run side by side on the partitioned engine (Trainer(distributed="partitioned",
 decouple=DNI()), genlab.distributed.synthetic), which computes the same to float32 rounding. Modules start at
 zero (the first steps train the lower parts on their own groups' gradients only). The modules
@@ -174,17 +175,24 @@ def _relative(prediction: np.ndarray, truth: np.ndarray) -> float:
 
 
 class Decoupled(Alone):
-    """The trainer's mode under DNI: one process, the decoupled serial engine."""
+    """The trainer's mode under DNI: one process, the decoupled serial or CUDA engine."""
 
     def __init__(self, dni: "DNI"):
         super().__init__(None)
         self.dni = dni
 
     def engine(self, backend, net, optimizer, dtype, executor, precision=FP32):
-        if backend not in ("auto", "serial") or executor is not None:
-            raise BackendError("DNI runs on the serial engine (backend='serial'); its parts on the CUDA engine are "
-                               "not built yet")
-        return DecoupledEngine(net, optimizer, dtype, self.dni.cuts, self.dni.conditioned, self.dni.lr, precision)
+        from ..backends import resolve
+
+        d = self.dni
+        if resolve(backend) == "cuda":  # its step on the GPU (engines/cuda/decoupled.py)
+            from ..engines.cuda.decoupled import DecoupledCudaEngine
+
+            return DecoupledCudaEngine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, executor, precision)
+        if executor not in (None, "auto") and backend == "serial":
+            raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
+                               "group after another (leave executor unset, or use backend='cuda')")
+        return DecoupledEngine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, precision)
 
 
 @dataclass(frozen=True)

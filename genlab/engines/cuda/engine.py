@@ -5,7 +5,7 @@ buffer, its gradients and optimizer state in the same layout, activations and th
 the executor's layout; the topology is built on the GPU (topology.py). A training step is the
 executor's (executors/), captured once per batch size and optimizer settings into a CUDA graph
 and replayed; it reads back 24 bytes (loss, correct count, gradient norm) to check for divergence.
-Growth is replayed on the GPU (growth.py).
+Growth is replayed on the GPU (growth.py). Subclasses: decoupled.py (synthetic gradients).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class CudaEngine(Concurrent, Engine):
     dtypes = ("float32",)
     has_executors = True
     precisions = ALL  # the level and dataflow executors' products (genlab.precision)
+    executor_type = staticmethod(executor_class)  # a name's executor class (a subclass may narrow the choice)
 
     def __init__(self, net: Network, optimizer, dtype="float32", executor: str = AUTO, precision: Precision = DEFAULT):
         if np.dtype(dtype).name not in self.dtypes:
@@ -69,7 +70,7 @@ class CudaEngine(Concurrent, Engine):
         self.guard = StepGuard(np.float32)
         self.chooser = Chooser() if executor == AUTO else None  # executor="auto" (choice.py)
         self.kinds: frozenset[str] = frozenset()  # the network's group kinds (load)
-        self.executor = executor_class("level" if self.chooser else executor)(self)
+        self.executor = self.executor_type("level" if self.chooser else executor)(self)
         self.load(net)
 
     # ------------------------------------------------------------------ layout and buffers
@@ -168,7 +169,7 @@ class CudaEngine(Concurrent, Engine):
         """Schedule steps with the executor called `name` from now on: its task lists and
         activation layout are built for the current topology; parameters, optimizer state and
         growth scores stay (the running activation ranges start again, as after growth)."""
-        cls = executor_class(name)
+        cls = self.executor_type(name)
         if type(self.executor) is cls:
             return
         self.flush()
@@ -362,14 +363,11 @@ class CudaEngine(Concurrent, Engine):
     def params(self) -> dict[tuple, np.ndarray]:
         """Every parameter, copied to the host, keyed as the serial engine keys them."""
         self.flush()
-        return self._unflatten("params")
+        return readback.unflatten(self, "params")
 
     @property
     def grads(self) -> dict[tuple, np.ndarray]:
-        return self._unflatten("grads")
-
-    def _unflatten(self, name: str) -> dict[tuple, np.ndarray]:
-        return readback.unflatten(self, name)
+        return readback.unflatten(self, "grads")
 
     @property
     def stats(self) -> dict[str, dict]:

@@ -28,7 +28,7 @@ from ...precision import Precision
 from .constants import THREADS
 
 # compiled at their first use, not at load
-ON_DEMAND = ("cluster.cu", "dataflow.cu", "rows.cu", "wavefront.cu", "wide.cu")
+ON_DEMAND = ("cluster.cu", "dataflow.cu", "dni.cu", "rows.cu", "wavefront.cu", "wide.cu")
 PRECISE = ("backward.cu", "dataflow.cu", "forward.cu", "wide.cu")  # built per precision (their tiles' products)
 # a kernel's name and parameters, after its attributes (__launch_bounds__(...), a macro naming others)
 _KERNEL = re.compile(r'^extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(?:[A-Z_]+ )*(\w+)\(([^)]*)\)', re.M)
@@ -88,6 +88,12 @@ def _struct_dtype(src: str, name: str) -> np.dtype:
             field = re.findall(r"\w+", declarator)[-1]
             fields.append((field, np.uint64 if "*" in declarator else _DTYPES[ctype]))
     return np.dtype(fields, align=True)
+
+
+def record(file: str, name: str) -> np.dtype:
+    """The NumPy record type of `struct name` defined in cuda/`file` (an array of them is a kernel's
+    table: the layout is written once, in the CUDA source)."""
+    return _struct_dtype(source([file]), name)
 
 
 def signature(src: str, name: str) -> list:

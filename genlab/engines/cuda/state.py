@@ -16,6 +16,7 @@ import numpy as np
 
 from ..base import EngineState
 from ...network import INPUT, OUTPUT
+from . import readback
 from .constants import THREADS
 from .growth import GROUP_STATE
 
@@ -29,7 +30,7 @@ def export(e: "CudaEngine") -> EngineState:
     e.flush()
     L, drv = e.layout, e.drv
     names = e.optimizer.state_names
-    flats = {n: e._unflatten(f"state_{n}") for n in names}
+    flats = {n: readback.unflatten(e, f"state_{n}") for n in names}
     state = EngineState(optimizer={key: {n: flats[n][key] for n in names} for key in L.offsets},
                         placement={"engine": e.name, **L.describe()})
     host = {}

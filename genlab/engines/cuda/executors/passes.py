@@ -4,10 +4,11 @@ forward(), backward() and update() called one by one."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ....errors import BackendError
 from ..constants import THREADS, TILE
 from . import kinds
 
@@ -86,15 +87,33 @@ def loss(e: "CudaEngine", batch: int) -> None:
              e.ptr("scalars", 8), b["stats"], np.int32(out))
 
 
-def backward(e: "CudaEngine", batch: int) -> None:
+class Seeded(Protocol):
+    """What a pushed backward may start from besides zero (the synthetic gradients of
+    engines/cuda/decoupled.py): seed() adds into the zeroed dz blocks, and the backward pushes
+    with the weights at `push_params` (where some edges' blocks may read as zero)."""
+
+    push_params: int
+
+    def seed(self, batch: int) -> None: ...
+
+
+def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
     """Loss, dz of every group (pulled by each group from its consumers, or pushed by the
-    consumers into their sources), then the weight and bias gradients and the ranges."""
+    consumers into their sources), then the weight and bias gradients and the ranges. `seeded`
+    (push only): dz starts from its seed, and the pushes read its weights."""
     zero_step_sums(e)
     kinds.zero_added(e)
     if e.executor.push:  # every dz block gathers atomically from its consumers
         e.mem.fill(e.buffers["dz"], 0, e.layout.n_cols * e.batch_cap)
+        if seeded is not None:
+            seeded.seed(batch)
+    elif seeded is not None:
+        raise BackendError(f"a seeded backward pushes; the {e.executor.name} executor pulls")
     loss(e, batch)
-    (_push if e.executor.push else _pull)(e, batch)
+    if e.executor.push:
+        _push(e, batch, e.buffers["params"] if seeded is None else seeded.push_params)
+    else:
+        _pull(e, batch)
     gradients(e, batch)
     ranges(e, batch)
 
@@ -108,7 +127,7 @@ def _pull(e: "CudaEngine", batch: int) -> None:
         kinds.backward(e, level, batch)
 
 
-def _push(e: "CudaEngine", batch: int) -> None:
+def _push(e: "CudaEngine", batch: int, params) -> None:
     L, b = e.layout, e.buffers
     ld, rows = np.int32(e.ld), (batch + TILE - 1) // TILE
     for number, (start, count) in enumerate(L.push_levels):
@@ -119,7 +138,7 @@ def _push(e: "CudaEngine", batch: int) -> None:
             e.launch("backward_finish", (count, rows), tasks, b["width"], b["act_off"], b["act"], b["dz"],
                      np.int32(batch), ld, b["stats"])
         e.launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"], b["in_src"],
-                 b["in_woff"], b["hidden"], b["params"], b["dz"], np.int32(batch), ld)
+                 b["in_woff"], b["hidden"], params, b["dz"], np.int32(batch), ld)
 
 
 def gradients(e: "CudaEngine", batch: int) -> None:

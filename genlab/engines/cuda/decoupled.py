@@ -1,0 +1,290 @@
+"""Synthetic gradients (genlab.DNI) on the CUDA engine: the step of asynchronous/dni.py's
+DecoupledEngine, on the GPU (cuda/dni.cu), captured as one CUDA graph like every step.
+
+The step is the level_push executor's with the backward cut at the crossing edges (an edge from
+a group of one part into a later part):
+
+    forward    as always
+    backward   dz starts from each boundary group's synthetic gradient M(h) / batch instead of
+               zero (dni_predict), and the pushes read a copy of the weights whose crossing
+               blocks are zero, so no crossing edge sends its share: the earlier part takes the
+               prediction, not the truth
+    truth      batch * the shares the crossing edges would have sent (dni_truth): the modules'
+               targets (the later part's own dz, which its own cuts may have seeded: the targets
+               bootstrap, as in the paper and the serial engine)
+    modules    their gradients (dni_grads, whose squares join the step's gradient norm, so one
+               guard refuses the network's and the modules' updates together), their errors
+               (dni_errors, read back with the step's scalars), their Adam step (optim.cu)
+    update     the network's, as always
+
+A boundary group keeps its module (parameters and Adam state) across growth while it still
+crosses with the same width; a new one starts at zero, as on the serial engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from ...asynchronous.dni import ERRORS, Interface, parts, relative_error
+from ...errors import BackendError, GraphError
+from ...network import INPUT, OUTPUT, Network
+from ...optim import Adam
+from ...precision import DEFAULT as FP32
+from ...precision import Precision
+from . import runtime
+from .constants import THREADS
+from .engine import CudaEngine
+from .executors import AUTO, passes
+from .executors.level import LevelPush
+
+FILE = "dni.cu"
+
+
+class DecoupledPush(LevelPush):
+    """level_push with the backward cut into parts by the engine's modules (module text)."""
+
+    def enqueue_step(self, batch: int) -> None:
+        e = self.engine
+        passes.forward(e, batch)
+        passes.backward(e, batch, e.modules)
+        e.modules.enqueue_train(batch)
+        e.modules.enqueue_update()
+        passes.update(e)
+
+    def enqueue_gradients(self, batch: int) -> None:
+        raise BackendError("synthetic gradients run in one process (or with distributed='partitioned'), not "
+                           "data-parallel")
+
+    def graph_key(self) -> tuple:
+        opt = self.engine.module_optimizer
+        return (opt.lr, *opt.hyper)
+
+
+class Modules:
+    """The modules of one layout on the device: their parameters, gradients and Adam state as flat
+    buffers, the tables cuda/dni.cu reads (DniInterface, DniCrossing), the batch's predictions and
+    targets, the weights the pushes read (crossing blocks zero)."""
+
+    def __init__(self, e: "DecoupledCudaEngine", crossing: set, classes: int, old: "Modules | None"):
+        L = e.layout
+        self.engine, self.layout, self.classes, self.conditioned = e, L, classes, e.conditioned
+        self.groups = sorted({s for s, _ in crossing})
+        into = {s: sorted((g for t, g in crossing if t == s), key=lambda g: -L.slot[g]) for s in self.groups}
+        table = np.zeros(len(self.groups), runtime.record(FILE, "DniInterface"))
+        edges = np.zeros(len(crossing), runtime.record(FILE, "DniCrossing"))
+        self.blocks, self.zeroed = {}, []  # {group: (first parameter, width)}, [(offset, count)] of crossing blocks
+        n_params = cols = c = 0
+        for i, s in enumerate(self.groups):
+            w = int(L.width[L.slot[s]])
+            size = w * w + w + (classes * w if self.conditioned else 0)
+            table[i] = (L.slot[s], w, cols, n_params, c, c + len(into[s]))
+            self.blocks[s] = (n_params, w)
+            for g in into[s]:
+                wd, off = int(L.width[L.slot[g]]), L.offsets[("W", s, g)]
+                edges[c] = (L.slot[g], wd, off)
+                self.zeroed.append((off, wd * w))
+                c += 1
+            n_params, cols = n_params + size, cols + w
+        self.n_params, self.cols = n_params, cols
+        self.widest = max((w for _, w in self.blocks.values()), default=1)
+        self.largest = max((w * w + w + (classes * w if self.conditioned else 0) for _, w in self.blocks.values()),
+                           default=1)
+        values = self._carried(old)
+        mem = e.mem
+        self.table, self.edges = mem.upload(table, "DNI modules"), mem.upload(edges, "DNI crossing edges")
+        self.params, self.m, self.v, self.t = (mem.upload(a, "DNI modules") for a in values)
+        self.grads = mem.new(4 * max(n_params, 1), "DNI module gradients")
+        self._push = mem.new(4 * max(L.n_params, 1), "the weights the backward pushes with")
+        self.sums = mem.new(16 * max(len(self.groups), 1), "DNI module errors")
+        self.host_sums = e.drv.pagelocked_zeros((max(len(self.groups), 1), 2), np.float64)
+        self.rows = 0
+        self.pred = self.target = None
+        self.ensure(e.batch_cap)
+
+    def _carried(self, old: "Modules | None") -> list[np.ndarray]:
+        """Parameters, m, v, t of every module: a group's old ones where it kept its width (and the
+        label's part, conditioned), else zero."""
+        values = [np.zeros(max(self.n_params, 1), np.float32) for _ in range(4)]
+        if old is None or not old.groups:
+            return values
+        before = old.host()
+        for s, (start, w) in self.blocks.items():
+            if s in old.blocks and old.blocks[s][1] == w and old.classes == self.classes:
+                first, _ = old.blocks[s]
+                size = w * w + w + (self.classes * w if self.conditioned else 0)
+                for new, previous in zip(values, before):
+                    new[start:start + size] = previous[first:first + size]
+        return values
+
+    def ensure(self, rows: int) -> None:
+        """Predictions and targets for `rows` rows (before a capture: allocation is not captured)."""
+        if rows > self.rows:
+            e = self.engine
+            self.pred = e.mem.new(4 * rows * max(self.cols, 1), "DNI predictions")
+            self.target = e.mem.new(4 * rows * max(self.cols, 1), "DNI targets")
+            self.rows = rows
+
+    def host(self) -> list[np.ndarray]:
+        """Parameters, m, v, t from the device."""
+        e = self.engine
+        out = []
+        for buf in (self.params, self.m, self.v, self.t):
+            a = np.empty(max(self.n_params, 1), np.float32)
+            e.drv.memcpy_dtoh_async(a, buf, e.stream)
+            out.append(a)
+        e.stream.synchronize()
+        return out
+
+    # ------------------------------------------------------------------ the step's parts
+    def _cut(self, batch: int) -> bytes:
+        e, b = self.engine, self.engine.buffers
+        a = np.zeros((), runtime.record(FILE, "DniCut"))
+        for name, buf in (("interfaces", self.table), ("crossings", self.edges), ("mparams", self.params),
+                          ("mgrads", self.grads), ("pred", self.pred), ("target", self.target), ("sums", self.sums)):
+            a[name] = int(buf)
+        for name in ("act_off", "labels", "act", "params", "dz"):
+            a[name] = int(b[name])
+        a["gradsq"] = e.ptr("scalars", 16)
+        a["batch"], a["cols"], a["classes"], a["conditioned"] = batch, self.cols, self.classes, self.conditioned
+        return a.tobytes()
+
+    def seed(self, batch: int) -> None:
+        """The pushes' weights (crossing blocks zero) and the synthetic gradients in dz."""
+        if not self.groups:
+            return
+        e = self.engine
+        e.drv.memcpy_dtod_async(self._push, e.buffers["params"], 4 * self.layout.n_params, e.stream)
+        for offset, count in self.zeroed:
+            e.mem.fill(int(self._push) + 4 * offset, 0, count)
+        e.launch("dni_predict", (len(self.groups), -(-batch * self.widest // THREADS)), self._cut(batch))
+
+    @property
+    def push_params(self) -> int:
+        """The weights the backward pushes with (passes.Seeded): crossing blocks zero."""
+        return int(self._push) if self.groups else int(self.engine.buffers["params"])
+
+    def enqueue_train(self, batch: int) -> None:
+        """The modules' targets, gradients and errors (the step's gradient norm gets theirs)."""
+        if not self.groups:
+            return
+        e, cut = self.engine, self._cut(batch)
+        e.launch("dni_truth", (len(self.groups), -(-batch * self.widest // THREADS)), cut)
+        e.launch("dni_grads", (len(self.groups), -(-self.largest // THREADS)), cut)
+        e.launch("dni_errors", (len(self.groups), 1), cut)
+
+    def enqueue_update(self) -> None:
+        """The modules' Adam step, refused on the device with the network's (the step's scalars)."""
+        if not self.groups:
+            return
+        e, opt = self.engine, self.engine.module_optimizer
+        e.launch("optimizer_update", (-(-self.n_params // (4 * THREADS)), 1), np.int32(opt.code), self.params,
+                 self.grads, self.m, self.v, self.t, np.int32(self.n_params), np.float32(opt.lr),
+                 *[np.float32(h) for h in opt.hyper], e.buffers["scalars"])
+
+    def read_errors(self) -> None:
+        """Queue the copy of the modules' error sums (the caller synchronises)."""
+        if self.groups:
+            e = self.engine
+            e.drv.memcpy_dtoh_async(self.host_sums, self.sums, e.stream)
+
+    def errors(self) -> dict[int, float]:
+        """{boundary group: |prediction - truth| / |truth|} of the last backward."""
+        return {g: relative_error(math.sqrt(miss), math.sqrt(truth))
+                for g, (miss, truth) in zip(self.groups, self.host_sums.tolist())}
+
+    def interfaces(self) -> dict[int, Interface]:
+        """The modules as the serial engine keeps them (their parameters copied to the host)."""
+        params = self.host()[0]
+        out = {}
+        for s, (start, w) in self.blocks.items():
+            m = Interface(w, self.classes, self.conditioned, np.float32)
+            at = start
+            for name in ("W", "b", "C") if self.conditioned else ("W", "b"):
+                value = m.params[name]
+                value[...] = params[at:at + value.size].reshape(value.shape)
+                at += value.size
+            out[s] = m
+        return out
+
+
+class DecoupledCudaEngine(CudaEngine):
+    """The CUDA engine with the backward cut into parts after the cut groups, a synthetic-gradient
+    module at every boundary group (genlab.DNI; module text). Dense groups, the level_push
+    executor; the same step as asynchronous/dni.py's DecoupledEngine."""
+
+    def __init__(self, net: Network, optimizer, dtype, cuts: tuple[int, ...], conditioned: bool, lr: float = 1e-3,
+                 executor: str | None = None, precision: Precision = FP32):
+        if executor not in (None, AUTO, LevelPush.name):
+            raise BackendError(f"synthetic gradients on the CUDA engine run on the {LevelPush.name} executor (the "
+                               f"backward pushes, so a cut edge can stay silent), not {executor!r}")
+        self.cuts, self.conditioned = tuple(cuts), conditioned
+        self.module_optimizer = Adam(lr=lr)  # the modules' own, as on the serial engine
+        self.errors = deque(maxlen=ERRORS)  # per step: {boundary group: |M - truth| / |truth|}
+        self.part, self.crossing, self.boundary = {}, set(), set()
+        self.modules: Modules | None = None
+        super().__init__(net, optimizer, dtype, executor=LevelPush.name, precision=precision)
+
+    @staticmethod
+    def executor_type(name: str):
+        if name != LevelPush.name:
+            raise BackendError(f"synthetic gradients on the CUDA engine run on the {LevelPush.name} executor only")
+        return DecoupledPush
+
+    def load(self, net: Network, placement: dict | None = None) -> None:
+        if net.recurrent:
+            raise BackendError("DNI cuts a feed-forward network; this one has edges with a delay")
+        for c in self.cuts:
+            if c not in net.widths or c in (INPUT, OUTPUT):
+                raise GraphError(f"DNI cut group {c} is not a hidden group of the network")
+        super().load(net, placement)
+        self._follow(net)
+
+    def apply_growth(self, net: Network, log: list) -> None:
+        super().apply_growth(net, log)
+        self._follow(net)
+
+    def _follow(self, net: Network) -> None:
+        """The parts, crossing edges and modules of the network as it is now."""
+        runtime.load(FILE)
+        part = parts(net, self.cuts)
+        crossing = {(s, g) for g in net.groups for s in net.inputs(g) if s != INPUT and part[g] > part[s]}
+        self.modules = Modules(self, crossing, net.n_outputs, self.modules)
+        self.part, self.crossing, self.boundary = part, crossing, {s for s, _ in crossing}
+        self._graphs.clear()
+
+    def ensure_batch(self, batch: int) -> None:
+        super().ensure_batch(batch)
+        if self.modules is not None:
+            self.modules.ensure(self.batch_cap)
+
+    def use_executor(self, name: str) -> None:
+        self.executor_type(name)
+
+    # ------------------------------------------------------------------ training
+    def backward(self, y: np.ndarray) -> float:
+        self.flush()
+        self.put_labels(y)
+        passes.backward(self, self.batch, self.modules)
+        self.modules.enqueue_train(self.batch)
+        self._stats_cache = None
+        return self.read_scalars()[0]
+
+    def update(self) -> None:
+        """The modules' update, then the network's (both refused on the device if the step is not finite)."""
+        self.modules.enqueue_update()
+        super().update()
+
+    def read_scalars(self) -> tuple[float, int, float]:
+        self.modules.read_errors()
+        out = super().read_scalars()
+        if self.modules.groups:
+            self.errors.append(self.modules.errors())
+        return out
+
+    @property
+    def interfaces(self) -> dict[int, Interface]:
+        """{boundary group: its module}, copied from the device."""
+        return self.modules.interfaces()

@@ -150,6 +150,22 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
         def synchronize(self):
             pass
 
+        def wait_for_event(self, event):
+            assert isinstance(event, Event) and event.recorded, "a stream waits for an event never recorded"
+
+    class Event:
+        """Work here runs in the order it is enqueued, so an event orders nothing more; a wait
+        checks that the event was recorded first (as a fork and join inside a capture need)."""
+
+        recorded = False
+
+        def record(self, stream=None):
+            self.recorded = True
+            return self
+
+        def synchronize(self):
+            return self
+
     class Device:
         def __init__(self, ordinal=0):
             self.ordinal = ordinal
@@ -214,7 +230,7 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
     drv.memset_d2d32 = drv.memset_d2d32_async = memset_d2d32
     drv.init = lambda: None
     drv.Device = Device
-    drv.mem_alloc, drv.to_device, drv.Stream = mem_alloc, to_device, Stream
+    drv.mem_alloc, drv.to_device, drv.Stream, drv.Event = mem_alloc, to_device, Stream, Event
     drv.memcpy_htod = drv.memcpy_htod_async = htod
     drv.memcpy_dtoh = drv.memcpy_dtoh_async = dtoh
     drv.memcpy_dtod = drv.memcpy_dtod_async = dtod

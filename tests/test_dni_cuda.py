@@ -185,3 +185,25 @@ def test_the_cuda_engine_says_where_its_synthetic_gradients_run(cpu_gpu):
         genlab.Trainer(rnn, backend="cuda", decouple=genlab.DNI([rnn.hidden_groups[0]]))
     with pytest.raises(BackendError, match="schedule of the CUDA engine"):
         genlab.Trainer(net.copy(), backend="serial", executor="level", decouple=genlab.DNI(cuts))
+
+
+def test_each_part_pushes_its_own_groups_on_a_stream_of_its_own(cpu_gpu):
+    import pycuda.driver as drv
+
+    net, cuts = skipping_net()
+    gpu, _ = pair(net, cuts, False)
+    L, m = gpu.layout, gpu.modules
+    assert len(m.streams) == len(set(gpu.part.values())) == 3 and len(set(map(id, m.streams))) == 3
+    seen = []
+    for (levels, tasks, hidden), p in zip(m.lists, sorted(set(gpu.part.values()))):
+        ids = np.empty((sum(count for _, _, count in levels), 2), np.int32)
+        drv.memcpy_dtoh(ids, tasks)
+        mask = np.empty(len(L.groups), np.int32)
+        drv.memcpy_dtoh(mask, hidden)
+        groups = {L.groups[slot] for slot in ids[:, 0]}
+        assert all(gpu.part[g] == p for g in groups)
+        assert {L.groups[s] for s in np.flatnonzero(mask)} == {g for g in groups if g != genlab.OUTPUT}
+        seen += list(map(tuple, ids))
+    everything = np.empty((L.n_backward_tasks + L.push_levels[0][1], 2), np.int32)
+    drv.memcpy_dtoh(everything, gpu.buffers["backward_tasks"])
+    assert sorted(seen) == sorted(map(tuple, everything))  # every task once, in one part

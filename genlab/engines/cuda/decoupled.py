@@ -6,9 +6,10 @@ a group of one part into a later part):
 
     forward    as always
     backward   dz starts from each boundary group's synthetic gradient M(h) / batch instead of
-               zero (dni_predict), and the pushes read a copy of the weights whose crossing
-               blocks are zero, so no crossing edge sends its share: the earlier part takes the
-               prediction, not the truth
+               zero (dni_predict); each part pushes only into its own groups, so no crossing
+               edge sends its share (the earlier part takes the prediction, not the truth) and
+               no part waits for another: the parts' backwards run side by side, each on a
+               stream of its own (forked from the step's stream and joined back, inside the graph)
     truth      batch * the shares the crossing edges would have sent (dni_truth): the modules'
                targets (the later part's own dz, which its own cuts may have seeded: the targets
                bootstrap, as in the paper and the serial engine)
@@ -24,6 +25,7 @@ crosses with the same width; a new one starts at zero, as on the serial engine.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import deque
 
 import numpy as np
@@ -66,43 +68,45 @@ class DecoupledPush(LevelPush):
 class Modules:
     """The modules of one layout on the device: their parameters, gradients and Adam state as flat
     buffers, the tables cuda/dni.cu reads (DniInterface, DniCrossing), the batch's predictions and
-    targets, the weights the pushes read (crossing blocks zero)."""
+    targets; each part's task lists and stream (passes.Seeded: the step's pushed backward)."""
 
-    def __init__(self, e: "DecoupledCudaEngine", crossing: set, classes: int, old: "Modules | None"):
+    def __init__(self, e: "DecoupledCudaEngine", part: dict, crossing: set, classes: int, old: "Modules | None"):
         L = e.layout
-        self.engine, self.layout, self.classes, self.conditioned = e, L, classes, e.conditioned
+        # a weak reference, as an executor's: a replaced engine gives its device memory back at once
+        self.engine, self.layout, self.classes, self.conditioned = weakref.proxy(e), L, classes, e.conditioned
         self.groups = sorted({s for s, _ in crossing})
         into = {s: sorted((g for t, g in crossing if t == s), key=lambda g: -L.slot[g]) for s in self.groups}
         table = np.zeros(len(self.groups), runtime.record(FILE, "DniInterface"))
         edges = np.zeros(len(crossing), runtime.record(FILE, "DniCrossing"))
-        self.blocks, self.zeroed = {}, []  # {group: (first parameter, width)}, [(offset, count)] of crossing blocks
+        self.blocks = {}  # {group: (first parameter, width)}
         n_params = cols = c = 0
         for i, s in enumerate(self.groups):
             w = int(L.width[L.slot[s]])
-            size = w * w + w + (classes * w if self.conditioned else 0)
             table[i] = (L.slot[s], w, cols, n_params, c, c + len(into[s]))
             self.blocks[s] = (n_params, w)
             for g in into[s]:
                 wd, off = int(L.width[L.slot[g]]), L.offsets[("W", s, g)]
                 edges[c] = (L.slot[g], wd, off)
-                self.zeroed.append((off, wd * w))
                 c += 1
-            n_params, cols = n_params + size, cols + w
+            n_params, cols = n_params + self.size(w), cols + w
         self.n_params, self.cols = n_params, cols
         self.widest = max((w for _, w in self.blocks.values()), default=1)
-        self.largest = max((w * w + w + (classes * w if self.conditioned else 0) for _, w in self.blocks.values()),
-                           default=1)
+        self.largest = max((self.size(w) for _, w in self.blocks.values()), default=1)
         values = self._carried(old)
         mem = e.mem
         self.table, self.edges = mem.upload(table, "DNI modules"), mem.upload(edges, "DNI crossing edges")
         self.params, self.m, self.v, self.t = (mem.upload(a, "DNI modules") for a in values)
         self.grads = mem.new(4 * max(n_params, 1), "DNI module gradients")
-        self._push = mem.new(4 * max(L.n_params, 1), "the weights the backward pushes with")
+        self._parts(e, part)
         self.sums = mem.new(16 * max(len(self.groups), 1), "DNI module errors")
         self.host_sums = e.drv.pagelocked_zeros((max(len(self.groups), 1), 2), np.float64)
         self.rows = 0
         self.pred = self.target = None
         self.ensure(e.batch_cap)
+
+    def size(self, w: int) -> int:
+        """The parameters of a module of width w: W, b, and C conditioned (cuda/dni.cu's order)."""
+        return w * w + w + (self.classes * w if self.conditioned else 0)
 
     def _carried(self, old: "Modules | None") -> list[np.ndarray]:
         """Parameters, m, v, t of every module: a group's old ones where it kept its width (and the
@@ -113,8 +117,7 @@ class Modules:
         before = old.host()
         for s, (start, w) in self.blocks.items():
             if s in old.blocks and old.blocks[s][1] == w and old.classes == self.classes:
-                first, _ = old.blocks[s]
-                size = w * w + w + (self.classes * w if self.conditioned else 0)
+                first, size = old.blocks[s][0], self.size(w)
                 for new, previous in zip(values, before):
                     new[start:start + size] = previous[first:first + size]
         return values
@@ -151,20 +154,52 @@ class Modules:
         a["batch"], a["cols"], a["classes"], a["conditioned"] = batch, self.cols, self.classes, self.conditioned
         return a.tobytes()
 
-    def seed(self, batch: int) -> None:
-        """The pushes' weights (crossing blocks zero) and the synthetic gradients in dz."""
-        if not self.groups:
-            return
-        e = self.engine
-        e.drv.memcpy_dtod_async(self._push, e.buffers["params"], 4 * self.layout.n_params, e.stream)
-        for offset, count in self.zeroed:
-            e.mem.fill(int(self._push) + 4 * offset, 0, count)
-        e.launch("dni_predict", (len(self.groups), -(-batch * self.widest // THREADS)), self._cut(batch))
+    def _parts(self, e: "DecoupledCudaEngine", part: dict) -> None:
+        """Each part's pushed backward: its tasks of every push level (the layout's list, read
+        back and split by the part of each task's group), the sources it pushes into (its own
+        hidden groups), a stream and the events that fork it from the step's stream and join it back."""
+        L = self.layout
+        levels = L.push_levels
+        total = levels[-1][0] + levels[-1][1] if levels else 0
+        tasks = np.empty((max(total, 1), 2), np.int32)
+        e.drv.memcpy_dtoh_async(tasks, e.buffers["backward_tasks"], e.stream)
+        e.stream.synchronize()
+        of_slot = np.array([part.get(g, -1) for g in L.groups])
+        arrays, self.lists = {}, []
+        for p in sorted(set(part.values())):
+            chosen, own = [], []
+            for number, (start, count) in enumerate(levels):
+                mine = tasks[start:start + count][of_slot[tasks[start:start + count, 0]] == p]
+                if len(mine):
+                    own.append((number, sum(map(len, chosen)), len(mine)))
+                    chosen.append(mine)
+            if own:
+                arrays[f"tasks{p}"] = np.concatenate(chosen)
+                arrays[f"hidden{p}"] = (L.hidden.astype(bool) & (of_slot == p)).astype(np.int32)
+                self.lists.append((p, own))
+        self._lists, where = e.mem.upload_all(arrays, "DNI parts' task lists")
+        drv = e.drv
+        self.streams = [drv.Stream() for _ in self.lists]
+        self.launchers = [runtime.Launcher(stream, e.precision) for stream in self.streams]
+        self.lists = [(own, where[f"tasks{p}"], where[f"hidden{p}"]) for p, own in self.lists]
+        self.fork, self.done = drv.Event(), [drv.Event() for _ in self.lists]
 
-    @property
-    def push_params(self) -> int:
-        """The weights the backward pushes with (passes.Seeded): crossing blocks zero."""
-        return int(self._push) if self.groups else int(self.engine.buffers["params"])
+    def seed(self, batch: int) -> None:
+        """The synthetic gradients in dz (passes.Seeded)."""
+        if self.groups:
+            e = self.engine
+            e.launch("dni_predict", (len(self.groups), -(-batch * self.widest // THREADS)), self._cut(batch))
+
+    def push(self, batch: int) -> None:
+        """Each part's pushed backward on its own stream, side by side (passes.Seeded)."""
+        e = self.engine
+        self.fork.record(e.stream)
+        for (levels, tasks, hidden), stream, launch, done in zip(self.lists, self.streams, self.launchers, self.done):
+            stream.wait_for_event(self.fork)
+            passes.push_levels(e, batch, levels, tasks, hidden, launch)
+            done.record(stream)
+        for done in self.done:
+            e.stream.wait_for_event(done)
 
     def enqueue_train(self, batch: int) -> None:
         """The modules' targets, gradients and errors (the step's gradient norm gets theirs)."""
@@ -251,7 +286,7 @@ class DecoupledCudaEngine(CudaEngine):
         runtime.load(FILE)
         part = parts(net, self.cuts)
         crossing = {(s, g) for g in net.groups for s in net.inputs(g) if s != INPUT and part[g] > part[s]}
-        self.modules = Modules(self, crossing, net.n_outputs, self.modules)
+        self.modules = Modules(self, part, crossing, net.n_outputs, self.modules)
         self.part, self.crossing, self.boundary = part, crossing, {s for s, _ in crossing}
         self._graphs.clear()
 

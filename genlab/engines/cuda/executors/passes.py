@@ -88,19 +88,19 @@ def loss(e: "CudaEngine", batch: int) -> None:
 
 
 class Seeded(Protocol):
-    """What a pushed backward may start from besides zero (the synthetic gradients of
-    engines/cuda/decoupled.py): seed() adds into the zeroed dz blocks, and the backward pushes
-    with the weights at `push_params` (where some edges' blocks may read as zero)."""
-
-    push_params: int
+    """A pushed backward that starts from more than zero and pushes in its own way (the synthetic
+    gradients of engines/cuda/decoupled.py): seed() adds into the zeroed dz blocks before the loss,
+    push() replaces the pushes (push_levels, over lists of its own)."""
 
     def seed(self, batch: int) -> None: ...
+
+    def push(self, batch: int) -> None: ...
 
 
 def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
     """Loss, dz of every group (pulled by each group from its consumers, or pushed by the
     consumers into their sources), then the weight and bias gradients and the ranges. `seeded`
-    (push only): dz starts from its seed, and the pushes read its weights."""
+    (push only): dz starts from its seed, and it pushes."""
     zero_step_sums(e)
     kinds.zero_added(e)
     if e.executor.push:  # every dz block gathers atomically from its consumers
@@ -110,8 +110,12 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
     elif seeded is not None:
         raise BackendError(f"a seeded backward pushes; the {e.executor.name} executor pulls")
     loss(e, batch)
-    if e.executor.push:
-        _push(e, batch, e.buffers["params"] if seeded is None else seeded.push_params)
+    if seeded is not None:
+        seeded.push(batch)
+    elif e.executor.push:
+        b = e.buffers
+        push_levels(e, batch, [(n, *level) for n, level in enumerate(e.layout.push_levels)], b["backward_tasks"],
+                    b["hidden"], e.launch)
     else:
         _pull(e, batch)
     gradients(e, batch)
@@ -127,18 +131,22 @@ def _pull(e: "CudaEngine", batch: int) -> None:
         kinds.backward(e, level, batch)
 
 
-def _push(e: "CudaEngine", batch: int, params) -> None:
-    L, b = e.layout, e.buffers
+def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch) -> None:
+    """The pushed backward over `levels`: (number, first task, task count) each, number 0 the
+    output group's level (its dz is the loss's: no finish), the tasks 8 bytes each from `tasks`;
+    a task's group finishes its dz (mask, statistics), then pushes into the sources that
+    `hidden` marks; `launch`: the launcher of the stream to run on."""
+    b = e.buffers
     ld, rows = np.int32(e.ld), (batch + TILE - 1) // TILE
-    for number, (start, count) in enumerate(L.push_levels):
+    for number, start, count in levels:
         if not count:
             continue
-        tasks = e.ptr("backward_tasks", 8 * start)
+        at = int(tasks) + 8 * start
         if number:  # all consumers of this level have pushed: mask and statistics
-            e.launch("backward_finish", (count, rows), tasks, b["width"], b["act_off"], b["act"], b["dz"],
-                     np.int32(batch), ld, b["stats"])
-        e.launch("backward_push", (count, rows), tasks, b["width"], b["act_off"], b["in_ptr"], b["in_src"],
-                 b["in_woff"], b["hidden"], params, b["dz"], np.int32(batch), ld)
+            launch("backward_finish", (count, rows), at, b["width"], b["act_off"], b["act"], b["dz"],
+                   np.int32(batch), ld, b["stats"])
+        launch("backward_push", (count, rows), at, b["width"], b["act_off"], b["in_ptr"], b["in_src"],
+               b["in_woff"], hidden, b["params"], b["dz"], np.int32(batch), ld)
 
 
 def gradients(e: "CudaEngine", batch: int) -> None:

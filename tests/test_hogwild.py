@@ -192,3 +192,26 @@ def test_workers_fork_from_a_server_in_jupyter_and_fork_in_a_script(monkeypatch)
     assert start_method() == "forkserver"
     kernel.__file__ = "/home/student/train.py"  # a script's would be run again by each worker
     assert start_method() == "fork"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cuda_workers_run_the_executor_auto_chooses_for_the_trainer(cpu_gpu, digits, monkeypatch, tmp_path, workers):
+    """executor="auto": the team consults the trainer's chooser as a synchronous step does (one
+    worker: before every step, so the run is the synchronous trainer's bit for bit), instead of
+    keeping whichever executor the engine held before its first step."""
+    from genlab.engines.cuda import choice
+
+    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(choice, "_CACHE", {})
+    monkeypatch.setattr(choice, "trial", lambda e, x, y, names: {n: 1.0 if n == "level_push" else 2.0 for n in names})
+    small = genlab.datasets.Dataset("digits", digits.X_train[:96], digits.y_train[:96], digits.X_test, digits.y_test)
+    sync, hog = _trainers(small, "cuda", workers, optimizer="sgd", lr=0.05)
+    seen = []
+    launch = type(hog.engine).launch_step
+    monkeypatch.setattr(type(hog.engine), "launch_step", lambda e, batch: (seen.append(e.executor.name), launch(e, batch)))
+    for t in (sync, hog):
+        t.fit(small.X_train, small.y_train, epochs=1, progress=False)
+    assert sync.engine.executor.name == hog.engine.executor.name == "level_push"
+    assert seen and set(seen) == {"level_push"}  # every worker, every step
+    if workers == 1:
+        _same_run(sync, hog)

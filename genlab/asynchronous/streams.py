@@ -8,6 +8,9 @@ on the shared parameters whenever its kernels get there. The host cannot see whe
 step, the others' updates landed, so a step's staleness is counted as the others' steps in
 flight with it: the most updates that can have landed between its read and its write.
 
+With executor="auto", the trainer's engine chooses for the run's first batch as its synchronous
+step would (alone, before every step), and the other workers take the executor it chose.
+
 The row executor (dataflow_rows) normally leaves a step's update to the next step's first items;
 here each worker's next step comes a round later, so its update runs within its own step.
 
@@ -61,6 +64,9 @@ class StreamTeam(Team):
         self._sync()
         before = device_state.Backup(main, state=False)  # the parameters a failure puts back
         queues = [list(batches) for batches in plan]
+        first = next((q[0] for q in queues if q), None)
+        if first is not None:
+            self._choose(first)
         try:
             while any(queues):
                 live = [w for w in range(self.workers) if queues[w]]
@@ -90,8 +96,22 @@ class StreamTeam(Team):
             for w in live:
                 self.engines[w].measure()
 
+    def _choose(self, idx) -> None:
+        """executor="auto": the trainer's engine chooses for this batch as its synchronous step
+        would (called with nothing in flight: a trial puts back what its steps change); the other
+        workers are made again on the executor it chose."""
+        main = self.engines[0]
+        if main.chooser is None:
+            return
+        before = type(main.executor)
+        main.chooser.step(main, self.X[idx], self.y[idx], len(self.y[idx]) * main.layout.kinds.tokens)
+        if type(main.executor) is not before and self.workers > 1:
+            self.reload()
+
     def _launch(self, w: int, idx) -> None:
         e = self.engines[w]
+        if self.workers == 1:  # alone, every step is read before the next: it chooses as the synchronous trainer does
+            self._choose(idx)
         if not e.guard.safe(self.trainer.optimizer):  # still unsure after measuring: the careful, lone step
             self.careful[w] = e.step(self.X[idx], self.y[idx])
             return
@@ -118,6 +138,6 @@ class StreamTeam(Team):
         self._sync()
         main = self.trainer.engine
         main.guard.limit = self.limit
-        if isinstance(main.executor, Rows) and self.defer is not None:
-            main.executor.defer_update = self.defer
+        if isinstance(main.executor, Rows):  # (the executor "auto" chose may have changed meanwhile)
+            main.executor.defer_update = True if self.defer is None else self.defer
         self.engines = [main]

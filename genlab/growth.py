@@ -309,6 +309,7 @@ class Grower:
                 low = self.taylor_low[g] = self.taylor_low.get(g, 0) + 1 if taylor[g] < p.prune_taylor else 0
                 if low >= p.patience:
                     candidates.append((g, None, "taylor"))
+        pinned = engine.pinned if engine is not None else frozenset()
         for g, constant, why in candidates:
             if g not in net.widths:
                 continue  # removed with an earlier candidate
@@ -320,6 +321,10 @@ class Grower:
                 continue
             except GraphError:
                 continue  # the only path to the output: keep it
+            if pinned.intersection(removed):
+                notes.info("group %d is not pruned: it would remove the engine's cut group(s) %s", g,
+                           sorted(pinned.intersection(removed)))
+                continue
             net.assign(trial)
             log.extend(trial_log)
             stat = taylor.get(g, 0.0) if why == "taylor" else 0.0

@@ -207,3 +207,32 @@ def test_each_part_pushes_its_own_groups_on_a_stream_of_its_own(cpu_gpu):
     everything = np.empty((L.n_backward_tasks + L.push_levels[0][1], 2), np.int32)
     drv.memcpy_dtoh(everything, gpu.buffers["backward_tasks"])
     assert sorted(seen) == sorted(map(tuple, everything))  # every task once, in one part
+
+
+@pytest.mark.parametrize("feature, at", [("growth_depth", 0), ("growth_width", 0), ("growth_auto", 0),
+                                         ("growth_top_rule", 0), ("criterion_taylor", 0), ("prune_ranges", 0),
+                                         ("prune_ranges", 1), ("sgd", 0)])
+def test_growth_and_pruning_features_cut_the_same_way_on_both_engines(cpu_gpu, feature, at):
+    """Every growth feature with a cut, on both engines; at 1 the cut is the dead group pruning
+    would remove: it is kept (Engine.pinned) and the run goes on."""
+    from test_engine_features import FEATURES, dag, data
+
+    options, steps, _ = FEATURES[feature]
+    X, y = data("dag")
+    net = dag()
+    cut = net.hidden_groups[at]
+    runs = {}
+    for backend in ("serial", "cuda"):
+        t = genlab.Trainer(net.copy(), backend=backend, seed=0, **({"lr": 1e-2} | options),
+                           decouple=genlab.DNI([cut], conditioned=True, lr=0.01))
+        for step in range(steps):
+            rows = slice((step * 32) % len(y), (step * 32) % len(y) + 32)
+            t.step(X[rows], y[rows])
+        runs[backend] = t
+    serial, cuda = runs["serial"], runs["cuda"]
+    assert [(e["kind"], e["source"], e["new"]) for e in serial.history.events] == \
+        [(e["kind"], e["source"], e["new"]) for e in cuda.history.events]
+    assert cuda.engine.crossing == serial.engine.crossing and cut in cuda.net.groups
+    if feature == "prune_ranges" and at == 0:
+        assert any(e["kind"] == "prune" for e in cuda.history.events)
+    np.testing.assert_allclose(cuda.logits(X[:64]), serial.logits(X[:64]), rtol=2e-3, atol=2e-3)

@@ -103,6 +103,7 @@ class DecoupledEngine(SerialEngine):
     def __init__(self, net: Network, optimizer, dtype, cuts: tuple[int, ...], conditioned: bool, lr: float = 1e-3,
                  precision: Precision = FP32):
         self.cuts, self.conditioned = cuts, conditioned
+        self.pinned = frozenset(cuts)  # pruning keeps the cut groups
         self.module_optimizer = Adam(lr=lr)  # the modules' own: Adam meets their per-sample scale whatever the network's
         self.interfaces: dict[int, Interface] = {}
         self.errors = deque(maxlen=ERRORS)  # per step: {boundary group: |M - truth| / |truth|}

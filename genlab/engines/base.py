@@ -105,6 +105,7 @@ class Engine(ABC):
     growth_criterion: tuple[str, float] | None = None
     every_step: bool = False  # a recurrent network's output is read (and its loss taken) at every step
     pruning: tuple[bool, float | None] = (False, None)
+    pinned: frozenset[int] = frozenset()  # groups pruning must keep (a DNI engine's cut groups)
 
     @classmethod
     def check_precision(cls, precision: Precision) -> None:

@@ -256,6 +256,7 @@ class DecoupledCudaEngine(CudaEngine):
             raise BackendError(f"synthetic gradients on the CUDA engine run on the {LevelPush.name} executor (the "
                                f"backward pushes, so a cut edge can stay silent), not {executor!r}")
         self.cuts, self.conditioned = tuple(cuts), conditioned
+        self.pinned = frozenset(self.cuts)  # pruning keeps the cut groups
         self.module_optimizer = Adam(lr=lr)  # the modules' own, as on the serial engine
         self.errors = deque(maxlen=ERRORS)  # per step: {boundary group: |M - truth| / |truth|}
         self.part, self.crossing, self.boundary = {}, set(), set()

@@ -182,8 +182,13 @@ def test_a_training_step_waits_for_the_device_once(fake_gpu, monkeypatch):
                      "synchronize"]
     assert set(engine.runner.sums()) == set(engine.runner.plan.groups)
     assert set(engine.stats["grad_std"]) == {g for g in net.groups if g != 0}
-    engine.optimizer.lr = 5e-4  # a new setting is a new graph; a new shape drops the old ones
+    engine.optimizer.lr = 5e-4  # a new setting is a new graph; a new shape too, and the old ones stay
     engine.step(x, y)
     assert len(engine.runner.graphs) == 2
-    engine.step(x[:5], y[:5])
+    engine.step(x[:5], y[:5])  # (a smaller batch: the buffers are large enough)
+    assert len(engine.runner.graphs) == 3
+    uploads = len(fake_gpu.buffers)
+    engine.step(x, y)  # the first shape comes back with its graph: nothing captured or uploaded again
+    assert len(engine.runner.graphs) == 3 and len(fake_gpu.buffers) == uploads
+    engine.step(np.concatenate([x, x]), np.concatenate([y, y]))  # larger: the buffers grow, every graph goes
     assert len(engine.runner.graphs) == 1

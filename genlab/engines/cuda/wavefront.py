@@ -48,11 +48,34 @@ class Buffers:
     labels: object = None    # (batch) or (batch, steps)
     sizes: dict = field(default_factory=dict)
 
-    def grow(self, mem: Memory, sizes: dict[str, int]) -> None:
+    def grow(self, mem: Memory, sizes: dict[str, int]) -> bool:
+        """Room for `sizes`; whether any buffer was made anew (graphs holding the old ones are stale)."""
+        grown = False
         for name, nbytes in sizes.items():
             if self.sizes.get(name, -1) < nbytes:
                 setattr(self, name, mem.new(nbytes, f"the wavefront's {name}"))
                 self.sizes[name] = nbytes
+                grown = True
+        return grown
+
+
+@dataclass
+class Shape:
+    """The launch of one shape of pass (steps, batch): rows a block, blocks of rows, staged weights,
+    dynamic shared memory, the weight-gradient items and the activations' offsets on the device."""
+
+    rows: int
+    n_rb: int
+    stage: bool
+    shared: int
+    items: object
+    n_items: int
+    chunks: int
+    act_off: object
+    zeroed_words: int
+
+
+SHAPES = 8  # shapes kept prepared, with their graphs (a run has a few: its batches, the last short one, validation)
 
 
 class Wavefront:
@@ -75,12 +98,16 @@ class Wavefront:
         self._host_scalars = drv.pagelocked_zeros(SCALAR_BYTES, np.uint8)
         self._host_stats = None  # the statistics, read back with the scalars after a training pass
         self._trained = False    # whether the last pass trained (its statistics are worth reading)
-        self.graphs: dict = {}   # training steps captured, by shape and the update's key (valid for one prepare)
+        self.graphs: dict = {}   # training steps captured, by shape and the update's key (until a buffer grows)
+        self.shapes: dict[tuple[int, int], Shape] = {}  # prepared shapes, the latest used last
+        self._shared = 0  # wavefront_step's dynamic shared memory allowed so far (the largest shape's)
 
     def load(self, net: Network) -> None:
         """Take `net`'s topology (its parameters stay where the engine keeps them)."""
         p = plan(net, self.offsets)
         self.plan, self.shape = p, None
+        self.shapes.clear()
+        self.graphs.clear()
         self._host_stats = self.drv.pagelocked_zeros((p.n_slots, 3), np.float64)
         self.topology = {name: self.mem.upload(getattr(p, name)) for name in (
             "width", "col_off", "bias_off", "in_ptr", "in_src", "in_delay", "in_woff", "out_ptr", "out_dst",
@@ -94,9 +121,38 @@ class Wavefront:
         return (resident(p.shared_bytes(rows, False)) // p.n_slots) * rows
 
     def prepare(self, steps: int, batch: int) -> None:
-        """Launch sizes for sequences of `steps` steps in batches of `batch`; buffers grown to fit."""
+        """Launch sizes for sequences of `steps` steps in batches of `batch`; buffers grown to fit.
+        A shape met before (of the last SHAPES) comes back with its graphs, unless a buffer grew."""
         if self.shape == (steps, batch):
             return
+        shape = self.shapes.pop((steps, batch), None) or self._shape(steps, batch)
+        self.shapes[(steps, batch)] = shape  # the latest last
+        if len(self.shapes) > SHAPES:
+            dropped = next(iter(self.shapes))
+            del self.shapes[dropped]
+            self.graphs = {k: g for k, g in self.graphs.items() if k[0] != dropped}
+        p = self.plan
+        sizes = {"act": 4 * p.n_cols * steps * batch, "dz": 4 * p.n_cols * steps * batch,
+                 "partials": 4 * shape.chunks * p.n_params, "hmin": 4 * shape.n_rb * p.n_cols,
+                 "hmax": 4 * shape.n_rb * p.n_cols, "zeroed": 4 * shape.zeroed_words,
+                 "x": 4 * batch * steps * p.n_inputs, "labels": 4 * batch * steps}
+        if self.b.grow(self.mem, sizes):
+            self.graphs.clear()  # they hold the buffers made before
+        if shape.shared > self._shared:  # the largest any graph kept launches with
+            self._shared = shape.shared
+            self.launch.functions["wavefront_step"].set_attribute(
+                self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shape.shared)
+        base = int(self.b.zeroed)  # scalars, then per slot 3 doubles, then the flags (8-byte aligned)
+        # plain ints: PyCUDA's copies and memsets take an int address (not a NumPy integer)
+        self.scalars, self.stats = base, base + SCALAR_BYTES
+        self.flags = base + SCALAR_BYTES + 24 * p.n_slots
+        self.items, self.n_items, self.chunks = shape.items, shape.n_items, shape.chunks
+        self.act_off, self.zeroed_words = shape.act_off, shape.zeroed_words
+        self.rows, self.n_rb, self.stage, self.shared = shape.rows, shape.n_rb, shape.stage, shape.shared
+        self.shape = (steps, batch)
+
+    def _shape(self, steps: int, batch: int) -> Shape:
+        """The launch of a new shape; BackendError where the device cannot hold it."""
         drv, p = self.drv, self.plan
         device = runtime.kernels().device
         optin = device.get_attribute(drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) - STATIC_SHARED
@@ -108,8 +164,6 @@ class Wavefront:
         if shared > optin:
             raise BackendError(f"the wavefront kernel needs {shared} bytes of shared memory a block for {rows} rows; "
                                f"this GPU gives {optin}")
-        self.launch.functions["wavefront_step"].set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                                             shared)
         n_rb = -(-batch // rows)
         room = resident(shared)
         if p.n_slots * n_rb > room:
@@ -120,20 +174,9 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
-        self.zeroed_words = (SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4
-        sizes = {"act": 4 * p.n_cols * steps * batch, "dz": 4 * p.n_cols * steps * batch,
-                 "partials": 4 * chunks * p.n_params, "hmin": 4 * n_rb * p.n_cols, "hmax": 4 * n_rb * p.n_cols,
-                 "zeroed": 4 * self.zeroed_words, "x": 4 * batch * steps * p.n_inputs, "labels": 4 * batch * steps}
-        self.b.grow(self.mem, sizes)
-        base = int(self.b.zeroed)  # scalars, then per slot 3 doubles, then the flags (8-byte aligned)
-        # plain ints: PyCUDA's copies and memsets take an int address (not a NumPy integer)
-        self.scalars, self.stats = base, base + SCALAR_BYTES
-        self.flags = base + SCALAR_BYTES + 24 * p.n_slots
-        self.items, self.n_items, self.chunks = self.mem.upload(items, "the weight-gradient items"), len(items), chunks
-        self.act_off = self.mem.upload(p.act_off(steps, batch))
-        self.rows, self.n_rb, self.stage, self.shared = rows, n_rb, stage, shared
-        self.shape = (steps, batch)
-        self.graphs.clear()  # they hold the pointers and sizes of the last shape
+        return Shape(rows, n_rb, stage, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
+                     chunks, self.mem.upload(p.act_off(steps, batch)),
+                     (SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
 
     # ------------------------------------------------------------------ a step
     def put(self, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -146,11 +189,11 @@ class Wavefront:
     def train_step(self, every_step: bool, update, key: tuple) -> None:
         """The training pass on the put sequences, then `update()` (what the engine enqueues after
         it: the guarded optimizer step), replayed as one CUDA graph captured on the first use of
-        (every_step, key) for this shape; key holds whatever changes what update() enqueues."""
-        graph = self.graphs.get((every_step, *key))
+        (shape, every_step, key); key holds whatever changes what update() enqueues."""
+        graph = self.graphs.get((self.shape, every_step, *key))
         if graph is None:
             self.stream.synchronize()
-            graph = self.graphs[(every_step, *key)] = graphs.Graph(
+            graph = self.graphs[(self.shape, every_step, *key)] = graphs.Graph(
                 self.stream, lambda: (self.enqueue(True, every_step), update()))
         graph.launch()
         self._trained = True

@@ -26,6 +26,8 @@
 #define WF_ROWS 8
 #define WF_COLS 4
 #define WF_TILE 32
+#define WF_SCALAR_BYTES 48
+#define WF_GAVE_UP 32
 #define CONV_CH 8
 #define CONV_POS 4
 #define CONV_WG 4

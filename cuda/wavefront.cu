@@ -35,7 +35,7 @@
 // The hand-off: the producer's threads finish (__syncthreads), thread 0 fences and adds to the
 // flag; the consumer's thread 0 spins on it with acquire loads, then the block proceeds. Data
 // written inside the launch by other blocks is read through L2 (__ldcg). A wait longer than
-// WF_WAIT_LIMIT_NS (a block that is not resident) sets the int at byte 32 of `scalars` and the
+// WF_WAIT_LIMIT_NS (a block that is not resident) sets the int at byte WF_GAVE_UP of `scalars` and the
 // loss to NaN, and every waiting block returns: the update is refused and the host raises an
 // error instead of hanging.
 #include "genlab.cuh"
@@ -110,7 +110,7 @@ __device__ __forceinline__ unsigned long long wf_now_ns()
 }
 
 // Thread 0 waits until *flag >= target (acquire), then the block proceeds: true. False for every
-// thread of the block when the launch gave up (the give-up word, the int at byte 32 of scalars,
+// thread of the block when the launch gave up (the give-up word, the int at byte WF_GAVE_UP of scalars,
 // set by this block after WF_WAIT_LIMIT_NS or by another); the block then returns. Giving up
 // also makes the loss NaN, so the guarded update after the launch refuses the step on the device.
 // Between two calls the block passes a barrier.
@@ -118,7 +118,7 @@ __device__ __forceinline__ bool wait_until(const int* flag, int target, double* 
 {
     __shared__ int gave_up;
     if (threadIdx.x == 0) {
-        int* abort = (int*)scalars + 8;
+        int* abort = (int*)((char*)scalars + WF_GAVE_UP);
         unsigned long long start = 0;
         int stop = 0;
         while (load_acquire(flag) < target) {

@@ -15,13 +15,12 @@ from ...errors import BackendError
 from ...network import Network
 from . import graph as graphs
 from . import occupancy, runtime
-from .constants import THREADS
+from .constants import THREADS, WF_GAVE_UP, WF_SCALAR_BYTES
 from .memory import Memory
 from .wavefront_plan import STATIC_SHARED, plan, rows_for
 
 FILE = "wavefront.cu"
-SCALAR_BYTES = 48  # loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16),
-GAVE_UP = 32       # and the int set where wavefront_step's blocks gave up waiting for each other
+SCALAR_BYTES, GAVE_UP = WF_SCALAR_BYTES, WF_GAVE_UP  # the scalars' bytes, the give-up word's byte (constants.py)
 
 
 def resident(shared: int) -> int:

@@ -121,9 +121,7 @@ def genlab_steps(net: Network, x: np.ndarray, y: np.ndarray, executors=None) -> 
         if executors is not None and executor not in executors:
             continue
         engine = RecurrentCudaEngine(net, Adam(lr=1e-3), executor=executor, time_major=time_major)
-        step = engine.step
-        out[name] = time_cuda(lambda: step(x, y), 30 if x.shape[1] <= 128 or executor == "wavefront" else 8,
-                              warmup=3)
+        out[name] = _step_ms(engine, x, y, 30 if x.shape[1] <= 128 or executor == "wavefront" else 8)
         if executor != "wavefront":
             out[name + "_levels"] = max(engine.u.net.levels().values())  # dependent stages of the unrolled step
     return out
@@ -137,9 +135,13 @@ def one_layer_ms(net: Network, x: np.ndarray, y: np.ndarray) -> float:
 
     hidden = net.widths[net.hidden_groups[0]]
     single = Network.elman(net.n_inputs, [hidden], net.n_outputs, seed=0)
-    engine = RecurrentCudaEngine(single, Adam(lr=1e-3), executor="wavefront")
+    return _step_ms(RecurrentCudaEngine(single, Adam(lr=1e-3), executor="wavefront"), x, y, 30)
+
+
+def _step_ms(engine, x: np.ndarray, y: np.ndarray, repeats: int) -> float:
+    """Median ms of engine.step(x, y) (CUDA events, after a warm-up)."""
     step = engine.step
-    return time_cuda(lambda: step(x, y), 30, warmup=3)
+    return time_cuda(lambda: step(x, y), repeats, warmup=3)
 
 
 def share_of_ideal(layers: int, steps: int, stack_ms: float, single_ms: float) -> float:

@@ -5,6 +5,8 @@ A checkpoint is a network file (genlab.network_file: Network.load reads it) with
   start/...            the starting network (what Trainer.reset goes back to)
   opt/<state>/<block>  the optimizer's state of each parameter block (W_src_dst, b_g)
   range/lo_<g>, range/hi_<g>   pruning's activation ranges since it last judged
+  dni/<g>/<name>       synthetic gradients in one process (genlab.DNI): each module's parameters
+                       and Adam state (asynchronous/dni.py's module_entry)
 Everything is validated on reading, like a network file; a failure is FileFormatError.
 """
 
@@ -15,6 +17,7 @@ import math
 
 import numpy as np
 
+from .asynchronous.dni import DNI, Decoupled
 from .engines.base import EngineState
 from .errors import ArgumentError, ArgumentTypeError, BackendError, FileFormatError, GenlabError
 from .files import NpzReader, write_npz
@@ -22,6 +25,8 @@ from .network_file import OPT, RANGE, START, json_member, read_from, read_json, 
 
 FORMAT = "genlab.checkpoint"
 FORMAT_VERSION = 1
+DNI_MEMBER = "dni/"
+MODULE_BYTES = 1 << 30  # the most one saved module array may hold
 
 
 def _block(key: tuple) -> str:
@@ -53,7 +58,8 @@ def save(trainer, path, metadata: dict | None = None):
         "ranges": sorted(state.ranges), "optimizer_blocks": [list(k) for k in state.optimizer],
         "placement": state.placement, "metadata": metadata,
     }
-    arrays = {**to_arrays(net), **to_arrays(trainer._start, prefix=START), "__trainer__": json_member(meta)}
+    meta["decouple"], modules = _modules(trainer)
+    arrays = {**to_arrays(net), **to_arrays(trainer._start, prefix=START), "__trainer__": json_member(meta), **modules}
     for key, entry in state.optimizer.items():
         for name, value in entry.items():
             arrays[f"{OPT}{name}/{_block(key)}"] = np.asarray(value)
@@ -87,14 +93,19 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
             opt = dict(meta["optimizer"])
             saved_executor = meta["executor"]
             engine_class = ENGINES[resolve(backend)](net.recurrent)
+            saved_dni = meta.get("decouple")
+            decouple = None if saved_dni is None else DNI(saved_dni["cuts"], saved_dni["conditioned"], saved_dni["lr"])
             if executor is None and saved_executor is not None and engine_class.has_executors:
                 executor = saved_executor
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
                               seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,
                               every_step=meta.get("every_step", False), distributed=distributed, world=world,
-                              precision=precision or meta.get("precision", "fp32"), **opt)
+                              precision=precision or meta.get("precision", "fp32"), decouple=decouple, **opt)
             state = _engine_state(reader, meta, net)
             trainer.engine.import_state(state, trainer._net)
+            if saved_dni is not None:
+                trainer.engine.import_modules({_group(g, net): {name: _module_array(reader, g, name) for name in names}
+                                               for g, names in saved_dni["modules"]})
             trainer._start = start
             trainer.step_count = _count(meta["step_count"])
             trainer.rng.bit_generator.state = meta["rng"]
@@ -109,6 +120,29 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
             raise FileFormatError(f"{reader.path}: member '__trainer__' is inconsistent ({type(e).__name__}: {e})") \
                 from None
     return trainer
+
+
+def _modules(trainer) -> tuple[dict | None, dict]:
+    """(meta's "decouple", the arrays) of a trainer with synthetic gradients in one process:
+    the DNI settings and each module as module_entry gives it; (None, {}) for any other."""
+    if not isinstance(trainer.mode, Decoupled):
+        return None, {}
+    dni, modules = trainer.decouple, trainer.engine.export_modules()
+    meta = {"cuts": list(dni.cuts), "conditioned": dni.conditioned, "lr": dni.lr,
+            "modules": [[g, sorted(entry)] for g, entry in sorted(modules.items())]}
+    return meta, {f"{DNI_MEMBER}{g}/{name}": value for g, entry in modules.items() for name, value in entry.items()}
+
+
+def _module_array(reader: NpzReader, g: int, name: str) -> np.ndarray:
+    """A saved module's array: finite floats, or (t_<name>) a step count."""
+    member = f"{DNI_MEMBER}{g}/{name}"
+    value = reader.array(member, MODULE_BYTES)
+    if name.startswith("t_"):
+        if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+            raise FileFormatError(f"{reader.path}: member {member!r} must be a step count")
+    elif value.dtype.kind != "f" or not np.isfinite(value).all():
+        raise FileFormatError(f"{reader.path}: member {member!r} must be finite floats")
+    return value
 
 
 def _count(value) -> int:

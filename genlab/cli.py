@@ -157,7 +157,8 @@ def run_train(args):
     world = _world(args)
     if args.resume:
         if args.decouple:
-            raise Usage("--decouple starts a run: a checkpoint keeps the network, not the synthetic-gradient modules")
+            raise Usage("--decouple starts a run: --resume continues the checkpoint's own (its synthetic-gradient "
+                        "modules included, if it had them)")
         trainer, args.dataset, args.seed = _resume(args, world)
         data = datasets.load(args.dataset, seed=args.seed)
         groups_start = len(trainer.net.groups)
@@ -208,9 +209,11 @@ def _train(args, trainer, data, world, groups_start) -> dict:
     if trainer.parallel is not None:
         stale = [s["staleness"] for s in trainer.history.steps if "staleness" in s]
         report.update(hogwild_workers=trainer.parallel.workers, staleness_mean=float(sum(stale) / max(len(stale), 1)))
-    if args.decouple:
+    decouple = trainer.decouple  # given, or continued from the checkpoint
+    if decouple is not None:
         last = trainer.engine.errors[-1] if trainer.engine.errors else {}
-        report.update(decouple=args.decouple, module_error=float(sum(last.values()) / max(len(last), 1)))
+        report.update(decouple="cdni" if decouple.conditioned else "dni",
+                      module_error=float(sum(last.values()) / max(len(last), 1)))
     if world is not None:
         report.update(distributed=args.distributed, processes=world.size, process_group=world.backend)
         if not first:

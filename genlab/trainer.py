@@ -85,6 +85,7 @@ class Trainer:
         self._engine_options = dict(backend=backend, dtype=dtype.name, executor=executor, precision=precision)
         mode = _mode(distributed, world)
         self.mode = mode if decouple is None else dni.mode_of(decouple, mode)
+        self.decouple = decouple  # the genlab.DNI given, or None
         self.parallel = hogwild.checked(parallel, distributed, decouple)
         net._pull()  # a trainer that held it before hands its parameters over
         work = net.copy()

@@ -251,3 +251,8 @@ def test_train_without_waiting_hogwild_and_synthetic_gradients(tmp_path):
                        (["--decouple", "cdni", "--resume", str(tmp_path / "dni.ckpt")], "modules")):
         result = run("train", "--dataset", "digits", "--backend", "serial", "--quiet", *bad)
         assert result.returncode == 2 and words in result.stderr and result.stdout == "", (bad, result.stderr)
+    result = run("train", "--backend", "serial", "--epochs", "1", "--json", "--quiet", "--resume",
+                 str(tmp_path / "dni.ckpt"))  # the modules come back with the run
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["decouple"] == "cdni" and again["test_accuracy"] > 0.85

@@ -157,3 +157,45 @@ def test_the_command_line_runs_synthetic_gradients_over_two_processes():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["decouple"] == "cdni" and report["processes"] == 2 and 0 < report["module_error"]
     assert report["test_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_a_checkpoint_keeps_the_modules_and_the_run_continues_bit_for_bit(digits, tmp_path, conditioned):
+    net = genlab.Network.mlp([digits.n_features, 16, 12, digits.n_classes], seed=1)
+    X, y = digits.X_train, digits.y_train
+    t = genlab.Trainer(net, backend="serial", seed=0, decouple=genlab.DNI(net.hidden_groups, conditioned=conditioned))
+    for i in range(5):
+        t.step(X[i * 32:(i + 1) * 32], y[i * 32:(i + 1) * 32])
+    t.save(tmp_path / "run.ckpt")
+    back = genlab.Trainer.load(tmp_path / "run.ckpt", backend="serial")
+    assert back.engine.cuts == t.engine.cuts and back.engine.conditioned == conditioned
+    for r in (t, back):
+        for i in range(5, 9):
+            r.step(X[i * 32:(i + 1) * 32], y[i * 32:(i + 1) * 32])
+    assert back.engine.errors[-1] == t.engine.errors[-1]
+    for g, m in t.engine.interfaces.items():
+        for name, value in m.params.items():
+            np.testing.assert_array_equal(back.engine.interfaces[g].params[name], value)
+    for k, w in t.net.weights.items():
+        np.testing.assert_array_equal(back.net.weights[k], w)
+
+
+def test_a_checkpoint_whose_module_does_not_fit_is_refused(digits, tmp_path):
+    import zipfile
+
+    net = genlab.Network.mlp([digits.n_features, 8, digits.n_classes], seed=1)
+    t = genlab.Trainer(net, backend="serial", seed=0, decouple=genlab.DNI(net.hidden_groups))
+    t.step(digits.X_train[:32], digits.y_train[:32])
+    t.save(tmp_path / "run.ckpt")
+    g = net.hidden_groups[0]
+    with zipfile.ZipFile(tmp_path / "run.ckpt") as z, zipfile.ZipFile(tmp_path / "bad.ckpt", "w") as out:
+        for item in z.infolist():
+            data = z.read(item)
+            if item.filename == f"dni/{g}/W.npy":
+                import io
+                buf = io.BytesIO()
+                np.save(buf, np.zeros((3, 3), np.float32))
+                data = buf.getvalue()
+            out.writestr(item, data)
+    with pytest.raises(genlab.FileFormatError, match="module"):
+        genlab.Trainer.load(tmp_path / "bad.ckpt", backend="serial")

@@ -236,3 +236,26 @@ def test_growth_and_pruning_features_cut_the_same_way_on_both_engines(cpu_gpu, f
     if feature == "prune_ranges" and at == 0:
         assert any(e["kind"] == "prune" for e in cuda.history.events)
     np.testing.assert_allclose(cuda.logits(X[:64]), serial.logits(X[:64]), rtol=2e-3, atol=2e-3)
+
+
+def test_a_checkpoint_keeps_the_modules_on_either_engine(cpu_gpu, tmp_path):
+    net, cuts = skipping_net()
+    X, y = data(net, 64)
+    t = genlab.Trainer(net, backend="cuda", seed=0, decouple=genlab.DNI(cuts, conditioned=True, lr=0.01))
+    for i in range(3):
+        t.step(X[i * 16:(i + 1) * 16], y[i * 16:(i + 1) * 16])
+    t.save(tmp_path / "run.ckpt")
+    saved = {g: {n: v.copy() for n, v in m.params.items()} for g, m in t.engine.interfaces.items()}
+    again = genlab.Trainer.load(tmp_path / "run.ckpt", backend="cuda")
+    serial = genlab.Trainer.load(tmp_path / "run.ckpt", backend="serial")
+    for other in (again, serial):
+        assert set(other.engine.interfaces) == set(saved)
+        for g, m in other.engine.interfaces.items():
+            for name, value in m.params.items():
+                np.testing.assert_array_equal(value, saved[g][name])
+    for r in (t, again, serial):
+        r.step(X[48:64], y[48:64])
+    for g, m in t.engine.interfaces.items():  # Adam's state came back too: the next step is the same
+        for name, value in m.params.items():
+            np.testing.assert_array_equal(again.engine.interfaces[g].params[name], value)
+            np.testing.assert_allclose(serial.engine.interfaces[g].params[name], value, rtol=1e-4, atol=1e-6)

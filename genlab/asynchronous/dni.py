@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import checks
+from .. import checks, shapes
 from ..distributed.modes import Alone
 from ..engines.serial import SerialEngine
 from ..errors import ArgumentError, ArgumentTypeError, BackendError, GraphError, TrainingError
@@ -121,6 +121,7 @@ class DecoupledEngine(SerialEngine):
         self.crossing = {(s, g) for g in self.order for s in self.inputs[g]
                          if s != INPUT and self.part[g] > self.part[s]}
         self.boundary = {s for s, _ in self.crossing}
+        self.columns = {g: shapes.columns(net, g) for g in self.boundary}
         self.interfaces = {g: m for g, m in self.interfaces.items() if g in self.boundary}  # made at first use
         self.classes = net.n_outputs
 
@@ -143,6 +144,23 @@ class DecoupledEngine(SerialEngine):
         synthetic = predicted / n
         return synthetic if grad_out is None else grad_out + synthetic
 
+    def export_modules(self) -> dict[int, dict[str, np.ndarray]]:
+        """{boundary group: its module} for a checkpoint (module_entry's form)."""
+        return {g: module_entry(m.params, m.state) for g, m in self.interfaces.items()}
+
+    def import_modules(self, saved: dict[int, dict[str, np.ndarray]]) -> None:
+        """Take modules from a checkpoint (module_entry's form) where their group is a boundary
+        group of this width; GraphError where one is not."""
+        for g, entry in saved.items():
+            module = Interface(checked_width(entry, g, self.boundary, self.columns, self.conditioned, self.classes),
+                               self.classes, self.conditioned, self.dtype)
+            for name in module.params:
+                module.params[name][...] = entry[name]
+                if int(entry.get(f"t_{name}", 0)):
+                    module.state[name] = {"t": int(entry[f"t_{name}"]), "m": entry[f"m_{name}"].astype(self.dtype),
+                                          "v": entry[f"v_{name}"].astype(self.dtype)}
+            self.interfaces[g] = module
+
     def backward(self, y):
         self._true, self._pending = {}, {}
         loss = super().backward(y)
@@ -164,6 +182,33 @@ class DecoupledEngine(SerialEngine):
             raise TrainingError("this step would have made a synthetic-gradient module non-finite; it was not applied "
                                 "(lower the learning rate)")
         super().update()
+
+
+def module_entry(params: dict, state: dict) -> dict[str, np.ndarray]:
+    """A module as a checkpoint keeps it: each parameter by name (W, b, C), and where its Adam has
+    stepped, the moments m_<name>, v_<name> and the step count t_<name>."""
+    entry = {name: np.asarray(value) for name, value in params.items()}
+    for name, st in state.items():
+        if st:
+            entry[f"m_{name}"], entry[f"v_{name}"] = np.asarray(st["m"]), np.asarray(st["v"])
+            entry[f"t_{name}"] = np.asarray(st["t"], np.int64)
+    return entry
+
+
+def checked_width(entry: dict, g: int, boundary: set, columns: dict, conditioned: bool, classes: int) -> int:
+    """The width of group g's saved module, which must fit the network: GraphError otherwise."""
+    if g not in boundary:
+        raise GraphError(f"a saved synthetic-gradient module sits at group {g}, not at a boundary group of the network")
+    w = columns[g]
+    wanted = {"W": (w, w), "b": (w,), **({"C": (classes, w)} if conditioned else {})}
+    for name, shape in wanted.items():
+        value = entry.get(name)
+        if value is None or value.shape != shape:
+            raise GraphError(f"the saved synthetic-gradient module of group {g} has no {name} of shape {shape}")
+        for state in ("m", "v"):
+            if int(entry.get(f"t_{name}", 0)) and np.shape(entry.get(f"{state}_{name}")) != shape:
+                raise GraphError(f"the saved module of group {g} has no Adam {state} for {name} of shape {shape}")
+    return w
 
 
 def relative_error(miss: float, scale: float) -> float:

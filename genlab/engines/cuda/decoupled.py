@@ -30,7 +30,7 @@ from collections import deque
 
 import numpy as np
 
-from ...asynchronous.dni import ERRORS, Interface, parts, relative_error
+from ...asynchronous.dni import ERRORS, Interface, checked_width, module_entry, parts, relative_error
 from ...errors import BackendError, GraphError
 from ...network import INPUT, OUTPUT, Network
 from ...optim import Adam
@@ -230,19 +230,40 @@ class Modules:
         return {g: relative_error(math.sqrt(miss), math.sqrt(truth))
                 for g, (miss, truth) in zip(self.groups, self.host_sums.tolist())}
 
-    def interfaces(self) -> dict[int, Interface]:
-        """The modules as the serial engine keeps them (their parameters copied to the host)."""
-        params = self.host()[0]
+    def _slices(self, g: int):
+        """(name, shape, slice of the flat buffers) of group g's module parameters, in cuda/dni.cu's order."""
+        at, w = self.blocks[g]
+        for name, shape in (("W", (w, w)), ("b", (w,)), *((("C", (self.classes, w)),) if self.conditioned else ())):
+            size = int(np.prod(shape))
+            yield name, shape, slice(at, at + size)
+            at += size
+
+    def interfaces(self, with_state: bool = False) -> dict[int, Interface]:
+        """The modules as the serial engine keeps them (copied to the host; with_state: Adam's too)."""
+        params, m, v, t = self.host()
         out = {}
-        for s, (start, w) in self.blocks.items():
-            m = Interface(w, self.classes, self.conditioned, np.float32)
-            at = start
-            for name in ("W", "b", "C") if self.conditioned else ("W", "b"):
-                value = m.params[name]
-                value[...] = params[at:at + value.size].reshape(value.shape)
-                at += value.size
-            out[s] = m
+        for g in self.blocks:
+            module = out[g] = Interface(self.blocks[g][1], self.classes, self.conditioned, np.float32)
+            for name, shape, at in self._slices(g):
+                module.params[name][...] = params[at].reshape(shape)
+                if with_state and int(t[at.start]):
+                    module.state[name] = {"t": int(t[at.start]), "m": m[at].reshape(shape), "v": v[at].reshape(shape)}
         return out
+
+    def put(self, saved: dict[int, dict[str, np.ndarray]], columns: dict) -> None:
+        """Modules from a checkpoint (dni.module_entry's form) where their group crosses at that width."""
+        values = self.host()
+        for g, entry in saved.items():
+            checked_width(entry, g, set(self.blocks), columns, self.conditioned, self.classes)
+            for name, _, at in self._slices(g):
+                values[0][at] = entry[name].ravel()
+                steps = int(entry.get(f"t_{name}", 0))
+                values[1][at] = entry[f"m_{name}"].ravel() if steps else 0.0
+                values[2][at] = entry[f"v_{name}"].ravel() if steps else 0.0
+                values[3][at] = steps
+        e = self.engine
+        for buf, value in zip((self.params, self.m, self.v, self.t), values):
+            e.drv.memcpy_htod(buf, value)
 
 
 class DecoupledCudaEngine(CudaEngine):
@@ -289,6 +310,7 @@ class DecoupledCudaEngine(CudaEngine):
         crossing = {(s, g) for g in net.groups for s in net.inputs(g) if s != INPUT and part[g] > part[s]}
         self.modules = Modules(self, part, crossing, net.n_outputs, self.modules)
         self.part, self.crossing, self.boundary = part, crossing, {s for s, _ in crossing}
+        self._columns = {g: int(self.layout.width[self.layout.slot[g]]) for g in self.boundary}
         self._graphs.clear()
 
     def ensure_batch(self, batch: int) -> None:
@@ -324,3 +346,12 @@ class DecoupledCudaEngine(CudaEngine):
     def interfaces(self) -> dict[int, Interface]:
         """{boundary group: its module}, copied from the device."""
         return self.modules.interfaces()
+
+    def export_modules(self) -> dict[int, dict[str, np.ndarray]]:
+        """{boundary group: its module} for a checkpoint (dni.module_entry's form)."""
+        return {g: module_entry(m.params, m.state) for g, m in self.modules.interfaces(with_state=True).items()}
+
+    def import_modules(self, saved: dict[int, dict[str, np.ndarray]]) -> None:
+        """Take modules from a checkpoint; GraphError where one does not fit the network."""
+        self.flush()
+        self.modules.put(saved, self._columns)

@@ -188,25 +188,39 @@ def test_the_cuda_engine_says_where_its_synthetic_gradients_run(cpu_gpu):
 
 
 def test_each_part_pushes_its_own_groups_on_a_stream_of_its_own(cpu_gpu):
+    """Every task of the layout's backward, weight-gradient and bias lists in exactly one part's,
+    the part of the group it computes; each part on a stream of its own."""
     import pycuda.driver as drv
 
     net, cuts = skipping_net()
     gpu, _ = pair(net, cuts, False)
     L, m = gpu.layout, gpu.modules
     assert len(m.streams) == len(set(gpu.part.values())) == 3 and len(set(map(id, m.streams))) == 3
-    seen = []
-    for (levels, tasks, hidden), p in zip(m.lists, sorted(set(gpu.part.values()))):
-        ids = np.empty((sum(count for _, _, count in levels), 2), np.int32)
-        drv.memcpy_dtoh(ids, tasks)
-        mask = np.empty(len(L.groups), np.int32)
-        drv.memcpy_dtoh(mask, hidden)
-        groups = {L.groups[slot] for slot in ids[:, 0]}
-        assert all(gpu.part[g] == p for g in groups)
+
+    def read(address, rows, width):
+        out = np.empty((rows, width), np.int32)
+        if rows:
+            drv.memcpy_dtoh(out, address)
+        return out
+
+    in_dst = read(gpu.buffers["in_dst"], 1, L.n_edges)[0]
+    seen = {"push": [], "weight": [], "bias": []}
+    for part, p in zip(m.lists, sorted(set(gpu.part.values()))):
+        pushes = read(part.tasks, sum(count for _, _, count in part.levels), 2)
+        weights, biases = read(part.weight, part.n_weight, 3), read(part.bias, part.n_bias, 2)
+        mask = read(part.hidden, 1, len(L.groups))[0]
+        groups = {L.groups[slot] for slot in pushes[:, 0]}
+        assert groups and all(gpu.part[g] == p for g in groups)
+        assert all(gpu.part[L.groups[in_dst[e]]] == p for e in weights[:, 0])
+        assert all(gpu.part[L.groups[slot]] == p for slot in biases[:, 0])
         assert {L.groups[s] for s in np.flatnonzero(mask)} == {g for g in groups if g != genlab.OUTPUT}
-        seen += list(map(tuple, ids))
-    everything = np.empty((L.n_backward_tasks + L.push_levels[0][1], 2), np.int32)
-    drv.memcpy_dtoh(everything, gpu.buffers["backward_tasks"])
-    assert sorted(seen) == sorted(map(tuple, everything))  # every task once, in one part
+        for name, tasks in (("push", pushes), ("weight", weights), ("bias", biases)):
+            seen[name] += list(map(tuple, tasks))
+    everything = {"push": read(gpu.buffers["backward_tasks"], L.n_backward_tasks + L.push_levels[0][1], 2),
+                  "weight": read(gpu.buffers["weight_tasks"], L.tiers[""][2], 3),
+                  "bias": read(gpu.buffers["bias_tasks"], L.n_bias_tasks, 2)}
+    for name, tasks in everything.items():
+        assert sorted(seen[name]) == sorted(map(tuple, tasks)), name  # every task once, in one part
 
 
 @pytest.mark.parametrize("feature, at", [("growth_depth", 0), ("growth_width", 0), ("growth_auto", 0),

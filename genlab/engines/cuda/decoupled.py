@@ -8,8 +8,9 @@ a group of one part into a later part):
     backward   dz starts from each boundary group's synthetic gradient M(h) / batch instead of
                zero (dni_predict); each part pushes only into its own groups, so no crossing
                edge sends its share (the earlier part takes the prediction, not the truth) and
-               no part waits for another: the parts' backwards run side by side, each on a
-               stream of its own (forked from the step's stream and joined back, inside the graph)
+               no part waits for another: the parts' backwards and their weight and bias
+               gradients run side by side, each part on a stream of its own (forked from the
+               step's stream and joined back, inside the graph)
     truth      batch * the shares the crossing edges would have sent (dni_truth): the modules'
                targets (the later part's own dz, which its own cuts may have seeded: the targets
                bootstrap, as in the paper and the serial engine)
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,6 +65,20 @@ class DecoupledPush(LevelPush):
     def graph_key(self) -> tuple:
         opt = self.engine.module_optimizer
         return (opt.lr, *opt.hyper)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part's backward on the device: its push levels ((number, first task, count) in `tasks`),
+    the sources it pushes into (`hidden`, a flag a slot), its weight and bias gradient tasks."""
+
+    levels: list
+    tasks: int
+    hidden: int
+    weight: int
+    n_weight: int
+    bias: int
+    n_bias: int
 
 
 class Modules:
@@ -155,15 +171,21 @@ class Modules:
         return a.tobytes()
 
     def _parts(self, e: "DecoupledCudaEngine", part: dict) -> None:
-        """Each part's pushed backward: its tasks of every push level (the layout's list, read
-        back and split by the part of each task's group), the sources it pushes into (its own
-        hidden groups), a stream and the events that fork it from the step's stream and join it back."""
-        L = self.layout
+        """Each part's share of the backward: its tasks of every push level, its weight-gradient
+        tasks (of the edges into its groups) and bias tasks (the layout's lists, read back and
+        split by part), the sources it pushes into (its own hidden groups), a stream, and the
+        events that fork it from the step's stream and join it back."""
+        L, b = self.layout, e.buffers
         levels = L.push_levels
-        total = levels[-1][0] + levels[-1][1] if levels else 0
-        tasks = np.empty((max(total, 1), 2), np.int32)
-        e.drv.memcpy_dtoh_async(tasks, e.buffers["backward_tasks"], e.stream)
+        n_push = levels[-1][0] + levels[-1][1] if levels else 0
+        lists = {"backward_tasks": (n_push, 2), "weight_tasks": (L.tiers[""][2], 3), "bias_tasks": (L.n_bias_tasks, 2),
+                 "in_dst": (L.n_edges,)}
+        host = {name: np.empty((max(shape[0], 1), *shape[1:]), np.int32) for name, shape in lists.items()}
+        for name, array in host.items():
+            e.drv.memcpy_dtoh_async(array, b[name], e.stream)
         e.stream.synchronize()
+        tasks, weights, biases = host["backward_tasks"], host["weight_tasks"][:lists["weight_tasks"][0]], \
+            host["bias_tasks"][:L.n_bias_tasks]
         of_slot = np.array([part.get(g, -1) for g in L.groups])
         arrays, self.lists = {}, []
         for p in sorted(set(part.values())):
@@ -173,15 +195,19 @@ class Modules:
                 if len(mine):
                     own.append((number, sum(map(len, chosen)), len(mine)))
                     chosen.append(mine)
-            if own:
-                arrays[f"tasks{p}"] = np.concatenate(chosen)
+            weight = weights[of_slot[host["in_dst"][weights[:, 0]]] == p]
+            bias = biases[of_slot[biases[:, 0]] == p]
+            if own or len(weight) or len(bias):
+                arrays[f"tasks{p}"] = np.concatenate(chosen) if chosen else np.zeros((0, 2), np.int32)
                 arrays[f"hidden{p}"] = (L.hidden.astype(bool) & (of_slot == p)).astype(np.int32)
-                self.lists.append((p, own))
+                arrays[f"weight{p}"], arrays[f"bias{p}"] = weight, bias
+                self.lists.append((p, own, len(weight), len(bias)))
         self._lists, where = e.mem.upload_all(arrays, "DNI parts' task lists")
         drv = e.drv
         self.streams = [drv.Stream() for _ in self.lists]
         self.launchers = [runtime.Launcher(stream, e.precision) for stream in self.streams]
-        self.lists = [(own, where[f"tasks{p}"], where[f"hidden{p}"]) for p, own in self.lists]
+        self.lists = [Part(own, where[f"tasks{p}"], where[f"hidden{p}"], where[f"weight{p}"], n_weight,
+                           where[f"bias{p}"], n_bias) for p, own, n_weight, n_bias in self.lists]
         self.fork, self.done = drv.Event(), [drv.Event() for _ in self.lists]
 
     def seed(self, batch: int) -> None:
@@ -191,12 +217,13 @@ class Modules:
             e.launch("dni_predict", (len(self.groups), -(-batch * self.widest // THREADS)), self._cut(batch))
 
     def push(self, batch: int) -> None:
-        """Each part's pushed backward on its own stream, side by side (passes.Seeded)."""
+        """Each part's pushed backward and gradients on its own stream, side by side (passes.Seeded)."""
         e = self.engine
         self.fork.record(e.stream)
-        for (levels, tasks, hidden), stream, launch, done in zip(self.lists, self.streams, self.launchers, self.done):
+        for part, stream, launch, done in zip(self.lists, self.streams, self.launchers, self.done):
             stream.wait_for_event(self.fork)
-            passes.push_levels(e, batch, levels, tasks, hidden, launch)
+            passes.push_levels(e, batch, part.levels, part.tasks, part.hidden, launch)
+            passes.dense_gradients(e, batch, part.weight, part.n_weight, part.bias, part.n_bias, launch)
             done.record(stream)
         for done in self.done:
             e.stream.wait_for_event(done)

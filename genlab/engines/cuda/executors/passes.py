@@ -90,7 +90,8 @@ def loss(e: "CudaEngine", batch: int) -> None:
 class Seeded(Protocol):
     """A pushed backward that starts from more than zero and pushes in its own way (the synthetic
     gradients of engines/cuda/decoupled.py): seed() adds into the zeroed dz blocks before the loss,
-    push() replaces the pushes (push_levels, over lists of its own)."""
+    push() replaces the pushes and the gradients (push_levels and dense_gradients over lists of
+    its own)."""
 
     def seed(self, batch: int) -> None: ...
 
@@ -111,14 +112,15 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
         raise BackendError(f"a seeded backward pushes; the {e.executor.name} executor pulls")
     loss(e, batch)
     if seeded is not None:
-        seeded.push(batch)
-    elif e.executor.push:
-        b = e.buffers
-        push_levels(e, batch, [(n, *level) for n, level in enumerate(e.layout.push_levels)], b["backward_tasks"],
-                    b["hidden"], e.launch)
+        seeded.push(batch)  # its pushes and the gradients
     else:
-        _pull(e, batch)
-    gradients(e, batch)
+        if e.executor.push:
+            b = e.buffers
+            push_levels(e, batch, [(n, *level) for n, level in enumerate(e.layout.push_levels)], b["backward_tasks"],
+                        b["hidden"], e.launch)
+        else:
+            _pull(e, batch)
+        gradients(e, batch)
     ranges(e, batch)
 
 
@@ -152,17 +154,29 @@ def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch
 def gradients(e: "CudaEngine", batch: int) -> None:
     """Weight gradients (one launch per tier) and bias gradients, with their squared sums."""
     L, b = e.layout, e.buffers
-    gradsq, ld = e.ptr("scalars", 16), np.int32(e.ld)
     for pre, suffix, _, _ in tier_launches(e, batch):
         count = L.tiers[pre][2]
-        if count:
-            e.launch("weight" + (suffix or "_grad"), (count, 1), b[pre + "weight_tasks"], b["in_src"], b["in_dst"],
-                     b["in_woff"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld,
-                     b["wstats"], gradsq)
-    if L.n_bias_tasks:
-        e.launch("bias_grad", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["bias_off"], b["dz"],
-                 b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
-    kinds.gradients(e, batch, gradsq)
+        if count and pre:  # the wider tiers' (wide.cu)
+            e.launch("weight" + suffix, (count, 1), b[pre + "weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
+                     b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), np.int32(e.ld),
+                     b["wstats"], e.ptr("scalars", 16))
+    first = L.tiers[""][2] if "" in L.tiers else 0
+    dense_gradients(e, batch, b["weight_tasks"], first, b["bias_tasks"], L.n_bias_tasks, e.launch)
+    kinds.gradients(e, batch, e.ptr("scalars", 16))
+
+
+def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bias_tasks, n_bias: int,
+                    launch) -> None:
+    """The first tier's weight gradients (weight_grad: tasks of 12 bytes) and the bias gradients
+    (bias_grad: 8 bytes) of the given task lists, with their squared sums, on `launch`'s stream."""
+    b = e.buffers
+    gradsq, ld = e.ptr("scalars", 16), np.int32(e.ld)
+    if n_weight:
+        launch("weight_grad", (n_weight, 1), weight_tasks, b["in_src"], b["in_dst"], b["in_woff"], b["width"],
+               b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+    if n_bias:
+        launch("bias_grad", (n_bias, 1), bias_tasks, b["width"], b["act_off"], b["bias_off"], b["dz"], b["grads"],
+               np.int32(batch), ld, b["wstats"], gradsq)
 
 
 def ranges(e: "CudaEngine", batch: int) -> None:

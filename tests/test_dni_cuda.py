@@ -64,12 +64,16 @@ def steps_match(net_name, conditioned, optimizer):
         assert gpu.errors[-1].keys() == ref.errors[-1].keys()
         for g, error in ref.errors[-1].items():
             assert gpu.errors[-1][g] == pytest.approx(error, rel=1e-3, abs=1e-6), g
+    x2, y2 = data(net, 50, seed=1)  # a larger batch: the predictions' and targets' rows grow
+    loss, correct = gpu.step(x2, y2)
+    ref_loss, ref_correct = ref.step(x2, y2)
+    assert loss == pytest.approx(ref_loss, rel=1e-4) and correct == ref_correct
     for g, s in ref.grad_std.items():
         assert gpu.grad_std[g] == pytest.approx(s, rel=1e-3, abs=1e-7), g
     for key, p in ref.params.items():
         np.testing.assert_allclose(gpu.params[key], p, rtol=1e-3, atol=1e-4, err_msg=str(key))
     assert_same_modules(gpu, ref)
-    assert len(gpu.errors) == 4 and all(0 < e for e in gpu.errors[-1].values())
+    assert len(gpu.errors) == 5 and all(0 < e for e in gpu.errors[-1].values())
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

@@ -440,14 +440,18 @@ def test_a_click_does_not_wait_for_the_test_set():
     assert calls == [1] and "(step" not in lab.status.value
 
 
-def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error():
+@pytest.mark.parametrize("backend", ["serial", "cuda"])
+def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error(request, backend):
+    """On the serial engine and on the CUDA engine (its kernels' CPU build)."""
     from matplotlib.text import Text
 
     from genlab.lab import pictures
 
+    if backend == "cuda":
+        request.getfixturevalue("cpu_gpu")
     data = genlab.datasets.load("digits")
     net = Network.mlp([data.n_features, 12, 10, data.n_classes], seed=0)
-    trainer = Trainer(net, backend="serial", seed=0, decouple=genlab.DNI(net.hidden_groups, conditioned=True),
+    trainer = Trainer(net, backend=backend, seed=0, decouple=genlab.DNI(net.hidden_groups, conditioned=True),
                       growth=GrowthPolicy(threshold=0.0, every=20, cooldown=0, max_groups=8))
     lab = Lab(trainer, data, refresh_every=10, min_interval=0.0)
     assert lab.modules_panel in lab.widget.children[4].children  # a fifth picture panel

@@ -29,9 +29,9 @@ def panel(grow: int = 1):
 
 def decoupled(trainer) -> bool:
     """Whether the trainer runs synthetic gradients (Trainer(decouple=genlab.DNI(...)))."""
-    from ..asynchronous.dni import DecoupledEngine
+    from ..asynchronous.dni import Decoupled
 
-    return isinstance(trainer.engine, DecoupledEngine)
+    return isinstance(trainer.mode, Decoupled)  # one process: the serial or the CUDA engine's cut
 
 
 class Controls:

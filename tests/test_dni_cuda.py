@@ -10,6 +10,8 @@ from genlab.asynchronous.dni import DecoupledEngine
 from genlab.errors import BackendError, TrainingError
 from genlab.optim import make_optimizer
 
+from test_cuda_on_cpu import assert_steps_match
+
 
 def skipping_net():
     """a -> b -> c -> d -> output, a skipping to c and b to d: cut after b and after c, every part
@@ -65,13 +67,7 @@ def steps_match(net_name, conditioned, optimizer):
         for g, error in ref.errors[-1].items():
             assert gpu.errors[-1][g] == pytest.approx(error, rel=1e-3, abs=1e-6), g
     x2, y2 = data(net, 50, seed=1)  # a larger batch: the predictions' and targets' rows grow
-    loss, correct = gpu.step(x2, y2)
-    ref_loss, ref_correct = ref.step(x2, y2)
-    assert loss == pytest.approx(ref_loss, rel=1e-4) and correct == ref_correct
-    for g, s in ref.grad_std.items():
-        assert gpu.grad_std[g] == pytest.approx(s, rel=1e-3, abs=1e-7), g
-    for key, p in ref.params.items():
-        np.testing.assert_allclose(gpu.params[key], p, rtol=1e-3, atol=1e-4, err_msg=str(key))
+    assert_steps_match(gpu, ref, x2, y2, steps=1)  # and the statistics and parameters agree
     assert_same_modules(gpu, ref)
     assert len(gpu.errors) == 5 and all(0 < e for e in gpu.errors[-1].values())
 

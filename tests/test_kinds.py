@@ -235,6 +235,8 @@ def test_a_grower_skips_groups_it_cannot_fold(caplog):
     grower.rows = grower.batches = 10**6
 
     class Report:  # an engine whose every group was constant at one
+        pinned = frozenset()  # (Engine.pinned: no group it needs kept)
+
         def prune_report(self, judge):
             return {g: np.ones(int(np.prod(net.sample_shape(g)))) for g in net.hidden_groups}, {}
 

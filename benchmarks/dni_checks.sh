@@ -7,12 +7,7 @@
 #   source .device/setup.sh && bash benchmarks/dni_checks.sh
 set -u
 OUT=${OUT:-/tmp/dni_out}
-mkdir -p "$OUT"
-run() {  # name, seconds, command...
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt"
-}
+source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
 run dni_tests 120 python -m pytest -m gpu -q -p no:cacheprovider tests/test_dni_cuda.py
 run memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 3 python -m pytest -m gpu -q -p no:cacheprovider tests/test_dni_cuda.py -k "skipping and True and adam"
 run racecheck 90 compute-sanitizer --tool racecheck --error-exitcode 3 python -m pytest -m gpu -q -p no:cacheprovider tests/test_dni_cuda.py -k "skipping and True and adam"

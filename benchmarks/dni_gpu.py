@@ -21,6 +21,7 @@ import numpy as np
 
 import genlab
 from genlab.bench.timing import time_graph, time_host
+from genlab.engines.cuda.decoupled import DecoupledCudaEngine
 
 EXECUTORS = ("level_push", "level", "dataflow_rows")
 SHAPES = ((8, 64, 256), (16, 64, 256), (16, 128, 256), (8, 32, 32))  # depth, width, batch
@@ -48,7 +49,7 @@ def measure(depth: int, width: int, batch: int, repeats: int) -> dict:
         rows = e.put_batch(x, y)  # uploaded before the capture (a pageable copy cannot be captured)
         device_us = time_graph(e, lambda: e.executor.enqueue_step(rows), repeats)
         host_ms = time_host(lambda: e.step(x, y), repeats, warmup=5)
-        parts = len(e.modules.lists) if hasattr(e, "modules") else 1
+        parts = len(e.modules.parts) if isinstance(e, DecoupledCudaEngine) else 1
         out[name] = {"device_us": device_us, "step_ms": host_ms, "parts": parts}
         print(f"depth {depth:3d} width {width:4d} batch {batch:4d} {name:20s} {device_us:9.1f} us  "
               f"{host_ms * 1e3:9.1f} us a step ({parts} part(s))", flush=True)

@@ -4,12 +4,7 @@
 #   source .device/setup.sh && bash benchmarks/precision_checks.sh
 set -u
 OUT=${OUT:-/tmp/precision_out}
-mkdir -p "$OUT"
-run() {  # name, seconds, command...
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt"
-}
+source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
 run precision_tests 200 python -m pytest -m gpu -q -p no:cacheprovider tests/test_cuda_precision.py
 run gpu_suite 240 python -m pytest -m gpu -q -p no:cacheprovider tests --deselect tests/test_cuda_precision.py
 SUBSET="whole_steps or (one_product and 300) or (same_precision and case1 and (level- or dataflow-))"

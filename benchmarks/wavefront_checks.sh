@@ -10,12 +10,7 @@
 #   source .device/setup.sh && bash benchmarks/wavefront_checks.sh checks
 set -u
 OUT=${OUT:-/tmp/wavefront_out}
-mkdir -p "$OUT"
-run() {  # name, seconds, command...
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt"
-}
+source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
 part=${1:-checks}
 if [ "$part" = suite ]; then  # the whole GPU suite (every executor against the serial engine), wavefront first
 run wavefront_tests 150 python -m pytest -m gpu -x -q -p no:cacheprovider tests/test_cuda_wavefront.py

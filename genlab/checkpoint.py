@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .asynchronous.dni import DNI, Decoupled
+from .asynchronous.dni import DNI, decoupled
 from .engines.base import EngineState
 from .errors import ArgumentError, ArgumentTypeError, BackendError, FileFormatError, GenlabError
 from .files import NpzReader, write_npz
@@ -125,7 +125,7 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
 def _modules(trainer) -> tuple[dict | None, dict]:
     """(meta's "decouple", the arrays) of a trainer with synthetic gradients in one process:
     the DNI settings and each module as module_entry gives it; (None, {}) for any other."""
-    if not isinstance(trainer.mode, Decoupled):
+    if not decoupled(trainer):
         return None, {}
     dni, modules = trainer.decouple, trainer.engine.export_modules()
     meta = {"cuts": list(dni.cuts), "conditioned": dni.conditioned, "lr": dni.lr,

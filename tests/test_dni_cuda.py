@@ -205,7 +205,7 @@ def test_each_part_pushes_its_own_groups_on_a_stream_of_its_own(cpu_gpu):
 
     in_dst = read(gpu.buffers["in_dst"], 1, L.n_edges)[0]
     seen = {"push": [], "weight": [], "bias": []}
-    for part, p in zip(m.lists, sorted(set(gpu.part.values()))):
+    for part, p in zip(m.parts, sorted(set(gpu.part.values()))):
         pushes = read(part.tasks, sum(count for _, _, count in part.levels), 2)
         weights, biases = read(part.weight, part.n_weight, 3), read(part.bias, part.n_bias, 2)
         mask = read(part.hidden, 1, len(L.groups))[0]

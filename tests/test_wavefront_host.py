@@ -119,7 +119,7 @@ def test_a_pass_whose_blocks_gave_up_waiting_raises_and_updates_nothing(cpu_gpu)
     import pytest
 
     from genlab import BackendError, Trainer
-    from genlab.engines.cuda.wavefront import GAVE_UP
+    from genlab.engines.cuda.constants import WF_GAVE_UP as GAVE_UP
 
     net = Network.elman(4, [8], 3, seed=0)
     trainer = Trainer(net, backend="cuda", executor="wavefront", seed=0)

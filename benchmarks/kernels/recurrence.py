@@ -113,8 +113,8 @@ def timings(number: int, options: dict, shape: tuple) -> dict:
     except Exception as error:
         return {"error": str(error)[:200]}
     runner = engine.runner
-    row = {"rows": runner.rows, "row_blocks": runner.n_rb, "staged": bool(runner.stage), "blocks":
-           runner.plan.n_slots * runner.n_rb, "pass_us": time_graph(engine, lambda: runner.enqueue(train=True), 100)}
+    row = {"rows": runner.now.rows, "row_blocks": runner.now.n_rb, "staged": bool(runner.now.stage), "blocks":
+           runner.plan.n_slots * runner.now.n_rb, "pass_us": time_graph(engine, lambda: runner.enqueue(train=True), 100)}
     row["step_ms"] = time_cuda(lambda: engine.step(x, y), 30, warmup=3)
     features = hidden // 2
     forward = 2 * batch * steps * (hidden * (features + hidden) + (layers - 1) * hidden * 2 * hidden) \

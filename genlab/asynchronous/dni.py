@@ -220,6 +220,12 @@ def _relative(prediction: np.ndarray, truth: np.ndarray) -> float:
     return relative_error(float(np.linalg.norm(prediction - truth)), float(np.linalg.norm(truth)))
 
 
+def decoupled(trainer) -> bool:
+    """Whether the trainer runs synthetic gradients in one process (the serial or the CUDA engine's
+    cut: its engine has modules, errors and crossing edges)."""
+    return isinstance(trainer.mode, Decoupled)
+
+
 class Decoupled(Alone):
     """The trainer's mode under DNI: one process, the decoupled serial or CUDA engine."""
 

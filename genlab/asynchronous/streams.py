@@ -65,7 +65,7 @@ class StreamTeam(Team):
         before = device_state.Backup(main, state=False)  # the parameters a failure puts back
         queues = [list(batches) for batches in plan]
         first = next((q[0] for q in queues if q), None)
-        if first is not None:
+        if first is not None and self.workers > 1:  # (one worker chooses before each of its steps: _launch)
             self._choose(first)
         try:
             while any(queues):

@@ -9,6 +9,7 @@ in a row. Nothing scrolls inside the page: a large DAG is scaled to its panel's 
 
 from __future__ import annotations
 
+from ..asynchronous.dni import decoupled
 from ..policy import MODES
 from . import pictures
 
@@ -25,13 +26,6 @@ def panel(grow: int = 1):
 
     return w.Layout(flex=f"{grow} 1 {pictures.PANEL_PX}px", min_width=f"min({pictures.PANEL_PX}px, 100%)",
                     padding="0 6px 8px 0")
-
-
-def decoupled(trainer) -> bool:
-    """Whether the trainer runs synthetic gradients (Trainer(decouple=genlab.DNI(...)))."""
-    from ..asynchronous.dni import Decoupled
-
-    return isinstance(trainer.mode, Decoupled)  # one process: the serial or the CUDA engine's cut
 
 
 class Controls:

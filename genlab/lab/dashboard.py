@@ -12,12 +12,13 @@ import math
 import time
 
 from .. import notices, viz
+from ..asynchronous.dni import decoupled
 from ..datasets import Dataset, from_arrays, from_frame
 from ..errors import DataError
 from ..shapes import Form
 from ..trainer import Trainer
 from . import legends, messages, pictures
-from .controls import MESSAGE, STATUS, Controls, decoupled
+from .controls import MESSAGE, STATUS, Controls
 
 
 def as_dataset(data, label: str | None = None) -> Dataset:

@@ -120,9 +120,12 @@ class Modules:
         self.pred = self.target = None
         self.ensure(e.batch_cap)
 
+    def shapes(self, w: int) -> list[tuple[str, tuple]]:
+        """A module of width w's parameters in cuda/dni.cu's order: W, b, and C conditioned."""
+        return [("W", (w, w)), ("b", (w,)), *([("C", (self.classes, w))] if self.conditioned else [])]
+
     def size(self, w: int) -> int:
-        """The parameters of a module of width w: W, b, and C conditioned (cuda/dni.cu's order)."""
-        return w * w + w + (self.classes * w if self.conditioned else 0)
+        return sum(math.prod(shape) for _, shape in self.shapes(w))
 
     def _carried(self, old: "Modules | None") -> list[np.ndarray]:
         """Parameters, m, v, t of every module: a group's old ones where it kept its width (and the
@@ -130,7 +133,7 @@ class Modules:
         values = [np.zeros(max(self.n_params, 1), np.float32) for _ in range(4)]
         if old is None or not old.groups:
             return values
-        before = old.host()
+        before = old.host(4)
         for s, (start, w) in self.blocks.items():
             if s in old.blocks and old.blocks[s][1] == w and old.classes == self.classes:
                 first, size = old.blocks[s][0], self.size(w)
@@ -146,11 +149,11 @@ class Modules:
             self.target = e.mem.new(4 * rows * max(self.cols, 1), "DNI targets")
             self.rows = rows
 
-    def host(self) -> list[np.ndarray]:
-        """Parameters, m, v, t from the device."""
+    def host(self, count: int) -> list[np.ndarray]:
+        """The first `count` of parameters, m, v, t from the device."""
         e = self.engine
         out = []
-        for buf in (self.params, self.m, self.v, self.t):
+        for buf in (self.params, self.m, self.v, self.t)[:count]:
             a = np.empty(max(self.n_params, 1), np.float32)
             e.drv.memcpy_dtoh_async(a, buf, e.stream)
             out.append(a)
@@ -187,7 +190,7 @@ class Modules:
         tasks, weights, biases = host["backward_tasks"], host["weight_tasks"][:lists["weight_tasks"][0]], \
             host["bias_tasks"][:L.n_bias_tasks]
         of_slot = np.array([part.get(g, -1) for g in L.groups])
-        arrays, self.lists = {}, []
+        arrays, kept = {}, []  # kept: (part, its push levels, weight tasks, bias tasks)
         for p in sorted(set(part.values())):
             chosen, own = [], []
             for number, (start, count) in enumerate(levels):
@@ -201,14 +204,14 @@ class Modules:
                 arrays[f"tasks{p}"] = np.concatenate(chosen) if chosen else np.zeros((0, 2), np.int32)
                 arrays[f"hidden{p}"] = (L.hidden.astype(bool) & (of_slot == p)).astype(np.int32)
                 arrays[f"weight{p}"], arrays[f"bias{p}"] = weight, bias
-                self.lists.append((p, own, len(weight), len(bias)))
-        self._lists, where = e.mem.upload_all(arrays, "DNI parts' task lists")
+                kept.append((p, own, len(weight), len(bias)))
+        self._task_lists, where = e.mem.upload_all(arrays, "DNI parts' task lists")  # kept alive with the parts
+        self.parts = [Part(own, where[f"tasks{p}"], where[f"hidden{p}"], where[f"weight{p}"], n_weight,
+                           where[f"bias{p}"], n_bias) for p, own, n_weight, n_bias in kept]
         drv = e.drv
-        self.streams = [drv.Stream() for _ in self.lists]
+        self.streams = [drv.Stream() for _ in self.parts]
         self.launchers = [runtime.Launcher(stream, e.precision) for stream in self.streams]
-        self.lists = [Part(own, where[f"tasks{p}"], where[f"hidden{p}"], where[f"weight{p}"], n_weight,
-                           where[f"bias{p}"], n_bias) for p, own, n_weight, n_bias in self.lists]
-        self.fork, self.done = drv.Event(), [drv.Event() for _ in self.lists]
+        self.fork, self.done = drv.Event(), [drv.Event() for _ in self.parts]
 
     def seed(self, batch: int) -> None:
         """The synthetic gradients in dz (passes.Seeded)."""
@@ -220,7 +223,7 @@ class Modules:
         """Each part's pushed backward and gradients on its own stream, side by side (passes.Seeded)."""
         e = self.engine
         self.fork.record(e.stream)
-        for part, stream, launch, done in zip(self.lists, self.streams, self.launchers, self.done):
+        for part, stream, launch, done in zip(self.parts, self.streams, self.launchers, self.done):
             stream.wait_for_event(self.fork)
             passes.push_levels(e, batch, part.levels, part.tasks, part.hidden, launch)
             passes.dense_gradients(e, batch, part.weight, part.n_weight, part.bias, part.n_bias, launch)
@@ -258,30 +261,32 @@ class Modules:
                 for g, (miss, truth) in zip(self.groups, self.host_sums.tolist())}
 
     def _slices(self, g: int):
-        """(name, shape, slice of the flat buffers) of group g's module parameters, in cuda/dni.cu's order."""
+        """(name, shape, slice of the flat buffers) of group g's module parameters."""
         at, w = self.blocks[g]
-        for name, shape in (("W", (w, w)), ("b", (w,)), *((("C", (self.classes, w)),) if self.conditioned else ())):
-            size = int(np.prod(shape))
+        for name, shape in self.shapes(w):
+            size = math.prod(shape)
             yield name, shape, slice(at, at + size)
             at += size
 
     def interfaces(self, with_state: bool = False) -> dict[int, Interface]:
         """The modules as the serial engine keeps them (copied to the host; with_state: Adam's too)."""
-        params, m, v, t = self.host()
+        values = self.host(4 if with_state else 1)
         out = {}
         for g in self.blocks:
             module = out[g] = Interface(self.blocks[g][1], self.classes, self.conditioned, np.float32)
             for name, shape, at in self._slices(g):
-                module.params[name][...] = params[at].reshape(shape)
-                if with_state and int(t[at.start]):
-                    module.state[name] = {"t": int(t[at.start]), "m": m[at].reshape(shape), "v": v[at].reshape(shape)}
+                module.params[name][...] = values[0][at].reshape(shape)
+                if with_state and int(values[3][at.start]):
+                    module.state[name] = {"t": int(values[3][at.start]), "m": values[1][at].reshape(shape),
+                                          "v": values[2][at].reshape(shape)}
         return out
 
-    def put(self, saved: dict[int, dict[str, np.ndarray]], columns: dict) -> None:
+    def put(self, saved: dict[int, dict[str, np.ndarray]]) -> None:
         """Modules from a checkpoint (dni.module_entry's form) where their group crosses at that width."""
-        values = self.host()
+        values = self.host(4)
+        widths = {g: w for g, (_, w) in self.blocks.items()}
         for g, entry in saved.items():
-            checked_width(entry, g, set(self.blocks), columns, self.conditioned, self.classes)
+            checked_width(entry, g, set(widths), widths, self.conditioned, self.classes)
             for name, _, at in self._slices(g):
                 values[0][at] = entry[name].ravel()
                 steps = int(entry.get(f"t_{name}", 0))
@@ -337,7 +342,6 @@ class DecoupledCudaEngine(CudaEngine):
         crossing = {(s, g) for g in net.groups for s in net.inputs(g) if s != INPUT and part[g] > part[s]}
         self.modules = Modules(self, part, crossing, net.n_outputs, self.modules)
         self.part, self.crossing, self.boundary = part, crossing, {s for s, _ in crossing}
-        self._columns = {g: int(self.layout.width[self.layout.slot[g]]) for g in self.boundary}
         self._graphs.clear()
 
     def ensure_batch(self, batch: int) -> None:
@@ -381,4 +385,4 @@ class DecoupledCudaEngine(CudaEngine):
     def import_modules(self, saved: dict[int, dict[str, np.ndarray]]) -> None:
         """Take modules from a checkpoint; GraphError where one does not fit the network."""
         self.flush()
-        self.modules.put(saved, self._columns)
+        self.modules.put(saved)

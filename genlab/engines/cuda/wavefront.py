@@ -15,12 +15,11 @@ from ...errors import BackendError
 from ...network import Network
 from . import graph as graphs
 from . import occupancy, runtime
-from .constants import THREADS, WF_GAVE_UP, WF_SCALAR_BYTES
+from .constants import THREADS, WF_GAVE_UP, WF_SCALAR_BYTES  # the scalars' bytes, the give-up word's byte
 from .memory import Memory
 from .wavefront_plan import STATIC_SHARED, plan, rows_for
 
 FILE = "wavefront.cu"
-SCALAR_BYTES, GAVE_UP = WF_SCALAR_BYTES, WF_GAVE_UP  # the scalars' bytes, the give-up word's byte (constants.py)
 
 
 def resident(shared: int) -> int:
@@ -87,24 +86,29 @@ class Wavefront:
         runtime.load(FILE)
         self.drv, self.stream = drv, stream
         self.launch = runtime.Launcher(stream)
+        device = runtime.kernels().device
+        # the dynamic shared memory a block may ask for: all the device gives (each launch asks for its shape's)
+        self.optin = device.get_attribute(drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) - STATIC_SHARED
+        self.launch.functions["wavefront_step"].set_attribute(drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                             self.optin)
         self.mem = Memory(stream)
         self.params, self.grads, self.offsets = params, grads, offsets
         self.fixed_rows = rows  # None: the fewest rows that keep every block resident (rows_for)
         self.fixed_stage = stage  # None: weights staged in shared memory where they fit
         self.plan = None
         self.shape: tuple[int, int] | None = None
+        self.now: Shape | None = None  # the launch of that shape
         self.b = Buffers()
-        self._host_scalars = drv.pagelocked_zeros(SCALAR_BYTES, np.uint8)
+        self._host_scalars = drv.pagelocked_zeros(WF_SCALAR_BYTES, np.uint8)
         self._host_stats = None  # the statistics, read back with the scalars after a training pass
         self._trained = False    # whether the last pass trained (its statistics are worth reading)
         self.graphs: dict = {}   # training steps captured, by shape and the update's key (until a buffer grows)
         self.shapes: dict[tuple[int, int], Shape] = {}  # prepared shapes, the latest used last
-        self._shared = 0  # wavefront_step's dynamic shared memory allowed so far (the largest shape's)
 
     def load(self, net: Network) -> None:
         """Take `net`'s topology (its parameters stay where the engine keeps them)."""
         p = plan(net, self.offsets)
-        self.plan, self.shape = p, None
+        self.plan, self.shape, self.now = p, None, None
         self.shapes.clear()
         self.graphs.clear()
         self._host_stats = self.drv.pagelocked_zeros((p.n_slots, 3), np.float64)
@@ -137,24 +141,15 @@ class Wavefront:
                  "x": 4 * batch * steps * p.n_inputs, "labels": 4 * batch * steps}
         if self.b.grow(self.mem, sizes):
             self.graphs.clear()  # they hold the buffers made before
-        if shape.shared > self._shared:  # the largest any graph kept launches with
-            self._shared = shape.shared
-            self.launch.functions["wavefront_step"].set_attribute(
-                self.drv.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shape.shared)
         base = int(self.b.zeroed)  # scalars, then per slot 3 doubles, then the flags (8-byte aligned)
         # plain ints: PyCUDA's copies and memsets take an int address (not a NumPy integer)
-        self.scalars, self.stats = base, base + SCALAR_BYTES
-        self.flags = base + SCALAR_BYTES + 24 * p.n_slots
-        self.items, self.n_items, self.chunks = shape.items, shape.n_items, shape.chunks
-        self.act_off, self.zeroed_words = shape.act_off, shape.zeroed_words
-        self.rows, self.n_rb, self.stage, self.shared = shape.rows, shape.n_rb, shape.stage, shape.shared
-        self.shape = (steps, batch)
+        self.scalars, self.stats = base, base + WF_SCALAR_BYTES
+        self.flags = base + WF_SCALAR_BYTES + 24 * p.n_slots
+        self.shape, self.now = (steps, batch), shape
 
     def _shape(self, steps: int, batch: int) -> Shape:
         """The launch of a new shape; BackendError where the device cannot hold it."""
-        drv, p = self.drv, self.plan
-        device = runtime.kernels().device
-        optin = device.get_attribute(drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) - STATIC_SHARED
+        p, optin = self.plan, self.optin
         rows = self.fixed_rows or rows_for(p, batch, resident(p.shared_bytes(p.max_rows(), False)))
         if rows > p.max_rows():
             raise BackendError(f"{rows} rows a block: the wavefront kernel's blocks hold at most {p.max_rows()}")
@@ -167,7 +162,7 @@ class Wavefront:
         room = resident(shared)
         if p.n_slots * n_rb > room:
             raise BackendError(f"{p.n_slots * n_rb} blocks of the wavefront kernel cannot all be resident on "
-                               f"{device.name()} ({room} at once); batches of at most "
+                               f"{runtime.kernels().device.name()} ({room} at once); batches of at most "
                                f"{self.largest_batch()} rows run on it")
         if p.n_cols * steps * batch >= 2**31:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
@@ -175,7 +170,7 @@ class Wavefront:
         items, chunks = p.items(steps)
         return Shape(rows, n_rb, stage, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
                      chunks, self.mem.upload(p.act_off(steps, batch)),
-                     (SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
+                     (WF_SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
 
     # ------------------------------------------------------------------ a step
     def put(self, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -199,23 +194,23 @@ class Wavefront:
 
     def enqueue(self, train: bool, every_step: bool = False) -> None:
         """The launches of one pass (train: forward, backward and gradients) on the put sequences."""
-        p, (steps, batch), t = self.plan, self.shape, self.topology
-        self.drv.memset_d32_async(self.scalars, 0, self.zeroed_words, self.stream)
+        p, (steps, batch), t, now = self.plan, self.shape, self.topology, self.now
+        self.drv.memset_d32_async(self.scalars, 0, now.zeroed_words, self.stream)
         self._trained = train
         i32 = np.int32
-        self.launch("wavefront_step", (p.n_slots * self.n_rb, 1), t["width"], self.act_off, t["bias_off"],
+        self.launch("wavefront_step", (p.n_slots * now.n_rb, 1), t["width"], now.act_off, t["bias_off"],
                     t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
-                    t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(self.rows),
-                    i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(self.stage), self.b.x, self.b.labels,
+                    t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(now.rows),
+                    i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage), self.b.x, self.b.labels,
                     self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
-                    shared=self.shared)
+                    shared=now.shared)
         if not train:
             return
-        self.launch("wavefront_weight_grad", (self.n_items, 1), self.items, t["width"], self.act_off, t["bias_off"],
+        self.launch("wavefront_weight_grad", (now.n_items, 1), now.items, t["width"], now.act_off, t["bias_off"],
                     t["in_src"], t["in_delay"], t["in_woff"], i32(p.n_slots), i32(steps), i32(batch),
-                    i32(p.n_inputs), i32(self.chunks), i32(p.n_params), i32(every_step), self.b.x, self.b.act, self.b.dz,
+                    i32(p.n_inputs), i32(now.chunks), i32(p.n_params), i32(every_step), self.b.x, self.b.act, self.b.dz,
                     self.b.partials)
-        self.launch.flat("wavefront_reduce", p.n_params, self.b.partials, i32(self.chunks), i32(p.n_params), self.grads,
+        self.launch.flat("wavefront_reduce", p.n_params, self.b.partials, i32(now.chunks), i32(p.n_params), self.grads,
                          self.scalars)
 
     def read_scalars(self) -> tuple[float, int, float]:
@@ -232,7 +227,7 @@ class Wavefront:
         if self._trained:
             self.drv.memcpy_dtoh_async(self._host_stats, self.stats, self.stream)
         self.stream.synchronize()
-        if raw[GAVE_UP:GAVE_UP + 4].view(np.int32)[0]:
+        if raw[WF_GAVE_UP:WF_GAVE_UP + 4].view(np.int32)[0]:
             raise BackendError("the wavefront kernel's blocks gave up waiting for each other (WF_WAIT_LIMIT_NS, "
                                "cuda/wavefront.cu): not all of them ran at once (another program or stream may hold "
                                "the GPU's SMs); the pass was dropped and nothing was updated; try again, or use an "
@@ -259,7 +254,7 @@ class Wavefront:
     def ranges(self) -> tuple[dict, dict]:
         """Per hidden group: each neuron's smallest and largest output over the last pass's steps and rows."""
         p = self.plan
-        lo, hi = (np.empty((self.n_rb, p.n_cols), np.float32) for _ in range(2))
+        lo, hi = (np.empty((self.now.n_rb, p.n_cols), np.float32) for _ in range(2))
         self.drv.memcpy_dtoh(lo, self.b.hmin)
         self.drv.memcpy_dtoh(hi, self.b.hmax)
         lo, hi = lo.min(axis=0), hi.max(axis=0)

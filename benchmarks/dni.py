@@ -2,8 +2,9 @@
 module's error over training, on digits and Fashion-MNIST, the serial engine (or --backend cuda).
 
 For each dataset, one network (an MLP of three hidden layers of one group each) trained from
-the same start and seed with exact backprop, DNI cut after every hidden group, and cDNI (the
-modules also read the label) cut the same way. The error of a module at a step is
+the same start and seed with exact backprop, DNI cut after every hidden group, cDNI (the
+modules also read the label) cut the same way, and cDNI pipelined (each part on its own batch,
+the later parts on earlier ones: genlab.asynchronous.pipeline). The error of a module at a step is
 |prediction - true share| / |true share| of its group's dL/dh.
 
     python benchmarks/dni.py --out benchmarks/results/cpu/dni.json
@@ -37,7 +38,8 @@ def main() -> None:
         net = genlab.Network.mlp([data.n_features, *HIDDEN, data.n_classes], seed=a.seed)
         cuts = list(net.hidden_groups)
         out["runs"][name] = runs = {}
-        for method, dec in (("backprop", None), ("dni", genlab.DNI(cuts)), ("cdni", genlab.DNI(cuts, conditioned=True))):
+        for method, dec in (("backprop", None), ("dni", genlab.DNI(cuts)), ("cdni", genlab.DNI(cuts, conditioned=True)),
+                            ("cdni_pipelined", genlab.DNI(cuts, conditioned=True, pipelined=True))):
             t = genlab.Trainer(net.copy(), backend=a.backend, seed=a.seed, decouple=dec,
                                **({"executor": "level_push"} if a.backend == "cuda" else {}))
             start = time.perf_counter()

@@ -8,6 +8,8 @@ from the host (the median, with its upload and read-back):
     exact_<executor>  exact backprop on that executor
     dni_<k>           cut into k parts of equal depth (the cuts after every depth/k layers)
     cdni_<k>          the same, the modules conditioned on the label
+    pdni_<k>, pcdni_<k>  the same pipelined over successive batches (every part's forward and
+                      backward side by side: genlab.engines.cuda.pipelined)
 
     python benchmarks/dni_gpu.py --out benchmarks/results/NVIDIA_H200/async/dni_gpu.json
 """
@@ -34,7 +36,9 @@ def variants(net: genlab.Network, depth: int):
     for parts in (2, 4):
         cuts = hidden[depth // parts - 1:-1:depth // parts]
         for conditioned in (False, True):
-            yield f"{'c' if conditioned else ''}dni_{parts}", dict(decouple=genlab.DNI(cuts, conditioned=conditioned))
+            for pipelined in (False, True):
+                name = f"{'p' if pipelined else ''}{'c' if conditioned else ''}dni_{parts}"
+                yield name, dict(decouple=genlab.DNI(cuts, conditioned=conditioned, pipelined=pipelined))
 
 
 def measure(depth: int, width: int, batch: int, repeats: int) -> dict:

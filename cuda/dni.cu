@@ -7,7 +7,7 @@
 // (classes x w) if conditioned. Module i's predictions and targets are columns col..col+w-1 of
 // the batch-major `pred` and `target` (a row of `cols` floats a sample).
 //
-// dni_predict: pred of every module, and pred / batch written into dz of its boundary group
+// dni_predict: pred of every module, and (seed) pred / batch written into dz of its boundary group
 //   (the level_push executor's dz blocks, zeroed before and pushed into after: the backward adds
 //   the earlier part's own shares to the synthetic gradient). Group-major activations only.
 //   Launch: grid (n_interfaces, ceil(batch * max width / THREADS)), THREADS; a thread an output.
@@ -20,6 +20,10 @@
 // dni_errors: per module, sum (pred - target)^2 and sum target^2 into sums[2i], sums[2i + 1]
 //   (written, not added). Launch: grid n_interfaces, THREADS.
 // The modules' update is optim.cu's optimizer_update (Adam) over mparams, guarded like the network's.
+// dni_keep (pipelined, genlab/engines/cuda/pipelined.py): after a step, the activations of each
+//   group a later stage reads, and the labels, pushed into their rings of kept batches (newest
+//   first; fill: every kept block takes the step's), unless the step was refused (guard).
+//   Launch: grid (blocks, n_keeps + 1: the last the labels), THREADS.
 #include "genlab.cuh"
 
 struct DniInterface {  // one module (genlab/engines/cuda/decoupled.py writes an array of them)
@@ -37,7 +41,7 @@ struct DniCut {
     const float *act, *params;
     float *dz, *mparams, *mgrads, *pred, *target;
     double *gradsq, *sums;
-    int batch, cols, classes, conditioned;
+    int batch, cols, classes, conditioned, seed;  // seed: dni_predict writes dz too
 };
 
 extern "C" __global__ void dni_predict(const __grid_constant__ DniCut a)
@@ -52,7 +56,7 @@ extern "C" __global__ void dni_predict(const __grid_constant__ DniCut a)
     out += W[w * w + k];
     if (a.conditioned) out += W[w * w + w + a.labels[b] * w + k];
     a.pred[b * a.cols + m.col + k] = out;
-    a.dz[a.act_off[m.slot] + b * w + k] = out / (float)a.batch;
+    if (a.seed) a.dz[a.act_off[m.slot] + b * w + k] = out / (float)a.batch;
 }
 
 extern "C" __global__ void dni_truth(const __grid_constant__ DniCut a)
@@ -114,5 +118,31 @@ extern "C" __global__ void dni_errors(const __grid_constant__ DniCut a)
     if (threadIdx.x == 0) {
         a.sums[2 * blockIdx.x] = miss;
         a.sums[2 * blockIdx.x + 1] = truth;
+    }
+}
+
+struct DniKeep {  // a group later stages read: its live block, its first kept block, width, how many kept
+    int live, kept, width, depth;  // offsets in act; kept block d at kept + d * width * stride
+};
+
+extern "C" __global__ void dni_keep(const DniKeep* keeps, int n, float* act, const int* labels, int* ring,
+                                    int label_depth, int stride, int rows, int fill, const double* guard)
+{
+    if (!finite_step(guard)) return;
+    const bool lab = blockIdx.y == n;
+    const int w = lab ? 1 : keeps[blockIdx.y].width, depth = lab ? label_depth : keeps[blockIdx.y].depth;
+    const int step = w * stride;  // between kept blocks
+    for (int i = blockIdx.x * THREADS + threadIdx.x; i < rows * w; i += gridDim.x * THREADS) {
+        if (lab) {
+            const int now = labels[i];
+            for (int d = depth - 1; d > 0; --d) ring[d * stride + i] = fill ? now : ring[(d - 1) * stride + i];
+            ring[i] = now;
+        } else {
+            const DniKeep k = keeps[blockIdx.y];
+            const float now = act[k.live + i];
+            float* kept = act + k.kept + i;
+            for (int d = depth - 1; d > 0; --d) kept[d * step] = fill ? now : kept[(d - 1) * step];
+            kept[0] = now;
+        }
     }
 }

@@ -94,7 +94,8 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
             saved_executor = meta["executor"]
             engine_class = ENGINES[resolve(backend)](net.recurrent)
             saved_dni = meta.get("decouple")
-            decouple = None if saved_dni is None else DNI(saved_dni["cuts"], saved_dni["conditioned"], saved_dni["lr"])
+            decouple = None if saved_dni is None else DNI(saved_dni["cuts"], saved_dni["conditioned"], saved_dni["lr"],
+                                                          saved_dni.get("pipelined", False))
             if executor is None and saved_executor is not None and engine_class.has_executors:
                 executor = saved_executor
             trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
@@ -128,7 +129,7 @@ def _modules(trainer) -> tuple[dict | None, dict]:
     if not decoupled(trainer):
         return None, {}
     dni, modules = trainer.decouple, trainer.engine.export_modules()
-    meta = {"cuts": list(dni.cuts), "conditioned": dni.conditioned, "lr": dni.lr,
+    meta = {"cuts": list(dni.cuts), "conditioned": dni.conditioned, "lr": dni.lr, "pipelined": dni.pipelined,
             "modules": [[g, sorted(entry)] for g, entry in sorted(modules.items())]}
     return meta, {f"{DNI_MEMBER}{g}/{name}": value for g, entry in modules.items() for name, value in entry.items()}
 

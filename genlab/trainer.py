@@ -243,7 +243,8 @@ class Trainer:
     def _step(self, x, y) -> dict:
         loss, correct = self.mode.step(self.engine, x, y)
         self._dirty = True
-        record = self._account(loss, correct, len(y), y.size, lambda: self.engine.grad_std, lambda: self.engine.stats)
+        record = self._account(loss, correct, len(y), self.engine.scored or y.size, lambda: self.engine.grad_std,
+                               lambda: self.engine.stats)
         every = self.growth.every
         if every and self.step_count % every == 0:
             self.grow()

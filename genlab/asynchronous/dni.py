@@ -135,14 +135,18 @@ class DecoupledEngine(SerialEngine):
     def received(self, g, grad_out, h, y):
         if g not in self.boundary:
             return grad_out
-        n, size = len(h), h[0].size
-        module = self.interfaces.get(g)
-        if module is None or module.width != size:  # a new boundary group, or one growth made wider
-            module = self.interfaces[g] = Interface(size, self.classes, self.conditioned, self.dtype)
+        module = self.module(g, h[0].size)
         predicted = module.predict(h, y)  # per sample; the module's error and update read it too
-        self._pending[g] = (h, y, self._true.pop(g) * n, predicted)
-        synthetic = predicted / n
+        self._pending[g] = (h, y, self._true.pop(g) * len(h), predicted)
+        synthetic = predicted / len(h)
         return synthetic if grad_out is None else grad_out + synthetic
+
+    def module(self, g: int, size: int) -> Interface:
+        """Boundary group g's module, made (at zero) for a new boundary group or one growth made wider."""
+        module = self.interfaces.get(g)
+        if module is None or module.width != size:
+            module = self.interfaces[g] = Interface(size, self.classes, self.conditioned, self.dtype)
+        return module
 
     def export_modules(self) -> dict[int, dict[str, np.ndarray]]:
         """{boundary group: its module} for a checkpoint (module_entry's form)."""
@@ -237,26 +241,36 @@ class Decoupled(Alone):
         from ..backends import resolve
 
         d = self.dni
-        if resolve(backend) == "cuda":  # its step on the GPU (engines/cuda/decoupled.py)
-            from ..engines.cuda.decoupled import DecoupledCudaEngine
+        if resolve(backend) == "cuda":  # its step on the GPU (engines/cuda/decoupled.py, pipelined.py)
+            if d.pipelined:
+                from ..engines.cuda.pipelined import PipelinedCudaEngine as engine
+            else:
+                from ..engines.cuda.decoupled import DecoupledCudaEngine as engine
 
-            return DecoupledCudaEngine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, executor, precision)
+            return engine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, executor, precision)
         if executor not in (None, "auto") and backend == "serial":
             raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                                "group after another (leave executor unset, or use backend='cuda')")
+        if d.pipelined:
+            from .pipeline import PipelinedEngine
+
+            return PipelinedEngine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, precision)
         return DecoupledEngine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, precision)
 
 
 @dataclass(frozen=True)
 class DNI:
-    """Trainer(decouple=DNI(cuts=[group, ...], conditioned=False, lr=1e-3)): synthetic gradients
-    at each cut (module text). cuts: hidden groups, each the top of a part (None, with
-    distributed="partitioned": the partition's cut, genlab.distributed.synthetic); conditioned:
-    the modules read the label too (cDNI); lr: the modules' Adam learning rate."""
+    """Trainer(decouple=DNI(cuts=[group, ...], conditioned=False, lr=1e-3, pipelined=False)):
+    synthetic gradients at each cut (module text). cuts: hidden groups, each the top of a part
+    (None, with distributed="partitioned": the partition's cut, genlab.distributed.synthetic);
+    conditioned: the modules read the label too (cDNI); lr: the modules' Adam learning rate;
+    pipelined: each part works on its own batch, the later parts on earlier batches, so no part
+    waits for another's forward either (genlab.asynchronous.pipeline)."""
 
     cuts: tuple | None = None
     conditioned: bool = False
     lr: float = 1e-3
+    pipelined: bool = False
 
     def __post_init__(self):
         if self.cuts is not None:
@@ -267,6 +281,7 @@ class DNI:
                 raise ArgumentError(f"DNI cuts repeat a group: {list(cuts)}")
             object.__setattr__(self, "cuts", cuts)
         checks.boolean(self.conditioned, "DNI conditioned")
+        checks.boolean(self.pipelined, "DNI pipelined")
         checks.real(self.lr, "DNI lr", 0.0, None, low_open=True)
 
     def mode(self) -> Decoupled:
@@ -284,6 +299,9 @@ def mode_of(decouple, mode):
     if isinstance(mode, Partitioned):
         if decouple.cuts is not None:
             raise ArgumentError("with distributed='partitioned' the cut is the partition's: leave DNI's cuts unset")
+        if decouple.pipelined:
+            raise ArgumentError("DNI(pipelined=True) pipelines the parts in one process; with "
+                                "distributed='partitioned' they already run side by side (leave pipelined off)")
         mode.decouple = decouple
         return mode
     if mode.world is not None:

@@ -106,6 +106,8 @@ class Engine(ABC):
     every_step: bool = False  # a recurrent network's output is read (and its loss taken) at every step
     pruning: tuple[bool, float | None] = (False, None)
     pinned: frozenset[int] = frozenset()  # groups pruning must keep (a DNI engine's cut groups)
+    scored: int | None = None  # the rows the last step's loss and count are of, where not its batch's
+                               # (a pipelined DNI step scores an earlier batch)
 
     @classmethod
     def check_precision(cls, precision: Precision) -> None:

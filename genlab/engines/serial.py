@@ -86,13 +86,19 @@ class SerialEngine(HostScores, Engine):
         if self.delays:
             return through_time.forward(self, x)
         x = np.asarray(x, self.dtype)
-        h, p, self._cache = {INPUT: x.reshape(len(x), *self.input_shape)}, self._params, {}
+        h, p, self._cache, self._ins = {INPUT: x.reshape(len(x), *self.input_shape)}, self._params, {}, {}
         for g in self.order:
             sources = self.inputs[g]
-            h[g], self._cache[g] = self.kinds[g].forward(self.specs[g], [h[s] for s in sources],
-                                                         [p[("W", s, g)] for s in sources], p[("b", g)])
+            ins = self._ins[g] = [self.source(h, s, g) for s in sources]
+            h[g], self._cache[g] = self.kinds[g].forward(self.specs[g], ins, [p[("W", s, g)] for s in sources],
+                                                         p[("b", g)])
         self._h = h
         return h[OUTPUT]
+
+    def source(self, h: dict, s: int, g: int) -> np.ndarray:
+        """What group g reads of its source s (h[s]; a pipelined engine's later parts read an
+        earlier batch's: genlab.asynchronous.pipeline)."""
+        return h[s]
 
     def backward(self, y: np.ndarray) -> float:
         """Loss of the last forward against labels y; fills grads and the per-group statistics."""
@@ -108,8 +114,8 @@ class SerialEngine(HostScores, Engine):
             grad_out = self.received(g, dh.pop(g, None), h[g], y)  # every consumer of g has sent its share
             self._pooled[g] = (grad_out, h[g])
             dz, grads[("b", g)] = kind.backward(spec, grad_out, h[g], self._cache[g], self._params[("b", g)])
-            for s in self.inputs[g]:
-                grads[("W", s, g)], share = kind.edge_grads(spec, dz, h[s], self._params[("W", s, g)])
+            for s, seen in zip(self.inputs[g], self._ins[g]):
+                grads[("W", s, g)], share = kind.edge_grads(spec, dz, seen, self._params[("W", s, g)])
                 if s != INPUT:
                     self.send(dh, s, g, share)
             stats["grad_std"][g] = float(grad_out.std())

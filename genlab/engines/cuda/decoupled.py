@@ -70,8 +70,10 @@ class DecoupledPush(LevelPush):
 @dataclass(frozen=True)
 class Part:
     """One part's backward on the device: its push levels ((number, first task, count) in `tasks`),
-    the sources it pushes into (`hidden`, a flag a slot), its weight and bias gradient tasks."""
+    the sources it pushes into (`hidden`, a flag a slot), its weight and bias gradient tasks (`part`:
+    whose)."""
 
+    part: int
     levels: list
     tasks: int
     hidden: int
@@ -86,11 +88,12 @@ class Modules:
     buffers, the tables cuda/dni.cu reads (DniInterface, DniCrossing), the batch's predictions and
     targets; each part's task lists and stream (passes.Seeded: the step's pushed backward)."""
 
-    def __init__(self, e: "DecoupledCudaEngine", part: dict, crossing: set, classes: int, old: "Modules | None"):
+    def __init__(self, e: "DecoupledCudaEngine", part: dict, crossing: set, classes: int, old: "Modules | None",
+                 order=None):
         L = e.layout
         # a weak reference, as an executor's: a replaced engine gives its device memory back at once
         self.engine, self.layout, self.classes, self.conditioned = weakref.proxy(e), L, classes, e.conditioned
-        self.groups = sorted({s for s, _ in crossing})
+        self.groups = sorted({s for s, _ in crossing}, key=order)  # order: a sort key of boundary groups
         into = {s: sorted((g for t, g in crossing if t == s), key=lambda g: -L.slot[g]) for s in self.groups}
         table = np.zeros(len(self.groups), runtime.record(FILE, "DniInterface"))
         edges = np.zeros(len(crossing), runtime.record(FILE, "DniCrossing"))
@@ -161,7 +164,8 @@ class Modules:
         return out
 
     # ------------------------------------------------------------------ the step's parts
-    def _cut(self, batch: int) -> bytes:
+    def cut(self, batch: int, **given) -> bytes:
+        """The DniCut of a launch over every module on the step's buffers (`given`: fields set otherwise)."""
         e, b = self.engine, self.engine.buffers
         a = np.zeros((), runtime.record(FILE, "DniCut"))
         for name, buf in (("interfaces", self.table), ("crossings", self.edges), ("mparams", self.params),
@@ -170,7 +174,10 @@ class Modules:
         for name in ("act_off", "labels", "act", "params", "dz"):
             a[name] = int(b[name])
         a["gradsq"] = e.ptr("scalars", 16)
-        a["batch"], a["cols"], a["classes"], a["conditioned"] = batch, self.cols, self.classes, self.conditioned
+        a["batch"], a["cols"], a["classes"], a["conditioned"], a["seed"] = batch, self.cols, self.classes, \
+            self.conditioned, 1
+        for name, value in given.items():
+            a[name] = value
         return a.tobytes()
 
     def _parts(self, e: "DecoupledCudaEngine", part: dict) -> None:
@@ -206,7 +213,7 @@ class Modules:
                 arrays[f"weight{p}"], arrays[f"bias{p}"] = weight, bias
                 kept.append((p, own, len(weight), len(bias)))
         self._task_lists, where = e.mem.upload_all(arrays, "DNI parts' task lists")  # kept alive with the parts
-        self.parts = [Part(own, where[f"tasks{p}"], where[f"hidden{p}"], where[f"weight{p}"], n_weight,
+        self.parts = [Part(p, own, where[f"tasks{p}"], where[f"hidden{p}"], where[f"weight{p}"], n_weight,
                            where[f"bias{p}"], n_bias) for p, own, n_weight, n_bias in kept]
         drv = e.drv
         self.streams = [drv.Stream() for _ in self.parts]
@@ -217,7 +224,7 @@ class Modules:
         """The synthetic gradients in dz (passes.Seeded)."""
         if self.groups:
             e = self.engine
-            e.launch("dni_predict", (len(self.groups), -(-batch * self.widest // THREADS)), self._cut(batch))
+            e.launch("dni_predict", (len(self.groups), -(-batch * self.widest // THREADS)), self.cut(batch))
 
     def push(self, batch: int) -> None:
         """Each part's pushed backward and gradients on its own stream, side by side (passes.Seeded)."""
@@ -235,7 +242,7 @@ class Modules:
         """The modules' targets, gradients and errors (the step's gradient norm gets theirs)."""
         if not self.groups:
             return
-        e, cut = self.engine, self._cut(batch)
+        e, cut = self.engine, self.cut(batch)
         e.launch("dni_truth", (len(self.groups), -(-batch * self.widest // THREADS)), cut)
         e.launch("dni_grads", (len(self.groups), -(-self.largest // THREADS)), cut)
         e.launch("dni_errors", (len(self.groups), 1), cut)

@@ -133,21 +133,23 @@ def _pull(e: "CudaEngine", batch: int) -> None:
         kinds.backward(e, level, batch)
 
 
-def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch) -> None:
+def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch, act_off=None) -> None:
     """The pushed backward over `levels`: (number, first task, task count) each, number 0 the
     output group's level (its dz is the loss's: no finish), the tasks 8 bytes each from `tasks`;
     a task's group finishes its dz (mask, statistics), then pushes into the sources that
-    `hidden` marks; `launch`: the launcher of the stream to run on."""
+    `hidden` marks; `launch`: the launcher of the stream to run on; `act_off`: where the
+    groups' blocks are (the engine's, unless a pipelined stage reads kept ones)."""
     b = e.buffers
+    act_off = b["act_off"] if act_off is None else act_off
     ld, rows = np.int32(e.ld), (batch + TILE - 1) // TILE
     for number, start, count in levels:
         if not count:
             continue
         at = int(tasks) + 8 * start
         if number:  # all consumers of this level have pushed: mask and statistics
-            launch("backward_finish", (count, rows), at, b["width"], b["act_off"], b["act"], b["dz"],
+            launch("backward_finish", (count, rows), at, b["width"], act_off, b["act"], b["dz"],
                    np.int32(batch), ld, b["stats"])
-        launch("backward_push", (count, rows), at, b["width"], b["act_off"], b["in_ptr"], b["in_src"],
+        launch("backward_push", (count, rows), at, b["width"], act_off, b["in_ptr"], b["in_src"],
                b["in_woff"], hidden, b["params"], b["dz"], np.int32(batch), ld)
 
 
@@ -166,16 +168,18 @@ def gradients(e: "CudaEngine", batch: int) -> None:
 
 
 def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bias_tasks, n_bias: int,
-                    launch) -> None:
+                    launch, act_off=None) -> None:
     """The first tier's weight gradients (weight_grad: tasks of 12 bytes) and the bias gradients
-    (bias_grad: 8 bytes) of the given task lists, with their squared sums, on `launch`'s stream."""
+    (bias_grad: 8 bytes) of the given task lists, with their squared sums, on `launch`'s stream
+    (`act_off`: as push_levels')."""
     b = e.buffers
+    act_off = b["act_off"] if act_off is None else act_off
     gradsq, ld = e.ptr("scalars", 16), np.int32(e.ld)
     if n_weight:
         launch("weight_grad", (n_weight, 1), weight_tasks, b["in_src"], b["in_dst"], b["in_woff"], b["width"],
-               b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+               act_off, b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
     if n_bias:
-        launch("bias_grad", (n_bias, 1), bias_tasks, b["width"], b["act_off"], b["bias_off"], b["dz"], b["grads"],
+        launch("bias_grad", (n_bias, 1), bias_tasks, b["width"], act_off, b["bias_off"], b["dz"], b["grads"],
                np.int32(batch), ld, b["wstats"], gradsq)
 
 

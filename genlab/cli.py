@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--decouple", choices=["dni", "cdni"], default=None,
                        help="synthetic gradients (genlab.DNI) after every hidden group of the starting network, or "
                             "at the partition's cut with --distributed partitioned; cdni: the modules read the label")
+    train.add_argument("--pipelined", action="store_true",
+                       help="with --decouple in one process: each part on its own batch, the later parts on earlier "
+                            "batches (DNI(pipelined=True))")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
     train.add_argument("--quiet", action="store_true", help="print the results only: no progress bar, no notes")
     train.set_defaults(run=run_train)
@@ -132,11 +135,13 @@ def _resume(args, world):
 def _decouple(args, net):
     """The genlab.DNI of --decouple, or None."""
     if args.decouple is None:
+        if args.pipelined:
+            raise Usage("--pipelined pipelines the parts of --decouple: give --decouple dni or cdni too")
         return None
     from .asynchronous import DNI
 
     cuts = None if args.distributed == "partitioned" else net.hidden_groups
-    return DNI(cuts, conditioned=args.decouple == "cdni")
+    return DNI(cuts, conditioned=args.decouple == "cdni", pipelined=args.pipelined)
 
 
 def _world(args):
@@ -156,8 +161,8 @@ def run_train(args):
 
     world = _world(args)
     if args.resume:
-        if args.decouple:
-            raise Usage("--decouple starts a run: --resume continues the checkpoint's own (its synthetic-gradient "
+        if args.decouple or args.pipelined:
+            raise Usage("--decouple and --pipelined start a run: --resume continues the checkpoint's own (its synthetic-gradient "
                         "modules included, if it had them)")
         trainer, args.dataset, args.seed = _resume(args, world)
         data = datasets.load(args.dataset, seed=args.seed)
@@ -212,7 +217,7 @@ def _train(args, trainer, data, world, groups_start) -> dict:
     decouple = trainer.decouple  # given, or continued from the checkpoint
     if decouple is not None:
         last = trainer.engine.errors[-1] if trainer.engine.errors else {}
-        report.update(decouple="cdni" if decouple.conditioned else "dni",
+        report.update(decouple="cdni" if decouple.conditioned else "dni", pipelined=decouple.pipelined,
                       module_error=float(sum(last.values()) / max(len(last), 1)))
     if world is not None:
         report.update(distributed=args.distributed, processes=world.size, process_group=world.backend)

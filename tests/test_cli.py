@@ -246,7 +246,14 @@ def test_train_without_waiting_hogwild_and_synthetic_gradients(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["decouple"] == "cdni" and 0 < report["module_error"] and report["test_accuracy"] > 0.85
+    assert report["pipelined"] is False
+    result = run("train", "--dataset", "digits", "--backend", "serial", "--epochs", "10", "--decouple", "cdni",
+                 "--pipelined", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["pipelined"] is True and report["test_accuracy"] > 0.85
     for bad, words in ((["--hogwild", "2", "--decouple", "dni"], "do not go together"),
+                       (["--pipelined"], "give --decouple"),
                        (["--hogwild", "65"], "from 1 to 64"),
                        (["--decouple", "cdni", "--resume", str(tmp_path / "dni.ckpt")], "modules")):
         result = run("train", "--dataset", "digits", "--backend", "serial", "--quiet", *bad)

@@ -75,3 +75,19 @@ def test_the_optimizer_state_of_new_blocks_is_zeroed_in_merged_ranges():
     np.testing.assert_array_equal(covered, want)
     assert len(ranges) < len(L.fresh)  # the appended blocks are one range
     assert all(a + n < b for (a, n), (b, _) in zip(ranges, ranges[1:]))  # merged where adjacent
+
+
+def test_a_layout_past_32_bit_offsets_is_refused_with_a_clear_error():
+    """The kernels' parameter offsets are 32-bit: a network of 2^31 parameters or more is a
+    BackendError (not an OverflowError from NumPy). Zero-stride weights: no memory is taken."""
+    import genlab
+    from genlab.errors import BackendError
+
+    net = genlab.Network.mlp([4, 3, 2], seed=0)
+    a, n = net.hidden_groups[0], 50_000
+    net.widths[genlab.INPUT] = net.widths[a] = n
+    net.weights[(genlab.INPUT, a)] = np.broadcast_to(np.float32(0), (n, n))
+    net.weights[(a, genlab.OUTPUT)] = np.broadcast_to(np.float32(0), (2, n))
+    net.biases[a] = np.broadcast_to(np.float32(0), (n,))
+    with pytest.raises(BackendError, match="2500150002 parameters exceed"):
+        Layout(net)

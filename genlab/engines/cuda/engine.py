@@ -135,8 +135,6 @@ class CudaEngine(Concurrent, Engine):
         L = Layout(net) if placement is None else Layout.placed(net, placement)
         # growth of other kinds is made on the host (their identities and splits are not replayed here)
         self.grows_in_place = not L.kinds.any
-        if L.n_params >= 2**31:
-            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
         host = np.empty(L.n_params, np.float32)
         for key, off in L.offsets.items():
             value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]

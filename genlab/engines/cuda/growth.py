@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ... import operations as op
-from ...errors import BackendError
 from ...network import Network
 from . import topology
 from .layout import Layout
@@ -49,9 +48,7 @@ def apply(e: "CudaEngine", net: Network, log: list) -> None:
             gather(e, new[f"state_{name}"], e.buffers[f"state_{name}"], state)
         param_cap, fresh = L.n_params, []
     else:
-        L = old.grown(net, log)
-        if L.n_params >= 2**31:
-            raise BackendError(f"{L.n_params} parameters exceed the engine's 2^31 limit")
+        L = old.grown(net, log)  # BackendError past 2^31 parameters
         new = {**topology.build(e, L, cap, e.buffers), **group_state(e, L, inherit)}
         param_cap = e.param_cap
         if L.n_params > param_cap:  # grow geometrically, copying what is there

@@ -15,6 +15,7 @@ import numpy as np
 
 from ... import operations as op
 from ... import shapes
+from ...errors import BackendError
 from ...network import INPUT, OUTPUT, Network
 from . import kind_lists
 from .constants import SPLIT
@@ -100,6 +101,8 @@ class Layout:
     def _finish(self, net: Network, added: list | None = None) -> None:
         """What follows from the slots and offsets; `added`: the groups appended to a layout
         whose groups all have dense kernels, whose per-group arrays are extended, not remade."""
+        if self.n_params >= 2**31:  # the kernels' offsets are 32-bit
+            raise BackendError(f"{self.n_params} parameters exceed the CUDA engine's 2^31 limit")
         self.col_off = np.concatenate([[0], np.cumsum(self.width)[:-1]]).astype(np.int32)
         self.n_cols = int(self.width.sum())
         self.output_slot, self.input_slot = self.slot[OUTPUT], self.slot[INPUT]

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...asynchronous.pipeline import Stages
 from ...asynchronous.dni import parts
+from ...asynchronous.pipeline import Stages
 from ...errors import BackendError
 from ...network import INPUT, Network
 from . import runtime

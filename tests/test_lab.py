@@ -440,9 +440,10 @@ def test_a_click_does_not_wait_for_the_test_set():
     assert calls == [1] and "(step" not in lab.status.value
 
 
-@pytest.mark.parametrize("backend", ["serial", "cuda"])
-def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error(request, backend):
-    """On the serial engine and on the CUDA engine (its kernels' CPU build)."""
+@pytest.mark.parametrize("backend, pipelined", [("serial", False), ("cuda", False), ("serial", True),
+                                                ("cuda", True)])
+def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error(request, backend, pipelined):
+    """On the serial engine and on the CUDA engine (its kernels' CPU build), pipelined or not."""
     from matplotlib.text import Text
 
     from genlab.lab import pictures
@@ -451,7 +452,8 @@ def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error(re
         request.getfixturevalue("cpu_gpu")
     data = genlab.datasets.load("digits")
     net = Network.mlp([data.n_features, 12, 10, data.n_classes], seed=0)
-    trainer = Trainer(net, backend=backend, seed=0, decouple=genlab.DNI(net.hidden_groups, conditioned=True),
+    trainer = Trainer(net, backend=backend, seed=0,
+                      decouple=genlab.DNI(net.hidden_groups, conditioned=True, pipelined=pipelined),
                       growth=GrowthPolicy(threshold=0.0, every=20, cooldown=0, max_groups=8))
     lab = Lab(trainer, data, refresh_every=10, min_interval=0.0)
     assert lab.modules_panel in lab.widget.children[4].children  # a fifth picture panel
@@ -459,6 +461,7 @@ def test_a_lab_with_synthetic_gradients_shows_the_cuts_and_each_modules_error(re
     cut = trainer.engine.crossing
     assert trainer.history.events and cut
     assert "synthetic gradients at the cuts after groups" in words(lab.status)
+    assert ("pipelined" in words(lab.status)) == pipelined
     assert "thick black edges" in words(lab.dag_legend)
     # each crossing edge is drawn thick and black (its line and its arrowhead), no other edge is
     assert lab.dag.value.count('stroke="#000000"') == 2 * len(cut)

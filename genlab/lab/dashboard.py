@@ -224,7 +224,8 @@ class Lab(Controls):
             return ""
         e = self.trainer.engine
         return (f" &middot; synthetic gradients at the cuts after groups {', '.join(map(str, e.cuts))} "
-                f"({len(e.crossing)} edges{', with the label' if e.conditioned else ''})")
+                f"({len(e.crossing)} edges{', with the label' if e.conditioned else ''}"
+                f"{', pipelined: each part on its own batch' if self.trainer.decouple.pipelined else ''})")
 
     # ------------------------------------------------------------------ panels
     def refresh(self, throttle: bool = False) -> None:

@@ -28,6 +28,7 @@
 #define WF_TILE 32
 #define WF_SCALAR_BYTES 48
 #define WF_GAVE_UP 32
+#define DNI_ROWS 32
 #define CONV_CH 8
 #define CONV_POS 4
 #define CONV_WG 4

@@ -14,8 +14,12 @@
 // dni_truth: the target of every module, batch * the shares its crossing edges s -> g would have
 //   sent back: sum over them of dz_g W_e (W_e: (width g x w) at params + woff). After the
 //   backward (every dz final) and before the update. Launch: as dni_predict.
-// dni_grads: the modules' gradients of half the mean squared error (pred - target), one thread a
-//   parameter; their sum of squares added into *gradsq (the step's, which guards both updates).
+// dni_grads: the modules' gradients of half the mean squared error (pred - target): a thread a
+//   parameter and DNI_ROWS batch rows, its partial sum into partials[chunk * stride + parameter].
+//   Launch: grid (n_interfaces, chunks * ceil(max parameters of a module / THREADS)), THREADS,
+//   chunks = ceil(batch / DNI_ROWS) (blockIdx.y: the chunk, then the block of parameters).
+// dni_grads_sum: the partial sums added in chunk order (deterministic) over the batch, into
+//   mgrads, their sum of squares added into *gradsq (the step's, which guards both updates).
 //   Launch: grid (n_interfaces, ceil(max parameters of a module / THREADS)), THREADS.
 // dni_errors: per module, sum (pred - target)^2 and sum target^2 into sums[2i], sums[2i + 1]
 //   (written, not added). Launch: grid n_interfaces, THREADS.
@@ -39,9 +43,10 @@ struct DniCut {
     const DniCrossing* crossings;
     const int *act_off, *labels;
     const float *act, *params;
-    float *dz, *mparams, *mgrads, *pred, *target;
+    float *dz, *mparams, *mgrads, *pred, *target, *partials;
     double *gradsq, *sums;
     int batch, cols, classes, conditioned, seed;  // seed: dni_predict writes dz too
+    int stride;  // floats between two chunks' partial sums (every module's parameters)
 };
 
 extern "C" __global__ void dni_predict(const __grid_constant__ DniCut a)
@@ -76,25 +81,40 @@ extern "C" __global__ void dni_truth(const __grid_constant__ DniCut a)
     a.target[b * a.cols + m.col + k] = share * (float)a.batch;
 }
 
+__device__ __forceinline__ int module_size(const DniInterface& m, const DniCut& a)
+{
+    return m.width * m.width + m.width + (a.conditioned ? a.classes * m.width : 0);
+}
+
 extern "C" __global__ void dni_grads(const __grid_constant__ DniCut a)
+{
+    const DniInterface m = a.interfaces[blockIdx.x];
+    const int chunks = (a.batch + DNI_ROWS - 1) / DNI_ROWS, per = gridDim.y / chunks;
+    const int chunk = blockIdx.y / per, w = m.width, p = (blockIdx.y % per) * THREADS + threadIdx.x;
+    if (p >= module_size(m, a)) return;
+    const int k = p % w, row = p / w;  // W[row][k] for row < w, then b[k], then C[row - w - 1][k]
+    const float* P = a.pred + m.col + k;
+    const float* T = a.target + m.col + k;
+    const float* h = a.act + a.act_off[m.slot] + row;
+    const int label = row - w - 1, b1 = min(a.batch, (chunk + 1) * DNI_ROWS);
+    float g = 0.f;
+    for (int b = chunk * DNI_ROWS; b < b1; ++b) {
+        const float error = P[b * a.cols] - T[b * a.cols];
+        if (row < w) g += h[b * w] * error;
+        else if (row == w) g += error;
+        else if (a.labels[b] == label) g += error;
+    }
+    a.partials[(size_t)chunk * a.stride + m.param + p] = g;
+}
+
+extern "C" __global__ void dni_grads_sum(const __grid_constant__ DniCut a)
 {
     __shared__ double scratch[THREADS / 32];
     const DniInterface m = a.interfaces[blockIdx.x];
-    const int w = m.width, p = blockIdx.y * THREADS + threadIdx.x;
-    const int n = w * w + w + (a.conditioned ? a.classes * w : 0);
+    const int p = blockIdx.y * THREADS + threadIdx.x, chunks = (a.batch + DNI_ROWS - 1) / DNI_ROWS;
     float g = 0.f;
-    if (p < n) {
-        const int k = p % w, row = p / w;  // W[row][k] for row < w, then b[k], then C[row - w - 1][k]
-        const float* P = a.pred + m.col + k;
-        const float* T = a.target + m.col + k;
-        const float* h = a.act + a.act_off[m.slot] + row;
-        const int label = row - w - 1;
-        for (int b = 0; b < a.batch; ++b) {
-            const float error = P[b * a.cols] - T[b * a.cols];
-            if (row < w) g += h[b * w] * error;
-            else if (row == w) g += error;
-            else if (a.labels[b] == label) g += error;
-        }
+    if (p < module_size(m, a)) {
+        for (int c = 0; c < chunks; ++c) g += a.partials[(size_t)c * a.stride + m.param + p];
         g /= (float)a.batch;
         a.mgrads[m.param + p] = g;
     }

@@ -50,6 +50,7 @@ WF_TILE = 32  # its weight-gradient kernel's output tiles (WF_TILE x WF_TILE, sp
 # its scalars: loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16),
 # and the int at byte WF_GAVE_UP that wavefront_step's blocks set where they gave up waiting for each other
 WF_SCALAR_BYTES, WF_GAVE_UP = 48, 32
+DNI_ROWS = 32  # batch rows whose share of a synthetic-gradient module's gradient one dni_grads thread sums (dni.cu)
 
 # Python's alone (passed to the kernels as arguments where they need them)
 MID, WIDE = 48, 256  # the pull level executors' tiers of widths (executors/level.py)
@@ -64,7 +65,7 @@ SHARED = {
     **{f"PHASE_{p.name}": int(p) for p in Phase},
     "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
     "WF_ROWS": WF_ROWS, "WF_COLS": WF_COLS, "WF_TILE": WF_TILE, "WF_SCALAR_BYTES": WF_SCALAR_BYTES,
-    "WF_GAVE_UP": WF_GAVE_UP,
+    "WF_GAVE_UP": WF_GAVE_UP, "DNI_ROWS": DNI_ROWS,
     "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_WG": CONV_WG, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,
     **{f"GEO_{name}": i for i, name in enumerate(GEO_FIELDS)},
     **{f"KIND_{name.upper()}": kind.code for name, kind in KINDS.items()}, "GRAD_LIMIT_SQ": f"{GRAD_LIMIT * GRAD_LIMIT!r}",

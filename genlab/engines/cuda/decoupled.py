@@ -39,7 +39,7 @@ from ...optim import Adam
 from ...precision import DEFAULT as FP32
 from ...precision import Precision
 from . import runtime
-from .constants import THREADS
+from .constants import DNI_ROWS, THREADS
 from .engine import CudaEngine
 from .executors import AUTO, passes
 from .executors.level import LevelPush
@@ -120,7 +120,7 @@ class Modules:
         self.sums = mem.new(16 * max(len(self.groups), 1), "DNI module errors")
         self.host_sums = e.drv.pagelocked_zeros((max(len(self.groups), 1), 2), np.float64)
         self.rows = 0
-        self.pred = self.target = None
+        self.pred = self.target = self.partials = None
         self.ensure(e.batch_cap)
 
     def shapes(self, w: int) -> list[tuple[str, tuple]]:
@@ -145,11 +145,13 @@ class Modules:
         return values
 
     def ensure(self, rows: int) -> None:
-        """Predictions and targets for `rows` rows (before a capture: allocation is not captured)."""
+        """Predictions, targets and the gradients' partial sums for `rows` rows (before a capture:
+        allocation is not captured)."""
         if rows > self.rows:
             e = self.engine
             self.pred = e.mem.new(4 * rows * max(self.cols, 1), "DNI predictions")
             self.target = e.mem.new(4 * rows * max(self.cols, 1), "DNI targets")
+            self.partials = e.mem.new(4 * -(-rows // DNI_ROWS) * max(self.n_params, 1), "DNI partial gradients")
             self.rows = rows
 
     def host(self, count: int) -> list[np.ndarray]:
@@ -169,13 +171,15 @@ class Modules:
         e, b = self.engine, self.engine.buffers
         a = np.zeros((), runtime.record(FILE, "DniCut"))
         for name, buf in (("interfaces", self.table), ("crossings", self.edges), ("mparams", self.params),
-                          ("mgrads", self.grads), ("pred", self.pred), ("target", self.target), ("sums", self.sums)):
+                          ("mgrads", self.grads), ("pred", self.pred), ("target", self.target), ("sums", self.sums),
+                          ("partials", self.partials)):
             a[name] = int(buf)
         for name in ("act_off", "labels", "act", "params", "dz"):
             a[name] = int(b[name])
         a["gradsq"] = e.ptr("scalars", 16)
         a["batch"], a["cols"], a["classes"], a["conditioned"], a["seed"] = batch, self.cols, self.classes, \
             self.conditioned, 1
+        a["stride"] = self.n_params
         for name, value in given.items():
             a[name] = value
         return a.tobytes()
@@ -244,8 +248,15 @@ class Modules:
             return
         e, cut = self.engine, self.cut(batch)
         e.launch("dni_truth", (len(self.groups), -(-batch * self.widest // THREADS)), cut)
-        e.launch("dni_grads", (len(self.groups), -(-self.largest // THREADS)), cut)
+        self.enqueue_grads(e.launch, batch, cut, len(self.groups))
         e.launch("dni_errors", (len(self.groups), 1), cut)
+
+    def enqueue_grads(self, launch, batch: int, cut: bytes, count: int) -> None:
+        """The gradients of `count` modules of `cut` (dni_grads over chunks of the batch, then
+        dni_grads_sum), on `launch`'s stream."""
+        blocks = -(-self.largest // THREADS)
+        launch("dni_grads", (count, blocks * -(-batch // DNI_ROWS)), cut)
+        launch("dni_grads_sum", (count, blocks), cut)
 
     def enqueue_update(self) -> None:
         """The modules' Adam step, refused on the device with the network's (the step's scalars)."""

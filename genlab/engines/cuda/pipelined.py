@@ -256,7 +256,7 @@ class Work:
             grid = (count, -(-rows * m.widest // THREADS))
             launch("dni_predict", grid, cut)
             launch("dni_truth", grid, cut)
-            launch("dni_grads", (count, -(-m.largest // THREADS)), cut)
+            m.enqueue_grads(launch, rows, cut, count)
             launch("dni_errors", (count, 1), cut)
 
 

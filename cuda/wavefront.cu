@@ -75,23 +75,51 @@ __device__ __forceinline__ Share share_of(int w, int rows)
     return c;
 }
 
+#ifndef WF_UNROLL  // the product loops' unrolling (a harness variant may set it)
+#define WF_UNROLL 4
+#endif
+#ifndef WF_FULL_TILE
+#define WF_FULL_TILE 0
+#endif
+constexpr int wf_unroll = WF_UNROLL;  // (a pragma's argument is not macro-expanded)
+
 // acc[q][c] += sum over k < K of A[row q][k] * B(k, column c): A in shared memory (row stride K),
-// B(k, j) at B[k * sk + j * sj] (shared or global memory: a generic pointer).
+// B(k, j) at B[k * sk + j * sj] (shared or global memory: a generic pointer). R rows and C column
+// strides at most (compile-time), so that a thread with one row and one column (the common cell:
+// a few batch rows, a group no wider than the block) spends its loop on its one product, not on
+// the predicates of WF_ROWS x WF_COLS accumulators; k unrolled for loads in flight.
+template <int R, int C>
+__device__ __forceinline__ void accumulate_tile(float (&acc)[WF_ROWS][WF_COLS], const Share& c, const float* A,
+                                                int K, const float* B, int sk, int sj)
+{
+#pragma unroll wf_unroll
+    for (int k = 0; k < K; ++k) {
+        float b[C];
+#pragma unroll
+        for (int cc = 0; cc < C; ++cc) b[cc] = cc < c.nc ? B[k * sk + (c.j0 + cc * c.cstep) * sj] : 0.f;
+#pragma unroll
+        for (int q = 0; q < R; ++q) {
+            if (R == 1 || q < c.nr) {
+                const float a = A[(c.r0 + q * c.rstep) * K + k];
+#pragma unroll
+                for (int cc = 0; cc < C; ++cc) acc[q][cc] = fmaf(a, b[cc], acc[q][cc]);
+            }
+        }
+    }
+}
+
 __device__ __forceinline__ void accumulate(float (&acc)[WF_ROWS][WF_COLS], const Share& c, const float* A, int K,
                                            const float* B, int sk, int sj)
 {
-    for (int k = 0; k < K; ++k) {
-        float b[WF_COLS];
-#pragma unroll
-        for (int cc = 0; cc < WF_COLS; ++cc) b[cc] = cc < c.nc ? B[k * sk + (c.j0 + cc * c.cstep) * sj] : 0.f;
-#pragma unroll
-        for (int q = 0; q < WF_ROWS; ++q) {
-            if (q < c.nr) {
-                const float a = A[(c.r0 + q * c.rstep) * K + k];
-#pragma unroll
-                for (int cc = 0; cc < WF_COLS; ++cc) acc[q][cc] = fmaf(a, b[cc], acc[q][cc]);
-            }
-        }
+    if (c.nr == 0) return;
+    if (WF_FULL_TILE) {  // the first version's loop (a harness variant: the baseline)
+        accumulate_tile<WF_ROWS, WF_COLS>(acc, c, A, K, B, sk, sj);
+    } else if (c.nc <= 1) {
+        if (c.nr == 1) accumulate_tile<1, 1>(acc, c, A, K, B, sk, sj);
+        else if (c.nr <= 2) accumulate_tile<2, 1>(acc, c, A, K, B, sk, sj);
+        else accumulate_tile<WF_ROWS, 1>(acc, c, A, K, B, sk, sj);
+    } else {
+        accumulate_tile<WF_ROWS, WF_COLS>(acc, c, A, K, B, sk, sj);
     }
 }
 

@@ -85,12 +85,14 @@ def tangle(net, a, b, widths, seed, scale):
 
 def recurrent_cases() -> dict:
     """Recurrent networks for the wavefront kernel's tests: a 2-layer stack, a tangle of delays
-    (tangle), a group wider than a block's threads."""
+    (tangle), a group wider than a block's threads, groups of 100 and 70 (a thread then holds
+    two rows of a 4-row block)."""
     stack = genlab.Network.elman(5, [7, 6], 4, seed=3)
     tangled = genlab.Network.elman(6, [12, 9], 4, seed=1)
     tangle(tangled, *tangled.hidden_groups, widths=(5, 3), seed=1, scale=0.2)
     wide = genlab.Network.elman(3, [40, 300], 5, seed=4)
-    return {"stack": stack, "tangled": tangled, "wide": wide}
+    broad = genlab.Network.elman(4, [100, 70], 3, seed=5)
+    return {"stack": stack, "tangled": tangled, "wide": wide, "broad": broad}
 
 
 # Random networks that mix group kinds (tests/test_kinds.py, tests/test_cuda_kinds.py)

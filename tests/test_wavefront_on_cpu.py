@@ -115,6 +115,7 @@ CASES = {  # name: (network of conftest.recurrent_cases, batch, steps, rows, sta
     "stack-staged": ("stack", 10, 5, 3, True),
     "tangled-global-weights": ("tangled", 9, 6, 4, False),
     "wide-one-row": ("wide", 3, 4, 1, True),
+    "broad-two-rows-a-thread": ("broad", 8, 3, 4, True),
 }
 
 

@@ -76,10 +76,10 @@ class World:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
-            if "RANK" not in os.environ:  # a single process: a group of one, on a free local port
-                os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                                  MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
             kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
+            if "RANK" not in os.environ:  # a single process: a group of one through an in-process store
+                os.environ.update(RANK="0", WORLD_SIZE="1")  # (a port picked free could be taken before it binds)
+                kwargs.update(store=dist.HashStore(), rank=0, world_size=1)
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout()), **kwargs)
         world = cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
         import atexit
@@ -250,11 +250,3 @@ def timeout() -> float:
     if not value > 0:
         raise BackendError(f"GENLAB_DIST_TIMEOUT must be positive, got {value:g}")
     return value
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -15,6 +15,8 @@ from genlab.engines.serial import SerialEngine
 from genlab.errors import ArgumentError, ArgumentTypeError, GraphError, TrainingError
 from genlab.optim import make_optimizer
 
+from test_dni_cuda import assert_same_modules
+
 
 def skipping_net():
     """a -> b -> c -> d -> output; a skips to c, the input to d: cut after b and c, three stages;
@@ -201,11 +203,7 @@ def steps_match(net_name, conditioned, optimizer):
         assert gpu.grad_std[g] == pytest.approx(s, rel=1e-3, abs=1e-7), g
     for key, p in ref.params.items():
         np.testing.assert_allclose(gpu.params[key], p, rtol=1e-3, atol=1e-4, err_msg=str(key))
-    mine, theirs = gpu.interfaces, ref.interfaces
-    assert set(mine) == set(theirs) == ref.boundary
-    for g, m in theirs.items():
-        for name, value in m.params.items():
-            np.testing.assert_allclose(mine[g].params[name], value, rtol=1e-3, atol=1e-5, err_msg=f"{g} {name}")
+    assert_same_modules(gpu, ref)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

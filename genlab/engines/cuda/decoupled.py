@@ -203,16 +203,11 @@ class Modules:
         of_slot = np.array([part.get(g, -1) for g in L.groups])
         arrays, kept = {}, []  # kept: (part, its push levels, weight tasks, bias tasks)
         for p in sorted(set(part.values())):
-            chosen, own = [], []
-            for number, (start, count) in enumerate(levels):
-                mine = tasks[start:start + count][of_slot[tasks[start:start + count, 0]] == p]
-                if len(mine):
-                    own.append((number, sum(map(len, chosen)), len(mine)))
-                    chosen.append(mine)
+            own, mine = split_levels(levels, tasks, of_slot, p)
             weight = weights[of_slot[host["in_dst"][weights[:, 0]]] == p]
             bias = biases[of_slot[biases[:, 0]] == p]
             if own or len(weight) or len(bias):
-                arrays[f"tasks{p}"] = np.concatenate(chosen) if chosen else np.zeros((0, 2), np.int32)
+                arrays[f"tasks{p}"] = mine
                 arrays[f"hidden{p}"] = (L.hidden.astype(bool) & (of_slot == p)).astype(np.int32)
                 arrays[f"weight{p}"], arrays[f"bias{p}"] = weight, bias
                 kept.append((p, own, len(weight), len(bias)))
@@ -314,6 +309,20 @@ class Modules:
         e = self.engine
         for buf, value in zip((self.params, self.m, self.v, self.t), values):
             e.drv.memcpy_htod(buf, value)
+
+
+def split_levels(levels: list, tasks: np.ndarray, owner: np.ndarray, p: int) -> tuple[list, np.ndarray]:
+    """The tasks of `levels` ((first task, count) a level) whose group (a task's first int, a slot)
+    `owner` gives to p: (level number, first of its tasks, count) of each level with any, and
+    those tasks in level order."""
+    own, chosen, at = [], [], 0
+    for number, (start, count) in enumerate(levels):
+        mine = tasks[start:start + count][owner[tasks[start:start + count, 0]] == p]
+        if len(mine):
+            own.append((number, at, len(mine)))
+            chosen.append(mine)
+            at += len(mine)
+    return own, np.concatenate(chosen) if chosen else np.zeros((0, tasks.shape[1]), np.int32)
 
 
 class DecoupledCudaEngine(CudaEngine):

@@ -34,7 +34,7 @@ from ...errors import BackendError
 from ...network import INPUT, Network
 from . import runtime
 from .constants import THREADS
-from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, Modules
+from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, Modules, split_levels
 from .executors import passes
 from .executors.base import Activations
 
@@ -192,14 +192,7 @@ class Work:
         e.stream.synchronize()
         arrays, self.forward = {}, {}
         for q in set(self.stage):
-            chosen, own = [], []
-            for number, (start, count) in enumerate(levels):
-                mine = tasks[start:start + count][self.slot_stage[tasks[start:start + count, 0]] == q]
-                if len(mine):
-                    own.append((number, sum(map(len, chosen)), len(mine)))
-                    chosen.append(mine)
-            arrays[f"forward{q}"] = np.concatenate(chosen) if chosen else np.zeros((1, 4), np.int32)
-            self.forward[q] = own
+            self.forward[q], arrays[f"forward{q}"] = split_levels(levels, tasks, self.slot_stage, q)
         owners = sorted(range(len(m.groups)), key=lambda i: (st.stage[m.groups[i]], i))
         table = np.empty(len(owners), runtime.record(FILE, "DniInterface"))
         host = np.empty(max(len(m.groups), 1) * table.itemsize, np.uint8)
@@ -209,7 +202,6 @@ class Work:
             table[:] = host[:table.nbytes].view(table.dtype)[owners]
         arrays["owners"] = table.view(np.int32).reshape(len(owners), -1) if len(owners) else np.zeros((1, 6), np.int32)
         self._lists, self.where = e.mem.upload_all(arrays, "pipeline task lists")
-        seeds, col = {}, 0  # a column run of `seeds` per owner's module, in owner order
         self.owned, self.read = {}, {}  # stage: (first, count) in the owner table, in the module table
         for k, i in enumerate(owners):
             q = st.stage[m.groups[i]]

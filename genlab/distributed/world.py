@@ -77,9 +77,8 @@ class World:
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
             kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
-            if "RANK" not in os.environ:  # a single process: a group of one through an in-process store
-                os.environ.update(RANK="0", WORLD_SIZE="1")  # (a port picked free could be taken before it binds)
-                kwargs.update(store=dist.HashStore(), rank=0, world_size=1)
+            if "RANK" not in os.environ:  # a single process: a group of one through an in-process store (a
+                kwargs.update(store=dist.HashStore(), rank=0, world_size=1)  # port picked free could be taken)
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout()), **kwargs)
         world = cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
         import atexit

@@ -367,9 +367,13 @@ class DecoupledCudaEngine(CudaEngine):
         runtime.load(FILE)
         part = parts(net, self.cuts)
         crossing = {(s, g) for g in net.groups for s in net.inputs(g) if s != INPUT and part[g] > part[s]}
-        self.modules = Modules(self, part, crossing, net.n_outputs, self.modules)
+        self.modules = Modules(self, part, crossing, net.n_outputs, self.modules, self.module_order())
         self.part, self.crossing, self.boundary = part, crossing, {s for s, _ in crossing}
         self._graphs.clear()
+
+    def module_order(self):
+        """The sort key of the boundary groups' modules in the device tables (None: by group)."""
+        return None
 
     def ensure_batch(self, batch: int) -> None:
         super().ensure_batch(batch)

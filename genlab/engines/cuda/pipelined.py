@@ -31,10 +31,10 @@ import numpy as np
 from ...asynchronous.dni import parts
 from ...asynchronous.pipeline import Stages
 from ...errors import BackendError
-from ...network import INPUT, Network
+from ...network import Network
 from . import runtime
 from .constants import THREADS
-from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, Modules, split_levels
+from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, split_levels
 from .executors import passes
 from .executors.base import Activations
 
@@ -79,17 +79,14 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         super().apply_growth(net, log)
 
     def _follow(self, net: Network) -> None:
-        self.stages = st = self._next
-        old, self.modules = self.modules, None
-        runtime.load(FILE)
-        part = parts(net, self.cuts)
-        crossing = {(s, g) for g in net.groups for s in net.inputs(g) if s != INPUT and part[g] > part[s]}
-        # grouped by the stage that reads them: each reader's modules are one run of the tables
-        self.modules = Modules(self, part, crossing, net.n_outputs, old, order=lambda s: (st.reader[s], s))
-        self.part, self.crossing, self.boundary = part, crossing, {s for s, _ in crossing}
-        self.work = Work(self, part)
+        self.stages = self._next
+        super()._follow(net)
+        self.work = Work(self, self.part)
         self.fresh = True
-        self._graphs.clear()
+
+    def module_order(self):
+        st = self.stages  # grouped by the stage that reads them: each reader's modules are one run of the tables
+        return lambda s: (st.reader[s], s)
 
     def batch_buffers(self, ix, cap: int) -> dict:
         """The engine's, with room after the layout's columns for the kept blocks (act and dz,

@@ -23,6 +23,7 @@
 #define OP_INTS 7
 #define GEO_INTS 9
 #define ATT_SHARED 8192
+#define ATT_STAGED 11776
 #define WF_ROWS 8
 #define WF_COLS 4
 #define WF_TILE 32

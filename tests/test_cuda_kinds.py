@@ -52,6 +52,27 @@ def test_training_steps_match_serial(make, seed):
     assert_params_match(gpu, ref, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("per_block", [3, 8])
+@pytest.mark.parametrize("seed", range(4))
+def test_attention_blocks_of_several_samples_match_serial(monkeypatch, per_block, seed):
+    """Several samples an attention block (the last block fewer), weights staged and gradients
+    summed in shared memory, against the serial engine's gradients."""
+    from genlab.engines.cuda.executors import kinds
+
+    monkeypatch.setattr(kinds, "ATTENTION_SAMPLES", per_block)
+    monkeypatch.setattr(kinds, "ATTENTION_BLOCKS", 1)
+    net, x = random_sequence_net(200 + seed)
+    y = np.random.default_rng(seed).integers(0, net.n_outputs, len(x))
+    ref, gpu = SerialEngine(net, SGD(), dtype="float64"), cuda_engine(net)
+    gpu.ensure_batch(len(x) * gpu.layout.kinds.tokens)
+    poison(gpu)
+    assert rel(gpu.forward(x), ref.forward(x)) <= 1e-5
+    assert gpu.backward(y) == pytest.approx(ref.backward(y), rel=1e-5)
+    grads = gpu.grads
+    for key, g in ref.grads.items():
+        assert np.linalg.norm(grads[key] - g) <= 1e-4 * np.linalg.norm(g) + 1e-7, key
+
+
 @pytest.mark.parametrize("shape, kind, options", [((1, 8, 8), "conv", {"kernel": 3}), ((8, 8), "attention", {"heads": 2})])
 def test_growth_of_other_kinds_on_cuda_matches_serial(shape, kind, options):
     """Growth runs on the host for these kinds; the CUDA trainer grows as the serial one does."""

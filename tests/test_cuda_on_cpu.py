@@ -13,7 +13,7 @@ import pytest
 
 from genlab import GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
-from genlab.optim import Adam
+from genlab.optim import SGD, Adam
 
 EXECUTORS = ["level", "level_push", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows"]
 TIERS = {"tile": (1, 20), "mid": (50, 70), "wide": (257, 260)}  # 32 x 32 tiles, wide.cu's 64 and 128 tiles
@@ -47,6 +47,33 @@ def test_every_executor_trains_as_the_serial_engine(cpu_gpu, executor, tier):
     x, y = batch(net, 40)
     gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
+
+
+@pytest.mark.parametrize("per_block", [1, 3, 8])
+def test_attention_blocks_of_several_samples_staged_or_not_train_as_the_serial_engine(cpu_gpu, monkeypatch, per_block):
+    """An attention block takes several samples (the last block fewer: 11 samples), staging its
+    weights and summing its gradients in shared memory where they fit (width 6 and 12), reading
+    and adding them in global memory where they do not (width 56: 4 x 56 x 57 floats of weights),
+    both in one launch, two in-edges into one group."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import kinds
+
+    monkeypatch.setattr(kinds, "ATTENTION_SAMPLES", per_block)
+    monkeypatch.setattr(kinds, "ATTENTION_BLOCKS", 1)
+    net = Network(input_shape=(2, 5), n_outputs=4, seed=4)
+    a = net.add_group(12, inputs=[net.input], kind="attention", heads=3, positions=True)
+    b = net.add_group(56, inputs=[net.input], kind="attention", heads=2)
+    c = net.add_group(6, inputs=[a, b], kind="attention", heads=2)
+    for g in (b, c):
+        net.connect(g, net.output)
+    net.init_params(4)
+    x, y = batch(net, 11, seed=5)
+    gpu = CudaEngine(net, SGD(lr=0.05), executor="level")
+    assert kinds._attention_blocks(gpu, np.array([gpu.layout.slot[a], gpu.layout.slot[b]]), 22, False)[1] == per_block
+    ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
+    assert_steps_match(gpu, ref, x, y, steps=2)
+    for key, g in ref.grads.items():  # (SGD: a gradient off by a factor moves the parameters by it)
+        np.testing.assert_allclose(gpu.grads[key], g, rtol=1e-3, atol=1e-5, err_msg=str(key))
 
 
 @pytest.mark.parametrize("executor", ["level", "dataflow"])

@@ -200,21 +200,22 @@ def compiled_ms(kind: str, repeats: int, timeout: int, tf32: bool) -> dict:
                      timeout)
 
 
-def run(repeats: int = 30, compile_timeout: int = 240) -> dict:
+def run(repeats: int = 30, compile_timeout: int = 240, kinds=tuple(WORKLOADS), compile: bool = True) -> dict:
     import torch
 
     out = {"device": torch.cuda.get_device_name(), "workloads": {},
            "precision": "fp32 everywhere (PyTorch with TF32 off: torch.backends.cudnn.allow_tf32 = False); "
                         "with_tf32: PyTorch's default, cuDNN convolutions on TF32 tensor cores"}
-    for kind in WORKLOADS:
+    for kind in kinds:
         net, x, y = case(kind)
         levels, per_level, width, fan_in, shape, batch, options = WORKLOADS[kind]
         genlab = genlab_times(net, x, y, repeats)
         graph_ms, logits = torch_graph_ms(kind, net, x, y, repeats)
         check = float(np.linalg.norm(genlab.pop("logits") - logits) / np.linalg.norm(logits))
         graph_tf32_ms = torch_graph_ms(kind, net, x, y, repeats, tf32=True)[0]
-        compiled = compiled_ms(kind, repeats, compile_timeout, False)
-        compiled_tf32 = compiled_ms(kind, repeats, compile_timeout, True)
+        skipped = {"skipped": "--no-compile"}
+        compiled = compiled_ms(kind, repeats, compile_timeout, False) if compile else skipped
+        compiled_tf32 = compiled_ms(kind, repeats, compile_timeout, True) if compile else skipped
         out["workloads"][kind] = {
             "shape": {"levels": levels, "groups_per_level": per_level, "width": width, "fan_in": fan_in,
                       "input_shape": list(shape), "batch": batch, **options, "groups": len(net.hidden_groups),
@@ -235,8 +236,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genlab.bench.kinds", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--kinds", nargs="+", choices=sorted(WORKLOADS), default=list(WORKLOADS),
+                        help="the workloads to run (default: all)")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out (minutes of compiling)")
     args = parser.parse_args(argv)
-    result = run(args.repeats)
+    result = run(args.repeats, kinds=args.kinds, compile=not args.no_compile)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

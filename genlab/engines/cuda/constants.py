@@ -40,6 +40,10 @@ class Phase(IntEnum):
 # each slot's geometry for the kernels of other kinds (conv.cu, attention.cu): GEO_INTS ints a slot
 GEO_FIELDS = ("KIND", "C", "H", "W", "K", "STRIDE", "HEADS", "TOKENS", "POSITIONS")
 ATT_SHARED = 8192  # floats of shared memory an attention block holds (10 T d + 2 heads T^2 must fit)
+# floats of dynamic shared memory an attention block may take to stage its weights (or sum its
+# gradients) beside that: 46 KiB, with the kernels' static shared memory under the 48 KiB a block
+# gets without opting in
+ATT_STAGED = 11776
 CONV_CH = 8  # output channels a conv thread accumulates at once (registers), conv.cu
 CONV_POS = 4  # (sample, position) pairs a conv forward thread computes with the same weights in registers
 CONV_WG = 4  # output channels of a conv weight-gradient thread's tile (times K x K weights)
@@ -64,6 +68,7 @@ SHARED = {
     "CLUSTER_RECORD": CLUSTER_RECORD,
     **{f"PHASE_{p.name}": int(p) for p in Phase},
     "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
+    "ATT_STAGED": ATT_STAGED,
     "WF_ROWS": WF_ROWS, "WF_COLS": WF_COLS, "WF_TILE": WF_TILE, "WF_SCALAR_BYTES": WF_SCALAR_BYTES,
     "WF_GAVE_UP": WF_GAVE_UP, "DNI_ROWS": DNI_ROWS,
     "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_WG": CONV_WG, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,

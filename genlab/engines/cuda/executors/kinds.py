@@ -11,7 +11,7 @@ import numpy as np
 
 from ....kinds.attention import Attention
 from ....kinds.conv import Conv
-from ..constants import CONV_POS, CONV_SAMPLES, GEO_FIELDS, THREADS
+from ..constants import ATT_STAGED, CONV_POS, CONV_SAMPLES, GEO_FIELDS, THREADS
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -35,17 +35,48 @@ def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> Non
              np.int32(rows), b["stats"])
 
 
+# An attention block takes up to ATTENTION_SAMPLES samples of its group, fewer where that would
+# leave fewer than ATTENTION_BLOCKS blocks in a launch (the samples share the block's staged
+# weights and gradient sums; the blocks keep the GPU busy)
+ATTENTION_SAMPLES, ATTENTION_BLOCKS = 8, 2048
+
+
 def _attention_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
     b = e.buffers
-    e.launch("attention_forward", (len(slots), rows // e.layout.kinds.tokens), listed, b["geo"], b["width"],
-             b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], *_cache(e))
+    grid, per_block, shared = _attention_blocks(e, slots, rows, backward=False)
+    e.launch("attention_forward", grid, listed, b["geo"], b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
+             b["in_src"], b["in_woff"], b["params"], b["act"], *_cache(e), np.int32(rows // e.layout.kinds.tokens),
+             np.int32(per_block), np.int32(shared), shared=4 * shared)
 
 
 def _attention_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
     b = e.buffers
-    e.launch("attention_backward", (len(slots), rows // e.layout.kinds.tokens), listed, b["geo"], b["width"],
-             b["act_off"], b["bias_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
-             b["grads"], b["stats"], *_cache(e))
+    grid, per_block, shared = _attention_blocks(e, slots, rows, backward=True)
+    e.launch("attention_backward", grid, listed, b["geo"], b["width"], b["act_off"], b["bias_off"], b["out_ptr"],
+             b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"], *_cache(e),
+             np.int32(rows // e.layout.kinds.tokens), np.int32(per_block), np.int32(shared), shared=4 * shared)
+
+
+def _attention_blocks(e: "CudaEngine", slots: np.ndarray, rows: int, backward: bool) -> tuple:
+    """(grid, samples a block, floats of dynamic shared memory) of an attention launch over these
+    slots: room for the largest work area, and for the staged weights (forward) or the gradient
+    sums (backward) of every group whose own fit ATT_STAGED (cuda/attention.cu)."""
+    L, k = e.layout, e.layout.kinds
+    T, heads = k.tokens, k.geo.reshape(-1, len(GEO_FIELDS))[:, GEO_FIELDS.index("HEADS")]
+    odd = lambda n: n | 1
+    shared = 0
+    for s in slots:
+        d = int(L.width[s])
+        n, pp = T * d, int(heads[s]) * T * T
+        if backward:
+            work, extra = 10 * n + 2 * pp, d + 4 * d * d
+        else:
+            sources = k.token_edges[k.token_edges[:, 1] == s, 0]
+            work, extra = 5 * n + pp, 4 * d * odd(d) + sum(d * odd(int(L.width[src])) for src in sources)
+        shared = max(shared, work + extra if work + extra <= ATT_STAGED else work)
+    samples = rows // T
+    per_block = max(1, min(ATTENTION_SAMPLES, samples * len(slots) // ATTENTION_BLOCKS))
+    return (len(slots), -(-samples // per_block)), per_block, shared
 
 
 # each kind's (forward, backward) launch of one level's groups, by the kind's code
@@ -91,7 +122,7 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
                  np.int32(rows))
     if len(k.token_edges):
         most = max(int(np.prod(L.shapes[key])) for key in _keys(L, k.token_edges))
-        e.launch("token_weight_grad", (len(k.token_edges), _blocks(most)), b["kinds_token_edges"], b["width"],
+        e.launch("token_weight_grad", (len(k.token_edges), -(-most // 32)), b["kinds_token_edges"], b["width"],
                  b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
     if len(k.norm_ranges):
         e.launch("param_norms", (len(k.norm_ranges), 1), b["kinds_norm_ranges"], b["grads"], b["wstats"], gradsq)

@@ -1,0 +1,94 @@
+"""attention.cu's numbered variants: each builds attention_forward and attention_backward with
+other #defines and samples a block, checks them against the float64 serial engine (blocks of
+several samples forced, the last one short, outputs poisoned first), then times the forward
+launches, the backward launches and the whole step's graph on `genlab.bench.kinds`' attention
+workload (512 groups of width 16 in 8 levels, 16 tokens, batch 256).
+
+    python benchmarks/kernels/attention_variants.py [--variants 0 3 ...] [--json out.json]
+
+The variants (ATT_BLOCKS: blocks an SM holds, so registers a thread; samples: ATTENTION_SAMPLES):
+"""
+
+import argparse
+import json
+
+import numpy as np
+from harness import activations, compare, done, engines, flat, poison, use_variant
+
+from genlab.bench import time_graph
+from genlab.bench.kinds import case, layered
+from genlab.engines.cuda import CudaEngine
+from genlab.engines.cuda.executors import kinds, passes
+from genlab.optim import Adam
+
+VARIANTS = {  # number: (ATT_BLOCKS, samples a block)
+    0: (4, 1), 1: (4, 4), 2: (4, 8), 3: (4, 16), 4: (6, 8), 5: (8, 8), 6: (6, 16), 7: (2, 8),
+}
+__doc__ += "\n".join(f"    {n}: ATT_BLOCKS {b}, {s} samples a block" for n, (b, s) in VARIANTS.items())
+
+
+def build(blocks: int, samples: int) -> None:
+    for kernel in ("attention_forward", "attention_backward"):
+        use_variant("attention.cu", kernel, {"ATT_BLOCKS": blocks}, [])
+    kinds.ATTENTION_SAMPLES = samples
+
+
+def check(samples: int) -> None:
+    saved, kinds.ATTENTION_BLOCKS = kinds.ATTENTION_BLOCKS, 1  # several samples a block even here
+    try:
+        for number, (shape, heads, width) in enumerate([((7, 5), 2, 8), ((3, 9), 1, 12), ((16, 16), 2, 16)]):
+            net = layered("attention", 3, 4, width, 2, shape, {"heads": heads}, seed=number)
+            rng = np.random.default_rng(number)
+            x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
+            gpu, ref = engines(net)
+            rows = len(x) * gpu.layout.kinds.tokens
+            gpu.ensure_batch(rows)
+            poison(gpu, "act", "dz", "grads")
+            gpu.put_batch(x, y)
+            passes.forward(gpu, rows)
+            passes.backward(gpu, rows)
+            gpu.stream.synchronize()
+            ref.forward(x)
+            ref.backward(y)
+            got = activations(gpu, net, rows)
+            compare(f"case {number}: every h", np.concatenate([got[g].ravel() for g in net.hidden_groups]),
+                    np.concatenate([ref._h[g].ravel() for g in net.hidden_groups]), 1e-5)
+            compare(f"case {number}: every gradient", flat(gpu.grads), flat(ref.grads), 1e-5)
+    finally:
+        kinds.ATTENTION_BLOCKS = saved
+
+
+def timed(net, x, y) -> dict:
+    engine = CudaEngine(net, Adam(1e-3), executor="level")
+    rows = engine.put_batch(x, y)
+    depth = len(engine.layout.forward_levels)
+    out = {"forward_us": time_graph(engine, lambda: [kinds.forward(engine, lv, rows) for lv in range(1, depth)], 20),
+           "backward_us": time_graph(engine, lambda: [kinds.backward(engine, lv, rows) for lv in range(1, depth)], 20),
+           "gradients_us": time_graph(engine, lambda: kinds.gradients(engine, rows, engine.ptr("scalars", 16)), 20),
+           "step_us": time_graph(engine, lambda: (passes.forward(engine, rows), passes.backward(engine, rows),
+                                                  passes.update(engine)), 20)}
+    print("       " + "  ".join(f"{k} {v:9.1f}" for k, v in out.items()), flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", type=int, nargs="+", default=sorted(VARIANTS))
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    net, x, y = case("attention")
+    results = {}
+    for number in args.variants:
+        blocks, samples = VARIANTS[number]
+        print(f"variant {number}: ATT_BLOCKS {blocks}, {samples} samples a block", flush=True)
+        build(blocks, samples)
+        check(samples)
+        results[number] = {"att_blocks": blocks, "samples": samples, **timed(net, x, y)}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return done()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,6 +9,10 @@
 // conv_forward: h = relu(b + sum over in-edges of conv(h_src, W)). A thread owns CONV_POS (sample,
 //   output position) pairs, CONV_CH channels at a time; grid (groups in `slots`, ceil(batch * H * W
 //   / (THREADS * CONV_POS))) with the largest H * W of the list.
+// conv_forward_staged: the same for kernels of 1, 3 or 5 whose weights (C rounded up to CONV_CH,
+//   times every input channel, times K^2) and a sample's input channels with their halo fit
+//   CONV_SHARED floats (the engine checks: executors/kinds.py): both staged in shared memory
+//   (forward_staged). Same launch.
 // conv_backward: dL/dh pulled from the group's consumers (a dense consumer reads the block
 //   flattened: dz_d W; a conv consumer: the transposed convolution), then dz = dL/dh where h > 0,
 //   and the group's statistics (genlab.cuh's mask_and_count). Same threads and launch.
@@ -80,6 +84,91 @@ __device__ void forward_positions(int s, int p0, int total, const int* geo, cons
                 if (c < nc) out[(c0 + c) * HW] = fmaxf(z[q][c], 0.f);
         }
     }
+}
+
+// The block's (sample, position) indices i0..i1-1 for kernels of 1, 3 or 5, every input staged:
+// the weights of every channel once (wsh[tap][c]: tap = (input channel over the in-edges, ky, kx),
+// c over C rounded up to CONV_CH, zero past C), then for each sample its input channels with a
+// zero halo of K / 2 (Hp x Wp planes), so that a tap is one shared load and CONV_CH products
+// (the weights two broadcast float4 loads). A thread owns a position and CONV_CH channels at a time.
+template <int K>
+__device__ void forward_staged(int s, int i0, int i1, const int* geo, const int* width, const int* act_off,
+                               const int* bias_off, const int* in_ptr, const int* in_src, const int* in_woff,
+                               const float* params, float* act, float* sh, int taps)
+{
+    constexpr int P = K / 2;
+    const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), S = G(s, GEO_STRIDE), HW = H * W;
+    const int src0 = in_src[in_ptr[s]], Hs = G(src0, GEO_H), Ws = G(src0, GEO_W);
+    const int Hp = Hs + 2 * P, Wp = Ws + 2 * P, plane = Hp * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH;
+    float* wsh = sh;                   // taps x Cr
+    float* in = sh + taps * Cr;        // (taps / K^2) planes
+    for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
+        const int Cs = G(in_src[e], GEO_C), n = Cs * K * K;
+        for (int k = threadIdx.x; k < n * Cr; k += THREADS) {
+            const int c = k / n, t = k % n;  // (c, ci, ky, kx) as the weight block is laid out
+            wsh[(t0 + t) * Cr + c] = c < C ? params[in_woff[e] + c * n + t] : 0.f;
+        }
+        t0 += n;
+    }
+    for (int b = i0 / HW; b * HW < i1; ++b) {
+        __syncthreads();  // (the weights; the last sample's planes are free)
+        for (int e = in_ptr[s], c0 = 0; e < in_ptr[s + 1]; ++e) {
+            const int src = in_src[e], Cs = G(src, GEO_C);
+            const float* h = act + act_off[src] + (long long)b * width[src];
+            for (int k = threadIdx.x; k < Cs * plane; k += THREADS) {
+                const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
+                in[(c0 + ci) * plane + r] = (y >= 0 && y < Hs && x >= 0 && x < Ws) ? h[(ci * Hs + y) * Ws + x] : 0.f;
+            }
+            c0 += Cs;
+        }
+        __syncthreads();
+        const int lo = max(i0, b * HW), hi = min(i1, (b + 1) * HW);
+        for (int i = lo + threadIdx.x; i < hi; i += THREADS) {
+            const int p = i - b * HW, y = p / W, x = p % W;
+            const float* base = in + (y * S) * Wp + x * S;
+            float* out = act + act_off[s] + (long long)b * width[s] + p;
+            for (int c0 = 0; c0 < C; c0 += CONV_CH) {
+                float z[CONV_CH];
+#pragma unroll
+                for (int c = 0; c < CONV_CH; ++c) z[c] = c0 + c < C ? params[bias_off[s] + c0 + c] : 0.f;
+                const float* w = wsh + c0;
+                for (int ci = 0; ci < taps / (K * K); ++ci) {
+                    const float* m = base + ci * plane;
+#pragma unroll
+                    for (int ky = 0; ky < K; ++ky)
+#pragma unroll
+                        for (int kx = 0; kx < K; ++kx) {
+                            const float v = m[ky * Wp + kx];
+                            const float4* w4 = reinterpret_cast<const float4*>(w + ((ci * K + ky) * K + kx) * Cr);
+#pragma unroll
+                            for (int q = 0; q < CONV_CH / 4; ++q) {
+                                const float4 u = w4[q];
+                                z[4 * q] += v * u.x; z[4 * q + 1] += v * u.y; z[4 * q + 2] += v * u.z; z[4 * q + 3] += v * u.w;
+                            }
+                        }
+                }
+#pragma unroll
+                for (int c = 0; c < CONV_CH; ++c)
+                    if (c0 + c < C) out[(c0 + c) * HW] = fmaxf(z[c], 0.f);
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_forward_staged(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
+    const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
+    float* __restrict__ act, int batch)
+{
+    __shared__ __align__(16) float sh[CONV_SHARED];
+    const int s = slots[blockIdx.x], K = G(s, GEO_K), total = batch * G(s, GEO_H) * G(s, GEO_W);
+    const int i0 = blockIdx.y * THREADS * CONV_POS, i1 = min(total, i0 + THREADS * CONV_POS);
+    int channels = 0;
+    for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) channels += G(in_src[e], GEO_C);
+    if (K == 1) forward_staged<1>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, channels);
+    if (K == 3) forward_staged<3>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 9 * channels);
+    if (K == 5) forward_staged<5>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 25 * channels);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_forward(

@@ -49,6 +49,35 @@ def test_every_executor_trains_as_the_serial_engine(cpu_gpu, executor, tier):
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
 
 
+def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
+    """conv_forward_staged (kernels of 1, 3 and 5, strides 1 and 2, two in-edges of other channel
+    counts, 11 channels: a partial chunk of CONV_CH; 49 positions a sample, so that a block's
+    range ends inside a sample) and conv_forward where the inputs do not fit (a 20 x 20 grid of
+    24 channels), against the serial engine's gradients."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import kinds
+
+    net = Network(input_shape=(3, 7, 7), n_outputs=4, seed=6)
+    a = net.add_group(11, inputs=[net.input], kind="conv", kernel=3)
+    b = net.add_group(5, inputs=[net.input], kind="conv", kernel=5)
+    c = net.add_group(9, inputs=[a, b], kind="conv", kernel=1)
+    d = net.add_group(4, inputs=[c, a], kind="conv", kernel=3, stride=2)
+    for g in (c, d):
+        net.connect(g, net.output)
+    net.init_params(6)
+    big = Network(input_shape=(24, 20, 20), n_outputs=3, seed=7)
+    big.connect(big.add_group(3, inputs=[big.input], kind="conv", kernel=3), big.output)
+    big.init_params(7)
+    for network, n, staged in ((net, 37, {a, b, c, d}), (big, 5, set())):
+        x, y = batch(network, n, seed=8)
+        gpu = CudaEngine(network, SGD(lr=0.05), executor="level")
+        assert {g for g in network.hidden_groups if kinds._conv_staged(gpu.layout, gpu.layout.slot[g])} == staged
+        ref = SerialEngine(network, SGD(lr=0.05), dtype="float64")
+        assert_steps_match(gpu, ref, x, y, steps=2)
+        for key, g in ref.grads.items():
+            np.testing.assert_allclose(gpu.grads[key], g, rtol=1e-3, atol=1e-5, err_msg=str(key))
+
+
 @pytest.mark.parametrize("per_block", [1, 3, 8])
 def test_attention_blocks_of_several_samples_staged_or_not_train_as_the_serial_engine(cpu_gpu, monkeypatch, per_block):
     """An attention block takes several samples (the last block fewer: 11 samples), staging its

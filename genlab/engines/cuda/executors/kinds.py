@@ -11,7 +11,7 @@ import numpy as np
 
 from ....kinds.attention import Attention
 from ....kinds.conv import Conv
-from ..constants import ATT_STAGED, CONV_POS, CONV_SAMPLES, GEO_FIELDS, THREADS
+from ..constants import ATT_STAGED, CONV_CH, CONV_POS, CONV_SAMPLES, CONV_SHARED, GEO_FIELDS, THREADS
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -21,11 +21,27 @@ def _blocks(n: int, per_thread: int = 1) -> int:
     return (n + THREADS * per_thread - 1) // (THREADS * per_thread)
 
 
+# conv_forward_staged runs a level's conv groups where every one of them fits (False: never; the harness)
+CONV_STAGED = True
+
+
 def _conv_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
     b = e.buffers
-    e.launch("conv_forward", (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
+    kernel = "conv_forward_staged" if CONV_STAGED and all(_conv_staged(e.layout, s) for s in slots) else "conv_forward"
+    e.launch(kernel, (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
              b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
              np.int32(rows))
+
+
+def _conv_staged(L, s: int) -> bool:
+    """Whether conv_forward_staged can run conv group s: a kernel of 1, 3 or 5, its weights (channels
+    rounded up to CONV_CH) and one sample's input channels with their halo within CONV_SHARED floats."""
+    geo, field = L.kinds.geo.reshape(-1, len(GEO_FIELDS)), GEO_FIELDS.index
+    K, C = int(geo[s, field("K")]), int(geo[s, field("C")])
+    sources = L.kinds.conv_edges[L.kinds.conv_edges[:, 1] == s, 0]
+    channels = int(sum(geo[src, field("C")] for src in sources))
+    H, W = (int(geo[sources[0], field(f)]) + K // 2 * 2 for f in ("H", "W"))
+    return K in (1, 3, 5) and channels * K * K * -(-C // CONV_CH) * CONV_CH + channels * H * W <= CONV_SHARED
 
 
 def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:

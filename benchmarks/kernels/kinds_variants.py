@@ -1,12 +1,13 @@
-"""attention.cu's numbered variants: each builds attention_forward and attention_backward with
-other #defines and samples a block, checks them against the float64 serial engine (blocks of
-several samples forced, the last one short, outputs poisoned first), then times the forward
-launches, the backward launches and the whole step's graph on `genlab.bench.kinds`' attention
-workload (512 groups of width 16 in 8 levels, 16 tokens, batch 256).
+"""attention.cu's and conv.cu's numbered variants: each builds the kind's kernels with other
+#defines or host settings, checks them against the float64 serial engine (outputs poisoned first;
+attention blocks of several samples forced, the last one short), then times the forward
+launches, the backward launches, the gradients and the whole step's graph on the kind's
+`genlab.bench.kinds` workload (512 groups in 8 levels, batch 256).
 
-    python benchmarks/kernels/attention_variants.py [--variants 0 3 ...] [--json out.json]
+    python benchmarks/kernels/kinds_variants.py [--variants 0 3 ...] [--json out.json]
 
-The variants (ATT_BLOCKS: blocks an SM holds, so registers a thread; samples: ATTENTION_SAMPLES):
+The variants (attention: ATT_BLOCKS, blocks an SM holds, so registers a thread, and samples a
+block, ATTENTION_SAMPLES; conv: conv_forward_staged or not):
 """
 
 import argparse
@@ -24,13 +25,37 @@ from genlab.optim import Adam
 VARIANTS = {  # number: (ATT_BLOCKS, samples a block)
     0: (4, 1), 1: (4, 4), 2: (4, 8), 3: (4, 16), 4: (6, 8), 5: (8, 8), 6: (6, 16), 7: (2, 8),
 }
-__doc__ += "\n".join(f"    {n}: ATT_BLOCKS {b}, {s} samples a block" for n, (b, s) in VARIANTS.items())
+CONV_VARIANTS = {20: False, 21: True}  # number: conv_forward_staged where it fits
+__doc__ += "\n".join([f"    {n}: attention, ATT_BLOCKS {b}, {s} samples a block" for n, (b, s) in VARIANTS.items()] +
+                     [f"    {n}: conv, {'staged' if on else 'not staged'}" for n, on in CONV_VARIANTS.items()])
+CONV_CASES = [((2, 9, 7), {"kernel": 3}), ((3, 8, 8), {"kernel": 1, "stride": 2}), ((1, 7, 6), {"kernel": 5}),
+              ((3, 16, 16), {"kernel": 3})]
 
 
 def build(blocks: int, samples: int) -> None:
     for kernel in ("attention_forward", "attention_backward"):
         use_variant("attention.cu", kernel, {"ATT_BLOCKS": blocks}, [])
     kinds.ATTENTION_SAMPLES = samples
+
+
+def check_conv() -> None:
+    for number, (shape, options) in enumerate(CONV_CASES):
+        net = layered("conv", 3, 4, 8 + 3 * number, 2, shape, options, seed=number)
+        rng = np.random.default_rng(number)
+        x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
+        gpu, ref = engines(net)
+        gpu.ensure_batch(len(x))
+        poison(gpu, "act", "dz", "grads")
+        gpu.put_batch(x, y)
+        passes.forward(gpu, len(x))
+        passes.backward(gpu, len(x))
+        gpu.stream.synchronize()
+        ref.forward(x)
+        ref.backward(y)
+        got = activations(gpu, net, len(x))
+        compare(f"conv case {number}: every h", np.concatenate([got[g].ravel() for g in net.hidden_groups]),
+                np.concatenate([ref._h[g].ravel() for g in net.hidden_groups]), 1e-5)
+        compare(f"conv case {number}: every gradient", flat(gpu.grads), flat(ref.grads), 1e-5)
 
 
 def check(samples: int) -> None:
@@ -73,17 +98,24 @@ def timed(net, x, y) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variants", type=int, nargs="+", default=sorted(VARIANTS))
+    parser.add_argument("--variants", type=int, nargs="+", default=sorted(VARIANTS) + sorted(CONV_VARIANTS))
     parser.add_argument("--json")
     args = parser.parse_args()
     net, x, y = case("attention")
+    conv = case("conv")
     results = {}
     for number in args.variants:
+        if number in CONV_VARIANTS:
+            kinds.CONV_STAGED = CONV_VARIANTS[number]
+            print(f"variant {number}: conv, staged {kinds.CONV_STAGED}", flush=True)
+            check_conv()
+            results[number] = {"kind": "conv", "staged": kinds.CONV_STAGED, **timed(*conv)}
+            continue
         blocks, samples = VARIANTS[number]
         print(f"variant {number}: ATT_BLOCKS {blocks}, {samples} samples a block", flush=True)
         build(blocks, samples)
         check(samples)
-        results[number] = {"att_blocks": blocks, "samples": samples, **timed(net, x, y)}
+        results[number] = {"kind": "attention", "att_blocks": blocks, "samples": samples, **timed(net, x, y)}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

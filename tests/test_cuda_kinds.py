@@ -23,9 +23,9 @@ def cuda_engine(net, optimizer=None, executor="level"):
     return CudaEngine(net, optimizer or SGD(), executor=executor)
 
 
-@pytest.mark.parametrize("make, seed", CASES)
-def test_forward_backward_and_statistics_match_serial(make, seed):
-    net, x = make(seed)
+def assert_passes_match(net, x, seed):
+    """A forward and backward pass on CUDA (outputs poisoned first) against the float64 serial
+    engine: logits, loss and every gradient. Returns (serial engine, CUDA engine)."""
     y = np.random.default_rng(seed).integers(0, net.n_outputs, len(x))
     ref, gpu = SerialEngine(net, SGD(), dtype="float64"), cuda_engine(net)
     gpu.ensure_batch(len(x) * gpu.layout.kinds.tokens)
@@ -35,6 +35,13 @@ def test_forward_backward_and_statistics_match_serial(make, seed):
     grads = gpu.grads
     for key, g in ref.grads.items():
         assert np.linalg.norm(grads[key] - g) <= 1e-4 * np.linalg.norm(g) + 1e-7, key
+    return ref, gpu
+
+
+@pytest.mark.parametrize("make, seed", CASES)
+def test_forward_backward_and_statistics_match_serial(make, seed):
+    net, x = make(seed)
+    ref, gpu = assert_passes_match(net, x, seed)
     for name in ("grad_std", "weight_grad_norm", "taylor"):
         for g, value in ref.stats[name].items():
             assert gpu.stats[name][g] == pytest.approx(value, rel=1e-4, abs=1e-9), (name, g, net.kinds[g])
@@ -61,16 +68,7 @@ def test_attention_blocks_of_several_samples_match_serial(monkeypatch, per_block
 
     monkeypatch.setattr(kinds, "ATTENTION_SAMPLES", per_block)
     monkeypatch.setattr(kinds, "ATTENTION_BLOCKS", 1)
-    net, x = random_sequence_net(200 + seed)
-    y = np.random.default_rng(seed).integers(0, net.n_outputs, len(x))
-    ref, gpu = SerialEngine(net, SGD(), dtype="float64"), cuda_engine(net)
-    gpu.ensure_batch(len(x) * gpu.layout.kinds.tokens)
-    poison(gpu)
-    assert rel(gpu.forward(x), ref.forward(x)) <= 1e-5
-    assert gpu.backward(y) == pytest.approx(ref.backward(y), rel=1e-5)
-    grads = gpu.grads
-    for key, g in ref.grads.items():
-        assert np.linalg.norm(grads[key] - g) <= 1e-4 * np.linalg.norm(g) + 1e-7, key
+    assert_passes_match(*random_sequence_net(200 + seed), seed)
 
 
 @pytest.mark.parametrize("shape, kind, options", [((1, 8, 8), "conv", {"kernel": 3}), ((8, 8), "attention", {"heads": 2})])

@@ -79,6 +79,29 @@ def check_steps(executor: str, steps: int = 3) -> tuple[CudaEngine, np.ndarray, 
     return gpu, x, len(failures) == before
 
 
+def check_passes(net, x, y, label: str) -> CudaEngine:
+    """One forward and backward pass of `net` (conv or attention groups, or dense) on the level
+    executor against the float64 serial engine, outputs poisoned first: every hidden group's h
+    and every gradient. Returns the CUDA engine."""
+    from genlab.engines.cuda.executors import passes
+
+    gpu, ref = engines(net)
+    rows = len(x) * gpu.layout.kinds.tokens
+    gpu.ensure_batch(rows)
+    poison(gpu, "act", "dz", "grads")
+    gpu.put_batch(x, y)
+    passes.forward(gpu, rows)
+    passes.backward(gpu, rows)
+    gpu.stream.synchronize()
+    ref.forward(x)
+    ref.backward(y)
+    got = activations(gpu, net, rows)
+    for g in net.hidden_groups:
+        compare(f"{label}: h of group {g}", got[g], ref._h[g].reshape(got[g].shape), 1e-5)
+    compare(f"{label}: every gradient", flat(gpu.grads), flat(ref.grads), 1e-5)
+    return gpu
+
+
 def poison(engine: CudaEngine, *names: str) -> None:
     L = engine.layout
     for name in names:

@@ -14,7 +14,7 @@ import argparse
 import json
 
 import numpy as np
-from harness import activations, compare, done, engines, flat, poison, use_variant
+from harness import check_passes, done, use_variant
 
 from genlab.bench import time_graph
 from genlab.bench.kinds import case, layered
@@ -43,19 +43,7 @@ def check_conv() -> None:
         net = layered("conv", 3, 4, 8 + 3 * number, 2, shape, options, seed=number)
         rng = np.random.default_rng(number)
         x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
-        gpu, ref = engines(net)
-        gpu.ensure_batch(len(x))
-        poison(gpu, "act", "dz", "grads")
-        gpu.put_batch(x, y)
-        passes.forward(gpu, len(x))
-        passes.backward(gpu, len(x))
-        gpu.stream.synchronize()
-        ref.forward(x)
-        ref.backward(y)
-        got = activations(gpu, net, len(x))
-        compare(f"conv case {number}: every h", np.concatenate([got[g].ravel() for g in net.hidden_groups]),
-                np.concatenate([ref._h[g].ravel() for g in net.hidden_groups]), 1e-5)
-        compare(f"conv case {number}: every gradient", flat(gpu.grads), flat(ref.grads), 1e-5)
+        check_passes(net, x, y, f"conv case {number}")
 
 
 def check(samples: int) -> None:
@@ -65,20 +53,7 @@ def check(samples: int) -> None:
             net = layered("attention", 3, 4, width, 2, shape, {"heads": heads}, seed=number)
             rng = np.random.default_rng(number)
             x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
-            gpu, ref = engines(net)
-            rows = len(x) * gpu.layout.kinds.tokens
-            gpu.ensure_batch(rows)
-            poison(gpu, "act", "dz", "grads")
-            gpu.put_batch(x, y)
-            passes.forward(gpu, rows)
-            passes.backward(gpu, rows)
-            gpu.stream.synchronize()
-            ref.forward(x)
-            ref.backward(y)
-            got = activations(gpu, net, rows)
-            compare(f"case {number}: every h", np.concatenate([got[g].ravel() for g in net.hidden_groups]),
-                    np.concatenate([ref._h[g].ravel() for g in net.hidden_groups]), 1e-5)
-            compare(f"case {number}: every gradient", flat(gpu.grads), flat(ref.grads), 1e-5)
+            check_passes(net, x, y, f"attention case {number}")
     finally:
         kinds.ATTENTION_BLOCKS = saved
 

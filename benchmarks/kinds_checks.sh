@@ -10,8 +10,8 @@ set -u
 OUT=${OUT:-/tmp/kinds_out}
 source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
 if [ -n "${BASE:-}" ]; then
-    (cd "$BASE" && PYTHONPATH="$PWD:${PYTHONPATH:-}" timeout 120 python -m genlab.bench.kinds --no-compile --repeats 20 \
-        --out "$OUT/kinds_base.json") > "$OUT/kinds_base.log" 2>&1
+    (cd "$BASE" && PYTHONPATH="$PWD:${PYTHONPATH:-}" timeout 240 python -m genlab.bench.kinds --repeats 20 \
+        --out "$OUT/kinds_base.json") > "$OUT/kinds_base.log" 2>&1  # (trees before 21a6d1f have no --no-compile)
 fi
 run kinds_new 120 python -m genlab.bench.kinds --no-compile --repeats 20 --out "$OUT/kinds_new.json"
 (cd benchmarks/kernels && timeout 200 python kinds_variants.py --json "$OUT/kinds_variants.json") > "$OUT/kinds_variants.log" 2>&1

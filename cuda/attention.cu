@@ -32,7 +32,7 @@
 
 #define G(s, f) geo[GEO_INTS * (s) + (f)]
 #ifndef ATT_BLOCKS
-#define ATT_BLOCKS 4  // blocks of the forward and backward an SM holds at once (__launch_bounds__: 64
+#define ATT_BLOCKS 6  // blocks of the forward and backward an SM holds at once (__launch_bounds__: 40
 #endif                // registers a thread; the variant harness, benchmarks/kernels/kinds.py, tries others)
 
 // Token t's sinusoidal encoding at feature j of width d, in double precision as NumPy computes it

@@ -32,7 +32,7 @@
 #define DNI_ROWS 32
 #define CONV_CH 8
 #define CONV_POS 4
-#define CONV_WG 4
+#define CONV_WG 8
 #define CONV_SAMPLES 16
 #define CONV_SHARED 8192
 #define GEO_KIND 0

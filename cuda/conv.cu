@@ -16,9 +16,13 @@
 // conv_backward: dL/dh pulled from the group's consumers (a dense consumer reads the block
 //   flattened: dz_d W; a conv consumer: the transposed convolution), then dz = dL/dh where h > 0,
 //   and the group's statistics (genlab.cuh's mask_and_count). Same threads and launch.
-//   Both hold a channel chunk's K x K weights in registers for CONV_POS positions (kernels 1 and 3;
+//   conv_forward and conv_backward hold a channel chunk's K x K weights in registers for CONV_POS positions (kernels 1 and 3;
 //   conv_backward's consumers of stride 1), so few blocks fit an SM: it is the price of the reuse.
-// conv_weight_grad: one block per (edge task, CONV_SAMPLES samples), threads owning tiles of
+// conv_backward_staged: the same for groups whose consumers are dense or conv of stride 1 with
+//   kernels of 1, 3 or 5 that fit CONV_SHARED (the engine checks: executors/kinds.py): sample by
+//   sample, each conv consumer's flipped weights and dz channels (with their halo) staged in
+//   shared memory, the group's dL/dh summed there. Same launch.
+// conv_weight_grad: one block per (edge task, CONV_SAMPLES samples), warps owning tiles of
 //   weights (below). Task (src slot, dst slot, weight offset); grid (tasks, ceil(batch / CONV_SAMPLES)).
 // conv_bias_grad: one block per (group, channel); grid (groups in `slots`, largest C).
 #include "genlab.cuh"
@@ -86,11 +90,46 @@ __device__ void forward_positions(int s, int p0, int total, const int* geo, cons
     }
 }
 
+// `channels` maps of Hs x Ws from `src` (channel after channel) into `dst` as planes of
+// (Hs + 2P) x (Ws + 2P) with a zero halo of P: a warp takes a padded row, its lanes the columns.
+__device__ __forceinline__ void stage_padded(float* dst, const float* src, int channels, int Hs, int Ws, int P)
+{
+    const int Hp = Hs + 2 * P, Wp = Ws + 2 * P;
+    for (int row = threadIdx.x / 32; row < channels * Hp; row += THREADS / 32) {
+        const int ci = row / Hp, y = row % Hp - P;
+        for (int x = threadIdx.x % 32; x < Wp; x += 32)
+            dst[row * Wp + x] = y >= 0 && y < Hs && x >= P && x < Ws + P ? src[(ci * Hs + y) * Ws + x - P] : 0.f;
+    }
+}
+
+// z[c] += the products of `channels` staged planes (Wp columns, `plane` floats apart) at the
+// K x K window whose corner is `base`, with staged weights w[tap * Cr + c] (tap = (channel, ky,
+// kx)): a tap is one shared load and CONV_CH products, the weights two broadcast float4 loads.
+template <int K>
+__device__ __forceinline__ void taps_product(const float* base, const float* w, int channels, int Wp, int plane, int Cr,
+                                             float z[CONV_CH])
+{
+    for (int ci = 0; ci < channels; ++ci) {
+        const float* m = base + ci * plane;
+#pragma unroll
+        for (int ky = 0; ky < K; ++ky)
+#pragma unroll
+            for (int kx = 0; kx < K; ++kx) {
+                const float v = m[ky * Wp + kx];
+                const float4* w4 = reinterpret_cast<const float4*>(w + ((ci * K + ky) * K + kx) * Cr);
+#pragma unroll
+                for (int q = 0; q < CONV_CH / 4; ++q) {
+                    const float4 u = w4[q];
+                    z[4 * q] += v * u.x; z[4 * q + 1] += v * u.y; z[4 * q + 2] += v * u.z; z[4 * q + 3] += v * u.w;
+                }
+            }
+    }
+}
+
 // The block's (sample, position) indices i0..i1-1 for kernels of 1, 3 or 5, every input staged:
 // the weights of every channel once (wsh[tap][c]: tap = (input channel over the in-edges, ky, kx),
 // c over C rounded up to CONV_CH, zero past C), then for each sample its input channels with a
-// zero halo of K / 2 (Hp x Wp planes), so that a tap is one shared load and CONV_CH products
-// (the weights two broadcast float4 loads). A thread owns a position and CONV_CH channels at a time.
+// zero halo of K / 2 (Hp x Wp planes). A thread owns a position and CONV_CH channels at a time.
 template <int K>
 __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int* width, const int* act_off,
                                const int* bias_off, const int* in_ptr, const int* in_src, const int* in_woff,
@@ -99,7 +138,7 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
     constexpr int P = K / 2;
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), S = G(s, GEO_STRIDE), HW = H * W;
     const int src0 = in_src[in_ptr[s]], Hs = G(src0, GEO_H), Ws = G(src0, GEO_W);
-    const int Hp = Hs + 2 * P, Wp = Ws + 2 * P, plane = Hp * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH;
+    const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH;
     float* wsh = sh;                   // taps x Cr
     float* in = sh + taps * Cr;        // (taps / K^2) planes
     for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
@@ -114,11 +153,7 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
         __syncthreads();  // (the weights; the last sample's planes are free)
         for (int e = in_ptr[s], c0 = 0; e < in_ptr[s + 1]; ++e) {
             const int src = in_src[e], Cs = G(src, GEO_C);
-            const float* h = act + act_off[src] + (long long)b * width[src];
-            for (int k = threadIdx.x; k < Cs * plane; k += THREADS) {
-                const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
-                in[(c0 + ci) * plane + r] = (y >= 0 && y < Hs && x >= 0 && x < Ws) ? h[(ci * Hs + y) * Ws + x] : 0.f;
-            }
+            stage_padded(in + c0 * plane, act + act_off[src] + (long long)b * width[src], Cs, Hs, Ws, P);
             c0 += Cs;
         }
         __syncthreads();
@@ -131,22 +166,7 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
                 float z[CONV_CH];
 #pragma unroll
                 for (int c = 0; c < CONV_CH; ++c) z[c] = c0 + c < C ? params[bias_off[s] + c0 + c] : 0.f;
-                const float* w = wsh + c0;
-                for (int ci = 0; ci < taps / (K * K); ++ci) {
-                    const float* m = base + ci * plane;
-#pragma unroll
-                    for (int ky = 0; ky < K; ++ky)
-#pragma unroll
-                        for (int kx = 0; kx < K; ++kx) {
-                            const float v = m[ky * Wp + kx];
-                            const float4* w4 = reinterpret_cast<const float4*>(w + ((ci * K + ky) * K + kx) * Cr);
-#pragma unroll
-                            for (int q = 0; q < CONV_CH / 4; ++q) {
-                                const float4 u = w4[q];
-                                z[4 * q] += v * u.x; z[4 * q + 1] += v * u.y; z[4 * q + 2] += v * u.z; z[4 * q + 3] += v * u.w;
-                            }
-                        }
-                }
+                taps_product<K>(base, wsh + c0, taps / (K * K), Wp, plane, Cr, z);
 #pragma unroll
                 for (int c = 0; c < CONV_CH; ++c)
                     if (c0 + c < C) out[(c0 + c) * HW] = fmaxf(z[c], 0.f);
@@ -326,64 +346,157 @@ extern "C" __global__ void conv_backward(
     add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
-// Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
-// into `grads` (zeroed before: zero_ranges). A sample's dz and input maps are staged in shared
-// memory. For kernels of 1, 3 or 5, a thread owns a tile of CONV_WG output channels x K x K weights
-// of one input channel, summed over a share of the positions (each input value loaded serves
-// CONV_WG products); the block's shares meet in shared memory before one global add per weight. Other
-// kernels (or maps too large to stage) take one weight element a thread.
+// The first of positions lo.. that this thread owns in conv_backward_staged: p = threadIdx.x
+// modulo THREADS, whatever lo is (so that a sample's values stay with their thread from one
+// sample to the next, where lo changes, without a barrier).
+__device__ __forceinline__ int first_owned(int lo)
+{
+    return lo + ((int)threadIdx.x - lo % THREADS + THREADS) % THREADS;
+}
+
+// The transposed convolution of conv consumer d (kernel K, stride 1: its grid is s's) for sample
+// b's positions lo..hi-1 of group s, added into sums (s's C x H x W values of dL/dh; an element
+// is owned by one thread: first_owned). Stages d's weights flipped (tap =
+// (co, ky, kx) x C rounded up to CONV_CH) and the sample's dz channels of d with a zero halo.
 template <int K>
-__device__ void weight_tiles(int C, int H, int W, int S, int Cs, int Hs, int Ws, const float* dz0, int dz_stride,
+__device__ void pull_staged(const float* w, const float* dzd, int C, int Cd, int H, int W, int lo, int hi,
+                            float* sums, float* sh)
+{
+    constexpr int P = K / 2, KK = K * K;
+    const int Wp = W + 2 * P, plane = (H + 2 * P) * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH, HW = H * W;
+    float* wsh = sh;
+    float* in = sh + Cd * KK * Cr;
+    __syncthreads();  // (the last consumer's stage is read)
+    for (int k = threadIdx.x; k < Cd * KK * Cr; k += THREADS) {
+        const int t = k / Cr, c = k % Cr, co = t / KK, r = t % KK;
+        wsh[k] = c < C ? w[(co * C + c) * KK + KK - 1 - r] : 0.f;
+    }
+    stage_padded(in, dzd, Cd, H, W, P);
+    __syncthreads();
+    for (int p = first_owned(lo); p < hi; p += THREADS) {
+        const float* base = in + (p / W) * Wp + p % W;
+        for (int c0 = 0; c0 < C; c0 += CONV_CH) {
+            float z[CONV_CH] = {};
+            taps_product<K>(base, wsh + c0, Cd, Wp, plane, Cr, z);
+#pragma unroll
+            for (int c = 0; c < CONV_CH; ++c)
+                if (c0 + c < C) sums[(c0 + c) * HW + p] += z[c];
+        }
+    }
+}
+
+// What dense consumer d (nd values, reading group s's n values flattened) sends back to sample
+// b's positions lo..hi-1 of s (dz_d W at every channel), added into sums as pull_staged does.
+__device__ void pull_dense(const float* w, const float* dzd, int nd, int n, int C, int HW, int lo, int hi, float* sums)
+{
+    for (int p = first_owned(lo); p < hi; p += THREADS)
+        for (int c = 0; c < C; ++c) {
+            float g = 0.f;
+            for (int k = 0; k < nd; ++k) g += dzd[k] * w[k * n + c * HW + p];
+            sums[c * HW + p] += g;
+        }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_backward_staged(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ out_ptr, const int* __restrict__ out_dst,
+    const int* __restrict__ out_woff, const float* __restrict__ params, const float* __restrict__ act,
+    float* __restrict__ dz, int batch, double* __restrict__ stats)
+{
+    __shared__ __align__(16) float sh[CONV_SHARED];
+    __shared__ double scratch[THREADS / 32];
+    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), HW = H * W, n = width[s];
+    const int i0 = blockIdx.y * THREADS * CONV_POS, i1 = min(batch * HW, i0 + THREADS * CONV_POS);
+    float* sums = sh;                       // the sample's dL/dh of s
+    float* stage = sh + (n + 3) / 4 * 4;    // a consumer's weights and dz planes (16-byte aligned)
+    double s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (int b = i0 / HW; b * HW < i1; ++b) {
+        const int lo = max(i0 - b * HW, 0), hi = min(i1 - b * HW, HW);
+        for (int p = first_owned(lo); p < hi; p += THREADS)
+            for (int c = 0; c < C; ++c) sums[c * HW + p] = 0.f;
+        for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+            const int d = out_dst[e], K = G(d, GEO_K), Cd = G(d, GEO_C);
+            const float* w = params + out_woff[e];
+            const float* dzd = dz + act_off[d] + (long long)b * width[d];
+            if (G(d, GEO_KIND) != KIND_CONV) pull_dense(w, dzd, width[d], n, C, HW, lo, hi, sums);
+            else if (K == 1) pull_staged<1>(w, dzd, C, Cd, H, W, lo, hi, sums, stage);
+            else if (K == 3) pull_staged<3>(w, dzd, C, Cd, H, W, lo, hi, sums, stage);
+            else pull_staged<5>(w, dzd, C, Cd, H, W, lo, hi, sums, stage);
+        }
+        const long long base = act_off[s] + (long long)b * n;
+        for (int p = first_owned(lo); p < hi; p += THREADS)
+            for (int c = 0; c < C; ++c)
+                mask_and_count(sums[c * HW + p], act[base + c * HW + p], dz + base + c * HW + p, s1, s2, s3);
+    }
+    add_group_stats(stats, s, s1, s2, s3, scratch);
+}
+
+// Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
+// into `grads` (zeroed before: zero_ranges). For kernels of 1, 3 or 5, a sample's dz map and its
+// input channels with a zero halo are staged in shared memory, and a warp owns a tile of WC output
+// channels x K x K weights of one input channel (WgChannels), its lanes taking every 32nd position
+// (consecutive positions: conflict-free shared loads; each input value loaded serves WC
+// products); where there are fewer tiles than warps, several warps share a tile's positions. A
+// tile's lanes meet by shuffles, the warps in the block's sums in shared memory, the block in one
+// global add a weight. Other kernels (or maps too large to stage) take one weight element a thread.
+template <int K> struct WgChannels { static constexpr int n = K == 5 ? CONV_WG / 4 : CONV_WG; };
+
+template <int K>
+__device__ void weight_warps(int C, int H, int W, int S, int Cs, int Hs, int Ws, const float* dz0, int dz_stride,
                              const float* in0, int in_stride, int b0, int b1, float* staged, float* grads)
 {
-    constexpr int P = K / 2;
-    const int HW = H * W, n_out = C * HW, n_in = Cs * Hs * Ws, n_w = C * Cs * K * K;
+    constexpr int P = K / 2, KK = K * K, WC = WgChannels<K>::n, WARPS = THREADS / 32;
+    const int HW = H * W, n_out = C * HW, Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp, n_w = C * Cs * KK;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tiles = (C + WC - 1) / WC * Cs;
     float* sums = staged;                    // n_w partial sums of the block
     float* dzs = staged + n_w;               // a sample's dz map
-    float* in = dzs + n_out;                 // its input map
-    const int groups = (C + CONV_WG - 1) / CONV_WG, tiles = groups * Cs;
+    float* in = dzs + n_out;                 // its input channels, padded
     for (int k = threadIdx.x; k < n_w; k += THREADS) sums[k] = 0.f;
-    for (int t0 = 0; t0 < tiles; t0 += THREADS) {  // (more tiles than threads: in turns)
-        const int active = min(THREADS, tiles - t0), shares = THREADS / active;
-        const int tile = t0 + threadIdx.x % active, share = threadIdx.x / active;
-        const int c = CONV_WG * (tile / Cs), ci = tile % Cs, nc = min(CONV_WG, C - c);
+    for (int t0 = 0; t0 < tiles; t0 += WARPS) {  // (more tiles than warps: in turns)
+        const int active = min(WARPS, tiles - t0), shares = WARPS / active;
+        const int tile = t0 + warp % active, share = warp / active;
+        const int c = WC * (tile / Cs), ci = tile % Cs, nc = min(WC, C - c);
         const bool mine = share < shares;
-        float a[CONV_WG][K][K] = {};
+        float a[WC][KK] = {};
         for (int b = b0; b < b1; ++b) {
             __syncthreads();
-            for (int k = threadIdx.x; k < n_out; k += THREADS) dzs[k] = dz0[b * dz_stride + k];
-            for (int k = threadIdx.x; k < n_in; k += THREADS) in[k] = in0[b * in_stride + k];
+            for (int k = threadIdx.x; k < n_out; k += THREADS) dzs[k] = dz0[(long long)b * dz_stride + k];
+            stage_padded(in, in0 + (long long)b * in_stride, Cs, Hs, Ws, P);
             __syncthreads();
             if (!mine) continue;
             const float* d0 = dzs + c * HW;
-            const float* m = in + ci * Hs * Ws;
-            for (int p = share; p < HW; p += shares) {
-                const int y = p / W, x = p % W;
-                float gz[CONV_WG];
+            const float* m = in + ci * plane;
+            for (int p = share * 32 + lane; p < HW; p += 32 * shares) {
+                const float* base = m + (p / W * S) * Wp + p % W * S;
+                float gz[WC];
 #pragma unroll
-                for (int j = 0; j < CONV_WG; ++j) gz[j] = j < nc ? d0[j * HW + p] : 0.f;
+                for (int j = 0; j < WC; ++j) gz[j] = j < nc ? d0[j * HW + p] : 0.f;
 #pragma unroll
                 for (int ky = 0; ky < K; ++ky)
 #pragma unroll
                     for (int kx = 0; kx < K; ++kx) {
-                        const float v = padded(m, y * S + ky - P, x * S + kx - P, Hs, Ws);
+                        const float v = base[ky * Wp + kx];
 #pragma unroll
-                        for (int j = 0; j < CONV_WG; ++j) a[j][ky][kx] += gz[j] * v;
+                        for (int j = 0; j < WC; ++j) a[j][ky * K + kx] += gz[j] * v;
                     }
             }
         }
         if (mine)
 #pragma unroll
-            for (int j = 0; j < CONV_WG; ++j)
-                if (j < nc)
+            for (int j = 0; j < WC; ++j)
 #pragma unroll
-                    for (int k = 0; k < K * K; ++k) atomicAdd(sums + ((c + j) * Cs + ci) * K * K + k, a[j][k / K][k % K]);
+                for (int k = 0; k < KK; ++k) {
+                    float v = a[j][k];
+#pragma unroll
+                    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                    if (lane == 0 && j < nc) atomicAdd(sums + ((c + j) * Cs + ci) * KK + k, v);
+                }
     }
     __syncthreads();
     for (int k = threadIdx.x; k < n_w; k += THREADS) atomicAdd(grads + k, sums[k]);
 }
 
-extern "C" __global__ void conv_weight_grad(
+extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_weight_grad(
     const int* __restrict__ tasks, const int* __restrict__ geo, const int* __restrict__ width,
     const int* __restrict__ act_off, const float* __restrict__ act, const float* __restrict__ dz,
     float* __restrict__ grads, int batch)
@@ -392,13 +505,13 @@ extern "C" __global__ void conv_weight_grad(
     const int src = tasks[3 * blockIdx.x], s = tasks[3 * blockIdx.x + 1], woff = tasks[3 * blockIdx.x + 2];
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K), S = G(s, GEO_STRIDE), P = K / 2;
     const int Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
-    const int n_out = C * H * W, n_in = Cs * Hs * Ws, n_w = C * Cs * K * K;
+    const int n_out = C * H * W, n_w = C * Cs * K * K;
     const int b0 = blockIdx.y * CONV_SAMPLES, b1 = min(batch, b0 + CONV_SAMPLES);
     const float *dz0 = dz + act_off[s], *in0 = act + act_off[src];
-    if (n_w + n_out + n_in <= CONV_SHARED && (K == 1 || K == 3 || K == 5)) {
-        if (K == 1) weight_tiles<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
-        if (K == 3) weight_tiles<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
-        if (K == 5) weight_tiles<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+    if (n_w + n_out + Cs * (Hs + 2 * P) * (Ws + 2 * P) <= CONV_SHARED && (K == 1 || K == 3 || K == 5)) {
+        if (K == 1) weight_warps<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+        if (K == 3) weight_warps<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+        if (K == 5) weight_warps<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
         return;
     }
     for (int w = threadIdx.x; w < n_w; w += THREADS) {  // one weight element a thread, read in place

@@ -71,6 +71,39 @@ def test_attention_blocks_of_several_samples_match_serial(monkeypatch, per_block
     assert_passes_match(*random_sequence_net(200 + seed), seed)
 
 
+def random_stride_one_net(seed):
+    """Conv groups of kernels 1, 3 and 5, stride 1, up to 8 channels on a grid up to 12 x 12 (so
+    that every one of them runs conv_backward_staged), read by conv groups and by the output."""
+    rng = np.random.default_rng(seed)
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(3, 13)), int(rng.integers(3, 13))
+    net = Network(input_shape=(c, h, w), n_outputs=int(rng.integers(2, 12)), seed=seed)
+    groups = [net.input]
+    for _ in range(int(rng.integers(2, 8))):
+        inputs = rng.choice(groups, size=min(len(groups), int(rng.integers(1, 4))), replace=False)
+        groups.append(net.add_group(int(rng.integers(1, 9)), inputs=list(map(int, inputs)), kind="conv",
+                                    kernel=int(rng.choice([1, 3, 5]))))
+    for g in groups[1:]:
+        if not net.outputs(g) or rng.random() < 0.3:
+            net.connect(g, net.output)
+    net.init_params(seed)
+    return net, rng.normal(size=(int(rng.integers(1, 90)), c, h, w))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_staged_conv_backward_and_weight_warps_match_serial(seed):
+    """conv_backward_staged (every group of these networks fits it) and conv_weight_grad's warp
+    tiles against the serial engine's gradients and statistics."""
+    from genlab.engines.cuda.executors import kinds
+
+    net, x = random_stride_one_net(300 + seed)
+    ref, gpu = assert_passes_match(net, x, seed)
+    consumers = kinds._consumers(gpu.layout)
+    assert all(kinds._conv_backward_staged(gpu.layout, gpu.layout.slot[g], consumers.get(gpu.layout.slot[g], ()))
+               for g in net.hidden_groups)
+    for g, value in ref.stats["grad_std"].items():
+        assert gpu.stats["grad_std"][g] == pytest.approx(value, rel=1e-4, abs=1e-9), g
+
+
 @pytest.mark.parametrize("shape, kind, options", [((1, 8, 8), "conv", {"kernel": 3}), ((8, 8), "attention", {"heads": 2})])
 def test_growth_of_other_kinds_on_cuda_matches_serial(shape, kind, options):
     """Growth runs on the host for these kinds; the CUDA trainer grows as the serial one does."""

@@ -78,6 +78,40 @@ def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
             np.testing.assert_allclose(gpu.grads[key], g, rtol=1e-3, atol=1e-5, err_msg=str(key))
 
 
+def test_conv_backward_staged_and_weight_warps_train_as_the_serial_engine(cpu_gpu):
+    """conv_backward_staged: consumers of kernels 1, 3 and 5 and dense ones, two to three a group,
+    11 channels (a partial chunk of CONV_CH), 49 positions a sample (a block's range ends inside
+    a sample); conv_weight_grad's warp tiles over the same edges (kernel 5's tiles outnumber the
+    warps: in turns, the last turn shared by every warp); and a level that falls back to
+    conv_backward (a consumer of stride 2) beside one that does not."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import kinds
+
+    net = Network(input_shape=(3, 7, 7), n_outputs=4, seed=9)
+    a = net.add_group(11, inputs=[net.input], kind="conv", kernel=3)
+    b = net.add_group(5, inputs=[net.input], kind="conv", kernel=5)
+    c = net.add_group(9, inputs=[a, b], kind="conv", kernel=1)
+    e = net.add_group(6, inputs=[a], kind="conv", kernel=5)
+    f = net.add_group(4, inputs=[c, e, b], kind="conv", kernel=3)
+    g = net.add_group(3, inputs=[f], kind="conv", kernel=3, stride=2)
+    for h in (c, f, g):
+        net.connect(h, net.output)
+    net.init_params(9)
+    x, y = batch(net, 37, seed=10)
+    gpu = CudaEngine(net, SGD(lr=0.05), executor="level")
+    consumers = kinds._consumers(gpu.layout)
+    staged = {h for h in net.hidden_groups
+              if kinds._conv_backward_staged(gpu.layout, gpu.layout.slot[h], consumers.get(gpu.layout.slot[h], ()))}
+    assert staged == {a, b, c, e, g}  # (f's consumer g has stride 2)
+    ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
+    assert_steps_match(gpu, ref, x, y, steps=2)
+    for key, grad in ref.grads.items():
+        np.testing.assert_allclose(gpu.grads[key], grad, rtol=1e-3, atol=1e-5, err_msg=str(key))
+    # the step's graph: levels (a, b), (c, e) and (g) staged, (f) not
+    launched = [name for name, *_ in cpu_gpu.launches]
+    assert launched.count("conv_backward_staged") == 3 and launched.count("conv_backward") == 1
+
+
 @pytest.mark.parametrize("per_block", [1, 3, 8])
 def test_attention_blocks_of_several_samples_staged_or_not_train_as_the_serial_engine(cpu_gpu, monkeypatch, per_block):
     """An attention block takes several samples (the last block fewer: 11 samples), staging its

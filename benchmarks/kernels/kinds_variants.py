@@ -7,7 +7,8 @@ launches, the backward launches, the gradients and the whole step's graph on the
     python benchmarks/kernels/kinds_variants.py [--variants 0 3 ...] [--json out.json]
 
 The variants (attention: ATT_BLOCKS, blocks an SM holds, so registers a thread, and samples a
-block, ATTENTION_SAMPLES; conv: conv_forward_staged or not):
+block, ATTENTION_SAMPLES; conv: conv_forward_staged and conv_backward_staged or not; the weight
+gradients' warp tiles are timed against the tree before them by kinds_checks.sh's BASE run):
 """
 
 import argparse
@@ -25,9 +26,10 @@ from genlab.optim import Adam
 VARIANTS = {  # number: (ATT_BLOCKS, samples a block)
     0: (4, 1), 1: (4, 4), 2: (4, 8), 3: (4, 16), 4: (6, 8), 5: (8, 8), 6: (6, 16), 7: (2, 8),
 }
-CONV_VARIANTS = {20: False, 21: True}  # number: conv_forward_staged where it fits
+CONV_VARIANTS = {20: (False, False), 21: (True, False), 22: (True, True)}  # number: (forward, backward) staged
 __doc__ += "\n".join([f"    {n}: attention, ATT_BLOCKS {b}, {s} samples a block" for n, (b, s) in VARIANTS.items()] +
-                     [f"    {n}: conv, {'staged' if on else 'not staged'}" for n, on in CONV_VARIANTS.items()])
+                     [f"    {n}: conv, forward {'staged' if f else 'not staged'}, backward {'staged' if b else 'not staged'}"
+                      for n, (f, b) in CONV_VARIANTS.items()])
 CONV_CASES = [((2, 9, 7), {"kernel": 3}), ((3, 8, 8), {"kernel": 1, "stride": 2}), ((1, 7, 6), {"kernel": 5}),
               ((3, 16, 16), {"kernel": 3})]
 
@@ -81,10 +83,12 @@ def main() -> int:
     results = {}
     for number in args.variants:
         if number in CONV_VARIANTS:
-            kinds.CONV_STAGED = CONV_VARIANTS[number]
-            print(f"variant {number}: conv, staged {kinds.CONV_STAGED}", flush=True)
+            kinds.CONV_STAGED, kinds.CONV_BACKWARD_STAGED = CONV_VARIANTS[number]
+            print(f"variant {number}: conv, forward staged {kinds.CONV_STAGED}, backward staged "
+                  f"{kinds.CONV_BACKWARD_STAGED}", flush=True)
             check_conv()
-            results[number] = {"kind": "conv", "staged": kinds.CONV_STAGED, **timed(*conv)}
+            results[number] = {"kind": "conv", "staged": kinds.CONV_STAGED,
+                               "backward_staged": kinds.CONV_BACKWARD_STAGED, **timed(*conv)}
             continue
         blocks, samples = VARIANTS[number]
         print(f"variant {number}: ATT_BLOCKS {blocks}, {samples} samples a block", flush=True)

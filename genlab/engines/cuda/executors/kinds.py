@@ -21,8 +21,9 @@ def _blocks(n: int, per_thread: int = 1) -> int:
     return (n + THREADS * per_thread - 1) // (THREADS * per_thread)
 
 
-# conv_forward_staged runs a level's conv groups where every one of them fits (False: never; the harness)
-CONV_STAGED = True
+# conv_forward_staged and conv_backward_staged run a level's conv groups where every one of them
+# fits (False: never; the harness)
+CONV_STAGED = CONV_BACKWARD_STAGED = True
 
 
 def _conv_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
@@ -45,10 +46,39 @@ def _conv_staged(L, s: int) -> bool:
 
 
 def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-    b = e.buffers
-    e.launch("conv_backward", (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
-             b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"],
-             np.int32(rows), b["stats"])
+    b, L = e.buffers, e.layout
+    consumers = _consumers(L)
+    staged = CONV_BACKWARD_STAGED and all(_conv_backward_staged(L, s, consumers.get(s, ())) for s in slots)
+    e.launch("conv_backward_staged" if staged else "conv_backward",
+             (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"],
+             b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),
+             b["stats"])
+
+
+def _consumers(L) -> dict:
+    """Each slot's consumers' slots."""
+    out = {}
+    for src, dst in L.edges:
+        out.setdefault(L.slot[src], []).append(L.slot[dst])
+    return out
+
+
+def _conv_backward_staged(L, s: int, consumers) -> bool:
+    """Whether conv_backward_staged can run conv group s: every consumer dense, or conv of stride 1
+    with a kernel of 1, 3 or 5 whose weights (s's channels rounded up to CONV_CH) and one sample's
+    dz channels with their halo fit CONV_SHARED floats beside s's own values of a sample."""
+    geo, field = L.kinds.geo.reshape(-1, len(GEO_FIELDS)), GEO_FIELDS.index
+    C, H, W = (int(geo[s, field(f)]) for f in ("C", "H", "W"))
+    own, rounded = -(-C * H * W // 4) * 4, -(-C // CONV_CH) * CONV_CH
+    for d in consumers:
+        if geo[d, field("KIND")] != Conv.code:
+            continue
+        K, Cd = int(geo[d, field("K")]), int(geo[d, field("C")])
+        if geo[d, field("STRIDE")] != 1 or K not in (1, 3, 5):
+            return False
+        if own + Cd * K * K * rounded + Cd * (H + K - 1) * (W + K - 1) > CONV_SHARED:
+            return False
+    return own <= CONV_SHARED
 
 
 # An attention block takes up to ATTENTION_SAMPLES samples of its group, fewer where that would

@@ -29,6 +29,10 @@
 
 #define G(s, f) geo[GEO_INTS * (s) + (f)]
 
+#ifndef CONV_STAGE_ILP
+#define CONV_STAGE_ILP 8  // loads a thread has in flight while staging maps (stage below; the harness varies it)
+#endif
+
 // Value (iy, ix) of an H x W map, or the zero padding around it.
 __device__ __forceinline__ float padded(const float* map, int iy, int ix, int H, int W)
 {
@@ -90,16 +94,52 @@ __device__ void forward_positions(int s, int p0, int total, const int* geo, cons
     }
 }
 
+// dst[k] = value(k) for k < n, the block's threads taking every THREADS-th k, N at a time: the N
+// loads of a thread are issued before its stores (a load at a time, the staging of a sample
+// waited on L2's latency once per element: it bounded every staged kernel here).
+template <int N, class F>
+__device__ __forceinline__ void stage(float* dst, int n, F value)
+{
+    for (int k0 = threadIdx.x; k0 < n; k0 += THREADS * N) {
+        float v[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) v[j] = k0 + j * THREADS < n ? value(k0 + j * THREADS) : 0.f;
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+            if (k0 + j * THREADS < n) dst[k0 + j * THREADS] = v[j];
+    }
+}
+
 // `channels` maps of Hs x Ws from `src` (channel after channel) into `dst` as planes of
-// (Hs + 2P) x (Ws + 2P) with a zero halo of P: a warp takes a padded row, its lanes the columns.
+// (Hs + 2P) x (Ws + 2P) with a zero halo of P.
 __device__ __forceinline__ void stage_padded(float* dst, const float* src, int channels, int Hs, int Ws, int P)
 {
-    const int Hp = Hs + 2 * P, Wp = Ws + 2 * P;
-    for (int row = threadIdx.x / 32; row < channels * Hp; row += THREADS / 32) {
-        const int ci = row / Hp, y = row % Hp - P;
-        for (int x = threadIdx.x % 32; x < Wp; x += 32)
-            dst[row * Wp + x] = y >= 0 && y < Hs && x >= P && x < Ws + P ? src[(ci * Hs + y) * Ws + x - P] : 0.f;
-    }
+    const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp;
+    stage<CONV_STAGE_ILP>(dst, channels * plane, [&](int k) {
+        const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
+        return y >= 0 && y < Hs && x >= 0 && x < Ws ? src[(ci * Hs + y) * Ws + x] : 0.f;
+    });
+}
+
+// A 4-byte copy global -> shared that lands by copies_wait (cp.async.ca, sm_80+: no registers
+// held, the copies in flight while the block computes), or a zero where !valid (its zero-fill
+// form reads no byte). The CPU emulator (no __CUDA_ARCH__) copies at once.
+__device__ __forceinline__ void copy_async(float* dst, const float* src, bool valid)
+{
+#ifdef __CUDA_ARCH__
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
+#else
+    *dst = valid ? *src : 0.f;
+#endif
+}
+
+// Every copy_async of this thread has landed (the block sees them after a __syncthreads).
+__device__ __forceinline__ void copies_wait()
+{
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
 }
 
 // z[c] += the products of `channels` staged planes (Wp columns, `plane` floats apart) at the
@@ -367,10 +407,10 @@ __device__ void pull_staged(const float* w, const float* dzd, int C, int Cd, int
     float* wsh = sh;
     float* in = sh + Cd * KK * Cr;
     __syncthreads();  // (the last consumer's stage is read)
-    for (int k = threadIdx.x; k < Cd * KK * Cr; k += THREADS) {
+    stage<4>(wsh, Cd * KK * Cr, [&](int k) {
         const int t = k / Cr, c = k % Cr, co = t / KK, r = t % KK;
-        wsh[k] = c < C ? w[(co * C + c) * KK + KK - 1 - r] : 0.f;
-    }
+        return c < C ? w[(co * C + c) * KK + KK - 1 - r] : 0.f;
+    });
     stage_padded(in, dzd, Cd, H, W, P);
     __syncthreads();
     for (int p = first_owned(lo); p < hi; p += THREADS) {
@@ -432,25 +472,40 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_backward_staged(
 }
 
 // Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
-// into `grads` (zeroed before: zero_ranges). For kernels of 1, 3 or 5, a sample's dz map and its
-// input channels with a zero halo are staged in shared memory, and a warp owns a tile of WC output
-// channels x K x K weights of one input channel (WgChannels), its lanes taking every 32nd position
-// (consecutive positions: conflict-free shared loads; each input value loaded serves WC
-// products); where there are fewer tiles than warps, several warps share a tile's positions. A
-// tile's lanes meet by shuffles, the warps in the block's sums in shared memory, the block in one
-// global add a weight. Other kernels (or maps too large to stage) take one weight element a thread.
+// into `grads` (zeroed before: zero_ranges). For kernels of 1, 3 or 5, each sample's dz map and
+// input channels with a zero halo are staged in shared memory (copy_async: in two buffers where
+// they fit CONV_WG_SHARED, the next sample's copies in flight while the block computes on this
+// one), and a warp owns a tile of WC output channels x K x K weights of one input channel
+// (WgChannels), its lanes taking every 32nd position (consecutive positions: conflict-free
+// shared loads; each input value loaded serves WC products); where there are fewer tiles than
+// warps, several warps share a tile's positions. A tile's lanes meet by shuffles, the warps in
+// the block's sums in shared memory, the block in one global add a weight. Other kernels (or maps
+// too large to stage) take one weight element a thread.
+#define CONV_WG_SHARED 12288  // floats of conv_weight_grad's shared memory (48 KiB, the most without opting in)
+#ifndef CONV_WG_BUFFERS
+#define CONV_WG_BUFFERS 2  // its staging buffers where two fit (1: stage, then compute; the harness varies it)
+#endif
 template <int K> struct WgChannels { static constexpr int n = K == 5 ? CONV_WG / 4 : CONV_WG; };
 
 template <int K>
 __device__ void weight_warps(int C, int H, int W, int S, int Cs, int Hs, int Ws, const float* dz0, int dz_stride,
-                             const float* in0, int in_stride, int b0, int b1, float* staged, float* grads)
+                             const float* in0, int in_stride, int b0, int b1, float* staged, int buffers, float* grads)
 {
     constexpr int P = K / 2, KK = K * K, WC = WgChannels<K>::n, WARPS = THREADS / 32;
     const int HW = H * W, n_out = C * HW, Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp, n_w = C * Cs * KK;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tiles = (C + WC - 1) / WC * Cs;
-    float* sums = staged;                    // n_w partial sums of the block
-    float* dzs = staged + n_w;               // a sample's dz map
-    float* in = dzs + n_out;                 // its input channels, padded
+    float* sums = staged;  // n_w partial sums of the block, then `buffers` of a sample's dz map and padded input
+    const auto buffer = [&](int i) { return staged + n_w + i * (n_out + Cs * plane); };
+    const auto issue = [&](int b, float* to) {
+        const float* d = dz0 + (long long)b * dz_stride;
+        const float* h = in0 + (long long)b * in_stride;
+        for (int k = threadIdx.x; k < n_out; k += THREADS) copy_async(to + k, d + k, true);
+        for (int k = threadIdx.x; k < Cs * plane; k += THREADS) {
+            const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
+            const bool inside = y >= 0 && y < Hs && x >= 0 && x < Ws;
+            copy_async(to + n_out + k, inside ? h + (ci * Hs + y) * Ws + x : h, inside);
+        }
+    };
     for (int k = threadIdx.x; k < n_w; k += THREADS) sums[k] = 0.f;
     for (int t0 = 0; t0 < tiles; t0 += WARPS) {  // (more tiles than warps: in turns)
         const int active = min(WARPS, tiles - t0), shares = WARPS / active;
@@ -458,14 +513,20 @@ __device__ void weight_warps(int C, int H, int W, int S, int Cs, int Hs, int Ws,
         const int c = WC * (tile / Cs), ci = tile % Cs, nc = min(WC, C - c);
         const bool mine = share < shares;
         float a[WC][KK] = {};
+        __syncthreads();  // (the last turn's buffers are read)
+        if (buffers == 2) issue(b0, buffer(0));
         for (int b = b0; b < b1; ++b) {
-            __syncthreads();
-            for (int k = threadIdx.x; k < n_out; k += THREADS) dzs[k] = dz0[(long long)b * dz_stride + k];
-            stage_padded(in, in0 + (long long)b * in_stride, Cs, Hs, Ws, P);
-            __syncthreads();
+            float* now = buffer((b - b0) % buffers);
+            if (buffers == 1) {
+                __syncthreads();
+                issue(b, now);
+            }
+            copies_wait();
+            __syncthreads();  // (sample b landed; the other buffer's last sample is read)
+            if (buffers == 2 && b + 1 < b1) issue(b + 1, buffer((b + 1 - b0) % 2));
             if (!mine) continue;
-            const float* d0 = dzs + c * HW;
-            const float* m = in + ci * plane;
+            const float* d0 = now + c * HW;
+            const float* m = now + n_out + ci * plane;
             for (int p = share * 32 + lane; p < HW; p += 32 * shares) {
                 const float* base = m + (p / W * S) * Wp + p % W * S;
                 float gz[WC];
@@ -501,17 +562,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_weight_grad(
     const int* __restrict__ act_off, const float* __restrict__ act, const float* __restrict__ dz,
     float* __restrict__ grads, int batch)
 {
-    __shared__ float staged[CONV_SHARED];
+    __shared__ float staged[CONV_WG_SHARED];
     const int src = tasks[3 * blockIdx.x], s = tasks[3 * blockIdx.x + 1], woff = tasks[3 * blockIdx.x + 2];
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K), S = G(s, GEO_STRIDE), P = K / 2;
     const int Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
-    const int n_out = C * H * W, n_w = C * Cs * K * K;
+    const int n_out = C * H * W, n_w = C * Cs * K * K, sample = n_out + Cs * (Hs + 2 * P) * (Ws + 2 * P);
     const int b0 = blockIdx.y * CONV_SAMPLES, b1 = min(batch, b0 + CONV_SAMPLES);
     const float *dz0 = dz + act_off[s], *in0 = act + act_off[src];
-    if (n_w + n_out + Cs * (Hs + 2 * P) * (Ws + 2 * P) <= CONV_SHARED && (K == 1 || K == 3 || K == 5)) {
-        if (K == 1) weight_warps<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
-        if (K == 3) weight_warps<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
-        if (K == 5) weight_warps<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, grads + woff);
+    if (n_w + sample <= CONV_WG_SHARED && (K == 1 || K == 3 || K == 5)) {
+        const int buffers = n_w + 2 * sample <= CONV_WG_SHARED ? CONV_WG_BUFFERS : 1;
+        if (K == 1) weight_warps<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
+        if (K == 3) weight_warps<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
+        if (K == 5) weight_warps<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
         return;
     }
     for (int w = threadIdx.x; w < n_w; w += THREADS) {  // one weight element a thread, read in place

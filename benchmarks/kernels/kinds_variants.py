@@ -7,8 +7,9 @@ launches, the backward launches, the gradients and the whole step's graph on the
     python benchmarks/kernels/kinds_variants.py [--variants 0 3 ...] [--json out.json]
 
 The variants (attention: ATT_BLOCKS, blocks an SM holds, so registers a thread, and samples a
-block, ATTENTION_SAMPLES; conv: conv_forward_staged and conv_backward_staged or not; the weight
-gradients' warp tiles are timed against the tree before them by kinds_checks.sh's BASE run):
+block, ATTENTION_SAMPLES; conv: conv_forward_staged and conv_backward_staged or not, and the
+loads a thread has in flight while staging, CONV_STAGE_ILP; the weight gradients' warp tiles are
+timed against the tree before them by kinds_checks.sh's BASE run):
 """
 
 import argparse
@@ -26,10 +27,20 @@ from genlab.optim import Adam
 VARIANTS = {  # number: (ATT_BLOCKS, samples a block)
     0: (4, 1), 1: (4, 4), 2: (4, 8), 3: (4, 16), 4: (6, 8), 5: (8, 8), 6: (6, 16), 7: (2, 8),
 }
-CONV_VARIANTS = {20: (False, False), 21: (True, False), 22: (True, True)}  # number: (forward, backward) staged
+CONV_VARIANTS = {  # number: (forward staged, backward staged, #defines of conv.cu, edits of conv.cu)
+    20: (False, False, {}, []), 21: (True, False, {}, []), 22: (True, True, {}, []),
+    23: (True, True, {"CONV_STAGE_ILP": 1}, []), 24: (True, True, {"CONV_STAGE_ILP": 4}, []),
+    25: (True, True, {"CONV_STAGE_ILP": 16}, []), 26: (True, True, {"CONV_WG_BUFFERS": 1}, []),
+    27: (True, True, {}, [("__launch_bounds__(THREADS, 2) conv_weight_grad", "__launch_bounds__(THREADS, 3) conv_weight_grad")]),
+    28: (True, True, {}, [("__launch_bounds__(THREADS, 4) conv_forward_staged", "__launch_bounds__(THREADS, 3) conv_forward_staged"),
+                          ("__launch_bounds__(THREADS, 4) conv_backward_staged", "__launch_bounds__(THREADS, 3) conv_backward_staged")]),
+}
+CONV_EDITS = {27: "conv_weight_grad at 3 blocks an SM", 28: "the staged forward and backward at 3 blocks an SM"}
+CONV_KERNELS = ("conv_forward", "conv_forward_staged", "conv_backward", "conv_backward_staged", "conv_weight_grad")
 __doc__ += "\n".join([f"    {n}: attention, ATT_BLOCKS {b}, {s} samples a block" for n, (b, s) in VARIANTS.items()] +
                      [f"    {n}: conv, forward {'staged' if f else 'not staged'}, backward {'staged' if b else 'not staged'}"
-                      for n, (f, b) in CONV_VARIANTS.items()])
+                      + "".join(f", {k} {v}" for k, v in defines.items()) + (f", {CONV_EDITS[n]}" if n in CONV_EDITS else "")
+                      for n, (f, b, defines, _) in CONV_VARIANTS.items()])
 CONV_CASES = [((2, 9, 7), {"kernel": 3}), ((3, 8, 8), {"kernel": 1, "stride": 2}), ((1, 7, 6), {"kernel": 5}),
               ((3, 16, 16), {"kernel": 3})]
 
@@ -67,6 +78,9 @@ def timed(net, x, y) -> dict:
     out = {"forward_us": time_graph(engine, lambda: [kinds.forward(engine, lv, rows) for lv in range(1, depth)], 20),
            "backward_us": time_graph(engine, lambda: [kinds.backward(engine, lv, rows) for lv in range(1, depth)], 20),
            "gradients_us": time_graph(engine, lambda: kinds.gradients(engine, rows, engine.ptr("scalars", 16)), 20),
+           **({"weight_grad_us": time_graph(engine, lambda: kinds.conv_weight_grad(engine, rows), 20),
+               "bias_grad_us": time_graph(engine, lambda: kinds.conv_bias_grad(engine, rows), 20)}
+              if len(engine.layout.kinds.conv_edges) else {}),
            "step_us": time_graph(engine, lambda: (passes.forward(engine, rows), passes.backward(engine, rows),
                                                   passes.update(engine)), 20)}
     print("       " + "  ".join(f"{k} {v:9.1f}" for k, v in out.items()), flush=True)
@@ -83,12 +97,15 @@ def main() -> int:
     results = {}
     for number in args.variants:
         if number in CONV_VARIANTS:
-            kinds.CONV_STAGED, kinds.CONV_BACKWARD_STAGED = CONV_VARIANTS[number]
+            kinds.CONV_STAGED, kinds.CONV_BACKWARD_STAGED, defines, edits = CONV_VARIANTS[number]
+            for kernel in CONV_KERNELS:
+                use_variant("conv.cu", kernel, defines, edits)
             print(f"variant {number}: conv, forward staged {kinds.CONV_STAGED}, backward staged "
-                  f"{kinds.CONV_BACKWARD_STAGED}", flush=True)
+                  f"{kinds.CONV_BACKWARD_STAGED}, {defines} {CONV_EDITS.get(number, '')}", flush=True)
             check_conv()
             results[number] = {"kind": "conv", "staged": kinds.CONV_STAGED,
-                               "backward_staged": kinds.CONV_BACKWARD_STAGED, **timed(*conv)}
+                               "backward_staged": kinds.CONV_BACKWARD_STAGED, "defines": defines,
+                               "edits": CONV_EDITS.get(number, ""), **timed(*conv)}
             continue
         blocks, samples = VARIANTS[number]
         print(f"variant {number}: ATT_BLOCKS {blocks}, {samples} samples a block", flush=True)

@@ -159,19 +159,29 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
     norms of all their gradients (into wstats and the step's gradsq)."""
     L, b, k = e.layout, e.buffers, e.layout.kinds
     if len(k.conv_edges):
-        e.launch("conv_weight_grad", (len(k.conv_edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES),
-                 b["kinds_conv_edges"], b["geo"], b["width"],
-                 b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
-        channels = k.geo.reshape(-1, len(GEO_FIELDS))[k.conv_slots, GEO_FIELDS.index("C")]
-        e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())),
-                 b["kinds_conv_slots"], b["geo"], b["width"], b["act_off"], b["bias_off"], b["dz"], b["grads"],
-                 np.int32(rows))
+        conv_weight_grad(e, rows)
+        conv_bias_grad(e, rows)
     if len(k.token_edges):
         most = max(int(np.prod(L.shapes[key])) for key in _keys(L, k.token_edges))
         e.launch("token_weight_grad", (len(k.token_edges), -(-most // 32)), b["kinds_token_edges"], b["width"],
                  b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
     if len(k.norm_ranges):
         e.launch("param_norms", (len(k.norm_ranges), 1), b["kinds_norm_ranges"], b["grads"], b["wstats"], gradsq)
+
+
+def conv_weight_grad(e: "CudaEngine", rows: int) -> None:
+    """The weight gradients of the edges into conv groups (added: zero_added first)."""
+    b, k = e.buffers, e.layout.kinds
+    e.launch("conv_weight_grad", (len(k.conv_edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES),
+             b["kinds_conv_edges"], b["geo"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
+
+
+def conv_bias_grad(e: "CudaEngine", rows: int) -> None:
+    """The conv groups' bias gradients."""
+    b, k = e.buffers, e.layout.kinds
+    channels = k.geo.reshape(-1, len(GEO_FIELDS))[k.conv_slots, GEO_FIELDS.index("C")]
+    e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())), b["kinds_conv_slots"], b["geo"], b["width"],
+             b["act_off"], b["bias_off"], b["dz"], b["grads"], np.int32(rows))
 
 
 def _positions(L, slots: np.ndarray) -> int:

@@ -8,7 +8,8 @@
 # to $OUT. On the GPU machine:
 #   source .device/setup.sh && BASE=base_tree VARIANTS="20 21 22" BASE_VARIANTS=21 bash benchmarks/kinds_checks.sh
 # PARTS (default "bench checks suite") runs a part of it: the benches and variants, the kinds' GPU
-# tests and sanitizers, the rest of the GPU suite.
+# tests and sanitizers, the rest of the GPU suite. Every file it writes goes into $OUT/kinds_checks.tgz
+# too (the device tool brings back a few files a call).
 set -u
 OUT=${OUT:-/tmp/kinds_out}
 source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
@@ -38,3 +39,4 @@ fi
 if [[ " $PARTS " == *" suite "* ]]; then
     run gpu_suite 300 python -m pytest -m gpu -q -p no:cacheprovider tests --ignore=tests/test_cuda_kinds.py
 fi
+(cd "$OUT" && tar czf kinds_checks.tgz --exclude kinds_checks.tgz ./*)

@@ -29,8 +29,10 @@
 
 #define G(s, f) geo[GEO_INTS * (s) + (f)]
 
-#ifndef CONV_STAGE_ILP
-#define CONV_STAGE_ILP 8  // loads a thread has in flight while staging maps (stage below; the harness varies it)
+#define CONV_BUFFERED 12288  // floats of shared memory of the kernels that stage in two buffers (48 KiB, the
+                            // most without opting in): conv_forward_staged, conv_weight_grad
+#ifndef CONV_BUFFERS
+#define CONV_BUFFERS 2  // their staging buffers where two fit (1: stage, then compute; the harness varies it)
 #endif
 
 // Value (iy, ix) of an H x W map, or the zero padding around it.
@@ -94,36 +96,10 @@ __device__ void forward_positions(int s, int p0, int total, const int* geo, cons
     }
 }
 
-// dst[k] = value(k) for k < n, the block's threads taking every THREADS-th k, N at a time: the N
-// loads of a thread are issued before its stores (a load at a time, the staging of a sample
-// waited on L2's latency once per element: it bounded every staged kernel here).
-template <int N, class F>
-__device__ __forceinline__ void stage(float* dst, int n, F value)
-{
-    for (int k0 = threadIdx.x; k0 < n; k0 += THREADS * N) {
-        float v[N];
-#pragma unroll
-        for (int j = 0; j < N; ++j) v[j] = k0 + j * THREADS < n ? value(k0 + j * THREADS) : 0.f;
-#pragma unroll
-        for (int j = 0; j < N; ++j)
-            if (k0 + j * THREADS < n) dst[k0 + j * THREADS] = v[j];
-    }
-}
-
-// `channels` maps of Hs x Ws from `src` (channel after channel) into `dst` as planes of
-// (Hs + 2P) x (Ws + 2P) with a zero halo of P.
-__device__ __forceinline__ void stage_padded(float* dst, const float* src, int channels, int Hs, int Ws, int P)
-{
-    const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp;
-    stage<CONV_STAGE_ILP>(dst, channels * plane, [&](int k) {
-        const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
-        return y >= 0 && y < Hs && x >= 0 && x < Ws ? src[(ci * Hs + y) * Ws + x] : 0.f;
-    });
-}
-
 // A 4-byte copy global -> shared that lands by copies_wait (cp.async.ca, sm_80+: no registers
-// held, the copies in flight while the block computes), or a zero where !valid (its zero-fill
-// form reads no byte). The CPU emulator (no __CUDA_ARCH__) copies at once.
+// held, every copy of a thread in flight at once, and the block may compute while they land), or
+// a zero where !valid (its zero-fill form reads no byte of src). The CPU emulator (no
+// __CUDA_ARCH__) copies at once.
 __device__ __forceinline__ void copy_async(float* dst, const float* src, bool valid)
 {
 #ifdef __CUDA_ARCH__
@@ -140,6 +116,29 @@ __device__ __forceinline__ void copies_wait()
 #ifdef __CUDA_ARCH__
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
+}
+
+// dst[k] = src[at(k)] for k < n, or 0 where at(k) < 0, by copy_async (the block's threads taking
+// every THREADS-th k). Staging one value at a time through registers waited on L2's latency once
+// per element and bounded every staged kernel here (benchmarks/NOTES.md).
+template <class F>
+__device__ __forceinline__ void stage_async(float* dst, const float* src, int n, F at)
+{
+    for (int k = threadIdx.x; k < n; k += THREADS) {
+        const int i = at(k);
+        copy_async(dst + k, src + max(i, 0), i >= 0);
+    }
+}
+
+// `channels` maps of Hs x Ws from `src` (channel after channel) into `dst` as planes of
+// (Hs + 2P) x (Ws + 2P) with a zero halo of P, by copy_async.
+__device__ __forceinline__ void stage_padded(float* dst, const float* src, int channels, int Hs, int Ws, int P)
+{
+    const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp;
+    stage_async(dst, src, channels * plane, [&](int k) {
+        const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
+        return y >= 0 && y < Hs && x >= 0 && x < Ws ? (ci * Hs + y) * Ws + x : -1;
+    });
 }
 
 // z[c] += the products of `channels` staged planes (Wp columns, `plane` floats apart) at the
@@ -169,7 +168,9 @@ __device__ __forceinline__ void taps_product(const float* base, const float* w, 
 // The block's (sample, position) indices i0..i1-1 for kernels of 1, 3 or 5, every input staged:
 // the weights of every channel once (wsh[tap][c]: tap = (input channel over the in-edges, ky, kx),
 // c over C rounded up to CONV_CH, zero past C), then for each sample its input channels with a
-// zero halo of K / 2 (Hp x Wp planes). A thread owns a position and CONV_CH channels at a time.
+// zero halo of K / 2 (Hp x Wp planes; in two buffers where they fit CONV_BUFFERED, the next
+// sample's copies in flight while the block computes on this one). A thread owns a position and
+// CONV_CH channels at a time.
 template <int K>
 __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int* width, const int* act_off,
                                const int* bias_off, const int* in_ptr, const int* in_src, const int* in_woff,
@@ -179,8 +180,16 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), S = G(s, GEO_STRIDE), HW = H * W;
     const int src0 = in_src[in_ptr[s]], Hs = G(src0, GEO_H), Ws = G(src0, GEO_W);
     const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH;
-    float* wsh = sh;                   // taps x Cr
-    float* in = sh + taps * Cr;        // (taps / K^2) planes
+    const int sample = taps / (K * K) * plane, buffers = taps * Cr + 2 * sample <= CONV_BUFFERED ? CONV_BUFFERS : 1;
+    float* wsh = sh;  // taps x Cr, then `buffers` of a sample's (taps / K^2) planes
+    const auto buffer = [&](int i) { return sh + taps * Cr + i * sample; };
+    const auto issue = [&](int b, float* to) {
+        for (int e = in_ptr[s], c0 = 0; e < in_ptr[s + 1]; ++e) {
+            const int src = in_src[e], Cs = G(src, GEO_C);
+            stage_padded(to + c0 * plane, act + act_off[src] + (long long)b * width[src], Cs, Hs, Ws, P);
+            c0 += Cs;
+        }
+    };
     for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
         const int Cs = G(in_src[e], GEO_C), n = Cs * K * K;
         for (int k = threadIdx.x; k < n * Cr; k += THREADS) {
@@ -189,14 +198,17 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
         }
         t0 += n;
     }
-    for (int b = i0 / HW; b * HW < i1; ++b) {
-        __syncthreads();  // (the weights; the last sample's planes are free)
-        for (int e = in_ptr[s], c0 = 0; e < in_ptr[s + 1]; ++e) {
-            const int src = in_src[e], Cs = G(src, GEO_C);
-            stage_padded(in + c0 * plane, act + act_off[src] + (long long)b * width[src], Cs, Hs, Ws, P);
-            c0 += Cs;
+    const int first = i0 / HW;
+    if (buffers == 2) issue(first, buffer(0));
+    for (int b = first; b * HW < i1; ++b) {
+        const float* in = buffer((b - first) % buffers);
+        if (buffers == 1) {
+            __syncthreads();  // (the last sample's planes are read)
+            issue(b, buffer(0));
         }
-        __syncthreads();
+        copies_wait();
+        __syncthreads();  // (the weights, sample b landed; the other buffer's last sample is read)
+        if (buffers == 2 && (b + 1) * HW < i1) issue(b + 1, buffer((b + 1 - first) % 2));
         const int lo = max(i0, b * HW), hi = min(i1, (b + 1) * HW);
         for (int i = lo + threadIdx.x; i < hi; i += THREADS) {
             const int p = i - b * HW, y = p / W, x = p % W;
@@ -221,7 +233,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_forward_staged(
     const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
     float* __restrict__ act, int batch)
 {
-    __shared__ __align__(16) float sh[CONV_SHARED];
+    __shared__ __align__(16) float sh[CONV_BUFFERED];
     const int s = slots[blockIdx.x], K = G(s, GEO_K), total = batch * G(s, GEO_H) * G(s, GEO_W);
     const int i0 = blockIdx.y * THREADS * CONV_POS, i1 = min(total, i0 + THREADS * CONV_POS);
     int channels = 0;
@@ -407,11 +419,12 @@ __device__ void pull_staged(const float* w, const float* dzd, int C, int Cd, int
     float* wsh = sh;
     float* in = sh + Cd * KK * Cr;
     __syncthreads();  // (the last consumer's stage is read)
-    stage<4>(wsh, Cd * KK * Cr, [&](int k) {
+    stage_async(wsh, w, Cd * KK * Cr, [&](int k) {
         const int t = k / Cr, c = k % Cr, co = t / KK, r = t % KK;
-        return c < C ? w[(co * C + c) * KK + KK - 1 - r] : 0.f;
+        return c < C ? (co * C + c) * KK + KK - 1 - r : -1;
     });
     stage_padded(in, dzd, Cd, H, W, P);
+    copies_wait();
     __syncthreads();
     for (int p = first_owned(lo); p < hi; p += THREADS) {
         const float* base = in + (p / W) * Wp + p % W;
@@ -474,17 +487,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_backward_staged(
 // Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
 // into `grads` (zeroed before: zero_ranges). For kernels of 1, 3 or 5, each sample's dz map and
 // input channels with a zero halo are staged in shared memory (copy_async: in two buffers where
-// they fit CONV_WG_SHARED, the next sample's copies in flight while the block computes on this
+// they fit CONV_BUFFERED, the next sample's copies in flight while the block computes on this
 // one), and a warp owns a tile of WC output channels x K x K weights of one input channel
 // (WgChannels), its lanes taking every 32nd position (consecutive positions: conflict-free
 // shared loads; each input value loaded serves WC products); where there are fewer tiles than
 // warps, several warps share a tile's positions. A tile's lanes meet by shuffles, the warps in
 // the block's sums in shared memory, the block in one global add a weight. Other kernels (or maps
 // too large to stage) take one weight element a thread.
-#define CONV_WG_SHARED 12288  // floats of conv_weight_grad's shared memory (48 KiB, the most without opting in)
-#ifndef CONV_WG_BUFFERS
-#define CONV_WG_BUFFERS 2  // its staging buffers where two fit (1: stage, then compute; the harness varies it)
-#endif
 template <int K> struct WgChannels { static constexpr int n = K == 5 ? CONV_WG / 4 : CONV_WG; };
 
 template <int K>
@@ -499,12 +508,8 @@ __device__ void weight_warps(int C, int H, int W, int S, int Cs, int Hs, int Ws,
     const auto issue = [&](int b, float* to) {
         const float* d = dz0 + (long long)b * dz_stride;
         const float* h = in0 + (long long)b * in_stride;
-        for (int k = threadIdx.x; k < n_out; k += THREADS) copy_async(to + k, d + k, true);
-        for (int k = threadIdx.x; k < Cs * plane; k += THREADS) {
-            const int ci = k / plane, r = k % plane, y = r / Wp - P, x = r % Wp - P;
-            const bool inside = y >= 0 && y < Hs && x >= 0 && x < Ws;
-            copy_async(to + n_out + k, inside ? h + (ci * Hs + y) * Ws + x : h, inside);
-        }
+        stage_async(to, d, n_out, [](int k) { return k; });
+        stage_padded(to + n_out, h, Cs, Hs, Ws, P);
     };
     for (int k = threadIdx.x; k < n_w; k += THREADS) sums[k] = 0.f;
     for (int t0 = 0; t0 < tiles; t0 += WARPS) {  // (more tiles than warps: in turns)
@@ -562,15 +567,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_weight_grad(
     const int* __restrict__ act_off, const float* __restrict__ act, const float* __restrict__ dz,
     float* __restrict__ grads, int batch)
 {
-    __shared__ float staged[CONV_WG_SHARED];
+    __shared__ float staged[CONV_BUFFERED];
     const int src = tasks[3 * blockIdx.x], s = tasks[3 * blockIdx.x + 1], woff = tasks[3 * blockIdx.x + 2];
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K), S = G(s, GEO_STRIDE), P = K / 2;
     const int Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
     const int n_out = C * H * W, n_w = C * Cs * K * K, sample = n_out + Cs * (Hs + 2 * P) * (Ws + 2 * P);
     const int b0 = blockIdx.y * CONV_SAMPLES, b1 = min(batch, b0 + CONV_SAMPLES);
     const float *dz0 = dz + act_off[s], *in0 = act + act_off[src];
-    if (n_w + sample <= CONV_WG_SHARED && (K == 1 || K == 3 || K == 5)) {
-        const int buffers = n_w + 2 * sample <= CONV_WG_SHARED ? CONV_WG_BUFFERS : 1;
+    if (n_w + sample <= CONV_BUFFERED && (K == 1 || K == 3 || K == 5)) {
+        const int buffers = n_w + 2 * sample <= CONV_BUFFERED ? CONV_BUFFERS : 1;
         if (K == 1) weight_warps<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
         if (K == 3) weight_warps<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
         if (K == 5) weight_warps<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);

@@ -7,9 +7,10 @@ launches, the backward launches, the gradients and the whole step's graph on the
     python benchmarks/kernels/kinds_variants.py [--variants 0 3 ...] [--json out.json]
 
 The variants (attention: ATT_BLOCKS, blocks an SM holds, so registers a thread, and samples a
-block, ATTENTION_SAMPLES; conv: conv_forward_staged and conv_backward_staged or not, and the
-loads a thread has in flight while staging, CONV_STAGE_ILP; the weight gradients' warp tiles are
-timed against the tree before them by kinds_checks.sh's BASE run):
+block, ATTENTION_SAMPLES; conv: conv_forward_staged and conv_backward_staged or not, staging
+buffers (CONV_BUFFERS), blocks an SM; the weight gradients' warp tiles are timed against the tree
+before them by kinds_checks.sh's BASE run; variants 23-25 were register-staged loads a thread
+in flight, CONV_STAGE_ILP 1/4/16, before cp.async replaced them):
 """
 
 import argparse
@@ -29,8 +30,7 @@ VARIANTS = {  # number: (ATT_BLOCKS, samples a block)
 }
 CONV_VARIANTS = {  # number: (forward staged, backward staged, #defines of conv.cu, edits of conv.cu)
     20: (False, False, {}, []), 21: (True, False, {}, []), 22: (True, True, {}, []),
-    23: (True, True, {"CONV_STAGE_ILP": 1}, []), 24: (True, True, {"CONV_STAGE_ILP": 4}, []),
-    25: (True, True, {"CONV_STAGE_ILP": 16}, []), 26: (True, True, {"CONV_WG_BUFFERS": 1}, []),
+    26: (True, True, {"CONV_BUFFERS": 1}, []),
     27: (True, True, {}, [("__launch_bounds__(THREADS, 2) conv_weight_grad", "__launch_bounds__(THREADS, 3) conv_weight_grad")]),
     28: (True, True, {}, [("__launch_bounds__(THREADS, 4) conv_forward_staged", "__launch_bounds__(THREADS, 3) conv_forward_staged"),
                           ("__launch_bounds__(THREADS, 4) conv_backward_staged", "__launch_bounds__(THREADS, 3) conv_backward_staged")]),

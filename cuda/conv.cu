@@ -12,7 +12,9 @@
 // conv_forward_staged: the same for kernels of 1, 3 or 5 whose weights (C rounded up to CONV_CH,
 //   times every input channel, times K^2) and a sample's input channels with their halo fit
 //   CONV_SHARED floats (the engine checks: executors/kinds.py): both staged in shared memory
-//   (forward_staged). Same launch.
+//   (forward_staged; the samples' inputs in two buffers where they fit CONV_BUFFERED). Same launch.
+// Every staged copy is a cp.async (stage_async): a copy through registers waited on L2 for each
+// float and bounded these kernels (benchmarks/NOTES.md, sixth round of engine speed v2).
 // conv_backward: dL/dh pulled from the group's consumers (a dense consumer reads the block
 //   flattened: dz_d W; a conv consumer: the transposed convolution), then dz = dL/dh where h > 0,
 //   and the group's statistics (genlab.cuh's mask_and_count). Same threads and launch.

@@ -43,7 +43,8 @@ def conv_input_grad(dz: np.ndarray, weight: np.ndarray, stride: int, shape: tupl
 
 class Conv(GroupKind):
     name = "conv"
-    cuda_kernels = ("conv_forward", "conv_forward_staged", "conv_backward", "conv_weight_grad", "conv_bias_grad")
+    cuda_kernels = ("conv_forward", "conv_forward_staged", "conv_backward", "conv_backward_staged", "conv_weight_grad",
+                    "conv_bias_grad")
     code = 1  # the kernels' KIND_CONV (cuda/constants.cuh)
     node_shape = "box3d"
     spatial = True

@@ -48,9 +48,9 @@ CONV_CH = 8  # output channels a conv thread accumulates at once (registers), co
 CONV_POS = 4  # (sample, position) pairs a conv forward thread computes with the same weights in registers
 CONV_WG = 8  # output channels of a conv weight-gradient warp's tile (times K x K weights; a quarter for K = 5)
 CONV_SAMPLES = 16  # samples a conv weight-gradient block sums (its partial sums are added atomically)
-CONV_SHARED = 8192  # floats of shared memory a conv weight-gradient block stages (a sample's dz and input maps),
-# conv_forward_staged (every weight of the group and a sample's input channels with their halo) and
-# conv_backward_staged (the group's dL/dh of a sample, a consumer's weights and dz channels with their halo)
+CONV_SHARED = 8192  # floats of shared memory the engine lets conv_forward_staged use for a group's weights and
+# one sample's input channels with their halo, and conv_backward_staged for a sample's dL/dh of the group, a
+# consumer's weights and dz channels (executors/kinds.py checks; conv.cu's CONV_BUFFERED holds two samples)
 WF_ROWS, WF_COLS = 8, 4  # the wavefront kernel's accumulators a thread: rows x column strides (wavefront.cu)
 WF_TILE = 32  # its weight-gradient kernel's output tiles (WF_TILE x WF_TILE, split over time chunks)
 # its scalars: loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16),

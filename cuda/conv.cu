@@ -201,7 +201,7 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
         t0 += n;
     }
     const int first = i0 / HW;
-    if (buffers == 2) issue(first, buffer(0));
+    if (buffers == 2 && first * HW < i1) issue(first, buffer(0));  // (a block past a smaller group's end stages nothing)
     for (int b = first; b * HW < i1; ++b) {
         const float* in = buffer((b - first) % buffers);
         if (buffers == 1) {

@@ -104,6 +104,19 @@ def test_staged_conv_backward_and_weight_warps_match_serial(seed):
         assert gpu.stats["grad_std"][g] == pytest.approx(value, rel=1e-4, abs=1e-9), g
 
 
+def test_a_conv_level_of_two_grids_matches_serial():
+    """One level's conv groups on grids of 144 and 36 positions: the launch's blocks are sized for
+    the larger, and those past the smaller group's end must stage and write nothing."""
+    net = Network(input_shape=(2, 12, 12), n_outputs=3, seed=11)
+    a = net.add_group(5, inputs=[net.input], kind="conv", kernel=3)
+    b = net.add_group(4, inputs=[net.input], kind="conv", kernel=3, stride=2)
+    c = net.add_group(3, inputs=[a], kind="conv", kernel=1)
+    for g in (b, c):
+        net.connect(g, net.output)
+    net.init_params(11)
+    assert_passes_match(net, np.random.default_rng(11).normal(size=(50, 2, 12, 12)), 11)
+
+
 @pytest.mark.parametrize("shape, kind, options", [((1, 8, 8), "conv", {"kernel": 3}), ((8, 8), "attention", {"heads": 2})])
 def test_growth_of_other_kinds_on_cuda_matches_serial(shape, kind, options):
     """Growth runs on the host for these kinds; the CUDA trainer grows as the serial one does."""

@@ -7,7 +7,9 @@ GPU (tests/fake_cuda.py with executes=True) hands every launch to `Runner.launch
 Blocks run one after another, except those of RESIDENT kernels, whose blocks wait for each
 other: each of those blocks runs in a process of its own, all at once. What a GPU alone has
 (tensor cores, thread-block clusters, cp.async, a memory model weaker than this one) is not
-emulated: kernels that need it are not built here (a clear error says so).
+emulated: kernels that need it are not built here (a clear error says so). conv.cu's copy_async
+writes its plain copy where __CUDA_ARCH__ is not defined (here): the copies land at once, so the
+emulator checks what its kernels stage and where, the GPU tests and racecheck when it lands.
 """
 
 from __future__ import annotations

@@ -112,6 +112,26 @@ def test_conv_backward_staged_and_weight_warps_train_as_the_serial_engine(cpu_gp
     assert launched.count("conv_backward_staged") == 3 and launched.count("conv_backward") == 1
 
 
+def test_conv_maps_too_large_for_two_buffers_are_staged_one_sample_at_a_time(cpu_gpu):
+    """16 input channels of 18 x 18 (6400 floats a sample with the halo): conv_forward_staged and
+    conv_weight_grad fit one sample's copies, not two (CONV_BUFFERED), so they stage, wait and
+    compute sample by sample; 7 samples, so that every block takes several."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import kinds
+
+    net = Network(input_shape=(16, 18, 18), n_outputs=3, seed=12)
+    a = net.add_group(4, inputs=[net.input], kind="conv", kernel=3)
+    net.connect(a, net.output)
+    net.init_params(12)
+    x, y = batch(net, 7, seed=13)
+    gpu = CudaEngine(net, SGD(lr=0.05), executor="level")
+    assert kinds._conv_staged(gpu.layout, gpu.layout.slot[a])
+    ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
+    assert_steps_match(gpu, ref, x, y, steps=2)
+    for key, grad in ref.grads.items():
+        np.testing.assert_allclose(gpu.grads[key], grad, rtol=1e-3, atol=1e-5, err_msg=str(key))
+
+
 @pytest.mark.parametrize("per_block", [1, 3, 8])
 def test_attention_blocks_of_several_samples_staged_or_not_train_as_the_serial_engine(cpu_gpu, monkeypatch, per_block):
     """An attention block takes several samples (the last block fewer: 11 samples), staging its

@@ -36,6 +36,9 @@
 #ifndef CONV_BUFFERS
 #define CONV_BUFFERS 2  // their staging buffers where two fit (1: stage, then compute; the harness varies it)
 #endif
+#ifndef CONV_FWD_PAIRS
+#define CONV_FWD_PAIRS 0  // 1: conv_forward_staged takes two samples a phase (forward_pairs; a harness variant)
+#endif
 
 // Value (iy, ix) of an H x W map, or the zero padding around it.
 __device__ __forceinline__ float padded(const float* map, int iy, int ix, int H, int W)
@@ -167,6 +170,31 @@ __device__ __forceinline__ void taps_product(const float* base, const float* w, 
     }
 }
 
+// taps_product at the same position of two samples' staged planes (base0, base1): each weight
+// load serves 2 x CONV_CH products.
+template <int K>
+__device__ __forceinline__ void taps_product2(const float* base0, const float* base1, const float* w, int channels,
+                                              int Wp, int plane, int Cr, float z0[CONV_CH], float z1[CONV_CH])
+{
+    for (int ci = 0; ci < channels; ++ci) {
+        const float* m0 = base0 + ci * plane;
+        const float* m1 = base1 + ci * plane;
+#pragma unroll
+        for (int ky = 0; ky < K; ++ky)
+#pragma unroll
+            for (int kx = 0; kx < K; ++kx) {
+                const float v0 = m0[ky * Wp + kx], v1 = m1[ky * Wp + kx];
+                const float4* w4 = reinterpret_cast<const float4*>(w + ((ci * K + ky) * K + kx) * Cr);
+#pragma unroll
+                for (int q = 0; q < CONV_CH / 4; ++q) {
+                    const float4 u = w4[q];
+                    z0[4 * q] += v0 * u.x; z0[4 * q + 1] += v0 * u.y; z0[4 * q + 2] += v0 * u.z; z0[4 * q + 3] += v0 * u.w;
+                    z1[4 * q] += v1 * u.x; z1[4 * q + 1] += v1 * u.y; z1[4 * q + 2] += v1 * u.z; z1[4 * q + 3] += v1 * u.w;
+                }
+            }
+    }
+}
+
 // The block's (sample, position) indices i0..i1-1 for kernels of 1, 3 or 5, every input staged:
 // the weights of every channel once (wsh[tap][c]: tap = (input channel over the in-edges, ky, kx),
 // c over C rounded up to CONV_CH, zero past C), then for each sample its input channels with a
@@ -229,6 +257,65 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
     }
 }
 
+// forward_staged two samples a phase (CONV_FWD_PAIRS; where the weights and two samples' planes
+// fit CONV_BUFFERED): both samples staged at once, a thread computing its position in both, so
+// that a weight load serves both (the staged forward is bound by shared-memory loads: a tap is
+// one input and two weight loads for CONV_CH products). No copies in flight while it computes.
+template <int K>
+__device__ void forward_pairs(int s, int i0, int i1, const int* geo, const int* width, const int* act_off,
+                              const int* bias_off, const int* in_ptr, const int* in_src, const int* in_woff,
+                              const float* params, float* act, float* sh, int taps)
+{
+    constexpr int P = K / 2;
+    const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), S = G(s, GEO_STRIDE), HW = H * W;
+    const int src0 = in_src[in_ptr[s]], Hs = G(src0, GEO_H), Ws = G(src0, GEO_W);
+    const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH;
+    const int sample = taps / (K * K) * plane;
+    float* wsh = sh;  // taps x Cr, then the two samples' (taps / K^2) planes
+    float* in0 = sh + taps * Cr;
+    float* in1 = in0 + sample;
+    for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
+        const int Cs = G(in_src[e], GEO_C), n = Cs * K * K;
+        for (int k = threadIdx.x; k < n * Cr; k += THREADS) {
+            const int c = k / n, t = k % n;
+            wsh[(t0 + t) * Cr + c] = c < C ? params[in_woff[e] + c * n + t] : 0.f;
+        }
+        t0 += n;
+    }
+    for (int b = i0 / HW; b * HW < i1; b += 2) {
+        const bool second = (b + 1) * HW < i1;
+        __syncthreads();  // (the weights; the last pair's planes are read)
+        for (int e = in_ptr[s], c0 = 0; e < in_ptr[s + 1]; ++e) {
+            const int src = in_src[e], Cs = G(src, GEO_C);
+            const float* h = act + act_off[src] + (long long)b * width[src];
+            stage_padded(in0 + c0 * plane, h, Cs, Hs, Ws, P);
+            if (second) stage_padded(in1 + c0 * plane, h + width[src], Cs, Hs, Ws, P);
+            c0 += Cs;
+        }
+        copies_wait();
+        __syncthreads();
+        // sample b's positions lo0..hi0-1 (the block's range may start inside it), b + 1's 0..hi1-1
+        const int lo0 = max(i0 - b * HW, 0), hi0 = min(i1 - b * HW, HW), hi1 = second ? min(i1 - (b + 1) * HW, HW) : 0;
+        for (int p = threadIdx.x; p < max(hi0, hi1); p += THREADS) {
+            const int y = p / W, x = p % W, at = (y * S) * Wp + x * S;
+            float* out0 = act + act_off[s] + (long long)b * width[s] + p;
+            float* out1 = out0 + width[s];
+            for (int c0 = 0; c0 < C; c0 += CONV_CH) {
+                float z0[CONV_CH], z1[CONV_CH];
+#pragma unroll
+                for (int c = 0; c < CONV_CH; ++c) z0[c] = z1[c] = c0 + c < C ? params[bias_off[s] + c0 + c] : 0.f;
+                taps_product2<K>(in0 + at, in1 + at, wsh + c0, taps / (K * K), Wp, plane, Cr, z0, z1);
+#pragma unroll
+                for (int c = 0; c < CONV_CH; ++c)
+                    if (c0 + c < C) {
+                        if (p >= lo0 && p < hi0) out0[(c0 + c) * HW] = fmaxf(z0[c], 0.f);
+                        if (p < hi1) out1[(c0 + c) * HW] = fmaxf(z1[c], 0.f);
+                    }
+            }
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_forward_staged(
     const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
     const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
@@ -240,6 +327,16 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_forward_staged(
     const int i0 = blockIdx.y * THREADS * CONV_POS, i1 = min(total, i0 + THREADS * CONV_POS);
     int channels = 0;
     for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) channels += G(in_src[e], GEO_C);
+#if CONV_FWD_PAIRS
+    const int src0 = in_src[in_ptr[s]], P = K / 2;
+    const int pair = 2 * channels * (G(src0, GEO_H) + 2 * P) * (G(src0, GEO_W) + 2 * P);
+    if (channels * K * K * ((G(s, GEO_C) + CONV_CH - 1) / CONV_CH * CONV_CH) + pair <= CONV_BUFFERED) {
+        if (K == 1) forward_pairs<1>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, channels);
+        if (K == 3) forward_pairs<3>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 9 * channels);
+        if (K == 5) forward_pairs<5>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 25 * channels);
+        return;
+    }
+#endif
     if (K == 1) forward_staged<1>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, channels);
     if (K == 3) forward_staged<3>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 9 * channels);
     if (K == 5) forward_staged<5>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 25 * channels);

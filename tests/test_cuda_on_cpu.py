@@ -112,6 +112,28 @@ def test_conv_backward_staged_and_weight_warps_train_as_the_serial_engine(cpu_gp
     assert launched.count("conv_backward_staged") == 3 and launched.count("conv_backward") == 1
 
 
+def test_the_forward_pairs_variant_trains_as_the_serial_engine(cpu_gpu, monkeypatch):
+    """conv.cu built with CONV_FWD_PAIRS (the harness's variant: two samples a phase): kernels of 1,
+    3 and 5, stride 2, 11 channels, 49 positions a sample (block ranges start and end inside a
+    sample, and a block may end on the first of a pair)."""
+    from genlab.engines.cuda import CudaEngine, runtime
+
+    source = runtime.source
+    monkeypatch.setattr(runtime, "source", lambda files=None, *args, **kw: (
+        "#define CONV_FWD_PAIRS 1\n" if files == ["conv.cu"] else "") + source(files, *args, **kw))
+    net = Network(input_shape=(3, 7, 7), n_outputs=4, seed=6)
+    a = net.add_group(11, inputs=[net.input], kind="conv", kernel=3)
+    b = net.add_group(5, inputs=[net.input], kind="conv", kernel=5)
+    c = net.add_group(9, inputs=[a, b], kind="conv", kernel=1)
+    d = net.add_group(4, inputs=[c, a], kind="conv", kernel=3, stride=2)
+    for g in (c, d):
+        net.connect(g, net.output)
+    net.init_params(6)
+    x, y = batch(net, 37, seed=8)
+    ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
+    assert_steps_match(CudaEngine(net, SGD(lr=0.05), executor="level"), ref, x, y, steps=2)
+
+
 def test_conv_maps_too_large_for_two_buffers_are_staged_one_sample_at_a_time(cpu_gpu):
     """16 input channels of 18 x 18 (6400 floats a sample with the halo): conv_forward_staged and
     conv_weight_grad fit one sample's copies, not two (CONV_BUFFERED), so they stage, wait and

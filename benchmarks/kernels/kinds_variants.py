@@ -34,8 +34,12 @@ CONV_VARIANTS = {  # number: (forward staged, backward staged, #defines of conv.
     27: (True, True, {}, [("__launch_bounds__(THREADS, 2) conv_weight_grad", "__launch_bounds__(THREADS, 3) conv_weight_grad")]),
     28: (True, True, {}, [("__launch_bounds__(THREADS, 4) conv_forward_staged", "__launch_bounds__(THREADS, 3) conv_forward_staged"),
                           ("__launch_bounds__(THREADS, 4) conv_backward_staged", "__launch_bounds__(THREADS, 3) conv_backward_staged")]),
+    29: (True, True, {"CONV_FWD_PAIRS": 1}, []),
+    30: (True, True, {"CONV_FWD_PAIRS": 1},
+         [("__launch_bounds__(THREADS, 4) conv_forward_staged", "__launch_bounds__(THREADS, 3) conv_forward_staged")]),
 }
-CONV_EDITS = {27: "conv_weight_grad at 3 blocks an SM", 28: "the staged forward and backward at 3 blocks an SM"}
+CONV_EDITS = {27: "conv_weight_grad at 3 blocks an SM", 28: "the staged forward and backward at 3 blocks an SM",
+              30: "the staged forward at 3 blocks an SM"}
 CONV_KERNELS = ("conv_forward", "conv_forward_staged", "conv_backward", "conv_backward_staged", "conv_weight_grad")
 __doc__ += "\n".join([f"    {n}: attention, ATT_BLOCKS {b}, {s} samples a block" for n, (b, s) in VARIANTS.items()] +
                      [f"    {n}: conv, forward {'staged' if f else 'not staged'}, backward {'staged' if b else 'not staged'}"

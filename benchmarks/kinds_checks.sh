@@ -14,7 +14,7 @@ set -u
 OUT=${OUT:-/tmp/kinds_out}
 source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
 VARIANTS=${VARIANTS:-} BASE_VARIANTS=${BASE_VARIANTS:-$VARIANTS} PARTS=${PARTS:-bench checks suite}
-SANITIZED="several_samples and 0-3 or statistics and random_image_net-1 or staged_conv_backward and (0 or 3)"
+SANITIZED="several_samples and 0-3 or statistics and random_image_net-1 or staged_conv_backward and (0 or 3) or two_grids"
 if [[ " $PARTS " == *" bench "* ]]; then
     if [ -n "${BASE:-}" ]; then
         BASE=$(cd "$BASE" && pwd)

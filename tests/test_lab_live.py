@@ -140,13 +140,17 @@ def assert_log_console_clean(page) -> None:
     assert "Error" not in logged.inner_text() and "Traceback" not in logged.inner_text()
 
 
-def wait_for_pictures(page, count: int) -> None:
+def wait_for_pictures(page, count: int) -> list:
     """Until the dashboard shows `count` pictures, each decoded: a redraw replaces an image's data,
-    and measured before it decodes its natural size is 0 (a busy machine shows it)."""
-    page.wait_for_function(
+    and measured before it decodes its natural size is 0 (a busy machine shows it). Returns each
+    picture's (x, width, height, natural width, natural width / height), read in the same moment
+    (a redraw between a wait and a later read of its own found a natural width of 0)."""
+    return page.wait_for_function(
         "n => { const imgs = [...document.querySelectorAll('.jupyter-widgets img')];"
-        " return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }",
-        arg=count, timeout=20_000)
+        " if (imgs.length !== n || !imgs.every(i => i.complete && i.naturalWidth > 0)) return null;"
+        " return imgs.map(i => { const r = i.getBoundingClientRect();"
+        " return [r.x, r.width, r.height, i.naturalWidth, i.naturalWidth / i.naturalHeight]; }); }",
+        arg=count, timeout=20_000).json_value()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (the README's set-up installs it)")
@@ -164,14 +168,12 @@ def test_the_dashboard_answers_clicks_live_in_jupyterlab(jupyterlab):
 
         button("Step").click()
         page.wait_for_function("document.body.innerText.includes('step 1 ·')", timeout=20_000)
-        wait_for_pictures(page, 3)  # the pictures follow the click
+        shown = wait_for_pictures(page, 3)  # the pictures follow the click
         assert page.get_by_text("No steps yet").count() == 0
-        for picture in page.locator(".jupyter-widgets img").all():  # inside the page's width, undistorted, readable
-            box = picture.bounding_box()
-            natural = picture.evaluate("i => [i.naturalWidth, i.naturalWidth / i.naturalHeight]")
-            assert box["x"] + box["width"] <= 1024
-            assert abs(box["width"] / box["height"] - natural[1]) < 0.05 * natural[1]
-            assert pictures.TEXT_PX * box["width"] / natural[0] >= 14  # ticks and labels, as shown
+        for x, width, height, natural, aspect in shown:  # inside the page's width, undistorted, readable
+            assert x + width <= 1024
+            assert abs(width / height - aspect) < 0.05 * aspect
+            assert pictures.TEXT_PX * width / natural >= 14  # ticks and labels, as shown
         text_px = page.evaluate(READABLE)
         assert min(text_px.values()) >= 14, text_px
         label = page.get_by_text("learning rate", exact=True)
@@ -233,12 +235,9 @@ def test_a_lab_with_synthetic_gradients_live_in_jupyterlab(jupyterlab):
         page.wait_for_function("document.body.innerText.includes('step 201 ·')", timeout=120_000)
         events = int(status.inner_text().split(" growth events")[0].rsplit("·", 1)[-1])
         assert events > 1, page.locator(".jp-OutputArea").inner_text()[:3000]
-        wait_for_pictures(page, 4)
-        for picture in page.locator(".jupyter-widgets img").all():  # the fifth among them: inside, readable
-            box = picture.bounding_box()
-            natural = picture.evaluate("i => [i.naturalWidth, i.naturalWidth / i.naturalHeight]")
-            assert box["x"] + box["width"] <= 1024
-            assert pictures.TEXT_PX * box["width"] / natural[0] >= 14
+        for x, width, _, natural, _ in wait_for_pictures(page, 4):  # the fifth among them: inside, readable
+            assert x + width <= 1024
+            assert pictures.TEXT_PX * width / natural >= 14
         assert page.get_by_text("thick black edges").count() == 1
         assert page.locator('.jp-OutputArea svg g.edge path[stroke="#000000"]').count() >= 2  # the cut edges
         assert page.evaluate(SCROLLERS) == []

@@ -195,6 +195,34 @@ __device__ __forceinline__ void taps_product2(const float* base0, const float* b
     }
 }
 
+// A staged conv group's shapes: its C x H x W and stride, its sources' grid Hs x Ws, their planes
+// padded by P (Wp columns, `plane` floats) and C rounded up to CONV_CH (Cr). (forward_pairs;
+// forward_staged computes the same inline, as it was timed.)
+struct StagedShape { int C, H, W, S, Hs, Ws, Wp, plane, Cr; };
+
+__device__ __forceinline__ StagedShape staged_shape(int s, int P, const int* geo, const int* in_ptr, const int* in_src)
+{
+    const int src0 = in_src[in_ptr[s]], C = G(s, GEO_C), Hs = G(src0, GEO_H), Ws = G(src0, GEO_W);
+    return {C, G(s, GEO_H), G(s, GEO_W), G(s, GEO_STRIDE), Hs, Ws, Ws + 2 * P, (Hs + 2 * P) * (Ws + 2 * P),
+            (C + CONV_CH - 1) / CONV_CH * CONV_CH};
+}
+
+// The weights of every in-edge of conv group s (C channels, kernel K) into wsh[tap][c]: tap =
+// (input channel over the in-edges, ky, kx), c over C rounded up to CONV_CH (Cr), zero past C.
+template <int K>
+__device__ __forceinline__ void stage_weights(float* wsh, int s, int C, int Cr, const int* geo, const int* in_ptr,
+                                              const int* in_src, const int* in_woff, const float* params)
+{
+    for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
+        const int Cs = G(in_src[e], GEO_C), n = Cs * K * K;
+        for (int k = threadIdx.x; k < n * Cr; k += THREADS) {
+            const int c = k / n, t = k % n;  // (c, ci, ky, kx) as the weight block is laid out
+            wsh[(t0 + t) * Cr + c] = c < C ? params[in_woff[e] + c * n + t] : 0.f;
+        }
+        t0 += n;
+    }
+}
+
 // The block's (sample, position) indices i0..i1-1 for kernels of 1, 3 or 5, every input staged:
 // the weights of every channel once (wsh[tap][c]: tap = (input channel over the in-edges, ky, kx),
 // c over C rounded up to CONV_CH, zero past C), then for each sample its input channels with a
@@ -220,14 +248,7 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
             c0 += Cs;
         }
     };
-    for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
-        const int Cs = G(in_src[e], GEO_C), n = Cs * K * K;
-        for (int k = threadIdx.x; k < n * Cr; k += THREADS) {
-            const int c = k / n, t = k % n;  // (c, ci, ky, kx) as the weight block is laid out
-            wsh[(t0 + t) * Cr + c] = c < C ? params[in_woff[e] + c * n + t] : 0.f;
-        }
-        t0 += n;
-    }
+    stage_weights<K>(wsh, s, C, Cr, geo, in_ptr, in_src, in_woff, params);
     const int first = i0 / HW;
     if (buffers == 2 && first * HW < i1) issue(first, buffer(0));  // (a block past a smaller group's end stages nothing)
     for (int b = first; b * HW < i1; ++b) {
@@ -267,21 +288,13 @@ __device__ void forward_pairs(int s, int i0, int i1, const int* geo, const int* 
                               const float* params, float* act, float* sh, int taps)
 {
     constexpr int P = K / 2;
-    const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), S = G(s, GEO_STRIDE), HW = H * W;
-    const int src0 = in_src[in_ptr[s]], Hs = G(src0, GEO_H), Ws = G(src0, GEO_W);
-    const int Wp = Ws + 2 * P, plane = (Hs + 2 * P) * Wp, Cr = (C + CONV_CH - 1) / CONV_CH * CONV_CH;
+    const StagedShape g = staged_shape(s, P, geo, in_ptr, in_src);
+    const int C = g.C, H = g.H, W = g.W, S = g.S, HW = H * W, Hs = g.Hs, Ws = g.Ws, Wp = g.Wp, plane = g.plane, Cr = g.Cr;
     const int sample = taps / (K * K) * plane;
     float* wsh = sh;  // taps x Cr, then the two samples' (taps / K^2) planes
     float* in0 = sh + taps * Cr;
     float* in1 = in0 + sample;
-    for (int e = in_ptr[s], t0 = 0; e < in_ptr[s + 1]; ++e) {
-        const int Cs = G(in_src[e], GEO_C), n = Cs * K * K;
-        for (int k = threadIdx.x; k < n * Cr; k += THREADS) {
-            const int c = k / n, t = k % n;
-            wsh[(t0 + t) * Cr + c] = c < C ? params[in_woff[e] + c * n + t] : 0.f;
-        }
-        t0 += n;
-    }
+    stage_weights<K>(wsh, s, C, Cr, geo, in_ptr, in_src, in_woff, params);
     for (int b = i0 / HW; b * HW < i1; b += 2) {
         const bool second = (b + 1) * HW < i1;
         __syncthreads();  // (the weights; the last pair's planes are read)

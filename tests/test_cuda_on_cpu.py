@@ -49,14 +49,9 @@ def test_every_executor_trains_as_the_serial_engine(cpu_gpu, executor, tier):
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
 
 
-def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
-    """conv_forward_staged (kernels of 1, 3 and 5, strides 1 and 2, two in-edges of other channel
-    counts, 11 channels: a partial chunk of CONV_CH; 49 positions a sample, so that a block's
-    range ends inside a sample) and conv_forward where the inputs do not fit (a 20 x 20 grid of
-    24 channels), against the serial engine's gradients."""
-    from genlab.engines.cuda import CudaEngine
-    from genlab.engines.cuda.executors import kinds
-
+def conv_net_of_every_kernel():
+    """Conv groups of kernels 3, 5, 1 and 3 at stride 2 (11, 5, 9 and 4 channels: partial chunks of
+    CONV_CH) on a 7 x 7 input, two in-edges of other channel counts into one; its groups."""
     net = Network(input_shape=(3, 7, 7), n_outputs=4, seed=6)
     a = net.add_group(11, inputs=[net.input], kind="conv", kernel=3)
     b = net.add_group(5, inputs=[net.input], kind="conv", kernel=5)
@@ -65,6 +60,18 @@ def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
     for g in (c, d):
         net.connect(g, net.output)
     net.init_params(6)
+    return net, (a, b, c, d)
+
+
+def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
+    """conv_forward_staged (kernels of 1, 3 and 5, strides 1 and 2, two in-edges of other channel
+    counts, 11 channels: a partial chunk of CONV_CH; 49 positions a sample, so that a block's
+    range ends inside a sample) and conv_forward where the inputs do not fit (a 20 x 20 grid of
+    24 channels), against the serial engine's gradients."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import kinds
+
+    net, (a, b, c, d) = conv_net_of_every_kernel()
     big = Network(input_shape=(24, 20, 20), n_outputs=3, seed=7)
     big.connect(big.add_group(3, inputs=[big.input], kind="conv", kernel=3), big.output)
     big.init_params(7)
@@ -121,14 +128,7 @@ def test_the_forward_pairs_variant_trains_as_the_serial_engine(cpu_gpu, monkeypa
     source = runtime.source
     monkeypatch.setattr(runtime, "source", lambda files=None, *args, **kw: (
         "#define CONV_FWD_PAIRS 1\n" if files == ["conv.cu"] else "") + source(files, *args, **kw))
-    net = Network(input_shape=(3, 7, 7), n_outputs=4, seed=6)
-    a = net.add_group(11, inputs=[net.input], kind="conv", kernel=3)
-    b = net.add_group(5, inputs=[net.input], kind="conv", kernel=5)
-    c = net.add_group(9, inputs=[a, b], kind="conv", kernel=1)
-    d = net.add_group(4, inputs=[c, a], kind="conv", kernel=3, stride=2)
-    for g in (c, d):
-        net.connect(g, net.output)
-    net.init_params(6)
+    net, _ = conv_net_of_every_kernel()
     x, y = batch(net, 37, seed=8)
     ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
     assert_steps_match(CudaEngine(net, SGD(lr=0.05), executor="level"), ref, x, y, steps=2)

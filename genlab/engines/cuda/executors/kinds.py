@@ -5,6 +5,7 @@ group's token rows are averaged into the logits (and its gradient spread back ov
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +29,8 @@ CONV_STAGED = CONV_BACKWARD_STAGED = True
 
 def _conv_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
     b = e.buffers
-    kernel = "conv_forward_staged" if CONV_STAGED and all(_conv_staged(e.layout, s) for s in slots) else "conv_forward"
+    staged = CONV_STAGED and all(_staged(e.layout)[s][0] for s in slots)
+    kernel = "conv_forward_staged" if staged else "conv_forward"
     e.launch(kernel, (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
              b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
              np.int32(rows))
@@ -45,10 +47,23 @@ def _conv_staged(L, s: int) -> bool:
     return K in (1, 3, 5) and channels * K * K * -(-C // CONV_CH) * CONV_CH + channels * H * W <= CONV_SHARED
 
 
+# layout: {conv slot: (conv_forward_staged can run it, conv_backward_staged can)}, worked out once a
+# layout (a layout does not change; growth makes a new one) rather than at every launch
+_STAGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _staged(L) -> dict:
+    found = _STAGED.get(L)
+    if found is None:
+        consumers = _consumers(L)
+        found = _STAGED[L] = {int(s): (_conv_staged(L, s), _conv_backward_staged(L, s, consumers.get(s, ())))
+                              for s in L.kinds.conv_slots}
+    return found
+
+
 def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
     b, L = e.buffers, e.layout
-    consumers = _consumers(L)
-    staged = CONV_BACKWARD_STAGED and all(_conv_backward_staged(L, s, consumers.get(s, ())) for s in slots)
+    staged = CONV_BACKWARD_STAGED and all(_staged(L)[s][1] for s in slots)
     e.launch("conv_backward_staged" if staged else "conv_backward",
              (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"],
              b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),

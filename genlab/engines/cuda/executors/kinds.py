@@ -122,22 +122,36 @@ def _attention_blocks(e: "CudaEngine", slots: np.ndarray, rows: int, backward: b
     """(grid, samples a block, floats of dynamic shared memory) of an attention launch over these
     slots: room for the largest work area, and for the staged weights (forward) or the gradient
     sums (backward) of every group whose own fit ATT_STAGED (cuda/attention.cu)."""
-    L, k = e.layout, e.layout.kinds
-    T, heads = k.tokens, k.geo.reshape(-1, len(GEO_FIELDS))[:, GEO_FIELDS.index("HEADS")]
-    odd = lambda n: n | 1
-    shared = 0
-    for s in slots:
-        d = int(L.width[s])
-        n, pp = T * d, int(heads[s]) * T * T
-        if backward:
-            work, extra = 10 * n + 2 * pp, d + 4 * d * d
-        else:
-            sources = k.token_edges[k.token_edges[:, 1] == s, 0]
-            work, extra = 5 * n + pp, 4 * d * odd(d) + sum(d * odd(int(L.width[src])) for src in sources)
-        shared = max(shared, work + extra if work + extra <= ATT_STAGED else work)
-    samples = rows // T
+    floats = _attention_floats(e.layout)
+    shared = max(floats[s][backward] for s in slots)
+    samples = rows // e.layout.kinds.tokens
     per_block = max(1, min(ATTENTION_SAMPLES, samples * len(slots) // ATTENTION_BLOCKS))
     return (len(slots), -(-samples // per_block)), per_block, shared
+
+
+# layout: {attention slot: (floats of shared memory its forward takes, its backward)}, once a layout
+_ATTENTION_FLOATS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _attention_floats(L) -> dict:
+    found = _ATTENTION_FLOATS.get(L)
+    if found is not None:
+        return found
+    k = L.kinds
+    T, heads = k.tokens, k.geo.reshape(-1, len(GEO_FIELDS))[:, GEO_FIELDS.index("HEADS")]
+    odd = lambda n: n | 1
+    sources = {}
+    for src, dst, _ in k.token_edges:
+        sources.setdefault(int(dst), []).append(int(src))
+    found = _ATTENTION_FLOATS[L] = {}
+    for s in (int(s) for by in k.levels.values() for s in by.get(Attention.code, ())):
+        d = int(L.width[s])
+        n, pp = T * d, int(heads[s]) * T * T
+        work, extra = 5 * n + pp, 4 * d * odd(d) + sum(d * odd(int(L.width[src])) for src in sources.get(s, ()))
+        back, back_extra = 10 * n + 2 * pp, d + 4 * d * d
+        found[s] = (work + extra if work + extra <= ATT_STAGED else work,
+                    back + back_extra if back + back_extra <= ATT_STAGED else back)
+    return found
 
 
 # each kind's (forward, backward) launch of one level's groups, by the kind's code

@@ -45,8 +45,11 @@ __doc__ += "\n".join([f"    {n}: attention, ATT_BLOCKS {b}, {s} samples a block"
                      [f"    {n}: conv, forward {'staged' if f else 'not staged'}, backward {'staged' if b else 'not staged'}"
                       + "".join(f", {k} {v}" for k, v in defines.items()) + (f", {CONV_EDITS[n]}" if n in CONV_EDITS else "")
                       for n, (f, b, defines, _) in CONV_VARIANTS.items()])
-CONV_CASES = [((2, 9, 7), {"kernel": 3}), ((3, 8, 8), {"kernel": 1, "stride": 2}), ((1, 7, 6), {"kernel": 5}),
-              ((3, 16, 16), {"kernel": 3})]
+CASES = {  # kind: (input shape, options, width) of the layered networks a variant is checked on
+    "conv": [((2, 9, 7), {"kernel": 3}, 8), ((3, 8, 8), {"kernel": 1, "stride": 2}, 11),
+             ((1, 7, 6), {"kernel": 5}, 14), ((3, 16, 16), {"kernel": 3}, 17)],
+    "attention": [((7, 5), {"heads": 2}, 8), ((3, 9), {"heads": 1}, 12), ((16, 16), {"heads": 2}, 16)],
+}
 
 
 def build(blocks: int, samples: int) -> None:
@@ -55,22 +58,16 @@ def build(blocks: int, samples: int) -> None:
     kinds.ATTENTION_SAMPLES = samples
 
 
-def check_conv() -> None:
-    for number, (shape, options) in enumerate(CONV_CASES):
-        net = layered("conv", 3, 4, 8 + 3 * number, 2, shape, options, seed=number)
-        rng = np.random.default_rng(number)
-        x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
-        check_passes(net, x, y, f"conv case {number}")
-
-
-def check(samples: int) -> None:
-    saved, kinds.ATTENTION_BLOCKS = kinds.ATTENTION_BLOCKS, 1  # several samples a block even here
+def check(kind: str) -> None:
+    """The kind's cases against the float64 serial engine (attention blocks of several samples
+    forced: ATTENTION_BLOCKS 1)."""
+    saved, kinds.ATTENTION_BLOCKS = kinds.ATTENTION_BLOCKS, 1
     try:
-        for number, (shape, heads, width) in enumerate([((7, 5), 2, 8), ((3, 9), 1, 12), ((16, 16), 2, 16)]):
-            net = layered("attention", 3, 4, width, 2, shape, {"heads": heads}, seed=number)
+        for number, (shape, options, width) in enumerate(CASES[kind]):
+            net = layered(kind, 3, 4, width, 2, shape, options, seed=number)
             rng = np.random.default_rng(number)
             x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
-            check_passes(net, x, y, f"attention case {number}")
+            check_passes(net, x, y, f"{kind} case {number}")
     finally:
         kinds.ATTENTION_BLOCKS = saved
 
@@ -106,7 +103,7 @@ def main() -> int:
                 use_variant("conv.cu", kernel, defines, edits)
             print(f"variant {number}: conv, forward staged {kinds.CONV_STAGED}, backward staged "
                   f"{kinds.CONV_BACKWARD_STAGED}, {defines} {CONV_EDITS.get(number, '')}", flush=True)
-            check_conv()
+            check("conv")
             results[number] = {"kind": "conv", "staged": kinds.CONV_STAGED,
                                "backward_staged": kinds.CONV_BACKWARD_STAGED, "defines": defines,
                                "edits": CONV_EDITS.get(number, ""), **timed(*conv)}
@@ -114,7 +111,7 @@ def main() -> int:
         blocks, samples = VARIANTS[number]
         print(f"variant {number}: ATT_BLOCKS {blocks}, {samples} samples a block", flush=True)
         build(blocks, samples)
-        check(samples)
+        check("attention")
         results[number] = {"kind": "attention", "att_blocks": blocks, "samples": samples, **timed(net, x, y)}
     if args.json:
         with open(args.json, "w") as f:

@@ -37,7 +37,7 @@
 #define CONV_BUFFERS 2  // their staging buffers where two fit (1: stage, then compute; the harness varies it)
 #endif
 #ifndef CONV_FWD_PAIRS
-#define CONV_FWD_PAIRS 0  // 1: conv_forward_staged takes two samples a phase (forward_pairs; a harness variant)
+#define CONV_FWD_PAIRS 1  // conv_forward_staged takes two samples a phase where they fit (forward_pairs); 0: one (a harness variant)
 #endif
 
 // Value (iy, ix) of an H x W map, or the zero padding around it.
@@ -278,7 +278,7 @@ __device__ void forward_staged(int s, int i0, int i1, const int* geo, const int*
     }
 }
 
-// forward_staged two samples a phase (CONV_FWD_PAIRS; where the weights and two samples' planes
+// forward_staged two samples a phase (CONV_FWD_PAIRS, the default; where the weights and two samples' planes
 // fit CONV_BUFFERED): both samples staged at once, a thread computing its position in both, so
 // that a weight load serves both (the staged forward is bound by shared-memory loads: a tap is
 // one input and two weight loads for CONV_CH products). No copies in flight while it computes.

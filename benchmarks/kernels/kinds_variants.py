@@ -37,6 +37,7 @@ CONV_VARIANTS = {  # number: (forward staged, backward staged, #defines of conv.
     29: (True, True, {"CONV_FWD_PAIRS": 1}, []),
     30: (True, True, {"CONV_FWD_PAIRS": 1},
          [("__launch_bounds__(THREADS, 4) conv_forward_staged", "__launch_bounds__(THREADS, 3) conv_forward_staged")]),
+    31: (True, True, {"CONV_FWD_PAIRS": 0}, []),  # the forward one sample a phase (the default before pairs)
 }
 CONV_EDITS = {27: "conv_weight_grad at 3 blocks an SM", 28: "the staged forward and backward at 3 blocks an SM",
               30: "the staged forward at 3 blocks an SM"}

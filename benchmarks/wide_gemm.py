@@ -51,8 +51,8 @@ def main() -> None:
     in_ptr, in_src, in_dst, in_woff = i32([0, 0, 1]), i32([0]), i32([1]), i32([0])
     out_ptr, out_dst, out_woff = i32([0, 1, 1]), i32([1]), i32([0])
     T = C.WT
-    fwd_tasks = i32([[1, j0, 0, 1] for j0 in range(0, n, T)])
-    bwd_tasks = i32([[0, k0] for k0 in range(0, n, T)])
+    fwd_tasks = i32([[1, j0, 0, 1] for j0 in range(0, n, T)])  # (slot, j0, part, parts): one part
+    bwd_tasks = i32([[0, k0, 0, 1] for k0 in range(0, n, T)])
     wgt_tasks = i32([[0, j0, k0] for j0 in range(0, n, T) for k0 in range(0, n, T)])
     P = lambda t: np.intp(t.data_ptr())
     rows = (B + T - 1) // T
@@ -77,10 +77,12 @@ def main() -> None:
         launches = {
             "forward": lambda: f["forward_wide"].prepared_call(
                 (len(fwd_tasks), rows), (C.THREADS, 1, 1), P(fwd_tasks), P(width), P(act_off), P(bias_off), P(in_ptr),
-                P(in_src), P(in_woff), P(params), P(act), np.int32(B), np.int32(0), np.int32(-1)),
+                P(in_src), P(in_woff), P(params), P(act), np.int32(B), np.int32(0), np.int32(-1),
+                np.intp(0), np.intp(0)),  # no split-K: no scratch
             "backward": lambda: f["backward_wide"].prepared_call(
                 (len(bwd_tasks), rows), (C.THREADS, 1, 1), P(bwd_tasks), P(width), P(act_off), P(out_ptr),
-                P(out_dst), P(out_woff), P(params), P(act), P(dz), np.int32(B), np.int32(0), P(stats)),
+                P(out_dst), P(out_woff), P(params), P(act), P(dz), np.int32(B), np.int32(0), P(stats),
+                np.intp(0), np.intp(0)),
             "weight": lambda: f["weight_wide"].prepared_call(
                 (len(wgt_tasks), 1), (C.THREADS, 1, 1), P(wgt_tasks), P(in_src), P(in_dst), P(in_woff), P(width),
                 P(act_off), P(act), P(dz), P(grads), np.int32(B), np.int32(0), P(wstats), P(gradsq)),

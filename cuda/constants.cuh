@@ -7,6 +7,8 @@
 #define HALF 16
 #define MT 64
 #define WT 128
+#define SPLIT_TILES 4
+#define SPLIT_PARTS 4
 #define CH 16
 #define EW 4
 #define CHUNK 4096

@@ -98,20 +98,35 @@ extern "C" __global__ void topo_levels(
     } while (changed);
 }
 
+// Parts a task of the MT tier cuts a tile's edges into (wide.cu's split-K): about SPLIT_TILES x MT
+// values of k a part, at most SPLIT_PARTS; k is the sum of the other ends' widths over the edges.
+// (The WT tier's tiles are not cut: a chain of wide groups has few tiles a level and long k, where
+// parts cost their partial sums' traffic and gain no balance: W4 9% slower cut.)
+__device__ __forceinline__ int split_parts(int e0, int e1, const int* __restrict__ other, const int* __restrict__ cols, int tile)
+{
+    int k = 0;
+    for (int e = e0; e < e1; ++e) k += cols[other[e]];
+    return max(1, min(SPLIT_PARTS, (k + SPLIT_TILES * tile - 1) / (SPLIT_TILES * tile)));
+}
+
 // A pass builds the forward and backward lists of one tier of widths, lo <= width < hi (cuda.py's
 // tiers: forward.cu and backward.cu with tasks of `chunk` neurons and split-K of the output group,
-// then wide.cu's tiers, tasks of MT or WT neurons over all in-edges: `split` larger than any
-// in-degree); the pass with lo == 0 also lists every group's bias tasks.
+// then wide.cu's tiers, tasks of MT or WT neurons); the pass with lo == 0 also lists every group's
+// bias tasks.
 // mode 0: count per level into fwd_count / bwd_count (at depth - level), and each slot's bias tiles
 // into bias_count;
 // mode 1: fill at fwd_ptr / bwd_ptr / bias_ptr (exclusive scans of the counts), taking places in
 // a level with the cursors. A forward or backward task covers `chunk` neurons (j0 or k0: TILE,
-// or CH for the row executor; a bias task always TILE) and, a forward task, for the linear output
-// group, `split` of its in-edges (split-K), else all of them; every group but the input has one
-// in-edge at least (a validated network).
+// or CH for the row executor; a bias task always TILE). The first tier (lo == 0): a forward task
+// (s, j0, e0, e1) covers in-edges e0..e1-1, for the linear output group `split` of them (split-K),
+// else all; a backward task is (s, k0). The wider tiers: a forward task (s, j0, part, parts) and a
+// backward task (s, k0, part, parts), the parts of a tile one after another (split_parts over the
+// in-edges' sources or the out-edges' consumers, `cols` every group's columns); every group but
+// the input has one in-edge at least (a validated network).
 extern "C" __global__ void topo_tasks(
-    int mode, const int* __restrict__ width, const int* __restrict__ level, const int* __restrict__ in_ptr,
-    int n_slots, int input_slot, int output_slot, int split, int chunk, int lo, int hi,
+    int mode, const int* __restrict__ width, const int* __restrict__ cols, const int* __restrict__ level,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ out_ptr,
+    const int* __restrict__ out_dst, int n_slots, int input_slot, int output_slot, int split, int chunk, int lo, int hi,
     int* __restrict__ fwd_count, int* __restrict__ bwd_count, int* __restrict__ bias_count,
     const int* __restrict__ fwd_ptr, const int* __restrict__ bwd_ptr, const int* __restrict__ bias_ptr,
     int* __restrict__ fwd_cursor, int* __restrict__ bwd_cursor,
@@ -123,21 +138,35 @@ extern "C" __global__ void topo_tasks(
     const int tiles = mine ? (width[s] + chunk - 1) / chunk : 0, bias_tiles = (width[s] + TILE - 1) / TILE;
     const int lv = level[s], down = level[output_slot] - lv;
     const int e0 = in_ptr[s], e1 = in_ptr[s + 1];
-    const int step = s == output_slot ? min(split, e1 - e0) : e1 - e0, chunks = (e1 - e0 + step - 1) / step;
+    // forward tasks a tile: the first tier's edge chunks, a wider tier's parts; backward: 1 or parts
+    const int step = s == output_slot && !lo ? min(split, e1 - e0) : e1 - e0;
+    const bool cut = lo && chunk == MT;
+    const int fparts = !mine ? 0 : !lo ? (e1 - e0 + step - 1) / step : cut ? split_parts(e0, e1, in_src, cols, chunk) : 1;
+    const int bparts = !mine || !cut || s == output_slot ? 1 : split_parts(out_ptr[s], out_ptr[s + 1], out_dst, cols, chunk);
     if (mode == 0) {
-        atomicAdd(fwd_count + lv, tiles * chunks);
-        atomicAdd(bwd_count + down, tiles);
+        atomicAdd(fwd_count + lv, tiles * fparts);
+        atomicAdd(bwd_count + down, tiles * bparts);
         if (bias) bias_count[s] = bias_tiles;
         return;
     }
-    int f = fwd_ptr[lv] + atomicAdd(fwd_cursor + lv, tiles * chunks);
+    int f = fwd_ptr[lv] + atomicAdd(fwd_cursor + lv, tiles * fparts);
     for (int t = 0; t < tiles; ++t)
-        for (int a = e0; a < e1; a += step, ++f) {
+        for (int q = 0; q < fparts; ++q, ++f) {
             int* task = fwd_tasks + 4 * f;
-            task[0] = s; task[1] = t * chunk; task[2] = a; task[3] = min(a + step, e1);
+            task[0] = s; task[1] = t * chunk;
+            if (lo) { task[2] = q; task[3] = fparts; }
+            else { task[2] = e0 + q * step; task[3] = min(e0 + (q + 1) * step, e1); }
         }
-    const int b = bwd_ptr[down] + atomicAdd(bwd_cursor + down, tiles);
-    for (int t = 0; t < tiles; ++t) { bwd_tasks[2 * (b + t)] = s; bwd_tasks[2 * (b + t) + 1] = t * chunk; }
+    int b = bwd_ptr[down] + atomicAdd(bwd_cursor + down, tiles * bparts);
+    for (int t = 0; t < tiles; ++t)
+        for (int q = 0; q < bparts; ++q, ++b) {
+            if (lo) {
+                int* task = bwd_tasks + 4 * b;
+                task[0] = s; task[1] = t * chunk; task[2] = q; task[3] = bparts;
+            } else {
+                bwd_tasks[2 * b] = s; bwd_tasks[2 * b + 1] = t * chunk;
+            }
+        }
     for (int t = 0; t < bias_tiles * bias; ++t) {
         bias_tasks[2 * (bias_ptr[s] + t)] = s;
         bias_tasks[2 * (bias_ptr[s] + t) + 1] = t * TILE;

@@ -12,12 +12,13 @@
 // element; out-of-range elements are 0. Plain loads through L1 are safe: these kernels run as
 // launches of their own, after the writes they read.
 //
-// forward_<tier>: task (slot, j0, e0, e1) as forward_tile (the task covers every in-edge: no
-//   split-K); C[b][j] = sum over in-edges of h_src[b][:] . W_e[j][:], then bias and ReLU (the
-//   identity for the output group). Launch: grid (n_tasks, ceil(batch / T)), THREADS.
-// backward_<tier>: task (slot, k0) as backward_tile: C[b][k] = sum over out-edges s->d of
+// forward_<tier>: task (slot, j0, part, parts): C[b][j] = sum over the part's in-edges (all of them
+//   with one part) of h_src[b][:] . W_e[j][:], then bias and ReLU (the identity for the output
+//   group). Launch: grid (n_tasks, ceil(batch / T)), THREADS.
+// backward_<tier>: task (slot, k0, part, parts): C[b][k] = sum over the part's out-edges s->d of
 //   dz_d[b][:] . W_e[:][k], then the ReLU mask and the group's statistics (finish_tile's).
-//   Launch: as forward.
+//   Launch: as forward. Both: a tile cut into parts (split-K, executors/split.py) is finished by
+//   the last of its parts' blocks, from every part's sums in `partials` (gather_parts).
 // weight_<tier>: task (edge, j0, k0) as weight_grad_tile: dW_e[j][k] = sum over the batch of
 //   dz_dst[b][j] h_src[b][k]; wstats[dst] and *gradsq += its sum of squares. Launch: grid n_tasks.
 // <tier> is mid (T = MT = 64) or wide (T = WT = 128).
@@ -105,52 +106,6 @@ struct Operand {
     }
 };
 
-// acc += A B^T over one segment of k (0..K-1 of both operands). `stage` alternates between the two
-// buffers across calls (the barrier at the end of each step keeps writes away from reads).
-template <int T, bool akc, bool bkc>
-__device__ __forceinline__ void tile_segment(float acc[T / 16][T / 16], Operand<akc, T>& A, Operand<bkc, T>& B,
-                                             Stage<T>* st, int& stage)
-{
-    const int steps = (A.K + WK - 1) / WK;
-    A.fetch(0); B.fetch(0);
-    A.store(st[stage].a); B.store(st[stage].b);
-    __syncthreads();
-    for (int t = 0; t < steps; ++t) {
-        const bool more = t + 1 < steps;
-        if (more) { A.fetch((t + 1) * WK); B.fetch((t + 1) * WK); }
-        const Stage<T>& s = st[stage];
-#if TENSOR_CORES
-        const int w = threadIdx.x >> 5;
-#pragma unroll
-        for (int k0 = 0; k0 < WK; k0 += KSTEP)
-            warp_product<T / 32, T / 32>(&acc[0][0], [&](int r, int k) { return s.a[k][r]; },
-                                         [&](int n, int k) { return s.b[k][n]; }, (w >> 2) * (T / 2), (w & 3) * (T / 4),
-                                         k0);
-#else
-        constexpr int R = T / 16;
-        const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-#pragma unroll
-        for (int k = 0; k < WK; ++k) {
-            float a[R], b[R];
-#pragma unroll
-            for (int h = 0; h < R / 4; ++h) {
-                const float4 av = *reinterpret_cast<const float4*>(&s.a[k][64 * h + ty * 4]);
-                const float4 bv = *reinterpret_cast<const float4*>(&s.b[k][64 * h + tx * 4]);
-                a[4 * h] = av.x; a[4 * h + 1] = av.y; a[4 * h + 2] = av.z; a[4 * h + 3] = av.w;
-                b[4 * h] = bv.x; b[4 * h + 1] = bv.y; b[4 * h + 2] = bv.z; b[4 * h + 3] = bv.w;
-            }
-#pragma unroll
-            for (int i = 0; i < R; ++i)
-#pragma unroll
-                for (int j = 0; j < R; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-#endif
-        if (more) { A.store(st[stage ^ 1].a); B.store(st[stage ^ 1].b); }
-        __syncthreads();
-        stage ^= 1;
-    }
-}
-
 // The tile row and column of a thread's output acc[i][c] (R = T / 16). fp32: rows ty * 4.. (and,
 // for R = 8, 64 + ty * 4..), columns the same with tx. Tensor cores: acc's 4 (i R + c) + e is
 // element e of the warp's fragment (mi, ni) = ((i R + c) / 4 / NI, ... % NI), NI = T / 32.
@@ -190,26 +145,197 @@ __device__ __forceinline__ void each_output(const float (&acc)[R][R], int r0, in
         }
 }
 
+// acc += the products of one stage (WK values of k) of shared memory.
+template <int T>
+__device__ __forceinline__ void stage_product(float acc[T / 16][T / 16], const Stage<T>& s)
+{
+#if TENSOR_CORES
+    const int w = threadIdx.x >> 5;
+#pragma unroll
+    for (int k0 = 0; k0 < WK; k0 += KSTEP)
+        warp_product<T / 32, T / 32>(&acc[0][0], [&](int r, int k) { return s.a[k][r]; },
+                                     [&](int n, int k) { return s.b[k][n]; }, (w >> 2) * (T / 2), (w & 3) * (T / 4), k0);
+#else
+    constexpr int R = T / 16;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int k = 0; k < WK; ++k) {
+        float a[R], b[R];
+#pragma unroll
+        for (int h = 0; h < R / 4; ++h) {
+            const float4 av = *reinterpret_cast<const float4*>(&s.a[k][64 * h + ty * 4]);
+            const float4 bv = *reinterpret_cast<const float4*>(&s.b[k][64 * h + tx * 4]);
+            a[4 * h] = av.x; a[4 * h + 1] = av.y; a[4 * h + 2] = av.z; a[4 * h + 3] = av.w;
+            b[4 * h] = bv.x; b[4 * h + 1] = bv.y; b[4 * h + 2] = bv.z; b[4 * h + 3] = bv.w;
+        }
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int j = 0; j < R; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+#endif
+}
+
+// Whether a tile's pipeline runs on from one edge into the next (fetching the next edge's first
+// stage during the last stage of the one before) or starts afresh at each edge (a stage fetched,
+// stored and waited for): the first keeps more registers live, which the 128 x 128 tiles, capped
+// at 128 registers (WIDE_BLOCKS), pay for in spills.
+#ifndef MID_ACROSS
+#define MID_ACROSS 1
+#endif
+#ifndef WIDE_ACROSS
+#define WIDE_ACROSS 0
+#endif
+
+// acc += sum over segments i = 0..n-1 of A_i B_i^T (segment i's operands from a(i) and b(i): an
+// edge each): the next stage's global loads are in flight (in registers) while the current one is
+// multiplied, one barrier a stage, two buffers; across segment boundaries too where `across`.
+template <int T, bool akc, bool bkc, typename FA, typename FB>
+__device__ __forceinline__ void tile_segments(float acc[T / 16][T / 16], int n, FA a, FB b, Stage<T>* st)
+{
+    constexpr bool across = T == MT ? MID_ACROSS : WIDE_ACROSS;
+    int stage = 0;
+    for (int i = 0; i < n; ++i) {
+        if (across && i > 0) break;  // (the first segment's loop runs the rest)
+        Operand<akc, T> A = a(i);
+        Operand<bkc, T> B = b(i);
+        int steps = (A.K + WK - 1) / WK, t = 0, seg = i;
+        A.fetch(0); B.fetch(0);
+        A.store(st[stage].a); B.store(st[stage].b);
+        __syncthreads();
+        for (;;) {
+            bool more = true;
+            if (t + 1 < steps) {
+                ++t;
+                A.fetch(t * WK); B.fetch(t * WK);
+            } else if (across && seg + 1 < n) {
+                ++seg;
+                A = a(seg); B = b(seg);
+                steps = (A.K + WK - 1) / WK; t = 0;
+                A.fetch(0); B.fetch(0);
+            } else {
+                more = false;
+            }
+            stage_product<T>(acc, st[stage]);
+            if (more) { A.store(st[stage ^ 1].a); B.store(st[stage ^ 1].b); }
+            __syncthreads();
+            stage ^= 1;
+            if (!more) break;
+        }
+    }
+}
+
+// A tile's edges (in-edges of its group for the forward, out-edges for the backward): the other
+// group's block offset and width and the edge's weight offset, staged in shared memory once
+// (the first SEGMENTS of them; any beyond are read from global memory when reached), so that the
+// pipeline moves from one edge to the next without a dependent load.
+#define SEGMENTS 32
+struct Edges {
+    int off[SEGMENTS], width[SEGMENTS], woff[SEGMENTS];
+};
+
+__device__ __forceinline__ void stage_edges(Edges& ed, int e0, int n, const int* other, const int* woff,
+                                            const int* width, const int* act_off)
+{
+    for (int i = threadIdx.x; i < min(n, SEGMENTS); i += THREADS) {
+        const int g = other[e0 + i];
+        ed.off[i] = act_off[g]; ed.width[i] = width[g]; ed.woff[i] = woff[e0 + i];
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ int3 edge_at(const Edges& ed, int e0, int i, const int* other, const int* woff,
+                                        const int* width, const int* act_off)
+{
+    if (i < SEGMENTS) return make_int3(ed.off[i], ed.width[i], ed.woff[i]);
+    const int g = other[e0 + i];
+    return make_int3(act_off[g], width[g], woff[e0 + i]);
+}
+
+// The edges of part `part` of `parts` (the task's: topology.cu's split_parts cut a tile's edges
+// so), cut where the running sum of their widths crosses part / parts of the total: edge i is in
+// part floor(k before i x parts / k).
+struct Split {
+    int first, count;  // this part's edges: first..first+count-1 of the tile's
+};
+
+__device__ __forceinline__ Split split_edges(const Edges& ed, int e0, int n, const int* other, const int* woff,
+                                             const int* width, const int* act_off, int part, int parts)
+{
+    if (parts == 1) return {0, n};
+    int k = 0;
+    for (int i = 0; i < n; ++i) k += edge_at(ed, e0, i, other, woff, width, act_off).y;
+    int first = n, last = n, before = 0;
+    for (int i = 0; i < n; ++i) {
+        const int p = (int)((long long)before * parts / max(k, 1));
+        if (p == part && first == n) first = i;
+        if (p > part) { last = i; break; }
+        before += edge_at(ed, e0, i, other, woff, width, act_off).y;
+    }
+    return {first, last - min(first, last)};
+}
+
+// Whether this block finishes its tile: with one part, yes (acc holds the sums); otherwise acc is
+// written as this part's partial sums, and the last part's block to arrive reads every part's
+// back into acc, in part order.
+template <int T>
+__device__ __forceinline__ bool gather_parts(float acc[T / 16][T / 16], int part, int parts, float* __restrict__ partials,
+                                             int* __restrict__ tickets)
+{
+    constexpr int R = T / 16;
+    if (parts == 1) return true;
+    __shared__ int last;
+    const size_t slot = (size_t)blockIdx.x * gridDim.y + blockIdx.y;  // this task's; its tile's first part's:
+    const size_t first = slot - (size_t)part * gridDim.y;             // the parts' tasks are consecutive
+    float* mine = partials + slot * T * T;
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int c = 0; c < R; ++c) mine[out_row<R>(i, c) * T + out_col<R>(i, c)] = acc[i][c];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(tickets + first, 1) == parts - 1;
+    __syncthreads();
+    if (!last) return false;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int c = 0; c < R; ++c) {
+            const int at = out_row<R>(i, c) * T + out_col<R>(i, c);
+            float v = __ldcg(partials + first * T * T + at);
+            for (int p = 1; p < parts; ++p) v += __ldcg(partials + (first + (size_t)p * gridDim.y) * T * T + at);
+            acc[i][c] = v;
+        }
+    if (threadIdx.x == 0) tickets[first] = 0;  // every part has arrived: ready for the next launch
+    return true;
+}
+
 template <int T>
 __device__ __forceinline__ void forward_big(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
     const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
-    int batch, int ld, int output_slot)
+    int batch, int ld, int output_slot, float* __restrict__ partials, int* __restrict__ tickets)
 {
     constexpr int R = T / 16;
     __shared__ __align__(16) Stage<T> st[2];
+    __shared__ Edges ed;
     const int* task = tasks + 4 * blockIdx.x;
-    const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3], b0 = blockIdx.y * T;
-    const int w = width[s];
+    const int s = task[0], j0 = task[1], q = task[2], parts = task[3], b0 = blockIdx.y * T;
+    const int w = width[s], e0 = in_ptr[s], e1 = in_ptr[s + 1];
+    stage_edges(ed, e0, e1 - e0, in_src, in_woff, width, act_off);
+    const Split part = split_edges(ed, e0, e1 - e0, in_src, in_woff, width, act_off, q, parts);
     float acc[R][R] = {};
-    int stage = 0;
-    for (int e = e0; e < e1; ++e) {
-        const int src = in_src[e], ws_ = width[src], rs = ROW(ld, ws_);
-        Operand<true, T> A(act + act_off[src] + (size_t)b0 * rs, rs, batch - b0, ws_);
-        Operand<true, T> B(params + in_woff[e] + (size_t)j0 * ws_, ws_, w - j0, ws_);
-        tile_segment<T>(acc, A, B, st, stage);
-    }
+    tile_segments<T, true, true>(acc, part.count, [&](int i) {
+        const int3 g = edge_at(ed, e0, part.first + i, in_src, in_woff, width, act_off);
+        const int rs = ROW(ld, g.y);
+        return Operand<true, T>(act + g.x + (size_t)b0 * rs, rs, batch - b0, g.y);
+    }, [&](int i) {
+        const int3 g = edge_at(ed, e0, part.first + i, in_src, in_woff, width, act_off);
+        return Operand<true, T>(params + g.z + (size_t)j0 * g.y, g.y, w - j0, g.y);
+    }, st);
+    if (!gather_parts<T>(acc, q, parts, partials, tickets)) return;
     const int rs = ROW(ld, w);
     float* h = act + act_off[s];
     const float* bias = params + bias_off[s];
@@ -225,21 +351,27 @@ __device__ __forceinline__ void backward_big(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
     const float* __restrict__ params, const float* __restrict__ act, float* __restrict__ dz,
-    int batch, int ld, double* __restrict__ stats)
+    int batch, int ld, double* __restrict__ stats, float* __restrict__ partials, int* __restrict__ tickets)
 {
     constexpr int R = T / 16;
     __shared__ __align__(16) Stage<T> st[2];
     __shared__ double scratch[THREADS / 32];
-    const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * T;
-    const int w = width[s];
+    __shared__ Edges ed;
+    const int* task = tasks + 4 * blockIdx.x;
+    const int s = task[0], k0 = task[1], q = task[2], parts = task[3], b0 = blockIdx.y * T;
+    const int w = width[s], e0 = out_ptr[s], n = out_ptr[s + 1] - e0;
+    stage_edges(ed, e0, n, out_dst, out_woff, width, act_off);
+    const Split part = split_edges(ed, e0, n, out_dst, out_woff, width, act_off, q, parts);
     float acc[R][R] = {};
-    int stage = 0;
-    for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
-        const int d = out_dst[e], wd = width[d], rd = ROW(ld, wd);
-        Operand<true, T> A(dz + act_off[d] + (size_t)b0 * rd, rd, batch - b0, wd);
-        Operand<false, T> B(params + out_woff[e] + k0, w, w - k0, wd);  // W_e is (wd x w): element (k, j) at j * w + k
-        tile_segment<T>(acc, A, B, st, stage);
-    }
+    tile_segments<T, true, false>(acc, part.count, [&](int i) {
+        const int3 g = edge_at(ed, e0, part.first + i, out_dst, out_woff, width, act_off);
+        const int rd = ROW(ld, g.y);
+        return Operand<true, T>(dz + g.x + (size_t)b0 * rd, rd, batch - b0, g.y);
+    }, [&](int i) {  // W_e is (wd x w): element (k, j) at j * w + k
+        const int3 g = edge_at(ed, e0, part.first + i, out_dst, out_woff, width, act_off);
+        return Operand<false, T>(params + g.z + k0, w, w - k0, g.y);
+    }, st);
+    if (!gather_parts<T>(acc, q, parts, partials, tickets)) return;
     const int rs = ROW(ld, w);
     const float* h = act + act_off[s];
     float* dzs = dz + act_off[s];
@@ -265,10 +397,9 @@ __device__ __forceinline__ void weight_big(
     const int src = in_src[e], dst = in_dst[e], ws_ = width[src], wd = width[dst];
     const int rs = ROW(ld, ws_), rd = ROW(ld, wd);
     float acc[R][R] = {};
-    int stage = 0;
-    Operand<false, T> A(dz + act_off[dst] + j0, rd, wd - j0, batch);  // element (j, b) at b * rd + j
-    Operand<false, T> B(act + act_off[src] + k0, rs, ws_ - k0, batch);
-    tile_segment<T>(acc, A, B, st, stage);
+    tile_segments<T, false, false>(acc, 1, [&](int) {  // element (j, b) at b * rd + j
+        return Operand<false, T>(dz + act_off[dst] + j0, rd, wd - j0, batch);
+    }, [&](int) { return Operand<false, T>(act + act_off[src] + k0, rs, ws_ - k0, batch); }, st);
     float* G = grads + in_woff[e];
     double sq = 0.0;
     each_output<R>(acc, j0, wd, k0, ws_, [&](float a, int j, int k) {
@@ -283,12 +414,12 @@ __device__ __forceinline__ void weight_big(
     const int *__restrict__ tasks, const int *__restrict__ width, const int *__restrict__ act_off,                 \
         const int *__restrict__ bias_off, const int *__restrict__ in_ptr, const int *__restrict__ in_src,          \
         const int *__restrict__ in_woff, const float *__restrict__ params, float *__restrict__ act, int batch,     \
-        int ld, int output_slot
+        int ld, int output_slot, float *__restrict__ partials, int *__restrict__ tickets
 #define BACKWARD_ARGS                                                                                              \
     const int *__restrict__ tasks, const int *__restrict__ width, const int *__restrict__ act_off,                 \
         const int *__restrict__ out_ptr, const int *__restrict__ out_dst, const int *__restrict__ out_woff,        \
         const float *__restrict__ params, const float *__restrict__ act, float *__restrict__ dz, int batch, int ld, \
-        double *__restrict__ stats
+        double *__restrict__ stats, float *__restrict__ partials, int *__restrict__ tickets
 #define WEIGHT_ARGS                                                                                                \
     const int *__restrict__ tasks, const int *__restrict__ in_src, const int *__restrict__ in_dst,                 \
         const int *__restrict__ in_woff, const int *__restrict__ width, const int *__restrict__ act_off,           \
@@ -297,22 +428,22 @@ __device__ __forceinline__ void weight_big(
 
 extern "C" __global__ void __launch_bounds__(THREADS, WIDE_BLOCKS) forward_wide(FORWARD_ARGS)
 {
-    forward_big<WT>(tasks, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld, output_slot);
+    forward_big<WT>(tasks, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld, output_slot, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, MID_BLOCKS) forward_mid(FORWARD_ARGS)
 {
-    forward_big<MT>(tasks, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld, output_slot);
+    forward_big<MT>(tasks, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld, output_slot, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, WIDE_BLOCKS) backward_wide(BACKWARD_ARGS)
 {
-    backward_big<WT>(tasks, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld, stats);
+    backward_big<WT>(tasks, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld, stats, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, MID_BLOCKS) backward_mid(BACKWARD_ARGS)
 {
-    backward_big<MT>(tasks, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld, stats);
+    backward_big<MT>(tasks, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld, stats, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, WIDE_BLOCKS) weight_wide(WEIGHT_ARGS)

@@ -13,6 +13,7 @@ import pytest
 from genlab import INPUT, OUTPUT, BackendError, GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
 from genlab.engines.cuda.executors import EXECUTORS as REGISTRY
+from genlab.engines.cuda.executors import split
 from genlab.operations import Noise
 from genlab.optim import SGD, Adam
 
@@ -70,6 +71,7 @@ CASES = [  # (levels, per_level, width range, fan-in range, batch)
     (1, 1, (300, 300), (1, 1), 100),
     (8, 3, (31, 33), (2, 3), 64),
     (3, 3, (250, 420), (1, 3), 300),  # wide groups (>= 256: cuda/wide.cu in the pull level executors)
+    (3, 8, (48, 130), (4, 12), 200),  # wide fan-in and fan-out of 64 x 64 tiles: split-K (executors/split.py)
 ]
 
 
@@ -349,16 +351,24 @@ def check_topology(gpu, net):
             for g in (g for g in net.groups if expected_level[g] == lv and mine(net.widths[g])):
                 s = L.slot[g]
                 e0, e1 = in_ptr[s], in_ptr[s + 1]
-                step = min(8, e1 - e0) if g == OUTPUT and not lo else e1 - e0
+                if lo:  # (slot, j0, part, parts): split-K by the sources' widths
+                    n = split.parts(sum(net.widths[src] for src in net.inputs(g)), chunk)
+                    want += [(s, j0, q, n) for j0 in range(0, net.widths[g], chunk) for q in range(n)]
+                    continue
+                step = min(8, e1 - e0) if g == OUTPUT else e1 - e0
                 want += [(s, j0, a, min(a + step, e1)) for j0 in range(0, net.widths[g], chunk)
                          for a in range(e0, e1, step)]
             assert got == sorted(want), (pre, lv)
         levels = L.tiers[pre][1]  # deepest hidden level first
-        tasks = device_array(gpu, pre + "backward_tasks", 2 * (levels[-1][0] + levels[-1][1]) if levels else 0)
+        ints = 4 if lo else 2  # (slot, k0, part, parts) in the wider tiers, (slot, k0) in the first
+        tasks = device_array(gpu, pre + "backward_tasks", ints * (levels[-1][0] + levels[-1][1]) if levels else 0)
         for down, (start, count) in enumerate(levels, start=1):
-            got = sorted(map(tuple, tasks.reshape(-1, 2)[start:start + count]))
-            want = [(L.slot[g], k0) for g in net.hidden_groups if expected_level[g] == depth - down
-                    and mine(net.widths[g]) for k0 in range(0, net.widths[g], chunk)]
+            got = sorted(map(tuple, tasks.reshape(-1, ints)[start:start + count]))
+            groups = [g for g in net.hidden_groups if expected_level[g] == depth - down and mine(net.widths[g])]
+            want = [(L.slot[g], k0) for g in groups for k0 in range(0, net.widths[g], chunk)] if not lo else \
+                [(L.slot[g], k0, q, n) for g in groups
+                 for n in [split.parts(sum(net.widths[d] for d in net.outputs(g)), chunk)]
+                 for k0 in range(0, net.widths[g], chunk) for q in range(n)]
             assert got == sorted(want), (pre, down)
         n_weight = L.tiers[pre][2]
         tasks = device_array(gpu, pre + "weight_tasks", 3 * n_weight).reshape(-1, 3) if n_weight else np.zeros((0, 3))

@@ -49,6 +49,37 @@ def test_every_executor_trains_as_the_serial_engine(cpu_gpu, executor, tier):
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
 
 
+@pytest.mark.parametrize("executor", ["level", "level_batch"])
+def test_split_k_over_a_groups_edges_trains_as_the_serial_engine(cpu_gpu, executor):
+    """wide.cu's split-K (executors/split.py): a source of width 60 read by 12 consumers of 55
+    (660 values of k: three parts of about 256 in its backward), a group reading 9 of them (495:
+    two parts in its forward), a batch of 70 (a full and a partial tile of 64): the task lists
+    hold a task a part, the parts' sums are gathered by the last block of each tile, and the
+    tickets are left at zero for the next launch."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import split
+
+    net = Network(n_inputs=12, n_outputs=3, seed=4)
+    a = net.add_group(60, inputs=[net.input])
+    readers = [net.add_group(55, inputs=[a]) for _ in range(12)]
+    c = net.add_group(60, inputs=readers[:9])
+    for g in [c, *readers[9:]]:
+        net.connect(g, net.output)
+    net.init_params(4)
+    x, y = batch(net, 70, seed=5)
+    gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
+    assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y, steps=2)
+    L = gpu.layout
+    for index, name, most in ((0, "mid_forward_tasks", 2), (1, "mid_backward_tasks", 3)):
+        n = max(start + count for start, count in L.tiers["mid_"][index])
+        tasks = np.empty((n, 4), np.int32)
+        gpu.drv.memcpy_dtoh(tasks, gpu.buffers[name])
+        assert tasks[:, 3].max() == most and (tasks[:, 2] < tasks[:, 3]).all()  # (part, parts)
+    tickets = np.empty(split._slots(L, gpu.executor.tiers()[1], gpu.batch_cap), np.int32)
+    gpu.drv.memcpy_dtoh(tickets, gpu.buffers["split_tickets"])
+    assert not tickets.any()
+
+
 def conv_net_of_every_kernel():
     """Conv groups of kernels 3, 5, 1 and 3 at stride 2 (11, 5, 9 and 4 channels: partial chunks of
     CONV_CH) on a 7 x 7 input, two in-edges of other channel counts into one; its groups."""

@@ -83,7 +83,7 @@ def test_every_kernel_signature_is_derived_from_its_source():
         types = signature(src, name)
         assert types and all(t in ("P", "i", "I", "f", "d") or isinstance(t, np.dtype) for t in types), name
     assert signature(src, "optimizer_update") == list("iPPPPPiffffP")
-    assert signature(src, "forward_wide") == list("PPPPPPPPPiii")  # a parameter list shared through a macro
+    assert signature(src, "forward_wide") == list("PPPPPPPPPiiiPP")  # a parameter list shared through a macro
 
 
 def test_struct_arguments_get_the_c_layout():

@@ -63,12 +63,18 @@ def main():
     p.add_argument("workloads", nargs="+")
     p.add_argument("--executor", action="append", default=None, help="repeatable; default level")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--split", type=int, help="in-edges a forward task of the output group (SPLIT; a variant)")
     p.add_argument("--json")
     a = p.parse_args()
+    if a.split:
+        from genlab.engines.cuda import constants, layout, topology
+
+        constants.SPLIT = layout.SPLIT = topology.SPLIT = a.split
     results = []
     for name in a.workloads:
         for executor in a.executor or ["level"]:
             r = profile(name, executor, a.steps)
+            r["split"] = a.split or None
             results.append(r)
             print(f"{name} {executor}: span {r['span_us_a_step']:.1f} us a step, kernels {r['kernel_us_a_step']:.1f} us")
             for k, v in r["kernels"].items():

@@ -35,6 +35,8 @@ struct dim3 { unsigned x = 0, y = 0, z = 0; };
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(8) float2 { float x, y; };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct int3 { int x, y, z; };
+inline int3 make_int3(int x, int y, int z) { return {x, y, z}; }
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline thread_local dim3 threadIdx;
 inline dim3 blockIdx, blockDim, gridDim;

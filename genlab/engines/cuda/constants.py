@@ -19,6 +19,9 @@ from ...precision import Precision
 THREADS = 256  # threads of every block
 TILE = 32  # the level kernels' output tiles are TILE x TILE (forward.cu, backward.cu)
 MT, WT = 64, 128  # wide.cu's tiles: MT x MT for groups of MID to WIDE - 1 neurons, WT x WT from WIDE
+# wide.cu's split-K (executors/split.py): an MT-tier tile's edges are cut into parts of about
+# SPLIT_TILES x MT values of k, at most SPLIT_PARTS of them (a task a part: topology.cu)
+SPLIT_TILES, SPLIT_PARTS = 4, 4
 CH = 16  # neurons per work item of the row executor (rows.cu)
 EW = 4  # out-edges of the input group per weight item of the row executor
 CHUNK = THREADS * 16  # parameters per update item of the persistent executors (optim.cu)
@@ -64,7 +67,8 @@ SPLIT = 8  # in-edges per forward task of the output group (split-K)
 LAG = 2  # the row executor takes a level's weight items after the backward items LAG levels below
 
 SHARED = {
-    "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT, "CH": CH, "EW": EW, "CHUNK": CHUNK,
+    "THREADS": THREADS, "TILE": TILE, "HALF": TILE // 2, "MT": MT, "WT": WT,
+    "SPLIT_TILES": SPLIT_TILES, "SPLIT_PARTS": SPLIT_PARTS, "CH": CH, "EW": EW, "CHUNK": CHUNK,
     "CLUSTER": CLUSTER, "CLUSTER_THREADS": CLUSTER_THREADS,
     "CLUSTER_WARP_FLOATS": CLUSTER_WARP_FLOATS, "CLUSTER_CHUNK": CLUSTER_CHUNK,
     "CLUSTER_RECORD": CLUSTER_RECORD,

@@ -97,6 +97,7 @@ class CudaEngine(Concurrent, Engine):
         if ix.kinds.tokens > 1:  # a sequence network's logits and their gradient, a row per sample
             classes = int(ix.width[ix.output_slot])
             new["pooled"], new["dpooled"] = (self.mem.new(4 * classes * cap, "logits") for _ in range(2))
+        new.update(self.executor.batch_scratch(ix, cap))
         words = self.executor.counter_words(len(ix.groups), cap)
         if words:
             new["counters"] = self.mem.new(4 * words, "dependency counters")

@@ -116,6 +116,12 @@ def _csr_and_levels(e: "CudaEngine", ix: Layout, new: dict) -> None:
     e.launch("topo_levels", (1, 1), new["in_ptr"], new["in_src"], np.int32(n), new["level"])
 
 
+def backward_task_bytes(prefix: str) -> int:
+    """Bytes of a backward task in a tier's list: (slot, k0) in the first tier's, (slot, k0, part,
+    parts) in a wider tier's (topology.cu's topo_tasks)."""
+    return 16 if prefix else 8
+
+
 def _tasks(e: "CudaEngine", ix: Layout, new: dict, fill: bool, tier: tuple) -> None:
     """One tier's task lists: counted (fill False) or written (fill True) by topo_tasks and
     topo_weight_tasks."""
@@ -123,8 +129,9 @@ def _tasks(e: "CudaEngine", ix: Layout, new: dict, fill: bool, tier: tuple) -> N
     n, E = len(ix.groups), ix.n_edges
     out = [new[pre + "forward_tasks"], new[pre + "backward_tasks"], new["bias_tasks"]] if fill else \
         [new[pre + "fwd_count"], new[pre + "bwd_count"], new["bias_count"]]  # unused when counting
-    e.launch.flat("topo_tasks", n, np.int32(fill), new["task_width"], new["level"], new["in_ptr"], np.int32(n),
-                  np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT if not lo else E + 1),
+    e.launch.flat("topo_tasks", n, np.int32(fill), new["task_width"], new["width"], new["level"], new["in_ptr"],
+                  new["in_src"], new["out_ptr"], new["out_dst"], np.int32(n),
+                  np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT),
                   np.int32(chunk), np.int32(lo), np.int32(hi), new[pre + "fwd_count"], new[pre + "bwd_count"],
                   new["bias_count"], new[pre + "fwd_ptr"], new[pre + "bwd_ptr"], new["bias_ptr"],
                   new[pre + "fwd_cursor"], new[pre + "bwd_cursor"], *out)
@@ -171,7 +178,7 @@ def _task_lists(e: "CudaEngine", ix: Layout, new: dict, passes: list, spans: dic
     sizes = {"bias_tasks": 8 * ix.n_bias_tasks}
     for pre, *_ in passes:
         sizes.update({pre + "forward_tasks": 16 * int(at(pre + "fwd_ptr")[n + 1]),
-                      pre + "backward_tasks": 8 * int(at(pre + "bwd_ptr")[n + 1]),
+                      pre + "backward_tasks": backward_task_bytes(pre) * int(at(pre + "bwd_ptr")[n + 1]),
                       pre + "weight_tasks": 12 * int(at(pre + "weight_ptr")[E])})
     new["tasks"], parts = e.mem.arena(sizes, "tasks")
     new.update(parts)

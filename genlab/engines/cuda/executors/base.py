@@ -79,6 +79,13 @@ class Executor(ABC):
         """32-bit words of dependency counters the step needs (0: none)."""
         return 0
 
+    def batch_scratch(self, layout: "Layout", cap: int) -> dict:
+        """Buffers of its own that follow from the layout and the batch capacity (made with the
+        activations): the split-K scratch of an MT tier (split.py), where its tiers have one."""
+        from . import split
+
+        return split.scratch(layout, self.tiers(), cap, self.engine.mem)
+
     def topology_buffers(self, layout: "Layout") -> dict:
         """Buffers of its own that follow from the topology (built with the task lists)."""
         return {}

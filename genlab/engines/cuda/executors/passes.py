@@ -10,7 +10,8 @@ import numpy as np
 
 from ....errors import BackendError
 from ..constants import THREADS, TILE
-from . import kinds
+from ..topology import backward_task_bytes
+from . import kinds, split
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -24,24 +25,27 @@ def tier_launches(e: "CudaEngine", batch: int) -> list:
              () if t.lowest else (np.int32(t.size),)) for t in e.executor.tiers() if t.prefix in e.layout.tiers]
 
 
-# (kernel prefix, task list, bytes a task, index in a tier's lists): the level passes' launches
-FORWARD = ("forward", "forward_tasks", 16, 0)
-BACKWARD = ("backward", "backward_tasks", 8, 1)
+# (kernel prefix, task list, index in a tier's lists): the level passes' launches
+FORWARD = ("forward", "forward_tasks", 0)
+BACKWARD = ("backward", "backward_tasks", 1)
 
 
 def _levels(e: "CudaEngine", batch: int, which: tuple):
     """(level, [(kernel, grid, first task, extra arguments) of each tier's launch]) level by level
-    (forward from level 1; backward from the deepest hidden level)."""
-    kernel, tasks, task_bytes, index = which
+    (forward from level 1; backward from the deepest hidden level). The wider tiers' kernels take
+    the split-K scratch (split.py) as their last arguments."""
+    kernel, tasks, index = which
     levels = e.layout.forward_levels if index == 0 else e.layout.backward_levels
     depth = len(e.layout.forward_levels)
+    scratch = split.arguments(e)
     for number in range(len(levels)):
         launches = []
         for pre, suffix, tiles, extra in tier_launches(e, batch):
             start, count = e.layout.tiers[pre][index][number]
             if count:
+                task_bytes = 16 if index == 0 else backward_task_bytes(pre)
                 launches.append((kernel + (suffix or "_level"), (count, tiles), e.ptr(pre + tasks, task_bytes * start),
-                                 extra))
+                                 (*extra, *(scratch if pre else ()))))
         yield (number + 1 if index == 0 else depth - 1 - number), launches
 
 

@@ -1,0 +1,51 @@
+"""Training steps of a `genlab bench` workload on the level executor, for a profiler to look at
+its kernels, or timed as a replayed step graph (--time):
+
+    ncu -k regex:"forward_mid|backward_mid" --launch-skip 20 --launch-count 2 --section SpeedOfLight \\
+        python benchmarks/kernels/level_step.py W3
+    python benchmarks/kernels/level_step.py W3 --parts 1 --time
+
+--parts: the most parts wide.cu's split-K may cut a tile's edges into (SPLIT_PARTS; 1: no split);
+--define NAME=VALUE (repeatable): wide.cu built with it (a harness variant).
+"""
+
+import argparse
+
+import numpy as np
+
+from genlab.bench import WORKLOADS, time_graph
+from genlab.engines.cuda import CudaEngine
+from genlab.optim import Adam
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("workload")
+    p.add_argument("--parts", type=int)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--time", action="store_true")
+    p.add_argument("--define", action="append", default=[])
+    a = p.parse_args()
+    defines = dict(d.split("=") for d in a.define)
+    if a.parts and defines:
+        raise SystemExit("--parts and --define: one file's variant at a time")
+    if a.parts or defines:
+        from harness import use_variant
+
+        from genlab.engines.cuda.constants import SPLIT_PARTS
+
+        if a.parts:  # the task lists cut into at most this many parts
+            use_variant("topology.cu", "topo_tasks", {}, [(f"#define SPLIT_PARTS {SPLIT_PARTS}", f"#define SPLIT_PARTS {a.parts}")])
+            defines = {"SPLIT_PARTS": a.parts}
+        for kernel in ("forward_mid", "backward_mid", "forward_wide", "backward_wide") if not a.parts else ():
+            use_variant("wide.cu", kernel, defines, [])
+    _, build, batch = WORKLOADS[a.workload]
+    net = build()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(batch, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, batch)
+    engine = CudaEngine(net, Adam(1e-4), executor="level")
+    for _ in range(a.steps):
+        engine.step(x, y)
+    if a.time:
+        rows = engine.put_batch(x, y)
+        us = [time_graph(engine, lambda: engine.executor.enqueue_step(rows), 200, warmup=20) for _ in range(3)]
+        print(f"{a.workload} level, {defines or 'as built'}: {np.median(us):.1f} us a step (median of 3 x 200 replays)")

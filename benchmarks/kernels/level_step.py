@@ -6,7 +6,9 @@ its kernels, or timed as a replayed step graph (--time):
     python benchmarks/kernels/level_step.py W3 --parts 1 --time
 
 --parts: the most parts wide.cu's split-K may cut a tile's edges into (SPLIT_PARTS; 1: no split);
---define NAME=VALUE (repeatable): wide.cu built with it (a harness variant).
+--split-tiles: k a part aims at, in tiles (SPLIT_TILES; 2 cuts W3's forward tiles in two too);
+--define NAME=VALUE (repeatable): wide.cu built with it (a harness variant). One file's variant at
+a time: the task lists' (--parts, --split-tiles) or wide.cu's (--define).
 """
 
 import argparse
@@ -21,22 +23,25 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("workload")
     p.add_argument("--parts", type=int)
+    p.add_argument("--split-tiles", type=int)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--time", action="store_true")
     p.add_argument("--define", action="append", default=[])
     a = p.parse_args()
     defines = dict(d.split("=") for d in a.define)
-    if a.parts and defines:
-        raise SystemExit("--parts and --define: one file's variant at a time")
-    if a.parts or defines:
+    from genlab.engines.cuda import constants
+
+    lists = {name: v for name, v in (("SPLIT_PARTS", a.parts), ("SPLIT_TILES", a.split_tiles)) if v}
+    if lists and defines:
+        raise SystemExit("--parts or --split-tiles, and --define: one file's variant at a time")
+    if lists or defines:
         from harness import use_variant
 
-        from genlab.engines.cuda.constants import SPLIT_PARTS
-
-        if a.parts:  # the task lists cut into at most this many parts
-            use_variant("topology.cu", "topo_tasks", {}, [(f"#define SPLIT_PARTS {SPLIT_PARTS}", f"#define SPLIT_PARTS {a.parts}")])
-            defines = {"SPLIT_PARTS": a.parts}
-        for kernel in ("forward_mid", "backward_mid", "forward_wide", "backward_wide") if not a.parts else ():
+        if lists:  # the task lists (topology.cu) cut otherwise
+            use_variant("topology.cu", "topo_tasks", {}, [(f"#define {name} {getattr(constants, name)}",
+                                                           f"#define {name} {v}") for name, v in lists.items()])
+            defines = lists
+        for kernel in ("forward_mid", "backward_mid", "forward_wide", "backward_wide") if not lists else ():
             use_variant("wide.cu", kernel, defines, [])
     _, build, batch = WORKLOADS[a.workload]
     net = build()

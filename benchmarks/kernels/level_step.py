@@ -3,7 +3,7 @@ its kernels, or timed as a replayed step graph (--time):
 
     ncu -k regex:"forward_mid|backward_mid" --launch-skip 20 --launch-count 2 --section SpeedOfLight \\
         python benchmarks/kernels/level_step.py W3
-    python benchmarks/kernels/level_step.py W3 --parts 1 --time
+    python benchmarks/kernels/level_step.py W3 --parts 1 --check --time
 
 --parts: the most parts wide.cu's split-K may cut a tile's edges into (SPLIT_PARTS; 1: no split);
 --split-tiles: k a part aims at, in tiles (SPLIT_TILES; 2 cuts W3's forward tiles in two too);
@@ -26,6 +26,9 @@ if __name__ == "__main__":
     p.add_argument("--split-tiles", type=int)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--time", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="first, the build against the float64 serial engine on random DAGs of 64 x 64 tiles "
+                        "with wide fan-in and fan-out (exit 1 if it differs)")
     p.add_argument("--define", action="append", default=[])
     a = p.parse_args()
     defines = dict(d.split("=") for d in a.define)
@@ -43,6 +46,14 @@ if __name__ == "__main__":
             defines = lists
         for kernel in ("forward_mid", "backward_mid", "forward_wide", "backward_wide") if not lists else ():
             use_variant("wide.cu", kernel, defines, [])
+    if a.check:
+        import harness
+
+        for seed in range(3):  # widths 48-130 (the MT tier and the first), fan-in 4-12, a partial batch tile
+            net, x, y = harness.case(seed, levels=3, per_level=8, width=(48, 130), fan_in=(4, 12), batch=200)
+            harness.check_passes(net, x, y, f"case {seed}")
+        if harness.done():
+            raise SystemExit(1)
     _, build, batch = WORKLOADS[a.workload]
     net = build()
     rng = np.random.default_rng(0)

@@ -230,6 +230,9 @@ __device__ __forceinline__ void tile_segments(float acc[T / 16][T / 16], int n, 
 // (the first SEGMENTS of them; any beyond are read from global memory when reached), so that the
 // pipeline moves from one edge to the next without a dependent load.
 #define SEGMENTS 32
+#ifndef EDGE_TABLE
+#define EDGE_TABLE 1  // 0: every edge's ends read from global memory when reached (a harness variant)
+#endif
 struct Edges {
     int off[SEGMENTS], width[SEGMENTS], woff[SEGMENTS];
 };
@@ -237,6 +240,7 @@ struct Edges {
 __device__ __forceinline__ void stage_edges(Edges& ed, int e0, int n, const int* other, const int* woff,
                                             const int* width, const int* act_off)
 {
+    if (!EDGE_TABLE) return;
     for (int i = threadIdx.x; i < min(n, SEGMENTS); i += THREADS) {
         const int g = other[e0 + i];
         ed.off[i] = act_off[g]; ed.width[i] = width[g]; ed.woff[i] = woff[e0 + i];
@@ -247,7 +251,7 @@ __device__ __forceinline__ void stage_edges(Edges& ed, int e0, int n, const int*
 __device__ __forceinline__ int3 edge_at(const Edges& ed, int e0, int i, const int* other, const int* woff,
                                         const int* width, const int* act_off)
 {
-    if (i < SEGMENTS) return make_int3(ed.off[i], ed.width[i], ed.woff[i]);
+    if (EDGE_TABLE && i < SEGMENTS) return make_int3(ed.off[i], ed.width[i], ed.woff[i]);
     const int g = other[e0 + i];
     return make_int3(act_off[g], width[g], woff[e0 + i]);
 }

@@ -20,6 +20,7 @@ import numpy as np
 from ....errors import BackendError
 from ....precision import DEFAULT as FP32
 from ....precision import Precision
+from . import split
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -82,8 +83,6 @@ class Executor(ABC):
     def batch_scratch(self, layout: "Layout", cap: int) -> dict:
         """Buffers of its own that follow from the layout and the batch capacity (made with the
         activations): the split-K scratch of an MT tier (split.py), where its tiers have one."""
-        from . import split
-
         return split.scratch(layout, self.tiers(), cap, self.engine.mem)
 
     def topology_buffers(self, layout: "Layout") -> dict:

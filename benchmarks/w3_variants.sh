@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The level executor's 64 x 64 tier on W3 in one device call (a few minutes): each variant of
+# benchmarks/kernels/level_step.py checked against the float64 serial engine (--check), then
+# timed as a replayed step graph, beside the build as it is and, when BASE is given (a checkout of
+# an earlier commit: `git archive REV genlab cuda pyproject.toml benchmarks`), that tree. The
+# variants are the ones NOTES.md's seventh round left ready. Output to $OUT/w3_variants.txt.
+#   source .device/setup.sh && BASE=base_tree bash benchmarks/w3_variants.sh
+set -u
+OUT=${OUT:-/tmp/w3_out}
+mkdir -p "$OUT"
+T="$OUT/w3_variants.txt"
+STEP=benchmarks/kernels/level_step.py
+if [ -n "${BASE:-}" ]; then
+    (cd "$BASE" && PYTHONPATH="$PWD:${PYTHONPATH:-}" timeout 120 python "$STEP" W3 --time) >> "$T" 2>&1
+fi
+for variant in "" "--split-tiles 2" "--define EDGE_TABLE=0" "--parts 1" "--define MID_ACROSS=0"; do
+    timeout 150 python "$STEP" W3 --check --time $variant 2>&1 | grep -v "^  ok " >> "$T"
+done
+cat "$T"

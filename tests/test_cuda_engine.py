@@ -13,7 +13,7 @@ import pytest
 from genlab import INPUT, OUTPUT, BackendError, GrowthPolicy, Network, Trainer
 from genlab.engines import SerialEngine
 from genlab.engines.cuda.executors import EXECUTORS as REGISTRY
-from genlab.engines.cuda.executors import split
+from genlab.engines.cuda.constants import MT, SPLIT_PARTS, SPLIT_TILES
 from genlab.operations import Noise
 from genlab.optim import SGD, Adam
 
@@ -315,6 +315,12 @@ def device_array(gpu, name, n):
     return out
 
 
+def split_parts(k: int, tile: int) -> int:
+    """The reference for topology.cu's split_parts: the parts a tile whose edges hold k values of
+    k is cut into, in a tier of `tile`-neuron tasks (the MT tier's tiles only)."""
+    return max(1, min(SPLIT_PARTS, -(-k // (SPLIT_TILES * tile)))) if tile == MT else 1
+
+
 def check_topology(gpu, net):
     """The CSR, levels and forward tasks the GPU built against the network they describe."""
     L = gpu.layout
@@ -352,7 +358,7 @@ def check_topology(gpu, net):
                 s = L.slot[g]
                 e0, e1 = in_ptr[s], in_ptr[s + 1]
                 if lo:  # (slot, j0, part, parts): split-K by the sources' widths
-                    n = split.parts(sum(net.widths[src] for src in net.inputs(g)), chunk)
+                    n = split_parts(sum(net.widths[src] for src in net.inputs(g)), chunk)
                     want += [(s, j0, q, n) for j0 in range(0, net.widths[g], chunk) for q in range(n)]
                     continue
                 step = min(8, e1 - e0) if g == OUTPUT else e1 - e0
@@ -367,7 +373,7 @@ def check_topology(gpu, net):
             groups = [g for g in net.hidden_groups if expected_level[g] == depth - down and mine(net.widths[g])]
             want = [(L.slot[g], k0) for g in groups for k0 in range(0, net.widths[g], chunk)] if not lo else \
                 [(L.slot[g], k0, q, n) for g in groups
-                 for n in [split.parts(sum(net.widths[d] for d in net.outputs(g)), chunk)]
+                 for n in [split_parts(sum(net.widths[d] for d in net.outputs(g)), chunk)]
                  for k0 in range(0, net.widths[g], chunk) for q in range(n)]
             assert got == sorted(want), (pre, down)
         n_weight = L.tiers[pre][2]

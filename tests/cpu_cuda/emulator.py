@@ -58,8 +58,8 @@ def host_source(file: str) -> tuple[str, list[str]]:
         src = re.sub(ptx, host, src)
     # inline PTX left in the fp32 build (tensor cores sit behind #if PRECISION) fails g++'s assembler
     entries = "\n".join(
-        f'extern "C" int launch_{name}(int gx, int gy, int gz, int threads, long shared, void** args) {{\n'
-        f'    return run_grid(gx, gy, gz, threads, shared, {str(name in RESIDENT).lower()}, '
+        f'extern "C" int launch_{name}(int gx, int gy, int threads, long shared, void** args) {{\n'
+        f'    return run_grid(gx, gy, threads, shared, {str(name in RESIDENT).lower()}, '
         f'[&] {{ call_kernel({name}, args); }});\n}}' for name in names)
     return f'#include "shim.h"\n{src}\n#include "launch.h"\n{entries}\n', names
 
@@ -116,8 +116,7 @@ class Runner:
                              "d": ctypes.c_double}[kind](value))
         pointers = (ctypes.c_void_p * max(len(keep), 1))(*[ctypes.cast(ctypes.pointer(k), ctypes.c_void_p)
                                                           for k in keep])
-        gz = int(grid[2]) if len(grid) > 2 else 1
-        if grid[0] * grid[1] * gz == 0:
+        if grid[0] * grid[1] == 0:
             return
-        failed = entry(int(grid[0]), int(grid[1]), gz, int(threads), int(shared), pointers)
+        failed = entry(int(grid[0]), int(grid[1]), int(threads), int(shared), pointers)
         assert failed == 0, f"a block of {name} did not finish"

@@ -36,7 +36,7 @@ template <class... Args> inline void call_kernel(void (*kernel)(Args...), void**
 
 // Blocks [first, last) of the grid on one team of `threads` threads with `shared` bytes of
 // dynamic shared memory.
-template <class F> inline void run_team(int gx, int gy, int first, int last, int threads, long shared, F body)
+template <class F> inline void run_team(int gx, int first, int last, int threads, long shared, F body)
 {
     std::barrier<> team(threads);
     block_barrier = &team;
@@ -57,7 +57,7 @@ template <class F> inline void run_team(int gx, int gy, int first, int last, int
         team_threads.emplace_back([&, t] {
             threadIdx.x = t;
             for (int b = first; b < last; ++b) {
-                if (t == 0) { blockIdx.x = b % gx; blockIdx.y = (b / gx) % gy; blockIdx.z = b / (gx * gy); }
+                if (t == 0) { blockIdx.x = b % gx; blockIdx.y = b / gx; }
                 team.arrive_and_wait();
                 body();
                 team.arrive_and_wait();
@@ -68,20 +68,20 @@ template <class F> inline void run_team(int gx, int gy, int first, int last, int
 }
 
 // 0 when every block finished (each exits 0), else 1.
-template <class F> inline int run_grid(int gx, int gy, int gz, int threads, long shared, bool resident, F body)
+template <class F> inline int run_grid(int gx, int gy, int threads, long shared, bool resident, F body)
 {
     blockDim.x = threads; blockDim.y = blockDim.z = 1;
-    gridDim.x = gx; gridDim.y = gy; gridDim.z = gz;
-    const int blocks = gx * gy * gz;
+    gridDim.x = gx; gridDim.y = gy; gridDim.z = 1;
+    const int blocks = gx * gy;
     if (!resident) {
-        run_team(gx, gy, 0, blocks, threads, shared, body);
+        run_team(gx, 0, blocks, threads, shared, body);
         return 0;
     }
     std::vector<pid_t> pids;
     for (int b = 0; b < blocks; ++b) {
         pid_t pid = fork();
         if (pid == 0) {
-            run_team(gx, gy, b, b + 1, threads, shared, body);
+            run_team(gx, b, b + 1, threads, shared, body);
             _exit(0);
         }
         pids.push_back(pid);

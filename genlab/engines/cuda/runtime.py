@@ -243,7 +243,7 @@ class Launcher:
         if precision is not FP32:
             load(*[f for f in PRECISE if f not in ON_DEMAND], precision=precision)
 
-    def __call__(self, name: str, grid: tuple[int, ...], *args, threads: int = THREADS, shared: int = 0) -> None:
+    def __call__(self, name: str, grid: tuple[int, int], *args, threads: int = THREADS, shared: int = 0) -> None:
         self.functions[name].prepared_async_call(grid, (threads, 1, 1), self.stream, *args, shared_size=shared)
 
     def flat(self, name: str, n: int, *args) -> None:

@@ -47,18 +47,26 @@ def _conv_staged(L, s: int) -> bool:
     return K in (1, 3, 5) and channels * K * K * -(-C // CONV_CH) * CONV_CH + channels * H * W <= CONV_SHARED
 
 
-# layout: {conv slot: (conv_forward_staged can run it, conv_backward_staged can)}, worked out once a
-# layout (a layout does not change; growth makes a new one) rather than at every launch
+def _per_layout(cache: "weakref.WeakKeyDictionary", L, build) -> dict:
+    """build(L), worked out once a layout (a layout does not change; growth makes a new one)
+    rather than at every launch, and kept as long as the layout lives."""
+    found = cache.get(L)
+    if found is None:
+        found = cache[L] = build(L)
+    return found
+
+
+# layout: {conv slot: (conv_forward_staged can run it, conv_backward_staged can)}
 _STAGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _staged(L) -> dict:
-    found = _STAGED.get(L)
-    if found is None:
+    def build(L):
         consumers = _consumers(L)
-        found = _STAGED[L] = {int(s): (_conv_staged(L, s), _conv_backward_staged(L, s, consumers.get(s, ())))
-                              for s in L.kinds.conv_slots}
-    return found
+        return {int(s): (_conv_staged(L, s), _conv_backward_staged(L, s, consumers.get(s, ())))
+                for s in L.kinds.conv_slots}
+
+    return _per_layout(_STAGED, L, build)
 
 
 def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
@@ -129,21 +137,22 @@ def _attention_blocks(e: "CudaEngine", slots: np.ndarray, rows: int, backward: b
     return (len(slots), -(-samples // per_block)), per_block, shared
 
 
-# layout: {attention slot: (floats of shared memory its forward takes, its backward)}, once a layout
+# layout: {attention slot: (floats of shared memory its forward takes, its backward)}
 _ATTENTION_FLOATS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _attention_floats(L) -> dict:
-    found = _ATTENTION_FLOATS.get(L)
-    if found is not None:
-        return found
+    return _per_layout(_ATTENTION_FLOATS, L, _attention_shared)
+
+
+def _attention_shared(L) -> dict:
     k = L.kinds
     T, heads = k.tokens, k.geo.reshape(-1, len(GEO_FIELDS))[:, GEO_FIELDS.index("HEADS")]
     odd = lambda n: n | 1
     sources = {}
     for src, dst, _ in k.token_edges:
         sources.setdefault(int(dst), []).append(int(src))
-    found = _ATTENTION_FLOATS[L] = {}
+    found = {}
     for s in (int(s) for by in k.levels.values() for s in by.get(Attention.code, ())):
         d = int(L.width[s])
         n, pp = T * d, int(heads[s]) * T * T

@@ -1,7 +1,7 @@
 """Split-K in the MT tier (wide.cu's gather_parts): a group whose edges hold much more k than its
 level's others would hold the level's launch alone (a source read by ten consumers where most
 have four), so the task lists (topology.cu's split_parts) cut a tile's edges into parts of about
-SPLIT_TILES x MT values of k (parts(k)), a task a part, the parts of a tile one after another. Each
+SPLIT_TILES x MT values of k (at most SPLIT_PARTS), a task a part, the parts of a tile one after another. Each
 part's block writes its MT x MT sums into its task's slot of `split_partials` and counts itself in
 the tile's ticket (its first part's); the last to arrive adds the parts in order (deterministic)
 and finishes the tile. The scratch is sized for the MT tier's largest launch and shared by
@@ -13,21 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..constants import MT, SPLIT_PARTS, SPLIT_TILES
+from ..constants import MT
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
     from ..layout import Layout
     from ..memory import Memory
     from .base import Tier
-
-
-def parts(k: int, tile: int) -> int:
-    """Parts of a tile whose edges hold k values of k, in a tier of `tile`-neuron tasks (the rule
-    topology.cu's topo_tasks applies: the MT tier's tiles only)."""
-    if tile != MT:
-        return 1
-    return max(1, min(SPLIT_PARTS, -(-k // (SPLIT_TILES * tile))))
 
 
 def _slots(layout: "Layout", tier: "Tier", cap: int) -> int:
@@ -40,12 +32,11 @@ def _slots(layout: "Layout", tier: "Tier", cap: int) -> int:
 def scratch(layout: "Layout", tiers, cap: int, mem: "Memory") -> dict:
     """The partial sums and tickets (zeroed) of the MT tier's launches, allocated from `mem`: an
     MT x MT tile a task and batch tile, a ticket each; empty without an MT tier."""
-    wider = [t for t in tiers if t.lowest and t.size == MT]
-    floats = max([_slots(layout, t, cap) * t.size * t.size for t in wider], default=0)
-    tickets = max([_slots(layout, t, cap) for t in wider], default=0)
-    if not floats:
+    tier = next((t for t in tiers if t.lowest and t.size == MT), None)
+    tickets = _slots(layout, tier, cap) if tier else 0
+    if not tickets:
         return {}
-    new = {"split_partials": mem.new(4 * floats, "split-K partial sums"),
+    new = {"split_partials": mem.new(4 * tickets * MT * MT, "split-K partial sums"),
            "split_tickets": mem.new(4 * tickets, "split-K tickets")}
     mem.fill(new["split_tickets"], 0, tickets)
     return new

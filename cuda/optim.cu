@@ -216,4 +216,38 @@ extern "C" __global__ void zero_ranges(const int* __restrict__ ranges, float* __
     for (int i = threadIdx.x; i < r[2]; i += THREADS) grads[r[1] + i] = 0.f;
 }
 
+// A data-parallel step's sums over the replicas (engines/cuda/replicas.py), two collectives: the
+// gradients (floats) and `sums` (doubles: the moments of dL/dh, the loss, the correct count).
+// replica_pack: this replica's part, each weighted by its share of the step's rows: grads *=
+//   share; sums[3g + c] = stats[3g + c] * (share, share^2, share)[c]; sums[3n] = loss * share;
+//   sums[3n + 1] = the correct count. replica_unpack: the summed values back where the update and
+//   the statistics read them, and the gradient norms zeroed for param_norms (of the summed
+//   gradients). Launch: one thread per element of the larger range (any grid: grid-stride).
+extern "C" __global__ void replica_pack(float* __restrict__ grads, int n_params, double share,
+                                        const double* __restrict__ stats, const double* __restrict__ scalars,
+                                        int n_groups, double* __restrict__ sums)
+{
+    const int stride = gridDim.x * THREADS, m = 3 * n_groups;
+    const float weight = (float)share;
+    for (int i = blockIdx.x * THREADS + threadIdx.x; i < n_params; i += stride) grads[i] *= weight;
+    for (int i = blockIdx.x * THREADS + threadIdx.x; i < m + 2; i += stride)
+        sums[i] = i < m ? stats[i] * (i % 3 == 1 ? share * share : share)
+                        : i == m ? scalars[0] * share : (double)*(const int*)(scalars + 1);
+}
+
+extern "C" __global__ void replica_unpack(const double* __restrict__ sums, int n_groups, double* __restrict__ stats,
+                                          double* __restrict__ scalars, double* __restrict__ wstats)
+{
+    const int stride = gridDim.x * THREADS, m = 3 * n_groups;
+    for (int i = blockIdx.x * THREADS + threadIdx.x; i < m; i += stride) {
+        stats[i] = sums[i];
+        if (i < n_groups) wstats[i] = 0.0;
+    }
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        scalars[0] = sums[m];
+        *(int*)(scalars + 1) = (int)llrint(sums[m + 1]);
+        scalars[2] = 0.0;  // the step's squared gradient norm (param_norms)
+    }
+}
+
 #endif  // GENLAB_OPTIM_CU

@@ -21,6 +21,7 @@ from ..engines.base import Replicas
 from ..errors import BackendError, PeerError
 
 TIMEOUT = 120  # seconds a collective waits for the other processes (GENLAB_DIST_TIMEOUT) before it fails
+BUCKET_MB = 4.0  # MiB of gradients a data-parallel step gathers before their sum starts (GENLAB_BUCKET_MB)
 
 # NVLink multicast (NVLS) stays off: it needs a fabric manager set-up these machines do not have
 SAFE_ENVIRONMENT = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
@@ -60,6 +61,7 @@ class World:
         torch, _ = _torch()
         self.rank, self.size, self.local_rank, self.backend = rank, size, local_rank, backend
         self.device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+        self.bucket_bytes = bucket_bytes()  # a data-parallel step's gradient buckets (genlab.engines.buckets)
 
     @classmethod
     def start(cls, backend: str | None = None) -> "World":
@@ -150,6 +152,21 @@ class World:
             if back:
                 array[...] = t.cpu().numpy()
 
+    def start_sum(self, array, scale: float = 1.0, stream: int | None = None) -> "Summing":
+        """sum() begun and left running (torch.distributed's asynchronous all-reduce): the array
+        holds the sum once the returned Summing's wait() has returned."""
+        torch, dist = _torch()
+        if self.size == 1:
+            self._reduce(array, dist.ReduceOp.SUM, scale, stream)
+            return Summing(self, None, None, None)
+        with self.ordered(stream):
+            t, back = self.tensor(array)
+            if scale != 1.0:
+                t.mul_(scale)
+            with self._peers("a sum over the processes"):
+                work = dist.all_reduce(t, op=dist.ReduceOp.SUM, async_op=True)
+        return Summing(self, work, t, array if back else None)
+
     def sum(self, array, scale=1.0, stream: int | None = None) -> None:
         """array = the sum over every process of scale * its array, in place (the same bits on all);
         scale: a number, or a tuple of a factor per column of the array seen as rows of that length."""
@@ -206,27 +223,47 @@ class World:
         return slice(int(cuts[self.rank]), int(cuts[self.rank + 1]))
 
 
+class Summing:
+    """An all-reduce under way (World.start_sum)."""
+
+    def __init__(self, world: World, work, tensor, host):
+        self.world, self.work, self.tensor, self.host = world, work, tensor, host
+
+    def wait(self) -> None:
+        if self.work is None:
+            return
+        with self.world._peers("a sum over the processes"):
+            self.work.wait()
+        if self.host is not None:  # a host array summed through a device copy (NCCL)
+            self.host[...] = self.tensor.cpu().numpy()
+        self.work = None
+
+
 class Share(Replicas):
     """A World seen by one data-parallel step: the collectives, this process's rows and the step's."""
 
     def __init__(self, world: World, rows: int, total: int):
         self.world, self.rows, self.total = world, rows, total
         self.fraction = rows / total
+        self.stream: int | None = None  # the engine's CUDA stream (on_stream): the collectives queue there
+        self.bucket_bytes = world.bucket_bytes
 
     def sum(self, array, scale=1.0) -> None:
-        self.world.sum(array, scale)
+        self.world.sum(array, scale, self.stream)
+
+    def start_sum(self, array, scale=1.0) -> Summing:
+        return self.world.start_sum(array, scale, self.stream)
 
     def min(self, array) -> None:
-        self.world.min(array)
+        self.world.min(array, self.stream)
 
     def max(self, array) -> None:
-        self.world.max(array)
+        self.world.max(array, self.stream)
 
     def on_stream(self, handle: int) -> None:
-        # Kept, not passed on yet: the collectives run on torch's current stream, the legacy
-        # default stream, which orders itself with the engine's (blocking) stream before and after.
-        # Passing it (World.sum(..., stream=self.stream)) would spare that device-wide ordering;
-        # it waits for a run on two GPUs.
+        # The collectives are queued on the engine's stream itself (World.ordered), after the
+        # step's gradients and before its update, rather than on the legacy default stream,
+        # which orders the whole device.
         self.stream = handle
 
     def buffer(self, ptr: int, count: int, dtype: str = "float32") -> Buffer:
@@ -249,3 +286,15 @@ def timeout() -> float:
     if not value > 0:
         raise BackendError(f"GENLAB_DIST_TIMEOUT must be positive, got {value:g}")
     return value
+
+
+def bucket_bytes() -> int:
+    """Bytes of gradients a data-parallel step gathers before it starts their sum over the
+    processes (genlab.engines.buckets): GENLAB_BUCKET_MB MiB, or BUCKET_MB."""
+    try:
+        value = float(os.environ.get("GENLAB_BUCKET_MB", BUCKET_MB))
+    except ValueError:
+        raise BackendError(f"GENLAB_BUCKET_MB must be a number of MiB, got {os.environ['GENLAB_BUCKET_MB']!r}") from None
+    if not value > 0:
+        raise BackendError(f"GENLAB_BUCKET_MB must be positive, got {value:g}")
+    return max(1, int(value * 2**20))

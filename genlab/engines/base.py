@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -45,6 +45,13 @@ class EngineState:
     placement: dict | None = None
 
 
+class Pending(Protocol):
+    """A sum over the replicas under way (Replicas.start_sum)."""
+
+    def wait(self) -> None:
+        """Return once the sum is in its array (a replica that died: genlab.errors.PeerError)."""
+
+
 class Replicas(ABC):
     """The replicas of a data-parallel step as an engine sees them (genlab.distributed.Share): sums
     and extremes over every replica, in place, of host arrays or of device buffers (buffer()); the
@@ -54,10 +61,19 @@ class Replicas(ABC):
     total: int       # every replica's rows of the step
     fraction: float  # rows / total: the weight of this replica's mean gradient in the step's
 
+    # gradient bytes a data-parallel step gathers before it starts their sum (engines that overlap
+    # the sums with the backward: genlab.engines.buckets)
+    bucket_bytes: int = 4 << 20
+
     @abstractmethod
     def sum(self, array, scale: float | tuple = 1.0) -> None:
         """array = the sum over the replicas of scale * their array (a tuple: a factor per column of
         the array seen as rows of that length)."""
+
+    @abstractmethod
+    def start_sum(self, array, scale: float = 1.0) -> "Pending":
+        """sum() begun and left running: array holds the sum once the returned Pending's wait()
+        has returned, and must not be touched before."""
 
     @property
     def moment_scale(self) -> tuple[float, float, float]:

@@ -16,6 +16,7 @@ from ..network import INPUT, OUTPUT, Network
 from ..precision import ALL, DEFAULT, Precision, parse, rounded
 from . import through_time
 from .base import STATISTICS, Engine, EngineState, Replicas
+from .buckets import Buckets
 from .host_scores import HostScores
 
 
@@ -53,6 +54,7 @@ class SerialEngine(HostScores, Engine):
         self.pruning = (False, None)  # (track activation ranges, Taylor alpha or None), see growth.Grower
         self.tracker = Tracker()
         self.guard = StepGuard(self.dtype)
+        self._buckets: Buckets | None = None  # a data-parallel step's gradient sums, during its backward
         self.load(net)
 
     def load(self, net: Network) -> None:
@@ -118,6 +120,8 @@ class SerialEngine(HostScores, Engine):
                 grads[("W", s, g)], share = kind.edge_grads(spec, dz, seen, self._params[("W", s, g)])
                 if s != INPUT:
                     self.send(dh, s, g, share)
+            if self._buckets is not None:  # final now: their sum over the replicas can start
+                self._buckets.add(grads, [("b", g), *(("W", s, g) for s in self.inputs[g])])
             stats["grad_std"][g] = float(grad_out.std())
             stats["weight_grad_norm"][g] = float(np.sqrt(
                 sum(np.sum(grads[("W", s, g)] ** 2) for s in self.inputs[g]) + np.sum(grads[("b", g)] ** 2)))
@@ -167,10 +171,14 @@ class SerialEngine(HostScores, Engine):
         and optimizer state stay exactly as they were."""
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             logits = self.forward(x)
-            loss = self.backward(y)
-            correct = int(np.sum(np.argmax(logits, axis=-1) == y))
-            if replicas is not None:
-                loss, correct = self._reduce(replicas, loss, correct)
+            self._buckets = None if replicas is None else Buckets(replicas)
+            try:
+                loss = self.backward(y)
+                correct = int(np.sum(np.argmax(logits, axis=-1) == y))
+                if replicas is not None:
+                    loss, correct = self._reduce(replicas, loss, correct)
+            finally:
+                self._buckets = None
             gradsq = float(sum(np.vdot(g, g) for g in self.grads.values()))
         if not gradient_ok(loss, gradsq):
             raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {np.sqrt(gradsq):.3g}): "
@@ -184,37 +192,34 @@ class SerialEngine(HostScores, Engine):
         return loss, correct
 
     def _reduce(self, replicas: Replicas, loss: float, correct: int) -> tuple[float, int]:
-        """The step's gradients (every replica's mean gradient weighted by its share of the rows),
-        statistics (from the summed moments of dL/dh, over all rows), loss and correct count."""
-        keys = sorted(self._grads)
-        flat = np.concatenate([self._grads[k].ravel() for k in keys])
-        replicas.sum(flat, scale=replicas.fraction)
-        start = 0
-        for k in keys:
-            size = self._grads[k].size
-            self._grads[k] = flat[start:start + size].reshape(self._grads[k].shape)
-            start += size
+        """The step's gradients (every replica's mean gradient weighted by its share of the rows;
+        their sums started during the backward: Buckets), statistics (from the summed moments of
+        dL/dh, over all rows), loss and correct count: the last three in one sum."""
         groups = sorted(self._pooled)
         moments = np.array([[dh.sum(dtype=np.float64), np.square(dh, dtype=np.float64).sum(),
                              np.multiply(h, dh, dtype=np.float64).sum(), dh.size * replicas.total / replicas.rows]
                             for dh, h in (self._pooled[g] for g in groups)], np.float64).reshape(-1, 4)
-        sums = np.ascontiguousarray(moments[:, :3])
-        replicas.sum(sums, scale=replicas.moment_scale)
+        packed = np.empty(3 * len(groups) + 2, np.float64)  # each replica's share: moments, loss, count
+        sums = packed[:-2].reshape(-1, 3)
+        np.multiply(moments[:, :3], replicas.moment_scale, out=sums)
+        packed[-2:] = loss * replicas.fraction, correct
+        self._buckets.finish(self._grads)
+        replicas.sum(packed)
+        squares = dict.fromkeys(groups, 0.0)  # each group's gradients' squared norm, in key order
+        for k in sorted(self._grads):
+            squares[k[-1]] = squares.get(k[-1], 0) + np.vdot(self._grads[k], self._grads[k])
         stats = self._stats
         for (s1, s2, s3), count, g in zip(sums, moments[:, 3], groups):
             mean = s1 / count
             stats["grad_std"][g] = float(np.sqrt(max(s2 / count - mean * mean, 0.0)))
             stats["taylor"][g] = float(abs(s3 / count))
-            stats["weight_grad_norm"][g] = float(np.sqrt(sum(np.vdot(self._grads[k], self._grads[k]) for k in keys
-                                                             if k[-1] == g)))
+            stats["weight_grad_norm"][g] = float(np.sqrt(squares[g]))
         if self.pruning[0]:
             for name, reduce in (("h_min", replicas.min), ("h_max", replicas.max)):
                 flat = np.concatenate([stats[name][g].ravel() for g in groups])
                 reduce(flat)
                 stats[name] = dict(zip(groups, np.split(flat, np.cumsum([stats[name][g].size for g in groups])[:-1])))
-        scalars = np.array([loss * replicas.fraction, correct], np.float64)
-        replicas.sum(scalars)
-        return float(scalars[0]), int(scalars[1])
+        return float(packed[-2]), int(round(packed[-1]))
 
     def _careful_update(self) -> None:
         """The update with a backup, restored if any parameter or state became non-finite."""

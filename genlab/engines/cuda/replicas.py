@@ -1,16 +1,16 @@
 """A data-parallel step on the CUDA engine: the replica's step up to its gradients as one CUDA
-graph (the executor's enqueue_gradients), then the sums over the replicas on the engine's own
-buffers (NCCL, no copies; queued on torch's current stream, the legacy default stream, which
-orders itself with the engine's blocking stream), then the update and the growth scores as a
-second graph.
+graph, then two sums over the replicas on the engine's own buffers (NCCL, no copies, queued on the
+engine's stream), then the update and the growth scores as a second graph.
 
     gradients forward and backward of this replica's rows in the executor's schedule (dataflow_rows:
-              its whole step, whose update is deferred to the next step's forward items)
-    sums      gradients (each replica's weighted by its share of the rows), per-group sums of dL/dh,
-              its squares and h dL/dh (float64), activation ranges (min / max) when pruning tracks them
-    norms     each group's gradient norm and the step's gradient norm, again from the summed gradients
-    scalars   loss (weighted by the replicas' shares) and correct count, for the update's guard
-    update    the optimizer and the growth scores (smoothed from the summed statistics)
+              its whole step, whose update is deferred to the next step's forward items), then
+              replica_pack (optim.cu): the gradients weighted by the replica's share of the rows,
+              and its per-group sums of dL/dh, its squares and h dL/dh (scaled as the step's),
+              loss and correct count packed into one array of doubles
+    sums      the gradients; the packed doubles; activation ranges (min / max) when pruning tracks them
+    update    replica_unpack (the packed sums back in place), each group's gradient norm and the
+              step's from the summed gradients, the optimizer and the growth scores (smoothed
+              from the summed statistics)
 """
 
 from __future__ import annotations
@@ -31,41 +31,54 @@ def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> t
     squared norm), every replica holding the same parameters after it."""
     batch = e.put_batch(x, y)
     tokens = e.layout.kinds.tokens
+    share = replicas.fraction
     e.executor.before_step()
-    e.captured(("replica gradients", batch, *e.step_key()), lambda: e.executor.enqueue_gradients(batch)).launch()
+    e.captured(("replica gradients", batch, share, *e.step_key()),
+               lambda: (e.executor.enqueue_gradients(batch), _pack(e, share))).launch()
     _sum(e, replicas)
     rows = replicas.total * tokens
     e.rows_counted = rows  # the statistics' element counts: every replica's rows
+    ranges, count = _ranges(e)
     e.captured(("replica update", rows, *e.step_key()),
-               lambda: (e.executor.enqueue_update(), growth.observe(e, rows))).launch()
+               lambda: (_unpack(e, ranges, count), e.executor.enqueue_update(), growth.observe(e, rows))).launch()
     return e.read_scalars()
+
+
+def _pack(e: "CudaEngine", share: float) -> None:
+    L, b = e.layout, e.buffers
+    n = len(L.groups)
+    e.launch.flat("replica_pack", max(L.n_params, 3 * n + 2), b["grads"], np.int32(L.n_params), np.float64(share),
+                  b["stats"], b["scalars"], np.int32(n), b["replica_sums"])
 
 
 def _sum(e: "CudaEngine", replicas: Replicas) -> None:
     L, b = e.layout, e.buffers
     replicas.on_stream(e.stream.handle)
-    replicas.sum(replicas.buffer(int(b["grads"]), L.n_params), scale=replicas.fraction)
-    replicas.sum(replicas.buffer(int(b["stats"]), 3 * len(L.groups), "float64"), scale=replicas.moment_scale)
-    replicas.sum(replicas.buffer(int(b["scalars"]), 1, "float64"), scale=replicas.fraction)  # the mean loss
-    replicas.sum(replicas.buffer(e.ptr("scalars", 8), 1, "int32"))  # the correct count
+    replicas.sum(replicas.buffer(int(b["grads"]), L.n_params))
+    replicas.sum(replicas.buffer(int(b["replica_sums"]), 3 * len(L.groups) + 2, "float64"))
     if e.pruning[0]:
         for name, reduce in (("range_min", replicas.min), ("run_lo", replicas.min),
                              ("range_max", replicas.max), ("run_hi", replicas.max)):
-            replicas_buffer = replicas.buffer(int(b[name]), L.n_cols)
-            reduce(replicas_buffer)
-    _norms(e)
+            reduce(replicas.buffer(int(b[name]), L.n_cols))
 
 
-def _norms(e: "CudaEngine") -> None:
-    """wstats (each group's squared gradient norm) and the step's gradsq, from the gradients as
-    they are now: one block per parameter block (optim.cu's param_norms)."""
+def _unpack(e: "CudaEngine", ranges, count: int) -> None:
+    """The packed sums back in place; wstats (each group's squared gradient norm) and the step's
+    gradsq from the summed gradients: one block per parameter block (optim.cu's param_norms)."""
     L, b = e.layout, e.buffers
+    n = len(L.groups)
+    e.launch.flat("replica_unpack", 3 * n, b["replica_sums"], np.int32(n), b["stats"], b["scalars"], b["wstats"])
+    if count:
+        e.launch("param_norms", (count, 1), ranges, b["grads"], b["wstats"], e.ptr("scalars", 16))
+
+
+def _ranges(e: "CudaEngine") -> tuple:
+    """Each parameter block's (slot, first parameter, length) on the GPU, uploaded once a layout
+    (before a capture: a graph cannot hold the copy)."""
+    L = e.layout
     if e.replica_ranges[0] is not L:
         ranges = np.array([(L.slot[key[-1]], off, int(np.prod(L.shapes[key]))) for key, off in L.offsets.items()],
                           np.int32).reshape(-1, 3)
         e.replica_ranges = (L, e.mem.upload(ranges), len(ranges))
     _, ranges, count = e.replica_ranges
-    e.mem.fill(b["wstats"], 0, 2 * len(L.groups))
-    e.mem.fill(e.ptr("scalars", 16), 0, 2)
-    if count:
-        e.launch("param_norms", (count, 1), ranges, b["grads"], b["wstats"], e.ptr("scalars", 16))
+    return ranges, count

@@ -58,7 +58,7 @@ def _sizes(ix: Layout, passes: list) -> tuple[dict, dict, dict]:
     rest = {**{name: E for name in EDGE_ARRAYS}, "in_ptr": n + 1, "out_ptr": n + 1, "level": n,
             **{name: E for name in ("in_src", "in_dst", "in_woff", "out_dst", "out_woff")},
             **{pre + "weight_count": E for pre in tiers},
-            "stats": 6 * n, "wstats": 2 * n, "scalars": 6, "population": 4, "eligible": n, "marked": n,
+            "stats": 6 * n, "wstats": 2 * n, "scalars": 6, "replica_sums": 2 * (3 * n + 2), "population": 4, "eligible": n, "marked": n,
             "keep": n, "rank": n, "constant": n, **{name: cols for name in
                                                     ("range_min", "range_max", "run_lo", "run_hi", "run_const")}}
     bytes_of = lambda d: {name: 4 * words for name, words in d.items()}

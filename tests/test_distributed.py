@@ -25,17 +25,17 @@ WORKERS = Path(__file__).parent / "workers"
 ROOT = Path(__file__).parent.parent
 
 
-def torchrun(args: list[str], n: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], n: int = 2, timeout: int = 240, **env_vars) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node n args` on CPU processes; fails the test on a non-zero exit."""
     env = {**os.environ, "GENLAB_BACKEND": "serial", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_vars}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
                            *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def run_worker(mode: str, kind: str, out: Path, n: int = 2) -> list:
+def run_worker(mode: str, kind: str, out: Path, n: int = 2, **env_vars) -> list:
     """The parameters (npz) and summaries (json) each process of a run of workers/train.py ended with."""
     if mode == "alone":
         done = subprocess.run([sys.executable, str(WORKERS / "train.py"), "alone", "serial", str(out), kind],
@@ -44,7 +44,7 @@ def run_worker(mode: str, kind: str, out: Path, n: int = 2) -> list:
         assert done.returncode == 0, done.stderr[-3000:]
         n = 1
     else:
-        torchrun([str(WORKERS / "train.py"), mode, "serial", str(out), kind], n)
+        torchrun([str(WORKERS / "train.py"), mode, "serial", str(out), kind], n, **env_vars)
     return [(np.load(out / f"rank{r}.npz"), json.loads((out / f"rank{r}.json").read_text())) for r in range(n)]
 
 
@@ -72,6 +72,15 @@ def test_data_parallel_replicas_are_bit_identical_through_growth_and_match_one_p
     assert np.allclose(summary["losses"], alone_summary["losses"], atol=1e-5)
     assert summary["grad_std"].keys() == alone_summary["grad_std"].keys()
     assert np.allclose(list(summary["grad_std"].values()), list(alone_summary["grad_std"].values()), rtol=1e-4)
+
+
+def test_gradient_buckets_of_any_size_give_the_same_replicas(tmp_path):
+    """Buckets of ~100 bytes (a sum started for nearly every group during the backward, all in
+    flight together) and the default (one sum after the backward) end with the same bits."""
+    fine = run_worker("data", "random", tmp_path / "fine", GENLAB_BUCKET_MB="0.0001")
+    whole = run_worker("data", "random", tmp_path / "whole")
+    assert _same(fine[0][0], fine[1][0]) and _same(fine[0][0], whole[0][0])
+    assert fine[0][1]["losses"] == whole[0][1]["losses"] and fine[0][1]["events"] >= 2
 
 
 @pytest.mark.parametrize("kind", ["chain", "random"])
@@ -194,6 +203,15 @@ def test_bad_distributed_settings_are_refused():
     engine = mode.engine("serial", net, genlab.optim.make_optimizer("adam"), "float32", None)
     with pytest.raises(DataError, match="4 processes"):
         mode.step(engine, np.zeros((3, 4), np.float32), np.zeros(3, np.int64))
+
+
+@pytest.mark.parametrize("value, why", [("many", "a number of MiB"), ("0", "positive"), ("-2", "positive")])
+def test_a_bad_bucket_size_is_refused_when_the_world_is_made(value, why, monkeypatch):
+    monkeypatch.setenv("GENLAB_BUCKET_MB", value)
+    with pytest.raises(BackendError, match=f"GENLAB_BUCKET_MB must be {why}"):
+        World.alone()
+    monkeypatch.setenv("GENLAB_BUCKET_MB", "0.5")
+    assert World.alone().bucket_bytes == 1 << 19
 
 
 def test_the_partitioned_engine_names_what_it_cannot_run():

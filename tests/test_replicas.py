@@ -115,3 +115,18 @@ def test_a_cuda_replica_step_over_mirrors_is_the_step_on_the_repeated_batch(cpu_
         assert smoothed[g] == pytest.approx(s, rel=1e-4), g
     for key, p in ref.params.items():
         np.testing.assert_allclose(gpu.params[key], p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+
+
+@pytest.mark.parametrize("executor", ["level", "dataflow_rows"])
+def test_one_mirror_copy_is_the_plain_step_on_the_cuda_engine(cpu_gpu, executor):
+    """One copy: the replica path without any sum (how benchmarks/replica_overhead.py times it on
+    a GPU, whose memory the host cannot touch) trains as the plain step does."""
+    from genlab.engines.cuda import CudaEngine
+
+    net = nets()[1]
+    x, y = batch(net, 10, seed=5)
+    replica, plain = CudaEngine(net, SGD(lr=0.2), executor=executor), CudaEngine(net, SGD(lr=0.2), executor=executor)
+    for _ in range(3):
+        assert replica.step(x, y, Mirror(len(y), 1)) == plain.step(x, y)
+    for key, p in plain.params.items():
+        np.testing.assert_allclose(replica.params[key], p, rtol=1e-6, atol=1e-7, err_msg=str(key))

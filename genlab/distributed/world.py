@@ -21,7 +21,9 @@ from ..engines.base import Replicas
 from ..errors import BackendError, PeerError
 
 TIMEOUT = 120  # seconds a collective waits for the other processes (GENLAB_DIST_TIMEOUT) before it fails
-BUCKET_MB = 4.0  # MiB of gradients a data-parallel step gathers before their sum starts (GENLAB_BUCKET_MB)
+BUCKET_MB = 25.0  # MiB of gradients a data-parallel step gathers before their sum starts (GENLAB_BUCKET_MB; DDP's default)
+
+KEPT_TENSORS = 16  # torch tensors over an engine's device buffers kept between steps (World.tensor)
 
 # NVLink multicast (NVLS) stays off: it needs a fabric manager set-up these machines do not have
 SAFE_ENVIRONMENT = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
@@ -62,6 +64,7 @@ class World:
         self.rank, self.size, self.local_rank, self.backend = rank, size, local_rank, backend
         self.device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
         self.bucket_bytes = bucket_bytes()  # a data-parallel step's gradient buckets (genlab.engines.buckets)
+        self._tensors: dict[Buffer, object] = {}  # torch tensors over device buffers (tensor())
 
     @classmethod
     def start(cls, backend: str | None = None) -> "World":
@@ -132,8 +135,14 @@ class World:
         if isinstance(array, np.ndarray):
             t = torch.from_numpy(array)
             return (t, False) if self.backend == "gloo" else (t.to(self.device), True)
-        if isinstance(array, Buffer):
-            return torch.as_tensor(array, device=self.device), False
+        if isinstance(array, Buffer):  # the same buffers every step: their tensors are kept
+            t = self._tensors.pop(array, None)
+            if t is None:
+                t = torch.as_tensor(array, device=self.device)
+            self._tensors[array] = t  # (most recent last; buffers replaced by growth fall out)
+            if len(self._tensors) > KEPT_TENSORS:
+                del self._tensors[next(iter(self._tensors))]
+            return t, False
         return array, False
 
     def _reduce(self, array, op, scale=1.0, stream: int | None = None) -> None:

@@ -63,7 +63,7 @@ class Replicas(ABC):
 
     # gradient bytes a data-parallel step gathers before it starts their sum (engines that overlap
     # the sums with the backward: genlab.engines.buckets)
-    bucket_bytes: int = 4 << 20
+    bucket_bytes: int = 25 << 20
 
     @abstractmethod
     def sum(self, array, scale: float | tuple = 1.0) -> None:

@@ -121,6 +121,16 @@ def test_a_cuda_replica_step_over_mirrors_is_the_step_on_the_repeated_batch(cpu_
 def test_one_mirror_copy_is_the_plain_step_on_the_cuda_engine(cpu_gpu, executor):
     """One copy: the replica path without any sum (how benchmarks/replica_overhead.py times it on
     a GPU, whose memory the host cannot touch) trains as the plain step does."""
+    one_copy_is_the_plain_step(executor)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("executor", ["level", "level_push", "dataflow", "dataflow_rows"])
+def test_one_mirror_copy_is_the_plain_step_on_the_gpu(executor):
+    one_copy_is_the_plain_step(executor)
+
+
+def one_copy_is_the_plain_step(executor):
     from genlab.engines.cuda import CudaEngine
 
     net = nets()[1]

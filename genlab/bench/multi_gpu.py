@@ -3,7 +3,8 @@
     torchrun --nproc-per-node 2 -m genlab.bench.multi_gpu [--out benchmarks/results]
 
 - data parallel: W1 and W3 at a total batch of 4096, the CUDA engine on each GPU with the
-  gradients summed through NCCL, against the best of the CUDA engine's executors on one GPU;
+  gradients summed through NCCL, against the best of the CUDA engine's executors on one GPU
+  (and, on one GPU, half the batch alone and through the replica path without collectives);
 - partitioned: a random DAG of 4096 groups of 64 at a batch of 16384, the partitioned engine
   with 1-8 micro-batches, against the same engine on one GPU; then a sweep of group widths and
   batches (with the CUDA engine on one GPU beside it where it fits);
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..distributed import World
+from ..distributed.mirror import Mirror
 from ..network import Network
 from ..optim import Adam
 from .timing import time_cuda
@@ -62,13 +64,17 @@ def data_parallel(world: World, name: str, batch: int, repeats: int) -> dict:
     x, y = batch_of(net, batch)
 
     def alone():
-        times, half = {}, {}
+        times, half, replica = {}, {}, {}
         for executor in ("level", "dataflow_rows"):
             engine = CudaEngine(net.copy(), Adam(), executor=executor)
             times[executor] = time_cuda(lambda: engine.step(x, y), repeats)
             # what a GPU's share of the batch costs alone: the rest of a data-parallel step is the exchange
             half[executor] = time_cuda(lambda: engine.step(x[:batch // 2], y[:batch // 2]), repeats)
-        return {"whole": times, "half": half}
+            # and the replica path on that share without any collective (one Mirror copy)
+            twin = CudaEngine(net.copy(), Adam(), executor=executor)
+            replica[executor] = time_cuda(lambda: twin.step(x[:batch // 2], y[:batch // 2], Mirror(batch // 2, 1)),
+                                          repeats)
+        return {"whole": times, "half": half, "replica": replica}
 
     alone_ms = _one_gpu(world, alone)
     one = alone_ms["whole"]
@@ -91,6 +97,7 @@ def data_parallel(world: World, name: str, batch: int, repeats: int) -> dict:
     best = min(one, key=one.get)
     return {"workload": name, "description": WORKLOADS[name][0], "batch": batch, "rows_per_gpu": len(ys),
             "one_gpu_ms": one, "one_gpu_best": best, "one_gpu_half_batch_ms": alone_ms["half"],
+            "one_gpu_half_batch_replica_path_ms": alone_ms["replica"],
             "data_parallel_ms": dp, "speedup": one[best] / ms,
             "allreduce_ms": allreduce, "gradient_mb": 4 * engine.layout.n_params / 2**20,
             "replicas_identical": bool(np.array_equal(low, high))}

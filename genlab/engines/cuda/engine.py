@@ -190,8 +190,8 @@ class CudaEngine(Concurrent, Engine):
     def rows(self, slot: int, batch: int, host: np.ndarray, to_device: bool = True) -> None:
         """Copy `batch` rows of a group's activations from `host` to the device, or back into it.
         Batch-major rows are strided: a 2-D copy. An upload goes through a page-locked buffer and
-        is queued on the stream (staging.py); a read back is queued too: synchronise the stream
-        before reading `host`."""
+        is queued on the stream (staging.py); a read back may still be under way when this returns
+        (a 1-D one is queued): synchronise the stream before reading `host`."""
         L, drv = self.layout, self.drv
         width, device = int(L.width[slot]), self.ptr("act", self.block(slot))
         source = self.staging.fill("rows", host) if to_device else None  # queued: the host goes on

@@ -4,6 +4,7 @@
     graph.py      CUDA graphs (capture and replay of a whole step)
     constants.py  the numbers shared with the kernels (cuda/constants.cuh is generated from it)
     memory.py     device allocations, with clear errors when the GPU is full; arenas, packed uploads
+    staging.py    rows between host and device; the page-locked buffers a step's batch goes up through
     layout.py     where each group, parameter and edge lives on the device
     topology.py   CSR, levels and task lists, built on the GPU
     executors/    one module per schedule of a training step, and their registry

@@ -27,7 +27,7 @@ from .executors import AUTO, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
 from .memory import Memory
-from .staging import Staging
+from . import staging
 
 
 class CudaEngine(Concurrent, Engine):
@@ -64,7 +64,7 @@ class CudaEngine(Concurrent, Engine):
         self.batch_cap = self.param_cap = self.batch = 0
         self._stats_cache = None
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
-        self.staging = Staging(drv)  # page-locked buffers the batches go up through
+        self.uploads = staging.Staging(drv)  # page-locked buffers the batches go up through
         self._host_sums, self._sums_of = None, None  # the statistics' sums, read with the scalars
         self._graphs: dict[tuple, Graph] = {}
         self.rows_counted = 0  # rows the statistics of the last backward count (a data-parallel step: all replicas')
@@ -188,30 +188,9 @@ class CudaEngine(Concurrent, Engine):
 
     # ------------------------------------------------------------------ rows in and out
     def rows(self, slot: int, batch: int, host: np.ndarray, to_device: bool = True) -> None:
-        """Copy `batch` rows of a group's activations from `host` to the device, or back into it.
-        Batch-major rows are strided: a 2-D copy. An upload goes through a page-locked buffer and
-        is queued on the stream (staging.py); a read back may still be under way when this returns
-        (a 1-D one is queued): synchronise the stream before reading `host`."""
-        L, drv = self.layout, self.drv
-        width, device = int(L.width[slot]), self.ptr("act", self.block(slot))
-        source = self.staging.fill("rows", host) if to_device else None  # queued: the host goes on
-        if not self.ld:
-            if to_device:
-                drv.memcpy_htod_async(device, source, self.stream)
-                self.staging.done("rows", self.stream)
-            else:
-                drv.memcpy_dtoh_async(host, device, self.stream)
-            return
-        copy = drv.Memcpy2D()
-        (copy.set_src_host if to_device else copy.set_dst_host)(source if to_device else host)
-        (copy.set_dst_device if to_device else copy.set_src_device)(device)
-        copy.width_in_bytes, copy.height = 4 * width, batch
-        copy.src_pitch, copy.dst_pitch = (4 * width, 4 * L.n_cols) if to_device else (4 * L.n_cols, 4 * width)
-        if to_device:
-            copy(self.stream)
-            self.staging.done("rows", self.stream)
-        else:
-            copy(True)  # on the stream: other engines' streams go on meanwhile
+        """Copy `batch` rows of a group's activations from `host` to the device, or back into it
+        (staging.rows: an upload is queued; synchronise the stream before reading a read back)."""
+        staging.rows(self, slot, batch, host, to_device)
 
     def zero_rows(self, slot: int, batch: int) -> None:
         L = self.layout
@@ -236,8 +215,8 @@ class CudaEngine(Concurrent, Engine):
         y = np.ascontiguousarray(y, np.int32)
         if len(y) * self.layout.kinds.tokens != self.batch:
             raise ValueError(f"{len(y)} labels for a batch of {self.batch // self.layout.kinds.tokens} samples")
-        self.drv.memcpy_htod_async(self.buffers["labels"], self.staging.fill("labels", y), self.stream)
-        self.staging.done("labels", self.stream)
+        self.drv.memcpy_htod_async(self.buffers["labels"], self.uploads.fill("labels", y), self.stream)
+        self.uploads.done("labels", self.stream)
 
     def read_scalars(self) -> tuple[float, int, float]:
         """(loss, correct predictions, sum of squared gradients) of the last backward. The

@@ -145,40 +145,31 @@ class World:
             return t, False
         return array, False
 
-    def _reduce(self, array, op, scale=1.0, stream: int | None = None) -> None:
-        torch, dist = _torch()
-        if self.size == 1 and np.all(np.asarray(scale) == 1.0):
-            return
-        with self.ordered(stream):
-            t, back = self.tensor(array)
-            if isinstance(scale, tuple):  # a factor per column of rows of len(scale)
-                t.view(-1, len(scale)).mul_(torch.tensor(scale, dtype=t.dtype, device=t.device))
-            elif scale != 1.0:
-                t.mul_(scale)
-            if self.size > 1:
-                with self._peers("a sum over the processes"):
-                    dist.all_reduce(t, op=op)
-            if back:
-                array[...] = t.cpu().numpy()
-
-    def start_sum(self, array, scale: float = 1.0, stream: int | None = None) -> "Summing":
-        """sum() begun and left running (torch.distributed's asynchronous all-reduce): the array
-        holds the sum once the returned Summing's wait() has returned."""
-        torch, dist = _torch()
-        if self.size == 1:
-            self._reduce(array, dist.ReduceOp.SUM, scale, stream)
+    def _start(self, array, op, scale: float = 1.0, stream: int | None = None) -> "Summing":
+        """The collective `op` over scale * array begun (asynchronous); Summing.wait() finishes it."""
+        _, dist = _torch()
+        if self.size == 1 and scale == 1.0:
             return Summing(self, None, None, None)
         with self.ordered(stream):
             t, back = self.tensor(array)
             if scale != 1.0:
                 t.mul_(scale)
-            with self._peers("a sum over the processes"):
-                work = dist.all_reduce(t, op=dist.ReduceOp.SUM, async_op=True)
+            work = None
+            if self.size > 1:
+                with self._peers("a sum over the processes"):
+                    work = dist.all_reduce(t, op=op, async_op=True)
         return Summing(self, work, t, array if back else None)
 
+    def _reduce(self, array, op, scale: float = 1.0, stream: int | None = None) -> None:
+        self._start(array, op, scale, stream).wait()
+
+    def start_sum(self, array, scale: float = 1.0, stream: int | None = None) -> "Summing":
+        """sum() begun and left running (torch.distributed's asynchronous all-reduce): the array
+        holds the sum once the returned Summing's wait() has returned."""
+        return self._start(array, _torch()[1].ReduceOp.SUM, scale, stream)
+
     def sum(self, array, scale=1.0, stream: int | None = None) -> None:
-        """array = the sum over every process of scale * its array, in place (the same bits on all);
-        scale: a number, or a tuple of a factor per column of the array seen as rows of that length."""
+        """array = the sum over every process of scale * its array, in place (the same bits on all)."""
         self._reduce(array, _torch()[1].ReduceOp.SUM, scale, stream)
 
     def min(self, array, stream: int | None = None) -> None:
@@ -239,13 +230,12 @@ class Summing:
         self.world, self.work, self.tensor, self.host = world, work, tensor, host
 
     def wait(self) -> None:
-        if self.work is None:
-            return
-        with self.world._peers("a sum over the processes"):
-            self.work.wait()
+        if self.work is not None:
+            with self.world._peers("a sum over the processes"):
+                self.work.wait()
         if self.host is not None:  # a host array summed through a device copy (NCCL)
             self.host[...] = self.tensor.cpu().numpy()
-        self.work = None
+        self.work = self.host = None
 
 
 class Share(Replicas):

@@ -66,9 +66,8 @@ class Replicas(ABC):
     bucket_bytes: int = 25 << 20
 
     @abstractmethod
-    def sum(self, array, scale: float | tuple = 1.0) -> None:
-        """array = the sum over the replicas of scale * their array (a tuple: a factor per column of
-        the array seen as rows of that length)."""
+    def sum(self, array, scale: float = 1.0) -> None:
+        """array = the sum over the replicas of scale * their array."""
 
     @abstractmethod
     def start_sum(self, array, scale: float = 1.0) -> "Pending":

@@ -27,7 +27,12 @@
 #include "genlab.cuh"
 #include "products.cuh"
 
-#define WK 16   // k per shared-memory stage
+// k per shared-memory stage: 16, or MID_WK in the 64 x 64 tier (32: half the stages and barriers of
+// a tile, twice the loads in flight; the 128 x 128 tier's two stages of 32 would not fit 48 KB)
+#ifndef MID_WK
+#define MID_WK 16
+#endif
+template <int T> struct Depth { static constexpr int WK = T == MT ? MID_WK : 16; };
 #ifndef WIDE_BLOCKS
 #define WIDE_BLOCKS 2  // resident blocks per SM the register budget is cut for (128 x 128 tiles)
 #endif
@@ -40,17 +45,18 @@
 
 template <int T>
 struct Stage {
+    static constexpr int WK = Depth<T>::WK;
     float a[WK][T + SPAD];  // [k][tile row] (rows float4-aligned)
     float b[WK][T + SPAD];  // [k][tile column]
 };
 
 // One operand's part of a stage of a T x T tile: tile row r (< rows), k (< K). kc: contiguous
 // along k (element at p[r * ld + k]), else contiguous along the rows (at p[k * ld + r]). Each
-// thread moves N = T / 64 float4s: kc: rows t / 4 (+ 64) at k (t % 4) * 4; else row (t % (T/4)) * 4
-// at k t / (T/4) (+ 1024 / T).
+// thread moves N = T WK / 1024 float4s: kc: rows t / 4 (+ 64) at k (t % 4) * 4 (+ 16); else row
+// (t % (T/4)) * 4 at k t / (T/4) (+ 1024 / T).
 template <bool kc, int T>
 struct Operand {
-    static constexpr int N = T / 64;
+    static constexpr int WK = Depth<T>::WK, N = T * WK / 1024, RN = T / 64;  // RN: float4s a k chunk (kc)
     const float* q;  // this thread's first element at k = 0
     size_t ld;
     int K, kt, lim[N];  // elements that exist from this thread's float4s (kc: 0 or 4 by row; else by row end)
@@ -65,7 +71,7 @@ struct Operand {
             kt = (t & 3) * 4;
             q = p + (size_t)r * ld + kt;
 #pragma unroll
-            for (int i = 0; i < N; ++i) lim[i] = r + 64 * i < rows ? 4 : 0;
+            for (int i = 0; i < N; ++i) lim[i] = r + 64 * (i % RN) < rows ? 4 : 0;
         } else {
             const int r = (t % (T / 4)) * 4;
             kt = t / (T / 4);
@@ -79,8 +85,8 @@ struct Operand {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             // n: how many of the 4 consecutive elements exist
-            const int n = kc ? min(lim[i], K - k0 - kt) : (k0 + kt + (1024 / T) * i < K ? lim[i] : 0);
-            const float* a = kc ? q + k0 + (size_t)64 * i * ld : q + (size_t)(k0 + (1024 / T) * i) * ld;
+            const int n = kc ? min(lim[i], K - k0 - kt - 16 * (i / RN)) : (k0 + kt + (1024 / T) * i < K ? lim[i] : 0);
+            const float* a = kc ? q + k0 + 16 * (i / RN) + (size_t)64 * (i % RN) * ld : q + (size_t)(k0 + (1024 / T) * i) * ld;
             if (vec && n >= 4) {
                 v[i] = *reinterpret_cast<const float4*>(a);
             } else {
@@ -97,8 +103,8 @@ struct Operand {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             if (kc) {
-                const int r = (t >> 2) + 64 * i;
-                s[kt][r] = v[i].x; s[kt + 1][r] = v[i].y; s[kt + 2][r] = v[i].z; s[kt + 3][r] = v[i].w;
+                const int r = (t >> 2) + 64 * (i % RN), k = kt + 16 * (i / RN);
+                s[k][r] = v[i].x; s[k + 1][r] = v[i].y; s[k + 2][r] = v[i].z; s[k + 3][r] = v[i].w;
             } else {
                 *reinterpret_cast<float4*>(&s[kt + (1024 / T) * i][(t % (T / 4)) * 4]) = v[i];
             }
@@ -152,14 +158,14 @@ __device__ __forceinline__ void stage_product(float acc[T / 16][T / 16], const S
 #if TENSOR_CORES
     const int w = threadIdx.x >> 5;
 #pragma unroll
-    for (int k0 = 0; k0 < WK; k0 += KSTEP)
+    for (int k0 = 0; k0 < Stage<T>::WK; k0 += KSTEP)
         warp_product<T / 32, T / 32>(&acc[0][0], [&](int r, int k) { return s.a[k][r]; },
                                      [&](int n, int k) { return s.b[k][n]; }, (w >> 2) * (T / 2), (w & 3) * (T / 4), k0);
 #else
     constexpr int R = T / 16;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #pragma unroll
-    for (int k = 0; k < WK; ++k) {
+    for (int k = 0; k < Stage<T>::WK; ++k) {
         float a[R], b[R];
 #pragma unroll
         for (int h = 0; h < R / 4; ++h) {
@@ -194,6 +200,7 @@ template <int T, bool akc, bool bkc, typename FA, typename FB>
 __device__ __forceinline__ void tile_segments(float acc[T / 16][T / 16], int n, FA a, FB b, Stage<T>* st)
 {
     constexpr bool across = T == MT ? MID_ACROSS : WIDE_ACROSS;
+    constexpr int WK = Stage<T>::WK;
     int stage = 0;
     for (int i = 0; i < n; ++i) {
         if (across && i > 0) break;  // (the first segment's loop runs the rest)

@@ -80,6 +80,28 @@ def test_split_k_over_a_groups_edges_trains_as_the_serial_engine(cpu_gpu, execut
     assert not tickets.any()
 
 
+@pytest.mark.parametrize("executor", ["level", "dataflow", "dataflow_rows"])
+def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(cpu_gpu, monkeypatch, executor):
+    """Executor.split is each executor's: the output group's 7 in-edges cut 2 at a time (4 forward
+    tasks adding into its zeroed block) by this executor only, the task lists and the kernels
+    reading the same value."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.constants import SPLIT
+    from genlab.engines.cuda.executors import EXECUTORS, Executor
+
+    cls = EXECUTORS[executor]
+    monkeypatch.setattr(cls, "split", 2)
+    net = Network(n_inputs=10, n_outputs=3, seed=7)
+    for width in (5, 9, 16, 3, 12, 7, 20):
+        net.connect(net.add_group(width, inputs=[net.input]), net.output)
+    net.init_params(7)
+    x, y = batch(net, 40, seed=8)
+    gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
+    assert gpu.executor.splits_output(gpu.layout)
+    assert Executor.split == SPLIT != 2  # the default the others take
+    assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
+
+
 def conv_net_of_every_kernel():
     """Conv groups of kernels 3, 5, 1 and 3 at stride 2 (11, 5, 9 and 4 channels: partial chunks of
     CONV_CH) on a 7 x 7 input, two in-edges of other channel counts into one; its groups."""

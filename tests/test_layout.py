@@ -46,7 +46,7 @@ def test_a_grown_layout_equals_one_finished_afresh(seed):
         assert L.std_ids == fresh.std_ids == sorted(g for g in net.groups if g != net.input)
         for name in ("geo", "task_width", "cache_off"):
             np.testing.assert_array_equal(getattr(L.kinds, name), getattr(fresh.kinds, name), err_msg=name)
-        assert (L.n_cols, L.n_edges, L.split_output) == (fresh.n_cols, fresh.n_edges, fresh.split_output)
+        assert (L.n_cols, L.n_edges, L.output_fan_in) == (fresh.n_cols, fresh.n_edges, fresh.output_fan_in)
         assert sorted(L.edges) == net.edges and set(L.offsets) == {("W", *e) for e in net.edges} | {("b", g) for g in net.groups if g}
         for e, s, d, woff, inpos, outpos in L.records:  # what the GPU writes into its edge list
             src, dst = L.groups[s], L.groups[d]

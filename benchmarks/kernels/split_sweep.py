@@ -1,12 +1,12 @@
 """The output group's split-K (SPLIT: in-edges a forward task of the output group) per executor:
 each value checked on a random DAG against the float64 serial engine, then W1-W3's step graphs
-timed on every executor that reads SPLIT, so that each executor can take its own value.
+timed on every executor that reads it, so that each executor can take its own (Executor.split).
 
     python benchmarks/kernels/split_sweep.py [--splits 2 4 8] [--json out.json]
 
 The seventh round found the level executor's output forward on W3 at 31.6 us with SPLIT 8 and
 13.8 us with 2 (`step_kernels.py --split`); SPLIT was left alone because the dataflow and row
-executors read it too. Exit status 1 if a check fails.
+executors read it too; each executor now has its own. Exit status 1 if a check fails.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import numpy as np
 
 import harness
 from genlab.bench import WORKLOADS, batch_of, time_graph
-from genlab.engines.cuda import CudaEngine, constants, layout, topology
-from genlab.engines.cuda.executors import dataflow, rows
+from genlab.engines.cuda import CudaEngine
+from genlab.engines.cuda.executors import EXECUTORS
 from genlab.optim import Adam
 
-EXECUTORS = ("level", "level_batch", "dataflow", "dataflow_rows")
-MODULES = (constants, layout, topology, dataflow, rows)  # each binds SPLIT at import
+TIMED = ("level", "level_batch", "dataflow", "dataflow_rows")
 
 
 def use_split(split: int) -> None:
-    for module in MODULES:
-        module.SPLIT = split
+    """Every executor's split (a class attribute: the task lists and the launches read it)."""
+    for cls in EXECUTORS.values():
+        cls.split = split
 
 
 def step_us(name: str, executor: str) -> float:
@@ -52,7 +52,7 @@ def main() -> None:
     fan_in = len(harness.case(6, levels=6, per_level=8, width=(1, 70), batch=300)[0].inputs(1))  # check_steps' DAG
     for split in a.splits:
         use_split(split)
-        for executor in EXECUTORS:
+        for executor in TIMED:
             ok = harness.check_steps(executor)[2]
             print(f"SPLIT {split} {executor}: check {'ok' if ok else 'FAILED'} (output fan-in {fan_in})", flush=True)
             for name in a.workloads:

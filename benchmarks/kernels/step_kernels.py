@@ -67,9 +67,10 @@ def main():
     p.add_argument("--json")
     a = p.parse_args()
     if a.split:
-        from genlab.engines.cuda import constants, layout, topology
+        from genlab.engines.cuda.executors import EXECUTORS
 
-        constants.SPLIT = layout.SPLIT = topology.SPLIT = a.split
+        for cls in EXECUTORS.values():
+            cls.split = a.split
     results = []
     for name in a.workloads:
         for executor in a.executor or ["level"]:

@@ -18,7 +18,6 @@ from ... import shapes
 from ...errors import BackendError
 from ...network import INPUT, OUTPUT, Network
 from . import kind_lists
-from .constants import SPLIT
 
 
 class Layout:
@@ -107,7 +106,7 @@ class Layout:
         self.n_cols = int(self.width.sum())
         self.output_slot, self.input_slot = self.slot[OUTPUT], self.slot[INPUT]
         self.n_edges = len(self.edges)
-        self.split_output = len(net.inputs(OUTPUT)) > SPLIT
+        self.output_fan_in = len(net.inputs(OUTPUT))
         bias_off = lambda groups: np.array([self.offsets.get(("b", g), 0) for g in groups], np.int32)
         if added is not None and not self.kinds.any:  # new ids are the highest: grad_std's order holds
             self.bias_off = np.concatenate([self.bias_off, bias_off(added)])

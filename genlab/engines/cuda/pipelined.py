@@ -159,7 +159,7 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         L, b, sizes, m, w = self.layout, self.buffers, self.sizes, self.modules, self.work
         passes.zero_step_sums(self)
         self.mem.fill(b["dz"], 0, L.n_cols * self.batch_cap)
-        if L.split_output:
+        if self.executor.splits_output(L):
             self.zero_rows(L.output_slot, sizes[-1])
         m.fork.record(self.stream)
         for stage, part, stream, launch, done in zip(w.stage, m.parts, m.streams, m.launchers, m.done):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import SPLIT, TILE
+from .constants import TILE
 from .layout import Layout
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _tasks(e: "CudaEngine", ix: Layout, new: dict, fill: bool, tier: tuple) -> N
         [new[pre + "fwd_count"], new[pre + "bwd_count"], new["bias_count"]]  # unused when counting
     e.launch.flat("topo_tasks", n, np.int32(fill), new["task_width"], new["width"], new["level"], new["in_ptr"],
                   new["in_src"], new["out_ptr"], new["out_dst"], np.int32(n),
-                  np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(SPLIT),
+                  np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(e.executor.split),
                   np.int32(chunk), np.int32(lo), np.int32(hi), new[pre + "fwd_count"], new[pre + "bwd_count"],
                   new["bias_count"], new[pre + "fwd_ptr"], new[pre + "bwd_ptr"], new["bias_ptr"],
                   new[pre + "fwd_cursor"], new[pre + "bwd_cursor"], *out)

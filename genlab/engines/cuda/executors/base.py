@@ -20,6 +20,7 @@ import numpy as np
 from ....errors import BackendError
 from ....precision import DEFAULT as FP32
 from ....precision import Precision
+from ..constants import SPLIT
 from . import split
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Executor(ABC):
     # the precisions its products offer (genlab.precision): fp32 only unless its items are the
     # tiles of forward.cu, backward.cu and wide.cu, built per precision
     precisions: ClassVar[frozenset[Precision]] = frozenset({FP32})
+    split: ClassVar[int] = SPLIT  # in-edges a forward task of the output group (split-K) at most
 
     def __init__(self, engine: "CudaEngine"):
         if engine.precision not in self.precisions:
@@ -75,6 +77,11 @@ class Executor(ABC):
     def tiers(self) -> tuple[Tier, ...]:
         """The tiers of widths, each with its own task lists (one tier unless a schedule splits)."""
         return (Tier("", "", 0, self.chunk),)
+
+    def splits_output(self, layout: "Layout") -> bool:
+        """Whether the output group's in-edges are cut over several forward tasks, which add into
+        its block (so it is zeroed first)."""
+        return layout.output_fan_in > self.split
 
     def counter_words(self, n_slots: int, batch: int) -> int:
         """32-bit words of dependency counters the step needs (0: none)."""

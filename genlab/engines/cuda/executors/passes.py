@@ -54,7 +54,7 @@ def forward(e: "CudaEngine", batch: int) -> None:
     present (the output group's block zeroed first when its in-edges are split over several
     tasks, which add into it); a sequence network's logits are its token rows' mean."""
     L, b = e.layout, e.buffers
-    if L.split_output:
+    if e.executor.splits_output(L):
         e.zero_rows(L.output_slot, batch)
     for level, launches in _levels(e, batch, FORWARD):
         for name, grid, tasks, extra in launches:

@@ -44,7 +44,7 @@ class Persistent(Executor):
         L = e.layout
         passes.zero_step_sums(e)
         e.mem.fill(e.buffers["counters"], 0, self.counter_words(len(L.groups), batch))
-        if L.split_output:
+        if self.splits_output(L):
             e.zero_rows(L.output_slot, batch)
         return passes.optimizer_args(e)
 

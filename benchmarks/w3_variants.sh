@@ -5,7 +5,7 @@
 # an earlier commit: `git archive REV genlab cuda pyproject.toml benchmarks`), that tree. The
 # variants are the ones NOTES.md's seventh round left ready, and the 64 x 64 tier's stages of
 # 32 values of k (MID_WK) with and without the 128-register budget of 2 blocks an SM
-# (MID_BLOCKS). Output to $OUT/w3_variants.txt.
+# (MID_BLOCKS). Output to $OUT/w3_variants.txt, a variant at a time (the likeliest first).
 #   source .device/setup.sh && BASE=base_tree bash benchmarks/w3_variants.sh
 set -u
 OUT=${OUT:-/tmp/w3_out}
@@ -15,8 +15,8 @@ STEP=benchmarks/kernels/level_step.py
 if [ -n "${BASE:-}" ]; then
     (cd "$BASE" && PYTHONPATH="$PWD:${PYTHONPATH:-}" timeout 120 python "$STEP" W3 --time) >> "$T" 2>&1
 fi
-for variant in "" "--split-tiles 2" "--define EDGE_TABLE=0" "--parts 1" "--define MID_ACROSS=0" \
-        "--define MID_WK=32" "--define MID_WK=32 --define MID_BLOCKS=2" "--define MID_BLOCKS=2"; do
+for variant in "" "--define MID_WK=32" "--define MID_WK=32 --define MID_BLOCKS=2" "--split-tiles 2" \
+        "--define MID_BLOCKS=2" "--define EDGE_TABLE=0" "--parts 1" "--define MID_ACROSS=0"; do
     timeout 150 python "$STEP" W3 --check --time $variant 2>&1 | grep -v "^  ok " >> "$T"
 done
 cat "$T"

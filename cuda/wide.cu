@@ -32,7 +32,6 @@
 #ifndef MID_WK
 #define MID_WK 16
 #endif
-template <int T> struct Depth { static constexpr int WK = T == MT ? MID_WK : 16; };
 #ifndef WIDE_BLOCKS
 #define WIDE_BLOCKS 2  // resident blocks per SM the register budget is cut for (128 x 128 tiles)
 #endif
@@ -45,7 +44,7 @@ template <int T> struct Depth { static constexpr int WK = T == MT ? MID_WK : 16;
 
 template <int T>
 struct Stage {
-    static constexpr int WK = Depth<T>::WK;
+    static constexpr int WK = T == MT ? MID_WK : 16;
     float a[WK][T + SPAD];  // [k][tile row] (rows float4-aligned)
     float b[WK][T + SPAD];  // [k][tile column]
 };
@@ -56,7 +55,7 @@ struct Stage {
 // (t % (T/4)) * 4 at k t / (T/4) (+ 1024 / T).
 template <bool kc, int T>
 struct Operand {
-    static constexpr int WK = Depth<T>::WK, N = T * WK / 1024, RN = T / 64;  // RN: float4s a k chunk (kc)
+    static constexpr int WK = Stage<T>::WK, N = T * WK / 1024, RN = T / 64;  // RN: float4s a k chunk (kc)
     const float* q;  // this thread's first element at k = 0
     size_t ld;
     int K, kt, lim[N];  // elements that exist from this thread's float4s (kc: 0 or 4 by row; else by row end)

@@ -186,6 +186,15 @@ def use_variant(file: str, kernel: str, defines: dict, edits: list, whole: str |
     runtime.load(file)
 
 
+def use_split(split: int) -> None:
+    """Every executor cuts the output group's in-edges `split` at a time (Executor.split, a class
+    attribute that the task lists and the launches read): a harness variant."""
+    from genlab.engines.cuda.executors import EXECUTORS
+
+    for cls in EXECUTORS.values():
+        cls.split = split
+
+
 def warmed(net, batch: int, executor: str, lr: float, steps: int = 5) -> tuple[CudaEngine, np.ndarray, np.ndarray]:
     """A CUDA engine on `executor` after `steps` training steps on a batch of `net`, and that batch
     (a step a diagnostic variant's numbers make non-finite is let go)."""

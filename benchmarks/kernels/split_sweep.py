@@ -19,16 +19,9 @@ import numpy as np
 import harness
 from genlab.bench import WORKLOADS, batch_of, time_graph
 from genlab.engines.cuda import CudaEngine
-from genlab.engines.cuda.executors import EXECUTORS
 from genlab.optim import Adam
 
 TIMED = ("level", "level_batch", "dataflow", "dataflow_rows")
-
-
-def use_split(split: int) -> None:
-    """Every executor's split (a class attribute: the task lists and the launches read it)."""
-    for cls in EXECUTORS.values():
-        cls.split = split
 
 
 def step_us(name: str, executor: str) -> float:
@@ -49,12 +42,12 @@ def main() -> None:
     p.add_argument("--json")
     a = p.parse_args()
     results = []
-    fan_in = len(harness.case(6, levels=6, per_level=8, width=(1, 70), batch=300)[0].inputs(1))  # check_steps' DAG
     for split in a.splits:
-        use_split(split)
+        harness.use_split(split)
         for executor in TIMED:
-            ok = harness.check_steps(executor)[2]
-            print(f"SPLIT {split} {executor}: check {'ok' if ok else 'FAILED'} (output fan-in {fan_in})", flush=True)
+            gpu, _, ok = harness.check_steps(executor)
+            print(f"SPLIT {split} {executor}: check {'ok' if ok else 'FAILED'} "
+                  f"(output fan-in {gpu.layout.output_fan_in})", flush=True)
             for name in a.workloads:
                 us = step_us(name, executor)
                 results.append({"split": split, "executor": executor, "workload": name, "step_us": us, "check": ok})

@@ -67,10 +67,9 @@ def main():
     p.add_argument("--json")
     a = p.parse_args()
     if a.split:
-        from genlab.engines.cuda.executors import EXECUTORS
+        from harness import use_split
 
-        for cls in EXECUTORS.values():
-            cls.split = a.split
+        use_split(a.split)
     results = []
     for name in a.workloads:
         for executor in a.executor or ["level"]:

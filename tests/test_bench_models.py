@@ -222,3 +222,18 @@ def test_the_sweep_judges_auto_by_the_executor_it_chose():
     assert {"tiny:", "odd:", "mixed", "wide"} <= {name.split()[0] for name in shapes}
     net, batch = shapes["odd: L7 G13 n13, batch 100"][0](), shapes["odd: L7 G13 n13, batch 100"][1]
     assert batch == 100 and net.n_inputs == 37 and set(net.widths.values()) >= {13, 37, 7}
+
+
+def test_a_run_records_the_commit_of_its_code(monkeypatch, tmp_path):
+    from genlab.bench import report
+
+    monkeypatch.setenv("GENLAB_COMMIT", "abc123")
+    assert report.commit() == "abc123"
+    monkeypatch.delenv("GENLAB_COMMIT")
+    found = report.commit()
+    root = Path(report.__file__).resolve().parents[2]
+    if (root / ".git").exists():  # a checkout: HEAD's 40 hex digits, "+changes" if the tree differs
+        head, _, rest = found.partition("+")
+        assert len(head) == 40 and int(head, 16) >= 0 and rest in ("", "changes")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to ask
+    assert report.commit() == "unknown"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -37,6 +39,24 @@ def chart(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def commit() -> str:
+    """The code's commit: GENLAB_COMMIT where the tree was copied without its history (the GPU
+    machines), else git's HEAD of genlab's checkout (with "+changes" when the tree differs from
+    it), else "unknown"."""
+    given = os.environ.get("GENLAB_COMMIT")
+    if given:
+        return given
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def environment() -> dict:
     import pycuda
     import torch
@@ -47,7 +67,8 @@ def environment() -> dict:
     device = kernels().device
     return {"device": device.name(), "compute_capability": "%d.%d" % device.compute_capability(),
             "genlab": __version__, "torch": torch.__version__, "pycuda": pycuda.VERSION_TEXT,
-            "numpy": np.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+            "numpy": np.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
+            "commit": commit()}
 
 
 def write(details: dict, folder: Path) -> None:

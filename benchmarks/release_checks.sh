@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The engine's closing checks on one GPU, in parts that each fit one device call of 10 minutes:
+#   suite  the GPU suite (every executor and precision against the serial engine)
+#   checks compute-sanitizer memcheck and racecheck over the kernels' representative tests: every
+#          executor's forward, backward and statistics on the mid and wide tiers, the row
+#          executor's deferred update, many Adam steps, growth on the GPU
+#   bench  genlab bench over W1-W5 and the classroom network, every implementation in one run
+#          (W5: level, dataflow_rows and PyTorch's level graph), results in $OUT/results/<device>/
+#   extra  genlab bench's shape sweep and precisions, in a run of their own ($OUT/extra/<device>/)
+# Logs to $OUT, each part's status in $OUT/summary.txt, and all of it in $OUT/release_checks.tgz.
+# On the GPU machine:
+#   source .device/setup.sh && PARTS="suite checks" bash benchmarks/release_checks.sh
+set -u
+OUT=${OUT:-/tmp/release_out}
+source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
+PARTS=${PARTS:-suite checks bench}
+git rev-parse --short HEAD > "$OUT/commit.txt" 2>/dev/null || true
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
+ENGINE="tests/test_cuda_engine.py"
+SANITIZED="(forward_backward_and_statistics_match_serial and (case6 or case7)) or deferred_update_once \
+or update_at_the_end or fifty_adam or growth_on_the_gpu_matches_serial"
+if [[ " $PARTS " == *" suite "* ]]; then
+    run gpu_suite 320 python -m pytest -m gpu -q -p no:cacheprovider tests
+fi
+if [[ " $PARTS " == *" checks "* ]]; then
+    run memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 3 python -m pytest -m gpu -q \
+        -p no:cacheprovider "$ENGINE" -k "$SANITIZED"
+    run racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 3 python -m pytest -m gpu -q \
+        -p no:cacheprovider "$ENGINE" -k "(forward_backward_and_statistics_match_serial and case7 and (level-0 or dataflow_rows-0)) \
+or deferred_update_once or update_at_the_end"
+    grep -h "ERROR SUMMARY\|RACECHECK SUMMARY\|passed\|failed" "$OUT"/memcheck.txt "$OUT"/racecheck.txt \
+        | tee -a "$OUT/summary.txt"
+fi
+if [[ " $PARTS " == *" bench "* ]]; then
+    run bench 560 python -m genlab bench --workload W1 --workload W2 --workload W3 --workload W4 --workload W5 \
+        --workload small --growth-implementation genlab_level --growth-implementation genlab_dataflow_rows \
+        --growth-implementation torch_level_graph --out "$OUT/results"
+fi
+if [[ " $PARTS " == *" extra "* ]]; then
+    run extra 560 python -m genlab bench --workload sweep --workload precision --out "$OUT/extra"
+fi
+(cd "$OUT" && tar czf release_checks.tgz --exclude release_checks.tgz ./*)

@@ -9,12 +9,14 @@
 #   extra  genlab bench's shape sweep and precisions, in a run of their own ($OUT/extra/<device>/)
 # Logs to $OUT, each part's status in $OUT/summary.txt, and all of it in $OUT/release_checks.tgz.
 # On the GPU machine:
-#   source .device/setup.sh && PARTS="suite checks" bash benchmarks/release_checks.sh
+#   source .device/setup.sh && GENLAB_COMMIT=<hash> PARTS="suite checks" bash benchmarks/release_checks.sh
+# A part cut short by its limit keeps the workloads it finished; the parts' folders make one
+# report with `python -m genlab.bench.merge OUT FOLDER...` (genlab/bench/merge.py).
 set -u
 OUT=${OUT:-/tmp/release_out}
 source "$(dirname "$0")/checks_run.sh"  # run NAME SECONDS COMMAND...
 PARTS=${PARTS:-suite checks bench}
-git rev-parse --short HEAD > "$OUT/commit.txt" 2>/dev/null || true
+echo "${GENLAB_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}" > "$OUT/commit.txt"  # GENLAB_COMMIT: a tree copied without its history
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
 ENGINE="tests/test_cuda_engine.py"
 SANITIZED="(forward_backward_and_statistics_match_serial and (case6 or case7)) or deferred_update_once \

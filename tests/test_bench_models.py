@@ -1,5 +1,6 @@
-"""The PyTorch baselines of genlab.bench compute the same function as the serial engine."""
+"""genlab.bench: the PyTorch baselines compute the same function as the serial engine; the reports, targets and merged runs."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,38 @@ def test_a_run_records_the_commit_of_its_code(monkeypatch, tmp_path):
         assert len(head) == 40 and int(head, 16) >= 0 and rest in ("", "changes")
     monkeypatch.setenv("PATH", str(tmp_path))  # no git to ask
     assert report.commit() == "unknown"
+
+
+def _run(device="GPU", commit="c0ffee", date="2026-12-06", **workloads):
+    return {"environment": {"device": device, "commit": commit, "date": date}, "command": f"genlab bench {sorted(workloads)}",
+            "ceilings": {"copy_bytes_per_s": 3e12, "fp32_matmul_flops_per_s": 5e13}, "import": {"cold_s": 1.0, "warm_s": 0.5},
+            "workloads": workloads}
+
+
+def test_runs_of_one_commit_on_one_device_merge_into_one_report(tmp_path):
+    from genlab.bench import merge
+
+    w1 = {"ms_per_step": {"genlab_dataflow_rows": 0.5, "torch_level_graph": 2.0}}
+    w4 = {"ms_per_step": {"genlab_level": 21.0, "torch_level_graph": 22.0}}
+    for name, run in (("a", _run(W1=w1)), ("b", _run(date="2026-12-07", W4=w4))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "details.json").write_text(json.dumps(run))
+    assert merge.main(["--note", "two parts", str(tmp_path / "out"), str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    got = json.loads((tmp_path / "out" / "details.json").read_text())
+    assert list(got["workloads"]) == ["W1", "W4"] and got["workloads"]["W4"] == w4
+    assert got["environment"]["date"] == "2026-12-06 to 2026-12-07" and got["runs"] == ["two parts"]
+    assert [p["workloads"] for p in got["parts"]] == [["W1"], ["W4"]]
+    assert any(t["target"].startswith("W1: >= 10x") and t["measured"] == 4.0 for t in got["targets"])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["workloads"]["W1"]["genlab_dataflow_rows"] == 0.5
+
+
+@pytest.mark.parametrize("other, error", [(_run(device="other", W4={}), "devices"), (_run(commit="beef", W4={}), "commits"),
+                                          (_run(W1={}), "W1 was measured by more than one run")])
+def test_runs_that_are_not_one_report_are_refused(other, error):
+    from genlab.bench import merge
+
+    with pytest.raises(merge.MergeError, match=error):
+        merge.merge([_run(W1={"ms_per_step": {}}), other])
+    with pytest.raises(merge.MergeError, match="no runs"):
+        merge.merge([])

@@ -15,7 +15,13 @@ from .targets import targets
 from .workloads import IMPLEMENTATIONS, WORKLOADS
 
 
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+HATCHES = ("//", "\\\\", "xx", "..", "oo", "--")
+
+
 def chart(summary: dict, path: Path) -> None:
+    """Bars of ms a step per workload: genlab's implementations in Okabe-Ito's colours (told apart
+    without colour vision), the others grey, each with its own hatching."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,16 +31,24 @@ def chart(summary: dict, path: Path) -> None:
     if not names:
         return
     impls = [i for i in IMPLEMENTATIONS if any(i in summary["workloads"][w] for w in names)]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ours = [i for i in impls if i.startswith("genlab_")]
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / max(len(impls), 1)
     for k, impl in enumerate(impls):
         values = [summary["workloads"][w].get(impl, np.nan) for w in names]
-        ax.bar(np.arange(len(names)) + k * width, values, width, label=impl)
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+        if impl in ours:
+            style = dict(color=OKABE_ITO[ours.index(impl) % len(OKABE_ITO)], edgecolor="white", linewidth=0.3)
+        else:
+            other = impls.index(impl) - len(ours)
+            style = dict(color="#bbbbbb" if other % 2 else "#888888", edgecolor="black", linewidth=0.3,
+                         hatch=HATCHES[other % len(HATCHES)])
+        ax.bar(np.arange(len(names)) + k * width, values, width, label=impl, **style)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=13)
     ax.set_yscale("log")
-    ax.set_ylabel("ms per training step (log)")
-    ax.set_title(f"one training step, {summary['device']}")
-    ax.legend(fontsize=8, ncol=3)
+    ax.set_ylabel("ms per training step (log scale)", fontsize=13)
+    ax.tick_params(axis="y", labelsize=12)
+    ax.set_title(f"one training step, {summary['device']}", fontsize=14)
+    ax.legend(fontsize=10, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -102,7 +102,7 @@ def driver_module(gpu: FakeGPU) -> types.ModuleType:
     drv.function_attribute = types.SimpleNamespace(**{n: n for n in names})
     names = ["MAX_REGISTERS_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR", "MULTIPROCESSOR_COUNT",
              "MAX_THREADS_PER_MULTIPROCESSOR", "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN", "MAX_BLOCKS_PER_MULTIPROCESSOR",
-             "RESERVED_SHARED_MEMORY_PER_BLOCK"]
+             "RESERVED_SHARED_MEMORY_PER_BLOCK", "CLOCK_RATE"]
     drv.device_attribute = types.SimpleNamespace(**{n: n for n in names})
 
     def mem_alloc(nbytes):
@@ -261,7 +261,7 @@ class FakeDevice:
         return {"MAX_REGISTERS_PER_MULTIPROCESSOR": REGS_PER_SM, "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR": SHARED_PER_SM,
                 "MULTIPROCESSOR_COUNT": self.sms, "MAX_THREADS_PER_MULTIPROCESSOR": 2048,
                 "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": OPTIN, "MAX_BLOCKS_PER_MULTIPROCESSOR": 32,
-                "RESERVED_SHARED_MEMORY_PER_BLOCK": 1024}[attribute]
+                "RESERVED_SHARED_MEMORY_PER_BLOCK": 1024, "CLOCK_RATE": 1980000}[attribute]
 
     def name(self):
         return "a fake H200"

@@ -128,12 +128,15 @@ class Snapshot:
 
 def trial(e: "CudaEngine", x: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
     """Milliseconds of a step (host work included) of each named executor on this batch: the
-    median of TRIAL_STEPS (as many as fit in TRIAL_MS) after one that captures its graph. The
-    engine ends with the fastest, its state as it was before."""
+    median of TRIAL_STEPS (as many as fit in TRIAL_MS) after one that captures its graph; an
+    executor whose lower bound (Executor.least_ms) loses by GIVE_UP to one timed before is left
+    out. The engine ends with the fastest, its state as it was before."""
     e.flush()
     snapshot, times = Snapshot(e), {}
     try:
         for name in names:
+            if times and EXECUTORS[name].least_ms(e.layout, len(x), e) > GIVE_UP * min(times.values()):
+                continue  # cannot win: not worth its steps (the cluster's on a large network: seconds)
             try:
                 e.use_executor(name)
             except BackendError:  # no room for its buffers: not a candidate here

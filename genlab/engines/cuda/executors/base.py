@@ -83,6 +83,13 @@ class Executor(ABC):
         its block (so it is zeroed first)."""
         return layout.output_fan_in > self.split
 
+    @classmethod
+    def least_ms(cls, layout: "Layout", batch: int, engine: "CudaEngine") -> float:
+        """A lower bound of this executor's step on `layout` at `batch` rows, in ms, from what it
+        cannot do faster whatever the network (0.0: none known). executor="auto"'s trial skips an
+        executor whose bound already loses to an executor it has timed."""
+        return 0.0
+
     def counter_words(self, n_slots: int, batch: int) -> int:
         """32-bit words of dependency counters the step needs (0: none)."""
         return 0

@@ -14,6 +14,7 @@ multiprocessors busy and runs faster elsewhere. executor="auto" tries it beside 
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
@@ -25,6 +26,8 @@ from ..layout import Layout
 from . import passes
 from .base import Executor
 from .cluster_plan import build
+
+FP32_LANES = 128  # fp32 multiply-adds a multiprocessor issues a cycle, the most of any GPU (Hopper's)
 
 
 class Cluster(Executor):
@@ -55,6 +58,16 @@ class Cluster(Executor):
         self._phases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._parts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._scratch: tuple | None = None  # (floats, buffer): the output's parts
+
+    @classmethod
+    def least_ms(cls, layout: Layout, batch: int, engine) -> float:
+        """Its multiply-adds (three a weight and row: forward, dL/dh, the weight's gradient) at the
+        fastest its CLUSTER multiprocessors could do them: 128 fp32 lanes each at the GPU's clock.
+        (W4: ~200 ms against level's 21; the classroom network: ~0.2 us.)"""
+        weights = sum(math.prod(shape) for key, shape in layout.shapes.items() if key[0] == "W")
+        clock = getattr(engine.drv.device_attribute, "CLOCK_RATE", None)
+        hz = engine.device.get_attribute(clock) * 1e3 if clock is not None else 3e9  # kHz; else above any GPU's
+        return 6.0 * batch * weights / (cls.grid * FP32_LANES * 2 * hz) * 1e3
 
     def counter_words(self, n_slots: int, batch: int) -> int:
         return 1  # the software barrier's count (devices without clusters)

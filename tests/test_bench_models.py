@@ -265,7 +265,10 @@ def test_runs_of_one_commit_on_one_device_merge_into_one_report(tmp_path):
 
 
 @pytest.mark.parametrize("other, error", [(_run(device="other", W4={}), "devices"), (_run(commit="beef", W4={}), "commits"),
-                                          (_run(W1={}), "W1 was measured by more than one run")])
+                                          (_run(W1={}), "W1 was measured by more than one run"),
+                                          (_run(commit="unknown", W4={}), "unknown code"),
+                                          (_run(commit="c0ffee+changes", W4={}), "unknown code"),
+                                          (_run(commit=None, W4={}), "unknown code")])
 def test_runs_that_are_not_one_report_are_refused(other, error):
     from genlab.bench import merge
 

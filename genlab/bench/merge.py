@@ -4,8 +4,8 @@ A full run (W1-W5, the classroom network, the sweep, the precisions) can outlast
 session on a lent GPU may run at once, so it is run in parts, each its own process; this puts
 their workloads into one details.json, summary.json and chart.png, with the targets computed
 over all of them. The ceilings and import times are the first part's; every part's are kept
-under "parts". Parts of different devices or commits, or that measured the same workload, are
-refused.
+under "parts". Parts of different devices or commits, of a commit not known (or of a tree with
+changes beside it), or that measured the same workload, are refused.
 
     python -m genlab.bench.merge [--note TEXT] OUT RUN_FOLDER...   # each RUN_FOLDER holds a details.json
 """
@@ -30,6 +30,11 @@ def merge(parts: list[dict], note: str | None = None) -> dict:
     if not parts:
         raise MergeError("no runs to merge")
     first = parts[0]["environment"]
+    for p in parts:
+        code = p["environment"].get("commit")
+        if not code or code == "unknown" or code.endswith("+changes"):
+            raise MergeError(f"a run of unknown code cannot join a report ({p['command']}: commit {code!r}); "
+                             "run every part from one commit (GENLAB_COMMIT where the tree has no history)")
     for p in parts[1:]:
         env = p["environment"]
         for key in ("device", "commit"):

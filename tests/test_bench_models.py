@@ -216,7 +216,10 @@ def test_the_sweep_judges_auto_by_the_executor_it_chose():
     sweep.judge(entry)
     assert entry["best"] == "genlab_dataflow" and entry["auto_chose"] == "dataflow_rows"
     assert entry["auto_over_best"] == pytest.approx(0.9 / 0.8)
-    assert entry["auto_measured_over_best"] == pytest.approx(0.95 / 0.8)
+    assert entry["auto_measured_over_best"] == pytest.approx(0.95 / 0.8) and "torch_over_best" not in entry
+    entry["ms_per_step"]["torch_level_graph"] = 0.5  # faster than every executor: still not the best executor
+    sweep.judge(entry)
+    assert entry["best"] == "genlab_dataflow" and entry["torch_over_best"] == pytest.approx(0.5 / 0.8)
     shapes = sweep.shapes()
     grid = [name for name in shapes if name.startswith("L")]
     assert len(grid) == len(sweep.DEPTHS) * len(sweep.PER_LEVEL) * len(sweep.WIDTHS)
@@ -276,3 +279,19 @@ def test_runs_that_are_not_one_report_are_refused(other, error):
         merge.merge([_run(W1={"ms_per_step": {}}), other])
     with pytest.raises(merge.MergeError, match="no runs"):
         merge.merge([])
+
+
+def test_the_sweep_has_a_target_against_pytorch_judged_by_its_worst_shape():
+    from genlab.bench import sweep
+    from genlab.bench.targets import targets
+
+    def shape(mine, theirs):
+        return sweep.judge({"ms_per_step": {"genlab_level": mine, "genlab_auto": mine, "torch_level_graph": theirs},
+                            "auto": {"executor": "level", "how": "trial"}})
+
+    details = {"workloads": {"sweep": {"a": shape(1.0, 5.0), "b": shape(1.0, 2.5), "c": {"skipped": "too big"}}}}
+    found = [t for t in targets(details) if "PyTorch level-batched CUDA graph on every shape" in t["target"]]
+    assert len(found) == 1 and found[0]["measured"] == pytest.approx(2.5) and not found[0]["met"]
+    assert found[0]["why"].startswith("b:") and "1 of 2 shapes" in found[0]["why"]
+    details["workloads"]["sweep"]["b"] = shape(1.0, 3.5)
+    assert [t["met"] for t in targets(details) if "on every shape (2 shapes)" in t["target"]] == [True]

@@ -102,7 +102,9 @@ def write(details: dict, folder: Path) -> None:
                     for p, v in r_w["by_precision"].items()} for w, r_w in r["workloads"].items()}
         elif name == "sweep":
             summary["workloads"][name] = {shape: {"best": v["best"], "auto_chose": v["auto_chose"],
-                                                  "auto_over_best": v["auto_over_best"]}
+                                                  "auto_over_best": v["auto_over_best"],
+                                                  **({"torch_over_best": v["torch_over_best"]}
+                                                     if "torch_over_best" in v else {})}
                                           for shape, v in r.items() if "best" in v}
         else:
             summary["workloads"][name] = {**r["ms_per_step"], **({"compile_s": r["compile_s"]} if "compile_s" in r else {})}

@@ -50,6 +50,7 @@ def targets(details: dict) -> list[dict]:
         ratio = best("W4") / torch_best
         add("W4: at most 1.2x PyTorch's best time", ratio, ratio <= 1.2, 1.2, ratio / 1.2, limit("W4"))
     _auto(w, add)
+    _other_shapes(w, add)
     _precision(w.get("precision"), add)
     _small(w.get("small"), add)
     for label in (*GENLAB, AUTO):
@@ -98,6 +99,21 @@ def _auto(w: dict, add) -> None:
                                               f"ms {entry['ms_per_step']}"}
         add(f"sweep: auto's choice within 10% of the best executor on every shape ({len(sweep)} shapes; auto's "
             f"own engine timed apart: at most {measured:.3f}x)", ratio, ratio <= 1.1, 1.1, ratio / 1.1, why)
+
+
+def _other_shapes(w: dict, add) -> None:
+    """genlab's best executor >= 3x PyTorch's level graph on every shape of the sweep (the shapes
+    beyond W1-W4: deep, odd, wide and shallow, tiny), judged by the worst."""
+    sweep = {k: v for k, v in w.get("sweep", {}).items() if "torch_over_best" in v}
+    if sweep:
+        worst = min(sweep, key=lambda k: sweep[k]["torch_over_best"])
+        ratio, entry = sweep[worst]["torch_over_best"], sweep[worst]
+        why = {"bound": "the worst shape", "why": f"{worst}: {entry['best']} {entry['ms_per_step'][entry['best']]:.3f} ms "
+                                                   f"against PyTorch's level graph {entry['ms_per_step']['torch_level_graph']:.3f} "
+                                                   f"ms; {sum(v['torch_over_best'] >= 3 for v in sweep.values())} of "
+                                                   f"{len(sweep)} shapes at 3x or more"}
+        add(f"sweep: genlab >= 3x the PyTorch level-batched CUDA graph on every shape ({len(sweep)} shapes)", ratio,
+            ratio >= 3, 3, 3 / ratio, why)
 
 
 def _precision(result: dict | None, add) -> None:

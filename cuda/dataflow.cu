@@ -26,8 +26,9 @@
 // Publication: the producing block's threads finish (__syncthreads), then a fence and the
 // atomic; the waiting thread fences after its spin, then the block proceeds. Every read of
 // data written inside the launch goes through L2 (__ldcg), see genlab.cuh.
-// Launch: grid (resident blocks), THREADS; counters zeroed, stats and scalars zeroed, the
-// output block zeroed when its in-edges are split (as for the level executor).
+// Launch: grid (resident blocks), THREADS; counters zeroed, stats and scalars zeroed. A split
+// output's tasks write their parts (forward.cu); the loss item of a batch tile adds them into the
+// tile's logits in part order first.
 #include "genlab.cuh"
 #include "forward.cu"
 #include "loss.cu"
@@ -42,7 +43,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
     const int* __restrict__ fwd_tasks, int n_fwd, const int* __restrict__ bwd_tasks, int n_bwd,
     const int* __restrict__ weight_tasks, int n_weight, const int* __restrict__ bias_tasks, int n_bias,
     float* params, float* grads, float* act, float* dz, const int* __restrict__ labels,
-    int batch, int ld, int n_slots, int input_slot, int output_slot, int split,
+    int batch, int ld, int n_slots, int input_slot, int output_slot, int split, float* parts, int n_parts, int cap,
     double* stats, double* wstats, double* scalars,
     int optimizer, float* state0, float* state1, float* state2, int n_params,
     float lr, float hyper1, float hyper2, float eps, int* counters)
@@ -72,11 +73,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
             const int s = task[0];
             wait_for(C.fready + C.at(s, bt), in_ptr[s + 1] - in_ptr[s]);
             forward_tile(task, bt * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld,
-                         output_slot, TILE);
+                         output_slot, TILE, split, parts, cap);
             if (finish_item(C.fdone + C.at(s, bt), forward_tasks(s), &flag_s)) C.forward_complete(s, bt, out_ptr, out_dst);
         } else if (item < a_bwd) {
             const int bt = item - a_loss, s = output_slot, w = width[s];
             wait_for(C.fdone + C.at(s, bt), forward_tasks(s));
+            if (n_parts > 1) {
+                sum_output_parts(parts, n_parts, cap, bt * TILE, min(TILE, batch - bt * TILE), w, act + act_off[s], ld);
+                __syncthreads();
+            }
             softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ld,
                          dz + act_off[s], scalars, (int*)(scalars + 1), stats, s);
             if (finish_item(C.bdone + C.at(s, bt), 1, &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);

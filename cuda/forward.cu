@@ -5,11 +5,15 @@
 // ReLU for hidden groups and the identity for the output group (logits). Task (slot, j0, e0, e1):
 // batch rows b0.., neurons j0.., summed over the in-edges e0..e1-1 and over each source width in
 // TILE-wide chunks staged in shared memory. Split-K: the linear output group's in-edges may be
-// split over several tasks (a wide DAG feeds it from every sink); those tasks atomically add
-// into logits zeroed beforehand, and the task holding the first in-edge adds the bias.
+// split over several tasks, `split` in-edges each (a wide DAG, or a network grown wide, feeds it
+// from many groups); part q (the task's first in-edge, counted from the group's first, / split)
+// writes its sums into its own block of `parts` (`cap` rows of the output's width a part; the
+// part holding the first in-edge adds the bias), and loss.cu's sum_output_parts adds the parts
+// into the logits in part order, so that the logits do not depend on which part finished first.
 // Called by the level executor (forward_level) and by the dataflow executor (dataflow.cu).
 // A task covers `chunk` <= TILE neurons (the task lists' chunk: TILE, or CH for the row executor).
 // forward_level: one topological level. Launch: grid (n_tasks, ceil(batch / TILE)), THREADS.
+// A split output's parts are added into its logits by loss.cu's sum_parts (or the loss item).
 #ifndef GENLAB_FORWARD_CU  // dataflow.cu includes this file too
 #define GENLAB_FORWARD_CU
 #include "genlab.cuh"
@@ -18,12 +22,13 @@
 __device__ __forceinline__ void forward_tile(
     const int* __restrict__ task, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
-    const int* __restrict__ in_woff, const float* params, float* act, int batch, int ld, int output_slot, int chunk)
+    const int* __restrict__ in_woff, const float* params, float* act, int batch, int ld, int output_slot, int chunk,
+    int split, float* __restrict__ parts, int cap)
 {
     __shared__ float xs[TILE][TILE + TPAD];  // [batch row][k]
     __shared__ float ws[TILE][TILE + TPAD];  // [neuron j][k]
     const int s = task[0], j0 = task[1], e0 = task[2], e1 = task[3];
-    const bool split = (s == output_slot) && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
+    const bool part = (s == output_slot) && (e0 != in_ptr[s] || e1 != in_ptr[s + 1]);
     const int w = width[s], jend = min(w, j0 + chunk);  // the task's neurons: j0..jend-1
     float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
@@ -43,13 +48,14 @@ __device__ __forceinline__ void forward_tile(
         }
     }
     float* h = act + act_off[s];
+    float* mine = part ? parts + (size_t)((e0 - in_ptr[s]) / split) * cap * w : nullptr;  // this part's block
     const int rs = ROW(ld, w);
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + acc_row(a), j = j0 + acc_col(c);
             if (b < batch && j < jend) {
                 const float z = acc[a][c] + (e0 == in_ptr[s] ? params[bias_off[s] + j] : 0.f);
-                if (split) atomicAdd(h + b * rs + j, z);
+                if (part) mine[b * w + j] = z;
                 else h[b * rs + j] = (s == output_slot) ? z : fmaxf(z, 0.f);
             }
         }
@@ -59,9 +65,9 @@ extern "C" __global__ void forward_level(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
     const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
-    int batch, int ld, int output_slot, int chunk)
+    int batch, int ld, int output_slot, int chunk, int split, float* __restrict__ parts, int cap)
 {
     forward_tile(tasks + 4 * blockIdx.x, blockIdx.y * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff,
-                 params, act, batch, ld, output_slot, chunk);
+                 params, act, batch, ld, output_slot, chunk, split, parts, cap);
 }
 #endif  // GENLAB_FORWARD_CU

@@ -6,6 +6,8 @@
 // count of correct predictions and the output group's statistics (sum dL/dl, sum (dL/dl)^2,
 // sum l * dL/dl) into stats[3 * slot..]. Called by softmax_xent and by the dataflow executor.
 // softmax_xent: launch grid ceil(batch / THREADS), THREADS threads; one thread per batch row.
+// sum_parts: a split output's logits from its parts (forward.cu), before the loss. Launch: grid
+// ceil(batch / TILE), THREADS.
 // Rows of logits are ROW(ld, classes) floats apart (the activation layout, genlab.cuh).
 #ifndef GENLAB_LOSS_CU  // dataflow.cu includes this file too
 #define GENLAB_LOSS_CU
@@ -61,6 +63,20 @@ __device__ __forceinline__ void softmax_rows(
     }
 }
 
+// The split output's logits of rows b0..b0+rows-1 (written inside the launch: read through L2):
+// each the sum of the n parts' values in part order. The block's threads share the rows.
+__device__ __forceinline__ void sum_output_parts(const float* parts, int n, int cap, int b0, int rows, int w,
+                                                 float* logits, int ld)
+{
+    const int rs = ROW(ld, w);
+    for (int i = threadIdx.x; i < rows * w; i += blockDim.x) {
+        const int b = b0 + i / w, j = i % w;
+        float v = __ldcg(parts + (size_t)b * w + j);
+        for (int q = 1; q < n; ++q) v += __ldcg(parts + ((size_t)q * cap + b) * w + j);
+        logits[(size_t)b * rs + j] = v;
+    }
+}
+
 extern "C" __global__ void softmax_xent(
     const float* __restrict__ logits, const int* __restrict__ labels, int batch, int classes, int ld,
     float* __restrict__ dlogits, double* __restrict__ loss_sum, int* __restrict__ correct,
@@ -69,5 +85,12 @@ extern "C" __global__ void softmax_xent(
     const int b0 = blockIdx.x * THREADS;
     softmax_rows(b0, min(THREADS, batch - b0), logits, labels, batch, classes, ld, dlogits, loss_sum, correct,
                  stats, output_slot);
+}
+
+extern "C" __global__ void sum_parts(const float* __restrict__ parts, int n, int cap, int batch, int w,
+                                     float* __restrict__ logits, int ld)
+{
+    const int b0 = blockIdx.x * TILE;
+    sum_output_parts(parts, n, cap, b0, min(TILE, batch - b0), w, logits, ld);
 }
 #endif  // GENLAB_LOSS_CU

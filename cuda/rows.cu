@@ -36,7 +36,8 @@
 // trace (optional, else null): 4 words per item: item | SM << 32, and the times (globaltimer, ns)
 // it was taken, its inputs were complete, it was done (CudaEngine.trace_step).
 // Activations are group-major (ld = 0). Launch: grid (resident blocks), THREADS; counters, stats
-// and scalars zeroed, the output block zeroed when its in-edges are split.
+// and scalars zeroed. A split output's forward items write their parts (forward.cu); the loss
+// item adds them into the logits in part order first.
 #include "genlab.cuh"
 #include "loss.cu"
 #include "backward.cu"
@@ -316,11 +317,11 @@ __device__ __forceinline__ void load_row(float v[CH], const float* base, int b, 
 }
 
 __device__ __forceinline__ void store_row(const float v[CH], float* base, int b, int w, int col0, int ncols,
-                                          bool active, bool add)
+                                          bool active)
 {
     if (!active) return;
     float* p = base + (long long)b * w + col0;
-    if (!add && ncols == CH && ((reinterpret_cast<unsigned long long>(p) & 15) == 0)) {
+    if (ncols == CH && ((reinterpret_cast<unsigned long long>(p) & 15) == 0)) {
 #pragma unroll
         for (int c = 0; c < CH; c += 4)
             *reinterpret_cast<float4*>(p + c) = make_float4(v[c], v[c + 1], v[c + 2], v[c + 3]);
@@ -328,10 +329,7 @@ __device__ __forceinline__ void store_row(const float v[CH], float* base, int b,
     }
 #pragma unroll
     for (int c = 0; c < CH; ++c)
-        if (c < ncols) {
-            if (add) atomicAdd(p + c, v[c]);
-            else p[c] = v[c];
-        }
+        if (c < ncols) p[c] = v[c];
 }
 
 // One halving step of warp_column_sums: lanes with `bit` set keep columns half.., the others ..half.
@@ -502,7 +500,9 @@ struct RowsStep {
     double *stats, *wstats, *scalars;
     int *counters;
     unsigned long long *trace;
+    float *parts;  // a split output's parts (forward.cu): n_parts blocks of cap rows x its width
     int n_fwd, n_bwd, batch, n_slots, input_slot, output_slot, split, optimizer, n_params, pending, defer;
+    int n_parts, cap;
     float lr, hyper1, hyper2, eps;
 };
 
@@ -587,7 +587,8 @@ __device__ void forward_item(RowsShared& S, const RowsCtx& X, int t)
             gather_rows(S, X.N, false, e0, e1, j0, w, ncols, a.act, b, b < a.batch, pass > 0 && !single, acc);
 #pragma unroll
         for (int c = 0; c < CH; ++c) acc[c] = out ? acc[c] + S.bias[c] : fmaxf(acc[c] + S.bias[c], 0.f);
-        store_row(acc, a.act + a.act_off[s], b, w, j0, ncols, b < a.batch, split_k);
+        float* block = split_k ? a.parts + (size_t)((e0 - a.in_ptr[s]) / a.split) * a.cap * w : a.act + a.act_off[s];
+        store_row(acc, block, b, w, j0, ncols, b < a.batch);
     }
     X.forward_done(s, total, &S.flag, to);
 }
@@ -600,6 +601,10 @@ __device__ void loss_item(RowsShared& S, const RowsCtx& X)
     const HandOn to = X.backward_targets(s);
     wait_for(X.C.fdone + s, X.forward_tasks(s));
     mark_ready(S, a);
+    if (a.n_parts > 1) {  // a split output: its parts into the logits, in part order (loss.cu)
+        sum_output_parts(a.parts, a.n_parts, a.cap, 0, a.batch, w, a.act + a.act_off[s], 0);
+        __syncthreads();
+    }
     for (int b0 = 0; b0 < a.batch; b0 += THREADS)
         softmax_rows(b0, min(THREADS, a.batch - b0), a.act + a.act_off[s], a.labels, a.batch, w, 0, a.dz + a.act_off[s],
                      a.scalars, (int*)(a.scalars + 1), a.stats, s);
@@ -702,7 +707,7 @@ __device__ void backward_item(RowsShared& S, const RowsCtx& X, int s, int k0)
             s1 += g[c]; s2 += (double)g[c] * g[c]; s3 += (double)h[c] * g[c];
             g[c] = h[c] > 0.f ? g[c] : 0.f;
         }
-        store_row(g, a.dz + a.act_off[s], b, w, k0, ncols, active, false);
+        store_row(g, a.dz + a.act_off[s], b, w, k0, ncols, active);
         colsum += warp_column_sums(g);
     }
     // hand dz_s on first (the critical path needs nothing else); then the statistics and the

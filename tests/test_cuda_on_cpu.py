@@ -25,6 +25,16 @@ def batch(net, n, seed=0, steps=None):
     return rng.normal(size=shape).astype(np.float32), rng.integers(0, net.n_outputs, n)
 
 
+def logits_on_the_device(gpu, rows):
+    """The output group's activations of the first `rows` rows, as the last forward left them."""
+    L = gpu.layout
+    w = int(L.width[L.output_slot])
+    stride = gpu.ld or w
+    flat = np.empty((rows - 1) * stride + w, np.float32)
+    gpu.drv.memcpy_dtoh(flat, gpu.ptr("act", gpu.block(L.output_slot)))
+    return np.stack([flat[r * stride:r * stride + w] for r in range(rows)])
+
+
 def assert_steps_match(gpu, ref, x, y, steps=3):
     for _ in range(steps):
         loss, correct = gpu.step(x, y)
@@ -80,11 +90,11 @@ def test_split_k_over_a_groups_edges_trains_as_the_serial_engine(cpu_gpu, execut
     assert not tickets.any()
 
 
-@pytest.mark.parametrize("executor", ["level", "dataflow", "dataflow_rows"])
+@pytest.mark.parametrize("executor", ["level", "level_batch", "dataflow", "dataflow_batch", "dataflow_rows"])
 def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(cpu_gpu, monkeypatch, executor):
     """Executor.split is each executor's: the output group's 7 in-edges cut 3 at a time (3 forward
-    tasks adding into its zeroed block) by this executor only, the task lists and the kernels
-    reading the same value."""
+    tasks, each writing its own part, output_parts.py) by this executor only, the task lists and
+    the kernels reading the same value; the logits are the parts added in part order."""
     from genlab.engines.cuda import CudaEngine
     from genlab.engines.cuda.constants import SPLIT
     from genlab.engines.cuda.executors import EXECUTORS, Executor
@@ -104,6 +114,29 @@ def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(
     output = tasks[tasks[:, 0] == gpu.layout.output_slot]
     assert sorted(output[:, 3] - output[:, 2]) == [1, 3, 3]
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
+    parts = np.empty((3, gpu.batch_cap, 3), np.float32)  # (part, row, class) after the last step's forward
+    gpu.drv.memcpy_dtoh(parts, gpu.buffers["output_parts"])
+    in_order = (parts[0, :40] + parts[1, :40]) + parts[2, :40]
+    assert np.array_equal(logits_on_the_device(gpu, 40), in_order) and not np.array_equal(in_order, parts[0, :40] + (parts[1, :40] + parts[2, :40]))
+
+
+@pytest.mark.parametrize("executor", ["level", "dataflow_rows"])
+def test_an_output_of_a_wider_tier_is_not_cut_into_parts(cpu_gpu, monkeypatch, executor):
+    """An output of MT neurons or more is a wide tier's tile on the level executor (whose split-K
+    gathers its own parts): no parts there; the row executor, one tier, cuts it."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.executors import EXECUTORS, output_parts
+
+    monkeypatch.setattr(EXECUTORS[executor], "split", 2)
+    net = Network(n_inputs=6, n_outputs=50, seed=9)
+    for width in (3, 4, 5):
+        net.connect(net.add_group(width, inputs=[net.input]), net.output)
+    net.init_params(9)
+    x, y = batch(net, 20, seed=10)
+    gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
+    assert output_parts.count(gpu.executor, gpu.layout) == (1 if executor == "level" else 2)
+    assert ("output_parts" in gpu.buffers) == (executor != "level")
+    assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y, steps=2)
 
 
 def conv_net_of_every_kernel():

@@ -270,3 +270,20 @@ def test_growth_restarts_the_pipeline_on_both_engines_alike(cpu_gpu, tmp_path):
     again = genlab.Trainer.load(tmp_path / "run.ckpt", backend="cuda")
     assert type(again.engine).__name__ == "PipelinedCudaEngine" and again.engine.fresh
     again.step(X[:16], y[:16])
+
+
+def test_the_pipelined_step_with_the_output_cut_into_parts_is_the_serial_engines(cpu_gpu, monkeypatch):
+    """The output stage's forward with the output group's in-edges cut one a part
+    (executors/output_parts.py): its parts summed before the loss, on the stage's own rows."""
+    from genlab.engines.cuda.executors import EXECUTORS
+
+    monkeypatch.setattr(EXECUTORS["level_push"], "split", 1)
+
+    def two_into_the_output():
+        net, cuts = skipping_net()
+        net.connect(cuts[1], genlab.OUTPUT)  # c too: the output reads c and d
+        net.init_params(4)
+        return net, cuts
+
+    monkeypatch.setitem(NETS, "two into the output", two_into_the_output)
+    steps_match("two into the output", False, "adam")

@@ -18,7 +18,7 @@ def _flat(spec: Spec, h: np.ndarray) -> np.ndarray:
 class Dense(GroupKind):
     name = "dense"
     cuda_kernels = ("forward_level", "backward_level", "backward_push", "backward_finish", "weight_grad",
-                    "bias_grad", "forward_mid", "backward_mid", "weight_mid", "forward_wide", "backward_wide",
+                    "bias_grad", "sum_parts", "forward_mid", "backward_mid", "weight_mid", "forward_wide", "backward_wide",
                     "weight_wide", "dataflow_step", "rows_step")
     code = 0  # the kernels' KIND_DENSE (cuda/constants.cuh)
     node_shape = "circle"

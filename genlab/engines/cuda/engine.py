@@ -192,14 +192,6 @@ class CudaEngine(Concurrent, Engine):
         (staging.rows: an upload is queued; synchronise the stream before reading a read back)."""
         staging.rows(self, slot, batch, host, to_device)
 
-    def zero_rows(self, slot: int, batch: int) -> None:
-        L = self.layout
-        width, device = int(L.width[slot]), self.ptr("act", self.block(slot))
-        if not self.ld:
-            self.drv.memset_d32_async(device, 0, batch * width, self.stream)
-        else:
-            self.drv.memset_d2d32_async(device, 4 * L.n_cols, 0, width, batch, self.stream)
-
     def put_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> int:
         """Upload a batch of samples as rows (a sequence network's: a row per token); return the rows."""
         L = self.layout

@@ -35,7 +35,7 @@ from ...network import Network
 from . import runtime
 from .constants import THREADS
 from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, split_levels
-from .executors import passes
+from .executors import output_parts, passes
 from .executors.base import Activations
 
 
@@ -159,8 +159,6 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         L, b, sizes, m, w = self.layout, self.buffers, self.sizes, self.modules, self.work
         passes.zero_step_sums(self)
         self.mem.fill(b["dz"], 0, L.n_cols * self.batch_cap)
-        if self.executor.splits_output(L):
-            self.zero_rows(L.output_slot, sizes[-1])
         m.fork.record(self.stream)
         for stage, part, stream, launch, done in zip(w.stage, m.parts, m.streams, m.launchers, m.done):
             stream.wait_for_event(m.fork)
@@ -223,8 +221,9 @@ class Work:
         for number, first, count in self.forward[q]:
             launch("forward_level", (count, tiles), int(tasks) + 16 * first, b["width"], view, b["bias_off"],
                    b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], batch, np.int32(e.ld),
-                   np.int32(L.output_slot), *extra)
-        if q == e.stages.depth:  # the output's stage: the loss of its batch
+                   np.int32(L.output_slot), *extra, *output_parts.arguments(e))
+        if q == e.stages.depth:  # the output's stage: its logits (a cut output's parts summed), the loss
+            output_parts.enqueue_sum(e, rows, launch)
             launch("softmax_xent", (-(-rows // THREADS), 1), e.ptr("act", e.block(L.output_slot)), labels, batch,
                    np.int32(L.width[L.output_slot]), np.int32(e.ld), e.ptr("dz", e.block(L.output_slot)),
                    b["scalars"], e.ptr("scalars", 8), b["stats"], np.int32(L.output_slot))

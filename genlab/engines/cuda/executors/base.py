@@ -21,7 +21,7 @@ from ....errors import BackendError
 from ....precision import DEFAULT as FP32
 from ....precision import Precision
 from ..constants import SPLIT
-from . import split
+from . import output_parts, split
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -79,8 +79,7 @@ class Executor(ABC):
         return (Tier("", "", 0, self.chunk),)
 
     def splits_output(self, layout: "Layout") -> bool:
-        """Whether the output group's in-edges are cut over several forward tasks, which add into
-        its block (so it is zeroed first)."""
+        """Whether the output group's in-edges are cut over several forward tasks (output_parts.py)."""
         return layout.output_fan_in > self.split
 
     @classmethod
@@ -96,8 +95,10 @@ class Executor(ABC):
 
     def batch_scratch(self, layout: "Layout", cap: int) -> dict:
         """Buffers of its own that follow from the layout and the batch capacity (made with the
-        activations): the split-K scratch of an MT tier (split.py), where its tiers have one."""
-        return split.scratch(layout, self.tiers(), cap, self.engine.mem)
+        activations): the split-K scratch of an MT tier (split.py), where its tiers have one, and
+        the output group's parts (output_parts.py), where its in-edges are cut."""
+        return {**split.scratch(layout, self.tiers(), cap, self.engine.mem),
+                **output_parts.scratch(self, layout, cap, self.engine.mem)}
 
     def topology_buffers(self, layout: "Layout") -> dict:
         """Buffers of its own that follow from the topology (built with the task lists)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ....precision import ALL
 from ..constants import TILE
-from . import passes
+from . import output_parts, passes
 from .base import Activations
 from .persistent import Persistent
 
@@ -35,7 +35,8 @@ class Dataflow(Persistent):
                     b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"], np.int32(L.n_bias_tasks),
                     b["params"], b["grads"], b["act"], b["dz"], b["labels"],
                     np.int32(batch), np.int32(e.ld), np.int32(len(L.groups)), np.int32(L.input_slot),
-                    np.int32(L.output_slot), np.int32(self.split), b["stats"], b["wstats"], b["scalars"], *optimizer,
+                    np.int32(L.output_slot), np.int32(self.split), *output_parts.persistent_arguments(e),
+                    b["stats"], b["wstats"], b["scalars"], *optimizer,
                     b["counters"])
         passes.ranges(e, batch)
 

@@ -11,7 +11,7 @@ import numpy as np
 from ....errors import BackendError
 from ..constants import THREADS, TILE
 from ..topology import backward_task_bytes
-from . import kinds, split
+from . import kinds, output_parts, split
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -33,11 +33,13 @@ BACKWARD = ("backward", "backward_tasks", 1)
 def _levels(e: "CudaEngine", batch: int, which: tuple):
     """(level, [(kernel, grid, first task, extra arguments) of each tier's launch]) level by level
     (forward from level 1; backward from the deepest hidden level). The wider tiers' kernels take
-    the split-K scratch (split.py) as their last arguments."""
+    the split-K scratch (split.py) as their last arguments, the first tier's forward the output
+    group's parts (output_parts.py)."""
     kernel, tasks, index = which
     levels = e.layout.forward_levels if index == 0 else e.layout.backward_levels
     depth = len(e.layout.forward_levels)
     scratch = split.arguments(e)
+    first = output_parts.arguments(e) if index == 0 else ()
     for number in range(len(levels)):
         launches = []
         for pre, suffix, tiles, extra in tier_launches(e, batch):
@@ -45,23 +47,22 @@ def _levels(e: "CudaEngine", batch: int, which: tuple):
             if count:
                 task_bytes = 16 if index == 0 else backward_task_bytes(pre)
                 launches.append((kernel + (suffix or "_level"), (count, tiles), e.ptr(pre + tasks, task_bytes * start),
-                                 (*extra, *(scratch if pre else ()))))
+                                 (*extra, *(scratch if pre else first))))
         yield (number + 1 if index == 0 else depth - 1 - number), launches
 
 
 def forward(e: "CudaEngine", batch: int) -> None:
     """h of every group, level by level: one launch per tier of dense groups, one per other kind
-    present (the output group's block zeroed first when its in-edges are split over several
-    tasks, which add into it); a sequence network's logits are its token rows' mean."""
+    present (an output group whose in-edges are cut over several tasks is summed from their
+    parts last, output_parts.py); a sequence network's logits are its token rows' mean."""
     L, b = e.layout, e.buffers
-    if e.executor.splits_output(L):
-        e.zero_rows(L.output_slot, batch)
     for level, launches in _levels(e, batch, FORWARD):
         for name, grid, tasks, extra in launches:
             e.launch(name, grid, tasks, b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"],
                      b["in_woff"], b["params"], b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot),
                      *extra)
         kinds.forward(e, level, batch)
+    output_parts.enqueue_sum(e, batch)
     if L.kinds.tokens > 1:
         kinds.pool(e, batch)
 

@@ -38,14 +38,11 @@ class Persistent(Executor):
         return 2 + (4 * tiles + 1) * n_slots
 
     def setup(self, batch: int) -> list:
-        """Zero what the step accumulates (sums, counters, a split output block); return the
-        optimizer's arguments."""
+        """Zero what the step accumulates (sums, counters); return the optimizer's arguments."""
         e = self.engine
         L = e.layout
         passes.zero_step_sums(e)
         e.mem.fill(e.buffers["counters"], 0, self.counter_words(len(L.groups), batch))
-        if self.splits_output(L):
-            e.zero_rows(L.output_slot, batch)
         return passes.optimizer_args(e)
 
 

@@ -26,7 +26,7 @@ from ....errors import BackendError
 from .. import runtime
 from ..constants import CH, CHUNK, EW, LAG
 from ..layout import Layout
-from . import passes
+from . import output_parts, passes
 from .persistent import Persistent
 
 
@@ -63,6 +63,7 @@ class Rows(Persistent):
         a["trace"] = int(trace) if trace is not None else 0
         a["n_fwd"], a["n_bwd"], a["batch"], a["n_slots"] = L.n_forward_tasks, L.n_backward_tasks, batch, len(L.groups)
         a["input_slot"], a["output_slot"], a["split"] = L.input_slot, L.output_slot, self.split
+        a["parts"], a["n_parts"], a["cap"] = (int(v) for v in output_parts.persistent_arguments(e))
         a["optimizer"], a["n_params"], a["lr"], a["hyper1"], a["hyper2"], a["eps"] = code, n_params, lr, h1, h2, eps
         a["pending"], a["defer"] = self.pending is not None, self.defer_update
         self.launch(a.tobytes())

@@ -20,7 +20,7 @@ echo "${GENLAB_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}" > "$OUT/commit.txt"  
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
 ENGINE="tests/test_cuda_engine.py"
 SANITIZED="(forward_backward_and_statistics_match_serial and (case6 or case7)) or deferred_update_once \
-or update_at_the_end or fifty_adam or growth_on_the_gpu_matches_serial"
+or update_at_the_end or fifty_adam or growth_on_the_gpu_matches_serial or repeats_bit_for_bit"
 if [[ " $PARTS " == *" suite "* ]]; then
     run gpu_suite 320 python -m pytest -m gpu -q -p no:cacheprovider tests
 fi
@@ -29,7 +29,7 @@ if [[ " $PARTS " == *" checks "* ]]; then
         -p no:cacheprovider "$ENGINE" -k "$SANITIZED"
     run racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 3 python -m pytest -m gpu -q \
         -p no:cacheprovider "$ENGINE" -k "(forward_backward_and_statistics_match_serial and case7 and (level-0 or dataflow_rows-0)) \
-or deferred_update_once or update_at_the_end"
+or deferred_update_once or update_at_the_end or (repeats_bit_for_bit and dataflow)"
     grep -h "ERROR SUMMARY\|RACECHECK SUMMARY\|passed\|failed" "$OUT"/memcheck.txt "$OUT"/racecheck.txt \
         | tee -a "$OUT/summary.txt"
 fi

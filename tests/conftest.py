@@ -40,6 +40,15 @@ def fake_gpu(monkeypatch):
 
 
 @pytest.fixture
+def fresh_executor_cache(tmp_path, monkeypatch):
+    """executor="auto" starts with no cached choice, in a cache of its own (tmp_path)."""
+    from genlab.engines.cuda import choice
+
+    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(choice, "_CACHE", None)
+
+
+@pytest.fixture
 def cpu_gpu(monkeypatch):
     """The stand-in GPU whose launches run the kernels' own source on the CPU
     (tests/cpu_cuda/emulator.py): a CUDA engine computes real numbers without a GPU, slowly."""

@@ -11,14 +11,7 @@ from genlab.engines.cuda import choice
 from genlab.engines.cuda.executors import EXECUTORS
 from genlab.optim import Adam
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    """Every test starts with no cached choice, in a cache of its own."""
-    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(choice, "_CACHE", None)
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fresh_executor_cache")]  # no cached choice
 
 
 def engine(net, executor="auto", lr=1e-2):

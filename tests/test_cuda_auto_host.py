@@ -10,10 +10,7 @@ from genlab.engines.cuda.executors import EXECUTORS
 from genlab.optim import Adam
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(choice, "_CACHE", None)
+pytestmark = pytest.mark.usefixtures("fresh_executor_cache")  # no cached choice
 
 
 def tried(monkeypatch, net, rows, ms=1.0):

@@ -58,15 +58,15 @@ def run_sweep(repeats: int = 30, names=None, progress=print, torch_baseline: boo
             out[name] = {**entry, "skipped": f"more than {MAX_PARAMS} parameters"}
             continue
         x, y = batch_of(net, batch)
-        times, losses = {}, []
+        times, first_loss = {}, None
         for executor in [*EXECUTORS, "auto"]:
             times[f"genlab_{executor}"], chooser, loss = _time(CudaEngine(net, Adam(lr=1e-4), executor=executor), x, y,
                                                                repeats)
-            losses.append(loss)
+            first_loss = loss if first_loss is None else first_loss
             if chooser is not None:
                 entry["auto"] = chooser.last
         if torch_baseline:
-            times[TORCH] = _torch_graph_ms(net, x, y, repeats, losses[0])
+            times[TORCH] = _torch_graph_ms(net, x, y, repeats, first_loss)
         entry["ms_per_step"] = times
         out[name] = judge(entry)
         best = entry["best"]

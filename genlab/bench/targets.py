@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .sweep import TORCH
 from .workloads import AUTO, GENLAB
 
 
@@ -109,7 +110,7 @@ def _other_shapes(w: dict, add) -> None:
         worst = min(sweep, key=lambda k: sweep[k]["torch_over_best"])
         ratio, entry = sweep[worst]["torch_over_best"], sweep[worst]
         why = {"bound": "the worst shape", "why": f"{worst}: {entry['best']} {entry['ms_per_step'][entry['best']]:.3f} ms "
-                                                   f"against PyTorch's level graph {entry['ms_per_step']['torch_level_graph']:.3f} "
+                                                   f"against PyTorch's level graph {entry['ms_per_step'][TORCH]:.3f} "
                                                    f"ms; {sum(v['torch_over_best'] >= 3 for v in sweep.values())} of "
                                                    f"{len(sweep)} shapes at 3x or more"}
         add(f"sweep: genlab >= 3x the PyTorch level-batched CUDA graph on every shape ({len(sweep)} shapes)", ratio,

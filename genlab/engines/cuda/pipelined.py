@@ -218,10 +218,11 @@ class Work:
         view, labels, batch = e.view(q), e.labels_of(q), np.int32(rows)
         tasks = self.where[f"forward{q}"]
         (_, _, tiles, extra), = passes.tier_launches(e, rows)  # level_push: one tier
+        extra = (*extra, *output_parts.arguments(e))
         for number, first, count in self.forward[q]:
             launch("forward_level", (count, tiles), int(tasks) + 16 * first, b["width"], view, b["bias_off"],
                    b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], batch, np.int32(e.ld),
-                   np.int32(L.output_slot), *extra, *output_parts.arguments(e))
+                   np.int32(L.output_slot), *extra)
         if q == e.stages.depth:  # the output's stage: its logits (a cut output's parts summed), the loss
             output_parts.enqueue_sum(e, rows, launch)
             launch("softmax_xent", (-(-rows // THREADS), 1), e.ptr("act", e.block(L.output_slot)), labels, batch,

@@ -62,4 +62,3 @@ def enqueue_sum(e: "CudaEngine", batch: int, launch=None) -> None:
     (launch or e.launch)("sum_parts", (-(-batch // TILE), 1), b["output_parts"], np.int32(n), np.int32(e.batch_cap),
                          np.int32(batch), np.int32(L.width[L.output_slot]), e.ptr("act", e.block(L.output_slot)),
                          np.int32(e.ld))
-

@@ -18,7 +18,7 @@ PARTS="suite checks" bash "$HERE/release_checks.sh"  # correctness first: the ti
     --json "$OUT/split_head.json")
 if [ -d "$BASE" ]; then
     BASE=$(cd "$BASE" && pwd)
-    (cd "$BASE/benchmarks/kernels" && PYTHONPATH="$BASE" GENLAB_COMMIT=201b4c1 timeout 150 python split_sweep.py \
+    (cd "$BASE/benchmarks/kernels" && PYTHONPATH="/tmp/site:$BASE" GENLAB_COMMIT=201b4c1 timeout 150 python split_sweep.py \
         --splits 8 2 --workloads W1 W3 --json "$OUT/split_base.json") > "$OUT/split_base.txt" 2>&1
     echo "split_base rc $? $(tail -1 "$OUT/split_base.txt")" | tee -a "$OUT/summary.txt"
 fi

@@ -16,22 +16,30 @@
 // wavefront_step: block b = s * n_rb + r owns slot s's batch rows r * rows .. r * rows + rows - 1
 // at every step (n_rb = ceil(batch / rows)). Every block of the grid must be resident at once
 // (the caller sizes rows from the occupancy): a block waits for blocks of other slots.
-//   Forward, t = 0 .. steps - 1: for each in-edge, wait until its source's block of the same rows
-//     has done step t - k (fwd[src][r] > t - k); stage those rows in shared memory; z += h W^T.
+//   Forward, t = 0 .. steps - 1: for each in-edge, the source's rows at step t - k (zeros before
+//     step k) from the edge's chunk buffer in shared memory; where they are not there, wait until
+//     the source's block of the same rows has done step t - k (fwd[src][r] > t - k) and stage its
+//     rows of the steps from t - k on that it has done, up to `chunk` steps (the input: every step
+//     is there): a producer running ahead is read once a chunk, not once a step. z += h W^T.
 //     h = relu(z + b) (the output group: z + b, computed only at the steps it is read). Publish:
 //     the block's writes, a fence, fwd[s][r] = t + 1. At each step the output is read, the output
 //     block computes the softmax cross-entropy of its rows and writes dL/dlogits into dz.
 //   Backward, t = steps - 1 .. 0 (after the block's whole forward): for each out-edge to slot c of
-//     delay k with t + k read, wait until c's block has done its backward at step t + k
-//     (bwd[c][r] >= steps - t - k); dh += dz_c(t + k) W. dz = dh where h > 0, else 0; the
-//     statistics of dL/dh (sum, sum of squares, sum of h dL/dh) and each neuron's range of h
-//     (hmin/hmax, a partial per row block) accumulate over every step. Publish bwd[s][r] =
-//     steps - t. Blocks only wait for cells of earlier stages (forward: the same or earlier steps,
-//     earlier slots; backward: the same or later steps, later slots), so the launch cannot
-//     deadlock while every block is resident.
+//     delay k with t + k read, c's dz(t + k) from the edge's chunk buffer, or after waiting until
+//     c's block has done its backward at step t + k (bwd[c][r] >= steps - t - k), staged with the
+//     steps below it that c has done (up to `chunk`); dh += dz_c(t + k) W. dz = dh where h > 0,
+//     else 0; the statistics of dL/dh (sum, sum of squares, sum of h dL/dh) and each neuron's
+//     range of h (hmin/hmax, a partial per row block) accumulate over every step. Publish
+//     bwd[s][r] = steps - t. Blocks only wait for cells of earlier stages (forward: the same or
+//     earlier steps, earlier slots; backward: the same or later steps, later slots), so the
+//     launch cannot deadlock while every block is resident.
 //   Weights: with `stage`, each block copies its in-edges' blocks (transposed) into shared memory
 //     once before the forward, and its out-edges' blocks once before the backward, and reads them
 //     there at every step; without it (they do not fit), it reads them from global memory (L1/L2).
+//   Chunk buffers: `chunk` steps x rows x the source's width per edge, edge after edge (`region`
+//     floats in all, the largest slot's); a buffer is only overwritten at a later step than it was
+//     read, and every step ends with the publish's barrier, so a step that finds its rows there
+//     passes no barrier before its product.
 // The hand-off: the producer's threads finish (__syncthreads), thread 0 fences and adds to the
 // flag; the consumer's thread 0 spins on it with acquire loads, then the block proceeds. Data
 // written inside the launch by other blocks is read through L2 (__ldcg). A wait longer than
@@ -42,14 +50,15 @@
 #include "loss.cu"
 
 // Build variants (benchmarks/kernels/recurrence.py times them): WF_MIN_BLOCKS resident blocks an
-// SM the register budget is cut for; WF_SELF_SMEM 1 keeps a block's own last output (forward) and
-// last dL/dz (backward) in shared memory for its edge to itself of delay 1, instead of reading it
-// back through L2 (a stacked RNN's first layer paces the wavefront with that edge).
+// SM the register budget is cut for; WF_SELF_SMEM 1 (the default) keeps a block's own last output
+// (forward) and last dL/dz (backward) in shared memory for its edge to itself of delay 1, instead
+// of waiting for its own flag and reading it back through L2 (0: a harness variant): a stacked
+// RNN's layers pace the wavefront with that edge.
 #ifndef WF_MIN_BLOCKS
 #define WF_MIN_BLOCKS 1
 #endif
 #ifndef WF_SELF_SMEM
-#define WF_SELF_SMEM 0
+#define WF_SELF_SMEM 1
 #endif
 
 // The outputs of a rows x w cell one thread computes: columns j0 + c * cstep (c < nc) of rows
@@ -137,49 +146,68 @@ __device__ __forceinline__ unsigned long long wf_now_ns()
     return t;
 }
 
-// Thread 0 waits until *flag >= target (acquire), then the block proceeds: true. False for every
-// thread of the block when the launch gave up (the give-up word, the int at byte WF_GAVE_UP of scalars,
-// set by this block after WF_WAIT_LIMIT_NS or by another); the block then returns. Giving up
-// also makes the loss NaN, so the guarded update after the launch refuses the step on the device.
-// Between two calls the block passes a barrier.
-__device__ __forceinline__ bool wait_until(const int* flag, int target, double* scalars)
+// Thread 0 waits until *flag >= target (acquire), then the block proceeds with the value it saw
+// (>= target: the producer may be steps ahead, and one wait then covers them all). -1 for every
+// thread of the block when the launch gave up (the give-up word, the int at byte WF_GAVE_UP of
+// scalars, set by this block after WF_WAIT_LIMIT_NS or by another); the block then returns.
+// Giving up also makes the loss NaN, so the guarded update after the launch refuses the step on
+// the device. Between two calls the block passes a barrier.
+__device__ __forceinline__ int wait_until(const int* flag, int target, double* scalars)
 {
-    __shared__ int gave_up;
+    __shared__ int seen;
     if (threadIdx.x == 0) {
         int* abort = (int*)((char*)scalars + WF_GAVE_UP);
         unsigned long long start = 0;
-        int stop = 0;
-        while (load_acquire(flag) < target) {
+        int v;
+        while ((v = load_acquire(flag)) < target) {
             const unsigned long long now = wf_now_ns();
             if (start == 0) start = now;
             if (*(volatile int*)abort != 0 || now - start > WF_WAIT_LIMIT_NS) {
                 atomicExch((unsigned long long*)scalars, 0x7ff8000000000000ull);  // the loss: a quiet NaN
                 atomicExch(abort, 1);
-                stop = 1;
+                v = -1;
                 break;
             }
             __nanosleep(20);
         }
-        gave_up = stop;
+        seen = v;
     }
     __syncthreads();
-    return gave_up == 0;
+    return seen;
 }
 
-// The block's writes made visible, then *flag += 1.
+// The block's writes made visible, then *flag += 1: after the barrier, thread 0's release (a fence
+// then the add; WF_RELEASE_ADD 1: one add with release semantics, a harness variant).
+#ifndef WF_RELEASE_ADD
+#define WF_RELEASE_ADD 0
+#endif
+__device__ __forceinline__ void release_add(int* flag, int v)
+{
+#if WF_RELEASE_ADD
+    asm volatile("red.release.gpu.global.add.s32 [%0], %1;" ::"l"(flag), "r"(v) : "memory");
+#else
+    __threadfence();
+    atomicAdd(flag, v);
+#endif
+}
+
 __device__ __forceinline__ void publish(int* flag)
 {
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(flag, 1);
-    }
+    if (threadIdx.x == 0) release_add(flag, 1);
 }
 
-// `n` rows of `w` floats from src (row stride `stride`) into the tile (row stride w), through L2.
-__device__ __forceinline__ void stage_rows(float* tile, const float* src, int n, int w, int stride)
+// Steps u0 .. u0 + m - 1 of `n` rows of `w` floats into the chunk buffer (step j's rows at
+// buf + j * n * w, row stride w), through L2: element (j, row, col) at src + j * sstep + row *
+// srow + col.
+__device__ __forceinline__ void stage_steps(float* buf, const float* src, int m, int n, int w, size_t sstep,
+                                            int srow)
 {
-    for (int i = threadIdx.x; i < n * w; i += THREADS) tile[i] = __ldcg(src + (i / w) * stride + i % w);
+    const int per = n * w;
+    for (int i = threadIdx.x; i < m * per; i += THREADS) {
+        const int j = i / per, row = (i % per) / w, col = i % w;
+        buf[i] = __ldcg(src + j * sstep + (size_t)row * srow + col);
+    }
 }
 
 // f(q, cc, row, j) for each output of a cell the thread owns (its Share), q and cc the indices of
@@ -210,8 +238,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     const int* __restrict__ in_delay, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
     const int* __restrict__ out_dst, const int* __restrict__ out_delay, const int* __restrict__ out_woff,
     int n_slots, int steps, int batch, int rows, int n_inputs, int n_cols, int every_step, int train, int stage,
-    const float* __restrict__ x, const int* __restrict__ labels, const float* __restrict__ params, float* act,
-    float* dz, double* stats, float* hmin, float* hmax, double* scalars, int* flags)
+    int chunk, int region, const float* __restrict__ x, const int* __restrict__ labels,
+    const float* __restrict__ params, float* act, float* dz, double* stats, float* hmin, float* hmax, double* scalars,
+    int* flags)
 {
     extern __shared__ float shared[];
     __shared__ double scratch[THREADS / 32];
@@ -222,11 +251,19 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     const int b0 = r * rows, n = min(rows, batch - b0), w = width[s], out = n_slots - 1;
     int* fwd = flags;
     int* bwd = flags + n_slots * n_rb;
-    int max_in = n_inputs;
-    for (int i = 0; i < n_slots; ++i) max_in = max(max_in, width[i]);
-    float* tile = shared;                   // rows x max_in: the rows a cell reads
-    float* own = shared + rows * max_in;    // rows x max_in: the block's last h (or dz), WF_SELF_SMEM
-    float* wsm = own + rows * max_in;       // the staged weight blocks
+    int max_in = n_inputs, max_deg = 1;
+    for (int i = 0; i < n_slots; ++i) {
+        max_in = max(max_in, width[i]);
+        max_deg = max(max_deg, max(in_ptr[i + 1] - in_ptr[i], out_ptr[i + 1] - out_ptr[i]));
+    }
+    // dynamic shared memory (wavefront_plan.py's shared_bytes): per edge of the block the first and
+    // last + 1 step its chunk buffer holds; the block's own last two outputs (forward) or dL/dz
+    // (backward), WF_SELF_SMEM; the chunk buffers, `region` floats; the staged weight blocks
+    int* held_lo = (int*)shared;
+    int* held_hi = held_lo + max_deg;
+    float* own = shared + 2 * max_deg;   // 2 x rows x max_in: step t's at own + (t & 1) * rows * max_in
+    float* chunks = own + 2 * rows * max_in;
+    float* wsm = chunks + region;
     const Share c = share_of(w, n);
     float lo[WF_ROWS][WF_COLS], hi[WF_ROWS][WF_COLS];
 #pragma unroll
@@ -237,6 +274,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     int right = 0;
 
     // ---- forward
+    for (int i = threadIdx.x; i < max_deg; i += THREADS) held_lo[i] = held_hi[i] = 0;  // every chunk empty
     if (stage) {  // in-edge blocks transposed: edge e's (width[src] x w) at its running offset
         int off = 0;
         for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
@@ -245,36 +283,48 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 wsm[off + (i % ws) * w + i / ws] = params[in_woff[e] + i];
             off += w * ws;
         }
-        __syncthreads();
     }
+    __syncthreads();
     for (int t = 0; t < steps; ++t) {
         const bool read = s != out || every_step || t == steps - 1;
         if (read) {
             float acc[WF_ROWS][WF_COLS];
             zero(acc);
-            int off = 0;
+            int off = 0, boff = 0;
             for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
-                const int src = in_src[e], k = in_delay[e];
+                const int src = in_src[e], k = in_delay[e], i = e - in_ptr[s];
                 const int ws = src < 0 ? n_inputs : width[src];
+                float* buf = chunks + boff;
                 if (t >= k) {
+                    const int u = t - k;  // the source's step this cell reads
                     const bool self = WF_SELF_SMEM && src == s && k == 1 && s != out;
+                    const float* rows_in;
                     if (self) {
-                        // h(t - 1) is in `own` already (written before the last publish's barrier)
-                    } else if (src < 0) {
-                        stage_rows(tile, x + ((size_t)b0 * steps + (t - k)) * n_inputs, n, ws, steps * n_inputs);
+                        rows_in = own + ((t - 1) & 1) * rows * max_in;  // written before the last publish's barrier
                     } else {
-                        if (!wait_until(fwd + src * n_rb + r, t - k + 1, scalars)) return;
-                        stage_rows(tile, act + act_off[src] + ((size_t)(t - k) * batch + b0) * ws, n, ws, ws);
+                        int first = held_lo[i];
+                        if (u < first || u >= held_hi[i]) {  // not in the edge's chunk: wait, stage steps from u on
+                            int ready = steps;  // the input: every step
+                            if (src >= 0 && (ready = wait_until(fwd + src * n_rb + r, u + 1, scalars)) < 0) return;
+                            const int m = min(chunk, ready - u);
+                            if (src < 0) stage_steps(buf, x + ((size_t)b0 * steps + u) * n_inputs, m, n, ws, ws,
+                                                     steps * n_inputs);
+                            else stage_steps(buf, act + act_off[src] + ((size_t)u * batch + b0) * ws, m, n, ws,
+                                             (size_t)batch * ws, ws);
+                            __syncthreads();  // the chunk is there (every thread read held_lo/hi before it)
+                            if (threadIdx.x == 0) { held_lo[i] = u; held_hi[i] = u + m; }
+                            first = u;
+                        }
+                        rows_in = buf + (u - first) * n * ws;
                     }
-                    __syncthreads();
-                    const float* rows_in = self ? own : tile;
                     if (stage) accumulate(acc, c, rows_in, ws, wsm + off, w, 1);
                     else accumulate(acc, c, rows_in, ws, params + in_woff[e], 1, ws);
-                    __syncthreads();  // the tile (and `own`) are free
                 }
                 off += w * ws;
+                boff += chunk * rows * ws;
             }
             float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
+            float* mine = own + (t & 1) * rows * max_in;
             each_output(c, [&](int q, int cc, int row, int j) {
                 float v = acc[q][cc] + params[bias_off[s] + j];
                 if (s != out) {
@@ -283,7 +333,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                     hi[q][cc] = fmaxf(hi[q][cc], v);
                 }
                 h[row * w + j] = v;
-                if (WF_SELF_SMEM) own[row * w + j] = v;
+                if (WF_SELF_SMEM) mine[row * w + j] = v;
             });
             if (s == out && train) {
                 __syncthreads();  // the block's logits are written
@@ -295,7 +345,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                                 s1, s2, s3);
             }
         }
-        publish(fwd + s * n_rb + r);
+        publish(fwd + s * n_rb + r);  // its barrier also frees the chunk and `own` buffers read at step t
     }
     if (s != out) {  // each neuron's range over the block's rows and every step: a partial per row block
         for (int i = threadIdx.x; i < THREADS * WF_COLS; i += THREADS) { lo_s[i] = INFINITY; hi_s[i] = -INFINITY; }
@@ -323,46 +373,60 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     // ---- backward through time
     if (s == out) {
         __syncthreads();  // dL/dlogits is there at every step it is read: done at every step at once
-        if (threadIdx.x == 0) {
-            __threadfence();
-            atomicAdd(bwd + s * n_rb + r, steps);
-        }
+        if (threadIdx.x == 0) release_add(bwd + s * n_rb + r, steps);
     } else {
+        __syncthreads();  // the forward's reads of the chunks, the weights and held_lo/hi are done
+        for (int i = threadIdx.x; i < max_deg; i += THREADS) held_lo[i] = held_hi[i] = 0;
         if (stage) {  // out-edge blocks as they are: edge e's (width[dst] x w)
-            __syncthreads();
             int off = 0;
             for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
                 const int size = width[out_dst[e]] * w;
                 for (int i = threadIdx.x; i < size; i += THREADS) wsm[off + i] = params[out_woff[e] + i];
                 off += size;
             }
-            __syncthreads();
         }
+        __syncthreads();
         for (int t = steps - 1; t >= 0; --t) {
+            const float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
+            // the thread's first output's h(t), loaded before the edges so its latency hides behind them
+            const float h_first = c.nr > 0 && c.nc > 0 ? __ldcg(h + c.r0 * w + c.j0) : 0.f;
             float acc[WF_ROWS][WF_COLS];
             zero(acc);
-            int off = 0;
+            int off = 0, boff = 0;
             for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
-                const int d = out_dst[e], tt = t + out_delay[e], wd = width[d];
+                const int d = out_dst[e], tt = t + out_delay[e], wd = width[d], i = e - out_ptr[s];
+                float* buf = chunks + boff;
                 if (tt < steps && (d != out || every_step || tt == steps - 1)) {
                     const bool self = WF_SELF_SMEM && d == s && out_delay[e] == 1;
-                    if (!self) {  // else dz(t + 1) is in `own` already
-                        if (!wait_until(bwd + d * n_rb + r, steps - tt, scalars)) return;
-                        stage_rows(tile, dz + act_off[d] + ((size_t)tt * batch + b0) * wd, n, wd, wd);
+                    const float* rows_in;
+                    if (self) {
+                        rows_in = own + (tt & 1) * rows * max_in;  // dz(t + 1), written before the last barrier
+                    } else {
+                        int first = held_lo[i];
+                        if (tt < first || tt >= held_hi[i]) {  // wait, then stage steps down to tt - chunk + 1
+                            const int done = wait_until(bwd + d * n_rb + r, steps - tt, scalars);
+                            if (done < 0) return;
+                            first = max(tt - chunk + 1, steps - done);  // the consumer did steps - done .. steps - 1
+                            if (d == out && !every_step) first = tt;    // the output's dz is there at its last step only
+                            stage_steps(buf, dz + act_off[d] + ((size_t)first * batch + b0) * wd, tt - first + 1, n,
+                                        wd, (size_t)batch * wd, wd);
+                            __syncthreads();
+                            if (threadIdx.x == 0) { held_lo[i] = first; held_hi[i] = tt + 1; }
+                        }
+                        rows_in = buf + (tt - first) * n * wd;
                     }
-                    __syncthreads();
-                    if (stage) accumulate(acc, c, self ? own : tile, wd, wsm + off, w, 1);
-                    else accumulate(acc, c, self ? own : tile, wd, params + out_woff[e], w, 1);
-                    __syncthreads();
+                    if (stage) accumulate(acc, c, rows_in, wd, wsm + off, w, 1);
+                    else accumulate(acc, c, rows_in, wd, params + out_woff[e], w, 1);
                 }
                 off += wd * w;
+                boff += chunk * rows * wd;
             }
-            const float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
             float* g = dz + act_off[s] + ((size_t)t * batch + b0) * w;
+            float* mine = own + (t & 1) * rows * max_in;
             each_output(c, [&](int q, int cc, int row, int j) {
-                const float hv = __ldcg(h + row * w + j);
+                const float hv = q == 0 && cc == 0 ? h_first : __ldcg(h + row * w + j);
                 mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
-                if (WF_SELF_SMEM) own[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
+                if (WF_SELF_SMEM) mine[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
             });
             publish(bwd + s * n_rb + r);
         }

@@ -32,7 +32,8 @@ UNSUPPORTED = {"cluster.cu": "thread-block clusters"}
 CACHE = Path(tempfile.gettempdir()) / "genlab_cpu_cuda"
 
 PTX = {r'asm volatile\("mov\.u64 %0, %%globaltimer;" : "=l"\((\w+)\)\);': r"\1 = host_now_ns();",
-       r'asm volatile\("mov\.u32 %0, %%smid;" : "=r"\((\w+)\)\);': r"\1 = 0;"}
+       r'asm volatile\("mov\.u32 %0, %%smid;" : "=r"\((\w+)\)\);': r"\1 = 0;",
+       r'asm volatile\("red\.release\.gpu\.global\.add\.s32.*?"memory"\);': "__threadfence(); atomicAdd(flag, v);"}
 HOST_BLOCK_SUM = """__device__ __forceinline__ double block_sum(double v, double* scratch) {
     __syncthreads();
     shuffle_area[threadIdx.x] = v;

@@ -65,6 +65,8 @@ class Shape:
     rows: int
     n_rb: int
     stage: bool
+    chunk: int     # steps an edge's chunk buffer holds
+    region: int    # floats of a block's chunk buffers
     shared: int
     items: object
     n_items: int
@@ -73,6 +75,7 @@ class Shape:
     zeroed_words: int
 
 
+CHUNK = 8  # the most steps of a source an edge's chunk buffer holds (fewer where shared memory is short)
 SHAPES = 8  # shapes kept prepared, with their graphs (a run has a few: its batches, the last short one, validation)
 
 
@@ -80,7 +83,8 @@ class Wavefront:
     """Runs sequences of a recurrent network through the wavefront kernels on `stream`, over the
     flat parameter and gradient buffers `params` and `grads` laid out at `offsets`."""
 
-    def __init__(self, stream, params, grads, offsets: dict, rows: int | None = None, stage: bool | None = None):
+    def __init__(self, stream, params, grads, offsets: dict, rows: int | None = None, stage: bool | None = None,
+                 chunk: int | None = None):
         import pycuda.driver as drv
 
         runtime.load(FILE)
@@ -95,6 +99,9 @@ class Wavefront:
         self.params, self.grads, self.offsets = params, grads, offsets
         self.fixed_rows = rows  # None: the fewest rows that keep every block resident (rows_for)
         self.fixed_stage = stage  # None: weights staged in shared memory where they fit
+        if chunk is not None and (int(chunk) != chunk or chunk < 1):
+            raise BackendError(f"chunk must be a whole number of steps, at least 1 (got {chunk!r})")
+        self.fixed_chunk = chunk  # None: the most steps up to CHUNK that fit
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.now: Shape | None = None  # the launch of that shape
@@ -154,11 +161,12 @@ class Wavefront:
         if rows > p.max_rows():
             raise BackendError(f"{rows} rows a block: the wavefront kernel's blocks hold at most {p.max_rows()}")
         stage = p.shared_bytes(rows, True) <= optin if self.fixed_stage is None else self.fixed_stage
-        shared = p.shared_bytes(rows, stage)
-        if shared > optin:
-            raise BackendError(f"the wavefront kernel needs {shared} bytes of shared memory a block for {rows} rows; "
-                               f"this GPU gives {optin}")
         n_rb = -(-batch // rows)
+        chunk = self.fixed_chunk or self._chunk(rows, stage, min(CHUNK, steps), p.n_slots * n_rb)
+        shared = p.shared_bytes(rows, stage, chunk)
+        if shared > optin:
+            raise BackendError(f"the wavefront kernel needs {shared} bytes of shared memory a block for {rows} rows "
+                               f"and chunks of {chunk} steps; this GPU gives {optin}")
         room = resident(shared)
         if p.n_slots * n_rb > room:
             raise BackendError(f"{p.n_slots * n_rb} blocks of the wavefront kernel cannot all be resident on "
@@ -168,9 +176,18 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
-        return Shape(rows, n_rb, stage, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
+        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), shared, self.mem.upload(items, "the weight-gradient items"), len(items),
                      chunks, self.mem.upload(p.act_off(steps, batch)),
                      (WF_SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
+
+    def _chunk(self, rows: int, stage: bool, most: int, blocks: int) -> int:
+        """The most steps (at most `most`, halving) an edge's chunk buffer can hold with the block's
+        shared memory within the device's and every one of `blocks` blocks still resident."""
+        p, chunk = self.plan, max(most, 1)
+        while chunk > 1 and (p.shared_bytes(rows, stage, chunk) > self.optin
+                             or resident(p.shared_bytes(rows, stage, chunk)) < blocks):
+            chunk //= 2
+        return chunk
 
     # ------------------------------------------------------------------ a step
     def put(self, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -201,7 +218,8 @@ class Wavefront:
         self.launch("wavefront_step", (p.n_slots * now.n_rb, 1), t["width"], now.act_off, t["bias_off"],
                     t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
                     t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(now.rows),
-                    i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage), self.b.x, self.b.labels,
+                    i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage),
+                    i32(now.chunk), i32(now.region), self.b.x, self.b.labels,
                     self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
                     shared=now.shared)
         if not train:

@@ -69,11 +69,32 @@ class Plan:
             best = max(best, forward, backward)
         return best
 
-    def shared_bytes(self, rows: int, stage: bool) -> int:
-        """wavefront_step's dynamic shared memory: a tile of rows x the widest source, as much for
-        the block's own last output (its WF_SELF_SMEM build), and the staged weight blocks."""
+    def edge_widths(self) -> int:
+        """The most floats a row of one step takes in a block's chunk buffers: over the slots, the
+        larger of its in-edges' source widths summed and its out-edges' destination widths summed."""
+        widths = self.width.astype(np.int64)
+        best = 0
+        for s in range(self.n_slots):
+            forward = sum(self.n_inputs if self.in_src[e] < 0 else int(widths[self.in_src[e]])
+                          for e in range(self.in_ptr[s], self.in_ptr[s + 1]))
+            backward = sum(int(widths[self.out_dst[e]]) for e in range(self.out_ptr[s], self.out_ptr[s + 1]))
+            best = max(best, forward, backward)
+        return best
+
+    def degree(self) -> int:
+        """The most in- or out-edges of one slot (at least 1)."""
+        return int(max(1, np.diff(self.in_ptr).max(initial=0), np.diff(self.out_ptr).max(initial=0)))
+
+    def region(self, rows: int, chunk: int) -> int:
+        """Floats of a block's chunk buffers: `chunk` steps of `rows` rows for every edge of its slot."""
+        return chunk * rows * self.edge_widths()
+
+    def shared_bytes(self, rows: int, stage: bool, chunk: int = 1) -> int:
+        """wavefront_step's dynamic shared memory: each edge's held steps (two ints), the block's
+        own last two outputs (its WF_SELF_SMEM build), the chunk buffers and the staged weights."""
         widest = max(self.n_inputs, int(self.width.max()))
-        return 4 * (2 * rows * widest + (self.weight_floats() if stage else 0))
+        return 4 * (2 * self.degree() + 2 * rows * widest + self.region(rows, chunk)
+                    + (self.weight_floats() if stage else 0))
 
     def items(self, steps: int) -> tuple[np.ndarray, int]:
         """The weight-gradient items (ITEM_INTS ints each, cuda/wavefront.cu's

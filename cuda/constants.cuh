@@ -29,6 +29,7 @@
 #define WF_ROWS 8
 #define WF_COLS 4
 #define WF_TILE 32
+#define WF_EDGE 6
 #define WF_SCALAR_BYTES 48
 #define WF_GAVE_UP 32
 #define DNI_ROWS 32

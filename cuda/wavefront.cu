@@ -176,10 +176,15 @@ __device__ __forceinline__ int wait_until(const int* flag, int target, double* s
     return seen;
 }
 
-// The block's writes made visible, then *flag += 1: after the barrier, thread 0's release (a fence
-// then the add; WF_RELEASE_ADD 1: one add with release semantics, a harness variant).
+// The block's writes made visible, then *flag += 1: after the barrier, one thread's release (one
+// add with release semantics; WF_RELEASE_ADD 0: a fence then the add, a harness variant). The
+// last thread releases (WF_PUBLISH_LAST 1; 0: thread 0): in a cell narrower than the block its
+// warp has no outputs, so the release's latency runs beside the next step's products.
 #ifndef WF_RELEASE_ADD
-#define WF_RELEASE_ADD 0
+#define WF_RELEASE_ADD 1
+#endif
+#ifndef WF_PUBLISH_LAST
+#define WF_PUBLISH_LAST 1
 #endif
 __device__ __forceinline__ void release_add(int* flag, int v)
 {
@@ -194,7 +199,7 @@ __device__ __forceinline__ void release_add(int* flag, int v)
 __device__ __forceinline__ void publish(int* flag)
 {
     __syncthreads();
-    if (threadIdx.x == 0) release_add(flag, 1);
+    if (threadIdx.x == (WF_PUBLISH_LAST ? THREADS - 1 : 0)) release_add(flag, 1);
 }
 
 // Steps u0 .. u0 + m - 1 of `n` rows of `w` floats into the chunk buffer (step j's rows at
@@ -249,6 +254,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     const int s = blockIdx.x / n_rb, r = blockIdx.x % n_rb;
     if (s >= n_slots) return;
     const int b0 = r * rows, n = min(rows, batch - b0), w = width[s], out = n_slots - 1;
+    const int n_out = out_ptr[s + 1] - out_ptr[s];
     int* fwd = flags;
     int* bwd = flags + n_slots * n_rb;
     int max_in = n_inputs, max_deg = 1;
@@ -256,12 +262,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
         max_in = max(max_in, width[i]);
         max_deg = max(max_deg, max(in_ptr[i + 1] - in_ptr[i], out_ptr[i + 1] - out_ptr[i]));
     }
-    // dynamic shared memory (wavefront_plan.py's shared_bytes): per edge of the block the first and
-    // last + 1 step its chunk buffer holds; the block's own last two outputs (forward) or dL/dz
-    // (backward), WF_SELF_SMEM; the chunk buffers, `region` floats; the staged weight blocks
-    int* held_lo = (int*)shared;
-    int* held_hi = held_lo + max_deg;
-    float* own = shared + 2 * max_deg;   // 2 x rows x max_in: step t's at own + (t & 1) * rows * max_in
+    // dynamic shared memory (wavefront_plan.py's shared_bytes): the block's edges (forward: its
+    // in-edges, backward: its out-edges), WF_EDGE ints each: the slot at the other end (-1: the
+    // input), the delay, the weights' offset, the other end's width, the first and last + 1 step
+    // its chunk buffer holds; the block's own last two outputs (forward) or dL/dz (backward),
+    // WF_SELF_SMEM; the chunk buffers, `region` floats; the staged weight blocks
+    int* edges = (int*)shared;
+    float* own = shared + WF_EDGE * max_deg;   // 2 x rows x max_in: step t's at own + (t & 1) * rows * max_in
     float* chunks = own + 2 * rows * max_in;
     float* wsm = chunks + region;
     const Share c = share_of(w, n);
@@ -274,7 +281,17 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     int right = 0;
 
     // ---- forward
-    for (int i = threadIdx.x; i < max_deg; i += THREADS) held_lo[i] = held_hi[i] = 0;  // every chunk empty
+    const int n_in = in_ptr[s + 1] - in_ptr[s];
+    for (int i = threadIdx.x; i < n_in; i += THREADS) {
+        int* ed = edges + WF_EDGE * i;
+        const int e = in_ptr[s] + i;
+        ed[0] = in_src[e]; ed[1] = in_delay[e]; ed[2] = in_woff[e];
+        ed[3] = in_src[e] < 0 ? n_inputs : width[in_src[e]];
+        ed[4] = ed[5] = 0;  // the chunk empty
+    }
+    float bias[WF_COLS];  // the thread's columns' biases
+#pragma unroll
+    for (int cc = 0; cc < WF_COLS; ++cc) bias[cc] = cc < c.nc ? params[bias_off[s] + c.j0 + cc * c.cstep] : 0.f;
     if (stage) {  // in-edge blocks transposed: edge e's (width[src] x w) at its running offset
         int off = 0;
         for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
@@ -291,9 +308,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             float acc[WF_ROWS][WF_COLS];
             zero(acc);
             int off = 0, boff = 0;
-            for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
-                const int src = in_src[e], k = in_delay[e], i = e - in_ptr[s];
-                const int ws = src < 0 ? n_inputs : width[src];
+            for (int i = 0; i < n_in; ++i) {
+                int* ed = edges + WF_EDGE * i;
+                const int src = ed[0], k = ed[1], ws = ed[3];
                 float* buf = chunks + boff;
                 if (t >= k) {
                     const int u = t - k;  // the source's step this cell reads
@@ -302,8 +319,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                     if (self) {
                         rows_in = own + ((t - 1) & 1) * rows * max_in;  // written before the last publish's barrier
                     } else {
-                        int first = held_lo[i];
-                        if (u < first || u >= held_hi[i]) {  // not in the edge's chunk: wait, stage steps from u on
+                        int first = ed[4];
+                        if (u < first || u >= ed[5]) {  // not in the edge's chunk: wait, stage steps from u on
                             int ready = steps;  // the input: every step
                             if (src >= 0 && (ready = wait_until(fwd + src * n_rb + r, u + 1, scalars)) < 0) return;
                             const int m = min(chunk, ready - u);
@@ -311,14 +328,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                                                      steps * n_inputs);
                             else stage_steps(buf, act + act_off[src] + ((size_t)u * batch + b0) * ws, m, n, ws,
                                              (size_t)batch * ws, ws);
-                            __syncthreads();  // the chunk is there (every thread read held_lo/hi before it)
-                            if (threadIdx.x == 0) { held_lo[i] = u; held_hi[i] = u + m; }
+                            __syncthreads();  // the chunk is there (every thread read ed[4], ed[5] before it)
+                            if (threadIdx.x == 0) { ed[4] = u; ed[5] = u + m; }
                             first = u;
                         }
                         rows_in = buf + (u - first) * n * ws;
                     }
                     if (stage) accumulate(acc, c, rows_in, ws, wsm + off, w, 1);
-                    else accumulate(acc, c, rows_in, ws, params + in_woff[e], 1, ws);
+                    else accumulate(acc, c, rows_in, ws, params + ed[2], 1, ws);
                 }
                 off += w * ws;
                 boff += chunk * rows * ws;
@@ -326,7 +343,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
             float* mine = own + (t & 1) * rows * max_in;
             each_output(c, [&](int q, int cc, int row, int j) {
-                float v = acc[q][cc] + params[bias_off[s] + j];
+                float v = acc[q][cc] + bias[cc];
                 if (s != out) {
                     v = fmaxf(v, 0.f);
                     lo[q][cc] = fminf(lo[q][cc], v);
@@ -375,8 +392,13 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
         __syncthreads();  // dL/dlogits is there at every step it is read: done at every step at once
         if (threadIdx.x == 0) release_add(bwd + s * n_rb + r, steps);
     } else {
-        __syncthreads();  // the forward's reads of the chunks, the weights and held_lo/hi are done
-        for (int i = threadIdx.x; i < max_deg; i += THREADS) held_lo[i] = held_hi[i] = 0;
+        __syncthreads();  // the forward's reads of the chunks, the weights and the edges are done
+        for (int i = threadIdx.x; i < n_out; i += THREADS) {
+            int* ed = edges + WF_EDGE * i;
+            const int e = out_ptr[s] + i;
+            ed[0] = out_dst[e]; ed[1] = out_delay[e]; ed[2] = out_woff[e]; ed[3] = width[out_dst[e]];
+            ed[4] = ed[5] = 0;
+        }
         if (stage) {  // out-edge blocks as they are: edge e's (width[dst] x w)
             int off = 0;
             for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
@@ -393,17 +415,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             float acc[WF_ROWS][WF_COLS];
             zero(acc);
             int off = 0, boff = 0;
-            for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
-                const int d = out_dst[e], tt = t + out_delay[e], wd = width[d], i = e - out_ptr[s];
+            for (int i = 0; i < n_out; ++i) {
+                int* ed = edges + WF_EDGE * i;
+                const int d = ed[0], tt = t + ed[1], wd = ed[3];
                 float* buf = chunks + boff;
                 if (tt < steps && (d != out || every_step || tt == steps - 1)) {
-                    const bool self = WF_SELF_SMEM && d == s && out_delay[e] == 1;
+                    const bool self = WF_SELF_SMEM && d == s && ed[1] == 1;
                     const float* rows_in;
                     if (self) {
                         rows_in = own + (tt & 1) * rows * max_in;  // dz(t + 1), written before the last barrier
                     } else {
-                        int first = held_lo[i];
-                        if (tt < first || tt >= held_hi[i]) {  // wait, then stage steps down to tt - chunk + 1
+                        int first = ed[4];
+                        if (tt < first || tt >= ed[5]) {  // wait, then stage steps down to tt - chunk + 1
                             const int done = wait_until(bwd + d * n_rb + r, steps - tt, scalars);
                             if (done < 0) return;
                             first = max(tt - chunk + 1, steps - done);  // the consumer did steps - done .. steps - 1
@@ -411,12 +434,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                             stage_steps(buf, dz + act_off[d] + ((size_t)first * batch + b0) * wd, tt - first + 1, n,
                                         wd, (size_t)batch * wd, wd);
                             __syncthreads();
-                            if (threadIdx.x == 0) { held_lo[i] = first; held_hi[i] = tt + 1; }
+                            if (threadIdx.x == 0) { ed[4] = first; ed[5] = tt + 1; }
                         }
                         rows_in = buf + (tt - first) * n * wd;
                     }
                     if (stage) accumulate(acc, c, rows_in, wd, wsm + off, w, 1);
-                    else accumulate(acc, c, rows_in, wd, params + out_woff[e], w, 1);
+                    else accumulate(acc, c, rows_in, wd, params + ed[2], w, 1);
                 }
                 off += wd * w;
                 boff += chunk * rows * wd;

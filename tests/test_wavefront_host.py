@@ -36,7 +36,7 @@ def test_a_step_launches_the_pass_then_the_update_with_the_plans_sizes(fake_gpu)
     rows = rows_for(p, 50, resident=132)  # 164 registers a thread: one block an SM
     _, grid, args, shared = fake_gpu.launches[0]
     assert grid == (p.n_slots * -(-50 // rows), 1) and args[15] == rows and args[13] == 7 and args[14] == 50
-    assert args[20] == 1 and args[21] == 7  # the weights fit: staged; a chunk holds every step of 7 (CHUNK 8)
+    assert args[20] == 1 and args[21] == 7  # the weights fit: staged; a chunk holds every step of 7 (CHUNK_STEPS 8)
     assert shared == p.shared_bytes(rows, True, 7) and args[22] == p.region(rows, 7)
     items, chunks = p.items(7)
     assert fake_gpu.launches[1][1] == (len(items), 1)
@@ -55,8 +55,8 @@ def test_weights_too_large_for_shared_memory_are_read_from_global_memory(fake_gp
 
 def test_the_chunk_holds_fewer_steps_where_shared_memory_is_short_and_a_bad_chunk_is_refused(fake_gpu):
     """Weights staged (they fit), then as many steps a chunk as the rest of the block's shared
-    memory holds, halving from CHUNK: here 8 do not fit beside the weights and 4 do."""
-    from genlab.engines.cuda.wavefront import CHUNK
+    memory holds, halving from CHUNK_STEPS: here 8 do not fit beside the weights and 4 do."""
+    from genlab.engines.cuda.wavefront import CHUNK_STEPS
     from genlab.errors import BackendError
     from genlab.engines.cuda.wavefront_plan import STATIC_SHARED
     from tests.fake_cuda import OPTIN
@@ -68,7 +68,7 @@ def test_the_chunk_holds_fewer_steps_where_shared_memory_is_short_and_a_bad_chun
     _, _, args, shared = fake_gpu.launches[0]
     p, rows = plan(net, engine.offsets), args[15]
     room = OPTIN - STATIC_SHARED
-    assert args[20] == 1 and p.shared_bytes(rows, True, CHUNK) > room >= p.shared_bytes(rows, True, 4)
+    assert args[20] == 1 and p.shared_bytes(rows, True, CHUNK_STEPS) > room >= p.shared_bytes(rows, True, 4)
     assert args[21] == 4 and shared == p.shared_bytes(rows, True, 4) and args[22] == p.region(rows, 4)
     for bad in (0, 2.5, -1):
         with pytest.raises(BackendError, match="chunk must be a whole number"):

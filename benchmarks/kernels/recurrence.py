@@ -11,8 +11,9 @@ waiting for its own flag (WF_SELF_SMEM 0; 1, from shared memory, is the default)
 each), 10 both, 11 the first version's product loop (every accumulator of WF_ROWS x WF_COLS
 predicated, k not unrolled: the baseline of the loop sized to the thread's rows), 12 k unrolled 8;
 13 chunks of one step (each edge waits and stages its source step by step: the hand-off before
-chunks), 14 chunks of up to 16 steps, 15 the flag's release as one red.release (WF_RELEASE_ADD)
-in place of a fence and an add, 16 that and WF_SELF_SMEM 0.
+chunks), 14 chunks of up to 16 steps, 15 the flag's release as a fence and an add (WF_RELEASE_ADD 0;
+1, one red.release, is the default), 16 that and WF_SELF_SMEM 0, 17 the release by thread 0
+(WF_PUBLISH_LAST 0; the default: by the block's last thread).
 Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
 weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step
 (host work, the optimizer and the guard included), CUDA events around many steps. cuDNN's step
@@ -45,10 +46,10 @@ from genlab.optim import SGD, Adam  # noqa: E402
 NAN = 0x7FC00000  # a quiet NaN: an element the kernels fail to write fails the comparison
 VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"rows": 4}, 6: {"rows": 8},
             7: {"rows": 16}, 8: {}, 9: {}, 10: {}, 11: {}, 12: {}, 13: {"chunk": 1}, 14: {"chunk": 16}, 15: {},
-            16: {}}  # engine options
+            16: {}, 17: {}}  # engine options
 BUILDS = {8: {"WF_SELF_SMEM": 0}, 9: {"WF_MIN_BLOCKS": 2}, 10: {"WF_SELF_SMEM": 0, "WF_MIN_BLOCKS": 2},
-          11: {"WF_FULL_TILE": 1, "WF_UNROLL": 1}, 12: {"WF_UNROLL": 8}, 15: {"WF_RELEASE_ADD": 1},
-          16: {"WF_SELF_SMEM": 0, "WF_RELEASE_ADD": 1}}
+          11: {"WF_FULL_TILE": 1, "WF_UNROLL": 1}, 12: {"WF_UNROLL": 8}, 15: {"WF_RELEASE_ADD": 0},
+          16: {"WF_SELF_SMEM": 0, "WF_RELEASE_ADD": 0}, 17: {"WF_PUBLISH_LAST": 0}}
 SHAPES = [  # (layers, steps, hidden, batch); features = hidden / 2, as genlab.bench.recurrence
     (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (2, 64, 128, 64), (4, 64, 128, 64), (2, 16, 64, 1),
     (2, 256, 64, 64), (2, 64, 64, 16), (2, 64, 256, 64), (2, 64, 512, 64), (2, 64, 1024, 16),

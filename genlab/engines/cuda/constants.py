@@ -56,6 +56,7 @@ CONV_SHARED = 8192  # floats of shared memory the engine lets conv_forward_stage
 # consumer's weights and dz channels (executors/kinds.py checks; conv.cu's CONV_BUFFERED holds two samples)
 WF_ROWS, WF_COLS = 8, 4  # the wavefront kernel's accumulators a thread: rows x column strides (wavefront.cu)
 WF_TILE = 32  # its weight-gradient kernel's output tiles (WF_TILE x WF_TILE, split over time chunks)
+WF_EDGE = 6  # ints of shared memory per edge of a wavefront block (other end, delay, weights, width, chunk's steps)
 # its scalars: loss (double), correct (int at byte 8), sum of squared gradients (double at byte 16),
 # and the int at byte WF_GAVE_UP that wavefront_step's blocks set where they gave up waiting for each other
 WF_SCALAR_BYTES, WF_GAVE_UP = 48, 32
@@ -75,7 +76,7 @@ SHARED = {
     **{f"PHASE_{p.name}": int(p) for p in Phase},
     "OP_INTS": OP_INTS, "GEO_INTS": len(GEO_FIELDS), "ATT_SHARED": ATT_SHARED,
     "ATT_STAGED": ATT_STAGED,
-    "WF_ROWS": WF_ROWS, "WF_COLS": WF_COLS, "WF_TILE": WF_TILE, "WF_SCALAR_BYTES": WF_SCALAR_BYTES,
+    "WF_ROWS": WF_ROWS, "WF_COLS": WF_COLS, "WF_TILE": WF_TILE, "WF_EDGE": WF_EDGE, "WF_SCALAR_BYTES": WF_SCALAR_BYTES,
     "WF_GAVE_UP": WF_GAVE_UP, "DNI_ROWS": DNI_ROWS,
     "CONV_CH": CONV_CH, "CONV_POS": CONV_POS, "CONV_WG": CONV_WG, "CONV_SAMPLES": CONV_SAMPLES, "CONV_SHARED": CONV_SHARED,
     **{f"GEO_{name}": i for i, name in enumerate(GEO_FIELDS)},

@@ -75,7 +75,7 @@ class Shape:
     zeroed_words: int
 
 
-CHUNK = 8  # the most steps of a source an edge's chunk buffer holds (fewer where shared memory is short)
+CHUNK_STEPS = 8  # the most steps of a source an edge's chunk buffer holds (fewer where shared memory is short)
 SHAPES = 8  # shapes kept prepared, with their graphs (a run has a few: its batches, the last short one, validation)
 
 
@@ -101,7 +101,7 @@ class Wavefront:
         self.fixed_stage = stage  # None: weights staged in shared memory where they fit
         if chunk is not None and (int(chunk) != chunk or chunk < 1):
             raise BackendError(f"chunk must be a whole number of steps, at least 1 (got {chunk!r})")
-        self.fixed_chunk = chunk  # None: the most steps up to CHUNK that fit
+        self.fixed_chunk = chunk  # None: the most steps up to CHUNK_STEPS that fit
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.now: Shape | None = None  # the launch of that shape
@@ -162,7 +162,7 @@ class Wavefront:
             raise BackendError(f"{rows} rows a block: the wavefront kernel's blocks hold at most {p.max_rows()}")
         stage = p.shared_bytes(rows, True) <= optin if self.fixed_stage is None else self.fixed_stage
         n_rb = -(-batch // rows)
-        chunk = self.fixed_chunk or self._chunk(rows, stage, min(CHUNK, steps), p.n_slots * n_rb)
+        chunk = self.fixed_chunk or self._chunk(rows, stage, min(CHUNK_STEPS, steps), p.n_slots * n_rb)
         shared = p.shared_bytes(rows, stage, chunk)
         if shared > optin:
             raise BackendError(f"the wavefront kernel needs {shared} bytes of shared memory a block for {rows} rows "

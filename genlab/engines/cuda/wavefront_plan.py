@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import BackendError
 from ...network import INPUT, OUTPUT, Network
-from .constants import THREADS, WF_COLS, WF_ROWS, WF_TILE
+from .constants import THREADS, WF_COLS, WF_EDGE, WF_ROWS, WF_TILE
 
 ITEM_INTS = 5  # edge (-1: a bias), j0, q0, time chunk, slot: one weight-gradient item
 STATIC_SHARED = 8 * 1024 + 256  # bytes of wavefront_step's own shared memory (ranges, block sums)
@@ -90,10 +90,10 @@ class Plan:
         return chunk * rows * self.edge_widths()
 
     def shared_bytes(self, rows: int, stage: bool, chunk: int = 1) -> int:
-        """wavefront_step's dynamic shared memory: each edge's held steps (two ints), the block's
-        own last two outputs (its WF_SELF_SMEM build), the chunk buffers and the staged weights."""
+        """wavefront_step's dynamic shared memory: its edges (WF_EDGE ints each), the block's own
+        last two outputs (its WF_SELF_SMEM build), the chunk buffers and the staged weights."""
         widest = max(self.n_inputs, int(self.width.max()))
-        return 4 * (2 * self.degree() + 2 * rows * widest + self.region(rows, chunk)
+        return 4 * (WF_EDGE * self.degree() + 2 * rows * widest + self.region(rows, chunk)
                     + (self.weight_floats() if stage else 0))
 
     def items(self, steps: int) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ run racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 3 python -m
 run memcheck 50 compute-sanitizer --tool memcheck --error-exitcode 3 python -m pytest -m gpu -q -p no:cacheprovider \
     tests/test_cuda_wavefront.py -k "gradients_of_one_pass"
 run repeats 40 python -m pytest -m gpu -q -p no:cacheprovider tests/test_cuda_engine.py -k repeats_bit_for_bit
-run harness 150 python benchmarks/kernels/recurrence.py --quick --variants 1,8,13,14,15 --json "$OUT/recurrence_kernels.json"
+run harness 150 python benchmarks/kernels/recurrence.py --quick --variants "${VARIANTS:-1,8,13,14,15}" --json "$OUT/recurrence_kernels.json"
 run bench_targets 110 python -m genlab.bench.recurrence --shapes targets --executors wavefront --out "$OUT/recurrence_targets.json"
 run train_serial 20 python -m genlab train --dataset digits_rows --seed 0 --json --quiet --backend serial
 run train_wavefront 30 python -m genlab train --dataset digits_rows --seed 0 --json --quiet --backend cuda --executor wavefront

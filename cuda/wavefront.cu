@@ -22,7 +22,8 @@
 //     rows of the steps from t - k on that it has done, up to `chunk` steps (the input: every step
 //     is there): a producer running ahead is read once a chunk, not once a step. z += h W^T.
 //     h = relu(z + b) (the output group: z + b, computed only at the steps it is read). Publish:
-//     the block's writes, a fence, fwd[s][r] = t + 1. At each step the output is read, the output
+//     the block's writes, a release, fwd[s][r] = t + 1, every `every` steps (and the last; a block
+//     that waits first releases what it holds back). At each step the output is read, the output
 //     block computes the softmax cross-entropy of its rows and writes dL/dlogits into dz.
 //   Backward, t = steps - 1 .. 0 (after the block's whole forward): for each out-edge to slot c of
 //     delay k with t + k read, c's dz(t + k) from the edge's chunk buffer, or after waiting until
@@ -196,10 +197,27 @@ __device__ __forceinline__ void release_add(int* flag, int v)
 #endif
 }
 
-__device__ __forceinline__ void publish(int* flag)
+constexpr unsigned WF_PUBLISHER = WF_PUBLISH_LAST ? THREADS - 1 : 0;
+
+// The end of a step: a barrier (the step's writes done, its chunk and `own` reads too), then the
+// steps done since the last release (pending, the same in every thread) released where they are
+// `every` or this is the last step. A block that holds steps back releases them before it waits
+// (flush), so no block waits for steps that are done: the launch cannot deadlock for it.
+__device__ __forceinline__ void publish(int* flag, int& pending, int every, bool last)
 {
     __syncthreads();
-    if (threadIdx.x == (WF_PUBLISH_LAST ? THREADS - 1 : 0)) release_add(flag, 1);
+    if (++pending >= every || last) {
+        if (threadIdx.x == WF_PUBLISHER) release_add(flag, pending);
+        pending = 0;
+    }
+}
+
+__device__ __forceinline__ void flush(int* flag, int& pending)
+{
+    if (pending > 0) {
+        if (threadIdx.x == WF_PUBLISHER) release_add(flag, pending);  // ordered after the steps' barriers
+        pending = 0;
+    }
 }
 
 // Steps u0 .. u0 + m - 1 of `n` rows of `w` floats into the chunk buffer (step j's rows at
@@ -243,7 +261,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     const int* __restrict__ in_delay, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
     const int* __restrict__ out_dst, const int* __restrict__ out_delay, const int* __restrict__ out_woff,
     int n_slots, int steps, int batch, int rows, int n_inputs, int n_cols, int every_step, int train, int stage,
-    int chunk, int region, const float* __restrict__ x, const int* __restrict__ labels,
+    int chunk, int region, int every, const float* __restrict__ x, const int* __restrict__ labels,
     const float* __restrict__ params, float* act, float* dz, double* stats, float* hmin, float* hmax, double* scalars,
     int* flags)
 {
@@ -278,7 +296,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
 #pragma unroll
         for (int cc = 0; cc < WF_COLS; ++cc) { lo[q][cc] = INFINITY; hi[q][cc] = -INFINITY; }
     double s1 = 0.0, s2 = 0.0, s3 = 0.0, loss = 0.0;
-    int right = 0;
+    int right = 0, pending = 0;  // pending: steps done and not yet released (publish)
 
     // ---- forward
     const int n_in = in_ptr[s + 1] - in_ptr[s];
@@ -322,7 +340,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                         int first = ed[4];
                         if (u < first || u >= ed[5]) {  // not in the edge's chunk: wait, stage steps from u on
                             int ready = steps;  // the input: every step
-                            if (src >= 0 && (ready = wait_until(fwd + src * n_rb + r, u + 1, scalars)) < 0) return;
+                            if (src >= 0) {
+                                flush(fwd + s * n_rb + r, pending);
+                                if ((ready = wait_until(fwd + src * n_rb + r, u + 1, scalars)) < 0) return;
+                            }
                             const int m = min(chunk, ready - u);
                             if (src < 0) stage_steps(buf, x + ((size_t)b0 * steps + u) * n_inputs, m, n, ws, ws,
                                                      steps * n_inputs);
@@ -362,7 +383,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                                 s1, s2, s3);
             }
         }
-        publish(fwd + s * n_rb + r);  // its barrier also frees the chunk and `own` buffers read at step t
+        publish(fwd + s * n_rb + r, pending, every, t == steps - 1);  // also frees the buffers read at step t
     }
     if (s != out) {  // each neuron's range over the block's rows and every step: a partial per row block
         for (int i = threadIdx.x; i < THREADS * WF_COLS; i += THREADS) { lo_s[i] = INFINITY; hi_s[i] = -INFINITY; }
@@ -427,6 +448,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                     } else {
                         int first = ed[4];
                         if (tt < first || tt >= ed[5]) {  // wait, then stage steps down to tt - chunk + 1
+                            flush(bwd + s * n_rb + r, pending);
                             const int done = wait_until(bwd + d * n_rb + r, steps - tt, scalars);
                             if (done < 0) return;
                             first = max(tt - chunk + 1, steps - done);  // the consumer did steps - done .. steps - 1
@@ -451,7 +473,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
                 if (WF_SELF_SMEM) mine[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
             });
-            publish(bwd + s * n_rb + r);
+            publish(bwd + s * n_rb + r, pending, every, t == 0);
         }
     }
     add_group_stats(stats, s, s1, s2, s3, scratch);

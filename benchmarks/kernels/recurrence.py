@@ -13,7 +13,8 @@ predicated, k not unrolled: the baseline of the loop sized to the thread's rows)
 13 chunks of one step (each edge waits and stages its source step by step: the hand-off before
 chunks), 14 chunks of up to 16 steps, 15 the flag's release as a fence and an add (WF_RELEASE_ADD 0;
 1, one red.release, is the default), 16 that and WF_SELF_SMEM 0, 17 the release by thread 0
-(WF_PUBLISH_LAST 0; the default: by the block's last thread).
+(WF_PUBLISH_LAST 0; the default: by the block's last thread); 18-21 a block's steps released
+1, 2, 4 and 8 at a time (variant 1: wavefront.every_for's choice).
 Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
 weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step
 (host work, the optimizer and the guard included), CUDA events around many steps. cuDNN's step
@@ -46,7 +47,7 @@ from genlab.optim import SGD, Adam  # noqa: E402
 NAN = 0x7FC00000  # a quiet NaN: an element the kernels fail to write fails the comparison
 VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"rows": 4}, 6: {"rows": 8},
             7: {"rows": 16}, 8: {}, 9: {}, 10: {}, 11: {}, 12: {}, 13: {"chunk": 1}, 14: {"chunk": 16}, 15: {},
-            16: {}, 17: {}}  # engine options
+            16: {}, 17: {}, 18: {"every": 1}, 19: {"every": 2}, 20: {"every": 4}, 21: {"every": 8}}  # engine options
 BUILDS = {8: {"WF_SELF_SMEM": 0}, 9: {"WF_MIN_BLOCKS": 2}, 10: {"WF_SELF_SMEM": 0, "WF_MIN_BLOCKS": 2},
           11: {"WF_FULL_TILE": 1, "WF_UNROLL": 1}, 12: {"WF_UNROLL": 8}, 15: {"WF_RELEASE_ADD": 0},
           16: {"WF_SELF_SMEM": 0, "WF_RELEASE_ADD": 0}, 17: {"WF_PUBLISH_LAST": 0}}
@@ -127,7 +128,7 @@ def timings(number: int, options: dict, shape: tuple) -> dict:
         return {"error": str(error)[:200]}
     runner = engine.runner
     row = {"rows": runner.now.rows, "row_blocks": runner.now.n_rb, "staged": bool(runner.now.stage),
-           "chunk": runner.now.chunk, "blocks":
+           "chunk": runner.now.chunk, "every": runner.now.every, "blocks":
            runner.plan.n_slots * runner.now.n_rb, "pass_us": time_graph(engine, lambda: runner.enqueue(train=True), 100)}
     row["step_ms"] = time_cuda(lambda: engine.step(x, y), 30, warmup=3)
     features = hidden // 2
@@ -142,11 +143,11 @@ def timings(number: int, options: dict, shape: tuple) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write every check and time here")
-    parser.add_argument("--quick", action="store_true", help="the first three shapes only")
+    parser.add_argument("--quick", action="store_true", help="five shapes: 2, 4 and 8 layers of 64 steps, 2 of 256")
     parser.add_argument("--variants", default=",".join(map(str, VARIANTS)))
     args = parser.parse_args(argv)
     chosen = [int(v) for v in args.variants.split(",")]
-    shapes = SHAPES[:3] if args.quick else SHAPES
+    shapes = [*SHAPES[:3], (2, 256, 64, 64), (2, 256, 64, 1)] if args.quick else SHAPES
     timed: dict = {}
     for number in chosen:  # variant by variant: each build compiled once
         use_variant("wavefront.cu", "wavefront_step", BUILDS.get(number, {}), [])

@@ -67,12 +67,24 @@ class Shape:
     stage: bool
     chunk: int     # steps an edge's chunk buffer holds
     region: int    # floats of a block's chunk buffers
+    every: int     # steps a block releases at once (every_for)
     shared: int
     items: object
     n_items: int
     chunks: int
     act_off: object
     zeroed_words: int
+
+
+def every_for(steps: int, slots: int, chunk: int) -> int:
+    """Steps a block releases at once: a power of two up to `chunk` and steps / (8 x slots). A
+    release costs about a hand-off, and holding P steps back delays each consumer by up to P steps,
+    so a chain of `slots` slots starts up to (slots - 1) x P steps later: a sequence long against
+    its chain releases less often."""
+    every = 1
+    while every * 2 <= min(chunk, steps // (8 * slots)):
+        every *= 2
+    return every
 
 
 CHUNK_STEPS = 8  # the most steps of a source an edge's chunk buffer holds (fewer where shared memory is short)
@@ -84,7 +96,7 @@ class Wavefront:
     flat parameter and gradient buffers `params` and `grads` laid out at `offsets`."""
 
     def __init__(self, stream, params, grads, offsets: dict, rows: int | None = None, stage: bool | None = None,
-                 chunk: int | None = None):
+                 chunk: int | None = None, every: int | None = None):
         import pycuda.driver as drv
 
         runtime.load(FILE)
@@ -102,6 +114,9 @@ class Wavefront:
         if chunk is not None and (int(chunk) != chunk or chunk < 1):
             raise BackendError(f"chunk must be a whole number of steps, at least 1 (got {chunk!r})")
         self.fixed_chunk = chunk  # None: the most steps up to CHUNK_STEPS that fit
+        if every is not None and (int(every) != every or every < 1):
+            raise BackendError(f"every must be a whole number of steps, at least 1 (got {every!r})")
+        self.fixed_every = every  # None: every_for
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.now: Shape | None = None  # the launch of that shape
@@ -176,7 +191,8 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
-        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), shared, self.mem.upload(items, "the weight-gradient items"), len(items),
+        every = self.fixed_every or every_for(steps, p.n_slots, chunk)
+        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), every, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
                      chunks, self.mem.upload(p.act_off(steps, batch)),
                      (WF_SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
 
@@ -219,7 +235,7 @@ class Wavefront:
                     t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
                     t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(now.rows),
                     i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage),
-                    i32(now.chunk), i32(now.region), self.b.x, self.b.labels,
+                    i32(now.chunk), i32(now.region), i32(now.every), self.b.x, self.b.labels,
                     self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
                     shared=now.shared)
         if not train:

@@ -118,6 +118,51 @@ __device__ __forceinline__ void accumulate_tile(float (&acc)[WF_ROWS][WF_COLS], 
     }
 }
 
+// The same for a thread of R (1 or 2) rows and one column, with k dealt round 4 / R independent
+// sums a row: the product's chain of dependent multiply-adds is what a step of a narrow cell
+// waits for (one or two warps working, the others at the barrier), and independent sums let the
+// loads and multiply-adds of several k overlap. WF_CHAINS 0: one sum (a harness variant).
+#ifndef WF_CHAINS
+#define WF_CHAINS 1
+#endif
+template <int R>
+__device__ __forceinline__ void accumulate_chains(float (&acc)[WF_ROWS][WF_COLS], const Share& c, const float* A,
+                                                  int K, const float* B, int sk, int sj)
+{
+    constexpr int S = 4 / R;
+    float part[R][S];
+#pragma unroll
+    for (int q = 0; q < R; ++q)
+#pragma unroll
+        for (int p = 0; p < S; ++p) part[q][p] = 0.f;
+    const float* b = B + c.j0 * sj;
+    const float* a0 = A + c.r0 * K;
+    const float* a1 = A + (c.r0 + c.rstep) * K;  // read only where the thread has two rows (R == 2, nr == 2)
+    const bool two = R == 2 && c.nr > 1;
+    int k = 0;
+#pragma unroll 2
+    for (; k + S <= K; k += S) {
+#pragma unroll
+        for (int p = 0; p < S; ++p) {
+            const float w = b[(k + p) * sk];
+            part[0][p] = fmaf(a0[k + p], w, part[0][p]);
+            if (two) part[R - 1][p] = fmaf(a1[k + p], w, part[R - 1][p]);
+        }
+    }
+    for (; k < K; ++k) {
+        const float w = b[k * sk];
+        part[0][0] = fmaf(a0[k], w, part[0][0]);
+        if (two) part[R - 1][0] = fmaf(a1[k], w, part[R - 1][0]);
+    }
+#pragma unroll
+    for (int q = 0; q < R; ++q) {
+        float sum = 0.f;
+#pragma unroll
+        for (int p = 0; p < S; ++p) sum += part[q][p];
+        if (q == 0 || two) acc[q][0] += sum;
+    }
+}
+
 __device__ __forceinline__ void accumulate(float (&acc)[WF_ROWS][WF_COLS], const Share& c, const float* A, int K,
                                            const float* B, int sk, int sj)
 {
@@ -125,7 +170,9 @@ __device__ __forceinline__ void accumulate(float (&acc)[WF_ROWS][WF_COLS], const
     if (WF_FULL_TILE) {  // the first version's loop (a harness variant: the baseline)
         accumulate_tile<WF_ROWS, WF_COLS>(acc, c, A, K, B, sk, sj);
     } else if (c.nc <= 1) {
-        if (c.nr == 1) accumulate_tile<1, 1>(acc, c, A, K, B, sk, sj);
+        if (WF_CHAINS && c.nr == 1) accumulate_chains<1>(acc, c, A, K, B, sk, sj);
+        else if (WF_CHAINS && c.nr == 2) accumulate_chains<2>(acc, c, A, K, B, sk, sj);
+        else if (c.nr == 1) accumulate_tile<1, 1>(acc, c, A, K, B, sk, sj);
         else if (c.nr <= 2) accumulate_tile<2, 1>(acc, c, A, K, B, sk, sj);
         else accumulate_tile<WF_ROWS, 1>(acc, c, A, K, B, sk, sj);
     } else {

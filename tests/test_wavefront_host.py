@@ -70,19 +70,13 @@ def test_the_chunk_holds_fewer_steps_where_shared_memory_is_short_and_a_bad_chun
     room = OPTIN - STATIC_SHARED
     assert args[20] == 1 and p.shared_bytes(rows, True, CHUNK_STEPS) > room >= p.shared_bytes(rows, True, 4)
     assert args[21] == 4 and shared == p.shared_bytes(rows, True, 4) and args[22] == p.region(rows, 4)
-    assert args[23] == 1  # 20 steps over 3 slots: released step by step
+    assert args[23] == 1  # each step released as it is done
     for bad in (0, 2.5, -1):
         with pytest.raises(BackendError, match="chunk must be a whole number"):
             wavefront_engine(net, chunk=bad)
         with pytest.raises(BackendError, match="every must be a whole number"):
             wavefront_engine(net, every=bad)
 
-
-def test_a_block_releases_its_steps_less_often_where_the_sequence_is_long_against_its_chain():
-    from genlab.engines.cuda.wavefront import every_for
-
-    assert every_for(64, 3, 8) == 2 and every_for(256, 3, 8) == 8 and every_for(256, 3, 4) == 4
-    assert every_for(64, 9, 8) == 1 and every_for(16, 3, 8) == 1 and every_for(10**6, 2, 8) == 8
 
 
 def test_a_prediction_larger_than_a_pass_takes_several_and_every_step_reads_each_step(fake_gpu):

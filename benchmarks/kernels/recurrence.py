@@ -14,7 +14,7 @@ predicated, k not unrolled: the baseline of the loop sized to the thread's rows)
 chunks), 14 chunks of up to 16 steps, 15 the flag's release as a fence and an add (WF_RELEASE_ADD 0;
 1, one red.release, is the default), 16 that and WF_SELF_SMEM 0, 17 the release by thread 0
 (WF_PUBLISH_LAST 0; the default: by the block's last thread); 18-21 a block's steps released
-1, 2, 4 and 8 at a time (variant 1: wavefront.every_for's choice); 22 the product of a thread
+1, 2, 4 and 8 at a time (the default: 1); 22 the product of a thread
 of one or two rows dealt round 4 / rows independent sums (WF_CHAINS 1; the default: one sum).
 Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
 weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step

@@ -67,24 +67,13 @@ class Shape:
     stage: bool
     chunk: int     # steps an edge's chunk buffer holds
     region: int    # floats of a block's chunk buffers
-    every: int     # steps a block releases at once (every_for)
+    every: int     # steps a block releases at once
     shared: int
     items: object
     n_items: int
     chunks: int
     act_off: object
     zeroed_words: int
-
-
-def every_for(steps: int, slots: int, chunk: int) -> int:
-    """Steps a block releases at once: a power of two up to `chunk` and steps / (8 x slots). A
-    release costs about a hand-off, and holding P steps back delays each consumer by up to P steps,
-    so a chain of `slots` slots starts up to (slots - 1) x P steps later: a sequence long against
-    its chain releases less often."""
-    every = 1
-    while every * 2 <= min(chunk, steps // (8 * slots)):
-        every *= 2
-    return every
 
 
 CHUNK_STEPS = 8  # the most steps of a source an edge's chunk buffer holds (fewer where shared memory is short)
@@ -116,7 +105,9 @@ class Wavefront:
         self.fixed_chunk = chunk  # None: the most steps up to CHUNK_STEPS that fit
         if every is not None and (int(every) != every or every < 1):
             raise BackendError(f"every must be a whole number of steps, at least 1 (got {every!r})")
-        self.fixed_every = every  # None: every_for
+        # None: 1, each step as it is done; releasing several at once saved nothing measurable and
+        # delays a deep stack (benchmarks/NOTES.md, recurrence v2, fourth round): a harness variant
+        self.every = every or 1
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.now: Shape | None = None  # the launch of that shape
@@ -191,8 +182,7 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
-        every = self.fixed_every or every_for(steps, p.n_slots, chunk)
-        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), every, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
+        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), self.every, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
                      chunks, self.mem.upload(p.act_off(steps, batch)),
                      (WF_SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
 

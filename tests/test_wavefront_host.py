@@ -78,7 +78,6 @@ def test_the_chunk_holds_fewer_steps_where_shared_memory_is_short_and_a_bad_chun
             wavefront_engine(net, every=bad)
 
 
-
 def test_a_prediction_larger_than_a_pass_takes_several_and_every_step_reads_each_step(fake_gpu):
     net = Network.elman(4, [8], 2, seed=1)
     engine = wavefront_engine(net, rows=1)

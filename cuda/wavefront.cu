@@ -66,23 +66,58 @@
 // r0 + q * rstep (q < nr). For w <= THREADS, THREADS / w row groups of w threads each take a
 // column; wider groups give every thread up to WF_COLS columns of every row. The caller keeps
 // nr <= WF_ROWS and nc <= WF_COLS (wavefront.py chooses rows so).
+// WF_SPLIT_K 1: where the row groups outnumber the rows (a narrow cell of few rows), the spare
+// groups share the sums instead of idling: `parts` = groups / rows threads take each output, part
+// p summing the p-th of `parts` slices of k, and the slices are added in part order through
+// shared memory (reduce_parts) before the output is written by part 0 (output_share).
+#ifndef WF_SPLIT_K
+#define WF_SPLIT_K 0
+#endif
 struct Share {
     int j0, cstep, nc, r0, rstep, nr;
+    int part, parts;  // the thread's slice of k, of `parts` (1: the whole sum)
 };
 
 __device__ __forceinline__ Share share_of(int w, int rows)
 {
     Share c;
+    c.part = 0; c.parts = 1;
     if (w <= THREADS) {
-        const int groups = THREADS / w;
+        const int groups = THREADS / w, g = threadIdx.x / w;
         c.j0 = threadIdx.x % w; c.cstep = w; c.nc = (int)threadIdx.x < groups * w ? 1 : 0;
-        c.r0 = threadIdx.x / w; c.rstep = groups;
+        c.r0 = g; c.rstep = groups;
+        if (WF_SPLIT_K && rows > 0 && groups >= 2 * rows) {  // each output in groups / rows parts
+            c.parts = groups / rows;
+            c.r0 = g % rows; c.part = g / rows; c.rstep = groups;
+            if (c.part >= c.parts) c.nc = 0;
+        }
     } else {
         c.j0 = threadIdx.x; c.cstep = THREADS; c.nc = (w - (int)threadIdx.x + THREADS - 1) / THREADS;
         c.r0 = 0; c.rstep = 1;
     }
     c.nr = (c.nc > 0 && c.r0 < rows) ? (rows - c.r0 + c.rstep - 1) / c.rstep : 0;
     return c;
+}
+
+// The share whose outputs the thread writes: none for a part past the first.
+__device__ __forceinline__ Share output_share(Share c)
+{
+    if (c.part > 0) c.nr = 0;
+    return c;
+}
+
+// A split cell's sums (c.parts > 1, the same in every thread): each part's slice into red, then
+// part 0 adds the slices in part order (deterministic). The caller's next barrier frees red.
+__device__ __forceinline__ void reduce_parts(float (&acc)[WF_ROWS][WF_COLS], const Share& c, int n, int w, float* red)
+{
+    if (c.parts <= 1) return;
+    if (c.nr > 0) red[(c.part * n + c.r0) * w + c.j0] = acc[0][0];
+    __syncthreads();
+    if (c.nr > 0 && c.part == 0) {
+        float sum = red[c.r0 * w + c.j0];
+        for (int p = 1; p < c.parts; ++p) sum += red[(p * n + c.r0) * w + c.j0];
+        acc[0][0] = sum;
+    }
 }
 
 #ifndef WF_UNROLL  // the product loops' unrolling (a harness variant may set it)
@@ -168,6 +203,21 @@ __device__ __forceinline__ void accumulate(float (&acc)[WF_ROWS][WF_COLS], const
                                            const float* B, int sk, int sj)
 {
     if (c.nr == 0) return;
+    if (c.parts > 1) {  // one row, one column, the part's slice of k (WF_SPLIT_K)
+        const int k0 = c.part * K / c.parts, k1 = (c.part + 1) * K / c.parts;
+        const float* a = A + c.r0 * K;
+        const float* b = B + c.j0 * sj;
+        float s0 = 0.f, s1 = 0.f;  // two chains
+        int k = k0;
+#pragma unroll 2
+        for (; k + 2 <= k1; k += 2) {
+            s0 = fmaf(a[k], b[k * sk], s0);
+            s1 = fmaf(a[k + 1], b[(k + 1) * sk], s1);
+        }
+        if (k < k1) s0 = fmaf(a[k], b[k * sk], s0);
+        acc[0][0] += s0 + s1;
+        return;
+    }
     if (WF_FULL_TILE) {  // the first version's loop (a harness variant: the baseline)
         accumulate_tile<WF_ROWS, WF_COLS>(acc, c, A, K, B, sk, sj);
     } else if (c.nc <= 1) {
@@ -337,7 +387,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     float* own = shared + WF_EDGE * max_deg;   // 2 x rows x max_in: step t's at own + (t & 1) * rows * max_in
     float* chunks = own + 2 * rows * max_in;
     float* wsm = chunks + region;
-    const Share c = share_of(w, n);
+    const Share c = share_of(w, n), o = output_share(c);
+    __shared__ float red[THREADS];  // a split cell's slices (reduce_parts)
     float lo[WF_ROWS][WF_COLS], hi[WF_ROWS][WF_COLS];
 #pragma unroll
     for (int q = 0; q < WF_ROWS; ++q)
@@ -409,9 +460,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 off += w * ws;
                 boff += chunk * rows * ws;
             }
+            reduce_parts(acc, c, n, w, red);
             float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
             float* mine = own + (t & 1) * rows * max_in;
-            each_output(c, [&](int q, int cc, int row, int j) {
+            each_output(o, [&](int q, int cc, int row, int j) {
                 float v = acc[q][cc] + bias[cc];
                 if (s != out) {
                     v = fmaxf(v, 0.f);
@@ -442,8 +494,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             if (cc >= c.nc) continue;
             float l = INFINITY, u = -INFINITY;
 #pragma unroll
-            for (int q = 0; q < WF_ROWS; ++q) if (q < c.nr) { l = fminf(l, lo[q][cc]); u = fmaxf(u, hi[q][cc]); }
-            const int slot = w <= THREADS ? c.r0 * w + c.j0 : c.j0 + cc * c.cstep;
+            for (int q = 0; q < WF_ROWS; ++q) if (q < o.nr) { l = fminf(l, lo[q][cc]); u = fmaxf(u, hi[q][cc]); }
+            const int slot = w <= THREADS ? (int)threadIdx.x / w * w + c.j0 : c.j0 + cc * c.cstep;  // the thread's own
             lo_s[slot] = l; hi_s[slot] = u;
         }
         __syncthreads();
@@ -480,7 +532,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
         for (int t = steps - 1; t >= 0; --t) {
             const float* h = act + act_off[s] + ((size_t)t * batch + b0) * w;
             // the thread's first output's h(t), loaded before the edges so its latency hides behind them
-            const float h_first = c.nr > 0 && c.nc > 0 ? __ldcg(h + c.r0 * w + c.j0) : 0.f;
+            const float h_first = o.nr > 0 && o.nc > 0 ? __ldcg(h + o.r0 * w + o.j0) : 0.f;
             float acc[WF_ROWS][WF_COLS];
             zero(acc);
             int off = 0, boff = 0;
@@ -514,9 +566,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 off += wd * w;
                 boff += chunk * rows * wd;
             }
+            reduce_parts(acc, c, n, w, red);
             float* g = dz + act_off[s] + ((size_t)t * batch + b0) * w;
             float* mine = own + (t & 1) * rows * max_in;
-            each_output(c, [&](int q, int cc, int row, int j) {
+            each_output(o, [&](int q, int cc, int row, int j) {
                 const float hv = q == 0 && cc == 0 ? h_first : __ldcg(h + row * w + j);
                 mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
                 if (WF_SELF_SMEM) mine[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;

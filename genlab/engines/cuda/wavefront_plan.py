@@ -18,7 +18,7 @@ from ...network import INPUT, OUTPUT, Network
 from .constants import THREADS, WF_COLS, WF_EDGE, WF_ROWS, WF_TILE
 
 ITEM_INTS = 5  # edge (-1: a bias), j0, q0, time chunk, slot: one weight-gradient item
-STATIC_SHARED = 8 * 1024 + 256  # bytes of wavefront_step's own shared memory (ranges, block sums)
+STATIC_SHARED = 9 * 1024 + 256  # bytes of wavefront_step's own shared memory (ranges, split sums, block sums)
 
 
 @dataclass

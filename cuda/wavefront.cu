@@ -43,11 +43,10 @@
 //     passes no barrier before its product.
 // The hand-off: the producer's threads finish (__syncthreads), one thread adds to the flag with
 // release semantics (publish); the consumer's thread 0 spins on it with acquire loads, then the
-// block proceeds. Data
-// written inside the launch by other blocks is read through L2 (__ldcg). A wait longer than
-// WF_WAIT_LIMIT_NS (a block that is not resident) sets the int at byte WF_GAVE_UP of `scalars` and the
-// loss to NaN, and every waiting block returns: the update is refused and the host raises an
-// error instead of hanging.
+// block proceeds. Data written inside the launch by other blocks is read through L2 (__ldcg). A
+// wait longer than WF_WAIT_LIMIT_NS (a block that is not resident) sets the int at byte WF_GAVE_UP
+// of `scalars` and the loss to NaN, and every waiting block returns: the update is refused and
+// the host raises an error instead of hanging.
 #include "genlab.cuh"
 #include "loss.cu"
 

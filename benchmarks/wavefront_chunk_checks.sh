@@ -2,8 +2,8 @@
 # The wavefront's chunked hand-off (cuda/wavefront.cu: chunk buffers, WF_SELF_SMEM on) on one GPU
 # in one device call: its GPU tests, racecheck and memcheck on one pass, the kernel harness's
 # variants (each checked against BPTT, then timed beside cuDNN), the recurrence targets' grid,
-# digits_rows trained serial and on the wavefront, then the output split's repeat test and its
-# atomic base's split timings (output_split_check.sh's last part). Logs and JSON to $OUT.
+# digits_rows trained serial and on the wavefront, and the output split's repeat test (its first
+# three runs, at 26dbd90, also timed the split's atomic base: output_split/). Logs and JSON to $OUT.
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> bash benchmarks/wavefront_chunk_checks.sh
 set -u
 OUT=${OUT:-/tmp/chunk_out}
@@ -19,10 +19,4 @@ run harness 150 python benchmarks/kernels/recurrence.py --quick --variants "${VA
 run bench_targets 110 python -m genlab.bench.recurrence --shapes targets --executors wavefront --out "$OUT/recurrence_targets.json"
 run train_serial 20 python -m genlab train --dataset digits_rows --seed 0 --json --quiet --backend serial
 run train_wavefront 30 python -m genlab train --dataset digits_rows --seed 0 --json --quiet --backend cuda --executor wavefront
-if [ -d "${BASE:-.device/base}" ]; then
-    BASE=$(cd "${BASE:-.device/base}" && pwd)
-    (cd "$BASE/benchmarks/kernels" && PYTHONPATH="/tmp/site:$BASE" GENLAB_COMMIT=201b4c1 timeout 60 python split_sweep.py \
-        --splits 8 2 --workloads W1 W3 --json "$OUT/split_base.json") > "$OUT/split_base.txt" 2>&1
-    echo "split_base rc $? $(tail -1 "$OUT/split_base.txt")" | tee -a "$OUT/summary.txt"
-fi
 (cd "$OUT" && tar czf chunk_checks.tgz --exclude "*.tgz" ./*)

@@ -3,7 +3,7 @@
 # in one device call: its GPU tests, racecheck and memcheck on one pass, the kernel harness's
 # variants (each checked against BPTT, then timed beside cuDNN), the recurrence targets' grid,
 # digits_rows trained serial and on the wavefront, and the output split's repeat test (its first
-# three runs, at 26dbd90, also timed the split's atomic base: output_split/). Logs and JSON to $OUT.
+# run, at 26dbd90, also timed the split's atomic base: output_split/). Logs and JSON to $OUT.
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> bash benchmarks/wavefront_chunk_checks.sh
 set -u
 OUT=${OUT:-/tmp/chunk_out}

@@ -1,13 +1,12 @@
 """cuda/wavefront.cu's own source, run on the CPU: the source as genlab's loader pastes it, with
-four substitutions (dynamic shared memory, the warp shuffle of block_sum, the PTX acquire load and
-clock),
-compiled by g++ against tests/cpu_cuda/shim.h (a block a process, a CUDA thread a std::thread,
-global memory shared by all) and checked against backpropagation through time on the serial
+the emulator's substitutions (tests/cpu_cuda/emulator.py's host_text: dynamic shared memory, the
+warp shuffle of block_sum, the PTX acquire load, release add and clock), compiled by g++ against
+tests/cpu_cuda/shim.h (a block a process, a CUDA thread a std::thread, global memory shared by
+all) and checked against backpropagation through time on the serial
 engine: the loss, the correct count, every gradient, the statistics and ranges, the flags each
 block published. So the kernels' indexing, hand-offs and reductions are tested without a GPU
 (their timing and the GPU's memory model are not: tests/test_cuda_wavefront.py does that)."""
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import recurrent_cases
+from cpu_cuda.emulator import host_text
 
 from genlab.engines import SerialEngine
 from genlab.engines.cuda import runtime
@@ -25,32 +25,10 @@ HERE = Path(__file__).resolve().parent / "cpu_cuda"
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
-HOST_BLOCK_SUM = """__device__ __forceinline__ double block_sum(double v, double* scratch) {
-    __syncthreads();
-    shuffle_area[threadIdx.x] = v;
-    __syncthreads();
-    double total = 0.0;
-    for (int i = 0; i < THREADS; ++i) total += shuffle_area[i];
-    return total;
-}
-"""
-
 
 def host_source() -> str:
-    """wavefront.cu as the loader pastes it, made host C++ (the four substitutions)."""
-    src = runtime.source(["wavefront.cu"])
-    src, n = re.subn(r"__device__ __forceinline__ double block_sum\(double v, double\* scratch\) \{.*?\n\}\n",
-                     lambda _: HOST_BLOCK_SUM, src, count=1, flags=re.S)
-    assert n == 1, "block_sum changed: update the host version"
-    src, n = re.subn(r'asm volatile\("ld\.acquire\.gpu\.global\.s32.*?"memory"\);', "v = load_acquire_host(p);", src)
-    assert n == 1, "load_acquire changed: update its host version"
-    src, n = re.subn(r"extern __shared__ float shared\[\];", "float* shared = dynamic_shared;", src)
-    assert n == 1
-    src, n = re.subn(r'asm volatile\("mov\.u64 %0, %%globaltimer;" : "=l"\((\w+)\)\);', r"\1 = host_now_ns();", src)
-    assert n == 1, "wf_now_ns changed: update its host version"
-    src, n = re.subn(r'asm volatile\("red\.release\.gpu\.global\.add\.s32.*?"memory"\);',
-                     "__threadfence(); atomicAdd(flag, v);", src)
-    assert n == 1, "release_add changed: update its host version"
+    """wavefront.cu as the loader pastes it, made host C++ (the emulator's substitutions)."""
+    src = host_text(runtime.source(["wavefront.cu"]))
     assert "__shfl" not in src and "asm" not in src
     return '#include "shim.h"\n' + src + '\n#include "wavefront_driver.cpp"\n'
 

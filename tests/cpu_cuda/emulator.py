@@ -45,18 +45,26 @@ HOST_BLOCK_SUM = """__device__ __forceinline__ double block_sum(double v, double
 """
 
 
-def host_source(file: str) -> tuple[str, list[str]]:
-    """`file`'s translation unit made host C++, and its kernels' names."""
-    src = runtime.source([file])
-    names = runtime.kernel_names(src)
+def host_text(src: str) -> str:
+    """A translation unit as genlab's loader pastes it, made host C++ for shim.h: block_sum without
+    the warp shuffle, the PTX acquire load, release add, clock and SM id in C++, the dynamic shared
+    memory an array of the shim's."""
     src, n = re.subn(r"__device__ __forceinline__ double block_sum\(double v, double\* scratch\) \{.*?\n\}\n",
                      lambda _: HOST_BLOCK_SUM, src, count=1, flags=re.S)
     assert n == 1, "genlab.cuh's block_sum changed: update its host version"
     src, n = re.subn(r'asm volatile\("ld\.acquire\.gpu\.global\.s32.*?"memory"\);', "v = load_acquire_host(p);", src)
     assert n == 1, "genlab.cuh's load_acquire changed: update its host version"
     src = re.sub(r"extern __shared__ (\w+) (\w+)\[\];", r"\1* \2 = reinterpret_cast<\1*>(dynamic_shared);", src)
-    for ptx, host in PTX.items():  # the timeline's clock and SM id (rows.cu's trace)
+    for ptx, host in PTX.items():  # the clock, the SM id (rows.cu's trace), the release add (wavefront.cu)
         src = re.sub(ptx, host, src)
+    return src
+
+
+def host_source(file: str) -> tuple[str, list[str]]:
+    """`file`'s translation unit made host C++, and its kernels' names."""
+    src = runtime.source([file])
+    names = runtime.kernel_names(src)
+    src = host_text(src)
     # inline PTX left in the fp32 build (tensor cores sit behind #if PRECISION) fails g++'s assembler
     entries = "\n".join(
         f'extern "C" int launch_{name}(int gx, int gy, int threads, long shared, void** args) {{\n'

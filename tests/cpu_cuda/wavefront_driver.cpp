@@ -47,6 +47,7 @@ template <class T> static void save(const std::string& dir, const std::string& n
 // Blocks one after another on one team of THREADS threads.
 template <class F> static void run_blocks(int grid, F kernel)
 {
+    blockDim.x = THREADS; blockDim.y = blockDim.z = 1;
     std::barrier<> team(THREADS);
     block_barrier = &team;
     std::vector<double> shuffles(THREADS);
@@ -73,6 +74,7 @@ template <class F> static bool run_resident(int grid, size_t shared_floats, int 
         pid_t pid = fork();
         if (pid == 0) {
             blockIdx.x = b;
+            blockDim.x = THREADS; blockDim.y = blockDim.z = 1;
             std::vector<float> shared(shared_floats + 1);
             dynamic_shared = shared.data();
             std::barrier<> team(THREADS);

@@ -1,7 +1,8 @@
 """The wavefront executor of recurrent networks (cuda/wavefront.cu, engines/cuda/wavefront.py)
 against backpropagation through time on the serial engine: steps, statistics, ranges, every
-step's loss, row blocks of every size, weights staged or read from global memory, predictions
-larger than a pass, growth; and what it refuses, which the CPU checks too."""
+step's loss, row blocks of every size, weights staged or read from global memory, sources staged
+a step or a chunk at a time, steps released one or two at a time, predictions larger than a pass,
+growth; and what it refuses, which the CPU checks too."""
 
 import numpy as np
 import pytest
@@ -27,8 +28,10 @@ def engines(net, optimizer, **options):
 
 
 @gpu
-@pytest.mark.parametrize("options", [{}, {"rows": 1}, {"rows": 3}, {"stage": False}, {"rows": 2, "stage": False}],
-                         ids=["auto", "rows1", "rows3", "global-weights", "rows2-global"])
+@pytest.mark.parametrize("options", [{}, {"rows": 1}, {"rows": 3}, {"stage": False}, {"rows": 2, "stage": False},
+                                     {"chunk": 1}, {"chunk": 3, "every": 2}],
+                         ids=["auto", "rows1", "rows3", "global-weights", "rows2-global", "step-by-step",
+                              "chunks-of-3-released-by-2"])
 @pytest.mark.parametrize("name", ["stack", "tangled", "wide"])
 @pytest.mark.parametrize("optimizer", [SGD(lr=0.05), Adam(lr=1e-2)], ids=["sgd", "adam"])
 def test_steps_match_backpropagation_through_time(name, options, optimizer):

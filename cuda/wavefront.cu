@@ -22,9 +22,10 @@
 //     rows of the steps from t - k on that it has done, up to `chunk` steps (the input: every step
 //     is there): a producer running ahead is read once a chunk, not once a step. z += h W^T.
 //     h = relu(z + b) (the output group: z + b, computed only at the steps it is read). Publish:
-//     the block's writes, a release, fwd[s][r] = t + 1, every `every` steps (and the last; a block
-//     that waits first releases what it holds back). At each step the output is read, the output
-//     block computes the softmax cross-entropy of its rows and writes dL/dlogits into dz.
+//     the block's writes, a release, fwd[s][r] = t + 1, every `release_every` steps (and the
+//     last; a block that waits first releases what it holds back). At each step the output is
+//     read, the output block computes the softmax cross-entropy of its rows and writes dL/dlogits
+//     into dz.
 //   Backward, t = steps - 1 .. 0 (after the block's whole forward): for each out-edge to slot c of
 //     delay k with t + k read, c's dz(t + k) from the edge's chunk buffer, or after waiting until
 //     c's block has done its backward at step t + k (bwd[c][r] >= steps - t - k), staged with the
@@ -299,12 +300,12 @@ constexpr unsigned WF_PUBLISHER = WF_PUBLISH_LAST ? THREADS - 1 : 0;
 
 // The end of a step: a barrier (the step's writes done, its chunk and `own` reads too), then the
 // steps done since the last release (pending, the same in every thread) released where they are
-// `every` or this is the last step. A block that holds steps back releases them before it waits
+// `release_every` or this is the last step. A block that holds steps back releases them before it waits
 // (flush), so no block waits for steps that are done: the launch cannot deadlock for it.
-__device__ __forceinline__ void publish(int* flag, int& pending, int every, bool last)
+__device__ __forceinline__ void publish(int* flag, int& pending, int release_every, bool last)
 {
     __syncthreads();
-    if (++pending >= every || last) {
+    if (++pending >= release_every || last) {
         if (threadIdx.x == WF_PUBLISHER) release_add(flag, pending);
         pending = 0;
     }
@@ -359,7 +360,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
     const int* __restrict__ in_delay, const int* __restrict__ in_woff, const int* __restrict__ out_ptr,
     const int* __restrict__ out_dst, const int* __restrict__ out_delay, const int* __restrict__ out_woff,
     int n_slots, int steps, int batch, int rows, int n_inputs, int n_cols, int every_step, int train, int stage,
-    int chunk, int region, int every, const float* __restrict__ x, const int* __restrict__ labels,
+    int chunk, int region, int release_every, const float* __restrict__ x, const int* __restrict__ labels,
     const float* __restrict__ params, float* act, float* dz, double* stats, float* hmin, float* hmax, double* scalars,
     int* flags)
 {
@@ -483,7 +484,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                                 s1, s2, s3);
             }
         }
-        publish(fwd + s * n_rb + r, pending, every, t == steps - 1);  // also frees the buffers read at step t
+        publish(fwd + s * n_rb + r, pending, release_every, t == steps - 1);  // also frees the buffers read at step t
     }
     if (s != out) {  // each neuron's range over the block's rows and every step: a partial per row block
         for (int i = threadIdx.x; i < THREADS * WF_COLS; i += THREADS) { lo_s[i] = INFINITY; hi_s[i] = -INFINITY; }
@@ -574,7 +575,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
                 mask_and_count(acc[q][cc], hv, g + row * w + j, s1, s2, s3);
                 if (WF_SELF_SMEM) mine[row * w + j] = hv > 0.f ? acc[q][cc] : 0.f;
             });
-            publish(bwd + s * n_rb + r, pending, every, t == 0);
+            publish(bwd + s * n_rb + r, pending, release_every, t == 0);
         }
     }
     add_group_stats(stats, s, s1, s2, s3, scratch);

@@ -29,7 +29,7 @@ def engines(net, optimizer, **options):
 
 @gpu
 @pytest.mark.parametrize("options", [{}, {"rows": 1}, {"rows": 3}, {"stage": False}, {"rows": 2, "stage": False},
-                                     {"chunk": 1}, {"chunk": 3, "every": 2}],
+                                     {"chunk": 1}, {"chunk": 3, "release_every": 2}],
                          ids=["auto", "rows1", "rows3", "global-weights", "rows2-global", "step-by-step",
                               "chunks-of-3-released-by-2"])
 @pytest.mark.parametrize("name", ["stack", "tangled", "wide"])

@@ -74,8 +74,8 @@ def test_the_chunk_holds_fewer_steps_where_shared_memory_is_short_and_a_bad_chun
     for bad in (0, 2.5, -1):
         with pytest.raises(BackendError, match="chunk must be a whole number"):
             wavefront_engine(net, chunk=bad)
-        with pytest.raises(BackendError, match="every must be a whole number"):
-            wavefront_engine(net, every=bad)
+        with pytest.raises(BackendError, match="release_every must be a whole number"):
+            wavefront_engine(net, release_every=bad)
 
 
 def test_a_prediction_larger_than_a_pass_takes_several_and_every_step_reads_each_step(fake_gpu):

@@ -59,7 +59,8 @@ def flat_params(net):
     return np.concatenate([a.ravel() for a in arrays]).astype(np.float32), offsets
 
 
-def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=True, tamper=None, chunk=1, every=1):
+def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=True, tamper=None, chunk=1,
+               release_every=1):
     params, offsets = flat_params(net)
     p = plan(net, offsets)
     if tamper is not None:
@@ -80,7 +81,7 @@ def run_on_cpu(driver, folder, net, x, y, rows, stage, every_step=False, train=T
               "n_cols": p.n_cols, "every_step": int(every_step), "train": int(train), "stage": int(stage),
               "n_params": p.n_params, "chunks": chunks, "n_items": len(items), "n_in_edges": len(p.in_src),
               "n_out_edges": len(p.out_dst), "shared_floats": p.shared_bytes(rows, stage, chunk) // 4, "seconds": 240,
-              "chunk": chunk, "region": p.region(rows, chunk), "every": every}
+              "chunk": chunk, "region": p.region(rows, chunk), "release_every": release_every}
     (folder / "config.txt").write_text("".join(f"{k} {v}\n" for k, v in config.items()))
     result = subprocess.run([str(driver), str(folder)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -102,18 +103,18 @@ CASES = {  # name: (network of conftest.recurrent_cases, batch, steps, rows, sta
 }
 
 
-@pytest.mark.parametrize("chunk, every", [(1, 1), (3, 2)], ids=["step-by-step", "chunks-of-3-released-by-2"])
+@pytest.mark.parametrize("chunk, release_every", [(1, 1), (3, 2)], ids=["step-by-step", "chunks-of-3-released-by-2"])
 @pytest.mark.parametrize("name", CASES)
-def test_the_kernels_own_source_computes_backpropagation_through_time(driver, tmp_path, name, chunk, every):
+def test_the_kernels_own_source_computes_backpropagation_through_time(driver, tmp_path, name, chunk, release_every):
     """chunk 3: an edge stages up to three of its source's steps at once (fewer where the source has
-    not done them, or the sequence ends), so chunks start mid-sequence and end short; every 2: a
+    not done them, or the sequence ends), so chunks start mid-sequence and end short; release_every 2: a
     block releases its steps two at a time, and what it holds before it waits."""
     case, batch, steps, rows, stage = CASES[name]
     net = recurrent_cases()[case]
     rng = np.random.default_rng(11)
     x = rng.normal(size=(batch, steps, net.n_inputs)).astype(np.float32)
     y = rng.integers(0, net.n_outputs, batch)
-    got = run_on_cpu(driver, tmp_path, net, x, y, rows, stage, chunk=chunk, every=every)
+    got = run_on_cpu(driver, tmp_path, net, x, y, rows, stage, chunk=chunk, release_every=release_every)
     ref = SerialEngine(net, SGD(lr=0.0), dtype="float64")
     logits = ref.forward(x)
     loss = ref.backward(y)
@@ -145,7 +146,7 @@ def test_every_step_and_a_forward_only_pass(driver, tmp_path):
     rng = np.random.default_rng(12)
     x = rng.normal(size=(7, 4, 6)).astype(np.float32)
     y = rng.integers(0, 4, (7, 4))
-    got = run_on_cpu(driver, tmp_path, net, x, y, rows=2, stage=True, every_step=True, chunk=3, every=3)
+    got = run_on_cpu(driver, tmp_path, net, x, y, rows=2, stage=True, every_step=True, chunk=3, release_every=3)
     ref = SerialEngine(net, SGD(lr=0.0), dtype="float64")
     ref.every_step = True
     ref.forward(x)

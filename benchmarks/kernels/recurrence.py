@@ -5,18 +5,19 @@ first), then timed on stacked RNNs beside cuDNN's nn.RNN of the same shape.
     python benchmarks/kernels/recurrence.py [--json OUT.json] [--quick]
 
 Variants: launch choices of one build: 1 rows and staging chosen per shape; 2 weights read from
-global memory (L1/L2) instead of shared memory; 3-7 1, 2, 4, 8 and 16 batch rows a block; and
-builds (#defines of cuda/wavefront.cu): 8 a block's edge to itself read back through L2 after
-waiting for its own flag (WF_SELF_SMEM 0; 1, from shared memory, is the default), 9 registers cut for two blocks an SM (WF_MIN_BLOCKS 2: more blocks, fewer rows
-each), 10 both, 11 the first version's product loop (every accumulator of WF_ROWS x WF_COLS
-predicated, k not unrolled: the baseline of the loop sized to the thread's rows), 12 k unrolled 8;
-13 chunks of one step (each edge waits and stages its source step by step: the hand-off before
-chunks), 14 chunks of up to 16 steps, 15 the flag's release as a fence and an add (WF_RELEASE_ADD 0;
-1, one red.release, is the default), 16 that and WF_SELF_SMEM 0, 17 the release by thread 0
-(WF_PUBLISH_LAST 0; the default: by the block's last thread); 18-21 a block's steps released
-1, 2, 4 and 8 at a time (the default: 1); 22 the product of a thread
-of one or two rows dealt round 4 / rows independent sums (WF_CHAINS 1; the default: one sum);
-23 a narrow cell's spare row groups summing slices of k, added in order (WF_SPLIT_K 1), 24 both.
+global memory (L1/L2) instead of shared memory; 3-7 1, 2, 4, 8 and 16 batch rows a block; 13
+chunks of one step (each edge waits and stages its source step by step: the hand-off before
+chunks); 14 chunks of up to 16 steps; 18-21 a block's steps released 1, 2, 4 and 8 at a time
+(the default: 1). Builds (#defines of cuda/wavefront.cu): 8 a block's edge to itself read back
+through L2 after waiting for its own flag (WF_SELF_SMEM 0; 1, from shared memory, is the
+default); 9 registers cut for two blocks an SM (WF_MIN_BLOCKS 2: more blocks, fewer rows each);
+10 both; 11 the first version's product loop (every accumulator of WF_ROWS x WF_COLS predicated,
+k not unrolled: the baseline of the loop sized to the thread's rows); 12 k unrolled 8; 15 the
+flag's release as a fence and an add (WF_RELEASE_ADD 0; 1, one red.release, is the default); 16
+that and WF_SELF_SMEM 0; 17 the release by thread 0 (WF_PUBLISH_LAST 0; the default: by the
+block's last thread); 22 the product of a thread of one or two rows dealt round 4 / rows
+independent sums (WF_CHAINS 1; the default: one sum); 23 a narrow cell's spare row groups
+summing slices of k, added in order (WF_SPLIT_K 1); 24 both.
 Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
 weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step
 (host work, the optimizer and the guard included), CUDA events around many steps. cuDNN's step
@@ -49,7 +50,8 @@ from genlab.optim import SGD, Adam  # noqa: E402
 NAN = 0x7FC00000  # a quiet NaN: an element the kernels fail to write fails the comparison
 VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"rows": 4}, 6: {"rows": 8},
             7: {"rows": 16}, 8: {}, 9: {}, 10: {}, 11: {}, 12: {}, 13: {"chunk": 1}, 14: {"chunk": 16}, 15: {},
-            16: {}, 17: {}, 18: {"every": 1}, 19: {"every": 2}, 20: {"every": 4}, 21: {"every": 8},
+            16: {}, 17: {}, 18: {"release_every": 1}, 19: {"release_every": 2}, 20: {"release_every": 4},
+            21: {"release_every": 8},
             22: {}, 23: {}, 24: {}}  # engine options
 BUILDS = {8: {"WF_SELF_SMEM": 0}, 9: {"WF_MIN_BLOCKS": 2}, 10: {"WF_SELF_SMEM": 0, "WF_MIN_BLOCKS": 2},
           11: {"WF_FULL_TILE": 1, "WF_UNROLL": 1}, 12: {"WF_UNROLL": 8}, 15: {"WF_RELEASE_ADD": 0},
@@ -132,7 +134,7 @@ def timings(number: int, options: dict, shape: tuple) -> dict:
         return {"error": str(error)[:200]}
     runner = engine.runner
     row = {"rows": runner.now.rows, "row_blocks": runner.now.n_rb, "staged": bool(runner.now.stage),
-           "chunk": runner.now.chunk, "every": runner.now.every, "blocks":
+           "chunk": runner.now.chunk, "release_every": runner.now.release_every, "blocks":
            runner.plan.n_slots * runner.now.n_rb, "pass_us": time_graph(engine, lambda: runner.enqueue(train=True), 100)}
     row["step_ms"] = time_cuda(lambda: engine.step(x, y), 30, warmup=3)
     features = hidden // 2

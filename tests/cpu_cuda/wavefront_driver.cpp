@@ -124,7 +124,7 @@ int main(int argc, char** argv)
     const int n_slots = c["n_slots"], steps = c["steps"], batch = c["batch"], rows = c["rows"];
     const int n_inputs = c["n_inputs"], n_cols = c["n_cols"], every_step = c["every_step"], train = c["train"];
     const int stage = c["stage"], n_params = c["n_params"], chunks = c["chunks"], n_items = c["n_items"];
-    const int chunk = c["chunk"], region = c["region"], every = c["every"];  // the chunk buffers: steps an edge holds, floats
+    const int chunk = c["chunk"], region = c["region"], release_every = c["release_every"];  // the chunk buffers: steps an edge holds, floats
     const int n_in = c["n_in_edges"], n_out = c["n_out_edges"], n_rb = (batch + rows - 1) / rows;
     int* width = load<int>(dir, "width", n_slots);
     int* act_off = load<int>(dir, "act_off", n_slots);
@@ -161,7 +161,7 @@ int main(int argc, char** argv)
     const bool finished = run_resident(n_slots * n_rb, c["shared_floats"], c["seconds"], [&] {
         wavefront_step(width, act_off, bias_off, col_off, in_ptr, in_src, in_delay, in_woff, out_ptr, out_dst,
                        out_delay, out_woff, n_slots, steps, batch, rows, n_inputs, n_cols, every_step, train, stage,
-                       chunk, region, every, x, labels, params, act, dz, stats, hmin, hmax, scalars, flags);
+                       chunk, region, release_every, x, labels, params, act, dz, stats, hmin, hmax, scalars, flags);
     });
     if (!finished) { std::fprintf(stderr, "wavefront_step did not finish: a deadlock or a crash\n"); return 3; }
     if (train) {

@@ -27,7 +27,8 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
 
     def __init__(self, net: Network, optimizer, dtype="float32", executor: str = "wavefront",
                  time_major: bool = False, precision: Precision = FP32, rows: int | None = None,
-                 stage: bool | None = None, chunk: int | None = None, every: int | None = None):
+                 stage: bool | None = None, chunk: int | None = None,
+                 release_every: int | None = None):
         self.check_precision(parse(precision))
         if time_major:
             raise BackendError("the wavefront executor runs every cell as soon as its inputs are done; time_major "
@@ -43,7 +44,7 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
         self.stream = drv.Stream()
         self.runner: Wavefront | None = None
         # None: chosen per shape (the harness tries others)
-        self.rows, self.stage, self.chunk, self.every = rows, stage, chunk, every
+        self.rows, self.stage, self.chunk, self.release_every = rows, stage, chunk, release_every
         self.every_step = False
         self._x: np.ndarray | None = None
         super().__init__(net, optimizer, dtype, executor, False, precision)
@@ -61,7 +62,7 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
                                "(GrowthPolicy max_groups) or use an unrolled executor (level, dataflow)")
         super().load(net)
         self.runner = Wavefront(self.stream, self.master["params"], self.master["grads"], self.offsets, self.rows,
-                                self.stage, self.chunk, self.every)
+                                self.stage, self.chunk, self.release_every)
         self.launch = self.runner.launch
         self.runner.load(self.net)
 

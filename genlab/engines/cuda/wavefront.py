@@ -67,7 +67,7 @@ class Shape:
     stage: bool
     chunk: int     # steps an edge's chunk buffer holds
     region: int    # floats of a block's chunk buffers
-    every: int     # steps a block releases at once
+    release_every: int  # steps a block releases at once
     shared: int
     items: object
     n_items: int
@@ -85,7 +85,7 @@ class Wavefront:
     flat parameter and gradient buffers `params` and `grads` laid out at `offsets`."""
 
     def __init__(self, stream, params, grads, offsets: dict, rows: int | None = None, stage: bool | None = None,
-                 chunk: int | None = None, every: int | None = None):
+                 chunk: int | None = None, release_every: int | None = None):
         import pycuda.driver as drv
 
         runtime.load(FILE)
@@ -103,11 +103,11 @@ class Wavefront:
         if chunk is not None and (int(chunk) != chunk or chunk < 1):
             raise BackendError(f"chunk must be a whole number of steps, at least 1 (got {chunk!r})")
         self.fixed_chunk = chunk  # None: the most steps up to CHUNK_STEPS that fit
-        if every is not None and (int(every) != every or every < 1):
-            raise BackendError(f"every must be a whole number of steps, at least 1 (got {every!r})")
+        if release_every is not None and (int(release_every) != release_every or release_every < 1):
+            raise BackendError(f"release_every must be a whole number of steps, at least 1 (got {release_every!r})")
         # None: 1, each step as it is done; releasing several at once saved nothing measurable and
         # delays a deep stack (benchmarks/NOTES.md, recurrence v2, fourth round): a harness variant
-        self.every = every or 1
+        self.release_every = release_every or 1
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.now: Shape | None = None  # the launch of that shape
@@ -182,8 +182,9 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
-        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), self.every, shared, self.mem.upload(items, "the weight-gradient items"), len(items),
-                     chunks, self.mem.upload(p.act_off(steps, batch)),
+        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), self.release_every, shared,
+                     self.mem.upload(items, "the weight-gradient items"), len(items), chunks,
+                     self.mem.upload(p.act_off(steps, batch)),
                      (WF_SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
 
     def _chunk(self, rows: int, stage: bool, most: int, blocks: int) -> int:
@@ -225,7 +226,7 @@ class Wavefront:
                     t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
                     t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(now.rows),
                     i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage),
-                    i32(now.chunk), i32(now.region), i32(now.every), self.b.x, self.b.labels,
+                    i32(now.chunk), i32(now.region), i32(now.release_every), self.b.x, self.b.labels,
                     self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
                     shared=now.shared)
         if not train:

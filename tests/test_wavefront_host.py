@@ -78,6 +78,25 @@ def test_the_chunk_holds_fewer_steps_where_shared_memory_is_short_and_a_bad_chun
             wavefront_engine(net, release_every=bad)
 
 
+def test_a_group_reading_more_rows_than_shared_memory_holds_is_refused_with_the_bytes(fake_gpu):
+    """Each in-edge has its own chunk buffer, so a slot needs rows x the sum of its sources' widths
+    (here the output reads 60 groups of 1000: 240 kB of chunk buffers at one row and chunks of one
+    step, more than the 223 kB a block may have): the step is refused, saying why, and the
+    parameters are untouched."""
+    from genlab.errors import BackendError
+    from genlab.network import OUTPUT
+
+    net = Network.elman(4, [8], 3, seed=0)
+    for _ in range(60):
+        net.add_group(1000, inputs=[net.hidden_groups[0]], outputs=[OUTPUT])
+    engine = wavefront_engine(net, rows=1)
+    before = {k: v.copy() for k, v in engine.params.items()}
+    with pytest.raises(BackendError, match=r"needs \d+ bytes of shared memory a block for 1 rows and chunks of 1"):
+        engine.step(np.ones((2, 3, 4), np.float32), np.zeros(2, np.int64))
+    for key, value in engine.params.items():
+        np.testing.assert_array_equal(value, before[key])
+
+
 def test_a_prediction_larger_than_a_pass_takes_several_and_every_step_reads_each_step(fake_gpu):
     net = Network.elman(4, [8], 2, seed=1)
     engine = wavefront_engine(net, rows=1)

@@ -496,7 +496,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, WF_MIN_BLOCKS) wavefront_s
             float l = INFINITY, u = -INFINITY;
 #pragma unroll
             for (int q = 0; q < WF_ROWS; ++q) if (q < o.nr) { l = fminf(l, lo[q][cc]); u = fmaxf(u, hi[q][cc]); }
-            const int slot = w <= THREADS ? (int)threadIdx.x / w * w + c.j0 : c.j0 + cc * c.cstep;  // the thread's own
+            const int slot = w <= THREADS ? (int)threadIdx.x : c.j0 + cc * c.cstep;  // the thread's own
             lo_s[slot] = l; hi_s[slot] = u;
         }
         __syncthreads();

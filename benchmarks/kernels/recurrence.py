@@ -134,7 +134,7 @@ def timings(number: int, options: dict, shape: tuple) -> dict:
         return {"error": str(error)[:200]}
     runner = engine.runner
     row = {"rows": runner.now.rows, "row_blocks": runner.now.n_rb, "staged": bool(runner.now.stage),
-           "chunk": runner.now.chunk, "release_every": runner.now.release_every, "blocks":
+           "chunk": runner.now.chunk, "release_every": runner.release_every, "blocks":
            runner.plan.n_slots * runner.now.n_rb, "pass_us": time_graph(engine, lambda: runner.enqueue(train=True), 100)}
     row["step_ms"] = time_cuda(lambda: engine.step(x, y), 30, warmup=3)
     features = hidden // 2

@@ -67,13 +67,19 @@ class Shape:
     stage: bool
     chunk: int     # steps an edge's chunk buffer holds
     region: int    # floats of a block's chunk buffers
-    release_every: int  # steps a block releases at once
     shared: int
     items: object
     n_items: int
     chunks: int
     act_off: object
     zeroed_words: int
+
+
+def _steps(name: str, value):
+    """A number of steps an option names (None: the runner chooses); BackendError unless whole and >= 1."""
+    if value is not None and (int(value) != value or value < 1):
+        raise BackendError(f"{name} must be a whole number of steps, at least 1 (got {value!r})")
+    return value
 
 
 CHUNK_STEPS = 8  # the most steps of a source an edge's chunk buffer holds (fewer where shared memory is short)
@@ -100,14 +106,10 @@ class Wavefront:
         self.params, self.grads, self.offsets = params, grads, offsets
         self.fixed_rows = rows  # None: the fewest rows that keep every block resident (rows_for)
         self.fixed_stage = stage  # None: weights staged in shared memory where they fit
-        if chunk is not None and (int(chunk) != chunk or chunk < 1):
-            raise BackendError(f"chunk must be a whole number of steps, at least 1 (got {chunk!r})")
-        self.fixed_chunk = chunk  # None: the most steps up to CHUNK_STEPS that fit
-        if release_every is not None and (int(release_every) != release_every or release_every < 1):
-            raise BackendError(f"release_every must be a whole number of steps, at least 1 (got {release_every!r})")
+        self.fixed_chunk = _steps("chunk", chunk)  # None: the most steps up to CHUNK_STEPS that fit
         # None: 1, each step as it is done; releasing several at once saved nothing measurable and
         # delays a deep stack (benchmarks/NOTES.md, recurrence v2, fourth round): a harness variant
-        self.release_every = release_every or 1
+        self.release_every = _steps("release_every", release_every) or 1
         self.plan = None
         self.shape: tuple[int, int] | None = None
         self.now: Shape | None = None  # the launch of that shape
@@ -182,7 +184,7 @@ class Wavefront:
             raise BackendError(f"{p.n_cols} neurons x {steps} steps x {batch} rows of activations overflow the "
                                "wavefront kernel's 32-bit offsets; use shorter sequences or smaller batches")
         items, chunks = p.items(steps)
-        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), self.release_every, shared,
+        return Shape(rows, n_rb, stage, chunk, p.region(rows, chunk), shared,
                      self.mem.upload(items, "the weight-gradient items"), len(items), chunks,
                      self.mem.upload(p.act_off(steps, batch)),
                      (WF_SCALAR_BYTES + 24 * p.n_slots + 8 * p.n_slots * n_rb) // 4)
@@ -190,9 +192,11 @@ class Wavefront:
     def _chunk(self, rows: int, stage: bool, most: int, blocks: int) -> int:
         """The most steps (at most `most`, halving) an edge's chunk buffer can hold with the block's
         shared memory within the device's and every one of `blocks` blocks still resident."""
-        p, chunk = self.plan, max(most, 1)
-        while chunk > 1 and (p.shared_bytes(rows, stage, chunk) > self.optin
-                             or resident(p.shared_bytes(rows, stage, chunk)) < blocks):
+        chunk = max(most, 1)
+        while chunk > 1:
+            shared = self.plan.shared_bytes(rows, stage, chunk)
+            if shared <= self.optin and resident(shared) >= blocks:
+                break
             chunk //= 2
         return chunk
 
@@ -226,7 +230,7 @@ class Wavefront:
                     t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
                     t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(now.rows),
                     i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage),
-                    i32(now.chunk), i32(now.region), i32(now.release_every), self.b.x, self.b.labels,
+                    i32(now.chunk), i32(now.region), i32(self.release_every), self.b.x, self.b.labels,
                     self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
                     shared=now.shared)
         if not train:

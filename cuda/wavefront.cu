@@ -157,10 +157,10 @@ __device__ __forceinline__ void accumulate_tile(float (&acc)[WF_ROWS][WF_COLS], 
 // The same for a thread of R (1 or 2) rows and one column, with k dealt round 4 / R independent
 // sums a row: the product's chain of dependent multiply-adds is what a step of a narrow cell
 // waits for (one or two warps working, the others at the barrier), and independent sums let the
-// loads and multiply-adds of several k overlap. WF_CHAINS 1 builds it (harness variant 22; not yet
-// timed on a GPU, so the default keeps one sum, the loop timed in benchmarks/NOTES.md).
+// loads and multiply-adds of several k overlap: 10-15% off a pass on an H100 (benchmarks/NOTES.md,
+// recurrence v2, fifth round), so the default. WF_CHAINS 0 keeps one sum (harness variant 25).
 #ifndef WF_CHAINS
-#define WF_CHAINS 0
+#define WF_CHAINS 1
 #endif
 template <int R>
 __device__ __forceinline__ void accumulate_chains(float (&acc)[WF_ROWS][WF_COLS], const Share& c, const float* A,

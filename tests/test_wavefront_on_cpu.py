@@ -33,7 +33,7 @@ def host_source() -> str:
     return '#include "shim.h"\n' + src + '\n#include "wavefront_driver.cpp"\n'
 
 
-BUILDS = {"default": {}, "self-through-l2-chains": {"WF_SELF_SMEM": 0, "WF_CHAINS": 1},
+BUILDS = {"default": {}, "self-through-l2-one-sum": {"WF_SELF_SMEM": 0, "WF_CHAINS": 0},
           "split-k": {"WF_SPLIT_K": 1}}  # wavefront.cu's build variants
 
 

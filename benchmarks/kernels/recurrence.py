@@ -16,8 +16,9 @@ k not unrolled: the baseline of the loop sized to the thread's rows); 12 k unrol
 flag's release as a fence and an add (WF_RELEASE_ADD 0; 1, one red.release, is the default); 16
 that and WF_SELF_SMEM 0; 17 the release by thread 0 (WF_PUBLISH_LAST 0; the default: by the
 block's last thread); 22 the product of a thread of one or two rows dealt round 4 / rows
-independent sums (WF_CHAINS 1; the default: one sum); 23 a narrow cell's spare row groups
-summing slices of k, added in order (WF_SPLIT_K 1); 24 both.
+independent sums (WF_CHAINS 1, the default since it was timed: 22 is the default build); 23 a
+narrow cell's spare row groups summing slices of k, added in order (WF_SPLIT_K 1); 24 both; 25
+one sum a thread (WF_CHAINS 0, the default before).
 Times: `pass` is one training pass on the GPU alone (forward, loss, backward through time, the
 weight gradients; no optimizer), a CUDA graph replayed; `step` is Trainer-level engine.step
 (host work, the optimizer and the guard included), CUDA events around many steps. cuDNN's step
@@ -52,11 +53,12 @@ VARIANTS = {1: {}, 2: {"stage": False}, 3: {"rows": 1}, 4: {"rows": 2}, 5: {"row
             7: {"rows": 16}, 8: {}, 9: {}, 10: {}, 11: {}, 12: {}, 13: {"chunk": 1}, 14: {"chunk": 16}, 15: {},
             16: {}, 17: {}, 18: {"release_every": 1}, 19: {"release_every": 2}, 20: {"release_every": 4},
             21: {"release_every": 8},
-            22: {}, 23: {}, 24: {}}  # engine options
+            22: {}, 23: {}, 24: {}, 25: {}}  # engine options
 BUILDS = {8: {"WF_SELF_SMEM": 0}, 9: {"WF_MIN_BLOCKS": 2}, 10: {"WF_SELF_SMEM": 0, "WF_MIN_BLOCKS": 2},
           11: {"WF_FULL_TILE": 1, "WF_UNROLL": 1}, 12: {"WF_UNROLL": 8}, 15: {"WF_RELEASE_ADD": 0},
           16: {"WF_SELF_SMEM": 0, "WF_RELEASE_ADD": 0}, 17: {"WF_PUBLISH_LAST": 0},
-          22: {"WF_CHAINS": 1}, 23: {"WF_SPLIT_K": 1}, 24: {"WF_SPLIT_K": 1, "WF_CHAINS": 1}}
+          22: {"WF_CHAINS": 1}, 23: {"WF_SPLIT_K": 1}, 24: {"WF_SPLIT_K": 1, "WF_CHAINS": 1},
+          25: {"WF_CHAINS": 0}}
 SHAPES = [  # (layers, steps, hidden, batch); features = hidden / 2, as genlab.bench.recurrence
     (2, 64, 64, 64), (4, 64, 64, 64), (8, 64, 64, 64), (2, 64, 128, 64), (4, 64, 128, 64), (2, 16, 64, 1),
     (2, 256, 64, 64), (2, 64, 64, 16), (2, 64, 256, 64), (2, 64, 512, 64), (2, 64, 1024, 16),

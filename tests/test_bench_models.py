@@ -59,6 +59,22 @@ def test_chart_and_help_need_no_gpu(tmp_path):
     assert result.returncode == 0 and "--workload" in result.stdout and "torch_compile" in result.stdout
 
 
+def test_sweep_chart_draws_the_shapes_timed_beside_pytorch_only(tmp_path):
+    from PIL import Image
+
+    from genlab.bench.report import sweep_chart
+
+    entry = {"best": "genlab_level", "auto_chose": "level", "auto_over_best": 1.0}
+    without = {"device": "a GPU", "workloads": {"sweep": {"L3 G4 n8": entry}}}
+    sweep_chart(without, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()  # no PyTorch column: nothing to compare
+    timed = {"device": "a GPU", "workloads": {"sweep": {"L3 G4 n8": {**entry, "torch_over_best": 2.5},
+                                                        "L12 G4 n8": {**entry, "best": "genlab_dataflow",
+                                                                      "torch_over_best": 3.5}}}}
+    sweep_chart(timed, tmp_path / "sweep.png")
+    assert Image.open(tmp_path / "sweep.png").format == "PNG"
+
+
 def _workload(ms, compute, memory, breakdown=None):
     result = {"ms_per_step": {"genlab_level": ms, "torch_level_graph": 4 * ms}, "genlab_best": "genlab_level",
               "floor_ms": {"compute": compute, "memory": memory, "floor": max(compute, memory)}}

@@ -53,6 +53,47 @@ def chart(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def sweep_figure(summary: dict, target: float = 3.0):
+    """The sweep's shapes as bars of PyTorch's level graph over genlab's best executor (higher: genlab
+    faster), one colour and hatching per executor that was best, the target and parity as lines; a
+    matplotlib Figure, or None where the sweep ran without PyTorch."""
+    import matplotlib.pyplot as plt
+
+    sweep = {k: v for k, v in summary["workloads"].get("sweep", {}).items() if "torch_over_best" in v}
+    if not sweep:
+        return None
+    shapes = sorted(sweep, key=lambda k: sweep[k]["torch_over_best"])
+    bests = sorted({v["best"] for v in sweep.values()})
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(shapes) + 1.6))
+    for i, best in enumerate(bests):
+        rows = [n for n, k in enumerate(shapes) if sweep[k]["best"] == best]
+        ax.barh(rows, [sweep[shapes[n]]["torch_over_best"] for n in rows], color=OKABE_ITO[i % len(OKABE_ITO)],
+                hatch=HATCHES[i % len(HATCHES)], edgecolor="black", linewidth=0.3,
+                label=best.removeprefix("genlab_"))
+    ax.axvline(1.0, color="black", linewidth=1.0, linestyle=":", label="as fast as PyTorch")
+    ax.axvline(target, color="#D55E00", linewidth=1.5, linestyle="--", label=f"target {target:g}x")
+    ax.set_yticks(range(len(shapes)), shapes, fontsize=12)
+    ax.set_xlabel("PyTorch level graph ms / genlab ms (higher: genlab faster)", fontsize=13)
+    ax.tick_params(axis="x", labelsize=12)
+    ax.set_title(f"genlab's best executor against PyTorch, {summary['device']}", fontsize=14)
+    ax.legend(fontsize=11, title="best executor", loc="lower right", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_chart(summary: dict, path: Path) -> None:
+    """sweep_figure saved as a PNG (nothing written where the sweep ran without PyTorch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = sweep_figure(summary)
+    if fig is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
 def commit() -> str:
     """The code's commit: GENLAB_COMMIT where the tree was copied without its history (the GPU
     machines), else git's HEAD of genlab's checkout (with "+changes" when the tree differs from
@@ -86,7 +127,8 @@ def environment() -> dict:
 
 
 def write(details: dict, folder: Path) -> None:
-    """summary.json (workload -> implementation -> ms per step), details.json (everything) and chart.png."""
+    """summary.json (workload -> implementation -> ms per step), details.json (everything), chart.png
+    and, for a sweep timed beside PyTorch, sweep.png."""
     summary = {"device": details["environment"]["device"], "workloads": {}}
     for name, r in details["workloads"].items():
         if name == "W5":
@@ -112,3 +154,4 @@ def write(details: dict, folder: Path) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     chart(summary, folder / "chart.png")
+    sweep_chart(summary, folder / "sweep.png")

@@ -1,5 +1,6 @@
 """The network growing: one drawing per growth event (or per growth step), as an animation shown
-inline (live and in an exported page) or written as a GIF and an HTML player. Reached through genlab.viz."""
+inline (live and in an exported page) or written as a GIF and an HTML player. Reached through genlab.viz
+(which imports it; it imports nothing of genlab.viz)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .viz import Drawing, _events_by_step, _graph
+from .dot import graph as _graph
+from .drawing import Drawing
+
+
+def events_by_step(history) -> list[tuple[int, list[dict]]]:
+    """The growth events of a history grouped by the step they happened at, in step order."""
+    steps = {}
+    for e in history.events:
+        steps.setdefault(e["step"], []).append(e)
+    return sorted(steps.items())
 
 
 def frames(history, stats: bool = True, each_event: bool = True) -> list[Drawing]:
@@ -26,7 +36,7 @@ def frames(history, stats: bool = True, each_event: bool = True) -> list[Drawing
         recent = [s["accuracy"] for s in history.steps if step - 20 < s["step"] <= step]
         return float(np.mean(recent)) if recent else float("nan")
 
-    groups = [[e] for e in history.events] if each_event else [events for _, events in _events_by_step(history)]
+    groups = [[e] for e in history.events] if each_event else [events for _, events in events_by_step(history)]
     snapshots = [(0, history.events[0]["before"], {})] + [
         (events[0]["step"], events[-1]["after"], {e["new"]: e["kind"] for e in events if e.get("new") is not None})
         for events in groups]

@@ -21,6 +21,7 @@ from .asynchronous.dni import DNI, decoupled
 from .engines.base import EngineState
 from .errors import ArgumentError, ArgumentTypeError, BackendError, FileFormatError, GenlabError
 from .files import NpzReader, write_npz
+from .network import Network
 from .network_file import OPT, RANGE, START, json_member, read_from, read_json, to_arrays
 
 FORMAT = "genlab.checkpoint"
@@ -68,22 +69,23 @@ def save(trainer, path, metadata: dict | None = None):
     return write_npz(path, arrays)
 
 
-def load(path, backend: str = "auto", executor: str | None = None, growth=None, distributed=None, world=None,
-         precision=None):
-    """The trainer a checkpoint describes (Trainer.load)."""
+def load(trainer_class, path, backend: str = "auto", executor: str | None = None, growth=None, distributed=None,
+         world=None, precision=None):
+    """The trainer a checkpoint describes, built as trainer_class (Trainer.load passes its class:
+    this module builds trainers and does not import them)."""
     from .backends import ENGINES, resolve
     from .growth import GrowthPolicy
-    from .trainer import History, Trainer
+    from .history import History
 
     with NpzReader(path) as reader:
-        net = read_from(reader)
+        net = read_from(reader, Network)
         if not reader.has("__trainer__"):
             raise FileFormatError(f"{reader.path} holds a network but no trainer (Network.load reads it)")
         meta = read_json(reader, "__trainer__")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise FileFormatError(f"{reader.path}: member '__trainer__' is not a genlab checkpoint of version "
                                   f"{FORMAT_VERSION}")
-        start = read_from(reader, START)
+        start = read_from(reader, Network, START)
         if meta.get("criterion_function") and growth is None:
             raise ArgumentError("this checkpoint's growth criterion was a function, which a file cannot hold: "
                                 "pass growth=GrowthPolicy(criterion=your_function, ...)")
@@ -98,10 +100,10 @@ def load(path, backend: str = "auto", executor: str | None = None, growth=None, 
                                                           saved_dni.get("pipelined", False))
             if executor is None and saved_executor is not None and engine_class.has_executors:
                 executor = saved_executor
-            trainer = Trainer(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
-                              seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,
-                              every_step=meta.get("every_step", False), distributed=distributed, world=world,
-                              precision=precision or meta.get("precision", "fp32"), decouple=decouple, **opt)
+            trainer = trainer_class(net, backend=backend, optimizer=opt.pop("name"), batch_size=meta["batch_size"],
+                                    seed=meta["seed"], dtype=meta["dtype"], growth=policy, executor=executor,
+                                    every_step=meta.get("every_step", False), distributed=distributed, world=world,
+                                    precision=precision or meta.get("precision", "fp32"), decouple=decouple, **opt)
             state = _engine_state(reader, meta, net)
             trainer.engine.import_state(state, trainer._net)
             if saved_dni is not None:

@@ -7,7 +7,8 @@ import numpy as np
 
 from . import checks
 from .errors import ArgumentError, GraphError
-from .network import INPUT, OUTPUT, _ids
+from .group_ids import INPUT, OUTPUT
+from .group_ids import ids_text as _ids
 from .shapes import edge_width
 
 

@@ -166,7 +166,7 @@ def load(name: str, seed: int = 0, test_size: float | None = None, n_samples: in
             raise DataError(f"{name} keeps its official train/test split: leave out test_size")
         from . import real_data
 
-        return real_data.load(name, seed=seed, n_samples=n_samples, path=path)
+        return Dataset(name, *real_data.load(name, seed=seed, n_samples=n_samples, path=path))
     if path is not None:
         raise DataError(f"{name} is not read from files: path applies to {', '.join(REAL[:3])} only")
     test_size = 0.25 if test_size is None else test_size

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dag, shapes
+from . import checks, dag, network_file, shapes
+from . import constructors as _constructors  # they build Networks (the class methods below)
 from .blocks import Blocks
 from .errors import GraphError
+from .group_ids import INPUT, OUTPUT
 from .kinds import DEFAULT, GroupKind, get_kind
-
-INPUT = 0
-OUTPUT = 1
+from .validation import validate
 
 
 class Network:
@@ -374,7 +374,6 @@ class Network:
 
     def validate(self) -> None:
         """Raise GraphError naming the groups involved if the network cannot be run."""
-        from .validation import validate
         validate(self)
 
     def topology(self) -> dict:
@@ -385,8 +384,7 @@ class Network:
 
     def summary(self) -> str:
         """A text table: one row per group (level, width, inputs, outputs, parameters)."""
-        from .constructors import summary
-        return summary(self)
+        return _constructors.summary(self)
 
     def __repr__(self) -> str:
         return (f"Network(groups={len(self.widths)}, edges={len(self.weights)}, "
@@ -397,23 +395,16 @@ class Network:
         """Write topology, parameters and growth history to exactly `path` (an .npz archive,
         whatever the suffix; no pickled code; genlab.network_file holds the format). Atomic: a
         failure raises SaveError and leaves the file that was there before intact."""
-        from .network_file import write
-        return write(self, path)
+        return network_file.write(self, path)
 
     @classmethod
     def load(cls, path) -> "Network":
         """Read a network written by save() (or a checkpoint: Trainer.save) from exactly `path`,
         validated in full; a damaged or foreign file raises FileFormatError naming what is wrong."""
-        from .network_file import read
-        return read(path)
-
-
-def _ids(groups) -> str:
-    return ", ".join(map(str, groups))
+        return network_file.read(path, cls)
 
 
 # Network.mlp, .elman, .random_dag, .conv_chain, .attention_chain, init_params: genlab.constructors
-from . import constructors as _constructors  # noqa: E402  (they build Networks)
 
 for _name in ("mlp", "elman", "random_dag", "conv_chain", "attention_chain"):
     setattr(Network, _name, classmethod(getattr(_constructors, _name)))

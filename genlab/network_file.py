@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,8 +20,11 @@ from . import checks, shapes
 from .checks import FLOAT_DTYPES
 from .errors import FileFormatError, GraphError
 from .files import NpzReader, write_npz
+from .group_ids import INPUT, OUTPUT
 from .kinds import KINDS, DEFAULT, get_kind
-from .network import INPUT, OUTPUT, Network
+
+if TYPE_CHECKING:
+    from .network import Network
 
 FORMAT = "genlab.network"
 FORMAT_VERSION = 1
@@ -71,10 +75,12 @@ START, OPT, RANGE = "start/", "opt/", "range/"
 CHECKPOINT_PARTS = (START, OPT, RANGE)
 
 
-def read(path) -> Network:
-    """The network in a file written by write() (or a checkpoint); FileFormatError when damaged."""
+def read(path, network_class) -> Network:
+    """The network in a file written by write() (or a checkpoint), built as network_class
+    (Network.load passes its class: this module stores networks and does not import them);
+    FileFormatError when damaged."""
     with NpzReader(path) as reader:
-        net = read_from(reader)
+        net = read_from(reader, network_class)
         if reader.has("__trainer__"):  # a checkpoint: its trainer's members are named by its format
             reader.refuse_unread(lambda name: name == "__trainer__.npy" or name.startswith(CHECKPOINT_PARTS))
         else:
@@ -96,8 +102,8 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not allowed")
 
 
-def read_from(reader: NpzReader, prefix: str = "") -> Network:
-    """The network stored under `prefix` in an open file, validated in full."""
+def read_from(reader: NpzReader, network_class, prefix: str = "") -> Network:
+    """The network stored under `prefix` in an open file, built as network_class, validated in full."""
     name = f"{prefix}__meta__"
     if not reader.has(name):
         raise FileFormatError(f"{reader.path} is an .npz file but not a genlab network (no metadata): member {name!r} is missing")
@@ -110,7 +116,7 @@ def read_from(reader: NpzReader, prefix: str = "") -> Network:
     next_id = m.next_id(widths)
     history = m.history()
     try:
-        net = Network(n_outputs=widths[OUTPUT], input_shape=m.input_shape(widths), dtype=dtype)
+        net = network_class(n_outputs=widths[OUTPUT], input_shape=m.input_shape(widths), dtype=dtype)
     except GraphError as e:  # a width beyond genlab's limits, say
         raise FileFormatError(f"{reader.path}: member {name!r} describes an invalid network: {e}") from None
     net.widths, net.kinds, net._next_id, net.history = widths, kinds, next_id, history

@@ -147,11 +147,10 @@ def subset(n: int, n_samples: int | None, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.permutation(n)[:min(n_samples, n)])
 
 
-def load(name: str, seed: int = 0, n_samples: int | None = None, path=None):
+def load(name: str, seed: int = 0, n_samples: int | None = None, path=None) -> tuple:
     """The official split of `name` (see SOURCES), standardised with the training set's mean and
-    std; n_samples: a seeded subset of that many training samples and a sixth as many test ones."""
-    from .datasets import Dataset
-
+    std, as (X_train, y_train, X_test, y_test, classes), which datasets.load makes a Dataset of;
+    n_samples: a seeded subset of that many training samples and a sixth as many test ones."""
     if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
                                   or n_samples < 10):
         raise DataError(f"n_samples is a whole number of at least 10, got {n_samples!r}")
@@ -163,4 +162,4 @@ def load(name: str, seed: int = 0, n_samples: int | None = None, path=None):
     X_train, X_test = (source.view(X.astype(np.float64)) for X in (X_train[train], X_test[test]))
     mean, std = X_train.mean(), X_train.std() or 1.0
     scale = lambda X: ((X - mean) / std).astype(np.float32)
-    return Dataset(name, scale(X_train), y_train[train], scale(X_test), y_test[test], source.classes)
+    return scale(X_train), y_train[train], scale(X_test), y_test[test], source.classes

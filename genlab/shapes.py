@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 from . import checks
 from .errors import GraphError
+from .group_ids import INPUT, OUTPUT
 from .kinds import GroupKind, Spec, get_kind
 
 if TYPE_CHECKING:
     from .network import Network
-
-INPUT, OUTPUT = 0, 1
 
 
 class Form(Enum):

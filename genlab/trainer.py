@@ -415,5 +415,5 @@ class Trainer:
         precision replaces the saved one (genlab.precision; None keeps it)."""
         from .checkpoint import load
 
-        return load(path, backend=backend, executor=executor, growth=growth, distributed=distributed, world=world,
+        return load(cls, path, backend=backend, executor=executor, growth=growth, distributed=distributed, world=world,
                     precision=precision)

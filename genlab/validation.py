@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from . import checks, dag, shapes
 from .errors import GraphError
-from .network import INPUT, OUTPUT, _ids
+from .group_ids import INPUT, OUTPUT
+from .group_ids import ids_text as _ids
 
 
 def validate(net) -> None:

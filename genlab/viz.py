@@ -18,74 +18,20 @@ so in one line.
 from __future__ import annotations
 
 import html
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from . import figures
+from .animation import Animation, animate, animation, frames  # noqa: F401 (the DAG growing: reached as viz.*)
+from .animation import events_by_step as _events_by_step
 from .dot import BUNDLE_OVER, NEGATIVE, NEW_KIND, POSITIVE, _hex, _std_colours  # noqa: F401 (the drawings' marks)
 from .dot import graph as _graph
+from .drawing import Drawing
 from .network import OUTPUT
 
 TRAIN, VALIDATION = "#222222", "#e69f00"          # the curves (Okabe-Ito black and orange)
 DNI_CUT = "#000000"                                 # an edge a synthetic gradient stands in for (draw's cut)
 MODULE_COLOURS = ("#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")  # Okabe-Ito, one per module
-_warned = False
-
-
-def _no_dot_message() -> str:
-    return "genlab: Graphviz's dot program is not installed (apt-get install graphviz); showing the DOT source"
-
-
-class Drawing:
-    """A drawn DAG: its DOT source, and SVG or PNG through Graphviz's dot when installed."""
-
-    def __init__(self, graph, caption: str = ""):
-        self.graph = graph
-        self.caption = caption
-
-    @property
-    def source(self) -> str:
-        return self.graph.source
-
-    def _pipe(self, fmt: str):
-        import graphviz
-
-        global _warned
-        try:
-            return self.graph.pipe(format=fmt)
-        except graphviz.ExecutableNotFound:
-            if not _warned:
-                print(_no_dot_message(), file=sys.stderr)
-                _warned = True
-            return None
-
-    def svg(self) -> str | None:
-        """The SVG text, or None (after one line on stderr) without dot."""
-        data = self._pipe("svg")
-        return data.decode() if data is not None else None
-
-    def png(self) -> bytes | None:
-        return self._pipe("png")
-
-    def save(self, path) -> Path:
-        """Write .svg, .png or .dot (by the suffix); without dot, the .dot source instead."""
-        path = Path(path)
-        data = None if path.suffix == ".dot" else self._pipe(path.suffix.lstrip("."))
-        if data is None:
-            path = path.with_suffix(".dot")
-            data = self.source.encode()
-        path.write_bytes(data)
-        return path
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        svg = self.svg()
-        if svg is not None:
-            return {"image/svg+xml": svg}
-        return {"text/plain": f"{_no_dot_message()}\n{self.source}"}
-
-
 def last_event_groups(history_events: list) -> dict[int, str]:
     """{new group: kind} for the groups the last growth step made."""
     grown = [e for e in history_events if e.get("new") is not None]
@@ -151,13 +97,6 @@ def _show_partition(graph, partition) -> None:
     graph.attr(label=f'<<table border="0" cellspacing="2"><tr>{swatches}</tr>'
                      f'<tr><td colspan="{partition.n_parts}">{html.escape(summary)}</td></tr></table>>',
                labelloc="b")
-
-
-def _events_by_step(history) -> list[tuple[int, list[dict]]]:
-    steps = {}
-    for e in history.events:
-        steps.setdefault(e["step"], []).append(e)
-    return sorted(steps.items())
 
 
 PRUNED = "#7f7f7f"  # the line of a growth step that only removed groups
@@ -291,7 +230,3 @@ def decision_boundary(trainer, data, ax=None, resolution: int = 200):
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
-
-
-# the DAG growing: frames, the inline animation and the files (genlab/animation.py)
-from .animation import Animation, animate, animation, frames  # noqa: E402,F401

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import genlab
-from genlab.asynchronous.dni import DecoupledEngine, Interface, parts
+from genlab.asynchronous.decoupled import DecoupledEngine
+from genlab.cuts import Interface, parts
 from genlab.engines.serial import SerialEngine
 from genlab.errors import ArgumentError, ArgumentTypeError, BackendError, GraphError
 from genlab.optim import make_optimizer

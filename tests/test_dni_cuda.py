@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import genlab
-from genlab.asynchronous.dni import DecoupledEngine
+from genlab.asynchronous.decoupled import DecoupledEngine
 from genlab.errors import BackendError, TrainingError
 from genlab.optim import make_optimizer
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import genlab
-from genlab.asynchronous.dni import parts
-from genlab.asynchronous.pipeline import PipelinedEngine, Stages
+from genlab.asynchronous.pipeline import PipelinedEngine
+from genlab.cuts import Stages, parts
 from genlab.engines.serial import SerialEngine
 from genlab.errors import ArgumentError, ArgumentTypeError, GraphError, TrainingError
 from genlab.optim import make_optimizer
@@ -107,7 +107,7 @@ def test_with_the_network_held_still_each_stage_works_on_the_batch_of_its_depth(
 
 def test_one_call_at_a_time_is_the_unpipelined_step():
     net, cuts = skipping_net()
-    from genlab.asynchronous.dni import DecoupledEngine
+    from genlab.asynchronous.decoupled import DecoupledEngine
 
     pipe = PipelinedEngine(net.copy(), make_optimizer("adam", 0.01), "float64", cuts, True, lr=0.01)
     plain = DecoupledEngine(net.copy(), make_optimizer("adam", 0.01), "float64", cuts, True, lr=0.01)

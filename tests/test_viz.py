@@ -6,6 +6,7 @@ from PIL import Image
 
 import genlab
 from genlab import INPUT, OUTPUT, GrowthPolicy, Network, Trainer, viz
+from genlab import drawing as drawing_module
 
 EXPECTED_DOT = '''digraph genlab {
 	graph [fontname=Helvetica fontsize=11 nodesep=0.15 rankdir=LR ranksep=0.5 size="9.5,40"]
@@ -88,7 +89,7 @@ def test_a_missing_dot_program_gives_one_line_and_the_source(grown, tmp_path, mo
         raise graphviz.ExecutableNotFound(["dot"])
 
     monkeypatch.setattr(graphviz.Digraph, "pipe", no_dot)
-    monkeypatch.setattr(viz, "_warned", False)
+    monkeypatch.setattr(drawing_module, "_warned", False)
     trainer, _ = grown
     drawing = viz.draw(trainer.net)
     assert drawing.svg() is None and drawing.png() is None

@@ -27,46 +27,13 @@ read by one later stage (its module's truth is of one batch): GraphError otherwi
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BackendError, GraphError
+from ..cuts import Stages
+from ..errors import BackendError
 from ..network import INPUT, Network
-from .dni import DecoupledEngine
-
-
-@dataclass(frozen=True)
-class Stages:
-    """Where the pipeline's stages meet: `stage` {group (INPUT too): its stage}, `delay`
-    {group read by a later stage: how many stages on its furthest reader is}, `reader`
-    {boundary group: the one stage that reads it}, `depth`: the last stage."""
-
-    stage: dict
-    delay: dict
-    reader: dict
-    depth: int
-
-    @classmethod
-    def of(cls, net: Network, part: dict) -> "Stages":
-        rank = {p: i for i, p in enumerate(sorted(set(part.values())))}
-        stage = {g: rank[p] for g, p in part.items()}
-        delay, reader = {}, {}
-        for g in net.groups:
-            for s in net.inputs(g):
-                ahead = stage[g] - stage[s]
-                if ahead <= 0:
-                    continue
-                delay[s] = max(delay.get(s, 0), ahead)
-                if s != INPUT and reader.setdefault(s, stage[g]) != stage[g]:
-                    raise GraphError(f"pipelined DNI: group {s} is read by two later parts (stages {reader[s]} "
-                                     f"and {stage[g]}); its module learns from one (cut so that it feeds one part, "
-                                     "or leave pipelined off)")
-        return cls(stage, delay, reader, max(stage.values()))
-
-    def seen(self, s: int, g: int) -> int:
-        """How many steps old what group g reads of s is (0: this step's)."""
-        return max(self.stage[g] - self.stage[s], 0)
+from .decoupled import DecoupledEngine
 
 
 class PipelinedEngine(DecoupledEngine):

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ..errors import TrainingError
-from .hogwild import Report, Team, own_state
+from .team import Report, Team, own_state
 
 BUNDLE = 32      # steps a worker reports at once (a queue message costs tens of microseconds)
 PATIENCE = 60.0  # seconds the trainer waits for a stopping worker before ending it

@@ -26,7 +26,7 @@ from ..engines.cuda.engine import CudaEngine
 from ..engines.cuda.executors.rows import Rows
 from ..errors import TrainingError
 from ..guard import gradient_ok
-from .hogwild import Report, Team, own_state
+from .team import Report, Team, own_state
 
 
 class StreamTeam(Team):

@@ -32,7 +32,7 @@ from ..partition import Partition, extend, needs_repartition, plan as plan_parti
 from ..shapes import Form
 from . import passes, stages, tensor_optim
 from .synthetic import Synthetic
-from .modes import Mode
+from .mode import Mode
 from .world import World
 
 

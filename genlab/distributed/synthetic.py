@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..asynchronous.dni import ERRORS, relative_error
+from ..cuts import ERRORS, relative_error
 from ..optim import Adam
 from . import tensor_optim
 

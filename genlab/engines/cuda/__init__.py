@@ -11,6 +11,8 @@
     choice.py     executor="auto": the executor of each shape, by a timed trial cached per GPU
     growth.py     the growth rules on the GPU and the replay of growth and pruning
     engine.py     the engine that composes them (genlab.engines.Engine)
+    recurrent.py  a recurrent network through its unrolled DAG; recurrent_wavefront.py: executor
+                  "wavefront", the network itself through time in one launch (registered in BY_EXECUTOR)
 
 Importing this package needs no GPU; CudaEngine and runtime.kernels() do.
 """
@@ -18,5 +20,6 @@ Importing this package needs no GPU; CudaEngine and runtime.kernels() do.
 from .engine import CudaEngine
 from .executors import AUTO, DEFAULT, EXECUTORS, executor_class
 from .runtime import kernels, source
+from . import recurrent_wavefront  # noqa: F401,E402 (registers executor "wavefront" with RecurrentCudaEngine)
 
 __all__ = ["CudaEngine", "AUTO", "DEFAULT", "EXECUTORS", "executor_class", "kernels", "source"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...asynchronous.dni import ERRORS, Interface, checked_width, module_entry, parts, relative_error
+from ...cuts import ERRORS, Interface, checked_width, module_entry, parts, relative_error
 from ...errors import BackendError, GraphError
 from ...network import INPUT, OUTPUT, Network
 from ...optim import Adam
@@ -295,7 +295,7 @@ class Modules:
         return out
 
     def put(self, saved: dict[int, dict[str, np.ndarray]]) -> None:
-        """Modules from a checkpoint (dni.module_entry's form) where their group crosses at that width."""
+        """Modules from a checkpoint (cuts.module_entry's form) where their group crosses at that width."""
         values = self.host(4)
         widths = {g: w for g, (_, w) in self.blocks.items()}
         for g, entry in saved.items():
@@ -410,7 +410,7 @@ class DecoupledCudaEngine(CudaEngine):
         return self.modules.interfaces()
 
     def export_modules(self) -> dict[int, dict[str, np.ndarray]]:
-        """{boundary group: its module} for a checkpoint (dni.module_entry's form)."""
+        """{boundary group: its module} for a checkpoint (cuts.module_entry's form)."""
         return {g: module_entry(m.params, m.state) for g, m in self.modules.interfaces(with_state=True).items()}
 
     def import_modules(self, saved: dict[int, dict[str, np.ndarray]]) -> None:

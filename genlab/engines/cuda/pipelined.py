@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...asynchronous.dni import parts
-from ...asynchronous.pipeline import Stages
+from ...cuts import Stages, parts
 from ...errors import BackendError
 from ...network import Network
 from . import runtime

@@ -36,7 +36,11 @@ from ..base import STATISTICS, Engine, EngineState
 from ..host_scores import HostScores
 from . import readback
 from .constants import THREADS
-from .executors import DEFAULT, WAVEFRONT
+from .executors import DEFAULT
+
+
+BY_EXECUTOR: dict[str, type] = {}  # executor -> the engine that runs a recurrent network itself with it (registered
+# by its module: recurrent_wavefront.py, imported with this package)
 
 
 class RecurrentCudaEngine(HostScores, Engine):
@@ -51,13 +55,10 @@ class RecurrentCudaEngine(HostScores, Engine):
     updates_with_gradients = False  # whether _gradients enqueues the (device-guarded) update itself
 
     def __new__(cls, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, *args, **options):
-        """executor="wavefront" gives the engine of that executor (recurrent_wavefront.py), which
-        runs the recurrent network itself instead of its unrolled DAG."""
-        if cls is RecurrentCudaEngine and executor == WAVEFRONT:
-            from .recurrent_wavefront import WavefrontCudaEngine
-
-            return super().__new__(WavefrontCudaEngine)
-        return super().__new__(cls)
+        """An executor of BY_EXECUTOR ("wavefront") gives its own engine (recurrent_wavefront.py),
+        which runs the recurrent network itself instead of its unrolled DAG."""
+        own = BY_EXECUTOR.get(executor) if cls is RecurrentCudaEngine else None
+        return super().__new__(own or cls)
 
     def __init__(self, net: Network, optimizer, dtype="float32", executor: str = DEFAULT, time_major: bool = False,
                  precision: Precision = FP32):

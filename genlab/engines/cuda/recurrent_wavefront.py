@@ -13,7 +13,8 @@ from ...errors import BackendError, TrainingError
 from ...network import Network
 from ...precision import DEFAULT as FP32
 from ...precision import Precision, parse
-from .recurrent import RecurrentCudaEngine
+from .executors import WAVEFRONT
+from .recurrent import BY_EXECUTOR, RecurrentCudaEngine
 from .wavefront import Wavefront, resident
 from .wavefront_plan import refusal
 
@@ -122,3 +123,6 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
 
     def _ranges(self) -> tuple[dict, dict]:
         return self.runner.ranges()
+
+
+BY_EXECUTOR[WAVEFRONT] = WavefrontCudaEngine

@@ -50,13 +50,13 @@ def _compile_at_import() -> None:
     import os
     import sys
 
-    if os.environ.get("GENLAB_BACKEND") == "serial":
-        return
-    from .backends import cuda_status
+    from .backends import Backend, cuda_status
 
+    if os.environ.get("GENLAB_BACKEND") == Backend.SERIAL:
+        return
     ok, why = cuda_status()
     if not ok:
-        if os.environ.get("GENLAB_BACKEND") == "cuda":
+        if os.environ.get("GENLAB_BACKEND") == Backend.CUDA:
             print(f"genlab: GENLAB_BACKEND=cuda but {why}", file=sys.stderr)
         return
     try:

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from enum import StrEnum
 from functools import lru_cache
 
 from .errors import BackendError
 from .notices import say
 
-BACKENDS = ("auto", "serial", "cuda")
+class Backend(StrEnum):
+    """Trainer(backend=...): a name or the member itself."""
+
+    AUTO = "auto"      # the GPU where the CUDA engine can run, else the serial engine (GENLAB_BACKEND says which)
+    SERIAL = "serial"  # NumPy, everywhere: the reference
+    CUDA = "cuda"      # genlab's kernels on an NVIDIA GPU
+
+
+BACKENDS = tuple(Backend)
 
 
 @lru_cache(maxsize=None)
@@ -46,22 +55,23 @@ def _say_once(line: str) -> None:
         say(line)
 
 
-def resolve(backend: str = "auto") -> str:
-    """The engine name that `backend` means here; raise BackendError if it cannot run.
-    GENLAB_BACKEND (serial or cuda) says what "auto" means."""
-    if backend == "auto" and os.environ.get("GENLAB_BACKEND") in ("serial", "cuda"):
-        backend = os.environ["GENLAB_BACKEND"]
-    if backend not in BACKENDS:
+def resolve(backend: str = Backend.AUTO) -> Backend:
+    """The engine that `backend` means here (Backend.SERIAL or Backend.CUDA); raise BackendError
+    if it cannot run. GENLAB_BACKEND (serial or cuda) says what "auto" means."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "serial":
-        return "serial"
+    backend = Backend(backend)
+    if backend is Backend.AUTO and os.environ.get("GENLAB_BACKEND") in (Backend.SERIAL, Backend.CUDA):
+        backend = Backend(os.environ["GENLAB_BACKEND"])
+    if backend is Backend.SERIAL:
+        return backend
     ok, why = cuda_status()
-    if backend == "cuda" and not ok:
+    if backend is Backend.CUDA and not ok:
         raise BackendError(f"the CUDA backend is not available: {why}")
-    if backend == "auto" and not ok:
+    if not ok:
         _say_once(f"genlab: using the serial engine ({why})")
-        return "serial"
-    return "cuda"
+        return Backend.SERIAL
+    return Backend.CUDA
 
 
 def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | None = None,
@@ -82,7 +92,7 @@ def make_engine(backend: str, net, optimizer, dtype="float32", executor: str | N
     engine.check_precision(precision)
     if engine.has_executors:
         return engine(net, optimizer, dtype=dtype, executor=executor or DEFAULT, precision=precision)
-    if executor not in (None, AUTO) and backend == "serial":
+    if executor not in (None, AUTO) and backend == Backend.SERIAL:
         raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                            "group after another (leave executor unset, or use backend='cuda')")
     return engine(net, optimizer, dtype=dtype, precision=precision)
@@ -105,4 +115,4 @@ def _cuda(recurrent: bool):
 
 
 # a backend's name: its engine class for a network with (or without) recurrent edges, imported on use
-ENGINES = {"serial": _serial, "cuda": _cuda}
+ENGINES = {Backend.SERIAL: _serial, Backend.CUDA: _cuda}

@@ -10,7 +10,12 @@ import time
 from . import __version__
 from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, rate, sizes
 from .engines.cuda.executors import NAMES as EXECUTOR_NAMES
+from .checks import FLOAT_DTYPES
+from .distributed.modes import MODES
+from .operations import Change
+from .optim import OPTIMIZERS
 from .precision import PRECISIONS
+from .starts import BUILDERS, STARTS, Start
 
 
 
@@ -23,7 +28,7 @@ def _common(command, names, backends) -> None:
                          help="passes over the training set (default: about 2000 steps' worth, by dataset)")
     command.add_argument("--seed", type=count(0, SEED_MAX), default=None,
                          help="the seed of the weights, the split and the batches (default: 0)")
-    command.add_argument("--kind", default=None, choices=["dense", "conv", "attention", "recurrent"],
+    command.add_argument("--kind", default=None, choices=list(BUILDERS),
                          help="the kind of the starting groups (default: conv for images, recurrent dense groups "
                               "for sequences, dense otherwise; attention for sequences, dense for images too)")
 
@@ -45,16 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=sizes, default=None,
                        help="widths (conv: channels) of the hidden groups of the starting chain (default by kind: "
                             "dense 64,32, conv 8,16, recurrent 64, attention 32; with --start single, 8 or 16)")
-    train.add_argument("--start", "--from", dest="start", choices=["mlp", "single"], default=None,
+    train.add_argument("--start", "--from", dest="start", choices=list(STARTS), default=None,
                        help="mlp (default): a chain of --hidden groups; single: one hidden group of the kind "
                             "(--from is the same option, for torchrun, which takes --start for its own)")
     train.add_argument("--grow", action="store_true", help="grow the network with the default GrowthPolicy: the group with the highest gradient "
                             "spread every 50 steps, up to --max-groups")
     train.add_argument("--max-groups", type=count(3, 100_000), default=None, help="growth budget (default 32; iris 16)")
-    train.add_argument("--optimizer", default=None, choices=["adam", "sgd"], help="the optimizer (default: adam)")
+    train.add_argument("--optimizer", default=None, choices=list(OPTIMIZERS), help="the optimizer (default: adam)")
     train.add_argument("--lr", type=rate, default=None, help="learning rate (adam 1e-3, sgd 0.1)")
     train.add_argument("--batch-size", type=count(1, 2**24), default=None, help="rows per training step (default: 32)")
-    train.add_argument("--dtype", default=None, choices=["float32", "float64"],
+    train.add_argument("--dtype", default=None, choices=list(FLOAT_DTYPES),
                        help="the float type of the computation (default: float32; float64 runs on the serial engine)")
     train.add_argument("--executor", default=None, choices=list(EXECUTOR_NAMES),
                        help="the CUDA engine's schedule of a step (default: auto, the fastest for the network's shape "
@@ -66,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a checkpoint to exactly PATH (Network.load reads its network; --resume continues it)")
     train.add_argument("--resume", metavar="PATH",
                        help="continue the run a checkpoint (--save, Trainer.save) holds, for --epochs more epochs")
-    train.add_argument("--distributed", choices=["data", "partitioned"], default=None,
+    train.add_argument("--distributed", choices=list(MODES), default=None,
                        help="train over the processes torchrun starts: 'data' gives each a slice of every batch, "
                             "'partitioned' spreads the groups over them (see README, More than one GPU)")
     train.add_argument("--hogwild", type=count(1, 64), default=None, metavar="K",
@@ -171,7 +176,7 @@ def run_train(args):
         args.dataset, args.seed = args.dataset or "digits", args.seed or 0
         data = datasets.load(args.dataset, seed=args.seed)
         kind = starts.kind_for(data, args.kind)
-        net = starts.build(data, kind, args.hidden, args.start == "single", args.seed)
+        net = starts.build(data, kind, args.hidden, args.start == Start.SINGLE, args.seed)
         groups_start = len(net.groups)
         policy = None
         if args.grow:
@@ -206,8 +211,7 @@ def _train(args, trainer, data, world, groups_start) -> dict:
     }
     if trainer.growth.every:
         kinds = [e["kind"] for e in trainer.history.events]
-        report.update(growth_events=len(kinds), depth_events=kinds.count("depth"),
-                      width_events=kinds.count("width"), prune_events=kinds.count("prune"),
+        report.update(growth_events=len(kinds), **{f"{c}_events": kinds.count(c) for c in Change},
                       groups_start=groups_start, groups_end=len(net.groups))
     if args.resume:
         report["resumed_from"] = str(args.resume)
@@ -305,7 +309,7 @@ def main(argv=None) -> int:
         return bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "start", None) == "single" and args.hidden and len(args.hidden) != 1:
+    if getattr(args, "start", None) == Start.SINGLE and args.hidden and len(args.hidden) != 1:
         parser.error("--start single takes one width in --hidden")
     import logging
 

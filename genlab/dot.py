@@ -10,11 +10,12 @@ import html
 import numpy as np
 
 from .network import INPUT, OUTPUT
+from .operations import Change
 
 POSITIVE, NEGATIVE = "#1f77b4", "#ff7f0e"        # mean weight > 0, < 0
 # outline of the groups a growth event made (Okabe-Ito vermillion and blue: told apart by
 # colour-blind eyes too); the groups a preview shows are outlined alike, dashed
-NEW_KIND = {"depth": "#d55e00", "width": "#0072b2"}
+NEW_KIND = {Change.DEPTH: "#d55e00", Change.WIDTH: "#0072b2"}
 BUNDLE_OVER = 8  # recurrent edges drawn one by one up to this many, then level to level
 MAX_SIZE = "9.5,40"  # inches: a drawing wider than a notebook's column (about 950 px) scales down
 BUNDLE_COLOUR = "#555555"

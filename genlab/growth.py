@@ -32,7 +32,8 @@ from .errors import GraphError
 from .duplication import duplicate_depth, duplicate_width  # noqa: F401 (Grower's edits; their home)
 from .network import INPUT, OUTPUT, Network
 from .step_pictures import StepPictures
-from .policy import CRITERIA, MODES, GrowthPolicy  # noqa: F401 (their home is genlab.policy)
+from .operations import Change
+from .policy import CRITERIA, MODES, GrowthMode, GrowthPolicy, Sibling  # noqa: F401 (their home is genlab.policy)
 from .kinds import InexactFold
 from .pruning import Tracker, prune_group
 
@@ -45,17 +46,17 @@ notes = logging.getLogger("genlab.growth")
 
 @dataclass(frozen=True)
 class GrowthEvent:
-    """One change of topology: a duplication ("depth", "width") or a removal ("prune")."""
+    """One change of topology: a duplication (Change.DEPTH, Change.WIDTH) or a removal (Change.PRUNE)."""
 
     step: int
-    kind: str
+    kind: Change
     source: int
     new: int | None
     statistic: float
     after: dict | None = dataclasses.field(default=None, compare=False, repr=False)  # the topology it left
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "kind": self.kind, "source": self.source, "new": self.new,
+        return {"step": self.step, "kind": str(self.kind), "source": self.source, "new": self.new,
                 "statistic": self.statistic}
 
 
@@ -232,13 +233,13 @@ class Grower:
         self.checks += 1
         return events, log
 
-    def _duplicate(self, net: Network, g: int, step: int, log: list | None, values: bool) -> tuple[str, int]:
-        """Duplicate g as the policy's mode says; ("depth" | "width", the new group)."""
+    def _duplicate(self, net: Network, g: int, step: int, log: list | None, values: bool) -> tuple[Change, int]:
+        """Duplicate g as the policy's mode says; (Change.DEPTH or Change.WIDTH, the new group)."""
         p, kind = self.policy, self._kind(g, net)
-        if kind == "depth":
+        if kind is Change.DEPTH:
             return kind, duplicate_depth(net, g, step, self.seed, p.preserve, log, values)
         depths = self._depths[1] if self._depths and self._depths[0] == net.version else None
-        new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values, p.sibling == "fresh")
+        new = duplicate_width(net, g, step, self.seed, p.preserve, p.noise, log, values, p.sibling is Sibling.FRESH)
         if depths is not None:  # a sibling lengthens no path: every depth stays, the sibling's is g's
             depths[new] = depths[g]
             self._depths = (net.version, depths)
@@ -274,8 +275,8 @@ class Grower:
             return engine.choose_growth(eligible, threshold, relative)[:most]
         return self.scores.choose(net.forward_edges()[0].__getitem__, hidden, eligible, threshold, relative)[:most]
 
-    def preview(self, net: Network, step: int, engine) -> list[tuple[int, str, float]]:
-        """What check() would grow at `step` ((group, "depth" | "width", score), in budget order),
+    def preview(self, net: Network, step: int, engine) -> list[tuple[int, Change, float]]:
+        """What check() would grow at `step` ((group, Change.DEPTH or .WIDTH, score), in budget order),
         changing nothing. Pruning is not previewed (it runs first and may remove groups)."""
         p, self._depths = self.policy, None
         chosen = self._wanted(net, step, engine)[:max(p.max_groups - len(net.groups), 0)]
@@ -285,15 +286,15 @@ class Grower:
             plan.append((g, kind, score))
         return plan
 
-    def _kind(self, g: int, net: Network) -> str:
+    def _kind(self, g: int, net: Network) -> Change:
         mode = self.policy.mode
-        if mode == "alternate":
-            return "depth" if self.checks % 2 == 0 else "width"
-        if mode == "auto":
+        if mode is GrowthMode.ALTERNATE:
+            return Change.DEPTH if self.checks % 2 == 0 else Change.WIDTH
+        if mode is GrowthMode.AUTO:
             if not self._depths or self._depths[0] != net.version:  # (kept within one check or preview)
                 self._depths = (net.version, depth_through(net))
-            return "depth" if self._depths[1][g] < self.policy.max_depth else "width"
-        return mode
+            return Change.DEPTH if self._depths[1][g] < self.policy.max_depth else Change.WIDTH
+        return Change(mode)  # DEPTH or WIDTH
 
     def _prune(self, net: Network, step: int, engine, log: list) -> list[GrowthEvent]:
         p = self.policy
@@ -304,13 +305,13 @@ class Grower:
         events, candidates = [], []
         for g in net.hidden_groups:
             if p.prune and g in constants:
-                candidates.append((g, constants[g], "constant"))
+                candidates.append((g, constants[g], 0.0))
             elif p.prune_taylor is not None and g in taylor:
                 low = self.taylor_low[g] = self.taylor_low.get(g, 0) + 1 if taylor[g] < p.prune_taylor else 0
                 if low >= p.patience:
-                    candidates.append((g, None, "taylor"))
+                    candidates.append((g, None, taylor[g]))
         pinned = engine.pinned if engine is not None else frozenset()
-        for g, constant, why in candidates:
+        for g, constant, stat in candidates:  # stat: the Taylor score that condemned g (0 for a constant)
             if g not in net.widths:
                 continue  # removed with an earlier candidate
             trial, trial_log = net.copy(deep=False), []
@@ -327,8 +328,7 @@ class Grower:
                 continue
             net.assign(trial)
             log.extend(trial_log)
-            stat = taylor.get(g, 0.0) if why == "taylor" else 0.0
-            events.extend(GrowthEvent(step, "prune", r, None, stat, net.topology()) for r in removed)
+            events.extend(GrowthEvent(step, Change.PRUNE, r, None, stat, net.topology()) for r in removed)
         return events
 
 

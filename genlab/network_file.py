@@ -22,6 +22,7 @@ from .errors import FileFormatError, GraphError
 from .files import NpzReader, write_npz
 from .group_ids import INPUT, OUTPUT
 from .kinds import KINDS, DEFAULT, get_kind
+from .operations import Change
 
 if TYPE_CHECKING:
     from .network import Network
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 FORMAT = "genlab.network"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 64 * 2**20  # JSON of a 4000-group network with its history: about 2 MB
-EVENT_KINDS = ("depth", "width", "prune")
+EVENT_KINDS = tuple(Change)  # what a saved history's events may be
 
 
 def to_meta(net: Network) -> dict:

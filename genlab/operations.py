@@ -12,10 +12,18 @@ cuda/constants.cuh is generated from them (genlab.engines.cuda.constants), and a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import ClassVar
 
 Key = tuple  # ("W", src, dst) or ("b", g)
+
+
+class Change(StrEnum):
+    """What a growth event did to the topology (GrowthEvent.kind; saved by its value)."""
+
+    DEPTH = "depth"  # a group after g (the identity at first): the network is one group deeper there
+    WIDTH = "width"  # a sibling of g, reading and feeding what g does
+    PRUNE = "prune"  # g removed
 
 
 class OpCode(IntEnum):

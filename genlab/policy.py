@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from enum import StrEnum
 
 import numpy as np
 
@@ -11,8 +12,24 @@ from . import checks
 from .errors import ArgumentError
 from . import operations as op
 
-MODES = ("depth", "width", "alternate", "auto")
-SIBLINGS = ("fresh", "split")
+class GrowthMode(StrEnum):
+    """GrowthPolicy.mode: which way a chosen group grows (a name or the member itself)."""
+
+    DEPTH = "depth"
+    WIDTH = "width"
+    ALTERNATE = "alternate"  # depth at one check, width at the next
+    AUTO = "auto"            # depth while the longest path through the group is short, else width
+
+
+class Sibling(StrEnum):
+    """GrowthPolicy.sibling: how a width-wise copy starts."""
+
+    FRESH = "fresh"  # new random input weights, zero output weights
+    SPLIT = "split"  # g's weights copied, its output weights split between the two with noise
+
+
+MODES = tuple(GrowthMode)  # the choices, for the command line and the Lab
+SIBLINGS = tuple(Sibling)
 CRITERIA = tuple(c.name.lower() for c in op.Criterion)  # grad_std, weight_grad_norm, taylor
 
 
@@ -54,12 +71,12 @@ class GrowthPolicy:
     criterion: object = "grad_std"
     window: int = 20
     every: int | None = 50
-    mode: str = "auto"
+    mode: GrowthMode = GrowthMode.AUTO
     max_depth: int = 3
     cooldown: int = 100
     max_groups: int = 32
     preserve: bool = True
-    sibling: str = "fresh"
+    sibling: Sibling = Sibling.FRESH
     noise: float = 1.0
     prune: bool = False
     prune_taylor: float | None = None
@@ -108,12 +125,12 @@ FIELD_CHECKS = {
     "criterion": _criterion,
     "window": lambda v: checks.integer(v, "window", 1),
     "every": lambda v: None if v is None else checks.integer(v, "every", 1),
-    "mode": lambda v: checks.choice(v, "growth mode", MODES),
+    "mode": lambda v: GrowthMode(checks.choice(v, "growth mode", MODES)),
     "max_depth": lambda v: checks.integer(v, "max_depth", 1),
     "cooldown": lambda v: checks.integer(v, "cooldown", 0),
     "max_groups": lambda v: checks.integer(v, "max_groups", 3),  # input, output and one hidden group
     "preserve": lambda v: checks.boolean(v, "preserve"),
-    "sibling": lambda v: checks.choice(v, "sibling", SIBLINGS),
+    "sibling": lambda v: Sibling(checks.choice(v, "sibling", SIBLINGS)),
     "noise": lambda v: checks.real(v, "noise", 0.0, 1e3),
     "prune": lambda v: checks.boolean(v, "prune"),
     "prune_taylor": lambda v: None if v is None else checks.real(v, "prune_taylor", 0.0),

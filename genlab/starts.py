@@ -4,10 +4,20 @@ sequences, dense otherwise)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from .datasets import Dataset
 from .errors import DataError
 from .network import Network
 
+class Start(StrEnum):
+    """What a run starts from (`genlab train --start`)."""
+
+    MLP = "mlp"        # a chain of hidden groups
+    SINGLE = "single"  # one hidden group, to grow
+
+
+STARTS = tuple(Start)
 # the kinds each form of data can start from; the first is the natural one
 CHOICES = {"image": ("conv", "dense"), "sequence": ("recurrent", "attention"), "flat": ("dense",)}
 # hidden widths when not told: (start "single", start "chain")
@@ -69,7 +79,7 @@ def _dense(data: Dataset, hidden: list[int], single: bool, seed: int) -> Network
     return net
 
 
-BUILDERS = {"conv": _conv, "attention": _attention, "recurrent": _recurrent, "dense": _dense}
+BUILDERS = {"conv": _conv, "attention": _attention, "recurrent": _recurrent, "dense": _dense}  # by --kind
 
 
 def one_layer_like(data: Dataset, kind: str, n_params: int, seed: int) -> tuple[int, Network]:

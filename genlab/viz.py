@@ -28,6 +28,7 @@ from .dot import BUNDLE_OVER, NEGATIVE, NEW_KIND, POSITIVE, _hex, _std_colours  
 from .dot import graph as _graph
 from .drawing import Drawing
 from .network import OUTPUT
+from .operations import Change
 
 TRAIN, VALIDATION = "#222222", "#e69f00"          # the curves (Okabe-Ito black and orange)
 DNI_CUT = "#000000"                                 # an edge a synthetic gradient stands in for (draw's cut)
@@ -100,7 +101,7 @@ def _show_partition(graph, partition) -> None:
 
 
 PRUNED = "#7f7f7f"  # the line of a growth step that only removed groups
-EVENT_LABELS = {NEW_KIND["depth"]: "growth step (depth-wise)", NEW_KIND["width"]: "growth step (width-wise)",
+EVENT_LABELS = {NEW_KIND[Change.DEPTH]: "growth step (depth-wise)", NEW_KIND[Change.WIDTH]: "growth step (width-wise)",
                 PRUNED: "pruning step"}
 
 
@@ -112,7 +113,7 @@ def _mark_events(ax, history, lw: float = 0.8) -> list:
     drawn = {}
     for step, events in _events_by_step(history):
         kinds = {e["kind"] for e in events}
-        colour = NEW_KIND["depth"] if "depth" in kinds else NEW_KIND["width"] if "width" in kinds else PRUNED
+        colour = next((NEW_KIND[c] for c in (Change.DEPTH, Change.WIDTH) if c in kinds), PRUNED)
         ax.axvline(step, color=colour, alpha=0.6, lw=lw)
         drawn[colour] = Line2D([], [], color=colour, alpha=0.7, lw=1.5 * lw, label=EVENT_LABELS[colour])
     return list(drawn.values())

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import checks
+from ..backends import Backend, resolve
 from ..distributed.modes import Alone
 from ..errors import ArgumentError, ArgumentTypeError, BackendError
 from ..precision import DEFAULT as FP32
@@ -47,17 +48,17 @@ class Decoupled(Alone):
         self.dni = dni
 
     def engine(self, backend, net, optimizer, dtype, executor, precision=FP32):
-        from ..backends import resolve
+        from ..engines.cuda.executors import AUTO
 
         d = self.dni
-        if resolve(backend) == "cuda":  # its step on the GPU (engines/cuda/decoupled.py, pipelined.py)
+        if resolve(backend) is Backend.CUDA:  # its step on the GPU (engines/cuda/decoupled.py, pipelined.py)
             if d.pipelined:
                 from ..engines.cuda.pipelined import PipelinedCudaEngine as engine
             else:
                 from ..engines.cuda.decoupled import DecoupledCudaEngine as engine
 
             return engine(net, optimizer, dtype, d.cuts, d.conditioned, d.lr, executor, precision)
-        if executor not in (None, "auto") and backend == "serial":
+        if executor not in (None, AUTO) and backend == Backend.SERIAL:
             raise BackendError(f"executor {executor!r} is a schedule of the CUDA engine; the serial engine runs one "
                                "group after another (leave executor unset, or use backend='cuda')")
         if d.pipelined:

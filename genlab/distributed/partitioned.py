@@ -26,6 +26,7 @@ from ..engines.host_scores import HostScores
 from ..errors import BackendError, TrainingError
 from ..growth import Scores, Tracker
 from ..guard import gradient_ok
+from ..kinds.dense import Dense
 from ..network import INPUT, OUTPUT, Network
 from ..precision import DEFAULT as FP32
 from ..partition import Partition, extend, needs_repartition, plan as plan_partition
@@ -84,7 +85,7 @@ class PartitionedEngine(HostScores, Engine):
     def load(self, net: Network) -> None:
         """Take the network; keep the optimizer state of unchanged parameters (gathered from the
         process that held them) and the growth scores of remaining groups."""
-        if net.recurrent or any(net.kinds[g] != "dense" for g in net.groups if g != INPUT):
+        if net.recurrent or any(not isinstance(net.kind(g), Dense) for g in net.groups if g != INPUT):
             raise BackendError("the partitioned engine runs DAGs of dense groups")
         if net.form is not Form.FLAT:
             raise BackendError("the partitioned engine runs flat networks (n_inputs features)")

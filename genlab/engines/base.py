@@ -1,7 +1,10 @@
 """The engine interface: what the trainer and the growth rules may ask of an engine.
 
-Both engines implement it explicitly (SerialEngine, CudaEngine); a new engine subclasses Engine
-and is registered in genlab.backends. Capabilities are class attributes of fixed type, so that
+Four engines implement it explicitly: SerialEngine (NumPy, the reference), CudaEngine (a DAG on
+the GPU), RecurrentCudaEngine (a recurrent network on the GPU) and PartitionedEngine (a network
+cut across processes, genlab.distributed); the rest subclass one of them (the decoupled and
+pipelined engines of genlab.DNI, the wavefront engine). A new engine subclasses Engine and is
+registered in genlab.backends. Capabilities are class attributes of fixed type, so that
 callers read them instead of probing.
 """
 
@@ -107,8 +110,8 @@ class Engine(ABC):
     """
 
     name: ClassVar[str]                    # the backend's name ("serial", "cuda")
-    grows_in_place: ClassVar[bool]         # growth's new parameter values are made by the engine
-                                           # from the log (apply_growth), not by the host
+    grows_in_place: bool                   # growth's new parameter values are made by the engine from the
+                                           # log (apply_growth), not by the host (may depend on the network)
     dtypes: ClassVar[tuple[str, ...]]      # the float types it computes in
     has_executors: ClassVar[bool] = False  # takes executor= (a schedule of its step)
     precisions: ClassVar[frozenset[Precision]] = frozenset({FP32})  # the products' arithmetic it offers

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from ..operations import Change
+
 
 def announce(events: list[dict], policy, last: int = 3) -> str:
     """A line per growth event (as trainer.history.events records them): which group grew, how, and
@@ -12,7 +14,7 @@ def announce(events: list[dict], policy, last: int = 3) -> str:
     name = policy.criterion if isinstance(policy.criterion, str) else "statistic"
     rule = (", the highest" if policy.threshold is None else f", z-score > {policy.threshold:g}" if policy.relative
             else f" > threshold {policy.threshold:.2g}")
-    lines = [f"step {e['step']}: group {e['source']} pruned" if e["kind"] == "prune" else
+    lines = [f"step {e['step']}: group {e['source']} pruned" if e["kind"] == Change.PRUNE else
              f"step {e['step']}: group {e['source']} duplicated {e['kind']}-wise into group {e['new']}: "
              f"{name} {e['statistic']:.2g}{rule}" for e in events[-last:]]
     more = [f"(and {len(events) - last} more growth events)"] if len(events) > last else []

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import datasets, starts
 from ..network import Network
+from ..operations import Change
 from ..policy import GrowthPolicy
 from ..trainer import Trainer
 from .tasks import Task
@@ -145,7 +146,7 @@ def random(task: Task, seed: int, backend: str, given: Run) -> Run:
     (the mode, cooldowns and budget of the same policy)."""
     schedule: dict[int, int] = {}
     for e in given.events:
-        if e["kind"] in ("depth", "width"):
+        if e["kind"] in (Change.DEPTH, Change.WIDTH):
             schedule[e["step"]] = schedule.get(e["step"], 0) + 1
     data = data_for(task, seed)
     trainer, curve, seconds = train(task, data, seed_network(task, data, seed), seed, backend,

@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import time
 
-from ..backends import resolve
+from ..backends import Backend, resolve
 from ..errors import ArgumentError
 from . import torch_arm
 from .arms import GENLAB_ARMS, Run
@@ -27,7 +27,7 @@ THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def backend_for(task: Task, backend: str) -> str:
     """The engine a task's genlab arms run on."""
-    return ENGINE_FOR_KIND.get(task.kind, backend) if backend == "auto" else backend
+    return ENGINE_FOR_KIND.get(task.kind, backend) if backend == Backend.AUTO else backend
 
 
 def one(task: Task, arm: str, seed: int, backend: str, given: Run | None) -> Run:
@@ -43,7 +43,7 @@ def _lane(task: Task, arm: str, backend: str) -> str:
         import torch
 
         return "gpu" if torch.cuda.is_available() else "cpu"
-    return "gpu" if resolve(backend_for(task, backend)) == "cuda" else "cpu"
+    return "gpu" if resolve(backend_for(task, backend)) is Backend.CUDA else "cpu"
 
 
 class _Inline:

@@ -4,7 +4,9 @@ State lives on the GPU in structure-of-arrays form (layout.py, cuda/genlab.cuh):
 buffer, its gradients and optimizer state in the same layout, activations and their gradients in
 the executor's layout; the topology is built on the GPU (topology.py). A training step is the
 executor's (executors/), captured once per batch size and optimizer settings into a CUDA graph
-and replayed; it reads back 24 bytes (loss, correct count, gradient norm) to check for divergence.
+and replayed; one read-back a step brings its scalars (loss, correct count, sum of squared
+gradients: 24 bytes) to check for divergence, with each group's sums of dL/dh (24 bytes a group)
+for the growth statistics.
 Growth is replayed on the GPU (growth.py). Subclasses: decoupled.py (synthetic gradients).
 """
 
@@ -39,7 +41,6 @@ class CudaEngine(Concurrent, Engine):
     forward(), backward() and update() one by one run the level passes."""
 
     name = "cuda"
-    grows_in_place = True  # growth initialises new parameters on the GPU (apply_growth)
     dtypes = ("float32",)
     has_executors = True
     precisions = ALL  # the level and dataflow executors' products (genlab.precision)
@@ -80,6 +81,12 @@ class CudaEngine(Concurrent, Engine):
     def ld(self) -> int:
         """The kernels' `ld`: 0 for group-major activations, else the length of a row (genlab.cuh)."""
         return self.layout.n_cols if self.executor.activations is Activations.BATCH else 0
+
+    @property
+    def grows_in_place(self) -> bool:
+        """Whether growth's new parameters are made on the GPU (apply_growth): where every group is
+        dense; other kinds grow on the host (their identities and splits are not replayed here)."""
+        return self.layout is not None and not self.layout.kinds.any
 
     def ptr(self, name: str, offset_bytes: int = 0) -> int:
         return int(self.buffers[name]) + offset_bytes
@@ -136,8 +143,6 @@ class CudaEngine(Concurrent, Engine):
             self.executor = candidates(self.kinds, self.precision)[0](self)  # until the first step chooses
         self.executor.check_kinds(self.kinds)
         L = Layout(net) if placement is None else Layout.placed(net, placement)
-        # growth of other kinds is made on the host (their identities and splits are not replayed here)
-        self.grows_in_place = not L.kinds.any
         host = np.empty(L.n_params, np.float32)
         for key, off in L.offsets.items():
             value = net.weights[key[1:]] if key[0] == "W" else net.biases[key[1]]

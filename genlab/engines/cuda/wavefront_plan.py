@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import BackendError
+from ...kinds import get_kind
+from ...kinds.dense import Dense
 from ...network import INPUT, OUTPUT, Network
 from .constants import THREADS, WF_COLS, WF_EDGE, WF_ROWS, WF_TILE
 
@@ -118,7 +120,7 @@ def refusal(net: Network) -> str | None:
     if len(net.input_shape) > 1:
         return "the wavefront kernel reads flat features at each step, not images"
     for g, kind in net.kinds.items():
-        if g != INPUT and kind != "dense":
+        if g != INPUT and not isinstance(get_kind(kind), Dense):
             return f"group {g} is a {kind} group; the wavefront kernel runs dense groups only"
     widest = max((w for g, w in net.widths.items() if g != INPUT), default=0)
     if widest > WF_COLS * THREADS:

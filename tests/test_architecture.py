@@ -28,9 +28,10 @@ def test_both_engines_implement_the_interface_explicitly():
         Engine()  # abstract
     for engine in (SerialEngine, CudaEngine):
         assert issubclass(engine, Engine) and not inspect.isabstract(engine), engine
-        assert isinstance(engine.grows_in_place, bool) and isinstance(engine.has_executors, bool)
+        assert isinstance(engine.has_executors, bool)
         assert set(engine.dtypes) <= {"float32", "float64"}
-    assert (SerialEngine.grows_in_place, CudaEngine.grows_in_place) == (False, True)
+    assert SerialEngine.grows_in_place is False
+    assert isinstance(CudaEngine.grows_in_place, property)  # it depends on the loaded network's kinds
     assert (SerialEngine.has_executors, CudaEngine.has_executors) == (False, True)
 
 
@@ -151,3 +152,44 @@ def test_modules_and_functions_stay_small():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef):
                 assert node.end_lineno - node.lineno < 80, (path, node.name)
+
+
+def test_closed_sets_take_a_name_or_a_member_and_refuse_others():
+    from genlab import ArgumentError
+    from genlab.backends import Backend, resolve
+    from genlab.policy import GrowthMode, Sibling
+
+    assert GrowthPolicy(mode="depth").mode is GrowthMode.DEPTH
+    assert GrowthPolicy(mode=GrowthMode.WIDTH, sibling="split").sibling is Sibling.SPLIT
+    with pytest.raises(ArgumentError, match="unknown growth mode 'sideways'; choose one of depth, width"):
+        GrowthPolicy(mode="sideways")
+    assert resolve("serial") is Backend.SERIAL and resolve(Backend.SERIAL) is Backend.SERIAL
+    with pytest.raises(BackendError, match="unknown backend 'gpu'; choose one of auto, serial, cuda"):
+        resolve("gpu")
+
+
+def test_growth_events_are_typed_and_saved_by_name(tmp_path):
+    from genlab import Trainer
+    from genlab.operations import Change
+
+    net = Network.mlp([4, 6, 3], seed=0)
+    trainer = Trainer(net, backend="serial", seed=0, growth=GrowthPolicy(every=None, mode="alternate"))
+    events = trainer.grow([2]) + trainer.grow([2])
+    assert [e.kind for e in events] == [Change.DEPTH, Change.WIDTH]
+    path = trainer.net.save(tmp_path / "grown.npz")
+    text = json.dumps(Network.load(path).history)
+    assert '"kind": "depth"' in text and '"kind": "width"' in text  # the file holds names, not members
+
+
+def test_the_command_line_offers_what_the_registries_hold():
+    from genlab.checks import FLOAT_DTYPES
+    from genlab.cli import build_parser
+    from genlab.distributed.modes import MODES
+    from genlab.optim import OPTIMIZERS
+    from genlab.starts import BUILDERS, STARTS
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    offered = {a.dest: list(a.choices) for a in train._actions if a.choices}
+    assert offered["kind"] == list(BUILDERS) and offered["start"] == list(STARTS)
+    assert offered["optimizer"] == list(OPTIMIZERS) and offered["dtype"] == list(FLOAT_DTYPES)
+    assert offered["distributed"] == list(MODES)

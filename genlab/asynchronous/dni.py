@@ -9,7 +9,8 @@ for the true share; the true share, when the later part has computed it, is the 
 (its loss: half the mean squared error, per sample). A later part's own backward may itself use
 synthetic gradients from further up: the targets bootstrap, as in the paper.
 
-Here the parts run one after another on the serial engine, so the step computes exactly what a
+Here the parts run one after another on the serial engine (decoupled.py; the parts and modules
+themselves: genlab.cuts), so the step computes exactly what a
 decoupled run computes (the lower part updates from the prediction, the module from the truth);
 the CUDA engine computes the same step on the GPU (genlab.engines.cuda.decoupled).
 The parts run side by side on the partitioned engine (Trainer(distributed="partitioned",

@@ -14,6 +14,7 @@ from functools import lru_cache
 from .errors import BackendError
 from .notices import say
 
+
 class Backend(StrEnum):
     """Trainer(backend=...): a name or the member itself."""
 

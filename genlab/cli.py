@@ -8,10 +8,10 @@ import sys
 import time
 
 from . import __version__
-from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, rate, sizes
-from .engines.cuda.executors import NAMES as EXECUTOR_NAMES
 from .checks import FLOAT_DTYPES
+from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, rate, sizes
 from .distributed.modes import MODES
+from .engines.cuda.executors import NAMES as EXECUTOR_NAMES
 from .operations import Change
 from .optim import OPTIMIZERS
 from .precision import PRECISIONS

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import figures
 from .animation import Animation, animate, animation, frames  # noqa: F401 (the DAG growing: reached as viz.*)
-from .animation import events_by_step as _events_by_step
+from .animation import events_by_step
 from .dot import BUNDLE_OVER, NEGATIVE, NEW_KIND, POSITIVE, _hex, _std_colours  # noqa: F401 (the drawings' marks)
 from .dot import graph as _graph
 from .drawing import Drawing
@@ -111,7 +111,7 @@ def _mark_events(ax, history, lw: float = 0.8) -> list:
     from matplotlib.lines import Line2D
 
     drawn = {}
-    for step, events in _events_by_step(history):
+    for step, events in events_by_step(history):
         kinds = {e["kind"] for e in events}
         colour = next((NEW_KIND[c] for c in (Change.DEPTH, Change.WIDTH) if c in kinds), PRUNED)
         ax.axvline(step, color=colour, alpha=0.6, lw=lw)

@@ -71,8 +71,8 @@ def test_the_trial_keeps_growth_scores_and_optimizer_state(monkeypatch):
     for key, want in fixed.params.items():
         np.testing.assert_allclose(auto.params[key], want, rtol=1e-5, atol=1e-6, err_msg=str(key))
     a, b = np.empty(len(auto.layout.groups)), np.empty(len(fixed.layout.groups))
-    auto.drv.memcpy_dtoh(a, auto.buffers["ema"])
-    fixed.drv.memcpy_dtoh(b, fixed.buffers["ema"])
+    auto.drv.memcpy_dtoh(a, auto.dev.scores.ema)
+    fixed.drv.memcpy_dtoh(b, fixed.dev.scores.ema)
     assert np.abs(a).max() > 0  # the smoothed growth scores: five steps' worth, not the trial's too
     np.testing.assert_allclose(a, b, rtol=1e-5)
 

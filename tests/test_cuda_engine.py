@@ -31,10 +31,9 @@ def cuda_engine(net, optimizer=None, executor="level"):
 
 def poison(engine):
     drv = engine.drv
-    for name in ("act", "dz", "grads", "range_min", "range_max"):
-        buf = engine.buffers[name]
-        n = (engine.layout.n_cols * engine.batch_cap if name in ("act", "dz") else
-             engine.layout.n_params if name == "grads" else engine.layout.n_cols)
+    d, L = engine.dev, engine.layout
+    for buf, n in ((d.rows.act, L.n_cols * engine.batch_cap), (d.rows.dz, L.n_cols * engine.batch_cap),
+                   (d.parameters.grads, L.n_params), (d.ranges.range_min, L.n_cols), (d.ranges.range_max, L.n_cols)):
         drv.memset_d32(buf, 0x7FC00000, n)  # quiet NaN
 
 
@@ -332,8 +331,8 @@ def test_growth_rules_on_the_gpu_match_the_reference(relative, threshold, seed):
     ema = rng.random(len(L.groups))
     ema[rng.random(len(ema)) < 0.1] = 0.5  # ties, broken by group id
     seen = (rng.random(len(ema)) < 0.9).astype(np.int32)
-    gpu.drv.memcpy_htod(gpu.buffers["ema"], ema)
-    gpu.drv.memcpy_htod(gpu.buffers["seen"], seen)
+    gpu.drv.memcpy_htod(gpu.dev.scores.ema, ema)
+    gpu.drv.memcpy_htod(gpu.dev.scores.seen, seen)
     reference = Scores()
     reference.ema = {g: ema[s] for s, g in enumerate(L.groups) if seen[s] and g in net.hidden_groups}
     eligible = {g for g in net.hidden_groups if rng.random() < 0.8}
@@ -343,11 +342,11 @@ def test_growth_rules_on_the_gpu_match_the_reference(relative, threshold, seed):
     assert [v for _, v in got] == [v for _, v in expected]
 
 
-def device_array(gpu, name, n):
+def device_array(gpu, buf, n):
     out = np.empty(n, np.int32)
     if not n:  # an empty list may have no buffer
         return out
-    gpu.drv.memcpy_dtoh(out, gpu.buffers[name])
+    gpu.drv.memcpy_dtoh(out, buf)
     return out
 
 
@@ -361,10 +360,10 @@ def check_topology(gpu, net):
     """The CSR, levels and forward tasks the GPU built against the network they describe."""
     L = gpu.layout
     n, E = len(L.groups), L.n_edges
-    in_ptr, out_ptr = device_array(gpu, "in_ptr", n + 1), device_array(gpu, "out_ptr", n + 1)
-    in_src, in_woff = device_array(gpu, "in_src", E), device_array(gpu, "in_woff", E)
-    out_dst, out_woff = device_array(gpu, "out_dst", E), device_array(gpu, "out_woff", E)
-    level = device_array(gpu, "level", n)
+    in_ptr, out_ptr = device_array(gpu, gpu.dev.csr.in_ptr, n + 1), device_array(gpu, gpu.dev.csr.out_ptr, n + 1)
+    in_src, in_woff = device_array(gpu, gpu.dev.csr.in_src, E), device_array(gpu, gpu.dev.csr.in_woff, E)
+    out_dst, out_woff = device_array(gpu, gpu.dev.csr.out_dst, E), device_array(gpu, gpu.dev.csr.out_woff, E)
+    level = device_array(gpu, gpu.dev.csr.level, n)
     expected_level = net.levels()
     for g in net.groups:
         s = L.slot[g]
@@ -386,7 +385,7 @@ def check_topology(gpu, net):
             continue
         levels = L.tiers[pre][0]
         assert len(levels) == depth
-        tasks = device_array(gpu, pre + "forward_tasks", 4 * sum(c for _, c in levels)).reshape(-1, 4)
+        tasks = device_array(gpu, gpu.dev.tasks.tiers[pre].forward_tasks, 4 * sum(c for _, c in levels)).reshape(-1, 4)
         for lv, (start, count) in enumerate(levels, start=1):
             got = sorted(map(tuple, tasks[start:start + count]))
             want = []
@@ -403,7 +402,8 @@ def check_topology(gpu, net):
             assert got == sorted(want), (pre, lv)
         levels = L.tiers[pre][1]  # deepest hidden level first
         ints = 4 if lo else 2  # (slot, k0, part, parts) in the wider tiers, (slot, k0) in the first
-        tasks = device_array(gpu, pre + "backward_tasks", ints * (levels[-1][0] + levels[-1][1]) if levels else 0)
+        lists = gpu.dev.tasks.tiers[pre]
+        tasks = device_array(gpu, lists.backward_tasks, ints * (levels[-1][0] + levels[-1][1]) if levels else 0)
         for down, (start, count) in enumerate(levels, start=1):
             got = sorted(map(tuple, tasks.reshape(-1, ints)[start:start + count]))
             groups = [g for g in net.hidden_groups if expected_level[g] == depth - down and mine(net.widths[g])]
@@ -413,8 +413,9 @@ def check_topology(gpu, net):
                  for k0 in range(0, net.widths[g], chunk) for q in range(n)]
             assert got == sorted(want), (pre, down)
         n_weight = L.tiers[pre][2]
-        tasks = device_array(gpu, pre + "weight_tasks", 3 * n_weight).reshape(-1, 3) if n_weight else np.zeros((0, 3))
-        in_dst = device_array(gpu, "in_dst", E)
+        tasks = (device_array(gpu, gpu.dev.tasks.tiers[pre].weight_tasks, 3 * n_weight).reshape(-1, 3) if n_weight
+                 else np.zeros((0, 3)))
+        in_dst = device_array(gpu, gpu.dev.csr.in_dst, E)
         want = []
         for e in range(E):
             wd, ws = L.width[in_dst[e]], L.width[in_src[e]]

@@ -70,13 +70,13 @@ def test_split_k_over_a_groups_edges_trains_as_the_serial_engine(cpu_gpu, execut
     gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y, steps=2)
     L = gpu.layout
-    for index, name, most in ((0, "mid_forward_tasks", 2), (1, "mid_backward_tasks", 3)):
+    for index, name, most in ((0, "forward_tasks", 2), (1, "backward_tasks", 3)):
         n = max(start + count for start, count in L.tiers["mid_"][index])
         tasks = np.empty((n, 4), np.int32)
-        gpu.drv.memcpy_dtoh(tasks, gpu.buffers[name])
+        gpu.drv.memcpy_dtoh(tasks, getattr(gpu.dev.tasks.tiers["mid_"], name))
         assert tasks[:, 3].max() == most and (tasks[:, 2] < tasks[:, 3]).all()  # (part, parts)
     tickets = np.empty(split._slots(L, gpu.executor.tiers()[1], gpu.batch_cap), np.int32)
-    gpu.drv.memcpy_dtoh(tickets, gpu.buffers["split_tickets"])
+    gpu.drv.memcpy_dtoh(tickets, gpu.dev.rows.split_tickets)
     assert not tickets.any()
 
 
@@ -100,12 +100,12 @@ def test_an_executors_own_split_of_the_output_group_trains_as_the_serial_engine(
     assert gpu.executor.splits_output(gpu.layout)
     assert Executor.split == SPLIT != 3  # the default the others take
     tasks = np.empty((gpu.layout.n_forward_tasks, 4), np.int32)  # (slot, j0, e0, e1)
-    gpu.drv.memcpy_dtoh(tasks, gpu.buffers["forward_tasks"])
+    gpu.drv.memcpy_dtoh(tasks, gpu.dev.tasks.first.forward_tasks)
     output = tasks[tasks[:, 0] == gpu.layout.output_slot]
     assert sorted(output[:, 3] - output[:, 2]) == [1, 3, 3]
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y)
     parts = np.empty((3, gpu.batch_cap, 3), np.float32)  # (part, row, class) after the last step's forward
-    gpu.drv.memcpy_dtoh(parts, gpu.buffers["output_parts"])
+    gpu.drv.memcpy_dtoh(parts, gpu.dev.rows.output_parts)
     in_order = (parts[0, :40] + parts[1, :40]) + parts[2, :40]
     logits = np.empty((40, 3), np.float32)  # as the last forward left them
     gpu.rows(gpu.layout.output_slot, 40, logits, to_device=False)
@@ -128,7 +128,7 @@ def test_an_output_of_a_wider_tier_is_not_cut_into_parts(cpu_gpu, monkeypatch, e
     x, y = batch(net, 20, seed=10)
     gpu = CudaEngine(net, Adam(lr=0.01), executor=executor)
     assert output_parts.count(gpu.executor, gpu.layout) == (1 if executor == "level" else 2)
-    assert ("output_parts" in gpu.buffers) == (executor != "level")
+    assert bool(int(gpu.dev.rows.output_parts)) == (executor != "level")  # NULL where not cut
     assert_steps_match(gpu, SerialEngine(net, Adam(lr=0.01), dtype="float64"), x, y, steps=2)
 
 

@@ -203,7 +203,7 @@ def test_each_part_pushes_its_own_groups_on_a_stream_of_its_own(cpu_gpu):
             drv.memcpy_dtoh(out, address)
         return out
 
-    in_dst = read(gpu.buffers["in_dst"], 1, L.n_edges)[0]
+    in_dst = read(gpu.dev.csr.in_dst, 1, L.n_edges)[0]
     seen = {"push": [], "weight": [], "bias": []}
     for part, p in zip(m.parts, sorted(set(gpu.part.values()))):
         pushes = read(part.tasks, sum(count for _, _, count in part.levels), 2)
@@ -216,9 +216,10 @@ def test_each_part_pushes_its_own_groups_on_a_stream_of_its_own(cpu_gpu):
         assert {L.groups[s] for s in np.flatnonzero(mask)} == {g for g in groups if g != genlab.OUTPUT}
         for name, tasks in (("push", pushes), ("weight", weights), ("bias", biases)):
             seen[name] += list(map(tuple, tasks))
-    everything = {"push": read(gpu.buffers["backward_tasks"], L.n_backward_tasks + L.push_levels[0][1], 2),
-                  "weight": read(gpu.buffers["weight_tasks"], L.tiers[""][2], 3),
-                  "bias": read(gpu.buffers["bias_tasks"], L.n_bias_tasks, 2)}
+    tasks = gpu.dev.tasks
+    everything = {"push": read(tasks.first.backward_tasks, L.n_backward_tasks + L.push_levels[0][1], 2),
+                  "weight": read(tasks.first.weight_tasks, L.tiers[""][2], 3),
+                  "bias": read(tasks.bias_tasks, L.n_bias_tasks, 2)}
     for name, tasks in everything.items():
         assert sorted(seen[name]) == sorted(map(tuple, tasks)), name  # every task once, in one part
 

@@ -80,7 +80,7 @@ class StreamTeam(Team):
                 yield from reports
         except TrainingError as e:
             self._sync()
-            before.put_back(main.buffers)
+            before.put_back(main.dev.parameters)
             self.reload()
             raise TrainingError(f"Hogwild worker {w} failed ({e}); every worker stopped and the parameters are as they "
                                 "were before these steps") from e

@@ -88,7 +88,7 @@ def data_parallel(world: World, name: str, batch: int, repeats: int) -> dict:
     ms = min(dp.values())
     grads = world.share(1, 1)
     grads.on_stream(engine.stream.handle)
-    buffer = grads.buffer(int(engine.buffers["grads"]), engine.layout.n_params)
+    buffer = grads.buffer(int(engine.dev.parameters.grads), engine.layout.n_params)
     allreduce = _slowest(world, time_cuda(lambda: (grads.sum(buffer), engine.stream.synchronize()), repeats))
     flat = np.concatenate([p.ravel() for _, p in sorted(engine.params.items())])
     low, high = flat.copy(), flat.copy()

@@ -6,6 +6,7 @@
     memory.py     device allocations, with clear errors when the GPU is full; arenas, packed uploads
     staging.py    rows between host and device; the page-locked buffers a step's batch goes up through
     layout.py     where each group, parameter and edge lives on the device
+    records.py    the device state as typed records, each made by one module (engine.dev)
     topology.py   CSR, levels and task lists, built on the GPU
     executors/    one module per schedule of a training step, and their registry
     choice.py     executor="auto": the executor of each shape, by a timed trial cached per GPU

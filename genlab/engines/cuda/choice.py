@@ -39,6 +39,7 @@ from ...precision import DEFAULT as FP32
 from ...precision import Precision
 from .constants import WIDE
 from .executors import EXECUTORS, Executor
+from .records import Ranges
 
 if TYPE_CHECKING:
     from .engine import CudaEngine
@@ -108,21 +109,25 @@ class Snapshot:
         from .growth import GROUP_STATE
 
         L = e.layout
-        sizes = {"params": 4 * L.n_params, **{f"state_{n}": 4 * L.n_params for n in e.optimizer.state_names},
-                 **{name: np.dtype(dtype).itemsize * len(L.groups) for name, dtype in GROUP_STATE},
-                 **{name: 4 * L.n_cols for name in ("run_lo", "run_hi", "run_const")}}
-        e.mem.check_room(sum(sizes.values()), "a copy of the parameters for the executor trial")
-        self.e, self.copies = e, {}
-        for name, nbytes in sizes.items():
-            self.copies[name] = (e.mem.new(nbytes, "executor trial"), nbytes)
+        # (where it is in a device state, bytes) of each buffer kept
+        n_state = len(e.optimizer.state_names)
+        where = [(lambda d: d.parameters.params, 4 * L.n_params),
+                 *[((lambda d, i=i: d.parameters.state[i]), 4 * L.n_params) for i in range(n_state)],
+                 *[((lambda d, n=name: getattr(d.scores, n)), np.dtype(dtype).itemsize * len(L.groups))
+                   for name, dtype in GROUP_STATE],
+                 *[((lambda d, n=name: getattr(d.ranges, n)), 4 * L.n_cols) for name in Ranges.names()[2:]]]
+        e.mem.check_room(sum(nbytes for _, nbytes in where), "a copy of the parameters for the executor trial")
+        self.e, self.copies = e, []
+        for at, nbytes in where:
             if nbytes:
-                e.drv.memcpy_dtod_async(self.copies[name][0], e.buffers[name], nbytes, e.stream)
+                copy = e.mem.new(nbytes, "executor trial")
+                e.drv.memcpy_dtod_async(copy, at(e.dev), nbytes, e.stream)
+                self.copies.append((at, copy, nbytes))
 
     def put_back(self) -> None:
         e = self.e
-        for name, (copy, nbytes) in self.copies.items():
-            if nbytes:
-                e.drv.memcpy_dtod_async(e.buffers[name], copy, nbytes, e.stream)
+        for at, copy, nbytes in self.copies:
+            e.drv.memcpy_dtod_async(at(e.dev), copy, nbytes, e.stream)
         e.stream.synchronize()
 
 

@@ -5,6 +5,8 @@ makes a new engine work on another's parameter buffer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...guard import gradient_ok
 
 
@@ -28,5 +30,6 @@ class Concurrent:
         """Read and update `owner`'s parameter buffer from now on (an engine before its first step:
         its own optimizer state and activations stay its own)."""
         self.flush()
-        self.buffers["params"] = owner.buffers["params"]
+        shared = replace(self.dev.parameters, params=owner.dev.parameters.params)
+        self.dev = replace(self.dev, parameters=shared)
         self._graphs.clear()  # they hold the old buffer's address

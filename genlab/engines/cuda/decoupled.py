@@ -43,6 +43,7 @@ from .constants import DNI_ROWS, THREADS
 from .engine import CudaEngine
 from .executors import AUTO, passes
 from .executors.level import LevelPush
+from .records import pointers
 
 FILE = "dni.cu"
 
@@ -168,15 +169,16 @@ class Modules:
     # ------------------------------------------------------------------ the step's parts
     def cut(self, batch: int, **given) -> bytes:
         """The DniCut of a launch over every module on the step's buffers (`given`: fields set otherwise)."""
-        e, b = self.engine, self.engine.buffers
+        d = self.engine.dev
         a = np.zeros((), runtime.record(FILE, "DniCut"))
         for name, buf in (("interfaces", self.table), ("crossings", self.edges), ("mparams", self.params),
                           ("mgrads", self.grads), ("pred", self.pred), ("target", self.target), ("sums", self.sums),
                           ("partials", self.partials)):
             a[name] = int(buf)
+        found = pointers(d.rows, d.parameters)
         for name in ("act_off", "labels", "act", "params", "dz"):
-            a[name] = int(b[name])
-        a["gradsq"] = e.ptr("scalars", 16)
+            a[name] = found[name]
+        a["gradsq"] = d.sums.gradsq
         a["batch"], a["cols"], a["classes"], a["conditioned"], a["seed"] = batch, self.cols, self.classes, \
             self.conditioned, 1
         a["stride"] = self.n_params
@@ -189,14 +191,16 @@ class Modules:
         tasks (of the edges into its groups) and bias tasks (the layout's lists, read back and
         split by part), the sources it pushes into (its own hidden groups), a stream, and the
         events that fork it from the step's stream and join it back."""
-        L, b = self.layout, e.buffers
+        L, d = self.layout, e.dev
         levels = L.push_levels
         n_push = levels[-1][0] + levels[-1][1] if levels else 0
         lists = {"backward_tasks": (n_push, 2), "weight_tasks": (L.tiers[""][2], 3), "bias_tasks": (L.n_bias_tasks, 2),
                  "in_dst": (L.n_edges,)}
+        where = {"backward_tasks": d.tasks.first.backward_tasks, "weight_tasks": d.tasks.first.weight_tasks,
+                 "bias_tasks": d.tasks.bias_tasks, "in_dst": d.csr.in_dst}
         host = {name: np.empty((max(shape[0], 1), *shape[1:]), np.int32) for name, shape in lists.items()}
         for name, array in host.items():
-            e.drv.memcpy_dtoh_async(array, b[name], e.stream)
+            e.drv.memcpy_dtoh_async(array, where[name], e.stream)
         e.stream.synchronize()
         tasks, weights, biases = host["backward_tasks"], host["weight_tasks"][:lists["weight_tasks"][0]], \
             host["bias_tasks"][:L.n_bias_tasks]
@@ -260,7 +264,7 @@ class Modules:
         e, opt = self.engine, self.engine.module_optimizer
         e.launch("optimizer_update", (-(-self.n_params // (4 * THREADS)), 1), np.int32(opt.code), self.params,
                  self.grads, self.m, self.v, self.t, np.int32(self.n_params), np.float32(opt.lr),
-                 *[np.float32(h) for h in opt.hyper], e.buffers["scalars"])
+                 *[np.float32(h) for h in opt.hyper], e.dev.sums.scalars)
 
     def read_errors(self) -> None:
         """Queue the copy of the modules' error sums (the caller synchronises)."""

@@ -1,8 +1,10 @@
 """The CUDA engine: genlab's kernels (cuda/*.cu) driven through PyCUDA, float32.
 
-State lives on the GPU in structure-of-arrays form (layout.py, cuda/genlab.cuh): a flat parameter
-buffer, its gradients and optimizer state in the same layout, activations and their gradients in
-the executor's layout; the topology is built on the GPU (topology.py). A training step is the
+State lives on the GPU in structure-of-arrays form (layout.py, cuda/genlab.cuh), held as typed
+records in `engine.dev` (records.py): a flat parameter buffer, its gradients and optimizer state in
+the same layout (Parameters), activations and their gradients in the executor's layout (Rows);
+the topology and task lists are built on the GPU (topology.py). A change (a load, growth, a larger
+batch, another executor) makes its records in full, then swaps them in. A training step is the
 executor's (executors/), captured once per batch size and optimizer settings into a CUDA graph
 and replayed; one read-back a step brings its scalars (loss, correct count, sum of squared
 gradients: 24 bytes) to check for divergence, with each group's sums of dL/dh (24 bytes a group)
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,6 +32,7 @@ from .executors import AUTO, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
 from .memory import Memory
+from .records import DeviceState, Parameters, Rows
 from . import staging
 
 
@@ -61,7 +65,7 @@ class CudaEngine(Concurrent, Engine):
         self.launch = runtime.Launcher(self.stream, self.precision)
         self.mem = Memory(self.stream)
         self.layout: Layout | None = None
-        self.buffers: dict[str, object] = {}
+        self.dev: DeviceState | None = None  # every device buffer, as typed records (records.py)
         self.batch_cap = self.param_cap = self.batch = 0
         self._stats_cache = None
         self._host_scalars = drv.pagelocked_zeros(24, np.uint8)
@@ -88,15 +92,16 @@ class CudaEngine(Concurrent, Engine):
         dense; other kinds grow on the host (their identities and splits are not replayed here)."""
         return self.layout is not None and not self.layout.kinds.any
 
-    def ptr(self, name: str, offset_bytes: int = 0) -> int:
-        return int(self.buffers[name]) + offset_bytes
-
     def block(self, slot: int) -> int:
         """Byte offset of a group's activations (row 0, neuron 0)."""
         return 4 * int(self.layout.col_off[slot]) * self.executor.activations.block_scale(self.batch_cap)
 
-    def batch_buffers(self, ix: Layout, cap: int) -> dict:
+    def batch_buffers(self, ix: Layout, cap: int) -> Rows:
         """Activations, their gradients, the labels and the executor's counters for `cap` rows."""
+        return Rows(**self.row_buffers(ix, cap))
+
+    def row_buffers(self, ix: Layout, cap: int) -> dict:
+        """The buffers of batch_buffers' record, by field (a subclass's record adds its own)."""
         offsets = ix.col_off.astype(np.int64) * self.executor.activations.block_scale(cap)
         new = {"act": self.mem.new(4 * ix.n_cols * cap, "activations"),
                "dz": self.mem.new(4 * ix.n_cols * cap, "gradients"), "labels": self.mem.new(4 * cap, "labels"),
@@ -126,7 +131,7 @@ class CudaEngine(Concurrent, Engine):
                             f"activations for a batch of {cap}")
         new = self.batch_buffers(L, cap)
         self.stream.synchronize()
-        self.buffers.update(new)
+        self.dev = replace(self.dev, rows=new)
         self.batch_cap = cap
         self._graphs.clear()
 
@@ -151,23 +156,23 @@ class CudaEngine(Concurrent, Engine):
         self.mem.check_room(4 * L.n_params * (2 + len(states)) + 8 * L.n_cols * cap
                             + 4 * L.kinds.cache_floats * (cap // L.kinds.tokens),
                             f"a network of {L.n_params} parameters and {L.n_cols} neurons")
-        new = {**topology.build(self, L, cap), **growth.group_state(self, L)}
-        new["params"], new["grads"] = self.mem.upload(host, "parameters"), self.mem.new(4 * L.n_params, "gradients")
+        built, scores = topology.build(self, L, cap), growth.group_state(self, L)
         carried = growth.param_maps(self.layout, L, {})[1] if self.layout is not None else None
         state_bound = self.guard.state if carried is not None and (carried >= 0).any() else 0.0
-        for name in states:
-            buf = new[f"state_{name}"] = self.mem.new(4 * L.n_params, "optimizer state")
+        state = tuple(self.mem.new(4 * L.n_params, "optimizer state") for _ in states)
+        for i, buf in enumerate(state):
             if carried is not None and (carried >= 0).any():
-                growth.gather(self, buf, self.buffers[f"state_{name}"], carried)
+                growth.gather(self, buf, self.dev.parameters.state[i], carried)
             else:
                 self.drv.memset_d32(buf, 0, max(L.n_params, 1))
+        parameters = Parameters(self.mem.upload(host, "parameters"), self.mem.new(4 * L.n_params, "gradients"), state)
         self.stream.synchronize()
-        self.commit(new, L, cap, L.n_params)
+        self.commit(DeviceState.of(built, parameters, scores), L, cap, L.n_params)
         self.guard.measured(max_abs([host]), state_bound)
 
-    def commit(self, new: dict, L: Layout, cap: int, param_cap: int) -> None:
-        """Replace the buffers and the layout with new ones (made in full beforehand)."""
-        self.buffers.update(new)
+    def commit(self, new: DeviceState, L: Layout, cap: int, param_cap: int) -> None:
+        """Replace the device state and the layout with new ones (made in full beforehand)."""
+        self.dev = new
         self.layout, self.batch_cap, self.param_cap, self._stats_cache = L, cap, param_cap, None
         self._graphs.clear()  # they hold the old buffers' addresses
 
@@ -184,12 +189,12 @@ class CudaEngine(Concurrent, Engine):
             self.executor.check_kinds(self.kinds)
             L = copy.copy(self.layout)
             L.records = []  # the edge list is copied as it is
-            new = topology.build(self, L, self.batch_cap, self.buffers)
+            new = topology.build(self, L, self.batch_cap, self.dev.edges)
             self.stream.synchronize()
         except BaseException:
             self.executor = current
             raise
-        self.commit(new, L, self.batch_cap, self.param_cap)
+        self.commit(self.dev.with_topology(new), L, self.batch_cap, self.param_cap)
 
     # ------------------------------------------------------------------ rows in and out
     def rows(self, slot: int, batch: int, host: np.ndarray, to_device: bool = True) -> None:
@@ -212,7 +217,7 @@ class CudaEngine(Concurrent, Engine):
         y = np.ascontiguousarray(y, np.int32)
         if len(y) * self.layout.kinds.tokens != self.batch:
             raise ValueError(f"{len(y)} labels for a batch of {self.batch // self.layout.kinds.tokens} samples")
-        self.drv.memcpy_htod_async(self.buffers["labels"], self.uploads.fill("labels", y), self.stream)
+        self.drv.memcpy_htod_async(self.dev.rows.labels, self.uploads.fill("labels", y), self.stream)
         self.uploads.done("labels", self.stream)
 
     def read_scalars(self) -> tuple[float, int, float]:
@@ -221,8 +226,8 @@ class CudaEngine(Concurrent, Engine):
         L, drv = self.layout, self.drv
         if self._host_sums is None or self._host_sums.shape[0] != len(L.groups):
             self._host_sums = drv.pagelocked_empty((len(L.groups), 3), np.float64)
-        drv.memcpy_dtoh_async(self._host_scalars, self.buffers["scalars"], self.stream)
-        drv.memcpy_dtoh_async(self._host_sums, self.buffers["stats"], self.stream)
+        drv.memcpy_dtoh_async(self._host_scalars, self.dev.sums.scalars, self.stream)
+        drv.memcpy_dtoh_async(self._host_sums, self.dev.sums.stats, self.stream)
         self.stream.synchronize()
         self._sums_of = L  # _host_sums hold the sums of this layout's last backward
         raw = self._host_scalars
@@ -242,7 +247,7 @@ class CudaEngine(Concurrent, Engine):
         passes.forward(self, batch)
         out = np.empty((batch // L.kinds.tokens, int(L.width[L.output_slot])), np.float32)
         if L.kinds.tokens > 1:
-            self.drv.memcpy_dtoh_async(out, self.buffers["pooled"], self.stream)
+            self.drv.memcpy_dtoh_async(out, self.dev.rows.pooled, self.stream)
         else:
             self.rows(L.output_slot, batch, out, to_device=False)
         self.stream.synchronize()
@@ -292,7 +297,7 @@ class CudaEngine(Concurrent, Engine):
         self.flush()
         if math.inf in self.measure():
             message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
-            backup.put_back(self.buffers)
+            backup.put_back(self.dev.parameters)
             self.measure()
             raise TrainingError(message)
         return loss, correct
@@ -349,11 +354,11 @@ class CudaEngine(Concurrent, Engine):
     def params(self) -> dict[tuple, np.ndarray]:
         """Every parameter, copied to the host, keyed as the serial engine keys them."""
         self.flush()
-        return readback.unflatten(self, "params")
+        return readback.unflatten(self, self.dev.parameters.params)
 
     @property
     def grads(self) -> dict[tuple, np.ndarray]:
-        return readback.unflatten(self, "grads")
+        return readback.unflatten(self, self.dev.parameters.grads)
 
     @property
     def stats(self) -> dict[str, dict]:
@@ -393,12 +398,11 @@ class CudaEngine(Concurrent, Engine):
             return
         self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
         risky = not growth.provably_finite(self, log)
-        saved = (dict(self.buffers), self.layout, self.batch_cap, self.param_cap)
+        saved = (self.dev, self.layout, self.batch_cap, self.param_cap)
         backup = state.Backup(self, state=False) if risky else None
         growth.apply(self, net, log)
         if math.inf in self.measure() and backup is not None:  # exact bounds again, in any case
-            self.buffers.clear()
-            self.commit(saved[0], *saved[1:])
-            backup.put_back(self.buffers)
+            self.commit(*saved)
+            backup.put_back(self.dev.parameters)
             self.measure()
             raise TrainingError("this growth step would have made parameters non-finite; it was not applied")

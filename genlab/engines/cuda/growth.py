@@ -18,6 +18,7 @@ from ... import operations as op
 from ...network import Network
 from . import topology
 from .layout import Layout
+from .records import DeviceState, Parameters, Scores, addr
 
 if TYPE_CHECKING:
     from .engine import CudaEngine
@@ -39,30 +40,32 @@ def apply(e: "CudaEngine", net: Network, log: list) -> None:
             _fold(e, fold)
         L = Layout(net)
         e.mem.check_room(4 * L.n_params * (2 + len(states)), f"{L.n_params} parameters")
-        new = {**topology.build(e, L, cap), **group_state(e, L, inherit)}
+        built, scores = topology.build(e, L, cap), group_state(e, L, inherit)
         values, state = param_maps(old, L, moved)
-        new["params"], new["grads"] = e.mem.new(4 * L.n_params, "parameters"), e.mem.new(4 * L.n_params, "gradients")
-        gather(e, new["params"], e.buffers["params"], values)
-        for name in states:
-            new[f"state_{name}"] = e.mem.new(4 * L.n_params, "optimizer state")
-            gather(e, new[f"state_{name}"], e.buffers[f"state_{name}"], state)
+        was = e.dev.parameters
+        parameters = Parameters(e.mem.new(4 * L.n_params, "parameters"), e.mem.new(4 * L.n_params, "gradients"),
+                                tuple(e.mem.new(4 * L.n_params, "optimizer state") for _ in states))
+        gather(e, parameters.params, was.params, values)
+        for new_state, old_state in zip(parameters.state, was.state):
+            gather(e, new_state, old_state, state)
         param_cap, fresh = L.n_params, []
     else:
         L = old.grown(net, log)  # BackendError past 2^31 parameters
-        new = {**topology.build(e, L, cap, e.buffers), **group_state(e, L, inherit)}
-        param_cap = e.param_cap
+        built, scores = topology.build(e, L, cap, e.dev.edges), group_state(e, L, inherit)
+        param_cap, parameters = e.param_cap, e.dev.parameters
         if L.n_params > param_cap:  # grow geometrically, copying what is there
             param_cap = max(L.n_params, int(1.5 * param_cap))
             e.mem.check_room(4 * param_cap * (2 + len(states)), f"{param_cap} parameters")
-            for name in ["params", "grads"] + [f"state_{s}" for s in states]:
-                new[name] = e.mem.new(4 * param_cap, name)
-                if name != "grads":
-                    e.drv.memcpy_dtod_async(new[name], e.buffers[name], 4 * old.n_params, e.stream)
+            was = parameters
+            parameters = Parameters(*(e.mem.new(4 * param_cap, what) for what in ("parameters", "gradients")),
+                                    tuple(e.mem.new(4 * param_cap, "optimizer state") for _ in states))
+            for dst, src in ((parameters.params, was.params), *zip(parameters.state, was.state)):
+                e.drv.memcpy_dtod_async(dst, src, 4 * old.n_params, e.stream)
         fresh = L.fresh
-    uploaded = replay(e, L, {**e.buffers, **new}, log, fresh)  # kept until the launch has run
+    uploaded = replay(e, L, parameters, log, fresh)  # kept until the launch has run
     e.stream.synchronize()
     del uploaded
-    e.commit(new, L, cap, param_cap)
+    e.commit(DeviceState.of(built, parameters, scores), L, cap, param_cap)
 
 
 def provably_finite(e: "CudaEngine", log: list) -> bool:
@@ -78,13 +81,14 @@ def provably_finite(e: "CudaEngine", log: list) -> bool:
 def _fold(e: "CudaEngine", fold: op.Fold) -> None:
     """b_d += W_gd c on the current layout; c: g's constant output at the last check, or relu(b_g)."""
     L, g, d = e.layout, fold.group, fold.consumer
-    c = (e.ptr("run_const", 4 * int(L.col_off[L.slot[g]])) if fold.source is op.FoldSource.RANGE
-         else e.ptr("params", 4 * L.offsets[("b", g)]))
-    e.launch("prune_fold", (1, 1), e.buffers["params"], np.int32(L.offsets[("W", g, d)]), np.int32(L.width[L.slot[d]]),
+    params = e.dev.parameters.params
+    c = (addr(e.dev.ranges.run_const, 4 * int(L.col_off[L.slot[g]])) if fold.source is op.FoldSource.RANGE
+         else addr(params, 4 * L.offsets[("b", g)]))
+    e.launch("prune_fold", (1, 1), params, np.int32(L.offsets[("W", g, d)]), np.int32(L.width[L.slot[d]]),
              np.int32(L.width[L.slot[g]]), np.int32(L.offsets[("b", d)]), c, np.int32(fold.source))
 
 
-def replay(e: "CudaEngine", L: Layout, b: dict, log: list, fresh: list):
+def replay(e: "CudaEngine", L: Layout, p: Parameters, log: list, fresh: list):
     """The parameter operations of `log` (and zeroed optimizer state for `fresh` parameters), in
     one launch of growth_init; the buffer they were uploaded in (None without any)."""
     offset, size = L.offsets.__getitem__, lambda k: math.prod(L.shapes[k])
@@ -93,11 +97,9 @@ def replay(e: "CudaEngine", L: Layout, b: dict, log: list, fresh: list):
     records += [op.ZeroState(first, n).record(offset, size) for first, n in _ranges(L, fresh)]
     if not records:
         return None
-    state = [b[f"state_{name}"] for name in e.optimizer.state_names]
-    state += [np.intp(0)] * (3 - len(state))
     block, up = e.mem.upload_all({"ops": np.array([r for r, _ in records], np.int32),
                                   "fparams": np.array([f for _, f in records], np.float64)}, "growth operations")
-    e.launch("growth_init", (len(records), 1), up["ops"], up["fparams"], b["params"], *state,
+    e.launch("growth_init", (len(records), 1), up["ops"], up["fparams"], p.params, *p.state_args(),
              np.uint32(noise.seed & 0xFFFFFFFF), np.uint32(noise.step & 0xFFFFFFFF))
     return block  # the caller keeps it until the stream has run the launch
 
@@ -114,7 +116,7 @@ def _ranges(L: Layout, keys: list) -> list[tuple[int, int]]:
     return out
 
 
-def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> dict:
+def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> Scores:
     """New buffers of the per-group scores for layout L, gathered on the GPU from the current ones
     by group id (growth_state); a new group in `inherit` (new: source) starts with its source's
     growth score. Nothing comes back to the host."""
@@ -124,7 +126,7 @@ def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> dict
     if old is None:
         for name, dtype in GROUP_STATE:
             e.mem.fill(new[name], 0, n * np.dtype(dtype).itemsize // 4)
-        return new
+        return Scores.take(new)
     kept = len(old.groups)
     if L.groups[:kept] == old.groups:  # grown: the old slots kept their places, the new ones follow
         by_id = np.concatenate([np.arange(kept), np.full(n - kept, -1)]).astype(np.int32)
@@ -135,10 +137,9 @@ def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> dict
         if g in L.slot:
             by_score[L.slot[g]] = old.slot.get(source, -1)
     block, maps = e.mem.upload_all({"by_score": by_score, "by_id": by_id}, "growth scores")
-    new["state_maps"] = block
     e.launch.flat("growth_state", n, maps["by_score"], maps["by_id"], np.int32(n),
-                  *[e.buffers[name] for name, _ in GROUP_STATE], *[new[name] for name, _ in GROUP_STATE])
-    return new
+                  *[getattr(e.dev.scores, name) for name, _ in GROUP_STATE], *[new[name] for name, _ in GROUP_STATE])
+    return Scores.take(new, held=(block,))
 
 
 def param_maps(old: Layout, L: Layout, moved: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -161,42 +162,43 @@ def gather(e: "CudaEngine", dst, src, source: np.ndarray) -> None:
 
 def observe(e: "CudaEngine", batch: int) -> None:
     """Enqueue this step's smoothing of the growth criterion and of the Taylor scores."""
-    b, n = e.buffers, len(e.layout.groups)
+    b, n = e.dev, len(e.layout.groups)
     if e.growth_criterion is not None:
         name, alpha = e.growth_criterion
-        e.launch.flat("growth_observe", n, b["stats"], b["wstats"], b["width"], b["hidden"], np.int32(n),
-                      np.int32(batch), np.int32(op.Criterion[name.upper()]), np.float64(alpha), b["ema"], b["seen"],
-                      b["scalars"])
+        e.launch.flat("growth_observe", n, b.sums.stats, b.sums.wstats, b.groups.width, b.groups.hidden, np.int32(n),
+                      np.int32(batch), np.int32(op.Criterion[name.upper()]), np.float64(alpha), b.scores.ema,
+                      b.scores.seen, b.sums.scalars)
     if e.pruning[1] is not None:
-        e.launch.flat("prune_observe", n, b["stats"], b["width"], b["hidden"], np.int32(n), np.int32(batch),
-                      np.float64(e.pruning[1]), b["taylor"], b["taylor_seen"], b["scalars"])
+        e.launch.flat("prune_observe", n, b.sums.stats, b.groups.width, b.groups.hidden, np.int32(n), np.int32(batch),
+                      np.float64(e.pruning[1]), b.scores.taylor, b.scores.taylor_seen, b.sums.scalars)
 
 
 def scores(e: "CudaEngine") -> dict[int, float]:
     """The smoothed growth criterion of every hidden group observed so far, read from the GPU."""
-    L, b = e.layout, e.buffers
+    L, b = e.layout, e.dev
     n = len(L.groups)
     ema, seen = np.empty(n, np.float64), np.empty(n, np.int32)
-    e.drv.memcpy_dtoh_async(ema, b["ema"], e.stream)
-    e.drv.memcpy_dtoh_async(seen, b["seen"], e.stream)
+    e.drv.memcpy_dtoh_async(ema, b.scores.ema, e.stream)
+    e.drv.memcpy_dtoh_async(seen, b.scores.seen, e.stream)
     e.stream.synchronize()
     return {g: float(ema[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]}
 
 
 def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
     """Mark, select and rank on the GPU; the groups to grow in budget order with their scores."""
-    L, b = e.layout, e.buffers
+    L, b = e.layout, e.dev
     n = len(L.groups)
-    e.drv.memcpy_htod(b["eligible"], np.isin(L.group_id, np.fromiter(eligible, np.int32, len(eligible))).astype(np.int32))
+    s, w = b.scores, b.growth
+    e.drv.memcpy_htod(w.eligible, np.isin(L.group_id, np.fromiter(eligible, np.int32, len(eligible))).astype(np.int32))
     if relative:
-        e.launch("growth_population", (1, 1), b["ema"], b["seen"], b["hidden"], np.int32(n), b["population"])
-    e.launch.flat("growth_mark", n, b["ema"], b["seen"], b["eligible"], np.int32(n), np.float64(threshold),
-                  np.int32(bool(relative)), b["population"], b["marked"])
-    e.launch.flat("growth_select", n, b["marked"], b["in_ptr"], b["in_src"], np.int32(n), b["keep"])
-    e.launch.flat("growth_rank", n, b["keep"], b["ema"], b["group_id"], np.int32(n), b["rank"])
+        e.launch("growth_population", (1, 1), s.ema, s.seen, b.groups.hidden, np.int32(n), w.population)
+    e.launch.flat("growth_mark", n, s.ema, s.seen, w.eligible, np.int32(n), np.float64(threshold),
+                  np.int32(bool(relative)), w.population, w.marked)
+    e.launch.flat("growth_select", n, w.marked, b.csr.in_ptr, b.csr.in_src, np.int32(n), w.keep)
+    e.launch.flat("growth_rank", n, w.keep, s.ema, b.groups.group_id, np.int32(n), w.rank)
     rank, ema = np.empty(n, np.int32), np.empty(n, np.float64)
-    e.drv.memcpy_dtoh_async(rank, b["rank"], e.stream)
-    e.drv.memcpy_dtoh_async(ema, b["ema"], e.stream)
+    e.drv.memcpy_dtoh_async(rank, w.rank, e.stream)
+    e.drv.memcpy_dtoh_async(ema, s.ema, e.stream)
     e.stream.synchronize()
     chosen = np.flatnonzero(rank >= 0)
     chosen = chosen[np.argsort(rank[chosen], kind="stable")]  # budget order (ranks are distinct)
@@ -207,20 +209,20 @@ def prune_report(e: "CudaEngine", judge: bool = True) -> tuple[dict, dict]:
     """Constant groups since the last judgement, with their output, and smoothed Taylor scores;
     with judge the ranges start afresh (their values at this check stay for the folds), without
     it no group is judged and the ranges keep growing."""
-    L, b, drv = e.layout, e.buffers, e.drv
+    L, b, drv = e.layout, e.dev, e.drv
     n = len(L.groups)
     taylor, seen = np.empty(n, np.float64), np.empty(n, np.int32)
-    copies = [(taylor, "taylor"), (seen, "taylor_seen")]
+    copies = [(taylor, b.scores.taylor), (seen, b.scores.taylor_seen)]
     if judge:
-        e.launch.flat("prune_constant", n, b["run_lo"], b["run_hi"], b["col_off"], b["width"], b["hidden"],
-                      np.int32(n), b["constant"])
+        e.launch.flat("prune_constant", n, b.ranges.run_lo, b.ranges.run_hi, b.groups.col_off, b.groups.width,
+                      b.groups.hidden, np.int32(n), b.growth.constant)
         constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
-        copies += [(constant, "constant"), (lo, "run_lo")]
-    for host, name in copies:
-        drv.memcpy_dtoh_async(host, b[name], e.stream)
+        copies += [(constant, b.growth.constant), (lo, b.ranges.run_lo)]
+    for host, buf in copies:
+        drv.memcpy_dtoh_async(host, buf, e.stream)
     if judge:
-        drv.memcpy_dtod_async(b["run_const"], b["run_lo"], 4 * L.n_cols, e.stream)
-        topology.reset_ranges(e, b, L.n_cols)
+        drv.memcpy_dtod_async(b.ranges.run_const, b.ranges.run_lo, 4 * L.n_cols, e.stream)
+        topology.reset_ranges(e, b.ranges, L.n_cols)
     e.stream.synchronize()
     scores = {g: float(taylor[s]) for s, g in enumerate(L.groups) if seen[s] and L.hidden[s]}
     if not judge:

@@ -26,6 +26,8 @@ the first stage's batch (the statistics read back count each group's own).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...cuts import Stages, parts
@@ -36,6 +38,19 @@ from .constants import THREADS
 from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, split_levels
 from .executors import output_parts, passes
 from .executors.base import Activations
+from .records import NULL, Ptr, Rows, addr
+
+
+@dataclass(frozen=True)
+class PipelinedRows(Rows):
+    """The engine's rows, and the pipeline's: each stage's view of the columns (act_off of the
+    batch it works on), the table of kept blocks, the ring of earlier batches' labels and the
+    seed predictions."""
+
+    views: Ptr = NULL
+    keeps: Ptr = NULL
+    label_ring: Ptr = NULL
+    seeds: Ptr = NULL
 
 
 class PipelinedPush(DecoupledPush):
@@ -87,11 +102,14 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         st = self.stages  # grouped by the stage that reads them: each reader's modules are one run of the tables
         return lambda s: (st.reader[s], s)
 
-    def batch_buffers(self, ix, cap: int) -> dict:
+    def batch_buffers(self, ix, cap: int) -> PipelinedRows:
+        return PipelinedRows(**self.row_buffers(ix, cap))
+
+    def row_buffers(self, ix, cap: int) -> dict:
         """The engine's, with room after the layout's columns for the kept blocks (act and dz,
         so no view reaches past either), each stage's view, the keep table and the label ring."""
         st = self._next
-        new = super().batch_buffers(ix, cap)
+        new = super().row_buffers(ix, cap)
         keeps, views, cols = kept_blocks(ix, st, cap)
         size = 4 * cols * cap
         if max(views.max(), size // 4) >= 2**31:
@@ -106,25 +124,26 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
 
     def ensure_batch(self, batch: int) -> None:
         """Room for `batch` rows; the kept batches move into the larger buffers (the pipeline goes on)."""
-        before, cap = dict(self.buffers), self.batch_cap
+        before, cap = self.dev.rows, self.batch_cap
         super().ensure_batch(batch)
-        if self.batch_cap == cap or self.fresh or "keeps" not in before:
+        if self.batch_cap == cap or self.fresh or not isinstance(before, PipelinedRows):
             return
         L, st, drv = self.layout, self.stages, self.drv
         for (_, old, w, d), (_, new, _, _) in zip(kept_blocks(L, st, cap)[0], kept_blocks(L, st, self.batch_cap)[0]):
             for k in range(d):
-                drv.memcpy_dtod_async(int(self.buffers["act"]) + 4 * (new + k * w * self.batch_cap),
-                                      int(before["act"]) + 4 * (old + k * w * cap), 4 * w * cap, self.stream)
+                drv.memcpy_dtod_async(int(self.dev.rows.act) + 4 * (new + k * w * self.batch_cap),
+                                      int(before.act) + 4 * (old + k * w * cap), 4 * w * cap, self.stream)
         for k in range(st.depth):
-            drv.memcpy_dtod_async(int(self.buffers["label_ring"]) + 4 * k * self.batch_cap,
-                                  int(before["label_ring"]) + 4 * k * cap, 4 * cap, self.stream)
+            drv.memcpy_dtod_async(int(self.dev.rows.label_ring) + 4 * k * self.batch_cap,
+                                  int(before.label_ring) + 4 * k * cap, 4 * cap, self.stream)
         self.stream.synchronize()
 
     def view(self, stage: int) -> int:
-        return self.ptr("views", 4 * stage * len(self.layout.col_off))
+        return addr(self.dev.rows.views, 4 * stage * len(self.layout.col_off))
 
     def labels_of(self, stage: int) -> int:
-        return self.ptr("labels") if stage == 0 else self.ptr("label_ring", 4 * self.batch_cap * (stage - 1))
+        rows = self.dev.rows
+        return addr(rows.labels) if stage == 0 else addr(rows.label_ring, 4 * self.batch_cap * (stage - 1))
 
     # ------------------------------------------------------------------ the step
     def step(self, x, y, replicas=None):
@@ -148,16 +167,16 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         st = self.stages
         n = len(st.delay)
         widest = max([int(self.layout.width[self.layout.slot[s]]) for s in st.delay] + [1])
-        self.launch("dni_keep", (max(1, min(-(-rows * widest // THREADS), 1024)), n + 1), self.buffers["keeps"],
-                    np.int32(n), self.buffers["act"], self.buffers["labels"], self.buffers["label_ring"],
-                    np.int32(st.depth), np.int32(self.batch_cap), np.int32(rows), np.int32(fill),
-                    self.buffers["scalars"])
+        r = self.dev.rows
+        self.launch("dni_keep", (max(1, min(-(-rows * widest // THREADS), 1024)), n + 1), r.keeps,
+                    np.int32(n), r.act, r.labels, r.label_ring, np.int32(st.depth), np.int32(self.batch_cap),
+                    np.int32(rows), np.int32(fill), self.dev.sums.scalars)
 
     def enqueue_pipelined(self) -> None:
         """The pipelined step (module text) on the sizes set up by step()."""
-        L, b, sizes, m, w = self.layout, self.buffers, self.sizes, self.modules, self.work
+        L, b, sizes, m, w = self.layout, self.dev, self.sizes, self.modules, self.work
         passes.zero_step_sums(self)
-        self.mem.fill(b["dz"], 0, L.n_cols * self.batch_cap)
+        self.mem.fill(b.rows.dz, 0, L.n_cols * self.batch_cap)
         m.fork.record(self.stream)
         for stage, part, stream, launch, done in zip(w.stage, m.parts, m.streams, m.launchers, m.done):
             stream.wait_for_event(m.fork)
@@ -175,14 +194,14 @@ class Work:
     the modules' tables it seeds (as owner) and trains (as reader)."""
 
     def __init__(self, e: PipelinedCudaEngine, part: dict):
-        L, b, st, m = e.layout, e.buffers, e.stages, e.modules
+        L, b, st, m = e.layout, e.dev, e.stages, e.modules
         self.engine = e
         self.stage = [st.stage[next(g for g in L.groups if part.get(g) == p.part)] for p in m.parts]
         self.slot_stage = np.array([st.stage[g] for g in L.groups])
         levels = L.tiers[""][0]
         n = levels[-1][0] + levels[-1][1] if levels else 0
         tasks = np.empty((max(n, 1), 4), np.int32)
-        e.drv.memcpy_dtoh_async(tasks, b["forward_tasks"], e.stream)
+        e.drv.memcpy_dtoh_async(tasks, b.tasks.first.forward_tasks, e.stream)
         e.stream.synchronize()
         arrays, self.forward = {}, {}
         for q in set(self.stage):
@@ -213,30 +232,31 @@ class Work:
 
     def enqueue_stage(self, q: int, part, launch, rows: int) -> None:
         """Stage q's share of the pipelined step, on `launch`'s stream (module text)."""
-        e, L, b, m = self.engine, self.engine.layout, self.engine.buffers, self.engine.modules
+        e, L, b, m = self.engine, self.engine.layout, self.engine.dev, self.engine.modules
         view, labels, batch = e.view(q), e.labels_of(q), np.int32(rows)
         tasks = self.where[f"forward{q}"]
         (_, _, tiles, extra), = passes.tier_launches(e, rows)  # level_push: one tier
         extra = (*extra, *output_parts.arguments(e))
         for number, first, count in self.forward[q]:
-            launch("forward_level", (count, tiles), int(tasks) + 16 * first, b["width"], view, b["bias_off"],
-                   b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"], batch, np.int32(e.ld),
+            launch("forward_level", (count, tiles), addr(tasks, 16 * first), b.groups.width, view, b.groups.bias_off,
+                   b.csr.in_ptr, b.csr.in_src, b.csr.in_woff, b.parameters.params, b.rows.act, batch, np.int32(e.ld),
                    np.int32(L.output_slot), *extra)
         if q == e.stages.depth:  # the output's stage: its logits (a cut output's parts summed), the loss
             output_parts.enqueue_sum(e, rows, launch)
-            launch("softmax_xent", (-(-rows // THREADS), 1), e.ptr("act", e.block(L.output_slot)), labels, batch,
-                   np.int32(L.width[L.output_slot]), np.int32(e.ld), e.ptr("dz", e.block(L.output_slot)),
-                   b["scalars"], e.ptr("scalars", 8), b["stats"], np.int32(L.output_slot))
+            launch("softmax_xent", (-(-rows // THREADS), 1), addr(b.rows.act, e.block(L.output_slot)), labels, batch,
+                   np.int32(L.width[L.output_slot]), np.int32(e.ld), addr(b.rows.dz, e.block(L.output_slot)),
+                   b.sums.scalars, b.sums.correct, b.sums.stats, np.int32(L.output_slot))
         if q in self.owned:  # the synthetic gradients of its boundary groups, into their dz
             first, count = self.owned[q]
             launch("dni_predict", (count, -(-rows * m.widest // THREADS)),
                    m.cut(rows, interfaces=int(self.where["owners"]) + self.size * first, act_off=view,
-                         labels=labels, pred=b["seeds"]))
+                         labels=labels, pred=b.rows.seeds))
         passes.push_levels(e, rows, part.levels, part.tasks, part.hidden, launch, view)
         passes.dense_gradients(e, rows, part.weight, part.n_weight, part.bias, part.n_bias, launch, view)
         if e.pruning[0]:
-            launch("activation_range", (part.n_bias, 1), part.bias, b["width"], view, b["col_off"], b["act"], batch,
-                   np.int32(e.ld), b["range_min"], b["range_max"], b["run_lo"], b["run_hi"])
+            r = b.ranges
+            launch("activation_range", (part.n_bias, 1), part.bias, b.groups.width, view, b.groups.col_off, b.rows.act,
+                   batch, np.int32(e.ld), r.range_min, r.range_max, r.run_lo, r.run_hi)
         if q in self.read:  # the modules it reads: their predictions of the kept blocks, truth, gradients, errors
             first, count = self.read[q]
             cut = m.cut(rows, interfaces=int(m.table) + self.size * first, act_off=view, labels=labels, seed=0,

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from .engine import CudaEngine
 
 
-def unflatten(e: "CudaEngine", name: str) -> dict[tuple, np.ndarray]:
-    """A flat parameter-layout buffer (params, grads, an optimizer state) as arrays by key."""
+def unflatten(e: "CudaEngine", buf) -> dict[tuple, np.ndarray]:
+    """A flat buffer in the parameters' layout (params, grads, an optimizer state) as arrays by key."""
     L = e.layout
     flat = np.empty(L.n_params, np.float32)
-    e.drv.memcpy_dtoh(flat, e.buffers[name])
+    e.drv.memcpy_dtoh(flat, buf)
     return {k: flat[off:off + math.prod(L.shapes[k])].reshape(L.shapes[k]).copy() for k, off in L.offsets.items()}
 
 
@@ -27,7 +27,7 @@ def stats(e: "CudaEngine") -> dict[str, dict]:
     L, drv = e.layout, e.drv
     sums, count, std = sums_and_std(e)
     wsq = np.empty(len(L.groups), np.float64)
-    drv.memcpy_dtoh(wsq, e.buffers["wstats"])
+    drv.memcpy_dtoh(wsq, e.dev.sums.wstats)
     out = {name: {} for name in STATISTICS}
     for s, g in enumerate(L.groups):
         if g == INPUT:
@@ -45,8 +45,8 @@ def ranges(e: "CudaEngine") -> tuple[dict, dict]:
     pruning is on: e.pruning[0]), by group."""
     L, drv = e.layout, e.drv
     lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
-    drv.memcpy_dtoh(lo, e.buffers["range_min"])
-    drv.memcpy_dtoh(hi, e.buffers["range_max"])
+    drv.memcpy_dtoh(lo, e.dev.ranges.range_min)
+    drv.memcpy_dtoh(hi, e.dev.ranges.range_max)
     columns = {g: slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s])) for s, g in enumerate(L.groups) if g != INPUT}
     return {g: lo[c].copy() for g, c in columns.items()}, {g: hi[c].copy() for g, c in columns.items()}
 
@@ -59,7 +59,7 @@ def sums_and_std(e: "CudaEngine") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sums = e._host_sums
     else:
         sums = np.empty((len(L.groups), 3), np.float64)
-        e.drv.memcpy_dtoh(sums, e.buffers["stats"])
+        e.drv.memcpy_dtoh(sums, e.dev.sums.stats)
     count = e.rows_counted * L.width.astype(np.float64)
     count[L.output_slot] /= L.kinds.tokens  # a sequence network's logits: a row per sample
     mean, meansq = sums[:, 0] / count, sums[:, 1] / count

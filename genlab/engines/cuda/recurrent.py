@@ -20,6 +20,7 @@ edits the network, as on the serial engine).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,10 +38,22 @@ from ..host_scores import HostScores
 from . import readback
 from .constants import THREADS
 from .executors import DEFAULT
+from .records import Parameters, Ptr
 
 
 BY_EXECUTOR: dict[str, type] = {}  # executor -> the engine that runs a recurrent network itself with it (registered
 # by its module: recurrent_wavefront.py, imported with this package)
+
+
+@dataclass(frozen=True)
+class CopyMaps:
+    """Where each parameter of the unrolled network comes from in the master (bcast: its index),
+    and each master parameter's copies (ptr, idx: compressed rows), for n_inner parameters."""
+
+    bcast: Ptr
+    ptr: Ptr
+    idx: Ptr
+    n_inner: int
 
 
 class RecurrentCudaEngine(HostScores, Engine):
@@ -72,13 +85,13 @@ class RecurrentCudaEngine(HostScores, Engine):
         self.guard = StepGuard(np.float32)
         self.inner = None
         self._pruning = (False, None)
-        self.master: dict = {}
+        self.master: Parameters | None = None  # the shared parameters, their gradients and optimizer state
         self._state_host: dict = {}
         self.load(net)
 
     # ------------------------------------------------------------------ the network
     def load(self, net: Network) -> None:
-        carried = self._host_state() if self.master else {}
+        carried = self._host_state() if self.master is not None else {}
         self.net = net.copy()
         self.keys = [("W", s, d) for (s, d) in net.weights] + [("b", g) for g in net.biases]
         self.shapes = {k: (net.weights[k[1:]] if k[0] == "W" else net.biases[k[1]]).shape for k in self.keys}
@@ -100,22 +113,24 @@ class RecurrentCudaEngine(HostScores, Engine):
         import pycuda.driver as drv
 
         self.drv = drv
-        self.master = {"params": drv.to_device(np.ascontiguousarray(host)),
-                       "grads": drv.mem_alloc(max(4 * self.n, 4))}
+        states = []
         for name in self.optimizer.state_names:
             flat = np.zeros(self.n, np.float32)
             for key, arrays in state.items():
                 flat[self.offsets[key]:self.offsets[key] + arrays[name].size] = arrays[name].ravel()
-            self.master[f"state_{name}"] = drv.to_device(flat)
+            states.append(drv.to_device(flat))
+        self.master = Parameters(drv.to_device(np.ascontiguousarray(host)), drv.mem_alloc(max(4 * self.n, 4)),
+                                 tuple(states))
 
-    def _host(self, name: str) -> dict:
+    def _host(self, buf) -> dict:
+        """A master buffer (parameters, gradients, a state) on the host, by key."""
         flat = np.empty(self.n, np.float32)
         if self.n:
-            self.drv.memcpy_dtoh(flat, self.master[name])
+            self.drv.memcpy_dtoh(flat, buf)
         return {k: flat[o:o + math.prod(self.shapes[k])].reshape(self.shapes[k]).copy() for k, o in self.offsets.items()}
 
     def _host_state(self) -> dict:
-        per_name = {n: self._host(f"state_{n}") for n in self.optimizer.state_names}
+        per_name = {n: self._host(buf) for n, buf in zip(self.optimizer.state_names, self.master.state)}
         return {k: {n: per_name[n][k] for n in per_name} for k in self.keys}
 
     def _unrolled(self, steps: int) -> None:
@@ -143,8 +158,8 @@ class RecurrentCudaEngine(HostScores, Engine):
         used = np.nonzero(copy_of >= 0)[0]
         order = used[np.argsort(copy_of[used], kind="stable")]
         ptr = np.concatenate([[0], np.cumsum(np.bincount(copy_of[used], minlength=self.n))]).astype(np.int32)
-        self.maps = {"bcast": inner.mem.upload(copy_of.astype(np.int32)), "ptr": inner.mem.upload(ptr),
-                     "idx": inner.mem.upload(order.astype(np.int32)), "n_inner": L.n_params}
+        self.maps = CopyMaps(inner.mem.upload(copy_of.astype(np.int32)), inner.mem.upload(ptr),
+                             inner.mem.upload(order.astype(np.int32)), L.n_params)
         self.copies = int(np.bincount(copy_of[used], minlength=self.n).max()) if used.size else 1
         self.inner, self.steps, self.u = inner, steps, u
         self.stream, self.launch = inner.stream, inner.launch  # one stream: the master's work follows the step's
@@ -163,8 +178,8 @@ class RecurrentCudaEngine(HostScores, Engine):
             self.inner.pruning = (value[0], None)
 
     def _broadcast(self) -> None:
-        n = self.maps["n_inner"]
-        self.launch.flat("gather", n, self.inner.buffers["params"], self.master["params"], self.maps["bcast"], np.int32(n))
+        n = self.maps.n_inner
+        self.launch.flat("gather", n, self.inner.dev.parameters.params, self.master.params, self.maps.bcast, np.int32(n))
         self.stream.synchronize()
 
     # ------------------------------------------------------------------ training
@@ -179,8 +194,8 @@ class RecurrentCudaEngine(HostScores, Engine):
         return loss
 
     def _fold_grads(self) -> None:
-        self.launch.flat("segment_sum", self.n, self.master["grads"], self.inner.buffers["grads"], self.maps["ptr"],
-                         self.maps["idx"], np.int32(self.n))
+        self.launch.flat("segment_sum", self.n, self.master.grads, self.inner.dev.parameters.grads, self.maps.ptr,
+                         self.maps.idx, np.int32(self.n))
 
     def update(self) -> None:
         self._update_master()
@@ -188,9 +203,9 @@ class RecurrentCudaEngine(HostScores, Engine):
 
     def _update_master(self) -> None:
         opt = self.optimizer
-        state = [self.master[f"state_{n}"] for n in opt.state_names] + [np.intp(0)] * (3 - len(opt.state_names))
+        m = self.master
         self.launch("optimizer_update", ((self.n + 4 * THREADS - 1) // (4 * THREADS), 1), np.int32(opt.code),
-                    self.master["params"], self.master["grads"], *state, np.int32(self.n), np.float32(opt.lr),
+                    m.params, m.grads, *m.state_args(), np.int32(self.n), np.float32(opt.lr),
                     *[np.float32(h) for h in opt.hyper], self._guard_scalars())
         self._broadcast()
 
@@ -211,12 +226,12 @@ class RecurrentCudaEngine(HostScores, Engine):
         if not careful:
             self.guard.advance(self.optimizer, bound)
             return loss, correct
-        found = (max_abs(self._host("params").values()), max_abs(a for a in self._host(
-            f"state_{self.optimizer.state_names[0]}").values()))
+        found = (max_abs(self._host(self.master.params).values()), max_abs(self._host(self.master.state[0]).values()))
         if math.inf in found:
             message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
+            kept = self.master.kept()
             for name, saved in backup.items():
-                self.drv.memcpy_dtod(self.master[name], saved, 4 * self.n)
+                self.drv.memcpy_dtod(kept[name], saved, 4 * self.n)
             self._broadcast()
             raise TrainingError(message)
         self.guard.measured(*found)
@@ -224,20 +239,20 @@ class RecurrentCudaEngine(HostScores, Engine):
 
     def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
         """The step's loss, correct count and a bound on the squared norm of the master gradient,
-        which this puts in master["grads"]: the unrolled engine's step, its copies' gradients folded."""
+        which this puts in master.grads: the unrolled engine's step, its copies' gradients folded."""
         loss, correct = self.inner.step(flatten(x), y)  # refuses non-finite losses and gradients itself
         self._fold_grads()
         return loss, correct, self.inner.read_scalars()[2] * self.copies  # |sum of copies|^2 <= copies * sum of squares
 
     def _guard_scalars(self):
         """The device scalars (loss, correct, squared gradient norm) the update is guarded by."""
-        return self.inner.buffers["scalars"]
+        return self.inner.dev.sums.scalars
 
     def _backup(self) -> dict:
         saved = {}
-        for name in ["params"] + [f"state_{n}" for n in self.optimizer.state_names]:
+        for name, buf in self.master.kept().items():
             saved[name] = self.drv.mem_alloc(max(4 * self.n, 4))
-            self.drv.memcpy_dtod(saved[name], self.master[name], 4 * self.n)
+            self.drv.memcpy_dtod(saved[name], buf, 4 * self.n)
         return saved
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
@@ -256,7 +271,7 @@ class RecurrentCudaEngine(HostScores, Engine):
             stats["taylor"][g] = float(abs(s3 / n))
         if self.growth_criterion is not None and \
                 op.Criterion[self.growth_criterion[0].upper()] is op.Criterion.WEIGHT_GRAD_NORM:
-            grads = self._host("grads")
+            grads = self._host(self.master.grads)
             for g in pooled:
                 stats["weight_grad_norm"][g] = float(np.sqrt(sum(np.sum(grads[k] ** 2) for k in self.keys
                                                                  if k[-1] == g)))
@@ -300,11 +315,11 @@ class RecurrentCudaEngine(HostScores, Engine):
     # ------------------------------------------------------------------ parameters and state
     @property
     def params(self) -> dict:
-        return self._host("params")
+        return self._host(self.master.params)
 
     @property
     def grads(self) -> dict:
-        return self._host("grads")
+        return self._host(self.master.grads)
 
     def export_state(self) -> EngineState:
         t = self.tracker
@@ -312,17 +327,17 @@ class RecurrentCudaEngine(HostScores, Engine):
                            {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
 
     def import_state(self, state: EngineState, net: Network) -> None:
-        for name in self.optimizer.state_names:
+        for name, buf in zip(self.optimizer.state_names, self.master.state):
             flat = np.zeros(self.n, np.float32)
             for key, arrays in state.optimizer.items():
                 flat[self.offsets[key]:self.offsets[key] + math.prod(self.shapes[key])] = \
                     np.asarray(arrays[name], np.float32).ravel()
-            self.drv.memcpy_htod(self.master[f"state_{name}"], flat)
+            self.drv.memcpy_htod(buf, flat)
         self.growth_scores.ema, self.tracker.taylor = dict(state.ema), dict(state.taylor)
         self.tracker.lo = {g: lo.astype(np.float32) for g, (lo, _) in state.ranges.items()}
         self.tracker.hi = {g: hi.astype(np.float32) for g, (_, hi) in state.ranges.items()}
-        self.guard.measured(max_abs(self._host("params").values()),
-                            max_abs(self._host(f"state_{self.optimizer.state_names[0]}").values()))
+        self.guard.measured(max_abs(self._host(self.master.params).values()),
+                            max_abs(self._host(self.master.state[0]).values()))
 
     # ------------------------------------------------------------------ growth
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:

@@ -62,7 +62,7 @@ class WavefrontCudaEngine(RecurrentCudaEngine):
             raise BackendError(f"the wavefront executor cannot run this network: {reason}; keep fewer groups "
                                "(GrowthPolicy max_groups) or use an unrolled executor (level, dataflow)")
         super().load(net)
-        self.runner = Wavefront(self.stream, self.master["params"], self.master["grads"], self.offsets, self.rows,
+        self.runner = Wavefront(self.stream, self.master.params, self.master.grads, self.offsets, self.rows,
                                 self.stage, self.chunk, self.release_every)
         self.launch = self.runner.launch
         self.runner.load(self.net)

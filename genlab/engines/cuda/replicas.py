@@ -45,31 +45,32 @@ def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> t
 
 
 def _pack(e: "CudaEngine", share: float) -> None:
-    L, b = e.layout, e.buffers
+    L, sums = e.layout, e.dev.sums
     n = len(L.groups)
-    e.launch.flat("replica_pack", max(L.n_params, 3 * n + 2), b["grads"], np.int32(L.n_params), np.float64(share),
-                  b["stats"], b["scalars"], np.int32(n), b["replica_sums"])
+    e.launch.flat("replica_pack", max(L.n_params, 3 * n + 2), e.dev.parameters.grads, np.int32(L.n_params),
+                  np.float64(share), sums.stats, sums.scalars, np.int32(n), sums.replica_sums)
 
 
 def _sum(e: "CudaEngine", replicas: Replicas) -> None:
-    L, b = e.layout, e.buffers
+    L, b = e.layout, e.dev
     replicas.on_stream(e.stream.handle)
-    replicas.sum(replicas.buffer(int(b["grads"]), L.n_params))
-    replicas.sum(replicas.buffer(int(b["replica_sums"]), 3 * len(L.groups) + 2, "float64"))
+    replicas.sum(replicas.buffer(int(b.parameters.grads), L.n_params))
+    replicas.sum(replicas.buffer(int(b.sums.replica_sums), 3 * len(L.groups) + 2, "float64"))
     if e.pruning[0]:
-        for name, reduce in (("range_min", replicas.min), ("run_lo", replicas.min),
-                             ("range_max", replicas.max), ("run_hi", replicas.max)):
-            reduce(replicas.buffer(int(b[name]), L.n_cols))
+        r = b.ranges
+        for buf, reduce in ((r.range_min, replicas.min), (r.run_lo, replicas.min),
+                            (r.range_max, replicas.max), (r.run_hi, replicas.max)):
+            reduce(replicas.buffer(int(buf), L.n_cols))
 
 
 def _unpack(e: "CudaEngine", ranges, count: int) -> None:
     """The packed sums back in place; wstats (each group's squared gradient norm) and the step's
     gradsq from the summed gradients: one block per parameter block (optim.cu's param_norms)."""
-    L, b = e.layout, e.buffers
+    L, sums = e.layout, e.dev.sums
     n = len(L.groups)
-    e.launch.flat("replica_unpack", 3 * n, b["replica_sums"], np.int32(n), b["stats"], b["scalars"], b["wstats"])
+    e.launch.flat("replica_unpack", 3 * n, sums.replica_sums, np.int32(n), sums.stats, sums.scalars, sums.wstats)
     if count:
-        e.launch("param_norms", (count, 1), ranges, b["grads"], b["wstats"], e.ptr("scalars", 16))
+        e.launch("param_norms", (count, 1), ranges, e.dev.parameters.grads, sums.wstats, sums.gradsq)
 
 
 def _ranges(e: "CudaEngine") -> tuple:

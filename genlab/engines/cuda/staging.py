@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .records import addr
+
 if TYPE_CHECKING:
     from .engine import CudaEngine
 
@@ -48,7 +50,7 @@ def rows(e: "CudaEngine", slot: int, batch: int, host: np.ndarray, to_device: bo
     buffer and is queued on its stream; a read back may still be under way when this returns (a
     1-D one is queued): synchronise the stream before reading `host`."""
     L, drv, stream = e.layout, e.drv, e.stream
-    width, device = int(L.width[slot]), e.ptr("act", e.block(slot))
+    width, device = int(L.width[slot]), addr(e.dev.rows.act, e.block(slot))
     if to_device:
         host = e.uploads.fill("rows", host)  # page-locked: the copy is queued, the host goes on
     if not e.ld:

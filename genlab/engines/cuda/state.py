@@ -22,6 +22,7 @@ from .growth import GROUP_STATE
 
 if TYPE_CHECKING:
     from .engine import CudaEngine
+    from .records import Parameters
 
 INF_BITS = 0x7F800000
 
@@ -30,13 +31,13 @@ def export(e: "CudaEngine") -> EngineState:
     e.flush()
     L, drv = e.layout, e.drv
     names = e.optimizer.state_names
-    flats = {n: readback.unflatten(e, f"state_{n}") for n in names}
+    flats = {n: readback.unflatten(e, buf) for n, buf in zip(names, e.dev.parameters.state)}
     state = EngineState(optimizer={key: {n: flats[n][key] for n in names} for key in L.offsets},
                         placement={"engine": e.name, **L.describe()})
     host = {}
     for name, dtype in GROUP_STATE:
         host[name] = np.empty(len(L.groups), dtype)
-        drv.memcpy_dtoh(host[name], e.buffers[name])
+        drv.memcpy_dtoh(host[name], getattr(e.dev.scores, name))
     for s, g in enumerate(L.groups):
         if L.hidden[s]:
             if host["seen"][s]:
@@ -44,8 +45,8 @@ def export(e: "CudaEngine") -> EngineState:
             if host["taylor_seen"][s]:
                 state.taylor[g] = float(host["taylor"][s])
     lo, hi = np.empty(L.n_cols, np.float32), np.empty(L.n_cols, np.float32)
-    drv.memcpy_dtoh(lo, e.buffers["run_lo"])
-    drv.memcpy_dtoh(hi, e.buffers["run_hi"])
+    drv.memcpy_dtoh(lo, e.dev.ranges.run_lo)
+    drv.memcpy_dtoh(hi, e.dev.ranges.run_hi)
     for s, g in enumerate(L.groups):
         cols = slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s]))
         if g not in (INPUT, OUTPUT) and np.isfinite(lo[cols]).all():
@@ -56,7 +57,7 @@ def export(e: "CudaEngine") -> EngineState:
 def restore(e: "CudaEngine", state: EngineState) -> None:
     e.flush()
     L, drv = e.layout, e.drv
-    for n in e.optimizer.state_names:
+    for n, buf in zip(e.optimizer.state_names, e.dev.parameters.state):
         flat = np.zeros(L.n_params, np.float32)
         for key, arrays in state.optimizer.items():
             off, shape = L.offsets[key], L.shapes[key]
@@ -64,28 +65,28 @@ def restore(e: "CudaEngine", state: EngineState) -> None:
             if value.shape != tuple(shape):
                 raise ValueError(f"optimizer state {n} of {key} has shape {value.shape}, the parameter {shape}")
             flat[off:off + math.prod(shape)] = value.ravel()
-        drv.memcpy_htod(e.buffers[f"state_{n}"], flat)
+        drv.memcpy_htod(buf, flat)
     host = {name: np.zeros(len(L.groups), dtype) for name, dtype in GROUP_STATE}
     for values, value_name, seen_name in ((state.ema, "ema", "seen"), (state.taylor, "taylor", "taylor_seen")):
         for g, v in values.items():
             host[value_name][L.slot[g]], host[seen_name][L.slot[g]] = v, 1
     for name, _ in GROUP_STATE:
-        drv.memcpy_htod(e.buffers[name], host[name])
+        drv.memcpy_htod(getattr(e.dev.scores, name), host[name])
     lo, hi = np.full(L.n_cols, np.inf, np.float32), np.full(L.n_cols, -np.inf, np.float32)
     for g, (glo, ghi) in state.ranges.items():
         s = L.slot[g]
         cols = slice(int(L.col_off[s]), int(L.col_off[s] + L.width[s]))
         lo[cols], hi[cols] = glo, ghi
-    drv.memcpy_htod(e.buffers["run_lo"], lo)
-    drv.memcpy_htod(e.buffers["run_hi"], hi)
+    drv.memcpy_htod(e.dev.ranges.run_lo, lo)
+    drv.memcpy_htod(e.dev.ranges.run_hi, hi)
     e.measure()
 
 
 def bounds(e: "CudaEngine", params=None, state0=None, n: int | None = None) -> tuple[float, float]:
     """Exact max |parameter| and max |optimizer state 0| on the device (inf where not finite)."""
-    b = e.buffers
-    params = b["params"] if params is None else params
-    state0 = b[f"state_{e.optimizer.state_names[0]}"] if state0 is None else state0
+    p = e.dev.parameters
+    params = p.params if params is None else params
+    state0 = p.state[0] if state0 is None else state0
     n = e.layout.n_params if n is None else n
     out = e.mem.new(8, "bounds")
     e.mem.fill(out, 0, 2)
@@ -103,14 +104,17 @@ class Backup:
 
     def __init__(self, e: "CudaEngine", state: bool = True):
         self.e, self.n = e, e.layout.n_params
-        names = ["params"] + ([f"state_{n}" for n in e.optimizer.state_names] if state else [])
+        kept = e.dev.parameters.kept()
+        names = list(kept) if state else ["params"]
         e.mem.check_room(4 * self.n * len(names), "a backup of the parameters")
         self.copies = {}
         for name in names:
             self.copies[name] = e.mem.new(4 * max(self.n, 1), "backup")
-            e.drv.memcpy_dtod_async(self.copies[name], e.buffers[name], 4 * self.n, e.stream)
+            e.drv.memcpy_dtod_async(self.copies[name], kept[name], 4 * self.n, e.stream)
 
-    def put_back(self, buffers: dict) -> None:
+    def put_back(self, parameters: "Parameters") -> None:
+        """The copies back into `parameters` (the engine's, or those of the state put back)."""
+        kept = parameters.kept()
         for name, copy in self.copies.items():
-            self.e.drv.memcpy_dtod_async(buffers[name], copy, 4 * self.n, self.e.stream)
+            self.e.drv.memcpy_dtod_async(kept[name], copy, 4 * self.n, self.e.stream)
         self.e.stream.synchronize()

@@ -1,8 +1,8 @@
 """The executor interface: how one training step is scheduled on the GPU.
 
 An executor reads top to bottom in its own module: what it launches, in which order, with which
-task lists. The engine owns the buffers, the layout and the stream; an executor is given the
-engine and adds what its schedule needs (dependency counters, an order of work items, a deferred
+task lists. The engine owns the device state (engine.dev: typed records, records.py), the layout
+and the stream; an executor is given the engine and adds what its schedule needs (dependency counters, an order of work items, a deferred
 update). Every executor computes the same step as the serial engine; forward(), backward() and
 update() called one by one always run the level passes (passes.py) in the executor's layout.
 """
@@ -26,6 +26,7 @@ from . import output_parts, split
 if TYPE_CHECKING:
     from ..engine import CudaEngine
     from ..layout import Layout
+    from ..records import Record
 
 
 class Activations(Enum):
@@ -95,14 +96,16 @@ class Executor(ABC):
 
     def batch_scratch(self, layout: "Layout", cap: int) -> dict:
         """Buffers of its own that follow from the layout and the batch capacity (made with the
-        activations): the split-K scratch of an MT tier (split.py), where its tiers have one, and
-        the output group's parts (output_parts.py), where its in-edges are cut."""
+        activations; fields of records.Rows by name): the split-K scratch of an MT tier
+        (split.py), where its tiers have one, and the output group's parts (output_parts.py),
+        where its in-edges are cut."""
         return {**split.scratch(layout, self.tiers(), cap, self.engine.mem),
                 **output_parts.scratch(self, layout, cap, self.engine.mem)}
 
-    def topology_buffers(self, layout: "Layout") -> dict:
-        """Buffers of its own that follow from the topology (built with the task lists)."""
-        return {}
+    def topology_buffers(self, layout: "Layout") -> "Record | None":
+        """Lists of its own that follow from the topology (built with the task lists), as a record
+        of its module's (DeviceState.own), or None."""
+        return None
 
     @abstractmethod
     def enqueue_step(self, batch: int) -> None:

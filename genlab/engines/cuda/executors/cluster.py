@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,9 +24,18 @@ from ....errors import BackendError
 from .. import runtime
 from ..constants import CLUSTER, CLUSTER_CHUNK, CLUSTER_RECORD, CLUSTER_THREADS, CLUSTER_WARP_FLOATS, Phase
 from ..layout import Layout
+from ..records import Ptr, Record, pointers
 from . import passes
 from .base import Executor
 from .cluster_plan import build
+
+
+@dataclass(frozen=True)
+class ClusterLists(Record):
+    """The cluster executor's own lists: its plan's records and phases (cluster_plan.py)."""
+
+    plan: Ptr
+    phases: Ptr
 
 FP32_LANES = 128  # fp32 multiply-adds a multiprocessor issues a cycle, the most of any GPU (Hopper's)
 
@@ -72,12 +82,12 @@ class Cluster(Executor):
     def counter_words(self, n_slots: int, batch: int) -> int:
         return 1  # the software barrier's count (devices without clusters)
 
-    def topology_buffers(self, layout: Layout) -> dict:
+    def topology_buffers(self, layout: Layout) -> "ClusterLists":
         """The records and phases of `layout` (the update last, so that a step without it runs one
         phase fewer of the same list)."""
         plan = build(layout)
         self._phases[layout], self._parts[layout] = plan.phases, plan.parts
-        return {"cluster_plan": self.engine.mem.upload(plan.records), "cluster_phases": self.engine.mem.upload(plan.phases)}
+        return ClusterLists(plan=self.engine.mem.upload(plan.records), phases=self.engine.mem.upload(plan.phases))
 
     def enqueue_step(self, batch: int) -> None:
         self._launch(batch, update=self.fused_update)
@@ -93,16 +103,15 @@ class Cluster(Executor):
         """The step's one launch; `trace`: a buffer of n_phases + 1 words for when each phase ended
         (ns, the first word the start), or None."""
         e = self.engine
-        L, b = e.layout, e.buffers
+        L, d = e.layout, e.dev
         passes.zero_step_sums(e)
-        e.mem.fill(b["counters"], 0, 1)
+        e.mem.fill(d.rows.counters, 0, 1)
         code, s0, s1, s2, n_params, lr, h1, h2, eps = passes.optimizer_args(e)
         a = np.zeros((), self.arguments)
-        for name in ("labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars"):
-            a[name] = int(b[name])
-        a["plan"] = int(b["cluster_plan"])
-        a["phases"] = int(b["cluster_phases"])
-        a["barrier"] = int(b["counters"])
+        found = pointers(d.rows, d.parameters, d.sums, d.own)
+        for name in ("labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars", "plan", "phases"):
+            a[name] = found[name]
+        a["barrier"] = int(d.rows.counters)
         a["trace"] = int(trace) if trace is not None else 0
         a["state0"], a["state1"], a["state2"] = int(s0), int(s1), int(s2)
         a["n_phases"] = len(self._phases[L]) - (not update)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ....precision import ALL
 from ..constants import TILE
+from ..records import addr
 from . import output_parts, passes
 from .base import Activations
 from .persistent import Persistent
@@ -26,18 +27,18 @@ class Dataflow(Persistent):
 
     def enqueue_step(self, batch: int) -> None:
         e = self.engine
-        L, b = e.layout, e.buffers
+        L, d = e.layout, e.dev
+        g, c, r, t, p, sums = d.groups, d.csr, d.rows, d.tasks, d.parameters, d.sums
         optimizer = self.setup(batch)
-        self.launch(b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_dst"], b["in_woff"],
-                    b["out_ptr"], b["out_dst"], b["out_woff"], b["hidden"],
-                    b["forward_tasks"], np.int32(L.n_forward_tasks),
-                    e.ptr("backward_tasks", 8 * L.backward_start), np.int32(L.n_backward_tasks),
-                    b["weight_tasks"], np.int32(L.n_weight_tasks), b["bias_tasks"], np.int32(L.n_bias_tasks),
-                    b["params"], b["grads"], b["act"], b["dz"], b["labels"],
+        self.launch(g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_dst, c.in_woff,
+                    c.out_ptr, c.out_dst, c.out_woff, g.hidden,
+                    t.first.forward_tasks, np.int32(L.n_forward_tasks),
+                    addr(t.first.backward_tasks, 8 * L.backward_start), np.int32(L.n_backward_tasks),
+                    t.first.weight_tasks, np.int32(L.n_weight_tasks), t.bias_tasks, np.int32(L.n_bias_tasks),
+                    p.params, p.grads, r.act, r.dz, r.labels,
                     np.int32(batch), np.int32(e.ld), np.int32(len(L.groups)), np.int32(L.input_slot),
                     np.int32(L.output_slot), np.int32(self.split), *output_parts.persistent_arguments(e),
-                    b["stats"], b["wstats"], b["scalars"], *optimizer,
-                    b["counters"])
+                    sums.stats, sums.wstats, sums.scalars, *optimizer, r.counters)
         passes.ranges(e, batch)
 
 

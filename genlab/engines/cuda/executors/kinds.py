@@ -13,6 +13,7 @@ import numpy as np
 from ....kinds.attention import Attention
 from ....kinds.conv import Conv
 from ..constants import ATT_STAGED, CONV_CH, CONV_POS, CONV_SAMPLES, CONV_SHARED, GEO_FIELDS, THREADS
+from ..records import addr
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -28,11 +29,12 @@ CONV_STAGED = CONV_BACKWARD_STAGED = True
 
 
 def _conv_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-    b = e.buffers
+    d = e.dev
+    g, c, r, p = d.groups, d.csr, d.rows, d.parameters
     staged = CONV_STAGED and all(_staged(e.layout)[s][0] for s in slots)
     kernel = "conv_forward_staged" if staged else "conv_forward"
-    e.launch(kernel, (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, b["geo"],
-             b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"], b["in_woff"], b["params"], b["act"],
+    e.launch(kernel, (len(slots), _blocks(rows * _positions(e.layout, slots), CONV_POS)), listed, g.geo,
+             g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_woff, p.params, r.act,
              np.int32(rows))
 
 
@@ -70,12 +72,13 @@ def _staged(L) -> dict:
 
 
 def _conv_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-    b, L = e.buffers, e.layout
+    L, d = e.layout, e.dev
+    g, c, r, p, sums = d.groups, d.csr, d.rows, d.parameters, d.sums
     staged = CONV_BACKWARD_STAGED and all(_staged(L)[s][1] for s in slots)
     e.launch("conv_backward_staged" if staged else "conv_backward",
-             (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, b["geo"], b["width"],
-             b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], np.int32(rows),
-             b["stats"])
+             (len(slots), _blocks(rows * _positions(L, slots), CONV_POS)), listed, g.geo, g.width,
+             r.act_off, c.out_ptr, c.out_dst, c.out_woff, p.params, r.act, r.dz, np.int32(rows),
+             sums.stats)
 
 
 def _consumers(L) -> dict:
@@ -111,18 +114,20 @@ ATTENTION_SAMPLES, ATTENTION_BLOCKS = 8, 2048
 
 
 def _attention_forward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-    b = e.buffers
+    d = e.dev
+    g, c, r, p = d.groups, d.csr, d.rows, d.parameters
     grid, per_block, shared = _attention_blocks(e, slots, rows, backward=False)
-    e.launch("attention_forward", grid, listed, b["geo"], b["width"], b["act_off"], b["bias_off"], b["in_ptr"],
-             b["in_src"], b["in_woff"], b["params"], b["act"], *_cache(e), np.int32(rows // e.layout.kinds.tokens),
+    e.launch("attention_forward", grid, listed, g.geo, g.width, r.act_off, g.bias_off, c.in_ptr,
+             c.in_src, c.in_woff, p.params, r.act, *_cache(e), np.int32(rows // e.layout.kinds.tokens),
              np.int32(per_block), np.int32(shared), shared=4 * shared)
 
 
 def _attention_backward(e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-    b = e.buffers
+    d = e.dev
+    g, c, r, p, sums = d.groups, d.csr, d.rows, d.parameters, d.sums
     grid, per_block, shared = _attention_blocks(e, slots, rows, backward=True)
-    e.launch("attention_backward", grid, listed, b["geo"], b["width"], b["act_off"], b["bias_off"], b["out_ptr"],
-             b["out_dst"], b["out_woff"], b["params"], b["act"], b["dz"], b["grads"], b["stats"], *_cache(e),
+    e.launch("attention_backward", grid, listed, g.geo, g.width, r.act_off, g.bias_off, c.out_ptr,
+             c.out_dst, c.out_woff, p.params, r.act, r.dz, p.grads, sums.stats, *_cache(e),
              np.int32(rows // e.layout.kinds.tokens), np.int32(per_block), np.int32(shared), shared=4 * shared)
 
 
@@ -170,56 +175,59 @@ LAUNCHES = {Conv.code: (_conv_forward, _conv_backward), Attention.code: (_attent
 def forward(e: "CudaEngine", level: int, rows: int) -> None:
     """h of this level's groups of other kinds."""
     for code, slots in e.layout.kinds.levels.get(level, {}).items():
-        LAUNCHES[code][0](e, e.buffers[f"kind_{level}_{code}"], slots, rows)
+        LAUNCHES[code][0](e, e.dev.kinds.by_level[level, code], slots, rows)
 
 
 def backward(e: "CudaEngine", level: int, rows: int) -> None:
     """dz of this level's groups of other kinds (their consumers' dz are complete)."""
     for code, slots in e.layout.kinds.levels.get(level, {}).items():
-        LAUNCHES[code][1](e, e.buffers[f"kind_{level}_{code}"], slots, rows)
+        LAUNCHES[code][1](e, e.dev.kinds.by_level[level, code], slots, rows)
 
 
 def _cache(e: "CudaEngine") -> tuple:
     """The attention kernels' last arguments: the cache of their forward, each slot's place in it,
     the samples it holds."""
-    return e.buffers["att_cache"], e.buffers["cache_off"], np.int32(e.batch_cap // e.layout.kinds.tokens)
+    return e.dev.rows.att_cache, e.dev.groups.cache_off, np.int32(e.batch_cap // e.layout.kinds.tokens)
 
 
 def zero_added(e: "CudaEngine") -> None:
     """The gradients kernels add into start at zero (attention groups' own, conv edges')."""
     k = e.layout.kinds
     if len(k.zeroed):
-        e.launch("zero_ranges", (len(k.zeroed), 1), e.buffers["kinds_zeroed"], e.buffers["grads"])
+        e.launch("zero_ranges", (len(k.zeroed), 1), e.dev.kinds.zeroed, e.dev.parameters.grads)
 
 
 def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
     """The weight gradients of the edges into conv and attention groups, the conv biases, and the
     norms of all their gradients (into wstats and the step's gradsq)."""
-    L, b, k = e.layout, e.buffers, e.layout.kinds
+    L, d, k = e.layout, e.dev, e.layout.kinds
+    g, r, p, sums, kl = d.groups, d.rows, d.parameters, d.sums, d.kinds
     if len(k.conv_edges):
         conv_weight_grad(e, rows)
         conv_bias_grad(e, rows)
     if len(k.token_edges):
         most = max(int(np.prod(L.shapes[key])) for key in _keys(L, k.token_edges))
-        e.launch("token_weight_grad", (len(k.token_edges), -(-most // 32)), b["kinds_token_edges"], b["width"],
-                 b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
+        e.launch("token_weight_grad", (len(k.token_edges), -(-most // 32)), kl.token_edges, g.width,
+                 r.act_off, r.act, r.dz, p.grads, np.int32(rows))
     if len(k.norm_ranges):
-        e.launch("param_norms", (len(k.norm_ranges), 1), b["kinds_norm_ranges"], b["grads"], b["wstats"], gradsq)
+        e.launch("param_norms", (len(k.norm_ranges), 1), kl.norm_ranges, p.grads, sums.wstats, gradsq)
 
 
 def conv_weight_grad(e: "CudaEngine", rows: int) -> None:
     """The weight gradients of the edges into conv groups (added: zero_added first)."""
-    b, k = e.buffers, e.layout.kinds
+    d, k = e.dev, e.layout.kinds
+    g, r, p, kl = d.groups, d.rows, d.parameters, d.kinds
     e.launch("conv_weight_grad", (len(k.conv_edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES),
-             b["kinds_conv_edges"], b["geo"], b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(rows))
+             kl.conv_edges, g.geo, g.width, r.act_off, r.act, r.dz, p.grads, np.int32(rows))
 
 
 def conv_bias_grad(e: "CudaEngine", rows: int) -> None:
     """The conv groups' bias gradients."""
-    b, k = e.buffers, e.layout.kinds
+    d, k = e.dev, e.layout.kinds
+    g, r, p, kl = d.groups, d.rows, d.parameters, d.kinds
     channels = k.geo.reshape(-1, len(GEO_FIELDS))[k.conv_slots, GEO_FIELDS.index("C")]
-    e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())), b["kinds_conv_slots"], b["geo"], b["width"],
-             b["act_off"], b["bias_off"], b["dz"], b["grads"], np.int32(rows))
+    e.launch("conv_bias_grad", (len(k.conv_slots), int(channels.max())), kl.conv_slots, g.geo, g.width,
+             r.act_off, g.bias_off, r.dz, p.grads, np.int32(rows))
 
 
 def _positions(L, slots: np.ndarray) -> int:
@@ -236,7 +244,7 @@ def pool(e: "CudaEngine", rows: int) -> None:
     """A sequence network's logits: the mean of the output group's token rows."""
     L = e.layout
     T, n = L.kinds.tokens, int(L.width[L.output_slot])
-    e.launch.flat("pool_tokens", rows // T * n, e.ptr("act", e.block(L.output_slot)), e.buffers["pooled"],
+    e.launch.flat("pool_tokens", rows // T * n, addr(e.dev.rows.act, e.block(L.output_slot)), e.dev.rows.pooled,
                   np.int32(rows // T), np.int32(T), np.int32(n))
 
 
@@ -244,5 +252,5 @@ def spread(e: "CudaEngine", rows: int) -> None:
     """The output group's dz on every token row: the logits' gradient / tokens."""
     L = e.layout
     T, n = L.kinds.tokens, int(L.width[L.output_slot])
-    e.launch.flat("spread_tokens", rows * n, e.buffers["dpooled"], e.ptr("dz", e.block(L.output_slot)),
+    e.launch.flat("spread_tokens", rows * n, e.dev.rows.dpooled, addr(e.dev.rows.dz, e.block(L.output_slot)),
                   np.int32(rows // T), np.int32(T), np.int32(n))

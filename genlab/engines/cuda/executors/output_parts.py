@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..constants import TILE
+from ..records import addr
 
 if TYPE_CHECKING:
     from ..engine import CudaEngine
@@ -42,14 +43,12 @@ def scratch(executor: "Executor", layout: "Layout", cap: int, mem: "Memory") -> 
 
 def arguments(e: "CudaEngine") -> tuple:
     """forward_level's last arguments: split, the parts' blocks (null where not cut), their rows."""
-    b = e.buffers
-    return (np.int32(e.executor.split), b.get("output_parts", np.intp(0)), np.int32(e.batch_cap))
+    return (np.int32(e.executor.split), e.dev.rows.output_parts, np.int32(e.batch_cap))
 
 
 def persistent_arguments(e: "CudaEngine") -> tuple:
     """A persistent kernel's: the parts' blocks (null where not cut), their number, their rows."""
-    b = e.buffers
-    return (b.get("output_parts", np.intp(0)), np.int32(count(e.executor, e.layout)), np.int32(e.batch_cap))
+    return (e.dev.rows.output_parts, np.int32(count(e.executor, e.layout)), np.int32(e.batch_cap))
 
 
 def enqueue_sum(e: "CudaEngine", batch: int, launch=None) -> None:
@@ -58,7 +57,7 @@ def enqueue_sum(e: "CudaEngine", batch: int, launch=None) -> None:
     n = count(e.executor, e.layout)
     if n == 1:
         return
-    L, b = e.layout, e.buffers
-    (launch or e.launch)("sum_parts", (-(-batch // TILE), 1), b["output_parts"], np.int32(n), np.int32(e.batch_cap),
-                         np.int32(batch), np.int32(L.width[L.output_slot]), e.ptr("act", e.block(L.output_slot)),
+    L, r = e.layout, e.dev.rows
+    (launch or e.launch)("sum_parts", (-(-batch // TILE), 1), r.output_parts, np.int32(n), np.int32(e.batch_cap),
+                         np.int32(batch), np.int32(L.width[L.output_slot]), addr(r.act, e.block(L.output_slot)),
                          np.int32(e.ld))

@@ -10,6 +10,7 @@ import numpy as np
 
 from ....errors import BackendError
 from ..constants import THREADS, TILE
+from ..records import addr
 from ..topology import backward_task_bytes
 from . import kinds, output_parts, split
 
@@ -46,7 +47,8 @@ def _levels(e: "CudaEngine", batch: int, which: tuple):
             start, count = e.layout.tiers[pre][index][number]
             if count:
                 task_bytes = 16 if index == 0 else backward_task_bytes(pre)
-                launches.append((kernel + (suffix or "_level"), (count, tiles), e.ptr(pre + tasks, task_bytes * start),
+                launches.append((kernel + (suffix or "_level"), (count, tiles),
+                                 addr(getattr(e.dev.tasks.tiers[pre], tasks), task_bytes * start),
                                  (*extra, *(scratch if pre else first))))
         yield (number + 1 if index == 0 else depth - 1 - number), launches
 
@@ -55,12 +57,12 @@ def forward(e: "CudaEngine", batch: int) -> None:
     """h of every group, level by level: one launch per tier of dense groups, one per other kind
     present (an output group whose in-edges are cut over several tasks is summed from their
     parts last, output_parts.py); a sequence network's logits are its token rows' mean."""
-    L, b = e.layout, e.buffers
+    L, d = e.layout, e.dev
+    g, c, r = d.groups, d.csr, d.rows
     for level, launches in _levels(e, batch, FORWARD):
         for name, grid, tasks, extra in launches:
-            e.launch(name, grid, tasks, b["width"], b["act_off"], b["bias_off"], b["in_ptr"], b["in_src"],
-                     b["in_woff"], b["params"], b["act"], np.int32(batch), np.int32(e.ld), np.int32(L.output_slot),
-                     *extra)
+            e.launch(name, grid, tasks, g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_woff,
+                     d.parameters.params, r.act, np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
         kinds.forward(e, level, batch)
     output_parts.enqueue_sum(e, batch)
     if L.kinds.tokens > 1:
@@ -69,27 +71,27 @@ def forward(e: "CudaEngine", batch: int) -> None:
 
 def zero_step_sums(e: "CudaEngine") -> None:
     """The per-group statistics, weight-gradient norms and step scalars start at zero."""
-    L, b = e.layout, e.buffers
-    e.mem.fill(b["stats"], 0, 6 * len(L.groups))
-    e.mem.fill(b["wstats"], 0, 2 * len(L.groups))
-    e.mem.fill(b["scalars"], 0, 6)
+    n, sums = len(e.layout.groups), e.dev.sums
+    e.mem.fill(sums.stats, 0, 6 * n)
+    e.mem.fill(sums.wstats, 0, 2 * n)
+    e.mem.fill(sums.scalars, 0, 6)
 
 
 def loss(e: "CudaEngine", batch: int) -> None:
     """Softmax cross-entropy of every row: the loss, the correct count, the output group's dz (of
     a sequence network: of the pooled logits, spread over the token rows)."""
-    L, b = e.layout, e.buffers
+    L, r, sums = e.layout, e.dev.rows, e.dev.sums
     out = L.output_slot
     T = L.kinds.tokens
     if T > 1:
         samples, n = batch // T, int(L.width[out])
-        e.launch("softmax_xent", ((samples + THREADS - 1) // THREADS, 1), b["pooled"], b["labels"], np.int32(samples),
-                 np.int32(n), np.int32(0), b["dpooled"], b["scalars"], e.ptr("scalars", 8), b["stats"], np.int32(out))
+        e.launch("softmax_xent", ((samples + THREADS - 1) // THREADS, 1), r.pooled, r.labels, np.int32(samples),
+                 np.int32(n), np.int32(0), r.dpooled, sums.scalars, sums.correct, sums.stats, np.int32(out))
         kinds.spread(e, batch)
         return
-    e.launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), e.ptr("act", e.block(out)), b["labels"],
-             np.int32(batch), np.int32(L.width[out]), np.int32(e.ld), e.ptr("dz", e.block(out)), b["scalars"],
-             e.ptr("scalars", 8), b["stats"], np.int32(out))
+    e.launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), addr(r.act, e.block(out)), r.labels,
+             np.int32(batch), np.int32(L.width[out]), np.int32(e.ld), addr(r.dz, e.block(out)), sums.scalars,
+             sums.correct, sums.stats, np.int32(out))
 
 
 class Seeded(Protocol):
@@ -110,7 +112,7 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
     zero_step_sums(e)
     kinds.zero_added(e)
     if e.executor.push:  # every dz block gathers atomically from its consumers
-        e.mem.fill(e.buffers["dz"], 0, e.layout.n_cols * e.batch_cap)
+        e.mem.fill(e.dev.rows.dz, 0, e.layout.n_cols * e.batch_cap)
         if seeded is not None:
             seeded.seed(batch)
     elif seeded is not None:
@@ -120,9 +122,8 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
         seeded.push(batch)  # its pushes and the gradients
     else:
         if e.executor.push:
-            b = e.buffers
-            push_levels(e, batch, [(n, *level) for n, level in enumerate(e.layout.push_levels)], b["backward_tasks"],
-                        b["hidden"], e.launch)
+            push_levels(e, batch, [(n, *level) for n, level in enumerate(e.layout.push_levels)],
+                        e.dev.tasks.first.backward_tasks, e.dev.groups.hidden, e.launch)
         else:
             _pull(e, batch)
         gradients(e, batch)
@@ -130,11 +131,12 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
 
 
 def _pull(e: "CudaEngine", batch: int) -> None:
-    b = e.buffers
+    d = e.dev
+    g, c, r = d.groups, d.csr, d.rows
     for level, launches in _levels(e, batch, BACKWARD):
         for name, grid, tasks, extra in launches:
-            e.launch(name, grid, tasks, b["width"], b["act_off"], b["out_ptr"], b["out_dst"], b["out_woff"],
-                     b["params"], b["act"], b["dz"], np.int32(batch), np.int32(e.ld), b["stats"], *extra)
+            e.launch(name, grid, tasks, g.width, r.act_off, c.out_ptr, c.out_dst, c.out_woff,
+                     d.parameters.params, r.act, r.dz, np.int32(batch), np.int32(e.ld), d.sums.stats, *extra)
         kinds.backward(e, level, batch)
 
 
@@ -144,32 +146,34 @@ def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch
     a task's group finishes its dz (mask, statistics), then pushes into the sources that
     `hidden` marks; `launch`: the launcher of the stream to run on; `act_off`: where the
     groups' blocks are (the engine's, unless a pipelined stage reads kept ones)."""
-    b = e.buffers
-    act_off = b["act_off"] if act_off is None else act_off
+    d = e.dev
+    g, c, r = d.groups, d.csr, d.rows
+    act_off = r.act_off if act_off is None else act_off
     ld, rows = np.int32(e.ld), (batch + TILE - 1) // TILE
     for number, start, count in levels:
         if not count:
             continue
-        at = int(tasks) + 8 * start
+        at = addr(tasks, 8 * start)
         if number:  # all consumers of this level have pushed: mask and statistics
-            launch("backward_finish", (count, rows), at, b["width"], act_off, b["act"], b["dz"],
-                   np.int32(batch), ld, b["stats"])
-        launch("backward_push", (count, rows), at, b["width"], act_off, b["in_ptr"], b["in_src"],
-               b["in_woff"], hidden, b["params"], b["dz"], np.int32(batch), ld)
+            launch("backward_finish", (count, rows), at, g.width, act_off, r.act, r.dz,
+                   np.int32(batch), ld, d.sums.stats)
+        launch("backward_push", (count, rows), at, g.width, act_off, c.in_ptr, c.in_src,
+               c.in_woff, hidden, d.parameters.params, r.dz, np.int32(batch), ld)
 
 
 def gradients(e: "CudaEngine", batch: int) -> None:
     """Weight gradients (one launch per tier) and bias gradients, with their squared sums."""
-    L, b = e.layout, e.buffers
+    L, d = e.layout, e.dev
+    g, c, r = d.groups, d.csr, d.rows
     for pre, suffix, _, _ in tier_launches(e, batch):
         count = L.tiers[pre][2]
         if count and pre:  # the wider tiers' (wide.cu)
-            e.launch("weight" + suffix, (count, 1), b[pre + "weight_tasks"], b["in_src"], b["in_dst"], b["in_woff"],
-                     b["width"], b["act_off"], b["act"], b["dz"], b["grads"], np.int32(batch), np.int32(e.ld),
-                     b["wstats"], e.ptr("scalars", 16))
+            e.launch("weight" + suffix, (count, 1), d.tasks.tiers[pre].weight_tasks, c.in_src, c.in_dst, c.in_woff,
+                     g.width, r.act_off, r.act, r.dz, d.parameters.grads, np.int32(batch), np.int32(e.ld),
+                     d.sums.wstats, d.sums.gradsq)
     first = L.tiers[""][2] if "" in L.tiers else 0
-    dense_gradients(e, batch, b["weight_tasks"], first, b["bias_tasks"], L.n_bias_tasks, e.launch)
-    kinds.gradients(e, batch, e.ptr("scalars", 16))
+    dense_gradients(e, batch, d.tasks.first.weight_tasks, first, d.tasks.bias_tasks, L.n_bias_tasks, e.launch)
+    kinds.gradients(e, batch, d.sums.gradsq)
 
 
 def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bias_tasks, n_bias: int,
@@ -177,37 +181,39 @@ def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bi
     """The first tier's weight gradients (weight_grad: tasks of 12 bytes) and the bias gradients
     (bias_grad: 8 bytes) of the given task lists, with their squared sums, on `launch`'s stream
     (`act_off`: as push_levels')."""
-    b = e.buffers
-    act_off = b["act_off"] if act_off is None else act_off
-    gradsq, ld = e.ptr("scalars", 16), np.int32(e.ld)
+    d = e.dev
+    g, c, r, grads, sums = d.groups, d.csr, d.rows, d.parameters.grads, d.sums
+    act_off = r.act_off if act_off is None else act_off
+    ld = np.int32(e.ld)
     if n_weight:
-        launch("weight_grad", (n_weight, 1), weight_tasks, b["in_src"], b["in_dst"], b["in_woff"], b["width"],
-               act_off, b["act"], b["dz"], b["grads"], np.int32(batch), ld, b["wstats"], gradsq)
+        launch("weight_grad", (n_weight, 1), weight_tasks, c.in_src, c.in_dst, c.in_woff, g.width,
+               act_off, r.act, r.dz, grads, np.int32(batch), ld, sums.wstats, sums.gradsq)
     if n_bias:
-        launch("bias_grad", (n_bias, 1), bias_tasks, b["width"], act_off, b["bias_off"], b["dz"], b["grads"],
-               np.int32(batch), ld, b["wstats"], gradsq)
+        launch("bias_grad", (n_bias, 1), bias_tasks, g.width, act_off, g.bias_off, r.dz, grads,
+               np.int32(batch), ld, sums.wstats, sums.gradsq)
 
 
 def ranges(e: "CudaEngine", batch: int) -> None:
     """Each neuron's activation range over the batch, for pruning (when it is on)."""
-    L, b = e.layout, e.buffers
+    L, d = e.layout, e.dev
     if e.pruning[0]:
-        e.launch("activation_range", (L.n_bias_tasks, 1), b["bias_tasks"], b["width"], b["act_off"], b["col_off"],
-                 b["act"], np.int32(batch), np.int32(e.ld), b["range_min"], b["range_max"], b["run_lo"], b["run_hi"])
+        g, r, ra = d.groups, d.rows, d.ranges
+        e.launch("activation_range", (L.n_bias_tasks, 1), d.tasks.bias_tasks, g.width, r.act_off, g.col_off,
+                 r.act, np.int32(batch), np.int32(e.ld), ra.range_min, ra.range_max, ra.run_lo, ra.run_hi)
 
 
 def optimizer_args(e: "CudaEngine") -> list:
     """The update's arguments (optim.cu): the optimizer's code, three state buffers (null where it
     keeps fewer), n_params, lr, three hyper-parameters."""
-    L, b, opt = e.layout, e.buffers, e.optimizer
-    state = [b[f"state_{name}"] for name in opt.state_names]
-    state += [np.intp(0)] * (3 - len(state))
-    return [np.int32(opt.code), *state, np.int32(L.n_params), np.float32(opt.lr), *[np.float32(h) for h in opt.hyper]]
+    L, opt = e.layout, e.optimizer
+    return [np.int32(opt.code), *e.dev.parameters.state_args(), np.int32(L.n_params), np.float32(opt.lr),
+            *[np.float32(h) for h in opt.hyper]]
 
 
 def update(e: "CudaEngine", args: list | None = None, guard=None) -> None:
     """One optimizer step over every parameter, 4 a thread; refused on the device (guard: the
     step's scalars) if the loss or gradients are not finite."""
     kind, s0, s1, s2, n, *hyper = args or optimizer_args(e)
-    e.launch("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), kind, e.buffers["params"],
-             e.buffers["grads"], s0, s1, s2, n, *hyper, guard if guard is not None else e.buffers["scalars"])
+    p = e.dev.parameters
+    e.launch("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), kind, p.params,
+             p.grads, s0, s1, s2, n, *hyper, guard if guard is not None else e.dev.sums.scalars)

@@ -42,7 +42,7 @@ class Persistent(Executor):
         e = self.engine
         L = e.layout
         passes.zero_step_sums(e)
-        e.mem.fill(e.buffers["counters"], 0, self.counter_words(len(L.groups), batch))
+        e.mem.fill(e.dev.rows.counters, 0, self.counter_words(len(L.groups), batch))
         return passes.optimizer_args(e)
 
 

@@ -18,6 +18,8 @@ the learning rate. The same update, at the same values, as the other executors m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ....guard import gradient_ok
@@ -26,8 +28,16 @@ from ....errors import BackendError
 from .. import runtime
 from ..constants import CH, CHUNK, EW, LAG
 from ..layout import Layout
+from ..records import Ptr, Record, addr, pointers
 from . import output_parts, passes
 from .persistent import Persistent
+
+
+@dataclass(frozen=True)
+class RowsLists(Record):
+    """The row executors' own list: the order of the backward and weight items (backward_order)."""
+
+    bwd_order: Ptr
 
 
 class Rows(Persistent):
@@ -51,14 +61,16 @@ class Rows(Persistent):
     def enqueue_step(self, batch: int, trace=None) -> None:
         """The whole step as one launch; `trace`: a buffer for the items' timeline, or None."""
         e = self.engine
-        L, b = e.layout, e.buffers
+        L, d = e.layout, e.dev
         code, s0, s1, s2, n_params, lr, h1, h2, eps = self.setup(batch)
         a = np.zeros((), self.arguments)
+        found = pointers(d.groups, d.csr, d.own, d.rows, d.parameters, d.sums)
         for name in ("width", "act_off", "bias_off", "in_ptr", "in_src", "in_woff", "out_ptr", "out_dst", "out_woff",
                      "hidden", "level", "bwd_order", "labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars",
                      "counters"):
-            a[name] = int(b[name])
-        a["fwd_tasks"], a["bwd_tasks"] = int(b["forward_tasks"]), e.ptr("backward_tasks", 8 * L.backward_start)
+            a[name] = found[name]
+        tasks = d.tasks.first
+        a["fwd_tasks"], a["bwd_tasks"] = int(tasks.forward_tasks), addr(tasks.backward_tasks, 8 * L.backward_start)
         a["state0"], a["state1"], a["state2"] = int(s0), int(s1), int(s2)
         a["trace"] = int(trace) if trace is not None else 0
         a["n_fwd"], a["n_bwd"], a["batch"], a["n_slots"] = L.n_forward_tasks, L.n_backward_tasks, batch, len(L.groups)
@@ -112,8 +124,8 @@ class Rows(Persistent):
         e.stream.synchronize()
 
     # ------------------------------------------------------------------ its lists
-    def topology_buffers(self, layout: Layout) -> dict:
-        return {"bwd_order": self.engine.mem.upload(backward_order(layout))}
+    def topology_buffers(self, layout: Layout) -> "RowsLists":
+        return RowsLists(bwd_order=self.engine.mem.upload(backward_order(layout)))
 
     # ------------------------------------------------------------------ the timeline
     def trace_step(self, x: np.ndarray, y: np.ndarray) -> dict:
@@ -149,14 +161,14 @@ class Rows(Persistent):
         return counts
 
     def _timeline(self, L: Layout, counts: list, raw: np.ndarray) -> dict:
-        drv, b = self.engine.drv, self.engine.buffers
+        drv, tasks = self.engine.drv, self.engine.dev.tasks.first
         total = len(raw)
         kinds = np.concatenate([[k] * c for k, c in counts])
         slots = np.full(total, -1)
         fwd = np.empty((L.n_forward_tasks, 4), np.int32)
-        drv.memcpy_dtoh(fwd, b["forward_tasks"])
+        drv.memcpy_dtoh(fwd, tasks.forward_tasks)
         bwd = np.empty((L.n_backward_tasks, 2), np.int32)
-        drv.memcpy_dtoh(bwd, self.engine.ptr("backward_tasks", 8 * L.backward_start))
+        drv.memcpy_dtoh(bwd, addr(tasks.backward_tasks, 8 * L.backward_start))
         order = backward_order(L)  # backward and weight items, interleaved
         slots[1:1 + len(fwd)] = fwd[:, 0]
         slots[2 + len(fwd):2 + len(fwd) + len(order)] = bwd[order >> 1, 0]

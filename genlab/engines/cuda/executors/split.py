@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..constants import MT
 
 if TYPE_CHECKING:
@@ -45,5 +43,5 @@ def scratch(layout: "Layout", tiers, cap: int, mem: "Memory") -> dict:
 def arguments(e: "CudaEngine") -> tuple:
     """The wider tiers' forward and backward kernels' last arguments: partials, tickets (null
     where no tier splits: the WT tier's tasks are all of one part)."""
-    b = e.buffers
-    return (b["split_partials"], b["split_tickets"]) if "split_partials" in b else (np.intp(0), np.intp(0))
+    r = e.dev.rows
+    return r.split_partials, r.split_tickets  # NULL where no tier splits

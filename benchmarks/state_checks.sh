@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The CUDA engine's typed device state (genlab/engines/cuda/records.py) on one GPU, in two device
+# calls of 10 minutes:
+#   PART=checks  the GPU suite, then compute-sanitizer memcheck and racecheck over the engine's
+#                representative tests (release_checks.sh's "checks")
+#   PART=bench   `genlab bench` of W1, W3 and W5 (growth) with level, dataflow_rows and PyTorch's
+#                level graph, the trees alternated: base, head, base, head (the first process of a
+#                machine runs a few percent slower); base: .device/base (`git archive <base> | tar
+#                -x -C .device/base`)
+# Logs and JSON to $OUT, everything in $OUT/state_checks.tgz. On the GPU machine:
+#   source .device/setup.sh && GENLAB_COMMIT=<hash> BASE_COMMIT=<hash> PART=checks bash benchmarks/state_checks.sh
+set -u
+OUT=${OUT:-/tmp/state_out}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+source "$HERE/checks_run.sh"  # run NAME SECONDS COMMAND...
+echo "${GENLAB_COMMIT:-unknown} base ${BASE_COMMIT:-unknown}" > "$OUT/commit.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
+if [[ "${PART:-checks}" == checks ]]; then
+    run gpu_suite 300 python -m pytest -m gpu -q -p no:cacheprovider tests
+    OUT="$OUT/sanitizers" PARTS=checks bash "$HERE/release_checks.sh" > /dev/null
+else
+    BENCH=(--workload W1 --workload W3 --workload W5 --implementation genlab_level
+           --implementation genlab_dataflow_rows --implementation torch_level_graph
+           --growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)
+    for i in 1 2; do
+        (cd "$ROOT/.device/base" && GENLAB_COMMIT=${BASE_COMMIT:-base} PYTHONPATH=/tmp/site:$PWD \
+          timeout 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/base$i" > "$OUT/bench_base$i.txt" 2>&1; \
+          echo "bench_base$i rc $? $(tail -1 "$OUT/bench_base$i.txt")" | tee -a "$OUT/summary.txt")
+        run "bench_head$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/head$i"
+    done
+fi
+(cd "$OUT" && tar czf state_checks.tgz --exclude "*.tgz" ./*)

@@ -40,19 +40,17 @@ def save(trainer, path, metadata: dict | None = None):
         json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ArgumentTypeError(f"metadata must be JSON-ready (dicts, lists, strings, finite numbers): {e}") from None
-    trainer._follow()  # edits since the last step are taken up (or refused) first
-    trainer.sync()
-    net, engine = trainer._net, trainer.engine
+    trainer.take_edits()  # edits since the last step are taken up (or refused) first
+    net, engine = trainer.net, trainer.engine  # (net: the engine's parameters copied in)
     state = engine.export_state()
     policy = trainer.growth
     meta = {
         "format": FORMAT, "version": FORMAT_VERSION, "engine": engine.name,
         "optimizer": {"name": trainer.optimizer.name, **trainer.optimizer.settings()},
         "batch_size": trainer.batch_size, "seed": trainer.seed, "dtype": engine.dtype.name,
-        "executor": trainer._engine_options["executor"], "step_count": trainer.step_count,
-        "precision": trainer._engine_options["precision"].value,
+        "executor": trainer.executor, "step_count": trainer.step_count, "precision": trainer.precision,
         "every_step": trainer.every_step,
-        "rng": trainer.rng.bit_generator.state, "net_rng": net._rng.bit_generator.state,
+        "rng": trainer.rng.bit_generator.state, "net_rng": net.rng_state,
         "growth": policy.settings(), "criterion_function": callable(policy.criterion),
         "grower": trainer.grower.state(), "history": trainer.history.to_dict(),
         "ema": [[g, v] for g, v in state.ema.items()], "taylor": [[g, v] for g, v in state.taylor.items()],
@@ -60,7 +58,7 @@ def save(trainer, path, metadata: dict | None = None):
         "placement": state.placement, "metadata": metadata,
     }
     meta["decouple"], modules = _modules(trainer)
-    arrays = {**to_arrays(net), **to_arrays(trainer._start, prefix=START), "__trainer__": json_member(meta), **modules}
+    arrays = {**to_arrays(net), **to_arrays(trainer.start, prefix=START), "__trainer__": json_member(meta), **modules}
     for key, entry in state.optimizer.items():
         for name, value in entry.items():
             arrays[f"{OPT}{name}/{_block(key)}"] = np.asarray(value)
@@ -105,14 +103,14 @@ def load(trainer_class, path, backend: str = "auto", executor: str | None = None
                                     every_step=meta.get("every_step", False), distributed=distributed, world=world,
                                     precision=precision or meta.get("precision", "fp32"), decouple=decouple, **opt)
             state = _engine_state(reader, meta, net)
-            trainer.engine.import_state(state, trainer._net)
+            trainer.engine.import_state(state, trainer.net)
             if saved_dni is not None:
                 trainer.engine.import_modules({_group(g, net): {name: _module_array(reader, g, name) for name in names}
                                                for g, names in saved_dni["modules"]})
-            trainer._start = start
+            trainer.start = start
             trainer.step_count = _count(meta["step_count"])
             trainer.rng.bit_generator.state = meta["rng"]
-            net._rng.bit_generator.state = meta["net_rng"]
+            net.rng_state = meta["net_rng"]
             trainer.history = History.from_dict(meta["history"])
             trainer.grower.restore(meta["grower"])
             trainer.metadata = meta["metadata"]

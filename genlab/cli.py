@@ -9,7 +9,8 @@ import time
 
 from . import __version__
 from .checks import FLOAT_DTYPES
-from .cli_args import SEED_MAX, Defaults, Parser, Usage, count, rate, sizes
+from .cli_args import Defaults, Parser, Usage, count, rate, sizes
+from .datasets import SEED_MAX
 from .distributed.modes import MODES
 from .engines.cuda.executors import NAMES as EXECUTOR_NAMES
 from .operations import Change

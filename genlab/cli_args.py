@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 
-from .datasets import SEED_MAX  # the largest seed every random stream genlab uses takes
-
 
 class Parser(argparse.ArgumentParser):
     """Errors in one line (what is wrong, and --help for the rest), exit status 2."""

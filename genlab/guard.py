@@ -25,12 +25,23 @@ import math
 
 import numpy as np
 
+from .errors import TrainingError
+
 GRAD_LIMIT = 1e18  # a step whose gradient norm exceeds this has diverged (its square fits a float32)
 
 
 def gradient_ok(loss: float, gradsq: float) -> bool:
     """Whether a step with this loss and sum of squared gradients may be applied at all."""
     return math.isfinite(loss) and math.isfinite(gradsq) and gradsq <= GRAD_LIMIT * GRAD_LIMIT
+
+
+def check_gradient(loss: float, gradsq: float) -> None:
+    """TrainingError, saying the step was not applied, unless gradient_ok(loss, gradsq) (every
+    engine's check before its update)."""
+    if not gradient_ok(loss, gradsq):
+        norm = math.sqrt(gradsq) if gradsq >= 0 else math.nan
+        raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {norm:.3g}): "
+                            "the step was not applied (lower the learning rate, or scale the inputs down)")
 
 
 class StepGuard:

@@ -82,6 +82,15 @@ class Network:
         self._biases = Blocks(self, value)
         self.version += 1
 
+    @property
+    def rng_state(self) -> dict:
+        """The state of the random stream growth and init draw from (a checkpoint keeps it)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
     def _pull(self) -> None:
         self._source is not None and self._source()
 

@@ -106,6 +106,23 @@ class Trainer:
         self._begin()
 
     @property
+    def executor(self) -> str | None:
+        """The CUDA engine's schedule asked for ("auto", a name of EXECUTORS, or None: the engine's
+        default); the one running is engine.executor."""
+        return self._engine_options["executor"]
+
+    @property
+    def start(self) -> Network:
+        """The network reset() goes back to (read it; a checkpoint's load sets it)."""
+        return self._start
+
+    @start.setter
+    def start(self, net: Network) -> None:
+        if not isinstance(net, Network):
+            raise ArgumentTypeError(f"a trainer's start is a genlab.Network, got {type(net).__name__}")
+        self._start = net.copy()
+
+    @property
     def precision(self) -> str:
         """The dense products' arithmetic this trainer computes in ("fp32", "3xtf32", "tf32", "bf16")."""
         return self._engine_options["precision"].value
@@ -199,7 +216,7 @@ class Trainer:
                 raise
             self._freeze()
 
-    def _follow(self) -> None:
+    def take_edits(self) -> None:
         """Before a step: take up edits made to the network since the last one, here or by another
         trainer given the same network (the engine reloads it, keeping the optimizer state of
         unchanged parameters), or refuse them if the network can no longer run."""
@@ -237,7 +254,7 @@ class Trainer:
         All or nothing: a step whose loss or update would not be finite raises TrainingError
         and leaves the network and the engine with the parameters of the last good step."""
         x, y = self._check(x, y)
-        self._follow()
+        self.take_edits()
         return self._step(x, y)
 
     def _step(self, x, y) -> dict:
@@ -271,7 +288,7 @@ class Trainer:
         grows in place (CUDA) replays the log of parameter operations itself, so the parameters
         stay where they are.
         """
-        self._follow()
+        self.take_edits()
         in_place = self.engine.grows_in_place
         work = self._net.copy(deep=False, pull=not in_place)  # growth replaces arrays, never edits them
         events, log = self.grower.check(work, self.step_count, self.engine, groups, picture=self._topology)
@@ -321,7 +338,7 @@ class Trainer:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise DataError("validation must be a pair (X_val, y_val)")
             validation = self._check(*validation)
-        self._follow()
+        self.take_edits()
         n = len(X)
         per_epoch = -(-n // self.batch_size)
         bar = tqdm(total=epochs * per_epoch, disable=not progress, desc=f"training ({self.backend})",
@@ -360,7 +377,7 @@ class Trainer:
     def logits(self, X) -> np.ndarray:
         """The network's raw outputs (one row of class scores per row of X)."""
         X = self._check(X)
-        self._follow()
+        self.take_edits()
         return self._logits(X)
 
     def _logits(self, X, batch_size: int = 4096) -> np.ndarray:
@@ -386,7 +403,7 @@ class Trainer:
         from .engines.serial import softmax_cross_entropy
 
         X, y = self._check(X, y)
-        self._follow()
+        self.take_edits()
         logits = self._logits(X).astype(np.float64)
         loss, _ = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         return {"loss": loss, "accuracy": float(np.mean(np.argmax(logits, axis=-1) == y))}

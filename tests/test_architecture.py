@@ -144,11 +144,53 @@ def test_growth_copies_keep_their_source_kind(linear_kind):
     assert net.kinds[deep] == net.kinds[wide] == linear_kind
 
 
-def test_modules_and_functions_stay_small():
-    """No module of genlab over ~400 lines and no function over 80: each holds one idea."""
+def _engine_classes():
+    from genlab.asynchronous.decoupled import DecoupledEngine
+    from genlab.asynchronous.pipeline import PipelinedEngine
+    from genlab.distributed.partitioned import PartitionedEngine
+    from genlab.engines.cuda.decoupled import DecoupledCudaEngine
+    from genlab.engines.cuda.pipelined import PipelinedCudaEngine
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+    from genlab.engines.cuda.recurrent_wavefront import WavefrontCudaEngine
+
+    return [SerialEngine, CudaEngine, RecurrentCudaEngine, WavefrontCudaEngine, DecoupledCudaEngine,
+            PipelinedCudaEngine, DecoupledEngine, PipelinedEngine, PartitionedEngine]
+
+
+def test_engines_declare_what_they_can_do_instead_of_raising():
+    """Taking a step in parts is the Stepwise capability: the partitioned engine, which runs whole
+    steps, lacks it (no backward or update that only raises); no engine method anywhere is a lone
+    raise."""
+    from genlab.distributed.partitioned import PartitionedEngine
+    from genlab.engines import Stepwise
+
+    engines = _engine_classes()
+    assert [cls.__name__ for cls in engines if not issubclass(cls, Stepwise)] == ["PartitionedEngine"]
+    assert issubclass(PartitionedEngine, Engine) and not hasattr(PartitionedEngine, "backward")
+    for cls in engines:
+        for name, member in vars(cls).items():
+            if not inspect.isfunction(member):
+                continue
+            body = ast.parse(inspect.cleandoc("\n" + inspect.getsource(member))).body[0].body
+            body = [b for b in body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+            assert not (len(body) == 1 and isinstance(body[0], ast.Raise)), f"{cls.__name__}.{name} only raises"
+
+
+def test_the_checkpoint_reads_trainers_and_networks_through_their_public_accessors():
+    """checkpoint.py builds and reads trainers and networks it does not own: no private attribute
+    of another object (trainer._net, net._rng, ...), so either may change inside freely."""
+    tree = ast.parse((ROOT / "genlab" / "checkpoint.py").read_text())
+    private = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                      and node.attr.startswith("_") and not node.attr.startswith("__")})
+    assert private == []
+
+
+def test_functions_stay_short():
+    """No function of genlab over 80 lines. A module's length is left to judgement: it holds one
+    idea (ARCHITECTURE.md), and the import graph test keeps the floors one-way; a cap on lines
+    only made modules split where the idea did not."""
     for path in (ROOT / "genlab").rglob("*.py"):
         text = path.read_text()
-        assert len(text.splitlines()) <= 420, path
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef):
                 assert node.end_lineno - node.lineno < 80, (path, node.name)

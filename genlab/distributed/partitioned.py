@@ -23,9 +23,9 @@ import numpy as np
 
 from ..engines.base import STATISTICS, Engine, EngineState
 from ..engines.host_scores import HostScores
-from ..errors import BackendError, TrainingError
+from ..errors import BackendError
 from ..growth import Scores, Tracker
-from ..guard import gradient_ok
+from ..guard import check_gradient, gradient_ok
 from ..kinds.dense import Dense
 from ..network import INPUT, OUTPUT, Network
 from ..precision import DEFAULT as FP32
@@ -213,12 +213,6 @@ class PartitionedEngine(HostScores, Engine):
             for posted, _ in r["works"]:
                 self.world.wait(posted)
 
-    def backward(self, y: np.ndarray) -> float:
-        raise BackendError("the partitioned engine runs whole steps (step); forward gives logits")
-
-    def update(self) -> None:
-        raise BackendError("the partitioned engine runs whole steps (step)")
-
     def step(self, x: np.ndarray, y: np.ndarray, replicas=None) -> tuple[float, int]:
         """Forward and backward of every micro-batch, the statistics and gradient norm summed over
         the processes, then the update of each process's own parameters."""
@@ -238,8 +232,7 @@ class PartitionedEngine(HostScores, Engine):
         if not gradient_ok(loss, gradsq):
             if self.synthetic is not None:
                 self.synthetic.forget()
-            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}): "
-                                "the step was not applied (lower the learning rate, or scale the inputs down)")
+            check_gradient(loss, gradsq)
         with torch.no_grad():
             params = [t for lv in self.W for t in (self.W[lv], self.b[lv])]
             states = {name: [t for lv in self.W for t in self.opt[lv][name]] for name in self.optimizer.state_names}
@@ -294,14 +287,6 @@ class PartitionedEngine(HostScores, Engine):
         return found[0], found[1]
 
     # ------------------------------------------------------------------ statistics and growth
-    @property
-    def stats(self) -> dict:
-        return self._stats
-
-    @property
-    def grad_std(self) -> dict:
-        return dict(sorted(self._stats["grad_std"].items()))
-
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:
         hidden = {g for g in self.widths if g not in (INPUT, OUTPUT)}
         return self.growth_scores.choose(lambda g: self.inputs[g], hidden, eligible, threshold, relative)
@@ -309,10 +294,7 @@ class PartitionedEngine(HostScores, Engine):
 
 
     def export_state(self) -> EngineState:
-        state = self._gather_state()
-        t = self.tracker
-        return EngineState(state, dict(self.growth_scores.ema), dict(t.taylor),
-                           {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
+        return self.state_with(self._gather_state())
 
     def import_state(self, state: EngineState, net: Network) -> None:
         self.plan = None  # the state comes from the file, not from the processes
@@ -321,7 +303,4 @@ class PartitionedEngine(HostScores, Engine):
             for name in self.optimizer.state_names:
                 held = {k: v[name] for k, v in state.optimizer.items() if name in v}
                 self.opt[lv][name] = tuple(self._tensor(a) for a in self._level_arrays(lp, held))
-        self.growth_scores.ema = dict(state.ema)
-        self.tracker.taylor = dict(state.taylor)
-        self.tracker.lo = {g: lo.astype(self.dtype) for g, (lo, _) in state.ranges.items()}
-        self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
+        self.take_scores(state)

@@ -4,7 +4,7 @@ The serial engine (NumPy) is the reference; the CUDA engine (engines/cuda/) runs
 kernels (cuda/*.cu). genlab.backends picks one.
 """
 
-from .base import STATISTICS, Engine
+from .base import STATISTICS, Engine, Stepwise
 from .serial import SerialEngine, softmax_cross_entropy
 
-__all__ = ["STATISTICS", "Engine", "SerialEngine", "softmax_cross_entropy"]
+__all__ = ["STATISTICS", "Engine", "SerialEngine", "Stepwise", "softmax_cross_entropy"]

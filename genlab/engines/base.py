@@ -4,8 +4,10 @@ Four engines implement it explicitly: SerialEngine (NumPy, the reference), CudaE
 the GPU), RecurrentCudaEngine (a recurrent network on the GPU) and PartitionedEngine (a network
 cut across processes, genlab.distributed); the rest subclass one of them (the decoupled and
 pipelined engines of genlab.DNI, the wavefront engine). A new engine subclasses Engine and is
-registered in genlab.backends. Capabilities are class attributes of fixed type, so that
-callers read them instead of probing.
+registered in genlab.backends. Capabilities are declared, never found out by a method that
+raises: class attributes of fixed type (precisions, runs_recurrent, ...), and Stepwise, the
+engines whose step can be taken in parts (forward, backward, update); callers read them instead of
+probing.
 """
 
 from __future__ import annotations
@@ -172,14 +174,6 @@ class Engine(ABC):
         """Logits for a batch x (batch x n_inputs); keeps what backward needs."""
 
     @abstractmethod
-    def backward(self, y: np.ndarray) -> float:
-        """Loss of the last forward against labels y; fills gradients and statistics."""
-
-    @abstractmethod
-    def update(self) -> None:
-        """One optimizer step with the gradients of the last backward."""
-
-    @abstractmethod
     def step(self, x: np.ndarray, y: np.ndarray, replicas: Replicas | None = None) -> tuple[float, int]:
         """Forward, backward and update on one batch: (loss, correct predictions). A non-finite
         loss or gradient raises TrainingError and changes no parameter. With replicas (a
@@ -220,3 +214,18 @@ class Engine(ABC):
     @abstractmethod
     def apply_growth(self, net: Network, log: list[GrowthOp]) -> None:
         """Take the network as growth and pruning left it, with the log of what they did."""
+
+
+class Stepwise(Engine):
+    """The capability of taking a step in parts: forward(), then backward(), then update() (the
+    gradient checks, the serial engine's comparisons, a step's pieces timed apart). An engine that
+    runs whole steps only (the partitioned engine: the processes' passes interleave) is an Engine
+    without it; ask with isinstance(engine, Stepwise)."""
+
+    @abstractmethod
+    def backward(self, y: np.ndarray) -> float:
+        """Loss of the last forward against labels y; fills gradients and statistics."""
+
+    @abstractmethod
+    def update(self) -> None:
+        """One optimizer step with the gradients of the last backward."""

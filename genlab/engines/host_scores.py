@@ -1,19 +1,49 @@
-"""What the engines whose growth scores live on the host share (serial, recurrent CUDA,
-partitioned): the smoothing of the growth criterion and the pruning ranges after each step,
-the prune report, and growth taken as a reload."""
+"""What the engines whose statistics and growth scores live on the host share (serial, recurrent
+CUDA, partitioned), written once: the last step's statistics, the smoothing of the growth
+criterion and the pruning ranges after each step, the prune report, growth taken as a reload,
+and the scores' part of the exported state."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from .. import operations as op
 from ..growth import Scores, Tracker
 from ..network import Network
+from .base import EngineState
 
 
 class HostScores:
-    """A mixin for an Engine: growth_scores and tracker on the host, fed from the step's stats."""
+    """A mixin for an Engine: the last step's statistics (_stats, {statistic: {group: value}}),
+    growth_scores and tracker on the host, fed from those statistics."""
 
     growth_scores: Scores
     tracker: Tracker
+    dtype: np.dtype
+    _stats: dict
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        return self._stats
+
+    @property
+    def grad_std(self) -> dict[int, float]:
+        """Std of dL/dh over batch and neurons for every group but the input (last backward), in
+        ascending group id."""
+        return dict(sorted(self._stats["grad_std"].items()))
+
+    def state_with(self, optimizer: dict) -> EngineState:
+        """An EngineState of this optimizer state ({key: {state name: array}}) and the scores."""
+        t = self.tracker
+        return EngineState(optimizer, dict(self.growth_scores.ema), dict(t.taylor),
+                           {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
+
+    def take_scores(self, state: EngineState) -> None:
+        """The growth and Taylor scores and the pruning ranges of an exported state."""
+        self.growth_scores.ema = dict(state.ema)
+        self.tracker.taylor = dict(state.taylor)
+        self.tracker.lo = {g: lo.astype(self.dtype) for g, (lo, _) in state.ranges.items()}
+        self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
 
     def observe_scores(self, stats: dict) -> None:
         """Smooth the growth criterion and track the pruning statistics of this step."""

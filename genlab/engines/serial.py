@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TrainingError
-from ..guard import StepGuard, gradient_ok, max_abs, refused_update
+from ..guard import StepGuard, check_gradient, max_abs, refused_update
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
 from ..precision import ALL, DEFAULT, Precision, parse, rounded
 from . import through_time
-from .base import STATISTICS, Engine, EngineState, Replicas
+from .base import STATISTICS, EngineState, Replicas, Stepwise
 from .buckets import Buckets
 from .host_scores import HostScores
 
@@ -33,7 +33,7 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
     return loss, grad
 
 
-class SerialEngine(HostScores, Engine):
+class SerialEngine(HostScores, Stepwise):
     """Runs a Network on the CPU with NumPy, in float32 (default) or float64."""
 
     name = "serial"
@@ -147,16 +147,6 @@ class SerialEngine(HostScores, Engine):
     def grads(self) -> dict[tuple, np.ndarray]:
         return self._grads
 
-    @property
-    def stats(self) -> dict[str, dict]:
-        return self._stats
-
-    @property
-    def grad_std(self) -> dict[int, float]:
-        """Std of dL/dh over batch and neurons for every group but the input (last backward), in
-        ascending group id."""
-        return dict(sorted(self.stats["grad_std"].items()))
-
     def update(self) -> None:
         """One optimizer step with the gradients of the last backward."""
         for key, grad in self._grads.items():
@@ -180,9 +170,7 @@ class SerialEngine(HostScores, Engine):
             finally:
                 self._buckets = None
             gradsq = float(sum(np.vdot(g, g) for g in self.grads.values()))
-        if not gradient_ok(loss, gradsq):
-            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {np.sqrt(gradsq):.3g}): "
-                                "the step was not applied (lower the learning rate, or scale the inputs down)")
+        check_gradient(loss, gradsq)
         if self.guard.safe(self.optimizer):
             self.update()
             self.guard.advance(self.optimizer, gradsq)
@@ -253,9 +241,7 @@ class SerialEngine(HostScores, Engine):
             shape = self._params[key].shape
             optimizer[key] = {n: (np.full(shape, st[n], np.float64) if np.isscalar(st[n]) else st[n].copy())
                               for n in names if n in st}
-        t = self.tracker
-        return EngineState(optimizer, dict(self.growth_scores.ema), dict(t.taylor),
-                           {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
+        return self.state_with(optimizer)
 
     def import_state(self, state: EngineState, net: Network) -> None:
         names = self.optimizer.state_names
@@ -275,8 +261,5 @@ class SerialEngine(HostScores, Engine):
                     entry[n] = a.astype(self.dtype)
             new[key] = entry
         self.state = new
-        self.growth_scores.ema = dict(state.ema)
-        self.tracker.taylor = dict(state.taylor)
-        self.tracker.lo = {g: lo.astype(self.dtype) for g, (lo, _) in state.ranges.items()}
-        self.tracker.hi = {g: hi.astype(self.dtype) for g, (_, hi) in state.ranges.items()}
+        self.take_scores(state)
         self._measure()

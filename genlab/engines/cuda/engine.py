@@ -21,10 +21,10 @@ from dataclasses import replace
 import numpy as np
 
 from ...errors import BackendError, TrainingError
-from ...guard import StepGuard, gradient_ok, max_abs, refused_update
+from ...guard import StepGuard, check_gradient, gradient_ok, max_abs, refused_update
 from ...network import INPUT, Network
 from ...precision import ALL, DEFAULT, Precision, parse
-from ..base import Engine, EngineState, Replicas
+from ..base import EngineState, Replicas, Stepwise
 from . import growth, readback, replicas as replicated, runtime, state, topology
 from .choice import Chooser, candidates
 from .concurrent import Concurrent
@@ -36,7 +36,7 @@ from .records import DeviceState, Parameters, Rows
 from . import staging
 
 
-class CudaEngine(Concurrent, Engine):
+class CudaEngine(Concurrent, Stepwise):
     """Runs a Network on an NVIDIA GPU with genlab's CUDA kernels (float32).
 
     executor: how a training step is scheduled (a name of executors.EXECUTORS); every one
@@ -287,10 +287,7 @@ class CudaEngine(Concurrent, Engine):
             loss, correct, gradsq = replicated.step(self, x, y, replicas)
             self.executor.after_step(gradient_ok(loss, gradsq))
         self._stats_cache = None
-        ok = gradient_ok(loss, gradsq)
-        if not ok:
-            raise TrainingError(f"the loss or its gradients became {loss} (gradient norm {math.sqrt(gradsq):.3g}): "
-                                "the step was not applied (lower the learning rate, or scale the inputs down)")
+        check_gradient(loss, gradsq)
         if not careful:
             self.guard.advance(self.optimizer, gradsq)
             return loss, correct

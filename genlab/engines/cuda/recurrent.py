@@ -33,7 +33,7 @@ from ...optim import SGD
 from ...precision import ALL, Precision, parse
 from ...precision import DEFAULT as FP32
 from ...unroll import flatten, unroll
-from ..base import STATISTICS, Engine, EngineState
+from ..base import STATISTICS, EngineState, Stepwise
 from ..host_scores import HostScores
 from . import readback
 from .constants import THREADS
@@ -56,7 +56,7 @@ class CopyMaps:
     n_inner: int
 
 
-class RecurrentCudaEngine(HostScores, Engine):
+class RecurrentCudaEngine(HostScores, Stepwise):
     """Runs a recurrent Network on an NVIDIA GPU (float32) through its unrolled DAG."""
 
     name = "cuda"
@@ -304,14 +304,6 @@ class RecurrentCudaEngine(HostScores, Engine):
                 hi[g] = np.maximum(hi[g], highs[cell]) if g in hi else highs[cell]
         return lo, hi
 
-    @property
-    def stats(self) -> dict:
-        return self._stats
-
-    @property
-    def grad_std(self) -> dict[int, float]:
-        return dict(sorted(self._stats["grad_std"].items()))
-
     # ------------------------------------------------------------------ parameters and state
     @property
     def params(self) -> dict:
@@ -322,9 +314,7 @@ class RecurrentCudaEngine(HostScores, Engine):
         return self._host(self.master.grads)
 
     def export_state(self) -> EngineState:
-        t = self.tracker
-        return EngineState(self._host_state(), dict(self.growth_scores.ema), dict(t.taylor),
-                           {g: (t.lo[g].copy(), t.hi[g].copy()) for g in t.lo})
+        return self.state_with(self._host_state())
 
     def import_state(self, state: EngineState, net: Network) -> None:
         for name, buf in zip(self.optimizer.state_names, self.master.state):
@@ -333,9 +323,7 @@ class RecurrentCudaEngine(HostScores, Engine):
                 flat[self.offsets[key]:self.offsets[key] + math.prod(self.shapes[key])] = \
                     np.asarray(arrays[name], np.float32).ravel()
             self.drv.memcpy_htod(buf, flat)
-        self.growth_scores.ema, self.tracker.taylor = dict(state.ema), dict(state.taylor)
-        self.tracker.lo = {g: lo.astype(np.float32) for g, (lo, _) in state.ranges.items()}
-        self.tracker.hi = {g: hi.astype(np.float32) for g, (_, hi) in state.ranges.items()}
+        self.take_scores(state)
         self.guard.measured(max_abs(self._host(self.master.params).values()),
                             max_abs(self._host(self.master.state[0]).values()))
 

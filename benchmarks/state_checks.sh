@@ -6,7 +6,7 @@
 #   PART=bench   `genlab bench` of W1, W3 and W5 (growth) with level, dataflow_rows and PyTorch's
 #                level graph, the trees alternated: base, head, base, head (the first process of a
 #                machine runs a few percent slower); base: .device/base (`git archive <base> | tar
-#                -x -C .device/base`)
+#                -x -C .device/base`); SUITE=1 runs the GPU suite first
 # Logs and JSON to $OUT, everything in $OUT/state_checks.tgz. On the GPU machine:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> BASE_COMMIT=<hash> PART=checks bash benchmarks/state_checks.sh
 set -u
@@ -20,6 +20,7 @@ if [[ "${PART:-checks}" == checks ]]; then
     run gpu_suite 300 python -m pytest -m gpu -q -p no:cacheprovider tests
     OUT="$OUT/sanitizers" PARTS=checks bash "$HERE/release_checks.sh" > /dev/null
 else
+    [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
     BENCH=(--workload W1 --workload W3 --workload W5 --implementation genlab_level
            --implementation genlab_dataflow_rows --implementation torch_level_graph
            --growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)

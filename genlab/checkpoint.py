@@ -1,6 +1,6 @@
 """Checkpoints: a trainer written to one file and read back to continue as if never stopped.
 
-A checkpoint is a network file (genlab.network_file: Network.load reads it) with more members:
+A checkpoint is a network file (genlab.network.file: Network.load reads it) with more members:
   __trainer__          JSON: settings, step count, random streams, growth bookkeeping, history
   start/...            the starting network (what Trainer.reset goes back to)
   opt/<state>/<block>  the optimizer's state of each parameter block (W_src_dst, b_g)
@@ -22,7 +22,7 @@ from .engines.base import EngineState
 from .errors import ArgumentError, ArgumentTypeError, BackendError, FileFormatError, GenlabError
 from .files import NpzReader, write_npz
 from .network import Network
-from .network_file import OPT, RANGE, START, json_member, read_from, read_json, to_arrays
+from .network.file import OPT, RANGE, START, json_member, read_from, read_json, to_arrays
 
 FORMAT = "genlab.checkpoint"
 FORMAT_VERSION = 1

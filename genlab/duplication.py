@@ -5,7 +5,7 @@ every edge: right for a person's edit, and most of a growth event's time (45 us 
 a 34-group network, a search per edge). A duplication cannot make a bad network: the new group
 takes g's width, kind and options, its edges are copies of g's (width-wise) or g's own edges
 stretched through it (depth-wise), so shapes hold and no cycle closes. This module makes those
-edits without the checks; it is the one place besides network.py that writes a Network's
+edits without the checks; it is the one place besides genlab.network that writes a Network's
 fields, and tests/test_duplication.py checks that every edit equals what the checked methods
 build (topology, edge order, parameters, the network's random state).
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .network import Network
+    from .core import Network
 
 
 class Blocks(dict):

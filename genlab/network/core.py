@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, dag, network_file, shapes
+from .. import checks, dag, shapes
+from ..errors import GraphError
+from ..group_ids import INPUT, OUTPUT
+from ..kinds import DEFAULT, GroupKind, get_kind
 from . import constructors as _constructors  # they build Networks (the class methods below)
+from . import file as network_file
 from .blocks import Blocks
-from .errors import GraphError
-from .group_ids import INPUT, OUTPUT
-from .kinds import DEFAULT, GroupKind, get_kind
 from .validation import validate
 
 
@@ -402,7 +403,7 @@ class Network:
 
     def save(self, path) -> Path:
         """Write topology, parameters and growth history to exactly `path` (an .npz archive,
-        whatever the suffix; no pickled code; genlab.network_file holds the format). Atomic: a
+        whatever the suffix; no pickled code; genlab.network.file holds the format). Atomic: a
         failure raises SaveError and leaves the file that was there before intact."""
         return network_file.write(self, path)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import checks, dag, shapes
-from .errors import GraphError
-from .group_ids import INPUT, OUTPUT
-from .group_ids import ids_text as _ids
+from .. import checks, dag, shapes
+from ..errors import GraphError
+from ..group_ids import INPUT, OUTPUT
+from ..group_ids import ids_text as _ids
 
 
 def validate(net) -> None:

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import checks, shapes
-from .checks import FLOAT_DTYPES
-from .errors import FileFormatError, GraphError
-from .files import NpzReader, write_npz
-from .group_ids import INPUT, OUTPUT
-from .kinds import KINDS, DEFAULT, get_kind
-from .operations import Change
+from .. import checks, shapes
+from ..checks import FLOAT_DTYPES
+from ..errors import FileFormatError, GraphError
+from ..files import NpzReader, write_npz
+from ..group_ids import INPUT, OUTPUT
+from ..kinds import KINDS, DEFAULT, get_kind
+from ..operations import Change
 
 if TYPE_CHECKING:
-    from .network import Network
+    from .core import Network
 
 FORMAT = "genlab.network"
 FORMAT_VERSION = 1

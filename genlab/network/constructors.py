@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import checks
-from .errors import ArgumentError, GraphError
-from .group_ids import INPUT, OUTPUT
-from .group_ids import ids_text as _ids
-from .shapes import edge_width
+from .. import checks
+from ..errors import ArgumentError, GraphError
+from ..group_ids import INPUT, OUTPUT
+from ..group_ids import ids_text as _ids
+from ..shapes import edge_width
 
 
 def mlp(cls, sizes, seed: int = 0, dtype=np.float32):

@@ -18,6 +18,7 @@ from .records import (Csr, Edges, GrowthScratch, Groups, KindLists, Ranges, Step
 if TYPE_CHECKING:
     from .engine import CudaEngine
 
+
 def build(e: "CudaEngine", ix: Layout, cap: int, edges: Edges | None = None) -> Topology:
     """New buffers for everything that follows from layout ix (all but parameters, optimizer
     state and growth scores), for batches of up to cap rows: the edge list (`edges`: the current

@@ -37,6 +37,7 @@ class ClusterLists(Record):
     plan: Ptr
     phases: Ptr
 
+
 FP32_LANES = 128  # fp32 multiply-adds a multiprocessor issues a cycle, the most of any GPU (Hopper's)
 
 

@@ -45,7 +45,6 @@ class Persistent(Executor):
         e.mem.fill(e.dev.rows.counters, 0, self.counter_words(len(L.groups), batch))
         return passes.optimizer_args(e)
 
-
     def launch(self, *args) -> None:
         """The step's one launch of the kernel over the resident grid."""
         self.engine.launch(self.kernel, (self.grid, 1), *args)

@@ -185,6 +185,13 @@ def test_the_checkpoint_reads_trainers_and_networks_through_their_public_accesso
     assert private == []
 
 
+def test_the_scores_record_types_each_of_its_fields():
+    from genlab.engines.cuda.growth import GROUP_STATE
+    from genlab.engines.cuda.records import Scores
+
+    assert list(Scores.TYPES) == list(Scores.names()) == [name for name, _ in GROUP_STATE]
+
+
 def test_functions_stay_short():
     """No function of genlab over 80 lines. A module's length is left to judgement: it holds one
     idea (ARCHITECTURE.md), and the import graph test keeps the floors one-way; a cap on lines

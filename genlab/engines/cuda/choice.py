@@ -39,7 +39,6 @@ from ...precision import DEFAULT as FP32
 from ...precision import Precision
 from .constants import WIDE
 from .executors import EXECUTORS, Executor
-from .records import Ranges
 
 if TYPE_CHECKING:
     from .engine import CudaEngine
@@ -115,7 +114,8 @@ class Snapshot:
                  *[((lambda d, i=i: d.parameters.state[i]), 4 * L.n_params) for i in range(n_state)],
                  *[((lambda d, n=name: getattr(d.scores, n)), np.dtype(dtype).itemsize * len(L.groups))
                    for name, dtype in GROUP_STATE],
-                 *[((lambda d, n=name: getattr(d.ranges, n)), 4 * L.n_cols) for name in Ranges.names()[2:]]]
+                 *[((lambda d, n=name: getattr(d.ranges, n)), 4 * L.n_cols)
+                   for name in ("run_lo", "run_hi", "run_const")]]
         e.mem.check_room(sum(nbytes for _, nbytes in where), "a copy of the parameters for the executor trial")
         self.e, self.copies = e, []
         for at, nbytes in where:

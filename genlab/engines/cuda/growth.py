@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .engine import CudaEngine
 
 # per group, carried by group id through re-layouts: growth score, Taylor score, and whether seen
-GROUP_STATE = (("ema", np.float64), ("seen", np.int32), ("taylor", np.float64), ("taylor_seen", np.int32))
+GROUP_STATE = tuple(Scores.TYPES.items())
 
 
 def apply(e: "CudaEngine", net: Network, log: list) -> None:

@@ -161,7 +161,6 @@ class StepSums(Record):
     per group weight-gradient sums, the scalars (loss: double at 0, correct: int at 8, squared
     gradient: double at 16) and a data-parallel step's packed sums."""
 
-    LOSS: ClassVar[int] = 0
     CORRECT: ClassVar[int] = 8
     GRADSQ: ClassVar[int] = 16
 
@@ -207,7 +206,9 @@ class Ranges(Record):
 @dataclass(frozen=True)
 class Scores(Record):
     """Per group, carried by group id through re-layouts: the growth criterion's moving average,
-    the Taylor score's, and whether each was seen (growth.GROUP_STATE: their types)."""
+    the Taylor score's, and whether each was seen."""
+
+    TYPES: ClassVar[dict] = {"ema": np.float64, "seen": np.int32, "taylor": np.float64, "taylor_seen": np.int32}
 
     ema: Ptr
     seen: Ptr

@@ -179,7 +179,8 @@ class RecurrentCudaEngine(HostScores, Stepwise):
 
     def _broadcast(self) -> None:
         n = self.maps.n_inner
-        self.launch.flat("gather", n, self.inner.dev.parameters.params, self.master.params, self.maps.bcast, np.int32(n))
+        self.launch.flat("gather", n, self.inner.dev.parameters.params, self.master.params, self.maps.bcast,
+                         np.int32(n))
         self.stream.synchronize()
 
     # ------------------------------------------------------------------ training

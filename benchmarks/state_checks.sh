@@ -6,7 +6,8 @@
 #   PART=bench   `genlab bench` of W1, W3 and W5 (growth) with level, dataflow_rows and PyTorch's
 #                level graph, the trees alternated: base, head, base, head (the first process of a
 #                machine runs a few percent slower); base: .device/base (`git archive <base> | tar
-#                -x -C .device/base`); SUITE=1 runs the GPU suite first
+#                -x -C .device/base`); SUITE=1 runs the GPU suite first; WORKLOADS (default
+#                "W1 W3 W5") and ROUNDS (default 2) narrow or widen it
 # Logs and JSON to $OUT, everything in $OUT/state_checks.tgz. On the GPU machine:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> BASE_COMMIT=<hash> PART=checks bash benchmarks/state_checks.sh
 set -u
@@ -21,10 +22,12 @@ if [[ "${PART:-checks}" == checks ]]; then
     OUT="$OUT/sanitizers" PARTS=checks bash "$HERE/release_checks.sh" > /dev/null
 else
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
-    BENCH=(--workload W1 --workload W3 --workload W5 --implementation genlab_level
+    BENCH=()
+    for w in ${WORKLOADS:-W1 W3 W5}; do BENCH+=(--workload "$w"); done
+    BENCH+=(--implementation genlab_level
            --implementation genlab_dataflow_rows --implementation torch_level_graph
            --growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)
-    for i in 1 2; do
+    for i in $(seq "${ROUNDS:-2}"); do
         (cd "$ROOT/.device/base" && GENLAB_COMMIT=${BASE_COMMIT:-base} PYTHONPATH=/tmp/site:$PWD \
           timeout 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/base$i" > "$OUT/bench_base$i.txt" 2>&1; \
           echo "bench_base$i rc $? $(tail -1 "$OUT/bench_base$i.txt")" | tee -a "$OUT/summary.txt")

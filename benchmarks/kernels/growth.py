@@ -27,8 +27,8 @@ for step in range(1, 6):
 L = gpu.layout
 ema = rng.random(len(L.groups))
 seen = np.ones(len(L.groups), np.int32)
-gpu.drv.memcpy_htod(gpu.buffers["ema"], ema)
-gpu.drv.memcpy_htod(gpu.buffers["seen"], seen)
+gpu.drv.memcpy_htod(gpu.dev.scores.ema, ema)
+gpu.drv.memcpy_htod(gpu.dev.scores.seen, seen)
 reference = Scores()
 reference.ema = {g: ema[s] for s, g in enumerate(L.groups) if g in net.hidden_groups}
 want = reference.choose(net.inputs, set(net.hidden_groups), set(net.hidden_groups), 0.5, False)

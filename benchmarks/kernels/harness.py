@@ -106,14 +106,15 @@ def poison(engine: CudaEngine, *names: str) -> None:
     L = engine.layout
     for name in names:
         words = {"act": L.n_cols * engine.batch_cap, "dz": L.n_cols * engine.batch_cap, "grads": L.n_params}[name]
-        engine.drv.memset_d32(engine.buffers[name], NAN, words)
+        buf = engine.dev.parameters.grads if name == "grads" else getattr(engine.dev.rows, name)
+        engine.drv.memset_d32(buf, NAN, words)
 
 
 def activations(engine: CudaEngine, net, batch: int, name: str = "act") -> dict[int, np.ndarray]:
     """Every group's block of `name` (act or dz), copied back."""
     L, out = engine.layout, {}
     flat = np.empty(L.n_cols * engine.batch_cap, np.float32)
-    engine.drv.memcpy_dtoh(flat, engine.buffers[name])
+    engine.drv.memcpy_dtoh(flat, getattr(engine.dev.rows, name))
     for g in net.groups:
         s = L.slot[g]
         w, c0 = int(L.width[s]), int(L.col_off[s])

@@ -20,5 +20,5 @@ for number, (kind, shape, options) in enumerate(CASES):
     depth = len(gpu.layout.forward_levels)
     timed(f"{kind}: its forward launches", gpu, lambda: [kinds.forward(gpu, lv, rows) for lv in range(1, depth)])
     timed(f"{kind}: its backward launches", gpu, lambda: [kinds.backward(gpu, lv, rows) for lv in range(1, depth)])
-    timed(f"{kind}: its gradients", gpu, lambda: kinds.gradients(gpu, rows, gpu.ptr("scalars", 16)))
+    timed(f"{kind}: its gradients", gpu, lambda: kinds.gradients(gpu, rows, gpu.dev.sums.gradsq))
 raise SystemExit(done())

@@ -79,7 +79,7 @@ def timed(net, x, y) -> dict:
     depth = len(engine.layout.forward_levels)
     out = {"forward_us": time_graph(engine, lambda: [kinds.forward(engine, lv, rows) for lv in range(1, depth)], 20),
            "backward_us": time_graph(engine, lambda: [kinds.backward(engine, lv, rows) for lv in range(1, depth)], 20),
-           "gradients_us": time_graph(engine, lambda: kinds.gradients(engine, rows, engine.ptr("scalars", 16)), 20),
+           "gradients_us": time_graph(engine, lambda: kinds.gradients(engine, rows, engine.dev.sums.gradsq), 20),
            **({"weight_grad_us": time_graph(engine, lambda: kinds.conv_weight_grad(engine, rows), 20),
                "bias_grad_us": time_graph(engine, lambda: kinds.conv_bias_grad(engine, rows), 20)}
               if len(engine.layout.kinds.conv_edges) else {}),

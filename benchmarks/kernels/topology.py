@@ -13,7 +13,7 @@ from genlab.operations import Noise
 def device(gpu, name, n):
     out = np.empty(n, np.int32)
     if n:
-        gpu.drv.memcpy_dtoh(out, gpu.buffers[name])
+        gpu.drv.memcpy_dtoh(out, getattr(gpu.dev.csr, name))
     return out
 
 

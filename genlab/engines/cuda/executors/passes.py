@@ -31,7 +31,7 @@ FORWARD = ("forward", "forward_tasks", 0)
 BACKWARD = ("backward", "backward_tasks", 1)
 
 
-def _levels(e: "CudaEngine", batch: int, which: tuple):
+def level_launches(e: "CudaEngine", batch: int, which: tuple):
     """(level, [(kernel, grid, first task, extra arguments) of each tier's launch]) level by level
     (forward from level 1; backward from the deepest hidden level). The wider tiers' kernels take
     the split-K scratch (split.py) as their last arguments, the first tier's forward the output
@@ -59,7 +59,7 @@ def forward(e: "CudaEngine", batch: int) -> None:
     parts last, output_parts.py); a sequence network's logits are its token rows' mean."""
     L, d = e.layout, e.dev
     g, c, r = d.groups, d.csr, d.rows
-    for level, launches in _levels(e, batch, FORWARD):
+    for level, launches in level_launches(e, batch, FORWARD):
         for name, grid, tasks, extra in launches:
             e.launch(name, grid, tasks, g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_woff,
                      d.parameters.params, r.act, np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
@@ -133,7 +133,7 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
 def _pull(e: "CudaEngine", batch: int) -> None:
     d = e.dev
     g, c, r = d.groups, d.csr, d.rows
-    for level, launches in _levels(e, batch, BACKWARD):
+    for level, launches in level_launches(e, batch, BACKWARD):
         for name, grid, tasks, extra in launches:
             e.launch(name, grid, tasks, g.width, r.act_off, c.out_ptr, c.out_dst, c.out_woff,
                      d.parameters.params, r.act, r.dz, np.int32(batch), np.int32(e.ld), d.sums.stats, *extra)

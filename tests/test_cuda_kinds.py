@@ -64,10 +64,10 @@ def test_training_steps_match_serial(make, seed):
 def test_attention_blocks_of_several_samples_match_serial(monkeypatch, per_block, seed):
     """Several samples an attention block (the last block fewer), weights staged and gradients
     summed in shared memory, against the serial engine's gradients."""
-    from genlab.engines.cuda.executors import kinds
+    from genlab.kinds.attention import cuda
 
-    monkeypatch.setattr(kinds, "ATTENTION_SAMPLES", per_block)
-    monkeypatch.setattr(kinds, "ATTENTION_BLOCKS", 1)
+    monkeypatch.setattr(cuda, "SAMPLES", per_block)
+    monkeypatch.setattr(cuda, "BLOCKS", 1)
     assert_passes_match(*random_sequence_net(200 + seed), seed)
 
 
@@ -93,13 +93,11 @@ def random_stride_one_net(seed):
 def test_staged_conv_backward_and_weight_warps_match_serial(seed):
     """conv_backward_staged (every group of these networks fits it) and conv_weight_grad's warp
     tiles against the serial engine's gradients and statistics."""
-    from genlab.engines.cuda.executors import kinds
+    from genlab.kinds.conv import cuda
 
     net, x = random_stride_one_net(300 + seed)
     ref, gpu = assert_passes_match(net, x, seed)
-    consumers = kinds._consumers(gpu.layout)
-    assert all(kinds._conv_backward_staged(gpu.layout, gpu.layout.slot[g], consumers.get(gpu.layout.slot[g], ()))
-               for g in net.hidden_groups)
+    assert all(cuda.staging(gpu.layout)[gpu.layout.slot[g]][1] for g in net.hidden_groups)
     for g, value in ref.stats["grad_std"].items():
         assert gpu.stats["grad_std"][g] == pytest.approx(value, rel=1e-4, abs=1e-9), g
 

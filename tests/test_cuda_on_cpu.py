@@ -152,7 +152,7 @@ def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
     range ends inside a sample) and conv_forward where the inputs do not fit (a 20 x 20 grid of
     24 channels), against the serial engine's gradients."""
     from genlab.engines.cuda import CudaEngine
-    from genlab.engines.cuda.executors import kinds
+    from genlab.kinds.conv import cuda
 
     net, (a, b, c, d) = conv_net_of_every_kernel()
     big = Network(input_shape=(24, 20, 20), n_outputs=3, seed=7)
@@ -161,7 +161,7 @@ def test_conv_groups_with_staged_inputs_train_as_the_serial_engine(cpu_gpu):
     for network, n, staged in ((net, 37, {a, b, c, d}), (big, 5, set())):
         x, y = batch(network, n, seed=8)
         gpu = CudaEngine(network, SGD(lr=0.05), executor="level")
-        assert {g for g in network.hidden_groups if kinds._conv_staged(gpu.layout, gpu.layout.slot[g])} == staged
+        assert {g for g in network.hidden_groups if cuda.forward_staged(gpu.layout, gpu.layout.slot[g])} == staged
         ref = SerialEngine(network, SGD(lr=0.05), dtype="float64")
         assert_steps_match(gpu, ref, x, y, steps=2)
         for key, g in ref.grads.items():
@@ -175,7 +175,7 @@ def test_conv_backward_staged_and_weight_warps_train_as_the_serial_engine(cpu_gp
     warps: in turns, the last turn shared by every warp); and a level that falls back to
     conv_backward (a consumer of stride 2) beside one that does not."""
     from genlab.engines.cuda import CudaEngine
-    from genlab.engines.cuda.executors import kinds
+    from genlab.kinds.conv import cuda
 
     net = Network(input_shape=(3, 7, 7), n_outputs=4, seed=9)
     a = net.add_group(11, inputs=[net.input], kind="conv", kernel=3)
@@ -189,9 +189,7 @@ def test_conv_backward_staged_and_weight_warps_train_as_the_serial_engine(cpu_gp
     net.init_params(9)
     x, y = batch(net, 37, seed=10)
     gpu = CudaEngine(net, SGD(lr=0.05), executor="level")
-    consumers = kinds._consumers(gpu.layout)
-    staged = {h for h in net.hidden_groups
-              if kinds._conv_backward_staged(gpu.layout, gpu.layout.slot[h], consumers.get(gpu.layout.slot[h], ()))}
+    staged = {h for h in net.hidden_groups if cuda.staging(gpu.layout)[gpu.layout.slot[h]][1]}
     assert staged == {a, b, c, e, g}  # (f's consumer g has stride 2)
     ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
     assert_steps_match(gpu, ref, x, y, steps=2)
@@ -222,7 +220,7 @@ def test_conv_maps_too_large_for_two_buffers_are_staged_one_sample_at_a_time(cpu
     conv_weight_grad fit one sample's copies, not two (CONV_BUFFERED), so they stage, wait and
     compute sample by sample; 7 samples, so that every block takes several."""
     from genlab.engines.cuda import CudaEngine
-    from genlab.engines.cuda.executors import kinds
+    from genlab.kinds.conv import cuda
 
     net = Network(input_shape=(16, 18, 18), n_outputs=3, seed=12)
     a = net.add_group(4, inputs=[net.input], kind="conv", kernel=3)
@@ -230,7 +228,7 @@ def test_conv_maps_too_large_for_two_buffers_are_staged_one_sample_at_a_time(cpu
     net.init_params(12)
     x, y = batch(net, 7, seed=13)
     gpu = CudaEngine(net, SGD(lr=0.05), executor="level")
-    assert kinds._conv_staged(gpu.layout, gpu.layout.slot[a])
+    assert cuda.forward_staged(gpu.layout, gpu.layout.slot[a])
     ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
     assert_steps_match(gpu, ref, x, y, steps=2)
     for key, grad in ref.grads.items():
@@ -244,10 +242,10 @@ def test_attention_blocks_of_several_samples_staged_or_not_train_as_the_serial_e
     and adding them in global memory where they do not (width 56: 4 x 56 x 57 floats of weights),
     both in one launch, two in-edges into one group."""
     from genlab.engines.cuda import CudaEngine
-    from genlab.engines.cuda.executors import kinds
+    from genlab.kinds.attention import cuda
 
-    monkeypatch.setattr(kinds, "ATTENTION_SAMPLES", per_block)
-    monkeypatch.setattr(kinds, "ATTENTION_BLOCKS", 1)
+    monkeypatch.setattr(cuda, "SAMPLES", per_block)
+    monkeypatch.setattr(cuda, "BLOCKS", 1)
     net = Network(input_shape=(2, 5), n_outputs=4, seed=4)
     a = net.add_group(12, inputs=[net.input], kind="attention", heads=3, positions=True)
     b = net.add_group(56, inputs=[net.input], kind="attention", heads=2)
@@ -257,7 +255,7 @@ def test_attention_blocks_of_several_samples_staged_or_not_train_as_the_serial_e
     net.init_params(4)
     x, y = batch(net, 11, seed=5)
     gpu = CudaEngine(net, SGD(lr=0.05), executor="level")
-    assert kinds._attention_blocks(gpu, np.array([gpu.layout.slot[a], gpu.layout.slot[b]]), 22, False)[1] == per_block
+    assert cuda.launch_blocks(gpu, np.array([gpu.layout.slot[a], gpu.layout.slot[b]]), 22, False)[1] == per_block
     ref = SerialEngine(net, SGD(lr=0.05), dtype="float64")
     assert_steps_match(gpu, ref, x, y, steps=2)
     for key, g in ref.grads.items():  # (SGD: a gradient off by a factor moves the parameters by it)

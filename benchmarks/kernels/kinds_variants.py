@@ -7,7 +7,7 @@ launches, the backward launches, the gradients and the whole step's graph on the
     python benchmarks/kernels/kinds_variants.py [--variants 0 3 ...] [--json out.json]
 
 The variants (attention: ATT_BLOCKS, blocks an SM holds, so registers a thread, and samples a
-block, ATTENTION_SAMPLES; conv: conv_forward_staged and conv_backward_staged or not, staging
+block, genlab.kinds.attention.cuda.SAMPLES; conv: conv_forward_staged and conv_backward_staged or not, staging
 buffers (CONV_BUFFERS), blocks an SM; the weight gradients' warp tiles are timed against the tree
 before them by kinds_checks.sh's BASE run; variants 23-25 were register-staged loads a thread
 in flight, CONV_STAGE_ILP 1/4/16, before cp.async replaced them):
@@ -23,6 +23,8 @@ from genlab.bench import time_graph
 from genlab.bench.kinds import case, layered
 from genlab.engines.cuda import CudaEngine
 from genlab.engines.cuda.executors import kinds, passes
+from genlab.kinds.attention import cuda as attention
+from genlab.kinds.conv import cuda as conv_cuda
 from genlab.optim import Adam
 
 VARIANTS = {  # number: (ATT_BLOCKS, samples a block)
@@ -56,13 +58,13 @@ CASES = {  # kind: (input shape, options, width) of the layered networks a varia
 def build(blocks: int, samples: int) -> None:
     for kernel in ("attention_forward", "attention_backward"):
         use_variant("attention.cu", kernel, {"ATT_BLOCKS": blocks}, [])
-    kinds.ATTENTION_SAMPLES = samples
+    attention.SAMPLES = samples
 
 
 def check(kind: str) -> None:
     """The kind's cases against the float64 serial engine (attention blocks of several samples
     forced: ATTENTION_BLOCKS 1)."""
-    saved, kinds.ATTENTION_BLOCKS = kinds.ATTENTION_BLOCKS, 1
+    saved, attention.BLOCKS = attention.BLOCKS, 1
     try:
         for number, (shape, options, width) in enumerate(CASES[kind]):
             net = layered(kind, 3, 4, width, 2, shape, options, seed=number)
@@ -70,7 +72,7 @@ def check(kind: str) -> None:
             x, y = rng.normal(size=(37, *shape)).astype(np.float32), rng.integers(0, 10, 37)
             check_passes(net, x, y, f"{kind} case {number}")
     finally:
-        kinds.ATTENTION_BLOCKS = saved
+        attention.BLOCKS = saved
 
 
 def timed(net, x, y) -> dict:
@@ -80,9 +82,9 @@ def timed(net, x, y) -> dict:
     out = {"forward_us": time_graph(engine, lambda: [kinds.forward(engine, lv, rows) for lv in range(1, depth)], 20),
            "backward_us": time_graph(engine, lambda: [kinds.backward(engine, lv, rows) for lv in range(1, depth)], 20),
            "gradients_us": time_graph(engine, lambda: kinds.gradients(engine, rows, engine.dev.sums.gradsq), 20),
-           **({"weight_grad_us": time_graph(engine, lambda: kinds.conv_weight_grad(engine, rows), 20),
-               "bias_grad_us": time_graph(engine, lambda: kinds.conv_bias_grad(engine, rows), 20)}
-              if len(engine.layout.kinds.conv_edges) else {}),
+           **({"weight_grad_us": time_graph(engine, lambda: conv_cuda.weight_grad(engine, rows), 20),
+               "bias_grad_us": time_graph(engine, lambda: conv_cuda.bias_grad(engine, rows), 20)}
+              if conv_cuda.Conv.code in engine.layout.kinds.slots else {}),
            "step_us": time_graph(engine, lambda: (passes.forward(engine, rows), passes.backward(engine, rows),
                                                   passes.update(engine)), 20)}
     print("       " + "  ".join(f"{k} {v:9.1f}" for k, v in out.items()), flush=True)
@@ -99,14 +101,14 @@ def main() -> int:
     results = {}
     for number in args.variants:
         if number in CONV_VARIANTS:
-            kinds.CONV_STAGED, kinds.CONV_BACKWARD_STAGED, defines, edits = CONV_VARIANTS[number]
+            conv_cuda.STAGED, conv_cuda.BACKWARD_STAGED, defines, edits = CONV_VARIANTS[number]
             for kernel in CONV_KERNELS:
                 use_variant("conv.cu", kernel, defines, edits)
-            print(f"variant {number}: conv, forward staged {kinds.CONV_STAGED}, backward staged "
-                  f"{kinds.CONV_BACKWARD_STAGED}, {defines} {CONV_EDITS.get(number, '')}", flush=True)
+            print(f"variant {number}: conv, forward staged {conv_cuda.STAGED}, backward staged "
+                  f"{conv_cuda.BACKWARD_STAGED}, {defines} {CONV_EDITS.get(number, '')}", flush=True)
             check("conv")
-            results[number] = {"kind": "conv", "staged": kinds.CONV_STAGED,
-                               "backward_staged": kinds.CONV_BACKWARD_STAGED, "defines": defines,
+            results[number] = {"kind": "conv", "staged": conv_cuda.STAGED,
+                               "backward_staged": conv_cuda.BACKWARD_STAGED, "defines": defines,
                                "edits": CONV_EDITS.get(number, ""), **timed(*conv)}
             continue
         blocks, samples = VARIANTS[number]

@@ -53,7 +53,7 @@ CONV_WG = 8  # output channels of a conv weight-gradient warp's tile (times K x 
 CONV_SAMPLES = 16  # samples a conv weight-gradient block sums (its partial sums are added atomically)
 CONV_SHARED = 8192  # floats of shared memory the engine lets conv_forward_staged use for a group's weights and
 # one sample's input channels with their halo, and conv_backward_staged for a sample's dL/dh of the group, a
-# consumer's weights and dz channels (executors/kinds.py checks; conv.cu's CONV_BUFFERED holds two samples)
+# consumer's weights and dz channels (kinds/conv/cuda.py checks; conv.cu's CONV_BUFFERED holds two samples)
 WF_ROWS, WF_COLS = 8, 4  # the wavefront kernel's accumulators a thread: rows x column strides (wavefront.cu)
 WF_TILE = 32  # its weight-gradient kernel's output tiles (WF_TILE x WF_TILE, split over time chunks)
 WF_EDGE = 6  # ints of shared memory per edge of a wavefront block (other end, delay, weights, width, chunk's steps)

@@ -106,8 +106,8 @@ class CudaEngine(Concurrent, Stepwise):
         new = {"act": self.mem.new(4 * ix.n_cols * cap, "activations"),
                "dz": self.mem.new(4 * ix.n_cols * cap, "gradients"), "labels": self.mem.new(4 * cap, "labels"),
                "act_off": self.mem.upload(offsets.astype(np.int32))}
-        if ix.kinds.cache_floats:  # what attention groups keep from their forward, per sample
-            new["att_cache"] = self.mem.new(4 * ix.kinds.cache_floats * (cap // ix.kinds.tokens), "attention cache")
+        if ix.kinds.cache_floats:  # what the kinds' forward keeps for their backward (attention), per sample
+            new["cache"] = self.mem.new(4 * ix.kinds.cache_floats * (cap // ix.kinds.tokens), "the kinds' cache")
         if ix.kinds.tokens > 1:  # a sequence network's logits and their gradient, a row per sample
             classes = int(ix.width[ix.output_slot])
             new["pooled"], new["dpooled"] = (self.mem.new(4 * classes * cap, "logits") for _ in range(2))

@@ -1,7 +1,8 @@
-"""What the kernels of kinds other than dense read (cuda/conv.cu, cuda/attention.cu), made on the
-host from a layout: each slot's geometry, the slots of each kind level by level, the weight-
-gradient tasks of the edges into them, and the parameter ranges whose gradient norms they add.
-The dense task lists skip these groups (their task width is 0); everything else is shared."""
+"""What the kernels of kinds other than dense read, made on the host from a layout: each slot's
+geometry, the slots of each kind level by level, the edges into each kind's groups, the
+parameter ranges their kernels add into and those whose gradient norms they add, and the places
+in the cache their forward keeps. The kind's own part comes from its CUDA side (kind_cuda.py);
+the dense task lists skip these groups (their task width is 0); everything else is shared."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import shapes
-from ...errors import BackendError
 from ...network import Network
-from .constants import ATT_SHARED, GEO_FIELDS
+from . import kind_cuda
+from .constants import GEO_FIELDS
 
 
 @dataclass
@@ -21,15 +22,14 @@ class KindLists:
     geo: np.ndarray  # GEO_INTS ints a slot (cuda/constants.cuh's GEO_*)
     task_width: np.ndarray  # the width the dense task lists see: 0 for groups of other kinds
     levels: dict  # level: {kind code: slots}, levels from 1
-    conv_edges: np.ndarray  # (src slot, dst slot, weight offset) of the edges into conv groups
-    token_edges: np.ndarray  # ... into attention groups
-    conv_slots: np.ndarray
-    zeroed: np.ndarray  # (slot, first parameter, length) of the gradients kernels add into: the
-    # attention groups' own vectors, the blocks of edges into conv groups
+    edges: dict  # kind code: (src slot, dst slot, weight offset) of each edge into its groups
+    slots: dict  # kind code: its groups' slots
+    zeroed: np.ndarray  # (slot, first parameter, length) of the gradients kernels add into
+    # (KindCuda.zero_edges: the blocks of edges into the kind's groups; zero_own: their own vectors)
     norm_ranges: np.ndarray  # ... of every parameter of the groups of other kinds
     tokens: int  # rows per sample
-    cache_off: np.ndarray  # a slot's place in the attention cache: floats a sample before it (-1: none)
-    cache_floats: int  # floats a sample the attention groups keep from their forward (5 T d + heads T^2 each)
+    cache_off: np.ndarray  # a slot's place in the cache: floats a sample before it (-1: none)
+    cache_floats: int  # floats a sample the kinds' forward keeps for their backward (KindCuda.cache_floats)
 
     @property
     def any(self) -> bool:
@@ -41,43 +41,39 @@ def build(net: Network, slot: dict, offsets: dict) -> KindLists:
     n = len(slot)
     geo = np.zeros((n, len(GEO_FIELDS)), np.int32)
     task_width = np.zeros(n, np.int32)
-    field = _FIELD
-    levels, conv_edges, token_edges, conv_slots, zeroed, norms = {}, [], [], [], [], []
+    levels, edges, slots, zeroed, norms = {}, {}, {}, [], []
     cache_off, cached = np.full(n, -1, np.int32), 0
     kinds = {g: net.kind(g) for g in net.hidden_groups + [net.output]}
     level = net.levels() if any(kind.own_kernels for kind in kinds.values()) else {}
     for g, s in slot.items():
         kind = kinds.get(g)
         task_width[s] = _geometry(net, g, kind, geo[s])
-        row = geo[s]
         if kind is None or not kind.own_kernels:
             continue
+        hooks = kind_cuda.of(kind)
+        hooks.check(net, g)
         task_width[s] = 0
         levels.setdefault(level[g], {}).setdefault(kind.code, []).append(s)
-        options = net.options.get(g, {})
-        row[field["K"]], row[field["STRIDE"]] = options.get("kernel", 0), options.get("stride", 0)
-        row[field["HEADS"]], row[field["POSITIONS"]] = options.get("heads", 0), bool(options.get("positions"))
-        edges = conv_edges if kind.spatial else token_edges
+        slots.setdefault(kind.code, []).append(s)
+        hooks.geometry(net.options.get(g, {}), geo[s], _FIELD)
         for src in net.inputs(g):
             key = ("W", src, g)
-            edges.append((slot[src], s, offsets[key]))
+            edges.setdefault(kind.code, []).append((slot[src], s, offsets[key]))
             norms.append((s, offsets[key], int(np.prod(net.weights[(src, g)].shape))))
-            if kind.spatial:
+            if hooks.zero_edges:
                 zeroed.append(norms[-1])
         norms.append((s, offsets[("b", g)], net.biases[g].size))
-        if kind.spatial:
-            conv_slots.append(s)
-        else:
-            zeroed.append((s, offsets[("b", g)], net.biases[g].size))
-            _check_shared(net, g)
-            cache_off[s] = cached
-            T, d = shapes.tokens(net), net.widths[g]
-            cached += 5 * T * d + options["heads"] * T * T
+        if hooks.zero_own:
+            zeroed.append(norms[-1])
+        floats = hooks.cache_floats(net, g)
+        if floats:
+            cache_off[s], cached = cached, cached + floats
     as_tasks = lambda rows: np.array(rows, np.int32).reshape(-1, 3)
     return KindLists(geo.ravel(), task_width, {lv: {k: np.array(v, np.int32) for k, v in by.items()}
                                                for lv, by in levels.items()},
-                     as_tasks(conv_edges), as_tasks(token_edges), np.array(conv_slots, np.int32), as_tasks(zeroed),
-                     as_tasks(norms), shapes.tokens(net), cache_off, cached)
+                     {code: as_tasks(rows) for code, rows in edges.items()},
+                     {code: np.array(rows, np.int32) for code, rows in slots.items()},
+                     as_tasks(zeroed), as_tasks(norms), shapes.tokens(net), cache_off, cached)
 
 
 def extended(lists: KindLists, net: Network, added: list[int]) -> KindLists:
@@ -107,11 +103,3 @@ def _geometry(net: Network, g: int, kind, row: np.ndarray) -> int:
 
 _FIELD = {name: i for i, name in enumerate(GEO_FIELDS)}
 
-
-def _check_shared(net: Network, g: int) -> None:
-    tokens, d, heads = shapes.tokens(net), net.widths[g], net.options[g]["heads"]
-    need = 10 * tokens * d + 2 * heads * tokens * tokens
-    if need > ATT_SHARED:
-        raise BackendError(f"attention group {g} ({tokens} tokens x width {d}, {heads} heads) needs {need} floats "
-                           f"of shared memory; the CUDA kernels hold {ATT_SHARED}: use the serial engine or a "
-                           "smaller group")

@@ -95,16 +95,16 @@ class Groups(Record):
 
 @dataclass(frozen=True)
 class KindLists(Record):
-    """The lists of the groups of other kinds (kind_lists.py): the flat ones, and per (level, kind
-    code) the slots a launch of that kind runs at that level."""
+    """The lists of the groups of other kinds (kind_lists.py): the shared flat ones, by kind code
+    the edges into its groups and their slots, and per (level, kind code) the slots a launch of
+    that kind runs at that level."""
 
-    LISTS: ClassVar[tuple[str, ...]] = ("conv_edges", "token_edges", "conv_slots", "zeroed", "norm_ranges")
+    LISTS: ClassVar[tuple[str, ...]] = ("zeroed", "norm_ranges")
 
-    conv_edges: Ptr
-    token_edges: Ptr
-    conv_slots: Ptr
     zeroed: Ptr
     norm_ranges: Ptr
+    edges: dict
+    slots: dict
     by_level: dict
 
 
@@ -219,15 +219,15 @@ class Scores(Record):
 @dataclass(frozen=True)
 class Rows(Record):
     """What follows from the batch capacity: activations and their gradients (in the executor's
-    layout, each group's block at act_off), the labels, a sequence network's attention cache and
-    pooled logits, the split-K scratch, the output group's parts and the dependency counters
+    layout, each group's block at act_off), the labels, what the kinds' forward keeps for their
+    backward (the cache: attention), a sequence network's pooled logits, the split-K scratch, the output group's parts and the dependency counters
     (NULL where the network or executor has none)."""
 
     act: Ptr
     dz: Ptr
     labels: Ptr
     act_off: Ptr
-    att_cache: Ptr = NULL
+    cache: Ptr = NULL
     pooled: Ptr = NULL
     dpooled: Ptr = NULL
     split_partials: Ptr = NULL

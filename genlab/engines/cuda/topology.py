@@ -26,15 +26,12 @@ def build(e: "CudaEngine", ix: Layout, cap: int, edges: Edges | None = None) -> 
     and the task lists. Sets ix's level and task counts (ix.tiers and the first tier's lists)."""
     arrays = {name: getattr(ix, name) for name in Groups.SLOT}
     arrays.update(task_width=ix.kinds.task_width, geo=ix.kinds.geo, cache_off=ix.kinds.cache_off)
-    lists, by_level = _kind_lists(ix)
-    arrays.update({"kinds_" + name: a for name, a in lists.items()})
-    arrays.update({("kind", level, code): a for (level, code), a in by_level.items()})
+    arrays.update(_kind_lists(ix))
     if ix.records:
         arrays["records"] = np.array(ix.records, np.int32)
     block, up = e.mem.upload_all(arrays)  # one copy up: each of these is a round trip alone
     groups = Groups.take(up, held=(block,))
-    kinds = KindLists.take({name: up["kinds_" + name] for name in KindLists.LISTS}, held=(block,),
-                           by_level={key: up[("kind", *key)] for key in by_level})
+    kinds = _kind_record(up, block)
     passes = _passes(e, ix)
     counts, spans, rest = _sizes(ix, passes)
     arena, parts = e.mem.arena({**counts, **spans, **rest}, "topology")  # one allocation
@@ -150,15 +147,27 @@ def _tasks(e: "CudaEngine", ix: Layout, parts: dict, g: Groups, c: Csr, fill: bo
                   at("weight_ptr"), out[3] if fill else at("weight_count"))
 
 
-def _kind_lists(ix: Layout) -> tuple[dict, dict]:
-    """The lists of the groups of other kinds (kind_lists.py), to upload: every list of
-    KindLists.LISTS (empty ones too, so that none is left from an earlier layout), and the slots of
-    each (level, kind) launch."""
+def _kind_lists(ix: Layout) -> dict:
+    """The lists of the groups of other kinds (kind_lists.py), to upload, keyed ("kinds", field
+    of KindLists, ...): every list of KindLists.LISTS (empty ones too, so that none is left from an
+    earlier layout), each kind's edges and slots (by code) and the slots of each (level, code)."""
     k = ix.kinds
-    lists = {name: np.asarray(getattr(k, name), np.int32) for name in KindLists.LISTS}
-    by_level = {(level, kind): np.asarray(slots, np.int32)
-                for level, by_kind in k.levels.items() for kind, slots in by_kind.items()}
-    return lists, by_level
+    out = {("kinds", name): np.asarray(getattr(k, name), np.int32) for name in KindLists.LISTS}
+    out.update({("kinds", "edges", code): a for code, a in k.edges.items()})
+    out.update({("kinds", "slots", code): a for code, a in k.slots.items()})
+    out.update({("kinds", "by_level", level, code): np.asarray(slots, np.int32)
+                for level, by_code in k.levels.items() for code, slots in by_code.items()})
+    return out
+
+
+def _kind_record(up: dict, block) -> KindLists:
+    """The record of _kind_lists' arrays once uploaded (`up`: their addresses in `block`)."""
+    def of(name: str) -> dict:
+        return {key[2:]: at for key, at in up.items() if isinstance(key, tuple) and key[:2] == ("kinds", name)}
+
+    return KindLists(**{name: up[("kinds", name)] for name in KindLists.LISTS}, held=(block,),
+                     edges={code: at for (code,), at in of("edges").items()},
+                     slots={code: at for (code,), at in of("slots").items()}, by_level=of("by_level"))
 
 
 def _task_lists(e: "CudaEngine", ix: Layout, parts: dict, g: Groups, c: Csr, passes: list, spans: dict) -> Tasks:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import GraphError
-from .base import GroupKind, InexactFold
+from ...errors import GraphError
+from ..base import GroupKind, InexactFold
 
 
 def windows(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError
-from .base import GroupKind, InexactFold, Spec
+from ...errors import GraphError
+from ..base import GroupKind, InexactFold, Spec
 
 
 def unpack(spec: Spec, own):

@@ -45,8 +45,7 @@ class StreamTeam(Team):
         """Workers 1..K-1 made anew for the trainer's network as it is now."""
         t = self.trainer
         main = t.engine
-        main.flush()
-        net, state = t.net, main.export_state()
+        net, state = t.net, main.export_state()  # (settled: the pending update applied)
         self.engines = [main]
         for w in range(1, self.workers):
             e = CudaEngine(net, t.optimizer, executor=type(main.executor).name, precision=main.precision)
@@ -62,7 +61,7 @@ class StreamTeam(Team):
     def run(self, plan):
         main = self.trainer.engine
         self._sync()
-        before = device_state.Backup(main, state=False)  # the parameters a failure puts back
+        before = device_state.backup(main, state=False)  # the parameters a failure puts back
         queues = [list(batches) for batches in plan]
         first = next((q[0] for q in queues if q), None)
         if first is not None and self.workers > 1:  # (one worker chooses before each of its steps: _launch)

@@ -38,6 +38,7 @@ from ...errors import BackendError
 from ...precision import DEFAULT as FP32
 from ...precision import Precision
 from .constants import WIDE
+from .deferred import settled
 from .executors import EXECUTORS, Executor
 
 if TYPE_CHECKING:
@@ -131,12 +132,12 @@ class Snapshot:
         e.stream.synchronize()
 
 
+@settled
 def trial(e: "CudaEngine", x: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
     """Milliseconds of a step (host work included) of each named executor on this batch: the
     median of TRIAL_STEPS (as many as fit in TRIAL_MS) after one that captures its graph; an
     executor whose lower bound (Executor.least_ms) loses by GIVE_UP to one timed before is left
     out. The engine ends with the fastest, its state as it was before."""
-    e.flush()
     snapshot, times = Snapshot(e), {}
     try:
         for name in names:
@@ -149,8 +150,7 @@ def trial(e: "CudaEngine", x: np.ndarray, y: np.ndarray, names: list[str]) -> di
             snapshot.put_back()
             times[name] = _time_steps(e, x, y, min(times.values(), default=math.inf))
     finally:
-        e.use_executor(min(times, key=times.get) if times else names[0])
-        e.flush()  # a pending update of the last executor tried
+        e.use_executor(min(times, key=times.get) if times else names[0])  # (settles the last one tried)
         snapshot.put_back()
     return times
 

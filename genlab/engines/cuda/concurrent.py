@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...guard import gradient_ok
+from .deferred import settled
 
 
 class Concurrent:
@@ -26,10 +27,10 @@ class Concurrent:
         self._stats_cache = None
         return loss, correct, gradsq
 
+    @settled
     def share_parameters(self, owner) -> None:
         """Read and update `owner`'s parameter buffer from now on (an engine before its first step:
         its own optimizer state and activations stay its own)."""
-        self.flush()
         shared = replace(self.dev.parameters, params=owner.dev.parameters.params)
         self.dev = replace(self.dev, parameters=shared)
         self._graphs.clear()  # they hold the old buffer's address

@@ -39,6 +39,7 @@ from ...optim import Adam
 from ...precision import DEFAULT as FP32
 from ...precision import Precision
 from . import runtime
+from .deferred import settled
 from .constants import DNI_ROWS, THREADS
 from .engine import CudaEngine
 from .executors import AUTO, passes
@@ -334,6 +335,8 @@ class DecoupledCudaEngine(CudaEngine):
     module at every boundary group (genlab.DNI; module text). Dense groups, the level_push
     executor; the same step as asynchronous/dni.py's DecoupledEngine."""
 
+    keeps_pending = CudaEngine.keeps_pending | {"interfaces", "export_modules", "module_order"}  # the modules' own
+
     def __init__(self, net: Network, optimizer, dtype, cuts: tuple[int, ...], conditioned: bool, lr: float = 1e-3,
                  executor: str | None = None, precision: Precision = FP32):
         if executor not in (None, AUTO, LevelPush.name):
@@ -353,6 +356,7 @@ class DecoupledCudaEngine(CudaEngine):
             raise BackendError(f"synthetic gradients on the CUDA engine run on the {LevelPush.name} executor only")
         return DecoupledPush
 
+    @settled
     def load(self, net: Network, placement: dict | None = None) -> None:
         if net.recurrent:
             raise BackendError("DNI cuts a feed-forward network; this one has edges with a delay")
@@ -362,6 +366,7 @@ class DecoupledCudaEngine(CudaEngine):
         super().load(net, placement)
         self._follow(net)
 
+    @settled
     def apply_growth(self, net: Network, log: list) -> None:
         super().apply_growth(net, log)
         self._follow(net)
@@ -384,18 +389,20 @@ class DecoupledCudaEngine(CudaEngine):
         if self.modules is not None:
             self.modules.ensure(self.batch_cap)
 
+    @settled
     def use_executor(self, name: str) -> None:
         self.executor_type(name)
 
     # ------------------------------------------------------------------ training
+    @settled
     def backward(self, y: np.ndarray) -> float:
-        self.flush()
         self.put_labels(y)
         passes.backward(self, self.batch, self.modules)
         self.modules.enqueue_train(self.batch)
         self._stats_cache = None
         return self.read_scalars()[0]
 
+    @settled
     def update(self) -> None:
         """The modules' update, then the network's (both refused on the device if the step is not finite)."""
         self.modules.enqueue_update()
@@ -417,7 +424,7 @@ class DecoupledCudaEngine(CudaEngine):
         """{boundary group: its module} for a checkpoint (cuts.module_entry's form)."""
         return {g: module_entry(m.params, m.state) for g, m in self.modules.interfaces(with_state=True).items()}
 
+    @settled
     def import_modules(self, saved: dict[int, dict[str, np.ndarray]]) -> None:
         """Take modules from a checkpoint; GraphError where one does not fit the network."""
-        self.flush()
         self.modules.put(saved)

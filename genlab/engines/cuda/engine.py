@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from ..base import EngineState, Replicas, Stepwise
 from . import growth, readback, replicas as replicated, runtime, state, topology
 from .choice import Chooser, candidates
 from .concurrent import Concurrent
+from .deferred import settled
 from .executors import AUTO, Activations, executor_class, passes
 from .graph import Graph
 from .layout import Layout
@@ -49,6 +51,14 @@ class CudaEngine(Concurrent, Stepwise):
     has_executors = True
     precisions = ALL  # the level and dataflow executors' products (genlab.precision)
     executor_type = staticmethod(executor_class)  # a name's executor class (a subclass may narrow the choice)
+    # what does not settle the executor's pending work (deferred.py; the rest is @settled): a step's
+    # own path, what reads only its sums, scores, gradients or activations, what only settled
+    # members call (commit), and flush itself
+    keeps_pending: ClassVar[frozenset[str]] = frozenset({
+        "step", "replay", "launch_step", "finish_step", "put_batch", "put_labels", "rows", "read_scalars",
+        "ensure_batch", "batch_buffers", "row_buffers", "block", "ld", "captured", "step_key",
+        "enqueue_growth_observe", "trace_step", "stats", "grad_std", "grads", "smoothed_scores", "choose_growth",
+        "prune_report", "grows_in_place", "commit", "flush"})
 
     def __init__(self, net: Network, optimizer, dtype="float32", executor: str = AUTO, precision: Precision = DEFAULT):
         if np.dtype(dtype).name not in self.dtypes:
@@ -135,6 +145,7 @@ class CudaEngine(Concurrent, Stepwise):
         self.batch_cap = cap
         self._graphs.clear()
 
+    @settled
     def load(self, net: Network, placement: dict | None = None) -> None:
         """Take the network's topology and parameters (a full upload); keep the optimizer state
         of unchanged parameters and the scores of remaining groups. Everything is allocated anew
@@ -143,7 +154,6 @@ class CudaEngine(Concurrent, Stepwise):
             raise BackendError("CudaEngine runs DAGs; a recurrent network runs on RecurrentCudaEngine "
                                "(Trainer(backend='cuda') picks it)")
         self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
-        self.flush()
         if self.chooser is not None and not self.kinds <= self.executor.kinds:
             self.executor = candidates(self.kinds, self.precision)[0](self)  # until the first step chooses
         self.executor.check_kinds(self.kinds)
@@ -176,6 +186,7 @@ class CudaEngine(Concurrent, Stepwise):
         self.layout, self.batch_cap, self.param_cap, self._stats_cache = L, cap, param_cap, None
         self._graphs.clear()  # they hold the old buffers' addresses
 
+    @settled
     def use_executor(self, name: str) -> None:
         """Schedule steps with the executor called `name` from now on: its task lists and
         activation layout are built for the current topology; parameters, optimizer state and
@@ -183,7 +194,6 @@ class CudaEngine(Concurrent, Stepwise):
         cls = self.executor_type(name)
         if type(self.executor) is cls:
             return
-        self.flush()
         current, self.executor = self.executor, cls(self)
         try:
             self.executor.check_kinds(self.kinds)
@@ -236,12 +246,14 @@ class CudaEngine(Concurrent, Stepwise):
 
     # ------------------------------------------------------------------ training
     def flush(self) -> None:
-        """Apply what the executor left pending (the row executor's deferred update)."""
+        """Apply what the executor left pending (the row executor's deferred update); every
+        @settled entry point does it first (deferred.py), so only code outside the engine that
+        launches a captured step itself needs it."""
         self.executor.flush()
 
+    @settled
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x (copied to the host)."""
-        self.flush()
         L = self.layout
         batch = self.put_batch(x)
         passes.forward(self, batch)
@@ -253,18 +265,18 @@ class CudaEngine(Concurrent, Stepwise):
         self.stream.synchronize()
         return out
 
+    @settled
     def backward(self, y: np.ndarray) -> float:
         """Loss of the last forward against labels y; fills gradients and statistics."""
-        self.flush()
         self.put_labels(y)
         passes.backward(self, self.batch)
         self._stats_cache = None
         return self.read_scalars()[0]
 
+    @settled
     def update(self) -> None:
         """One optimizer step with the gradients of the last backward (refused on the device if
         they or the loss are not finite)."""
-        self.flush()
         passes.update(self)
         self.stream.synchronize()
 
@@ -279,8 +291,7 @@ class CudaEngine(Concurrent, Stepwise):
             self.chooser.step(self, x, y, rows, replicated=replicas is not None)
         careful = not self.guard.safe(self.optimizer)
         if careful:
-            self.flush()
-            backup = state.Backup(self)
+            backup = state.backup(self)
         if replicas is None:
             loss, correct, gradsq = self.replay(self.put_batch(x, y))
         else:
@@ -291,7 +302,6 @@ class CudaEngine(Concurrent, Stepwise):
         if not careful:
             self.guard.advance(self.optimizer, gradsq)
             return loss, correct
-        self.flush()
         if math.inf in self.measure():
             message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
             backup.put_back(self.dev.parameters)
@@ -304,15 +314,18 @@ class CudaEngine(Concurrent, Stepwise):
         self.launch_step(batch)
         return self.finish_step()
 
+    @settled
     def measure(self) -> tuple[float, float]:
         """Exact bounds for the step guard, from the device."""
         found = state.bounds(self)
         self.guard.measured(*found)
         return found
 
+    @settled
     def export_state(self) -> EngineState:
         return state.export(self)
 
+    @settled
     def import_state(self, saved: EngineState, net: Network) -> None:
         if saved.placement is not None and saved.placement.get("engine") == self.name:
             self.load(net, saved.placement)  # the saved run's slots and offsets: it resumes exactly
@@ -348,9 +361,9 @@ class CudaEngine(Concurrent, Stepwise):
 
     # ------------------------------------------------------------------ reading back
     @property
+    @settled
     def params(self) -> dict[tuple, np.ndarray]:
         """Every parameter, copied to the host, keyed as the serial engine keys them."""
-        self.flush()
         return readback.unflatten(self, self.dev.parameters.params)
 
     @property
@@ -386,17 +399,17 @@ class CudaEngine(Concurrent, Stepwise):
     def prune_report(self, judge: bool = True) -> tuple[dict, dict]:
         return growth.prune_report(self, judge)
 
+    @settled
     def apply_growth(self, net: Network, log: list) -> None:
         """Grow in place (growth.py); growth the guard cannot prove finite runs with a backup, and
         is refused (TrainingError, the engine as it was) if it made a parameter non-finite."""
-        self.flush()
         if not self.grows_in_place:  # grown on the host: its parameters are current (the optimizer state is kept)
             self.load(net)
             return
         self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
         risky = not growth.provably_finite(self, log)
         saved = (self.dev, self.layout, self.batch_cap, self.param_cap)
-        backup = state.Backup(self, state=False) if risky else None
+        backup = state.backup(self, state=False) if risky else None
         growth.apply(self, net, log)
         if math.inf in self.measure() and backup is not None:  # exact bounds again, in any case
             self.commit(*saved)

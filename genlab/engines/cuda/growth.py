@@ -30,8 +30,7 @@ GROUP_STATE = tuple(Scores.TYPES.items())
 def apply(e: "CudaEngine", net: Network, log: list) -> None:
     """Take the network as growth (and pruning) left it, replaying the log on the GPU; nothing
     goes up from the host but topology records. Everything new is allocated before anything is
-    replaced, so a failure leaves the engine as it was."""
-    e.flush()
+    replaced, so a failure leaves the engine as it was. (The engine's apply_growth: settled.)"""
     old, states, cap = e.layout, e.optimizer.state_names, e.batch_cap
     moved = {o.new: o.old for o in log if isinstance(o, op.Move)}
     inherit = {o.new: o.source for o in log if isinstance(o, op.Inherit)}  # new groups start with their source's score

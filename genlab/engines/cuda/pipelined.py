@@ -35,6 +35,7 @@ from ...errors import BackendError
 from ...network import Network
 from . import runtime
 from .constants import THREADS
+from .deferred import settled
 from .decoupled import FILE, DecoupledCudaEngine, DecoupledPush, split_levels
 from .executors import output_parts, passes
 from .executors.base import Activations
@@ -72,6 +73,8 @@ class PipelinedPush(DecoupledPush):
 class PipelinedCudaEngine(DecoupledCudaEngine):
     """The decoupled CUDA engine with its stages pipelined over successive batches (module text)."""
 
+    keeps_pending = DecoupledCudaEngine.keeps_pending | {"enqueue_pipelined", "enqueue_step_keep", "labels_of", "view"}
+
     def __init__(self, *args, **kwargs):
         self.fresh, self.sizes, self.scored = True, (), None  # sizes: rows of each stage's batch, stage 0 first
         self.stages = self._next = None
@@ -84,10 +87,12 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         DecoupledCudaEngine.executor_type(name)
         return PipelinedPush
 
+    @settled
     def load(self, net: Network, placement: dict | None = None) -> None:
         self._next = Stages.of(net, parts(net, self.cuts))  # GraphError before anything changes
         super().load(net, placement)
 
+    @settled
     def apply_growth(self, net: Network, log: list) -> None:
         self._next = Stages.of(net, parts(net, self.cuts))
         super().apply_growth(net, log)

@@ -18,6 +18,7 @@ from ..base import EngineState
 from ...network import INPUT, OUTPUT
 from . import readback
 from .constants import THREADS
+from .deferred import settled
 from .growth import GROUP_STATE
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ INF_BITS = 0x7F800000
 
 
 def export(e: "CudaEngine") -> EngineState:
-    e.flush()
+    """The optimizer state, scores and running ranges (the engine's export_state: settled)."""
     L, drv = e.layout, e.drv
     names = e.optimizer.state_names
     flats = {n: readback.unflatten(e, buf) for n, buf in zip(names, e.dev.parameters.state)}
@@ -55,7 +56,7 @@ def export(e: "CudaEngine") -> EngineState:
 
 
 def restore(e: "CudaEngine", state: EngineState) -> None:
-    e.flush()
+    """Put a saved state back (the engine's import_state: settled)."""
     L, drv = e.layout, e.drv
     for n, buf in zip(e.optimizer.state_names, e.dev.parameters.state):
         flat = np.zeros(L.n_params, np.float32)
@@ -97,6 +98,12 @@ def bounds(e: "CudaEngine", params=None, state0=None, n: int | None = None) -> t
     e.drv.memcpy_dtoh_async(host, out, e.stream)
     e.stream.synchronize()
     return tuple(math.inf if bits >= INF_BITS else float(np.uint32(bits).view(np.float32)) for bits in host)
+
+
+@settled
+def backup(e: "CudaEngine", state: bool = True) -> "Backup":
+    """A backup of the parameters (and with `state` the optimizer state) as they are now."""
+    return Backup(e, state)
 
 
 class Backup:

@@ -12,8 +12,9 @@ Items, in the order blocks take them (each needs only items taken before it):
     update        only with defer_update off: the optimizer over CHUNK parameters an item
 
 The step's own update is left pending: the next step's forward items apply it, or flush() does
-before anything reads or replaces the parameters, runs a forward pass outside a step or changes
-the learning rate. The same update, at the same values, as the other executors make.
+before anything reads or replaces the parameters or runs a forward pass outside a step (the
+engine's @settled entry points, engines/cuda/deferred.py), or a step with another learning rate
+begins (before_step). The same update, at the same values, as the other executors make.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ extern "C" __global__ void bias_grad(
 extern "C" __global__ void activation_range(
     const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ col_off, const float* __restrict__ act, int batch, int ld,
-    float* __restrict__ hmin, float* __restrict__ hmax, float* __restrict__ run_lo, float* __restrict__ run_hi)
+    float* __restrict__ range_min, float* __restrict__ range_max, float* __restrict__ run_lo, float* __restrict__ run_hi)
 {
     __shared__ float lo[THREADS / TILE][TILE], hi[THREADS / TILE][TILE];
     const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s], rs = ROW(ld, w);
@@ -239,8 +239,8 @@ extern "C" __global__ void activation_range(
     if (r == 0 && j < w) {
         for (int q = 1; q < THREADS / TILE; ++q) { mn = fminf(mn, lo[q][c]); mx = fmaxf(mx, hi[q][c]); }
         const int c0 = col_off[s] + j;
-        hmin[c0] = mn;
-        hmax[c0] = mx;
+        range_min[c0] = mn;
+        range_max[c0] = mx;
         run_lo[c0] = fminf(run_lo[c0], mn);
         run_hi[c0] = fmaxf(run_hi[c0], mx);
     }

@@ -270,10 +270,11 @@ class FakeDevice:
         return (9, 0)
 
 
-class FakeLauncher:
-    """runtime.Launcher's interface; every launch checked against its kernel's parameter list."""
+class FakeLauncher(runtime.Launches):
+    """runtime.Launcher with its launches (named() and flat() call it) checked against each kernel's
+    parameter list, and run on the CPU where the stand-in executes."""
 
-    def __init__(self, gpu: FakeGPU, stream=None, precision=None):
+    def __init__(self, gpu: FakeGPU, stream=None, precision=None):  # (no kernels to load)
         self.gpu, self.stream = gpu, stream
         self.functions = gpu.functions
 
@@ -301,9 +302,6 @@ class FakeLauncher:
                 self.gpu.runner = Runner()
             runner = self.gpu.runner
             self.gpu.enqueue(lambda: runner.launch(name, types_, grid, threads, shared, args))
-
-    def flat(self, name, n, *args):
-        self((name), ((n + runtime.THREADS - 1) // runtime.THREADS, 1), *args)
 
 
 class _Signatures(dict):

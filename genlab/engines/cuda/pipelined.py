@@ -241,11 +241,10 @@ class Work:
         view, labels, batch = e.view(q), e.labels_of(q), np.int32(rows)
         tasks = self.where[f"forward{q}"]
         (_, _, tiles, extra), = passes.tier_launches(e, rows)  # level_push: one tier
-        extra = (*extra, *output_parts.arguments(e))
+        given = {**extra, **output_parts.arguments(e), "act_off": view, "batch": batch, "ld": np.int32(e.ld)}
         for number, first, count in self.forward[q]:
-            launch("forward_level", (count, tiles), addr(tasks, 16 * first), b.groups.width, view, b.groups.bias_off,
-                   b.csr.in_ptr, b.csr.in_src, b.csr.in_woff, b.parameters.params, b.rows.act, batch, np.int32(e.ld),
-                   np.int32(L.output_slot), *extra)
+            launch.named("forward_level", (count, tiles), b.by_name,
+                         dict(tasks=addr(tasks, 16 * first), output_slot=np.int32(L.output_slot), **given))
         if q == e.stages.depth:  # the output's stage: its logits (a cut output's parts summed), the loss
             output_parts.enqueue_sum(e, rows, launch)
             launch("softmax_xent", (-(-rows // THREADS), 1), addr(b.rows.act, e.block(L.output_slot)), labels, batch,
@@ -259,9 +258,8 @@ class Work:
         passes.push_levels(e, rows, part.levels, part.tasks, part.hidden, launch, view)
         passes.dense_gradients(e, rows, part.weight, part.n_weight, part.bias, part.n_bias, launch, view)
         if e.pruning[0]:
-            r = b.ranges
-            launch("activation_range", (part.n_bias, 1), part.bias, b.groups.width, view, b.groups.col_off, b.rows.act,
-                   batch, np.int32(e.ld), r.range_min, r.range_max, r.run_lo, r.run_hi)
+            launch.named("activation_range", (part.n_bias, 1), b.by_name,
+                         dict(tasks=part.bias, act_off=view, batch=batch, ld=np.int32(e.ld)))
         if q in self.read:  # the modules it reads: their predictions of the kept blocks, truth, gradients, errors
             first, count = self.read[q]
             cut = m.cut(rows, interfaces=int(m.table) + self.size * first, act_off=view, labels=labels, seed=0,

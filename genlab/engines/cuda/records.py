@@ -24,6 +24,7 @@ from records by name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -220,8 +221,8 @@ class Scores(Record):
 class Rows(Record):
     """What follows from the batch capacity: activations and their gradients (in the executor's
     layout, each group's block at act_off), the labels, what the kinds' forward keeps for their
-    backward (the cache: attention), a sequence network's pooled logits, the split-K scratch, the output group's parts and the dependency counters
-    (NULL where the network or executor has none)."""
+    backward (the cache: attention), a sequence network's pooled logits, the split-K scratch, the
+    output group's parts and the dependency counters (NULL where the network or executor has none)."""
 
     act: Ptr
     dz: Ptr
@@ -266,6 +267,13 @@ class DeviceState(Topology):
 
     def with_topology(self, topology: Topology) -> "DeviceState":
         return replace(self, **{f.name: getattr(topology, f.name) for f in fields(Topology)})
+
+    @cached_property
+    def by_name(self) -> dict[str, int]:
+        """Every buffer's address by its field name (the kernels' parameter names: a launch by
+        name, runtime.Launcher.named, takes its arguments from here), worked out once a state."""
+        records = [getattr(self, f.name) for f in fields(DeviceState)]
+        return pointers(*[r for r in records if isinstance(r, Record)])
 
 
 def pointers(*records: Record) -> dict[str, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from abc import ABC, abstractmethod
 from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,8 @@ def record(file: str, name: str) -> np.dtype:
     return _struct_dtype(source([file]), name)
 
 
-def signature(src: str, name: str) -> list:
-    """A kernel's PyCUDA argument types from its parameter list in src: "P" pointer, "i" int,
-    "I" unsigned, "f" float, "d" double, or a record dtype for a struct passed by value."""
+def _parameter_list(src: str, name: str) -> list[str]:
+    """A kernel's parameters in src, as declared (a macro naming them, as wide.cu's, expanded)."""
     match = next((m for m in _KERNEL.finditer(src) if m.group(1) == name), None)
     if match is None:
         raise BackendError(f"kernel {name} is not defined in cuda/")
@@ -106,8 +106,14 @@ def signature(src: str, name: str) -> list:
     macro = re.search(rf"^#define {params}\b((?:.*\\\n)*.*)$", src, flags=re.M) if params.isidentifier() else None
     if macro:  # kernels that share a parameter list through a macro (wide.cu)
         params = macro.group(1).replace("\\\n", " ")
+    return params.split(",")
+
+
+def signature(src: str, name: str) -> list:
+    """A kernel's PyCUDA argument types from its parameter list in src: "P" pointer, "i" int,
+    "I" unsigned, "f" float, "d" double, or a record dtype for a struct passed by value."""
     types = []
-    for param in params.split(","):
+    for param in _parameter_list(src, name):
         words = param.replace("__restrict__", "").replace("__grid_constant__", "").replace("const", "").split()
         if "*" in param:
             types.append("P")
@@ -120,6 +126,39 @@ def signature(src: str, name: str) -> list:
 
 def kernel_names(src: str) -> list[str]:
     return [m.group(1) for m in _KERNEL.finditer(src)]
+
+
+def parameter_names(src: str, name: str) -> tuple[str, ...]:
+    """A kernel's parameter names in order, from its parameter list in src."""
+    return tuple(re.findall(r"\w+", param)[-1] for param in _parameter_list(src, name))
+
+
+_NAMES: dict[str, tuple[str, ...]] = {}  # kernel: its parameter names (the sources do not change under a run)
+
+
+def names(kernel: str) -> tuple[str, ...]:
+    """The parameter names of a kernel of cuda/*.cu, in order (parsed once a process, no GPU needed)."""
+    if not _NAMES:
+        src = source()
+        _NAMES.update({k: parameter_names(src, k) for k in kernel_names(src)})
+    try:
+        return _NAMES[kernel]
+    except KeyError:
+        raise BackendError(f"kernel {kernel} is not defined in cuda/") from None
+
+
+def by_name(kernel: str, fields, given: dict) -> list:
+    """A kernel's arguments in its order, each found by its parameter name: in `given`, else in
+    `fields` (the device state's buffers by field name, DeviceState.by_name); BackendError naming
+    a parameter found in neither, or a given name the kernel has no parameter of."""
+    order = names(kernel)
+    if not given.keys() <= set(order):
+        raise BackendError(f"kernel {kernel} has no parameter {', '.join(sorted(given.keys() - set(order)))}")
+    try:
+        return [given[p] if p in given else fields[p] for p in order]
+    except KeyError as missing:
+        raise BackendError(f"kernel {kernel}'s parameter {missing.args[0]} is neither given nor a buffer of the "
+                           "device state") from None
 
 
 # ------------------------------------------------------------------------------ compiling
@@ -233,7 +272,26 @@ def functions(precision: Precision = FP32):
     return ChainMap(state.variants.setdefault(precision, {}), state.functions)
 
 
-class Launcher:
+class Launches(ABC):
+    """The ways of launching that every launcher shares (tests/fake_cuda.py's too): by parameter
+    name, and one thread an element; both call the launcher."""
+
+    @abstractmethod
+    def __call__(self, name: str, grid: tuple[int, int], *args, threads: int = THREADS, shared: int = 0) -> None:
+        """Launch kernel `name` over `grid` with its arguments in order."""
+
+    def named(self, name: str, grid: tuple[int, int], fields, given: dict, threads: int = THREADS,
+              shared: int = 0) -> None:
+        """Launch `name` with its arguments taken by parameter name (by_name): from `given`, else
+        from `fields`; the order and the types are the kernel's, read from its source."""
+        self(name, grid, *by_name(name, fields, given), threads=threads, shared=shared)
+
+    def flat(self, name: str, n: int, *args) -> None:
+        """One thread per element of n."""
+        self(name, ((n + THREADS - 1) // THREADS, 1), *args)
+
+
+class Launcher(Launches):
     """Launches genlab's kernels on one stream, THREADS threads a block unless a kernel says
     otherwise, in one precision (its PRECISE kernels' build)."""
 
@@ -245,7 +303,3 @@ class Launcher:
 
     def __call__(self, name: str, grid: tuple[int, int], *args, threads: int = THREADS, shared: int = 0) -> None:
         self.functions[name].prepared_async_call(grid, (threads, 1, 1), self.stream, *args, shared_size=shared)
-
-    def flat(self, name: str, n: int, *args) -> None:
-        """One thread per element of n."""
-        self(name, ((n + THREADS - 1) // THREADS, 1), *args)

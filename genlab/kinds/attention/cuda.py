@@ -46,28 +46,27 @@ class AttentionCuda(KindCuda):
         return 5 * T * d + net.options[g]["heads"] * T * T
 
     def forward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        d = e.dev
-        g, c, r, p = d.groups, d.csr, d.rows, d.parameters
-        grid, per_block, shared = launch_blocks(e, slots, rows, backward=False)
-        e.launch("attention_forward", grid, listed, g.geo, g.width, r.act_off, g.bias_off, c.in_ptr,
-                 c.in_src, c.in_woff, p.params, r.act, *_cache(e), np.int32(rows // e.layout.kinds.tokens),
-                 np.int32(per_block), np.int32(shared), shared=4 * shared)
+        self._launch("attention_forward", e, listed, slots, rows)
 
     def backward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        d = e.dev
-        g, c, r, p, sums = d.groups, d.csr, d.rows, d.parameters, d.sums
-        grid, per_block, shared = launch_blocks(e, slots, rows, backward=True)
-        e.launch("attention_backward", grid, listed, g.geo, g.width, r.act_off, g.bias_off, c.out_ptr,
-                 c.out_dst, c.out_woff, p.params, r.act, r.dz, p.grads, sums.stats, *_cache(e),
-                 np.int32(rows // e.layout.kinds.tokens), np.int32(per_block), np.int32(shared), shared=4 * shared)
+        self._launch("attention_backward", e, listed, slots, rows)
+
+    def _launch(self, kernel: str, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+        """A launch over these slots: blocks of several samples (launch_blocks), the cache of the
+        forward (capacity: the samples it has room for)."""
+        grid, per_block, shared = launch_blocks(e, slots, rows, backward=kernel == "attention_backward")
+        tokens = e.layout.kinds.tokens
+        e.launch.named(kernel, grid, e.dev.by_name,
+                       dict(slots=listed, capacity=np.int32(e.batch_cap // tokens), samples=np.int32(rows // tokens),
+                            per_block=np.int32(per_block), shared=np.int32(shared)), shared=4 * shared)
 
     def gradients(self, e: "CudaEngine", rows: int) -> None:
         """The weight gradients of the edges into attention groups (their own: in the backward)."""
         L, d = e.layout, e.dev
         edges = L.kinds.edges[Attention.code]
         most = max(int(np.prod(L.shapes[("W", L.groups[s], L.groups[t])])) for s, t, _ in edges)
-        e.launch("token_weight_grad", (len(edges), -(-most // 32)), d.kinds.edges[Attention.code], d.groups.width,
-                 d.rows.act_off, d.rows.act, d.rows.dz, d.parameters.grads, np.int32(rows))
+        e.launch.named("token_weight_grad", (len(edges), -(-most // 32)), d.by_name,
+                       dict(tasks=d.kinds.edges[Attention.code], rows=np.int32(rows)))
 
 
 CUDA = AttentionCuda()
@@ -102,8 +101,3 @@ def shared_floats(L) -> dict:
                     back + back_extra if back + back_extra <= ATT_STAGED else back)
     return found
 
-
-def _cache(e: "CudaEngine") -> tuple:
-    """The attention kernels' last arguments: the cache of their forward, each slot's place in it,
-    the samples it holds."""
-    return e.dev.rows.cache, e.dev.groups.cache_off, np.int32(e.batch_cap // e.layout.kinds.tokens)

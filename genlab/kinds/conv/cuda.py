@@ -29,20 +29,16 @@ class ConvCuda(KindCuda):
         row[field["K"]], row[field["STRIDE"]] = options["kernel"], options["stride"]
 
     def forward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        d = e.dev
-        g, c, r, p = d.groups, d.csr, d.rows, d.parameters
         staged = STAGED and all(staging(e.layout)[s][0] for s in slots)
-        e.launch("conv_forward_staged" if staged else "conv_forward",
-                 (len(slots), blocks(rows * positions(e.layout, slots), CONV_POS)), listed, g.geo, g.width,
-                 r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_woff, p.params, r.act, np.int32(rows))
+        e.launch.named("conv_forward_staged" if staged else "conv_forward",
+                       (len(slots), blocks(rows * positions(e.layout, slots), CONV_POS)), e.dev.by_name,
+                       dict(slots=listed, batch=np.int32(rows)))
 
     def backward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        L, d = e.layout, e.dev
-        g, c, r, p, sums = d.groups, d.csr, d.rows, d.parameters, d.sums
-        staged = BACKWARD_STAGED and all(staging(L)[s][1] for s in slots)
-        e.launch("conv_backward_staged" if staged else "conv_backward",
-                 (len(slots), blocks(rows * positions(L, slots), CONV_POS)), listed, g.geo, g.width,
-                 r.act_off, c.out_ptr, c.out_dst, c.out_woff, p.params, r.act, r.dz, np.int32(rows), sums.stats)
+        staged = BACKWARD_STAGED and all(staging(e.layout)[s][1] for s in slots)
+        e.launch.named("conv_backward_staged" if staged else "conv_backward",
+                       (len(slots), blocks(rows * positions(e.layout, slots), CONV_POS)), e.dev.by_name,
+                       dict(slots=listed, batch=np.int32(rows)))
 
     def gradients(self, e: "CudaEngine", rows: int) -> None:
         weight_grad(e, rows)
@@ -54,20 +50,18 @@ CUDA = ConvCuda()
 
 def weight_grad(e: "CudaEngine", rows: int) -> None:
     """The weight gradients of the edges into conv groups (added: zeroed first)."""
-    d, edges = e.dev, e.layout.kinds.edges[Conv.code]
-    g, r, p = d.groups, d.rows, d.parameters
-    e.launch("conv_weight_grad", (len(edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES),
-             d.kinds.edges[Conv.code], g.geo, g.width, r.act_off, r.act, r.dz, p.grads, np.int32(rows))
+    edges = e.layout.kinds.edges[Conv.code]
+    e.launch.named("conv_weight_grad", (len(edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES), e.dev.by_name,
+                   dict(tasks=e.dev.kinds.edges[Conv.code], batch=np.int32(rows)))
 
 
 def bias_grad(e: "CudaEngine", rows: int) -> None:
     """The conv groups' bias gradients."""
-    d, k = e.dev, e.layout.kinds
-    g, r, p = d.groups, d.rows, d.parameters
+    k = e.layout.kinds
     slots = k.slots[Conv.code]
     channels = k.geo.reshape(-1, len(GEO_FIELDS))[slots, GEO_FIELDS.index("C")]
-    e.launch("conv_bias_grad", (len(slots), int(channels.max())), d.kinds.slots[Conv.code], g.geo, g.width,
-             r.act_off, g.bias_off, r.dz, p.grads, np.int32(rows))
+    e.launch.named("conv_bias_grad", (len(slots), int(channels.max())), e.dev.by_name,
+                   dict(slots=e.dev.kinds.slots[Conv.code], batch=np.int32(rows)))
 
 
 def positions(L, slots: np.ndarray) -> int:

@@ -41,9 +41,10 @@ def scratch(executor: "Executor", layout: "Layout", cap: int, mem: "Memory") -> 
     return {"output_parts": mem.new(4 * n * cap * int(layout.width[layout.output_slot]), "the output's split-K parts")}
 
 
-def arguments(e: "CudaEngine") -> tuple:
-    """forward_level's last arguments: split, the parts' blocks (null where not cut), their rows."""
-    return (np.int32(e.executor.split), e.dev.rows.output_parts, np.int32(e.batch_cap))
+def arguments(e: "CudaEngine") -> dict:
+    """forward_level's arguments for the parts, by name: split, the parts' blocks (null where not
+    cut), their rows."""
+    return {"split": np.int32(e.executor.split), "parts": e.dev.rows.output_parts, "cap": np.int32(e.batch_cap)}
 
 
 def persistent_arguments(e: "CudaEngine") -> tuple:

@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 
 
 def tier_launches(e: "CudaEngine", batch: int) -> list:
-    """(list prefix, kernel suffix, batch tiles, extra kernel arguments) of each tier of widths
-    that has lists: the first's kernels (forward_level, backward_level, weight_grad) take the
-    task size, the others' (forward_mid, ..., weight_wide) have it built in."""
+    """(list prefix, kernel suffix, batch tiles, extra kernel arguments by name) of each tier of
+    widths that has lists: the first's kernels (forward_level, backward_level) take the task size
+    (chunk), the others' (forward_mid, ..., weight_wide) have it built in."""
     return [(t.prefix, t.suffix, (batch + (t.size if t.lowest else TILE) - 1) // (t.size if t.lowest else TILE),
-             () if t.lowest else (np.int32(t.size),)) for t in e.executor.tiers() if t.prefix in e.layout.tiers]
+             {} if t.lowest else {"chunk": np.int32(t.size)}) for t in e.executor.tiers() if t.prefix in e.layout.tiers]
 
 
 # (kernel prefix, task list, index in a tier's lists): the level passes' launches
@@ -32,15 +32,15 @@ BACKWARD = ("backward", "backward_tasks", 1)
 
 
 def level_launches(e: "CudaEngine", batch: int, which: tuple):
-    """(level, [(kernel, grid, first task, extra arguments) of each tier's launch]) level by level
-    (forward from level 1; backward from the deepest hidden level). The wider tiers' kernels take
-    the split-K scratch (split.py) as their last arguments, the first tier's forward the output
-    group's parts (output_parts.py)."""
+    """(level, [(kernel, grid, first task, extra arguments by name) of each tier's launch]) level by
+    level (forward from level 1; backward from the deepest hidden level). The wider tiers' kernels
+    take the split-K scratch (split.py), the first tier's forward the output group's parts
+    (output_parts.py)."""
     kernel, tasks, index = which
     levels = e.layout.forward_levels if index == 0 else e.layout.backward_levels
     depth = len(e.layout.forward_levels)
     scratch = split.arguments(e)
-    first = output_parts.arguments(e) if index == 0 else ()
+    first = output_parts.arguments(e) if index == 0 else {}
     for number in range(len(levels)):
         launches = []
         for pre, suffix, tiles, extra in tier_launches(e, batch):
@@ -49,7 +49,7 @@ def level_launches(e: "CudaEngine", batch: int, which: tuple):
                 task_bytes = 16 if index == 0 else backward_task_bytes(pre)
                 launches.append((kernel + (suffix or "_level"), (count, tiles),
                                  addr(getattr(e.dev.tasks.tiers[pre], tasks), task_bytes * start),
-                                 (*extra, *(scratch if pre else first))))
+                                 {**extra, **(scratch if pre else first)}))
         yield (number + 1 if index == 0 else depth - 1 - number), launches
 
 
@@ -57,12 +57,11 @@ def forward(e: "CudaEngine", batch: int) -> None:
     """h of every group, level by level: one launch per tier of dense groups, one per other kind
     present (an output group whose in-edges are cut over several tasks is summed from their
     parts last, output_parts.py); a sequence network's logits are its token rows' mean."""
-    L, d = e.layout, e.dev
-    g, c, r = d.groups, d.csr, d.rows
+    L, fields = e.layout, e.dev.by_name
     for level, launches in level_launches(e, batch, FORWARD):
         for name, grid, tasks, extra in launches:
-            e.launch(name, grid, tasks, g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_woff,
-                     d.parameters.params, r.act, np.int32(batch), np.int32(e.ld), np.int32(L.output_slot), *extra)
+            e.launch.named(name, grid, fields, dict(tasks=tasks, batch=np.int32(batch), ld=np.int32(e.ld),
+                                                    output_slot=np.int32(L.output_slot), **extra))
         kinds.forward(e, level, batch)
     output_parts.enqueue_sum(e, batch)
     if L.kinds.tokens > 1:
@@ -131,12 +130,11 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
 
 
 def _pull(e: "CudaEngine", batch: int) -> None:
-    d = e.dev
-    g, c, r = d.groups, d.csr, d.rows
+    fields = e.dev.by_name
     for level, launches in level_launches(e, batch, BACKWARD):
         for name, grid, tasks, extra in launches:
-            e.launch(name, grid, tasks, g.width, r.act_off, c.out_ptr, c.out_dst, c.out_woff,
-                     d.parameters.params, r.act, r.dz, np.int32(batch), np.int32(e.ld), d.sums.stats, *extra)
+            e.launch.named(name, grid, fields, dict(tasks=tasks, batch=np.int32(batch), ld=np.int32(e.ld),
+                                                    **extra))
         kinds.backward(e, level, batch)
 
 
@@ -146,31 +144,28 @@ def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch
     a task's group finishes its dz (mask, statistics), then pushes into the sources that
     `hidden` marks; `launch`: the launcher of the stream to run on; `act_off`: where the
     groups' blocks are (the engine's, unless a pipelined stage reads kept ones)."""
-    d = e.dev
-    g, c, r = d.groups, d.csr, d.rows
-    act_off = r.act_off if act_off is None else act_off
-    ld, rows = np.int32(e.ld), (batch + TILE - 1) // TILE
+    fields = e.dev.by_name
+    given = {"act_off": fields["act_off"] if act_off is None else act_off, "batch": np.int32(batch),
+             "ld": np.int32(e.ld)}
+    rows = (batch + TILE - 1) // TILE
     for number, start, count in levels:
         if not count:
             continue
         at = addr(tasks, 8 * start)
         if number:  # all consumers of this level have pushed: mask and statistics
-            launch("backward_finish", (count, rows), at, g.width, act_off, r.act, r.dz,
-                   np.int32(batch), ld, d.sums.stats)
-        launch("backward_push", (count, rows), at, g.width, act_off, c.in_ptr, c.in_src,
-               c.in_woff, hidden, d.parameters.params, r.dz, np.int32(batch), ld)
+            launch.named("backward_finish", (count, rows), fields, dict(tasks=at, **given))
+        launch.named("backward_push", (count, rows), fields, dict(tasks=at, hidden=hidden, **given))
 
 
 def gradients(e: "CudaEngine", batch: int) -> None:
     """Weight gradients (one launch per tier) and bias gradients, with their squared sums."""
     L, d = e.layout, e.dev
-    g, c, r = d.groups, d.csr, d.rows
     for pre, suffix, _, _ in tier_launches(e, batch):
         count = L.tiers[pre][2]
         if count and pre:  # the wider tiers' (wide.cu)
-            e.launch("weight" + suffix, (count, 1), d.tasks.tiers[pre].weight_tasks, c.in_src, c.in_dst, c.in_woff,
-                     g.width, r.act_off, r.act, r.dz, d.parameters.grads, np.int32(batch), np.int32(e.ld),
-                     d.sums.wstats, d.sums.gradsq)
+            e.launch.named("weight" + suffix, (count, 1), d.by_name,
+                           dict(tasks=d.tasks.tiers[pre].weight_tasks, batch=np.int32(batch), ld=np.int32(e.ld),
+                                gradsq=d.sums.gradsq))
     first = L.tiers[""][2] if "" in L.tiers else 0
     dense_gradients(e, batch, d.tasks.first.weight_tasks, first, d.tasks.bias_tasks, L.n_bias_tasks, e.launch)
     kinds.gradients(e, batch, d.sums.gradsq)
@@ -182,24 +177,20 @@ def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bi
     (bias_grad: 8 bytes) of the given task lists, with their squared sums, on `launch`'s stream
     (`act_off`: as push_levels')."""
     d = e.dev
-    g, c, r, grads, sums = d.groups, d.csr, d.rows, d.parameters.grads, d.sums
-    act_off = r.act_off if act_off is None else act_off
-    ld = np.int32(e.ld)
+    given = {"act_off": d.rows.act_off if act_off is None else act_off, "batch": np.int32(batch),
+             "ld": np.int32(e.ld), "gradsq": d.sums.gradsq}
     if n_weight:
-        launch("weight_grad", (n_weight, 1), weight_tasks, c.in_src, c.in_dst, c.in_woff, g.width,
-               act_off, r.act, r.dz, grads, np.int32(batch), ld, sums.wstats, sums.gradsq)
+        launch.named("weight_grad", (n_weight, 1), d.by_name, dict(tasks=weight_tasks, **given))
     if n_bias:
-        launch("bias_grad", (n_bias, 1), bias_tasks, g.width, act_off, g.bias_off, r.dz, grads,
-               np.int32(batch), ld, sums.wstats, sums.gradsq)
+        launch.named("bias_grad", (n_bias, 1), d.by_name, dict(tasks=bias_tasks, **given))
 
 
 def ranges(e: "CudaEngine", batch: int) -> None:
     """Each neuron's activation range over the batch, for pruning (when it is on)."""
     L, d = e.layout, e.dev
     if e.pruning[0]:
-        g, r, ra = d.groups, d.rows, d.ranges
-        e.launch("activation_range", (L.n_bias_tasks, 1), d.tasks.bias_tasks, g.width, r.act_off, g.col_off,
-                 r.act, np.int32(batch), np.int32(e.ld), ra.range_min, ra.range_max, ra.run_lo, ra.run_hi)
+        e.launch.named("activation_range", (L.n_bias_tasks, 1), d.by_name,
+                       dict(tasks=d.tasks.bias_tasks, batch=np.int32(batch), ld=np.int32(e.ld)))
 
 
 def optimizer_args(e: "CudaEngine") -> list:

@@ -40,8 +40,8 @@ def scratch(layout: "Layout", tiers, cap: int, mem: "Memory") -> dict:
     return new
 
 
-def arguments(e: "CudaEngine") -> tuple:
-    """The wider tiers' forward and backward kernels' last arguments: partials, tickets (null
-    where no tier splits: the WT tier's tasks are all of one part)."""
+def arguments(e: "CudaEngine") -> dict:
+    """The wider tiers' forward and backward kernels' arguments for split-K, by name: partials,
+    tickets (null where no tier splits: the WT tier's tasks are all of one part)."""
     r = e.dev.rows
-    return r.split_partials, r.split_tickets  # NULL where no tier splits
+    return {"partials": r.split_partials, "tickets": r.split_tickets}  # NULL where no tier splits

@@ -25,24 +25,22 @@ def main(name="W1", repeats=200):
     x, y = rng.normal(size=(batch, net.n_inputs)).astype(np.float32), rng.integers(0, net.n_outputs, batch)
     engine.step(x, y)
     L, d = engine.layout, engine.dev
-    g, c, r, p, sums = d.groups, d.csr, d.rows, d.parameters, d.sums
-    ld = np.int32(engine.ld)
+    given = {"batch": np.int32(batch), "ld": np.int32(engine.ld)}
     parts = {
         "forward (all levels)": lambda: passes.forward(engine, batch),
         "loss + backward + grads": lambda: passes.backward(engine, batch),
         "update": lambda: passes.update(engine),
-        "weight_grad alone": lambda: engine.launch(
-            "weight_grad", (L.n_weight_tasks, 1), d.tasks.first.weight_tasks, c.in_src, c.in_dst, c.in_woff,
-            g.width, r.act_off, r.act, r.dz, p.grads, np.int32(batch), ld, sums.wstats,
-            sums.gradsq) if L.n_weight_tasks else None,
+        "weight_grad alone": lambda: engine.launch.named(
+            "weight_grad", (L.n_weight_tasks, 1), d.by_name,
+            {"tasks": d.tasks.first.weight_tasks, "gradsq": d.sums.gradsq, **given}) if L.n_weight_tasks else None,
         "whole step": lambda: engine.executor.enqueue_step(batch),
     }
     forward_levels = list(passes.level_launches(engine, batch, passes.FORWARD))
     for level, launches in forward_levels[-3:]:
         for kernel, grid, tasks, extra in launches:  # as passes.forward launches them
             parts[f"level {level}: {kernel} of {grid[0]} tasks"] = lambda kernel=kernel, grid=grid, tasks=tasks, extra=extra: \
-                engine.launch(kernel, grid, tasks, g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_woff,
-                              p.params, r.act, np.int32(batch), ld, np.int32(L.output_slot), *extra)
+                engine.launch.named(kernel, grid, d.by_name, {"tasks": tasks, "output_slot": np.int32(L.output_slot),
+                                                             **given, **extra})
     print(f"{name}: {len(L.groups)} groups, {L.n_edges} edges, {L.n_params} parameters, "
           f"{len(L.forward_levels)} levels, {L.n_weight_tasks} weight tasks")
     for label, enqueue in parts.items():

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA engine's typed device state (genlab/engines/cuda/records.py) on one GPU, in two device
 # calls of 10 minutes:
-#   PART=checks  the GPU suite, then compute-sanitizer memcheck and racecheck over the engine's
-#                representative tests (release_checks.sh's "checks")
+#   PART=checks  the GPU suite, the kernel harnesses (benchmarks/kernels/all.py), profile_step.py,
+#                then compute-sanitizer memcheck and racecheck over the engine's representative
+#                tests (release_checks.sh's "checks")
 #   PART=bench   `genlab bench` of W1, W3 and W5 (growth) with level, dataflow_rows and PyTorch's
 #                level graph, the trees alternated: base, head, base, head (the first process of a
 #                machine runs a few percent slower); base: .device/base (`git archive <base> | tar
@@ -19,6 +20,8 @@ echo "${GENLAB_COMMIT:-unknown} base ${BASE_COMMIT:-unknown}" > "$OUT/commit.txt
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
 if [[ "${PART:-checks}" == checks ]]; then
     run gpu_suite 300 python -m pytest -m gpu -q -p no:cacheprovider tests
+    run kernel_harnesses 150 python "$HERE/kernels/all.py"
+    run profile_step 60 python "$HERE/profile_step.py" W1
     OUT="$OUT/sanitizers" PARTS=checks bash "$HERE/release_checks.sh" > /dev/null
 else
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests

@@ -22,10 +22,13 @@ gradient's norm G:
 from __future__ import annotations
 
 import math
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 
 from .errors import TrainingError
+
+R = TypeVar("R")
 
 GRAD_LIMIT = 1e18  # a step whose gradient norm exceeds this has diverged (its square fits a float32)
 
@@ -67,6 +70,41 @@ class StepGuard:
     def advance(self, optimizer, gradsq: float) -> None:
         """The bounds after a step of gradient norm sqrt(gradsq), applied in place."""
         self.param, self.state = self._after(optimizer, math.sqrt(gradsq))
+
+
+class Restorable(Protocol):
+    """What the careful update needs of an engine, each on its own memory (host arrays, device
+    buffers): a copy of the parameters and optimizer state, putting it back, and the exact bounds
+    (max |parameter|, max |optimizer state 0|; inf where any parameter or state is not finite)."""
+
+    guard: StepGuard
+    optimizer: object
+
+    @property
+    def params(self) -> dict: ...
+
+    def backup_state(self) -> object: ...
+
+    def restore_state(self, saved: object) -> None: ...
+
+    def exact_bounds(self) -> tuple[float, float]: ...
+
+
+def careful(engine: Restorable, apply: Callable[[], R]) -> R:
+    """The careful update, for a step the guard cannot prove finite: back up, apply (what apply
+    raises leaves the backup unused: the step refused itself), measure exactly; if a parameter or
+    state became non-finite, put the backup back and raise TrainingError naming where, else take
+    the measured bounds. Returns what apply returned."""
+    saved = engine.backup_state()
+    result = apply()
+    found = engine.exact_bounds()
+    if math.inf in found:
+        message = refused_update(engine.optimizer.lr, engine.params)  # read before they are put back
+        engine.restore_state(saved)
+        engine.guard.measured(*engine.exact_bounds())
+        raise TrainingError(message)
+    engine.guard.measured(*found)
+    return result
 
 
 def _finite_or_inf(value: float) -> float:

@@ -109,10 +109,10 @@ def test_a_kernel_behind_attribute_macros_is_found_with_its_struct():
 
 
 def test_every_kernel_python_launches_is_defined():
-    """The names passed to the engine's launches exist in cuda/*.cu."""
+    """The names passed to the engine's launches (and the kinds' CUDA sides') exist in cuda/*.cu."""
     defined = set(kernel_names(source()))
-    code = "\n".join(p.read_text() for p in (ROOT / "genlab" / "engines" / "cuda").rglob("*.py"))
-    launched = set(re.findall(r'launch(?:\.flat)?\(\s*"(\w+)"[,)]', code))
+    code = "\n".join(p.read_text() for folder in ("engines/cuda", "kinds") for p in (ROOT / "genlab" / folder).rglob("*.py"))
+    launched = set(re.findall(r'launch(?:\.flat|\.named)?\(\s*"(\w+)"[,)]', code))
     launched |= {"forward_level", "backward_level", "weight_grad", "forward_mid", "backward_mid", "weight_mid",
                  "forward_wide", "backward_wide", "weight_wide", "dataflow_step", "rows_step", "cluster_step"}  # built names
     assert launched and launched <= defined, launched - defined
@@ -121,3 +121,25 @@ def test_every_kernel_python_launches_is_defined():
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path))
     assert runtime.cache_dir() == tmp_path / "kernels"
+
+
+def test_a_launch_by_name_takes_each_parameter_by_its_name_and_refuses_what_does_not_fit():
+    """Launcher.named: every kernel's parameter names come from its source, one per type of its
+    signature; the arguments follow the kernel's order whatever the order they are given in; a
+    parameter found nowhere, or a given name the kernel lacks, is a BackendError naming it."""
+    from genlab import BackendError
+
+    src = source()
+    for name in kernel_names(src):
+        assert len(runtime.parameter_names(src, name)) == len(signature(src, name)), name
+    assert runtime.names("bias_grad") == ("tasks", "width", "act_off", "bias_off", "dz", "grads", "batch", "ld",
+                                          "wstats", "gradsq")
+    fields = {"width": 1, "act_off": 2, "bias_off": 3, "dz": 4, "grads": 5, "wstats": 6, "unused": 99}
+    assert runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0}) == [0, 1, 2, 3, 4, 5, 7, 8, 6, 10]
+    assert runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "dz": 44})[4] == 44
+    with pytest.raises(BackendError, match="kernel bias_grad's parameter gradsq is neither given nor a buffer"):
+        runtime.by_name("bias_grad", fields, {"ld": 8, "batch": 7, "tasks": 0})
+    with pytest.raises(BackendError, match="kernel bias_grad has no parameter rows"):
+        runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "rows": 1})
+    with pytest.raises(BackendError, match="kernel no_such_kernel is not defined"):
+        runtime.names("no_such_kernel")

@@ -842,3 +842,70 @@ def test_a_folder_that_refuses_the_temporary_file_is_a_save_error(tmp_path, monk
     with pytest.raises(genlab.SaveError, match="Permission denied.*the file there before is unchanged"):
         small().save(path)
     assert path.read_bytes() == b"before"
+
+
+class _Restorable:
+    """An engine as guard.careful sees it: one parameter, a log of what was done to it."""
+
+    def __init__(self, after: float):
+        from genlab.guard import StepGuard
+        from genlab.optim import SGD
+
+        self.guard, self.optimizer, self.value, self.after, self.log = StepGuard(np.float32), SGD(lr=0.5), 1.0, after, []
+
+    @property
+    def params(self):
+        return {("b", 3): np.array([self.value])}
+
+    def backup_state(self):
+        self.log.append("backup")
+        return self.value
+
+    def restore_state(self, saved):
+        self.log.append("restore")
+        self.value = saved
+
+    def exact_bounds(self):
+        return abs(self.value) if np.isfinite(self.value) else np.inf, 0.0
+
+    def apply(self):
+        self.log.append("apply")
+        self.value = self.after
+        return "applied"
+
+
+def test_the_careful_update_is_one_function_for_every_engine():
+    """guard.careful: backup, apply, exact bounds; a non-finite result is put back (the bounds
+    measured again, of what was put back) and refused naming where; a finite one keeps its bounds;
+    a step that refuses itself (apply raises) is not put back."""
+    from genlab.guard import careful
+
+    fine = _Restorable(after=2.0)
+    assert careful(fine, fine.apply) == "applied" and fine.log == ["backup", "apply"] and fine.guard.param == 2.0
+    bad = _Restorable(after=np.inf)
+    with pytest.raises(TrainingError, match=r"would have made group 3's own parameters non-finite; it was not "
+                                            r"applied \(try a learning rate of 0.05 or less\)"):
+        careful(bad, bad.apply)
+    assert bad.log == ["backup", "apply", "restore"] and bad.value == 1.0 and bad.guard.param == 1.0
+    refused = _Restorable(after=3.0)
+
+    def refuses():
+        refused.log.append("refused")
+        raise TrainingError("the loss became nan")
+
+    with pytest.raises(TrainingError, match="the loss became nan"):
+        careful(refused, refuses)
+    assert refused.log == ["backup", "refused"] and refused.value == 1.0
+
+
+def test_every_engine_that_steps_takes_the_careful_update_from_the_guard():
+    """The serial, CUDA and recurrent CUDA engines implement guard.Restorable and call careful."""
+    import inspect
+
+    from genlab.engines import SerialEngine
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+
+    for cls in (SerialEngine, CudaEngine, RecurrentCudaEngine):
+        assert all(callable(getattr(cls, name)) for name in ("backup_state", "restore_state", "exact_bounds")), cls
+        assert "careful(self" in inspect.getsource(cls.step), cls

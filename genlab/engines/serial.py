@@ -7,10 +7,11 @@ batch-major: h[g] has shape (batch, width[g]). Parameters live in one dict keyed
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..errors import TrainingError
-from ..guard import StepGuard, check_gradient, max_abs, refused_update
+from ..guard import StepGuard, careful, check_gradient, max_abs
 from ..growth import Scores, Tracker
 from ..network import INPUT, OUTPUT, Network
 from ..precision import ALL, DEFAULT, Precision, parse, rounded
@@ -78,9 +79,7 @@ class SerialEngine(HostScores, Stepwise):
 
     def _measure(self) -> None:
         """Exact bounds of |parameter| and |optimizer state 0| for the step guard."""
-        first = self.optimizer.state_names[0]
-        self.guard.measured(max_abs(self._params.values()),
-                            max_abs(s[first] for s in self.state.values() if first in s))
+        self.guard.measured(*self.exact_bounds())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits for a batch x of shape (batch, *input_shape), or (batch, steps, n_inputs) for a
@@ -175,7 +174,7 @@ class SerialEngine(HostScores, Stepwise):
             self.update()
             self.guard.advance(self.optimizer, gradsq)
         else:
-            self._careful_update()
+            careful(self, self._update_quietly)
         self.observe_scores(self.stats)
         return loss, correct
 
@@ -209,22 +208,28 @@ class SerialEngine(HostScores, Stepwise):
                 stats[name] = dict(zip(groups, np.split(flat, np.cumsum([stats[name][g].size for g in groups])[:-1])))
         return float(packed[-2]), int(round(packed[-1]))
 
-    def _careful_update(self) -> None:
-        """The update with a backup, restored if any parameter or state became non-finite."""
-        params = {k: p.copy() for k, p in self._params.items()}
-        state = {k: {n: (v.copy() if isinstance(v, np.ndarray) else v) for n, v in s.items()}
-                 for k, s in self.state.items()}
+    def _update_quietly(self) -> None:
+        """The update, letting an overflow happen (the careful update checks for it)."""
         with np.errstate(over="ignore", invalid="ignore"):
             self.update()
-        arrays = [*self._params.values(), *(v for s in self.state.values() for v in s.values()
-                                            if isinstance(v, np.ndarray))]
-        if max_abs(arrays) == np.inf:
-            message = refused_update(self.optimizer.lr, self._params)
-            for k, p in params.items():
-                self._params[k][...] = p
-            self.state = state
-            raise TrainingError(message)
-        self._measure()
+
+    # ------------------------------------------------------------------ the careful update (guard.careful)
+    def backup_state(self) -> tuple[dict, dict]:
+        return ({k: p.copy() for k, p in self._params.items()},
+                {k: {n: (v.copy() if isinstance(v, np.ndarray) else v) for n, v in s.items()}
+                 for k, s in self.state.items()})
+
+    def restore_state(self, saved: tuple[dict, dict]) -> None:
+        params, self.state = saved
+        for k, p in params.items():
+            self._params[k][...] = p
+
+    def exact_bounds(self) -> tuple[float, float]:
+        """Max |parameter| and max |state 0|; inf for the state where any state array is not finite."""
+        first = self.optimizer.state_names[0]
+        state0 = max_abs(s[first] for s in self.state.values() if first in s)
+        others = [v for s in self.state.values() for n, v in s.items() if n != first and isinstance(v, np.ndarray)]
+        return max_abs(self._params.values()), (math.inf if max_abs(others) == math.inf else state0)
 
 
     def choose_growth(self, eligible: set[int], threshold: float, relative: bool) -> list[tuple[int, float]]:

@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...errors import BackendError, TrainingError
-from ...guard import StepGuard, check_gradient, gradient_ok, max_abs, refused_update
+from ...guard import StepGuard, careful, check_gradient, gradient_ok, max_abs
 from ...network import INPUT, Network
 from ...precision import ALL, DEFAULT, Precision, parse
 from ..base import EngineState, Replicas, Stepwise
@@ -289,9 +289,15 @@ class CudaEngine(Concurrent, Stepwise):
         if self.chooser is not None:
             rows = (len(x) if replicas is None else replicas.total) * self.layout.kinds.tokens
             self.chooser.step(self, x, y, rows, replicated=replicas is not None)
-        careful = not self.guard.safe(self.optimizer)
-        if careful:
-            backup = state.backup(self)
+        if not self.guard.safe(self.optimizer):
+            return careful(self, lambda: self._take(x, y, replicas))[:2]
+        loss, correct, gradsq = self._take(x, y, replicas)
+        self.guard.advance(self.optimizer, gradsq)
+        return loss, correct
+
+    def _take(self, x: np.ndarray, y: np.ndarray, replicas: Replicas | None) -> tuple[float, int, float]:
+        """The step itself: its (loss, correct, gradsq); TrainingError where its loss or gradient
+        was not finite (the kernels refused its update)."""
         if replicas is None:
             loss, correct, gradsq = self.replay(self.put_batch(x, y))
         else:
@@ -299,15 +305,7 @@ class CudaEngine(Concurrent, Stepwise):
             self.executor.after_step(gradient_ok(loss, gradsq))
         self._stats_cache = None
         check_gradient(loss, gradsq)
-        if not careful:
-            self.guard.advance(self.optimizer, gradsq)
-            return loss, correct
-        if math.inf in self.measure():
-            message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
-            backup.put_back(self.dev.parameters)
-            self.measure()
-            raise TrainingError(message)
-        return loss, correct
+        return loss, correct, gradsq
 
     def replay(self, batch: int) -> tuple[float, int, float]:
         """Run the captured step on the batch put up (put_batch); its (loss, correct, gradsq)."""
@@ -317,9 +315,22 @@ class CudaEngine(Concurrent, Stepwise):
     @settled
     def measure(self) -> tuple[float, float]:
         """Exact bounds for the step guard, from the device."""
-        found = state.bounds(self)
+        found = self.exact_bounds()
         self.guard.measured(*found)
         return found
+
+    # ------------------------------------------------------------------ the careful update (guard.careful)
+    @settled
+    def backup_state(self) -> state.Backup:
+        return state.Backup(self)
+
+    @settled
+    def restore_state(self, saved: state.Backup) -> None:
+        saved.put_back(self.dev.parameters)
+
+    @settled
+    def exact_bounds(self) -> tuple[float, float]:
+        return state.bounds(self)
 
     @settled
     def export_state(self) -> EngineState:

@@ -27,7 +27,7 @@ import numpy as np
 from ... import operations as op
 from ...errors import BackendError, TrainingError
 from ...growth import Scores, Tracker
-from ...guard import StepGuard, gradient_ok, max_abs, refused_update
+from ...guard import StepGuard, careful, gradient_ok, max_abs
 from ...network import INPUT, OUTPUT, Network
 from ...optim import SGD
 from ...precision import ALL, Precision, parse
@@ -216,27 +216,39 @@ class RecurrentCudaEngine(HostScores, Stepwise):
             raise BackendError("data-parallel training of a recurrent network runs on the serial engine "
                                "(backend='serial'); the CUDA engine replicates DAGs")
         self._unrolled(np.asarray(x).shape[1])
-        careful = not self.guard.safe(self.optimizer)
-        backup = self._backup() if careful else None
+        if not self.guard.safe(self.optimizer):
+            return careful(self, lambda: self._take(x, y))[:2]
+        loss, correct, bound = self._take(x, y)
+        self.guard.advance(self.optimizer, bound)
+        return loss, correct
+
+    def _take(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
+        """The step itself: (loss, correct, bound on the squared gradient norm); TrainingError
+        where the gradients diverged (an update enqueued with them was refused on the device)."""
         loss, correct, bound = self._gradients(x, y)
-        if not gradient_ok(loss, bound):  # (an update enqueued with the gradients was refused on the device)
+        if not gradient_ok(loss, bound):
             raise TrainingError("the gradients summed over time diverged on this batch; the step was not applied")
         if not self.updates_with_gradients:
             self._update_master()
         self._pool_stats()
-        if not careful:
-            self.guard.advance(self.optimizer, bound)
-            return loss, correct
-        found = (max_abs(self._host(self.master.params).values()), max_abs(self._host(self.master.state[0]).values()))
-        if math.inf in found:
-            message = refused_update(self.optimizer.lr, self.params)  # read before they are put back
-            kept = self.master.kept()
-            for name, saved in backup.items():
-                self.drv.memcpy_dtod(kept[name], saved, 4 * self.n)
-            self._broadcast()
-            raise TrainingError(message)
-        self.guard.measured(*found)
-        return loss, correct
+        return loss, correct, bound
+
+    # ------------------------------------------------------------------ the careful update (guard.careful)
+    def backup_state(self) -> dict:
+        saved = {}
+        for name, buf in self.master.kept().items():
+            saved[name] = self.drv.mem_alloc(max(4 * self.n, 4))
+            self.drv.memcpy_dtod(saved[name], buf, 4 * self.n)
+        return saved
+
+    def restore_state(self, saved: dict) -> None:
+        kept = self.master.kept()
+        for name, buf in saved.items():
+            self.drv.memcpy_dtod(kept[name], buf, 4 * self.n)
+        self._broadcast()
+
+    def exact_bounds(self) -> tuple[float, float]:
+        return max_abs(self._host(self.master.params).values()), max_abs(self._host(self.master.state[0]).values())
 
     def _gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, float]:
         """The step's loss, correct count and a bound on the squared norm of the master gradient,
@@ -248,13 +260,6 @@ class RecurrentCudaEngine(HostScores, Stepwise):
     def _guard_scalars(self):
         """The device scalars (loss, correct, squared gradient norm) the update is guarded by."""
         return self.inner.dev.sums.scalars
-
-    def _backup(self) -> dict:
-        saved = {}
-        for name, buf in self.master.kept().items():
-            saved[name] = self.drv.mem_alloc(max(4 * self.n, 4))
-            self.drv.memcpy_dtod(saved[name], buf, 4 * self.n)
-        return saved
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)

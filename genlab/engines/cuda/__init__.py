@@ -11,6 +11,9 @@
     executors/    one module per schedule of a training step, and their registry
     choice.py     executor="auto": the executor of each shape, by a timed trial cached per GPU
     growth.py     the growth rules on the GPU and the replay of growth and pruning
+    deferred.py   work an executor leaves pending, applied before any entry point that reads or
+                  replaces parameters (@settled)
+    kind_cuda.py  what the engine asks of a kind with kernels of its own (found in the kind's folder)
     engine.py     the engine that composes them (genlab.engines.Engine)
     recurrent.py  a recurrent network through its unrolled DAG; recurrent_wavefront.py: executor
                   "wavefront", the network itself through time in one launch (registered in BY_EXECUTOR)

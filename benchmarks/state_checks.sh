@@ -8,7 +8,8 @@
 #                level graph, the trees alternated: base, head, base, head (the first process of a
 #                machine runs a few percent slower); base: .device/base (`git archive <base> | tar
 #                -x -C .device/base`); SUITE=1 runs the GPU suite first; WORKLOADS (default
-#                "W1 W3 W5") and ROUNDS (default 2) narrow or widen it
+#                "W1 W3 W5") and ROUNDS (default 2) narrow or widen it; AFTER=1 runs the kernel
+#                harnesses, profile_step.py and memcheck after it (one call for all but racecheck)
 # Logs and JSON to $OUT, everything in $OUT/state_checks.tgz. On the GPU machine:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> BASE_COMMIT=<hash> PART=checks bash benchmarks/state_checks.sh
 set -u
@@ -36,5 +37,10 @@ else
           echo "bench_base$i rc $? $(tail -1 "$OUT/bench_base$i.txt")" | tee -a "$OUT/summary.txt")
         run "bench_head$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/head$i"
     done
+    if [[ -n "${AFTER:-}" ]]; then  # the harnesses and memcheck after the bench, in the same call
+        run kernel_harnesses 120 python "$HERE/kernels/all.py"
+        run profile_step 45 python "$HERE/profile_step.py" W1
+        OUT="$OUT/sanitizers" PARTS=memcheck bash "$HERE/release_checks.sh" > /dev/null
+    fi
 fi
 (cd "$OUT" && tar czf state_checks.tgz --exclude "*.tgz" ./*)

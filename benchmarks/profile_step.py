@@ -38,9 +38,10 @@ def main(name="W1", repeats=200):
     forward_levels = list(passes.level_launches(engine, batch, passes.FORWARD))
     for level, launches in forward_levels[-3:]:
         for kernel, grid, tasks, extra in launches:  # as passes.forward launches them
-            parts[f"level {level}: {kernel} of {grid[0]} tasks"] = lambda kernel=kernel, grid=grid, tasks=tasks, extra=extra: \
-                engine.launch.named(kernel, grid, d.by_name, {"tasks": tasks, "output_slot": np.int32(L.output_slot),
-                                                             **given, **extra})
+            arguments = {"tasks": tasks, "output_slot": np.int32(L.output_slot), **given, **extra}
+            parts[f"level {level}: {kernel} of {grid[0]} tasks"] = \
+                lambda kernel=kernel, grid=grid, arguments=arguments: engine.launch.named(kernel, grid, d.by_name,
+                                                                                         arguments)
     print(f"{name}: {len(L.groups)} groups, {L.n_edges} edges, {L.n_params} parameters, "
           f"{len(L.forward_levels)} levels, {L.n_weight_tasks} weight tasks")
     for label, enqueue in parts.items():

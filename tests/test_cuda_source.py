@@ -111,7 +111,8 @@ def test_a_kernel_behind_attribute_macros_is_found_with_its_struct():
 def test_every_kernel_python_launches_is_defined():
     """The names passed to the engine's launches (and the kinds' CUDA sides') exist in cuda/*.cu."""
     defined = set(kernel_names(source()))
-    code = "\n".join(p.read_text() for folder in ("engines/cuda", "kinds") for p in (ROOT / "genlab" / folder).rglob("*.py"))
+    folders = [ROOT / "genlab" / folder for folder in ("engines/cuda", "kinds")]
+    code = "\n".join(p.read_text() for folder in folders for p in folder.rglob("*.py"))
     launched = set(re.findall(r'launch(?:\.flat|\.named)?\(\s*"(\w+)"[,)]', code))
     launched |= {"forward_level", "backward_level", "weight_grad", "forward_mid", "backward_mid", "weight_mid",
                  "forward_wide", "backward_wide", "weight_wide", "dataflow_step", "rows_step", "cluster_step"}  # built names
@@ -135,7 +136,8 @@ def test_a_launch_by_name_takes_each_parameter_by_its_name_and_refuses_what_does
     assert runtime.names("bias_grad") == ("tasks", "width", "act_off", "bias_off", "dz", "grads", "batch", "ld",
                                           "wstats", "gradsq")
     fields = {"width": 1, "act_off": 2, "bias_off": 3, "dz": 4, "grads": 5, "wstats": 6, "unused": 99}
-    assert runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0}) == [0, 1, 2, 3, 4, 5, 7, 8, 6, 10]
+    given = {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0}
+    assert runtime.by_name("bias_grad", fields, given) == [0, 1, 2, 3, 4, 5, 7, 8, 6, 10]
     assert runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "dz": 44})[4] == 44
     with pytest.raises(BackendError, match="kernel bias_grad's parameter gradsq is neither given nor a buffer"):
         runtime.by_name("bias_grad", fields, {"ld": 8, "batch": 7, "tasks": 0})

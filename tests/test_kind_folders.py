@@ -3,7 +3,6 @@ cuda.py, its CUDA side) and a line in KINDS: the CUDA engine finds its side ther
 no engine module names the kind. Runs without a GPU (the lists and the dispatch are host code)."""
 
 import ast
-import re
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +16,7 @@ from genlab.engines.cuda import kind_cuda
 from genlab.engines.cuda.constants import GEO_FIELDS
 from genlab.engines.cuda.executors import kinds as launches
 from genlab.engines.cuda.layout import Layout
+from genlab.engines.cuda.runtime import kernel_names
 from genlab.kinds import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_a_kind_with_kernels_is_a_folder_whose_cuda_side_the_engine_finds(kind):
     assert isinstance(hooks, kind_cuda.KindCuda) and hooks.kind is type(kind)
     assert kind_cuda.by_code(kind.code) is hooks
     source = (ROOT / "cuda" / f"{kind.name}.cu").read_text()
-    defined = set(re.findall(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(?:[A-Z_]+ )*(\w+)\(', source))
+    defined = set(kernel_names(source))
     assert set(kind.cuda_kernels) <= defined, set(kind.cuda_kernels) - defined
 
 

@@ -851,7 +851,8 @@ class _Restorable:
         from genlab.guard import StepGuard
         from genlab.optim import SGD
 
-        self.guard, self.optimizer, self.value, self.after, self.log = StepGuard(np.float32), SGD(lr=0.5), 1.0, after, []
+        self.guard, self.optimizer = StepGuard(np.float32), SGD(lr=0.5)
+        self.value, self.after, self.log = 1.0, after, []
 
     @property
     def params(self):

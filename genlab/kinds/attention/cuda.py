@@ -12,8 +12,8 @@ import numpy as np
 
 from ... import shapes
 from ...engines.cuda.constants import ATT_SHARED, ATT_STAGED, GEO_FIELDS
-from ...errors import BackendError
 from ...engines.cuda.kind_cuda import KindCuda, per_layout
+from ...errors import BackendError
 from .reference import Attention
 
 if TYPE_CHECKING:
@@ -46,15 +46,16 @@ class AttentionCuda(KindCuda):
         return 5 * T * d + net.options[g]["heads"] * T * T
 
     def forward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        self._launch("attention_forward", e, listed, slots, rows)
+        self._launch(e, listed, slots, rows, backward=False)
 
     def backward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        self._launch("attention_backward", e, listed, slots, rows)
+        self._launch(e, listed, slots, rows, backward=True)
 
-    def _launch(self, kernel: str, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
-        """A launch over these slots: blocks of several samples (launch_blocks), the cache of the
-        forward (capacity: the samples it has room for)."""
-        grid, per_block, shared = launch_blocks(e, slots, rows, backward=kernel == "attention_backward")
+    def _launch(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int, backward: bool) -> None:
+        """attention_forward or attention_backward over these slots: blocks of several samples
+        (launch_blocks), the cache of the forward (capacity: the samples it has room for)."""
+        kernel = "attention_backward" if backward else "attention_forward"
+        grid, per_block, shared = launch_blocks(e, slots, rows, backward)
         tokens = e.layout.kinds.tokens
         e.launch.named(kernel, grid, e.dev.by_name,
                        dict(slots=listed, capacity=np.int32(e.batch_cap // tokens), samples=np.int32(rows // tokens),

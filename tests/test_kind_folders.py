@@ -151,3 +151,11 @@ def test_a_kind_whose_cuda_side_names_another_kind_is_refused(toy_kind, monkeypa
     with pytest.raises(BackendError, match="is not the KindCuda of Toy: the CUDA engine cannot run toy_test"):
         kind_cuda.of(KINDS[toy_kind])
     np.testing.assert_equal(kind_cuda._FOUND.get(KINDS[toy_kind].code), None)
+
+
+def test_a_kind_with_kernels_of_its_own_but_no_cuda_module_is_refused_by_name(toy_kind, tmp_path):
+    (tmp_path / "toy_kind_pkg" / "cuda.py").unlink()
+    sys.modules.pop("toy_kind_pkg.cuda", None)
+    kind_cuda._FOUND.pop(KINDS[toy_kind].code, None)
+    with pytest.raises(BackendError, match="toy_test groups have kernels of their own, but toy_kind_pkg.cuda"):
+        kind_cuda.of(KINDS[toy_kind])

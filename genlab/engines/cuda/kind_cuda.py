@@ -65,7 +65,15 @@ def of(kind: GroupKind) -> KindCuda:
     found = _FOUND.get(kind.code)
     if found is None:
         folder = sys.modules[type(kind).__module__].__package__  # the kind's folder (a package)
-        found = getattr(importlib.import_module(folder + ".cuda"), "CUDA", None)
+        try:
+            module = importlib.import_module(f"{folder}.cuda")
+        except ModuleNotFoundError as missing:
+            if missing.name != f"{folder}.cuda":
+                raise
+            raise BackendError(f"{kind.name} groups have kernels of their own, but {folder}.cuda, their CUDA "
+                               f"side, does not exist: a kind with kernels of its own is a folder with a cuda "
+                               f"module (genlab/kinds/conv/ shows one)") from None
+        found = getattr(module, "CUDA", None)
         if not isinstance(found, KindCuda) or found.kind is not type(kind):
             raise BackendError(f"{folder}.cuda.CUDA is not the KindCuda of {type(kind).__name__}: the CUDA "
                                f"engine cannot run {kind.name} groups")

@@ -63,7 +63,7 @@ def build(blocks: int, samples: int) -> None:
 
 def check(kind: str) -> None:
     """The kind's cases against the float64 serial engine (attention blocks of several samples
-    forced: ATTENTION_BLOCKS 1)."""
+    forced: genlab.kinds.attention.cuda.BLOCKS 1)."""
     saved, attention.BLOCKS = attention.BLOCKS, 1
     try:
         for number, (shape, options, width) in enumerate(CASES[kind]):

@@ -21,7 +21,6 @@ prove finite steps alone, through the engine's careful path, after its bounds ar
 
 from __future__ import annotations
 
-from ..engines.cuda import state as device_state
 from ..engines.cuda.engine import CudaEngine
 from ..engines.cuda.executors.rows import Rows
 from ..errors import TrainingError
@@ -61,7 +60,7 @@ class StreamTeam(Team):
     def run(self, plan):
         main = self.trainer.engine
         self._sync()
-        before = device_state.backup(main, state=False)  # the parameters a failure puts back
+        before = main.backup_state(optimizer_state=False)  # the parameters a failure puts back
         queues = [list(batches) for batches in plan]
         first = next((q[0] for q in queues if q), None)
         if first is not None and self.workers > 1:  # (one worker chooses before each of its steps: _launch)

@@ -321,8 +321,9 @@ class CudaEngine(Concurrent, Stepwise):
 
     # ------------------------------------------------------------------ the careful update (guard.careful)
     @settled
-    def backup_state(self) -> state.Backup:
-        return state.Backup(self)
+    def backup_state(self, optimizer_state: bool = True) -> state.Backup:
+        """The parameters (and the optimizer state) as they are now, the pending update applied."""
+        return state.Backup(self, optimizer_state)
 
     @settled
     def restore_state(self, saved: state.Backup) -> None:
@@ -420,7 +421,7 @@ class CudaEngine(Concurrent, Stepwise):
         self.kinds = frozenset(net.kinds[g] for g in net.groups if g != INPUT)
         risky = not growth.provably_finite(self, log)
         saved = (self.dev, self.layout, self.batch_cap, self.param_cap)
-        backup = state.backup(self, state=False) if risky else None
+        backup = self.backup_state(optimizer_state=False) if risky else None
         growth.apply(self, net, log)
         if math.inf in self.measure() and backup is not None:  # exact bounds again, in any case
             self.commit(*saved)

@@ -83,7 +83,8 @@ def of(kind: GroupKind) -> KindCuda:
 
 def by_code(code: int) -> KindCuda:
     """The CUDA side of the kind numbered `code` (its KIND_<NAME> in the kernels)."""
-    return of(next(kind for kind in KINDS.values() if kind.code == code))
+    found = _FOUND.get(code)  # (every launch of the kind asks: no walk of the registry once found)
+    return found if found is not None else of(next(kind for kind in KINDS.values() if kind.code == code))
 
 
 def blocks(n: int, per_thread: int = 1) -> int:

@@ -18,7 +18,6 @@ from ..base import EngineState
 from ...network import INPUT, OUTPUT
 from . import readback
 from .constants import THREADS
-from .deferred import settled
 from .growth import GROUP_STATE
 
 if TYPE_CHECKING:
@@ -98,12 +97,6 @@ def bounds(e: "CudaEngine", params=None, state0=None, n: int | None = None) -> t
     e.drv.memcpy_dtoh_async(host, out, e.stream)
     e.stream.synchronize()
     return tuple(math.inf if bits >= INF_BITS else float(np.uint32(bits).view(np.float32)) for bits in host)
-
-
-@settled
-def backup(e: "CudaEngine", state: bool = True) -> "Backup":
-    """A backup of the parameters (and with `state` the optimizer state) as they are now."""
-    return Backup(e, state)
 
 
 class Backup:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 
 import numpy as np
 
@@ -87,7 +86,7 @@ class Trainer:
         self.mode = mode if decouple is None else dni.mode_of(decouple, mode)
         self.decouple = decouple  # the genlab.DNI given, or None
         self.parallel = hogwild.checked(parallel, distributed, decouple)
-        net._pull()  # a trainer that held it before hands its parameters over
+        net.holding.settle()  # a trainer that held it before hands its parameters over
         work = net.copy()
         work.astype(dtype)
         self.engine = self.mode.engine(backend, work, self.optimizer, dtype, executor, precision)
@@ -129,15 +128,7 @@ class Trainer:
 
     def _hold(self) -> None:
         """Make the network ask this trainer for its parameters whenever they are read."""
-        ref = weakref.ref(self)
-
-        def pull():
-            trainer = ref()
-            if trainer is not None:
-                trainer.sync()
-
-        self._pull = pull
-        self._net._source = pull
+        self._net.holding.take(self)
         self._dirty = False  # the engine holds parameters the network has not seen yet
         self._freeze()
 
@@ -163,7 +154,7 @@ class Trainer:
         parameters again, the optimizer state, history, step count, random stream and growth
         bookkeeping start afresh; the optimizer's settings (the learning rate included), the
         growth policy and on_growth stay."""
-        self._net._source = None
+        self._net.holding.take(self)  # a trainer that took it since settles first; the start replaces it all
         self._net.assign(self._start.copy())
         o = self._engine_options
         self.engine = self.mode.engine(o["backend"], self._net, self.optimizer, o["dtype"], o["executor"], o["precision"])
@@ -204,6 +195,14 @@ class Trainer:
         self.sync()
         return self._net
 
+    def __del__(self) -> None:
+        """A trainer let go of hands its last steps to the network it holds (held weakly there)."""
+        if getattr(self, "_dirty", False) and self._net.holding.holder is self:
+            try:
+                self.sync()
+            except Exception:  # interpreter shutdown (the device gone): nothing left to hand over to
+                pass
+
     def sync(self) -> None:
         """Copy the engine's parameters into the network (done whenever the network's parameters
         are read or saved)."""
@@ -221,9 +220,7 @@ class Trainer:
         trainer given the same network (the engine reloads it, keeping the optimizer state of
         unchanged parameters), or refuse them if the network can no longer run."""
         net = self._net
-        if net._source is not self._pull:  # another trainer took it since: take it back
-            net._pull()
-            net._source = self._pull
+        net.holding.take(self)  # another trainer took it since: its parameters first, then take it back
         if net.version == self._version:
             return
         try:

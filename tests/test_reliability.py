@@ -8,6 +8,8 @@ import subprocess
 import sys
 import zipfile
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -463,6 +465,37 @@ def test_two_trainers_on_one_network_hand_it_over():
     second.step(X, Y)
     first.step(X, Y)  # first takes it back, reloading second's parameters
     np.testing.assert_array_equal(Trainer(net.copy(), backend="serial").logits(X), first.logits(X))
+
+
+def test_a_reset_takes_the_network_back_from_the_trainer_holding_it():
+    net = small()
+    first = Trainer(net, backend="serial")
+    start = {k: v.copy() for k, v in net.weights.items()}
+    first.step(X, Y)
+    second = Trainer(net, backend="serial")
+    second.step(X, Y)  # second holds newer parameters than the network's arrays
+    first.reset()
+    assert net.holding.holder is first
+    for k, v in start.items():
+        np.testing.assert_array_equal(net.weights[k], v)  # the start, not second's parameters
+    second.step(X, Y)  # second takes it back from the start first reset to
+    assert net.holding.holder is second
+
+
+def test_a_dropped_trainer_hands_its_last_steps_over_and_leaves_the_network_free():
+    import gc
+
+    net = small()
+    trainer = Trainer(net, backend="serial")
+    trainer.step(X, Y)
+    trainer.step(X, Y)  # not yet read: the network's arrays lag behind
+    logits = trainer.logits(X)
+    del trainer
+    gc.collect()
+    assert net.holding.holder is None  # held weakly: the trainer is gone
+    np.testing.assert_array_equal(Trainer(net, backend="serial").logits(X), logits)
+    clone = pickle.loads(pickle.dumps(net))
+    assert clone.holding.holder is None and clone.weights.keys() == net.weights.keys()
 
 
 # ---------------------------------------------------------------------------- growth and pruning rules

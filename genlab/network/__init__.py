@@ -3,6 +3,7 @@ its parameters and its edits, in rooms imported one way (each only from those ab
 and from the floors below the network: genlab.kinds, shapes, dag, checks):
 
     blocks.py        the counted parameter dicts (an edit bumps the network's version)
+    holding.py       the trainer holding newer parameters than the network's arrays (read: settled)
     constructors.py  Network.mlp, elman, random_dag; init_params; summary
     validation.py    whether a network can run
     file.py          the network file format (one .npz, JSON metadata), validated on reading

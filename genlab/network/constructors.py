@@ -106,7 +106,7 @@ def init_params(net, seed: int = 0) -> None:
             if s == g and net.delays.get((s, g)):
                 weights[(s, g)] = kind.identity(spec).astype(net.dtype)
         biases[g] = kind.init_bias(spec, rng).astype(net.dtype)
-    net._pull()
+    net.holding.settle()
     net._weights.update(weights)
     net._biases.update(biases)
 

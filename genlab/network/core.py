@@ -22,6 +22,7 @@ from ..kinds import DEFAULT, GroupKind, get_kind
 from . import constructors as _constructors  # they build Networks (the class methods below)
 from . import file as network_file
 from .blocks import Blocks
+from .holding import Holding
 from .validation import validate
 
 
@@ -57,14 +58,14 @@ class Network:
         self._out: dict[int, list[int]] = {INPUT: [], OUTPUT: []}
         self._next_id = 2
         self._rng = np.random.default_rng(seed)
-        self._source = None  # a function that copies newer parameters in (set by a Trainer holding this network)
+        self.holding = Holding()  # the trainer holding newer parameters than these arrays, if any
 
     @property
     def weights(self) -> dict[tuple[int, int], np.ndarray]:
         """{(src, dst): weight block}. While a Trainer holds the network, reading this gives the
         trainer's latest parameters; replace a block (net.weights[e] = new) rather than editing
         it in place: the arrays a trainer wrote are read-only."""
-        self._pull()
+        self.holding.settle()
         return self._weights
 
     @weights.setter
@@ -75,7 +76,7 @@ class Network:
     @property
     def biases(self) -> dict[int, np.ndarray]:
         """{group: bias}, as weights."""
-        self._pull()
+        self.holding.settle()
         return self._biases
 
     @biases.setter
@@ -91,9 +92,6 @@ class Network:
     @rng_state.setter
     def rng_state(self, state: dict) -> None:
         self._rng.bit_generator.state = state
-
-    def _pull(self) -> None:
-        self._source is not None and self._source()
 
     @property
     def n_inputs(self) -> int:
@@ -132,7 +130,7 @@ class Network:
                 if path is not None:
                     cycle = " -> ".join(map(str, ["new", *path, "new"]))
                     raise GraphError(f"a group fed by {src} and feeding {dst} would close the cycle {cycle}")
-        self._pull()
+        self.holding.settle()
         saved = (self._next_id, self.version, self._rng.bit_generator.state)
         g = self._next_id
         spec = shapes.Spec(int(width), options, tokens=shapes.spec(self, OUTPUT).tokens)
@@ -184,7 +182,7 @@ class Network:
         kind, spec = self.kind(dst), dataclasses.replace(shapes.spec(self, dst), grid=grid)
         src_width = shapes.edge_width(self, src, dst)
         shape = kind.edge_shape(spec, src_width)
-        self._pull()
+        self.holding.settle()
         if weight is None:
             fan_in = sum(shapes.edge_width(self, s, dst) for s in self._in[dst]) + src_width
             weight = kind.draw_edge(spec, self._rng, shape, fan_in)
@@ -213,7 +211,7 @@ class Network:
         src, dst = checks.group_id(src, "source"), checks.group_id(dst, "destination")
         if (src, dst) not in self._weights:
             raise GraphError(f"there is no edge {src} -> {dst}")
-        self._pull()
+        self.holding.settle()
         self.version += 1
         return self._detach(src, dst)
 
@@ -246,7 +244,7 @@ class Network:
         g = checks.group_id(g)
         if g in (INPUT, OUTPUT) or g not in self.widths:
             raise GraphError(f"group {g} is not a hidden group of this network")
-        self._pull()
+        self.holding.settle()
         for src in list(self._in[g]):
             self._detach(src, g)
         for dst in list(self._out[g]):
@@ -281,10 +279,10 @@ class Network:
 
     def assign(self, other: "Network") -> None:
         """Take over other's whole state (used to commit an edit made on a copy)."""
-        source, version = self._source, self.version
+        holding, version = self.holding, self.version
         self.__dict__.update(other.__dict__)
         self._weights, self._biases = Blocks(self, other._weights), Blocks(self, other._biases)
-        self._source, self.version = source, max(version, other.version) + 1
+        self.holding, self.version = holding, max(version, other.version) + 1
 
     def copy(self, deep: bool = True, pull: bool = True) -> "Network":
         """A copy, not held by any trainer. deep=False copies the topology and shares the parameter
@@ -292,10 +290,10 @@ class Network:
         and pruning do. pull=False copies the parameters as they are here, without asking a
         trainer holding the network for newer ones."""
         if pull:
-            self._pull()
+            self.holding.settle()
         net = Network.__new__(Network)
         net.__dict__.update(self.__dict__)
-        net._source = None
+        net.holding = Holding()
         net.widths, net.kinds = dict(self.widths), dict(self.kinds)
         net.options, net.grids = {g: dict(o) for g, o in self.options.items()}, dict(self.grids)
         net._in, net._out = ({g: list(v) for g, v in d.items()} for d in (self._in, self._out))
@@ -309,18 +307,22 @@ class Network:
 
     def __getstate__(self) -> dict:
         """For pickle and copy.deepcopy: everything but the link to a trainer holding the network."""
-        self._pull()
-        return {**self.__dict__, "_source": None, "_weights": dict(self._weights), "_biases": dict(self._biases)}
+        self.holding.settle()
+        state = {**self.__dict__, "_weights": dict(self._weights), "_biases": dict(self._biases)}
+        del state["holding"]
+        return state
 
     def __setstate__(self, state: dict) -> None:
+        state.pop("_source", None)  # the link to a trainer, as genlab 0.x pickled it (always None)
         self.__dict__.update(state)
+        self.holding = Holding()
         self._weights, self._biases = Blocks(self, state["_weights"]), Blocks(self, state["_biases"])
 
     def astype(self, dtype) -> None:
         """Hold every parameter in `dtype` (float32 or float64), in place."""
         dtype = checks.float_dtype(dtype)
         if dtype != self.dtype:
-            self._pull()
+            self.holding.settle()
             self.dtype = dtype
             self._weights = Blocks(self, {k: v.astype(dtype) for k, v in self._weights.items()})
             self._biases = Blocks(self, {k: v.astype(dtype) for k, v in self._biases.items()})

@@ -155,6 +155,7 @@ class Trainer:
         bookkeeping start afresh; the optimizer's settings (the learning rate included), the
         growth policy and on_growth stay."""
         self._net.holding.take(self)  # a trainer that took it since settles first; the start replaces it all
+        self._dirty = False  # and this trainer's own steps are dropped, not written over the start
         self._net.assign(self._start.copy())
         o = self._engine_options
         self.engine = self.mode.engine(o["backend"], self._net, self.optimizer, o["dtype"], o["executor"], o["precision"])

@@ -482,6 +482,22 @@ def test_a_reset_takes_the_network_back_from_the_trainer_holding_it():
     assert net.holding.holder is second
 
 
+@pytest.mark.parametrize("grow", [False, True])
+def test_a_reset_drops_the_steps_it_undoes(grow):
+    """Steps the network has not been read since are not written over the start a reset puts back."""
+    net = small()
+    trainer = Trainer(net, backend="serial", growth=GrowthPolicy(threshold=-1.0, every=2 if grow else None,
+                                                                  cooldown=0, max_groups=20))
+    start = net.copy()
+    for _ in range(3):
+        trainer.step(X, Y)
+    assert len(net.groups) > len(start.groups) if grow else True
+    trainer.reset()
+    assert net.groups == start.groups and net.weights.keys() == start.weights.keys()
+    for k, v in start.weights.items():
+        np.testing.assert_array_equal(net.weights[k], v)
+
+
 def test_a_dropped_trainer_hands_its_last_steps_over_and_leaves_the_network_free():
     import gc
 

@@ -41,11 +41,12 @@ def test_the_trial_leaves_the_training_as_a_fixed_executor_makes_it(shape):
     for _ in range(2):
         assert auto.step(x, y) == pytest.approx(fixed.step(x, y), rel=1e-5)
     # the same executor on the same inputs, but its sums' order may differ by rounding (atomic adds),
-    # which Adam's normalised step turns into differences far below one step (lr = 1e-2); a trial
-    # that left a parameter or a moment behind would differ by about lr
+    # which Adam's normalised step turns into differences below one step (lr = 1e-2; measured up to
+    # 3.7e-6 on an H100 and an H200); a trial that left a parameter or a moment behind would differ
+    # by about lr, ten times this tolerance
     got, want = auto.params, fixed.params
     for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-4 * 1e-2, err_msg=str(key))
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=0.1 * 1e-2, err_msg=str(key))
 
 
 def test_the_trial_keeps_growth_scores_and_optimizer_state(monkeypatch):

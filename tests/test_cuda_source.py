@@ -145,3 +145,35 @@ def test_a_launch_by_name_takes_each_parameter_by_its_name_and_refuses_what_does
         runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "rows": 1})
     with pytest.raises(BackendError, match="kernel no_such_kernel is not defined"):
         runtime.names("no_such_kernel")
+
+
+def _positional_launches() -> list[str]:
+    """Calls that launch a kernel with its arguments in order: a call of something named launch
+    (or `(launch or e.launch)`) with more than a kernel, a grid and one struct, or with a starred
+    list; the launchers' own modules excepted."""
+    import ast
+
+    def is_launch(func) -> bool:
+        if isinstance(func, ast.BoolOp):
+            return any(is_launch(v) for v in func.values)
+        if isinstance(func, ast.Attribute) and func.attr == "flat":  # launch.flat(name, n, args)
+            return is_launch(func.value)
+        return (isinstance(func, ast.Attribute) and func.attr == "launch") or \
+            (isinstance(func, ast.Name) and func.id == "launch")
+
+    found = []
+    for path in sorted((ROOT / "genlab").rglob("*.py")):
+        if path.name == "runtime.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and is_launch(node.func) and \
+                    (len(node.args) > 3 or any(isinstance(a, ast.Starred) for a in node.args)):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_launch_passes_its_arguments_by_name_or_as_one_struct():
+    """A kernel's arguments are matched to its parameters by name (Launches.named, keyed, flat), or
+    are one struct whose layout is read from the kernel's source (runtime.record): none is passed
+    by position, where a parameter added to a kernel would shift the others silently."""
+    assert _positional_launches() == []

@@ -16,7 +16,7 @@ from genlab.engines.cuda import kind_cuda
 from genlab.engines.cuda.constants import GEO_FIELDS
 from genlab.engines.cuda.executors import kinds as launches
 from genlab.engines.cuda.layout import Layout
-from genlab.engines.cuda.runtime import kernel_names
+from genlab.engines.cuda.runtime import Launches, kernel_names
 from genlab.kinds import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,13 +133,23 @@ def test_a_new_kind_folder_and_its_registry_line_are_all_the_cuda_engine_needs(t
 
     engine = SimpleNamespace(layout=L, dev=SimpleNamespace(kinds=SimpleNamespace(
         by_level={(1, code): "list at level 1", (2, code): "list at level 2"}, norm_ranges=None)),
-        launch=lambda *args, **kw: CALLS.append(("launch", args[0])))
+        launch=Recorded(CALLS))
     launches.forward(engine, 2, 64)
     launches.backward(engine, 1, 64)
     engine.dev.parameters, engine.dev.sums = SimpleNamespace(grads=0), SimpleNamespace(wstats=0)
     launches.gradients(engine, 64, 0)
     assert CALLS == [("forward", "list at level 2", [L.slot[b]], 64), ("backward", "list at level 1", [L.slot[a]], 64),
                      ("gradients", 64), ("launch", "param_norms")]
+
+
+class Recorded(Launches):
+    """A launcher that records the kernels it is asked to launch (their arguments checked by name)."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def __call__(self, name, grid, *args, threads=0, shared=0):
+        self.calls.append(("launch", name))
 
 
 def test_a_kind_whose_cuda_side_names_another_kind_is_refused(toy_kind, monkeypatch):

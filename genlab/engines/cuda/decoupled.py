@@ -44,7 +44,7 @@ from .constants import DNI_ROWS, THREADS
 from .engine import CudaEngine
 from .executors import AUTO, passes
 from .executors.level import LevelPush
-from .records import pointers
+from .records import Parameters, pointers
 
 FILE = "dni.cu"
 
@@ -262,10 +262,9 @@ class Modules:
         """The modules' Adam step, refused on the device with the network's (the step's scalars)."""
         if not self.groups:
             return
-        e, opt = self.engine, self.engine.module_optimizer
-        e.launch("optimizer_update", (-(-self.n_params // (4 * THREADS)), 1), np.int32(opt.code), self.params,
-                 self.grads, self.m, self.v, self.t, np.int32(self.n_params), np.float32(opt.lr),
-                 *[np.float32(h) for h in opt.hyper], e.dev.sums.scalars)
+        e, modules = self.engine, Parameters(self.params, self.grads, (self.m, self.v, self.t))
+        passes.launch_update(e.launch, modules, passes.update_arguments(e.module_optimizer, modules, self.n_params),
+                             e.dev.sums.scalars)
 
     def read_errors(self) -> None:
         """Queue the copy of the modules' error sums (the caller synchronises)."""

@@ -83,8 +83,9 @@ def _fold(e: "CudaEngine", fold: op.Fold) -> None:
     params = e.dev.parameters.params
     c = (addr(e.dev.ranges.run_const, 4 * int(L.col_off[L.slot[g]])) if fold.source is op.FoldSource.RANGE
          else addr(params, 4 * L.offsets[("b", g)]))
-    e.launch("prune_fold", (1, 1), params, np.int32(L.offsets[("W", g, d)]), np.int32(L.width[L.slot[d]]),
-             np.int32(L.width[L.slot[g]]), np.int32(L.offsets[("b", d)]), c, np.int32(fold.source))
+    e.launch.keyed("prune_fold", (1, 1), dict(
+        params=params, w_off=np.int32(L.offsets[("W", g, d)]), rows=np.int32(L.width[L.slot[d]]),
+        cols=np.int32(L.width[L.slot[g]]), b_off=np.int32(L.offsets[("b", d)]), c=c, source=np.int32(fold.source)))
 
 
 def replay(e: "CudaEngine", L: Layout, p: Parameters, log: list, fresh: list):
@@ -98,8 +99,10 @@ def replay(e: "CudaEngine", L: Layout, p: Parameters, log: list, fresh: list):
         return None
     block, up = e.mem.upload_all({"ops": np.array([r for r, _ in records], np.int32),
                                   "fparams": np.array([f for _, f in records], np.float64)}, "growth operations")
-    e.launch("growth_init", (len(records), 1), up["ops"], up["fparams"], p.params, *p.state_args(),
-             np.uint32(noise.seed & 0xFFFFFFFF), np.uint32(noise.step & 0xFFFFFFFF))
+    state0, state1, state2 = p.state_args()
+    e.launch.keyed("growth_init", (len(records), 1), dict(
+        ops=up["ops"], fparams=up["fparams"], params=p.params, state0=state0, state1=state1, state2=state2,
+        seed=np.uint32(noise.seed & 0xFFFFFFFF), step=np.uint32(noise.step & 0xFFFFFFFF)))
     return block  # the caller keeps it until the stream has run the launch
 
 
@@ -136,8 +139,9 @@ def group_state(e: "CudaEngine", L: Layout, inherit: dict | None = None) -> Scor
         if g in L.slot:
             by_score[L.slot[g]] = old.slot.get(source, -1)
     block, maps = e.mem.upload_all({"by_score": by_score, "by_id": by_id}, "growth scores")
-    e.launch.flat("growth_state", n, maps["by_score"], maps["by_id"], np.int32(n),
-                  *[getattr(e.dev.scores, name) for name, _ in GROUP_STATE], *[new[name] for name, _ in GROUP_STATE])
+    e.launch.flat("growth_state", n, dict(by_score=maps["by_score"], by_id=maps["by_id"], n_slots=np.int32(n),
+                                          **{name: getattr(e.dev.scores, name) for name, _ in GROUP_STATE},
+                                          **{name + "_new": new[name] for name, _ in GROUP_STATE}))
     return Scores.take(new, held=(block,))
 
 
@@ -156,7 +160,7 @@ def param_maps(old: Layout, L: Layout, moved: dict) -> tuple[np.ndarray, np.ndar
 
 def gather(e: "CudaEngine", dst, src, source: np.ndarray) -> None:
     """dst[i] = src[source[i]] (0 where source[i] < 0)."""
-    e.launch.flat("gather", len(source), dst, src, e.mem.upload(source), np.int32(len(source)))
+    e.launch.flat("gather", len(source), dict(dst=dst, src=src, map=e.mem.upload(source), n=np.int32(len(source))))
 
 
 def observe(e: "CudaEngine", batch: int) -> None:
@@ -164,12 +168,14 @@ def observe(e: "CudaEngine", batch: int) -> None:
     b, n = e.dev, len(e.layout.groups)
     if e.growth_criterion is not None:
         name, alpha = e.growth_criterion
-        e.launch.flat("growth_observe", n, b.sums.stats, b.sums.wstats, b.groups.width, b.groups.hidden, np.int32(n),
-                      np.int32(batch), np.int32(op.Criterion[name.upper()]), np.float64(alpha), b.scores.ema,
-                      b.scores.seen, b.sums.scalars)
+        e.launch.flat("growth_observe", n, dict(
+            stats=b.sums.stats, wstats=b.sums.wstats, width=b.groups.width, hidden=b.groups.hidden, n_slots=np.int32(n),
+            batch=np.int32(batch), criterion=np.int32(op.Criterion[name.upper()]), alpha=np.float64(alpha),
+            ema=b.scores.ema, seen=b.scores.seen, guard=b.sums.scalars))
     if e.pruning[1] is not None:
-        e.launch.flat("prune_observe", n, b.sums.stats, b.groups.width, b.groups.hidden, np.int32(n), np.int32(batch),
-                      np.float64(e.pruning[1]), b.scores.taylor, b.scores.taylor_seen, b.sums.scalars)
+        e.launch.flat("prune_observe", n, dict(
+            stats=b.sums.stats, width=b.groups.width, hidden=b.groups.hidden, n_slots=np.int32(n),
+            batch=np.int32(batch), alpha=np.float64(e.pruning[1]), taylor=b.scores.taylor, seen=b.scores.taylor_seen, guard=b.sums.scalars))
 
 
 def scores(e: "CudaEngine") -> dict[int, float]:
@@ -190,11 +196,15 @@ def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool
     s, w = b.scores, b.growth
     e.drv.memcpy_htod(w.eligible, np.isin(L.group_id, np.fromiter(eligible, np.int32, len(eligible))).astype(np.int32))
     if relative:
-        e.launch("growth_population", (1, 1), s.ema, s.seen, b.groups.hidden, np.int32(n), w.population)
-    e.launch.flat("growth_mark", n, s.ema, s.seen, w.eligible, np.int32(n), np.float64(threshold),
-                  np.int32(bool(relative)), w.population, w.marked)
-    e.launch.flat("growth_select", n, w.marked, b.csr.in_ptr, b.csr.in_src, np.int32(n), w.keep)
-    e.launch.flat("growth_rank", n, w.keep, s.ema, b.groups.group_id, np.int32(n), w.rank)
+        e.launch.keyed("growth_population", (1, 1), dict(ema=s.ema, seen=s.seen, hidden=b.groups.hidden,
+                                                          n_slots=np.int32(n), out=w.population))
+    e.launch.flat("growth_mark", n, dict(ema=s.ema, seen=s.seen, eligible=w.eligible, n_slots=np.int32(n),
+                                         threshold=np.float64(threshold), relative=np.int32(bool(relative)),
+                                         population=w.population, marked=w.marked))
+    e.launch.flat("growth_select", n, dict(marked=w.marked, in_ptr=b.csr.in_ptr, in_src=b.csr.in_src,
+                                           n_slots=np.int32(n), keep=w.keep))
+    e.launch.flat("growth_rank", n, dict(keep=w.keep, ema=s.ema, group_id=b.groups.group_id, n_slots=np.int32(n),
+                                         rank=w.rank))
     rank, ema = np.empty(n, np.int32), np.empty(n, np.float64)
     e.drv.memcpy_dtoh_async(rank, w.rank, e.stream)
     e.drv.memcpy_dtoh_async(ema, s.ema, e.stream)
@@ -213,8 +223,9 @@ def prune_report(e: "CudaEngine", judge: bool = True) -> tuple[dict, dict]:
     taylor, seen = np.empty(n, np.float64), np.empty(n, np.int32)
     copies = [(taylor, b.scores.taylor), (seen, b.scores.taylor_seen)]
     if judge:
-        e.launch.flat("prune_constant", n, b.ranges.run_lo, b.ranges.run_hi, b.groups.col_off, b.groups.width,
-                      b.groups.hidden, np.int32(n), b.growth.constant)
+        e.launch.flat("prune_constant", n, dict(
+            run_lo=b.ranges.run_lo, run_hi=b.ranges.run_hi, col_off=b.groups.col_off, width=b.groups.width,
+            hidden=b.groups.hidden, n_slots=np.int32(n), constant=b.growth.constant))
         constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
         copies += [(constant, b.growth.constant), (lo, b.ranges.run_lo)]
     for host, buf in copies:

@@ -173,9 +173,9 @@ class PipelinedCudaEngine(DecoupledCudaEngine):
         n = len(st.delay)
         widest = max([int(self.layout.width[self.layout.slot[s]]) for s in st.delay] + [1])
         r = self.dev.rows
-        self.launch("dni_keep", (max(1, min(-(-rows * widest // THREADS), 1024)), n + 1), r.keeps,
-                    np.int32(n), r.act, r.labels, r.label_ring, np.int32(st.depth), np.int32(self.batch_cap),
-                    np.int32(rows), np.int32(fill), self.dev.sums.scalars)
+        self.launch.keyed("dni_keep", (max(1, min(-(-rows * widest // THREADS), 1024)), n + 1), dict(
+            keeps=r.keeps, n=np.int32(n), act=r.act, labels=r.labels, ring=r.label_ring, label_depth=np.int32(st.depth),
+            stride=np.int32(self.batch_cap), rows=np.int32(rows), fill=np.int32(fill), guard=self.dev.sums.scalars))
 
     def enqueue_pipelined(self) -> None:
         """The pipelined step (module text) on the sizes set up by step()."""
@@ -247,9 +247,7 @@ class Work:
                          dict(tasks=addr(tasks, 16 * first), output_slot=np.int32(L.output_slot), **given))
         if q == e.stages.depth:  # the output's stage: its logits (a cut output's parts summed), the loss
             output_parts.enqueue_sum(e, rows, launch)
-            launch("softmax_xent", (-(-rows // THREADS), 1), addr(b.rows.act, e.block(L.output_slot)), labels, batch,
-                   np.int32(L.width[L.output_slot]), np.int32(e.ld), addr(b.rows.dz, e.block(L.output_slot)),
-                   b.sums.scalars, b.sums.correct, b.sums.stats, np.int32(L.output_slot))
+            passes.softmax_xent(e, rows, labels, launch)
         if q in self.owned:  # the synthetic gradients of its boundary groups, into their dz
             first, count = self.owned[q]
             launch("dni_predict", (count, -(-rows * m.widest // THREADS)),

@@ -36,8 +36,7 @@ from ...unroll import flatten, unroll
 from ..base import STATISTICS, EngineState, Stepwise
 from ..host_scores import HostScores
 from . import readback
-from .constants import THREADS
-from .executors import DEFAULT
+from .executors import DEFAULT, passes
 from .records import Parameters, Ptr
 
 
@@ -179,8 +178,8 @@ class RecurrentCudaEngine(HostScores, Stepwise):
 
     def _broadcast(self) -> None:
         n = self.maps.n_inner
-        self.launch.flat("gather", n, self.inner.dev.parameters.params, self.master.params, self.maps.bcast,
-                         np.int32(n))
+        self.launch.flat("gather", n, dict(dst=self.inner.dev.parameters.params, src=self.master.params,
+                                           map=self.maps.bcast, n=np.int32(n)))
         self.stream.synchronize()
 
     # ------------------------------------------------------------------ training
@@ -195,19 +194,16 @@ class RecurrentCudaEngine(HostScores, Stepwise):
         return loss
 
     def _fold_grads(self) -> None:
-        self.launch.flat("segment_sum", self.n, self.master.grads, self.inner.dev.parameters.grads, self.maps.ptr,
-                         self.maps.idx, np.int32(self.n))
+        self.launch.flat("segment_sum", self.n, dict(dst=self.master.grads, src=self.inner.dev.parameters.grads,
+                                                     ptr=self.maps.ptr, idx=self.maps.idx, n=np.int32(self.n)))
 
     def update(self) -> None:
         self._update_master()
         self.stream.synchronize()
 
     def _update_master(self) -> None:
-        opt = self.optimizer
         m = self.master
-        self.launch("optimizer_update", ((self.n + 4 * THREADS - 1) // (4 * THREADS), 1), np.int32(opt.code),
-                    m.params, m.grads, *m.state_args(), np.int32(self.n), np.float32(opt.lr),
-                    *[np.float32(h) for h in opt.hyper], self._guard_scalars())
+        passes.launch_update(self.launch, m, passes.update_arguments(self.optimizer, m, self.n), self._guard_scalars())
         self._broadcast()
 
     def step(self, x: np.ndarray, y: np.ndarray, replicas=None) -> tuple[float, int]:

@@ -47,8 +47,9 @@ def step(e: "CudaEngine", x: np.ndarray, y: np.ndarray, replicas: Replicas) -> t
 def _pack(e: "CudaEngine", share: float) -> None:
     L, sums = e.layout, e.dev.sums
     n = len(L.groups)
-    e.launch.flat("replica_pack", max(L.n_params, 3 * n + 2), e.dev.parameters.grads, np.int32(L.n_params),
-                  np.float64(share), sums.stats, sums.scalars, np.int32(n), sums.replica_sums)
+    e.launch.flat("replica_pack", max(L.n_params, 3 * n + 2), dict(
+        grads=e.dev.parameters.grads, n_params=np.int32(L.n_params), share=np.float64(share), stats=sums.stats,
+        scalars=sums.scalars, n_groups=np.int32(n), sums=sums.replica_sums))
 
 
 def _sum(e: "CudaEngine", replicas: Replicas) -> None:
@@ -68,9 +69,11 @@ def _unpack(e: "CudaEngine", ranges, count: int) -> None:
     gradsq from the summed gradients: one block per parameter block (optim.cu's param_norms)."""
     L, sums = e.layout, e.dev.sums
     n = len(L.groups)
-    e.launch.flat("replica_unpack", 3 * n, sums.replica_sums, np.int32(n), sums.stats, sums.scalars, sums.wstats)
+    e.launch.flat("replica_unpack", 3 * n, dict(sums=sums.replica_sums, n_groups=np.int32(n), stats=sums.stats,
+                                                scalars=sums.scalars, wstats=sums.wstats))
     if count:
-        e.launch("param_norms", (count, 1), ranges, e.dev.parameters.grads, sums.wstats, sums.gradsq)
+        e.launch.keyed("param_norms", (count, 1), dict(ranges=ranges, grads=e.dev.parameters.grads,
+                                                       wstats=sums.wstats, gradsq=sums.gradsq))
 
 
 def _ranges(e: "CudaEngine") -> tuple:

@@ -286,9 +286,14 @@ class Launches(ABC):
         from `fields`; the order and the types are the kernel's, read from its source."""
         self(name, grid, *by_name(name, fields, given), threads=threads, shared=shared)
 
-    def flat(self, name: str, n: int, *args) -> None:
-        """One thread per element of n."""
-        self(name, ((n + THREADS - 1) // THREADS, 1), *args)
+    def keyed(self, name: str, grid: tuple[int, int], args: dict, threads: int = THREADS, shared: int = 0) -> None:
+        """Launch `name` with every argument given by its parameter name (nothing taken from the
+        device state: a buffer whose name is not the parameter's is passed as what it is)."""
+        self(name, grid, *by_name(name, {}, args), threads=threads, shared=shared)
+
+    def flat(self, name: str, n: int, args: dict) -> None:
+        """One thread per element of n, every argument given by its parameter name (keyed)."""
+        self.keyed(name, ((n + THREADS - 1) // THREADS, 1), args)
 
 
 class Launcher(Launches):

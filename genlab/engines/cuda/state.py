@@ -92,7 +92,7 @@ def bounds(e: "CudaEngine", params=None, state0=None, n: int | None = None) -> t
     e.mem.fill(out, 0, 2)
     blocks = max(1, -(-n // (THREADS * 8)))
     for i, buf in enumerate((params, state0)):
-        e.launch("max_abs", (blocks, 1), buf, np.int32(n), np.uintp(int(out) + 4 * i))
+        e.launch.keyed("max_abs", (blocks, 1), dict(x=buf, n=np.int32(n), out=np.uintp(int(out) + 4 * i)))
     host = np.empty(2, np.uint32)
     e.drv.memcpy_dtoh_async(host, out, e.stream)
     e.stream.synchronize()

@@ -90,8 +90,8 @@ def _edge_list(e: "CudaEngine", ix: Layout, new: Edges, edges: Edges | None, rec
         for (_, dst), (_, src) in zip(new.items(), edges.items()):
             e.drv.memcpy_dtod_async(dst, src, 4 * e.layout.n_edges, e.stream)
     if ix.records:
-        e.launch.flat("topo_write_edges", len(ix.records), records, np.int32(len(ix.records)),
-                      *[buf for _, buf in new.items()])
+        e.launch.flat("topo_write_edges", len(ix.records), dict(rec=records, n=np.int32(len(ix.records)),
+                                                                **dict(new.items())))
 
 
 def _passes(e: "CudaEngine", ix: Layout) -> list[tuple[str, int, int, int]]:
@@ -113,12 +113,19 @@ def _csr_and_levels(e: "CudaEngine", ix: Layout, parts: dict, edges: Edges, c: C
     """The CSR both ways and the level of each group, from the edge list (the degrees, in parts,
     zeroed)."""
     n, E = len(ix.groups), ix.n_edges
-    e.launch.flat("topo_degrees", E, edges.e_src, edges.e_dst, np.int32(E), parts["in_deg"], parts["out_deg"])
-    e.launch("scan_exclusive", (1, 1), parts["in_deg"], c.in_ptr, np.int32(n))
-    e.launch("scan_exclusive", (1, 1), parts["out_deg"], c.out_ptr, np.int32(n))
-    e.launch.flat("topo_fill", E, *[buf for _, buf in edges.items()], np.int32(E), c.in_ptr, c.out_ptr,
-                  c.in_src, c.in_dst, c.in_woff, c.out_dst, c.out_woff)
-    e.launch("topo_levels", (1, 1), c.in_ptr, c.in_src, np.int32(n), c.level)
+    e.launch.flat("topo_degrees", E, dict(e_src=edges.e_src, e_dst=edges.e_dst, n_edges=np.int32(E),
+                                          in_deg=parts["in_deg"], out_deg=parts["out_deg"]))
+    _scan(e, parts["in_deg"], c.in_ptr, n)
+    _scan(e, parts["out_deg"], c.out_ptr, n)
+    e.launch.flat("topo_fill", E, dict(**dict(edges.items()), n_edges=np.int32(E), in_ptr=c.in_ptr, out_ptr=c.out_ptr,
+                                       in_src=c.in_src, in_dst=c.in_dst, in_woff=c.in_woff, out_dst=c.out_dst,
+                                       out_woff=c.out_woff))
+    e.launch.keyed("topo_levels", (1, 1), dict(in_ptr=c.in_ptr, in_src=c.in_src, n_slots=np.int32(n), level=c.level))
+
+
+def _scan(e: "CudaEngine", counts, ptr, n: int) -> None:
+    """ptr = the exclusive prefix sum of n counts (one block)."""
+    e.launch.keyed("scan_exclusive", (1, 1), {"in": counts, "out": ptr, "n": np.int32(n)})
 
 
 def backward_task_bytes(prefix: str) -> int:
@@ -135,16 +142,19 @@ def _tasks(e: "CudaEngine", ix: Layout, parts: dict, g: Groups, c: Csr, fill: bo
     n, E = len(ix.groups), ix.n_edges
     at = lambda name: parts[pre + name]
     lists = list(out[:3]) if fill else [at("fwd_count"), at("bwd_count"), parts["bias_count"]]  # unused when counting
-    e.launch.flat("topo_tasks", n, np.int32(fill), g.task_width, g.width, c.level, c.in_ptr,
-                  c.in_src, c.out_ptr, c.out_dst, np.int32(n),
-                  np.int32(ix.input_slot), np.int32(ix.output_slot), np.int32(e.executor.split),
-                  np.int32(chunk), np.int32(lo), np.int32(hi), at("fwd_count"), at("bwd_count"),
-                  parts["bias_count"], at("fwd_ptr"), at("bwd_ptr"), parts["bias_ptr"],
-                  at("fwd_cursor"), at("bwd_cursor"), *lists)
-    e.launch.flat("topo_weight_tasks", E, np.int32(fill), c.in_src, c.in_dst, g.task_width,
-                  g.width, np.int32(E),
-                  np.int32(lo), np.int32(hi), np.int32(TILE if not lo else chunk), at("weight_count"),
-                  at("weight_ptr"), out[3] if fill else at("weight_count"))
+    fwd_tasks, bwd_tasks, bias_tasks = lists
+    e.launch.flat("topo_tasks", n, dict(
+        mode=np.int32(fill), width=g.task_width, cols=g.width, level=c.level, in_ptr=c.in_ptr, in_src=c.in_src,
+        out_ptr=c.out_ptr, out_dst=c.out_dst, n_slots=np.int32(n), input_slot=np.int32(ix.input_slot),
+        output_slot=np.int32(ix.output_slot), split=np.int32(e.executor.split), chunk=np.int32(chunk),
+        lo=np.int32(lo), hi=np.int32(hi), fwd_count=at("fwd_count"), bwd_count=at("bwd_count"),
+        bias_count=parts["bias_count"], fwd_ptr=at("fwd_ptr"), bwd_ptr=at("bwd_ptr"), bias_ptr=parts["bias_ptr"],
+        fwd_cursor=at("fwd_cursor"), bwd_cursor=at("bwd_cursor"), fwd_tasks=fwd_tasks, bwd_tasks=bwd_tasks,
+        bias_tasks=bias_tasks))
+    e.launch.flat("topo_weight_tasks", E, dict(
+        mode=np.int32(fill), in_src=c.in_src, in_dst=c.in_dst, width=g.task_width, src_width=g.width,
+        n_edges=np.int32(E), lo=np.int32(lo), hi=np.int32(hi), tile=np.int32(TILE if not lo else chunk),
+        count=at("weight_count"), ptr=at("weight_ptr"), tasks=out[3] if fill else at("weight_count")))
 
 
 def _kind_lists(ix: Layout) -> dict:
@@ -180,8 +190,8 @@ def _task_lists(e: "CudaEngine", ix: Layout, parts: dict, g: Groups, c: Csr, pas
         _tasks(e, ix, parts, g, c, False, tier)
         for count, ptr, size in (("fwd_count", "fwd_ptr", n + 1), ("bwd_count", "bwd_ptr", n + 1),
                                  ("weight_count", "weight_ptr", E)):
-            e.launch("scan_exclusive", (1, 1), parts[pre + count], parts[pre + ptr], np.int32(size))
-    e.launch("scan_exclusive", (1, 1), parts["bias_count"], parts["bias_ptr"], np.int32(n + 1))
+            _scan(e, parts[pre + count], parts[pre + ptr], size)
+    _scan(e, parts["bias_count"], parts["bias_ptr"], n + 1)
     depth = np.empty(1, np.int32)
     e.drv.memcpy_dtoh_async(depth, addr(c.level, 4 * ix.output_slot), e.stream)
     start, nbytes = _run(parts, spans)

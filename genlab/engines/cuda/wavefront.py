@@ -226,21 +226,24 @@ class Wavefront:
         self.drv.memset_d32_async(self.scalars, 0, now.zeroed_words, self.stream)
         self._trained = train
         i32 = np.int32
-        self.launch("wavefront_step", (p.n_slots * now.n_rb, 1), t["width"], now.act_off, t["bias_off"],
-                    t["col_off"], t["in_ptr"], t["in_src"], t["in_delay"], t["in_woff"], t["out_ptr"], t["out_dst"],
-                    t["out_delay"], t["out_woff"], i32(p.n_slots), i32(steps), i32(batch), i32(now.rows),
-                    i32(p.n_inputs), i32(p.n_cols), i32(every_step), i32(train), i32(now.stage),
-                    i32(now.chunk), i32(now.region), i32(self.release_every), self.b.x, self.b.labels,
-                    self.params, self.b.act, self.b.dz, self.stats, self.b.hmin, self.b.hmax, self.scalars, self.flags,
-                    shared=now.shared)
+        topology = {name: t[name] for name in ("width", "bias_off", "in_src", "in_delay", "in_woff")}
+        self.launch.keyed("wavefront_step", (p.n_slots * now.n_rb, 1), dict(
+            **topology, **{name: t[name] for name in ("col_off", "in_ptr", "out_ptr", "out_dst", "out_delay",
+                                                      "out_woff")},
+            act_off=now.act_off, n_slots=i32(p.n_slots), steps=i32(steps), batch=i32(batch), rows=i32(now.rows),
+            n_inputs=i32(p.n_inputs), n_cols=i32(p.n_cols), every_step=i32(every_step), train=i32(train),
+            stage=i32(now.stage), chunk=i32(now.chunk), region=i32(now.region), release_every=i32(self.release_every),
+            x=self.b.x, labels=self.b.labels, params=self.params, act=self.b.act, dz=self.b.dz, stats=self.stats,
+            hmin=self.b.hmin, hmax=self.b.hmax, scalars=self.scalars, flags=self.flags), shared=now.shared)
         if not train:
             return
-        self.launch("wavefront_weight_grad", (now.n_items, 1), now.items, t["width"], now.act_off, t["bias_off"],
-                    t["in_src"], t["in_delay"], t["in_woff"], i32(p.n_slots), i32(steps), i32(batch),
-                    i32(p.n_inputs), i32(now.chunks), i32(p.n_params), i32(every_step), self.b.x, self.b.act, self.b.dz,
-                    self.b.partials)
-        self.launch.flat("wavefront_reduce", p.n_params, self.b.partials, i32(now.chunks), i32(p.n_params), self.grads,
-                         self.scalars)
+        self.launch.keyed("wavefront_weight_grad", (now.n_items, 1), dict(
+            **topology, items=now.items, act_off=now.act_off, n_slots=i32(p.n_slots), steps=i32(steps),
+            batch=i32(batch), n_inputs=i32(p.n_inputs), n_chunks=i32(now.chunks), n_params=i32(p.n_params),
+            every_step=i32(every_step), x=self.b.x, act=self.b.act, dz=self.b.dz, partials=self.b.partials))
+        self.launch.flat("wavefront_reduce", p.n_params, dict(partials=self.b.partials, n_chunks=i32(now.chunks),
+                                                              n_params=i32(p.n_params), grads=self.grads,
+                                                              scalars=self.scalars))
 
     def read_scalars(self) -> tuple[float, int, float]:
         """(loss, correct predictions, sum of squared gradients) of the last pass."""

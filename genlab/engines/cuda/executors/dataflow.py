@@ -13,7 +13,7 @@ import numpy as np
 
 from ....precision import ALL
 from ..constants import TILE
-from ..records import addr
+from ..records import addr, pointers
 from . import output_parts, passes
 from .base import Activations
 from .persistent import Persistent
@@ -28,17 +28,20 @@ class Dataflow(Persistent):
     def enqueue_step(self, batch: int) -> None:
         e = self.engine
         L, d = e.layout, e.dev
-        g, c, r, t, p, sums = d.groups, d.csr, d.rows, d.tasks, d.parameters, d.sums
-        optimizer = self.setup(batch)
-        self.launch(g.width, r.act_off, g.bias_off, c.in_ptr, c.in_src, c.in_dst, c.in_woff,
-                    c.out_ptr, c.out_dst, c.out_woff, g.hidden,
-                    t.first.forward_tasks, np.int32(L.n_forward_tasks),
-                    addr(t.first.backward_tasks, 8 * L.backward_start), np.int32(L.n_backward_tasks),
-                    t.first.weight_tasks, np.int32(L.n_weight_tasks), t.bias_tasks, np.int32(L.n_bias_tasks),
-                    p.params, p.grads, r.act, r.dz, r.labels,
-                    np.int32(batch), np.int32(e.ld), np.int32(len(L.groups)), np.int32(L.input_slot),
-                    np.int32(L.output_slot), np.int32(self.split), *output_parts.persistent_arguments(e),
-                    sums.stats, sums.wstats, sums.scalars, *optimizer, r.counters)
+        t = d.tasks
+        code, s0, s1, s2, n_params, lr, h1, h2, eps = self.setup(batch)
+        parts, n_parts, cap = output_parts.persistent_arguments(e)
+        found = pointers(d.groups, d.csr, d.rows, d.parameters, d.sums)
+        self.launch({name: found[name] for name in (
+            "width", "act_off", "bias_off", "in_ptr", "in_src", "in_dst", "in_woff", "out_ptr", "out_dst", "out_woff",
+            "hidden", "params", "grads", "act", "dz", "labels", "stats", "wstats", "scalars", "counters")} | dict(
+            fwd_tasks=t.first.forward_tasks, n_fwd=np.int32(L.n_forward_tasks),
+            bwd_tasks=addr(t.first.backward_tasks, 8 * L.backward_start), n_bwd=np.int32(L.n_backward_tasks),
+            weight_tasks=t.first.weight_tasks, n_weight=np.int32(L.n_weight_tasks), bias_tasks=t.bias_tasks,
+            n_bias=np.int32(L.n_bias_tasks), batch=np.int32(batch), ld=np.int32(e.ld), n_slots=np.int32(len(L.groups)),
+            input_slot=np.int32(L.input_slot), output_slot=np.int32(L.output_slot), split=np.int32(self.split),
+            parts=parts, n_parts=n_parts, cap=cap, optimizer=code, state0=s0, state1=s1, state2=s2,
+            n_params=n_params, lr=lr, hyper1=h1, hyper2=h2, eps=eps))
         passes.ranges(e, batch)
 
 

@@ -33,7 +33,7 @@ def zero_added(e: "CudaEngine") -> None:
     """The gradients kernels add into start at zero (kind_cuda.KindCuda.zero_edges, zero_own)."""
     k = e.layout.kinds
     if len(k.zeroed):
-        e.launch("zero_ranges", (len(k.zeroed), 1), e.dev.kinds.zeroed, e.dev.parameters.grads)
+        e.launch.keyed("zero_ranges", (len(k.zeroed), 1), dict(ranges=e.dev.kinds.zeroed, grads=e.dev.parameters.grads))
 
 
 def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
@@ -43,21 +43,23 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
     for code in sorted(k.slots):
         by_code(code).gradients(e, rows)
     if len(k.norm_ranges):
-        e.launch("param_norms", (len(k.norm_ranges), 1), e.dev.kinds.norm_ranges, e.dev.parameters.grads,
-                 e.dev.sums.wstats, gradsq)
+        e.launch.keyed("param_norms", (len(k.norm_ranges), 1), dict(
+            ranges=e.dev.kinds.norm_ranges, grads=e.dev.parameters.grads, wstats=e.dev.sums.wstats, gradsq=gradsq))
 
 
 def pool(e: "CudaEngine", rows: int) -> None:
     """A sequence network's logits: the mean of the output group's token rows."""
     L = e.layout
     T, n = L.kinds.tokens, int(L.width[L.output_slot])
-    e.launch.flat("pool_tokens", rows // T * n, addr(e.dev.rows.act, e.block(L.output_slot)), e.dev.rows.pooled,
-                  np.int32(rows // T), np.int32(T), np.int32(n))
+    e.launch.flat("pool_tokens", rows // T * n, dict(
+        rows=addr(e.dev.rows.act, e.block(L.output_slot)), pooled=e.dev.rows.pooled, samples=np.int32(rows // T),
+        tokens=np.int32(T), classes=np.int32(n)))
 
 
 def spread(e: "CudaEngine", rows: int) -> None:
     """The output group's dz on every token row: the logits' gradient / tokens."""
     L = e.layout
     T, n = L.kinds.tokens, int(L.width[L.output_slot])
-    e.launch.flat("spread_tokens", rows * n, e.dev.rows.dpooled, addr(e.dev.rows.dz, e.block(L.output_slot)),
-                  np.int32(rows // T), np.int32(T), np.int32(n))
+    e.launch.flat("spread_tokens", rows * n, dict(
+        dpooled=e.dev.rows.dpooled, drows=addr(e.dev.rows.dz, e.block(L.output_slot)), samples=np.int32(rows // T),
+        tokens=np.int32(T), classes=np.int32(n)))

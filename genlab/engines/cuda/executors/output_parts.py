@@ -59,6 +59,6 @@ def enqueue_sum(e: "CudaEngine", batch: int, launch=None) -> None:
     if n == 1:
         return
     L, r = e.layout, e.dev.rows
-    (launch or e.launch)("sum_parts", (-(-batch // TILE), 1), r.output_parts, np.int32(n), np.int32(e.batch_cap),
-                         np.int32(batch), np.int32(L.width[L.output_slot]), addr(r.act, e.block(L.output_slot)),
-                         np.int32(e.ld))
+    (launch or e.launch).keyed("sum_parts", (-(-batch // TILE), 1), dict(
+        parts=r.output_parts, n=np.int32(n), cap=np.int32(e.batch_cap), batch=np.int32(batch),
+        w=np.int32(L.width[L.output_slot]), logits=addr(r.act, e.block(L.output_slot)), ld=np.int32(e.ld)))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ....errors import BackendError
 from ..constants import THREADS, TILE
-from ..records import addr
+from ..records import Parameters, addr
 from ..topology import backward_task_bytes
 from . import kinds, output_parts, split
 
@@ -84,13 +84,24 @@ def loss(e: "CudaEngine", batch: int) -> None:
     T = L.kinds.tokens
     if T > 1:
         samples, n = batch // T, int(L.width[out])
-        e.launch("softmax_xent", ((samples + THREADS - 1) // THREADS, 1), r.pooled, r.labels, np.int32(samples),
-                 np.int32(n), np.int32(0), r.dpooled, sums.scalars, sums.correct, sums.stats, np.int32(out))
+        e.launch.flat("softmax_xent", samples, dict(
+            logits=r.pooled, labels=r.labels, batch=np.int32(samples), classes=np.int32(n), ld=np.int32(0),
+            dlogits=r.dpooled, loss_sum=sums.scalars, correct=sums.correct, stats=sums.stats,
+            output_slot=np.int32(out)))
         kinds.spread(e, batch)
         return
-    e.launch("softmax_xent", ((batch + THREADS - 1) // THREADS, 1), addr(r.act, e.block(out)), r.labels,
-             np.int32(batch), np.int32(L.width[out]), np.int32(e.ld), addr(r.dz, e.block(out)), sums.scalars,
-             sums.correct, sums.stats, np.int32(out))
+    softmax_xent(e, batch, r.labels, e.launch)
+
+
+def softmax_xent(e: "CudaEngine", rows: int, labels, launch) -> None:
+    """The loss of `rows` rows of the output group's block against `labels`, their dz and the
+    correct count (a thread a row)."""
+    L, r, sums = e.layout, e.dev.rows, e.dev.sums
+    out = L.output_slot
+    launch.flat("softmax_xent", rows, dict(
+        logits=addr(r.act, e.block(out)), labels=labels, batch=np.int32(rows), classes=np.int32(L.width[out]),
+        ld=np.int32(e.ld), dlogits=addr(r.dz, e.block(out)), loss_sum=sums.scalars, correct=sums.correct,
+        stats=sums.stats, output_slot=np.int32(out)))
 
 
 class Seeded(Protocol):
@@ -194,17 +205,28 @@ def ranges(e: "CudaEngine", batch: int) -> None:
 
 
 def optimizer_args(e: "CudaEngine") -> list:
-    """The update's arguments (optim.cu): the optimizer's code, three state buffers (null where it
-    keeps fewer), n_params, lr, three hyper-parameters."""
-    L, opt = e.layout, e.optimizer
-    return [np.int32(opt.code), *e.dev.parameters.state_args(), np.int32(L.n_params), np.float32(opt.lr),
-            *[np.float32(h) for h in opt.hyper]]
+    """The update's arguments (optim.cu) for the engine's parameters: update_arguments."""
+    return update_arguments(e.optimizer, e.dev.parameters, e.layout.n_params)
+
+
+def update_arguments(opt, p: Parameters, n: int) -> list:
+    """The optimizer_update arguments that are not buffers of `p` or the guard, in the kernel's
+    order: the optimizer's code, three state buffers (null where it keeps fewer), n, lr, three
+    hyper-parameters (a list: the row executors compare a pending update's with the next step's)."""
+    return [np.int32(opt.code), *p.state_args(), np.int32(n), np.float32(opt.lr), *[np.float32(h) for h in opt.hyper]]
+
+
+def launch_update(launch, p: Parameters, args: list, guard) -> None:
+    """One optimizer step over `p` (update_arguments: `args`), 4 parameters a thread, refused on
+    the device when `guard` (a step's scalars) says the loss or gradients are not finite."""
+    kind, s0, s1, s2, n, lr, h1, h2, eps = args
+    launch.keyed("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), dict(
+        optimizer=kind, params=p.params, grads=p.grads, state0=s0, state1=s1, state2=s2, n=n, lr=lr, hyper1=h1,
+        hyper2=h2, eps=eps, guard=guard))
 
 
 def update(e: "CudaEngine", args: list | None = None, guard=None) -> None:
-    """One optimizer step over every parameter, 4 a thread; refused on the device (guard: the
-    step's scalars) if the loss or gradients are not finite."""
-    kind, s0, s1, s2, n, *hyper = args or optimizer_args(e)
-    p = e.dev.parameters
-    e.launch("optimizer_update", ((int(n) + 4 * THREADS - 1) // (4 * THREADS), 1), kind, p.params,
-             p.grads, s0, s1, s2, n, *hyper, guard if guard is not None else e.dev.sums.scalars)
+    """One optimizer step over every parameter; refused on the device (guard: the step's scalars)
+    if the loss or gradients are not finite."""
+    launch_update(e.launch, e.dev.parameters, args or optimizer_args(e),
+                  guard if guard is not None else e.dev.sums.scalars)

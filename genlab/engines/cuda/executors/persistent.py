@@ -45,6 +45,10 @@ class Persistent(Executor):
         e.mem.fill(e.dev.rows.counters, 0, self.counter_words(len(L.groups), batch))
         return passes.optimizer_args(e)
 
-    def launch(self, *args) -> None:
-        """The step's one launch of the kernel over the resident grid."""
-        self.engine.launch(self.kernel, (self.grid, 1), *args)
+    def launch(self, arguments: bytes | dict) -> None:
+        """The step's one launch of the kernel over the resident grid: its one struct (bytes of
+        its runtime.record), or every argument by parameter name (a dict)."""
+        if isinstance(arguments, dict):
+            self.engine.launch.keyed(self.kernel, (self.grid, 1), arguments)
+        else:
+            self.engine.launch(self.kernel, (self.grid, 1), arguments)

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import operations as op
 from .errors import GraphError
-from .duplication import duplicate_depth, duplicate_width  # noqa: F401 (Grower's edits; their home)
+from .network.duplication import duplicate_depth, duplicate_width  # noqa: F401 (Grower's edits)
 from .network import INPUT, OUTPUT, Network
 from .step_pictures import StepPictures
 from .operations import Change

@@ -135,10 +135,8 @@ class Trainer:
     def _freeze(self) -> None:
         """The network's arrays are read-only (replace a block to change it), and this is the
         version the engine holds."""
-        net = self._net
-        for a in (*net._weights.values(), *net._biases.values()):
-            a.flags.writeable = False
-        self._version = net.version
+        self._net.freeze_arrays()
+        self._version = self._net.version
 
     def _begin(self) -> None:
         """A run's state from its first step: random stream, history, growth bookkeeping."""
@@ -292,7 +290,7 @@ class Trainer:
         events, log = self.grower.check(work, self.step_count, self.engine, groups, picture=self._topology)
         if not events:
             return events
-        if not in_place and not all(np.isfinite(a).all() for a in (*work._weights.values(), *work._biases.values())):
+        if not in_place and not all(np.isfinite(a).all() for a in (*work.weights.values(), *work.biases.values())):
             raise TrainingError("this growth step would have made parameters non-finite; it was not applied")
         work.history.extend(e.to_dict() for e in events)
         before = self._topology()

@@ -5,6 +5,7 @@ import ast
 import inspect
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,24 @@ def test_the_checkpoint_reads_trainers_and_networks_through_their_public_accesso
     private = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                       and node.attr.startswith("_") and not node.attr.startswith("__")})
     assert private == []
+
+
+def test_no_module_outside_the_network_package_touches_a_networks_private_fields():
+    """A Network's private fields (those its __init__ sets with a leading underscore) are read and
+    written only inside genlab/network/: growth's unchecked edits live there (duplication.py), and
+    the trainer and checkpoint use its public members."""
+    core = (ROOT / "genlab" / "network" / "core.py").read_text()
+    private = set(re.findall(r"self\.(_[a-z]\w*)\s*(?::[^=]*)?=", core))
+    assert {"_weights", "_biases", "_in", "_out", "_rng", "_next_id"} <= private
+    found = []
+    for path in sorted((ROOT / "genlab").rglob("*.py")):
+        if (ROOT / "genlab" / "network") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in private and not (
+                    isinstance(node.value, ast.Name) and node.value.id == "self"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert found == []
 
 
 def test_the_scores_record_types_each_of_its_fields():

@@ -11,8 +11,8 @@ import pytest
 from genlab import GraphError, Network
 from genlab import operations as op
 from genlab import shapes
-from genlab.duplication import duplicate_depth, duplicate_width, he_uniform
-from genlab.duplication import fan_in as _fan_in
+from genlab.network.duplication import duplicate_depth, duplicate_width, he_uniform
+from genlab.network.duplication import fan_in as _fan_in
 from genlab.hashnoise import hash_uniform
 
 

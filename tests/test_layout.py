@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from genlab import Network
-from genlab.duplication import duplicate_depth, duplicate_width
+from genlab.network.duplication import duplicate_depth, duplicate_width
 from genlab.engines.cuda.layout import Layout
 from genlab.operations import Noise
 

@@ -8,6 +8,7 @@ and from the floors below the network: genlab.kinds, shapes, dag, checks):
     validation.py    whether a network can run
     file.py          the network file format (one .npz, JSON metadata), validated on reading
     core.py          Network, composing them
+    duplication.py   growth's duplications of a group, written without the checked edits' searches
 """
 
 from ..group_ids import INPUT, OUTPUT

@@ -84,6 +84,12 @@ class Network:
         self._biases = Blocks(self, value)
         self.version += 1
 
+    def freeze_arrays(self) -> None:
+        """Make every parameter array read-only as it is, without asking a holder for newer ones
+        (a trainer does this once it has copied its parameters in: replace a block to change it)."""
+        for a in (*self._weights.values(), *self._biases.values()):
+            a.flags.writeable = False
+
     @property
     def rng_state(self) -> dict:
         """The state of the random stream growth and init draw from (a checkpoint keeps it)."""

@@ -5,22 +5,27 @@ every edge: right for a person's edit, and most of a growth event's time (45 us 
 a 34-group network, a search per edge). A duplication cannot make a bad network: the new group
 takes g's width, kind and options, its edges are copies of g's (width-wise) or g's own edges
 stretched through it (depth-wise), so shapes hold and no cycle closes. This module makes those
-edits without the checks; it is the one place besides genlab.network that writes a Network's
-fields, and tests/test_duplication.py checks that every edit equals what the checked methods
-build (topology, edge order, parameters, the network's random state).
+edits without the checks, inside the network package (no module outside it touches a Network's
+private fields: tests/test_architecture.py), and tests/test_duplication.py checks that every
+edit equals what the checked methods build (topology, edge order, parameters, the network's
+random state).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import operations as op
-from . import shapes
-from .hashnoise import hash_uniform
-from .errors import GraphError
-from .network import INPUT, OUTPUT, Network
+from .. import operations as op
+from .. import shapes
+from ..hashnoise import hash_uniform
+from ..errors import GraphError
+from ..group_ids import INPUT, OUTPUT
+
+if TYPE_CHECKING:
+    from .core import Network
 
 
 def he_uniform(seed: int, step: int, src: int, dst: int, shape, fan_in: int) -> np.ndarray:

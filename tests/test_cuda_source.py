@@ -113,7 +113,8 @@ def test_every_kernel_python_launches_is_defined():
     defined = set(kernel_names(source()))
     folders = [ROOT / "genlab" / folder for folder in ("engines/cuda", "kinds")]
     code = "\n".join(p.read_text() for folder in folders for p in folder.rglob("*.py"))
-    launched = set(re.findall(r'launch(?:\.flat|\.named)?\(\s*"(\w+)"[,)]', code))
+    launched = set(re.findall(r'launch(?:\.flat|\.named|\.keyed)?\(\s*"(\w+)"[,)]', code))
+    assert {"growth_init", "scan_exclusive", "optimizer_update", "softmax_xent", "dni_keep"} <= launched
     launched |= {"forward_level", "backward_level", "weight_grad", "forward_mid", "backward_mid", "weight_mid",
                  "forward_wide", "backward_wide", "weight_wide", "dataflow_step", "rows_step", "cluster_step"}  # built names
     assert launched and launched <= defined, launched - defined

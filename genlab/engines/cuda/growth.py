@@ -175,7 +175,8 @@ def observe(e: "CudaEngine", batch: int) -> None:
     if e.pruning[1] is not None:
         e.launch.flat("prune_observe", n, dict(
             stats=b.sums.stats, width=b.groups.width, hidden=b.groups.hidden, n_slots=np.int32(n),
-            batch=np.int32(batch), alpha=np.float64(e.pruning[1]), taylor=b.scores.taylor, seen=b.scores.taylor_seen, guard=b.sums.scalars))
+            batch=np.int32(batch), alpha=np.float64(e.pruning[1]), taylor=b.scores.taylor, seen=b.scores.taylor_seen,
+            guard=b.sums.scalars))
 
 
 def scores(e: "CudaEngine") -> dict[int, float]:

@@ -47,7 +47,7 @@ class Record:
     held: tuple = field(default=(), repr=False, compare=False, kw_only=True)
 
     @classmethod
-    @cache  # a growth event makes a dozen records: dataclasses.fields each time cost ~0.5 ms
+    @cache  # once a class (a growth event makes a dozen records; dataclasses.fields is not free)
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls) if f.name != "held")
 

@@ -226,10 +226,7 @@ class Wavefront:
         self.drv.memset_d32_async(self.scalars, 0, now.zeroed_words, self.stream)
         self._trained = train
         i32 = np.int32
-        topology = {name: t[name] for name in ("width", "bias_off", "in_src", "in_delay", "in_woff")}
-        self.launch.keyed("wavefront_step", (p.n_slots * now.n_rb, 1), dict(
-            **topology, **{name: t[name] for name in ("col_off", "in_ptr", "out_ptr", "out_dst", "out_delay",
-                                                      "out_woff")},
+        self.launch.named("wavefront_step", (p.n_slots * now.n_rb, 1), t, dict(  # t: the topology by name
             act_off=now.act_off, n_slots=i32(p.n_slots), steps=i32(steps), batch=i32(batch), rows=i32(now.rows),
             n_inputs=i32(p.n_inputs), n_cols=i32(p.n_cols), every_step=i32(every_step), train=i32(train),
             stage=i32(now.stage), chunk=i32(now.chunk), region=i32(now.region), release_every=i32(self.release_every),
@@ -237,10 +234,10 @@ class Wavefront:
             hmin=self.b.hmin, hmax=self.b.hmax, scalars=self.scalars, flags=self.flags), shared=now.shared)
         if not train:
             return
-        self.launch.keyed("wavefront_weight_grad", (now.n_items, 1), dict(
-            **topology, items=now.items, act_off=now.act_off, n_slots=i32(p.n_slots), steps=i32(steps),
-            batch=i32(batch), n_inputs=i32(p.n_inputs), n_chunks=i32(now.chunks), n_params=i32(p.n_params),
-            every_step=i32(every_step), x=self.b.x, act=self.b.act, dz=self.b.dz, partials=self.b.partials))
+        self.launch.named("wavefront_weight_grad", (now.n_items, 1), t, dict(
+            items=now.items, act_off=now.act_off, n_slots=i32(p.n_slots), steps=i32(steps), batch=i32(batch),
+            n_inputs=i32(p.n_inputs), n_chunks=i32(now.chunks), n_params=i32(p.n_params), every_step=i32(every_step),
+            x=self.b.x, act=self.b.act, dz=self.b.dz, partials=self.b.partials))
         self.launch.flat("wavefront_reduce", p.n_params, dict(partials=self.b.partials, n_chunks=i32(now.chunks),
                                                               n_params=i32(p.n_params), grads=self.grads,
                                                               scalars=self.scalars))

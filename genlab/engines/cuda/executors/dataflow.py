@@ -13,7 +13,7 @@ import numpy as np
 
 from ....precision import ALL
 from ..constants import TILE
-from ..records import addr, pointers
+from ..records import addr
 from . import output_parts, passes
 from .base import Activations
 from .persistent import Persistent
@@ -31,10 +31,7 @@ class Dataflow(Persistent):
         t = d.tasks
         code, s0, s1, s2, n_params, lr, h1, h2, eps = self.setup(batch)
         parts, n_parts, cap = output_parts.persistent_arguments(e)
-        found = pointers(d.groups, d.csr, d.rows, d.parameters, d.sums)
-        self.launch({name: found[name] for name in (
-            "width", "act_off", "bias_off", "in_ptr", "in_src", "in_dst", "in_woff", "out_ptr", "out_dst", "out_woff",
-            "hidden", "params", "grads", "act", "dz", "labels", "stats", "wstats", "scalars", "counters")} | dict(
+        e.launch.named(self.kernel, (self.grid, 1), d.by_name, dict(  # the state's buffers by name, and these
             fwd_tasks=t.first.forward_tasks, n_fwd=np.int32(L.n_forward_tasks),
             bwd_tasks=addr(t.first.backward_tasks, 8 * L.backward_start), n_bwd=np.int32(L.n_backward_tasks),
             weight_tasks=t.first.weight_tasks, n_weight=np.int32(L.n_weight_tasks), bias_tasks=t.bias_tasks,

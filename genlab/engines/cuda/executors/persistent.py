@@ -45,10 +45,7 @@ class Persistent(Executor):
         e.mem.fill(e.dev.rows.counters, 0, self.counter_words(len(L.groups), batch))
         return passes.optimizer_args(e)
 
-    def launch(self, arguments: bytes | dict) -> None:
-        """The step's one launch of the kernel over the resident grid: its one struct (bytes of
-        its runtime.record), or every argument by parameter name (a dict)."""
-        if isinstance(arguments, dict):
-            self.engine.launch.keyed(self.kernel, (self.grid, 1), arguments)
-        else:
-            self.engine.launch(self.kernel, (self.grid, 1), arguments)
+    def launch(self, record: bytes) -> None:
+        """The step's one launch of the kernel over the resident grid, its arguments one struct
+        (the bytes of its runtime.record)."""
+        self.engine.launch(self.kernel, (self.grid, 1), record)

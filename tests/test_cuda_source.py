@@ -144,6 +144,12 @@ def test_a_launch_by_name_takes_each_parameter_by_its_name_and_refuses_what_does
         runtime.by_name("bias_grad", fields, {"ld": 8, "batch": 7, "tasks": 0})
     with pytest.raises(BackendError, match="kernel bias_grad has no parameter rows"):
         runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "rows": 1})
+    every = dict(zip(runtime.names("bias_grad"), range(10)))  # keyed: every argument given, none from the state
+    assert runtime.by_name("bias_grad", {}, dict(reversed(every.items()))) == list(range(10))
+    with pytest.raises(BackendError, match="kernel bias_grad has no parameter rows"):  # as many names, one wrong
+        runtime.by_name("bias_grad", {}, {**{k: v for k, v in every.items() if k != "ld"}, "rows": 1})
+    with pytest.raises(BackendError, match="kernel bias_grad's parameter ld is neither given"):
+        runtime.by_name("bias_grad", {}, {k: v for k, v in every.items() if k != "ld"})
     with pytest.raises(BackendError, match="kernel no_such_kernel is not defined"):
         runtime.names("no_such_kernel")
 

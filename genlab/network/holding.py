@@ -42,6 +42,6 @@ class Holding:
 
     def settle(self) -> None:
         """Copy the holder's parameters into the network."""
-        holder = self.holder
-        if holder is not None:
+        ref = self._ref  # read on every access to a network's parameters: kept to two lookups
+        if ref is not None and (holder := ref()) is not None:
             holder.sync()

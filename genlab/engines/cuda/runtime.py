@@ -147,18 +147,33 @@ def names(kernel: str) -> tuple[str, ...]:
         raise BackendError(f"kernel {kernel} is not defined in cuda/") from None
 
 
+_KNOWN: dict[str, frozenset[str]] = {}  # kernel: its parameter names as a set (by_name's check)
+
+
 def by_name(kernel: str, fields, given: dict) -> list:
     """A kernel's arguments in its order, each found by its parameter name: in `given`, else in
     `fields` (the device state's buffers by field name, DeviceState.by_name); BackendError naming
     a parameter found in neither, or a given name the kernel has no parameter of."""
     order = names(kernel)
-    if not given.keys() <= set(order):
-        raise BackendError(f"kernel {kernel} has no parameter {', '.join(sorted(given.keys() - set(order)))}")
+    if not fields and len(given) == len(order):  # every argument given (Launches.keyed): found = none unknown
+        try:
+            return [given[p] for p in order]
+        except KeyError:
+            pass  # a name unknown to the kernel in place of one of its own: told below
+    known = _KNOWN.get(kernel)
+    if known is None:
+        known = _KNOWN[kernel] = frozenset(order)
+    if not known.issuperset(given):
+        raise BackendError(f"kernel {kernel} has no parameter {', '.join(sorted(given.keys() - known))}")
     try:
-        return [given[p] if p in given else fields[p] for p in order]
+        get = given.get
+        return [fields[p] if (v := get(p, _ABSENT)) is _ABSENT else v for p in order]
     except KeyError as missing:
         raise BackendError(f"kernel {kernel}'s parameter {missing.args[0]} is neither given nor a buffer of the "
                            "device state") from None
+
+
+_ABSENT = object()  # by_name: a parameter not in `given`
 
 
 # ------------------------------------------------------------------------------ compiling

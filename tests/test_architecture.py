@@ -204,6 +204,56 @@ def test_no_module_outside_the_network_package_touches_a_networks_private_fields
     assert found == []
 
 
+def _members(protocol) -> set[str]:
+    """The names a Protocol declares, its bases' included."""
+    return {n for cls in protocol.__mro__[:-1] if cls.__module__ == protocol.__module__
+            for n in vars(cls) if not n.startswith("_")}
+
+
+def _context_reads(path: Path):
+    """(line, protocol, attribute) for every attribute read of a parameter annotated with a context
+    protocol of engines/cuda/context.py, and (line, "CudaEngine", name) for a parameter that takes
+    the whole engine."""
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        typed = {a.arg: a.annotation.value for a in fn.args.args + fn.args.kwonlyargs
+                 if isinstance(a.annotation, ast.Constant) and isinstance(a.annotation.value, str)}
+        for name, protocol in typed.items():
+            if protocol == "CudaEngine":
+                yield fn.lineno, protocol, name
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and typed.get(
+                    node.value.id) in ("PassContext", "KindContext"):
+                yield node.lineno, typed[node.value.id], node.attr
+
+
+def test_the_passes_and_the_kinds_hooks_read_only_their_context_of_the_engine(fake_gpu):
+    """The level passes see a PassContext of the engine and a kind's CUDA hooks a KindContext
+    (engines/cuda/context.py): no parameter there takes the whole engine, no read goes past the
+    interface, and the CUDA engine provides every member of both."""
+    from genlab.engines.cuda.context import KindContext, PassContext
+    from genlab.optim import Adam
+
+    allowed = {"PassContext": _members(PassContext), "KindContext": _members(KindContext)}
+    assert allowed["KindContext"] == {"layout", "dev", "launch", "batch_cap", "block"}
+    assert allowed["PassContext"] > allowed["KindContext"]
+    cuda = ROOT / "genlab" / "engines" / "cuda"
+    modules = [cuda / "kind_cuda.py", *[cuda / "executors" / f"{m}.py" for m in ("passes", "kinds", "output_parts",
+                                                                                     "split")],
+               *sorted((ROOT / "genlab" / "kinds").glob("*/cuda.py"))]
+    reads, beyond = set(), []
+    for path in modules:
+        for line, protocol, attr in _context_reads(path):
+            reads.add((protocol, attr))
+            if attr not in allowed.get(protocol, ()):
+                beyond.append(f"{path.relative_to(ROOT)}:{line} {protocol} .{attr}")
+    assert beyond == []
+    assert {("PassContext", "executor"), ("PassContext", "layout"), ("KindContext", "launch")} <= reads
+    engine = CudaEngine(Network.mlp([4, 6, 3], seed=0), Adam())
+    assert [m for m in sorted(allowed["PassContext"]) if not hasattr(engine, m)] == []
+
+
 def test_the_scores_record_types_each_of_its_fields():
     from genlab.engines.cuda.growth import GROUP_STATE
     from genlab.engines.cuda.records import Scores

@@ -23,7 +23,7 @@ from .constants import THREADS
 
 if TYPE_CHECKING:
     from ...network import Network
-    from .engine import CudaEngine
+    from .context import KindContext
 
 
 class KindCuda(ABC):
@@ -45,15 +45,15 @@ class KindCuda(ABC):
         return 0
 
     @abstractmethod
-    def forward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    def forward(self, e: "KindContext", listed, slots: np.ndarray, rows: int) -> None:
         """h of these groups (their inputs' h are complete)."""
 
     @abstractmethod
-    def backward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    def backward(self, e: "KindContext", listed, slots: np.ndarray, rows: int) -> None:
         """dz of these groups (their consumers' dz are complete), their sums of dL/dh."""
 
     @abstractmethod
-    def gradients(self, e: "CudaEngine", rows: int) -> None:
+    def gradients(self, e: "KindContext", rows: int) -> None:
         """The gradients of the edges into every group of the kind and of their own vectors."""
 
 

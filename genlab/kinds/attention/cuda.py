@@ -17,7 +17,7 @@ from ...errors import BackendError
 from .reference import Attention
 
 if TYPE_CHECKING:
-    from ...engines.cuda.engine import CudaEngine
+    from ...engines.cuda.context import KindContext
     from ...network import Network
 
 # An attention block takes up to SAMPLES samples of its group, fewer where that would leave fewer
@@ -45,13 +45,13 @@ class AttentionCuda(KindCuda):
         T, d = shapes.tokens(net), net.widths[g]
         return 5 * T * d + net.options[g]["heads"] * T * T
 
-    def forward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    def forward(self, e: "KindContext", listed, slots: np.ndarray, rows: int) -> None:
         self._launch(e, listed, slots, rows, backward=False)
 
-    def backward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    def backward(self, e: "KindContext", listed, slots: np.ndarray, rows: int) -> None:
         self._launch(e, listed, slots, rows, backward=True)
 
-    def _launch(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int, backward: bool) -> None:
+    def _launch(self, e: "KindContext", listed, slots: np.ndarray, rows: int, backward: bool) -> None:
         """attention_forward or attention_backward over these slots: blocks of several samples
         (launch_blocks), the cache of the forward (capacity: the samples it has room for)."""
         kernel = "attention_backward" if backward else "attention_forward"
@@ -61,7 +61,7 @@ class AttentionCuda(KindCuda):
                        dict(slots=listed, capacity=np.int32(e.batch_cap // tokens), samples=np.int32(rows // tokens),
                             per_block=np.int32(per_block), shared=np.int32(shared)), shared=4 * shared)
 
-    def gradients(self, e: "CudaEngine", rows: int) -> None:
+    def gradients(self, e: "KindContext", rows: int) -> None:
         """The weight gradients of the edges into attention groups (their own: in the backward)."""
         L, d = e.layout, e.dev
         edges = L.kinds.edges[Attention.code]
@@ -73,7 +73,7 @@ class AttentionCuda(KindCuda):
 CUDA = AttentionCuda()
 
 
-def launch_blocks(e: "CudaEngine", slots: np.ndarray, rows: int, backward: bool) -> tuple:
+def launch_blocks(e: "KindContext", slots: np.ndarray, rows: int, backward: bool) -> tuple:
     """(grid, samples a block, floats of dynamic shared memory) of an attention launch over these
     slots: room for the largest work area, and for the staged weights (forward) or the gradient
     sums (backward) of every group whose own fit ATT_STAGED (cuda/attention.cu)."""

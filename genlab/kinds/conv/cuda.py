@@ -14,7 +14,7 @@ from ...engines.cuda.kind_cuda import KindCuda, blocks, per_layout
 from .reference import Conv
 
 if TYPE_CHECKING:
-    from ...engines.cuda.engine import CudaEngine
+    from ...engines.cuda.context import KindContext
 
 # conv_forward_staged and conv_backward_staged run a level's conv groups where every one of them
 # fits (False: never; the harness)
@@ -28,19 +28,19 @@ class ConvCuda(KindCuda):
     def geometry(self, options: dict, row: np.ndarray, field: dict[str, int]) -> None:
         row[field["K"]], row[field["STRIDE"]] = options["kernel"], options["stride"]
 
-    def forward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    def forward(self, e: "KindContext", listed, slots: np.ndarray, rows: int) -> None:
         staged = STAGED and all(staging(e.layout)[s][0] for s in slots)
         e.launch.named("conv_forward_staged" if staged else "conv_forward",
                        (len(slots), blocks(rows * positions(e.layout, slots), CONV_POS)), e.dev.by_name,
                        dict(slots=listed, batch=np.int32(rows)))
 
-    def backward(self, e: "CudaEngine", listed, slots: np.ndarray, rows: int) -> None:
+    def backward(self, e: "KindContext", listed, slots: np.ndarray, rows: int) -> None:
         staged = BACKWARD_STAGED and all(staging(e.layout)[s][1] for s in slots)
         e.launch.named("conv_backward_staged" if staged else "conv_backward",
                        (len(slots), blocks(rows * positions(e.layout, slots), CONV_POS)), e.dev.by_name,
                        dict(slots=listed, batch=np.int32(rows)))
 
-    def gradients(self, e: "CudaEngine", rows: int) -> None:
+    def gradients(self, e: "KindContext", rows: int) -> None:
         weight_grad(e, rows)
         bias_grad(e, rows)
 
@@ -48,14 +48,14 @@ class ConvCuda(KindCuda):
 CUDA = ConvCuda()
 
 
-def weight_grad(e: "CudaEngine", rows: int) -> None:
+def weight_grad(e: "KindContext", rows: int) -> None:
     """The weight gradients of the edges into conv groups (added: zeroed first)."""
     edges = e.layout.kinds.edges[Conv.code]
     e.launch.named("conv_weight_grad", (len(edges), (rows + CONV_SAMPLES - 1) // CONV_SAMPLES), e.dev.by_name,
                    dict(tasks=e.dev.kinds.edges[Conv.code], batch=np.int32(rows)))
 
 
-def bias_grad(e: "CudaEngine", rows: int) -> None:
+def bias_grad(e: "KindContext", rows: int) -> None:
     """The conv groups' bias gradients."""
     k = e.layout.kinds
     slots = k.slots[Conv.code]

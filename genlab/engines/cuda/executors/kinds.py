@@ -14,29 +14,29 @@ from ..kind_cuda import by_code
 from ..records import addr
 
 if TYPE_CHECKING:
-    from ..engine import CudaEngine
+    from ..context import PassContext
 
 
-def forward(e: "CudaEngine", level: int, rows: int) -> None:
+def forward(e: "PassContext", level: int, rows: int) -> None:
     """h of this level's groups of other kinds."""
     for code, slots in e.layout.kinds.levels.get(level, {}).items():
         by_code(code).forward(e, e.dev.kinds.by_level[level, code], slots, rows)
 
 
-def backward(e: "CudaEngine", level: int, rows: int) -> None:
+def backward(e: "PassContext", level: int, rows: int) -> None:
     """dz of this level's groups of other kinds (their consumers' dz are complete)."""
     for code, slots in e.layout.kinds.levels.get(level, {}).items():
         by_code(code).backward(e, e.dev.kinds.by_level[level, code], slots, rows)
 
 
-def zero_added(e: "CudaEngine") -> None:
+def zero_added(e: "PassContext") -> None:
     """The gradients kernels add into start at zero (kind_cuda.KindCuda.zero_edges, zero_own)."""
     k = e.layout.kinds
     if len(k.zeroed):
         e.launch.keyed("zero_ranges", (len(k.zeroed), 1), dict(ranges=e.dev.kinds.zeroed, grads=e.dev.parameters.grads))
 
 
-def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
+def gradients(e: "PassContext", rows: int, gradsq: int) -> None:
     """Each kind's gradients of the edges into its groups and of their own vectors, then the norms
     of all their gradients (into wstats and the step's gradsq)."""
     k = e.layout.kinds
@@ -47,7 +47,7 @@ def gradients(e: "CudaEngine", rows: int, gradsq: int) -> None:
             ranges=e.dev.kinds.norm_ranges, grads=e.dev.parameters.grads, wstats=e.dev.sums.wstats, gradsq=gradsq))
 
 
-def pool(e: "CudaEngine", rows: int) -> None:
+def pool(e: "PassContext", rows: int) -> None:
     """A sequence network's logits: the mean of the output group's token rows."""
     L = e.layout
     T, n = L.kinds.tokens, int(L.width[L.output_slot])
@@ -56,7 +56,7 @@ def pool(e: "CudaEngine", rows: int) -> None:
         tokens=np.int32(T), classes=np.int32(n)))
 
 
-def spread(e: "CudaEngine", rows: int) -> None:
+def spread(e: "PassContext", rows: int) -> None:
     """The output group's dz on every token row: the logits' gradient / tokens."""
     L = e.layout
     T, n = L.kinds.tokens, int(L.width[L.output_slot])

@@ -19,7 +19,7 @@ from ..constants import TILE
 from ..records import addr
 
 if TYPE_CHECKING:
-    from ..engine import CudaEngine
+    from ..context import PassContext
     from ..layout import Layout
     from ..memory import Memory
     from .base import Executor
@@ -41,18 +41,18 @@ def scratch(executor: "Executor", layout: "Layout", cap: int, mem: "Memory") -> 
     return {"output_parts": mem.new(4 * n * cap * int(layout.width[layout.output_slot]), "the output's split-K parts")}
 
 
-def arguments(e: "CudaEngine") -> dict:
+def arguments(e: "PassContext") -> dict:
     """forward_level's arguments for the parts, by name: split, the parts' blocks (null where not
     cut), their rows."""
     return {"split": np.int32(e.executor.split), "parts": e.dev.rows.output_parts, "cap": np.int32(e.batch_cap)}
 
 
-def persistent_arguments(e: "CudaEngine") -> tuple:
+def persistent_arguments(e: "PassContext") -> tuple:
     """A persistent kernel's: the parts' blocks (null where not cut), their number, their rows."""
     return (e.dev.rows.output_parts, np.int32(count(e.executor, e.layout)), np.int32(e.batch_cap))
 
 
-def enqueue_sum(e: "CudaEngine", batch: int, launch=None) -> None:
+def enqueue_sum(e: "PassContext", batch: int, launch=None) -> None:
     """The logits of the first `batch` rows from the parts, in part order (after the forward
     levels, before anything reads them); nothing where the output is not cut."""
     n = count(e.executor, e.layout)

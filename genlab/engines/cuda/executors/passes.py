@@ -15,10 +15,10 @@ from ..topology import backward_task_bytes
 from . import kinds, output_parts, split
 
 if TYPE_CHECKING:
-    from ..engine import CudaEngine
+    from ..context import PassContext
 
 
-def tier_launches(e: "CudaEngine", batch: int) -> list:
+def tier_launches(e: "PassContext", batch: int) -> list:
     """(list prefix, kernel suffix, batch tiles, extra kernel arguments by name) of each tier of
     widths that has lists: the first's kernels (forward_level, backward_level) take the task size
     (chunk), the others' (forward_mid, ..., weight_wide) have it built in."""
@@ -31,7 +31,7 @@ FORWARD = ("forward", "forward_tasks", 0)
 BACKWARD = ("backward", "backward_tasks", 1)
 
 
-def level_launches(e: "CudaEngine", batch: int, which: tuple):
+def level_launches(e: "PassContext", batch: int, which: tuple):
     """(level, [(kernel, grid, first task, extra arguments by name) of each tier's launch]) level by
     level (forward from level 1; backward from the deepest hidden level). The wider tiers' kernels
     take the split-K scratch (split.py), the first tier's forward the output group's parts
@@ -53,7 +53,7 @@ def level_launches(e: "CudaEngine", batch: int, which: tuple):
         yield (number + 1 if index == 0 else depth - 1 - number), launches
 
 
-def forward(e: "CudaEngine", batch: int) -> None:
+def forward(e: "PassContext", batch: int) -> None:
     """h of every group, level by level: one launch per tier of dense groups, one per other kind
     present (an output group whose in-edges are cut over several tasks is summed from their
     parts last, output_parts.py); a sequence network's logits are its token rows' mean."""
@@ -68,7 +68,7 @@ def forward(e: "CudaEngine", batch: int) -> None:
         kinds.pool(e, batch)
 
 
-def zero_step_sums(e: "CudaEngine") -> None:
+def zero_step_sums(e: "PassContext") -> None:
     """The per-group statistics, weight-gradient norms and step scalars start at zero."""
     n, sums = len(e.layout.groups), e.dev.sums
     e.mem.fill(sums.stats, 0, 6 * n)
@@ -76,7 +76,7 @@ def zero_step_sums(e: "CudaEngine") -> None:
     e.mem.fill(sums.scalars, 0, 6)
 
 
-def loss(e: "CudaEngine", batch: int) -> None:
+def loss(e: "PassContext", batch: int) -> None:
     """Softmax cross-entropy of every row: the loss, the correct count, the output group's dz (of
     a sequence network: of the pooled logits, spread over the token rows)."""
     L, r, sums = e.layout, e.dev.rows, e.dev.sums
@@ -93,7 +93,7 @@ def loss(e: "CudaEngine", batch: int) -> None:
     softmax_xent(e, batch, r.labels, e.launch)
 
 
-def softmax_xent(e: "CudaEngine", rows: int, labels, launch) -> None:
+def softmax_xent(e: "PassContext", rows: int, labels, launch) -> None:
     """The loss of `rows` rows of the output group's block against `labels`, their dz and the
     correct count (a thread a row)."""
     L, r, sums = e.layout, e.dev.rows, e.dev.sums
@@ -115,7 +115,7 @@ class Seeded(Protocol):
     def push(self, batch: int) -> None: ...
 
 
-def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
+def backward(e: "PassContext", batch: int, seeded: Seeded | None = None) -> None:
     """Loss, dz of every group (pulled by each group from its consumers, or pushed by the
     consumers into their sources), then the weight and bias gradients and the ranges. `seeded`
     (push only): dz starts from its seed, and it pushes."""
@@ -140,7 +140,7 @@ def backward(e: "CudaEngine", batch: int, seeded: Seeded | None = None) -> None:
     ranges(e, batch)
 
 
-def _pull(e: "CudaEngine", batch: int) -> None:
+def _pull(e: "PassContext", batch: int) -> None:
     fields = e.dev.by_name
     for level, launches in level_launches(e, batch, BACKWARD):
         for name, grid, tasks, extra in launches:
@@ -149,7 +149,7 @@ def _pull(e: "CudaEngine", batch: int) -> None:
         kinds.backward(e, level, batch)
 
 
-def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch, act_off=None) -> None:
+def push_levels(e: "PassContext", batch: int, levels: list, tasks, hidden, launch, act_off=None) -> None:
     """The pushed backward over `levels`: (number, first task, task count) each, number 0 the
     output group's level (its dz is the loss's: no finish), the tasks 8 bytes each from `tasks`;
     a task's group finishes its dz (mask, statistics), then pushes into the sources that
@@ -168,7 +168,7 @@ def push_levels(e: "CudaEngine", batch: int, levels: list, tasks, hidden, launch
         launch.named("backward_push", (count, rows), fields, dict(tasks=at, hidden=hidden, **given))
 
 
-def gradients(e: "CudaEngine", batch: int) -> None:
+def gradients(e: "PassContext", batch: int) -> None:
     """Weight gradients (one launch per tier) and bias gradients, with their squared sums."""
     L, d = e.layout, e.dev
     for pre, suffix, _, _ in tier_launches(e, batch):
@@ -182,7 +182,7 @@ def gradients(e: "CudaEngine", batch: int) -> None:
     kinds.gradients(e, batch, d.sums.gradsq)
 
 
-def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bias_tasks, n_bias: int,
+def dense_gradients(e: "PassContext", batch: int, weight_tasks, n_weight: int, bias_tasks, n_bias: int,
                     launch, act_off=None) -> None:
     """The first tier's weight gradients (weight_grad: tasks of 12 bytes) and the bias gradients
     (bias_grad: 8 bytes) of the given task lists, with their squared sums, on `launch`'s stream
@@ -196,7 +196,7 @@ def dense_gradients(e: "CudaEngine", batch: int, weight_tasks, n_weight: int, bi
         launch.named("bias_grad", (n_bias, 1), d.by_name, dict(tasks=bias_tasks, **given))
 
 
-def ranges(e: "CudaEngine", batch: int) -> None:
+def ranges(e: "PassContext", batch: int) -> None:
     """Each neuron's activation range over the batch, for pruning (when it is on)."""
     L, d = e.layout, e.dev
     if e.pruning[0]:
@@ -204,7 +204,7 @@ def ranges(e: "CudaEngine", batch: int) -> None:
                        dict(tasks=d.tasks.bias_tasks, batch=np.int32(batch), ld=np.int32(e.ld)))
 
 
-def optimizer_args(e: "CudaEngine") -> list:
+def optimizer_args(e: "PassContext") -> list:
     """The update's arguments (optim.cu) for the engine's parameters: update_arguments."""
     return update_arguments(e.optimizer, e.dev.parameters, e.layout.n_params)
 
@@ -225,7 +225,7 @@ def launch_update(launch, p: Parameters, args: list, guard) -> None:
         hyper2=h2, eps=eps, guard=guard))
 
 
-def update(e: "CudaEngine", args: list | None = None, guard=None) -> None:
+def update(e: "PassContext", args: list | None = None, guard=None) -> None:
     """One optimizer step over every parameter; refused on the device (guard: the step's scalars)
     if the loss or gradients are not finite."""
     launch_update(e.launch, e.dev.parameters, args or optimizer_args(e),

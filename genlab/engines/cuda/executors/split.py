@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..constants import MT
 
 if TYPE_CHECKING:
-    from ..engine import CudaEngine
+    from ..context import PassContext
     from ..layout import Layout
     from ..memory import Memory
     from .base import Tier
@@ -40,7 +40,7 @@ def scratch(layout: "Layout", tiers, cap: int, mem: "Memory") -> dict:
     return new
 
 
-def arguments(e: "CudaEngine") -> dict:
+def arguments(e: "PassContext") -> dict:
     """The wider tiers' forward and backward kernels' arguments for split-K, by name: partials,
     tickets (null where no tier splits: the WT tier's tasks are all of one part)."""
     r = e.dev.rows

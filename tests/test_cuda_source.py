@@ -154,6 +154,30 @@ def test_a_launch_by_name_takes_each_parameter_by_its_name_and_refuses_what_does
         runtime.names("no_such_kernel")
 
 
+def test_a_kernels_argument_struct_is_filled_by_member_name_and_refuses_what_does_not_fit():
+    """runtime.pack: a persistent kernel's struct (its layout read from the CUDA source) takes each
+    member from what the launch gives, else from the device state's buffers by name; a pointer may
+    be an allocation (its address); a member found nowhere, or a name the struct lacks, is a
+    BackendError naming it."""
+    from genlab import BackendError
+
+    class Allocation:
+        def __int__(self):
+            return 0xDEAD00
+
+    dtype = runtime.record("dni.cu", "DniCut")
+    fields = {name: 0x1000 + i for i, name in enumerate(dtype.names) if dtype.fields[name][0] == np.uint64}
+    given = {"batch": 7, "cols": 3, "classes": 10, "conditioned": 1, "seed": 1, "stride": 99, "act": Allocation()}
+    a = runtime.pack(dtype, {**fields, "unused": 5}, given)
+    assert (int(a["batch"]), int(a["stride"]), int(a["act"])) == (7, 99, 0xDEAD00)
+    assert int(a["params"]) == fields["params"] and int(a["dz"]) == fields["dz"]
+    assert a.tobytes()[dtype.fields["cols"][1]:][:4] == np.int32(3).tobytes()  # laid out as nvcc lays it out
+    with pytest.raises(BackendError, match="member stride is neither given nor a buffer"):
+        runtime.pack(dtype, fields, {k: v for k, v in given.items() if k != "stride"})
+    with pytest.raises(BackendError, match="struct has no member rows"):
+        runtime.pack(dtype, fields, {**given, "rows": 1})
+
+
 def _positional_launches() -> list[str]:
     """Calls that launch a kernel with its arguments in order: a call of something named launch
     (or `(launch or e.launch)`) with more than a kernel, a grid and one struct, or with a starred

@@ -44,7 +44,7 @@ from .constants import DNI_ROWS, THREADS
 from .engine import CudaEngine
 from .executors import AUTO, passes
 from .executors.level import LevelPush
-from .records import Parameters, pointers
+from .records import Parameters
 
 FILE = "dni.cu"
 
@@ -171,20 +171,11 @@ class Modules:
     def cut(self, batch: int, **given) -> bytes:
         """The DniCut of a launch over every module on the step's buffers (`given`: fields set otherwise)."""
         d = self.engine.dev
-        a = np.zeros((), runtime.record(FILE, "DniCut"))
-        for name, buf in (("interfaces", self.table), ("crossings", self.edges), ("mparams", self.params),
-                          ("mgrads", self.grads), ("pred", self.pred), ("target", self.target), ("sums", self.sums),
-                          ("partials", self.partials)):
-            a[name] = int(buf)
-        found = pointers(d.rows, d.parameters)
-        for name in ("act_off", "labels", "act", "params", "dz"):
-            a[name] = found[name]
-        a["gradsq"] = d.sums.gradsq
-        a["batch"], a["cols"], a["classes"], a["conditioned"], a["seed"] = batch, self.cols, self.classes, \
-            self.conditioned, 1
-        a["stride"] = self.n_params
-        for name, value in given.items():
-            a[name] = value
+        a = runtime.pack(runtime.record(FILE, "DniCut"), d.by_name, {  # the rest are the state's buffers by name
+            "interfaces": self.table, "crossings": self.edges, "mparams": self.params, "mgrads": self.grads,
+            "pred": self.pred, "target": self.target, "sums": self.sums, "partials": self.partials, "batch": batch,
+            "cols": self.cols, "classes": self.classes, "conditioned": self.conditioned, "seed": 1,
+            "stride": self.n_params, **given})
         return a.tobytes()
 
     def _parts(self, e: "DecoupledCudaEngine", part: dict) -> None:

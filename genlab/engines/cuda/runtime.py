@@ -176,6 +176,24 @@ def by_name(kernel: str, fields, given: dict) -> list:
 _ABSENT = object()  # by_name: a parameter not in `given`
 
 
+def pack(dtype: np.dtype, fields, given: dict) -> np.ndarray:
+    """A kernel's argument struct (`dtype`: its layout read from cuda/*.cu, signature or record)
+    with each member found by its name, as a launch by name finds a parameter: in `given`, else in
+    `fields` (the device state's buffers, DeviceState.by_name); a pointer may be an allocation.
+    BackendError naming a member found in neither, or a given name the struct has no member of."""
+    members = dtype.names
+    if not given.keys() <= set(members):
+        raise BackendError(f"the kernel's argument struct has no member {', '.join(sorted(given.keys() - set(members)))}")
+    a = np.zeros((), dtype)
+    for name in members:
+        value = given[name] if name in given else fields.get(name, _ABSENT)
+        if value is _ABSENT:
+            raise BackendError(f"the kernel's argument struct's member {name} is neither given nor a buffer of the "
+                               "device state")
+        a[name] = int(value) if dtype.fields[name][0] == np.uint64 else value  # a pointer: an allocation's address
+    return a
+
+
 # ------------------------------------------------------------------------------ compiling
 def cache_dir() -> Path:
     root = os.environ.get("GENLAB_CACHE_DIR") or os.path.join(

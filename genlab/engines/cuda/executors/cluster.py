@@ -24,7 +24,7 @@ from ....errors import BackendError
 from .. import runtime
 from ..constants import CLUSTER, CLUSTER_CHUNK, CLUSTER_RECORD, CLUSTER_THREADS, CLUSTER_WARP_FLOATS, Phase
 from ..layout import Layout
-from ..records import Ptr, Record, pointers
+from ..records import Ptr, Record
 from . import passes
 from .base import Executor
 from .cluster_plan import build
@@ -108,20 +108,13 @@ class Cluster(Executor):
         passes.zero_step_sums(e)
         e.mem.fill(d.rows.counters, 0, 1)
         code, s0, s1, s2, n_params, lr, h1, h2, eps = passes.optimizer_args(e)
-        a = np.zeros((), self.arguments)
-        found = pointers(d.rows, d.parameters, d.sums, d.own)
-        for name in ("labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars", "plan", "phases"):
-            a[name] = found[name]
-        a["barrier"] = int(d.rows.counters)
-        a["trace"] = int(trace) if trace is not None else 0
-        a["state0"], a["state1"], a["state2"] = int(s0), int(s1), int(s2)
-        a["n_phases"] = len(self._phases[L]) - (not update)
-        a["batch"], a["cap"], a["output_slot"] = batch, e.batch_cap, L.output_slot
-        a["out_col"], a["classes"] = int(L.col_off[L.output_slot]), int(L.width[L.output_slot])
-        a["n_parts"] = parts = self._parts[L]
-        if parts > 1:
-            a["parts"] = int(self._parts_buffer(parts * e.batch_cap * int(L.width[L.output_slot])))
-        a["optimizer"], a["n_params"], a["lr"], a["hyper1"], a["hyper2"], a["eps"] = code, n_params, lr, h1, h2, eps
+        parts = self._parts[L]
+        a = runtime.pack(self.arguments, d.by_name, dict(  # the rest are the state's buffers by name
+            barrier=d.rows.counters, trace=trace if trace is not None else 0, state0=s0, state1=s1, state2=s2,
+            n_phases=len(self._phases[L]) - (not update), batch=batch, cap=e.batch_cap, output_slot=L.output_slot,
+            out_col=int(L.col_off[L.output_slot]), classes=int(L.width[L.output_slot]), n_parts=parts,
+            parts=self._parts_buffer(parts * e.batch_cap * int(L.width[L.output_slot])) if parts > 1 else 0,
+            optimizer=code, n_params=n_params, lr=lr, hyper1=h1, hyper2=h2, eps=eps))
         e.launch(self.kernel, (self.grid, 1), a.tobytes(), threads=self.threads, shared=self.shared)
         passes.ranges(e, batch)
 

@@ -29,7 +29,7 @@ from ....errors import BackendError
 from .. import runtime
 from ..constants import CH, CHUNK, EW, LAG
 from ..layout import Layout
-from ..records import Ptr, Record, addr, pointers
+from ..records import Ptr, Record, addr
 from . import output_parts, passes
 from .persistent import Persistent
 
@@ -64,21 +64,15 @@ class Rows(Persistent):
         e = self.engine
         L, d = e.layout, e.dev
         code, s0, s1, s2, n_params, lr, h1, h2, eps = self.setup(batch)
-        a = np.zeros((), self.arguments)
-        found = pointers(d.groups, d.csr, d.own, d.rows, d.parameters, d.sums)
-        for name in ("width", "act_off", "bias_off", "in_ptr", "in_src", "in_woff", "out_ptr", "out_dst", "out_woff",
-                     "hidden", "level", "bwd_order", "labels", "params", "grads", "act", "dz", "stats", "wstats", "scalars",
-                     "counters"):
-            a[name] = found[name]
         tasks = d.tasks.first
-        a["fwd_tasks"], a["bwd_tasks"] = int(tasks.forward_tasks), addr(tasks.backward_tasks, 8 * L.backward_start)
-        a["state0"], a["state1"], a["state2"] = int(s0), int(s1), int(s2)
-        a["trace"] = int(trace) if trace is not None else 0
-        a["n_fwd"], a["n_bwd"], a["batch"], a["n_slots"] = L.n_forward_tasks, L.n_backward_tasks, batch, len(L.groups)
-        a["input_slot"], a["output_slot"], a["split"] = L.input_slot, L.output_slot, self.split
-        a["parts"], a["n_parts"], a["cap"] = (int(v) for v in output_parts.persistent_arguments(e))
-        a["optimizer"], a["n_params"], a["lr"], a["hyper1"], a["hyper2"], a["eps"] = code, n_params, lr, h1, h2, eps
-        a["pending"], a["defer"] = self.pending is not None, self.defer_update
+        parts, n_parts, cap = output_parts.persistent_arguments(e)
+        a = runtime.pack(self.arguments, d.by_name, dict(  # the rest are the state's buffers by name
+            fwd_tasks=tasks.forward_tasks, bwd_tasks=addr(tasks.backward_tasks, 8 * L.backward_start),
+            state0=s0, state1=s1, state2=s2, trace=trace if trace is not None else 0,
+            n_fwd=L.n_forward_tasks, n_bwd=L.n_backward_tasks, batch=batch, n_slots=len(L.groups),
+            input_slot=L.input_slot, output_slot=L.output_slot, split=self.split, parts=parts, n_parts=n_parts,
+            cap=cap, optimizer=code, n_params=n_params, lr=lr, hyper1=h1, hyper2=h2, eps=eps,
+            pending=self.pending is not None, defer=self.defer_update))
         self.launch(a.tobytes())
         passes.ranges(e, batch)
 

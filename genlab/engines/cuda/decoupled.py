@@ -175,7 +175,7 @@ class Modules:
             "interfaces": self.table, "crossings": self.edges, "mparams": self.params, "mgrads": self.grads,
             "pred": self.pred, "target": self.target, "sums": self.sums, "partials": self.partials, "batch": batch,
             "cols": self.cols, "classes": self.classes, "conditioned": self.conditioned, "seed": 1,
-            "stride": self.n_params, **given})
+            "stride": self.n_params, "gradsq": d.sums.gradsq, **given})
         return a.tobytes()
 
     def _parts(self, e: "DecoupledCudaEngine", part: dict) -> None:

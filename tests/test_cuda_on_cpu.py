@@ -310,6 +310,40 @@ def test_the_recurrent_engine_matches_backpropagation_through_time_and_prunes(cp
         np.testing.assert_allclose(gpu.stats["h_max"][g], ref.stats["h_max"][g], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("engine", ["dag", "recurrent"])
+def test_a_backup_puts_the_parameters_and_the_optimizer_state_back(cpu_gpu, engine):
+    """backup_state / restore_state (the careful update's, guard.careful) on the device: steps
+    taken after a backup are undone, parameters and Adam's moments alike, and the next step is
+    the step the backup's moment would have taken."""
+    from genlab.engines.cuda import CudaEngine
+    from genlab.engines.cuda.recurrent import RecurrentCudaEngine
+
+    if engine == "dag":
+        net = Network.random_dag(3, 3, (2, 9), (1, 3), seed=2, n_inputs=5, n_outputs=3)
+        gpu, (x, y) = CudaEngine(net, Adam(lr=0.05), executor="level"), batch(net, 16)
+    else:
+        net = Network.elman(5, [7, 6], 4, seed=3)
+        gpu, (x, y) = RecurrentCudaEngine(net, Adam(lr=0.05), executor="level"), batch(net, 16, steps=4)
+    gpu.step(x, y)
+
+    def now():
+        return {k: v.copy() for k, v in gpu.params.items()}, gpu.export_state().optimizer
+
+    saved, before = gpu.backup_state(), now()
+    first = gpu.step(x, y)
+    gpu.step(x, y)
+    assert not np.array_equal(now()[0][next(iter(before[0]))], before[0][next(iter(before[0]))])
+    gpu.restore_state(saved)
+    after = now()
+    for key in before[0]:
+        np.testing.assert_array_equal(after[0][key], before[0][key])
+    assert before[1].keys() == after[1].keys() and before[1]
+    for key in before[1]:
+        for name in before[1][key]:
+            np.testing.assert_array_equal(after[1][key][name], before[1][key][name])
+    assert gpu.step(x, y) == first
+
+
 @pytest.mark.parametrize("options", [{}, {"rows": 4, "stage": False}], ids=["auto", "four-rows-global-weights"])
 def test_the_wavefront_executor_matches_backpropagation_through_time(cpu_gpu, options):
     from conftest import tangle

@@ -323,7 +323,7 @@ class CudaEngine(Concurrent, Stepwise):
     @settled
     def backup_state(self, optimizer_state: bool = True) -> state.Backup:
         """The parameters (and the optimizer state) as they are now, the pending update applied."""
-        return state.Backup(self, optimizer_state)
+        return state.Backup(self.dev.parameters, self.layout.n_params, self.mem, optimizer_state)
 
     @settled
     def restore_state(self, saved: state.Backup) -> None:

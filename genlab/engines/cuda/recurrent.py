@@ -36,6 +36,7 @@ from ...unroll import flatten, unroll
 from ..base import STATISTICS, EngineState, Stepwise
 from ..host_scores import HostScores
 from . import readback
+from .state import Backup
 from .executors import DEFAULT, passes
 from .records import Parameters, Ptr
 
@@ -230,17 +231,11 @@ class RecurrentCudaEngine(HostScores, Stepwise):
         return loss, correct, bound
 
     # ------------------------------------------------------------------ the careful update (guard.careful)
-    def backup_state(self) -> dict:
-        saved = {}
-        for name, buf in self.master.kept().items():
-            saved[name] = self.drv.mem_alloc(max(4 * self.n, 4))
-            self.drv.memcpy_dtod(saved[name], buf, 4 * self.n)
-        return saved
+    def backup_state(self) -> Backup:
+        return Backup(self.master, self.n, self.inner.mem)  # on the step's stream, after its work
 
-    def restore_state(self, saved: dict) -> None:
-        kept = self.master.kept()
-        for name, buf in saved.items():
-            self.drv.memcpy_dtod(kept[name], buf, 4 * self.n)
+    def restore_state(self, saved: Backup) -> None:
+        saved.put_back(self.master)
         self._broadcast()
 
     def exact_bounds(self) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from .growth import GROUP_STATE
 
 if TYPE_CHECKING:
     from .engine import CudaEngine
+    from .memory import Memory
     from .records import Parameters
 
 INF_BITS = 0x7F800000
@@ -100,21 +101,22 @@ def bounds(e: "CudaEngine", params=None, state0=None, n: int | None = None) -> t
 
 
 class Backup:
-    """The parameters and optimizer state as they are now, on the device, to put back."""
+    """Parameters (and their optimizer state) as they are now, copied on the device, to put back:
+    `n` floats each of `parameters` (records.Parameters), in `mem`'s allocations on its stream."""
 
-    def __init__(self, e: "CudaEngine", state: bool = True):
-        self.e, self.n = e, e.layout.n_params
-        kept = e.dev.parameters.kept()
+    def __init__(self, parameters: "Parameters", n: int, mem: "Memory", state: bool = True):
+        self.n, self.mem = n, mem
+        kept = parameters.kept()
         names = list(kept) if state else ["params"]
-        e.mem.check_room(4 * self.n * len(names), "a backup of the parameters")
+        mem.check_room(4 * n * len(names), "a backup of the parameters")
         self.copies = {}
         for name in names:
-            self.copies[name] = e.mem.new(4 * max(self.n, 1), "backup")
-            e.drv.memcpy_dtod_async(self.copies[name], kept[name], 4 * self.n, e.stream)
+            self.copies[name] = mem.new(4 * max(n, 1), "backup")
+            mem.drv.memcpy_dtod_async(self.copies[name], kept[name], 4 * n, mem.stream)
 
     def put_back(self, parameters: "Parameters") -> None:
         """The copies back into `parameters` (the engine's, or those of the state put back)."""
         kept = parameters.kept()
         for name, copy in self.copies.items():
-            self.e.drv.memcpy_dtod_async(kept[name], copy, 4 * self.n, self.e.stream)
-        self.e.stream.synchronize()
+            self.mem.drv.memcpy_dtod_async(kept[name], copy, 4 * self.n, self.mem.stream)
+        self.mem.stream.synchronize()

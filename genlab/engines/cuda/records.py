@@ -17,8 +17,9 @@ record of it, only once everything new is made (a failure leaves the old one in 
     Rows            engine.batch_buffers    activations, dz, labels and scratch for `cap` rows
 
 An executor's own lists (`DeviceState.own`) are a record of its module's. Field names are the
-names the kernels' argument structs (cuda/*.cu) give the same buffers: `pointers` fills a struct
-from records by name.
+names the kernels' parameters and argument structs (cuda/*.cu) give the same buffers:
+`DeviceState.by_name` lists them once a state, and a launch by name (runtime.by_name) or a struct
+filled by member name (runtime.pack) takes what it is not given from there.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ class DeviceState(Topology):
 
 
 def pointers(*records: Record) -> dict[str, int]:
-    """The addresses of the records' buffers by field name (to fill a kernel's argument struct)."""
+    """The addresses of the records' buffers by field name (DeviceState.by_name's)."""
     out = {}
     for rec in records:
         for name, buf in rec.items():

@@ -272,17 +272,10 @@ class DeviceState(Topology):
 
     @cached_property
     def by_name(self) -> dict[str, int]:
-        """Every buffer's address by its field name (the kernels' parameter names: a launch by
-        name, runtime.Launcher.named, takes its arguments from here), worked out once a state."""
+        """Every buffer's address by its field name (the kernels' parameter and struct member
+        names: a launch by name, runtime.by_name, and a struct filled by name, runtime.pack, take
+        what they are not given from here), worked out once a state. Lists of buffers (a dict
+        or tuple field) have no one address and are left out."""
         records = [getattr(self, f.name) for f in fields(DeviceState)]
-        return pointers(*[r for r in records if isinstance(r, Record)])
-
-
-def pointers(*records: Record) -> dict[str, int]:
-    """The addresses of the records' buffers by field name (DeviceState.by_name's)."""
-    out = {}
-    for rec in records:
-        for name, buf in rec.items():
-            if not isinstance(buf, (dict, tuple)):
-                out[name] = int(buf)
-    return out
+        return {name: int(buf) for rec in records if isinstance(rec, Record) for name, buf in rec.items()
+                if not isinstance(buf, (dict, tuple))}

@@ -19,6 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections import ChainMap
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -147,50 +148,49 @@ def names(kernel: str) -> tuple[str, ...]:
         raise BackendError(f"kernel {kernel} is not defined in cuda/") from None
 
 
-_KNOWN: dict[str, frozenset[str]] = {}  # kernel: its parameter names as a set (by_name's check)
+@cache
+def _parameter_set(kernel: str) -> frozenset[str]:
+    """A kernel's parameter names as a set (by_name's check, made once a kernel)."""
+    return frozenset(names(kernel))
+
+
+def _found(order: tuple[str, ...], known: frozenset[str], fields, given: dict, owner: str, item: str) -> list:
+    """Each name of `order` (`known`: the same as a set) found in `given`, else in `fields` (the
+    device state's buffers by field name, DeviceState.by_name); BackendError naming one found in
+    neither, or a given name not in `order` (`owner` has no such `item`)."""
+    if not fields and len(given) == len(order):  # every one given (Launches.keyed): all found = none unknown
+        try:
+            return [given[p] for p in order]
+        except KeyError:
+            pass  # a name unknown here in place of one of `order`'s: told below
+    if not known.issuperset(given):
+        raise BackendError(f"{owner} has no {item} {', '.join(sorted(given.keys() - known))}")
+    get = given.get
+    try:
+        return [fields[p] if (v := get(p, _ABSENT)) is _ABSENT else v for p in order]
+    except KeyError as missing:
+        raise BackendError(f"{owner}'s {item} {missing.args[0]} is neither given nor a buffer of the device "
+                           "state") from None
+
+
+_ABSENT = object()  # _found: a name not in `given`
 
 
 def by_name(kernel: str, fields, given: dict) -> list:
     """A kernel's arguments in its order, each found by its parameter name: in `given`, else in
     `fields` (the device state's buffers by field name, DeviceState.by_name); BackendError naming
     a parameter found in neither, or a given name the kernel has no parameter of."""
-    order = names(kernel)
-    if not fields and len(given) == len(order):  # every argument given (Launches.keyed): found = none unknown
-        try:
-            return [given[p] for p in order]
-        except KeyError:
-            pass  # a name unknown to the kernel in place of one of its own: told below
-    known = _KNOWN.get(kernel)
-    if known is None:
-        known = _KNOWN[kernel] = frozenset(order)
-    if not known.issuperset(given):
-        raise BackendError(f"kernel {kernel} has no parameter {', '.join(sorted(given.keys() - known))}")
-    try:
-        get = given.get
-        return [fields[p] if (v := get(p, _ABSENT)) is _ABSENT else v for p in order]
-    except KeyError as missing:
-        raise BackendError(f"kernel {kernel}'s parameter {missing.args[0]} is neither given nor a buffer of the "
-                           "device state") from None
-
-
-_ABSENT = object()  # by_name: a parameter not in `given`
+    return _found(names(kernel), _parameter_set(kernel), fields, given, f"kernel {kernel}", "parameter")
 
 
 def pack(dtype: np.dtype, fields, given: dict) -> np.ndarray:
     """A kernel's argument struct (`dtype`: its layout read from cuda/*.cu, signature or record)
-    with each member found by its name, as a launch by name finds a parameter: in `given`, else in
-    `fields` (the device state's buffers, DeviceState.by_name); a pointer may be an allocation.
-    BackendError naming a member found in neither, or a given name the struct has no member of."""
-    members = dtype.names
-    if not given.keys() <= set(members):
-        raise BackendError(f"the kernel's argument struct has no member {', '.join(sorted(given.keys() - set(members)))}")
+    with each member found by its name as by_name finds a parameter; a pointer may be an
+    allocation (its address is written)."""
     a = np.zeros((), dtype)
-    for name in members:
-        value = given[name] if name in given else fields.get(name, _ABSENT)
-        if value is _ABSENT:
-            raise BackendError(f"the kernel's argument struct's member {name} is neither given nor a buffer of the "
-                               "device state")
-        a[name] = int(value) if dtype.fields[name][0] == np.uint64 else value  # a pointer: an allocation's address
+    found = _found(dtype.names, frozenset(dtype.names), fields, given, "the kernel's argument struct", "member")
+    for name, value in zip(dtype.names, found):
+        a[name] = int(value) if dtype.fields[name][0] == np.uint64 else value
     return a
 
 

@@ -254,6 +254,50 @@ def test_the_passes_and_the_kinds_hooks_read_only_their_context_of_the_engine(fa
     assert [m for m in sorted(allowed["PassContext"]) if not hasattr(engine, m)] == []
 
 
+def _executor_reads(path: Path):
+    """(line, attribute) for every read of the engine in an executor module: `self.engine.X`,
+    `e.X` where `e = self.engine` (or `e, ... = self.engine, ...`), and `engine.X` where a method
+    takes the engine as `engine`."""
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        names = {a.arg for a in fn.args.args if a.arg == "engine"}
+        is_engine = lambda v: (isinstance(v, ast.Attribute) and v.attr == "engine" and isinstance(v.value, ast.Name)
+                               and v.value.id == "self")
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                t, v = node.targets[0], node.value
+                pairs = (zip(t.elts, v.elts) if isinstance(t, ast.Tuple) and isinstance(v, ast.Tuple)
+                         else [(t, v)])
+                names |= {a.id for a, b in pairs if isinstance(a, ast.Name) and is_engine(b)}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and (is_engine(node.value) or (
+                    isinstance(node.value, ast.Name) and node.value.id in names)):
+                yield node.lineno, node.attr
+
+
+def test_the_executors_read_only_their_context_of_the_engine(fake_gpu):
+    """An executor sees an ExecutorContext of the engine (engines/cuda/context.py): no read of the
+    engine in the executors' modules goes past it, and the CUDA engine provides every member.
+    (The pipelined and decoupled engines' own executors are written for their engine.)"""
+    from genlab.engines.cuda.context import ExecutorContext, PassContext
+    from genlab.optim import Adam
+
+    allowed = _members(ExecutorContext)
+    assert allowed > _members(PassContext) and {"drv", "stream", "put_batch"} <= allowed
+    folder = ROOT / "genlab" / "engines" / "cuda" / "executors"
+    reads, beyond = set(), []
+    for path in sorted(folder.glob("*.py")):
+        for line, attr in _executor_reads(path):
+            reads.add(attr)
+            if attr not in allowed:
+                beyond.append(f"{path.relative_to(ROOT)}:{line} .{attr}")
+    assert beyond == []
+    assert {"layout", "dev", "mem", "drv", "device", "launch", "put_batch", "read_scalars"} <= reads
+    engine = CudaEngine(Network.mlp([4, 6, 3], seed=0), Adam())
+    assert [m for m in sorted(allowed) if not hasattr(engine, m)] == []
+
+
 def test_the_scores_record_types_each_of_its_fields():
     from genlab.engines.cuda.growth import GROUP_STATE
     from genlab.engines.cuda.records import Scores

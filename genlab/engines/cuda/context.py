@@ -4,8 +4,10 @@ The CUDA engine (engine.py) is both. A kind's hooks (kind_cuda.KindCuda, in the 
 see a `KindContext`: the layout, the device state, the launcher and where the blocks are. The
 level passes (executors/passes.py, kinds.py, output_parts.py, split.py) see a `PassContext`: that,
 and the row stride, the memory of the stream, the executor's schedule, pruning and the optimizer.
-Neither sees the rest of the engine (its graphs, statistics, guard, growth): a hook or a pass
-that reads more fails `tests/test_architecture.py`.
+An executor (executors/level.py, rows.py, cluster.py, ...) sees an `ExecutorContext`: that, and
+the driver, device and stream, the batch's upload, the step's scalars and growth's statistics.
+None sees the rest of the engine (its graphs, guard, growth's rules, checkpoints): a hook, pass
+or executor that reads more fails `tests/test_architecture.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from ...precision import Precision
     from ...optim import Checked
     from .executors.base import Executor
     from .layout import Layout
@@ -60,3 +65,28 @@ class PassContext(KindContext, Protocol):
 
     @property
     def optimizer(self) -> Checked: ...
+
+
+class ExecutorContext(PassContext, Protocol):
+    """What an executor reads besides: PyCUDA's driver, the device and the engine's stream, the
+    precision it computes in, the batch's upload (`put_batch`: the rows it put), the step's
+    scalars (`read_scalars`: loss, correct count, squared gradient norm; it synchronises) and
+    growth's statistics of the step (`enqueue_growth_observe`)."""
+
+    @property
+    def drv(self): ...
+
+    @property
+    def device(self): ...
+
+    @property
+    def stream(self): ...
+
+    @property
+    def precision(self) -> Precision: ...
+
+    def put_batch(self, x: np.ndarray, y: np.ndarray | None = None) -> int: ...
+
+    def read_scalars(self) -> tuple[float, int, float]: ...
+
+    def enqueue_growth_observe(self, batch: int) -> None: ...

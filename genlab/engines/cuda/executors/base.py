@@ -2,8 +2,9 @@
 
 An executor reads top to bottom in its own module: what it launches, in which order, with which
 task lists. The engine owns the device state (engine.dev: typed records, records.py), the layout
-and the stream; an executor is given the engine and adds what its schedule needs (dependency
-counters, an order of work items, a deferred update). Every executor computes the same step as
+and the stream; an executor is given the engine, reads it through an ExecutorContext
+(context.py), and adds what its schedule needs (dependency counters, an order of work items, a
+deferred update). Every executor computes the same step as
 the serial engine; forward(), backward() and update() called one by one always run the level
 passes (passes.py) in the executor's layout.
 """
@@ -25,7 +26,7 @@ from ..constants import SPLIT
 from . import output_parts, split
 
 if TYPE_CHECKING:
-    from ..engine import CudaEngine
+    from ..context import ExecutorContext
     from ..layout import Layout
     from ..records import Record
 
@@ -67,7 +68,9 @@ class Executor(ABC):
     precisions: ClassVar[frozenset[Precision]] = frozenset({FP32})
     split: ClassVar[int] = SPLIT  # in-edges a forward task of the output group (split-K) at most
 
-    def __init__(self, engine: "CudaEngine"):
+    engine: "ExecutorContext"  # what it reads of the engine (context.py), held weakly
+
+    def __init__(self, engine: "ExecutorContext"):
         if engine.precision not in self.precisions:
             offered = ", ".join(sorted(p.value for p in self.precisions))
             raise BackendError(f"the {self.name} executor computes in {offered}, not {engine.precision.value}; "
@@ -85,7 +88,7 @@ class Executor(ABC):
         return layout.output_fan_in > self.split
 
     @classmethod
-    def least_ms(cls, layout: "Layout", batch: int, engine: "CudaEngine") -> float:
+    def least_ms(cls, layout: "Layout", batch: int, engine: "ExecutorContext") -> float:
         """A lower bound of this executor's step on `layout` at `batch` rows, in ms, from what it
         cannot do faster whatever the network (0.0: none known). executor="auto"'s trial skips an
         executor whose bound already loses to an executor it has timed."""

@@ -124,7 +124,7 @@ def main():
                     if m in args:
                         net_s[m] = int(args[m])
                 calls0.append((g, list(args.values())))
-                calls1.append((g, [net_s] + [args[p] for p in names1[1:]]))
+                calls1.append((g, [net_s.tobytes()] + [args[p] for p in names1[1:]]))  # as rows.py passes its struct
 
             def run(f, calls):
                 for g, args in calls:

@@ -7,7 +7,8 @@ and the row stride, the memory of the stream, the executor's schedule, pruning a
 An executor (executors/level.py, rows.py, cluster.py, ...) sees an `ExecutorContext`: that, and
 the driver, device and stream, the batch's upload, the step's scalars and growth's statistics.
 None sees the rest of the engine (its graphs, guard, growth's rules, checkpoints): a hook, pass
-or executor that reads more fails `tests/test_architecture.py`.
+or executor that reads more fails `tests/test_architecture.py`. Members are read-only properties:
+a context reads the engine, it does not set it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-    from ...precision import Precision
     from ...optim import Checked
+    from ...precision import Precision
     from .executors.base import Executor
     from .layout import Layout
     from .memory import Memory

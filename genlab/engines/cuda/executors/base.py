@@ -4,9 +4,9 @@ An executor reads top to bottom in its own module: what it launches, in which or
 task lists. The engine owns the device state (engine.dev: typed records, records.py), the layout
 and the stream; an executor is given the engine, reads it through an ExecutorContext
 (context.py), and adds what its schedule needs (dependency counters, an order of work items, a
-deferred update). Every executor computes the same step as
-the serial engine; forward(), backward() and update() called one by one always run the level
-passes (passes.py) in the executor's layout.
+deferred update). Every executor computes the same step as the serial engine; forward(),
+backward() and update() called one by one always run the level passes (passes.py) in the
+executor's layout.
 """
 
 from __future__ import annotations

@@ -210,6 +210,14 @@ def _members(protocol) -> set[str]:
             for n in vars(cls) if not n.startswith("_")}
 
 
+def _not_on_the_engine(members: set[str]) -> list[str]:
+    """The members a CUDA engine (on the stand-in GPU) does not provide."""
+    from genlab.optim import Adam
+
+    engine = CudaEngine(Network.mlp([4, 6, 3], seed=0), Adam())
+    return [m for m in sorted(members) if not hasattr(engine, m)]
+
+
 def _context_reads(path: Path):
     """(line, protocol, attribute) for every attribute read of a parameter annotated with a context
     protocol of engines/cuda/context.py, and (line, "CudaEngine", name) for a parameter that takes
@@ -233,7 +241,6 @@ def test_the_passes_and_the_kinds_hooks_read_only_their_context_of_the_engine(fa
     (engines/cuda/context.py): no parameter there takes the whole engine, no read goes past the
     interface, and the CUDA engine provides every member of both."""
     from genlab.engines.cuda.context import KindContext, PassContext
-    from genlab.optim import Adam
 
     allowed = {"PassContext": _members(PassContext), "KindContext": _members(KindContext)}
     assert allowed["KindContext"] == {"layout", "dev", "launch", "batch_cap", "block"}
@@ -250,8 +257,12 @@ def test_the_passes_and_the_kinds_hooks_read_only_their_context_of_the_engine(fa
                 beyond.append(f"{path.relative_to(ROOT)}:{line} {protocol} .{attr}")
     assert beyond == []
     assert {("PassContext", "executor"), ("PassContext", "layout"), ("KindContext", "launch")} <= reads
-    engine = CudaEngine(Network.mlp([4, 6, 3], seed=0), Adam())
-    assert [m for m in sorted(allowed["PassContext"]) if not hasattr(engine, m)] == []
+    assert _not_on_the_engine(allowed["PassContext"]) == []
+
+
+def _is_self_engine(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "engine" and isinstance(node.value, ast.Name)
+            and node.value.id == "self")
 
 
 def _executor_reads(path: Path):
@@ -262,16 +273,14 @@ def _executor_reads(path: Path):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         names = {a.arg for a in fn.args.args if a.arg == "engine"}
-        is_engine = lambda v: (isinstance(v, ast.Attribute) and v.attr == "engine" and isinstance(v.value, ast.Name)
-                               and v.value.id == "self")
         for node in ast.walk(fn):
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 t, v = node.targets[0], node.value
                 pairs = (zip(t.elts, v.elts) if isinstance(t, ast.Tuple) and isinstance(v, ast.Tuple)
                          else [(t, v)])
-                names |= {a.id for a, b in pairs if isinstance(a, ast.Name) and is_engine(b)}
+                names |= {a.id for a, b in pairs if isinstance(a, ast.Name) and _is_self_engine(b)}
         for node in ast.walk(fn):
-            if isinstance(node, ast.Attribute) and (is_engine(node.value) or (
+            if isinstance(node, ast.Attribute) and (_is_self_engine(node.value) or (
                     isinstance(node.value, ast.Name) and node.value.id in names)):
                 yield node.lineno, node.attr
 
@@ -281,7 +290,6 @@ def test_the_executors_read_only_their_context_of_the_engine(fake_gpu):
     engine in the executors' modules goes past it, and the CUDA engine provides every member.
     (The pipelined and decoupled engines' own executors are written for their engine.)"""
     from genlab.engines.cuda.context import ExecutorContext, PassContext
-    from genlab.optim import Adam
 
     allowed = _members(ExecutorContext)
     assert allowed > _members(PassContext) and {"drv", "stream", "put_batch"} <= allowed
@@ -294,8 +302,7 @@ def test_the_executors_read_only_their_context_of_the_engine(fake_gpu):
                 beyond.append(f"{path.relative_to(ROOT)}:{line} .{attr}")
     assert beyond == []
     assert {"layout", "dev", "mem", "drv", "device", "launch", "put_batch", "read_scalars"} <= reads
-    engine = CudaEngine(Network.mlp([4, 6, 3], seed=0), Adam())
-    assert [m for m in sorted(allowed) if not hasattr(engine, m)] == []
+    assert _not_on_the_engine(allowed) == []
 
 
 def test_the_scores_record_types_each_of_its_fields():

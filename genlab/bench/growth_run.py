@@ -24,7 +24,8 @@ def growth_phases(trainer):
     (the growth rules, which contain choose, on the engine, duplicate, on the network, and the
     pictures each event leaves), copy (the network's), topology (its pictures: Network.topology
     and StepPictures.after), apply (the engine's apply_growth, which on the CUDA engine
-    contains index, build, group_state, replay and flush). Everything is unwrapped on exit."""
+    contains index, build, group_state and replay), flush (the executor's pending update, inside
+    whichever part makes the event's first @settled call). Everything is unwrapped on exit."""
     from .. import growth, network, step_pictures
 
     events, now, restore = [], {}, []
@@ -63,7 +64,7 @@ def growth_phases(trainer):
         wrap(topology, "build", "build", device=True)
         wrap(device_growth, "group_state", "group_state", device=True)
         wrap(device_growth, "replay", "replay", device=True)
-        wrap(engine, "flush", "flush", device=True)
+        wrap(engine.executor, "flush", "flush", device=True)  # what @settled entry points call
     grow = trainer.grow
 
     def grow_and_record():

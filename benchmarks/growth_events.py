@@ -88,9 +88,9 @@ def main():
             "events_ms": runs, "median_per_event_ms": per_event, "sum_of_medians_ms": sum(per_event),
             "phases_median_ms": {k: statistics.median(e.get(k, 0.0) for p in parts for e in p) for k in keys},
             "host_tottime_ms_per_run": [[round(t, 3), name, n] for t, name, n in host]}
+        print("  phases", " ".join("%s=%.3f" % kv for kv in out["executors"][ex]["phases_median_ms"].items()))
         print(ex, "events", len(per_event), "sum of per-event medians %.2f ms" % sum(per_event),
               " ".join("%.2f" % v for v in per_event), flush=True)
-        print("  phases", " ".join("%s=%.3f" % kv for kv in out["executors"][ex]["phases_median_ms"].items()))
     with open(a.json, "w") as f:
         json.dump(out, f, indent=1)
 

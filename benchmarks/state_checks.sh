@@ -10,6 +10,9 @@
 #                -x -C .device/base`); SUITE=1 runs the GPU suite first; WORKLOADS (default
 #                "W1 W3 W5") and ROUNDS (default 2) narrow or widen it; AFTER=1 runs the kernel
 #                harnesses, profile_step.py and memcheck after it (one call for all but racecheck)
+#   PART=events  benchmarks/growth_events.py (W5's growth events one by one, their parts and the
+#                host's profile), the trees alternated as in bench, ROUNDS times; SUITE=1 and
+#                AFTER=1 as in bench
 # Logs and JSON to $OUT, everything in $OUT/state_checks.tgz. On the GPU machine:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> BASE_COMMIT=<hash> PART=checks bash benchmarks/state_checks.sh
 set -u
@@ -24,6 +27,15 @@ if [[ "${PART:-checks}" == checks ]]; then
     run kernel_harnesses 150 python "$HERE/kernels/all.py"
     run profile_step 60 python "$HERE/profile_step.py" W1
     OUT="$OUT/sanitizers" PARTS=checks bash "$HERE/release_checks.sh" > /dev/null
+elif [[ "$PART" == events ]]; then
+    [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
+    for i in $(seq "${ROUNDS:-3}"); do
+        (cd "$ROOT/.device/base" && PYTHONPATH=/tmp/site:$PWD timeout 80 python "$HERE/growth_events.py" \
+          --json "$OUT/events_base$i.json" > "$OUT/events_base$i.txt" 2>&1; \
+          echo "events_base$i rc $? $(tail -1 "$OUT/events_base$i.txt")" | tee -a "$OUT/summary.txt")
+        run "events_head$i" 80 python "$HERE/growth_events.py" --json "$OUT/events_head$i.json"
+    done
+    [[ -n "${AFTER:-}" ]] && OUT="$OUT/sanitizers" PARTS=memcheck bash "$HERE/release_checks.sh" > /dev/null
 else
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
     BENCH=()

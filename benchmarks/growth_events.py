@@ -70,6 +70,7 @@ def main():
     rng = np.random.default_rng(0)
     every, steps = 20, 200  # W5 grows from 8 to 512 groups in nine events, the last at step 180
     batches = [rng.choice(len(data.y_train), 64, replace=False) for _ in range(steps)]
+    # run_growth's policy, written out: a base tree from before this script has no shared one
     policy = dict(threshold=0.0, every=every, cooldown=0, max_groups=512, mode="width", sibling="split")
     out = {"genlab": genlab.__file__, "runs": a.runs, "executors": {}}
     for ex in a.executors:

@@ -20,6 +20,12 @@ OUT=${OUT:-/tmp/state_out}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 source "$HERE/checks_run.sh"  # run NAME SECONDS COMMAND...
+run_base() {  # run NAME SECONDS COMMAND... in the base tree (.device/base), as `run` does in this one
+    local name=$1 limit=$2; shift 2
+    (cd "$ROOT/.device/base" && GENLAB_COMMIT=${BASE_COMMIT:-base} PYTHONPATH=/tmp/site:$PWD \
+      timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; \
+      echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt")
+}
 echo "${GENLAB_COMMIT:-unknown} base ${BASE_COMMIT:-unknown}" > "$OUT/commit.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
 if [[ "${PART:-checks}" == checks ]]; then
@@ -30,9 +36,7 @@ if [[ "${PART:-checks}" == checks ]]; then
 elif [[ "$PART" == events ]]; then
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
     for i in $(seq "${ROUNDS:-3}"); do
-        (cd "$ROOT/.device/base" && PYTHONPATH=/tmp/site:$PWD timeout 80 python "$HERE/growth_events.py" \
-          --json "$OUT/events_base$i.json" > "$OUT/events_base$i.txt" 2>&1; \
-          echo "events_base$i rc $? $(tail -1 "$OUT/events_base$i.txt")" | tee -a "$OUT/summary.txt")
+        run_base "events_base$i" 80 python "$HERE/growth_events.py" --json "$OUT/events_base$i.json"
         run "events_head$i" 80 python "$HERE/growth_events.py" --json "$OUT/events_head$i.json"
     done
     [[ -n "${AFTER:-}" ]] && OUT="$OUT/sanitizers" PARTS=memcheck bash "$HERE/release_checks.sh" > /dev/null
@@ -44,9 +48,7 @@ else
            --implementation genlab_dataflow_rows --implementation torch_level_graph
            --growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)
     for i in $(seq "${ROUNDS:-2}"); do
-        (cd "$ROOT/.device/base" && GENLAB_COMMIT=${BASE_COMMIT:-base} PYTHONPATH=/tmp/site:$PWD \
-          timeout 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/base$i" > "$OUT/bench_base$i.txt" 2>&1; \
-          echo "bench_base$i rc $? $(tail -1 "$OUT/bench_base$i.txt")" | tee -a "$OUT/summary.txt")
+        run_base "bench_base$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/base$i"
         run "bench_head$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/head$i"
     done
     if [[ -n "${AFTER:-}" ]]; then  # the harnesses and memcheck after the bench, in the same call

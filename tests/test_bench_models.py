@@ -188,15 +188,14 @@ def test_growth_phases_time_each_event_and_unwrap_on_exit():
 
 def test_growth_phases_on_the_cuda_engine_time_the_rows_pending_update(fake_gpu):
     """The row executor's deferred update, applied by the first @settled call of an event, is a
-    part of its own (it calls the executor's flush, not the engine's)."""
+    part of its own."""
     from genlab import GrowthPolicy, Trainer
     from genlab.bench import growth_phases
 
     rng = np.random.default_rng(0)
     trainer = Trainer(Network.mlp([6, 4, 3], seed=0), backend="cuda", seed=0, executor="dataflow_rows",
                       growth=GrowthPolicy(threshold=0.0, every=2, cooldown=0, max_groups=8, mode="width"))
-    executor = trainer.engine.executor
-    assert executor.defer_update
+    assert trainer.engine.executor.defer_update
     # the stand-in's statistics are zeros: grow the hidden groups the policy lets grow
     trainer.engine.choose_growth = lambda eligible, threshold, relative: [(g, 1.0) for g in sorted(eligible)]
     with growth_phases(trainer) as events:
@@ -206,7 +205,7 @@ def test_growth_phases_on_the_cuda_engine_time_the_rows_pending_update(fake_gpu)
     for event in events:
         assert {"check", "duplicate", "apply", "flush", "build", "replay"} <= set(event)
         assert 0 < event["flush"] <= event["total"]
-    assert "flush" not in vars(executor) and "grow" not in vars(trainer)
+    assert "flush" not in vars(trainer.engine) and "grow" not in vars(trainer)
 
 
 def test_a_missed_import_target_names_what_genlab_cannot_avoid():

@@ -47,8 +47,7 @@ def test_what_reads_or_replaces_parameters_settles(cls):
 
 def test_a_settled_call_applies_the_pending_work_first():
     order = []
-    executor = SimpleNamespace(flush=lambda: order.append("flush"))
-    engine = SimpleNamespace(executor=executor)
+    engine = SimpleNamespace(flush=lambda: order.append("flush"))
 
     @settled
     def read(e, x):

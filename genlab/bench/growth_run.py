@@ -25,7 +25,7 @@ def growth_phases(trainer):
     pictures each event leaves), copy (the network's), topology (its pictures: Network.topology
     and StepPictures.after), apply (the engine's apply_growth, which on the CUDA engine
     contains index, build, group_state and replay), flush (the executor's pending update, inside
-    whichever part makes the event's first @settled call). Everything is unwrapped on exit."""
+    whichever part makes the event's first @settled call: engine.flush). Everything is unwrapped on exit."""
     from .. import growth, network, step_pictures
 
     events, now, restore = [], {}, []
@@ -64,7 +64,7 @@ def growth_phases(trainer):
         wrap(topology, "build", "build", device=True)
         wrap(device_growth, "group_state", "group_state", device=True)
         wrap(device_growth, "replay", "replay", device=True)
-        wrap(engine.executor, "flush", "flush", device=True)  # what @settled entry points call
+        wrap(engine, "flush", "flush", device=True)
     grow = trainer.grow
 
     def grow_and_record():

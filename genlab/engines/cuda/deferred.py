@@ -25,7 +25,7 @@ def settled(fn: F) -> F:
     """fn, run once its engine (first argument) has applied what its executor left pending."""
     @functools.wraps(fn)
     def run(engine, *args, **kwargs):
-        engine.executor.flush()
+        engine.flush()
         return fn(engine, *args, **kwargs)
 
     run.settles = True

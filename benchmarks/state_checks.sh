@@ -8,8 +8,11 @@
 #                level graph, the trees alternated: base, head, base, head (the first process of a
 #                machine runs a few percent slower); base: .device/base (`git archive <base> | tar
 #                -x -C .device/base`); SUITE=1 runs the GPU suite first; WORKLOADS (default
-#                "W1 W3 W5") and ROUNDS (default 2) narrow or widen it; AFTER=1 runs the kernel
-#                harnesses, profile_step.py and memcheck after it (one call for all but racecheck)
+#                "W1 W3 W5") and ROUNDS (default 2) narrow or widen it; IMPLEMENTATIONS (default
+#                "genlab_level genlab_dataflow_rows torch_level_graph") names what W1-W4 run;
+#                KINDS=1 times the conv and attention workloads too (genlab.bench.kinds, no
+#                torch.compile), alternated the same way; AFTER=1 runs the kernel harnesses,
+#                profile_step.py and memcheck after it (one call for all but racecheck)
 #   PART=events  benchmarks/growth_events.py (W5's growth events one by one, their parts and the
 #                host's profile), the trees alternated as in bench, ROUNDS times; SUITE=1 and
 #                AFTER=1 as in bench
@@ -44,12 +47,18 @@ else
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
     BENCH=()
     for w in ${WORKLOADS:-W1 W3 W5}; do BENCH+=(--workload "$w"); done
-    BENCH+=(--implementation genlab_level
-           --implementation genlab_dataflow_rows --implementation torch_level_graph
-           --growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)
+    for impl in ${IMPLEMENTATIONS:-genlab_level genlab_dataflow_rows torch_level_graph}; do
+        BENCH+=(--implementation "$impl")
+    done
+    BENCH+=(--growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)
     for i in $(seq "${ROUNDS:-2}"); do
         run_base "bench_base$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/base$i"
         run "bench_head$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/head$i"
+        if [[ -n "${KINDS:-}" ]]; then
+            run_base "kinds_base$i" 120 python -m genlab.bench.kinds --no-compile --repeats 20 \
+                --out "$OUT/kinds_base$i.json"
+            run "kinds_head$i" 120 python -m genlab.bench.kinds --no-compile --repeats 20 --out "$OUT/kinds_head$i.json"
+        fi
     done
     if [[ -n "${AFTER:-}" ]]; then  # the harnesses and memcheck after the bench, in the same call
         run kernel_harnesses 120 python "$HERE/kernels/all.py"

@@ -74,19 +74,23 @@ def main() -> None:
             fn.prepare(runtime.signature(src, name))
         regs = {name: fn.get_attribute(drv.function_attribute.NUM_REGS) for name, fn in f.items()}
         spills = {name: fn.get_attribute(drv.function_attribute.LOCAL_SIZE_BYTES) for name, fn in f.items()}
-        launches = {
-            "forward": lambda: f["forward_wide"].prepared_call(
-                (len(fwd_tasks), rows), (C.THREADS, 1, 1), P(fwd_tasks), P(width), P(act_off), P(bias_off), P(in_ptr),
-                P(in_src), P(in_woff), P(params), P(act), np.int32(B), np.int32(0), np.int32(-1),
-                np.intp(0), np.intp(0)),  # no split-K: no scratch
-            "backward": lambda: f["backward_wide"].prepared_call(
-                (len(bwd_tasks), rows), (C.THREADS, 1, 1), P(bwd_tasks), P(width), P(act_off), P(out_ptr),
-                P(out_dst), P(out_woff), P(params), P(act), P(dz), np.int32(B), np.int32(0), P(stats),
-                np.intp(0), np.intp(0)),
-            "weight": lambda: f["weight_wide"].prepared_call(
-                (len(wgt_tasks), 1), (C.THREADS, 1, 1), P(wgt_tasks), P(in_src), P(in_dst), P(in_woff), P(width),
-                P(act_off), P(act), P(dz), P(grads), np.int32(B), np.int32(0), P(wstats), P(gradsq)),
+        state = dict(width=width, act_off=act_off, bias_off=bias_off, in_ptr=in_ptr, in_src=in_src, in_dst=in_dst,
+                     in_woff=in_woff, out_ptr=out_ptr, out_dst=out_dst, out_woff=out_woff, params=params, act=act,
+                     dz=dz, grads=grads, stats=stats, wstats=wstats)
+        state = {k: int(P(v)) for k, v in state.items()}  # the kernels' struct Net, filled by member name
+        arguments = {  # no split-K: no scratch
+            "forward": runtime.by_name("forward_wide", state, dict(tasks=P(fwd_tasks), batch=np.int32(B), ld=np.int32(0),
+                                                                   output_slot=np.int32(-1), partials=np.intp(0),
+                                                                   tickets=np.intp(0))),
+            "backward": runtime.by_name("backward_wide", state, dict(tasks=P(bwd_tasks), batch=np.int32(B), ld=np.int32(0),
+                                                                     partials=np.intp(0), tickets=np.intp(0))),
+            "weight": runtime.by_name("weight_wide", state, dict(tasks=P(wgt_tasks), batch=np.int32(B), ld=np.int32(0),
+                                                                 gradsq=P(gradsq))),
         }
+        grids = {"forward": (len(fwd_tasks), rows), "backward": (len(bwd_tasks), rows), "weight": (len(wgt_tasks), 1)}
+        launches = {kind: (lambda kind=kind: f[kind + "_wide"].prepared_call(grids[kind], (C.THREADS, 1, 1),
+                                                                             *arguments[kind]))
+                    for kind in arguments}
         for kind, launch in launches.items():
             launch()
             torch.cuda.synchronize()

@@ -71,36 +71,29 @@ __device__ __forceinline__ void backward_tile(
     finish_tile(s, k0, kend, b0, acc, width, act_off, act, dz, batch, ld, stats);
 }
 
-extern "C" __global__ void backward_level(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ out_ptr, const int* __restrict__ out_dst, const int* __restrict__ out_woff,
-    const float* __restrict__ params, const float* __restrict__ act, float* __restrict__ dz,
-    int batch, int ld, double* __restrict__ stats, int chunk)
+extern "C" __global__ void backward_level(const Net n, const int* __restrict__ tasks, int batch, int ld, int chunk)
 {
-    backward_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], blockIdx.y * TILE, width, act_off, out_ptr,
-                  out_dst, out_woff, params, act, dz, batch, ld, stats, chunk);
+    backward_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], blockIdx.y * TILE, n.width, n.act_off, n.out_ptr,
+                  n.out_dst, n.out_woff, n.params, n.act, n.dz, batch, ld, n.stats, chunk);
 }
 
-extern "C" __global__ void backward_push(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
-    const int* __restrict__ hidden, const float* __restrict__ params, float* __restrict__ dz, int batch, int ld)
+extern "C" __global__ void backward_push(const Net n, const int* __restrict__ tasks, int batch, int ld)
 {
     __shared__ float ds[TILE][TILE + TPAD];  // [batch row][j] of dz_d, loaded once for every in-edge
     __shared__ float ws[TILE][TILE + TPAD];  // [j][k] = W_e[j0 + j][k0 + k]
     const int d = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
-    const int wd = width[d], rd = ROW(ld, wd);
-    const float* D = dz + act_off[d];
+    const int wd = n.width[d], rd = ROW(ld, wd);
+    const float* D = n.dz + n.act_off[d];
     for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
         const int r = i / TILE, c = i % TILE;
         ds[r][c] = (b0 + r < batch && j0 + c < wd) ? __ldcg(D + (b0 + r) * rd + j0 + c) : 0.f;
     }
-    for (int e = in_ptr[d]; e < in_ptr[d + 1]; ++e) {
-        const int src = in_src[e];
-        if (!hidden[src]) continue;
-        const int w = width[src], rs = ROW(ld, w);
-        const float* W = params + in_woff[e];  // (wd x w)
-        float* H = dz + act_off[src];
+    for (int e = n.in_ptr[d]; e < n.in_ptr[d + 1]; ++e) {
+        const int src = n.in_src[e];
+        if (!n.hidden[src]) continue;
+        const int w = n.width[src], rs = ROW(ld, w);
+        const float* W = n.params + n.in_woff[e];  // (wd x w)
+        float* H = n.dz + n.act_off[src];
         for (int k0 = 0; k0 < w; k0 += TILE) {
             for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
                 const int r = i / TILE, c = i % TILE;
@@ -119,20 +112,18 @@ extern "C" __global__ void backward_push(
     }
 }
 
-extern "C" __global__ void backward_finish(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const float* __restrict__ act, float* __restrict__ dz, int batch, int ld, double* __restrict__ stats)
+extern "C" __global__ void backward_finish(const Net n, const int* __restrict__ tasks, int batch, int ld)
 {
     const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
-    const int w = width[s], rs = ROW(ld, w);
-    const float* G = dz + act_off[s];
+    const int w = n.width[s], rs = ROW(ld, w);
+    const float* G = n.dz + n.act_off[s];
     float acc[2][2];
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + acc_row(a), k = k0 + acc_col(c);  // where finish_tile reads acc[a][c]
             acc[a][c] = (b < batch && k < w) ? __ldcg(G + b * rs + k) : 0.f;
         }
-    finish_tile(s, k0, min(w, k0 + TILE), b0, acc, width, act_off, act, dz, batch, ld, stats);
+    finish_tile(s, k0, min(w, k0 + TILE), b0, acc, n.width, n.act_off, n.act, n.dz, batch, ld, n.stats);
 }
 
 __device__ __forceinline__ void weight_grad_tile(
@@ -171,15 +162,12 @@ __device__ __forceinline__ void weight_grad_tile(
     if (threadIdx.x == 0) { atomicAdd(wstats + dst, sq); atomicAdd(gradsq, sq); }
 }
 
-extern "C" __global__ void weight_grad(
-    const int* __restrict__ tasks, const int* __restrict__ in_src, const int* __restrict__ in_dst,
-    const int* __restrict__ in_woff, const int* __restrict__ width, const int* __restrict__ act_off,
-    const float* __restrict__ act, const float* __restrict__ dz, float* __restrict__ grads,
-    int batch, int ld, double* __restrict__ wstats, double* __restrict__ gradsq)
+extern "C" __global__ void weight_grad(const Net n, const int* __restrict__ tasks, int batch, int ld,
+                                       double* __restrict__ gradsq)
 {
     const int* t = tasks + 3 * blockIdx.x;
-    weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld, wstats,
-                     gradsq);
+    weight_grad_tile(t[0], t[1], t[2], n.in_src, n.in_dst, n.in_woff, n.width, n.act_off, n.act, n.dz, n.grads, batch,
+                     ld, n.wstats, gradsq);
 }
 
 __device__ __forceinline__ void bias_grad_tile(
@@ -207,27 +195,22 @@ __device__ __forceinline__ void bias_grad_tile(
     if (threadIdx.x == 0) { atomicAdd(wstats + s, sq); atomicAdd(gradsq, sq); }
 }
 
-extern "C" __global__ void bias_grad(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ bias_off, const float* __restrict__ dz, float* __restrict__ grads,
-    int batch, int ld, double* __restrict__ wstats, double* __restrict__ gradsq)
+extern "C" __global__ void bias_grad(const Net n, const int* __restrict__ tasks, int batch, int ld,
+                                     double* __restrict__ gradsq)
 {
-    bias_grad_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], width, act_off, bias_off, dz, grads, batch, ld,
-                   wstats, gradsq);
+    bias_grad_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], n.width, n.act_off, n.bias_off, n.dz, n.grads,
+                   batch, ld, n.wstats, gradsq);
 }
 
 // activation_range: per-neuron min and max of h over the batch (for pruning constant groups),
 // written at col_off[s] + j, and folded into the running range since the last growth check
 // (run_lo, run_hi). Launch: grid n_tasks, THREADS; task t is (slot, j0) as in bias_grad.
-extern "C" __global__ void activation_range(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ col_off, const float* __restrict__ act, int batch, int ld,
-    float* __restrict__ range_min, float* __restrict__ range_max, float* __restrict__ run_lo, float* __restrict__ run_hi)
+extern "C" __global__ void activation_range(const Net n, const int* __restrict__ tasks, int batch, int ld)
 {
     __shared__ float lo[THREADS / TILE][TILE], hi[THREADS / TILE][TILE];
-    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = width[s], rs = ROW(ld, w);
+    const int s = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], w = n.width[s], rs = ROW(ld, w);
     const int c = threadIdx.x % TILE, r = threadIdx.x / TILE, j = j0 + c;
-    const float* H = act + act_off[s];
+    const float* H = n.act + n.act_off[s];
     float mn = INFINITY, mx = -INFINITY;
     if (j < w)
         for (int b = r; b < batch; b += THREADS / TILE) {
@@ -238,11 +221,11 @@ extern "C" __global__ void activation_range(
     __syncthreads();
     if (r == 0 && j < w) {
         for (int q = 1; q < THREADS / TILE; ++q) { mn = fminf(mn, lo[q][c]); mx = fmaxf(mx, hi[q][c]); }
-        const int c0 = col_off[s] + j;
-        range_min[c0] = mn;
-        range_max[c0] = mx;
-        run_lo[c0] = fminf(run_lo[c0], mn);
-        run_hi[c0] = fmaxf(run_hi[c0], mx);
+        const int c0 = n.col_off[s] + j;
+        n.range_min[c0] = mn;
+        n.range_max[c0] = mx;
+        n.run_lo[c0] = fminf(n.run_lo[c0], mn);
+        n.run_hi[c0] = fmaxf(n.run_hi[c0], mx);
     }
 }
 #endif  // GENLAB_BACKWARD_CU

@@ -61,13 +61,10 @@ __device__ __forceinline__ void forward_tile(
         }
 }
 
-extern "C" __global__ void forward_level(
-    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
-    const int* __restrict__ bias_off, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
-    const int* __restrict__ in_woff, const float* __restrict__ params, float* __restrict__ act,
-    int batch, int ld, int output_slot, int chunk, int split, float* __restrict__ parts, int cap)
+extern "C" __global__ void forward_level(const Net n, const int* __restrict__ tasks, int batch, int ld,
+                                         int output_slot, int chunk, int split, float* __restrict__ parts, int cap)
 {
-    forward_tile(tasks + 4 * blockIdx.x, blockIdx.y * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff,
-                 params, act, batch, ld, output_slot, chunk, split, parts, cap);
+    forward_tile(tasks + 4 * blockIdx.x, blockIdx.y * TILE, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src,
+                 n.in_woff, n.params, n.act, batch, ld, output_slot, chunk, split, parts, cap);
 }
 #endif  // GENLAB_FORWARD_CU

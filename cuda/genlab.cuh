@@ -27,6 +27,9 @@
 // neurons per item and EW input out-edges per weight item; CHUNK parameters per update item; the
 // growth operation codes (OP_*), criteria (CRITERION_*) and fold sources (FOLD_*).
 #include "constants.cuh"
+// The device state's buffers as one struct (`const Net n`), the first parameter of every kernel that
+// reads the state.
+#include "net.cuh"
 
 #define ROW(ld, w) ((ld) ? (ld) : (w))
 

@@ -29,106 +29,89 @@
 //   OP_ZERO parameters (genlab/operations.py: the records and their codes).
 #include "genlab.cuh"
 
-extern "C" __global__ void growth_observe(
-    const double* __restrict__ stats, const double* __restrict__ wstats, const int* __restrict__ width,
-    const int* __restrict__ hidden, int n_slots, int batch, int criterion, double alpha,
-    double* __restrict__ ema, int* __restrict__ seen, const double* __restrict__ guard)
+extern "C" __global__ void growth_observe(const Net n, int n_slots, int batch, int criterion, double alpha)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
-    if (s >= n_slots || !hidden[s] || !finite_step(guard)) return;
-    const double count = (double)batch * width[s];
+    if (s >= n_slots || !n.hidden[s] || !finite_step(n.scalars)) return;
+    const double count = (double)batch * n.width[s];
     double value;
     if (criterion == CRITERION_GRAD_STD) {
-        const double mean = stats[3 * s] / count;
-        value = sqrt(fmax(stats[3 * s + 1] / count - mean * mean, 0.0));
+        const double mean = n.stats[3 * s] / count;
+        value = sqrt(fmax(n.stats[3 * s + 1] / count - mean * mean, 0.0));
     } else if (criterion == CRITERION_WEIGHT_GRAD_NORM) {
-        value = sqrt(wstats[s]);
+        value = sqrt(n.wstats[s]);
     } else {
-        value = fabs(stats[3 * s + 2] / count);
+        value = fabs(n.stats[3 * s + 2] / count);
     }
-    ema[s] = seen[s] ? ema[s] + alpha * (value - ema[s]) : value;
-    seen[s] = 1;
+    n.ema[s] = n.seen[s] ? n.ema[s] + alpha * (value - n.ema[s]) : value;
+    n.seen[s] = 1;
 }
 
-extern "C" __global__ void growth_population(
-    const double* __restrict__ ema, const int* __restrict__ seen, const int* __restrict__ hidden,
-    int n_slots, double* __restrict__ out)
+extern "C" __global__ void growth_population(const Net n, int n_slots)
 {
     __shared__ double scratch[THREADS / 32];
-    double n = 0.0, sum = 0.0;
+    double count = 0.0, sum = 0.0;
     for (int s = threadIdx.x; s < n_slots; s += THREADS)
-        if (hidden[s] && seen[s]) { n += 1.0; sum += ema[s]; }
-    n = block_sum(n, scratch);
+        if (n.hidden[s] && n.seen[s]) { count += 1.0; sum += n.ema[s]; }
+    count = block_sum(count, scratch);
     sum = block_sum(sum, scratch);
-    const double mean = n > 0 ? sum / n : 0.0;
+    const double mean = count > 0 ? sum / count : 0.0;
     double sq = 0.0;
     for (int s = threadIdx.x; s < n_slots; s += THREADS)
-        if (hidden[s] && seen[s]) sq += (ema[s] - mean) * (ema[s] - mean);
+        if (n.hidden[s] && n.seen[s]) sq += (n.ema[s] - mean) * (n.ema[s] - mean);
     sq = block_sum(sq, scratch);
-    if (threadIdx.x == 0) { out[0] = mean; out[1] = n > 1 ? sqrt(sq / n) : 0.0; }
+    if (threadIdx.x == 0) { n.population[0] = mean; n.population[1] = count > 1 ? sqrt(sq / count) : 0.0; }
 }
 
-extern "C" __global__ void growth_mark(
-    const double* __restrict__ ema, const int* __restrict__ seen, const int* __restrict__ eligible,
-    int n_slots, double threshold, int relative, const double* __restrict__ population,
-    int* __restrict__ marked)
+extern "C" __global__ void growth_mark(const Net n, int n_slots, double threshold, int relative)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots) return;
     int m = 0;
-    if (eligible[s] && seen[s]) {
-        if (!relative) m = ema[s] > threshold;
-        else if (population[1] > 0.0) m = (ema[s] - population[0]) / population[1] > threshold;
+    if (n.eligible[s] && n.seen[s]) {
+        if (!relative) m = n.ema[s] > threshold;
+        else if (n.population[1] > 0.0) m = (n.ema[s] - n.population[0]) / n.population[1] > threshold;
     }
-    marked[s] = m;
+    n.marked[s] = m;
 }
 
-extern "C" __global__ void growth_select(
-    const int* __restrict__ marked, const int* __restrict__ in_ptr, const int* __restrict__ in_src,
-    int n_slots, int* __restrict__ keep)
+extern "C" __global__ void growth_select(const Net n, int n_slots)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots) return;
-    int k = marked[s];
-    for (int e = in_ptr[s]; k && e < in_ptr[s + 1]; ++e)
-        if (marked[in_src[e]]) k = 0;
-    keep[s] = k;
+    int k = n.marked[s];
+    for (int e = n.in_ptr[s]; k && e < n.in_ptr[s + 1]; ++e)
+        if (n.marked[n.in_src[e]]) k = 0;
+    n.keep[s] = k;
 }
 
-extern "C" __global__ void growth_rank(
-    const int* __restrict__ keep, const double* __restrict__ ema, const int* __restrict__ group_id,
-    int n_slots, int* __restrict__ rank)
+extern "C" __global__ void growth_rank(const Net n, int n_slots)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots) return;
-    if (!keep[s]) { rank[s] = -1; return; }
+    if (!n.keep[s]) { n.rank[s] = -1; return; }
     int r = 0;
     for (int t = 0; t < n_slots; ++t)
-        if (keep[t] && (ema[t] > ema[s] || (ema[t] == ema[s] && group_id[t] < group_id[s]))) ++r;
-    rank[s] = r;
+        if (n.keep[t] && (n.ema[t] > n.ema[s] || (n.ema[t] == n.ema[s] && n.group_id[t] < n.group_id[s]))) ++r;
+    n.rank[s] = r;
 }
 
-extern "C" __global__ void prune_observe(
-    const double* __restrict__ stats, const int* __restrict__ width, const int* __restrict__ hidden,
-    int n_slots, int batch, double alpha, double* __restrict__ taylor, int* __restrict__ seen,
-    const double* __restrict__ guard)
+extern "C" __global__ void prune_observe(const Net n, int n_slots, int batch, double alpha)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
-    if (s >= n_slots || !hidden[s] || !finite_step(guard)) return;
-    const double value = fabs(stats[3 * s + 2] / ((double)batch * width[s]));
-    taylor[s] = seen[s] ? taylor[s] + alpha * (value - taylor[s]) : value;
-    seen[s] = 1;
+    if (s >= n_slots || !n.hidden[s] || !finite_step(n.scalars)) return;
+    const double value = fabs(n.stats[3 * s + 2] / ((double)batch * n.width[s]));
+    n.taylor[s] = n.taylor_seen[s] ? n.taylor[s] + alpha * (value - n.taylor[s]) : value;
+    n.taylor_seen[s] = 1;
 }
 
-extern "C" __global__ void prune_constant(
-    const float* __restrict__ run_lo, const float* __restrict__ run_hi, const int* __restrict__ col_off,
-    const int* __restrict__ width, const int* __restrict__ hidden, int n_slots, int* __restrict__ constant)
+extern "C" __global__ void prune_constant(const Net n, int n_slots)
 {
     const int s = blockIdx.x * THREADS + threadIdx.x;
     if (s >= n_slots) return;
-    int c = hidden[s] && run_lo[col_off[s]] <= run_hi[col_off[s]];  // observed since the last check
-    for (int j = 0; c && j < width[s]; ++j) c = run_lo[col_off[s] + j] == run_hi[col_off[s] + j];
-    constant[s] = c;
+    int c = n.hidden[s] && n.run_lo[n.col_off[s]] <= n.run_hi[n.col_off[s]];  // observed since the last check
+    for (int j = 0; c && j < n.width[s]; ++j) c = n.run_lo[n.col_off[s] + j] == n.run_hi[n.col_off[s] + j];
+    n.constant[s] = c;
 }
 
 extern "C" __global__ void prune_fold(

@@ -83,7 +83,8 @@ def test_every_kernel_signature_is_derived_from_its_source():
         types = signature(src, name)
         assert types and all(t in ("P", "i", "I", "f", "d") or isinstance(t, np.dtype) for t in types), name
     assert signature(src, "optimizer_update") == list("iPPPPPiffffP")
-    assert signature(src, "forward_wide") == list("PPPPPPPPPiiiPP")  # a parameter list shared through a macro
+    net, *rest = signature(src, "forward_wide")  # a parameter list shared through a macro
+    assert net.names == runtime.net_members() and rest == list("PiiiPP")
 
 
 def test_struct_arguments_get_the_c_layout():
@@ -134,24 +135,68 @@ def test_a_launch_by_name_takes_each_parameter_by_its_name_and_refuses_what_does
     src = source()
     for name in kernel_names(src):
         assert len(runtime.parameter_names(src, name)) == len(signature(src, name)), name
-    assert runtime.names("bias_grad") == ("tasks", "width", "act_off", "bias_off", "dz", "grads", "batch", "ld",
-                                          "wstats", "gradsq")
-    fields = {"width": 1, "act_off": 2, "bias_off": 3, "dz": 4, "grads": 5, "wstats": 6, "unused": 99}
+    net = np.dtype([(m, np.uint64) for m in runtime.net_members()])
+
+    def members(args):  # the struct Net of a launch's arguments, as a dict of its non-null members
+        return {m: int(v) for m, v in zip(net.names, np.frombuffer(args[0], net)[0]) if v}
+
+    assert runtime.names("bias_grad") == ("n", "tasks", "batch", "ld", "gradsq")  # the state: one struct, n
+    fields = {"width": 1, "act_off": 2, "bias_off": 3, "dz": 4, "grads": 5, "wstats": 6, "params": 9, "unused": 99}
     given = {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0}
-    assert runtime.by_name("bias_grad", fields, given) == [0, 1, 2, 3, 4, 5, 7, 8, 6, 10]
-    assert runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "dz": 44})[4] == 44
+    args = runtime.by_name("bias_grad", fields, given)
+    assert args[1:] == [0, 7, 8, 10] and isinstance(args[0], bytes) and len(args[0]) == net.itemsize
+    assert members(args) == {"width": 1, "act_off": 2, "bias_off": 3, "dz": 4, "grads": 5, "wstats": 6, "params": 9}
+    assert members(runtime.by_name("bias_grad", fields, {**given, "dz": 44}))["dz"] == 44  # a member given
     with pytest.raises(BackendError, match="kernel bias_grad's parameter gradsq is neither given nor a buffer"):
         runtime.by_name("bias_grad", fields, {"ld": 8, "batch": 7, "tasks": 0})
+    with pytest.raises(BackendError, match="kernel bias_grad's Net member wstats is neither given nor a buffer"):
+        runtime.by_name("bias_grad", {k: v for k, v in fields.items() if k != "wstats"}, given)
     with pytest.raises(BackendError, match="kernel bias_grad has no parameter rows"):
-        runtime.by_name("bias_grad", fields, {"gradsq": 10, "ld": 8, "batch": 7, "tasks": 0, "rows": 1})
-    every = dict(zip(runtime.names("bias_grad"), range(10)))  # keyed: every argument given, none from the state
-    assert runtime.by_name("bias_grad", {}, dict(reversed(every.items()))) == list(range(10))
-    with pytest.raises(BackendError, match="kernel bias_grad has no parameter rows"):  # as many names, one wrong
-        runtime.by_name("bias_grad", {}, {**{k: v for k, v in every.items() if k != "ld"}, "rows": 1})
-    with pytest.raises(BackendError, match="kernel bias_grad's parameter ld is neither given"):
-        runtime.by_name("bias_grad", {}, {k: v for k, v in every.items() if k != "ld"})
+        runtime.by_name("bias_grad", fields, {**given, "rows": 1})
+    with pytest.raises(BackendError, match="kernel bias_grad has no parameter params"):  # a member it does not read
+        runtime.by_name("bias_grad", fields, {**given, "params": 1})
+    every = dict(zip(runtime.names("optimizer_update"), range(12)))  # keyed: every argument given, none from the state
+    assert runtime.by_name("optimizer_update", {}, dict(reversed(every.items()))) == list(range(12))
+    with pytest.raises(BackendError, match="kernel optimizer_update has no parameter rows"):  # as many names, one wrong
+        runtime.by_name("optimizer_update", {}, {**{k: v for k, v in every.items() if k != "n"}, "rows": 1})
+    with pytest.raises(BackendError, match="kernel optimizer_update's parameter n is neither given"):
+        runtime.by_name("optimizer_update", {}, {k: v for k, v in every.items() if k != "n"})
     with pytest.raises(BackendError, match="kernel no_such_kernel is not defined"):
         runtime.names("no_such_kernel")
+
+
+def test_the_state_struct_holds_the_device_states_buffers_and_each_kernel_takes_it_once():
+    """cuda/net.cuh's Net: pointers only (8 bytes each, no padding), each member named as a buffer
+    of the device state's records (DeviceState.by_name fills it). A kernel that takes it takes it
+    first, as n, and no member again as a parameter; the members it must be given are those its
+    body reads; a kernel taking Net elsewhere, or reading a member Net lacks, is refused."""
+    from dataclasses import fields
+
+    from genlab import BackendError
+    from genlab.engines.cuda import records
+
+    src = source()
+    net = runtime._struct_dtype(src, runtime.NET)
+    assert net.names == runtime.net_members() and net.itemsize == 8 * len(net.names)
+    assert all(net.fields[m][0] == np.uint64 for m in net.names)
+    assert {"constant", "taylor_seen"} <= set(net.names)  # "const" is a word of C, not of a name: "constant" stays
+    buffers = {f.name for r in vars(records).values()
+               if isinstance(r, type) and issubclass(r, records.Record) for f in fields(r)}
+    assert set(net.names) <= buffers, set(net.names) - buffers
+    takers = [k for k in kernel_names(src) if runtime._plan(k).reads is not None]
+    assert {"forward_level", "backward_push", "weight_mid", "conv_backward", "attention_forward",
+            "dataflow_step"} <= set(takers)
+    for k in takers:
+        plan = runtime._plan(k)
+        assert plan.order[0] == "n" and not set(plan.order[1:]) & set(net.names), k
+        assert plan.reads and plan.reads <= set(net.names), k
+    assert runtime._plan("backward_finish").reads == {"width", "act_off", "act", "dz", "stats"}
+    assert runtime._plan("conv_forward").reads >= {"geo", "slots"}  # geo through a local the G macro reads
+    head = "struct Net {\n    const int *width;\n    float* act;\n};\n"
+    with pytest.raises(BackendError, match="kernel k takes the state's struct Net other than as its first"):
+        runtime._plans(head + 'extern "C" __global__ void k(int a, const Net n) { }\n')
+    with pytest.raises(BackendError, match="kernel k reads dz, which Net has not"):
+        runtime._plans(head + 'extern "C" __global__ void k(const Net n) { n.act[0] = n.dz[0]; }\n')
 
 
 def test_a_kernels_argument_struct_is_filled_by_member_name_and_refuses_what_does_not_fit():
@@ -180,7 +225,8 @@ def test_a_kernels_argument_struct_is_filled_by_member_name_and_refuses_what_doe
 
 def _positional_launches() -> list[str]:
     """Calls that launch a kernel with its arguments in order: a call of something named launch
-    (or `(launch or e.launch)`) with more than a kernel, a grid and one struct, or with a starred
+    (or `(launch or e.launch)`) with more than a kernel, a grid and one struct (launch.flat: a
+    kernel, a count, the arguments by name and the state's buffers by name), or with a starred
     list; the launchers' own modules excepted."""
     import ast
 
@@ -197,8 +243,9 @@ def _positional_launches() -> list[str]:
         if path.name == "runtime.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
+            most = 4 if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "flat" else 3
             if isinstance(node, ast.Call) and is_launch(node.func) and \
-                    (len(node.args) > 3 or any(isinstance(a, ast.Starred) for a in node.args)):
+                    (len(node.args) > most or any(isinstance(a, ast.Starred) for a in node.args)):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 

@@ -168,15 +168,12 @@ def observe(e: "CudaEngine", batch: int) -> None:
     b, n = e.dev, len(e.layout.groups)
     if e.growth_criterion is not None:
         name, alpha = e.growth_criterion
-        e.launch.flat("growth_observe", n, dict(
-            stats=b.sums.stats, wstats=b.sums.wstats, width=b.groups.width, hidden=b.groups.hidden, n_slots=np.int32(n),
-            batch=np.int32(batch), criterion=np.int32(op.Criterion[name.upper()]), alpha=np.float64(alpha),
-            ema=b.scores.ema, seen=b.scores.seen, guard=b.sums.scalars))
+        e.launch.flat("growth_observe", n, dict(n_slots=np.int32(n), batch=np.int32(batch),
+                                                criterion=np.int32(op.Criterion[name.upper()]),
+                                                alpha=np.float64(alpha)), b.by_name)
     if e.pruning[1] is not None:
-        e.launch.flat("prune_observe", n, dict(
-            stats=b.sums.stats, width=b.groups.width, hidden=b.groups.hidden, n_slots=np.int32(n),
-            batch=np.int32(batch), alpha=np.float64(e.pruning[1]), taylor=b.scores.taylor, seen=b.scores.taylor_seen,
-            guard=b.sums.scalars))
+        e.launch.flat("prune_observe", n, dict(n_slots=np.int32(n), batch=np.int32(batch),
+                                               alpha=np.float64(e.pruning[1])), b.by_name)
 
 
 def scores(e: "CudaEngine") -> dict[int, float]:
@@ -194,21 +191,17 @@ def choose(e: "CudaEngine", eligible: set[int], threshold: float, relative: bool
     """Mark, select and rank on the GPU; the groups to grow in budget order with their scores."""
     L, b = e.layout, e.dev
     n = len(L.groups)
-    s, w = b.scores, b.growth
+    w, state, slots = b.growth, b.by_name, np.int32(n)
     e.drv.memcpy_htod(w.eligible, np.isin(L.group_id, np.fromiter(eligible, np.int32, len(eligible))).astype(np.int32))
     if relative:
-        e.launch.keyed("growth_population", (1, 1), dict(ema=s.ema, seen=s.seen, hidden=b.groups.hidden,
-                                                          n_slots=np.int32(n), out=w.population))
-    e.launch.flat("growth_mark", n, dict(ema=s.ema, seen=s.seen, eligible=w.eligible, n_slots=np.int32(n),
-                                         threshold=np.float64(threshold), relative=np.int32(bool(relative)),
-                                         population=w.population, marked=w.marked))
-    e.launch.flat("growth_select", n, dict(marked=w.marked, in_ptr=b.csr.in_ptr, in_src=b.csr.in_src,
-                                           n_slots=np.int32(n), keep=w.keep))
-    e.launch.flat("growth_rank", n, dict(keep=w.keep, ema=s.ema, group_id=b.groups.group_id, n_slots=np.int32(n),
-                                         rank=w.rank))
+        e.launch.named("growth_population", (1, 1), state, dict(n_slots=slots))
+    e.launch.flat("growth_mark", n, dict(n_slots=slots, threshold=np.float64(threshold),
+                                         relative=np.int32(bool(relative))), state)
+    e.launch.flat("growth_select", n, dict(n_slots=slots), state)
+    e.launch.flat("growth_rank", n, dict(n_slots=slots), state)
     rank, ema = np.empty(n, np.int32), np.empty(n, np.float64)
     e.drv.memcpy_dtoh_async(rank, w.rank, e.stream)
-    e.drv.memcpy_dtoh_async(ema, s.ema, e.stream)
+    e.drv.memcpy_dtoh_async(ema, b.scores.ema, e.stream)
     e.stream.synchronize()
     chosen = np.flatnonzero(rank >= 0)
     chosen = chosen[np.argsort(rank[chosen], kind="stable")]  # budget order (ranks are distinct)
@@ -224,9 +217,7 @@ def prune_report(e: "CudaEngine", judge: bool = True) -> tuple[dict, dict]:
     taylor, seen = np.empty(n, np.float64), np.empty(n, np.int32)
     copies = [(taylor, b.scores.taylor), (seen, b.scores.taylor_seen)]
     if judge:
-        e.launch.flat("prune_constant", n, dict(
-            run_lo=b.ranges.run_lo, run_hi=b.ranges.run_hi, col_off=b.groups.col_off, width=b.groups.width,
-            hidden=b.groups.hidden, n_slots=np.int32(n), constant=b.growth.constant))
+        e.launch.flat("prune_constant", n, dict(n_slots=np.int32(n)), b.by_name)
         constant, lo = np.empty(n, np.int32), np.empty(L.n_cols, np.float32)
         copies += [(constant, b.growth.constant), (lo, b.ranges.run_lo)]
     for host, buf in copies:

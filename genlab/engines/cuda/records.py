@@ -25,7 +25,9 @@ filled by member name (runtime.pack) takes what it is not given from there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
 from functools import cache, cached_property
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -271,11 +273,12 @@ class DeviceState(Topology):
         return replace(self, **{f.name: getattr(topology, f.name) for f in fields(Topology)})
 
     @cached_property
-    def by_name(self) -> dict[str, int]:
+    def by_name(self) -> Mapping[str, int]:
         """Every buffer's address by its field name (the kernels' parameter and struct member
         names: a launch by name, runtime.by_name, and a struct filled by name, runtime.pack, take
-        what they are not given from here), worked out once a state. Lists of buffers (a dict
-        or tuple field) have no one address and are left out."""
+        what they are not given from here), worked out once a state and read-only (the struct
+        Net a launch fills from it is worked out once too). Lists of buffers (a dict or tuple
+        field) have no one address and are left out."""
         records = [getattr(self, f.name) for f in fields(DeviceState)]
-        return {name: int(buf) for rec in records if isinstance(rec, Record) for name, buf in rec.items()
-                if not isinstance(buf, (dict, tuple))}
+        return MappingProxyType({name: int(buf) for rec in records if isinstance(rec, Record)
+                                 for name, buf in rec.items() if not isinstance(buf, (dict, tuple))})

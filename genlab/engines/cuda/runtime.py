@@ -4,7 +4,9 @@ Each cuda/*.cu file is compiled as a module of its own (nvcc runs for several at
 cache), with the files it #includes pasted in at their first #include; the cubins are cached under
 ~/.cache/genlab/kernels (GENLAB_CACHE_DIR moves it). A kernel's PyCUDA argument types are derived
 from its parameter list in the source (a struct passed by value becomes a NumPy record type of
-the same layout), never written by hand.
+the same layout), never written by hand. A kernel that reads the device state takes it as one
+struct, `const Net n` (cuda/net.cuh), first; a launch gives the rest of its arguments by
+parameter name and the struct is filled by member name (by_name).
 
 The files whose kernels compute the dense products (PRECISE) are compiled once more for each
 precision other than fp32 a process uses (genlab.precision), with PRECISION defined; a Launcher
@@ -21,6 +23,7 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -82,7 +85,7 @@ def _struct_dtype(src: str, name: str) -> np.dtype:
         raise BackendError(f"kernel argument struct {name} is not defined in cuda/")
     fields = []
     for declaration in re.sub(r"//[^\n]*", "", body.group(1)).split(";"):
-        declarators = declaration.replace("const", "").replace("__restrict__", "").split(",")
+        declarators = re.sub(r"\b(const|__restrict__)\b", "", declaration).split(",")
         if not declaration.strip():
             continue
         ctype = declarators[0].split()[0]
@@ -115,7 +118,7 @@ def signature(src: str, name: str) -> list:
     "I" unsigned, "f" float, "d" double, or a record dtype for a struct passed by value."""
     types = []
     for param in _parameter_list(src, name):
-        words = param.replace("__restrict__", "").replace("__grid_constant__", "").replace("const", "").split()
+        words = re.sub(r"\b(__restrict__|__grid_constant__|const)\b", "", param).split()
         if "*" in param:
             types.append("P")
         elif words[0] in _SCALARS:
@@ -134,30 +137,76 @@ def parameter_names(src: str, name: str) -> tuple[str, ...]:
     return tuple(re.findall(r"\w+", param)[-1] for param in _parameter_list(src, name))
 
 
-_NAMES: dict[str, tuple[str, ...]] = {}  # kernel: its parameter names (the sources do not change under a run)
+NET = "Net"  # the device state's struct (cuda/net.cuh): the first parameter, `n`, of the kernels that read the state
 
 
-def names(kernel: str) -> tuple[str, ...]:
-    """The parameter names of a kernel of cuda/*.cu, in order (parsed once a process, no GPU needed)."""
-    if not _NAMES:
-        src = source()
-        _NAMES.update({k: parameter_names(src, k) for k in kernel_names(src)})
+@dataclass(frozen=True)
+class _Plan:
+    """How a kernel's arguments are found by name: its parameters in order, the names a launch may
+    give (its parameters, and the members of its Net that its body reads), and for a kernel that
+    takes the state as `const Net n`, the members its body reads (each must be found)."""
+
+    order: tuple[str, ...]
+    known: frozenset[str]
+    reads: frozenset[str] | None  # None: no Net parameter
+
+
+_PLANS: dict[str, _Plan] = {}  # kernel: its plan (the sources do not change under a run)
+
+
+def _body(src: str, start: int) -> str:
+    """The text of the block opening at the first "{" from `start` (a kernel's body)."""
+    depth, i = 0, src.index("{", start)
+    for j in range(i, len(src)):
+        depth += {"{": 1, "}": -1}.get(src[j], 0)
+        if depth == 0:
+            return src[i:j + 1]
+    raise BackendError("a kernel's body in cuda/ is not closed")
+
+
+def _plans(src: str) -> dict[str, _Plan]:
+    members = frozenset(_struct_dtype(src, NET).names)
+    plans = {}
+    for m in _KERNEL.finditer(src):
+        name = m.group(1)
+        params = _parameter_list(src, name)
+        order = tuple(re.findall(r"\w+", p)[-1] for p in params)
+        if not any(re.search(rf"\b{NET}\b", p) for p in params):
+            plans[name] = _Plan(order, frozenset(order), None)
+            continue
+        if order[0] != "n" or NET not in params[0].split():
+            raise BackendError(f"kernel {name} takes the state's struct {NET} other than as its first parameter, n")
+        reads = frozenset(re.findall(r"\bn\.(\w+)", _body(src, m.end())))
+        if reads - members:
+            raise BackendError(f"kernel {name} reads {', '.join(sorted(reads - members))}, which {NET} has not")
+        plans[name] = _Plan(order, frozenset(order[1:]) | reads, reads)
+    return plans
+
+
+def _plan(kernel: str) -> _Plan:
+    if not _PLANS:
+        _PLANS.update(_plans(source()))
     try:
-        return _NAMES[kernel]
+        return _PLANS[kernel]
     except KeyError:
         raise BackendError(f"kernel {kernel} is not defined in cuda/") from None
 
 
+def names(kernel: str) -> tuple[str, ...]:
+    """The parameter names of a kernel of cuda/*.cu, in order (parsed once a process, no GPU needed)."""
+    return _plan(kernel).order
+
+
 @cache
-def _parameter_set(kernel: str) -> frozenset[str]:
-    """A kernel's parameter names as a set (by_name's check, made once a kernel)."""
-    return frozenset(names(kernel))
+def net_members() -> tuple[str, ...]:
+    """The members of the state's struct Net (cuda/net.cuh), in order: all pointers."""
+    return _struct_dtype((cuda_dir() / "net.cuh").read_text(), NET).names
 
 
 def _found(order: tuple[str, ...], known: frozenset[str], fields, given: dict, owner: str, item: str) -> list:
-    """Each name of `order` (`known`: the same as a set) found in `given`, else in `fields` (the
-    device state's buffers by field name, DeviceState.by_name); BackendError naming one found in
-    neither, or a given name not in `order` (`owner` has no such `item`)."""
+    """Each name of `order` (`known`: the names that may be given) found in `given`, else in
+    `fields` (the device state's buffers by field name, DeviceState.by_name); BackendError naming
+    one found in neither, or a given name not in `known` (`owner` has no such `item`)."""
     if not fields and len(given) == len(order):  # every one given (Launches.keyed): all found = none unknown
         try:
             return [given[p] for p in order]
@@ -176,11 +225,63 @@ def _found(order: tuple[str, ...], known: frozenset[str], fields, given: dict, o
 _ABSENT = object()  # _found: a name not in `given`
 
 
+def _net(kernel: str, reads: frozenset[str], fields, given: dict) -> bytes:
+    """The struct Net of one launch of `kernel`: each member given, else the state's (`fields`),
+    else null; a member the kernel reads must be one of the first two."""
+    values, absent = _state_members(fields)
+    index = _member_index()
+    if overrides := given.keys() & index.keys():
+        values = values.copy()
+        for m in overrides:
+            values[index[m]] = int(given[m])
+    for m in reads & absent:
+        if m not in given:
+            raise BackendError(f"kernel {kernel}'s {NET} member {m} is neither given nor a buffer of the device state")
+    return _net_struct().pack(*values)
+
+
+_STATES: dict[int, tuple] = {}  # id of a read-only view of a state's buffers: (the view, its members, those absent)
+
+
+def _state_members(fields) -> tuple[list[int], frozenset[str]]:
+    """Net's members as `fields` holds them (null where it has none) and the names it lacks; for a
+    read-only view (DeviceState.by_name) worked out once, as it cannot change."""
+    hit = _STATES.get(id(fields))
+    if hit is not None and hit[0] is fields:
+        return hit[1], hit[2]
+    members = net_members()
+    values = [int(fields.get(m, 0)) for m in members]
+    absent = frozenset(m for m in members if m not in fields)
+    if isinstance(fields, MappingProxyType):  # kept (and so its id not reused) while cached
+        if len(_STATES) >= 64:
+            _STATES.clear()
+        _STATES[id(fields)] = (fields, values, absent)
+    return values, absent
+
+
+@cache
+def _member_index() -> dict[str, int]:
+    return {m: i for i, m in enumerate(net_members())}
+
+
+@cache
+def _net_struct():
+    import struct
+
+    return struct.Struct(f"<{len(net_members())}Q")  # pointers only: 8 bytes each, no padding
+
+
 def by_name(kernel: str, fields, given: dict) -> list:
     """A kernel's arguments in its order, each found by its parameter name: in `given`, else in
-    `fields` (the device state's buffers by field name, DeviceState.by_name); BackendError naming
-    a parameter found in neither, or a given name the kernel has no parameter of."""
-    return _found(names(kernel), _parameter_set(kernel), fields, given, f"kernel {kernel}", "parameter")
+    `fields` (the device state's buffers by field name, DeviceState.by_name); a kernel that takes
+    the state as `const Net n` gets the struct's bytes first, its members found the same way.
+    BackendError naming a parameter (or a member the kernel reads) found in neither, or a given
+    name the kernel has no parameter (or read member) of."""
+    plan = _plan(kernel)
+    if plan.reads is None:
+        return _found(plan.order, plan.known, fields, given, f"kernel {kernel}", "parameter")
+    rest = _found(plan.order[1:], plan.known, fields, given, f"kernel {kernel}", "parameter")  # (members given: known)
+    return [_net(kernel, plan.reads, fields, given), *rest]
 
 
 def pack(dtype: np.dtype, fields, given: dict) -> np.ndarray:
@@ -324,9 +425,10 @@ class Launches(ABC):
         device state: a buffer whose name is not the parameter's is passed as what it is)."""
         self(name, grid, *by_name(name, {}, args), threads=threads, shared=shared)
 
-    def flat(self, name: str, n: int, args: dict) -> None:
-        """One thread per element of n, every argument given by its parameter name (keyed)."""
-        self.keyed(name, ((n + THREADS - 1) // THREADS, 1), args)
+    def flat(self, name: str, n: int, args: dict, fields=None) -> None:
+        """One thread per element of n, each argument given by its parameter name (keyed), or with
+        `fields` (the device state's buffers by name) what is not given taken from them (named)."""
+        self.named(name, ((n + THREADS - 1) // THREADS, 1), fields or {}, args)
 
 
 class Launcher(Launches):

@@ -172,25 +172,28 @@ __device__ __forceinline__ float* kept(float* cache, const int* cache_off, int s
     return cache + (long long)cache_off[s] * capacity + (long long)b * n;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_forward(const Net n, int capacity,
+extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_forward(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
+    const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
+    float* __restrict__ act, float* __restrict__ cache, const int* __restrict__ cache_off, int capacity,
     int samples, int per_block, int shared)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     extern __shared__ float sh[];
-    const int s = n.slots[blockIdx.x], T = G(s, GEO_TOKENS), d = n.width[s], td = T * d;
-    const int n_kept = 5 * td + G(s, GEO_HEADS) * T * T;
+    const int s = slots[blockIdx.x], T = G(s, GEO_TOKENS), d = width[s], n = T * d;
+    const int n_kept = 5 * n + G(s, GEO_HEADS) * T * T;
     const int b0 = blockIdx.y * per_block, b1 = min(samples, b0 + per_block);
-    const float* own = n.params + n.bias_off[s];
-    const int staged = att_staged(s, n.width, n.in_ptr, n.in_src);
+    const float* own = params + bias_off[s];
+    const int staged = att_staged(s, width, in_ptr, in_src);
     Rows w[4];
     float *work = sh, *in_rows = nullptr;
     if (staged + n_kept <= shared) {  // the weights once for every sample of the block
         for (int m = 0; m < 4; ++m) w[m] = stage(sh + m * d * odd_row(d), own + d + m * d * d, d, d);
         in_rows = sh + 4 * d * odd_row(d);
         float* next = in_rows;
-        for (int e = n.in_ptr[s]; e < n.in_ptr[s + 1]; ++e) {
-            const int ws = n.width[n.in_src[e]];
-            stage(next, n.params + n.in_woff[e], d, ws);
+        for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+            const int ws = width[in_src[e]];
+            stage(next, params + in_woff[e], d, ws);
             next += d * odd_row(ws);
         }
         work = sh + staged;
@@ -198,18 +201,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_forw
     } else {
         for (int m = 0; m < 4; ++m) w[m] = {own + d + m * d * d, d};
     }
-    const float *z = work, *o = work + 4 * td;
+    const float *z = work, *o = work + 4 * n;
 #pragma unroll 1
     for (int b = b0; b < b1; ++b) {
-        attend(s, b, n.geo, n.width, n.act_off, own, n.in_ptr, n.in_src, n.in_woff, n.params, w, in_rows, n.act, work);
-        float* out = kept(n.cache, n.cache_off, s, b, capacity, n_kept);
+        attend(s, b, geo, width, act_off, own, in_ptr, in_src, in_woff, params, w, in_rows, act, work);
+        float* out = kept(cache, cache_off, s, b, capacity, n_kept);
         for (int i = threadIdx.x; i < n_kept; i += THREADS) out[i] = work[i];
-        for (int idx = threadIdx.x; idx < td; idx += THREADS) {
+        for (int idx = threadIdx.x; idx < n; idx += THREADS) {
             const int t = idx / d, j = idx % d;
             const float* wo = w[3].w + j * w[3].ld;
             float acc = z[idx];
             for (int i = 0; i < d; ++i) acc += o[t * d + i] * wo[i];
-            n.act[n.act_off[s] + (b * T + t) * d + j] = acc;
+            act[act_off[s] + (b * T + t) * d + j] = acc;
         }
         __syncthreads();  // the next sample's z overwrites this one's
     }
@@ -223,45 +226,49 @@ __device__ __forceinline__ void add_grad(float* sums, float* grad, int i, float 
     else atomicAdd(grad + i, v);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_backward(const Net n, int capacity,
-    int samples, int per_block, int shared)
+extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_backward(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ out_ptr,
+    const int* __restrict__ out_dst, const int* __restrict__ out_woff, const float* __restrict__ params,
+    const float* __restrict__ act, float* __restrict__ dz, float* __restrict__ grads, double* __restrict__ stats,
+    float* __restrict__ cache, const int* __restrict__ cache_off, int capacity, int samples, int per_block,
+    int shared)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     extern __shared__ float sh[];
     __shared__ double scratch[THREADS / 32];
-    const int s = n.slots[blockIdx.x], T = G(s, GEO_TOKENS), d = n.width[s], td = T * d;
+    const int s = slots[blockIdx.x], T = G(s, GEO_TOKENS), d = width[s], n = T * d;
     const int heads = G(s, GEO_HEADS), dh = d / heads, pp = heads * T * T;
     const int b0 = blockIdx.y * per_block, b1 = min(samples, b0 + per_block);
-    const float* own = n.params + n.bias_off[s];
+    const float* own = params + bias_off[s];
     const float *wq = own + d, *wk = wq + d * d, *wv = wk + d * d, *wo = wv + d * d;
-    float* grad_own = n.grads + n.bias_off[s];  // b, Wq, Wk, Wv, Wo as in params
+    float* grad_own = grads + bias_off[s];  // b, Wq, Wk, Wv, Wo as in params
     const int n_own = d + 4 * d * d;
     float *sums = nullptr, *sh_work = sh;
-    if (n_own + 10 * td + 2 * pp <= shared) {  // the gradients summed over the block's samples here
+    if (n_own + 10 * n + 2 * pp <= shared) {  // the gradients summed over the block's samples here
         sums = sh;
         sh_work = sh + n_own;
         for (int i = threadIdx.x; i < n_own; i += THREADS) sums[i] = 0.f;
     }
-    float *z = sh_work, *q = z + td, *k = q + td, *v = k + td, *o = v + td, *p = o + td;
-    float *g = p + pp, *dO = g + td, *dq = dO + td, *dk = dq + td, *dv = dk + td, *ds = dv + td;
+    float *z = sh_work, *q = z + n, *k = q + n, *v = k + n, *o = v + n, *p = o + n;
+    float *g = p + pp, *dO = g + n, *dq = dO + n, *dk = dq + n, *dv = dk + n, *ds = dv + n;
     const float scale = rsqrtf((float)dh);
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
 #pragma unroll 1
     for (int b = b0; b < b1; ++b) {
-        const float* in = kept(n.cache, n.cache_off, s, b, capacity, 5 * td + pp);  // the forward, as it left it
-        for (int i = threadIdx.x; i < 5 * td + pp; i += THREADS) sh_work[i] = in[i];
+        const float* in = kept(cache, cache_off, s, b, capacity, 5 * n + pp);  // the forward, as it left it
+        for (int i = threadIdx.x; i < 5 * n + pp; i += THREADS) sh_work[i] = in[i];
         __syncthreads();
-        for (int idx = threadIdx.x; idx < td; idx += THREADS) {  // dL/dh from the consumers' token rows
+        for (int idx = threadIdx.x; idx < n; idx += THREADS) {  // dL/dh from the consumers' token rows
             const int t = idx / d, j = idx % d;
             float acc = 0.f;
-            for (int e = n.out_ptr[s]; e < n.out_ptr[s + 1]; ++e) {
-                const int c = n.out_dst[e], nc = n.width[c];
-                const float* dzc = n.dz + n.act_off[c] + (b * T + t) * nc;
-                const float* w = n.params + n.out_woff[e] + j;
+            for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+                const int c = out_dst[e], nc = width[c];
+                const float* dzc = dz + act_off[c] + (b * T + t) * nc;
+                const float* w = params + out_woff[e] + j;
                 for (int m = 0; m < nc; ++m) acc += dzc[m] * w[m * d];
             }
             g[idx] = acc;
-            s1 += acc; s2 += (double)acc * acc; s3 += (double)n.act[n.act_off[s] + (b * T + t) * d + j] * acc;
+            s1 += acc; s2 += (double)acc * acc; s3 += (double)act[act_off[s] + (b * T + t) * d + j] * acc;
         }
         __syncthreads();
         for (int idx = threadIdx.x; idx < d * d; idx += THREADS) {  // dWo = g^T o
@@ -270,7 +277,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_back
             for (int t = 0; t < T; ++t) acc += g[t * d + j] * o[t * d + i];
             add_grad(sums, grad_own, d + 3 * d * d + idx, acc);
         }
-        for (int idx = threadIdx.x; idx < td; idx += THREADS) {  // dL/do = g Wo
+        for (int idx = threadIdx.x; idx < n; idx += THREADS) {  // dL/do = g Wo
             const int t = idx / d, i = idx % d;
             float acc = 0.f;
             for (int j = 0; j < d; ++j) acc += g[t * d + j] * wo[j * d + i];
@@ -283,7 +290,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_back
             for (int c = 0; c < dh; ++c) acc += dO[t * d + h * dh + c] * v[u * d + h * dh + c];
             ds[idx] = acc;
         }
-        for (int idx = threadIdx.x; idx < td; idx += THREADS) {  // dL/dv = p^T do
+        for (int idx = threadIdx.x; idx < n; idx += THREADS) {  // dL/dv = p^T do
             const int u = idx / d, j = idx % d, h = j / dh;
             float acc = 0.f;
             for (int t = 0; t < T; ++t) acc += p[(h * T + t) * T + u] * dO[t * d + j];
@@ -292,7 +299,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_back
         __syncthreads();
         softmax_back_rows(ds, p, heads * T, T, scale);  // through the softmax and the scale
         __syncthreads();
-        for (int idx = threadIdx.x; idx < td; idx += THREADS) {  // dL/dq = ds k, dL/dk = ds^T q
+        for (int idx = threadIdx.x; idx < n; idx += THREADS) {  // dL/dq = ds k, dL/dk = ds^T q
             const int t = idx / d, j = idx % d, h = j / dh;
             float a = 0.f, c = 0.f;
             for (int u = 0; u < T; ++u) {
@@ -313,12 +320,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_back
             add_grad(sums, grad_own, d + d * d + idx, bb);
             add_grad(sums, grad_own, d + 2 * d * d + idx, c);
         }
-        for (int idx = threadIdx.x; idx < td; idx += THREADS) {  // dL/dz = g + dq Wq + dk Wk + dv Wv
+        for (int idx = threadIdx.x; idx < n; idx += THREADS) {  // dL/dz = g + dq Wq + dk Wk + dv Wv
             const int t = idx / d, i = idx % d;
             float acc = g[idx];
             for (int j = 0; j < d; ++j)
                 acc += dq[t * d + j] * wq[j * d + i] + dk[t * d + j] * wk[j * d + i] + dv[t * d + j] * wv[j * d + i];
-            n.dz[n.act_off[s] + (b * T + t) * d + i] = acc;
+            dz[act_off[s] + (b * T + t) * d + i] = acc;
             o[idx] = acc;  // o is no longer needed: keep dL/dz for the bias below
         }
         __syncthreads();
@@ -329,29 +336,31 @@ extern "C" __global__ void __launch_bounds__(THREADS, ATT_BLOCKS) attention_back
         }
         __syncthreads();  // the next sample's forward overwrites this one's
     }
-    add_group_stats(n.stats, s, s1, s2, s3, scratch);  // (its barriers order every thread's sums before the adds)
+    add_group_stats(stats, s, s1, s2, s3, scratch);  // (its barriers order every thread's sums before the adds)
     if (sums)
         for (int i = threadIdx.x; i < n_own; i += THREADS) atomicAdd(grad_own + i, sums[i]);
 }
 
-extern "C" __global__ void token_weight_grad(const Net n, const int* __restrict__ tasks, int rows)
+extern "C" __global__ void token_weight_grad(
+    const int* __restrict__ tasks, const int* __restrict__ width, const int* __restrict__ act_off,
+    const float* __restrict__ act, const float* __restrict__ dz, float* __restrict__ grads, int rows)
 {
     __shared__ double part[THREADS];
     const int src = tasks[3 * blockIdx.x], s = tasks[3 * blockIdx.x + 1], woff = tasks[3 * blockIdx.x + 2];
-    const int d = n.width[s], ws = n.width[src], lane = threadIdx.x & 31, slice = threadIdx.x >> 5;
+    const int d = width[s], ws = width[src], lane = threadIdx.x & 31, slice = threadIdx.x >> 5;
     const int idx = blockIdx.y * 32 + lane;
     double acc = 0.0;
     if (idx < d * ws) {
         const int j = idx / ws, i = idx % ws;
         for (int r = slice; r < rows; r += THREADS / 32)
-            acc += (double)n.dz[n.act_off[s] + r * d + j] * n.act[n.act_off[src] + r * ws + i];
+            acc += (double)dz[act_off[s] + r * d + j] * act[act_off[src] + r * ws + i];
     }
     part[threadIdx.x] = acc;
     __syncthreads();
     if (slice == 0 && idx < d * ws) {  // the slices' sums in a fixed order
         double total = 0.0;
         for (int k = 0; k < THREADS / 32; ++k) total += part[32 * k + lane];
-        n.grads[woff + idx] = (float)total;
+        grads[woff + idx] = (float)total;
     }
 }
 

@@ -329,55 +329,53 @@ __device__ void forward_pairs(int s, int i0, int i1, const int* geo, const int* 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_forward_staged(const Net n, int batch)
+extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_forward_staged(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
+    const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
+    float* __restrict__ act, int batch)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     __shared__ __align__(16) float sh[CONV_BUFFERED];
-    const int s = n.slots[blockIdx.x], K = G(s, GEO_K), total = batch * G(s, GEO_H) * G(s, GEO_W);
+    const int s = slots[blockIdx.x], K = G(s, GEO_K), total = batch * G(s, GEO_H) * G(s, GEO_W);
     const int i0 = blockIdx.y * THREADS * CONV_POS, i1 = min(total, i0 + THREADS * CONV_POS);
     int channels = 0;
-    for (int e = n.in_ptr[s]; e < n.in_ptr[s + 1]; ++e) channels += G(n.in_src[e], GEO_C);
+    for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) channels += G(in_src[e], GEO_C);
 #if CONV_FWD_PAIRS
-    const int src0 = n.in_src[n.in_ptr[s]], P = K / 2;
+    const int src0 = in_src[in_ptr[s]], P = K / 2;
     const int pair = 2 * channels * (G(src0, GEO_H) + 2 * P) * (G(src0, GEO_W) + 2 * P);
     if (channels * K * K * ((G(s, GEO_C) + CONV_CH - 1) / CONV_CH * CONV_CH) + pair <= CONV_BUFFERED) {
-        if (K == 1) forward_pairs<1>(s, i0, i1, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff,
-                                     n.params, n.act, sh, channels);
-        if (K == 3) forward_pairs<3>(s, i0, i1, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff,
-                                     n.params, n.act, sh, 9 * channels);
-        if (K == 5) forward_pairs<5>(s, i0, i1, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff,
-                                     n.params, n.act, sh, 25 * channels);
+        if (K == 1) forward_pairs<1>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, channels);
+        if (K == 3) forward_pairs<3>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 9 * channels);
+        if (K == 5) forward_pairs<5>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 25 * channels);
         return;
     }
 #endif
-    if (K == 1) forward_staged<1>(s, i0, i1, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff,
-                                  n.params, n.act, sh, channels);
-    if (K == 3) forward_staged<3>(s, i0, i1, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff,
-                                  n.params, n.act, sh, 9 * channels);
-    if (K == 5) forward_staged<5>(s, i0, i1, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff,
-                                  n.params, n.act, sh, 25 * channels);
+    if (K == 1) forward_staged<1>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, channels);
+    if (K == 3) forward_staged<3>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 9 * channels);
+    if (K == 5) forward_staged<5>(s, i0, i1, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, sh, 25 * channels);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_forward(const Net n, int batch)
+extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_forward(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const int* __restrict__ in_ptr,
+    const int* __restrict__ in_src, const int* __restrict__ in_woff, const float* __restrict__ params,
+    float* __restrict__ act, int batch)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
-    const int s = n.slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K);
+    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K);
     const int p0 = blockIdx.y * THREADS * CONV_POS + threadIdx.x, total = batch * H * W;
     if (p0 >= total) return;
-    if (K == 1) return forward_positions<1>(s, p0, total, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src,
-                                            n.in_woff, n.params, n.act);
-    if (K == 3) return forward_positions<3>(s, p0, total, n.geo, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src,
-                                            n.in_woff, n.params, n.act);
+    if (K == 1) return forward_positions<1>(s, p0, total, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act);
+    if (K == 3) return forward_positions<3>(s, p0, total, geo, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act);
     const int S = G(s, GEO_STRIDE), P = K / 2;
     for (int i = p0; i < min(total, p0 + CONV_POS * THREADS); i += THREADS) {  // other kernels: a position at a time
         const int b = i / (H * W), y = (i / W) % H, x = i % W;
-        float* out = n.act + n.act_off[s] + b * n.width[s] + y * W + x;
+        float* out = act + act_off[s] + b * width[s] + y * W + x;
         for (int c = 0; c < C; ++c) {
-            float z = n.params[n.bias_off[s] + c];
-            for (int e = n.in_ptr[s]; e < n.in_ptr[s + 1]; ++e) {
-                const int src = n.in_src[e], Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
-                const float* h = n.act + n.act_off[src] + b * n.width[src];
-                const float* w = n.params + n.in_woff[e] + c * Cs * K * K;
+            float z = params[bias_off[s] + c];
+            for (int e = in_ptr[s]; e < in_ptr[s + 1]; ++e) {
+                const int src = in_src[e], Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
+                const float* h = act + act_off[src] + b * width[src];
+                const float* w = params + in_woff[e] + c * Cs * K * K;
                 for (int ci = 0; ci < Cs; ++ci)
                     for (int ky = 0; ky < K; ++ky) {
                         const int iy = y * S + ky - P;
@@ -478,11 +476,14 @@ __device__ __forceinline__ void conv_pull(int s, int c0, int nc, const int* pb, 
     }
 }
 
-extern "C" __global__ void conv_backward(const Net n, int batch)
+extern "C" __global__ void conv_backward(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ out_ptr, const int* __restrict__ out_dst,
+    const int* __restrict__ out_woff, const float* __restrict__ params, const float* __restrict__ act,
+    float* __restrict__ dz, int batch, double* __restrict__ stats)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     __shared__ double scratch[THREADS / 32];
-    const int s = n.slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), HW = H * W;
+    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), HW = H * W;
     const int p0 = blockIdx.y * THREADS * CONV_POS + threadIdx.x, total = batch * HW;
     if (blockIdx.y * THREADS * CONV_POS >= total) return;  // (the whole block: it sums its statistics below)
     int pb[CONV_POS], py[CONV_POS], px[CONV_POS], n_pos = 0;
@@ -496,19 +497,17 @@ extern "C" __global__ void conv_backward(const Net n, int batch)
     float g[CONV_POS][CONV_CH];
     for (int c0 = 0; c0 < C && n_pos; c0 += CONV_CH) {
         const int nc = min(CONV_CH, C - c0);
-        conv_pull(s, c0, nc, pb, py, px, n_pos, n.geo, n.width, n.act_off, n.out_ptr, n.out_dst, n.out_woff, n.params,
-                  n.dz, g);
+        conv_pull(s, c0, nc, pb, py, px, n_pos, geo, width, act_off, out_ptr, out_dst, out_woff, params, dz, g);
 #pragma unroll
         for (int q = 0; q < CONV_POS; ++q) {
             if (q >= n_pos) break;
-            const int base = n.act_off[s] + pb[q] * n.width[s] + py[q] * W + px[q];
+            const int base = act_off[s] + pb[q] * width[s] + py[q] * W + px[q];
 #pragma unroll
             for (int c = 0; c < CONV_CH; ++c)
-                if (c < nc) mask_and_count(g[q][c], n.act[base + (c0 + c) * HW], n.dz + base + (c0 + c) * HW, s1, s2,
-                                           s3);
+                if (c < nc) mask_and_count(g[q][c], act[base + (c0 + c) * HW], dz + base + (c0 + c) * HW, s1, s2, s3);
         }
     }
-    add_group_stats(n.stats, s, s1, s2, s3, scratch);
+    add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
 // The first of positions lo.. that this thread owns in conv_backward_staged: p = threadIdx.x
@@ -563,35 +562,38 @@ __device__ void pull_dense(const float* w, const float* dzd, int nd, int n, int 
         }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_backward_staged(const Net n, int batch)
+extern "C" __global__ void __launch_bounds__(THREADS, 4) conv_backward_staged(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ out_ptr, const int* __restrict__ out_dst,
+    const int* __restrict__ out_woff, const float* __restrict__ params, const float* __restrict__ act,
+    float* __restrict__ dz, int batch, double* __restrict__ stats)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     __shared__ __align__(16) float sh[CONV_SHARED];
     __shared__ double scratch[THREADS / 32];
-    const int s = n.slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), HW = H * W, size = n.width[s];
+    const int s = slots[blockIdx.x], C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), HW = H * W, n = width[s];
     const int i0 = blockIdx.y * THREADS * CONV_POS, i1 = min(batch * HW, i0 + THREADS * CONV_POS);
     float* sums = sh;                       // the sample's dL/dh of s
-    float* stage = sh + (size + 3) / 4 * 4;  // a consumer's weights and dz planes (16-byte aligned)
+    float* stage = sh + (n + 3) / 4 * 4;    // a consumer's weights and dz planes (16-byte aligned)
     double s1 = 0.0, s2 = 0.0, s3 = 0.0;
     for (int b = i0 / HW; b * HW < i1; ++b) {
         const int lo = max(i0 - b * HW, 0), hi = min(i1 - b * HW, HW);
         for (int p = first_owned(lo); p < hi; p += THREADS)
             for (int c = 0; c < C; ++c) sums[c * HW + p] = 0.f;
-        for (int e = n.out_ptr[s]; e < n.out_ptr[s + 1]; ++e) {
-            const int d = n.out_dst[e], K = G(d, GEO_K), Cd = G(d, GEO_C);
-            const float* w = n.params + n.out_woff[e];
-            const float* dzd = n.dz + n.act_off[d] + (long long)b * n.width[d];
-            if (G(d, GEO_KIND) != KIND_CONV) pull_dense(w, dzd, n.width[d], size, C, HW, lo, hi, sums);
+        for (int e = out_ptr[s]; e < out_ptr[s + 1]; ++e) {
+            const int d = out_dst[e], K = G(d, GEO_K), Cd = G(d, GEO_C);
+            const float* w = params + out_woff[e];
+            const float* dzd = dz + act_off[d] + (long long)b * width[d];
+            if (G(d, GEO_KIND) != KIND_CONV) pull_dense(w, dzd, width[d], n, C, HW, lo, hi, sums);
             else if (K == 1) pull_staged<1>(w, dzd, C, Cd, H, W, lo, hi, sums, stage);
             else if (K == 3) pull_staged<3>(w, dzd, C, Cd, H, W, lo, hi, sums, stage);
             else pull_staged<5>(w, dzd, C, Cd, H, W, lo, hi, sums, stage);
         }
-        const long long base = n.act_off[s] + (long long)b * size;
+        const long long base = act_off[s] + (long long)b * n;
         for (int p = first_owned(lo); p < hi; p += THREADS)
             for (int c = 0; c < C; ++c)
-                mask_and_count(sums[c * HW + p], n.act[base + c * HW + p], n.dz + base + c * HW + p, s1, s2, s3);
+                mask_and_count(sums[c * HW + p], act[base + c * HW + p], dz + base + c * HW + p, s1, s2, s3);
     }
-    add_group_stats(n.stats, s, s1, s2, s3, scratch);
+    add_group_stats(stats, s, s1, s2, s3, scratch);
 }
 
 // Each block sums CONV_SAMPLES samples of one edge's weight gradient and adds its partial sums
@@ -672,33 +674,31 @@ __device__ void weight_warps(int C, int H, int W, int S, int Cs, int Hs, int Ws,
     for (int k = threadIdx.x; k < n_w; k += THREADS) atomicAdd(grads + k, sums[k]);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_weight_grad(const Net n, const int* __restrict__ tasks,
-    int batch)
+extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_weight_grad(
+    const int* __restrict__ tasks, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const float* __restrict__ act, const float* __restrict__ dz,
+    float* __restrict__ grads, int batch)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     __shared__ float staged[CONV_BUFFERED];
     const int src = tasks[3 * blockIdx.x], s = tasks[3 * blockIdx.x + 1], woff = tasks[3 * blockIdx.x + 2];
     const int C = G(s, GEO_C), H = G(s, GEO_H), W = G(s, GEO_W), K = G(s, GEO_K), S = G(s, GEO_STRIDE), P = K / 2;
     const int Cs = G(src, GEO_C), Hs = G(src, GEO_H), Ws = G(src, GEO_W);
     const int n_out = C * H * W, n_w = C * Cs * K * K, sample = n_out + Cs * (Hs + 2 * P) * (Ws + 2 * P);
     const int b0 = blockIdx.y * CONV_SAMPLES, b1 = min(batch, b0 + CONV_SAMPLES);
-    const float *dz0 = n.dz + n.act_off[s], *in0 = n.act + n.act_off[src];
+    const float *dz0 = dz + act_off[s], *in0 = act + act_off[src];
     if (n_w + sample <= CONV_BUFFERED && (K == 1 || K == 3 || K == 5)) {
         const int buffers = n_w + 2 * sample <= CONV_BUFFERED ? CONV_BUFFERS : 1;
-        if (K == 1) weight_warps<1>(C, H, W, S, Cs, Hs, Ws, dz0, n.width[s], in0, n.width[src], b0, b1, staged,
-                                    buffers, n.grads + woff);
-        if (K == 3) weight_warps<3>(C, H, W, S, Cs, Hs, Ws, dz0, n.width[s], in0, n.width[src], b0, b1, staged,
-                                    buffers, n.grads + woff);
-        if (K == 5) weight_warps<5>(C, H, W, S, Cs, Hs, Ws, dz0, n.width[s], in0, n.width[src], b0, b1, staged,
-                                    buffers, n.grads + woff);
+        if (K == 1) weight_warps<1>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
+        if (K == 3) weight_warps<3>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
+        if (K == 5) weight_warps<5>(C, H, W, S, Cs, Hs, Ws, dz0, width[s], in0, width[src], b0, b1, staged, buffers, grads + woff);
         return;
     }
     for (int w = threadIdx.x; w < n_w; w += THREADS) {  // one weight element a thread, read in place
         const int kx = w % K, ky = (w / K) % K, ci = (w / (K * K)) % Cs, c = w / (Cs * K * K);
         float sum = 0.f;
         for (int b = b0; b < b1; ++b) {
-            const float* dzs = dz0 + b * n.width[s];
-            const float* in = in0 + b * n.width[src];
+            const float* dzs = dz0 + b * width[s];
+            const float* in = in0 + b * width[src];
             for (int y = 0; y < H; ++y) {
                 const int iy = y * S + ky - P;
                 if (iy < 0 || iy >= Hs) continue;
@@ -708,19 +708,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) conv_weight_grad(const 
                 }
             }
         }
-        atomicAdd(n.grads + woff + w, sum);
+        atomicAdd(grads + woff + w, sum);
     }
 }
 
-extern "C" __global__ void conv_bias_grad(const Net n, int batch)
+extern "C" __global__ void conv_bias_grad(
+    const int* __restrict__ slots, const int* __restrict__ geo, const int* __restrict__ width,
+    const int* __restrict__ act_off, const int* __restrict__ bias_off, const float* __restrict__ dz,
+    float* __restrict__ grads, int batch)
 {
-    const int* __restrict__ geo = n.geo;  // G(s, f) reads it
     __shared__ double scratch[THREADS / 32];
-    const int s = n.slots[blockIdx.x], c = blockIdx.y, HW = G(s, GEO_H) * G(s, GEO_W);
+    const int s = slots[blockIdx.x], c = blockIdx.y, HW = G(s, GEO_H) * G(s, GEO_W);
     if (c >= G(s, GEO_C)) return;
     double sum = 0.0;
     for (int i = threadIdx.x; i < batch * HW; i += THREADS)
-        sum += n.dz[n.act_off[s] + (i / HW) * n.width[s] + c * HW + i % HW];
+        sum += dz[act_off[s] + (i / HW) * width[s] + c * HW + i % HW];
     sum = block_sum(sum, scratch);
-    if (threadIdx.x == 0) n.grads[n.bias_off[s] + c] = (float)sum;
+    if (threadIdx.x == 0) grads[bias_off[s] + c] = (float)sum;
 }

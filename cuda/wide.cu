@@ -420,46 +420,48 @@ __device__ __forceinline__ void weight_big(
     if (threadIdx.x == 0) { atomicAdd(wstats + dst, sq); atomicAdd(gradsq, sq); }
 }
 
-#define FORWARD_ARGS \
-    const Net n, const int *__restrict__ tasks, int batch, int ld, int output_slot, float *__restrict__ partials, \
-        int *__restrict__ tickets
-#define BACKWARD_ARGS \
-    const Net n, const int *__restrict__ tasks, int batch, int ld, float *__restrict__ partials, \
-        int *__restrict__ tickets
-#define WEIGHT_ARGS const Net n, const int *__restrict__ tasks, int batch, int ld, double *__restrict__ gradsq
+#define FORWARD_ARGS                                                                                               \
+    const int *__restrict__ tasks, const int *__restrict__ width, const int *__restrict__ act_off,                 \
+        const int *__restrict__ bias_off, const int *__restrict__ in_ptr, const int *__restrict__ in_src,          \
+        const int *__restrict__ in_woff, const float *__restrict__ params, float *__restrict__ act, int batch,     \
+        int ld, int output_slot, float *__restrict__ partials, int *__restrict__ tickets
+#define BACKWARD_ARGS                                                                                              \
+    const int *__restrict__ tasks, const int *__restrict__ width, const int *__restrict__ act_off,                 \
+        const int *__restrict__ out_ptr, const int *__restrict__ out_dst, const int *__restrict__ out_woff,        \
+        const float *__restrict__ params, const float *__restrict__ act, float *__restrict__ dz, int batch, int ld, \
+        double *__restrict__ stats, float *__restrict__ partials, int *__restrict__ tickets
+#define WEIGHT_ARGS                                                                                                \
+    const int *__restrict__ tasks, const int *__restrict__ in_src, const int *__restrict__ in_dst,                 \
+        const int *__restrict__ in_woff, const int *__restrict__ width, const int *__restrict__ act_off,           \
+        const float *__restrict__ act, const float *__restrict__ dz, float *__restrict__ grads, int batch, int ld,  \
+        double *__restrict__ wstats, double *__restrict__ gradsq
 
 extern "C" __global__ void __launch_bounds__(THREADS, WIDE_BLOCKS) forward_wide(FORWARD_ARGS)
 {
-    forward_big<WT>(tasks, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff, n.params, n.act, batch, ld,
-                    output_slot, partials, tickets);
+    forward_big<WT>(tasks, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld, output_slot, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, MID_BLOCKS) forward_mid(FORWARD_ARGS)
 {
-    forward_big<MT>(tasks, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff, n.params, n.act, batch, ld,
-                    output_slot, partials, tickets);
+    forward_big<MT>(tasks, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld, output_slot, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, WIDE_BLOCKS) backward_wide(BACKWARD_ARGS)
 {
-    backward_big<WT>(tasks, n.width, n.act_off, n.out_ptr, n.out_dst, n.out_woff, n.params, n.act, n.dz, batch, ld,
-                     n.stats, partials, tickets);
+    backward_big<WT>(tasks, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld, stats, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, MID_BLOCKS) backward_mid(BACKWARD_ARGS)
 {
-    backward_big<MT>(tasks, n.width, n.act_off, n.out_ptr, n.out_dst, n.out_woff, n.params, n.act, n.dz, batch, ld,
-                     n.stats, partials, tickets);
+    backward_big<MT>(tasks, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld, stats, partials, tickets);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, WIDE_BLOCKS) weight_wide(WEIGHT_ARGS)
 {
-    weight_big<WT>(tasks, n.in_src, n.in_dst, n.in_woff, n.width, n.act_off, n.act, n.dz, n.grads, batch, ld, n.wstats,
-                   gradsq);
+    weight_big<WT>(tasks, in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld, wstats, gradsq);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, MID_BLOCKS) weight_mid(WEIGHT_ARGS)
 {
-    weight_big<MT>(tasks, n.in_src, n.in_dst, n.in_woff, n.width, n.act_off, n.act, n.dz, n.grads, batch, ld, n.wstats,
-                   gradsq);
+    weight_big<MT>(tasks, in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld, wstats, gradsq);
 }

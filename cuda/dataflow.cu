@@ -35,21 +35,28 @@
 #include "backward.cu"
 #include "optim.cu"
 
-extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(const Net n, const int* __restrict__ fwd_tasks,
-    int n_fwd, const int* __restrict__ bwd_tasks, int n_bwd, const int* __restrict__ weight_tasks, int n_weight,
-    const int* __restrict__ bias_tasks, int n_bias, int batch, int ld, int n_slots, int input_slot, int output_slot,
-    int split, float* parts, int n_parts, int cap, int optimizer, float* state0, float* state1, float* state2,
-    int n_params, float lr, float hyper1, float hyper2, float eps)
+extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(
+    const int* __restrict__ width, const int* __restrict__ act_off, const int* __restrict__ bias_off,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_dst,
+    const int* __restrict__ in_woff, const int* __restrict__ out_ptr, const int* __restrict__ out_dst,
+    const int* __restrict__ out_woff, const int* __restrict__ hidden,
+    const int* __restrict__ fwd_tasks, int n_fwd, const int* __restrict__ bwd_tasks, int n_bwd,
+    const int* __restrict__ weight_tasks, int n_weight, const int* __restrict__ bias_tasks, int n_bias,
+    float* params, float* grads, float* act, float* dz, const int* __restrict__ labels,
+    int batch, int ld, int n_slots, int input_slot, int output_slot, int split, float* parts, int n_parts, int cap,
+    double* stats, double* wstats, double* scalars,
+    int optimizer, float* state0, float* state1, float* state2, int n_params,
+    float lr, float hyper1, float hyper2, float eps, int* counters)
 {
     __shared__ int item_s, flag_s;
     const int nbt = (batch + TILE - 1) / TILE;
-    const Counters C(n.counters, n_slots, nbt);
+    const Counters C(counters, n_slots, nbt);
     const int n_update = (n_params + CHUNK - 1) / CHUNK;
     const int a_fwd = nbt, a_loss = a_fwd + n_fwd * nbt, a_bwd = a_loss + nbt;
     const int a_weight = a_bwd + n_bwd * nbt, a_bias = a_weight + n_weight, a_update = a_bias + n_bias;
     const int total = a_update + n_update;
-    auto tiles = [&](int s) { return (n.width[s] + TILE - 1) / TILE; };
-    auto forward_tasks = [&](int s) { return forward_tasks_of(s, TILE, n.width, n.in_ptr, output_slot, split); };
+    auto tiles = [&](int s) { return (width[s] + TILE - 1) / TILE; };
+    auto forward_tasks = [&](int s) { return forward_tasks_of(s, TILE, width, in_ptr, output_slot, split); };
 
     for (;;) {
         __syncthreads();  // the previous item's shared memory is free
@@ -59,52 +66,47 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) dataflow_step(const Net
         if (item >= total) return;
         if (item < a_fwd) {
             __threadfence();
-            C.forward_complete(input_slot, item, n.out_ptr, n.out_dst);
+            C.forward_complete(input_slot, item, out_ptr, out_dst);
         } else if (item < a_loss) {
             const int f = (item - a_fwd) / nbt, bt = (item - a_fwd) % nbt;
             const int* task = fwd_tasks + 4 * f;
             const int s = task[0];
-            wait_for(C.fready + C.at(s, bt), n.in_ptr[s + 1] - n.in_ptr[s]);
-            forward_tile(task, bt * TILE, n.width, n.act_off, n.bias_off, n.in_ptr, n.in_src, n.in_woff, n.params,
-                         n.act, batch, ld, output_slot, TILE, split, parts, cap);
-            if (finish_item(C.fdone + C.at(s, bt), forward_tasks(s), &flag_s))
-                C.forward_complete(s, bt, n.out_ptr, n.out_dst);
+            wait_for(C.fready + C.at(s, bt), in_ptr[s + 1] - in_ptr[s]);
+            forward_tile(task, bt * TILE, width, act_off, bias_off, in_ptr, in_src, in_woff, params, act, batch, ld,
+                         output_slot, TILE, split, parts, cap);
+            if (finish_item(C.fdone + C.at(s, bt), forward_tasks(s), &flag_s)) C.forward_complete(s, bt, out_ptr, out_dst);
         } else if (item < a_bwd) {
-            const int bt = item - a_loss, s = output_slot, w = n.width[s];
+            const int bt = item - a_loss, s = output_slot, w = width[s];
             wait_for(C.fdone + C.at(s, bt), forward_tasks(s));
             if (n_parts > 1) {
-                sum_output_parts(parts, n_parts, cap, bt * TILE, min(TILE, batch - bt * TILE), w,
-                                 n.act + n.act_off[s], ld);
+                sum_output_parts(parts, n_parts, cap, bt * TILE, min(TILE, batch - bt * TILE), w, act + act_off[s], ld);
                 __syncthreads();
             }
-            softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), n.act + n.act_off[s], n.labels, batch, w, ld,
-                         n.dz + n.act_off[s], n.scalars, (int*)(n.scalars + 1), n.stats, s);
-            if (finish_item(C.bdone + C.at(s, bt), 1, &flag_s))
-                C.backward_complete(s, bt, n.in_ptr, n.in_src, n.hidden);
+            softmax_rows(bt * TILE, min(TILE, batch - bt * TILE), act + act_off[s], labels, batch, w, ld,
+                         dz + act_off[s], scalars, (int*)(scalars + 1), stats, s);
+            if (finish_item(C.bdone + C.at(s, bt), 1, &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);
         } else if (item < a_weight) {
             const int t = (item - a_bwd) / nbt, bt = (item - a_bwd) % nbt;
             const int s = bwd_tasks[2 * t], k0 = bwd_tasks[2 * t + 1];
-            wait_for(C.bready + C.at(s, bt), n.out_ptr[s + 1] - n.out_ptr[s]);
-            backward_tile(s, k0, bt * TILE, n.width, n.act_off, n.out_ptr, n.out_dst, n.out_woff, n.params, n.act,
-                          n.dz, batch, ld, n.stats, TILE);
-            if (finish_item(C.bdone + C.at(s, bt), tiles(s), &flag_s))
-                C.backward_complete(s, bt, n.in_ptr, n.in_src, n.hidden);
+            wait_for(C.bready + C.at(s, bt), out_ptr[s + 1] - out_ptr[s]);
+            backward_tile(s, k0, bt * TILE, width, act_off, out_ptr, out_dst, out_woff, params, act, dz, batch, ld,
+                          stats, TILE);
+            if (finish_item(C.bdone + C.at(s, bt), tiles(s), &flag_s)) C.backward_complete(s, bt, in_ptr, in_src, hidden);
         } else if (item < a_bias) {
             const int* t = weight_tasks + 3 * (item - a_weight);
-            wait_for(C.gready + n.in_dst[t[0]], nbt);
-            weight_grad_tile(t[0], t[1], t[2], n.in_src, n.in_dst, n.in_woff, n.width, n.act_off, n.act, n.dz,
-                             n.grads, batch, ld, n.wstats, n.scalars + 2);
+            wait_for(C.gready + in_dst[t[0]], nbt);
+            weight_grad_tile(t[0], t[1], t[2], in_src, in_dst, in_woff, width, act_off, act, dz, grads, batch, ld,
+                             wstats, scalars + 2);
             count_item(C.ngrad);
         } else if (item < a_update) {
             const int* t = bias_tasks + 2 * (item - a_bias);
             wait_for(C.gready + t[0], nbt);
-            bias_grad_tile(t[0], t[1], n.width, n.act_off, n.bias_off, n.dz, n.grads, batch, ld, n.wstats,
-                           n.scalars + 2);
+            bias_grad_tile(t[0], t[1], width, act_off, bias_off, dz, grads, batch, ld, wstats, scalars + 2);
             count_item(C.ngrad);
         } else {
             wait_for(C.ngrad, n_weight + n_bias);
-            if (!finite_step(n.scalars)) continue;
-            update_chunk(item - a_update, n_params, optimizer, n.params, n.grads, state0, state1, state2, lr, hyper1,
+            if (!finite_step(scalars)) continue;
+            update_chunk(item - a_update, n_params, optimizer, params, grads, state0, state1, state2, lr, hyper1,
                          hyper2, eps);
         }
     }

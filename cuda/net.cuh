@@ -6,21 +6,21 @@
 // left null. Its NumPy layout is parsed from here: nothing is written twice. What varies launch
 // by launch (task lists, batch, ld, split-K scratch) stays a parameter of its own.
 //
-// wide.cu's, conv.cu's and attention.cu's kernels take the same buffers as `__restrict__`
-// parameters of their own instead (launched by name all the same): nvcc compiles read-only loads
-// (ld.global.nc) and moves loads past stores only for restrict kernel parameters, never for
-// pointers read from a struct (nor copied into restrict locals, nor from a __grid_constant__ one),
-// and on an H100 those kernels ran up to 5% slower from this struct (benchmarks/NOTES.md).
+// wide.cu's, conv.cu's, attention.cu's kernels and dataflow_step take the same buffers as
+// `__restrict__` parameters of their own instead (launched by name all the same): nvcc compiles
+// read-only loads (ld.global.nc) and moves loads past stores only for restrict kernel parameters,
+// never for pointers read from a struct (nor copied into restrict locals, nor from a
+// __grid_constant__ one), and on an H100 those kernels ran 1-5% slower from this struct
+// (benchmarks/NOTES.md, "Architecture v2, eighth round").
 #pragma once
 
 struct Net {
-    // the topology (Groups, Csr) and the batch's labels: read only
-    const int *width, *act_off, *bias_off, *col_off, *hidden, *group_id, *labels;
+    // the topology (Groups, Csr): read only
+    const int *width, *act_off, *bias_off, *col_off, *hidden, *group_id;
     const int *in_ptr, *in_src, *in_dst, *in_woff, *out_ptr, *out_dst, *out_woff;
     // the parameters and the step's values (Parameters, Rows, StepSums, Ranges)
     float *params, *grads, *act, *dz;
     double *stats, *wstats, *scalars;
-    int* counters;
     float *range_min, *range_max, *run_lo, *run_hi;
     // growth's scores and its choice's scratch (Scores, GrowthScratch)
     double *ema, *taylor, *population;

@@ -185,7 +185,7 @@ def test_the_state_struct_holds_the_device_states_buffers_and_each_kernel_takes_
                if isinstance(r, type) and issubclass(r, records.Record) for f in fields(r)}
     assert set(net.names) <= buffers, set(net.names) - buffers
     takers = [k for k in kernel_names(src) if runtime._plan(k).reads is not None]
-    assert {"forward_level", "backward_push", "activation_range", "dataflow_step", "growth_rank"} <= set(takers)
+    assert {"forward_level", "backward_push", "activation_range", "growth_rank"} <= set(takers)
     for k in takers:
         plan = runtime._plan(k)
         assert plan.order[0] == "n" and not set(plan.order[1:]) & set(net.names), k

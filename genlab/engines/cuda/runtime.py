@@ -106,6 +106,11 @@ def _parameter_list(src: str, name: str) -> list[str]:
     match = next((m for m in _KERNEL.finditer(src) if m.group(1) == name), None)
     if match is None:
         raise BackendError(f"kernel {name} is not defined in cuda/")
+    return _declared(src, match)
+
+
+def _declared(src: str, match: re.Match) -> list[str]:
+    """The parameters of the kernel _KERNEL matched in src (a macro naming them expanded)."""
     params = match.group(2).strip()
     macro = re.search(rf"^#define {params}\b((?:.*\\\n)*.*)$", src, flags=re.M) if params.isidentifier() else None
     if macro:  # kernels that share a parameter list through a macro (wide.cu)
@@ -134,7 +139,12 @@ def kernel_names(src: str) -> list[str]:
 
 def parameter_names(src: str, name: str) -> tuple[str, ...]:
     """A kernel's parameter names in order, from its parameter list in src."""
-    return tuple(re.findall(r"\w+", param)[-1] for param in _parameter_list(src, name))
+    return tuple(map(_param_name, _parameter_list(src, name)))
+
+
+def _param_name(param: str) -> str:
+    """A declared parameter's name: its last word."""
+    return re.findall(r"\w+", param)[-1]
 
 
 NET = "Net"  # the device state's struct (cuda/net.cuh): the first parameter, `n`, of the kernels that read the state
@@ -168,9 +178,8 @@ def _plans(src: str) -> dict[str, _Plan]:
     members = frozenset(_struct_dtype(src, NET).names)
     plans = {}
     for m in _KERNEL.finditer(src):
-        name = m.group(1)
-        params = _parameter_list(src, name)
-        order = tuple(re.findall(r"\w+", p)[-1] for p in params)
+        name, params = m.group(1), _declared(src, m)
+        order = tuple(map(_param_name, params))
         if not any(re.search(rf"\b{NET}\b", p) for p in params):
             plans[name] = _Plan(order, frozenset(order), None)
             continue

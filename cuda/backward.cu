@@ -77,27 +77,34 @@ extern "C" __global__ void backward_level(const Net n, const int* __restrict__ t
                   n.out_dst, n.out_woff, n.params, n.act, n.dz, batch, ld, n.stats, chunk);
 }
 
-extern "C" __global__ void backward_push(const Net n, const int* __restrict__ tasks, int batch, int ld)
+// The pushed backward's bodies take their arrays as restrict parameters, as backward_tile does: nvcc
+// reads a struct's members as pointers that any store may alias, so a kernel that used n.X directly
+// would reload its topology after every atomicAdd. It compiles read-only loads (ld.global.nc) only
+// for a kernel's own restrict parameters, so push_tile asks for them (__ldg): the weight tile's loads
+// are the push's main traffic, and without them W1's level_push step ran 1-2% slower (round10, round11).
+__device__ __forceinline__ void push_tile(
+    int d, int j0, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
+    const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
+    const int* __restrict__ hidden, const float* __restrict__ params, float* __restrict__ dz, int batch, int ld)
 {
     __shared__ float ds[TILE][TILE + TPAD];  // [batch row][j] of dz_d, loaded once for every in-edge
     __shared__ float ws[TILE][TILE + TPAD];  // [j][k] = W_e[j0 + j][k0 + k]
-    const int d = tasks[2 * blockIdx.x], j0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
-    const int wd = n.width[d], rd = ROW(ld, wd);
-    const float* D = n.dz + n.act_off[d];
+    const int wd = __ldg(width + d), rd = ROW(ld, wd);
+    const float* D = dz + __ldg(act_off + d);
     for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
         const int r = i / TILE, c = i % TILE;
         ds[r][c] = (b0 + r < batch && j0 + c < wd) ? __ldcg(D + (b0 + r) * rd + j0 + c) : 0.f;
     }
-    for (int e = n.in_ptr[d]; e < n.in_ptr[d + 1]; ++e) {
-        const int src = n.in_src[e];
-        if (!n.hidden[src]) continue;
-        const int w = n.width[src], rs = ROW(ld, w);
-        const float* W = n.params + n.in_woff[e];  // (wd x w)
-        float* H = n.dz + n.act_off[src];
+    for (int e = __ldg(in_ptr + d); e < __ldg(in_ptr + d + 1); ++e) {
+        const int src = __ldg(in_src + e);
+        if (!__ldg(hidden + src)) continue;
+        const int w = __ldg(width + src), rs = ROW(ld, w);
+        const float* W = params + __ldg(in_woff + e);  // (wd x w)
+        float* H = dz + __ldg(act_off + src);
         for (int k0 = 0; k0 < w; k0 += TILE) {
             for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
                 const int r = i / TILE, c = i % TILE;
-                ws[r][c] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
+                ws[r][c] = (j0 + r < wd && k0 + c < w) ? __ldg(W + (j0 + r) * w + k0 + c) : 0.f;
             }
             __syncthreads();
             float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
@@ -112,18 +119,31 @@ extern "C" __global__ void backward_push(const Net n, const int* __restrict__ ta
     }
 }
 
-extern "C" __global__ void backward_finish(const Net n, const int* __restrict__ tasks, int batch, int ld)
+extern "C" __global__ void backward_push(const Net n, const int* __restrict__ tasks, int batch, int ld)
 {
-    const int s = tasks[2 * blockIdx.x], k0 = tasks[2 * blockIdx.x + 1], b0 = blockIdx.y * TILE;
-    const int w = n.width[s], rs = ROW(ld, w);
-    const float* G = n.dz + n.act_off[s];
+    push_tile(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], blockIdx.y * TILE, n.width, n.act_off, n.in_ptr,
+              n.in_src, n.in_woff, n.hidden, n.params, n.dz, batch, ld);
+}
+
+__device__ __forceinline__ void finish_loaded(
+    int s, int k0, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
+    const float* __restrict__ act, float* __restrict__ dz, int batch, int ld, double* __restrict__ stats)
+{
+    const int w = width[s], rs = ROW(ld, w);
+    const float* G = dz + act_off[s];
     float acc[2][2];
     for (int a = 0; a < 2; ++a)
         for (int c = 0; c < 2; ++c) {
             const int b = b0 + acc_row(a), k = k0 + acc_col(c);  // where finish_tile reads acc[a][c]
             acc[a][c] = (b < batch && k < w) ? __ldcg(G + b * rs + k) : 0.f;
         }
-    finish_tile(s, k0, min(w, k0 + TILE), b0, acc, n.width, n.act_off, n.act, n.dz, batch, ld, n.stats);
+    finish_tile(s, k0, min(w, k0 + TILE), b0, acc, width, act_off, act, dz, batch, ld, stats);
+}
+
+extern "C" __global__ void backward_finish(const Net n, const int* __restrict__ tasks, int batch, int ld)
+{
+    finish_loaded(tasks[2 * blockIdx.x], tasks[2 * blockIdx.x + 1], blockIdx.y * TILE, n.width, n.act_off, n.act,
+                  n.dz, batch, ld, n.stats);
 }
 
 __device__ __forceinline__ void weight_grad_tile(

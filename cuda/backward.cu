@@ -79,9 +79,9 @@ extern "C" __global__ void backward_level(const Net n, const int* __restrict__ t
 
 // The pushed backward's bodies take their arrays as restrict parameters, as backward_tile does: nvcc
 // reads a struct's members as pointers that any store may alias, so a kernel that used n.X directly
-// would reload its topology after every atomicAdd. It compiles read-only loads (ld.global.nc) only
-// for a kernel's own restrict parameters, so push_tile asks for them (__ldg): the weight tile's loads
-// are the push's main traffic, and without them W1's level_push step ran 1-2% slower (round10, round11).
+// reloads its topology after every atomicAdd (W1's level_push step ran 1-2% slower, round10). Read
+// through __ldg instead, the push ran 4-7% behind the base: its inline asm keeps nvcc from folding the
+// unrolled tile loads' offsets (round11's variants).
 __device__ __forceinline__ void push_tile(
     int d, int j0, int b0, const int* __restrict__ width, const int* __restrict__ act_off,
     const int* __restrict__ in_ptr, const int* __restrict__ in_src, const int* __restrict__ in_woff,
@@ -89,22 +89,22 @@ __device__ __forceinline__ void push_tile(
 {
     __shared__ float ds[TILE][TILE + TPAD];  // [batch row][j] of dz_d, loaded once for every in-edge
     __shared__ float ws[TILE][TILE + TPAD];  // [j][k] = W_e[j0 + j][k0 + k]
-    const int wd = __ldg(width + d), rd = ROW(ld, wd);
-    const float* D = dz + __ldg(act_off + d);
+    const int wd = width[d], rd = ROW(ld, wd);
+    const float* D = dz + act_off[d];
     for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
         const int r = i / TILE, c = i % TILE;
         ds[r][c] = (b0 + r < batch && j0 + c < wd) ? __ldcg(D + (b0 + r) * rd + j0 + c) : 0.f;
     }
-    for (int e = __ldg(in_ptr + d); e < __ldg(in_ptr + d + 1); ++e) {
-        const int src = __ldg(in_src + e);
-        if (!__ldg(hidden + src)) continue;
-        const int w = __ldg(width + src), rs = ROW(ld, w);
-        const float* W = params + __ldg(in_woff + e);  // (wd x w)
-        float* H = dz + __ldg(act_off + src);
+    for (int e = in_ptr[d]; e < in_ptr[d + 1]; ++e) {
+        const int src = in_src[e];
+        if (!hidden[src]) continue;
+        const int w = width[src], rs = ROW(ld, w);
+        const float* W = params + in_woff[e];  // (wd x w)
+        float* H = dz + act_off[src];
         for (int k0 = 0; k0 < w; k0 += TILE) {
             for (int i = threadIdx.x; i < TILE * TILE; i += THREADS) {
                 const int r = i / TILE, c = i % TILE;
-                ws[r][c] = (j0 + r < wd && k0 + c < w) ? __ldg(W + (j0 + r) * w + k0 + c) : 0.f;
+                ws[r][c] = (j0 + r < wd && k0 + c < w) ? W[(j0 + r) * w + k0 + c] : 0.f;
             }
             __syncthreads();
             float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};

@@ -12,7 +12,8 @@
 #                "genlab_level genlab_dataflow_rows torch_level_graph") names what W1-W4 run;
 #                KINDS=1 times the conv and attention workloads too (genlab.bench.kinds, no
 #                torch.compile), alternated the same way; AFTER=1 runs the kernel harnesses,
-#                profile_step.py and memcheck after it (one call for all but racecheck)
+#                profile_step.py and memcheck after it (one call for all but racecheck); one
+#                process of the base runs first and is not counted (WARM=0: none)
 #   PART=events  benchmarks/growth_events.py (W5's growth events one by one, their parts and the
 #                host's profile), the trees alternated as in bench, ROUNDS times; SUITE=1 and
 #                AFTER=1 as in bench
@@ -51,6 +52,9 @@ else
         BENCH+=(--implementation "$impl")
     done
     BENCH+=(--growth-implementation genlab_level --growth-implementation genlab_dataflow_rows)
+    # the second process on a fresh machine ran 3-9% slow in every executor (round9, round10): one
+    # process of the base first, thrown away (WARM=0: none)
+    [[ "${WARM:-1}" != 0 ]] && run_base bench_warm 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/warm"
     for i in $(seq "${ROUNDS:-2}"); do
         run_base "bench_base$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/base$i"
         run "bench_head$i" 140 python -m genlab bench "${BENCH[@]}" --out "$OUT/head$i"

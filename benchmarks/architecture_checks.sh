@@ -18,4 +18,4 @@ run bench_head 150 python -m genlab bench "${BENCH[@]}" --out "$OUT/head"
 (cd "$ROOT/.device/base" && GENLAB_COMMIT=${BASE_COMMIT:-base} PYTHONPATH=/tmp/site:$PWD \
   timeout 150 python -m genlab bench "${BENCH[@]}" --out "$OUT/base" > "$OUT/bench_base.txt" 2>&1; \
   echo "bench_base rc $? $(tail -1 "$OUT/bench_base.txt")" | tee -a "$OUT/summary.txt")
-(cd "$OUT" && tar czf architecture_checks.tgz --exclude "*.tgz" ./*)
+pack architecture_checks

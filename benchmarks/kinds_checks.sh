@@ -39,4 +39,4 @@ fi
 if [[ " $PARTS " == *" suite "* ]]; then
     run gpu_suite 300 python -m pytest -m gpu -q -p no:cacheprovider tests --ignore=tests/test_cuda_kinds.py
 fi
-(cd "$OUT" && tar czf kinds_checks.tgz --exclude kinds_checks.tgz ./*)
+pack kinds_checks

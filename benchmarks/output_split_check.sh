@@ -22,4 +22,4 @@ if [ -d "$BASE" ]; then
         --splits 8 2 --workloads W1 W3 --json "$OUT/split_base.json") > "$OUT/split_base.txt" 2>&1
     echo "split_base rc $? $(tail -1 "$OUT/split_base.txt")" | tee -a "$OUT/summary.txt"
 fi
-(cd "$OUT" && tar czf output_split_check.tgz --exclude "*.tgz" ./*)
+pack output_split_check

@@ -16,4 +16,4 @@ echo "${GENLAB_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}" > "$OUT/commit.txt"
 run harness 170 python "$HERE/kernels/recurrence.py" --quick --variants 1,22,23,24 --json "$OUT/recurrence_kernels.json"
 run bench_wide 90 python -m genlab.bench.recurrence --shapes wide --executors wavefront --out "$OUT/recurrence_wide.json"
 run sweep 270 python -m genlab bench --workload sweep --out "$OUT/sweep"
-(cd "$OUT" && tar czf recurrence_next.tgz --exclude "*.tgz" ./*)
+pack recurrence_next

@@ -46,4 +46,4 @@ fi
 if [[ " $PARTS " == *" extra "* ]]; then
     run extra 560 python -m genlab bench --workload sweep --workload precision --out "$OUT/extra"
 fi
-(cd "$OUT" && tar czf release_checks.tgz --exclude release_checks.tgz ./*)
+pack release_checks

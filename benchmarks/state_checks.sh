@@ -17,7 +17,8 @@
 #   PART=events  benchmarks/growth_events.py (W5's growth events one by one, their parts and the
 #                host's profile), the trees alternated as in bench, ROUNDS times; SUITE=1 and
 #                AFTER=1 as in bench
-# Logs and JSON to $OUT, everything in $OUT/state_checks.tgz. On the GPU machine:
+# Logs and JSON to $OUT, packed into $OUT/state_checks.tgz beside summary.txt (checks_run.sh's pack;
+# KEEP=1 keeps the loose files). On the GPU machine:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> BASE_COMMIT=<hash> PART=checks bash benchmarks/state_checks.sh
 set -u
 OUT=${OUT:-/tmp/state_out}
@@ -70,4 +71,4 @@ else
         OUT="$OUT/sanitizers" PARTS=memcheck bash "$HERE/release_checks.sh" > /dev/null
     fi
 fi
-(cd "$OUT" && tar czf state_checks.tgz --exclude "*.tgz" ./*)
+pack state_checks

@@ -8,7 +8,8 @@
 #   bench  genlab bench over W1-W5 and the classroom network, every implementation in one run
 #          (W5: level, dataflow_rows and PyTorch's level graph), results in $OUT/results/<device>/
 #   extra  genlab bench's shape sweep and precisions, in a run of their own ($OUT/extra/<device>/)
-# Logs to $OUT, each part's status in $OUT/summary.txt, and all of it in $OUT/release_checks.tgz.
+# Logs to $OUT, each part's status in $OUT/summary.txt, and all of it in $OUT/release_checks.tgz (the
+# loose files are removed then: KEEP=1 keeps them, checks_run.sh's pack).
 # On the GPU machine:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> PARTS="suite checks" bash benchmarks/release_checks.sh
 # A part cut short by its limit keeps the workloads it finished; the parts' folders make one

@@ -3,7 +3,8 @@
 # device call: the GPU suite, memcheck and racecheck (release_checks.sh, PARTS="suite checks"),
 # then the output's split-K timed on W1 and W3 (benchmarks/kernels/split_sweep.py, splits 8 and 2)
 # for this tree and for a base tree whose output parts are added with atomics (201b4c1, the commit
-# before). Logs and JSON to $OUT (all of it in output_split_check.tgz). Before the call, here:
+# before). Logs and JSON to $OUT (all of it in output_split_check.tgz; the checks' in checks/).
+# Before the call, here:
 #   mkdir -p .device/base && git archive 201b4c1 genlab cuda benchmarks/kernels pyproject.toml | tar -x -C .device/base
 # then, with carry [".device"]:
 #   source .device/setup.sh && GENLAB_COMMIT=<hash> bash benchmarks/output_split_check.sh
@@ -13,7 +14,7 @@ export OUT
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/checks_run.sh"  # run NAME SECONDS COMMAND...
 BASE=${BASE:-.device/base}
-PARTS="suite checks" bash "$HERE/release_checks.sh"  # correctness first: the timings may be cut short
+release_parts checks "suite checks"  # correctness first, into $OUT/checks: the timings may be cut short
 (cd "$HERE/kernels" && run split_head 150 python split_sweep.py --splits 8 2 --workloads W1 W3 \
     --json "$OUT/split_head.json")
 if [ -d "$BASE" ]; then

@@ -31,24 +31,20 @@ run_base() {  # run NAME SECONDS COMMAND... in the base tree (.device/base), as 
       timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; \
       echo "$name rc $? $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/summary.txt")
 }
-sanitizers() {  # release_checks.sh's PARTS=$1 into $OUT/sanitizers, its summary lines into this one's
-    OUT="$OUT/sanitizers" PARTS=$1 bash "$HERE/release_checks.sh" > /dev/null
-    sed 's/^/sanitizers: /' "$OUT/sanitizers/summary.txt" | tee -a "$OUT/summary.txt"
-}
 echo "${GENLAB_COMMIT:-unknown} base ${BASE_COMMIT:-unknown}" > "$OUT/commit.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$OUT/commit.txt" 2>/dev/null || true
 if [[ "${PART:-checks}" == checks ]]; then
     run gpu_suite 300 python -m pytest -m gpu -q -p no:cacheprovider tests
     run kernel_harnesses 150 python "$HERE/kernels/all.py"
     run profile_step 60 python "$HERE/profile_step.py" W1
-    sanitizers checks
+    release_parts sanitizers checks
 elif [[ "$PART" == events ]]; then
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
     for i in $(seq "${ROUNDS:-3}"); do
         run_base "events_base$i" 80 python "$HERE/growth_events.py" --json "$OUT/events_base$i.json"
         run "events_head$i" 80 python "$HERE/growth_events.py" --json "$OUT/events_head$i.json"
     done
-    [[ -n "${AFTER:-}" ]] && sanitizers memcheck
+    [[ -n "${AFTER:-}" ]] && release_parts sanitizers memcheck
 else
     [[ -n "${SUITE:-}" ]] && run gpu_suite 200 python -m pytest -m gpu -q -p no:cacheprovider tests
     BENCH=()
@@ -72,7 +68,7 @@ else
     if [[ -n "${AFTER:-}" ]]; then  # the harnesses and memcheck after the bench, in the same call
         run kernel_harnesses 120 python "$HERE/kernels/all.py"
         run profile_step 45 python "$HERE/profile_step.py" W1
-        sanitizers memcheck
+        release_parts sanitizers memcheck
     fi
 fi
 pack state_checks
